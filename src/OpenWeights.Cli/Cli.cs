@@ -1,0 +1,55 @@
+using System.CommandLine;
+using OpenWeights.Cli.Commands;
+
+namespace OpenWeights.Cli;
+
+/// <summary>
+/// The `openweights` command. Each sub-command lives in Commands/ as a static class with
+/// <c>Create()</c>; this file only registers them and turns errors into one-line messages.
+/// </summary>
+public static class Cli
+{
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("OpenWeights: run, serve, fine-tune and choose open-weight language models locally.");
+        // Register sub-commands here, one line each.
+        root.Subcommands.Add(VersionCommand.Create());
+        return root;
+    }
+
+    public static int Start(string[] args) => Run(args, Console.Out, Console.Error);
+
+    /// <summary>Runs the CLI with the given writers (tests call this in-process).</summary>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var root = BuildRoot();
+        var config = new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = stdout, Error = stderr };
+        try
+        {
+            return root.Parse(args).Invoke(config);
+        }
+        catch (Exception e)
+        {
+            return ReportError(e, stderr);
+        }
+    }
+
+    /// <summary>One line for user errors; type + message for bugs; stack trace only with OPENWEIGHTS_DEBUG=1.</summary>
+    public static int ReportError(Exception e, TextWriter stderr)
+    {
+        while (e is AggregateException { InnerExceptions.Count: 1 } ae) e = ae.InnerException!;
+        if (e is OperationCanceledException) { stderr.WriteLine("openweights: cancelled"); return 130; }
+        bool debug = Environment.GetEnvironmentVariable("OPENWEIGHTS_DEBUG") == "1";
+        string msg = e switch
+        {
+            OpenWeightsException or FileNotFoundException or DirectoryNotFoundException or UnauthorizedAccessException
+                or IOException or InvalidDataException or NotSupportedException or ArgumentException => e.Message,
+            _ => $"internal error ({e.GetType().Name}): {e.Message} (set OPENWEIGHTS_DEBUG=1 for details)",
+        };
+        stderr.WriteLine($"openweights: error: {FirstLine(msg)}");
+        if (debug) stderr.WriteLine(e.ToString());
+        return 1;
+    }
+
+    private static string FirstLine(string s) { int i = s.IndexOfAny(['\r', '\n']); return i < 0 ? s : s[..i]; }
+}

@@ -1,0 +1,3 @@
+using OpenWeights.Cli;
+
+return Cli.Start(args);

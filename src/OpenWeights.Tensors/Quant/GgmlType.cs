@@ -1,0 +1,64 @@
+namespace OpenWeights.Tensors.Quant;
+
+/// <summary>Tensor element types, numbered exactly as ggml numbers them in GGUF files.</summary>
+public enum GgmlType : uint
+{
+    F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
+    Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
+    IQ2_XXS = 16, IQ2_XS = 17, IQ3_XXS = 18, IQ1_S = 19, IQ4_NL = 20, IQ3_S = 21, IQ2_S = 22, IQ4_XS = 23,
+    I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, IQ1_M = 29, BF16 = 30,
+    TQ1_0 = 34, TQ2_0 = 35, MXFP4 = 39,
+}
+
+/// <summary>Block geometry of each type: a tensor row of n elements takes n / BlockSize * BlockBytes bytes.</summary>
+public static class GgmlTypes
+{
+    /// <summary>Elements per block and bytes per block, or null when we do not know the type.</summary>
+    public static (int BlockSize, int BlockBytes)? TryGetLayout(GgmlType t) => t switch
+    {
+        GgmlType.F32 => (1, 4),
+        GgmlType.F16 => (1, 2),
+        GgmlType.BF16 => (1, 2),
+        GgmlType.F64 => (1, 8),
+        GgmlType.I8 => (1, 1),
+        GgmlType.I16 => (1, 2),
+        GgmlType.I32 => (1, 4),
+        GgmlType.I64 => (1, 8),
+        GgmlType.Q4_0 => (32, 18),   // f16 d, 16 bytes of nibbles
+        GgmlType.Q4_1 => (32, 20),   // f16 d, f16 m, 16 bytes of nibbles
+        GgmlType.Q5_0 => (32, 22),   // f16 d, u32 high bits, 16 bytes of nibbles
+        GgmlType.Q5_1 => (32, 24),   // f16 d, f16 m, u32 high bits, 16 bytes
+        GgmlType.Q8_0 => (32, 34),   // f16 d, 32 x i8
+        GgmlType.Q8_1 => (32, 36),   // f16 d, f16 s, 32 x i8
+        GgmlType.Q2_K => (256, 84),  // 16 scales, 64 qs, f16 d, f16 dmin
+        GgmlType.Q3_K => (256, 110), // 32 hmask, 64 qs, 12 scales, f16 d
+        GgmlType.Q4_K => (256, 144), // f16 d, f16 dmin, 12 scales, 128 qs
+        GgmlType.Q5_K => (256, 176), // f16 d, f16 dmin, 12 scales, 32 qh, 128 qs
+        GgmlType.Q6_K => (256, 210), // 128 ql, 64 qh, 16 i8 scales, f16 d
+        GgmlType.Q8_K => (256, 292), // f32 d, 256 x i8, 16 x i16 bsums
+        _ => null,
+    };
+
+    public static bool IsKnown(GgmlType t) => TryGetLayout(t) is not null;
+
+    public static int BlockSize(GgmlType t) => Layout(t).BlockSize;
+    public static int BlockBytes(GgmlType t) => Layout(t).BlockBytes;
+
+    /// <summary>Bytes taken by a row of <paramref name="n"/> elements; n must be a multiple of the block size.</summary>
+    public static long RowBytes(GgmlType t, long n)
+    {
+        var (bs, bb) = Layout(t);
+        if (n % bs != 0) throw new ArgumentException($"row length {n} is not a multiple of the {t} block size {bs}");
+        return n / bs * bb;
+    }
+
+    /// <summary>Average bits per weight of a type (for size estimates).</summary>
+    public static double BitsPerWeight(GgmlType t) { var (bs, bb) = Layout(t); return bb * 8.0 / bs; }
+
+    private static (int BlockSize, int BlockBytes) Layout(GgmlType t) =>
+        TryGetLayout(t) ?? throw new NotSupportedException($"unsupported tensor type {t} ({(uint)t})");
+
+    /// <summary>Parses names such as "q4_k", "Q8_0", "f16" (case-insensitive).</summary>
+    public static bool TryParse(string name, out GgmlType type) =>
+        Enum.TryParse(name.Trim(), ignoreCase: true, out type) && Enum.IsDefined(type);
+}
