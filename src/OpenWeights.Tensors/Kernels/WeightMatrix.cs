@@ -61,25 +61,12 @@ public sealed unsafe class WeightMatrix
     private static float[] RowScratch(int n) => scratch is { } s && s.Length >= n ? s : scratch = new float[Math.Max(n, 4096)];
 }
 
-/// <summary>Decodes a row of any supported type to F32.</summary>
+/// <summary>Decodes a row of any supported type to F32 (bit-exact with ggml's dequantizers).</summary>
 public static class RowDecoder
 {
     public static void Decode(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
     {
-        switch (type)
-        {
-            case GgmlType.F32:
-                System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(src)[..dst.Length].CopyTo(dst);
-                break;
-            case GgmlType.F16:
-                TensorPrimitives.ConvertToSingle(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(src)[..dst.Length], dst);
-                break;
-            case GgmlType.BF16:
-                var bf = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(src);
-                for (int i = 0; i < dst.Length; i++) dst[i] = BitConverter.Int32BitsToSingle(bf[i] << 16);
-                break;
-            default:
-                throw new NotSupportedException($"tensor type {type} is not supported yet");
-        }
+        if (type == GgmlType.F32) System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(src)[..dst.Length].CopyTo(dst);
+        else Dequantize.Row(type, src[..(int)GgmlTypes.RowBytes(type, dst.Length)], dst);
     }
 }
