@@ -40,15 +40,8 @@ public static class Dequantize
         }
     }
 
-    /// <summary>f16 row -> f32 (SIMD when available).</summary>
+    /// <summary>f16 row -> f32 (scalar; exact).</summary>
     public static void F16(ReadOnlySpan<byte> src, Span<float> dst)
-    {
-        if (SimdDequant.IsSupported) { SimdDequant.F16(src, dst); return; }
-        F16Scalar(src, dst);
-    }
-
-    /// <summary>Scalar reference for f16 -> f32.</summary>
-    public static void F16Scalar(ReadOnlySpan<byte> src, Span<float> dst)
     {
         var h = MemoryMarshal.Cast<byte, ushort>(src);
         for (int i = 0; i < dst.Length; i++) dst[i] = HalfConvert.Fp16ToFp32(h[i]);

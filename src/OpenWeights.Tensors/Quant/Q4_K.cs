@@ -15,11 +15,8 @@ public static unsafe class BlockQ4_K
 {
     public const int BlockSize = 256, BlockBytes = 144;
 
-    public static void Dequantize(ReadOnlySpan<byte> src, Span<float> dst)
-    {
-        if (SimdDequant.IsSupported) { SimdDequant.Q4_K(src, dst); return; }
-        DequantizeScalar(src, dst);
-    }
+    /// <summary>Dequantizes whole blocks (scalar for now; a SIMD path would go here beside the reference).</summary>
+    public static void Dequantize(ReadOnlySpan<byte> src, Span<float> dst) => DequantizeScalar(src, dst);
 
     /// <summary>Scalar reference (ggml dequantize_row_q4_K): d1 = d*sc, m1 = dmin*m, y = d1*q - m1.</summary>
     public static void DequantizeScalar(ReadOnlySpan<byte> src, Span<float> dst)

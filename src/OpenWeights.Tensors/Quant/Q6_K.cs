@@ -16,11 +16,8 @@ public static unsafe class BlockQ6_K
 {
     public const int BlockSize = 256, BlockBytes = 210;
 
-    public static void Dequantize(ReadOnlySpan<byte> src, Span<float> dst)
-    {
-        if (SimdDequant.IsSupported) { SimdDequant.Q6_K(src, dst); return; }
-        DequantizeScalar(src, dst);
-    }
+    /// <summary>Dequantizes whole blocks (scalar for now; a SIMD path would go here beside the reference).</summary>
+    public static void Dequantize(ReadOnlySpan<byte> src, Span<float> dst) => DequantizeScalar(src, dst);
 
     /// <summary>Scalar reference (ggml dequantize_row_q6_K).</summary>
     public static void DequantizeScalar(ReadOnlySpan<byte> src, Span<float> dst)
