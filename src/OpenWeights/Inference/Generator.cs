@@ -67,7 +67,7 @@ public static class Generator
             if (text.Length > 0) yield return new GenerationChunk(text, id);
             if (hit) { finish = FinishReason.Stop; break; }
             if (generated >= options.MaxTokens || session.Remaining < 1) { finish = FinishReason.Length; break; }
-            session.Evaluate([id], ct).CopyTo(logits);
+            session.Evaluate([id], CancellationToken.None).CopyTo(logits); // cancellation is checked at the top of the loop
         }
         string tail = finish == FinishReason.Stop && stopper.Hit ? "" : stopper.Flush(decoder.Flush());
         var stats = new GenerationStats(prompt.Length, generated, prefill, sw.Elapsed);
