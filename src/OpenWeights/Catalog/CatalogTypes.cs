@@ -54,7 +54,14 @@ public sealed record CatalogModel
     public long? TotalParams => ParamsB is { } b ? (long)Math.Round(b * 1e9) : null;
     public long? ActiveParams => (ActiveParamsB ?? ParamsB) is { } b ? (long)Math.Round(b * 1e9) : null;
     public bool IsMultimodal => Modalities?.Any(m => m != "text") == true;
-    public bool IsUncertain(string field) => Uncertain.Contains(field);
+    /// <summary>Whether a field was marked uncertain; "architecture" covers every architecture field.</summary>
+    public bool IsUncertain(string field) =>
+        Uncertain.Contains(field) || (Uncertain.Contains("architecture") && ArchitectureFields.Contains(field));
+
+    public static readonly IReadOnlySet<string> ArchitectureFields = new HashSet<string>
+    {
+        "kind", "layers", "hidden_size", "heads", "kv_heads", "head_dim", "vocab", "context", "tied_embeddings", "moe", "local_attention", "mla",
+    };
 }
 
 /// <summary>Hugging Face repository ids of the original (safetensors) weights.</summary>

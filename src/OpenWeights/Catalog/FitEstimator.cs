@@ -1,3 +1,5 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using OpenWeights.Hardware;
 
 namespace OpenWeights.Catalog;
@@ -43,7 +45,8 @@ public sealed record MemoryBreakdown
 }
 
 /// <summary>One rung of the quantization ladder: total memory and verdict with that weights format.</summary>
-public sealed record QuantFit(string Quant, double BitsPerWeight, long TotalBytes, FitVerdict Verdict, double? DecodeTokensPerSecond);
+public sealed record QuantFit(string Quant, double BitsPerWeight, long TotalBytes,
+    [property: JsonConverter(typeof(SnakeCaseEnumConverter<FitVerdict>))] FitVerdict Verdict, double? DecodeTokensPerSecond);
 
 public sealed record FitEstimate
 {
@@ -52,17 +55,20 @@ public sealed record FitEstimate
     public required string Quant { get; init; }
     public required double BitsPerWeight { get; init; }
     public required int Context { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<TuneMode>))]
     public required TuneMode Tune { get; init; }
     public int? LoraRank { get; init; }
     public long? LoraParams { get; init; }
     public IReadOnlyList<string>? LoraTargets { get; init; }
     public required MemoryBreakdown Memory { get; init; }
     public required long KvBytesPerToken { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<FitTarget>))]
     public required FitTarget Target { get; init; }
     public required long BudgetBytes { get; init; }
     public required string BudgetSource { get; init; }
     public required long HeadroomBytes { get; init; }
     public required double HeadroomPercent { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<FitVerdict>))]
     public required FitVerdict Verdict { get; init; }
     /// <summary>Best-quality quantization (from the ladder) that fits; null if none does.</summary>
     public string? BestQuant { get; init; }
@@ -310,4 +316,10 @@ public static class FitEstimator
         double weightBytes = s.WeightBytes is { } wb ? wb * ((double)s.ActiveParams / s.TotalParams) : s.ActiveParams * q.BitsPerWeight / 8.0;
         return Math.Round(bw * 1e9 / (weightBytes + kvBytes), 2);
     }
+}
+
+/// <summary>Writes an enum as snake_case text ("does_not_fit"), whatever converters the serializer options carry.</summary>
+public sealed class SnakeCaseEnumConverter<T> : JsonStringEnumConverter<T> where T : struct, Enum
+{
+    public SnakeCaseEnumConverter() : base(JsonNamingPolicy.SnakeCaseLower) { }
 }

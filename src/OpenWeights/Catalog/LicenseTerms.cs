@@ -1,3 +1,5 @@
+using System.Text.Json.Serialization;
+
 namespace OpenWeights.Catalog;
 
 /// <summary>What a licence lets you do and what it asks of you, as data (catalog.json "licenses").</summary>
@@ -52,6 +54,7 @@ public sealed record LicenseDecision
 {
     public required bool Allowed { get; init; }
     public required string ModelId { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<LicenseUse>))]
     public required LicenseUse Use { get; init; }
     /// <summary>The licence that refuses (null when allowed).</summary>
     public string? RefusedBy { get; init; }

@@ -1,3 +1,6 @@
+using System.Text.Json.Serialization;
+using OpenWeights.Catalog;
+
 namespace OpenWeights.Hardware;
 
 /// <summary>Widest SIMD instruction set the runtime can use (System.Runtime.Intrinsics IsSupported).</summary>
@@ -15,6 +18,7 @@ public sealed record HardwareInfo
     /// <summary>Where the RAM figures came from: "/proc/meminfo", "cgroup", "gc".</summary>
     public string RamSource { get; init; } = "gc";
     public int LogicalCores { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<SimdLevel>))]
     public SimdLevel Simd { get; init; }
     public string Os { get; init; } = "";
     public string Architecture { get; init; } = "";
