@@ -25,6 +25,7 @@ public sealed record FitOptions
     public int Sequences { get; init; } = 1;
     public FitTarget Target { get; init; } = FitTarget.Cpu;
     /// <summary>Overrides the hardware's bandwidth for the speed estimate (GB/s).</summary>
+    [JsonPropertyName("bandwidth_gbps")]
     public double? BandwidthGBps { get; init; }
 }
 
@@ -76,6 +77,7 @@ public sealed record FitEstimate
     public double? DecodeTokensPerSecond { get; init; }
     /// <summary>Generation speed at the end of the context, where the whole KV cache is also read per token.</summary>
     public double? DecodeTokensPerSecondAtFullContext { get; init; }
+    [JsonPropertyName("bandwidth_gbps")]
     public double? BandwidthGBps { get; init; }
     public string? BandwidthSource { get; init; }
     public IReadOnlyList<QuantFit> Ladder { get; init; } = [];

@@ -26,6 +26,7 @@ public sealed record HardwareInfo
     public string? DiskPath { get; init; }
     public long? DiskFreeBytes { get; init; }
     /// <summary>Memory read bandwidth in GB/s (10^9 bytes/s).</summary>
+    [JsonPropertyName("memory_bandwidth_gbps")]
     public double MemoryBandwidthGBps { get; init; }
     /// <summary>"measured" or "assumed".</summary>
     public string BandwidthSource { get; init; } = "assumed";
