@@ -121,7 +121,7 @@ public static class FitEstimator
     public static FitEstimate Estimate(ModelShape shape, HardwareInfo hw, FitOptions? options = null)
     {
         var o = options ?? new FitOptions();
-        var assumptions = new List<string>();
+        var assumptions = new List<string>(shape.Caveats);
         var dims = Resolve(shape, assumptions);
 
         int ctx = o.Context ?? Math.Min(o.Tune == TuneMode.None ? 4096 : 1024, shape.ContextLength ?? int.MaxValue);

@@ -30,6 +30,8 @@ public sealed record ModelShape
     public long? WeightBytes { get; init; }
     /// <summary>Quantization of <see cref="WeightBytes"/> (file type), for display.</summary>
     public string? WeightsQuant { get; init; }
+    /// <summary>Caveats about where the shape came from (uncertain or borrowed facts); the estimate repeats them.</summary>
+    public IReadOnlyList<string> Caveats { get; init; } = [];
 
     public static ModelShape FromCatalog(CatalogModel m)
     {
@@ -51,6 +53,16 @@ public sealed record ModelShape
             Moe = a?.Moe,
             LocalAttention = a?.LocalAttention,
             Mla = a?.Mla,
+            Caveats = CaveatsOf(m),
         };
+    }
+
+    private static List<string> CaveatsOf(CatalogModel m)
+    {
+        var c = new List<string>();
+        if (m.ArchitectureFrom is not null) c.Add($"architecture taken from {m.ArchitectureFrom} (same base; unverified for this model)");
+        var uncertain = m.Uncertain.Where(f => CatalogModel.ArchitectureFields.Contains(f) || f is "params_b" or "active_params_b").ToList();
+        if (uncertain.Count > 0) c.Add($"uncertain catalog facts: {string.Join(", ", uncertain)}");
+        return c;
     }
 }

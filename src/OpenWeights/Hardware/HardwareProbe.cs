@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.Arm;
@@ -241,6 +242,7 @@ public static class HardwareProbe
         return (double)n * sizeof(long) / best / 1e9;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // full JIT from the first call: tier-0 code would measure the JIT, not memory
     private static long SumSlice(ReadOnlySpan<long> s)
     {
         var acc0 = Vector<long>.Zero;

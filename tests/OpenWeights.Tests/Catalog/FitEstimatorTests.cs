@@ -217,6 +217,10 @@ public class FitEstimatorTests
         Assert.Contains(oss.Assumptions, a => a.Contains("MoE"));
         var longCtx = FitEstimator.Estimate(Shape("tinyllama"), Ram(64), new FitOptions { Context = 8192 });
         Assert.Contains(longCtx.Assumptions, a => a.Contains("exceeds"));
+        var distill = FitEstimator.Estimate(Shape("deepseek-r1-distill-qwen-7b"), Ram(64));
+        Assert.Contains(distill.Assumptions, a => a.Contains("architecture taken from qwen2.5-7b-instruct"));
+        Assert.Contains(FitEstimator.Estimate(Shape("mixtral-8x7b"), Ram(64)).Assumptions, a => a.StartsWith("uncertain catalog facts: layers"));
+        Assert.DoesNotContain(FitEstimator.Estimate(Shape("llama-3.1-8b"), Ram(64)).Assumptions, a => a.Contains("uncertain"));
         // Default context is capped at the model's.
         Assert.Equal(2048, FitEstimator.Estimate(Shape("tinyllama"), Ram(64)).Context);
     }
