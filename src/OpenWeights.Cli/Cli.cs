@@ -18,6 +18,9 @@ public static class Cli
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(SynthCommand.Create());
         root.Subcommands.Add(VersionCommand.Create());
+        root.Subcommands.Add(ModelsCommand.Create());
+        root.Subcommands.Add(FitCommand.Create());
+        root.Subcommands.Add(HardwareCommand.Create());
         return root;
     }
 
