@@ -1,0 +1,115 @@
+using System.Text.Json;
+using OpenWeights.Models.Synthetic;
+
+namespace OpenWeights.Tests.Cli;
+
+public class CliTests
+{
+    public static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter(); var e = new StringWriter();
+        int code = OpenWeights.Cli.Cli.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    [Fact]
+    public void MissingModelFileIsOneLineError()
+    {
+        var (code, _, err) = Run("run", "/nonexistent/model.gguf", "hi");
+        Assert.Equal(1, code);
+        Assert.Equal("openweights: error: model file not found: /nonexistent/model.gguf", err.Trim());
+    }
+
+    [Fact]
+    public void DirectoryInsteadOfFileIsOneLineError()
+    {
+        using var dir = new TempDir();
+        foreach (var cmd in new[] { "info", "tokenize" })
+        {
+            var (code, _, err) = cmd == "info" ? Run(cmd, dir.Path) : Run(cmd, dir.Path, "x");
+            Assert.Equal(1, code);
+            Assert.Contains("is a directory", err);
+            Assert.Single(err.Trim().Split('\n'));
+        }
+    }
+
+    [Fact]
+    public void CorruptFileIsOneLineErrorWithoutStackTrace()
+    {
+        using var dir = new TempDir();
+        var p = dir.File("bad.gguf");
+        File.WriteAllBytes(p, new byte[100]);
+        var (code, _, err) = Run("info", p);
+        Assert.Equal(1, code);
+        Assert.Contains("not a GGUF file", err);
+        Assert.DoesNotContain(" at ", err);
+    }
+
+    [Fact]
+    public void UnknownFlagFails()
+    {
+        var (code, _, err) = Run("info", "x.gguf", "--bogus");
+        Assert.NotEqual(0, code);
+        Assert.Contains("--bogus", err);
+    }
+
+    [Fact]
+    public void BadSamplingValueIsRefused()
+    {
+        var p = TestData.Require("models/stories260K.gguf");
+        var (code, _, err) = Run("run", p, "hi", "--top-p", "1.5");
+        Assert.Equal(1, code);
+        Assert.Contains("top-p", err);
+    }
+
+    [Fact]
+    public void RunStreamsGreedyContinuation()
+    {
+        var p = TestData.Require("models/stories260K.gguf");
+        var (code, output, _) = Run("run", p, "Once upon a time", "--temp", "0", "-n", "12", "--threads", "1");
+        Assert.Equal(0, code);
+        Assert.StartsWith(", there was a little girl named Lily.", output);
+    }
+
+    [Fact]
+    public void InfoAndTokenizeReportJson()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        var (code, outp, err) = Run("synth", "--preset", "tiny-qwen2", "--type", "q8_0", "-o", path, "--threads", "1");
+        Assert.True(code == 0, err);
+        Assert.Contains("wrote", outp);
+
+        (code, outp, _) = Run("info", path, "--json");
+        Assert.Equal(0, code);
+        var info = JsonDocument.Parse(outp).RootElement;
+        Assert.Equal("qwen2", info.GetProperty("architecture").GetString());
+        Assert.Equal(2, info.GetProperty("layers").GetInt32());
+        Assert.Equal(256, info.GetProperty("embedding_length").GetInt32());
+        var p = SynthPreset.Get("tiny-qwen2");
+        long expectedParams = (long)p.VocabSize * p.Dim + p.Dim + p.Layers * (2L * p.Dim + 2L * p.Dim * p.Dim + 2L * p.Dim * p.KvHeads * p.HeadDim
+            + p.Dim + 2L * p.KvHeads * p.HeadDim + 3L * p.Dim * p.FfnDim);
+        Assert.Equal(expectedParams, info.GetProperty("parameters").GetInt64());
+        Assert.Contains(info.GetProperty("tensor_types").EnumerateArray(), t => t.GetProperty("type").GetString() == "Q8_0");
+        Assert.Equal(2L * 2 * 128 * 4096 * 4, info.GetProperty("kv_cache_bytes4k").GetInt64());
+
+        (code, outp, _) = Run("tokenize", path, "hello world", "--json");
+        Assert.Equal(0, code);
+        var tok = JsonDocument.Parse(outp).RootElement;
+        Assert.Equal(tok.GetProperty("tokens").GetArrayLength(), tok.GetProperty("count").GetInt32());
+        Assert.Equal("hello world", string.Concat(tok.GetProperty("tokens").EnumerateArray().Select(t => t.GetProperty("text").GetString())));
+    }
+
+    [Fact]
+    public void SynthRefusesUnknownPresetAndType()
+    {
+        using var dir = new TempDir();
+        var (code, _, err) = Run("synth", "--preset", "gpt-5", "-o", dir.File("x.gguf"));
+        Assert.Equal(1, code);
+        Assert.Contains("unknown preset", err);
+        (code, _, err) = Run("synth", "--preset", "tiny-llama", "--type", "q9_9", "-o", dir.File("x.gguf"));
+        Assert.Equal(1, code);
+        Assert.Contains("unknown type", err);
+        Assert.Empty(Directory.GetFiles(dir.Path));
+    }
+}
