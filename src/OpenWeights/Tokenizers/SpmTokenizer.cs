@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Text;
 using OpenWeights.Formats.Gguf;
 
@@ -13,6 +14,13 @@ namespace OpenWeights.Tokenizers;
 public sealed class SpmTokenizer : Tokenizer
 {
     private readonly int[] byteTokens = new int[256];
+    // Adjacent code-point pairs that occur inside some vocabulary string. Where a pair of the text is not in this set
+    // no merge can ever cross it, so the text is cut there and the pieces are merged (and cached) independently:
+    // the result is identical to merging the whole text at once, as llama.cpp does.
+    private readonly HashSet<long> joinable = [];
+    private readonly ConcurrentDictionary<string, int[]> cache = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> cacheLookup;
+    private const int CacheLimit = 1 << 18;
 
     internal SpmTokenizer(GgufFile f) : base(f, "llama", new Defaults(
         Bos: 1, Eos: 2, Unk: 0, Sep: -1, Pad: -1, Mask: -1,
@@ -26,6 +34,16 @@ public sealed class SpmTokenizer : Tokenizer
             if (id < 0 && b < 0x80) id = LookupPiece([(char)b]);
             byteTokens[b] = id;
         }
+        for (int i = 0; i < VocabSize; i++)
+        {
+            int prevCp = -1;
+            foreach (var r in Piece(i).EnumerateRunes())
+            {
+                if (prevCp >= 0) joinable.Add(((long)prevCp << 21) | (uint)r.Value);
+                prevCp = r.Value;
+            }
+        }
+        cacheLookup = cache.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
     private protected override void EncodeFragments(string text, List<Fragment> fragments, bool addSpecial, List<int> output)
@@ -48,7 +66,7 @@ public sealed class SpmTokenizer : Tokenizer
                 if (AddSpacePrefix && isPrevSpecial) rented[len++] = '\u2581';
                 var src = text.AsSpan(fr.Offset, fr.Length);
                 for (int i = 0; i < src.Length; i++) rented[len++] = src[i] == ' ' ? '\u2581' : src[i];
-                Tokenize(rented.AsSpan(0, len), output);
+                TokenizeSegments(rented.AsSpan(0, len), output);
                 isPrevSpecial = false;
             }
         }
@@ -57,6 +75,39 @@ public sealed class SpmTokenizer : Tokenizer
             if (rented is not null) ArrayPool<char>.Shared.Return(rented);
         }
         if (addSpecial && AddEos) output.Add(Eos);
+    }
+
+    private void TokenizeSegments(ReadOnlySpan<char> text, List<int> output)
+    {
+        int segStart = 0, prevCp = -1;
+        for (int i = 0; i < text.Length;)
+        {
+            Rune.DecodeFromUtf16(text[i..], out var r, out int used);
+            int cp = char.IsSurrogate(text[i]) && used == 1 ? -2 : r.Value; // lone surrogate: never joinable
+            if (prevCp != -1 && (prevCp < 0 || cp < 0 || !joinable.Contains(((long)prevCp << 21) | (uint)cp)))
+            {
+                TokenizeCached(text[segStart..i], output);
+                segStart = i;
+            }
+            prevCp = cp;
+            i += used;
+        }
+        TokenizeCached(text[segStart..], output);
+    }
+
+    private void TokenizeCached(ReadOnlySpan<char> segment, List<int> output)
+    {
+        if (segment.IsEmpty) return;
+        if (cacheLookup.TryGetValue(segment, out var ids)) { output.AddRange(ids); return; }
+        var tmp = new List<int>(segment.Length);
+        Tokenize(segment, tmp);
+        ids = [.. tmp];
+        if (segment.Length <= 256)
+        {
+            if (cache.Count >= CacheLimit) cache.Clear();
+            cacheLookup.TryAdd(segment, ids);
+        }
+        output.AddRange(ids);
     }
 
     /// <summary>Symbol-merge loop over one escaped text run: O(n log n) with a heap of candidate bigrams.</summary>

@@ -81,15 +81,7 @@ public sealed class WpmTokenizer : Tokenizer
     }
 
     /// <summary>First code point of the canonical decomposition (llama.cpp's NFD table keeps only that).</summary>
-    private static Rune NfdBase(Rune r)
-    {
-        if (r.Value < 0xC0) return r;
-        string s = r.ToString();
-        string d;
-        try { d = s.Normalize(NormalizationForm.FormD); }
-        catch (PlatformNotSupportedException) { return r; }
-        return Rune.DecodeFromUtf16(d, out var b, out _) == System.Buffers.OperationStatus.Done ? b : r;
-    }
+    private static Rune NfdBase(Rune r) => new(NfdTable.Base(r.Value));
 
     private static bool IsChinese(int c) =>
         (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2B73F)
