@@ -14,6 +14,9 @@ public static class Cli
         var root = new RootCommand("OpenWeights: run, serve, fine-tune and choose open-weight language models locally.");
         // Register sub-commands here, one line each.
         root.Subcommands.Add(VersionCommand.Create());
+        root.Subcommands.Add(PullCommand.Create());
+        root.Subcommands.Add(ListCommand.Create());
+        root.Subcommands.Add(RmCommand.Create());
         return root;
     }
 

@@ -29,21 +29,22 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
 {
     private const int BufferSize = 256 * 1024;
 
-    public async Task<string> EnsureBlobAsync(string repoId, string commit, string path, FileMetadata meta, string? expectedSha256,
+    /// <summary>Returns the blob path and whether this call downloaded it.</summary>
+    public async Task<(string Blob, bool Downloaded)> EnsureBlobAsync(string repoId, string commit, string path, FileMetadata meta, string? expectedSha256,
         IProgress<DownloadProgress>? progress, CancellationToken ct)
     {
         var blob = store.BlobPath(repoId, meta.Etag);
         if (File.Exists(blob))
         {
             new ProgressTracker(path, meta.Size ?? new FileInfo(blob).Length, new FileInfo(blob).Length, progress).Report(true);
-            return blob;
+            return (blob, false);
         }
         Directory.CreateDirectory(Path.GetDirectoryName(blob)!);
         using var fileLock = await FileLock.AcquireAsync(store.LockPath(repoId, meta.Etag), settings.LockTimeout, ct).ConfigureAwait(false);
         if (File.Exists(blob))
         {
             new ProgressTracker(path, meta.Size ?? new FileInfo(blob).Length, new FileInfo(blob).Length, progress).Report(true);
-            return blob;
+            return (blob, false);
         }
 
         var inc = blob + ".incomplete";
@@ -84,7 +85,7 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
             throw new OpenWeightsException($"checksum mismatch for {repoId}/{path}: SHA-256 {hash}, expected {expectedSha256}; the download was deleted, pull again");
         }
         File.Move(inc, blob, overwrite: true);
-        return blob;
+        return (blob, true);
     }
 
     private static void Discard(string inc)

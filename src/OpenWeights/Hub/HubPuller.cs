@@ -78,10 +78,9 @@ public sealed class HubPuller(HubSettings settings, IPullGate? gate = null)
         var meta = await client.GetFileMetadataAsync(repoId, commit, file.Path, ct).ConfigureAwait(false);
         if (meta.Commit != commit) throw new OpenWeightsException($"the hub resolved {repoId}/{file.Path} to commit {meta.Commit}, expected {commit}");
         if (meta.Size is null && file.Size is not null) meta = meta with { Size = file.Size };
-        bool existed = File.Exists(Store.BlobPath(repoId, meta.Etag));
-        var blob = await downloader.EnsureBlobAsync(repoId, commit, file.Path, meta, file.Sha256, Progress, ct).ConfigureAwait(false);
+        var (blob, downloaded) = await downloader.EnsureBlobAsync(repoId, commit, file.Path, meta, file.Sha256, Progress, ct).ConfigureAwait(false);
         var local = Store.LinkSnapshot(repoId, commit, file.Path, meta.Etag);
-        return new PulledFile(file.Path, local, new FileInfo(blob).Length, !existed);
+        return new PulledFile(file.Path, local, new FileInfo(blob).Length, downloaded);
     }
 
     private PullResult PullOffline(PullSpec spec, string revision)
