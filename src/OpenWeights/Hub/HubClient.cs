@@ -103,6 +103,7 @@ public sealed class HubClient : IDisposable
         HubStore.CheckRepoId(repoId);
         HubStore.CheckRepoPath(path);
         var url = ResolveUrl(repoId, revision, path);
+        // Like huggingface_hub: follow relative redirects (renamed repositories), stop at the absolute one to the CDN.
         using var resp = await SendWithRetryAsync(HttpMethod.Head, url, null, followRedirects: false, ct).ConfigureAwait(false);
         EnsureSuccess(resp, repoId, revision, path);
         string? commit = Header(resp, "X-Repo-Commit");
@@ -114,7 +115,7 @@ public sealed class HubClient : IDisposable
         HubStore.CheckEtag(etag);
         long? size = long.TryParse(Header(resp, "X-Linked-Size"), out var ls) ? ls
             : IsRedirect(resp.StatusCode) ? null : resp.Content.Headers.ContentLength;
-        Uri? location = resp.Headers.Location is { } loc ? new Uri(url, loc) : null;
+        Uri? location = resp.Headers.Location is { } loc ? Resolve(url, loc) : null;
         return new FileMetadata(commit, etag, size, linked is not null, location);
     }
 
@@ -179,6 +180,9 @@ public sealed class HubClient : IDisposable
         return TimeSpan.FromMilliseconds(ms);
     }
 
+    private static Uri Resolve(Uri current, Uri location) =>
+        location.IsAbsoluteUri && location.IsFile ? new Uri(current, location.OriginalString) : new Uri(current, location);
+
     private static bool SameOrigin(Uri a, Uri b) =>
         a.Scheme == b.Scheme && string.Equals(a.Host, b.Host, StringComparison.OrdinalIgnoreCase) && a.Port == b.Port;
 
@@ -193,9 +197,11 @@ public sealed class HubClient : IDisposable
             if (settings.Token is { } token && SameOrigin(url, endpoint))
                 req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
             var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
-            if (!followRedirects || !IsRedirect(resp.StatusCode) || resp.Headers.Location is null) return resp;
+            if (!IsRedirect(resp.StatusCode) || resp.Headers.Location is not { } location) return resp;
+            bool relative = !location.IsAbsoluteUri || location.IsFile; // "/x" parses as file:///x on Unix
+            if (!followRedirects && !relative) return resp;
             if (hop >= 10) { resp.Dispose(); throw new OpenWeightsException($"too many redirects fetching {url}"); }
-            var next = new Uri(url, resp.Headers.Location);
+            var next = Resolve(url, location);
             resp.Dispose();
             if (next.Scheme != Uri.UriSchemeHttps && next.Scheme != Uri.UriSchemeHttp) throw new OpenWeightsException($"refusing redirect to {next.Scheme}: URL");
             url = next;

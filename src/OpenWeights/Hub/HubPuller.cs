@@ -38,7 +38,14 @@ public sealed class HubPuller(HubSettings settings, IPullGate? gate = null)
         if (settings.Offline) return PullOffline(spec, revision);
 
         using var client = new HubClient(settings);
-        var info = await client.GetRepoInfoAsync(spec.RepoId, revision, ct).ConfigureAwait(false);
+        RepoInfo info;
+        try { info = await client.GetRepoInfoAsync(spec.RepoId, revision, ct).ConfigureAwait(false); }
+        catch (OpenWeightsException e) when (e.InnerException is not null && HubClient.IsNetworkError(e.InnerException, ct))
+        {
+            // The hub is unreachable: like huggingface_hub, fall back to what the store already holds.
+            try { return PullOffline(spec, revision); }
+            catch (OpenWeightsException) { throw e; }
+        }
         var byPath = info.Files.ToDictionary(f => f.Path, StringComparer.Ordinal);
         var selected = PullSelection.Select(spec.RepoId, byPath.Keys, spec, out bool isGguf);
         gate.BeforePull(new PullContext(spec.RepoId, revision, info.Commit, info.License, info.Gated,
@@ -86,7 +93,7 @@ public sealed class HubPuller(HubSettings settings, IPullGate? gate = null)
     private PullResult PullOffline(PullSpec spec, string revision)
     {
         var commit = Store.ResolveCommit(spec.RepoId, revision)
-            ?? throw new OpenWeightsException($"HF_HUB_OFFLINE is set and {spec.RepoId}@{revision} is not in the store ({Store.CacheDir})");
+            ?? throw new OpenWeightsException($"HF_HUB_OFFLINE is set and {spec.RepoId}@{revision} is not in the store ({Store.CacheDir}); unset it to download");
         var files = Store.SnapshotFiles(spec.RepoId, commit);
         IReadOnlyList<string> selected;
         bool isGguf;

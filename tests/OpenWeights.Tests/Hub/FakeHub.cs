@@ -43,6 +43,8 @@ public sealed class FakeHub : IDisposable
 
     public ConcurrentDictionary<string, FakeRepo> Repos { get; } = new(StringComparer.Ordinal);
     public ConcurrentQueue<FakeRequest> Log { get; } = new();
+    /// <summary>Old repo id to new one: resolve URLs answer a relative 307 like the hub does.</summary>
+    public ConcurrentDictionary<string, string> Renamed { get; } = new(StringComparer.Ordinal);
 
     /// <summary>Number of content responses still to cut short after <see cref="DropAfterBytes"/> bytes.</summary>
     public int DropsRemaining;
@@ -155,6 +157,11 @@ public sealed class FakeHub : IDisposable
             var repoId = segs[0] + "/" + segs[1];
             var rev = segs[3];
             var file = string.Join('/', segs.Skip(4));
+            if (Renamed.TryGetValue(repoId, out var newId))
+            {
+                await Send(s, 307, new() { ["Location"] = "/" + newId + path[(repoId.Length + 1)..] }, [], req.Method);
+                return;
+            }
             if (!Repos.TryGetValue(repoId, out var repo)) { await Send(s, 404, new() { ["X-Error-Code"] = "RepoNotFound" }, [], req.Method); return; }
             if (repo.Gated is not null)
             {
@@ -241,7 +248,7 @@ public sealed class FakeHub : IDisposable
         }
     }
 
-    private static readonly Dictionary<int, string> Reasons = new() { [200] = "OK", [206] = "Partial Content", [302] = "Found", [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found", [416] = "Range Not Satisfiable" };
+    private static readonly Dictionary<int, string> Reasons = new() { [200] = "OK", [206] = "Partial Content", [302] = "Found", [307] = "Temporary Redirect", [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found", [416] = "Range Not Satisfiable" };
 
     private static async Task WriteHead(NetworkStream s, int status, Dictionary<string, string> h, long length)
     {

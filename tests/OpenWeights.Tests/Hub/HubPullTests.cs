@@ -148,6 +148,37 @@ public class HubPullTests : IDisposable
     }
 
     [Fact]
+    public async Task Relative_redirects_of_renamed_repos_are_followed()
+    {
+        var r = GgufRepo("org/new-name");
+        hub.Renamed["org/old-name"] = "org/new-name";
+        // metadata and file requests for the old name go through the hub's relative 307
+        using var client = new HubClient(Settings());
+        var meta = await client.GetFileMetadataAsync("org/old-name", r.Commit, "tiny-Q8_0.gguf", TestContext.Current.CancellationToken);
+        Assert.Equal(r.Commit, meta.Commit);
+        Assert.Equal(FakeRepo.Sha256(r.Files["tiny-Q8_0.gguf"]), meta.Etag);
+        Assert.True(meta.IsLfs);
+        Assert.Equal(30_000, meta.Size);
+        Assert.StartsWith(hub.CdnBase, meta.Location!.ToString());
+        var lic = await client.GetFileMetadataAsync("org/old-name", "main", "LICENSE", TestContext.Current.CancellationToken);
+        Assert.Equal(FakeRepo.GitSha1(r.Files["LICENSE"]), lic.Etag);
+        Assert.False(lic.IsLfs);
+    }
+
+    [Fact]
+    public async Task Unreachable_hub_falls_back_to_the_store()
+    {
+        GgufRepo();
+        var online = await new HubPuller(Settings()).PullAsync("org/tiny-GGUF:Q8_0", ct: TestContext.Current.CancellationToken);
+        var down = Settings() with { Endpoint = "http://127.0.0.1:9", MaxRetries = 0 };
+        var res = await new HubPuller(down).PullAsync("org/tiny-GGUF:Q8_0", ct: TestContext.Current.CancellationToken);
+        Assert.True(res.Offline);
+        Assert.Equal(online.ModelPath, res.ModelPath);
+        var e = await Assert.ThrowsAsync<OpenWeightsException>(() => new HubPuller(down).PullAsync("org/tiny-GGUF:Q4_K_M", ct: TestContext.Current.CancellationToken));
+        Assert.Contains("cannot reach", e.Message);
+    }
+
+    [Fact]
     public async Task Missing_repo_or_file_says_not_found()
     {
         GgufRepo();
