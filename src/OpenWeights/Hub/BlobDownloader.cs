@@ -135,7 +135,7 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
             if (fs.Length > 0) await HashFileAsync(job.Incomplete, fs.Length, hasher, ct).ConfigureAwait(false);
             var cursor = new Cursor(fs.Length);
             var tracker = new ProgressTracker(job.Path, job.Size ?? -1, cursor.Pos, progress);
-            await DownloadRangeAsync(job, fs, writer, 0, cursor, job.Size, sequential: true, () => { hasher.Dispose(); hasher = IncrementalHash.CreateHash(HashAlgorithmName.SHA256); return hasher; },
+            await DownloadRangeAsync(job, fs, writer, cursor, job.Size, sequential: true, () => { hasher.Dispose(); hasher = IncrementalHash.CreateHash(HashAlgorithmName.SHA256); return hasher; },
                 hasher, tracker, ct).ConfigureAwait(false);
             Sync(job.Incomplete, fs);
             tracker.Report(true);
@@ -157,11 +157,11 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
     }
 
     /// <summary>
-    /// Downloads [fileStart + cursor, end) into fs (positioned at its end) with retries. Sequential mode accepts
+    /// Downloads blob bytes [cursor, end) into fs (positioned at its end) with retries. Sequential mode accepts
     /// a 200 answer to a Range request by starting over (via resetHasher); parallel mode throws
     /// <see cref="RangeNotSupportedException"/>.
     /// </summary>
-    private async Task DownloadRangeAsync(Job job, FileStream fs, Stream writer, long fileStart, Cursor cursor, long? end, bool sequential,
+    private async Task DownloadRangeAsync(Job job, FileStream fs, Stream writer, Cursor cursor, long? end, bool sequential,
         Func<IncrementalHash>? resetHasher, IncrementalHash? hasher, ProgressTracker tracker, CancellationToken ct)
     {
         int failures = 0;
@@ -191,7 +191,7 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
                     continue;
                 }
                 await using var body = await resp.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
-                await CopyAsync(body, writer, job.Incomplete, buffer, cursor, fileStart, end, hasher, tracker, ct).ConfigureAwait(false);
+                await CopyAsync(body, writer, fs.Name, buffer, cursor, end, hasher, tracker, ct).ConfigureAwait(false);
                 if (end is null) break;
                 if (cursor.Pos < end) throw new IOException($"connection closed after {cursor.Pos - startPos} bytes");
             }
@@ -207,14 +207,14 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
         void Restart()
         {
             try { fs.SetLength(0); fs.Seek(0, SeekOrigin.Begin); }
-            catch (IOException e) { throw new StoreWriteException(job.Incomplete, e); }
+            catch (IOException e) { throw new StoreWriteException(fs.Name, e); }
             cursor.Pos = 0;
             hasher = resetHasher?.Invoke();
             tracker.Reset(0);
         }
     }
 
-    private async Task CopyAsync(Stream body, Stream writer, string file, byte[] buffer, Cursor cursor, long fileStart, long? end,
+    private async Task CopyAsync(Stream body, Stream writer, string file, byte[] buffer, Cursor cursor, long? end,
         IncrementalHash? hasher, ProgressTracker tracker, CancellationToken ct)
     {
         while (end is null || cursor.Pos < end)
@@ -234,7 +234,6 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
             cursor.Pos += n;
             tracker.Add(n);
         }
-        _ = fileStart;
     }
 
     private static async Task HashFileAsync(string file, long length, IncrementalHash hasher, CancellationToken ct)
@@ -274,8 +273,7 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
         ranges.Add((inc, 0, bounds[0]));
         for (int k = 0; k < starts.Count; k++) ranges.Add((PartPath(inc, starts[k]), starts[k], bounds[k + 1]));
 
-        long already = ranges.Sum(r => File.Exists(r.File) ? Math.Min(new FileInfo(r.File).Length, r.End - r.FileStart) : 0) - 0;
-        already = head + ranges.Skip(1).Sum(r => File.Exists(r.File) ? Math.Min(new FileInfo(r.File).Length, r.End - r.FileStart) : 0);
+        long already = head + ranges.Skip(1).Sum(r => File.Exists(r.File) ? Math.Min(new FileInfo(r.File).Length, r.End - r.FileStart) : 0);
         var tracker = new ProgressTracker(job.Path, size, already, progress);
 
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
@@ -288,7 +286,7 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
                 {
                     if (r.FileStart + fs.Length > r.End) { fs.SetLength(r.End - r.FileStart); fs.Seek(0, SeekOrigin.End); }
                     var cursor = new Cursor(r.FileStart + fs.Length);
-                    await DownloadRangeAsync(job, fs, writer, r.FileStart, cursor, r.End, sequential: false, null, null, tracker, cts.Token).ConfigureAwait(false);
+                    await DownloadRangeAsync(job, fs, writer, cursor, r.End, sequential: false, null, null, tracker, cts.Token).ConfigureAwait(false);
                     Sync(r.File, fs);
                 }
                 finally
@@ -372,6 +370,10 @@ internal sealed class FileLock : IDisposable
         while (true)
         {
             try { return new FileLock(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None)); }
+            catch (IOException e) when (!File.Exists(path) || StoreWriteException.IsDiskFull(e))
+            {
+                throw new OpenWeightsException($"cannot create lock file {path}: {e.Message}", e);
+            }
             catch (IOException) when (sw.Elapsed < timeout)
             {
                 await Task.Delay(100, ct).ConfigureAwait(false);

@@ -356,6 +356,29 @@ public class HubPullTests : IDisposable
     }
 
     [Fact]
+    public async Task A_blob_lock_held_elsewhere_makes_the_pull_wait()
+    {
+        var r = GgufRepo();
+        var sha = FakeRepo.Sha256(r.Files["tiny-Q8_0.gguf"]);
+        var lockPath = Store.LockPath(r.Id, sha);
+        Assert.Equal(Path.Combine(dir.File("hub"), ".locks", "models--org--tiny-GGUF", sha + ".lock"), lockPath);
+        Directory.CreateDirectory(Path.GetDirectoryName(lockPath)!);
+        Task<PullResult> pull;
+        using (new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+        {
+            var timeout = await Assert.ThrowsAsync<OpenWeightsException>(() =>
+                new HubPuller(Settings() with { LockTimeout = TimeSpan.FromMilliseconds(300) }).PullAsync("org/tiny-GGUF:Q8_0", ct: TestContext.Current.CancellationToken));
+            Assert.Contains("another download holds", timeout.Message);
+            pull = new HubPuller(Settings()).PullAsync("org/tiny-GGUF:Q8_0", ct: TestContext.Current.CancellationToken);
+            await Task.Delay(500, TestContext.Current.CancellationToken);
+            Assert.False(pull.IsCompleted);
+            Assert.DoesNotContain(hub.Requests("cdn"), q => q.Path.EndsWith(sha, StringComparison.Ordinal));
+        }
+        var res = await pull;
+        Assert.Equal(r.Files["tiny-Q8_0.gguf"], File.ReadAllBytes(res.ModelPath));
+    }
+
+    [Fact]
     public async Task Offline_mode_resolves_only_from_the_store()
     {
         var r = GgufRepo();
