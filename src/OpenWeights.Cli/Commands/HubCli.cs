@@ -60,7 +60,7 @@ internal sealed class ProgressPrinter : IProgress<DownloadProgress>
             if (interactive)
             {
                 int width = 80;
-                try { width = Math.Max(40, Console.WindowWidth); } catch (IOException) { }
+                try { int w = Console.WindowWidth; if (w >= 20) width = w; } catch (IOException) { } // 0 when the size is unknown
                 string pct = p.BytesTotal > 0 ? $"{p.Fraction * 100,3:0}%" : "";
                 const int barWidth = 20;
                 int filled = (int)(p.Fraction * barWidth);

@@ -153,15 +153,17 @@ public sealed class HubClient : IDisposable
 
     private async Task<HttpResponseMessage> SendWithRetryAsync(HttpMethod method, Uri url, RangeHeaderValue? range, bool followRedirects, CancellationToken ct)
     {
+        // Metadata calls retry briefly (an unreachable hub should fail in seconds, not minutes); downloads retry more.
+        int maxRetries = Math.Min(settings.MaxRetries, 2);
         for (int attempt = 0; ; attempt++)
         {
             try
             {
                 var resp = await SendAsync(method, url, range, followRedirects, ct).ConfigureAwait(false);
-                if (!IsTransient(resp.StatusCode) || attempt >= settings.MaxRetries) return resp;
+                if (!IsTransient(resp.StatusCode) || attempt >= maxRetries) return resp;
                 resp.Dispose();
             }
-            catch (Exception e) when (IsNetworkError(e, ct) && attempt < settings.MaxRetries) { }
+            catch (Exception e) when (IsNetworkError(e, ct) && attempt < maxRetries) { }
             catch (Exception e) when (IsNetworkError(e, ct))
             {
                 throw new OpenWeightsException($"cannot reach {url.GetLeftPart(UriPartial.Authority)}: {e.Message} (set HF_HUB_OFFLINE=1 to use only the local store)", e);
@@ -199,7 +201,8 @@ public sealed class HubClient : IDisposable
             var resp = await http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
             if (!IsRedirect(resp.StatusCode) || resp.Headers.Location is not { } location) return resp;
             bool relative = !location.IsAbsoluteUri || location.IsFile; // "/x" parses as file:///x on Unix
-            if (!followRedirects && !relative) return resp;
+            // A redirect that already carries the file's metadata is the LFS one (some mirrors make it relative).
+            if (!followRedirects && (!relative || resp.Headers.Contains("X-Repo-Commit"))) return resp;
             if (hop >= 10) { resp.Dispose(); throw new OpenWeightsException($"too many redirects fetching {url}"); }
             var next = Resolve(url, location);
             resp.Dispose();
