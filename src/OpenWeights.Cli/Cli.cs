@@ -13,7 +13,14 @@ public static class Cli
     {
         var root = new RootCommand("OpenWeights: run, serve, fine-tune and choose open-weight language models locally.");
         // Register sub-commands here, one line each.
+        root.Subcommands.Add(RunCommand.Create());
+        root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(TokenizeCommand.Create());
+        root.Subcommands.Add(SynthCommand.Create());
         root.Subcommands.Add(VersionCommand.Create());
+        root.Subcommands.Add(ModelsCommand.Create());
+        root.Subcommands.Add(FitCommand.Create());
+        root.Subcommands.Add(HardwareCommand.Create());
         root.Subcommands.Add(PullCommand.Create());
         root.Subcommands.Add(ListCommand.Create());
         root.Subcommands.Add(RmCommand.Create());

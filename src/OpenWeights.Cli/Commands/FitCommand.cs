@@ -1,0 +1,115 @@
+using System.CommandLine;
+using OpenWeights.Catalog;
+using OpenWeights.Hardware;
+using F = OpenWeights.Cli.Commands.CatalogFormat;
+
+namespace OpenWeights.Cli.Commands;
+
+/// <summary>`openweights fit ID`: will the model fit this machine, at which quantization, and how fast will it generate.</summary>
+public static class FitCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "Model id or alias from the catalog" };
+        var context = new Option<int?>("--context") { Description = "Context length (inference) or training sequence length (--tune); default 4096 / 1024, capped at the model's context" };
+        var quant = new Option<string?>("--quant") { Description = "Weights format: F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, NF4 (default: the best that fits)" };
+        var tune = new Option<string?>("--tune") { Description = "Estimate LoRA or QLoRA fine-tuning instead of inference: lora | qlora" };
+        var rank = new Option<int>("--rank") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
+        var target = new Option<string>("--target") { Description = "Memory to fit: cpu (available RAM) or gpu (largest NVIDIA GPU's free memory)", DefaultValueFactory = _ => "cpu" };
+        var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s for the speed estimate (default: assumed, or measured with --measure-bandwidth)" };
+        var measureBw = new Option<bool>("--measure-bandwidth") { Description = "Measure this machine's memory read bandwidth first (about a second)" };
+        var json = new Option<bool>("--json") { Description = "Machine-readable output" };
+        var cmd = new Command("fit", "Estimate memory, verdict, best quantization and decode speed for a model on this machine")
+        {
+            model, context, quant, tune, rank, target, bandwidth, measureBw, json,
+        };
+        cmd.SetAction(pr =>
+        {
+            var shape = ResolveShape(pr.GetValue(model)!);
+            var tgt = pr.GetValue(target)?.ToLowerInvariant() switch
+            {
+                "cpu" or null => FitTarget.Cpu,
+                "gpu" => FitTarget.Gpu,
+                var t => throw new OpenWeightsException($"unknown target '{t}' (expected cpu or gpu)"),
+            };
+            var hw = HardwareProbe.Probe(new HardwareProbeOptions { MeasureBandwidth = pr.GetValue(measureBw), QueryGpus = tgt == FitTarget.Gpu });
+            var options = new FitOptions
+            {
+                Context = pr.GetValue(context),
+                Quant = pr.GetValue(quant) is { } q ? Quantization.Parse(q) : null,
+                Tune = ParseTune(pr.GetValue(tune)),
+                LoraRank = pr.GetValue(rank),
+                Target = tgt,
+                BandwidthGBps = pr.GetValue(bandwidth),
+            };
+            var est = FitEstimator.Estimate(shape, hw, options);
+            var w = pr.InvocationConfiguration.Output;
+            if (pr.GetValue(json)) { CliJson.Write(w, est); return 0; }
+            Print(w, est);
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>
+    /// A model's shape from its argument: a catalog id or alias. (Local GGUF files plug in here: build a
+    /// <see cref="ModelShape"/> with Source = "file" from the file's metadata and tensor sizes.)
+    /// </summary>
+    public static ModelShape ResolveShape(string arg)
+    {
+        var cat = ModelCatalog.Default;
+        if (cat.TryGet(arg, out var m)) return ModelShape.FromCatalog(m);
+        if (File.Exists(arg)) throw new OpenWeightsException($"fit for a local file is not supported yet: '{arg}' (use a catalog id)");
+        return ModelShape.FromCatalog(cat.Get(arg)); // throws the one-line unknown-model error
+    }
+
+    public static TuneMode ParseTune(string? s) => s?.ToLowerInvariant() switch
+    {
+        null or "" or "none" => TuneMode.None,
+        "lora" => TuneMode.Lora,
+        "qlora" => TuneMode.Qlora,
+        _ => throw new OpenWeightsException($"unknown tuning mode '{s}' (expected lora or qlora)"),
+    };
+
+    private static string Verdict(FitVerdict v) => v switch
+    {
+        FitVerdict.Fits => "fits",
+        FitVerdict.Tight => "tight",
+        _ => "does not fit",
+    };
+
+    public static void Print(TextWriter w, FitEstimate e)
+    {
+        string what = e.Tune switch
+        {
+            TuneMode.None => $"inference, context {e.Context}",
+            TuneMode.Lora => $"LoRA fine-tuning (rank {e.LoraRank}), sequence {e.Context}",
+            _ => $"QLoRA fine-tuning (rank {e.LoraRank}), sequence {e.Context}",
+        };
+        w.WriteLine($"{e.Model}: {e.Quant} ({F.Number(e.BitsPerWeight, "0.##")} bpw), {what}");
+        var mem = e.Memory;
+        w.WriteLine($"  weights        {F.Bytes(mem.WeightsBytes)}");
+        if (e.Tune == TuneMode.None)
+            w.WriteLine($"  KV cache       {F.Bytes(mem.KvCacheBytes)}  ({F.Bytes(e.KvBytesPerToken)} per token before window savings, F16)");
+        else
+        {
+            w.WriteLine($"  LoRA adapter   {F.Bytes(mem.AdapterBytes)}  ({e.LoraParams:N0} params on {string.Join(", ", e.LoraTargets ?? [])})");
+            w.WriteLine($"  gradients      {F.Bytes(mem.GradientBytes)}");
+            w.WriteLine($"  AdamW state    {F.Bytes(mem.OptimizerBytes)}");
+            w.WriteLine($"  activations    {F.Bytes(mem.ActivationBytes)}");
+        }
+        w.WriteLine($"  overhead       {F.Bytes(mem.OverheadBytes)}");
+        w.WriteLine($"  total          {F.Bytes(mem.TotalBytes)}");
+        w.WriteLine($"  budget         {F.Bytes(e.BudgetBytes)}  ({e.BudgetSource})");
+        w.WriteLine($"  verdict        {Verdict(e.Verdict)}: headroom {F.Bytes(e.HeadroomBytes)} ({F.Number(e.HeadroomPercent)}%)");
+        w.WriteLine($"  best quant     {e.BestQuant ?? "none fits"}");
+        if (e.DecodeTokensPerSecond is { } tps)
+            w.WriteLine($"  decode         ~{F.Number(tps)} tokens/s at {F.Number(e.BandwidthGBps ?? 0)} GB/s ({e.BandwidthSource}); ~{F.Number(e.DecodeTokensPerSecondAtFullContext ?? tps)} tokens/s at full context (upper bounds)");
+        w.WriteLine("  quantizations  " + string.Join("  ", e.Ladder.Select(r => $"{r.Quant} {F.Bytes(r.TotalBytes)} {Verdict(r.Verdict)}")));
+        if (e.Assumptions.Count > 0)
+        {
+            w.WriteLine("assumptions:");
+            foreach (var a in e.Assumptions) w.WriteLine($"  - {a}");
+        }
+    }
+}

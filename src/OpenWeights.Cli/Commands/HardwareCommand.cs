@@ -1,0 +1,33 @@
+using System.CommandLine;
+using OpenWeights.Hardware;
+using F = OpenWeights.Cli.Commands.CatalogFormat;
+
+namespace OpenWeights.Cli.Commands;
+
+/// <summary>`openweights hardware`: RAM, cores, SIMD, disk, GPUs and memory bandwidth of this machine.</summary>
+public static class HardwareCommand
+{
+    public static Command Create()
+    {
+        var disk = new Option<string?>("--disk") { Description = "Folder whose free space to report (default: current directory)" };
+        var measure = new Option<bool>("--measure-bandwidth") { Description = "Measure memory read bandwidth (about a second, 256 MB)" };
+        var json = new Option<bool>("--json") { Description = "Machine-readable output" };
+        var cmd = new Command("hardware", "Show what this machine offers for running models") { disk, measure, json };
+        cmd.SetAction(pr =>
+        {
+            var hw = HardwareProbe.Probe(new HardwareProbeOptions { DiskPath = pr.GetValue(disk), MeasureBandwidth = pr.GetValue(measure) });
+            var w = pr.InvocationConfiguration.Output;
+            if (pr.GetValue(json)) { CliJson.Write(w, hw); return 0; }
+            w.WriteLine($"os           {hw.Os} ({hw.Architecture})");
+            w.WriteLine($"cores        {hw.LogicalCores} logical");
+            w.WriteLine($"simd         {hw.Simd switch { SimdLevel.Avx512 => "AVX-512", SimdLevel.Avx2 => "AVX2", SimdLevel.Neon => "NEON", SimdLevel.Sse => "SSE (128-bit)", _ => "scalar" }}");
+            w.WriteLine($"ram          {F.Bytes(hw.AvailableRamBytes)} available of {F.Bytes(hw.TotalRamBytes)} ({hw.RamSource})");
+            w.WriteLine($"bandwidth    {F.Number(hw.MemoryBandwidthGBps)} GB/s ({hw.BandwidthSource}{(hw.BandwidthSource == "assumed" ? "; measure with --measure-bandwidth" : "")})");
+            w.WriteLine($"disk         {(hw.DiskFreeBytes is { } d ? F.Bytes(d) + " free" : "unknown")} at {hw.DiskPath}");
+            if (hw.Gpus.Count == 0) w.WriteLine("gpus         none (no NVIDIA GPU found via nvidia-smi)");
+            foreach (var g in hw.Gpus) w.WriteLine($"gpu          {g.Name}: {F.Bytes(g.FreeBytes)} free of {F.Bytes(g.TotalBytes)}");
+            return 0;
+        });
+        return cmd;
+    }
+}

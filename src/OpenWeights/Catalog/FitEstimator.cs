@@ -1,0 +1,327 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using OpenWeights.Hardware;
+
+namespace OpenWeights.Catalog;
+
+public enum TuneMode { None, Lora, Qlora }
+public enum FitVerdict { Fits, Tight, DoesNotFit }
+/// <summary>Which memory the model must fit: system RAM (our CPU engine) or the largest GPU's free memory.</summary>
+public enum FitTarget { Cpu, Gpu }
+
+public sealed record FitOptions
+{
+    /// <summary>Inference: context length (default min(4096, model context)). Tuning: training sequence length (default min(1024, model context)).</summary>
+    public int? Context { get; init; }
+    /// <summary>Weights format; null = the best that fits (inference, QLoRA) or F16 (LoRA).</summary>
+    public QuantType? Quant { get; init; }
+    public TuneMode Tune { get; init; }
+    public int LoraRank { get; init; } = 16;
+    /// <summary>Training keeps only each layer's input and recomputes the layer in backward (the usual LoRA/QLoRA setting).</summary>
+    public bool GradientCheckpointing { get; init; } = true;
+    /// <summary>KV cache element size: 2 for F16 (default); about 1.06 for a q8_0 cache.</summary>
+    public double KvBytesPerElement { get; init; } = 2;
+    /// <summary>Concurrent sequences sharing the weights (each has its own KV cache).</summary>
+    public int Sequences { get; init; } = 1;
+    public FitTarget Target { get; init; } = FitTarget.Cpu;
+    /// <summary>Overrides the hardware's bandwidth for the speed estimate (GB/s).</summary>
+    [JsonPropertyName("bandwidth_gbps")]
+    public double? BandwidthGBps { get; init; }
+}
+
+public sealed record MemoryBreakdown
+{
+    public long WeightsBytes { get; init; }
+    public long KvCacheBytes { get; init; }
+    public long OverheadBytes { get; init; }
+    /// <summary>LoRA adapter weights (fp32).</summary>
+    public long AdapterBytes { get; init; }
+    /// <summary>Gradients of the adapter (fp32).</summary>
+    public long GradientBytes { get; init; }
+    /// <summary>AdamW first and second moments of the adapter (2 × fp32).</summary>
+    public long OptimizerBytes { get; init; }
+    /// <summary>Activations kept for backward, and the logits with their gradient.</summary>
+    public long ActivationBytes { get; init; }
+    public long TotalBytes => WeightsBytes + KvCacheBytes + OverheadBytes + AdapterBytes + GradientBytes + OptimizerBytes + ActivationBytes;
+}
+
+/// <summary>One rung of the quantization ladder: total memory and verdict with that weights format.</summary>
+public sealed record QuantFit(string Quant, double BitsPerWeight, long TotalBytes,
+    [property: JsonConverter(typeof(SnakeCaseEnumConverter<FitVerdict>))] FitVerdict Verdict, double? DecodeTokensPerSecond);
+
+public sealed record FitEstimate
+{
+    public required string Model { get; init; }
+    public required string Source { get; init; }
+    public required string Quant { get; init; }
+    public required double BitsPerWeight { get; init; }
+    public required int Context { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<TuneMode>))]
+    public required TuneMode Tune { get; init; }
+    public int? LoraRank { get; init; }
+    public long? LoraParams { get; init; }
+    public IReadOnlyList<string>? LoraTargets { get; init; }
+    public required MemoryBreakdown Memory { get; init; }
+    public required long KvBytesPerToken { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<FitTarget>))]
+    public required FitTarget Target { get; init; }
+    public required long BudgetBytes { get; init; }
+    public required string BudgetSource { get; init; }
+    public required long HeadroomBytes { get; init; }
+    public required double HeadroomPercent { get; init; }
+    [JsonConverter(typeof(SnakeCaseEnumConverter<FitVerdict>))]
+    public required FitVerdict Verdict { get; init; }
+    /// <summary>Best-quality quantization (from the ladder) that fits; null if none does.</summary>
+    public string? BestQuant { get; init; }
+    /// <summary>Generation speed at the start of the context: bandwidth / bytes read per token (weights of the active parameters).</summary>
+    public double? DecodeTokensPerSecond { get; init; }
+    /// <summary>Generation speed at the end of the context, where the whole KV cache is also read per token.</summary>
+    public double? DecodeTokensPerSecondAtFullContext { get; init; }
+    [JsonPropertyName("bandwidth_gbps")]
+    public double? BandwidthGBps { get; init; }
+    public string? BandwidthSource { get; init; }
+    public IReadOnlyList<QuantFit> Ladder { get; init; } = [];
+    public IReadOnlyList<string> Assumptions { get; init; } = [];
+}
+
+/// <summary>
+/// Memory and speed estimate for running (or LoRA/QLoRA-tuning) a model on a machine.
+///
+/// Inference total = weights + KV cache + overhead:
+/// - weights = total params × bits-per-weight / 8 (all experts of a MoE must be resident); see <see cref="Quantization"/>.
+/// - KV cache = 2 (K and V) × layers × kv_heads × head_dim × context × bytes/element × sequences; layers with a
+///   sliding window or chunked attention cache only the window; MLA (DeepSeek-V3) caches kv_lora_rank + rope_dim
+///   values per token per layer (one latent shared by K and V).
+/// - overhead = 256 MiB runtime (code, tokenizer, thread stacks, scratch) + f32 compute buffers for a 512-token
+///   prefill batch: 512 × (4 × hidden + vocab) × 4 bytes (residual, normed input, attention output, MLP input per
+///   token, plus a logits row). Real runtimes report 0.5-2 GB (research notes, section 7).
+///
+/// Tuning total = frozen base weights + adapter + gradients + AdamW state + activations + runtime:
+/// - LoRA params = rank × (in + out) for each target projection in each layer (q, k, v, o; plus gate/up/down when the
+///   MLP width is known and the model is dense). Adapter, gradient and AdamW m/v kept in fp32: 4 + 4 + 8 bytes/param.
+/// - activations, batch 1, sequence s, f32: Korthikanti et al. 2022 give 34·s·h + 5·a·s² bytes per layer at 16-bit,
+///   i.e. 17·s·h + 2.5·a·s² values. With gradient checkpointing only each layer's input (s·h values) is kept for
+///   all layers plus one layer's full set during recomputation; without it every layer keeps the full set.
+///   Plus logits and their gradient: 2 × s × vocab × 4 bytes.
+/// - no KV cache (training runs the whole sequence at once).
+///
+/// Decode speed = memory bandwidth / bytes read per token; bytes per token = active params × bpw / 8
+/// (+ the KV cache at full context). It is an upper bound: compute and imperfect bandwidth use make real runs slower.
+/// </summary>
+public static class FitEstimator
+{
+    public const long RuntimeBaseBytes = 256L << 20;
+    public const int PrefillBatch = 512;
+    public const long TightMarginFloorBytes = 512L << 20;
+    public const double TightMarginFraction = 0.10;
+
+    public static FitEstimate Estimate(CatalogModel model, HardwareInfo hw, FitOptions? options = null) =>
+        Estimate(ModelShape.FromCatalog(model), hw, options);
+
+    public static FitEstimate Estimate(ModelShape shape, HardwareInfo hw, FitOptions? options = null)
+    {
+        var o = options ?? new FitOptions();
+        var assumptions = new List<string>(shape.Caveats);
+        var dims = Resolve(shape, assumptions);
+
+        int ctx = o.Context ?? Math.Min(o.Tune == TuneMode.None ? 4096 : 1024, shape.ContextLength ?? int.MaxValue);
+        if (ctx <= 0) throw new OpenWeightsException($"context must be positive (got {ctx})");
+        if (shape.ContextLength is { } maxCtx && ctx > maxCtx)
+            assumptions.Add($"context {ctx} exceeds the model's trained context {maxCtx}");
+
+        var (budget, budgetSource) = Budget(hw, o.Target);
+        double? bw = o.BandwidthGBps ?? (o.Target == FitTarget.Cpu ? hw.MemoryBandwidthGBps : null);
+        string? bwSource = o.BandwidthGBps is not null ? "given" : o.Target == FitTarget.Cpu ? hw.BandwidthSource : null;
+        if (bw is null) assumptions.Add("GPU memory bandwidth unknown: pass --bandwidth for a speed estimate");
+
+        var ladder = o.Tune == TuneMode.Qlora ? Quantization.Ladder.Where(q => q != Quantization.F16).ToList() : Quantization.Ladder.ToList();
+        var rungs = new List<QuantFit>();
+        foreach (var q in ladder)
+        {
+            var mem = Memory(shape, dims, q, ctx, o with { Quant = q }, null);
+            rungs.Add(new QuantFit(q.Name, q.BitsPerWeight, mem.TotalBytes, Verdict(budget, mem.TotalBytes), DecodeSpeed(shape, q, 0, bw)));
+        }
+        string? best = rungs.FirstOrDefault(r => r.Verdict != FitVerdict.DoesNotFit)?.Quant;
+
+        QuantType quant = o.Quant
+            ?? (o.Tune == TuneMode.Lora ? Quantization.F16
+                : best is not null ? Quantization.Parse(best) : ladder[^1]);
+        if (o.Quant is null && shape.WeightBytes is not null) assumptions.Add("weights sized from the file's own quantization");
+
+        var memory = Memory(shape, dims, quant, ctx, o, assumptions);
+        long kvPerToken = KvBytesPerToken(dims, shape, o.KvBytesPerElement);
+        long headroom = budget - memory.TotalBytes;
+        var lora = o.Tune == TuneMode.None ? null : LoraSize(shape, dims, o.LoraRank);
+
+        double? tps = null, tpsFull = null;
+        if (o.Tune == TuneMode.None && bw is { } b)
+        {
+            tps = DecodeSpeed(shape, quant, 0, b);
+            tpsFull = DecodeSpeed(shape, quant, memory.KvCacheBytes / Math.Max(1, o.Sequences), b);
+        }
+        if (shape.Moe is not null) assumptions.Add("MoE: all experts resident in memory; speed uses the active parameters");
+
+        return new FitEstimate
+        {
+            Model = shape.Name,
+            Source = shape.Source,
+            Quant = shape.WeightBytes is not null && o.Quant is null ? shape.WeightsQuant ?? "file" : quant.Name,
+            BitsPerWeight = shape.WeightBytes is { } wb && o.Quant is null ? wb * 8.0 / shape.TotalParams : quant.BitsPerWeight,
+            Context = ctx,
+            Tune = o.Tune,
+            LoraRank = lora is null ? null : o.LoraRank,
+            LoraParams = lora?.Params,
+            LoraTargets = lora?.Targets,
+            Memory = memory,
+            KvBytesPerToken = o.Tune == TuneMode.None ? kvPerToken : 0,
+            Target = o.Target,
+            BudgetBytes = budget,
+            BudgetSource = budgetSource,
+            HeadroomBytes = headroom,
+            HeadroomPercent = budget > 0 ? Math.Round(100.0 * headroom / budget, 1) : -100,
+            Verdict = Verdict(budget, memory.TotalBytes),
+            BestQuant = best,
+            DecodeTokensPerSecond = tps,
+            DecodeTokensPerSecondAtFullContext = tpsFull,
+            BandwidthGBps = bw,
+            BandwidthSource = bwSource,
+            Ladder = rungs,
+            Assumptions = assumptions.Distinct().ToList(),
+        };
+    }
+
+    public static FitVerdict Verdict(long budget, long total)
+    {
+        long headroom = budget - total;
+        if (headroom < 0) return FitVerdict.DoesNotFit;
+        return headroom < Math.Max((long)(TightMarginFraction * budget), TightMarginFloorBytes) ? FitVerdict.Tight : FitVerdict.Fits;
+    }
+
+    private static (long bytes, string source) Budget(HardwareInfo hw, FitTarget target)
+    {
+        if (target == FitTarget.Cpu) return (hw.AvailableRamBytes, "available RAM");
+        var gpu = hw.Gpus.OrderByDescending(g => g.FreeBytes).FirstOrDefault()
+            ?? throw new OpenWeightsException("no NVIDIA GPU found (nvidia-smi reported none); use --target cpu");
+        return (gpu.FreeBytes, $"free memory of {gpu.Name}");
+    }
+
+    // ---- shape with fallbacks ---------------------------------------------------------------
+
+    /// <summary>The dimensions the formulas need, with each unknown replaced by a stated assumption.</summary>
+    private sealed record Dims(int? Layers, int Hidden, int Heads, int KvHeads, int HeadDim, int Vocab);
+
+    private static Dims Resolve(ModelShape s, List<string> assumptions)
+    {
+        int headDim = s.HeadDim ?? (s.HiddenSize is { } h && s.Heads is { } nh && nh > 0 ? h / nh : 0);
+        if (headDim == 0) { headDim = 128; assumptions.Add("head_dim unknown: assumed 128"); }
+        else if (s.HeadDim is null && s.Mla is null) assumptions.Add($"head_dim = hidden_size / heads = {headDim}");
+        int heads = s.Heads ?? (s.HiddenSize is { } h2 ? h2 / headDim : 0);
+        if (heads == 0) { heads = 32; assumptions.Add("attention heads unknown: assumed 32"); }
+        else if (s.Heads is null) assumptions.Add($"heads = hidden_size / head_dim = {heads}");
+        int kv = s.KvHeads ?? heads;
+        if (s.KvHeads is null && s.Mla is null) assumptions.Add($"KV heads unknown: assumed {kv} (no grouped-query attention; conservative)");
+        int hidden = s.HiddenSize ?? heads * headDim;
+        if (s.HiddenSize is null) assumptions.Add($"hidden_size unknown: assumed heads × head_dim = {hidden}");
+        int vocab = s.Vocab ?? 128_000;
+        if (s.Vocab is null) assumptions.Add("vocab size unknown: assumed 128000");
+        if (s.Layers is null) assumptions.Add("layer count unknown: KV cache and activations not estimated");
+        return new Dims(s.Layers, hidden, heads, kv, headDim, vocab);
+    }
+
+    // ---- memory ----------------------------------------------------------------------------
+
+    private static MemoryBreakdown Memory(ModelShape s, Dims d, QuantType q, int ctx, FitOptions o, List<string>? assumptions)
+    {
+        long weights = s.WeightBytes is { } wb && o.Quant is null ? wb : q.WeightBytes(s.TotalParams);
+        if (o.Tune == TuneMode.None)
+        {
+            long kv = KvCacheBytes(d, s, ctx, o.KvBytesPerElement) * Math.Max(1, o.Sequences);
+            long overhead = RuntimeBaseBytes + (long)PrefillBatch * (4L * d.Hidden + d.Vocab) * 4;
+            return new MemoryBreakdown { WeightsBytes = weights, KvCacheBytes = kv, OverheadBytes = overhead };
+        }
+
+        var lora = LoraSize(s, d, o.LoraRank);
+        long p = lora.Params;
+        long layers = d.Layers ?? 0;
+        long sh = (long)ctx * d.Hidden;
+        // Values per layer for backward (Korthikanti et al.): 17·s·h + 2.5·a·s².
+        long perLayer = 17 * sh + (long)(2.5 * d.Heads * (double)ctx * ctx);
+        long activationValues = o.GradientCheckpointing ? layers * sh + perLayer : layers * perLayer;
+        long logits = 2L * ctx * d.Vocab * 4;
+        if (assumptions is not null)
+        {
+            assumptions.Add($"training: batch 1, sequence {ctx}, f32 activations, {(o.GradientCheckpointing ? "gradient checkpointing" : "no gradient checkpointing")}");
+            if (o.Tune == TuneMode.Lora && q.BitsPerWeight < 16) assumptions.Add($"LoRA on a {q.Name} base is QLoRA-style training");
+        }
+        return new MemoryBreakdown
+        {
+            WeightsBytes = weights,
+            OverheadBytes = RuntimeBaseBytes,
+            AdapterBytes = p * 4,
+            GradientBytes = p * 4,
+            OptimizerBytes = p * 8,
+            ActivationBytes = activationValues * 4 + logits,
+        };
+    }
+
+    /// <summary>KV cache bytes for one sequence of <paramref name="ctx"/> tokens.</summary>
+    private static long KvCacheBytes(Dims d, ModelShape s, int ctx, double bytesPerElement)
+    {
+        if (d.Layers is not { } layers) return 0;
+        if (s.Mla is { } mla)
+            return (long)(layers * (double)(mla.KvLoraRank + mla.RopeHeadDim) * ctx * bytesPerElement);
+        double perLayerToken = 2.0 * d.KvHeads * d.HeadDim * bytesPerElement;
+        int global = s.LocalAttention?.GlobalLayers(layers) ?? layers;
+        int local = layers - global;
+        int window = s.LocalAttention is { } la ? Math.Min(la.Window, ctx) : ctx;
+        return (long)(perLayerToken * ((double)global * ctx + (double)local * window));
+    }
+
+    /// <summary>KV bytes added per token while the context is longer than every window (global layers only for local-attention models).</summary>
+    private static long KvBytesPerToken(Dims d, ModelShape s, double bytesPerElement)
+    {
+        if (d.Layers is not { } layers) return 0;
+        if (s.Mla is { } mla) return (long)(layers * (double)(mla.KvLoraRank + mla.RopeHeadDim) * bytesPerElement);
+        return (long)(2.0 * layers * d.KvHeads * d.HeadDim * bytesPerElement);
+    }
+
+    /// <summary>Bytes per token of the full (uncapped) KV cache: 2 × layers × kv_heads × head_dim × bytes (or the MLA latent).</summary>
+    public static long KvBytesPerToken(ModelShape s, double bytesPerElement = 2)
+    {
+        var d = Resolve(s, []);
+        return KvBytesPerToken(d, s, bytesPerElement);
+    }
+
+    /// <summary>KV cache bytes for one sequence, with window and MLA savings.</summary>
+    public static long KvCacheBytes(ModelShape s, int context, double bytesPerElement = 2) =>
+        KvCacheBytes(Resolve(s, []), s, context, bytesPerElement);
+
+    private sealed record Lora(long Params, IReadOnlyList<string> Targets);
+
+    private static Lora LoraSize(ModelShape s, Dims d, int rank)
+    {
+        long layers = d.Layers ?? 0;
+        long q = d.Heads * (long)d.HeadDim, kv = d.KvHeads * (long)d.HeadDim, h = d.Hidden;
+        long perLayer = rank * ((h + q) + 2 * (h + kv) + (q + h));
+        var targets = new List<string> { "q_proj", "k_proj", "v_proj", "o_proj" };
+        if (s.FfnHidden is { } f && s.Moe is null)
+        {
+            perLayer += rank * (2 * (h + f) + (f + h));
+            targets.AddRange(["gate_proj", "up_proj", "down_proj"]);
+        }
+        return new Lora(perLayer * layers, targets);
+    }
+
+    private static double? DecodeSpeed(ModelShape s, QuantType q, long kvBytes, double? bandwidthGBps)
+    {
+        if (bandwidthGBps is not { } bw || bw <= 0) return null;
+        double weightBytes = s.WeightBytes is { } wb ? wb * ((double)s.ActiveParams / s.TotalParams) : s.ActiveParams * q.BitsPerWeight / 8.0;
+        return Math.Round(bw * 1e9 / (weightBytes + kvBytes), 2);
+    }
+}
+
+/// <summary>Writes an enum as snake_case text ("does_not_fit"), whatever converters the serializer options carry.</summary>
+public sealed class SnakeCaseEnumConverter<T> : JsonStringEnumConverter<T> where T : struct, Enum
+{
+    public SnakeCaseEnumConverter() : base(JsonNamingPolicy.SnakeCaseLower) { }
+}

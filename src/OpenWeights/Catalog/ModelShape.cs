@@ -1,0 +1,68 @@
+namespace OpenWeights.Catalog;
+
+/// <summary>
+/// The shape of a model as the fit estimator needs it, whatever it came from: a catalog entry
+/// (<see cref="FromCatalog"/>) or a local weights file (GGUF metadata + tensor sizes; built by the file
+/// readers). Nullable fields are unknown; the estimator states the assumption it makes for each.
+/// </summary>
+public sealed record ModelShape
+{
+    public required string Name { get; init; }
+    /// <summary>"catalog" or "file".</summary>
+    public string Source { get; init; } = "catalog";
+    /// <summary>All parameters (every expert of a MoE).</summary>
+    public required long TotalParams { get; init; }
+    /// <summary>Parameters read per generated token (routed + shared experts, attention, head).</summary>
+    public required long ActiveParams { get; init; }
+    public int? Layers { get; init; }
+    public int? HiddenSize { get; init; }
+    public int? Heads { get; init; }
+    public int? KvHeads { get; init; }
+    public int? HeadDim { get; init; }
+    public int? Vocab { get; init; }
+    public int? ContextLength { get; init; }
+    /// <summary>MLP intermediate size (known from files; the catalog research does not give it).</summary>
+    public int? FfnHidden { get; init; }
+    public MoeFacts? Moe { get; init; }
+    public LocalAttention? LocalAttention { get; init; }
+    public MlaFacts? Mla { get; init; }
+    /// <summary>When the weights are already quantized (a file), their size in bytes; overrides params × bpw.</summary>
+    public long? WeightBytes { get; init; }
+    /// <summary>Quantization of <see cref="WeightBytes"/> (file type), for display.</summary>
+    public string? WeightsQuant { get; init; }
+    /// <summary>Caveats about where the shape came from (uncertain or borrowed facts); the estimate repeats them.</summary>
+    public IReadOnlyList<string> Caveats { get; init; } = [];
+
+    public static ModelShape FromCatalog(CatalogModel m)
+    {
+        var a = m.Architecture;
+        long total = m.TotalParams ?? throw new OpenWeightsException($"the catalog has no parameter count for '{m.Id}'");
+        return new ModelShape
+        {
+            Name = m.Id,
+            Source = "catalog",
+            TotalParams = total,
+            ActiveParams = m.ActiveParams ?? total,
+            Layers = a?.Layers,
+            HiddenSize = a?.HiddenSize,
+            Heads = a?.Heads,
+            KvHeads = a?.KvHeads,
+            HeadDim = a?.HeadDim,
+            Vocab = a?.Vocab,
+            ContextLength = a?.Context,
+            Moe = a?.Moe,
+            LocalAttention = a?.LocalAttention,
+            Mla = a?.Mla,
+            Caveats = CaveatsOf(m),
+        };
+    }
+
+    private static List<string> CaveatsOf(CatalogModel m)
+    {
+        var c = new List<string>();
+        if (m.ArchitectureFrom is not null) c.Add($"architecture taken from {m.ArchitectureFrom} (same base; unverified for this model)");
+        var uncertain = m.Uncertain.Where(f => CatalogModel.ArchitectureFields.Contains(f) || f is "params_b" or "active_params_b").ToList();
+        if (uncertain.Count > 0) c.Add($"uncertain catalog facts: {string.Join(", ", uncertain)}");
+        return c;
+    }
+}

@@ -1,0 +1,33 @@
+namespace OpenWeights.Models.Synthetic;
+
+/// <summary>The exact shape of a real model (or a tiny test model), for random-weight GGUFs.</summary>
+public sealed record SynthPreset(
+    string Name, string Architecture, int VocabSize, int Dim, int Layers, int Heads, int KvHeads, int FfnDim,
+    int ContextLength, float RopeBase, float RmsEps, bool TiedEmbeddings, string TokenizerPre, bool AddBos,
+    bool Llama3RopeScaling = false, string ChatTemplate = SynthPreset.ChatMl)
+{
+    public int HeadDim => Dim / Heads;
+
+    public const string ChatMl =
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+    public const string Llama3 =
+        "{{- bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+
+    public static readonly IReadOnlyList<SynthPreset> All =
+    [
+        // HuggingFaceTB/SmolLM2-135M: llama architecture, tied embeddings.
+        new("smollm2-135m", "llama", 49152, 576, 30, 9, 3, 1536, 8192, 100000f, 1e-5f, true, "smollm", AddBos: false),
+        // Qwen/Qwen2.5-0.5B: qwen2 architecture (QKV bias, NEOX rope), tied embeddings.
+        new("qwen2.5-0.5b", "qwen2", 151936, 896, 24, 14, 2, 4864, 32768, 1000000f, 1e-6f, true, "qwen2", AddBos: false),
+        // meta-llama/Llama-3.2-1B: llama3 rope scaling (factor 32, low 1, high 4, original context 8192), tied.
+        new("llama-3.2-1b", "llama", 128256, 2048, 16, 32, 8, 8192, 131072, 500000f, 1e-5f, true, "llama-bpe", AddBos: true, Llama3RopeScaling: true, ChatTemplate: Llama3),
+        // Tiny shapes for tests: every dimension a multiple of 256 so every block type applies.
+        new("tiny-llama", "llama", 1024, 256, 2, 4, 2, 512, 2048, 10000f, 1e-5f, false, "llama-bpe", AddBos: true, Llama3RopeScaling: true, ChatTemplate: Llama3),
+        new("tiny-qwen2", "qwen2", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, true, "qwen2", AddBos: false),
+    ];
+
+    public static SynthPreset Get(string name) =>
+        All.FirstOrDefault(p => p.Name.Equals(name, StringComparison.OrdinalIgnoreCase))
+        ?? throw new OpenWeightsException($"unknown preset '{name}' (choose from {string.Join(", ", All.Select(p => p.Name))})");
+}

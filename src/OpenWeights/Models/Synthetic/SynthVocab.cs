@@ -1,0 +1,48 @@
+namespace OpenWeights.Models.Synthetic;
+
+/// <summary>
+/// A small, valid byte-level BPE vocabulary (GPT-2 style) padded to a preset's vocabulary size:
+/// 256 byte tokens, merges for every lower-case letter pair and space+letter, reserved control tokens,
+/// and the special tokens the chat templates use.
+/// </summary>
+public sealed record SynthVocab(string[] Tokens, int[] TokenTypes, string[] Merges, int Bos, int Eos, int Eot)
+{
+    public const int Normal = 1, Control = 3;
+
+    /// <summary>GPT-2's reversible byte -> printable character table.</summary>
+    public static char[] ByteToUnicode()
+    {
+        var map = new char[256];
+        var direct = new List<int>();
+        for (int b = '!'; b <= '~'; b++) direct.Add(b);
+        for (int b = 0xA1; b <= 0xAC; b++) direct.Add(b);
+        for (int b = 0xAE; b <= 0xFF; b++) direct.Add(b);
+        int extra = 0;
+        for (int b = 0; b < 256; b++) map[b] = direct.Contains(b) ? (char)b : (char)(256 + extra++);
+        return map;
+    }
+
+    public static SynthVocab Build(int vocabSize, bool llama3Specials)
+    {
+        var tokens = new List<string>(vocabSize);
+        var merges = new List<string>();
+        var b2u = ByteToUnicode();
+        for (int b = 0; b < 256; b++) tokens.Add(b2u[b].ToString());
+        char space = b2u[' '];
+        for (char a = 'a'; a <= 'z'; a++) { merges.Add($"{space} {a}"); tokens.Add($"{space}{a}"); }
+        for (char a = 'a'; a <= 'z'; a++)
+            for (char c = 'a'; c <= 'z'; c++) { merges.Add($"{a} {c}"); tokens.Add($"{a}{c}"); }
+        string[] specials = llama3Specials
+            ? ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+            : ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+        int firstSpecial = vocabSize - specials.Length;
+        if (firstSpecial < tokens.Count) throw new ArgumentException($"vocabulary size {vocabSize} is too small for the synthetic vocabulary");
+        var types = Enumerable.Repeat(Normal, tokens.Count).ToList();
+        for (int i = tokens.Count; i < firstSpecial; i++) { tokens.Add($"<|reserved_{i}|>"); types.Add(Control); }
+        foreach (var s in specials) { tokens.Add(s); types.Add(Control); }
+        int Id(string s) => tokens.IndexOf(s, firstSpecial);
+        return llama3Specials
+            ? new SynthVocab([.. tokens], [.. types], [.. merges], Id("<|begin_of_text|>"), Id("<|end_of_text|>"), Id("<|eot_id|>"))
+            : new SynthVocab([.. tokens], [.. types], [.. merges], Id("<|endoftext|>"), Id("<|endoftext|>"), Id("<|im_end|>"));
+    }
+}

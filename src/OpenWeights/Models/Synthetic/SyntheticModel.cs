@@ -1,0 +1,187 @@
+using OpenWeights.Formats.Gguf;
+using OpenWeights.Tensors.Quant;
+using static OpenWeights.Models.Architectures.Names;
+
+namespace OpenWeights.Models.Synthetic;
+
+/// <summary>What to store the 2-D weights as: a llama.cpp file preset (with its per-tensor recipe) or one pure type.</summary>
+public readonly record struct SynthType(QuantPreset? Preset, GgmlType? Pure)
+{
+    public static SynthType Parse(string s)
+    {
+        string k = s.Trim().ToLowerInvariant();
+        return k switch
+        {
+            "f16" => new(QuantPreset.F16, null),
+            "bf16" => new(QuantPreset.BF16, null),
+            "q8_0" => new(QuantPreset.Q8_0, null),
+            "q4_0" => new(QuantPreset.Q4_0, null),
+            "q4_k_m" => new(QuantPreset.Q4_K_M, null),
+            _ when k.StartsWith("pure-") && GgmlTypes.TryParse(k[5..], out var t) && Quantize.CanQuantize(t) => new(null, t),
+            "f32" => new(null, GgmlType.F32),
+            _ => throw new OpenWeightsException($"unknown type '{s}' (choose f32, f16, bf16, q8_0, q4_0, q4_k_m, or pure-<type> such as pure-q6_k)"),
+        };
+    }
+
+    public override string ToString() => Preset?.ToString().ToLowerInvariant() ?? "pure-" + Pure.ToString()!.ToLowerInvariant();
+}
+
+/// <summary>
+/// Writes a random-weight GGUF with a preset's exact shape, metadata and a working tokenizer, so that
+/// benchmarks and tests run on realistic shapes without downloading anything. Weights are a
+/// deterministic function of (seed, tensor name, row), whatever the thread count.
+/// </summary>
+public static class SyntheticModel
+{
+    public static void Write(SynthPreset p, SynthType type, string path, ulong seed = 42, int threads = 0)
+    {
+        if (threads <= 0) threads = Environment.ProcessorCount;
+        var w = new GgufWriter();
+        string a = p.Architecture;
+        bool llama3 = p.ChatTemplate == SynthPreset.Llama3;
+        var vocab = SynthVocab.Build(p.VocabSize, llama3);
+        w.Set("general.architecture", a)
+         .Set("general.name", $"synthetic {p.Name}")
+         .Set("general.file_type", (uint)FileType(type))
+         .Set($"{a}.context_length", (uint)p.ContextLength)
+         .Set($"{a}.embedding_length", (uint)p.Dim)
+         .Set($"{a}.block_count", (uint)p.Layers)
+         .Set($"{a}.feed_forward_length", (uint)p.FfnDim)
+         .Set($"{a}.attention.head_count", (uint)p.Heads)
+         .Set($"{a}.attention.head_count_kv", (uint)p.KvHeads)
+         .Set($"{a}.attention.layer_norm_rms_epsilon", p.RmsEps)
+         .Set($"{a}.rope.freq_base", p.RopeBase)
+         .Set($"{a}.rope.dimension_count", (uint)p.HeadDim)
+         .Set("tokenizer.ggml.model", "gpt2")
+         .Set("tokenizer.ggml.pre", p.TokenizerPre)
+         .Set("tokenizer.ggml.tokens", vocab.Tokens)
+         .Set("tokenizer.ggml.token_type", vocab.TokenTypes)
+         .Set("tokenizer.ggml.merges", vocab.Merges)
+         .Set("tokenizer.ggml.bos_token_id", (uint)vocab.Bos)
+         .Set("tokenizer.ggml.eos_token_id", (uint)vocab.Eos)
+         .Set("tokenizer.ggml.eot_token_id", (uint)vocab.Eot)
+         .Set("tokenizer.ggml.add_bos_token", p.AddBos)
+         .Set("tokenizer.chat_template", p.ChatTemplate);
+
+        int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd;
+        var tensors = new List<(string Name, long[] Dims, int Layer, float Std)>
+        {
+            (TokenEmbedding, [p.Dim, p.VocabSize], -1, 0.02f),
+        };
+        if (p.Llama3RopeScaling) tensors.Add((RopeFreqs, [hd / 2], -1, 0));
+        for (int i = 0; i < p.Layers; i++)
+        {
+            string B(string s) => Block(i, s);
+            tensors.Add((B(AttnNorm), [p.Dim], i, 0));
+            tensors.Add((B(AttnQ), [p.Dim, q], i, 0.02f));
+            tensors.Add((B(AttnK), [p.Dim, kv], i, 0.02f));
+            tensors.Add((B(AttnV), [p.Dim, kv], i, 0.02f));
+            if (a == "qwen2")
+            {
+                tensors.Add((B(AttnQBias), [q], i, 0.02f));
+                tensors.Add((B(AttnKBias), [kv], i, 0.02f));
+                tensors.Add((B(AttnVBias), [kv], i, 0.02f));
+            }
+            tensors.Add((B(AttnOut), [q, p.Dim], i, 0.02f));
+            tensors.Add((B(FfnNorm), [p.Dim], i, 0));
+            tensors.Add((B(FfnGate), [p.Dim, p.FfnDim], i, 0.02f));
+            tensors.Add((B(FfnUp), [p.Dim, p.FfnDim], i, 0.02f));
+            tensors.Add((B(FfnDown), [p.FfnDim, p.Dim], i, 0.02f));
+        }
+        tensors.Add((OutputNorm, [p.Dim], -1, 0));
+        if (!p.TiedEmbeddings) tensors.Add((Output, [p.Dim, p.VocabSize], -1, 0.02f));
+
+        foreach (var (name, dims, layer, std) in tensors)
+        {
+            GgmlType t = dims.Length == 1 ? GgmlType.F32
+                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, name, layer, p.Layers, dims[0], dims.Length, tiedEmbeddings: p.TiedEmbeddings);
+            long bytes = GgufWriter.ExpectedBytes(t, dims);
+            ulong tseed = seed ^ Hash(name);
+            bool isFreqs = name == RopeFreqs, isNorm = dims.Length == 1 && !isFreqs && std == 0;
+            w.AddTensor(name, t, dims, bytes, s => WriteTensor(s, t, dims, tseed, std, isNorm, isFreqs ? Llama3FreqFactors(p) : null, threads));
+        }
+        w.Write(path);
+    }
+
+    private static LlamaFileType FileType(SynthType t) => t.Preset switch
+    {
+        QuantPreset.F16 => LlamaFileType.MostlyF16,
+        QuantPreset.BF16 => LlamaFileType.MostlyBF16,
+        QuantPreset.Q8_0 => LlamaFileType.MostlyQ8_0,
+        QuantPreset.Q4_0 => LlamaFileType.MostlyQ4_0,
+        QuantPreset.Q4_K_M => LlamaFileType.MostlyQ4_K_M,
+        _ => t.Pure == GgmlType.F32 ? LlamaFileType.AllF32 : LlamaFileType.Guessed,
+    };
+
+    private enum LlamaFileType : uint { AllF32 = 0, MostlyF16 = 1, MostlyQ4_0 = 2, MostlyQ8_0 = 7, MostlyQ4_K_M = 15, MostlyBF16 = 32, Guessed = 1024 }
+
+    /// <summary>llama3 rope scaling as llama.cpp's converter stores it: one divisor per rotary frequency.</summary>
+    public static float[] Llama3FreqFactors(SynthPreset p, float factor = 32, float lowFreqFactor = 1, float highFreqFactor = 4, int originalContext = 8192)
+    {
+        int hd = p.HeadDim;
+        var r = new float[hd / 2];
+        double lowWavelen = originalContext / lowFreqFactor, highWavelen = originalContext / highFreqFactor;
+        for (int i = 0; i < hd / 2; i++)
+        {
+            double freq = 1.0 / Math.Pow(p.RopeBase, 2.0 * i / hd);
+            double wavelen = 2 * Math.PI / freq;
+            if (wavelen < highWavelen) r[i] = 1f;
+            else if (wavelen > lowWavelen) r[i] = factor;
+            else
+            {
+                double smooth = (originalContext / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+                r[i] = (float)(1.0 / ((1 - smooth) / factor + smooth));
+            }
+        }
+        return r;
+    }
+
+    private static void WriteTensor(Stream s, GgmlType t, long[] dims, ulong seed, float std, bool isNorm, float[]? fixedValues, int threads)
+    {
+        if (fixedValues is not null) { s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(fixedValues.AsSpan())); return; }
+        int cols = (int)dims[0];
+        long rows = dims.Length == 1 ? 1 : dims[1];
+        int rowBytes = (int)GgmlTypes.RowBytes(t, cols);
+        int chunkRows = (int)Math.Max(1, Math.Min(rows, (4 << 20) / Math.Max(1, rowBytes)));
+        var buf = new byte[(long)chunkRows * rowBytes];
+        for (long r0 = 0; r0 < rows; r0 += chunkRows)
+        {
+            int n = (int)Math.Min(chunkRows, rows - r0);
+            Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = threads }, () => new float[cols], (i, _, row) =>
+            {
+                FillRow(row, seed, r0 + i, std, isNorm);
+                if (t == GgmlType.F32) System.Runtime.InteropServices.MemoryMarshal.AsBytes(row.AsSpan()).CopyTo(buf.AsSpan(i * rowBytes, rowBytes));
+                else Quantize.Row(t, row, buf.AsSpan(i * rowBytes, rowBytes));
+                return row;
+            }, _ => { });
+            s.Write(buf, 0, n * rowBytes);
+        }
+    }
+
+    /// <summary>Uniform values with the given standard deviation (norm weights: around 1).</summary>
+    private static void FillRow(float[] row, ulong seed, long r, float std, bool isNorm)
+    {
+        ulong state = seed + (ulong)r * 0x9E3779B97F4A7C15UL;
+        float amp = isNorm ? 0.1f : std * 1.7320508f;
+        for (int i = 0; i < row.Length; i++)
+        {
+            float u = (SplitMix(ref state) >> 40) * (1.0f / (1 << 24)) * 2f - 1f;
+            row[i] = isNorm ? 1f + amp * u : amp * u;
+        }
+    }
+
+    private static ulong SplitMix(ref ulong x)
+    {
+        ulong z = x += 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
+    }
+
+    private static ulong Hash(string s)
+    {
+        ulong h = 1469598103934665603UL;
+        foreach (char c in s) { h ^= c; h *= 1099511628211UL; }
+        return h;
+    }
+}

@@ -1,0 +1,134 @@
+using System.Buffers;
+using System.Text;
+using OpenWeights.Formats.Gguf;
+
+namespace OpenWeights.Tokenizers;
+
+/// <summary>
+/// SentencePiece BPE (<c>tokenizer.ggml.model = llama</c>): Llama 1/2, Mistral v0.1, Phi-3, Baichuan, TinyLlama...
+/// Spaces become ▁ (with a dummy prefix space), then adjacent symbols are merged greedily by the score of the
+/// merged vocabulary string (llama.cpp llm_tokenizer_spm); characters outside the vocabulary fall back to
+/// &lt;0xXX&gt; byte tokens.
+/// </summary>
+public sealed class SpmTokenizer : Tokenizer
+{
+    private readonly int[] byteTokens = new int[256];
+
+    internal SpmTokenizer(GgufFile f) : base(f, "llama", new Defaults(
+        Bos: 1, Eos: 2, Unk: 0, Sep: -1, Pad: -1, Mask: -1,
+        AddBos: true, AddEos: false, AddSep: false, AddSpacePrefix: true, CleanSpaces: false, EscapeWhitespaces: true))
+    {
+        Span<char> buf = stackalloc char[6];
+        for (int b = 0; b < 256; b++)
+        {
+            $"<0x{b:X2}>".AsSpan().CopyTo(buf);
+            int id = LookupPiece(buf);
+            if (id < 0 && b < 0x80) id = LookupPiece([(char)b]);
+            byteTokens[b] = id;
+        }
+    }
+
+    private protected override void EncodeFragments(string text, List<Fragment> fragments, bool addSpecial, List<int> output)
+    {
+        bool isPrevSpecial = true; // prefix with a space if first
+        if (addSpecial && AddBos) output.Add(Bos);
+        char[]? rented = null;
+        try
+        {
+            foreach (var fr in fragments)
+            {
+                if (fr.IsToken) { output.Add(fr.Token); isPrevSpecial = true; continue; }
+                int n = fr.Length + 1;
+                if (rented is null || rented.Length < n)
+                {
+                    if (rented is not null) ArrayPool<char>.Shared.Return(rented);
+                    rented = ArrayPool<char>.Shared.Rent(n);
+                }
+                int len = 0;
+                if (AddSpacePrefix && isPrevSpecial) rented[len++] = '\u2581';
+                var src = text.AsSpan(fr.Offset, fr.Length);
+                for (int i = 0; i < src.Length; i++) rented[len++] = src[i] == ' ' ? '\u2581' : src[i];
+                Tokenize(rented.AsSpan(0, len), output);
+                isPrevSpecial = false;
+            }
+        }
+        finally
+        {
+            if (rented is not null) ArrayPool<char>.Shared.Return(rented);
+        }
+        if (addSpecial && AddEos) output.Add(Eos);
+    }
+
+    /// <summary>Symbol-merge loop over one escaped text run: O(n log n) with a heap of candidate bigrams.</summary>
+    private void Tokenize(ReadOnlySpan<char> text, List<int> output)
+    {
+        if (text.IsEmpty) return;
+        int cap = text.Length;
+        int[] start = ArrayPool<int>.Shared.Rent(cap), len = ArrayPool<int>.Shared.Rent(cap);
+        int[] prev = ArrayPool<int>.Shared.Rent(cap), next = ArrayPool<int>.Shared.Rent(cap);
+        try
+        {
+            // split into code points (a surrogate pair is one symbol, like one UTF-8 character)
+            int n = 0;
+            for (int i = 0; i < text.Length;)
+            {
+                int l = char.IsHighSurrogate(text[i]) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]) ? 2 : 1;
+                start[n] = i; len[n] = l; prev[n] = n - 1; next[n] = n + 1;
+                n++; i += l;
+            }
+            next[n - 1] = -1;
+
+            var queue = new MergeQueue(n);
+            for (int i = 1; i < n; i++) TryAddBigram(text, start, len, i - 1, i, ref queue);
+
+            while (queue.Count > 0)
+            {
+                var bg = queue.Pop();
+                int l = bg.Left, r = bg.Right;
+                if (len[l] == 0 || len[r] == 0 || len[l] + len[r] != bg.Size) continue;
+                len[l] += len[r];
+                len[r] = 0;
+                next[l] = next[r];
+                if (next[r] >= 0) prev[next[r]] = l;
+                TryAddBigram(text, start, len, prev[l], l, ref queue);
+                TryAddBigram(text, start, len, l, next[l], ref queue);
+            }
+
+            Span<byte> utf8 = stackalloc byte[4];
+            for (int i = 0; i != -1; i = next[i])
+            {
+                var s = text.Slice(start[i], len[i]);
+                int id = LookupPiece(s);
+                if (id >= 0) { output.Add(id); continue; }
+                // no token for this character: emit its UTF-8 bytes as byte tokens
+                int nb = Encoding.UTF8.GetBytes(s, utf8);
+                for (int k = 0; k < nb; k++)
+                {
+                    int bt = byteTokens[utf8[k]];
+                    if (bt < 0) bt = Unk; // llama.cpp would abort here: the vocabulary has no byte fallback
+                    if (bt >= 0) output.Add(bt);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<int>.Shared.Return(start); ArrayPool<int>.Shared.Return(len);
+            ArrayPool<int>.Shared.Return(prev); ArrayPool<int>.Shared.Return(next);
+        }
+    }
+
+    private void TryAddBigram(ReadOnlySpan<char> text, int[] start, int[] len, int left, int right, ref MergeQueue queue)
+    {
+        if (left < 0 || right < 0) return;
+        int size = len[left] + len[right];
+        int id = LookupPiece(text.Slice(start[left], size));
+        if (id < 0) return;
+        queue.Push(new MergeQueue.Item
+        {
+            Key = ((ulong)MergeQueue.DescendingScoreKey(Score(id)) << 32) | (uint)left,
+            Right = right,
+            Size = size,
+            Merged = id,
+        });
+    }
+}

@@ -1,0 +1,63 @@
+using OpenWeights.Models.Llama;
+using OpenWeights.Models.Synthetic;
+using OpenWeights.Tests.Oracle;
+
+namespace OpenWeights.Tests.Models;
+
+/// <summary>
+/// Random-weight models written by our own writer, in every tensor type, against llama.cpp on the same file.
+/// llama.cpp multiplies quantized weights with activations quantized to 8 bits (Q8_0 / Q8_K) and F16/BF16
+/// weights with activations rounded to F16/BF16, while our reference path multiplies dequantized weights with
+/// F32 activations; the tolerances below are that activation rounding, measured, with margin.
+/// </summary>
+public class SyntheticOracleTests
+{
+    private static readonly int[] Prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260, 261, 700, 12, 13, 14, 99, 600];
+
+    public static TheoryData<string, string, double, double> Cases() => new()
+    {
+        // preset, type, max |diff| / max |logit|, min cosine. Measured worst cases (16 positions):
+        // f32 5e-7; f16 6.3e-4; bf16 4.8e-3; q8_0 1.7e-2; 4/5-bit 1.5e-2; k-quants <= 2.1e-2 (cos >= 0.99984).
+        { "tiny-llama", "f32", 1e-5, 0.999999 },
+        { "tiny-qwen2", "f32", 1e-5, 0.999999 },
+        { "tiny-llama", "f16", 2e-3, 0.99999 },
+        { "tiny-llama", "bf16", 1.5e-2, 0.9999 },
+        { "tiny-llama", "q8_0", 4e-2, 0.9995 },
+        { "tiny-qwen2", "q8_0", 4e-2, 0.9995 },
+        { "tiny-llama", "pure-q4_0", 4e-2, 0.9995 },
+        { "tiny-llama", "pure-q4_1", 4e-2, 0.9995 },
+        { "tiny-llama", "pure-q5_0", 4e-2, 0.9995 },
+        { "tiny-llama", "pure-q5_1", 4e-2, 0.9995 },
+        { "tiny-llama", "pure-q2_k", 5e-2, 0.999 },
+        { "tiny-llama", "pure-q3_k", 5e-2, 0.999 },
+        { "tiny-llama", "pure-q4_k", 5e-2, 0.999 },
+        { "tiny-llama", "pure-q5_k", 5e-2, 0.999 },
+        { "tiny-llama", "pure-q6_k", 5e-2, 0.999 },
+        { "tiny-llama", "q4_k_m", 5e-2, 0.999 },
+        { "tiny-qwen2", "q4_k_m", 5e-2, 0.999 },
+        { "tiny-qwen2", "q4_0", 4e-2, 0.9995 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void LogitsAgreeWithLlamaCpp(string preset, string type, double relTol, double minCos)
+    {
+        using var dir = new TempDir();
+        var path = dir.File($"{preset}-{type}.gguf");
+        SyntheticModel.Write(SynthPreset.Get(preset), SynthType.Parse(type), path, threads: 2);
+        using var model = LlamaModel.Load(path);
+        var cache = model.CreateCache(64);
+        var state = model.CreateState(Prompt.Length, 64);
+        int v = model.Config.VocabSize;
+        var ours = new float[Prompt.Length * v];
+        model.Forward(Prompt, cache, state, 2, ours);
+        var theirs = LlamaCpp.Logits(path, Prompt);
+        for (int t = 0; t < Prompt.Length; t++)
+        {
+            var (maxAbs, cos) = Compare.Logits(ours.AsSpan(t * v, v), theirs[t]);
+            double scale = theirs[t].Max(Math.Abs);
+            Assert.True(maxAbs / scale < relTol, $"{type} position {t}: max abs diff {maxAbs} vs scale {scale}");
+            Assert.True(cos > minCos, $"{type} position {t}: cosine {cos}");
+        }
+    }
+}
