@@ -21,6 +21,9 @@ public static class Cli
         root.Subcommands.Add(ModelsCommand.Create());
         root.Subcommands.Add(FitCommand.Create());
         root.Subcommands.Add(HardwareCommand.Create());
+        root.Subcommands.Add(PullCommand.Create());
+        root.Subcommands.Add(ListCommand.Create());
+        root.Subcommands.Add(RmCommand.Create());
         return root;
     }
 

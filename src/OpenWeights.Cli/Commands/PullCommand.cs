@@ -1,0 +1,47 @@
+using System.CommandLine;
+using OpenWeights.Hub;
+
+namespace OpenWeights.Cli.Commands;
+
+/// <summary>`openweights pull REPO[:FILE|:QUANT]`: download a model from Hugging Face into the local store.</summary>
+public static class PullCommand
+{
+    public static Command Create() => Create(gate: null);
+
+    /// <summary>The catalog's license gate plugs in here.</summary>
+    public static Command Create(IPullGate? gate)
+    {
+        var spec = new Argument<string>("model") { Description = "org/name, org/name:QUANT (e.g. Q4_K_M) or org/name:FILE" };
+        var revision = new Option<string?>("--revision") { Description = "Branch, tag or commit (default: main)" };
+        var accept = new Option<bool>("--accept-license") { Description = "Accept the model's license and record it in the store" };
+        var json = new Option<bool>("--json") { Description = "Machine-readable output" };
+        var cmd = new Command("pull", "Download a model from Hugging Face into the local store (the huggingface_hub cache)") { spec, revision, accept, json };
+        cmd.SetAction(async (pr, ct) =>
+        {
+            var output = pr.InvocationConfiguration.Output;
+            var error = pr.InvocationConfiguration.Error;
+            var settings = HubCli.Settings();
+            var puller = new HubPuller(settings, gate) { Progress = ProgressPrinter.For(error) };
+            var result = await puller.PullAsync(PullSpec.Parse(pr.GetValue(spec)!), new PullOptions { Revision = pr.GetValue(revision), AcceptLicense = pr.GetValue(accept) }, ct);
+            long total = result.Files.Sum(f => f.Size);
+            if (pr.GetValue(json))
+            {
+                CliJson.Write(output, new
+                {
+                    repo = result.RepoId, revision = result.Revision, commit = result.Commit, model_path = result.ModelPath, snapshot = result.SnapshotDir,
+                    offline = result.Offline, license_record = result.LicenseRecordPath,
+                    files = result.Files.Select(f => new { path = f.Path, size = f.Size, local_path = f.LocalPath, downloaded = f.Downloaded }).ToList(),
+                });
+            }
+            else
+            {
+                int downloaded = result.Files.Count(f => f.Downloaded);
+                output.WriteLine($"{result.RepoId}@{result.Commit[..12]}: {result.Files.Count} file(s), {HubCli.FormatBytes(total)}, {downloaded} downloaded{(result.Offline ? " (offline)" : "")}");
+                if (result.LicenseRecordPath is not null) output.WriteLine($"license accepted: {result.LicenseRecordPath}");
+                output.WriteLine(result.ModelPath);
+            }
+            return 0;
+        });
+        return cmd;
+    }
+}
