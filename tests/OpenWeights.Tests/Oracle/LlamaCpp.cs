@@ -13,7 +13,8 @@ public static class LlamaCpp
     private static readonly object gate = new();
     private static bool initialised;
 
-    private static void Init()
+    /// <summary>Loads the native library once, silencing its log; every oracle use goes through here.</summary>
+    public static void Init()
     {
         lock (gate)
         {

@@ -74,17 +74,5 @@ public sealed class TokenizerOracleTests(ITestOutputHelper output)
         Assert.True(failures.Count == 0, string.Join("\n", failures.Take(8)));
     }
 
-    private static readonly object gate = new();
-    private static bool initialised;
-
-    private static void Init()
-    {
-        lock (gate)
-        {
-            if (initialised) return;
-            NativeLibraryConfig.All.WithLogCallback((level, msg) => { });
-            NativeApi.llama_empty_call();
-            initialised = true;
-        }
-    }
+    private static void Init() => Oracle.LlamaCpp.Init();
 }
