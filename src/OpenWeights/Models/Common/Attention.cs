@@ -6,19 +6,22 @@ namespace OpenWeights.Models.Common;
 public static class Attention
 {
     /// <summary>
-    /// att[t, h] = softmax(q[t,h]·K[0..start+t, h/g] / sqrt(d)) · V[0..start+t, h/g], with g = heads/kvHeads.
-    /// q, att: (n, heads*d); kCache, vCache: (capacity, kvHeads*d); scores use a per-thread scratch row.
+    /// att[t, h] = softmax(q[t,h]·K[0..pos[t], h/g] / sqrt(d)) · V[0..pos[t], h/g], with g = heads/kvHeads and
+    /// K, V the layer's cache of token t's own sequence. q, att: (n, heads*d); caches: (capacity, kvHeads*d).
+    /// Scores use a per-thread scratch row.
     /// </summary>
-    public static void Causal(float[] q, float[] kCache, float[] vCache, float[] att,
-        int n, int start, int heads, int kvHeads, int d, int threads)
+    public static void Causal(float[] q, KvCache?[] caches, int[] pos, int layer, float[] att,
+        int n, int heads, int kvHeads, int d, int threads)
     {
         int group = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d;
-        int capacity = kCache.Length / kvDim;
         float scale = 1.0f / MathF.Sqrt(d);
         void Body(int job)
         {
             int t = job / heads, h = job % heads, kvh = h / group;
-            int len = start + t + 1;
+            var cache = caches[t]!;
+            float[] kCache = cache.KLayer(layer), vCache = cache.VLayer(layer);
+            int capacity = cache.Capacity;
+            int len = pos[t] + 1;
             var qv = q.AsSpan(t * qDim + h * d, d);
             var sc = Scratch(capacity).AsSpan(0, len);
             for (int j = 0; j < len; j++) sc[j] = TensorPrimitives.Dot(qv, kCache.AsSpan(j * kvDim + kvh * d, d)) * scale;

@@ -14,6 +14,8 @@ public sealed class RunState
     public readonly float[] Hb2;     // (batch, ffn) up
     public readonly float[] Cos, Sin;// (batch, rope_dims/2)
     public readonly float[] Logits;  // (vocab) logits of the last token
+    public readonly KvCache?[] TokenCache; // (batch) the cache each token belongs to
+    public readonly int[] TokenPos;  // (batch) each token's position in its sequence
 
     public RunState(ModelConfig c, int maxBatch, int context)
     {
@@ -24,5 +26,6 @@ public sealed class RunState
         Hb = new float[maxBatch * c.FfnDim]; Hb2 = new float[maxBatch * c.FfnDim];
         Cos = new float[maxBatch * c.RopeDims / 2]; Sin = new float[maxBatch * c.RopeDims / 2];
         Logits = new float[c.VocabSize];
+        TokenCache = new KvCache?[maxBatch]; TokenPos = new int[maxBatch];
     }
 }

@@ -11,6 +11,9 @@ namespace OpenWeights.Models.Llama;
 /// embed -> for each layer { x += attn(rmsnorm(x)); x += ffn(rmsnorm(x)) } -> rmsnorm -> output head.
 /// Weights stay in the memory-mapped GGUF file in their stored type.
 /// </summary>
+/// <summary>Tokens to append to one sequence's KV cache in a batched forward pass.</summary>
+public readonly record struct SequenceBatch(ReadOnlyMemory<int> Tokens, KvCache Cache);
+
 public sealed class LlamaModel : IDisposable
 {
     public ModelConfig Config { get; }
@@ -65,22 +68,57 @@ public sealed class LlamaModel : IDisposable
     /// </summary>
     public void Forward(ReadOnlySpan<int> tokens, KvCache cache, RunState s, int threads, Span<float> allLogits = default)
     {
+        if (tokens.Length == 0) return;
+        Span<SequenceBatch> one = [new SequenceBatch(tokens.ToArray(), cache)];
+        if (!allLogits.IsEmpty)
+        {
+            if (allLogits.Length < tokens.Length * Config.VocabSize) throw new ArgumentException("allLogits must hold (n, vocab)");
+            ForwardCore(one, s, threads, allLogits, allRows: true);
+            allLogits.Slice((tokens.Length - 1) * Config.VocabSize, Config.VocabSize).CopyTo(s.Logits);
+        }
+        else ForwardCore(one, s, threads, s.Logits, allRows: false);
+    }
+
+    /// <summary>
+    /// One pass over the weights for several independent sequences (continuous batching): each segment's
+    /// tokens are appended to its own KV cache. lastLogits: (segments, vocab), each segment's last token.
+    /// </summary>
+    public void Forward(ReadOnlySpan<SequenceBatch> segments, RunState s, int threads, Span<float> lastLogits)
+    {
+        if (lastLogits.Length < segments.Length * Config.VocabSize) throw new ArgumentException("lastLogits must hold (segments, vocab)");
+        ForwardCore(segments, s, threads, lastLogits, allRows: false);
+    }
+
+    private void ForwardCore(ReadOnlySpan<SequenceBatch> segments, RunState s, int threads, Span<float> logitsOut, bool allRows)
+    {
         var c = Config;
-        int n = tokens.Length, start = cache.Length;
-        if (n == 0) return;
-        if (n > s.MaxBatch) throw new ArgumentException($"batch of {n} tokens exceeds {s.MaxBatch}");
-        if (start + n > cache.Capacity) throw new OpenWeightsException($"context overflow: {start + n} tokens exceed the context size {cache.Capacity}");
-        int dim = c.Dim;
+        int dim = c.Dim, half = c.RopeDims / 2;
+
+        // Lay the segments out as one batch of n tokens, each with its own cache and position.
+        int n = 0;
+        foreach (var seg in segments)
+        {
+            int len = seg.Tokens.Length;
+            if (len == 0) throw new ArgumentException("empty segment");
+            if (seg.Cache.Length + len > seg.Cache.Capacity)
+                throw new OpenWeightsException($"context overflow: {seg.Cache.Length + len} tokens exceed the context size {seg.Cache.Capacity}");
+            if (n + len > s.MaxBatch) throw new ArgumentException($"batch of {n + len} tokens exceeds {s.MaxBatch}");
+            var toks = seg.Tokens.Span;
+            for (int i = 0; i < len; i++)
+            {
+                int tok = toks[i];
+                if ((uint)tok >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(segments), $"token id {tok} is outside the vocabulary (0..{c.VocabSize - 1})");
+                s.TokenCache[n] = seg.Cache;
+                s.TokenPos[n] = seg.Cache.Length + i;
+                n++;
+            }
+        }
 
         // x = embed(tokens): (n, dim)
-        for (int t = 0; t < n; t++)
-        {
-            int tok = tokens[t];
-            if ((uint)tok >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {tok} is outside the vocabulary (0..{c.VocabSize - 1})");
-            TokenEmbedding.DecodeRow(tok, s.X.AsSpan(t * dim, dim));
-        }
-        int half = c.RopeDims / 2;
-        for (int t = 0; t < n; t++) Rope.Angles(start + t, s.Cos.AsSpan(t * half, half), s.Sin.AsSpan(t * half, half));
+        int k = 0;
+        foreach (var seg in segments)
+            foreach (var tok in seg.Tokens.Span) { TokenEmbedding.DecodeRow(tok, s.X.AsSpan(k * dim, dim)); k++; }
+        for (int t = 0; t < n; t++) Rope.Angles(s.TokenPos[t], s.Cos.AsSpan(t * half, half), s.Sin.AsSpan(t * half, half));
 
         for (int l = 0; l < c.Layers; l++)
         {
@@ -95,10 +133,10 @@ public sealed class LlamaModel : IDisposable
                 var cos = s.Cos.AsSpan(t * half, half); var sin = s.Sin.AsSpan(t * half, half);
                 Rope.Apply(s.Q.AsSpan(t * c.QDim, c.QDim), c.Heads, c.HeadDim, cos, sin);
                 Rope.Apply(s.K.AsSpan(t * c.KvDim, c.KvDim), c.KvHeads, c.HeadDim, cos, sin);
-                s.K.AsSpan(t * c.KvDim, c.KvDim).CopyTo(cache.K(l, start + t));
-                s.V.AsSpan(t * c.KvDim, c.KvDim).CopyTo(cache.V(l, start + t));
+                s.K.AsSpan(t * c.KvDim, c.KvDim).CopyTo(s.TokenCache[t]!.K(l, s.TokenPos[t]));
+                s.V.AsSpan(t * c.KvDim, c.KvDim).CopyTo(s.TokenCache[t]!.V(l, s.TokenPos[t]));
             }
-            Attention.Causal(s.Q, cache.KLayer(l), cache.VLayer(l), s.Att, n, start, c.Heads, c.KvHeads, c.HeadDim, threads);
+            Attention.Causal(s.Q, s.TokenCache, s.TokenPos, l, s.Att, n, c.Heads, c.KvHeads, c.HeadDim, threads);
             L.Wo.Forward(s.Att, s.Xb, n, threads);
             TensorPrimitives.Add(s.X.AsSpan(0, n * dim), s.Xb.AsSpan(0, n * dim), s.X.AsSpan(0, n * dim));
 
@@ -110,20 +148,25 @@ public sealed class LlamaModel : IDisposable
             L.WDown.Forward(s.Hb, s.Xb, n, threads);
             TensorPrimitives.Add(s.X.AsSpan(0, n * dim), s.Xb.AsSpan(0, n * dim), s.X.AsSpan(0, n * dim));
         }
-        cache.Length = start + n;
+        foreach (var seg in segments) seg.Cache.Length += seg.Tokens.Length;
+        for (int t = 0; t < n; t++) s.TokenCache[t] = null;
 
-        // logits = output(rmsnorm(x)): only the rows asked for
-        if (!allLogits.IsEmpty)
+        // logits = output(rmsnorm(x)): every row, or each segment's last row
+        if (allRows)
         {
-            if (allLogits.Length < n * c.VocabSize) throw new ArgumentException("allLogits must hold (n, vocab)");
             for (int t = 0; t < n; t++) Ops.RmsNorm(s.X.AsSpan(t * dim, dim), OutputNorm, s.Xb.AsSpan(t * dim, dim), c.RmsEps);
-            Output.Forward(s.Xb, allLogits, n, threads);
-            allLogits.Slice((n - 1) * c.VocabSize, c.VocabSize).CopyTo(s.Logits);
+            Output.Forward(s.Xb, logitsOut, n, threads);
         }
         else
         {
-            Ops.RmsNorm(s.X.AsSpan((n - 1) * dim, dim), OutputNorm, s.Xb.AsSpan(0, dim), c.RmsEps);
-            Output.Forward(s.Xb, s.Logits, 1, threads);
+            int row = 0, end = 0;
+            foreach (var seg in segments)
+            {
+                end += seg.Tokens.Length;
+                Ops.RmsNorm(s.X.AsSpan((end - 1) * dim, dim), OutputNorm, s.Xb.AsSpan(row * dim, dim), c.RmsEps);
+                row++;
+            }
+            Output.Forward(s.Xb, logitsOut, segments.Length, threads);
         }
     }
 
