@@ -1,0 +1,54 @@
+using OpenWeights.Formats.Gguf;
+using OpenWeights.Tensors.Kernels;
+
+namespace OpenWeights.Models.Common;
+
+/// <summary>
+/// A linear projection y = W·x (+ b). W: (Out, In) in whatever type the file stores (F32, F16, BF16 or a
+/// quantized block format); b: (Out) F32 or none. The one thing LoRA wraps.
+/// </summary>
+public class Linear
+{
+    public WeightMatrix Weight { get; }
+    public float[]? Bias { get; }
+    public string Name { get; }
+    public int In => Weight.Cols;
+    public int Out => Weight.Rows;
+
+    public Linear(string name, WeightMatrix weight, float[]? bias = null)
+    {
+        if (bias is not null && bias.Length != weight.Rows) throw new InvalidModelFileException($"{name}: bias length {bias.Length} != {weight.Rows}");
+        Name = name; Weight = weight; Bias = bias;
+    }
+
+    /// <summary>Y = X·Wᵀ + b. X: (n, In), Y: (n, Out).</summary>
+    public virtual void Forward(ReadOnlySpan<float> x, Span<float> y, int n, int threads)
+    {
+        Weight.MatMul(x, y, n, threads);
+        if (Bias is { } b)
+            for (int t = 0; t < n; t++) System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(t * Out, Out), b, y.Slice(t * Out, Out));
+    }
+
+    public static unsafe Linear Load(GgufFile f, string name, int expectedIn, int expectedOut, string? biasName = null)
+    {
+        var t = f.GetTensor(name);
+        if (t.Dimensions.Length != 2 || t.Dimensions[0] != expectedIn || t.Dimensions[1] != expectedOut)
+            throw new InvalidModelFileException($"tensor {name} has shape {t.ShapeText}, expected [{expectedIn}, {expectedOut}]");
+        var w = new WeightMatrix(f.TensorPointer(t), t.Type, expectedOut, expectedIn);
+        float[]? b = biasName is null ? null : TensorLoader.Vector(f, biasName, expectedOut);
+        return new Linear(name, w, b);
+    }
+}
+
+/// <summary>Reading small tensors (norms, biases) into F32 arrays.</summary>
+public static class TensorLoader
+{
+    public static unsafe float[] Vector(GgufFile f, string name, int expected)
+    {
+        var t = f.GetTensor(name);
+        if (t.ElementCount != expected) throw new InvalidModelFileException($"tensor {name} has {t.ElementCount} elements, expected {expected}");
+        var r = new float[expected];
+        RowDecoder.Decode(t.Type, f.TensorData(t), r);
+        return r;
+    }
+}

@@ -1,0 +1,28 @@
+namespace OpenWeights.Models.Common;
+
+/// <summary>Scratch for one forward pass of up to <see cref="MaxBatch"/> tokens, allocated once.</summary>
+public sealed class RunState
+{
+    public int MaxBatch { get; }
+    public readonly float[] X;       // (batch, dim) residual stream
+    public readonly float[] Xb;      // (batch, dim) normed input / projection output
+    public readonly float[] Q;       // (batch, heads*head_dim)
+    public readonly float[] K;       // (batch, kv_heads*head_dim)
+    public readonly float[] V;       // (batch, kv_heads*head_dim)
+    public readonly float[] Att;     // (batch, heads*head_dim) attention output
+    public readonly float[] Hb;      // (batch, ffn) gate
+    public readonly float[] Hb2;     // (batch, ffn) up
+    public readonly float[] Cos, Sin;// (batch, rope_dims/2)
+    public readonly float[] Logits;  // (vocab) logits of the last token
+
+    public RunState(ModelConfig c, int maxBatch, int context)
+    {
+        MaxBatch = maxBatch;
+        X = new float[maxBatch * c.Dim]; Xb = new float[maxBatch * c.Dim];
+        Q = new float[maxBatch * c.QDim]; K = new float[maxBatch * c.KvDim]; V = new float[maxBatch * c.KvDim];
+        Att = new float[maxBatch * c.QDim];
+        Hb = new float[maxBatch * c.FfnDim]; Hb2 = new float[maxBatch * c.FfnDim];
+        Cos = new float[maxBatch * c.RopeDims / 2]; Sin = new float[maxBatch * c.RopeDims / 2];
+        Logits = new float[c.VocabSize];
+    }
+}

@@ -1,0 +1,76 @@
+using OpenWeights.Formats.Gguf;
+
+namespace OpenWeights.Models;
+
+/// <summary>Hyper-parameters of a transformer, read from GGUF metadata keys `{arch}.*`.</summary>
+public sealed record ModelConfig
+{
+    public required ArchitectureSpec Architecture { get; init; }
+    public required int VocabSize { get; init; }
+    public required int Dim { get; init; }              // embedding length
+    public required int Layers { get; init; }
+    public required int Heads { get; init; }
+    public required int KvHeads { get; init; }
+    public required int HeadDim { get; init; }
+    public required int FfnDim { get; init; }
+    public required int ContextLength { get; init; }
+    public required float RmsEps { get; init; }
+    public required float RopeBase { get; init; }
+    public required int RopeDims { get; init; }
+    public required float RopeFreqScale { get; init; }  // 1/factor for linear scaling
+    public string? RopeScalingType { get; init; }
+
+    public int QDim => Heads * HeadDim;
+    public int KvDim => KvHeads * HeadDim;
+
+    public static ModelConfig FromGguf(GgufFile f)
+    {
+        var arch = Architectures.Get(f.GetString("general.architecture"));
+        string a = arch.Name;
+        int Req(string key)
+        {
+            long v = f.GetInteger($"{a}.{key}") ?? throw new InvalidModelFileException($"{Path.GetFileName(f.Path)}: metadata {a}.{key} is missing");
+            if (v <= 0 || v > 1 << 24) throw new InvalidModelFileException($"{Path.GetFileName(f.Path)}: metadata {a}.{key} = {v} is out of range");
+            return (int)v;
+        }
+        int dim = Req("embedding_length");
+        int heads = Req("attention.head_count");
+        int kvHeads = f.Contains($"{a}.attention.head_count_kv") ? Req("attention.head_count_kv") : heads;
+        if (heads % kvHeads != 0) throw new InvalidModelFileException($"head_count {heads} is not a multiple of head_count_kv {kvHeads}");
+        int headDim = f.Contains($"{a}.attention.key_length") ? Req("attention.key_length") : dim / heads;
+        if (!f.Contains($"{a}.attention.key_length") && dim % heads != 0) throw new InvalidModelFileException($"embedding_length {dim} is not a multiple of head_count {heads}");
+        int vocab = f.Contains($"{a}.vocab_size") ? Req("vocab_size")
+            : f.GetArray<string>("tokenizer.ggml.tokens")?.Length
+            ?? (f.TryGetTensor(Architectures.Names.TokenEmbedding, out var te) ? (int)te.Dimensions[^1] : throw new InvalidModelFileException("cannot tell the vocabulary size"));
+        string? scaling = f.GetString($"{a}.rope.scaling.type");
+        float freqScale = 1f;
+        if (scaling == "linear")
+        {
+            double factor = f.GetNumber($"{a}.rope.scaling.factor") ?? 1.0;
+            if (factor <= 0) throw new InvalidModelFileException($"rope.scaling.factor {factor} must be positive");
+            freqScale = (float)(1.0 / factor);
+        }
+        else if (scaling is not null and not "none" and not "linear")
+        {
+            // llama3-style scaling arrives as the rope_freqs tensor and needs no key; YaRN is not supported yet.
+            if (scaling == "yarn") throw new OpenWeightsException("YaRN rope scaling is not supported yet");
+        }
+        return new ModelConfig
+        {
+            Architecture = arch,
+            VocabSize = vocab,
+            Dim = dim,
+            Layers = Req("block_count"),
+            Heads = heads,
+            KvHeads = kvHeads,
+            HeadDim = headDim,
+            FfnDim = Req("feed_forward_length"),
+            ContextLength = Req("context_length"),
+            RmsEps = (float)(f.GetNumber($"{a}.attention.layer_norm_rms_epsilon") ?? 1e-5),
+            RopeBase = (float)(f.GetNumber($"{a}.rope.freq_base") ?? 10000.0),
+            RopeDims = f.Contains($"{a}.rope.dimension_count") ? Req("rope.dimension_count") : headDim,
+            RopeFreqScale = freqScale,
+            RopeScalingType = scaling,
+        };
+    }
+}
