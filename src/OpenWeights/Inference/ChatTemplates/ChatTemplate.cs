@@ -2,8 +2,8 @@ namespace OpenWeights.Inference.ChatTemplates;
 
 /// <summary>
 /// A model's chat template, rendered like Hugging Face's <c>apply_chat_template</c>: the template sees
-/// <c>messages</c>, <c>add_generation_prompt</c>, <c>bos_token</c>, <c>eos_token</c>, <c>tools</c> (only when given)
-/// and any extra variables (e.g. <c>enable_thinking</c>).
+/// <c>messages</c>, <c>add_generation_prompt</c>, <c>bos_token</c>, <c>eos_token</c>, <c>tools</c> and <c>documents</c>
+/// (None when not given, exactly as transformers passes them) and any extra variables (e.g. <c>enable_thinking</c>).
 /// </summary>
 public sealed class ChatTemplate
 {
@@ -37,7 +37,9 @@ public sealed class ChatTemplate
         ctx["add_generation_prompt"] = addGenerationPrompt;
         ctx["bos_token"] = bosToken ?? "";
         ctx["eos_token"] = eosToken ?? "";
-        if (tools is not null) ctx["tools"] = tools;
+        // transformers passes tools=None and documents=None when absent, so templates see them as defined-but-none
+        ctx["tools"] = tools;
+        if (!ctx.ContainsKey("documents")) ctx["documents"] = null;
         return Template.Render(ctx);
     }
 

@@ -177,6 +177,7 @@ internal static partial class JinjaBuiltins
         List<object?> l => [.. l],
         JinjaTuple t => [.. t.Items],
         JinjaDict d => [.. d.Keys],
+        JinjaGenerator g => g.Take(),
         string s => CodePoints(s),
         JinjaUndefined => [],
         null => throw new JinjaError("'NoneType' object is not iterable"),
@@ -692,7 +693,7 @@ internal static partial class JinjaBuiltins
 
     public static object? Negate(object? x) => x switch
     {
-        long l => -l,
+        long l => (object)(-l),
         bool b => b ? -1L : 0L,
         double d => -d,
         JinjaUndefined u => throw new JinjaError(u.Hint),
@@ -702,7 +703,7 @@ internal static partial class JinjaBuiltins
     public static object? Positive(object? x) => x switch
     {
         long or double => x,
-        bool b => b ? 1L : 0L,
+        bool b => (object)(b ? 1L : 0L),
         JinjaUndefined u => throw new JinjaError(u.Hint),
         _ => throw new JinjaError($"bad operand type for unary +: '{JinjaValue.TypeName(x)}'"),
     };
@@ -715,7 +716,7 @@ internal static partial class JinjaBuiltins
         switch (op)
         {
             case "+":
-                if (num) return isFloat ? JinjaValue.ToDouble(a) + JinjaValue.ToDouble(b) : JinjaValue.ToLong(a) + JinjaValue.ToLong(b);
+                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) + JinjaValue.ToDouble(b)) : JinjaValue.ToLong(a) + JinjaValue.ToLong(b);
                 if (a is string s1 && b is string s2) return s1 + s2;
                 if (a is List<object?> l1 && b is List<object?> l2) return l1.Concat(l2).ToList();
                 if (a is JinjaTuple t1 && b is JinjaTuple t2) return new JinjaTuple([.. t1.Items, .. t2.Items]);
@@ -723,10 +724,10 @@ internal static partial class JinjaBuiltins
                 if (a is List<object?>) throw new JinjaError($"can only concatenate list (not \"{JinjaValue.TypeName(b)}\") to list");
                 throw Unsupported("+", a, b);
             case "-":
-                if (num) return isFloat ? JinjaValue.ToDouble(a) - JinjaValue.ToDouble(b) : JinjaValue.ToLong(a) - JinjaValue.ToLong(b);
+                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) - JinjaValue.ToDouble(b)) : JinjaValue.ToLong(a) - JinjaValue.ToLong(b);
                 throw Unsupported("-", a, b);
             case "*":
-                if (num) return isFloat ? JinjaValue.ToDouble(a) * JinjaValue.ToDouble(b) : JinjaValue.ToLong(a) * JinjaValue.ToLong(b);
+                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) * JinjaValue.ToDouble(b)) : JinjaValue.ToLong(a) * JinjaValue.ToLong(b);
                 if (a is string or List<object?> or JinjaTuple && b is long or bool) return Repeat(a, JinjaValue.ToLong(b));
                 if (b is string or List<object?> or JinjaTuple && a is long or bool) return Repeat(b, JinjaValue.ToLong(a));
                 throw Unsupported("*", a, b);
@@ -807,6 +808,7 @@ internal static partial class JinjaBuiltins
             case JinjaTuple t: return t.Items.Any(x => JinjaValue.PyEquals(x, item));
             case JinjaDict d: return item is not null and not JinjaUndefined and not List<object?> and not JinjaDict && d.ContainsKey(item);
             case JinjaUndefined: return false;
+            case JinjaGenerator g: return g.Take().Any(x => JinjaValue.PyEquals(x, item));
             default: throw new JinjaError($"argument of type '{JinjaValue.TypeName(container)}' is not iterable");
         }
     }

@@ -77,7 +77,7 @@ internal static partial class JinjaBuiltins
             case "abs":
                 return value switch
                 {
-                    long l => Math.Abs(l),
+                    long l => (object)Math.Abs(l),
                     double d => Math.Abs(d),
                     bool b => b ? 1L : 0L,
                     _ => throw new JinjaError($"bad operand type for abs(): '{JinjaValue.TypeName(value)}'"),
@@ -128,13 +128,13 @@ internal static partial class JinjaBuiltins
                     if (value is string s) return string.Concat(CodePoints(s).Cast<string>().Reverse());
                     var items = Iterate(value);
                     items.Reverse();
-                    return items;
+                    return new JinjaGenerator(items);
                 }
             case "items":
                 {
                     if (value is JinjaUndefined) return new List<object?>();
                     if (value is not JinjaDict d) throw new JinjaError($"Can only get item pairs from a mapping.");
-                    return d.Select(p => (object?)new JinjaTuple(p.Key, p.Value)).ToList();
+                    return new JinjaGenerator(d.Select(p => (object?)new JinjaTuple(p.Key, p.Value)).ToList());
                 }
             case "dictsort":
                 {
@@ -166,7 +166,7 @@ internal static partial class JinjaBuiltins
                         seen.Add(k);
                         r.Add(x);
                     }
-                    return r;
+                    return new JinjaGenerator(r);
                 }
             case "min" or "max":
                 {
@@ -209,7 +209,7 @@ internal static partial class JinjaBuiltins
                         if (hasFill) while (cur.Count < n) cur.Add(fill);
                         r.Add(cur);
                     }
-                    return r;
+                    return new JinjaGenerator(r);
                 }
             case "slice":
                 {
@@ -231,7 +231,7 @@ internal static partial class JinjaBuiltins
                         if (hasFill && s >= extra) tmp.Add(fill);
                         r.Add(tmp);
                     }
-                    return r;
+                    return new JinjaGenerator(r);
                 }
             case "map":
                 {
@@ -241,30 +241,30 @@ internal static partial class JinjaBuiltins
                         var attr = f.Get(99, "attribute", null);
                         var hasDef = f.Has(99, "default");
                         var def = f.Get(99, "default", null);
-                        return items.Select(x =>
+                        return new JinjaGenerator(items.Select(x =>
                         {
                             var v = AttrPath(x, attr, sandboxed);
                             return hasDef && v is JinjaUndefined ? def : v;
-                        }).ToList();
+                        }).ToList());
                     }
-                    if (args.Count == 0) return items;
+                    if (args.Count == 0) return new JinjaGenerator(items);
                     var fname = SoftStr(args[0]);
                     if (!HasFilter(fname)) throw new JinjaError($"No filter named '{fname}'.");
                     var rest = args.Skip(1).ToList();
                     var restKw = kwargs.ToList();
-                    return items.Select(x => CallFilter(fname, x, rest, restKw, interp)).ToList();
+                    return new JinjaGenerator(items.Select(x => CallFilter(fname, x, rest, restKw, interp)).ToList());
                 }
             case "select" or "reject":
                 {
                     var keep = name == "select";
-                    return Iterate(value).Where(x => SelectTest(x, args, 0, interp) == keep).ToList();
+                    return new JinjaGenerator(Iterate(value).Where(x => SelectTest(x, args, 0, interp) == keep).ToList());
                 }
             case "selectattr" or "rejectattr":
                 {
                     var keep = name == "selectattr";
                     if (args.Count == 0) throw new JinjaError($"{name} needs an attribute name");
                     var attr = args[0];
-                    return Iterate(value).Where(x => SelectTest(AttrPath(x, attr, sandboxed), args, 1, interp) == keep).ToList();
+                    return new JinjaGenerator(Iterate(value).Where(x => SelectTest(AttrPath(x, attr, sandboxed), args, 1, interp) == keep).ToList());
                 }
             case "attr":
                 return GetAttr(value, SoftStr(f.Get(0, "name", "")), sandboxed);
@@ -419,7 +419,7 @@ internal static partial class JinjaBuiltins
             case "string": return v is string;
             case "mapping": return v is JinjaDict;
             case "sequence": return v is string or List<object?> or JinjaTuple or JinjaDict;
-            case "iterable": return v is string or List<object?> or JinjaTuple or JinjaDict or JinjaUndefined;
+            case "iterable": return v is string or List<object?> or JinjaTuple or JinjaDict or JinjaUndefined or JinjaGenerator;
             case "callable": return v is JinjaCallable;
             case "escaped": return false;
             case "lower": return IsLower(SoftStr(v));

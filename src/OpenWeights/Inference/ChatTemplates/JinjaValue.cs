@@ -33,6 +33,22 @@ public sealed class JinjaTuple : IReadOnlyList<object?>
     IEnumerator IEnumerable.GetEnumerator() => Items.GetEnumerator();
 }
 
+/// <summary>
+/// A Python generator (what map, select, selectattr, unique... return): iterable once, always truthy,
+/// no len(), not JSON-serializable.
+/// </summary>
+public sealed class JinjaGenerator
+{
+    private List<object?>? items;
+    internal JinjaGenerator(List<object?> items) { this.items = items; }
+    internal List<object?> Take()
+    {
+        var r = items ?? [];
+        items = null;
+        return r;
+    }
+}
+
 /// <summary>A Python dict: insertion-ordered, keys compared like Python (1 == 1.0 == True).</summary>
 public sealed class JinjaDict : Dictionary<object, object?>
 {
@@ -242,6 +258,7 @@ public static class JinjaValue
         JinjaUndefined => "Undefined",
         JinjaNamespace => "Namespace",
         JinjaCallable => "function",
+        JinjaGenerator => "generator",
         _ => v.GetType().Name,
     };
 
@@ -303,6 +320,7 @@ public static class JinjaValue
                 sb.Append('>');
                 break;
             case JinjaCallable c: sb.Append("<function ").Append(c.Name).Append('>'); break;
+            case JinjaGenerator: sb.Append("<generator object>"); break;
             default: sb.Append(v.ToString()); break;
         }
     }
