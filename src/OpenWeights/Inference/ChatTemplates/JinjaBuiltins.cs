@@ -172,7 +172,7 @@ internal static partial class JinjaBuiltins
 
     // ------------------------------------------------------------------ iteration, attributes, items
 
-    public static List<object?> Iterate(object? v) => v switch
+    public static List<object?> Iterate(object? v) => JinjaValue.Unwrap(v) switch
     {
         List<object?> l => [.. l],
         JinjaTuple t => [.. t.Items],
@@ -203,7 +203,7 @@ internal static partial class JinjaBuiltins
         return n;
     }
 
-    public static long Length(object? v) => v switch
+    public static long Length(object? v) => JinjaValue.Unwrap(v) switch
     {
         string s => PyLen(s),
         List<object?> l => l.Count,
@@ -215,6 +215,7 @@ internal static partial class JinjaBuiltins
 
     public static object? GetAttr(object? obj, string name, bool sandboxed)
     {
+        obj = JinjaValue.Unwrap(obj);
         switch (obj)
         {
             case JinjaUndefined u: throw new JinjaError(u.Hint);
@@ -234,6 +235,8 @@ internal static partial class JinjaBuiltins
 
     public static object? GetItem(object? obj, object? key, bool sandboxed)
     {
+        obj = JinjaValue.Unwrap(obj);
+        key = JinjaValue.Unwrap(key);
         switch (obj)
         {
             case JinjaUndefined u: throw new JinjaError(u.Hint);
@@ -268,6 +271,7 @@ internal static partial class JinjaBuiltins
 
     public static object? Slice(object? obj, object? start, object? stop, object? step)
     {
+        obj = JinjaValue.Unwrap(obj);
         if (obj is JinjaUndefined u) throw new JinjaError(u.Hint);
         List<object?> items;
         switch (obj)
@@ -420,6 +424,7 @@ internal static partial class JinjaBuiltins
 
     private static string Str(object? v, string what)
     {
+        v = JinjaValue.Unwrap(v);
         if (v is string s) return s;
         throw new JinjaError($"{what} must be str, not {JinjaValue.TypeName(v)}");
     }
@@ -711,6 +716,25 @@ internal static partial class JinjaBuiltins
     public static object? BinaryOp(string op, object? a, object? b)
     {
         NoUndefined(a, b);
+        if (a is JinjaMarkup || b is JinjaMarkup)
+        {
+            static string Esc(object? x) => x is JinjaMarkup m ? m.Value : HtmlEscape((string)x!);
+            if (op == "+" && a is string or JinjaMarkup && b is string or JinjaMarkup) return new JinjaMarkup(Esc(a) + Esc(b));
+            if (op == "%" && a is JinjaMarkup fm)
+            {
+                object? EscArg(object? x) => x is string s ? HtmlEscape(s) : x is JinjaMarkup m ? m.Value : x;
+                var escaped = b switch
+                {
+                    JinjaTuple t => new JinjaTuple(t.Items.Select(EscArg).ToArray()),
+                    JinjaDict d => d.Aggregate(new JinjaDict(), (acc, p) => { acc[p.Key] = EscArg(p.Value); return acc; }),
+                    _ => EscArg(b),
+                };
+                return new JinjaMarkup(PyFormat.Percent(fm.Value, escaped));
+            }
+            if (op == "*" && a is JinjaMarkup rm && b is long or bool) return new JinjaMarkup((string)Repeat(rm.Value, JinjaValue.ToLong(b))!);
+            a = JinjaValue.Unwrap(a);
+            b = JinjaValue.Unwrap(b);
+        }
         var num = JinjaValue.IsNumber(a) && JinjaValue.IsNumber(b);
         var isFloat = a is double || b is double;
         switch (op)
@@ -799,6 +823,8 @@ internal static partial class JinjaBuiltins
 
     public static bool Contains(object? container, object? item)
     {
+        container = JinjaValue.Unwrap(container);
+        item = JinjaValue.Unwrap(item);
         switch (container)
         {
             case string s:

@@ -23,6 +23,8 @@ internal static partial class JinjaBuiltins
 
     public static object? CallFilter(string name, object? value, List<object?> args, List<KeyValuePair<string, object?>> kwargs, JinjaInterpreter interp)
     {
+        if (value is JinjaMarkup && name is not ("safe" or "e" or "escape" or "forceescape" or "string" or "default" or "d"))
+            value = JinjaValue.Unwrap(value);
         var f = new FArgs(name, args, kwargs);
         var sandboxed = interp.Options.Sandboxed;
         switch (name)
@@ -39,13 +41,14 @@ internal static partial class JinjaBuiltins
                     return PyStrip(SoftStr(value), chars is null ? null : SoftStr(chars), true, true);
                 }
             case "length" or "count": return Length(value);
-            case "string": return SoftStr(value);
-            case "safe": return value is string ? value : SoftStr(value);
+            case "string": return value is JinjaMarkup ? value : SoftStr(value);
+            case "safe": return value is JinjaMarkup ? value : new JinjaMarkup(SoftStr(value));
             case "upper": return SoftStr(value).ToUpperInvariant();
             case "lower": return SoftStr(value).ToLowerInvariant();
             case "capitalize": return PyCapitalize(SoftStr(value));
             case "title": return JinjaTitle(SoftStr(value));
-            case "e" or "escape" or "forceescape": return HtmlEscape(SoftStr(value));
+            case "e" or "escape": return value is JinjaMarkup ? value : new JinjaMarkup(HtmlEscape(SoftStr(value)));
+            case "forceescape": return new JinjaMarkup(HtmlEscape(SoftStr(value)));
             case "default" or "d":
                 {
                     var def = f.Get(0, "default_value", "");
@@ -235,7 +238,8 @@ internal static partial class JinjaBuiltins
                 }
             case "map":
                 {
-                    var items = Iterate(value);
+                    // Jinja's map/select/reject start with "if value:", so a falsy input (None too) yields nothing
+                    var items = JinjaValue.IsTruthy(value) ? Iterate(value) : [];
                     if (f.Has(99, "attribute"))
                     {
                         var attr = f.Get(99, "attribute", null);
@@ -257,6 +261,7 @@ internal static partial class JinjaBuiltins
             case "select" or "reject":
                 {
                     var keep = name == "select";
+                    if (!JinjaValue.IsTruthy(value)) return new JinjaGenerator([]);
                     return new JinjaGenerator(Iterate(value).Where(x => SelectTest(x, args, 0, interp) == keep).ToList());
                 }
             case "selectattr" or "rejectattr":
@@ -264,6 +269,7 @@ internal static partial class JinjaBuiltins
                     var keep = name == "selectattr";
                     if (args.Count == 0) throw new JinjaError($"{name} needs an attribute name");
                     var attr = args[0];
+                    if (!JinjaValue.IsTruthy(value)) return new JinjaGenerator([]);
                     return new JinjaGenerator(Iterate(value).Where(x => SelectTest(AttrPath(x, attr, sandboxed), args, 1, interp) == keep).ToList());
                 }
             case "attr":
@@ -405,6 +411,8 @@ internal static partial class JinjaBuiltins
     public static bool CallTest(string name, object? v, List<object?> args, JinjaInterpreter interp)
     {
         object? A(int i) => i < args.Count ? args[i] : throw new JinjaError($"test '{name}' needs an argument");
+        if (name == "escaped") return v is JinjaMarkup;
+        v = JinjaValue.Unwrap(v);
         switch (name)
         {
             case "defined": return v is not JinjaUndefined;

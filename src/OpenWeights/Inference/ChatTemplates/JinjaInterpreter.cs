@@ -296,7 +296,7 @@ internal sealed class JinjaInterpreter
                     var r = new JinjaDict();
                     foreach (var (k, x) in d.Items)
                     {
-                        var key = Eval(k, scope);
+                        var key = JinjaValue.Unwrap(Eval(k, scope));
                         if (key is null or JinjaUndefined or List<object?> or JinjaDict) throw new JinjaError($"unhashable dict key of type '{JinjaValue.TypeName(key)}'");
                         r[key] = Eval(x, scope);
                     }

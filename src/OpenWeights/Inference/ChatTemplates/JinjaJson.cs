@@ -44,6 +44,7 @@ internal static class JinjaJson
                 sb.Append(double.IsNaN(d) ? "NaN" : double.IsPositiveInfinity(d) ? "Infinity" : double.IsNegativeInfinity(d) ? "-Infinity" : JinjaValue.FloatRepr(d));
                 break;
             case string s: WriteString(sb, s, ascii); break;
+            case JinjaMarkup m: WriteString(sb, m.Value, ascii); break;
             case List<object?> or JinjaTuple:
                 {
                     var items = (IReadOnlyList<object?>)v;

@@ -49,6 +49,16 @@ public sealed class JinjaGenerator
     }
 }
 
+/// <summary>
+/// MarkupSafe's Markup (what |safe and |escape return): prints as its text; <c>markup + str</c> and
+/// <c>markup % args</c> HTML-escape the plain-string side, as Python does.
+/// </summary>
+public sealed class JinjaMarkup(string value)
+{
+    public string Value { get; } = value;
+    public override string ToString() => Value;
+}
+
 /// <summary>A Python dict: insertion-ordered, keys compared like Python (1 == 1.0 == True).</summary>
 public sealed class JinjaDict : Dictionary<object, object?>
 {
@@ -135,7 +145,7 @@ public static class JinjaValue
         switch (v)
         {
             case null: return null;
-            case string or bool or long or double or JinjaUndefined or JinjaNamespace or JinjaCallable: return v;
+            case string or bool or long or double or JinjaUndefined or JinjaNamespace or JinjaCallable or JinjaMarkup or JinjaGenerator: return v;
             case int i: return (long)i;
             case short s: return (long)s;
             case byte b: return (long)b;
@@ -229,6 +239,7 @@ public static class JinjaValue
         long l => l != 0,
         double d => d != 0.0,
         string s => s.Length > 0,
+        JinjaMarkup m => m.Value.Length > 0,
         List<object?> l => l.Count > 0,
         JinjaTuple t => t.Count > 0,
         JinjaDict d => d.Count > 0,
@@ -259,6 +270,7 @@ public static class JinjaValue
         JinjaNamespace => "Namespace",
         JinjaCallable => "function",
         JinjaGenerator => "generator",
+        JinjaMarkup => "Markup",
         _ => v.GetType().Name,
     };
 
@@ -268,6 +280,7 @@ public static class JinjaValue
     public static string ToPyString(object? v) => v switch
     {
         string s => s,
+        JinjaMarkup m => m.Value,
         JinjaUndefined => "",
         _ => Repr(v),
     };
@@ -321,6 +334,7 @@ public static class JinjaValue
                 break;
             case JinjaCallable c: sb.Append("<function ").Append(c.Name).Append('>'); break;
             case JinjaGenerator: sb.Append("<generator object>"); break;
+            case JinjaMarkup m: sb.Append("Markup("); AppendStringRepr(sb, m.Value); sb.Append(')'); break;
             default: sb.Append(v.ToString()); break;
         }
     }
@@ -424,8 +438,13 @@ public static class JinjaValue
         return sb.ToString();
     }
 
+    /// <summary>Markup behaves as the plain string it wraps, except where Python's Markup differs.</summary>
+    internal static object? Unwrap(object? v) => v is JinjaMarkup m ? m.Value : v;
+
     internal static bool PyEquals(object? a, object? b)
     {
+        a = Unwrap(a);
+        b = Unwrap(b);
         if (a is null || b is null) return a is null && b is null;
         if (IsNumber(a) && IsNumber(b))
         {
@@ -459,6 +478,8 @@ public static class JinjaValue
     /// <summary>Python ordering (&lt;): numbers, strings, lists and tuples.</summary>
     internal static int PyCompare(object? a, object? b, string op = "<")
     {
+        a = Unwrap(a);
+        b = Unwrap(b);
         if (IsNumber(a) && IsNumber(b))
         {
             if (a is double || b is double) return ToDouble(a).CompareTo(ToDouble(b));
