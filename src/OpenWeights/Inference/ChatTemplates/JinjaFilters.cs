@@ -273,7 +273,13 @@ internal static partial class JinjaBuiltins
                     return new JinjaGenerator(Iterate(value).Where(x => SelectTest(AttrPath(x, attr, sandboxed), args, 1, interp) == keep).ToList());
                 }
             case "attr":
-                return GetAttr(value, SoftStr(f.Get(0, "name", "")), sandboxed);
+                {
+                    // getattr only: unlike obj.name, dict items are not consulted
+                    var an = SoftStr(f.Get(0, "name", ""));
+                    if (value is JinjaUndefined u) throw new JinjaError(u.Hint);
+                    if (value is JinjaNamespace or JinjaLoop) return GetAttr(value, an, sandboxed);
+                    return Method(JinjaValue.Unwrap(value), an, sandboxed) ?? JinjaUndefined.Missing(value, an);
+                }
             case "format":
                 {
                     var s = SoftStr(value);

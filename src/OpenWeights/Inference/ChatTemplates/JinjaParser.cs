@@ -613,7 +613,6 @@ internal sealed class JinjaParser
         var nt = Cur;
         string name;
         if (Cur.Kind == TokKind.Name) name = Next().Value;
-        else if (Cur.Kind == TokKind.Op && Cur.Value is "==" or "!=" or "<" or "<=" or ">" or ">=") name = Next().Value;
         else throw Fail($"expected a test name, got {Cur}");
         while (Cur.IsOp(".")) { i++; name += "." + ExpectIdent(); }
         List<Expr> args = [];

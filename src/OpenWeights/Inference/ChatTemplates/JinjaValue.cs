@@ -132,7 +132,7 @@ public static class JinjaValue
                 foreach (var x in e.EnumerateArray()) l.Add(PlainFromElement(x));
                 return l;
             case JsonValueKind.String: return e.GetString();
-            case JsonValueKind.Number: return e.TryGetInt64(out var i) ? i : e.GetDouble();
+            case JsonValueKind.Number: return e.TryGetInt64(out var i) ? (object)i : e.GetDouble();
             case JsonValueKind.True: return true;
             case JsonValueKind.False: return false;
             default: return null;
@@ -206,7 +206,7 @@ public static class JinjaValue
                 foreach (var x in e.EnumerateArray()) l.Add(FromElement(x));
                 return l;
             case JsonValueKind.String: return e.GetString();
-            case JsonValueKind.Number: return e.TryGetInt64(out var i) ? i : e.GetDouble();
+            case JsonValueKind.Number: return e.TryGetInt64(out var i) ? (object)i : e.GetDouble();
             case JsonValueKind.True: return true;
             case JsonValueKind.False: return false;
             default: return null;

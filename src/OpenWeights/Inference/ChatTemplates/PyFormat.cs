@@ -268,6 +268,7 @@ internal static class PyFormat
             prec = int.Parse(spec[ps..i], Ci);
         }
         var type = i < spec.Length ? spec[i] : '\0';
+        if (type == '\0' && comma && v is long) type = 'd';
         string body;
         var numeric = JinjaValue.IsNumber(v) && v is not bool || (v is bool && type != '\0');
         switch (type)
