@@ -97,6 +97,22 @@ CONVERSATIONS = {
         "tools": [WEATHER_TOOL],
         "add_generation_prompt": False,
     },
+    "content_parts": {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "You are terse."}]},
+            {"role": "user", "content": [{"type": "text", "text": "Describe this:"}, {"type": "text", "text": "a red apple"}]},
+        ],
+        "add_generation_prompt": True,
+    },
+    "reasoning_history": {
+        "messages": [
+            {"role": "user", "content": "What is 3*7?"},
+            {"role": "assistant", "content": "21", "reasoning_content": "3 times 7 is 21."},
+            {"role": "user", "content": "And 4*5?"},
+        ],
+        "add_generation_prompt": True,
+        "extra": {"enable_thinking": True},
+    },
     "thinking_off": {
         "messages": [
             {"role": "user", "content": "Hi"},
