@@ -158,3 +158,28 @@ public class JinjaErrorAndApiTests
         Assert.Contains("recursion", ex.Reason);
     }
 }
+
+public class JinjaHostileInputTests
+{
+    [Fact]
+    public void DeeplyNestedExpressionIsAnErrorNotACrash()
+    {
+        var src = "{{ " + new string('(', 200_000) + "1" + new string(')', 200_000) + " }}";
+        var ex = Assert.Throws<TemplateException>(() => JinjaTemplate.Parse(src));
+        Assert.Contains("nested too deeply", ex.Reason);
+    }
+
+    [Fact]
+    public void DeeplyNestedBlocksAreAnErrorNotACrash()
+    {
+        var src = string.Concat(Enumerable.Repeat("{% if true %}", 100_000)) + "x" + string.Concat(Enumerable.Repeat("{% endif %}", 100_000));
+        Assert.Throws<TemplateException>(() => JinjaTemplate.Parse(src));
+    }
+
+    [Fact]
+    public void HugeRangeIsRefused()
+    {
+        var ex = Assert.Throws<TemplateException>(() => JinjaTemplate.Parse("{% for i in range(10**9) %}{% endfor %}").Render());
+        Assert.Contains("Range too big", ex.Reason);
+    }
+}

@@ -272,6 +272,8 @@ internal sealed class JinjaInterpreter
 
     public object? Eval(Expr e, Scope scope)
     {
+        if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw new TemplateException("maximum recursion depth exceeded", e.Line, e.Col);
         try { return EvalInner(e, scope); }
         catch (JinjaError err) { throw new TemplateException(err.Message, e.Line, e.Col, err.RaisedByTemplate); }
         catch (Exception err) when (err is not TemplateException)

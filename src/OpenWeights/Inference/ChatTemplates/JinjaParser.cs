@@ -21,6 +21,14 @@ internal sealed class JinjaParser
     }
 
     private Token Cur => toks[i];
+
+    /// <summary>Hostile templates may nest without bound; fail cleanly instead of overflowing the stack.</summary>
+    private void GuardDepth()
+    {
+        if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw Fail("template is nested too deeply");
+    }
+
     private Token Peek(int n = 1) => toks[Math.Min(i + n, toks.Count - 1)];
     private Token Next() => toks[i++];
 
@@ -102,6 +110,7 @@ internal sealed class JinjaParser
 
     private Node ParseStatement()
     {
+        GuardDepth();
         var t = Cur;
         if (t.Kind != TokKind.Name) throw Fail($"expected a statement name, got {t}");
         i++;
@@ -332,6 +341,7 @@ internal sealed class JinjaParser
 
     private Expr ParseExpression()
     {
+        GuardDepth();
         var t = Cur;
         var e = ParseOr();
         while (Cur.IsName("if"))
@@ -430,6 +440,7 @@ internal sealed class JinjaParser
 
     private Expr ParseUnary(bool withFilter = true)
     {
+        GuardDepth();
         var t = Cur;
         Expr e;
         if (Cur.IsOp("-")) { i++; e = At(new UnaryExpr("-", ParseUnary(false)), t); }
