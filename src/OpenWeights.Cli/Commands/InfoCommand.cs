@@ -29,7 +29,7 @@ public static class InfoCommand
         // Weights are memory-mapped (counted once); scratch for a 256-token batch and the logits come on top.
         long scratch = 256L * (4 * c.Dim + 2 * c.QDim + 2 * c.KvDim + 2 * c.FfnDim) * sizeof(float) + (long)c.VocabSize * sizeof(float);
         return new ModelInfo(f.Path, f.FileSize, f.Version, c.Architecture.Name, f.GetString("general.name"), c.VocabSize, c.ContextLength,
-            c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.RopeBase, c.Architecture.Rope.ToString().ToLowerInvariant(),
+            c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.RopeBase, c.RopeStyle.ToString().ToLowerInvariant(),
             parameters, weightBytes * 8.0 / Math.Max(1, parameters), types, f.GetString("tokenizer.ggml.model"), f.GetString("tokenizer.ggml.pre"),
             f.Contains("tokenizer.chat_template"), kv, weightBytes + kv + scratch, c.Architecture.Description);
     }

@@ -44,7 +44,7 @@ public static class RunCommand
             int maxTokens = pr.GetValue(n);
             if (maxTokens < 0) throw new OpenWeightsException("-n must be >= 0");
             using var m = LlamaModel.Load(path);
-            var tok = Tokenizer.FromGguf(m.File);
+            var tok = Tokenizer.FromGguf(m.Source);
             var ids = tok.Encode(pr.GetValue(prompt) ?? "", addSpecial: true, parseSpecial: pr.GetValue(special));
             if (ids.Length == 0) throw new OpenWeightsException("the prompt encodes to no tokens");
             var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads));

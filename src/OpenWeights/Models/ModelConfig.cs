@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 
 namespace OpenWeights.Models;
@@ -19,11 +20,14 @@ public sealed record ModelConfig
     public required int RopeDims { get; init; }
     public required float RopeFreqScale { get; init; }  // 1/factor for linear scaling
     public string? RopeScalingType { get; init; }
+    /// <summary>Rotary pairing: the architecture's, unless the source says otherwise (`openweights.rope.style`, set when
+    /// reading Hugging Face checkpoints whose Q/K rows were not permuted the way GGUF converters permute them).</summary>
+    public required OpenWeights.Tensors.Kernels.RopeStyle RopeStyle { get; init; }
 
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
 
-    public static ModelConfig FromGguf(GgufFile f)
+    public static ModelConfig FromGguf(IModelMetadata f)
     {
         var arch = Architectures.Get(f.GetString("general.architecture"));
         string a = arch.Name;
@@ -41,7 +45,7 @@ public sealed record ModelConfig
         if (!f.Contains($"{a}.attention.key_length") && dim % heads != 0) throw new InvalidModelFileException($"embedding_length {dim} is not a multiple of head_count {heads}");
         int vocab = f.Contains($"{a}.vocab_size") ? Req("vocab_size")
             : f.GetArray<string>("tokenizer.ggml.tokens")?.Length
-            ?? (f.TryGetTensor(Architectures.Names.TokenEmbedding, out var te) ? (int)te.Dimensions[^1] : throw new InvalidModelFileException("cannot tell the vocabulary size"));
+            ?? (f is ITensorSource src && src.TryGetTensor(Architectures.Names.TokenEmbedding, out var te) ? (int)te.Dimensions[^1] : throw new InvalidModelFileException("cannot tell the vocabulary size"));
         string? scaling = f.GetString($"{a}.rope.scaling.type");
         float freqScale = 1f;
         if (scaling == "linear")
@@ -71,6 +75,13 @@ public sealed record ModelConfig
             RopeDims = f.Contains($"{a}.rope.dimension_count") ? Req("rope.dimension_count") : headDim,
             RopeFreqScale = freqScale,
             RopeScalingType = scaling,
+            RopeStyle = f.GetString("openweights.rope.style") switch
+            {
+                null => arch.Rope,
+                "neox" => OpenWeights.Tensors.Kernels.RopeStyle.Neox,
+                "norm" => OpenWeights.Tensors.Kernels.RopeStyle.Norm,
+                var other => throw new InvalidModelFileException($"unknown openweights.rope.style '{other}'"),
+            },
         };
     }
 }

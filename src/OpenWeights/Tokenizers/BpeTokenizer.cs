@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Text;
@@ -22,16 +23,16 @@ public sealed class BpeTokenizer : Tokenizer
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> cacheLookup;
     private const int CacheLimit = 1 << 18;
 
-    internal BpeTokenizer(GgufFile f) : this(f, Spec(f)) { }
+    internal BpeTokenizer(IModelMetadata f) : this(f, Spec(f)) { }
 
-    private static PreTokenizerSpec Spec(GgufFile f)
+    private static PreTokenizerSpec Spec(IModelMetadata f)
     {
         string? pre = f.GetString("tokenizer.ggml.pre");
         return PreTokenizers.For(pre) ?? throw new OpenWeightsException(
             $"{System.IO.Path.GetFileName(f.Path)}: pre-tokenizer '{pre}' (tokenizer.ggml.pre) is not supported");
     }
 
-    private BpeTokenizer(GgufFile f, PreTokenizerSpec spec) : base(f, "gpt2", new Defaults(
+    private BpeTokenizer(IModelMetadata f, PreTokenizerSpec spec) : base(f, "gpt2", new Defaults(
         Bos: 11, Eos: 11, Unk: -1, Sep: -1, Pad: -1, Mask: -1,
         AddBos: spec.AddBos, AddEos: false, AddSep: spec.AddSep, AddSpacePrefix: false, CleanSpaces: spec.CleanSpaces, EscapeWhitespaces: false))
     {

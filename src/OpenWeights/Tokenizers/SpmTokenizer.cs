@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Text;
@@ -22,7 +23,7 @@ public sealed class SpmTokenizer : Tokenizer
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> cacheLookup;
     private const int CacheLimit = 1 << 18;
 
-    internal SpmTokenizer(GgufFile f) : base(f, "llama", new Defaults(
+    internal SpmTokenizer(IModelMetadata f) : base(f, "llama", new Defaults(
         Bos: 1, Eos: 2, Unk: 0, Sep: -1, Pad: -1, Mask: -1,
         AddBos: true, AddEos: false, AddSep: false, AddSpacePrefix: true, CleanSpaces: false, EscapeWhitespaces: true))
     {

@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Buffers;
 using System.Collections.Frozen;
 using System.Text;
@@ -26,7 +27,7 @@ public abstract class Tokenizer
         int Bos, int Eos, int Unk, int Sep, int Pad, int Mask,
         bool AddBos, bool AddEos, bool AddSep, bool AddSpacePrefix, bool CleanSpaces, bool EscapeWhitespaces);
 
-    private protected Tokenizer(GgufFile f, string model, Defaults d)
+    private protected Tokenizer(IModelMetadata f, string model, Defaults d)
     {
         string file = System.IO.Path.GetFileName(f.Path);
         Model = model;
@@ -183,7 +184,7 @@ public abstract class Tokenizer
 
     /// <summary>Reads the tokenizer stored in a GGUF file's metadata.</summary>
     /// <exception cref="OpenWeightsException">the tokenizer type or pre-tokenizer is not supported.</exception>
-    public static Tokenizer FromGguf(GgufFile f)
+    public static Tokenizer FromGguf(IModelMetadata f)
     {
         ArgumentNullException.ThrowIfNull(f);
         string file = System.IO.Path.GetFileName(f.Path);

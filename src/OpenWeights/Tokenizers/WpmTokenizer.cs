@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Globalization;
 using System.Text;
 using OpenWeights.Formats.Gguf;
@@ -14,7 +15,7 @@ public sealed class WpmTokenizer : Tokenizer
     private readonly bool lowercase, stripAccents;
     private readonly int maxTokenChars;
 
-    internal WpmTokenizer(GgufFile f) : base(f, "bert", new Defaults(
+    internal WpmTokenizer(IModelMetadata f) : base(f, "bert", new Defaults(
         Bos: 101, Eos: -1, Unk: 100, Sep: 102, Pad: 0, Mask: 103,
         AddBos: true, AddEos: false, AddSep: true, AddSpacePrefix: false, CleanSpaces: true, EscapeWhitespaces: false))
     {

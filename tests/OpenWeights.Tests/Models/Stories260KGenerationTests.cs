@@ -45,7 +45,7 @@ public class Stories260KGenerationTests
         var (prompt, expected, _) = Case("prompt_once_upon_a_time");
         var path = TestData.Require("models/stories260K.gguf");
         using var model = LlamaModel.Load(path);
-        var tok = Tokenizer.FromGguf(model.File);
+        var tok = Tokenizer.FromGguf(model.Source);
         Assert.Equal(prompt, tok.Encode("Once upon a time"));
         var session = new InferenceSession(model, 512, threads: 2);
         var options = new GenerationOptions { MaxTokens = expected.Length - prompt.Length, Sampling = SamplingOptions.Greedy };
@@ -61,7 +61,7 @@ public class Stories260KGenerationTests
     {
         var path = TestData.Require("models/stories260K.gguf");
         using var model = LlamaModel.Load(path);
-        var tok = Tokenizer.FromGguf(model.File);
+        var tok = Tokenizer.FromGguf(model.Source);
         var session = new InferenceSession(model, 512, threads: 2);
         var options = new GenerationOptions { MaxTokens = 60, Sampling = SamplingOptions.Greedy, StopStrings = ["Lily"] };
         var (text, finish, _) = await Generator.GenerateTextAsync(session, tok, tok.Encode("Once upon a time"), options);
@@ -74,7 +74,7 @@ public class Stories260KGenerationTests
     {
         var path = TestData.Require("models/stories260K.gguf");
         using var model = LlamaModel.Load(path);
-        var tok = Tokenizer.FromGguf(model.File);
+        var tok = Tokenizer.FromGguf(model.Source);
         async Task<string> Gen(ulong seed)
         {
             var session = new InferenceSession(model, 512, threads: 2);
@@ -90,7 +90,7 @@ public class Stories260KGenerationTests
     {
         var path = TestData.Require("models/stories260K.gguf");
         using var model = LlamaModel.Load(path);
-        var tok = Tokenizer.FromGguf(model.File);
+        var tok = Tokenizer.FromGguf(model.Source);
         var session = new InferenceSession(model, 512, threads: 1);
         using var cts = new CancellationTokenSource();
         int chunks = 0;

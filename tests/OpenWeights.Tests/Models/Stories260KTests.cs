@@ -43,3 +43,32 @@ public class Stories260KTests
         }
     }
 }
+
+public class MultiSequenceForwardTests
+{
+    [Fact]
+    public void TwoSequencesInOneBatchEqualEachAlone()
+    {
+        var path = TestData.Require("models/stories260K.gguf");
+        using var model = OpenWeights.Models.Llama.LlamaModel.Load(path);
+        int v = model.Config.VocabSize;
+        int[] a = [1, 403, 407, 261, 378], b = [1, 290, 263, 500];
+        // alone
+        var ca = model.CreateCache(32); var cb = model.CreateCache(32); var s = model.CreateState(16, 32);
+        model.Forward(a, ca, s, 2); var la = s.Logits.ToArray();
+        model.Forward(b, cb, s, 2); var lb = s.Logits.ToArray();
+        model.Forward([432], ca, s, 2); var la2 = s.Logits.ToArray();
+        model.Forward([334], cb, s, 2); var lb2 = s.Logits.ToArray();
+        // together: prefill both prompts in one pass, then decode both in one pass
+        var da = model.CreateCache(32); var db = model.CreateCache(32);
+        var both = new float[2 * v];
+        model.Forward([new OpenWeights.Models.Llama.SequenceBatch(a, da), new OpenWeights.Models.Llama.SequenceBatch(b, db)], s, 2, both);
+        Assert.True(Oracle.Compare.Logits(both.AsSpan(0, v), la).MaxAbs < 1e-5);
+        Assert.True(Oracle.Compare.Logits(both.AsSpan(v, v), lb).MaxAbs < 1e-5);
+        model.Forward([new OpenWeights.Models.Llama.SequenceBatch(new[] { 432 }, da), new OpenWeights.Models.Llama.SequenceBatch(new[] { 334 }, db)], s, 2, both);
+        Assert.True(Oracle.Compare.Logits(both.AsSpan(0, v), la2).MaxAbs < 1e-5);
+        Assert.True(Oracle.Compare.Logits(both.AsSpan(v, v), lb2).MaxAbs < 1e-5);
+        Assert.Equal(6, da.Length);
+        Assert.Equal(5, db.Length);
+    }
+}

@@ -1,6 +1,7 @@
 using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
 using OpenWeights.Tensors.Quant;
+using OpenWeights.Formats;
 
 namespace OpenWeights.Formats.Gguf;
 
@@ -9,7 +10,7 @@ namespace OpenWeights.Formats.Gguf;
 /// data stays in the map and is never copied whole. Malformed or hostile files fail at open with an
 /// <see cref="InvalidModelFileException"/> whose one-line message names the problem.
 /// </summary>
-public sealed unsafe class GgufFile : IDisposable
+public sealed unsafe class GgufFile : ITensorSource
 {
     public const uint Magic = 0x46554747; // "GGUF" little-endian
     public const int DefaultAlignment = 32;
@@ -78,66 +79,12 @@ public sealed unsafe class GgufFile : IDisposable
 
     public bool TryGetTensor(string name, out GgufTensorInfo info) => tensorsByName.TryGetValue(name, out info!);
 
-    public GgufTensorInfo GetTensor(string name) =>
-        tensorsByName.TryGetValue(name, out var t) ? t : throw new InvalidModelFileException($"{System.IO.Path.GetFileName(Path)}: tensor '{name}' is missing");
-
     /// <summary>Pointer to a tensor's first byte inside the map (valid until Dispose).</summary>
     public byte* TensorPointer(GgufTensorInfo t)
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         return basePtr + DataOffset + t.Offset;
     }
-
-    /// <summary>A tensor's raw bytes (for tensors below 2 GiB).</summary>
-    public ReadOnlySpan<byte> TensorData(GgufTensorInfo t)
-    {
-        if (t.ByteSize > int.MaxValue) throw new NotSupportedException($"tensor {t.Name} is larger than 2 GiB; use TensorPointer");
-        return new ReadOnlySpan<byte>(TensorPointer(t), (int)t.ByteSize);
-    }
-
-    // ---- metadata accessors ----
-
-    public bool Contains(string key) => Metadata.ContainsKey(key);
-
-    public string? GetString(string key) => Metadata.TryGetValue(key, out var v) ? v as string ?? throw TypeError(key, v, "string") : null;
-
-    /// <summary>Any integer type, widened to long; null when absent.</summary>
-    public long? GetInteger(string key)
-    {
-        if (!Metadata.TryGetValue(key, out var v)) return null;
-        return v switch
-        {
-            byte b => b, sbyte sb => sb, ushort us => us, short s => s, uint ui => ui, int i => i, long l => l,
-            ulong ul => ul <= long.MaxValue ? (long)ul : throw new InvalidModelFileException($"metadata {key} = {ul} is too large"),
-            _ => throw TypeError(key, v, "integer"),
-        };
-    }
-
-    /// <summary>Any numeric type as double; null when absent.</summary>
-    public double? GetNumber(string key)
-    {
-        if (!Metadata.TryGetValue(key, out var v)) return null;
-        return v switch { float f => f, double d => d, _ => GetInteger(key) };
-    }
-
-    public bool? GetBool(string key) => Metadata.TryGetValue(key, out var v) ? v is bool b ? b : throw TypeError(key, v, "bool") : null;
-
-    /// <summary>An array of the given element type (integer arrays convert between widths).</summary>
-    public T[]? GetArray<T>(string key)
-    {
-        if (!Metadata.TryGetValue(key, out var v)) return null;
-        if (v is T[] exact) return exact;
-        if (v is Array a && a is not string[] && typeof(T) != typeof(string) && a.GetType().GetElementType()!.IsPrimitive && typeof(T).IsPrimitive)
-        {
-            var r = new T[a.Length];
-            for (int i = 0; i < a.Length; i++) r[i] = (T)Convert.ChangeType(a.GetValue(i)!, typeof(T), System.Globalization.CultureInfo.InvariantCulture);
-            return r;
-        }
-        throw TypeError(key, v, typeof(T).Name + "[]");
-    }
-
-    private InvalidModelFileException TypeError(string key, object v, string want) =>
-        new($"{System.IO.Path.GetFileName(Path)}: metadata {key} is {v.GetType().Name}, expected {want}");
 
     public void Dispose()
     {

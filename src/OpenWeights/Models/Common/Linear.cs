@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Tensors.Kernels;
 
@@ -29,7 +30,7 @@ public class Linear
             for (int t = 0; t < n; t++) System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(t * Out, Out), b, y.Slice(t * Out, Out));
     }
 
-    public static unsafe Linear Load(GgufFile f, string name, int expectedIn, int expectedOut, string? biasName = null)
+    public static unsafe Linear Load(ITensorSource f, string name, int expectedIn, int expectedOut, string? biasName = null)
     {
         var t = f.GetTensor(name);
         if (t.Dimensions.Length != 2 || t.Dimensions[0] != expectedIn || t.Dimensions[1] != expectedOut)
@@ -43,7 +44,7 @@ public class Linear
 /// <summary>Reading small tensors (norms, biases) into F32 arrays.</summary>
 public static class TensorLoader
 {
-    public static unsafe float[] Vector(GgufFile f, string name, int expected)
+    public static unsafe float[] Vector(ITensorSource f, string name, int expected)
     {
         var t = f.GetTensor(name);
         if (t.ElementCount != expected) throw new InvalidModelFileException($"tensor {name} has {t.ElementCount} elements, expected {expected}");

@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Models.Common;
 using static OpenWeights.Models.Architectures.Names;
@@ -19,7 +20,7 @@ public sealed class LlamaLayer
 
     public IEnumerable<Linear> Projections => [Wq, Wk, Wv, Wo, WGate, WUp, WDown];
 
-    public static LlamaLayer Load(GgufFile f, ModelConfig c, int i)
+    public static LlamaLayer Load(ITensorSource f, ModelConfig c, int i)
     {
         string B(string part) => Block(i, part);
         bool bias = c.Architecture.QkvBias;

@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Numerics.Tensors;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Models.Common;
@@ -17,7 +18,8 @@ public readonly record struct SequenceBatch(ReadOnlyMemory<int> Tokens, KvCache 
 public sealed class LlamaModel : IDisposable
 {
     public ModelConfig Config { get; }
-    public GgufFile File { get; }
+    /// <summary>Where the weights live (a GGUF file or a Hugging Face checkpoint); owned by the model when loaded by path.</summary>
+    public ITensorSource Source { get; }
     public WeightMatrix TokenEmbedding { get; }       // (vocab, dim)
     public IReadOnlyList<LlamaLayer> Layers { get; }
     public float[] OutputNorm { get; }                 // (dim)
@@ -25,9 +27,9 @@ public sealed class LlamaModel : IDisposable
     public Rope Rope { get; }
     private readonly bool ownsFile;
 
-    private LlamaModel(GgufFile file, bool ownsFile)
+    private LlamaModel(ITensorSource file, bool ownsFile)
     {
-        File = file; this.ownsFile = ownsFile;
+        Source = file; this.ownsFile = ownsFile;
         var c = Config = ModelConfig.FromGguf(file);
         TokenEmbedding = LoadEmbedding(file, c);
         Layers = Enumerable.Range(0, c.Layers).Select(i => LlamaLayer.Load(file, c, i)).ToArray();
@@ -36,7 +38,7 @@ public sealed class LlamaModel : IDisposable
             ? Linear.Load(file, Architectures.Names.Output, c.Dim, c.VocabSize)
             : new Linear(TokenEmbedding_, TokenEmbedding); // tied classifier
         float[]? freqFactors = file.TryGetTensor(RopeFreqs, out _) ? TensorLoader.Vector(file, RopeFreqs, c.RopeDims / 2) : null;
-        Rope = new Rope(c.RopeDims, c.Architecture.Rope, c.RopeBase, c.RopeFreqScale, freqFactors);
+        Rope = new Rope(c.RopeDims, c.RopeStyle, c.RopeBase, c.RopeFreqScale, freqFactors);
     }
 
     private const string OutputNorm_ = Architectures.Names.OutputNorm;
@@ -49,9 +51,17 @@ public sealed class LlamaModel : IDisposable
         catch { f.Dispose(); throw; }
     }
 
-    public static LlamaModel Load(GgufFile file) => new(file, ownsFile: false);
+    /// <summary>Builds the model over a source the caller keeps and disposes.</summary>
+    public static LlamaModel Load(ITensorSource file) => new(file, ownsFile: false);
 
-    private static unsafe WeightMatrix LoadEmbedding(GgufFile f, ModelConfig c)
+    /// <summary>Builds the model over a source it then owns (disposed with the model).</summary>
+    public static LlamaModel LoadOwned(ITensorSource source)
+    {
+        try { return new LlamaModel(source, ownsFile: true); }
+        catch { source.Dispose(); throw; }
+    }
+
+    private static unsafe WeightMatrix LoadEmbedding(ITensorSource f, ModelConfig c)
     {
         var t = f.GetTensor(TokenEmbedding_);
         if (t.Dimensions.Length != 2 || t.Dimensions[0] != c.Dim || t.Dimensions[1] != c.VocabSize)
@@ -193,5 +203,5 @@ public sealed class LlamaModel : IDisposable
         return sum;
     }
 
-    public void Dispose() { if (ownsFile) File.Dispose(); }
+    public void Dispose() { if (ownsFile) Source.Dispose(); }
 }
