@@ -120,6 +120,7 @@ public class LoraModelTests(ITestOutputHelper output)
     [InlineData("tiny-llama", "f32", false)]
     [InlineData("tiny-llama", "f32", true)]
     [InlineData("tiny-qwen2", "f32", false)]
+    [InlineData("tiny-llama", "q8_0", false)]
     public void GgufLoraMatchesLlamaCpp(string preset, string type, bool fromPeft)
     {
         using var dir = new TempDir();
@@ -154,7 +155,9 @@ public class LoraModelTests(ITestOutputHelper output)
         double scale = theirs.Max(Math.Abs);
         output.WriteLine($"{preset} {type}{(fromPeft ? " (from PEFT)" : "")}: ours vs llama.cpp with adapters max abs diff {d:G3} (max |logit| {scale:G3}, adapter effect {effect:G3}, base diff {baseDiff:G3})");
         Assert.True(effect > 0.05, $"adapter changes logits by only {effect}");
-        Assert.True(d / scale < 1e-5, $"ours vs llama.cpp with adapter: max abs diff {d} vs scale {scale}");
+        // F32 base: tight. Quantized base: llama.cpp rounds activations to 8 bits for the base matmul (see SyntheticOracleTests).
+        double tol = type == "f32" ? 1e-5 : 4e-2;
+        Assert.True(d / scale < tol, $"ours vs llama.cpp with adapter: max abs diff {d} vs scale {scale}");
     }
 
     [Fact]
