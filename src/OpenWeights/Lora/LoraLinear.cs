@@ -30,17 +30,27 @@ public sealed class LoraLinear : Linear
         }
         Base = @base;
         Adapters = list;
+        bTransposed = [.. list.Select(a => Transpose(a.Weights.B, a.Weights.Out, a.Weights.Rank))];
+    }
+
+    private readonly float[][] bTransposed; // per adapter: Bᵀ (r, Out), so each token's update is r vector multiply-adds
+
+    private static float[] Transpose(float[] m, int rows, int cols)
+    {
+        var t = new float[m.Length];
+        for (int r = 0; r < rows; r++) for (int c = 0; c < cols; c++) t[c * rows + r] = m[r * cols + c];
+        return t;
     }
 
     /// <summary>Y = X·Wᵀ + b + Σ scale · (X·Aᵀ)·Bᵀ. X: (n, In), Y: (n, Out).</summary>
     public override void Forward(ReadOnlySpan<float> x, Span<float> y, int n, int threads)
     {
         Base.Forward(x, y, n, threads);
-        foreach (var a in Adapters) AddUpdate(a, x, y, n, In, Out, threads);
+        for (int i = 0; i < Adapters.Count; i++) AddUpdate(Adapters[i], bTransposed[i], x, y, n, In, Out, threads);
     }
 
-    /// <summary>y += scale · B·(A·x) for n rows: u = A·x (r), then each output row adds scale · dot(B[o], u).</summary>
-    public static void AddUpdate(AppliedLora a, ReadOnlySpan<float> x, Span<float> y, int n, int inDim, int outDim, int threads)
+    /// <summary>y += scale · B·(A·x) for n rows: u = A·x (r), then y += Σ_k scale·u[k] · Bᵀ[k].</summary>
+    private static void AddUpdate(AppliedLora a, float[] bt, ReadOnlySpan<float> x, Span<float> y, int n, int inDim, int outDim, int threads)
     {
         if (a.Scale == 0) return;
         var w = a.Weights;
@@ -61,19 +71,19 @@ public sealed class LoraLinear : Linear
                     {
                         nint yAddr = (nint)yp;
                         Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-                            AddRow(w, a.Scale, u.AsSpan(t * r, r), new Span<float>((float*)yAddr + (long)t * outDim, outDim)));
+                            AddRow(bt, r, a.Scale, u.AsSpan(t * r, r), new Span<float>((float*)yAddr + (long)t * outDim, outDim)));
                     }
                 }
             }
             else
-                for (int t = 0; t < n; t++) AddRow(w, a.Scale, u.AsSpan(t * r, r), y.Slice(t * outDim, outDim));
+                for (int t = 0; t < n; t++) AddRow(bt, r, a.Scale, u.AsSpan(t * r, r), y.Slice(t * outDim, outDim));
         }
         finally { ArrayPool<float>.Shared.Return(u); }
     }
 
-    private static void AddRow(LoraWeights w, float scale, ReadOnlySpan<float> u, Span<float> y)
+    private static void AddRow(float[] bt, int r, float scale, ReadOnlySpan<float> u, Span<float> y)
     {
-        int r = w.Rank;
-        for (int o = 0; o < y.Length; o++) y[o] += scale * TensorPrimitives.Dot(w.B.AsSpan(o * r, r), u);
+        int outDim = y.Length;
+        for (int k = 0; k < r; k++) TensorPrimitives.MultiplyAdd(bt.AsSpan(k * outDim, outDim), scale * u[k], y, y);
     }
 }
