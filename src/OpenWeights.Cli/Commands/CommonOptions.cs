@@ -41,7 +41,9 @@ public static class CommonOptions
         if (File.Exists(spec)) return spec;
         if (Directory.Exists(spec))
             return HfCheckpoint.IsCheckpointDir(spec) ? spec
-                : throw new OpenWeightsException($"{spec} is a folder without config.json (neither a GGUF file nor a Hugging Face checkpoint)");
+                : throw new OpenWeightsException($"{spec} is a directory without config.json (neither a GGUF file nor a Hugging Face checkpoint)");
+        if (Path.IsPathRooted(spec) || spec.StartsWith('.') || (!spec.Contains(':') && spec.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)))
+            throw new OpenWeightsException($"model file not found: {spec}");
         var settings = HubCli.Settings();
         if (ModelCatalog.Default.TryGet(spec, out var m))
         {
