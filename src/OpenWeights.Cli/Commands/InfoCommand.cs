@@ -30,7 +30,7 @@ public static class InfoCommand
         long kv = 2L * c.Layers * c.KvDim * 4096 * sizeof(float);
         // Weights are memory-mapped (counted once); scratch for a 256-token batch and the logits come on top.
         long scratch = 256L * (4 * c.Dim + 2 * c.QDim + 2 * c.KvDim + 2 * c.FfnDim) * sizeof(float) + (long)c.VocabSize * sizeof(float);
-        long fileBytes = f is GgufFile g ? g.FileSize : f is HfCheckpoint h ? h.WeightFiles.Sum(p => new FileInfo(p).Length) : weightBytes;
+        long fileBytes = f is GgufFile g ? g.FileSize : f is HfCheckpoint h ? h.WeightFiles.Sum(LinkedLength) : weightBytes;
         uint version = f is GgufFile gv ? gv.Version : 0;
         return new ModelInfo(f.Path, fileBytes, version, c.Architecture.Name, f.GetString("general.name"), c.VocabSize, c.ContextLength,
             c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.RopeBase, c.RopeStyle.ToString().ToLowerInvariant(),
@@ -63,6 +63,12 @@ public static class InfoCommand
             return 0;
         });
         return cmd;
+    }
+
+    private static long LinkedLength(string p)
+    {
+        var fi = new FileInfo(p);
+        return fi.LinkTarget is null ? fi.Length : (fi.ResolveLinkTarget(returnFinalTarget: true) as FileInfo)?.Length ?? fi.Length;
     }
 
     public static string Size(long b) => b >= 1L << 30 ? $"{b / (double)(1L << 30):F2} GiB" : b >= 1 << 20 ? $"{b / (double)(1 << 20):F1} MiB" : $"{b / 1024.0:F1} KiB";
