@@ -230,6 +230,61 @@ public class HfCheckpointTests
     }
 
     [Fact]
+    public void Mistral_checkpoints_load_as_llama_and_linear_rope_scaling_becomes_metadata()
+    {
+        using var dir = new TempDir();
+        string gguf = dir.File("src.gguf"), hf = dir.File("hf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("f32"), gguf, threads: 2);
+        HfFixture.Write(gguf, hf);
+        string cfg = Path.Combine(hf, "config.json");
+        string good = File.ReadAllText(cfg);
+        float[] reference;
+        using (var h = HfCheckpoint.Open(hf)) reference = Logits(h);
+        File.WriteAllText(cfg, good.Replace("LlamaForCausalLM", "MistralForCausalLM").Replace("\"model_type\": \"llama\"", "\"model_type\": \"mistral\", \"sliding_window\": 4096"));
+        using (var h = HfCheckpoint.Open(hf))
+        {
+            Assert.Equal("llama", h.GetString("general.architecture"));
+            AssertClose(Logits(h), reference, 1e-6, "mistral");
+        }
+        var linear = System.Text.RegularExpressions.Regex.Replace(good, "\"rope_scaling\": \\{[^}]*\\}", "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 4.0}");
+        File.WriteAllText(cfg, linear);
+        using (var h = HfCheckpoint.Open(hf))
+        {
+            Assert.Equal("linear", h.GetString("llama.rope.scaling.type"));
+            Assert.Equal(4.0, h.GetNumber("llama.rope.scaling.factor"));
+            Assert.False(h.TryGetTensor("rope_freqs.weight", out _));
+            using var m = LlamaModel.Load(h);
+            Assert.Equal(0.25f, m.Config.RopeFreqScale);
+        }
+    }
+
+    [Fact]
+    public void SentencePiece_style_bpe_tokenizer_json_becomes_a_llama_vocab()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("tokenizer.json"), """
+            {"added_tokens": [{"id": 0, "content": "<unk>", "special": true}, {"id": 1, "content": "<s>", "special": true}, {"id": 2, "content": "</s>", "special": true}],
+             "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+             "pre_tokenizer": null,
+             "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]},
+             "decoder": {"type": "Sequence", "decoders": [{"type": "Replace"}, {"type": "ByteFallback"}]},
+             "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": true,
+                       "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "<0x00>": 3, "▁": 4, "a": 5, "▁a": 6},
+                       "merges": ["▁ a"]}}
+            """);
+        File.WriteAllText(dir.File("tokenizer_config.json"), """{"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true}""");
+        var meta = new Dictionary<string, object>();
+        HfTokenizer.AddMetadata(dir.Path, 8, (k, v) => meta[k] = v);
+        Assert.Equal("llama", meta["tokenizer.ggml.model"]);
+        Assert.Equal(new[] { 2, 3, 3, 6, 1, 1, 1, 5 }, (int[])meta["tokenizer.ggml.token_type"]);
+        Assert.Equal("[PAD7]", ((string[])meta["tokenizer.ggml.tokens"])[7]);
+        Assert.Equal(true, meta["tokenizer.ggml.add_space_prefix"]);
+        Assert.Equal(1u, meta["tokenizer.ggml.bos_token_id"]);
+        Assert.Equal(true, meta["tokenizer.ggml.add_bos_token"]);
+        Assert.True(((float[])meta["tokenizer.ggml.scores"])[6] < ((float[])meta["tokenizer.ggml.scores"])[5]);
+    }
+
+    [Fact]
     public void Cli_info_tokenize_run_and_convert_accept_a_checkpoint_folder()
     {
         using var dir = new TempDir();
