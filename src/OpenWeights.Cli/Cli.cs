@@ -21,10 +21,11 @@ public static class Cli
         root.Subcommands.Add(ModelsCommand.Create());
         root.Subcommands.Add(FitCommand.Create());
         root.Subcommands.Add(HardwareCommand.Create());
-        root.Subcommands.Add(PullCommand.Create());
+        root.Subcommands.Add(PullCommand.Create(new OpenWeights.Hub.CatalogPullGate()));
         root.Subcommands.Add(ListCommand.Create());
         root.Subcommands.Add(RmCommand.Create());
         root.Subcommands.Add(MergeCommand.Create());
+        root.Subcommands.Add(ConvertCommand.Create());
         return root;
     }
 

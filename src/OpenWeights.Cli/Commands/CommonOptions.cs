@@ -1,4 +1,9 @@
 using System.CommandLine;
+using OpenWeights.Catalog;
+using OpenWeights.Formats;
+using OpenWeights.Formats.Gguf;
+using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Hub;
 
 namespace OpenWeights.Cli.Commands;
 
@@ -34,13 +39,44 @@ public static class CommonOptions
         if (specs is { Length: > 0 }) OpenWeights.Lora.LoraLoader.Attach(model, specs);
     }
 
-    public static Argument<string> Model() => new("model") { Description = "Path of a GGUF model file" };
+    public static Argument<string> Model() => new("model")
+    {
+        Description = "A GGUF file, a Hugging Face checkpoint folder (config.json + safetensors), or a catalog id / org/name[:QUANT] in the local store",
+    };
 
-    /// <summary>Checks a model path before anything heavier happens.</summary>
+    /// <summary>
+    /// What the user typed -> a local path: an existing file as is; a folder holding config.json (a Hugging Face
+    /// checkpoint); else a catalog id (its repositories looked up in the local store) or org/name[:QUANT|:FILE]
+    /// through <see cref="ModelResolver"/>. Not found: one line naming what was tried.
+    /// </summary>
     public static string ResolveModel(string spec)
     {
-        if (Directory.Exists(spec)) throw new OpenWeightsException($"{spec} is a directory, not a model file");
         if (File.Exists(spec)) return spec;
-        throw new OpenWeightsException($"model file not found: {spec}");
+        if (Directory.Exists(spec))
+            return HfCheckpoint.IsCheckpointDir(spec) ? spec
+                : throw new OpenWeightsException($"{spec} is a directory without config.json (neither a GGUF file nor a Hugging Face checkpoint)");
+        if (Path.IsPathRooted(spec) || spec.StartsWith('.') || (!spec.Contains(':') && spec.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)))
+            throw new OpenWeightsException($"model file not found: {spec}");
+        var settings = HubCli.Settings();
+        if (ModelCatalog.Default.TryGet(spec, out var m))
+        {
+            var repos = new[] { m.Gguf?.Repo, m.Hf.Instruct, m.Hf.Base }.Concat(m.Hf.Other).OfType<string>().Distinct().ToList();
+            foreach (var repo in repos)
+            {
+                try { return Checked(ModelResolver.Resolve(repo, settings)); }
+                catch (OpenWeightsException) { }
+            }
+            throw new OpenWeightsException($"{m.Id} is not in the local store ({settings.CacheDir}); tried {string.Join(", ", repos)}; fetch it with `openweights pull {repos.FirstOrDefault() ?? m.Id}`");
+        }
+        if (PullSpec.TryParse(spec, out _, out _)) return Checked(ModelResolver.Resolve(spec, settings));
+        throw new OpenWeightsException($"model not found: '{spec}' is not a file, a folder with config.json, a catalog id, or org/name in the local store");
     }
+
+    private static string Checked(string path) =>
+        File.Exists(path) || HfCheckpoint.IsCheckpointDir(path) ? path
+        : throw new OpenWeightsException($"{path} holds no GGUF file and no config.json");
+
+    /// <summary>Opens a resolved model path: a GGUF file, or a Hugging Face checkpoint folder.</summary>
+    public static ITensorSource OpenSource(string path) =>
+        Directory.Exists(path) ? HfCheckpoint.Open(path) : GgufFile.Open(path);
 }

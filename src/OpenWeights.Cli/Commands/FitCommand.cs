@@ -10,7 +10,7 @@ public static class FitCommand
 {
     public static Command Create()
     {
-        var model = new Argument<string>("model") { Description = "Model id or alias from the catalog" };
+        var model = new Argument<string>("model") { Description = "Model id or alias from the catalog, a GGUF file, a Hugging Face checkpoint folder, or org/name in the local store" };
         var context = new Option<int?>("--context") { Description = "Context length (inference) or training sequence length (--tune); default 4096 / 1024, capped at the model's context" };
         var quant = new Option<string?>("--quant") { Description = "Weights format: F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, NF4 (default: the best that fits)" };
         var tune = new Option<string?>("--tune") { Description = "Estimate LoRA or QLoRA fine-tuning instead of inference: lora | qlora" };
@@ -18,14 +18,18 @@ public static class FitCommand
         var target = new Option<string>("--target") { Description = "Memory to fit: cpu (available RAM) or gpu (largest NVIDIA GPU's free memory)", DefaultValueFactory = _ => "cpu" };
         var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s for the speed estimate (default: assumed, or measured with --measure-bandwidth)" };
         var measureBw = new Option<bool>("--measure-bandwidth") { Description = "Measure this machine's memory read bandwidth first (about a second)" };
+        var measure = new Option<bool>("--measure") { Description = "Measure real prefill/decode speed and peak memory with our engine (catalog ids: on a random-weight model of the exact shape, written to a temporary file and deleted)" };
+        var measurePrompt = new Option<int>("--measure-prompt") { Description = "Prompt tokens for --measure", DefaultValueFactory = _ => 128 };
+        var measureTokens = new Option<int>("--measure-tokens") { Description = "Decode tokens for --measure", DefaultValueFactory = _ => 32 };
+        var threads = CommonOptions.Threads();
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
         var cmd = new Command("fit", "Estimate memory, verdict, best quantization and decode speed for a model on this machine")
         {
-            model, context, quant, tune, rank, target, bandwidth, measureBw, json,
+            model, context, quant, tune, rank, target, bandwidth, measureBw, measure, measurePrompt, measureTokens, threads, json,
         };
         cmd.SetAction(pr =>
         {
-            var shape = ResolveShape(pr.GetValue(model)!);
+            var shape = ResolveShape(pr.GetValue(model)!, out string? localPath);
             var tgt = pr.GetValue(target)?.ToLowerInvariant() switch
             {
                 "cpu" or null => FitTarget.Cpu,
@@ -44,23 +48,60 @@ public static class FitCommand
             };
             var est = FitEstimator.Estimate(shape, hw, options);
             var w = pr.InvocationConfiguration.Output;
-            if (pr.GetValue(json)) { CliJson.Write(w, est); return 0; }
+            FitMeasurement? measured = null;
+            if (pr.GetValue(measure))
+            {
+                if (localPath is not null)
+                {
+                    var src = CommonOptions.OpenSource(localPath);
+                    measured = FitMeasure.Measure(src, shape.Name, "file", shape.WeightsQuant ?? "file", shape.WeightBytes ?? 0, pr.GetValue(measurePrompt), pr.GetValue(measureTokens), pr.GetValue(threads));
+                }
+                else
+                {
+                    string type = FitMeasure.SynthTypeFor(pr.GetValue(quant) ?? est.BestQuant switch { "F16" or "Q8_0" or "Q4_0" or "Q4_K_M" => est.BestQuant, _ => null });
+                    if (est.Verdict == FitVerdict.DoesNotFit && pr.GetValue(quant) is null && est.BestQuant is null)
+                        throw new OpenWeightsException($"{shape.Name} does not fit this machine at any quantization; measuring it would only swap");
+                    measured = FitMeasure.MeasureSynthetic(shape, type, pr.GetValue(measurePrompt), pr.GetValue(measureTokens), pr.GetValue(threads));
+                }
+            }
+            if (pr.GetValue(json))
+            {
+                if (measured is null) CliJson.Write(w, est);
+                else CliJson.Write(w, new { estimate = est, measurement = measured });
+                return 0;
+            }
             Print(w, est);
+            if (measured is { } m)
+            {
+                w.WriteLine($"measured ({m.Source}, {m.Type}, {F.Bytes(m.FileBytes)}, {m.Threads} threads)");
+                w.WriteLine($"  prefill        {F.Number(m.PrefillTokensPerSecond)} tokens/s ({m.PromptTokens}-token prompt)");
+                w.WriteLine($"  decode         {F.Number(m.DecodeTokensPerSecond)} tokens/s ({m.DecodeTokens} tokens)");
+                w.WriteLine($"  peak RSS       {F.Bytes(m.PeakRssBytes)}");
+                foreach (var a in m.Assumptions) w.WriteLine($"  - {a}");
+            }
             return 0;
         });
         return cmd;
     }
 
+    public static ModelShape ResolveShape(string arg) => ResolveShape(arg, out _);
+
     /// <summary>
-    /// A model's shape from its argument: a catalog id or alias. (Local GGUF files plug in here: build a
-    /// <see cref="ModelShape"/> with Source = "file" from the file's metadata and tensor sizes.)
+    /// A model's shape from its argument: a catalog id or alias; a GGUF file or Hugging Face checkpoint folder
+    /// (hyper-parameters and actual tensor bytes; <paramref name="localPath"/> set); or org/name in the local store.
     /// </summary>
-    public static ModelShape ResolveShape(string arg)
+    public static ModelShape ResolveShape(string arg, out string? localPath)
     {
+        localPath = null;
         var cat = ModelCatalog.Default;
-        if (cat.TryGet(arg, out var m)) return ModelShape.FromCatalog(m);
-        if (File.Exists(arg)) throw new OpenWeightsException($"fit for a local file is not supported yet: '{arg}' (use a catalog id)");
-        return ModelShape.FromCatalog(cat.Get(arg)); // throws the one-line unknown-model error
+        if (!File.Exists(arg) && !Directory.Exists(arg))
+        {
+            if (cat.TryGet(arg, out var m)) return ModelShape.FromCatalog(m);
+            if (!arg.Contains('/')) return ModelShape.FromCatalog(cat.Get(arg)); // throws the one-line unknown-model error
+        }
+        localPath = CommonOptions.ResolveModel(arg);
+        using var src = CommonOptions.OpenSource(localPath);
+        return ModelShape.FromSource(src);
     }
 
     public static TuneMode ParseTune(string? s) => s?.ToLowerInvariant() switch

@@ -1,5 +1,7 @@
 using System.CommandLine;
+using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
+using OpenWeights.Formats.HuggingFace;
 using OpenWeights.Models;
 using OpenWeights.Tensors.Quant;
 
@@ -16,7 +18,7 @@ public static class InfoCommand
         string RopeStyle, long Parameters, double BitsPerWeight, TypeShare[] TensorTypes, string? Tokenizer, string? PreTokenizer,
         bool HasChatTemplate, long KvCacheBytes4k, long EstimatedMemoryBytes4k, string? SupportedBy);
 
-    public static ModelInfo Describe(GgufFile f)
+    public static ModelInfo Describe(ITensorSource f)
     {
         var c = ModelConfig.FromGguf(f);
         var types = f.Tensors.GroupBy(t => t.Type)
@@ -28,7 +30,9 @@ public static class InfoCommand
         long kv = 2L * c.Layers * c.KvDim * 4096 * sizeof(float);
         // Weights are memory-mapped (counted once); scratch for a 256-token batch and the logits come on top.
         long scratch = 256L * (4 * c.Dim + 2 * c.QDim + 2 * c.KvDim + 2 * c.FfnDim) * sizeof(float) + (long)c.VocabSize * sizeof(float);
-        return new ModelInfo(f.Path, f.FileSize, f.Version, c.Architecture.Name, f.GetString("general.name"), c.VocabSize, c.ContextLength,
+        long fileBytes = f is GgufFile g ? g.FileSize : f is HfCheckpoint h ? h.WeightFiles.Sum(LinkedLength) : weightBytes;
+        uint version = f is GgufFile gv ? gv.Version : 0;
+        return new ModelInfo(f.Path, fileBytes, version, c.Architecture.Name, f.GetString("general.name"), c.VocabSize, c.ContextLength,
             c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.RopeBase, c.RopeStyle.ToString().ToLowerInvariant(),
             parameters, weightBytes * 8.0 / Math.Max(1, parameters), types, f.GetString("tokenizer.ggml.model"), f.GetString("tokenizer.ggml.pre"),
             f.Contains("tokenizer.chat_template"), kv, weightBytes + kv + scratch, c.Architecture.Description);
@@ -38,14 +42,14 @@ public static class InfoCommand
     {
         var model = CommonOptions.Model();
         var json = CommonOptions.Json();
-        var cmd = new Command("info", "Describe a GGUF model: architecture, hyper-parameters, tensor types, parameters, size, memory for a 4k context") { model, json };
+        var cmd = new Command("info", "Describe a model (GGUF or Hugging Face folder): architecture, hyper-parameters, tensor types, parameters, size, memory for a 4k context") { model, json };
         cmd.SetAction(pr =>
         {
             var o = pr.InvocationConfiguration.Output;
-            using var f = GgufFile.Open(CommonOptions.ResolveModel(pr.GetValue(model)!));
+            using var f = CommonOptions.OpenSource(CommonOptions.ResolveModel(pr.GetValue(model)!));
             var i = Describe(f);
             if (pr.GetValue(json)) { CliJson.Write(o, i); return 0; }
-            o.WriteLine($"file           {i.Path} ({Size(i.FileBytes)}, GGUF v{i.GgufVersion})");
+            o.WriteLine($"file           {i.Path} ({Size(i.FileBytes)}, {(i.GgufVersion > 0 ? $"GGUF v{i.GgufVersion}" : "Hugging Face safetensors")})");
             o.WriteLine($"name           {i.Name ?? "-"}");
             o.WriteLine($"architecture   {i.Architecture} ({i.SupportedBy})");
             o.WriteLine($"parameters     {i.Parameters:N0} ({i.Parameters / 1e9:F2} B), {i.BitsPerWeight:F2} bits per weight");
@@ -59,6 +63,12 @@ public static class InfoCommand
             return 0;
         });
         return cmd;
+    }
+
+    private static long LinkedLength(string p)
+    {
+        var fi = new FileInfo(p);
+        return fi.LinkTarget is null ? fi.Length : (fi.ResolveLinkTarget(returnFinalTarget: true) as FileInfo)?.Length ?? fi.Length;
     }
 
     public static string Size(long b) => b >= 1L << 30 ? $"{b / (double)(1L << 30):F2} GiB" : b >= 1 << 20 ? $"{b / (double)(1 << 20):F1} MiB" : $"{b / 1024.0:F1} KiB";

@@ -14,16 +14,32 @@ public static class PullCommand
         var spec = new Argument<string>("model") { Description = "org/name, org/name:QUANT (e.g. Q4_K_M) or org/name:FILE" };
         var revision = new Option<string?>("--revision") { Description = "Branch, tag or commit (default: main)" };
         var accept = new Option<bool>("--accept-license") { Description = "Accept the model's license and record it in the store" };
+        var use = new Option<string?>("--use") { Description = "Intended use, checked against the catalog's license terms: commercial, research or personal" };
+        var mau = new Option<long?>("--mau") { Description = "Monthly active users of your product (checked against the license's user limit)" };
+        var region = new Option<string?>("--region") { Description = "Where you are established, e.g. EU (checked against regional restrictions)" };
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
-        var cmd = new Command("pull", "Download a model from Hugging Face into the local store (the huggingface_hub cache)") { spec, revision, accept, json };
+        var cmd = new Command("pull", "Download a model from Hugging Face into the local store (the huggingface_hub cache)") { spec, revision, accept, use, mau, region, json };
         cmd.SetAction(async (pr, ct) =>
         {
             var output = pr.InvocationConfiguration.Output;
             var error = pr.InvocationConfiguration.Error;
             var settings = HubCli.Settings();
-            var puller = new HubPuller(settings, gate) { Progress = ProgressPrinter.For(error) };
+            var store = new HubStore(settings.CacheDir);
+            var g = gate;
+            if (gate is CatalogPullGate cg)
+                g = cg with
+                {
+                    Use = pr.GetValue(use) is { } u ? OpenWeights.Catalog.LicenseGate.ParseUse(u) : null,
+                    Mau = pr.GetValue(mau), Region = pr.GetValue(region),
+                    AlreadyAccepted = repo => File.Exists(store.LicensePath(repo)),
+                    Notes = [],
+                };
+            else if (pr.GetValue(use) is not null || pr.GetValue(mau) is not null || pr.GetValue(region) is not null)
+                throw new OpenWeightsException("--use, --mau and --region need the catalog license gate");
+            var puller = new HubPuller(settings, g) { Progress = ProgressPrinter.For(error) };
             var result = await puller.PullAsync(PullSpec.Parse(pr.GetValue(spec)!), new PullOptions { Revision = pr.GetValue(revision), AcceptLicense = pr.GetValue(accept) }, ct);
             long total = result.Files.Sum(f => f.Size);
+            if (g is CatalogPullGate done) foreach (var note in done.Notes) error.WriteLine($"openweights: note: {note}");
             if (pr.GetValue(json))
             {
                 CliJson.Write(output, new

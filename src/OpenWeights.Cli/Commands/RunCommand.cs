@@ -44,7 +44,7 @@ public static class RunCommand
             sampling.Validate();
             int maxTokens = pr.GetValue(n);
             if (maxTokens < 0) throw new OpenWeightsException("-n must be >= 0");
-            using var m = LlamaModel.Load(path);
+            using var m = LlamaModel.LoadOwned(CommonOptions.OpenSource(path));
             CommonOptions.AttachLoras(m, pr.GetValue(lora));
             var tok = Tokenizer.FromGguf(m.Source);
             var ids = tok.Encode(pr.GetValue(prompt) ?? "", addSpecial: true, parseSpecial: pr.GetValue(special));

@@ -18,7 +18,7 @@ public static class TokenizeCommand
         cmd.SetAction(pr =>
         {
             var o = pr.InvocationConfiguration.Output;
-            using var f = GgufFile.Open(CommonOptions.ResolveModel(pr.GetValue(model)!));
+            using var f = CommonOptions.OpenSource(CommonOptions.ResolveModel(pr.GetValue(model)!));
             var tok = Tokenizer.FromGguf(f);
             var ids = tok.Encode(pr.GetValue(text) ?? "", addSpecial: !pr.GetValue(noSpecial), parseSpecial: pr.GetValue(special));
             if (pr.GetValue(json))

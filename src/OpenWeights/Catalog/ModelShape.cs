@@ -54,8 +54,58 @@ public sealed record ModelShape
             LocalAttention = a?.LocalAttention,
             Mla = a?.Mla,
             Caveats = CaveatsOf(m),
+            Architecture = EngineArchitecture(m),
+            TiedEmbeddings = a?.TiedEmbeddings,
         };
     }
+
+    /// <summary>
+    /// The engine architecture a catalog model runs as (llama for Llama/Mistral/SmolLM2/TinyLlama dense models, qwen2
+    /// for Qwen 2.5 and its distills), or null when the engine does not run it (MoE, MLA, sliding window, Gemma, Qwen 3...).
+    /// </summary>
+    public static string? EngineArchitecture(CatalogModel m)
+    {
+        var a = m.Architecture;
+        if (a is null || a.Kind != "dense" || a.Moe is not null || a.Mla is not null || a.LocalAttention is not null) return null;
+        if (a.HeadDim is { } hd && a.HiddenSize is { } h && a.Heads is { } n && hd * n != h) return null;
+        string id = m.Id.ToLowerInvariant();
+        if (id.StartsWith("qwen2.5", StringComparison.Ordinal) || id.StartsWith("deepseek-r1-distill-qwen", StringComparison.Ordinal)) return "qwen2";
+        if (m.Family is "llama" or "mistral" or "tinyllama" || id.StartsWith("smollm2", StringComparison.Ordinal) || id.StartsWith("deepseek-r1-distill-llama", StringComparison.Ordinal)) return "llama";
+        return null;
+    }
+
+    /// <summary>The shape of a local model (GGUF file or Hugging Face checkpoint): its hyper-parameters and actual tensor bytes.</summary>
+    public static ModelShape FromSource(OpenWeights.Formats.ITensorSource f)
+    {
+        var c = OpenWeights.Models.ModelConfig.FromGguf(f);
+        var weights = f.Tensors.Where(t => t.Name != OpenWeights.Models.Architectures.Names.RopeFreqs).ToList();
+        long parameters = weights.Sum(t => t.ElementCount);
+        var dominant = weights.Where(t => t.Dimensions.Length == 2).GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.ByteSize)).FirstOrDefault()?.Key;
+        string name = f.GetString("general.name") is { Length: > 0 } n ? n : System.IO.Path.GetFileName(f.Path.TrimEnd('/', '\\'));
+        return new ModelShape
+        {
+            Name = name,
+            Source = "file",
+            TotalParams = parameters,
+            ActiveParams = parameters,
+            Layers = c.Layers,
+            HiddenSize = c.Dim,
+            Heads = c.Heads,
+            KvHeads = c.KvHeads,
+            HeadDim = c.HeadDim,
+            Vocab = c.VocabSize,
+            ContextLength = c.ContextLength,
+            FfnHidden = c.FfnDim,
+            WeightBytes = weights.Sum(t => t.ByteSize),
+            WeightsQuant = dominant?.ToString(),
+            Architecture = c.Architecture.Name,
+            TiedEmbeddings = !f.TryGetTensor(OpenWeights.Models.Architectures.Names.Output, out _),
+        };
+    }
+
+    /// <summary>Our architecture name when known (files; catalog entries that map to llama / qwen2).</summary>
+    public string? Architecture { get; init; }
+    public bool? TiedEmbeddings { get; init; }
 
     private static List<string> CaveatsOf(CatalogModel m)
     {

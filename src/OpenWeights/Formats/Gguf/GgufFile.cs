@@ -57,7 +57,7 @@ public sealed unsafe class GgufFile : ITensorSource
     {
         if (Directory.Exists(path)) throw new OpenWeightsException($"{path} is a directory, not a GGUF file");
         if (!File.Exists(path)) throw new OpenWeightsException($"model file not found: {path}");
-        long size = new FileInfo(path).Length;
+        long size = FileLength(path); // follows symlinks (the hub store links snapshots to blobs; FileInfo.Length would be the link's own size)
         if (size < 24) throw new InvalidModelFileException($"{path}: not a GGUF file (only {size} bytes)");
         var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         MemoryMappedViewAccessor? view = null;
@@ -84,6 +84,12 @@ public sealed unsafe class GgufFile : ITensorSource
     {
         ObjectDisposedException.ThrowIf(disposed, this);
         return basePtr + DataOffset + t.Offset;
+    }
+
+    private static long FileLength(string path)
+    {
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1);
+        return fs.Length;
     }
 
     public void Dispose()

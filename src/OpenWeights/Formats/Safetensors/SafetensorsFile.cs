@@ -44,7 +44,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         Path = path;
         string name = System.IO.Path.GetFileName(path);
-        long size = new FileInfo(path).Length;
+        long size = FileLength(path); // follows symlinks (the hub store links snapshots to blobs; FileInfo.Length would be the link's own size)
         if (size < 8) throw new InvalidModelFileException($"{name}: not a safetensors file ({size} bytes)");
         map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         try
@@ -153,6 +153,12 @@ public sealed unsafe class SafetensorsFile : IDisposable
             default: throw new OpenWeightsException($"tensor {t.Name} has dtype {t.DType}; only F32, F16 and BF16 can be read as floats");
         }
         return r;
+    }
+
+    private static long FileLength(string path)
+    {
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1);
+        return fs.Length;
     }
 
     public void Dispose()

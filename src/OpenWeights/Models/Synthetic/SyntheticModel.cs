@@ -116,25 +116,8 @@ public static class SyntheticModel
     private enum LlamaFileType : uint { AllF32 = 0, MostlyF16 = 1, MostlyQ4_0 = 2, MostlyQ8_0 = 7, MostlyQ4_K_M = 15, MostlyBF16 = 32, Guessed = 1024 }
 
     /// <summary>llama3 rope scaling as llama.cpp's converter stores it: one divisor per rotary frequency.</summary>
-    public static float[] Llama3FreqFactors(SynthPreset p, float factor = 32, float lowFreqFactor = 1, float highFreqFactor = 4, int originalContext = 8192)
-    {
-        int hd = p.HeadDim;
-        var r = new float[hd / 2];
-        double lowWavelen = originalContext / lowFreqFactor, highWavelen = originalContext / highFreqFactor;
-        for (int i = 0; i < hd / 2; i++)
-        {
-            double freq = 1.0 / Math.Pow(p.RopeBase, 2.0 * i / hd);
-            double wavelen = 2 * Math.PI / freq;
-            if (wavelen < highWavelen) r[i] = 1f;
-            else if (wavelen > lowWavelen) r[i] = factor;
-            else
-            {
-                double smooth = (originalContext / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
-                r[i] = (float)(1.0 / ((1 - smooth) / factor + smooth));
-            }
-        }
-        return r;
-    }
+    public static float[] Llama3FreqFactors(SynthPreset p, float factor = 32, float lowFreqFactor = 1, float highFreqFactor = 4, int originalContext = 8192) =>
+        RopeScaling.Llama3FreqFactors(p.HeadDim, p.RopeBase, factor, lowFreqFactor, highFreqFactor, originalContext);
 
     private static void WriteTensor(Stream s, GgmlType t, long[] dims, ulong seed, float std, bool isNorm, float[]? fixedValues, int threads)
     {

@@ -1,0 +1,39 @@
+using System.CommandLine;
+using OpenWeights.Formats.HuggingFace;
+
+namespace OpenWeights.Cli.Commands;
+
+/// <summary>`openweights convert DIR -o FILE.gguf [--type ...]`: a Hugging Face checkpoint to a llama.cpp-compatible GGUF.</summary>
+public static class ConvertCommand
+{
+    public static Command Create()
+    {
+        var model = new Argument<string>("model") { Description = "Hugging Face checkpoint folder (config.json + safetensors), or a repo id / catalog id in the local store" };
+        var output = new Option<string>("--output", "-o") { Description = "GGUF file to write", Required = true };
+        var type = new Option<string>("--type") { Description = $"Weights type: {string.Join(", ", HfConverter.TypeNames)}", DefaultValueFactory = _ => "f16" };
+        var threads = CommonOptions.Threads();
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "Print each tensor as it is written" };
+        var json = CommonOptions.Json();
+        var cmd = new Command("convert", "Convert a Hugging Face checkpoint (llama, mistral, qwen2; F32/F16/BF16 safetensors) to a GGUF file, optionally quantized")
+        {
+            model, output, type, threads, verbose, json,
+        };
+        cmd.SetAction(pr =>
+        {
+            var o = pr.InvocationConfiguration.Output;
+            string path = CommonOptions.ResolveModel(pr.GetValue(model)!);
+            if (!Directory.Exists(path)) throw new OpenWeightsException($"{path} is not a Hugging Face checkpoint folder (convert reads config.json + safetensors)");
+            string outPath = pr.GetValue(output)!;
+            string t = pr.GetValue(type)!;
+            HfConverter.ParseType(t); // fail before opening anything
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            using (var src = HfCheckpoint.Open(path))
+                HfConverter.Convert(src, outPath, t, pr.GetValue(threads), pr.GetValue(verbose) ? msg => pr.InvocationConfiguration.Error.WriteLine(msg) : null);
+            long size = new FileInfo(outPath).Length;
+            if (pr.GetValue(json)) CliJson.Write(o, new { source = path, output = Path.GetFullPath(outPath), type = t.ToLowerInvariant(), bytes = size, seconds = sw.Elapsed.TotalSeconds });
+            else o.WriteLine($"wrote {outPath} ({InfoCommand.Size(size)}, {t.ToLowerInvariant()}) in {sw.Elapsed.TotalSeconds:F1} s");
+            return 0;
+        });
+        return cmd;
+    }
+}
