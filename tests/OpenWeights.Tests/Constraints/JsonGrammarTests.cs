@@ -98,8 +98,13 @@ public class JsonGrammarTests
     public void WhitespaceIsBounded()
     {
         var g = JsonGrammar.Compile(null);
-        Assert.True(g.Accepts("{" + new string(' ', JsonGrammar.MaxWhitespace) + "}"));
-        Assert.False(g.Accepts("{" + new string(' ', JsonGrammar.MaxWhitespace + 1) + "}"));
+        Assert.True(g.Accepts("{ }"));
+        Assert.True(g.Accepts("{\n" + new string(' ', JsonGrammar.MaxIndent) + "\"a\": 1\n}"));
+        Assert.False(g.Accepts("{\n" + new string(' ', JsonGrammar.MaxIndent + 1) + "\"a\": 1\n}"));
+        Assert.False(g.Accepts("{  }"));
+        Assert.False(g.Accepts("{ \n}"));
+        Assert.False(g.Accepts("{\t}"));
+        Assert.False(g.Accepts("{\r\n}"));
     }
 
     [Fact]

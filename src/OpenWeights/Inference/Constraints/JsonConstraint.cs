@@ -13,7 +13,7 @@ namespace OpenWeights.Inference.Constraints;
 /// would change validity and are not supported (pattern, minimum, maximum, multipleOf, uniqueItems: true, ...) fail
 /// <see cref="Create(Tokenizer, string?)"/> with an <see cref="OpenWeightsException"/>.
 /// Objects with listed properties are generated with those keys only, in schema order (optional keys may be skipped).
-/// Whitespace is limited to <see cref="JsonGrammar.MaxWhitespace"/> bytes at a position and none before or after the value.
+/// Whitespace between tokens is limited to one space, or a newline and up to 16 spaces; none before or after the value.
 /// </remarks>
 public static class JsonConstraint
 {

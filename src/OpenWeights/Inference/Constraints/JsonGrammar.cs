@@ -26,7 +26,8 @@ internal sealed class GNode
 /// </summary>
 internal sealed class JsonGrammar
 {
-    public const int MaxWhitespace = 24;   // bytes of whitespace allowed at one position
+    /// <summary>Whitespace at one position: a single space, or a newline and up to this many spaces of indentation.</summary>
+    public const int MaxIndent = 16;
     public const int MaxIntDigits = 16, MaxFracDigits = 16, MaxExpDigits = 2;
 
     internal readonly GNode[] Nodes;

@@ -72,12 +72,17 @@ internal static class JsonMachine
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static MStack Pop(in MStack s) => new() { Top = s.Rest!.F, Rest = s.Rest.Next };
 
-    /// <summary>Whitespace at a position that allows it: adds the successor (if within the bound) and returns true.</summary>
+    /// <summary>Whitespace at a position that allows it: adds the successor (if allowed) and returns true.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool Whitespace(in MStack s, Frame f, byte b, StackList outp)
     {
         if (!IsWs(b)) return false;
-        if (f.Ws < JsonGrammar.MaxWhitespace) { f.Ws++; outp.Add(With(s, f)); }
+        // one space, or a newline followed by up to MaxIndent spaces; nothing else
+        if (f.Ws == 0 && b == ' ') f.Ws = 1;
+        else if (f.Ws == 0 && b == '\n') f.Ws = 2;
+        else if (f.Ws >= 2 && b == ' ' && f.Ws < 2 + JsonGrammar.MaxIndent) f.Ws++;
+        else return true;
+        outp.Add(With(s, f));
         return true;
     }
 
