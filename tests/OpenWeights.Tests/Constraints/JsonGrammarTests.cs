@@ -88,6 +88,9 @@ public class JsonGrammarTests
     [InlineData("""{"type":"string","format":"date-time","description":"ignored"}""", "\"x\"", true)]
     [InlineData("""{"allOf":[{"type":"string"}]}""", "\"x\"", true)]
     [InlineData("""true""", "[1]", true)]
+    [InlineData("""{"properties":{"a":false,"b":{"type":"null"}}}""", "{\"b\":null}", true)]
+    [InlineData("""{"properties":{"a":false,"b":{"type":"null"}}}""", "{\"a\":null}", false)]
+    [InlineData("""{"type":"object","properties":{"a\"b":{"const":"é"}},"required":["a\"b"]}""", "{\"a\\\"b\":\"é\"}", true)]
     public void AcceptsOrRejects(string? schema, string doc, bool expected)
     {
         var g = JsonGrammar.Compile(schema);

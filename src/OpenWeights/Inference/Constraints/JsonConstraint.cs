@@ -59,13 +59,23 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
         if (ended) return 0;
         if (levels.Count == 0) levels.Add(new StackList());
         levels[0].CopyFrom(state.Current);
-        count += Walk(0, 0);
+        // fast path inside a string: plain tokens only add code points, so check them by count and walk only the rest
+        bool prune = false;
+        if (state.Current.Count == 1 && state.Current.Items[0].Top is { Kind: FrameKind.String, Phase: 0, B: 0 } top)
+        {
+            long room = (long)state.Grammar.Nodes[top.Node].Max - top.A;
+            var ids = trie.PlainIds; var cps = trie.PlainCodePoints;
+            for (int k = 0; k < ids.Length; k++) if (cps[k] <= room) { allowed[ids[k]] = true; count++; }
+            prune = true;
+        }
+        count += Walk(0, 0, prune);
         if (state.IsComplete)
             foreach (var e in trie.EndOfGeneration) if ((uint)e < (uint)allowed.Length && !allowed[e]) { allowed[e] = true; count++; }
         return count;
     }
 
-    private int Walk(int node, int depth)
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    private int Walk(int node, int depth, bool prune)
     {
         var g = state.Grammar;
         if (levels.Count <= depth + 1) levels.Add(new StackList());
@@ -74,6 +84,7 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
         int count = 0;
         for (int c = trie.FirstChild[node]; c >= 0; c = trie.NextSibling[c])
         {
+            if (prune && !trie.HasNonPlainBelow[c]) continue;
             byte b = trie.Byte[c];
             nxt.Clear();
             for (int i = 0; i < cur.Count; i++) JsonMachine.Step(g, cur.Items[i], b, nxt);
@@ -82,10 +93,13 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
             if (tc > 0)
             {
                 int ts = trie.TokStart[c];
-                for (int k = ts; k < ts + tc; k++) allowed[trie.SortedIds[k]] = true;
-                count += tc;
+                for (int k = ts; k < ts + tc; k++)
+                {
+                    ref bool a = ref allowed[trie.SortedIds[k]];
+                    if (!a) { a = true; count++; }
+                }
             }
-            if (trie.FirstChild[c] >= 0) count += Walk(c, depth + 1);
+            if (trie.FirstChild[c] >= 0) count += Walk(c, depth + 1, prune);
         }
         return count;
     }

@@ -91,6 +91,8 @@ internal sealed class JsonGrammar
             "if", "then", "else", "not", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor", "additionalItems",
         };
 
+        private static readonly JsonSerializerOptions KeyOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
         public Compiler()
         {
             String = Add(new GNode { Kind = NodeKind.String });
@@ -276,12 +278,14 @@ internal sealed class JsonGrammar
         {
             var names = new List<string>();
             var schemas = new List<int>();
+            var forbidden = new HashSet<string>(StringComparer.Ordinal);
             int node = Add(new GNode { Kind = NodeKind.Object });
             if (s.TryGetProperty("properties", out var props))
             {
                 if (props.ValueKind != JsonValueKind.Object) throw Error("'properties' must be an object", path);
                 foreach (var p in props.EnumerateObject())
                 {
+                    if (p.Value.ValueKind == JsonValueKind.False) { forbidden.Add(p.Name); continue; } // may not appear
                     names.Add(p.Name);
                     schemas.Add(Compile(p.Value, $"{path}/properties/{p.Name}"));
                 }
@@ -306,6 +310,7 @@ internal sealed class JsonGrammar
             foreach (var r in required)
             {
                 if (names.Contains(r)) continue;
+                if (forbidden.Contains(r)) throw Error($"required property '{r}' has schema 'false'", path);
                 if (additionalFalse) throw Error($"required property '{r}' is not in 'properties' and additionalProperties is false", path);
                 names.Add(r); schemas.Add(additional);
             }
@@ -315,7 +320,7 @@ internal sealed class JsonGrammar
                 n.Kind = NodeKind.FreeObject; n.Child = additional;
                 return node;
             }
-            n.Keys = names.Select(k => JsonSerializer.SerializeToUtf8Bytes(k, new JsonSerializerOptions { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping })).ToArray();
+            n.Keys = names.Select(k => JsonSerializer.SerializeToUtf8Bytes(k, KeyOptions)).ToArray();
             n.PropNodes = [.. schemas];
             n.FirstRequired = new int[names.Count + 1];
             n.FirstRequired[names.Count] = names.Count;

@@ -87,6 +87,7 @@ internal static class JsonMachine
     }
 
     /// <summary>Adds every successor of <paramref name="s"/> on byte <paramref name="b"/> to <paramref name="outp"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Step(JsonGrammar g, in MStack s, byte b, StackList outp)
     {
         Frame f = s.Top;
@@ -227,6 +228,7 @@ internal static class JsonMachine
     }
 
     /// <summary>Begins a value of <paramref name="node"/> with its first byte; <paramref name="parent"/> is the updated top frame.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StartValue(JsonGrammar g, in MStack s, in Frame parent, int node, byte b, StackList outp)
     {
         var n = g.Nodes[node];
@@ -259,6 +261,7 @@ internal static class JsonMachine
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StepString(JsonGrammar g, in MStack s, Frame f, byte b, StackList outp)
     {
         switch (f.Phase)
@@ -318,6 +321,7 @@ internal static class JsonMachine
 
     private static bool IsHex(byte b) => b is (>= (byte)'0' and <= (byte)'9') or (>= (byte)'a' and <= (byte)'f') or (>= (byte)'A' and <= (byte)'F');
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StepNumber(JsonGrammar g, in MStack s, Frame f, byte b, StackList outp)
     {
         bool integer = g.Nodes[f.Node].Kind == NodeKind.Integer;

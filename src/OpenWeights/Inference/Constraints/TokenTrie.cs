@@ -17,6 +17,9 @@ public sealed class TokenTrie
     internal readonly int[] SortedIds;   // token ids; a node's tokens are SortedIds[TokStart..TokStart+TokCount]
     internal readonly byte[][] Bytes;    // every token's bytes (empty for the ones left out)
     internal readonly bool[] InTrie;
+    // "plain" tokens: complete UTF-8 text without '"', '\\' or control bytes; inside a string they only add code points
+    internal readonly int[] PlainIds, PlainCodePoints;
+    internal readonly bool[] HasNonPlainBelow; // per node: the node or a descendant ends a token that is not plain
 
     public int VocabSize { get; }
     public IReadOnlyList<int> EndOfGeneration { get; }
@@ -61,6 +64,7 @@ public sealed class TokenTrie
 
         var first = new List<int> { -1 }; var next = new List<int> { -1 }; var last = new List<int> { -1 };
         var by = new List<byte> { 0 }; var ts = new List<int> { 0 }; var tc = new List<int> { 0 };
+        var parent = new List<int> { -1 };
         var path = new List<int> { 0 };
         byte[] prev = [];
         for (int k = 0; k < sorted.Length; k++)
@@ -71,10 +75,10 @@ public sealed class TokenTrie
             if (path.Count > lcp + 1) path.RemoveRange(lcp + 1, path.Count - lcp - 1);
             for (int d = lcp; d < b.Length; d++)
             {
-                int parent = path[d], node = by.Count;
-                first.Add(-1); next.Add(-1); last.Add(-1); by.Add(b[d]); ts.Add(0); tc.Add(0);
-                if (first[parent] < 0) first[parent] = node; else next[last[parent]] = node;
-                last[parent] = node;
+                int par = path[d], node = by.Count;
+                first.Add(-1); next.Add(-1); last.Add(-1); by.Add(b[d]); ts.Add(0); tc.Add(0); parent.Add(par);
+                if (first[par] < 0) first[par] = node; else next[last[par]] = node;
+                last[par] = node;
                 path.Add(node);
             }
             int end = path[b.Length];
@@ -83,5 +87,24 @@ public sealed class TokenTrie
             prev = b;
         }
         FirstChild = [.. first]; NextSibling = [.. next]; Byte = [.. by]; TokStart = [.. ts]; TokCount = [.. tc];
+
+        var plainIds = new List<int>(); var plainCps = new List<int>();
+        var isPlain = new bool[n];
+        foreach (var id in sorted)
+        {
+            var b = Bytes[id];
+            if (!System.Text.Unicode.Utf8.IsValid(b) || b.AsSpan().IndexOfAnyInRange((byte)0, (byte)0x1F) >= 0 || b.AsSpan().IndexOfAny((byte)'"', (byte)'\\') >= 0) continue;
+            int cps = 0;
+            foreach (var x in b) if ((x & 0xC0) != 0x80) cps++;
+            isPlain[id] = true; plainIds.Add(id); plainCps.Add(cps);
+        }
+        PlainIds = [.. plainIds]; PlainCodePoints = [.. plainCps];
+        HasNonPlainBelow = new bool[Byte.Length];
+        for (int node = Byte.Length - 1; node > 0; node--)
+        {
+            for (int k = TokStart[node]; k < TokStart[node] + TokCount[node] && !HasNonPlainBelow[node]; k++)
+                if (!isPlain[SortedIds[k]]) HasNonPlainBelow[node] = true;
+            if (HasNonPlainBelow[node]) HasNonPlainBelow[parent[node]] = true;
+        }
     }
 }
