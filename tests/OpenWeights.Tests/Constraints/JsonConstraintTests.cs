@@ -57,6 +57,7 @@ public class JsonConstraintTests(TinyVocabFixture tiny) : IClassFixture<TinyVoca
         """,
         """{"type":"object","additionalProperties":{"type":"array","items":{"type":"boolean"}}}""",
         """{"type":"object","properties":{"s":{"type":"string","minLength":3,"maxLength":6},"any":{}},"required":["s","any"]}""",
+        """{"anyOf":[{"type":"string","maxLength":2},{"type":"string","minLength":4,"maxLength":7},{"enum":["abc","xyz\n"]}]}""",
     ];
 
     /// <summary>Samples random allowed tokens until the constraint completes; returns the output bytes.</summary>

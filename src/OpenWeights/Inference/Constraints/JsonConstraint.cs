@@ -60,13 +60,19 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
         if (levels.Count == 0) levels.Add(new StackList());
         levels[0].CopyFrom(state.Current);
         // fast path inside a string: plain tokens only add code points, so check them by count and walk only the rest
-        bool prune = false;
-        if (state.Current.Count == 1 && state.Current.Items[0].Top is { Kind: FrameKind.String, Phase: 0, B: 0 } top)
+        // (with several alternatives, all plain-string positions: a plain token is allowed when some alternative has room)
+        bool prune = true;
+        long room = -1;
+        for (int i = 0; i < state.Current.Count && prune; i++)
         {
-            long room = (long)state.Grammar.Nodes[top.Node].Max - top.A;
+            if (state.Current.Items[i].Top is { Kind: FrameKind.String, Phase: 0, B: 0 } top)
+                room = Math.Max(room, (long)state.Grammar.Nodes[top.Node].Max - top.A);
+            else prune = false;
+        }
+        if (prune)
+        {
             var ids = trie.PlainIds; var cps = trie.PlainCodePoints;
             for (int k = 0; k < ids.Length; k++) if (cps[k] <= room) { allowed[ids[k]] = true; count++; }
-            prune = true;
         }
         count += Walk(0, 0, prune);
         if (state.IsComplete)
