@@ -212,7 +212,7 @@ public sealed class Scheduler : IDisposable
         var prefill = j.FirstTokenTicks > 0 ? Stopwatch.GetElapsedTime(j.StartTicks, j.FirstTokenTicks) : Stopwatch.GetElapsedTime(j.StartTicks, now);
         var decode = j.FirstTokenTicks > 0 ? Stopwatch.GetElapsedTime(j.FirstTokenTicks, now) : TimeSpan.Zero;
         j.Output.TryWrite(new JobEvent(j.Index, j.Stream!.Final(reason, new GenerationStats(j.Prompt.Length, j.Stream.Generated, prefill, decode)), null));
-        Metrics.RecordCompletion(j.Prompt.Length, j.Stream.Generated);
+        Metrics.RecordCompletion(j.Prompt.Length, j.Stream.Generated, reason == FinishReason.Cancelled);
         s.Job = null;
     }
 

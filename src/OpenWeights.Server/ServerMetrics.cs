@@ -8,7 +8,7 @@ public sealed class ServerMetrics
 {
     private readonly object gate = new();
     private readonly Dictionary<(string Endpoint, int Status), long> requests = [];
-    private long promptTokens, generatedTokens, completions;
+    private long promptTokens, generatedTokens, completions, cancelled;
     private long prefillTokens, decodeTokens;
     private double prefillSeconds, decodeSeconds;
 
@@ -17,8 +17,9 @@ public sealed class ServerMetrics
         lock (gate) requests[(endpoint, status)] = requests.GetValueOrDefault((endpoint, status)) + 1;
     }
 
-    public void RecordCompletion(int prompt, int generated)
+    public void RecordCompletion(int prompt, int generated, bool wasCancelled = false)
     {
+        if (wasCancelled) Interlocked.Increment(ref cancelled);
         Interlocked.Add(ref promptTokens, prompt);
         Interlocked.Add(ref generatedTokens, generated);
         Interlocked.Increment(ref completions);
@@ -36,6 +37,7 @@ public sealed class ServerMetrics
 
     public long PromptTokens => Interlocked.Read(ref promptTokens);
     public long GeneratedTokens => Interlocked.Read(ref generatedTokens);
+    public long Cancelled => Interlocked.Read(ref cancelled);
 
     public string Render(int queueDepth, int activeSlots, int slots)
     {
@@ -51,6 +53,7 @@ public sealed class ServerMetrics
             Metric("openweights_requests_total", "counter", "HTTP requests by endpoint and status.",
                 requests.OrderBy(r => r.Key.Endpoint).ThenBy(r => r.Key.Status).Select(r => ($"{{endpoint=\"{r.Key.Endpoint}\",status=\"{r.Key.Status}\"}}", (double)r.Value)));
             Metric("openweights_completions_total", "counter", "Finished generations (choices).", [("", completions)]);
+            Metric("openweights_cancelled_total", "counter", "Generations stopped because the client went away.", [("", cancelled)]);
             Metric("openweights_prompt_tokens_total", "counter", "Prompt tokens of finished generations.", [("", promptTokens)]);
             Metric("openweights_generated_tokens_total", "counter", "Generated tokens.", [("", generatedTokens)]);
             Metric("openweights_queue_depth", "gauge", "Requests waiting for a slot.", [("", queueDepth)]);

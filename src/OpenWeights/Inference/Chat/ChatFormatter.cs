@@ -87,7 +87,7 @@ public sealed class ChatFormatter
 
     private static Dictionary<string, object?> ToTemplate(ChatTurn m)
     {
-        var d = new Dictionary<string, object?> { ["role"] = m.Role, ["content"] = m.Content ?? (m.ToolCalls is { Count: > 0 } ? null : "") };
+        var d = new Dictionary<string, object?> { ["role"] = m.Role, ["content"] = m.Content ?? "" }; // "" rather than None: templates test `'x' in content`
         if (m.ToolCalls is { Count: > 0 } calls)
             d["tool_calls"] = calls.Select(c => (object?)new Dictionary<string, object?>
             {

@@ -119,5 +119,6 @@ public static class ToolCallParser
         try { return JsonNode.Parse(s) is JsonObject; } catch (JsonException) { return false; }
     }
 
-    private static string NewId() => "call_" + Guid.NewGuid().ToString("N")[..24];
+    // 9 alphanumerics: the shortest id every template accepts (Mistral's insist on exactly 9)
+    private static string NewId() => Guid.NewGuid().ToString("N")[..9];
 }
