@@ -26,6 +26,7 @@ public static class Cli
         root.Subcommands.Add(PullCommand.Create());
         root.Subcommands.Add(ListCommand.Create());
         root.Subcommands.Add(RmCommand.Create());
+        root.Subcommands.Add(MergeCommand.Create());
         return root;
     }
 
