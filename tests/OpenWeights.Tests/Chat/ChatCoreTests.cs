@@ -181,7 +181,7 @@ public class ChatCoreTests
         using var m = LlamaModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var session = new InferenceSession(m, 512, 2);
-        var loop = new ChatLoop(session, new ChatFormatter(tok), new GenerationOptions { MaxTokens = 200, IgnoreEos = true, Sampling = SamplingOptions.Greedy }, null);
+        var loop = new ChatLoop(session, new ChatFormatter(tok), new GenerationOptions { MaxTokens = 12, IgnoreEos = true, Sampling = SamplingOptions.Greedy }, null);
         var output = new StringWriter();
         int replies = 0;
         await loop.RunAsync(new StringReader("one\ntwo\n/exit\nthree\n"), output, () =>
