@@ -36,11 +36,13 @@ public static class OpenWeightsServer
     /// <summary>A Kestrel server listening on options.Host:options.Port (127.0.0.1 unless told otherwise).</summary>
     public static WebApplication Build(ServerOptions options, Action<ILoggingBuilder>? logging = null)
     {
+        var address = System.Net.IPAddress.Parse(ResolveHost(options.Host)); // fails before the model loads
+        if (options.Port is < 0 or > 65535) throw new OpenWeightsException($"port {options.Port} must be between 0 and 65535");
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         logging?.Invoke(builder.Logging);
         builder.Services.AddOpenWeightsServer(options);
-        builder.WebHost.UseKestrel(k => k.Listen(System.Net.IPAddress.Parse(ResolveHost(options.Host)), options.Port));
+        builder.WebHost.UseKestrel(k => k.Listen(address, options.Port));
         var app = builder.Build();
         app.UseOpenWeightsServer();
         return app;

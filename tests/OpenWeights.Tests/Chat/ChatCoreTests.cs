@@ -203,3 +203,20 @@ public class ChatCoreTests
         Assert.Contains("chat template file not found", err);
     }
 }
+
+public class ServeCommandTests
+{
+    [Fact]
+    public void ServeRejectsBadArgumentsInOneLine()
+    {
+        var (code, _, err) = OpenWeights.Tests.Cli.CliTests.Run("serve", TinyModels.Qwen, "--host", "example.com", "--port", "0");
+        Assert.Equal(1, code);
+        Assert.Equal("openweights: error: --host example.com must be an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost", err.Trim());
+        (code, _, err) = OpenWeights.Tests.Cli.CliTests.Run("serve", TinyModels.Qwen, "--parallel", "0");
+        Assert.Equal(1, code);
+        Assert.Contains("--parallel must be at least 1", err);
+        (code, _, err) = OpenWeights.Tests.Cli.CliTests.Run("serve", "/nonexistent.gguf");
+        Assert.Equal(1, code);
+        Assert.Contains("model file not found", err);
+    }
+}
