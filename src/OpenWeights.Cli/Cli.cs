@@ -14,6 +14,8 @@ public static class Cli
         var root = new RootCommand("OpenWeights: run, serve, fine-tune and choose open-weight language models locally.");
         // Register sub-commands here, one line each.
         root.Subcommands.Add(RunCommand.Create());
+        root.Subcommands.Add(ChatCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(SynthCommand.Create());

@@ -1,0 +1,72 @@
+using OpenWeights.Inference.Chat;
+using OpenWeights.Models.Llama;
+using OpenWeights.Tokenizers;
+
+namespace OpenWeights.Server;
+
+/// <summary>The served model: weights, tokenizer, chat formatter, scheduler and metrics. One per server.</summary>
+public sealed class ModelHost : IDisposable
+{
+    public ServerOptions Options { get; }
+    public LlamaModel Model { get; }
+    public Tokenizer Tokenizer { get; }
+    public string ModelId { get; }
+    public Scheduler Scheduler { get; }
+    public ServerMetrics Metrics { get; } = new();
+    public long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+    public int Threads { get; }
+    private readonly ChatFormatter? formatter;
+    private readonly string? formatterError;
+    private readonly SemaphoreSlim embedGate = new(1, 1);
+
+    public ModelHost(ServerOptions options)
+    {
+        Options = options;
+        Model = LlamaModel.Load(options.ModelPath);
+        try
+        {
+            Tokenizer = Tokenizer.FromGguf(Model.Source);
+            ModelId = options.ModelId ?? Path.GetFileNameWithoutExtension(options.ModelPath);
+            try { formatter = new ChatFormatter(Tokenizer, options.ChatTemplate); }
+            catch (OpenWeightsException e) { formatterError = e.Message; }
+            Threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
+            Scheduler = new Scheduler(Model, Tokenizer, options.Parallel, options.ContextSize, Threads, options.MaxQueue, Metrics);
+        }
+        catch { Model.Dispose(); throw; }
+    }
+
+    /// <summary>The chat formatter, or a 400 naming why chat is unavailable (no template).</summary>
+    public ChatFormatter Formatter => formatter ?? throw new ApiException(400, formatterError ?? "chat is unavailable", code: "chat_template_missing");
+
+    public bool IsModel(string? id) =>
+        id is null || id.Length == 0 || id == ModelId || id == Path.GetFileName(Options.ModelPath) || id == Options.ModelPath;
+
+    public async Task<float[]> EmbedAsync(int[] tokens, CancellationToken ct)
+    {
+        await embedGate.WaitAsync(ct);
+        try { return await Task.Run(() => Model.Embed(tokens, Threads), ct); }
+        finally { embedGate.Release(); }
+    }
+
+    public void Dispose()
+    {
+        Scheduler.Dispose();
+        Model.Dispose();
+    }
+}
+
+/// <summary>An error answered in OpenAI's shape: {"error":{"message","type","param","code"}}.</summary>
+public sealed class ApiException(int status, string message, string? param = null, string? code = null, string? type = null) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string? Param { get; } = param;
+    public string? Code { get; } = code;
+    public string Type { get; } = type ?? status switch
+    {
+        401 => "authentication_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        >= 500 => "server_error",
+        _ => "invalid_request_error",
+    };
+}

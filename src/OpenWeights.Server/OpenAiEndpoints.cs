@@ -1,0 +1,450 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using OpenWeights.Inference;
+using OpenWeights.Inference.Chat;
+
+namespace OpenWeights.Server;
+
+/// <summary>The OpenAI-compatible HTTP API over a <see cref="ModelHost"/>.</summary>
+public static class OpenAiEndpoints
+{
+    private static readonly JsonSerializerOptions Compact = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>API key check, error shaping and request counting for every request.</summary>
+    public static IApplicationBuilder UseOpenAiErrors(this IApplicationBuilder app) => app.Use(async (ctx, next) =>
+    {
+        var host = ctx.RequestServices.GetRequiredService<ModelHost>();
+        string endpoint = ctx.Request.Path.Value ?? "";
+        try
+        {
+            if (host.Options.ApiKey is { Length: > 0 } key && endpoint != "/health")
+            {
+                string? auth = ctx.Request.Headers.Authorization;
+                if (auth is null || !auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+                    throw new ApiException(401, "missing API key: send 'Authorization: Bearer KEY'", code: "invalid_api_key", type: "invalid_request_error");
+                if (!System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(auth[7..].Trim()), Encoding.UTF8.GetBytes(key)))
+                    throw new ApiException(401, "incorrect API key", code: "invalid_api_key", type: "invalid_request_error");
+            }
+            await next(ctx);
+        }
+        catch (ApiException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, e); }
+        catch (QueueFullException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(429, e.Message, code: "queue_full")); }
+        catch (OpenWeightsException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(400, e.Message)); }
+        catch (BadHttpRequestException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(e.StatusCode, e.Message)); }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { /* client gone */ }
+        finally { host.Metrics.RecordRequest(endpoint, ctx.Response.StatusCode); }
+    });
+
+    private static Task WriteError(HttpContext ctx, ApiException e)
+    {
+        ctx.Response.StatusCode = e.Status;
+        ctx.Response.ContentType = "application/json";
+        var o = new JsonObject
+        {
+            ["error"] = new JsonObject { ["message"] = e.Message, ["type"] = e.Type, ["param"] = e.Param, ["code"] = e.Code },
+        };
+        return ctx.Response.WriteAsync(o.ToJsonString(Compact));
+    }
+
+    public static IEndpointRouteBuilder MapOpenAi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/health", (ModelHost h) => Results.Json(new { status = "ok", model = h.ModelId, slots = h.Scheduler.Parallel, slots_active = h.Scheduler.ActiveSlots, queue = h.Scheduler.QueueDepth }));
+        app.MapGet("/metrics", (ModelHost h) => Results.Text(h.Metrics.Render(h.Scheduler.QueueDepth, h.Scheduler.ActiveSlots, h.Scheduler.Parallel), "text/plain; version=0.0.4"));
+        app.MapGet("/v1/models", (ModelHost h) => Results.Text(new JsonObject
+        {
+            ["object"] = "list",
+            ["data"] = new JsonArray(ModelObject(h)),
+        }.ToJsonString(), "application/json"));
+        app.MapGet("/v1/models/{id}", (string id, ModelHost h) => h.IsModel(id)
+            ? Results.Text(ModelObject(h).ToJsonString(), "application/json")
+            : throw new ApiException(404, $"the model '{id}' does not exist; this server serves '{h.ModelId}'", "model", "model_not_found"));
+        app.MapPost("/v1/chat/completions", ChatCompletions);
+        app.MapPost("/v1/completions", Completions);
+        app.MapPost("/v1/embeddings", Embeddings);
+        app.MapFallback((HttpContext ctx) => throw new ApiException(404, $"no route {ctx.Request.Method} {ctx.Request.Path}", code: "unknown_url"));
+        return app;
+    }
+
+    private static JsonObject ModelObject(ModelHost h) => new()
+    {
+        ["id"] = h.ModelId, ["object"] = "model", ["created"] = h.Created, ["owned_by"] = "openweights",
+        ["meta"] = new JsonObject { ["context_length"] = h.Scheduler.ContextSize, ["vocab_size"] = h.Tokenizer.VocabSize, ["parallel"] = h.Scheduler.Parallel },
+    };
+
+    private static async Task<OpenAiRequest> Read(HttpContext ctx, ModelHost h)
+    {
+        var req = await OpenAiRequest.ReadAsync(new HttpRequestLike(ctx.Request.Body), h.Options.MaxRequestBodyBytes, ctx.RequestAborted);
+        string? model = req.String("model");
+        if (!h.IsModel(model)) throw new ApiException(404, $"the model '{model}' does not exist; this server serves '{h.ModelId}'", "model", "model_not_found");
+        return req;
+    }
+
+    private static int Choices(OpenAiRequest req) => (int)(req.Integer("n", 1, 16) ?? 1);
+
+    private static void CheckContext(ModelHost h, int promptTokens)
+    {
+        if (promptTokens >= h.Scheduler.ContextSize)
+            throw new ApiException(400, $"the prompt has {promptTokens} tokens but the context holds {h.Scheduler.ContextSize}; shorten the messages",
+                "messages", "context_length_exceeded");
+    }
+
+    private static (ChannelReader<JobEvent> Events, int N) Start(ModelHost h, OpenAiRequest req, int[] prompt, Func<int, GenerationOptions> options, int n, CancellationToken ct)
+    {
+        var channel = Channel.CreateUnbounded<JobEvent>(new UnboundedChannelOptions { SingleReader = true });
+        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, channel.Writer, ct)).ToList();
+        h.Scheduler.Submit(jobs);
+        return (channel.Reader, n);
+    }
+
+    private static GenerationOptions ResponseFormat(ModelHost h, OpenAiRequest req, GenerationOptions o)
+    {
+        if (req.Body["response_format"] is not { } rf) return o;
+        string? type = rf is JsonObject ro && ro["type"] is JsonValue tv && tv.TryGetValue(out string? t) ? t : throw OpenAiRequest.Bad("response_format", "must be {type: text | json_object | json_schema}");
+        if (type == "text") return o;
+        if (type is not ("json_object" or "json_schema")) throw OpenAiRequest.Bad("response_format.type", $"must be text, json_object or json_schema (got '{type}')");
+        string? schema = null;
+        if (type == "json_schema")
+        {
+            var js = rf["json_schema"] as JsonObject ?? throw OpenAiRequest.Bad("response_format.json_schema", "is required for type json_schema");
+            schema = (js["schema"] ?? throw OpenAiRequest.Bad("response_format.json_schema.schema", "is required")).ToJsonString();
+        }
+        if (h.Options.JsonConstraintFactory is not { } factory)
+            throw new ApiException(400, $"response_format '{type}' is not supported yet by this server (constrained decoding is not available)", "response_format", "unsupported_response_format");
+        try { return o with { Constraint = factory(h.Tokenizer, schema) }; }
+        catch (OpenWeightsException e) { throw OpenAiRequest.Bad(schema is null ? "response_format" : "response_format.json_schema.schema", e.Message); }
+    }
+
+    // ---- chat ----
+
+    private static async Task ChatCompletions(HttpContext ctx, ModelHost h)
+    {
+        var req = await Read(ctx, h);
+        var f = h.Formatter;
+        var messages = req.Messages();
+        var tools = req.Tools();
+        int[] prompt;
+        try { prompt = f.EncodeConversation(messages, tools); }
+        catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", "messages", "template_error"); }
+        CheckContext(h, prompt.Length);
+        int n = Choices(req);
+        bool stream = req.Bool("stream");
+        bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
+        var (logprobs, top) = req.Logprobs(chat: true);
+        req.String("user");
+        // each choice gets its own options (seed + index) and its own constraint instance
+        GenerationOptions Options(int i) => f.ForReply(ResponseFormat(h, req, req.GenerationOptions(h, prompt.Length, i)) with
+        {
+            Logprobs = logprobs, TopLogprobs = top,
+        });
+        bool parseTools = tools is not null;
+        string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var (events, _) = Start(h, req, prompt, Options, n, ctx.RequestAborted);
+
+        if (!stream)
+        {
+            var results = await Collect(events, n, ctx.RequestAborted);
+            var choices = new JsonArray();
+            int completion = 0;
+            for (int i = 0; i < n; i++)
+            {
+                var r = results[i];
+                completion += r.Generated;
+                var msg = new JsonObject { ["role"] = "assistant" };
+                string finish = Finish(r.Finish);
+                var parsed = parseTools ? f.ParseReply(r.Text.ToString()) : null;
+                if (parsed is { ToolCalls.Count: > 0 })
+                {
+                    msg["content"] = parsed.Content.Length > 0 ? parsed.Content : null;
+                    msg["tool_calls"] = ToolCallsJson(parsed.ToolCalls, withIndex: false);
+                    finish = "tool_calls";
+                }
+                else msg["content"] = r.Text.ToString();
+                choices.Add(new JsonObject
+                {
+                    ["index"] = i, ["message"] = msg,
+                    ["logprobs"] = logprobs ? new JsonObject { ["content"] = ChatLogprobs(r.Logprobs) } : null,
+                    ["finish_reason"] = finish,
+                });
+            }
+            var resp = new JsonObject
+            {
+                ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = h.ModelId,
+                ["system_fingerprint"] = "openweights", ["choices"] = choices, ["usage"] = Usage(prompt.Length, completion),
+            };
+            await WriteJson(ctx, resp);
+            return;
+        }
+
+        await BeginSse(ctx);
+        JsonObject Chunk(JsonArray choices) => new()
+        {
+            ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = h.ModelId,
+            ["system_fingerprint"] = "openweights", ["choices"] = choices,
+        };
+        for (int i = 0; i < n; i++)
+            await Sse(ctx, Chunk([new JsonObject { ["index"] = i, ["delta"] = new JsonObject { ["role"] = "assistant", ["content"] = "" }, ["logprobs"] = null, ["finish_reason"] = null }]));
+        var buffered = new StringBuilder[n];
+        int done = 0, generated = 0;
+        await foreach (var ev in events.ReadAllAsync(ctx.RequestAborted))
+        {
+            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {err.Message}");
+            var c = ev.Chunk!;
+            var choice = new JsonObject { ["index"] = ev.Index };
+            if (parseTools)
+            {
+                (buffered[ev.Index] ??= new()).Append(c.Text);
+                if (c.Finish is null) continue;
+                var parsed = f.ParseReply(buffered[ev.Index].ToString());
+                var delta = new JsonObject();
+                if (parsed.ToolCalls.Count > 0)
+                {
+                    if (parsed.Content.Length > 0) delta["content"] = parsed.Content;
+                    delta["tool_calls"] = ToolCallsJson(parsed.ToolCalls, withIndex: true);
+                }
+                else delta["content"] = parsed.Content;
+                choice["delta"] = delta;
+                choice["logprobs"] = null;
+                choice["finish_reason"] = parsed.ToolCalls.Count > 0 ? "tool_calls" : Finish(c.Finish.Value);
+            }
+            else
+            {
+                choice["delta"] = c.Text.Length > 0 ? new JsonObject { ["content"] = c.Text } : new JsonObject();
+                choice["logprobs"] = logprobs && c.Logprobs is { Count: > 0 } ? new JsonObject { ["content"] = ChatLogprobs(c.Logprobs) } : null;
+                choice["finish_reason"] = c.Finish is { } fr ? Finish(fr) : null;
+            }
+            await Sse(ctx, Chunk([choice]));
+            if (c.Finish is not null)
+            {
+                generated += c.Stats?.GeneratedTokens ?? 0;
+                if (++done == n) break;
+            }
+        }
+        if (usageInStream)
+        {
+            var last = Chunk([]);
+            last["usage"] = Usage(prompt.Length, generated);
+            await Sse(ctx, last);
+        }
+        await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
+    }
+
+    private static JsonArray ToolCallsJson(IReadOnlyList<ChatToolCall> calls, bool withIndex)
+    {
+        var a = new JsonArray();
+        for (int k = 0; k < calls.Count; k++)
+        {
+            var o = new JsonObject();
+            if (withIndex) o["index"] = k;
+            o["id"] = calls[k].Id; o["type"] = "function";
+            o["function"] = new JsonObject { ["name"] = calls[k].Name, ["arguments"] = calls[k].Arguments };
+            a.Add(o);
+        }
+        return a;
+    }
+
+    private static JsonArray ChatLogprobs(IEnumerable<TokenLogprob>? lps)
+    {
+        var a = new JsonArray();
+        if (lps is null) return a;
+        foreach (var t in lps)
+        {
+            var top = new JsonArray();
+            foreach (var alt in t.Top) top.Add(new JsonObject { ["token"] = alt.Token, ["logprob"] = alt.Logprob, ["bytes"] = Bytes(alt.Bytes) });
+            a.Add(new JsonObject { ["token"] = t.Token, ["logprob"] = t.Logprob, ["bytes"] = Bytes(t.Bytes), ["top_logprobs"] = top });
+        }
+        return a;
+    }
+
+    private static JsonArray Bytes(byte[] b) { var a = new JsonArray(); foreach (var x in b) a.Add((int)x); return a; }
+
+    private static string Finish(FinishReason f) => f == FinishReason.Length ? "length" : "stop";
+
+    private static JsonObject Usage(int prompt, int completion) => new()
+    {
+        ["prompt_tokens"] = prompt, ["completion_tokens"] = completion, ["total_tokens"] = prompt + completion,
+    };
+
+    private sealed class Result
+    {
+        public readonly StringBuilder Text = new();
+        public readonly List<TokenLogprob> Logprobs = [];
+        public FinishReason Finish;
+        public int Generated;
+    }
+
+    private static async Task<Result[]> Collect(ChannelReader<JobEvent> events, int n, CancellationToken ct)
+    {
+        var results = Enumerable.Range(0, n).Select(_ => new Result()).ToArray();
+        int done = 0;
+        await foreach (var ev in events.ReadAllAsync(ct))
+        {
+            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {err.Message}");
+            var r = results[ev.Index]; var c = ev.Chunk!;
+            r.Text.Append(c.Text);
+            if (c.Logprobs is { } lp) r.Logprobs.AddRange(lp);
+            if (c.Finish is { } f)
+            {
+                r.Finish = f; r.Generated = c.Stats?.GeneratedTokens ?? 0;
+                if (++done == n) break;
+            }
+        }
+        ct.ThrowIfCancellationRequested();
+        return results;
+    }
+
+    private static Task WriteJson(HttpContext ctx, JsonNode node)
+    {
+        ctx.Response.ContentType = "application/json";
+        return ctx.Response.WriteAsync(node.ToJsonString(Compact), ctx.RequestAborted);
+    }
+
+    private static async Task BeginSse(HttpContext ctx)
+    {
+        ctx.Response.ContentType = "text/event-stream";
+        ctx.Response.Headers.CacheControl = "no-cache";
+        ctx.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+        await ctx.Response.StartAsync(ctx.RequestAborted);
+    }
+
+    private static async Task Sse(HttpContext ctx, JsonNode node)
+    {
+        await ctx.Response.WriteAsync("data: " + node.ToJsonString(Compact) + "\n\n", ctx.RequestAborted);
+        await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+    }
+
+    // ---- text completions ----
+
+    private static async Task Completions(HttpContext ctx, ModelHost h)
+    {
+        var req = await Read(ctx, h);
+        string text = req.Body["prompt"] switch
+        {
+            JsonValue v when v.TryGetValue(out string? s) => s,
+            JsonArray { Count: 1 } a when a[0] is JsonValue v1 && v1.TryGetValue(out string? s1) => s1,
+            null => throw OpenAiRequest.Bad("prompt", "is required"),
+            _ => throw OpenAiRequest.Bad("prompt", "must be a string (or a list holding one string)"),
+        };
+        if (req.Bool("echo")) throw OpenAiRequest.Bad("echo", "is not supported");
+        var prompt = h.Tokenizer.Encode(text, addSpecial: true, parseSpecial: false);
+        if (prompt.Length == 0) throw OpenAiRequest.Bad("prompt", "encodes to no tokens");
+        CheckContext(h, prompt.Length);
+        int n = Choices(req);
+        bool stream = req.Bool("stream");
+        bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
+        var (logprobs, top) = req.Logprobs(chat: false);
+        var (events, _) = Start(h, req, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx.RequestAborted);
+        string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        JsonObject Wrap(JsonArray choices) => new()
+        {
+            ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = h.ModelId, ["system_fingerprint"] = "openweights", ["choices"] = choices,
+        };
+        if (!stream)
+        {
+            var results = await Collect(events, n, ctx.RequestAborted);
+            var choices = new JsonArray();
+            for (int i = 0; i < n; i++)
+                choices.Add(new JsonObject
+                {
+                    ["text"] = results[i].Text.ToString(), ["index"] = i,
+                    ["logprobs"] = logprobs ? TextLogprobs(results[i].Logprobs) : null, ["finish_reason"] = Finish(results[i].Finish),
+                });
+            var resp = Wrap(choices);
+            resp["usage"] = Usage(prompt.Length, results.Sum(r => r.Generated));
+            await WriteJson(ctx, resp);
+            return;
+        }
+        await BeginSse(ctx);
+        int done = 0, generated = 0;
+        await foreach (var ev in events.ReadAllAsync(ctx.RequestAborted))
+        {
+            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {err.Message}");
+            var c = ev.Chunk!;
+            await Sse(ctx, Wrap([new JsonObject
+            {
+                ["text"] = c.Text, ["index"] = ev.Index,
+                ["logprobs"] = logprobs && c.Logprobs is { Count: > 0 } ? TextLogprobs(c.Logprobs) : null,
+                ["finish_reason"] = c.Finish is { } fr ? Finish(fr) : null,
+            }]));
+            if (c.Finish is not null) { generated += c.Stats?.GeneratedTokens ?? 0; if (++done == n) break; }
+        }
+        if (usageInStream) { var last = Wrap([]); last["usage"] = Usage(prompt.Length, generated); await Sse(ctx, last); }
+        await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
+    }
+
+    private static JsonObject TextLogprobs(IReadOnlyList<TokenLogprob> lps)
+    {
+        var tokens = new JsonArray(); var lp = new JsonArray(); var top = new JsonArray(); var offsets = new JsonArray();
+        int off = 0;
+        foreach (var t in lps)
+        {
+            tokens.Add(t.Token); lp.Add(t.Logprob); offsets.Add(off); off += t.Token.Length;
+            var d = new JsonObject();
+            foreach (var a in t.Top) d[a.Token] = a.Logprob;
+            top.Add(d);
+        }
+        return new JsonObject { ["tokens"] = tokens, ["token_logprobs"] = lp, ["top_logprobs"] = top, ["text_offset"] = offsets };
+    }
+
+    // ---- embeddings ----
+
+    private static async Task Embeddings(HttpContext ctx, ModelHost h)
+    {
+        var req = await Read(ctx, h);
+        var inputs = new List<int[]>();
+        switch (req.Body["input"])
+        {
+            case JsonValue v when v.TryGetValue(out string? s): inputs.Add(h.Tokenizer.Encode(s, addSpecial: true)); break;
+            case JsonArray a when a.Count > 0 && a.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.Number):
+                inputs.Add(a.Select(x => x!.GetValue<int>()).ToArray()); break;
+            case JsonArray a when a.Count > 0:
+                foreach (var x in a)
+                    inputs.Add(x switch
+                    {
+                        JsonValue xv when xv.TryGetValue(out string? xs) => h.Tokenizer.Encode(xs, addSpecial: true),
+                        JsonArray ids => ids.Select(i => i!.GetValue<int>()).ToArray(),
+                        _ => throw OpenAiRequest.Bad("input", "must be a string, a list of strings or a list of token-id lists"),
+                    });
+                break;
+            default: throw OpenAiRequest.Bad("input", "must be a non-empty string or list");
+        }
+        if (inputs.Count > 2048) throw OpenAiRequest.Bad("input", "may hold at most 2048 items");
+        string format = req.String("encoding_format") ?? "float";
+        if (format is not ("float" or "base64")) throw OpenAiRequest.Bad("encoding_format", "must be float or base64");
+        long? dims = req.Integer("dimensions", 1, h.Model.Config.Dim);
+        if (dims is not null && dims != h.Model.Config.Dim) throw OpenAiRequest.Bad("dimensions", $"must be {h.Model.Config.Dim} for this model");
+        var data = new JsonArray();
+        int tokens = 0;
+        for (int i = 0; i < inputs.Count; i++)
+        {
+            var ids = inputs[i];
+            if (ids.Length == 0) throw OpenAiRequest.Bad($"input[{i}]", "encodes to no tokens");
+            if (ids.Any(t => (uint)t >= (uint)h.Tokenizer.VocabSize)) throw OpenAiRequest.Bad($"input[{i}]", "holds a token id outside the vocabulary");
+            if (ids.Length > h.Scheduler.ContextSize) throw new ApiException(400, $"input[{i}] has {ids.Length} tokens but the context holds {h.Scheduler.ContextSize}", "input", "context_length_exceeded");
+            tokens += ids.Length;
+            var e = await h.EmbedAsync(ids, ctx.RequestAborted);
+            JsonNode vec;
+            if (format == "base64")
+            {
+                var bytes = new byte[e.Length * 4];
+                System.Runtime.InteropServices.MemoryMarshal.AsBytes(e.AsSpan()).CopyTo(bytes);
+                vec = Convert.ToBase64String(bytes);
+            }
+            else { var arr = new JsonArray(); foreach (var x in e) arr.Add(x); vec = arr; }
+            data.Add(new JsonObject { ["object"] = "embedding", ["index"] = i, ["embedding"] = vec });
+        }
+        await WriteJson(ctx, new JsonObject
+        {
+            ["object"] = "list", ["data"] = data, ["model"] = h.ModelId,
+            ["usage"] = new JsonObject { ["prompt_tokens"] = tokens, ["total_tokens"] = tokens },
+        });
+    }
+}

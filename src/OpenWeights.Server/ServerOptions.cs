@@ -1,0 +1,28 @@
+using OpenWeights.Inference.Constraints;
+using OpenWeights.Tokenizers;
+
+namespace OpenWeights.Server;
+
+/// <summary>How the server runs.</summary>
+public sealed record ServerOptions
+{
+    public required string ModelPath { get; init; }
+    /// <summary>The model id clients name (default: the file name without extension).</summary>
+    public string? ModelId { get; init; }
+    public string Host { get; init; } = "127.0.0.1";
+    public int Port { get; init; } = 8080;
+    /// <summary>When set, every /v1 request and /metrics needs <c>Authorization: Bearer KEY</c>.</summary>
+    public string? ApiKey { get; init; }
+    /// <summary>Slots decoding together (continuous batching).</summary>
+    public int Parallel { get; init; } = 4;
+    /// <summary>Context size of each slot.</summary>
+    public int ContextSize { get; init; } = 4096;
+    /// <summary>Requests that may wait for a slot before the server answers 429.</summary>
+    public int MaxQueue { get; init; } = 64;
+    public int Threads { get; init; }
+    /// <summary>A Jinja chat template (source text) instead of the model's own.</summary>
+    public string? ChatTemplate { get; init; }
+    public long MaxRequestBodyBytes { get; init; } = 8 * 1024 * 1024;
+    /// <summary>Builds the constraint for response_format (schema JSON, or null for any JSON object); null: response_format json answers 400.</summary>
+    public Func<Tokenizer, string?, ITokenConstraint>? JsonConstraintFactory { get; init; } = JsonConstraint.Create;
+}

@@ -1,0 +1,187 @@
+using System.Runtime.CompilerServices;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+using OpenWeights.Inference;
+using OpenWeights.Inference.Chat;
+using OpenWeights.Inference.Constraints;
+using OpenWeights.Models.Llama;
+using OpenWeights.Tokenizers;
+
+namespace OpenWeights.Extensions.AI;
+
+/// <summary>
+/// Microsoft.Extensions.AI <see cref="IChatClient"/> over a local model, through the same chat core as the CLI and server
+/// (template, end-of-turn stops, tool-call parsing). One conversation at a time; the KV cache prefix is reused across calls.
+/// </summary>
+public sealed class OpenWeightsChatClient : IChatClient
+{
+    private readonly LlamaModel model;
+    private readonly bool ownsModel;
+    private readonly InferenceSession session;
+    private readonly SemaphoreSlim gate = new(1, 1);
+    private readonly ChatClientMetadata metadata;
+
+    public ChatFormatter Formatter { get; }
+    public Tokenizer Tokenizer => Formatter.Tokenizer;
+    /// <summary>Builds the constraint for a JSON response format (schema text or null); null: JSON response formats throw NotSupportedException.</summary>
+    public Func<Tokenizer, string?, ITokenConstraint>? JsonConstraintFactory { get; init; } = JsonConstraint.Create;
+
+    /// <param name="chatTemplate">a Jinja chat template source; null uses the model's own</param>
+    public OpenWeightsChatClient(LlamaModel model, string? chatTemplate = null, int contextSize = 4096, int threads = 0, string? modelId = null, bool ownsModel = false)
+    {
+        this.model = model;
+        this.ownsModel = ownsModel;
+        Formatter = new ChatFormatter(Tokenizer.FromGguf(model.Source), chatTemplate);
+        session = new InferenceSession(model, contextSize, threads);
+        metadata = new ChatClientMetadata("openweights", null, modelId ?? model.Source.ToString());
+    }
+
+    /// <summary>Loads a GGUF model and owns it.</summary>
+    public static OpenWeightsChatClient Load(string path, string? chatTemplate = null, int contextSize = 4096, int threads = 0) =>
+        new(LlamaModel.Load(path), chatTemplate, contextSize, threads, Path.GetFileNameWithoutExtension(path), ownsModel: true);
+
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
+        await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken);
+
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var turns = ToTurns(messages);
+        var tools = options?.ToolMode is NoneChatToolMode ? null : options?.Tools?.OfType<AIFunctionDeclaration>()
+            .Select(t => new ChatTool(t.Name, t.Description, t.JsonSchema.ValueKind == JsonValueKind.Undefined ? null : t.JsonSchema.GetRawText())).ToList();
+        if (tools is { Count: 0 }) tools = null;
+        var prompt = Formatter.EncodeConversation(turns, tools);
+        if (prompt.Length >= session.ContextSize)
+            throw new OpenWeightsException($"the conversation has {prompt.Length} tokens but the context holds {session.ContextSize}");
+        var gen = Formatter.ForReply(Options(options, prompt.Length));
+        string responseId = Guid.NewGuid().ToString("N");
+        string? modelId = options?.ModelId ?? metadata.DefaultModelId;
+
+        await gate.WaitAsync(cancellationToken);
+        try
+        {
+            var buffered = tools is null ? null : new StringBuilder();
+            await foreach (var c in Generator.GenerateAsync(session, Tokenizer, prompt, gen, cancellationToken))
+            {
+                if (c.Text.Length > 0)
+                {
+                    if (buffered is not null) buffered.Append(c.Text);
+                    else yield return new ChatResponseUpdate(ChatRole.Assistant, c.Text) { ResponseId = responseId, ModelId = modelId };
+                }
+                if (c.Finish is not { } finish) continue;
+                var last = new ChatResponseUpdate { Role = ChatRole.Assistant, ResponseId = responseId, ModelId = modelId };
+                last.FinishReason = finish == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+                if (buffered is not null)
+                {
+                    var parsed = Formatter.ParseReply(buffered.ToString());
+                    if (parsed.Content.Length > 0) last.Contents.Add(new TextContent(parsed.Content));
+                    foreach (var call in parsed.ToolCalls)
+                        last.Contents.Add(new FunctionCallContent(call.Id, call.Name, JsonSerializer.Deserialize<Dictionary<string, object?>>(call.Arguments)));
+                    if (parsed.ToolCalls.Count > 0) last.FinishReason = ChatFinishReason.ToolCalls;
+                }
+                if (c.Stats is { } st)
+                    last.Contents.Add(new UsageContent(new UsageDetails { InputTokenCount = st.PromptTokens, OutputTokenCount = st.GeneratedTokens, TotalTokenCount = st.PromptTokens + st.GeneratedTokens }));
+                yield return last;
+            }
+        }
+        finally { gate.Release(); }
+    }
+
+    private GenerationOptions Options(ChatOptions? o, int promptTokens)
+    {
+        var s = new SamplingOptions();
+        if (o is not null)
+        {
+            s = s with
+            {
+                Temperature = o.Temperature ?? s.Temperature, TopP = o.TopP ?? s.TopP, TopK = o.TopK ?? s.TopK,
+                PresencePenalty = o.PresencePenalty ?? 0, FrequencyPenalty = o.FrequencyPenalty ?? 0,
+                Seed = o.Seed is { } seed ? unchecked((ulong)seed) : null,
+            };
+        }
+        s.Validate();
+        int room = session.ContextSize - promptTokens;
+        var g = new GenerationOptions
+        {
+            MaxTokens = Math.Min(o?.MaxOutputTokens ?? room, room),
+            Sampling = s,
+            StopStrings = o?.StopSequences?.ToList() ?? [],
+        };
+        if (o?.ResponseFormat is ChatResponseFormatJson json)
+        {
+            var factory = JsonConstraintFactory ?? throw new NotSupportedException("JSON response format is not supported yet (constrained decoding is not available)");
+            g = g with { Constraint = factory(Tokenizer, json.Schema is { } schema ? schema.GetRawText() : null) };
+        }
+        return g;
+    }
+
+    /// <summary>Microsoft.Extensions.AI messages as chat-template turns: text, function calls and function results.</summary>
+    public static List<ChatTurn> ToTurns(IEnumerable<ChatMessage> messages)
+    {
+        var turns = new List<ChatTurn>();
+        foreach (var m in messages)
+        {
+            string role = m.Role.Value;
+            var results = m.Contents.OfType<FunctionResultContent>().ToList();
+            if (results.Count > 0)
+            {
+                foreach (var r in results)
+                    turns.Add(ChatTurn.Tool(r.CallId, r.Result switch { null => "", string s => s, JsonElement e => e.ToString(), var x => JsonSerializer.Serialize(x) }));
+                continue;
+            }
+            var calls = m.Contents.OfType<FunctionCallContent>()
+                .Select(c => new ChatToolCall(c.CallId, c.Name, JsonSerializer.Serialize(c.Arguments ?? new Dictionary<string, object?>()))).ToList();
+            string text = string.Concat(m.Contents.OfType<TextContent>().Select(t => t.Text));
+            turns.Add(new ChatTurn(role, calls.Count > 0 && text.Length == 0 ? null : text, calls.Count > 0 ? calls : null, Name: m.AuthorName));
+        }
+        return turns;
+    }
+
+    public object? GetService(Type serviceType, object? serviceKey = null) =>
+        serviceKey is not null ? null
+        : serviceType == typeof(ChatClientMetadata) ? metadata
+        : serviceType.IsInstanceOfType(this) ? this
+        : serviceType == typeof(LlamaModel) ? model
+        : null;
+
+    public void Dispose()
+    {
+        if (ownsModel) model.Dispose();
+        gate.Dispose();
+    }
+}
+
+/// <summary>Microsoft.Extensions.AI embeddings: the model's mean-pooled, normalised final hidden state.</summary>
+public sealed class OpenWeightsEmbeddingGenerator(LlamaModel model, int threads = 0, string? modelId = null) : IEmbeddingGenerator<string, Embedding<float>>
+{
+    private readonly Tokenizer tokenizer = Tokenizer.FromGguf(model.Source);
+    private readonly EmbeddingGeneratorMetadata metadata = new("openweights", null, modelId, model.Config.Dim);
+
+    public Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(IEnumerable<string> values, EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        int th = threads > 0 ? threads : Environment.ProcessorCount;
+        return Task.Run(() =>
+        {
+            var list = new List<Embedding<float>>();
+            long tokens = 0;
+            foreach (var v in values)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var ids = tokenizer.Encode(v, addSpecial: true);
+                if (ids.Length == 0) throw new OpenWeightsException("an input encodes to no tokens");
+                tokens += ids.Length;
+                list.Add(new Embedding<float>(model.Embed(ids, th)) { ModelId = modelId, CreatedAt = DateTimeOffset.UtcNow });
+            }
+            return new GeneratedEmbeddings<Embedding<float>>(list) { Usage = new UsageDetails { InputTokenCount = tokens, TotalTokenCount = tokens } };
+        }, cancellationToken);
+    }
+
+    public object? GetService(Type serviceType, object? serviceKey = null) =>
+        serviceKey is not null ? null
+        : serviceType == typeof(EmbeddingGeneratorMetadata) ? metadata
+        : serviceType.IsInstanceOfType(this) ? this
+        : null;
+
+    public void Dispose() { }
+}

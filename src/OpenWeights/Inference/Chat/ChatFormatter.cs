@@ -1,0 +1,116 @@
+using System.Text.Json.Nodes;
+using OpenWeights.Inference.ChatTemplates;
+using OpenWeights.Tokenizers;
+
+namespace OpenWeights.Inference.Chat;
+
+/// <summary>
+/// Turns a conversation into prompt tokens through the model's chat template (or a supplied one), and knows
+/// how the template ends a turn (stop tokens and strings, so they never leak) and writes tool calls.
+/// </summary>
+public sealed class ChatFormatter
+{
+    // End-of-turn markers used by common templates. Those the template writes (or the EOS token) stop generation.
+    private static readonly string[] KnownEndMarkers =
+    [
+        "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+        "</s>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>", "<|return|>", "<|im_end|>\n", "[/INST]", "<|user|>",
+    ];
+
+    public Tokenizer Tokenizer { get; }
+    public ChatTemplate Template { get; }
+    public ToolCallFormat ToolFormat { get; }
+    /// <summary>Strings that end the assistant's turn (never part of a reply).</summary>
+    public IReadOnlyList<string> StopStrings { get; }
+    /// <summary>Token ids that end the assistant's turn, besides the tokenizer's end-of-generation set.</summary>
+    public IReadOnlySet<int> StopTokens { get; }
+    private readonly string? bos, eos;
+
+    /// <param name="templateSource">a Jinja chat template; null uses the model's <c>tokenizer.chat_template</c></param>
+    public ChatFormatter(Tokenizer tokenizer, string? templateSource = null)
+    {
+        Tokenizer = tokenizer;
+        string source = templateSource ?? tokenizer.ChatTemplate
+            ?? throw new OpenWeightsException("the model has no chat template (tokenizer.chat_template); supply one with --chat-template FILE");
+        Template = new ChatTemplate(source);
+        bos = tokenizer.Bos >= 0 ? tokenizer.TokenPiece(tokenizer.Bos) : null;
+        eos = tokenizer.Eos >= 0 ? tokenizer.TokenPiece(tokenizer.Eos) : null;
+        ToolFormat = source.Contains("<tool_call>", StringComparison.Ordinal) ? ToolCallFormat.Hermes
+            : source.Contains("[TOOL_CALLS]", StringComparison.Ordinal) ? ToolCallFormat.Mistral
+            : source.Contains("<|python_tag|>", StringComparison.Ordinal) || source.Contains("ipython", StringComparison.Ordinal) ? ToolCallFormat.Llama3
+            : ToolCallFormat.Generic;
+
+        var strings = new List<string>();
+        var ids = new HashSet<int>();
+        foreach (var m in KnownEndMarkers.Append(eos).OfType<string>().Distinct())
+        {
+            if (m.Trim().Length == 0 || !(source.Contains(m, StringComparison.Ordinal) || m == eos)) continue;
+            if (m is "[/INST]" or "<|user|>" || m.EndsWith('\n')) continue; // markers of other roles, not the end of a reply
+            strings.Add(m);
+            int id = tokenizer.TokenToId(m);
+            if (id >= 0) ids.Add(id);
+        }
+        StopStrings = strings;
+        StopTokens = ids;
+    }
+
+    /// <summary>Renders the conversation as the template does, ending with the assistant's header when asked.</summary>
+    public string Render(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools = null, bool addGenerationPrompt = true,
+        IReadOnlyDictionary<string, object?>? extra = null)
+    {
+        var msgs = messages.Select(ToTemplate).ToList();
+        List<object?>? toolList = tools is { Count: > 0 } ? tools.Select(ToTemplate).ToList() : null;
+        return Template.Render(msgs, addGenerationPrompt, bos, eos, toolList, extra);
+    }
+
+    /// <summary>Tokenizes a rendered prompt: special tokens are parsed; BOS is added only when the model wants it and the template did not write it.</summary>
+    public int[] Encode(string rendered)
+    {
+        var ids = Tokenizer.Encode(rendered, addSpecial: false, parseSpecial: true);
+        if (Tokenizer.AddBos && Tokenizer.Bos >= 0 && (ids.Length == 0 || ids[0] != Tokenizer.Bos))
+            ids = [Tokenizer.Bos, .. ids];
+        return ids;
+    }
+
+    /// <summary>Render and encode in one step.</summary>
+    public int[] EncodeConversation(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools = null) => Encode(Render(messages, tools));
+
+    /// <summary>Generation options for a reply: the template's stop tokens and strings added to <paramref name="options"/>.</summary>
+    public GenerationOptions ForReply(GenerationOptions options) => options with
+    {
+        StopStrings = [.. options.StopStrings, .. StopStrings],
+        StopTokens = options.StopTokens is null ? StopTokens : new HashSet<int>([.. options.StopTokens, .. StopTokens]),
+    };
+
+    /// <summary>Splits a finished reply into text and tool calls in this template's format.</summary>
+    public ParsedReply ParseReply(string text) => ToolCallParser.Parse(text, ToolFormat);
+
+    private static Dictionary<string, object?> ToTemplate(ChatTurn m)
+    {
+        var d = new Dictionary<string, object?> { ["role"] = m.Role, ["content"] = m.Content ?? "" }; // "" rather than None: templates test `'x' in content`
+        if (m.ToolCalls is { Count: > 0 } calls)
+            d["tool_calls"] = calls.Select(c => (object?)new Dictionary<string, object?>
+            {
+                ["id"] = c.Id, ["type"] = "function",
+                ["function"] = new Dictionary<string, object?> { ["name"] = c.Name, ["arguments"] = ParseJsonOrString(c.Arguments) },
+            }).ToList();
+        if (m.ToolCallId is not null) d["tool_call_id"] = m.ToolCallId;
+        if (m.Name is not null) d["name"] = m.Name;
+        return d;
+    }
+
+    private static object? ToTemplate(ChatTool t)
+    {
+        var fn = new Dictionary<string, object?> { ["name"] = t.Name };
+        if (t.Description is not null) fn["description"] = t.Description;
+        fn["parameters"] = t.ParametersJson is null ? new Dictionary<string, object?> { ["type"] = "object", ["properties"] = new Dictionary<string, object?>() } : ParseJsonOrString(t.ParametersJson);
+        return new Dictionary<string, object?> { ["type"] = "function", ["function"] = fn };
+    }
+
+    // templates index arguments as a mapping (as transformers does after json.loads); keep text that is not JSON as text
+    private static object? ParseJsonOrString(string json)
+    {
+        try { return JsonNode.Parse(json) is JsonObject o ? o : json; }
+        catch (System.Text.Json.JsonException) { return json; }
+    }
+}
