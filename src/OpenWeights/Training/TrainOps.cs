@@ -1,0 +1,338 @@
+using System.Numerics.Tensors;
+using OpenWeights.Tensors.Kernels;
+
+namespace OpenWeights.Training;
+
+/// <summary>
+/// Forward and backward of every operation of the llama / qwen2 decoder, F32, one XBackward beside each
+/// XForward (llm.c). Each backward restates the forward line it differentiates. Shapes are row-major,
+/// n = tokens in the sequence. Backward functions accumulate (+=) into parameter gradients and write
+/// (=) or accumulate into input gradients as documented.
+/// </summary>
+public static class TrainOps
+{
+    // ---------------------------------------------------------------- embedding
+
+    /// <summary>x[t] = E[tokens[t]]. E: (vocab, dim) in any stored type; x: (n, dim).</summary>
+    public static void EmbeddingForward(WeightMatrix e, ReadOnlySpan<int> tokens, Span<float> x)
+    {
+        int dim = e.Cols;
+        for (int t = 0; t < tokens.Length; t++) e.DecodeRow(tokens[t], x.Slice(t * dim, dim));
+    }
+
+    /// <summary>
+    /// Backward of x[t] = E[tokens[t]]: dE[tokens[t]] += dx[t]. dE: (vocab, dim) F32. (The base embedding is
+    /// frozen in LoRA training, so the trainer never calls this; it exists for a trainable table.)
+    /// </summary>
+    public static void EmbeddingBackward(ReadOnlySpan<float> dx, ReadOnlySpan<int> tokens, Span<float> dE, int dim)
+    {
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            var row = dE.Slice(tokens[t] * dim, dim);
+            TensorPrimitives.Add(row, dx.Slice(t * dim, dim), row);
+        }
+    }
+
+    // ---------------------------------------------------------------- RMSNorm
+
+    /// <summary>y = x · rstd · w with rstd = 1/sqrt(mean(x²) + eps), per row. x, y: (n, dim); w: (dim); rstd: (n) saved for backward.</summary>
+    public static void RmsNormForward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, Span<float> rstd, int n, int dim, float eps)
+    {
+        for (int t = 0; t < n; t++)
+        {
+            var xr = x.Slice(t * dim, dim);
+            double sum = 0;
+            for (int i = 0; i < dim; i++) sum += (double)(xr[i] * xr[i]);
+            float r = 1.0f / MathF.Sqrt((float)(sum / dim) + eps);
+            rstd[t] = r;
+            var yr = y.Slice(t * dim, dim);
+            TensorPrimitives.Multiply(xr, r, yr);
+            TensorPrimitives.Multiply(yr, w, yr);
+        }
+    }
+
+    /// <summary>
+    /// Backward of y_i = x_i · rstd · w_i:
+    ///   dx_i += rstd · (dy_i w_i − x_i · rstd² · mean_j(dy_j w_j x_j));  dw_i += Σ_t dy_i x_i rstd (when dw is given).
+    /// dx is accumulated (the residual stream's gradient flows through it).
+    /// </summary>
+    public static void RmsNormBackward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> rstd,
+        Span<float> dx, Span<float> dw, int n, int dim)
+    {
+        for (int t = 0; t < n; t++)
+        {
+            var xr = x.Slice(t * dim, dim); var dyr = dy.Slice(t * dim, dim); var dxr = dx.Slice(t * dim, dim);
+            float r = rstd[t];
+            double dot = 0;
+            for (int i = 0; i < dim; i++) dot += (double)dyr[i] * w[i] * xr[i];
+            float c = (float)(dot / dim) * r * r;
+            for (int i = 0; i < dim; i++) dxr[i] += r * (dyr[i] * w[i] - xr[i] * c);
+            if (!dw.IsEmpty) for (int i = 0; i < dim; i++) dw[i] += dyr[i] * xr[i] * r;
+        }
+    }
+
+    // ---------------------------------------------------------------- RoPE
+
+    /// <summary>
+    /// Rotates each head of x in place: (a, b) -> (a cos − b sin, a sin + b cos) on Norm pairs (2i, 2i+1) or Neox pairs
+    /// (i, i+d/2). x: (n, heads*headDim); cos, sin: (n, ropeDims/2) per token.
+    /// </summary>
+    public static void RopeForward(Rope rope, Span<float> x, int n, int heads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        int half = rope.Dims / 2, w = heads * headDim;
+        for (int t = 0; t < n; t++) rope.Apply(x.Slice(t * w, w), heads, headDim, cos.Slice(t * half, half), sin.Slice(t * half, half));
+    }
+
+    /// <summary>
+    /// Backward of the rotation y = R(θ)·x: dx = R(θ)ᵀ·dy = R(−θ)·dy, i.e. the same rotation with sin negated. In place on d.
+    /// </summary>
+    public static void RopeBackward(Rope rope, Span<float> d, int n, int heads, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
+    {
+        int half = rope.Dims / 2, w = heads * headDim;
+        Span<float> negSin = half <= 512 ? stackalloc float[half] : new float[half];
+        for (int t = 0; t < n; t++)
+        {
+            TensorPrimitives.Negate(sin.Slice(t * half, half), negSin);
+            rope.Apply(d.Slice(t * w, w), heads, headDim, cos.Slice(t * half, half), negSin);
+        }
+    }
+
+    // ---------------------------------------------------------------- causal GQA attention
+
+    /// <summary>
+    /// o[t,h] = Σ_{j ∈ [start[t], t]} softmax_j(q[t,h]·k[j,h/g] / sqrt(d)) · v[j,h/g], g = heads/kvHeads.
+    /// start[t] is the first token of t's document (packed sequences never attend across documents).
+    /// q, o: (n, heads*d); k, v: (n, kvHeads*d); lse: (n, heads) log-sum-exp of the scores, saved for backward.
+    /// </summary>
+    public static void AttentionForward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o, Span<float> lse,
+        ReadOnlySpan<int> start, int n, int heads, int kvHeads, int d, int threads)
+    {
+        unsafe
+        {
+            fixed (float* pq = q, pk = k, pv = v, po = o, pl = lse)
+            fixed (int* ps = start)
+            {
+                float* q_ = pq, k_ = pk, v_ = pv, o_ = po, l_ = pl; int* s_ = ps;
+                int group = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d;
+                float scale = 1.0f / MathF.Sqrt(d);
+                void Body(int job)
+                {
+                    int t = job / heads, h = job % heads, kvh = h / group, j0 = s_[t], len = t - j0 + 1;
+                    var qv = new ReadOnlySpan<float>(q_ + (long)t * qDim + h * d, d);
+                    var sc = Scratch(len);
+                    for (int j = 0; j < len; j++) sc[j] = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(k_ + (long)(j0 + j) * kvDim + kvh * d, d)) * scale;
+                    float max = TensorPrimitives.Max(sc.AsSpan(0, len));
+                    double sum = 0;
+                    for (int j = 0; j < len; j++) { float e = MathF.Exp(sc[j] - max); sc[j] = e; sum += e; }
+                    float inv = (float)(1.0 / sum);
+                    var ov = new Span<float>(o_ + (long)t * qDim + h * d, d);
+                    ov.Clear();
+                    for (int j = 0; j < len; j++) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(v_ + (long)(j0 + j) * kvDim + kvh * d, d), sc[j] * inv, ov, ov);
+                    l_[t * heads + h] = max + (float)Math.Log(sum);
+                }
+                For(n * heads, threads, Body);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Backward of o = P·V with P = softmax(S), S = q·kᵀ/sqrt(d) (causal, per document), recomputing P from the saved
+    /// log-sum-exp (no (n, n) matrix is kept):
+    ///   dV[j] += Σ_t P[t,j] do[t];  dP[t,j] = do[t]·v[j];  dS = P ⊙ (dP − Σ_j P dP);  dq[t] = Σ_j dS k[j] / sqrt(d);  dk[j] += Σ_t dS q[t] / sqrt(d).
+    /// dq is written; dk, dv are written (cleared first). Work is split by kv head so no two threads touch the same dk/dv row.
+    /// </summary>
+    public static void AttentionBackward(ReadOnlySpan<float> dout, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> lse, ReadOnlySpan<int> start, Span<float> dq, Span<float> dk, Span<float> dv, int n, int heads, int kvHeads, int d, int threads)
+    {
+        unsafe
+        {
+            fixed (float* pdo = dout, pq = q, pk = k, pv = v, pl = lse, pdq = dq, pdk = dk, pdv = dv)
+            fixed (int* ps = start)
+            {
+                float* do_ = pdo, q_ = pq, k_ = pk, v_ = pv, l_ = pl, dq_ = pdq, dk_ = pdk, dv_ = pdv; int* s_ = ps;
+                int group = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d;
+                float scale = 1.0f / MathF.Sqrt(d);
+                void Body(int kvh)
+                {
+                    for (int t = 0; t < n; t++)
+                    {
+                        new Span<float>(dk_ + (long)t * kvDim + kvh * d, d).Clear();
+                        new Span<float>(dv_ + (long)t * kvDim + kvh * d, d).Clear();
+                    }
+                    for (int h = kvh * group; h < (kvh + 1) * group; h++)
+                        for (int t = 0; t < n; t++)
+                        {
+                            int j0 = s_[t], len = t - j0 + 1;
+                            var qv = new ReadOnlySpan<float>(q_ + (long)t * qDim + h * d, d);
+                            var dov = new ReadOnlySpan<float>(do_ + (long)t * qDim + h * d, d);
+                            var dqv = new Span<float>(dq_ + (long)t * qDim + h * d, d);
+                            dqv.Clear();
+                            var p = Scratch(2 * len);
+                            float l = l_[t * heads + h];
+                            double pdp = 0;
+                            for (int j = 0; j < len; j++)
+                            {
+                                long kr = (long)(j0 + j) * kvDim + kvh * d;
+                                float pj = MathF.Exp(TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(k_ + kr, d)) * scale - l);
+                                float dpj = TensorPrimitives.Dot(dov, new ReadOnlySpan<float>(v_ + kr, d));
+                                p[j] = pj; p[len + j] = dpj;
+                                pdp += (double)pj * dpj;
+                            }
+                            float sPdp = (float)pdp;
+                            for (int j = 0; j < len; j++)
+                            {
+                                long kr = (long)(j0 + j) * kvDim + kvh * d;
+                                float ds = p[j] * (p[len + j] - sPdp) * scale;
+                                var dvj = new Span<float>(dv_ + kr, d);
+                                TensorPrimitives.MultiplyAdd(dov, p[j], dvj, dvj);
+                                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(k_ + kr, d), ds, dqv, dqv);
+                                var dkj = new Span<float>(dk_ + kr, d);
+                                TensorPrimitives.MultiplyAdd(qv, ds, dkj, dkj);
+                            }
+                        }
+                }
+                For(kvHeads, threads, Body);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- SwiGLU
+
+    /// <summary>h = silu(g) ⊙ u = g·σ(g)·u. g, u, h: (n*ffn).</summary>
+    public static void SwiGluForward(ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> h)
+    {
+        for (int i = 0; i < g.Length; i++) { float x = g[i]; h[i] = x / (1.0f + MathF.Exp(-x)) * u[i]; }
+    }
+
+    /// <summary>
+    /// Backward of h = g·σ(g)·u: du = dh · g·σ(g);  dg = dh · u · σ(g)·(1 + g·(1 − σ(g))). Written, not accumulated.
+    /// </summary>
+    public static void SwiGluBackward(ReadOnlySpan<float> dh, ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> dg, Span<float> du)
+    {
+        for (int i = 0; i < g.Length; i++)
+        {
+            float x = g[i], s = 1.0f / (1.0f + MathF.Exp(-x));
+            du[i] = dh[i] * x * s;
+            dg[i] = dh[i] * u[i] * s * (1.0f + x * (1.0f - s));
+        }
+    }
+
+    // ---------------------------------------------------------------- frozen base linear: Y = X·Wᵀ (+ b)
+
+    /// <summary>Y = X·Wᵀ + b. X: (n, in), Y: (n, out); W: (out, in) in its stored type, decoded row by row.</summary>
+    public static void LinearForward(WeightMatrix w, float[]? bias, ReadOnlySpan<float> x, Span<float> y, int n, int threads)
+    {
+        w.MatMul(x, y, n, threads);
+        if (bias is not null)
+            for (int t = 0; t < n; t++) TensorPrimitives.Add(y.Slice(t * w.Rows, w.Rows), bias, y.Slice(t * w.Rows, w.Rows));
+    }
+
+    /// <summary>
+    /// Backward of Y = X·Wᵀ with W frozen: dX += dY·W, i.e. dX[t] += Σ_o dY[t,o]·W[o]. Each row W[o] is decoded once
+    /// (any stored type, never the whole W in F32); threads take row ranges and sum private (n, in) accumulators.
+    /// </summary>
+    public static void LinearBackwardInput(WeightMatrix w, ReadOnlySpan<float> dy, Span<float> dx, int n, int threads)
+    {
+        int rows = w.Rows, cols = w.Cols;
+        int parts = Math.Max(1, Math.Min(threads, rows / 16));
+        var acc = new float[parts][];
+        unsafe
+        {
+            fixed (float* pdy = dy)
+            {
+                float* dy_ = pdy;
+                void Body(int p)
+                {
+                    int r0 = (int)((long)rows * p / parts), r1 = (int)((long)rows * (p + 1) / parts);
+                    var a = acc[p] = new float[(long)n * cols];
+                    var row = new float[cols];
+                    for (int r = r0; r < r1; r++)
+                    {
+                        w.DecodeRow(r, row);
+                        for (int t = 0; t < n; t++)
+                        {
+                            float g = dy_[(long)t * rows + r];
+                            if (g == 0) continue;
+                            var at = a.AsSpan(t * cols, cols);
+                            TensorPrimitives.MultiplyAdd(row, g, at, at);
+                        }
+                    }
+                }
+                For(parts, threads, Body);
+            }
+        }
+        for (int p = 0; p < parts; p++) TensorPrimitives.Add(dx[..(n * cols)], acc[p], dx[..(n * cols)]);
+    }
+
+    // ---------------------------------------------------------------- dense F32 helpers for the LoRA branch
+
+    /// <summary>C (m, p) = A (m, k) · Bᵀ where B: (p, k).</summary>
+    public static void MatMulABt(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int p)
+    {
+        for (int i = 0; i < m; i++)
+        {
+            var ar = a.Slice(i * k, k);
+            for (int j = 0; j < p; j++) c[i * p + j] = TensorPrimitives.Dot(ar, b.Slice(j * k, k));
+        }
+    }
+
+    /// <summary>C (m, p) += A (m, k) · B where B: (k, p).</summary>
+    public static void MatMulAddAB(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int k, int p)
+    {
+        for (int i = 0; i < m; i++)
+        {
+            var cr = c.Slice(i * p, p);
+            for (int j = 0; j < k; j++) { float s = a[i * k + j]; if (s != 0) TensorPrimitives.MultiplyAdd(b.Slice(j * p, p), s, cr, cr); }
+        }
+    }
+
+    /// <summary>C (k, p) += alpha · Aᵀ · B where A: (n, k), B: (n, p).</summary>
+    public static void MatMulAddAtB(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int n, int k, int p, float alpha)
+    {
+        for (int t = 0; t < n; t++)
+        {
+            var br = b.Slice(t * p, p);
+            for (int i = 0; i < k; i++)
+            {
+                float s = a[t * k + i] * alpha;
+                if (s != 0) { var cr = c.Slice(i * p, p); TensorPrimitives.MultiplyAdd(br, s, cr, cr); }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- cross-entropy
+
+    /// <summary>
+    /// loss = Σ_t mask[t] · (logsumexp(logits[t]) − logits[t, target[t]]) · norm, and in the same pass the backward
+    /// dlogits[t] = mask[t] · norm · (softmax(logits[t]) − onehot(target[t])), written over logits (in place).
+    /// logits: (n, vocab). Returns the loss contribution (double). norm = 1 / (masked tokens of the whole batch).
+    /// </summary>
+    public static double CrossEntropyForwardBackward(Span<float> logits, ReadOnlySpan<int> targets, ReadOnlySpan<bool> mask, int n, int vocab, float norm)
+    {
+        double loss = 0;
+        for (int t = 0; t < n; t++)
+        {
+            var row = logits.Slice(t * vocab, vocab);
+            if (!mask[t]) { row.Clear(); continue; }
+            float max = TensorPrimitives.Max(row);
+            double sum = 0;
+            for (int i = 0; i < vocab; i++) sum += Math.Exp(row[i] - max);
+            double lse = max + Math.Log(sum);
+            loss += (lse - row[targets[t]]) * norm;
+            for (int i = 0; i < vocab; i++) row[i] = (float)(Math.Exp(row[i] - lse) * norm);
+            row[targets[t]] -= norm;
+        }
+        return loss;
+    }
+
+    // ---------------------------------------------------------------- plumbing
+
+    internal static void For(int jobs, int threads, Action<int> body)
+    {
+        if (threads <= 1 || jobs <= 1) for (int i = 0; i < jobs; i++) body(i);
+        else Parallel.For(0, jobs, new ParallelOptions { MaxDegreeOfParallelism = threads }, body);
+    }
+
+    [ThreadStatic] private static float[]? scratch;
+    private static float[] Scratch(int n) => scratch is { } s && s.Length >= n ? s : scratch = new float[Math.Max(n, 4096)];
+}
