@@ -234,34 +234,36 @@ public static class TrainOps
     public static void LinearBackwardInput(WeightMatrix w, ReadOnlySpan<float> dy, Span<float> dx, int n, int threads)
     {
         int rows = w.Rows, cols = w.Cols;
-        int parts = Math.Max(1, Math.Min(threads, rows / 16));
-        var acc = new float[parts][];
+        // Tokens are split across threads; each thread walks W in blocks of rows decoded into a private tile
+        // (block, cols), so the dx row it accumulates stays in L1 and the tile in L2. With n ≥ a few dozen the
+        // repeated decoding per thread is small next to the n·rows·cols multiply-adds.
+        const int Block = 32;
+        int parts = Math.Max(1, Math.Min(threads, n));
         unsafe
         {
-            fixed (float* pdy = dy)
+            fixed (float* pdy = dy, pdx = dx)
             {
-                float* dy_ = pdy;
+                float* dy_ = pdy, dx_ = pdx;
                 void Body(int p)
                 {
-                    int r0 = (int)((long)rows * p / parts), r1 = (int)((long)rows * (p + 1) / parts);
-                    var a = acc[p] = new float[(long)n * cols];
-                    var row = new float[cols];
-                    for (int r = r0; r < r1; r++)
+                    int t0 = (int)((long)n * p / parts), t1 = (int)((long)n * (p + 1) / parts);
+                    var tile = new float[Block * cols];
+                    for (int r0 = 0; r0 < rows; r0 += Block)
                     {
-                        w.DecodeRow(r, row);
-                        for (int t = 0; t < n; t++)
+                        int rb = Math.Min(Block, rows - r0);
+                        for (int r = 0; r < rb; r++) w.DecodeRow(r0 + r, tile.AsSpan(r * cols, cols));
+                        for (int t = t0; t < t1; t++)
                         {
-                            float g = dy_[(long)t * rows + r];
-                            if (g == 0) continue;
-                            var at = a.AsSpan(t * cols, cols);
-                            TensorPrimitives.MultiplyAdd(row, g, at, at);
+                            var dxt = new Span<float>(dx_ + (long)t * cols, cols);
+                            float* g = dy_ + (long)t * rows + r0;
+                            for (int r = 0; r < rb; r++)
+                                if (g[r] != 0) TensorPrimitives.MultiplyAdd(tile.AsSpan(r * cols, cols), g[r], dxt, dxt);
                         }
                     }
                 }
                 For(parts, threads, Body);
             }
         }
-        for (int p = 0; p < parts; p++) TensorPrimitives.Add(dx[..(n * cols)], acc[p], dx[..(n * cols)]);
     }
 
     // ---------------------------------------------------------------- dense F32 helpers for the LoRA branch
