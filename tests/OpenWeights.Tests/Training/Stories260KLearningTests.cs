@@ -35,9 +35,9 @@ public class Stories260KLearningTests(ITestOutputHelper output)
         var tok = Tokenizer.FromGguf(model.Source);
         var examples = TrainingData.LoadText(Stories(), tok);
         var (trainEx, valEx) = TrainingData.Split(examples, 0.1, 1);
-        var train = TrainingData.Pack(trainEx, 128); var val = TrainingData.Pack(valEx, 128);
+        var train = TrainingData.Pack(trainEx, 256); var val = TrainingData.Pack(valEx, 256);
         var lm = new LoraModel(model, new LoraOptions { Rank = 8, Alpha = 16 }, 1) { Threads = 2 };
-        var trainer = new LoraTrainer(lm, new TrainOptions { Epochs = 8, LearningRate = 1e-2f, Seed = 1, Batch = 1 }, train, val);
+        var trainer = new LoraTrainer(lm, new TrainOptions { Epochs = 4, LearningRate = 2e-2f, Seed = 1, Batch = 1, WarmupSteps = 2 }, train, val);
         var prompt = tok.Encode("Once upon a time, there was a");
         string Continue() => tok.Decode(lm.Greedy(prompt, 12).Skip(prompt.Length).ToArray());
 
