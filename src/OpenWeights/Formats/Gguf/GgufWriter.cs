@@ -41,6 +41,26 @@ public sealed class GgufWriter
         return this;
     }
 
+    /// <summary>
+    /// A writer holding every metadata entry and tensor of an open file (tensor bytes are streamed from its map
+    /// when written), to be edited and written elsewhere. The source must stay open until Write returns.
+    /// </summary>
+    public static unsafe GgufWriter CopyOf(GgufFile src)
+    {
+        var w = new GgufWriter().CopyMetadata(src);
+        foreach (var t in src.Tensors)
+        {
+            var info = t;
+            w.AddTensor(t.Name, t.Type, t.Dimensions, t.ByteSize, s =>
+            {
+                byte* p = src.TensorPointer(info);
+                for (long off = 0; off < info.ByteSize; off += 1 << 30)
+                    s.Write(new ReadOnlySpan<byte>(p + off, (int)Math.Min(1 << 30, info.ByteSize - off)));
+            });
+        }
+        return w;
+    }
+
     private static void ValidateArray(Array a, int depth)
     {
         if (depth > 8) throw new ArgumentException("arrays nested too deep");
