@@ -44,15 +44,18 @@ public sealed class LoraLinear
         var xaS = xa.AsSpan(0, n * r);
         if (Dropout > 0 && seed != 0)
         {
-            var xd = new float[n * In];
+            var xd = Buffer(ref bufIn, n * In);
             DropoutMask(seed, x, xd, n);
             TrainOps.MatMulABt(xd, l.A, xaS, n, In, r);               // xa = dropout(x)·Aᵀ
         }
         else TrainOps.MatMulABt(x, l.A, xaS, n, In, r);
-        var tmp = new float[n * Out];
+        var tmp = Buffer(ref bufOut, n * Out);
         TrainOps.MatMulABt(xaS, l.B, tmp, n, r, Out);                  // (xa)·Bᵀ
         TensorPrimitives.MultiplyAdd(tmp, Scale, y[..(n * Out)], y[..(n * Out)]);
     }
+
+    private float[] bufIn = [], bufIn2 = [], bufOut = [], bufR = [];
+    private static Span<float> Buffer(ref float[] b, int n) { if (b.Length < n) b = new float[n]; return b.AsSpan(0, n); }
 
     /// <summary>
     /// Backward of y = x·Wᵀ + scale·(xd·Aᵀ)·Bᵀ, xd = dropout(x), xa = xd·Aᵀ:
@@ -66,17 +69,26 @@ public sealed class LoraLinear
         int r = l.Rank;
         var xaS = xa.AsSpan(0, n * r);
         TrainOps.MatMulAddAtB(dy, xaS, GradB, n, Out, r, Scale);       // dB += scale·dyᵀ·xa
-        var dxa = new float[n * r];
+        var dxa = Buffer(ref bufR, n * r);
+        dxa.Clear();
         TrainOps.MatMulAddAB(dy, l.B, dxa, n, Out, r);                  // dxa = dy·B
         TensorPrimitives.Multiply(dxa, Scale, dxa);                     //       · scale
-        bool drop = Dropout > 0 && seed != 0;
-        float[]? xd = null;
-        if (drop) { xd = new float[n * In]; DropoutMask(seed, x, xd, n); }
-        TrainOps.MatMulAddAtB(dxa, drop ? xd : x, GradA, n, r, In, 1f); // dA += dxaᵀ·xd
-        var dxd = new float[n * In];
-        TrainOps.MatMulAddAB(dxa, l.A, dxd, n, r, In);                  // dxd = dxa·A
-        if (drop) { var ones = new float[n * In]; ones.AsSpan().Fill(1f); DropoutMask(seed, ones, ones, n); TensorPrimitives.Multiply(dxd, ones, dxd); }
-        TensorPrimitives.Add(dx[..(n * In)], dxd, dx[..(n * In)]);      // dx += dropout'(dxd)
+        if (Dropout > 0 && seed != 0)
+        {
+            var xd = Buffer(ref bufIn, n * In);
+            DropoutMask(seed, x, xd, n);
+            TrainOps.MatMulAddAtB(dxa, xd, GradA, n, r, In, 1f);        // dA += dxaᵀ·xd
+            var dxd = Buffer(ref bufIn2, n * In);
+            dxd.Clear();
+            TrainOps.MatMulAddAB(dxa, l.A, dxd, n, r, In);              // dxd = dxa·A
+            DropoutMask(seed, dxd, dxd, n);                             // dropout'(dxd) = dxd ⊙ keep/(1−p), same mask
+            TensorPrimitives.Add(dx[..(n * In)], dxd, dx[..(n * In)]);
+        }
+        else
+        {
+            TrainOps.MatMulAddAtB(dxa, x, GradA, n, r, In, 1f);         // dA += dxaᵀ·x
+            TrainOps.MatMulAddAB(dxa, l.A, dx, n, r, In);               // dx += dxa·A
+        }
     }
 
     /// <summary>dst = x ⊙ keep / (1 − p), keep drawn from a counter-based hash of (seed, module, index): recomputable, thread-free.</summary>

@@ -105,6 +105,15 @@ public sealed class LoraModel
         }
     }
 
+    /// <summary>Gradient scratch of one layer's backward, sized for the longest sequence seen (rows beyond n are ignored).</summary>
+    private sealed class LayerGrads(ModelConfig c, int n)
+    {
+        public readonly int N = n;
+        public readonly float[] Dh = new float[n * c.Dim], Dhh = new float[n * c.FfnDim], Dg = new float[n * c.FfnDim], Du = new float[n * c.FfnDim],
+            Dxn = new float[n * c.Dim], Datt = new float[n * c.QDim], Dq = new float[n * c.QDim], Dk = new float[n * c.KvDim], Dv = new float[n * c.KvDim];
+    }
+
+    private LayerGrads grads = null!;
     private LayerActs[] acts = [];
     private float[][] resid = [];         // (layers+1) x (n, dim): input of each layer, then the final hidden state
     private float[] cos = [], sin = [];   // (n, rope_dims/2)
@@ -151,23 +160,24 @@ public sealed class LoraModel
         var c = Config; var L = Model.Layers[l]; var P = Projections[l]; int th = Threads, dim = c.Dim, ffn = c.FfnDim;
         ulong s = LayerSeed(seed, l);
         // x_out = h + Wdown·hh: dh = dx_out, dhh = dx_out·Wdown
-        var dh = dx.AsSpan(0, n * dim).ToArray();
-        var dhh = new float[n * ffn];
+        var g = grads;
+        var dh = g.Dh; dx.AsSpan(0, n * dim).CopyTo(dh);
+        var dhh = g.Dhh; Array.Clear(dhh);
         P[6].Backward(dx, a.Hh, dhh, n, th, s);
         // hh = silu(g)·u
-        var dg = new float[n * ffn]; var du = new float[n * ffn];
+        var dg = g.Dg; var du = g.Du;
         TrainOps.SwiGluBackward(dhh, a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
         // g = Wgate·xn2, u = Wup·xn2
-        var dxn = new float[n * dim];
+        var dxn = g.Dxn; Array.Clear(dxn);
         P[4].Backward(dg, a.Xn2, dxn, n, th, s);
         P[5].Backward(du, a.Xn2, dxn, n, th, s);
         // xn2 = rmsnorm(h)
         TrainOps.RmsNormBackward(dxn, a.H, L.FfnNorm, a.Rstd2, dh, default, n, dim);
         // h = x_in + Wo·att
-        var datt = new float[n * c.QDim];
+        var datt = g.Datt; Array.Clear(datt);
         P[3].Backward(dh, a.Att, datt, n, th, s);
         // att = attention(q, k, v)
-        var dq = new float[n * c.QDim]; var dk = new float[n * c.KvDim]; var dv = new float[n * c.KvDim];
+        var dq = g.Dq; var dk = g.Dk; var dv = g.Dv;
         TrainOps.AttentionBackward(datt, a.Q, a.K, a.V, a.Lse, start, dq, dk, dv, n, c.Heads, c.KvHeads, c.HeadDim, th);
         // q = rope(q), k = rope(k)
         TrainOps.RopeBackward(Model.Rope, dq, n, c.Heads, c.HeadDim, cos, sin);
@@ -178,7 +188,7 @@ public sealed class LoraModel
         P[1].Backward(dk, a.Xn1, dxn, n, th, s);
         P[2].Backward(dv, a.Xn1, dxn, n, th, s);
         // xn1 = rmsnorm(x_in); dx_in = dh + rmsnorm'(dxn1)
-        dh.CopyTo(dx, 0);
+        dh.AsSpan(0, n * dim).CopyTo(dx);
         TrainOps.RmsNormBackward(dxn, xin, L.AttnNorm, a.Rstd1, dx, default, n, dim);
     }
 
@@ -198,6 +208,7 @@ public sealed class LoraModel
         for (int t = 0; t < n; t++)
             if ((uint)tokens[t] >= (uint)vocab || (uint)targets[t] >= (uint)vocab || start[t] > t || start[t] < 0) throw new ArgumentException($"bad token, target or start at {t}");
         Prepare(n, start);
+        if (backward && (grads is null || grads.N < n)) grads = new LayerGrads(c, n);
         TrainOps.EmbeddingForward(Model.TokenEmbedding, tokens, resid[0]);                      // x = E[tokens]
         for (int l = 0; l < c.Layers; l++) LayerForward(l, resid[l], resid[l + 1], acts[Checkpointing ? 0 : l], n, start, dropoutSeed);
 
