@@ -219,19 +219,102 @@ public static class TrainOps
 
     // ---------------------------------------------------------------- frozen base linear: Y = X·Wᵀ (+ b)
 
-    /// <summary>Y = X·Wᵀ + b. X: (n, in), Y: (n, out); W: (out, in) in its stored type, decoded row by row.</summary>
-    public static void LinearForward(WeightMatrix w, float[]? bias, ReadOnlySpan<float> x, Span<float> y, int n, int threads)
+    /// <summary>
+    /// Y = X·Wᵀ + b. X: (n, in), Y: (n, out); W: (out, in) in its stored type. Threads take row ranges; each decodes
+    /// 8 rows at a time into a tile and multiplies it with every token (4 dot products per pass over x[t] on the SIMD path).
+    /// </summary>
+    public static void LinearForward(WeightMatrix w, float[]? bias, ReadOnlySpan<float> x, Span<float> y, int n, int threads, bool simd = true)
     {
-        w.MatMul(x, y, n, threads);
+        int rows = w.Rows, cols = w.Cols;
+        if (x.Length < n * cols || y.Length < n * rows) throw new ArgumentException("linear buffers too small");
+        const int Block = 8;
+        int blocks = (rows + Block - 1) / Block;
+        int parts = Math.Max(1, Math.Min(threads, blocks));
+        unsafe
+        {
+            fixed (float* px = x, py = y)
+            {
+                float* x_ = px, y_ = py;
+                void Body(int p)
+                {
+                    int b0 = (int)((long)blocks * p / parts), b1 = (int)((long)blocks * (p + 1) / parts);
+                    var tile = new float[Block * cols];
+                    fixed (float* tp = tile)
+                        for (int b = b0; b < b1; b++)
+                        {
+                            int r0 = b * Block, rb = Math.Min(Block, rows - r0);
+                            for (int r = 0; r < rb; r++) w.DecodeRow(r0 + r, tile.AsSpan(r * cols, cols));
+                            for (int t = 0; t < n; t++)
+                            {
+                                float* xt = x_ + (long)t * cols, yt = y_ + (long)t * rows + r0;
+                                int r = 0;
+                                if (simd && SimdSupported && cols % 8 == 0)
+                                    for (; r + 4 <= rb; r += 4) Dot4Simd(tp + r * cols, cols, xt, yt + r);
+                                for (; r < rb; r++) yt[r] = DotScalar(tp + r * cols, xt, cols);
+                            }
+                        }
+                }
+                For(parts, threads, Body);
+            }
+        }
         if (bias is not null)
-            for (int t = 0; t < n; t++) TensorPrimitives.Add(y.Slice(t * w.Rows, w.Rows), bias, y.Slice(t * w.Rows, w.Rows));
+            for (int t = 0; t < n; t++) TensorPrimitives.Add(y.Slice(t * rows, rows), bias, y.Slice(t * rows, rows));
+    }
+
+    /// <summary>Whether the Vector256 + FMA kernels run here; simd: false selects the scalar reference (tests compare the two).</summary>
+    public static readonly bool SimdSupported = System.Runtime.Intrinsics.X86.Fma.IsSupported && System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated;
+
+    private static unsafe float DotScalar(float* a, float* b, int n)
+    {
+        float s = 0;
+        for (int i = 0; i < n; i++) s += a[i] * b[i];
+        return s;
+    }
+
+    /// <summary>out[k] = w_k · x for the 4 consecutive rows w_k = w + k·stride (n a multiple of 8).</summary>
+    private static unsafe void Dot4Simd(float* w, int stride, float* x, float* outp)
+    {
+        var a0 = System.Runtime.Intrinsics.Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+        float* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
+        for (int i = 0; i < stride; i += 8)
+        {
+            var xv = System.Runtime.Intrinsics.Vector256.Load(x + i);
+            a0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(w + i), xv, a0);
+            a1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(w1 + i), xv, a1);
+            a2 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(w2 + i), xv, a2);
+            a3 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(w3 + i), xv, a3);
+        }
+        outp[0] = System.Runtime.Intrinsics.Vector256.Sum(a0); outp[1] = System.Runtime.Intrinsics.Vector256.Sum(a1);
+        outp[2] = System.Runtime.Intrinsics.Vector256.Sum(a2); outp[3] = System.Runtime.Intrinsics.Vector256.Sum(a3);
+    }
+
+    /// <summary>d += g0·w0 + g1·w1 + g2·w2 + g3·w3 for 4 consecutive rows w_k = w + k·stride (n a multiple of 8).</summary>
+    private static unsafe void Axpy4Simd(float* w, int stride, float* g, float* d)
+    {
+        var g0 = System.Runtime.Intrinsics.Vector256.Create(g[0]); var g1 = System.Runtime.Intrinsics.Vector256.Create(g[1]);
+        var g2 = System.Runtime.Intrinsics.Vector256.Create(g[2]); var g3 = System.Runtime.Intrinsics.Vector256.Create(g[3]);
+        float* w1 = w + stride, w2 = w1 + stride, w3 = w2 + stride;
+        for (int i = 0; i < stride; i += 8)
+        {
+            var acc = System.Runtime.Intrinsics.Vector256.Load(d + i);
+            acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(w + i), g0, acc);
+            acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(w1 + i), g1, acc);
+            acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(w2 + i), g2, acc);
+            acc = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(System.Runtime.Intrinsics.Vector256.Load(w3 + i), g3, acc);
+            System.Runtime.Intrinsics.Vector256.Store(acc, d + i);
+        }
+    }
+
+    private static unsafe void AxpyScalar(float* w, float g, float* d, int n)
+    {
+        for (int i = 0; i < n; i++) d[i] += g * w[i];
     }
 
     /// <summary>
     /// Backward of Y = X·Wᵀ with W frozen: dX += dY·W, i.e. dX[t] += Σ_o dY[t,o]·W[o]. Each row W[o] is decoded once
     /// (any stored type, never the whole W in F32); threads take row ranges and sum private (n, in) accumulators.
     /// </summary>
-    public static void LinearBackwardInput(WeightMatrix w, ReadOnlySpan<float> dy, Span<float> dx, int n, int threads)
+    public static void LinearBackwardInput(WeightMatrix w, ReadOnlySpan<float> dy, Span<float> dx, int n, int threads, bool simd = true)
     {
         int rows = w.Rows, cols = w.Cols;
         // Tokens are split across threads; each thread walks W in blocks of rows decoded into a private tile
@@ -248,18 +331,21 @@ public static class TrainOps
                 {
                     int t0 = (int)((long)n * p / parts), t1 = (int)((long)n * (p + 1) / parts);
                     var tile = new float[Block * cols];
-                    for (int r0 = 0; r0 < rows; r0 += Block)
-                    {
-                        int rb = Math.Min(Block, rows - r0);
-                        for (int r = 0; r < rb; r++) w.DecodeRow(r0 + r, tile.AsSpan(r * cols, cols));
-                        for (int t = t0; t < t1; t++)
+                    fixed (float* tp = tile)
+                        for (int r0 = 0; r0 < rows; r0 += Block)
                         {
-                            var dxt = new Span<float>(dx_ + (long)t * cols, cols);
-                            float* g = dy_ + (long)t * rows + r0;
-                            for (int r = 0; r < rb; r++)
-                                if (g[r] != 0) TensorPrimitives.MultiplyAdd(tile.AsSpan(r * cols, cols), g[r], dxt, dxt);
+                            int rb = Math.Min(Block, rows - r0);
+                            for (int r = 0; r < rb; r++) w.DecodeRow(r0 + r, tile.AsSpan(r * cols, cols));
+                            for (int t = t0; t < t1; t++)
+                            {
+                                float* dxt = dx_ + (long)t * cols;
+                                float* g = dy_ + (long)t * rows + r0;
+                                int r = 0;
+                                if (simd && SimdSupported && cols % 8 == 0)
+                                    for (; r + 4 <= rb; r += 4) Axpy4Simd(tp + r * cols, cols, g + r, dxt);
+                                for (; r < rb; r++) AxpyScalar(tp + r * cols, g[r], dxt, cols);
+                            }
                         }
-                    }
                 }
                 For(parts, threads, Body);
             }

@@ -165,6 +165,26 @@ public class TrainOpsGradientTests
         Assert.InRange(RelError(Loss, x, dx, Sample(x.Length, 60, 3)), 0, Tol);
     }
 
+    [Theory]
+    [InlineData(GgmlType.F32, 64, 40)]
+    [InlineData(GgmlType.Q8_0, 96, 37)]
+    [InlineData(GgmlType.F16, 40, 13)]
+    public void SimdLinearKernelsMatchScalarReference(GgmlType type, int inF, int outF)
+    {
+        if (!TrainOps.SimdSupported) Assert.Skip("no Vector256/FMA on this CPU: only the scalar path runs");
+        int n = 5;
+        var wm = Weights(Random(outF * inF, 1), outF, inF, type, out _);
+        var x = Random(n * inF, 2); var dy = Random(n * outF, 3);
+        var y1 = new float[n * outF]; var y2 = new float[n * outF];
+        TrainOps.LinearForward(wm, null, x, y1, n, 2, simd: true);
+        TrainOps.LinearForward(wm, null, x, y2, n, 1, simd: false);
+        for (int i = 0; i < y1.Length; i++) Assert.Equal(y2[i], y1[i], 1e-4f);
+        var d1 = new float[n * inF]; var d2 = new float[n * inF];
+        TrainOps.LinearBackwardInput(wm, dy, d1, n, 2, simd: true);
+        TrainOps.LinearBackwardInput(wm, dy, d2, n, 1, simd: false);
+        for (int i = 0; i < d1.Length; i++) Assert.Equal(d2[i], d1[i], 1e-4f);
+    }
+
     [Fact]
     public void DropoutIsDeterministicPerSeedAndOffInEvaluation()
     {
