@@ -198,3 +198,30 @@ public class TrainingDataTests
         Assert.Equal(5, both.Start[5]);
     }
 }
+
+public class LoraInitTests
+{
+    [Theory]
+    [InlineData(false, 16f / 8)]
+    [InlineData(true, 16f / 2.828427f)]
+    public void PeftInitAndScaling(bool rslora, float scale)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        GradCheck.WriteTinyModel(path, "llama", OpenWeights.Tensors.Quant.GgmlType.F32);
+        using var model = OpenWeights.Models.Llama.LlamaModel.Load(path);
+        var lm = new LoraModel(model, new LoraOptions { Rank = 8, Alpha = 16, UseRsLora = rslora, Targets = ["q_proj", "down_proj"] }, 3);
+        Assert.Equal(4, lm.Trainable.Count);                       // 2 layers x 2 targets
+        Assert.Equal(scale, lm.Trainable[0].Scale, 1e-5f);
+        Assert.Equal(["blk.0.attn_q.weight", "blk.0.ffn_down.weight", "blk.1.attn_q.weight", "blk.1.ffn_down.weight"], lm.Trainable.Select(m => m.Lora!.Target));
+        foreach (var m in lm.Trainable)
+        {
+            float bound = 1f / MathF.Sqrt(m.In);                   // kaiming_uniform_(a=sqrt(5))
+            Assert.All(m.Lora!.A, a => Assert.InRange(a, -bound, bound));
+            Assert.True(m.Lora.A.Max() > bound * 0.8f && m.Lora.A.Min() < -bound * 0.8f);
+            Assert.All(m.Lora.B, b => Assert.Equal(0f, b));
+        }
+        Assert.Equal(lm.Adapter.Weights.Count, lm.Trainable.Count);
+        Assert.Throws<OpenWeightsException>(() => new LoraModel(model, new LoraOptions { Targets = ["qq_proj"] }, 1));
+    }
+}
