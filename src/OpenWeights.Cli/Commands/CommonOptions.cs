@@ -21,6 +21,19 @@ public static class CommonOptions
         Validators = { r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--ctx must be at least 1"); } },
     };
 
+    /// <summary>`--lora FILE[:SCALE]`, repeatable: GGUF LoRA files or PEFT adapter folders (run, chat, serve).</summary>
+    public static Option<string[]> Lora() => new("--lora")
+    {
+        Description = "LoRA adapter to apply, FILE[:SCALE] (GGUF LoRA file or PEFT folder; repeatable)",
+        AllowMultipleArgumentsPerToken = false,
+    };
+
+    /// <summary>Attaches the `--lora` adapters to a loaded model (no-op when none was given).</summary>
+    public static void AttachLoras(OpenWeights.Models.Llama.LlamaModel model, string[]? specs)
+    {
+        if (specs is { Length: > 0 }) OpenWeights.Lora.LoraLoader.Attach(model, specs);
+    }
+
     public static Argument<string> Model() => new("model") { Description = "Path of a GGUF model file" };
 
     /// <summary>Checks a model path before anything heavier happens.</summary>

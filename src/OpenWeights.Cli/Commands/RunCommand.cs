@@ -25,10 +25,11 @@ public static class RunCommand
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
         var special = new Option<bool>("--special") { Description = "Parse special tokens such as <|im_start|> in the prompt" };
+        var lora = CommonOptions.Lora();
         var stats = new Option<bool>("--stats") { Description = "Print prefill/decode speed to stderr at the end" };
         var cmd = new Command("run", "Generate a continuation of a prompt, streamed as it is produced")
         {
-            model, prompt, n, temp, topK, topP, minP, repeat, presence, frequency, seed, stop, threads, ctx, special, stats,
+            model, prompt, n, temp, topK, topP, minP, repeat, presence, frequency, seed, stop, threads, ctx, special, stats, lora,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -44,6 +45,7 @@ public static class RunCommand
             int maxTokens = pr.GetValue(n);
             if (maxTokens < 0) throw new OpenWeightsException("-n must be >= 0");
             using var m = LlamaModel.Load(path);
+            CommonOptions.AttachLoras(m, pr.GetValue(lora));
             var tok = Tokenizer.FromGguf(m.Source);
             var ids = tok.Encode(pr.GetValue(prompt) ?? "", addSpecial: true, parseSpecial: pr.GetValue(special));
             if (ids.Length == 0) throw new OpenWeightsException("the prompt encodes to no tokens");

@@ -81,7 +81,8 @@ public static class TuneCommand
                 if (tty) err.Write("\r" + line.PadRight(100)); else err.WriteLine(line);
             }, ct);
             if (tty) err.WriteLine();
-            err.WriteLine($"wrote {Path.Combine(dir, LoraTrainer.CheckpointFile)}");
+            trainer.ExportAdapter(dir, Path.GetFileName(path));
+            err.WriteLine($"wrote {Path.Combine(dir, PeftAdapter.ConfigFile)}, {PeftAdapter.WeightsFile} (PEFT) and {LoraTrainer.GgufAdapterFile} (llama.cpp); checkpoint {LoraTrainer.CheckpointFile}");
             return Task.FromResult(0);
         });
         return cmd;

@@ -21,7 +21,7 @@ public sealed record LoraOptions
 public sealed class TrainRng(ulong state)
 {
     public ulong State { get; set; } = state;
-    public ulong NextU64() { State += 0x9E3779B97F4A7C15UL; return LoraLinear.SplitMix(State - 0x9E3779B97F4A7C15UL); }
+    public ulong NextU64() { State += 0x9E3779B97F4A7C15UL; return TrainableLoraLinear.SplitMix(State - 0x9E3779B97F4A7C15UL); }
     /// <summary>Uniform in [0, 1).</summary>
     public double NextDouble() => (NextU64() >> 11) * (1.0 / (1UL << 53));
     public int NextInt(int n) => (int)(NextDouble() * n);
@@ -39,9 +39,9 @@ public sealed class LoraModel
     public ModelConfig Config => Model.Config;
     public LoraOptions Options { get; }
     public LoraAdapter Adapter { get; }
-    public LoraLinear[][] Projections { get; }   // (layers, 7): q, k, v, o, gate, up, down
+    public TrainableLoraLinear[][] Projections { get; }   // (layers, 7): q, k, v, o, gate, up, down
     /// <summary>Trainable modules in a fixed order (layer, then q..down): the parameter order of the optimiser.</summary>
-    public IReadOnlyList<LoraLinear> Trainable { get; }
+    public IReadOnlyList<TrainableLoraLinear> Trainable { get; }
     public bool Checkpointing { get; set; } = true;
     public int Threads { get; set; } = Environment.ProcessorCount;
 
@@ -54,13 +54,13 @@ public sealed class LoraModel
         if (options.Dropout is < 0 or >= 1) throw new OpenWeightsException($"LoRA dropout must be in [0, 1) (got {options.Dropout})");
         Adapter = existing ?? new LoraAdapter { Alpha = options.Alpha, Rank = options.Rank, UseRsLora = options.UseRsLora, TargetModules = [.. options.Targets] };
         var rng = new TrainRng(seed);
-        var trainable = new List<LoraLinear>();
-        Projections = new LoraLinear[c.Layers][];
+        var trainable = new List<TrainableLoraLinear>();
+        Projections = new TrainableLoraLinear[c.Layers][];
         for (int l = 0; l < c.Layers; l++)
         {
             var L = model.Layers[l];
             var bases = new[] { L.Wq, L.Wk, L.Wv, L.Wo, L.WGate, L.WUp, L.WDown };
-            Projections[l] = new LoraLinear[7];
+            Projections[l] = new TrainableLoraLinear[7];
             for (int p = 0; p < 7; p++)
             {
                 string peft = LoraTargets.All[p].Peft;
@@ -78,7 +78,7 @@ public sealed class LoraModel
                     }
                     w.Validate();
                 }
-                Projections[l][p] = new LoraLinear(bases[p], w, options.Scale, options.Dropout, (ulong)(l * 7 + p + 1));
+                Projections[l][p] = new TrainableLoraLinear(bases[p], w, options.Scale, options.Dropout, (ulong)(l * 7 + p + 1));
                 if (w is not null) trainable.Add(Projections[l][p]);
             }
         }
@@ -118,7 +118,7 @@ public sealed class LoraModel
     private float[][] resid = [];         // (layers+1) x (n, dim): input of each layer, then the final hidden state
     private float[] cos = [], sin = [];   // (n, rope_dims/2)
 
-    private static ulong LayerSeed(ulong seed, int l) => seed == 0 ? 0 : LoraLinear.SplitMix(seed + (ulong)l) | 1;
+    private static ulong LayerSeed(ulong seed, int l) => seed == 0 ? 0 : TrainableLoraLinear.SplitMix(seed + (ulong)l) | 1;
 
     private void Prepare(int n, ReadOnlySpan<int> start)
     {

@@ -104,7 +104,7 @@ public sealed class LoraTrainer
         for (int i = 0; i < micro.Count; i++)
         {
             var b = micro[i];
-            ulong dropSeed = LoraLinear.SplitMix(Options.Seed ^ ((ulong)Step << 20) ^ (ulong)i) | 1;
+            ulong dropSeed = TrainableLoraLinear.SplitMix(Options.Seed ^ ((ulong)Step << 20) ^ (ulong)i) | 1;
             loss += Model.Step(b.Tokens, b.Targets, b.Mask, b.Start, norm, dropSeed);
             tokens += b.Length;
         }
@@ -198,8 +198,19 @@ public sealed class LoraTrainer
         }
         w.SetMetadata("adam_step", Optimizer.StepCount.ToString(CultureInfo.InvariantCulture));
         w.Write(Path.Combine(dir, CheckpointFile));
-        // TODO(adapters branch): also export the PEFT adapter (adapter_config.json + adapter_model.safetensors) and the GGUF
-        // LoRA through the adapter writer once it lands in main: e.g. LoraAdapterIO.WritePeft(Model.Adapter, dir).
+    }
+
+    public const string GgufAdapterFile = "adapter.gguf";
+
+    /// <summary>
+    /// Writes the trained adapter for other tools: a PEFT folder (adapter_config.json + adapter_model.safetensors, Hugging
+    /// Face names and Q/K row order) and a llama.cpp GGUF LoRA (<see cref="GgufAdapterFile"/>), both in <paramref name="dir"/>.
+    /// </summary>
+    public void ExportAdapter(string dir, string? baseModel = null)
+    {
+        Directory.CreateDirectory(dir);
+        PeftAdapter.Write(Model.Adapter, dir, Model.Config, Model.Options.Dropout, baseModelNameOrPath: baseModel);
+        GgufLoraAdapter.Write(Model.Adapter, Path.Combine(dir, GgufAdapterFile), Model.Config);
     }
 
     /// <summary>Restores adapter, optimiser moments and step from a checkpoint; returns false when there is none.</summary>

@@ -147,6 +147,19 @@ public class GgufTests
     }
 
     [Fact]
+    public void ReadsVersion2()
+    {
+        using var dir = new TempDir();
+        var full = dir.File("m.gguf");
+        SampleWriter().Write(full);
+        var v2 = dir.File("v2.gguf");
+        File.WriteAllBytes(v2, Patch(File.ReadAllBytes(full), 4, 2, 4)); // v2 has v3's layout (64-bit counts)
+        using var f = GgufFile.Open(v2);
+        Assert.Equal(2u, f.Version);
+        Assert.Equal(3, f.Tensors.Count);
+    }
+
+    [Fact]
     public void UnknownTensorTypeIsNamed()
     {
         using var dir = new TempDir();

@@ -134,7 +134,7 @@ public class TrainOpsGradientTests
         var wm = Weights(Random(outF * inF, 1, 0.1f), outF, inF, type, out var wDense);
         var bias = Random(outF, 9);
         var lora = new LoraWeights { Target = "t", Rank = rank, In = inF, Out = outF, A = Random(rank * inF, 2, 0.1f), B = Random(outF * rank, 3, 0.5f) };
-        var mod = new LoraLinear(new Linear("t", wm, bias), lora, 2f, dropout, 7);
+        var mod = new TrainableLoraLinear(new Linear("t", wm, bias), lora, 2f, dropout, 7);
         var x = Random(n * inF, 4); var r = Random(n * outF, 5);
         const ulong seed = 12345;
         double Loss() { var y = new float[n * outF]; mod.Forward(x, y, n, threads, seed); return Dot(y, r); }
@@ -191,7 +191,7 @@ public class TrainOpsGradientTests
         int n = 2, inF = 32, outF = 8;
         var wm = Weights(Random(outF * inF, 1), outF, inF, GgmlType.F32, out _);
         var lora = new LoraWeights { Target = "t", Rank = 2, In = inF, Out = outF, A = Random(2 * inF, 2), B = Random(outF * 2, 3) };
-        var mod = new LoraLinear(new Linear("t", wm), lora, 1f, 0.5f, 1);
+        var mod = new TrainableLoraLinear(new Linear("t", wm), lora, 1f, 0.5f, 1);
         var x = Random(n * inF, 4);
         float[] Run(ulong s) { var y = new float[n * outF]; mod.Forward(x, y, n, 1, s); return y; }
         Assert.Equal(Run(5), Run(5));

@@ -225,3 +225,38 @@ public class LoraInitTests
         Assert.Throws<OpenWeightsException>(() => new LoraModel(model, new LoraOptions { Targets = ["qq_proj"] }, 1));
     }
 }
+
+public class AdapterExportTests
+{
+    /// <summary>The exported adapters, loaded by the inference side (PEFT and GGUF readers, attached to the model), give the training forward's logits.</summary>
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("qwen2")]
+    public void ExportedAdaptersReproduceTheTrainingForward(string arch)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        GradCheck.WriteTinyModel(path, arch, OpenWeights.Tensors.Quant.GgmlType.F32);
+        using var model = OpenWeights.Models.Llama.LlamaModel.Load(path);
+        var lm = new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8 }, 3) { Threads = 1 };
+        int s = 50;
+        foreach (var m in lm.Trainable) GradCheck.Random(m.Lora!.B.Length, s++, 0.3f).CopyTo(m.Lora.B, 0);
+        var trainer = new LoraTrainer(lm, new TrainOptions(), [new PackedSequence([1, 2], [2, 3], [true, true], [0, 0])], []);
+        var outDir = dir.File("adapter");
+        trainer.ExportAdapter(outDir);
+        int[] tokens = [1, 5, 9, 33, 2, 7];
+        var ours = lm.LastLogits(tokens);
+        foreach (var file in new[] { outDir, Path.Combine(outDir, LoraTrainer.GgufAdapterFile) })
+        {
+            var adapter = OpenWeights.Lora.LoraLoader.Load(file, model.Source, model.Config);
+            OpenWeights.Lora.LoraLoader.Attach(model, adapter);
+            try
+            {
+                var session = new OpenWeights.Inference.InferenceSession(model, 16, threads: 1);
+                var theirs = session.EvaluatePrompt(tokens).ToArray();
+                for (int i = 0; i < ours.Length; i++) Assert.Equal(ours[i], theirs[i], 1e-3f);
+            }
+            finally { OpenWeights.Lora.LoraLoader.Detach(model); }
+        }
+    }
+}

@@ -28,6 +28,9 @@ public class TuneCommandTests
             "--val-split", "0.25", "--rank", "4", "--targets", "q_proj,v_proj", "--threads", "2", "--lr", "1e-3", "--resume");
         Assert.True(code == 0, err);
         Assert.Contains("resuming at step 3", err);
+        Assert.True(File.Exists(Path.Combine(outDir, OpenWeights.Lora.PeftAdapter.ConfigFile)));
+        Assert.True(File.Exists(Path.Combine(outDir, OpenWeights.Lora.PeftAdapter.WeightsFile)));
+        Assert.True(File.Exists(Path.Combine(outDir, LoraTrainer.GgufAdapterFile)));
         Assert.Equal(4, File.ReadAllLines(Path.Combine(outDir, LoraTrainer.MetricsFile)).Length);
 
         // A different rank cannot resume that checkpoint.

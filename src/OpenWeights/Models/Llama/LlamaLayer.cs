@@ -9,16 +9,40 @@ namespace OpenWeights.Models.Llama;
 public sealed class LlamaLayer
 {
     public required float[] AttnNorm { get; init; }   // (dim)
-    public required Linear Wq { get; init; }          // (heads*head_dim, dim)
-    public required Linear Wk { get; init; }          // (kv_heads*head_dim, dim)
-    public required Linear Wv { get; init; }          // (kv_heads*head_dim, dim)
-    public required Linear Wo { get; init; }          // (dim, heads*head_dim)
+    public required Linear Wq { get; set; }          // (heads*head_dim, dim)
+    public required Linear Wk { get; set; }          // (kv_heads*head_dim, dim)
+    public required Linear Wv { get; set; }          // (kv_heads*head_dim, dim)
+    public required Linear Wo { get; set; }          // (dim, heads*head_dim)
     public required float[] FfnNorm { get; init; }    // (dim)
-    public required Linear WGate { get; init; }       // (ffn, dim)
-    public required Linear WUp { get; init; }         // (ffn, dim)
-    public required Linear WDown { get; init; }       // (dim, ffn)
+    public required Linear WGate { get; set; }       // (ffn, dim)
+    public required Linear WUp { get; set; }         // (ffn, dim)
+    public required Linear WDown { get; set; }       // (dim, ffn)
 
     public IEnumerable<Linear> Projections => [Wq, Wk, Wv, Wo, WGate, WUp, WDown];
+
+    /// <summary>The projection with this GGUF part name ("attn_q.weight", "ffn_down.weight", ...), for wrapping it (LoRA).</summary>
+    public Linear GetProjection(string part) => part switch
+    {
+        AttnQ => Wq, AttnK => Wk, AttnV => Wv, AttnOut => Wo, FfnGate => WGate, FfnUp => WUp, FfnDown => WDown,
+        _ => throw new ArgumentException($"no projection '{part}'", nameof(part)),
+    };
+
+    /// <summary>Replaces the projection with this GGUF part name (same shape), e.g. by a LoRA-wrapped one.</summary>
+    public void SetProjection(string part, Linear value)
+    {
+        var old = GetProjection(part);
+        if (value.In != old.In || value.Out != old.Out) throw new ArgumentException($"{part}: replacement is {value.Out}x{value.In}, expected {old.Out}x{old.In}");
+        switch (part)
+        {
+            case AttnQ: Wq = value; break;
+            case AttnK: Wk = value; break;
+            case AttnV: Wv = value; break;
+            case AttnOut: Wo = value; break;
+            case FfnGate: WGate = value; break;
+            case FfnUp: WUp = value; break;
+            default: WDown = value; break;
+        }
+    }
 
     public static LlamaLayer Load(ITensorSource f, ModelConfig c, int i)
     {

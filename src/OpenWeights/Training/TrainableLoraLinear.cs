@@ -9,7 +9,7 @@ namespace OpenWeights.Training;
 ///   y = x·Wᵀ + b + scale · (dropout(x)·Aᵀ)·Bᵀ
 /// W stays in its stored type (F32, F16, quantized), decoded row by row. A: (rank, in), B: (out, rank) F32.
 /// </summary>
-public sealed class LoraLinear
+public sealed class TrainableLoraLinear
 {
     public Linear Base { get; }
     public LoraWeights? Lora { get; }
@@ -24,7 +24,7 @@ public sealed class LoraLinear
 
     private float[] xa = [];     // (n, rank) dropout(x)·Aᵀ saved for backward
 
-    public LoraLinear(Linear baseLinear, LoraWeights? lora, float scale, float dropout, ulong id)
+    public TrainableLoraLinear(Linear baseLinear, LoraWeights? lora, float scale, float dropout, ulong id)
     {
         Base = baseLinear; Lora = lora; Scale = scale; Dropout = dropout; Id = id;
         if (lora is not null)

@@ -1,0 +1,52 @@
+using LLama;
+using LLama.Native;
+using OpenWeights.Formats.Gguf;
+using OpenWeights.Models.Synthetic;
+using OpenWeights.Tensors.Quant;
+
+namespace OpenWeights.Tests.Oracle;
+
+/// <summary>
+/// Our file-level quantization (per-tensor recipe + block quantizers) against llama.cpp's own quantizer
+/// (llama_model_quantize through LLamaSharp) on the same F32 file: every tensor must get the same type and,
+/// without an importance matrix, the very same bytes.
+/// </summary>
+public class QuantizerOracleTests
+{
+    public static TheoryData<string, string, LLamaFtype> Cases() => new()
+    {
+        { "tiny-llama", "q4_k_m", LLamaFtype.MOSTLY_Q4_K_M },
+        { "tiny-qwen2", "q4_k_m", LLamaFtype.MOSTLY_Q4_K_M },
+        { "tiny-llama", "q8_0", LLamaFtype.MOSTLY_Q8_0 },
+        { "tiny-qwen2", "q4_0", LLamaFtype.MOSTLY_Q4_0 },
+        { "tiny-llama", "f16", LLamaFtype.MOSTLY_F16 },
+        { "odd-rows", "q4_k_m", LLamaFtype.MOSTLY_Q4_K_M },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void SameTypesAndBytesAsLlamaCpp(string preset, string type, LLamaFtype ftype)
+    {
+        // odd-rows: a row length (576, SmolLM2's width) that is not a multiple of 256 exercises the fallbacks.
+        var p = preset == "odd-rows"
+            ? SynthPreset.Get("tiny-llama") with { Name = "odd-rows", Dim = 576, Heads = 9, KvHeads = 3, FfnDim = 512, Layers = 3 }
+            : SynthPreset.Get(preset);
+        using var dir = new TempDir();
+        string f32 = dir.File("f32.gguf"), theirs = dir.File("theirs.gguf"), ours = dir.File("ours.gguf");
+        SyntheticModel.Write(p, SynthType.Parse("f32"), f32, threads: 2);
+        SyntheticModel.Write(p, SynthType.Parse(type), ours, threads: 2);
+        LlamaCpp.Init();
+        Assert.True(LLamaQuantizer.Quantize(f32, theirs, ftype, 2, allowRequantize: true, quantizeOutputTensor: true), "llama.cpp quantization failed");
+
+        using var a = GgufFile.Open(ours);
+        using var b = GgufFile.Open(theirs);
+        Assert.Equal(b.Tensors.Select(t => t.Name).Order(), a.Tensors.Select(t => t.Name).Order());
+        foreach (var tb in b.Tensors)
+        {
+            var ta = a.GetTensor(tb.Name);
+            Assert.True(tb.Type == ta.Type, $"{tb.Name}: llama.cpp chose {tb.Type}, we chose {ta.Type}");
+            Assert.Equal(tb.Dimensions, ta.Dimensions);
+            Assert.True(b.TensorData(tb).SequenceEqual(a.TensorData(ta)), $"{tb.Name} ({tb.Type}): bytes differ");
+        }
+    }
+}
