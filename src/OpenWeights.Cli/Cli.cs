@@ -28,6 +28,7 @@ public static class Cli
         root.Subcommands.Add(RmCommand.Create());
         root.Subcommands.Add(MergeCommand.Create());
         root.Subcommands.Add(ConvertCommand.Create());
+        root.Subcommands.Add(TuneCommand.Create());
         return root;
     }
 

@@ -1,0 +1,57 @@
+using OpenWeights.Models.Synthetic;
+using OpenWeights.Tests.Cli;
+using OpenWeights.Training;
+
+namespace OpenWeights.Tests.Training;
+
+public class TuneCommandTests
+{
+    [Fact]
+    public void TunesCheckpointsResumesAndWritesMetrics()
+    {
+        using var dir = new TempDir();
+        var model = dir.File("m.gguf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("q8_0"), model);
+        var data = dir.File("d.jsonl");
+        File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $"{{\"prompt\":\"Question {i}:\",\"completion\":\" answer {i * 7}\"}}"));
+        var outDir = dir.File("out");
+        var (code, _, err) = CliTests.Run("tune", model, "--data", data, "--out", outDir, "--max-steps", "3", "--seq-len", "32",
+            "--checkpoint-every", "2", "--val-split", "0.25", "--rank", "4", "--targets", "q_proj,v_proj", "--threads", "2", "--lr", "1e-3");
+        Assert.True(code == 0, err);
+        Assert.Contains("step 3/3", err);
+        Assert.True(File.Exists(Path.Combine(outDir, LoraTrainer.CheckpointFile)));
+        var metrics = File.ReadAllLines(Path.Combine(outDir, LoraTrainer.MetricsFile));
+        Assert.Equal(3, metrics.Length);
+        Assert.Contains("\"val_loss\"", metrics[^1]);
+
+        (code, _, err) = CliTests.Run("tune", model, "--data", data, "--out", outDir, "--max-steps", "4", "--seq-len", "32",
+            "--val-split", "0.25", "--rank", "4", "--targets", "q_proj,v_proj", "--threads", "2", "--lr", "1e-3", "--resume");
+        Assert.True(code == 0, err);
+        Assert.Contains("resuming at step 3", err);
+        Assert.True(File.Exists(Path.Combine(outDir, OpenWeights.Lora.PeftAdapter.ConfigFile)));
+        Assert.True(File.Exists(Path.Combine(outDir, OpenWeights.Lora.PeftAdapter.WeightsFile)));
+        Assert.True(File.Exists(Path.Combine(outDir, LoraTrainer.GgufAdapterFile)));
+        Assert.Equal(4, File.ReadAllLines(Path.Combine(outDir, LoraTrainer.MetricsFile)).Length);
+
+        // A different rank cannot resume that checkpoint.
+        (code, _, err) = CliTests.Run("tune", model, "--data", data, "--out", outDir, "--rank", "8", "--resume", "--seq-len", "32");
+        Assert.Equal(1, code);
+        Assert.Contains("rank 4", err);
+    }
+
+    [Fact]
+    public void BrokenDataFileIsRefusedWithLineNumbers()
+    {
+        using var dir = new TempDir();
+        var model = dir.File("m.gguf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse("f16"), model);
+        var data = dir.File("d.jsonl");
+        File.WriteAllLines(data, ["{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}", "not json", "{\"foo\":1}"]);
+        var (code, _, err) = CliTests.Run("tune", model, "--data", data, "--out", dir.File("out"));
+        Assert.Equal(1, code);
+        Assert.Contains("2 malformed line(s)", err);
+        Assert.Contains("line 2", err);
+        Assert.Contains("line 3", err);
+        Assert.False(Directory.Exists(dir.File("out")));
+    }
+}
