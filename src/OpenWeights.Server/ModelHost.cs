@@ -22,7 +22,8 @@ public sealed class ModelHost : IDisposable
     public ModelHost(ServerOptions options)
     {
         Options = options;
-        Model = LlamaModel.Load(options.ModelPath);
+        Model = LlamaModel.LoadOwned(OpenWeights.Formats.ModelSources.Open(options.ModelPath));
+        if (options.Loras.Count > 0) OpenWeights.Lora.LoraLoader.Attach(Model, options.Loras);
         try
         {
             Tokenizer = Tokenizer.FromGguf(Model.Source);

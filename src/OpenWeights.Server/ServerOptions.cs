@@ -7,6 +7,8 @@ namespace OpenWeights.Server;
 public sealed record ServerOptions
 {
     public required string ModelPath { get; init; }
+    /// <summary>LoRA adapters applied to the model, FILE[:SCALE] each (GGUF LoRA files or PEFT folders).</summary>
+    public IReadOnlyList<string> Loras { get; init; } = [];
     /// <summary>The model id clients name (default: the file name without extension).</summary>
     public string? ModelId { get; init; }
     public string Host { get; init; } = "127.0.0.1";

@@ -18,9 +18,10 @@ public static class ChatCommand
         var sampling = new SamplingFlags();
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
+        var lora = CommonOptions.Lora();
         var cmd = new Command("chat", "Chat with a model in the terminal (/reset, /system TEXT, /exit; Ctrl-C stops a reply)")
         {
-            model, system, template, n, threads, ctx,
+            model, system, template, n, threads, ctx, lora,
         };
         sampling.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
@@ -29,7 +30,8 @@ public static class ChatCommand
             var options = new GenerationOptions { MaxTokens = pr.GetValue(n), Sampling = sampling.Read(pr) };
             if (options.MaxTokens < 1) throw new OpenWeightsException("-n must be >= 1");
             string? templateSource = ReadTemplate(pr.GetValue(template));
-            using var m = LlamaModel.Load(path);
+            using var m = LlamaModel.LoadOwned(CommonOptions.OpenSource(path));
+            CommonOptions.AttachLoras(m, pr.GetValue(lora));
             var tok = Tokenizer.FromGguf(m.Source);
             var formatter = new ChatFormatter(tok, templateSource);
             var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads));

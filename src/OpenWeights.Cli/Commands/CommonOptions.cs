@@ -77,6 +77,5 @@ public static class CommonOptions
         : throw new OpenWeightsException($"{path} holds no GGUF file and no config.json");
 
     /// <summary>Opens a resolved model path: a GGUF file, or a Hugging Face checkpoint folder.</summary>
-    public static ITensorSource OpenSource(string path) =>
-        Directory.Exists(path) ? HfCheckpoint.Open(path) : GgufFile.Open(path);
+    public static ITensorSource OpenSource(string path) => ModelSources.Open(path);
 }

@@ -19,9 +19,10 @@ public static class ServeCommand
         var alias = new Option<string?>("--alias") { Description = "Model id clients use (default: the file name)" };
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
+        var lora = CommonOptions.Lora();
         var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {
-            model, host, port, apiKey, parallel, queue, template, alias, threads, ctx,
+            model, host, port, apiKey, parallel, queue, template, alias, threads, ctx, lora,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -35,6 +36,7 @@ public static class ServeCommand
                 ApiKey = pr.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("OPENWEIGHTS_API_KEY"),
                 Parallel = np, MaxQueue = pr.GetValue(queue), ContextSize = pr.GetValue(ctx), Threads = pr.GetValue(threads),
                 ChatTemplate = ChatCommand.ReadTemplate(pr.GetValue(template)),
+                Loras = pr.GetValue(lora) ?? [],
             };
             await using var app = OpenWeightsServer.Build(options);
             await app.StartAsync(ct);
