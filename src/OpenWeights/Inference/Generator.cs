@@ -45,7 +45,9 @@ public static class Generator
         var decoder = new StreamingDecoder(tokenizer, skipSpecial: true);
         var stopper = new StopStringFilter(options.StopStrings);
         var logits = new float[session.Model.Config.VocabSize];
-        var history = new List<int>(prompt);
+        var history = new List<int>(prompt.Length + Math.Min(options.MaxTokens, session.ContextSize) + 1);
+        history.AddRange(prompt);
+        var one = new int[1]; // the token to evaluate next, reused every step
         var sw = Stopwatch.StartNew();
 
         await Task.Yield();
@@ -67,7 +69,8 @@ public static class Generator
             if (text.Length > 0) yield return new GenerationChunk(text, id);
             if (hit) { finish = FinishReason.Stop; break; }
             if (generated >= options.MaxTokens || session.Remaining < 1) { finish = FinishReason.Length; break; }
-            session.Evaluate([id], CancellationToken.None).CopyTo(logits); // cancellation is checked at the top of the loop
+            one[0] = id;
+            session.Evaluate(one, CancellationToken.None).CopyTo(logits); // cancellation is checked at the top of the loop
         }
         string tail = finish == FinishReason.Stop && stopper.Hit ? "" : stopper.Flush(decoder.Flush());
         var stats = new GenerationStats(prompt.Length, generated, prefill, sw.Elapsed);
