@@ -166,6 +166,18 @@ public static unsafe class QuantDot
 
     // ---------------------------------------------------------------- helpers
 
+    /// <summary>
+    /// f16 -> f32 without branches, exact for normals, subnormals and zeros (block scales are never inf/NaN in valid
+    /// files; those would still come out as inf/NaN): the 15 magnitude bits moved into an f32 and rescaled by 2^112.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Fp16(byte* p)
+    {
+        uint h = *(ushort*)p;
+        float f = BitConverter.UInt32BitsToSingle((h & 0x7FFF) << 13) * BitConverter.UInt32BitsToSingle(0x77800000); // 2^112
+        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(f) | ((h & 0x8000) << 16));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Hsum(Vector256<float> v)
     {
@@ -217,14 +229,14 @@ public static unsafe class QuantDot
             byte* a = w + i * 34, b = x + i * 34;
             var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
             var p1 = MulSigned(Vector256.Load((sbyte*)(a + 36)), Vector256.Load((sbyte*)(b + 36)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(HalfConvert.ReadFp16(a) * HalfConvert.ReadFp16(b)), Vector256.ConvertToSingle(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(HalfConvert.ReadFp16(a + 34) * HalfConvert.ReadFp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 34) * Fp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
         }
         for (; i < nb; i++)
         {
             byte* a = w + i * 34, b = x + i * 34;
             var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(HalfConvert.ReadFp16(a) * HalfConvert.ReadFp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
         }
         return Hsum(acc0 + acc1);
     }
@@ -264,8 +276,8 @@ public static unsafe class QuantDot
             var w1 = Vector256.Create(q1 & mask, Vector128.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
             var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
             var p1 = MulSigned(w1, Vector256.Load((sbyte*)(b + 36)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(HalfConvert.ReadFp16(a) * HalfConvert.ReadFp16(b)), Vector256.ConvertToSingle(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(HalfConvert.ReadFp16(a + 18) * HalfConvert.ReadFp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 18) * Fp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
         }
         for (; i < nb; i++)
         {
@@ -273,7 +285,7 @@ public static unsafe class QuantDot
             var q0 = Vector128.Load(a + 2);
             var w0 = Vector256.Create(q0 & mask, Vector128.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
             var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(HalfConvert.ReadFp16(a) * HalfConvert.ReadFp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
         }
         return Hsum(acc0 + acc1);
     }
@@ -318,7 +330,7 @@ public static unsafe class QuantDot
             var set = Vector256.Equals(hv & bits, bits);
             var wv = (lo | Vector256.AndNot(f0, set)).AsSByte();
             var p = MulSigned(wv, Vector256.Load((sbyte*)(b + 2)));
-            acc = Fma.MultiplyAdd(Vector256.Create(HalfConvert.ReadFp16(a) * HalfConvert.ReadFp16(b)), Vector256.ConvertToSingle(p), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p), acc);
         }
         return Hsum(acc);
     }
@@ -395,8 +407,8 @@ public static unsafe class QuantDot
                 sumi += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)sc[2 * c + 1]));
             }
             float dy = Unsafe.ReadUnaligned<float>(b);
-            acc = Fma.MultiplyAdd(Vector256.Create(dy * HalfConvert.ReadFp16(a)), Vector256.ConvertToSingle(sumi), acc);
-            accm += dy * HalfConvert.ReadFp16(a + 2) * summ;
+            acc = Fma.MultiplyAdd(Vector256.Create(dy * Fp16(a)), Vector256.ConvertToSingle(sumi), acc);
+            accm += dy * Fp16(a + 2) * summ;
         }
         return Hsum(acc) - accm;
     }
@@ -466,7 +478,7 @@ public static unsafe class QuantDot
                 sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(yy + 96)), Scale2(ss[6], ss[7]));
             }
             sumi -= Vector256.CreateScalar(32 * off);
-            acc = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(b) * HalfConvert.ReadFp16(a + 208)), Vector256.ConvertToSingle(sumi), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(b) * Fp16(a + 208)), Vector256.ConvertToSingle(sumi), acc);
         }
         return Hsum(acc);
     }
@@ -487,18 +499,25 @@ public static unsafe class QuantDot
         return sum;
     }
 
-    /// <summary>F16 weights widened to F32 in L1-sized chunks (TensorPrimitives' vectorized conversion), then an FMA dot.</summary>
+    /// <summary>F16 weights widened to F32 in registers (the branchless bit conversion of <see cref="Fp16"/>), FMA dot.</summary>
     public static float DotF16(byte* w, byte* x, int n)
     {
-        if (!UseSimd) return DotF16Scalar(w, x, n);
-        Span<float> buf = stackalloc float[512];
-        float sum = 0;
-        for (int i = 0; i < n; i += 512)
+        if (!Avx2Path) return DotF16Scalar(w, x, n);
+        ushort* h = (ushort*)w; float* y = (float*)x;
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
+        var mag = Vector256.Create(0x7FFFu); var sign = Vector256.Create(0x8000u);
+        var scale = Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000));
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
         {
-            int c = Math.Min(512, n - i);
-            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>((Half*)w + i, c), buf[..c]);
-            sum += TensorPrimitives.Dot(buf[..c], new ReadOnlySpan<float>((float*)x + i, c));
+            var (a, b) = Vector256.Widen(Vector256.Load(h + i));
+            var fa = (Vector256.ShiftLeft(a & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(a & sign, 16);
+            var fb = (Vector256.ShiftLeft(b & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(b & sign, 16);
+            acc0 = Fma.MultiplyAdd(fa.AsSingle(), Vector256.Load(y + i), acc0);
+            acc1 = Fma.MultiplyAdd(fb.AsSingle(), Vector256.Load(y + i + 8), acc1);
         }
+        float sum = Hsum(acc0 + acc1);
+        for (; i < n; i++) sum += HalfConvert.Fp16ToFp32(h[i]) * y[i];
         return sum;
     }
 }
