@@ -24,8 +24,10 @@ public static unsafe class QuantDot
     internal static bool Avx2Path => UseSimd && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>A row dot product: weight row (cols values in its block format) · activation row (in the kernel's activation format).</summary>
-    public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot)
+    public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4 = null)
     {
+        /// <summary>Optional: one weight row against 4 activation rows (x, x + stride, ...) in one pass over the weights; out: (4).</summary>
+        public delegate*<byte*, byte*, int, int, float*, void> Dot4 { get; } = dot4;
         /// <summary>Q8_0 or Q8_K blocks; F16: F32 values rounded to F16 (kept as F32); F32: the activations as they are.</summary>
         public GgmlType Activation { get; } = activation;
         public delegate*<byte*, byte*, int, float> Dot { get; } = dot;
@@ -39,7 +41,7 @@ public static unsafe class QuantDot
         bool simd = Avx2Path;
         return weight switch
         {
-            GgmlType.Q8_0 => new(GgmlType.Q8_0, simd ? &DotQ8_0Avx2 : &DotQ8_0Scalar),
+            GgmlType.Q8_0 => simd ? new(GgmlType.Q8_0, &DotQ8_0Avx2, &DotQ8_0Avx2x4) : new(GgmlType.Q8_0, &DotQ8_0Scalar),
             GgmlType.Q4_0 => new(GgmlType.Q8_0, simd ? &DotQ4_0Avx2 : &DotQ4_0Scalar),
             GgmlType.Q5_0 => new(GgmlType.Q8_0, simd ? &DotQ5_0Avx2 : &DotQ5_0Scalar),
             GgmlType.Q4_K => new(GgmlType.Q8_K, simd ? &DotQ4_KAvx2 : &DotQ4_KScalar),
@@ -239,6 +241,25 @@ public static unsafe class QuantDot
             acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
         }
         return Hsum(acc0 + acc1);
+    }
+
+    /// <summary>Four activation rows at once (prefill): each weight block is loaded and its sign taken once.</summary>
+    public static void DotQ8_0Avx2x4(byte* w, byte* x, int stride, int n, float* result)
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
+        byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        for (int i = 0; i < n / 32; i++)
+        {
+            byte* a = w + i * 34; int o = i * 34;
+            var wv = Vector256.Load((sbyte*)(a + 2));
+            var ax = Avx2.Abs(wv);
+            float dw = Fp16(a);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x + o + 2)), wv))), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x1 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x1 + o + 2)), wv))), acc1);
+            acc2 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x2 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x2 + o + 2)), wv))), acc2);
+            acc3 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x3 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x3 + o + 2)), wv))), acc3);
+        }
+        result[0] = Hsum(acc0); result[1] = Hsum(acc1); result[2] = Hsum(acc2); result[3] = Hsum(acc3);
     }
 
     // ---------------------------------------------------------------- Q4_0 x Q8_0

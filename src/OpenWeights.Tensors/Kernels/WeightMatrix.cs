@@ -50,7 +50,7 @@ public sealed unsafe class WeightMatrix
                 WorkerPool.For(threads, (Rows + chunk - 1) / chunk, ref job);
                 return;
             }
-            job.Dot = kernel.Dot;
+            job.Dot = kernel.Dot; job.Dot4 = kernel.Dot4;
             if (kernel.Activation == GgmlType.F32)
             {
                 job.X = (byte*)px; job.XBytes = Cols * sizeof(float);
@@ -75,16 +75,25 @@ public sealed unsafe class WeightMatrix
         public float* Y;                       // (N, Rows)
         public int Rows, Cols, N, RowsPerChunk;
         public delegate*<byte*, byte*, int, float> Dot; // null: decode rows to F32
+        public delegate*<byte*, byte*, int, int, float*, void> Dot4; // optional 4-token kernel
 
         public void Execute(int c)
         {
             int r0 = c * RowsPerChunk, r1 = Math.Min(Rows, r0 + RowsPerChunk);
             if (Dot != null)
             {
+                float* four = stackalloc float[4];
                 for (int r = r0; r < r1; r++)
                 {
                     byte* w = W + r * RowBytes;
-                    for (int t = 0; t < N; t++) Y[(long)t * Rows + r] = Dot(w, X + (long)t * XBytes, Cols);
+                    int t = 0;
+                    if (Dot4 != null)
+                        for (; t + 4 <= N; t += 4)
+                        {
+                            Dot4(w, X + (long)t * XBytes, XBytes, Cols, four);
+                            for (int k = 0; k < 4; k++) Y[(long)(t + k) * Rows + r] = four[k];
+                        }
+                    for (; t < N; t++) Y[(long)t * Rows + r] = Dot(w, X + (long)t * XBytes, Cols);
                 }
                 return;
             }

@@ -64,6 +64,32 @@ public unsafe class QuantDotTests
     [Fact] public void F16_f32() => Check(GgmlType.F16, GgmlType.F16, QuantDot.DotF16, QuantDot.DotF16Scalar, needsAvx2: false);
 
     [Fact]
+    public void Q8_0_four_row_kernel_matches_single_rows()
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(11);
+        foreach (int blocks in new[] { 1, 2, 7, 18, 64 })
+        {
+            int n = blocks * 32, xb = n / 32 * 34;
+            var w = new byte[xb + 1]; var x = new byte[4 * xb + 3];
+            Quantize.Row(GgmlType.Q8_0, RandomRow(rng, n), w.AsSpan(1, xb));
+            var xf = RandomRow(rng, 4 * n);
+            var res = new float[4];
+            fixed (byte* pw0 = w) fixed (byte* px0 = x) fixed (float* pf = xf) fixed (float* pr = res)
+            {
+                byte* pw = pw0 + 1, px = px0 + 3;
+                for (int t = 0; t < 4; t++) QuantDot.QuantizeQ8_0(pf + t * n, px + t * xb, n);
+                QuantDot.DotQ8_0Avx2x4(pw, px, xb, n, pr);
+                for (int t = 0; t < 4; t++)
+                {
+                    float single = QuantDot.DotQ8_0Scalar(pw, px + t * xb, n);
+                    Assert.True(Math.Abs(res[t] - single) <= 1e-5 * (Math.Abs(single) + n * 0.05), $"n={n} t={t}: {res[t]} vs {single}");
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void Q8_0_activation_quantizer_simd_matches_scalar()
     {
         var rng = new Random(5);
