@@ -57,12 +57,13 @@ public sealed unsafe class WorkerPool
     private void* state;
     private int count;
     private int next;          // next item to hand out
-    private int pending;       // workers that have not finished the current generation
+    private int gate = Closed; // workers inside the current job, | Closed once the caller has finished its share
+    private const int Closed = 1 << 30;
     private int generation;
     private int busy;
     private Exception? failure;
 
-    private const long SpinTicksWorker = 100;  // microseconds a worker spins before it blocks (scaled below)
+    private const long SpinTicksWorker = 2000; // microseconds a worker spins before it blocks: covers the gaps of a decode step
     private static readonly long spinTicks = Math.Max(1, Stopwatch.Frequency * SpinTicksWorker / 1_000_000);
 
     private WorkerPool(int threads)
@@ -86,15 +87,19 @@ public sealed unsafe class WorkerPool
         }
         try
         {
+            // the job's fields are written while the gate is closed, so no late worker can see half of them
             this.body = body; this.state = state; this.count = count;
             next = 0;
-            pending = workers.Length;
+            Volatile.Write(ref gate, 0);            // open
             Interlocked.Increment(ref generation); // full fence: publishes the job
             foreach (var w in workers) w.Wake();
             Work();
-            // barrier: wait for the workers (they finish within an item of us)
+            // barrier: close the gate (a worker that has not woken up yet is not waited for: it finds the gate
+            // closed and goes back to sleep), then wait for the workers inside, which finish within an item of us
+            int g;
+            do g = Volatile.Read(ref gate); while (Interlocked.CompareExchange(ref gate, g | Closed, g) != g);
             long spins = 0;
-            while (Volatile.Read(ref pending) != 0)
+            while (Volatile.Read(ref gate) != Closed)
             {
                 if (++spins < 20000) Pause();
                 else Thread.Yield();
@@ -103,6 +108,17 @@ public sealed unsafe class WorkerPool
             if (failure is { } f) { failure = null; throw new AggregateException("a worker thread failed", f); }
         }
         finally { Volatile.Write(ref busy, 0); }
+    }
+
+    /// <summary>A worker joins the current job unless the caller has already closed it.</summary>
+    private bool Enter()
+    {
+        while (true)
+        {
+            int g = Volatile.Read(ref gate);
+            if ((g & Closed) != 0) return false;
+            if (Interlocked.CompareExchange(ref gate, g + 1, g) == g) return true;
+        }
     }
 
     private void Work()
@@ -155,9 +171,10 @@ public sealed unsafe class WorkerPool
                     start = Stopwatch.GetTimestamp();
                 }
                 seen = Volatile.Read(ref pool.generation);
+                if (!pool.Enter()) continue;
                 try { pool.Work(); }
                 catch (Exception e) { pool.failure = e; }
-                Interlocked.Decrement(ref pool.pending);
+                Interlocked.Decrement(ref pool.gate);
             }
         }
     }
