@@ -18,10 +18,10 @@ public class DecodeAllocationTests
         var path = dir.File($"alloc-{type}.gguf");
         SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse(type), path, threads: 2);
         using var model = LlamaModel.Load(path);
-        var session = new InferenceSession(model, contextSize: 128, threads: 2, batchSize: 16);
+        var session = new InferenceSession(model, contextSize: 256, threads: 2, batchSize: 16);
         var sampler = new Sampler(new SamplingOptions(), model.Config.VocabSize);
         int[] prompt = [5, 300, 301, 17, 900, 44];
-        var history = new List<int>(128);
+        var history = new List<int>(256);
         history.AddRange(prompt);
         var one = new int[1];
         var logits = session.EvaluatePrompt(prompt).ToArray();
@@ -31,7 +31,7 @@ public class DecodeAllocationTests
             history.Add(one[0]);
             session.Evaluate(one).CopyTo(logits);
         }
-        for (int i = 0; i < 10; i++) Step(); // warm up: JIT tiers, thread-static scratch, pool threads
+        for (int i = 0; i < 40; i++) Step(); // warm up past the JIT's tier-up thresholds, thread-static scratch, pool threads
         long before = GC.GetTotalAllocatedBytes(precise: true);
         long beforeThread = GC.GetAllocatedBytesForCurrentThread();
         for (int i = 0; i < 50; i++) Step();
