@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using OpenWeights.Tensors.Quant;
+using OpenWeights.Tensors.Threading;
 
 namespace OpenWeights.Tensors.Kernels;
 
@@ -27,38 +28,94 @@ public sealed unsafe class WeightMatrix
     public void DecodeRow(int r, Span<float> dst) => RowDecoder.Decode(Type, RowData(r), dst[..Cols]);
 
     /// <summary>
-    /// Y = X·Wᵀ for n tokens. X: (n, Cols), Y: (n, Rows). Each weight row is decoded once and multiplied
-    /// with all n inputs, rows split across threads.
+    /// Y = X·Wᵀ for n tokens. X: (n, Cols), Y: (n, Rows). The activation rows are converted once to the weight
+    /// type's dot-product format (<see cref="QuantDot"/>: 8-bit blocks for quantized weights, as ggml does), then each
+    /// weight row, read once from the memory map, is dotted with all n activation rows while it is in cache; rows are
+    /// split across the worker pool. Types without a kernel (and <see cref="QuantDot.UseF32Reference"/>) decode each
+    /// row to F32 and use F32 activations.
     /// </summary>
     public void MatMul(ReadOnlySpan<float> x, Span<float> y, int n, int threads)
     {
         if (x.Length < n * Cols || y.Length < n * Rows) throw new ArgumentException("matmul buffers too small");
+        if (n <= 0) return;
+        var kernel = QuantDot.For(Type);
         fixed (float* px = x, py = y)
         {
-            float* xp = px, yp = py;
-            int chunk = Math.Max(1, Rows / (threads * 8));
-            int nChunks = (Rows + chunk - 1) / chunk;
-            void Body(int c)
+            int chunk = Math.Max(1, Rows / (Math.Max(1, threads) * 16));
+            if (n >= 8) chunk = Math.Max(1, Math.Min(chunk, 16));
+            var job = new MatMulJob { W = Data, RowBytes = RowBytes, Type = Type, Rows = Rows, Cols = Cols, N = n, Y = py, RowsPerChunk = chunk };
+            if (!kernel.IsValid)
             {
-                int r0 = c * chunk, r1 = Math.Min(Rows, r0 + chunk);
-                float[] rowBuf = RowScratch(Cols);
-                var row = rowBuf.AsSpan(0, Cols);
+                job.X = (byte*)px; job.XBytes = Cols * sizeof(float);
+                WorkerPool.For(threads, (Rows + chunk - 1) / chunk, ref job);
+                return;
+            }
+            job.Dot = kernel.Dot; job.Dot4 = kernel.Dot4;
+            if (kernel.Activation == GgmlType.F32)
+            {
+                job.X = (byte*)px; job.XBytes = Cols * sizeof(float);
+                WorkerPool.For(threads, (Rows + chunk - 1) / chunk, ref job);
+                return;
+            }
+            int xb = QuantDot.ActivationBytes(kernel.Activation, Cols);
+            byte[] buf = ActivationScratch((long)xb * n);
+            fixed (byte* pq = buf)
+            {
+                for (int t = 0; t < n; t++) QuantDot.QuantizeActivation(kernel.Activation, px + (long)t * Cols, pq + (long)t * xb, Cols);
+                job.X = pq; job.XBytes = xb;
+                WorkerPool.For(threads, (Rows + chunk - 1) / chunk, ref job);
+            }
+        }
+    }
+
+    private struct MatMulJob : IPoolJob
+    {
+        public byte* W; public long RowBytes; public GgmlType Type;
+        public byte* X; public int XBytes;     // (N, XBytes) activation rows in the kernel's format
+        public float* Y;                       // (N, Rows)
+        public int Rows, Cols, N, RowsPerChunk;
+        public delegate*<byte*, byte*, int, float> Dot; // null: decode rows to F32
+        public delegate*<byte*, byte*, int, int, float*, void> Dot4; // optional 4-token kernel
+
+        public void Execute(int c)
+        {
+            int r0 = c * RowsPerChunk, r1 = Math.Min(Rows, r0 + RowsPerChunk);
+            if (Dot != null)
+            {
+                float* four = stackalloc float[4];
                 for (int r = r0; r < r1; r++)
                 {
-                    ReadOnlySpan<float> w;
-                    if (Type == GgmlType.F32) w = new ReadOnlySpan<float>(Data + r * RowBytes, Cols);
-                    else { DecodeRow(r, row); w = row; }
-                    for (int t = 0; t < n; t++)
-                        yp[(long)t * Rows + r] = TensorPrimitives.Dot(w, new ReadOnlySpan<float>(xp + (long)t * Cols, Cols));
+                    byte* w = W + r * RowBytes;
+                    int t = 0;
+                    if (Dot4 != null)
+                        for (; t + 4 <= N; t += 4)
+                        {
+                            Dot4(w, X + (long)t * XBytes, XBytes, Cols, four);
+                            for (int k = 0; k < 4; k++) Y[(long)(t + k) * Rows + r] = four[k];
+                        }
+                    for (; t < N; t++) Y[(long)t * Rows + r] = Dot(w, X + (long)t * XBytes, Cols);
+                }
+                return;
+            }
+            float[] rowBuf = RowScratch(Cols);
+            fixed (float* row = rowBuf)
+            {
+                for (int r = r0; r < r1; r++)
+                {
+                    RowDecoder.Decode(Type, new ReadOnlySpan<byte>(W + r * RowBytes, (int)RowBytes), new Span<float>(row, Cols));
+                    for (int t = 0; t < N; t++)
+                        Y[(long)t * Rows + r] = TensorPrimitives.Dot(new ReadOnlySpan<float>(row, Cols), new ReadOnlySpan<float>((float*)(X + (long)t * XBytes), Cols));
                 }
             }
-            if (threads <= 1 || nChunks == 1) for (int c = 0; c < nChunks; c++) Body(c);
-            else Parallel.For(0, nChunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Body);
         }
     }
 
     [ThreadStatic] private static float[]? scratch;
     private static float[] RowScratch(int n) => scratch is { } s && s.Length >= n ? s : scratch = new float[Math.Max(n, 4096)];
+
+    [ThreadStatic] private static byte[]? actScratch;
+    private static byte[] ActivationScratch(long n) =>
+        actScratch is { } s && s.Length >= n ? s : actScratch = GC.AllocateUninitializedArray<byte>((int)Math.Max(n, 1 << 16));
 }
 
 /// <summary>Decodes a row of any supported type to F32 (bit-exact with ggml's dequantizers).</summary>

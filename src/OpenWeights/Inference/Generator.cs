@@ -55,6 +55,7 @@ public static class Generator
             throw new OpenWeightsException($"the prompt has {prompt.Length} tokens but the context holds {session.ContextSize}");
         var stream = new TokenStream(tokenizer, session.Model.Config.VocabSize, prompt, options);
         var logits = new float[session.Model.Config.VocabSize];
+        var one = new int[1]; // the token to evaluate next, reused every step
         var sw = Stopwatch.StartNew();
 
         await Task.Yield();
@@ -68,7 +69,8 @@ public static class Generator
             if (step.Chunk is { } chunk) yield return chunk;
             if (step.Finish is { } f) { finish = f; break; }
             if (session.Remaining < 1) { finish = FinishReason.Length; break; }
-            session.Evaluate([step.TokenId], CancellationToken.None).CopyTo(logits); // cancellation is checked at the top of the loop
+            one[0] = step.TokenId;
+            session.Evaluate(one, CancellationToken.None).CopyTo(logits); // cancellation is checked at the top of the loop
         }
         yield return stream.Final(finish, new GenerationStats(prompt.Length, stream.Generated, prefill, sw.Elapsed));
     }

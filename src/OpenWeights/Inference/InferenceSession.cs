@@ -15,7 +15,7 @@ public sealed class InferenceSession
     public int BatchSize { get; }
     private readonly KvCache cache;
     private readonly RunState state;
-    private readonly List<int> tokens = [];
+    private readonly List<int> tokens;
 
     /// <summary>Tokens in the cache, in order.</summary>
     public IReadOnlyList<int> Tokens => tokens;
@@ -31,6 +31,7 @@ public sealed class InferenceSession
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
         BatchSize = Math.Max(1, Math.Min(batchSize, ContextSize));
         cache = model.CreateCache(ContextSize);
+        tokens = new List<int>(ContextSize); // never grows while decoding
         state = model.CreateState(BatchSize, ContextSize);
     }
 

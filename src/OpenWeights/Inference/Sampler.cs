@@ -118,7 +118,13 @@ public sealed class Sampler
     private void SortDescending(int from, int n)
     {
         var keys = vals.AsSpan(from, n); var items = ids.AsSpan(from, n);
-        keys.Sort(items, (a, b) => b.CompareTo(a));
+        keys.Sort(items, Descending.Instance); // a cached comparer: Sort(Comparison) would allocate a wrapper per call
+    }
+
+    private sealed class Descending : IComparer<float>
+    {
+        public static readonly Descending Instance = new();
+        public int Compare(float a, float b) => b.CompareTo(a);
     }
 
     private static void Softmax(ReadOnlySpan<float> logits, Span<float> probs, float invTemp)

@@ -16,6 +16,7 @@ public sealed class RunState
     public readonly float[] Logits;  // (vocab) logits of the last token
     public readonly KvCache?[] TokenCache; // (batch) the cache each token belongs to
     public readonly int[] TokenPos;  // (batch) each token's position in its sequence
+    public readonly int[] TokenIds;  // (batch) the tokens of a single-sequence Forward
 
     public RunState(ModelConfig c, int maxBatch, int context)
     {
@@ -26,6 +27,6 @@ public sealed class RunState
         Hb = new float[maxBatch * c.FfnDim]; Hb2 = new float[maxBatch * c.FfnDim];
         Cos = new float[maxBatch * c.RopeDims / 2]; Sin = new float[maxBatch * c.RopeDims / 2];
         Logits = new float[c.VocabSize];
-        TokenCache = new KvCache?[maxBatch]; TokenPos = new int[maxBatch];
+        TokenCache = new KvCache?[maxBatch]; TokenPos = new int[maxBatch]; TokenIds = new int[maxBatch];
     }
 }

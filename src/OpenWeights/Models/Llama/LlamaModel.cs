@@ -79,7 +79,9 @@ public sealed class LlamaModel : IDisposable
     public void Forward(ReadOnlySpan<int> tokens, KvCache cache, RunState s, int threads, Span<float> allLogits = default)
     {
         if (tokens.Length == 0) return;
-        Span<SequenceBatch> one = [new SequenceBatch(tokens.ToArray(), cache)];
+        if (tokens.Length > s.MaxBatch) throw new ArgumentException($"batch of {tokens.Length} tokens exceeds {s.MaxBatch}");
+        tokens.CopyTo(s.TokenIds); // no per-call array: the segment's tokens live in the run state
+        Span<SequenceBatch> one = [new SequenceBatch(s.TokenIds.AsMemory(0, tokens.Length), cache)];
         if (!allLogits.IsEmpty)
         {
             if (allLogits.Length < tokens.Length * Config.VocabSize) throw new ArgumentException("allLogits must hold (n, vocab)");

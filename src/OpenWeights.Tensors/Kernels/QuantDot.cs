@@ -1,0 +1,544 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using OpenWeights.Tensors.Quant;
+
+namespace OpenWeights.Tensors.Kernels;
+
+/// <summary>
+/// Dot products of a weight row in its GGUF block format with an activation row quantized to 8 bits, the way ggml
+/// does it (its <c>vec_dot_type</c>): Q8_0 / Q4_0 / Q5_0 weights against Q8_0 activations, Q4_K / Q6_K against Q8_K,
+/// F16 against F32 activations rounded to F16. Integer sums per block, one float multiply-add per block.
+/// Each kernel has a scalar reference (ggml's <c>_generic</c> code) beside its AVX2 / AVX-VNNI path; the integer
+/// parts are identical, only the order of the float accumulation differs.
+/// </summary>
+public static unsafe class QuantDot
+{
+    /// <summary>Set to use the reference path everywhere (decode each weight row to F32, F32 activations).</summary>
+    public static bool UseF32Reference { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_F32_MATMUL") == "1";
+
+    /// <summary>Use the SIMD kernels when the CPU has them (tests turn this off to run the scalar references).</summary>
+    public static bool UseSimd { get; set; } = true;
+
+    internal static bool Avx2Path => UseSimd && Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>A row dot product: weight row (cols values in its block format) · activation row (in the kernel's activation format).</summary>
+    public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4 = null)
+    {
+        /// <summary>Optional: one weight row against 4 activation rows (x, x + stride, ...) in one pass over the weights; out: (4).</summary>
+        public delegate*<byte*, byte*, int, int, float*, void> Dot4 { get; } = dot4;
+        /// <summary>Q8_0 or Q8_K blocks; F16: F32 values rounded to F16 (kept as F32); F32: the activations as they are.</summary>
+        public GgmlType Activation { get; } = activation;
+        public delegate*<byte*, byte*, int, float> Dot { get; } = dot;
+        public bool IsValid => Dot != null;
+    }
+
+    /// <summary>The kernel for a weight type, or an invalid one when the type has none (the caller falls back to F32).</summary>
+    public static Kernel For(GgmlType weight)
+    {
+        if (UseF32Reference) return default;
+        bool simd = Avx2Path;
+        return weight switch
+        {
+            GgmlType.Q8_0 => simd ? new(GgmlType.Q8_0, &DotQ8_0Avx2, &DotQ8_0Avx2x4) : new(GgmlType.Q8_0, &DotQ8_0Scalar),
+            GgmlType.Q4_0 => new(GgmlType.Q8_0, simd ? &DotQ4_0Avx2 : &DotQ4_0Scalar),
+            GgmlType.Q5_0 => new(GgmlType.Q8_0, simd ? &DotQ5_0Avx2 : &DotQ5_0Scalar),
+            GgmlType.Q4_K => new(GgmlType.Q8_K, simd ? &DotQ4_KAvx2 : &DotQ4_KScalar),
+            GgmlType.Q6_K => new(GgmlType.Q8_K, simd ? &DotQ6_KAvx2 : &DotQ6_KScalar),
+            GgmlType.F16 => new(GgmlType.F16, &DotF16),
+            GgmlType.F32 => new(GgmlType.F32, &DotF32),
+            _ => default,
+        };
+    }
+
+    /// <summary>Bytes of one activation row of n values in format <paramref name="activation"/>.</summary>
+    public static int ActivationBytes(GgmlType activation, int n) => activation switch
+    {
+        GgmlType.Q8_0 => n / 32 * BlockQ8_0.BlockBytes,
+        GgmlType.Q8_K => n / 256 * BlockQ8_K.BlockBytes,
+        _ => n * sizeof(float),
+    };
+
+    /// <summary>Converts an F32 activation row x: (n) into the kernel's activation format at dst.</summary>
+    public static void QuantizeActivation(GgmlType activation, float* x, byte* dst, int n)
+    {
+        switch (activation)
+        {
+            case GgmlType.Q8_0: QuantizeQ8_0(x, dst, n); break;
+            case GgmlType.Q8_K: QuantizeQ8_K(x, dst, n); break;
+            case GgmlType.F16: RoundToF16(x, (float*)dst, n); break;
+            default: new ReadOnlySpan<float>(x, n).CopyTo(new Span<float>(dst, n)); break;
+        }
+    }
+
+    // ---------------------------------------------------------------- activation quantizers
+
+    /// <summary>
+    /// Q8_0 activations as ggml's x86 quantize_row_q8_0 makes them: d = amax/127 (stored f16), id = 127/amax,
+    /// q = round-half-even(x*id). (The weight quantizer, BlockQ8_0.Quantize, is the _ref one with roundf.)
+    /// </summary>
+    public static void QuantizeQ8_0(float* x, byte* dst, int n)
+    {
+        if (!Vector256.IsHardwareAccelerated || !UseSimd) { QuantizeQ8_0Scalar(x, dst, n); return; }
+        var signMask = Vector256.Create(0x7FFFFFFF).AsSingle();
+        for (int i = 0; i < n / 32; i++)
+        {
+            float* p = x + i * 32;
+            byte* b = dst + i * 34;
+            var v0 = Vector256.Load(p); var v1 = Vector256.Load(p + 8); var v2 = Vector256.Load(p + 16); var v3 = Vector256.Load(p + 24);
+            var m = Vector256.Max(Vector256.Max(v0 & signMask, v1 & signMask), Vector256.Max(v2 & signMask, v3 & signMask));
+            var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
+            float amax = MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+            float d = amax / 127f;
+            float id = amax != 0 ? 127f / amax : 0f;
+            HalfConvert.WriteFp16(b, d);
+            var mul = Vector256.Create(id);
+            var i0 = Vector256.ConvertToInt32(Vector256.Round(v0 * mul));
+            var i1 = Vector256.ConvertToInt32(Vector256.Round(v1 * mul));
+            var i2 = Vector256.ConvertToInt32(Vector256.Round(v2 * mul));
+            var i3 = Vector256.ConvertToInt32(Vector256.Round(v3 * mul));
+            var s01 = Vector256.Narrow(i0, i1); var s23 = Vector256.Narrow(i2, i3);
+            Vector256.Narrow(s01, s23).Store((sbyte*)(b + 2));
+        }
+    }
+
+    /// <summary>Scalar reference of <see cref="QuantizeQ8_0"/>.</summary>
+    public static void QuantizeQ8_0Scalar(float* x, byte* dst, int n)
+    {
+        for (int i = 0; i < n / 32; i++)
+        {
+            float* p = x + i * 32;
+            byte* b = dst + i * 34;
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = MathF.Max(amax, MathF.Abs(p[j]));
+            float d = amax / 127f;
+            float id = amax != 0 ? 127f / amax : 0f;
+            HalfConvert.WriteFp16(b, d);
+            for (int j = 0; j < 32; j++) ((sbyte*)(b + 2))[j] = (sbyte)(int)MathF.Round(p[j] * id, MidpointRounding.ToEven);
+        }
+    }
+
+    /// <summary>Q8_K activations, bit-exact with ggml's quantize_row_q8_K_ref (BlockQ8_K.Quantize), vectorized.</summary>
+    public static void QuantizeQ8_K(float* x, byte* dst, int n)
+    {
+        if (!Vector256.IsHardwareAccelerated || !UseSimd) { BlockQ8_K.Quantize(new ReadOnlySpan<float>(x, n), new Span<byte>(dst, n / 256 * 292)); return; }
+        var signMask = Vector256.Create(0x7FFFFFFF).AsSingle();
+        for (int i = 0; i < n / 256; i++)
+        {
+            float* p = x + i * 256;
+            byte* b = dst + i * 292;
+            var m = Vector256<float>.Zero;
+            for (int j = 0; j < 256; j += 8) m = Vector256.Max(m, Vector256.Load(p + j) & signMask);
+            var m4 = Vector128.Max(m.GetLower(), m.GetUpper());
+            float amax = MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
+            if (amax == 0) { new Span<byte>(b, 292).Clear(); continue; }
+            float max = 0;
+            for (int j = 0; j < 256; j++) if (MathF.Abs(p[j]) == amax) { max = p[j]; break; }
+            float iscale = -127f / max;
+            var vs = Vector256.Create(iscale);
+            var lim = Vector256.Create(127);
+            sbyte* qs = (sbyte*)(b + 4);
+            for (int j = 0; j < 256; j += 32)
+            {
+                var i0 = Vector256.Min(lim, Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(p + j) * vs)));
+                var i1 = Vector256.Min(lim, Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(p + j + 8) * vs)));
+                var i2 = Vector256.Min(lim, Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(p + j + 16) * vs)));
+                var i3 = Vector256.Min(lim, Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(p + j + 24) * vs)));
+                Vector256.Narrow(Vector256.Narrow(i0, i1), Vector256.Narrow(i2, i3)).Store(qs + j);
+                var (a, c) = Vector256.Widen(Vector256.Load(qs + j));
+                short* bs = (short*)(b + 260) + j / 16;
+                bs[0] = Vector256.Sum(a); bs[1] = Vector256.Sum(c);
+            }
+            Unsafe.WriteUnaligned(b, 1 / iscale);
+        }
+    }
+
+    /// <summary>F32 activations rounded to F16 (ggml multiplies F16 weights with F16-converted activations).</summary>
+    public static void RoundToF16(float* x, float* dst, int n)
+    {
+        Span<Half> buf = stackalloc Half[256];
+        for (int i = 0; i < n; i += 256)
+        {
+            int c = Math.Min(256, n - i);
+            TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(x + i, c), buf[..c]);
+            TensorPrimitives.ConvertToSingle(buf[..c], new Span<float>(dst + i, c));
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /// <summary>
+    /// f16 -> f32 without branches, exact for normals, subnormals and zeros (block scales are never inf/NaN in valid
+    /// files; those would still come out as inf/NaN): the 15 magnitude bits moved into an f32 and rescaled by 2^112.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Fp16(byte* p)
+    {
+        uint h = *(ushort*)p;
+        float f = BitConverter.UInt32BitsToSingle((h & 0x7FFF) << 13) * BitConverter.UInt32BitsToSingle(0x77800000); // 2^112
+        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(f) | ((h & 0x8000) << 16));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Hsum(Vector256<float> v)
+    {
+        var s = v.GetLower() + v.GetUpper();
+        s += Vector128.Shuffle(s, Vector128.Create(2, 3, 0, 1));
+        s += Vector128.Shuffle(s, Vector128.Create(1, 0, 3, 2));
+        return s.ToScalar();
+    }
+
+    /// <summary>Σ pairs of |a|·sign(b,a) (signed×signed bytes) summed into 8 int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> MulSigned(Vector256<sbyte> a, Vector256<sbyte> b)
+    {
+        var ax = Avx2.Abs(a);
+        var sb = Avx2.Sign(b, a);
+        return MulUnsigned(ax, sb);
+    }
+
+    /// <summary>Σ u8×s8 products into 8 int32 lanes (groups of 4 adjacent bytes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> MulUnsigned(Vector256<byte> u, Vector256<sbyte> s)
+    {
+        if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
+    }
+
+    // ---------------------------------------------------------------- Q8_0 x Q8_0
+
+    /// <summary>Scalar reference (ggml ggml_vec_dot_q8_0_q8_0_generic).</summary>
+    public static float DotQ8_0Scalar(byte* w, byte* x, int n)
+    {
+        float sum = 0;
+        for (int i = 0; i < n / 32; i++)
+        {
+            byte* a = w + i * 34, b = x + i * 34;
+            int s = 0;
+            for (int j = 0; j < 32; j++) s += ((sbyte*)(a + 2))[j] * ((sbyte*)(b + 2))[j];
+            sum += s * (HalfConvert.ReadFp16(a) * HalfConvert.ReadFp16(b));
+        }
+        return sum;
+    }
+
+    public static float DotQ8_0Avx2(byte* w, byte* x, int n)
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
+        int nb = n / 32, i = 0;
+        for (; i + 1 < nb; i += 2)
+        {
+            byte* a = w + i * 34, b = x + i * 34;
+            var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
+            var p1 = MulSigned(Vector256.Load((sbyte*)(a + 36)), Vector256.Load((sbyte*)(b + 36)));
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 34) * Fp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
+        }
+        for (; i < nb; i++)
+        {
+            byte* a = w + i * 34, b = x + i * 34;
+            var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+        }
+        return Hsum(acc0 + acc1);
+    }
+
+    /// <summary>Four activation rows at once (prefill): each weight block is loaded and its sign taken once.</summary>
+    public static void DotQ8_0Avx2x4(byte* w, byte* x, int stride, int n, float* result)
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
+        byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        for (int i = 0; i < n / 32; i++)
+        {
+            byte* a = w + i * 34; int o = i * 34;
+            var wv = Vector256.Load((sbyte*)(a + 2));
+            var ax = Avx2.Abs(wv);
+            float dw = Fp16(a);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x + o + 2)), wv))), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x1 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x1 + o + 2)), wv))), acc1);
+            acc2 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x2 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x2 + o + 2)), wv))), acc2);
+            acc3 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x3 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x3 + o + 2)), wv))), acc3);
+        }
+        result[0] = Hsum(acc0); result[1] = Hsum(acc1); result[2] = Hsum(acc2); result[3] = Hsum(acc3);
+    }
+
+    // ---------------------------------------------------------------- Q4_0 x Q8_0
+
+    /// <summary>Scalar reference (ggml ggml_vec_dot_q4_0_q8_0_generic).</summary>
+    public static float DotQ4_0Scalar(byte* w, byte* x, int n)
+    {
+        float sum = 0;
+        for (int i = 0; i < n / 32; i++)
+        {
+            byte* a = w + i * 18, b = x + i * 34;
+            sbyte* y = (sbyte*)(b + 2);
+            int s = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int v0 = (a[2 + j] & 0x0F) - 8, v1 = (a[2 + j] >> 4) - 8;
+                s += v0 * y[j] + v1 * y[j + 16];
+            }
+            sum += s * (HalfConvert.ReadFp16(a) * HalfConvert.ReadFp16(b));
+        }
+        return sum;
+    }
+
+    public static float DotQ4_0Avx2(byte* w, byte* x, int n)
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
+        var mask = Vector128.Create((byte)0x0F);
+        var eight = Vector256.Create((sbyte)8);
+        int nb = n / 32, i = 0;
+        for (; i + 1 < nb; i += 2)
+        {
+            byte* a = w + i * 18, b = x + i * 34;
+            var q0 = Vector128.Load(a + 2); var q1 = Vector128.Load(a + 20);
+            var w0 = Vector256.Create(q0 & mask, Vector128.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
+            var w1 = Vector256.Create(q1 & mask, Vector128.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
+            var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
+            var p1 = MulSigned(w1, Vector256.Load((sbyte*)(b + 36)));
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 18) * Fp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
+        }
+        for (; i < nb; i++)
+        {
+            byte* a = w + i * 18, b = x + i * 34;
+            var q0 = Vector128.Load(a + 2);
+            var w0 = Vector256.Create(q0 & mask, Vector128.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
+            var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+        }
+        return Hsum(acc0 + acc1);
+    }
+
+    // ---------------------------------------------------------------- Q5_0 x Q8_0
+
+    /// <summary>Scalar reference (ggml ggml_vec_dot_q5_0_q8_0_generic).</summary>
+    public static float DotQ5_0Scalar(byte* w, byte* x, int n)
+    {
+        float sum = 0;
+        for (int i = 0; i < n / 32; i++)
+        {
+            byte* a = w + i * 22, b = x + i * 34;
+            uint qh = Unsafe.ReadUnaligned<uint>(a + 2);
+            sbyte* y = (sbyte*)(b + 2);
+            int s = 0;
+            for (int j = 0; j < 16; j++)
+            {
+                int h0 = (int)((qh >> j) << 4) & 0x10, h1 = (int)(qh >> (j + 12)) & 0x10;
+                int v0 = ((a[6 + j] & 0x0F) | h0) - 16, v1 = ((a[6 + j] >> 4) | h1) - 16;
+                s += v0 * y[j] + v1 * y[j + 16];
+            }
+            sum += s * (HalfConvert.ReadFp16(a) * HalfConvert.ReadFp16(b));
+        }
+        return sum;
+    }
+
+    public static float DotQ5_0Avx2(byte* w, byte* x, int n)
+    {
+        var acc = Vector256<float>.Zero;
+        var mask = Vector128.Create((byte)0x0F);
+        var shuf = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        var bits = Vector256.Create(0x8040201008040201UL).AsByte();
+        var f0 = Vector256.Create((byte)0xF0);
+        for (int i = 0; i < n / 32; i++)
+        {
+            byte* a = w + i * 22, b = x + i * 34;
+            var q = Vector128.Load(a + 6);
+            var lo = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask);
+            // byte j gets bit j of qh; where the bit is clear, OR 0xF0 (= nibble - 16 as signed)
+            var hv = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(a + 2)).AsByte(), shuf);
+            var set = Vector256.Equals(hv & bits, bits);
+            var wv = (lo | Vector256.AndNot(f0, set)).AsSByte();
+            var p = MulSigned(wv, Vector256.Load((sbyte*)(b + 2)));
+            acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p), acc);
+        }
+        return Hsum(acc);
+    }
+
+    // ---------------------------------------------------------------- Q4_K x Q8_K
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScalesMinsK4(byte* q, byte* sc, byte* m)
+    {
+        for (int j = 0; j < 4; j++) { sc[j] = (byte)(q[j] & 63); m[j] = (byte)(q[j + 4] & 63); }
+        for (int j = 4; j < 8; j++)
+        {
+            sc[j] = (byte)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+            m[j] = (byte)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+        }
+    }
+
+    /// <summary>Scalar reference (ggml ggml_vec_dot_q4_K_q8_K_generic, integer sums per sub-block).</summary>
+    public static float DotQ4_KScalar(byte* w, byte* x, int n)
+    {
+        float sum = 0;
+        byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * 144, b = x + i * 292;
+            ScalesMinsK4(a + 4, sc, m);
+            sbyte* y = (sbyte*)(b + 4);
+            short* bsums = (short*)(b + 260);
+            byte* q = a + 16;
+            int sumi = 0, summ = 0;
+            for (int j = 0; j < 8; j++) summ += m[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+            for (int c = 0; c < 4; c++)
+            {
+                int s0 = 0, s1 = 0;
+                for (int l = 0; l < 32; l++)
+                {
+                    s0 += (q[32 * c + l] & 0xF) * y[64 * c + l];
+                    s1 += (q[32 * c + l] >> 4) * y[64 * c + 32 + l];
+                }
+                sumi += sc[2 * c] * s0 + sc[2 * c + 1] * s1;
+            }
+            float dy = Unsafe.ReadUnaligned<float>(b);
+            sum += dy * HalfConvert.ReadFp16(a) * sumi - dy * HalfConvert.ReadFp16(a + 2) * summ;
+        }
+        return sum;
+    }
+
+    public static float DotQ4_KAvx2(byte* w, byte* x, int n)
+    {
+        var acc = Vector256<float>.Zero;
+        float accm = 0;
+        var mask = Vector256.Create((byte)0x0F);
+        byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * 144, b = x + i * 292;
+            ScalesMinsK4(a + 4, sc, m);
+            sbyte* y = (sbyte*)(b + 4);
+            short* bsums = (short*)(b + 260);
+            // Σ m_j · (sum of the 32 activations of sub-block j)
+            var bs = Vector256.Load(bsums);
+            var mm = Vector256.Create((short)m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5], m[6], m[6], m[7], m[7]);
+            int summ = Vector256.Sum(Avx2.MultiplyAddAdjacent(bs, mm));
+            byte* q = a + 16;
+            var sumi = Vector256<int>.Zero;
+            for (int c = 0; c < 4; c++)
+            {
+                var q4 = Vector256.Load(q + 32 * c);
+                var lo = q4 & mask;
+                var hi = Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask;
+                var p0 = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(y + 64 * c));
+                var p1 = Avx2.MultiplyAddAdjacent(hi, Vector256.Load(y + 64 * c + 32));
+                sumi += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)sc[2 * c]));
+                sumi += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)sc[2 * c + 1]));
+            }
+            float dy = Unsafe.ReadUnaligned<float>(b);
+            acc = Fma.MultiplyAdd(Vector256.Create(dy * Fp16(a)), Vector256.ConvertToSingle(sumi), acc);
+            accm += dy * Fp16(a + 2) * summ;
+        }
+        return Hsum(acc) - accm;
+    }
+
+    // ---------------------------------------------------------------- Q6_K x Q8_K
+
+    /// <summary>Scalar reference (ggml ggml_vec_dot_q6_K_q8_K_generic, integer sums per 16-value sub-block).</summary>
+    public static float DotQ6_KScalar(byte* w, byte* x, int n)
+    {
+        float sum = 0;
+        int* q = stackalloc int[256];
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * 210, b = x + i * 292;
+            byte* ql = a; byte* qh = a + 128; sbyte* sc = (sbyte*)(a + 192);
+            for (int h = 0; h < 2; h++)
+                for (int l = 0; l < 32; l++)
+                {
+                    byte* L = ql + 64 * h; byte H = qh[32 * h + l];
+                    q[128 * h + l] = ((L[l] & 0xF) | ((H & 3) << 4)) - 32;
+                    q[128 * h + l + 32] = ((L[l + 32] & 0xF) | (((H >> 2) & 3) << 4)) - 32;
+                    q[128 * h + l + 64] = ((L[l] >> 4) | (((H >> 4) & 3) << 4)) - 32;
+                    q[128 * h + l + 96] = ((L[l + 32] >> 4) | (((H >> 6) & 3) << 4)) - 32;
+                }
+            sbyte* y = (sbyte*)(b + 4);
+            int sumi = 0;
+            for (int s = 0; s < 16; s++)
+            {
+                int t = 0;
+                for (int l = 0; l < 16; l++) t += q[16 * s + l] * y[16 * s + l];
+                sumi += sc[s] * t;
+            }
+            sum += Unsafe.ReadUnaligned<float>(b) * HalfConvert.ReadFp16(a + 208) * sumi;
+        }
+        return sum;
+    }
+
+    public static float DotQ6_KAvx2(byte* w, byte* x, int n)
+    {
+        var acc = Vector256<float>.Zero;
+        var m4 = Vector256.Create((byte)0x0F);
+        var m2 = Vector256.Create((byte)0x03);
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * 210, b = x + i * 292;
+            sbyte* sc = (sbyte*)(a + 192);
+            sbyte* y = (sbyte*)(b + 4);
+            // the -32 offset: 32 · Σ_s sc[s] · bsum[s]
+            var scv = Vector256.WidenLower(Vector256.Create(Vector128.Load(sc), Vector128<sbyte>.Zero));
+            int off = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(b + 260)), scv));
+            var sumi = Vector256<int>.Zero;
+            for (int h = 0; h < 2; h++)
+            {
+                var A = Vector256.Load(a + 64 * h);
+                var B = Vector256.Load(a + 64 * h + 32);
+                var H = Vector256.Load(a + 128 + 32 * h);
+                var H16 = H.AsUInt16();
+                var q1 = (A & m4) | Vector256.ShiftLeft((H & m2).AsUInt16(), 4).AsByte();
+                var q2 = (B & m4) | Vector256.ShiftLeft((Vector256.ShiftRightLogical(H16, 2).AsByte() & m2).AsUInt16(), 4).AsByte();
+                var q3 = (Vector256.ShiftRightLogical(A.AsUInt16(), 4).AsByte() & m4) | Vector256.ShiftLeft((Vector256.ShiftRightLogical(H16, 4).AsByte() & m2).AsUInt16(), 4).AsByte();
+                var q4 = (Vector256.ShiftRightLogical(B.AsUInt16(), 4).AsByte() & m4) | Vector256.ShiftLeft((Vector256.ShiftRightLogical(H16, 6).AsByte() & m2).AsUInt16(), 4).AsByte();
+                sbyte* yy = y + 128 * h;
+                sbyte* ss = sc + 8 * h;
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(yy)), Scale2(ss[0], ss[1]));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(yy + 32)), Scale2(ss[2], ss[3]));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(yy + 64)), Scale2(ss[4], ss[5]));
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(yy + 96)), Scale2(ss[6], ss[7]));
+            }
+            sumi -= Vector256.CreateScalar(32 * off);
+            acc = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(b) * Fp16(a + 208)), Vector256.ConvertToSingle(sumi), acc);
+        }
+        return Hsum(acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Scale2(sbyte lo, sbyte hi) => Vector256.Create(Vector128.Create((short)lo), Vector128.Create((short)hi));
+
+    // ---------------------------------------------------------------- F32 x F32, F16 x F32
+
+    public static float DotF32(byte* w, byte* x, int n) => TensorPrimitives.Dot(new ReadOnlySpan<float>(w, n), new ReadOnlySpan<float>(x, n));
+
+    /// <summary>Scalar reference: Σ f16(w[i]) · x[i], F32 accumulation.</summary>
+    public static float DotF16Scalar(byte* w, byte* x, int n)
+    {
+        float sum = 0;
+        ushort* h = (ushort*)w; float* y = (float*)x;
+        for (int i = 0; i < n; i++) sum += HalfConvert.Fp16ToFp32(h[i]) * y[i];
+        return sum;
+    }
+
+    /// <summary>F16 weights widened to F32 in registers (the branchless bit conversion of <see cref="Fp16"/>), FMA dot.</summary>
+    public static float DotF16(byte* w, byte* x, int n)
+    {
+        if (!Avx2Path) return DotF16Scalar(w, x, n);
+        ushort* h = (ushort*)w; float* y = (float*)x;
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
+        var mag = Vector256.Create(0x7FFFu); var sign = Vector256.Create(0x8000u);
+        var scale = Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000));
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+        {
+            var (a, b) = Vector256.Widen(Vector256.Load(h + i));
+            var fa = (Vector256.ShiftLeft(a & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(a & sign, 16);
+            var fb = (Vector256.ShiftLeft(b & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(b & sign, 16);
+            acc0 = Fma.MultiplyAdd(fa.AsSingle(), Vector256.Load(y + i), acc0);
+            acc1 = Fma.MultiplyAdd(fb.AsSingle(), Vector256.Load(y + i + 8), acc1);
+        }
+        float sum = Hsum(acc0 + acc1);
+        for (; i < n; i++) sum += HalfConvert.Fp16ToFp32(h[i]) * y[i];
+        return sum;
+    }
+}

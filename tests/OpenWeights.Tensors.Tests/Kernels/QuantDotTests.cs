@@ -1,0 +1,198 @@
+using System.Runtime.Intrinsics.X86;
+using OpenWeights.Tensors.Kernels;
+using OpenWeights.Tensors.Quant;
+using OpenWeights.Tensors.Threading;
+
+namespace OpenWeights.Tensors.Tests.Kernels;
+
+/// <summary>
+/// Quantized dot products: each SIMD kernel against its scalar reference, and each scalar reference against the F32
+/// dot of the dequantized weight and activation rows, over many lengths and unaligned buffer offsets.
+/// </summary>
+[Collection(nameof(SerialAllocationTests))]
+public unsafe class QuantDotTests
+{
+    private delegate float DotFn(byte* w, byte* x, int n);
+
+    private static float[] RandomRow(Random rng, int n)
+    {
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 7 == 0 ? 3f : 1f);
+        return x;
+    }
+
+    private static void Check(GgmlType wType, GgmlType aType, DotFn simd, DotFn scalar, bool needsAvx2 = true)
+    {
+        if (needsAvx2 && !(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        int bs = GgmlTypes.BlockSize(wType) == 1 ? 32 : GgmlTypes.BlockSize(wType);
+        var rng = new Random((int)wType * 31 + (int)aType);
+        foreach (int blocks in new[] { 1, 2, 3, 5, 8, 9, 17, 24 })
+            for (int offset = 0; offset < 4; offset++)
+            {
+                int n = blocks * bs;
+                var wf = RandomRow(rng, n); var xf = RandomRow(rng, n);
+                int wBytes = (int)GgmlTypes.RowBytes(wType, n);
+                int xBytes = QuantDot.ActivationBytes(aType, n);
+                var wbuf = new byte[wBytes + 8]; var xbuf = new byte[xBytes + 8];
+                if (wType == GgmlType.F32) wf.AsSpan().CopyTo(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(wbuf.AsSpan(offset, wBytes)));
+                else Quantize.Row(wType, wf, wbuf.AsSpan(offset, wBytes));
+                fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf)
+                {
+                    byte* pw = pw0 + offset, px = px0 + (3 - offset);
+                    QuantDot.QuantizeActivation(aType, pxf, px, n);
+                    float a = simd(pw, px, n), b = scalar(pw, px, n);
+                    // reference: F32 dot of the dequantized rows
+                    var wd = new float[n]; var xd = new float[n];
+                    Dequantize.Row(wType, new ReadOnlySpan<byte>(pw, wBytes), wd);
+                    if (aType == GgmlType.Q8_0) BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px, xBytes), xd);
+                    else if (aType == GgmlType.Q8_K) BlockQ8_K.Dequantize(new ReadOnlySpan<byte>(px, xBytes), xd);
+                    else new ReadOnlySpan<float>(px, n).CopyTo(xd);
+                    double exact = 0, mag = 0;
+                    for (int i = 0; i < n; i++) { exact += (double)wd[i] * xd[i]; mag += Math.Abs((double)wd[i] * xd[i]); }
+                    double tol = 1e-5 * mag + 1e-6;
+                    Assert.True(Math.Abs(a - b) <= tol, $"{wType} n={n} offset={offset}: simd {a} scalar {b}");
+                    Assert.True(Math.Abs(b - exact) <= tol, $"{wType} n={n} offset={offset}: scalar {b} exact {exact}");
+                }
+            }
+    }
+
+    [Fact] public void Q8_0_q8_0() => Check(GgmlType.Q8_0, GgmlType.Q8_0, QuantDot.DotQ8_0Avx2, QuantDot.DotQ8_0Scalar);
+    [Fact] public void Q4_0_q8_0() => Check(GgmlType.Q4_0, GgmlType.Q8_0, QuantDot.DotQ4_0Avx2, QuantDot.DotQ4_0Scalar);
+    [Fact] public void Q5_0_q8_0() => Check(GgmlType.Q5_0, GgmlType.Q8_0, QuantDot.DotQ5_0Avx2, QuantDot.DotQ5_0Scalar);
+    [Fact] public void Q4_K_q8_K() => Check(GgmlType.Q4_K, GgmlType.Q8_K, QuantDot.DotQ4_KAvx2, QuantDot.DotQ4_KScalar);
+    [Fact] public void Q6_K_q8_K() => Check(GgmlType.Q6_K, GgmlType.Q8_K, QuantDot.DotQ6_KAvx2, QuantDot.DotQ6_KScalar);
+    [Fact] public void F16_f32() => Check(GgmlType.F16, GgmlType.F16, QuantDot.DotF16, QuantDot.DotF16Scalar, needsAvx2: false);
+
+    [Fact]
+    public void Q8_0_four_row_kernel_matches_single_rows()
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(11);
+        foreach (int blocks in new[] { 1, 2, 7, 18, 64 })
+        {
+            int n = blocks * 32, xb = n / 32 * 34;
+            var w = new byte[xb + 1]; var x = new byte[4 * xb + 3];
+            Quantize.Row(GgmlType.Q8_0, RandomRow(rng, n), w.AsSpan(1, xb));
+            var xf = RandomRow(rng, 4 * n);
+            var res = new float[4];
+            fixed (byte* pw0 = w) fixed (byte* px0 = x) fixed (float* pf = xf) fixed (float* pr = res)
+            {
+                byte* pw = pw0 + 1, px = px0 + 3;
+                for (int t = 0; t < 4; t++) QuantDot.QuantizeQ8_0(pf + t * n, px + t * xb, n);
+                QuantDot.DotQ8_0Avx2x4(pw, px, xb, n, pr);
+                for (int t = 0; t < 4; t++)
+                {
+                    float single = QuantDot.DotQ8_0Scalar(pw, px + t * xb, n);
+                    Assert.True(Math.Abs(res[t] - single) <= 1e-5 * (Math.Abs(single) + n * 0.05), $"n={n} t={t}: {res[t]} vs {single}");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Q8_0_activation_quantizer_simd_matches_scalar()
+    {
+        var rng = new Random(5);
+        for (int blocks = 1; blocks < 40; blocks++)
+        {
+            int n = blocks * 32;
+            var x = RandomRow(rng, n);
+            if (blocks % 5 == 0) Array.Clear(x, 0, 32); // an all-zero block
+            if (blocks % 7 == 0) x[3] = 0.5f * 127f / 127f; // values landing on .5 after scaling are exercised by the random mix
+            var a = new byte[blocks * 34]; var b = new byte[blocks * 34];
+            fixed (float* px = x) fixed (byte* pa = a) fixed (byte* pb = b)
+            {
+                QuantDot.QuantizeQ8_0(px, pa, n);
+                QuantDot.QuantizeQ8_0Scalar(px, pb, n);
+            }
+            Assert.Equal(b, a);
+        }
+    }
+
+    [Fact]
+    public void Q8_K_activation_quantizer_matches_reference()
+    {
+        var rng = new Random(6);
+        for (int blocks = 1; blocks < 6; blocks++)
+        {
+            int n = blocks * 256;
+            var x = RandomRow(rng, n);
+            if (blocks == 3) Array.Clear(x, 256, 256);
+            if (blocks == 4) { x[10] = -5f; x[20] = 5f; } // ties in magnitude: the first one sets the sign
+            var a = new byte[blocks * 292]; var b = new byte[blocks * 292];
+            fixed (float* px = x) fixed (byte* pa = a) QuantDot.QuantizeQ8_K(px, pa, n);
+            BlockQ8_K.Quantize(x, b);
+            Assert.Equal(b, a);
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.F32)]
+    [InlineData(GgmlType.Q4_1)]
+    public void MatMul_matches_row_by_row_kernel(GgmlType type)
+    {
+        int rows = 67, cols = 512;
+        var rng = new Random(7);
+        var wf = RandomRow(rng, rows * cols);
+        long rb = GgmlTypes.RowBytes(type, cols);
+        var wbytes = new byte[rows * rb];
+        for (int r = 0; r < rows; r++)
+        {
+            if (type == GgmlType.F32) wf.AsSpan(r * cols, cols).CopyTo(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(wbytes.AsSpan((int)(r * rb), (int)rb)));
+            else Quantize.Row(type, wf.AsSpan(r * cols, cols), wbytes.AsSpan((int)(r * rb), (int)rb));
+        }
+        foreach (int n in new[] { 1, 3, 9 })
+        {
+            var x = RandomRow(rng, n * cols);
+            var y1 = new float[n * rows]; var y2 = new float[n * rows];
+            fixed (byte* pw = wbytes)
+            {
+                var m = new WeightMatrix(pw, type, rows, cols);
+                m.MatMul(x, y1, n, threads: 1);
+                m.MatMul(x, y2, n, threads: 2);
+                var row = new float[cols];
+                for (int t = 0; t < n; t++)
+                    for (int r = 0; r < rows; r++)
+                    {
+                        Assert.Equal(y1[t * rows + r], y2[t * rows + r]);
+                        m.DecodeRow(r, row);
+                        double exact = 0, mag = 0;
+                        for (int i = 0; i < cols; i++) { exact += (double)row[i] * x[t * cols + i]; mag += Math.Abs((double)row[i] * x[t * cols + i]); }
+                        Assert.True(Math.Abs(y1[t * rows + r] - exact) <= 0.01 * mag + 1e-4, $"{type} t={t} r={r}: {y1[t * rows + r]} vs {exact}");
+                    }
+            }
+        }
+    }
+
+    private struct SumJob : IPoolJob
+    {
+        public long* Slots;
+        public void Execute(int i) => Slots[i] += i + 1;
+    }
+
+    [Fact]
+    public void Worker_pool_runs_every_item_once_and_allocates_nothing()
+    {
+        var slots = new long[1000];
+        fixed (long* p = slots)
+        {
+            var job = new SumJob { Slots = p };
+            for (int k = 0; k < 300; k++) WorkerPool.For(2, slots.Length, ref job); // warm up: starts the threads, JIT tiers
+            Array.Clear(slots);
+            long before = GC.GetTotalAllocatedBytes(true);
+            for (int k = 0; k < 100; k++) WorkerPool.For(2, slots.Length, ref job);
+            long after = GC.GetTotalAllocatedBytes(true);
+            for (int i = 0; i < slots.Length; i++) Assert.Equal(100L * (i + 1), slots[i]);
+            Assert.True(after - before < 1024, $"allocated {after - before} bytes over 100 pool runs");
+        }
+    }
+}
+
+/// <summary>Tests that count process-wide allocations run alone.</summary>
+[CollectionDefinition(nameof(SerialAllocationTests), DisableParallelization = true)]
+public sealed class SerialAllocationTests;
