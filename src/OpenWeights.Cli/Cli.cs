@@ -24,6 +24,7 @@ public static class Cli
         root.Subcommands.Add(PullCommand.Create());
         root.Subcommands.Add(ListCommand.Create());
         root.Subcommands.Add(RmCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
         return root;
     }
 
