@@ -44,6 +44,7 @@ namespace OpenWeights.Bench
         public bool Json { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
+        public string? Out { get; set; }
 
         public static BenchOptions Parse(string[] args)
         {
@@ -68,10 +69,11 @@ namespace OpenWeights.Bench
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
+                    case "--out": o.Out = Next(); break;
                     case "-h" or "--help":
                         Console.WriteLine("""
                             usage: OpenWeights.Bench [--models DIR] [--presets a,b] [--types q8_0,q4_0,q4_k_m,f16] [--threads 2]
-                                                     [--prompt 512] [--gen 128] [--reps 3] [--json] [--quick]
+                                                     [--prompt 512] [--gen 128] [--reps 3] [--json] [--quick] [--out FILE]
                                    OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N]
                             """);
                         Environment.Exit(0);
@@ -160,10 +162,10 @@ namespace OpenWeights.Bench
         public static int Run(BenchOptions o)
         {
             Directory.CreateDirectory(o.ModelsDir);
-            var models = new List<(string Preset, string Type, string Path)>();
+            var models = new List<(string Preset, string Type)>();
             foreach (var p in o.Presets)
                 foreach (var t in o.Types)
-                    models.Add((p, t, EnsureModel(o.ModelsDir, p, t)));
+                    models.Add((p, t));
 
             Log($"measuring read bandwidth ({o.Threads} threads, 1 GiB, best of 3)...");
             double bw = HardwareProbe.MeasureReadBandwidthGBps(1L << 30, 3, o.Threads);
@@ -172,8 +174,9 @@ namespace OpenWeights.Bench
 
             string? sysInfo = null;
             var rows = new List<Row>();
-            foreach (var (preset, type, path) in models)
+            foreach (var (preset, type) in models)
             {
+                var path = EnsureModel(o.ModelsDir, preset, type); // generated when first needed, so measuring starts early
                 var (weights, oursKv, llamaKv) = BytesPerToken(path, o.Prompt, o.Gen);
                 EngineResult? bestOurs = null, bestLlama = null;
                 string? error = null;
@@ -189,16 +192,20 @@ namespace OpenWeights.Bench
                     }
                 }
                 rows.Add(new Row(preset, type, new FileInfo(path).Length, weights, oursKv, llamaKv, bestOurs, bestLlama, error));
+                if (o.Out is not null) File.WriteAllText(o.Out, Markdown(MakeReport(o, bw, sysInfo, rows)));
             }
 
-            var report = new Report(Cpu(), Environment.ProcessorCount, TotalMemory(), RuntimeInformation.FrameworkDescription,
-                "LLamaSharp 0.30.0 + LLamaSharp.Backend.Cpu 0.30.0", sysInfo, GitCommit(),
-                "dotnet bench/OpenWeights.Bench/bin/Release/net10.0/OpenWeights.Bench.dll " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1)),
-                o.Threads, o.Prompt, o.Gen, o.Reps, bw, rows);
+            var report = MakeReport(o, bw, sysInfo, rows);
+            if (o.Out is not null) File.WriteAllText(o.Out, Markdown(report));
             if (o.Json) Console.Out.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions(Json.Options) { WriteIndented = true }));
             else Console.Out.Write(Markdown(report));
             return rows.Any(r => r.Error is not null) ? 1 : 0;
         }
+
+        private static Report MakeReport(BenchOptions o, double bw, string? sysInfo, List<Row> rows) => new(Cpu(), Environment.ProcessorCount, TotalMemory(), RuntimeInformation.FrameworkDescription,
+                "LLamaSharp 0.30.0 + LLamaSharp.Backend.Cpu 0.30.0", sysInfo, GitCommit(),
+                "dotnet bench/OpenWeights.Bench/bin/Release/net10.0/OpenWeights.Bench.dll " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1)),
+                o.Threads, o.Prompt, o.Gen, o.Reps, bw, [.. rows]);
 
         private static EngineResult Best(EngineResult? a, EngineResult b) => a is null ? b : a with
         {
@@ -213,6 +220,11 @@ namespace OpenWeights.Bench
         private static string EnsureModel(string dir, string preset, string type)
         {
             var path = Path.Combine(dir, $"{preset}-{type}.gguf");
+            if (File.Exists(path)) return path;
+            // another process (e.g. `openweights synth -o X.tmp.gguf && mv`) may be writing it: wait for that
+            var other = path + ".tmp.gguf";
+            for (var wait = Stopwatch.StartNew(); File.Exists(other) && wait.Elapsed < TimeSpan.FromMinutes(20) && !File.Exists(path);)
+                Thread.Sleep(2000);
             if (File.Exists(path)) return path;
             Log($"generating {path}...");
             var sw = Stopwatch.StartNew();
