@@ -29,6 +29,7 @@ public static class Cli
         root.Subcommands.Add(MergeCommand.Create());
         root.Subcommands.Add(ConvertCommand.Create());
         root.Subcommands.Add(TuneCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
         return root;
     }
 

@@ -113,3 +113,63 @@ public class CliTests
         Assert.Empty(Directory.GetFiles(dir.Path));
     }
 }
+
+public class BenchCommandTests
+{
+    [Fact]
+    public void BenchReportsPositiveSpeedsAndMemoryAsJson()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        var (code, _, err) = CliTests.Run("synth", "--preset", "tiny-llama", "--type", "q8_0", "-o", path, "--threads", "1");
+        Assert.True(code == 0, err);
+
+        (code, var outp, err) = CliTests.Run("bench", path, "--threads", "1", "--prompt", "16", "--gen", "4", "--json");
+        Assert.True(code == 0, err);
+        var r = JsonDocument.Parse(outp).RootElement;
+        Assert.Equal(16, r.GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(4, r.GetProperty("generated_tokens").GetInt32());
+        Assert.Equal(1, r.GetProperty("threads").GetInt32());
+        Assert.True(r.GetProperty("prefill_tokens_per_second").GetDouble() > 0);
+        Assert.True(r.GetProperty("decode_tokens_per_second").GetDouble() > 0);
+        Assert.True(r.GetProperty("peak_memory_bytes").GetInt64() > 0);
+        Assert.True(r.GetProperty("load_seconds").GetDouble() > 0);
+        Assert.True(r.GetProperty("file_bytes").GetInt64() > 0);
+    }
+
+    [Fact]
+    public void BenchTextOutputNamesEachMeasurement()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        var (code, _, err) = CliTests.Run("synth", "--preset", "tiny-llama", "--type", "q4_0", "-o", path, "--threads", "1");
+        Assert.True(code == 0, err);
+        (code, var outp, err) = CliTests.Run("bench", path, "--threads", "1", "--prompt", "8", "--gen", "2");
+        Assert.True(code == 0, err);
+        foreach (var word in new[] { "load", "prefill", "decode", "peak mem" }) Assert.Contains(word, outp);
+    }
+
+    [Fact]
+    public void BenchMissingModelIsOneLineError()
+    {
+        var (code, _, err) = CliTests.Run("bench", "/nonexistent/model.gguf");
+        Assert.Equal(1, code);
+        Assert.Equal("openweights: error: model file not found: /nonexistent/model.gguf", err.Trim());
+    }
+
+    [Fact]
+    public void BenchRefusesPromptBeyondContextAndBadCounts()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        var (code, _, err) = CliTests.Run("synth", "--preset", "tiny-llama", "--type", "q8_0", "-o", path, "--threads", "1");
+        Assert.True(code == 0, err);
+        (code, _, err) = CliTests.Run("bench", path, "--prompt", "4000", "--gen", "128");
+        Assert.Equal(1, code);
+        Assert.Contains("context length", err);
+        Assert.Single(err.Trim().Split('\n'));
+        (code, _, err) = CliTests.Run("bench", path, "--gen", "0");
+        Assert.NotEqual(0, code);
+        Assert.Contains("--gen", err);
+    }
+}

@@ -1,0 +1,338 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using OpenWeights;
+using OpenWeights.Bench;
+using OpenWeights.Formats.Gguf;
+using OpenWeights.Hardware;
+using OpenWeights.Inference;
+using OpenWeights.Models;
+using OpenWeights.Models.Llama;
+using OpenWeights.Models.Synthetic;
+
+// Side-by-side benchmark: our engine vs llama.cpp (LLamaSharp 0.30.0 CPU backend), same GGUF, same threads,
+// same token ids. Each measurement runs in its own child process (`--engine ours|llamacpp --model X`) so that
+// peak RSS is the engine's own and the two engines never share a process; the parent alternates them.
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+try
+{
+    var o = BenchOptions.Parse(args);
+    if (o.Engine is not null) return Child.Run(o);
+    return Driver.Run(o);
+}
+catch (Exception e) when (e is OpenWeightsException or ArgumentException or FileNotFoundException)
+{
+    Console.Error.WriteLine($"bench: error: {e.Message}");
+    return 1;
+}
+
+namespace OpenWeights.Bench
+{
+    public sealed class BenchOptions
+    {
+        public string ModelsDir { get; set; } = Path.Combine(FindRepoRoot(), "bench", ".models");
+        public string[] Presets { get; set; } = ["smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b"];
+        public string[] Types { get; set; } = ["q8_0", "q4_0", "q4_k_m", "f16"];
+        public int Threads { get; set; } = 2;
+        public int Prompt { get; set; } = 512;
+        public int Gen { get; set; } = 128;
+        public int Reps { get; set; } = 3;
+        public bool Json { get; set; }
+        public string? Engine { get; set; }
+        public string? Model { get; set; }
+        public string? Out { get; set; }
+
+        public static BenchOptions Parse(string[] args)
+        {
+            var o = new BenchOptions();
+            bool quick = false;
+            int? prompt = null, gen = null, reps = null;
+            for (int i = 0; i < args.Length; i++)
+            {
+                string a = args[i];
+                string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{a} needs a value");
+                int NextInt() => int.TryParse(Next(), out int v) && v > 0 ? v : throw new ArgumentException($"{a} needs a positive integer");
+                switch (a)
+                {
+                    case "--models": o.ModelsDir = Next(); break;
+                    case "--presets": o.Presets = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
+                    case "--types": o.Types = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
+                    case "--threads": o.Threads = NextInt(); break;
+                    case "--prompt": prompt = NextInt(); break;
+                    case "--gen": gen = NextInt(); break;
+                    case "--reps": reps = NextInt(); break;
+                    case "--json": o.Json = true; break;
+                    case "--quick": quick = true; break;
+                    case "--engine": o.Engine = Next(); break;
+                    case "--model": o.Model = Next(); break;
+                    case "--out": o.Out = Next(); break;
+                    case "-h" or "--help":
+                        Console.WriteLine("""
+                            usage: OpenWeights.Bench [--models DIR] [--presets a,b] [--types q8_0,q4_0,q4_k_m,f16] [--threads 2]
+                                                     [--prompt 512] [--gen 128] [--reps 3] [--json] [--quick] [--out FILE]
+                                   OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N]
+                            """);
+                        Environment.Exit(0);
+                        break;
+                    default: throw new ArgumentException($"unknown option {a} (see --help)");
+                }
+            }
+            if (quick)
+            {
+                o.Presets = ["smollm2-135m"]; o.Types = ["q8_0"];
+                o.Prompt = 64; o.Gen = 32; o.Reps = 1;
+            }
+            if (prompt is { } p) o.Prompt = p;
+            if (gen is { } g) o.Gen = g;
+            if (reps is { } r) o.Reps = r;
+            if (o.Engine is not null and not ("ours" or "llamacpp")) throw new ArgumentException($"--engine must be ours or llamacpp, not {o.Engine}");
+            if (o.Engine is not null && o.Model is null) throw new ArgumentException("--engine needs --model FILE");
+            foreach (var p2 in o.Presets) SynthPreset.Get(p2);
+            foreach (var t in o.Types) SynthType.Parse(t);
+            return o;
+        }
+
+        private static string FindRepoRoot()
+        {
+            for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+                if (File.Exists(Path.Combine(d.FullName, "OpenWeights.slnx"))) return d.FullName;
+            return Directory.GetCurrentDirectory();
+        }
+    }
+
+    /// <summary>What one child process reports (one JSON line on stdout).</summary>
+    public sealed record EngineResult(
+        string Engine, double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakRssBytes, string? Info);
+
+    public static class Json
+    {
+        public static readonly JsonSerializerOptions Options = new()
+        {
+            PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+            WriteIndented = false,
+            DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+            NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        };
+    }
+
+    /// <summary>One engine, one model, one timed pass, in this process.</summary>
+    public static class Child
+    {
+        public static int Run(BenchOptions o)
+        {
+            var r = o.Engine == "ours" ? Ours(o) : LlamaCppEngine.Run(o);
+            Console.Out.WriteLine(JsonSerializer.Serialize(r, Json.Options));
+            return 0;
+        }
+
+        private static EngineResult Ours(BenchOptions o)
+        {
+            var sw = Stopwatch.StartNew();
+            using var m = LlamaModel.Load(o.Model!);
+            var session = new InferenceSession(m, o.Prompt + o.Gen, o.Threads, Math.Min(o.Prompt, 512));
+            double load = sw.Elapsed.TotalSeconds;
+            var ids = SpeedTest.PromptTokens(o.Prompt, m.Config.VocabSize);
+            SpeedTest.WarmUp(session, ids);
+            var s = SpeedTest.Run(session, ids, o.Gen);
+            return new EngineResult("ours", load, s.PrefillTokensPerSecond, s.DecodeTokensPerSecond, SpeedTest.PeakMemoryBytes(), null);
+        }
+    }
+
+    public sealed record Row(
+        string Preset, string Type, long FileBytes, long WeightBytesPerToken, long OursKvBytesPerToken, long LlamaKvBytesPerToken,
+        EngineResult? Ours, EngineResult? LlamaCpp, string? Error)
+    {
+        public double? PrefillRatio => Ours is null || LlamaCpp is null ? null : Ours.PrefillTokensPerSecond / LlamaCpp.PrefillTokensPerSecond;
+        public double? DecodeRatio => Ours is null || LlamaCpp is null ? null : Ours.DecodeTokensPerSecond / LlamaCpp.DecodeTokensPerSecond;
+        public long OursBytesPerToken => WeightBytesPerToken + OursKvBytesPerToken;
+        public long LlamaBytesPerToken => WeightBytesPerToken + LlamaKvBytesPerToken;
+    }
+
+    public sealed record Report(
+        string Cpu, int Cores, long MemoryBytes, string Dotnet, string LlamaCpp, string? LlamaCppSystemInfo, string Commit, string Command,
+        int Threads, int Prompt, int Gen, int Reps, double BandwidthGBps, List<Row> Rows);
+
+    /// <summary>The parent: prepares models, measures bandwidth, runs the children alternately, prints the table.</summary>
+    public static class Driver
+    {
+        public static int Run(BenchOptions o)
+        {
+            Directory.CreateDirectory(o.ModelsDir);
+            var models = new List<(string Preset, string Type)>();
+            foreach (var p in o.Presets)
+                foreach (var t in o.Types)
+                    models.Add((p, t));
+
+            Log($"measuring read bandwidth ({o.Threads} threads, 1 GiB, best of 3)...");
+            double bw = HardwareProbe.MeasureReadBandwidthGBps(1L << 30, 3, o.Threads);
+            GC.Collect();
+            Log($"read bandwidth {bw:F1} GB/s");
+
+            string? sysInfo = null;
+            var rows = new List<Row>();
+            foreach (var (preset, type) in models)
+            {
+                var path = EnsureModel(o.ModelsDir, preset, type); // generated when first needed, so measuring starts early
+                var (weights, oursKv, llamaKv) = BytesPerToken(path, o.Prompt, o.Gen);
+                EngineResult? bestOurs = null, bestLlama = null;
+                string? error = null;
+                for (int rep = 0; rep < o.Reps && error is null; rep++)
+                {
+                    string[] order = rep % 2 == 0 ? ["ours", "llamacpp"] : ["llamacpp", "ours"];
+                    foreach (var engine in order)
+                    {
+                        var (r, err) = RunChild(o, engine, path);
+                        if (r is null) { error = $"{engine}: {err}"; Log($"{preset} {type} {engine} rep {rep + 1}: FAILED {err}"); break; }
+                        Log($"{preset} {type} {engine,-8} rep {rep + 1}/{o.Reps}: prefill {r.PrefillTokensPerSecond,8:F1} tok/s  decode {r.DecodeTokensPerSecond,7:F2} tok/s  peak RSS {r.PeakRssBytes / 1e6,7:F0} MB");
+                        if (engine == "ours") bestOurs = Best(bestOurs, r); else { bestLlama = Best(bestLlama, r); sysInfo ??= r.Info; }
+                    }
+                }
+                rows.Add(new Row(preset, type, new FileInfo(path).Length, weights, oursKv, llamaKv, bestOurs, bestLlama, error));
+                if (o.Out is not null) File.WriteAllText(o.Out, Markdown(MakeReport(o, bw, sysInfo, rows)));
+            }
+
+            var report = MakeReport(o, bw, sysInfo, rows);
+            if (o.Out is not null) File.WriteAllText(o.Out, Markdown(report));
+            if (o.Json) Console.Out.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions(Json.Options) { WriteIndented = true }));
+            else Console.Out.Write(Markdown(report));
+            return rows.Any(r => r.Error is not null) ? 1 : 0;
+        }
+
+        private static Report MakeReport(BenchOptions o, double bw, string? sysInfo, List<Row> rows) => new(Cpu(), Environment.ProcessorCount, TotalMemory(), RuntimeInformation.FrameworkDescription,
+                "LLamaSharp 0.30.0 + LLamaSharp.Backend.Cpu 0.30.0", sysInfo, GitCommit(),
+                "dotnet bench/OpenWeights.Bench/bin/Release/net10.0/OpenWeights.Bench.dll " + string.Join(' ', Environment.GetCommandLineArgs().Skip(1)),
+                o.Threads, o.Prompt, o.Gen, o.Reps, bw, [.. rows]);
+
+        private static EngineResult Best(EngineResult? a, EngineResult b) => a is null ? b : a with
+        {
+            LoadSeconds = Math.Min(a.LoadSeconds, b.LoadSeconds),
+            PrefillTokensPerSecond = Math.Max(a.PrefillTokensPerSecond, b.PrefillTokensPerSecond),
+            DecodeTokensPerSecond = Math.Max(a.DecodeTokensPerSecond, b.DecodeTokensPerSecond),
+            PeakRssBytes = Math.Max(a.PeakRssBytes, b.PeakRssBytes),
+        };
+
+        public static void Log(string s) { Console.Error.WriteLine($"[{DateTime.UtcNow:HH:mm:ss}] {s}"); Console.Error.Flush(); }
+
+        private static string EnsureModel(string dir, string preset, string type)
+        {
+            var path = Path.Combine(dir, $"{preset}-{type}.gguf");
+            if (File.Exists(path)) return path;
+            // another process (e.g. `openweights synth -o X.tmp.gguf && mv`) may be writing it: wait for that
+            var other = path + ".tmp.gguf";
+            for (var wait = Stopwatch.StartNew(); File.Exists(other) && wait.Elapsed < TimeSpan.FromMinutes(20) && !File.Exists(path);)
+                Thread.Sleep(2000);
+            if (File.Exists(path)) return path;
+            Log($"generating {path}...");
+            var sw = Stopwatch.StartNew();
+            var tmp = path + ".tmp";
+            SyntheticModel.Write(SynthPreset.Get(preset), SynthType.Parse(type), tmp);
+            File.Move(tmp, path, overwrite: true);
+            Log($"generated {path} ({new FileInfo(path).Length / 1e6:F0} MB) in {sw.Elapsed.TotalSeconds:F0} s");
+            return path;
+        }
+
+        /// <summary>
+        /// Bytes a decode step must read: every weight tensor once (the token embedding only one row, unless it is
+        /// also the tied output projection), plus K and V of every past position at the average decode position
+        /// (prompt + gen/2): ours keeps them in F32, llama.cpp (default) in F16.
+        /// </summary>
+        public static (long Weights, long OursKv, long LlamaKv) BytesPerToken(string path, int prompt, int gen)
+        {
+            using var f = GgufFile.Open(path);
+            long weights = 0;
+            bool hasOutput = f.TryGetTensor("output.weight", out _);
+            foreach (var t in f.Tensors)
+            {
+                if (t.Name == "token_embd.weight")
+                    weights += (hasOutput ? 0 : t.ByteSize) + t.ByteSize / Math.Max(1, t.RowCount);
+                else weights += t.ByteSize;
+            }
+            var c = ModelConfig.FromGguf(f);
+            long positions = prompt + gen / 2;
+            long kvElems = 2L * c.Layers * c.KvDim * positions;
+            return (weights, kvElems * 4, kvElems * 2);
+        }
+
+        private static (EngineResult?, string?) RunChild(BenchOptions o, string engine, string model)
+        {
+            var self = typeof(Driver).Assembly.Location;
+            var host = Environment.ProcessPath!;
+            var psi = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            if (!Path.GetFileNameWithoutExtension(host).Equals(Path.GetFileNameWithoutExtension(self), StringComparison.OrdinalIgnoreCase))
+                psi.ArgumentList.Add(self); // running as `dotnet OpenWeights.Bench.dll`
+            foreach (var a in new[] { "--engine", engine, "--model", model, "--threads", o.Threads.ToString(), "--prompt", o.Prompt.ToString(), "--gen", o.Gen.ToString() })
+                psi.ArgumentList.Add(a);
+            using var p = Process.Start(psi)!;
+            var errTask = p.StandardError.ReadToEndAsync();
+            var stdout = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            var stderr = errTask.Result;
+            var line = stdout.Split('\n').Select(l => l.Trim()).LastOrDefault(l => l.StartsWith('{'));
+            if (p.ExitCode != 0 || line is null)
+            {
+                var msg = (stderr + stdout).Trim().Split('\n').FirstOrDefault(l => l.Trim().Length > 0) ?? $"exit code {p.ExitCode}";
+                return (null, $"exit code {p.ExitCode}: {msg.Trim()}");
+            }
+            return (JsonSerializer.Deserialize<EngineResult>(line, Json.Options), null);
+        }
+
+        private static string Markdown(Report r)
+        {
+            var sb = new StringBuilder();
+            sb.AppendLine($"Machine: {r.Cpu}, {r.Cores} cores, {r.MemoryBytes / 1e9:F1} GB RAM; {r.Dotnet}; llama.cpp = {r.LlamaCpp}");
+            if (r.LlamaCppSystemInfo is { } si) sb.AppendLine($"llama.cpp system info: {si}");
+            sb.AppendLine($"Commit {r.Commit}; {r.Threads} threads; prompt {r.Prompt} tokens; decode {r.Gen} tokens; best of {r.Reps} (engines alternated, each run in its own process); read bandwidth {r.BandwidthGBps:F1} GB/s");
+            sb.AppendLine();
+            sb.AppendLine("| model | type | ours prefill tok/s | llama.cpp prefill tok/s | prefill ratio | ours decode tok/s | llama.cpp decode tok/s | decode ratio | our peak RSS MB | llama.cpp peak RSS MB | bytes/token MB (ours / llama.cpp) | % of bandwidth limit (ours / llama.cpp) |");
+            sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var x in r.Rows)
+            {
+                string F(double? v, string fmt) => v is { } d ? d.ToString(fmt, CultureInfo.InvariantCulture) : "—";
+                double? Pct(EngineResult? e, long bytes) => e is null ? null : 100 * e.DecodeTokensPerSecond * bytes / (r.BandwidthGBps * 1e9);
+                sb.Append($"| {x.Preset} | {x.Type} ");
+                sb.Append($"| {F(x.Ours?.PrefillTokensPerSecond, "F1")} | {F(x.LlamaCpp?.PrefillTokensPerSecond, "F1")} | {F(x.PrefillRatio, "F2")}× ");
+                sb.Append($"| {F(x.Ours?.DecodeTokensPerSecond, "F2")} | {F(x.LlamaCpp?.DecodeTokensPerSecond, "F2")} | {F(x.DecodeRatio, "F2")}× ");
+                sb.Append($"| {F(x.Ours?.PeakRssBytes / 1e6, "F0")} | {F(x.LlamaCpp?.PeakRssBytes / 1e6, "F0")} ");
+                sb.Append($"| {x.OursBytesPerToken / 1e6:F1} / {x.LlamaBytesPerToken / 1e6:F1} ");
+                sb.Append($"| {F(Pct(x.Ours, x.OursBytesPerToken), "F0")}% / {F(Pct(x.LlamaCpp, x.LlamaBytesPerToken), "F0")}% |");
+                if (x.Error is not null) sb.Append($" error: {x.Error}");
+                sb.AppendLine();
+            }
+            return sb.ToString();
+        }
+
+        private static string Cpu()
+        {
+            try
+            {
+                foreach (var l in File.ReadLines("/proc/cpuinfo"))
+                    if (l.StartsWith("model name", StringComparison.Ordinal)) return l[(l.IndexOf(':') + 1)..].Trim();
+            }
+            catch (IOException) { }
+            return RuntimeInformation.ProcessArchitecture.ToString();
+        }
+
+        private static long TotalMemory() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+
+        private static string GitCommit()
+        {
+            try
+            {
+                var psi = new ProcessStartInfo("git", "rev-parse --short HEAD") { RedirectStandardOutput = true, RedirectStandardError = true };
+                using var p = Process.Start(psi)!;
+                var s = p.StandardOutput.ReadToEnd().Trim();
+                p.WaitForExit();
+                if (p.ExitCode != 0) return "unknown";
+                using var d = Process.Start(new ProcessStartInfo("git", "status --porcelain --untracked-files=no") { RedirectStandardOutput = true })!;
+                bool dirty = d.StandardOutput.ReadToEnd().Trim().Length > 0;
+                d.WaitForExit();
+                return dirty ? s + "+dirty" : s;
+            }
+            catch (System.ComponentModel.Win32Exception) { return "unknown"; }
+        }
+    }
+}
