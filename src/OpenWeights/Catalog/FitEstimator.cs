@@ -230,9 +230,28 @@ public static class FitEstimator
 
     // ---- memory ----------------------------------------------------------------------------
 
+    /// <summary>
+    /// Weight bytes under a quantization. llama.cpp's low-bit recipes (Q4_K_M, Q4_0, Q5_K_M, Q3_K_M, Q2_K) store the
+    /// output projection as Q6_K (and a tied embedding with it), whatever the body's bits; on small models with large
+    /// vocabularies that is a quarter of the weights, so a flat bits-per-weight underestimates by 20% (checked against
+    /// our own files of the exact shapes in FitVersusFilesTests). The body keeps the preset's measured average.
+    /// </summary>
+    public static long QuantizedWeightBytes(ModelShape s, QuantType q)
+    {
+        const double Q6K = 6.5625;
+        bool lowBit = q.BitsPerWeight < 6.0;
+        if (!lowBit || s.Vocab is not { } vocab || s.HiddenSize is not { } hidden || s.TiedEmbeddings is not { } tied)
+            return q.WeightBytes(s.TotalParams);
+        long emb = (long)vocab * hidden;
+        long body = s.TotalParams - (tied ? emb : 2 * emb);
+        if (body <= 0) return q.WeightBytes(s.TotalParams);
+        double bits = body * q.BitsPerWeight + emb * Q6K + (tied ? 0 : emb * q.BitsPerWeight);
+        return (long)Math.Ceiling(bits / 8);
+    }
+
     private static MemoryBreakdown Memory(ModelShape s, Dims d, QuantType q, int ctx, FitOptions o, List<string>? assumptions)
     {
-        long weights = s.WeightBytes is { } wb && o.Quant is null ? wb : q.WeightBytes(s.TotalParams);
+        long weights = s.WeightBytes is { } wb && o.Quant is null ? wb : QuantizedWeightBytes(s, q);
         if (o.Tune == TuneMode.None)
         {
             long kv = KvCacheBytes(d, s, ctx, o.KvBytesPerElement) * Math.Max(1, o.Sequences);

@@ -63,6 +63,23 @@ public static class SyntheticModel
          .Set("tokenizer.ggml.add_bos_token", p.AddBos)
          .Set("tokenizer.chat_template", p.ChatTemplate);
 
+        foreach (var t in Plan(p, type))
+        {
+            ulong tseed = seed ^ Hash(t.Name);
+            bool isFreqs = t.Name == RopeFreqs, isNorm = t.Dims.Length == 1 && !isFreqs && t.Std == 0;
+            var (name, tt, dims, std) = (t.Name, t.Type, t.Dims, t.Std);
+            w.AddTensor(name, tt, dims, t.Bytes, s => WriteTensor(s, tt, dims, tseed, std, isNorm, isFreqs ? Llama3FreqFactors(p) : null, threads));
+        }
+        w.Write(path);
+    }
+
+    /// <summary>One tensor of a synthetic model: GGUF name, stored type, ggml dims, bytes, and the spread of its random values.</summary>
+    public sealed record PlannedTensor(string Name, GgmlType Type, long[] Dims, long Bytes, int Layer, float Std);
+
+    /// <summary>Every tensor a synthetic model of this shape and type holds, with the type the llama.cpp recipe gives it.</summary>
+    public static IReadOnlyList<PlannedTensor> Plan(SynthPreset p, SynthType type)
+    {
+        string a = p.Architecture;
         int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd;
         var tensors = new List<(string Name, long[] Dims, int Layer, float Std)>
         {
@@ -91,16 +108,12 @@ public static class SyntheticModel
         tensors.Add((OutputNorm, [p.Dim], -1, 0));
         if (!p.TiedEmbeddings) tensors.Add((Output, [p.Dim, p.VocabSize], -1, 0.02f));
 
-        foreach (var (name, dims, layer, std) in tensors)
+        return tensors.Select(x =>
         {
-            GgmlType t = dims.Length == 1 ? GgmlType.F32
-                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, name, layer, p.Layers, dims[0], dims.Length, tiedEmbeddings: p.TiedEmbeddings);
-            long bytes = GgufWriter.ExpectedBytes(t, dims);
-            ulong tseed = seed ^ Hash(name);
-            bool isFreqs = name == RopeFreqs, isNorm = dims.Length == 1 && !isFreqs && std == 0;
-            w.AddTensor(name, t, dims, bytes, s => WriteTensor(s, t, dims, tseed, std, isNorm, isFreqs ? Llama3FreqFactors(p) : null, threads));
-        }
-        w.Write(path);
+            GgmlType t = x.Dims.Length == 1 ? GgmlType.F32
+                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings);
+            return new PlannedTensor(x.Name, t, x.Dims, GgufWriter.ExpectedBytes(t, x.Dims), x.Layer, x.Std);
+        }).ToList();
     }
 
     private static LlamaFileType FileType(SynthType t) => t.Preset switch
