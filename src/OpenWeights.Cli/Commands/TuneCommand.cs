@@ -72,6 +72,7 @@ public static class TuneCommand
                 else err.WriteLine("no checkpoint to resume from; starting fresh");
             }
             err.WriteLine($"{examples.Count} examples -> {train.Count} training / {val.Count} validation sequences; {lm.ParameterCount:N0} LoRA parameters; {trainer.TotalSteps} steps");
+            using var stop = new StopSignal(ct, err, "stopping: checkpointing the last completed step (Ctrl-C again quits at once; --resume continues)");
             double? lastVal = null;
             bool tty = !Console.IsErrorRedirected && ReferenceEquals(err, Console.Error);
             trainer.Run(dir, p =>
@@ -79,7 +80,7 @@ public static class TuneCommand
                 lastVal = p.ValLoss ?? lastVal;
                 string line = $"step {p.Step}/{p.TotalSteps}  loss {p.Loss:F4}  val {(lastVal is { } v ? v.ToString("F4") : "-")}  lr {p.LearningRate:E2}  {p.TokensPerSecond:F0} tok/s  ETA {p.Eta:hh\\:mm\\:ss}";
                 if (tty) err.Write("\r" + line.PadRight(100)); else err.WriteLine(line);
-            }, ct);
+            }, stop.Token);
             if (tty) err.WriteLine();
             trainer.ExportAdapter(dir, Path.GetFileName(path));
             err.WriteLine($"wrote {Path.Combine(dir, PeftAdapter.ConfigFile)}, {PeftAdapter.WeightsFile} (PEFT) and {LoraTrainer.GgufAdapterFile} (llama.cpp); checkpoint {LoraTrainer.CheckpointFile}");

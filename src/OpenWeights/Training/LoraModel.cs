@@ -201,7 +201,7 @@ public sealed class LoraModel
     /// Returns the loss contribution. With backward = false only the loss is computed (validation).
     /// </summary>
     public double Step(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, ReadOnlySpan<bool> mask, ReadOnlySpan<int> start, float norm,
-        ulong dropoutSeed, bool backward = true)
+        ulong dropoutSeed, bool backward = true, CancellationToken ct = default)
     {
         var c = Config; int n = tokens.Length, dim = c.Dim, vocab = c.VocabSize;
         if (targets.Length != n || mask.Length != n || start.Length != n) throw new ArgumentException("tokens, targets, mask and start must have equal length");
@@ -210,7 +210,11 @@ public sealed class LoraModel
         Prepare(n, start);
         if (backward && (grads is null || grads.N < n)) grads = new LayerGrads(c, n);
         TrainOps.EmbeddingForward(Model.TokenEmbedding, tokens, resid[0]);                      // x = E[tokens]
-        for (int l = 0; l < c.Layers; l++) LayerForward(l, resid[l], resid[l + 1], acts[Checkpointing ? 0 : l], n, start, dropoutSeed);
+        for (int l = 0; l < c.Layers; l++)
+        {
+            ct.ThrowIfCancellationRequested();
+            LayerForward(l, resid[l], resid[l + 1], acts[Checkpointing ? 0 : l], n, start, dropoutSeed);
+        }
 
         // logits = Wout·rmsnorm(x); loss = CE(logits) — in chunks of rows so (n, vocab) never exists at once.
         var xL = resid[c.Layers];
@@ -236,6 +240,7 @@ public sealed class LoraModel
 
         for (int l = c.Layers - 1; l >= 0; l--)
         {
+            ct.ThrowIfCancellationRequested();
             var a = acts[Checkpointing ? 0 : l];
             if (Checkpointing) LayerForward(l, resid[l], resid[l + 1], a, n, start, dropoutSeed);  // recompute this layer's activations
             LayerBackward(l, resid[l], dx, a, n, start, dropoutSeed);

@@ -80,21 +80,25 @@ public sealed class LoraTrainer
     }
 
     /// <summary>Mean loss per trained token over the validation set (no dropout), or null without one.</summary>
-    public double? Evaluate()
+    public double? Evaluate(CancellationToken ct = default)
     {
         if (Val.Count == 0) return null;
         double total = 0; long count = 0;
         foreach (var s in Val)
         {
             int m = s.MaskedCount;
-            total += Model.Step(s.Tokens, s.Targets, s.Mask, s.Start, 1f, 0, backward: false);
+            total += Model.Step(s.Tokens, s.Targets, s.Mask, s.Start, 1f, 0, backward: false, ct: ct);
             count += m;
         }
         return count == 0 ? null : total / count;
     }
 
-    /// <summary>Runs one optimiser step; returns (loss per trained token, grad norm before clipping, tokens processed).</summary>
-    public (double Loss, double GradNorm, long Tokens) TrainStep()
+    /// <summary>
+    /// Runs one optimiser step; returns (loss per trained token, grad norm before clipping, tokens processed). Cancellation
+    /// is checked between layers; a cancelled step leaves the adapter and optimiser exactly as after the previous step
+    /// (only gradients, which the next step zeroes, are partial).
+    /// </summary>
+    public (double Loss, double GradNorm, long Tokens) TrainStep(CancellationToken ct = default)
     {
         var micro = MicroBatches(Step);
         int masked = micro.Sum(b => b.MaskedCount);
@@ -105,9 +109,10 @@ public sealed class LoraTrainer
         {
             var b = micro[i];
             ulong dropSeed = TrainableLoraLinear.SplitMix(Options.Seed ^ ((ulong)Step << 20) ^ (ulong)i) | 1;
-            loss += Model.Step(b.Tokens, b.Targets, b.Mask, b.Start, norm, dropSeed);
+            loss += Model.Step(b.Tokens, b.Targets, b.Mask, b.Start, norm, dropSeed, ct: ct);
             tokens += b.Length;
         }
+        ct.ThrowIfCancellationRequested();
         double gn = Optimizer.ClipGradNorm(Options.MaxGradNorm);
         Optimizer.Step(Schedule.At(Step));
         Step++;
@@ -116,8 +121,8 @@ public sealed class LoraTrainer
 
     /// <summary>
     /// Trains until TotalSteps, reporting each step; checkpoints every CheckpointEvery steps and at the end. On
-    /// cancellation it finishes nothing half-way: the last completed step is checkpointed (atomically) and the
-    /// OperationCanceledException propagates.
+    /// cancellation (checked between layers, so it answers within one layer's forward or backward) the step in progress
+    /// is abandoned, the last completed step is checkpointed (atomically) and the OperationCanceledException propagates.
     /// </summary>
     public void Run(string outDir, Action<TrainProgress>? progress = null, CancellationToken ct = default)
     {
@@ -129,16 +134,22 @@ public sealed class LoraTrainer
         double? val = null;
         while (Step < TotalSteps)
         {
-            if (ct.IsCancellationRequested)
+            float lr = Schedule.At(Step);
+            (double loss, double gn, long tk) = (0, 0, 0);
+            bool last;
+            try
+            {
+                ct.ThrowIfCancellationRequested();
+                (loss, gn, tk) = TrainStep(ct);
+                last = Step == TotalSteps;
+                val = (Options.EvalEvery > 0 && Step % Options.EvalEvery == 0) || last ? Evaluate(ct) : null;
+            }
+            catch (OperationCanceledException)
             {
                 if (Step > firstStep) SaveCheckpoint(outDir);
-                ct.ThrowIfCancellationRequested();
+                throw;
             }
-            float lr = Schedule.At(Step);
-            var (loss, gn, tk) = TrainStep();
             tokens += tk;
-            bool last = Step == TotalSteps;
-            val = (Options.EvalEvery > 0 && Step % Options.EvalEvery == 0) || last ? Evaluate() : null;
             var p = new TrainProgress(Step, TotalSteps, loss, val, lr, gn, tokens, tokens / Math.Max(1e-9, sw.Elapsed.TotalSeconds), sw.Elapsed);
             AppendMetrics(outDir, p);
             progress?.Invoke(p);

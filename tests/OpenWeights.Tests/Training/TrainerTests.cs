@@ -53,6 +53,33 @@ public class TrainerTests
         Assert.Equal(File.ReadAllLines(Path.Combine(dir.File("a"), LoraTrainer.MetricsFile)).Select(StripSpeed), metrics.Select(StripSpeed));
     }
 
+    [Fact]
+    public void ACancelledStepLeavesAdapterAndOptimiserAsAfterThePreviousStep()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        GradCheck.WriteTinyModel(path, "llama", GgmlType.Q4_0);
+        using var model = LlamaModel.Load(path);
+        var train = RandomSequences(6, 12, 3);
+        var opts = new TrainOptions { Epochs = 1, LearningRate = 1e-2f, Batch = 2, Seed = 7 };
+        var trainer = new LoraTrainer(new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8 }, 7) { Threads = 2 }, opts, train, []);
+        trainer.TrainStep();
+        var before = Snapshot(trainer.Model);
+        var m = trainer.Optimizer.M.Select(x => (float[])x.Clone()).ToArray();
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        Assert.Throws<OperationCanceledException>(() => trainer.TrainStep(cts.Token));
+        Assert.Equal(1, trainer.Step);
+        var after = Snapshot(trainer.Model);
+        for (int i = 0; i < before.Length; i++) Assert.Equal(before[i], after[i]);
+        for (int i = 0; i < m.Length; i++) Assert.Equal(m[i], trainer.Optimizer.M[i]);
+
+        // Run on a cancelled token after a completed step checkpoints nothing new and leaves no partial file behind.
+        Assert.Throws<OperationCanceledException>(() => trainer.Run(dir.File("out"), null, cts.Token));
+        Assert.False(File.Exists(Path.Combine(dir.File("out"), LoraTrainer.CheckpointFile)));
+        Assert.Empty(Directory.GetFiles(dir.File("out"), "*.tmp*"));
+    }
+
     private static string StripSpeed(string line) => System.Text.RegularExpressions.Regex.Replace(line, "\"tokens(_per_s)?\":[0-9.]+,?", "");
 
     [Fact]
