@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using OpenWeights.Tensors.Kernels;
 
 namespace OpenWeights.Training;
@@ -220,15 +222,18 @@ public static class TrainOps
     // ---------------------------------------------------------------- frozen base linear: Y = X·Wᵀ (+ b)
 
     /// <summary>
-    /// Y = X·Wᵀ + b. X: (n, in), Y: (n, out); W: (out, in) in its stored type. Threads take row ranges; each decodes
-    /// 8 rows at a time into a tile and multiplies it with every token (4 dot products per pass over x[t] on the SIMD path).
+    /// Y = X·Wᵀ + b. X: (n, in), Y: (n, out); W: (out, in) in its stored type. Threads take row ranges; each decodes a
+    /// block of rows into an F32 tile (never the whole W) and multiplies it with every token. SIMD path: a 3-row x
+    /// 4-token register tile (12 accumulators, 7 loads per 12 FMAs); simd: false is the scalar reference.
     /// </summary>
     public static void LinearForward(WeightMatrix w, float[]? bias, ReadOnlySpan<float> x, Span<float> y, int n, int threads, bool simd = true)
     {
         int rows = w.Rows, cols = w.Cols;
         if (x.Length < n * cols || y.Length < n * rows) throw new ArgumentException("linear buffers too small");
-        const int Block = 8;
-        int blocks = (rows + Block - 1) / Block;
+        bool tiled = simd && SimdSupported && cols % 8 == 0;
+        // Rows per tile: a multiple of 3, the tile (block, cols) at most ~192 KiB so it stays in L2.
+        int block = tiled ? Math.Clamp(49152 / cols / 3 * 3, 3, 48) : 8;
+        int blocks = (rows + block - 1) / block;
         int parts = Math.Max(1, Math.Min(threads, blocks));
         unsafe
         {
@@ -238,20 +243,16 @@ public static class TrainOps
                 void Body(int p)
                 {
                     int b0 = (int)((long)blocks * p / parts), b1 = (int)((long)blocks * (p + 1) / parts);
-                    var tile = new float[Block * cols];
+                    var tile = new float[block * cols];
                     fixed (float* tp = tile)
                         for (int b = b0; b < b1; b++)
                         {
-                            int r0 = b * Block, rb = Math.Min(Block, rows - r0);
+                            int r0 = b * block, rb = Math.Min(block, rows - r0);
                             for (int r = 0; r < rb; r++) w.DecodeRow(r0 + r, tile.AsSpan(r * cols, cols));
-                            for (int t = 0; t < n; t++)
-                            {
-                                float* xt = x_ + (long)t * cols, yt = y_ + (long)t * rows + r0;
-                                int r = 0;
-                                if (simd && SimdSupported && cols % 8 == 0)
-                                    for (; r + 4 <= rb; r += 4) Dot4Simd(tp + r * cols, cols, xt, yt + r);
-                                for (; r < rb; r++) yt[r] = DotScalar(tp + r * cols, xt, cols);
-                            }
+                            if (tiled) ForwardTileSimd(tp, rb, cols, x_, y_ + r0, rows, n);
+                            else
+                                for (int t = 0; t < n; t++)
+                                    for (int r = 0; r < rb; r++) y_[(long)t * rows + r0 + r] = DotScalar(tp + r * cols, x_ + (long)t * cols, cols);
                         }
                 }
                 For(parts, threads, Body);
@@ -259,6 +260,62 @@ public static class TrainOps
         }
         if (bias is not null)
             for (int t = 0; t < n; t++) TensorPrimitives.Add(y.Slice(t * rows, rows), bias, y.Slice(t * rows, rows));
+    }
+
+    /// <summary>y[t, r] = tile[r] · x[t] for r &lt; rb, t &lt; n; y rows have stride yStride (cols a multiple of 8).</summary>
+    private static unsafe void ForwardTileSimd(float* tile, int rb, int cols, float* x, float* y, int yStride, int n)
+    {
+        int t = 0;
+        for (; t + 4 <= n; t += 4)
+        {
+            float* xt = x + (long)t * cols, yt = y + (long)t * yStride;
+            int r = 0;
+            for (; r + 3 <= rb; r += 3) Dot3x4Simd(tile + (long)r * cols, cols, xt, yt + r, yStride);
+            for (; r < rb; r++)
+                for (int j = 0; j < 4; j++) yt[(long)j * yStride + r] = DotSimd(tile + (long)r * cols, xt + (long)j * cols, cols);
+        }
+        for (; t < n; t++)
+        {
+            float* xt = x + (long)t * cols, yt = y + (long)t * yStride;
+            int r = 0;
+            for (; r + 4 <= rb; r += 4) Dot4Simd(tile + (long)r * cols, cols, xt, yt + r);
+            for (; r < rb; r++) yt[r] = DotSimd(tile + (long)r * cols, xt, cols);
+        }
+    }
+
+    /// <summary>
+    /// y[j·yStride + k] = w_k · x_j for the 3 rows w_k = w + k·cols and 4 tokens x_j = x + j·cols (cols a multiple of 8):
+    /// 12 accumulators; per 8 columns 3 weight loads + 4 activation loads feed 12 FMAs.
+    /// </summary>
+    private static unsafe void Dot3x4Simd(float* w, int cols, float* x, float* y, int yStride)
+    {
+        var a00 = Vector256<float>.Zero; var a01 = a00; var a02 = a00; var a03 = a00;
+        var a10 = a00; var a11 = a00; var a12 = a00; var a13 = a00;
+        var a20 = a00; var a21 = a00; var a22 = a00; var a23 = a00;
+        float* w1 = w + cols, w2 = w1 + cols, x1 = x + cols, x2 = x1 + cols, x3 = x2 + cols;
+        for (int i = 0; i < cols; i += 8)
+        {
+            var v0 = Vector256.Load(w + i); var v1 = Vector256.Load(w1 + i); var v2 = Vector256.Load(w2 + i);
+            var xv = Vector256.Load(x + i);
+            a00 = Fma.MultiplyAdd(v0, xv, a00); a10 = Fma.MultiplyAdd(v1, xv, a10); a20 = Fma.MultiplyAdd(v2, xv, a20);
+            xv = Vector256.Load(x1 + i);
+            a01 = Fma.MultiplyAdd(v0, xv, a01); a11 = Fma.MultiplyAdd(v1, xv, a11); a21 = Fma.MultiplyAdd(v2, xv, a21);
+            xv = Vector256.Load(x2 + i);
+            a02 = Fma.MultiplyAdd(v0, xv, a02); a12 = Fma.MultiplyAdd(v1, xv, a12); a22 = Fma.MultiplyAdd(v2, xv, a22);
+            xv = Vector256.Load(x3 + i);
+            a03 = Fma.MultiplyAdd(v0, xv, a03); a13 = Fma.MultiplyAdd(v1, xv, a13); a23 = Fma.MultiplyAdd(v2, xv, a23);
+        }
+        y[0] = Vector256.Sum(a00); y[1] = Vector256.Sum(a10); y[2] = Vector256.Sum(a20);
+        y += yStride; y[0] = Vector256.Sum(a01); y[1] = Vector256.Sum(a11); y[2] = Vector256.Sum(a21);
+        y += yStride; y[0] = Vector256.Sum(a02); y[1] = Vector256.Sum(a12); y[2] = Vector256.Sum(a22);
+        y += yStride; y[0] = Vector256.Sum(a03); y[1] = Vector256.Sum(a13); y[2] = Vector256.Sum(a23);
+    }
+
+    private static unsafe float DotSimd(float* a, float* b, int n)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int i = 0; i < n; i += 8) acc = Fma.MultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc);
+        return Vector256.Sum(acc);
     }
 
     /// <summary>Whether the Vector256 + FMA kernels run here; simd: false selects the scalar reference (tests compare the two).</summary>
@@ -311,16 +368,17 @@ public static class TrainOps
     }
 
     /// <summary>
-    /// Backward of Y = X·Wᵀ with W frozen: dX += dY·W, i.e. dX[t] += Σ_o dY[t,o]·W[o]. Each row W[o] is decoded once
-    /// (any stored type, never the whole W in F32); threads take row ranges and sum private (n, in) accumulators.
+    /// Backward of Y = X·Wᵀ with W frozen: dX += dY·W, i.e. dX[t] += Σ_o dY[t,o]·W[o]. Threads take token ranges;
+    /// each walks W in blocks of rows decoded into a private F32 tile (any stored type, never the whole W in F32).
+    /// SIMD path: a 4-token x 24-column register tile accumulated over the block's rows (12 accumulators, 3 weight
+    /// loads + 4 broadcasts per 12 FMAs), added into dX once per block; simd: false is the scalar reference.
     /// </summary>
     public static void LinearBackwardInput(WeightMatrix w, ReadOnlySpan<float> dy, Span<float> dx, int n, int threads, bool simd = true)
     {
         int rows = w.Rows, cols = w.Cols;
-        // Tokens are split across threads; each thread walks W in blocks of rows decoded into a private tile
-        // (block, cols), so the dx row it accumulates stays in L1 and the tile in L2. With n ≥ a few dozen the
-        // repeated decoding per thread is small next to the n·rows·cols multiply-adds.
-        const int Block = 32;
+        bool tiled = simd && SimdSupported && cols % 8 == 0;
+        // Rows per tile: the tile (block, cols) at most ~192 KiB so it stays in L2 while every token group passes over it.
+        int block = tiled ? Math.Clamp(49152 / cols, 8, 64) : 32;
         int parts = Math.Max(1, Math.Min(threads, n));
         unsafe
         {
@@ -330,26 +388,86 @@ public static class TrainOps
                 void Body(int p)
                 {
                     int t0 = (int)((long)n * p / parts), t1 = (int)((long)n * (p + 1) / parts);
-                    var tile = new float[Block * cols];
+                    var tile = new float[block * cols];
                     fixed (float* tp = tile)
-                        for (int r0 = 0; r0 < rows; r0 += Block)
+                        for (int r0 = 0; r0 < rows; r0 += block)
                         {
-                            int rb = Math.Min(Block, rows - r0);
+                            int rb = Math.Min(block, rows - r0);
                             for (int r = 0; r < rb; r++) w.DecodeRow(r0 + r, tile.AsSpan(r * cols, cols));
-                            for (int t = t0; t < t1; t++)
-                            {
-                                float* dxt = dx_ + (long)t * cols;
-                                float* g = dy_ + (long)t * rows + r0;
-                                int r = 0;
-                                if (simd && SimdSupported && cols % 8 == 0)
-                                    for (; r + 4 <= rb; r += 4) Axpy4Simd(tp + r * cols, cols, g + r, dxt);
-                                for (; r < rb; r++) AxpyScalar(tp + r * cols, g[r], dxt, cols);
-                            }
+                            if (tiled) BackwardTileSimd(tp, rb, cols, dy_ + (long)t0 * rows + r0, rows, dx_ + (long)t0 * cols, t1 - t0);
+                            else
+                                for (int t = t0; t < t1; t++)
+                                    for (int r = 0; r < rb; r++) AxpyScalar(tp + r * cols, dy_[(long)t * rows + r0 + r], dx_ + (long)t * cols, cols);
                         }
                 }
                 For(parts, threads, Body);
             }
         }
+    }
+
+    /// <summary>dx[t] += Σ_{r &lt; rb} g[t·gStride + r]·tile[r] for t &lt; n (cols a multiple of 8).</summary>
+    private static unsafe void BackwardTileSimd(float* tile, int rb, int cols, float* g, int gStride, float* dx, int n)
+    {
+        int t = 0;
+        for (; t + 4 <= n; t += 4)
+        {
+            float* gt = g + (long)t * gStride, dxt = dx + (long)t * cols;
+            int c = 0;
+            for (; c + 24 <= cols; c += 24) Gemm4x24Simd(tile + c, cols, rb, gt, gStride, dxt + c, cols);
+            for (; c < cols; c += 8) Gemm4x8Simd(tile + c, cols, rb, gt, gStride, dxt + c, cols);
+        }
+        for (; t < n; t++)
+        {
+            float* gt = g + (long)t * gStride, dxt = dx + (long)t * cols;
+            int r = 0;
+            for (; r + 4 <= rb; r += 4) Axpy4Simd(tile + (long)r * cols, cols, gt + r, dxt);
+            for (; r < rb; r++) AxpyScalar(tile + (long)r * cols, gt[r], dxt, cols);
+        }
+    }
+
+    /// <summary>
+    /// d[j·dStride + 0..24] += Σ_{r &lt; rb} g[j·gStride + r]·w[r·wStride + 0..24] for the 4 tokens j: 12 accumulators held in
+    /// registers across all rb rows.
+    /// </summary>
+    private static unsafe void Gemm4x24Simd(float* w, int wStride, int rb, float* g, int gStride, float* d, int dStride)
+    {
+        var a00 = Vector256<float>.Zero; var a01 = a00; var a02 = a00; var a10 = a00; var a11 = a00; var a12 = a00;
+        var a20 = a00; var a21 = a00; var a22 = a00; var a30 = a00; var a31 = a00; var a32 = a00;
+        float* g1 = g + gStride, g2 = g1 + gStride, g3 = g2 + gStride;
+        for (int r = 0; r < rb; r++, w += wStride)
+        {
+            var v0 = Vector256.Load(w); var v1 = Vector256.Load(w + 8); var v2 = Vector256.Load(w + 16);
+            var b = Vector256.Create(g[r]);
+            a00 = Fma.MultiplyAdd(v0, b, a00); a01 = Fma.MultiplyAdd(v1, b, a01); a02 = Fma.MultiplyAdd(v2, b, a02);
+            b = Vector256.Create(g1[r]);
+            a10 = Fma.MultiplyAdd(v0, b, a10); a11 = Fma.MultiplyAdd(v1, b, a11); a12 = Fma.MultiplyAdd(v2, b, a12);
+            b = Vector256.Create(g2[r]);
+            a20 = Fma.MultiplyAdd(v0, b, a20); a21 = Fma.MultiplyAdd(v1, b, a21); a22 = Fma.MultiplyAdd(v2, b, a22);
+            b = Vector256.Create(g3[r]);
+            a30 = Fma.MultiplyAdd(v0, b, a30); a31 = Fma.MultiplyAdd(v1, b, a31); a32 = Fma.MultiplyAdd(v2, b, a32);
+        }
+        AddTo(d, a00, a01, a02); d += dStride; AddTo(d, a10, a11, a12); d += dStride;
+        AddTo(d, a20, a21, a22); d += dStride; AddTo(d, a30, a31, a32);
+
+        static void AddTo(float* d, Vector256<float> x0, Vector256<float> x1, Vector256<float> x2)
+        {
+            Vector256.Store(Vector256.Load(d) + x0, d); Vector256.Store(Vector256.Load(d + 8) + x1, d + 8); Vector256.Store(Vector256.Load(d + 16) + x2, d + 16);
+        }
+    }
+
+    /// <summary>As <see cref="Gemm4x24Simd"/> for an 8-column strip (the tail of a row).</summary>
+    private static unsafe void Gemm4x8Simd(float* w, int wStride, int rb, float* g, int gStride, float* d, int dStride)
+    {
+        var a0 = Vector256<float>.Zero; var a1 = a0; var a2 = a0; var a3 = a0;
+        float* g1 = g + gStride, g2 = g1 + gStride, g3 = g2 + gStride;
+        for (int r = 0; r < rb; r++, w += wStride)
+        {
+            var v = Vector256.Load(w);
+            a0 = Fma.MultiplyAdd(v, Vector256.Create(g[r]), a0); a1 = Fma.MultiplyAdd(v, Vector256.Create(g1[r]), a1);
+            a2 = Fma.MultiplyAdd(v, Vector256.Create(g2[r]), a2); a3 = Fma.MultiplyAdd(v, Vector256.Create(g3[r]), a3);
+        }
+        Vector256.Store(Vector256.Load(d) + a0, d); d += dStride; Vector256.Store(Vector256.Load(d) + a1, d); d += dStride;
+        Vector256.Store(Vector256.Load(d) + a2, d); d += dStride; Vector256.Store(Vector256.Load(d) + a3, d);
     }
 
     // ---------------------------------------------------------------- dense F32 helpers for the LoRA branch
