@@ -203,7 +203,10 @@ public static class TrainOps
     /// <summary>h = silu(g) ⊙ u = g·σ(g)·u. g, u, h: (n*ffn).</summary>
     public static void SwiGluForward(ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> h)
     {
-        for (int i = 0; i < g.Length; i++) { float x = g[i]; h[i] = x / (1.0f + MathF.Exp(-x)) * u[i]; }
+        h = h[..g.Length]; u = u[..g.Length];
+        TensorPrimitives.Sigmoid(g, h);        // h = σ(g)
+        TensorPrimitives.Multiply(h, g, h);    // h = g·σ(g)
+        TensorPrimitives.Multiply(h, u, h);    // h = g·σ(g)·u
     }
 
     /// <summary>
@@ -211,9 +214,10 @@ public static class TrainOps
     /// </summary>
     public static void SwiGluBackward(ReadOnlySpan<float> dh, ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> dg, Span<float> du)
     {
+        TensorPrimitives.Sigmoid(g, dg[..g.Length]); // dg = σ(g) (overwritten below)
         for (int i = 0; i < g.Length; i++)
         {
-            float x = g[i], s = 1.0f / (1.0f + MathF.Exp(-x));
+            float x = g[i], s = dg[i];
             du[i] = dh[i] * x * s;
             dg[i] = dh[i] * u[i] * s * (1.0f + x * (1.0f - s));
         }
@@ -520,13 +524,14 @@ public static class TrainOps
         {
             var row = logits.Slice(t * vocab, vocab);
             if (!mask[t]) { row.Clear(); continue; }
-            float max = TensorPrimitives.Max(row);
-            double sum = 0;
-            for (int i = 0; i < vocab; i++) sum += Math.Exp(row[i] - max);
+            float max = TensorPrimitives.Max(row), target = row[targets[t]];
+            TensorPrimitives.Subtract(row, max, row);                     // row = z - max
+            TensorPrimitives.Exp(row, row);                               // row = e^(z - max)
+            double sum = TensorPrimitives.Sum(row);
             double lse = max + Math.Log(sum);
-            loss += (lse - row[targets[t]]) * norm;
-            for (int i = 0; i < vocab; i++) row[i] = (float)(Math.Exp(row[i] - lse) * norm);
-            row[targets[t]] -= norm;
+            loss += (lse - target) * norm;
+            TensorPrimitives.Multiply(row, (float)(norm / sum), row);     // dz = softmax(z)·norm ...
+            row[targets[t]] -= norm;                                      // ... − onehot·norm
         }
         return loss;
     }
