@@ -46,7 +46,8 @@ public static class CommonOptions
 
     /// <summary>
     /// What the user typed -> a local path: an existing file as is; a folder holding config.json (a Hugging Face
-    /// checkpoint); else a catalog id (its repositories looked up in the local store) or org/name[:QUANT|:FILE]
+    /// checkpoint); else a catalog id (its repositories looked up in the local store), ID:QUANT (the catalog's GGUF file for
+    /// that quant) or org/name[:QUANT|:FILE]
     /// through <see cref="ModelResolver"/>. Not found: one line naming what was tried.
     /// </summary>
     public static string ResolveModel(string spec)
@@ -68,6 +69,8 @@ public static class CommonOptions
             }
             throw new OpenWeightsException($"{m.Id} is not in the local store ({settings.CacheDir}); tried {string.Join(", ", repos)}; fetch it with `openweights pull {repos.FirstOrDefault() ?? m.Id}`");
         }
+        // ID:QUANT of a catalog model: the file its GGUF repository lists for that quant
+        if (CatalogPullSpec.Resolve(spec, ModelCatalog.Default) is { } fromCatalog) return Checked(ModelResolver.Resolve(fromCatalog.ToString(), settings));
         if (PullSpec.TryParse(spec, out _, out _)) return Checked(ModelResolver.Resolve(spec, settings));
         throw new OpenWeightsException($"model not found: '{spec}' is not a file, a folder with config.json, a catalog id, or org/name in the local store");
     }

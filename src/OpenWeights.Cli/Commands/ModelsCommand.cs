@@ -64,6 +64,7 @@ public static class ModelsCommand
                     r.m.Gated,
                     r.m.Openness,
                     BestQuant = r.fit?.BestQuant,
+                    GgufRepo = r.m.Gguf?.Repo,
                     r.m.Uncertain,
                 }).ToList());
                 return 0;
@@ -113,7 +114,7 @@ public static class ModelsCommand
             var w = pr.InvocationConfiguration.Output;
             if (pr.GetValue(json))
             {
-                CliJson.Write(w, new { Model = m, Licenses = lics });
+                CliJson.Write(w, new { Model = m, Licenses = lics, GgufInCatalog = m.Gguf is not null, Pull = PullCommandFor(m) });
                 return 0;
             }
             string U(string field) => m.IsUncertain(field) ? " ?" : "";
@@ -123,7 +124,13 @@ public static class ModelsCommand
             if (m.Hf.Instruct is not null) w.WriteLine($"  hf (instruct)  {m.Hf.Instruct}");
             if (m.Hf.Base is not null) w.WriteLine($"  hf (base)      {m.Hf.Base}");
             foreach (var o in m.Hf.Other) w.WriteLine($"  hf (other)     {o}");
-            if (m.Gguf is not null) w.WriteLine($"  gguf           {m.Gguf.Repo} ({string.Join(", ", m.Gguf.Files.Keys)})");
+            if (m.Gguf is { } g)
+            {
+                w.WriteLine($"  gguf           {g.Repo}{(g.Source is null ? "" : $" (source {g.Source})")}");
+                foreach (var (quant, file) in g.Files) w.WriteLine($"    {quant,-8} {file}");
+            }
+            else w.WriteLine("  gguf           none in the catalog (no source confirmed a GGUF repository and its file names)");
+            w.WriteLine($"  pull           {PullCommandFor(m)}");
             w.WriteLine($"  gated          {(m.Gated is null ? "unknown" : m.Gated.Value ? "yes (accept the licence on Hugging Face)" : "no")}{U("gated")}");
             w.WriteLine($"  parameters     {F.Params(m.ParamsB)}{U("params_b")} total, {F.Params(m.ActiveParamsB)}{U("active_params_b")} active per token");
             if (m.Architecture is { } a)
@@ -171,6 +178,11 @@ public static class ModelsCommand
         });
         return cmd;
     }
+
+    /// <summary>The pull that fetches this model: the catalog's GGUF file (default quant), else the original repository.</summary>
+    internal static string PullCommandFor(CatalogModel m) =>
+        m.Gguf is not null ? $"openweights pull {m.Id}:{GgufRepo.DefaultQuant}"
+        : $"openweights pull {m.Hf.Instruct ?? m.Hf.Base ?? m.Hf.Other.FirstOrDefault() ?? m.Id}";
 
     private static string Val(int? v) => v?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?";
 }

@@ -8,10 +8,10 @@ public static class PullCommand
 {
     public static Command Create() => Create(gate: null);
 
-    /// <summary>The catalog's license gate plugs in here.</summary>
+    /// <summary>The catalog's license gate plugs in here; a catalog id (ID[:QUANT]) pulls the file the catalog lists in its GGUF repository.</summary>
     public static Command Create(IPullGate? gate)
     {
-        var spec = new Argument<string>("model") { Description = "org/name, org/name:QUANT (e.g. Q4_K_M) or org/name:FILE" };
+        var spec = new Argument<string>("model") { Description = "org/name, org/name:QUANT (e.g. Q4_K_M), org/name:FILE, or a catalog id ID[:QUANT] (its GGUF repository's file; default Q4_K_M)" };
         var revision = new Option<string?>("--revision") { Description = "Branch, tag or commit (default: main)" };
         var accept = new Option<bool>("--accept-license") { Description = "Accept the model's license and record it in the store" };
         var use = new Option<string?>("--use") { Description = "Intended use, checked against the catalog's license terms: commercial, research or personal" };
@@ -36,15 +36,18 @@ public static class PullCommand
                 };
             else if (pr.GetValue(use) is not null || pr.GetValue(mau) is not null || pr.GetValue(region) is not null)
                 throw new OpenWeightsException("--use, --mau and --region need the catalog license gate");
+            string typed = pr.GetValue(spec)!;
+            var catalog = (gate as CatalogPullGate)?.Catalog ?? OpenWeights.Catalog.ModelCatalog.Default;
+            var fromCatalog = CatalogPullSpec.Resolve(typed, catalog);
             var puller = new HubPuller(settings, g) { Progress = ProgressPrinter.For(error) };
-            var result = await puller.PullAsync(PullSpec.Parse(pr.GetValue(spec)!), new PullOptions { Revision = pr.GetValue(revision), AcceptLicense = pr.GetValue(accept) }, ct);
+            var result = await puller.PullAsync(fromCatalog ?? PullSpec.Parse(typed), new PullOptions { Revision = pr.GetValue(revision), AcceptLicense = pr.GetValue(accept) }, ct);
             long total = result.Files.Sum(f => f.Size);
             if (g is CatalogPullGate done) foreach (var note in done.Notes) error.WriteLine($"openweights: note: {note}");
             if (pr.GetValue(json))
             {
                 CliJson.Write(output, new
                 {
-                    repo = result.RepoId, revision = result.Revision, commit = result.Commit, model_path = result.ModelPath, snapshot = result.SnapshotDir,
+                    repo = result.RepoId, catalog_spec = fromCatalog is null ? null : typed, revision = result.Revision, commit = result.Commit, model_path = result.ModelPath, snapshot = result.SnapshotDir,
                     offline = result.Offline, license_record = result.LicenseRecordPath,
                     files = result.Files.Select(f => new { path = f.Path, size = f.Size, local_path = f.LocalPath, downloaded = f.Downloaded }).ToList(),
                 });
@@ -52,6 +55,7 @@ public static class PullCommand
             else
             {
                 int downloaded = result.Files.Count(f => f.Downloaded);
+                if (fromCatalog is not null) output.WriteLine($"{typed} -> {fromCatalog}");
                 output.WriteLine($"{result.RepoId}@{result.Commit[..12]}: {result.Files.Count} file(s), {HubCli.FormatBytes(total)}, {downloaded} downloaded{(result.Offline ? " (offline)" : "")}");
                 if (result.LicenseRecordPath is not null) output.WriteLine($"license accepted: {result.LicenseRecordPath}");
                 output.WriteLine(result.ModelPath);

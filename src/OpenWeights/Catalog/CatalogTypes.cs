@@ -72,11 +72,25 @@ public sealed record HfRepos
     public IReadOnlyList<string> Other { get; init; } = [];
 }
 
-/// <summary>A GGUF repository and its file name per quantization (only where the research gives them).</summary>
+/// <summary>
+/// A well-known GGUF repository of a model and its file name per quantization, exactly as the source lists them (case
+/// matters on the hub). A sharded quantization names its first shard (<c>...-00001-of-00002.gguf</c>); pulling it fetches
+/// every shard. Only where a source (<see cref="Source"/>, a key of the catalog's sources table) confirms the repository
+/// and the names; models without one have no GGUF entry and are pulled from their original repository.
+/// </summary>
 public sealed record GgufRepo
 {
     public required string Repo { get; init; }
+    /// <summary>Quantization (Q4_K_M, Q8_0, BF16...) to the file's path in the repository.</summary>
     public IReadOnlyDictionary<string, string> Files { get; init; } = new Dictionary<string, string>();
+    public string? Source { get; init; }
+
+    /// <summary>The quantization <c>pull ID</c> fetches when none is named.</summary>
+    public const string DefaultQuant = "Q4_K_M";
+
+    /// <summary>The file of a quantization (case-insensitive key), or null.</summary>
+    public string? FileFor(string quant) =>
+        Files.FirstOrDefault(kv => string.Equals(kv.Key, quant, StringComparison.OrdinalIgnoreCase)).Value;
 }
 
 /// <summary>Architecture facts as published (config.json / model card).</summary>

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using OpenWeights.Hardware;
+using OpenWeights.Tensors.Quant;
 
 namespace OpenWeights.Catalog;
 
@@ -231,13 +232,17 @@ public static class FitEstimator
     // ---- memory ----------------------------------------------------------------------------
 
     /// <summary>
-    /// Weight bytes under a quantization. llama.cpp's low-bit recipes (Q4_K_M, Q4_0, Q5_K_M, Q3_K_M, Q2_K) store the
-    /// output projection as Q6_K (and a tied embedding with it), whatever the body's bits; on small models with large
-    /// vocabularies that is a quarter of the weights, so a flat bits-per-weight underestimates by 20% (checked against
-    /// our own files of the exact shapes in FitVersusFilesTests). The body keeps the preset's measured average.
+    /// Weight bytes under a quantization. For the presets our quantizer implements (F16, BF16, Q8_0, Q4_0, Q4_K_M) and a
+    /// dense shape whose dimensions are known, the bytes of every weight matrix at the type llama.cpp's quantizer gives
+    /// it (<see cref="RecipeWeightBytes"/>: the same <see cref="QuantRecipe.TypeFor"/> our quantizer calls, with the
+    /// Q6_K output projection, the use_more_bits layers and the fallback for rows that are not a multiple of the block).
+    /// Otherwise llama.cpp's low-bit recipes (Q5_K_M, Q3_K_M, Q2_K...) are approximated: the output projection (and a
+    /// tied embedding with it) as Q6_K, whatever the body's bits (on small models with large vocabularies that is a
+    /// quarter of the weights), and the body at the preset's measured average.
     /// </summary>
     public static long QuantizedWeightBytes(ModelShape s, QuantType q)
     {
+        if (RecipeWeightBytes(s, q) is { } exact) return exact;
         const double Q6K = 6.5625;
         bool lowBit = q.BitsPerWeight < 6.0;
         if (!lowBit || s.Vocab is not { } vocab || s.HiddenSize is not { } hidden || s.TiedEmbeddings is not { } tied)
@@ -247,6 +252,75 @@ public static class FitEstimator
         if (body <= 0) return q.WeightBytes(s.TotalParams);
         double bits = body * q.BitsPerWeight + emb * Q6K + (tied ? 0 : emb * q.BitsPerWeight);
         return (long)Math.Ceiling(bits / 8);
+    }
+
+    /// <summary>The quantizer preset a fit quantization names, when our quantizer implements it.</summary>
+    public static QuantPreset? PresetOf(QuantType q) => q.Name switch
+    {
+        "F16" => QuantPreset.F16,
+        "BF16" => QuantPreset.BF16,
+        "Q8_0" => QuantPreset.Q8_0,
+        "Q4_0" => QuantPreset.Q4_0,
+        "Q4_K_M" => QuantPreset.Q4_K_M,
+        _ => null,
+    };
+
+    /// <summary>
+    /// Weight bytes tensor by tensor, for a dense decoder of this shape under one of our quantizer's presets; null when the
+    /// preset is not one of them, the model is MoE or MLA, or a dimension is unknown. The layout is the llama one (token
+    /// embedding; output projection unless tied; per layer Q, K, V, O, gate, up, down; norms and qwen2's QKV biases in
+    /// F32); each matrix takes <see cref="QuantRecipe.TypeFor"/>'s type for its name, layer and row length. The
+    /// feed-forward size comes from the shape, else from the parameter count (rounded to a multiple of 256, as real models
+    /// have). Unknown tying counts as untied (tied when the untied layout does not fit the parameter count): for a tied
+    /// model that adds an output matrix the parameter count does not have, which the correction below takes away again at
+    /// the base type (token_embd at Q4_K + output at Q6_K - one matrix at Q4_K = the tied Q6_K matrix). Parameters the layout does not account for (the catalog's rounding of the parameter count, vision towers,
+    /// fused or extra tensors of other layouts) are added, or taken away, at the preset's base type; when they are more than a
+    /// quarter of the layout, the layout does not describe the model and the result is null.
+    /// </summary>
+    public static long? RecipeWeightBytes(ModelShape s, QuantType q)
+    {
+        if (PresetOf(q) is not { } preset || s.Moe is not null || s.Mla is not null) return null;
+        if (s.TiedEmbeddings is { } known) return RecipeWeightBytes(s, preset, known);
+        return RecipeWeightBytes(s, preset, tied: false) ?? RecipeWeightBytes(s, preset, tied: true);
+    }
+
+    private static long? RecipeWeightBytes(ModelShape s, QuantPreset preset, bool tied)
+    {
+        if (s.Layers is not { } layers || s.HiddenSize is not { } hidden || s.Vocab is not { } vocab) return null;
+        int heads = s.Heads ?? 0;
+        if (layers <= 0 || hidden <= 0 || vocab <= 0 || heads <= 0) return null;
+        int headDim = s.HeadDim ?? hidden / heads;
+        int kvHeads = s.KvHeads ?? heads;
+        long qDim = (long)heads * headDim, kvDim = (long)kvHeads * headDim;
+        long oneD = layers * (2L * hidden + (s.Architecture == "qwen2" ? qDim + 2 * kvDim : 0)) + hidden;
+        long attention = layers * (2 * hidden * qDim + 2 * hidden * kvDim);
+        long embeddings = (long)vocab * hidden * (tied ? 1 : 2);
+        long ffn = s.FfnHidden ?? (long)Math.Round((s.TotalParams - oneD - attention - embeddings) / (3.0 * hidden * layers) / 256) * 256;
+        if (ffn <= 0) return null;
+
+        long bytes = oneD * 4, counted = oneD;
+        void Add(string name, int layer, long rowLength, long rows)
+        {
+            var type = QuantRecipe.TypeFor(preset, name, layer, layers, rowLength, nDims: 2, tiedEmbeddings: tied);
+            bytes += GgmlTypes.RowBytes(type, rowLength) * rows;
+            counted += rowLength * rows;
+        }
+        Add("token_embd.weight", -1, hidden, vocab);
+        if (!tied) Add("output.weight", -1, hidden, vocab);
+        for (int i = 0; i < layers; i++)
+        {
+            Add($"blk.{i}.attn_q.weight", i, hidden, qDim);
+            Add($"blk.{i}.attn_k.weight", i, hidden, kvDim);
+            Add($"blk.{i}.attn_v.weight", i, hidden, kvDim);
+            Add($"blk.{i}.attn_output.weight", i, qDim, hidden);
+            Add($"blk.{i}.ffn_gate.weight", i, hidden, ffn);
+            Add($"blk.{i}.ffn_up.weight", i, hidden, ffn);
+            Add($"blk.{i}.ffn_down.weight", i, ffn, hidden);
+        }
+        long rest = s.TotalParams - counted;
+        // a layout far from the parameter count does not describe this model: leave it to the average formula
+        if (Math.Abs(rest) > counted / 4) return null;
+        return bytes + (long)Math.Round(rest * GgmlTypes.BitsPerWeight(QuantRecipe.BaseType(preset)) / 8);
     }
 
     private static MemoryBreakdown Memory(ModelShape s, Dims d, QuantType q, int ctx, FitOptions o, List<string>? assumptions)

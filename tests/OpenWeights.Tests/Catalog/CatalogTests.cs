@@ -192,10 +192,58 @@ public class CatalogTests
     [Fact]
     public void Facts_without_a_source_are_left_null()
     {
-        // The research gives no GGUF repositories and no Qwen3 vocab: they must not be invented.
-        Assert.All(Cat.Models, m => Assert.Null(m.Gguf));
+        // The research gives no Qwen3 vocab and GGUF repositories only where a stored file listing was found: nothing is
+        // invented, so most models (Gemma, Qwen3, Phi, gpt-oss, MoE...) have no GGUF entry.
+        Assert.Null(Cat.Get("qwen3-8b").Gguf);
+        Assert.Null(Cat.Get("gemma-3-4b-it").Gguf);
+        Assert.True(Cat.Models.Count(m => m.Gguf is null) > Cat.Models.Count / 2);
         Assert.Null(Cat.Get("qwen3-8b").Architecture!.Vocab);
         Assert.Null(Cat.Get("gpt-oss-20b").Architecture!.HiddenSize);
         Assert.Null(Cat.Get("gemma-2-9b").KnowledgeCutoff);
+    }
+
+    // A GGUF file name carries its quant tag: Q4_K_M, Q8_0, bf16... bounded by '-', '.', '_' or the extension.
+    private static bool NamesQuant(string file, string quant) =>
+        Regex.IsMatch(file, "(?<![A-Za-z0-9])" + Regex.Escape(quant) + "(?![A-Za-z0-9]|_[A-Za-z0-9])", RegexOptions.IgnoreCase);
+
+    [Fact]
+    public void Gguf_entries_are_well_formed_and_sourced()
+    {
+        var withGguf = Cat.Models.Where(m => m.Gguf is not null).ToList();
+        Assert.True(withGguf.Count >= 10, $"only {withGguf.Count} models have a GGUF repository");
+        foreach (var m in withGguf)
+        {
+            var g = m.Gguf!;
+            Assert.Matches("^[A-Za-z0-9][A-Za-z0-9._\\-]*/[A-Za-z0-9][A-Za-z0-9._\\-]*$", g.Repo);
+            Assert.Contains("gguf", g.Repo, StringComparison.OrdinalIgnoreCase);
+            Assert.NotEmpty(g.Files);
+            Assert.True(g.Source is not null && Cat.Document.Sources.ContainsKey(g.Source), $"{m.Id}: GGUF source '{g.Source}' is not in the sources table");
+            Assert.Contains("https://huggingface.co/" + g.Repo + "/", Cat.Document.Sources[g.Source!]);
+            Assert.Contains(GgufRepo.DefaultQuant, g.Files.Keys);
+            foreach (var (quant, file) in g.Files)
+            {
+                Assert.Matches("^(I?Q[1-8]_[0-9A-Z_]+|F16|BF16|F32)$", quant);
+                Assert.EndsWith(".gguf", file, StringComparison.Ordinal);
+                Assert.DoesNotContain("/", file);
+                Assert.True(NamesQuant(file, quant), $"{m.Id}: {file} does not name its quant {quant}");
+                // the hub's quant matching (pull org/name:QUANT) finds exactly this file's quant in the name
+                Assert.Equal(quant, OpenWeights.Hub.PullSelection.QuantOf(file), StringComparer.OrdinalIgnoreCase);
+                // a sharded file is named by its first shard
+                if (Regex.Match(file, "-(\\d{5})-of-(\\d{5})\\.gguf$") is { Success: true } shard) Assert.Equal("00001", shard.Groups[1].Value);
+            }
+            Assert.Equal(g.Files.Count, g.Files.Values.Distinct(StringComparer.OrdinalIgnoreCase).Count());
+            // the catalog's own licence gate recognises the GGUF repository as this model's
+            Assert.Same(m, new OpenWeights.Hub.CatalogPullGate { Catalog = Cat }.FindModel(g.Repo));
+        }
+    }
+
+    [Fact]
+    public void Gguf_file_names_keep_the_case_the_source_lists()
+    {
+        Assert.Equal("Qwen2.5-7B-Instruct-Q4_K_M.gguf", Cat.Get("qwen2.5-7b-instruct").Gguf!.FileFor("q4_k_m"));
+        Assert.Equal("smollm2-1.7b-instruct-q4_k_m.gguf", Cat.Get("smollm2-1.7b-instruct").Gguf!.FileFor("Q4_K_M"));
+        Assert.Equal("Meta-Llama-3.1-8B-Instruct-bf16.gguf", Cat.Get("llama-3.1-8b-instruct").Gguf!.FileFor("BF16"));
+        Assert.Equal("Llama-3.3-70B-Instruct-Q8_0-00001-of-00002.gguf", Cat.Get("llama-3.3-70b-instruct").Gguf!.FileFor("Q8_0"));
+        Assert.Null(Cat.Get("qwen2.5-7b-instruct").Gguf!.FileFor("Q5_K_S"));
     }
 }
