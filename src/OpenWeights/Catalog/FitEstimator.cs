@@ -20,8 +20,8 @@ public sealed record FitOptions
     public int LoraRank { get; init; } = 16;
     /// <summary>Training keeps only each layer's input and recomputes the layer in backward (the usual LoRA/QLoRA setting).</summary>
     public bool GradientCheckpointing { get; init; } = true;
-    /// <summary>KV cache element size: 2 for F16 (default); about 1.06 for a q8_0 cache.</summary>
-    public double KvBytesPerElement { get; init; } = 2;
+    /// <summary>KV cache element size: 4 (default: OpenWeights' engine keeps K and V in F32); 2 for an F16 cache (llama.cpp's default).</summary>
+    public double KvBytesPerElement { get; init; } = 4;
     /// <summary>Concurrent sequences sharing the weights (each has its own KV cache).</summary>
     public int Sequences { get; init; } = 1;
     public FitTarget Target { get; init; } = FitTarget.Cpu;

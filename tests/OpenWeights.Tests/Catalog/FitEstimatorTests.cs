@@ -89,9 +89,12 @@ public class FitEstimatorTests
     [Fact]
     public void Worked_example_70B_Q4_K_M_8K_is_about_47_GB()
     {
-        // Research notes: 43 GB + 2.5 GiB + ~1.5 GB ≈ 47 GB.
-        var e = FitEstimator.Estimate(Shape("llama-3.1-70b"), Ram(1000), new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192 });
+        // Research notes (llama.cpp, F16 KV cache): 43 GB + 2.5 GiB + ~1.5 GB ≈ 47 GB.
+        var e = FitEstimator.Estimate(Shape("llama-3.1-70b"), Ram(1000), new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192, KvBytesPerElement = 2 });
         Near(2.5 * GiB, e.Memory.KvCacheBytes, 0.01, "KV");
+        // OpenWeights' own engine keeps K and V in F32: the default estimate doubles the cache.
+        var ours = FitEstimator.Estimate(Shape("llama-3.1-70b"), Ram(1000), new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192 });
+        Near(5 * GiB, ours.Memory.KvCacheBytes, 0.01, "F32 KV");
         Near(47e9, e.Memory.TotalBytes, 0.05, "total");
         Assert.InRange(e.Memory.OverheadBytes, 300e6, 2e9);
     }
@@ -99,7 +102,7 @@ public class FitEstimatorTests
     [Fact]
     public void Verdicts_and_headroom()
     {
-        var opts = new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192 };
+        var opts = new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192, KvBytesPerElement = 2 };
         var big = FitEstimator.Estimate(Shape("llama-3.1-70b"), Ram(64), opts);
         Assert.Equal(FitVerdict.Fits, big.Verdict);
         Assert.Equal(big.BudgetBytes - big.Memory.TotalBytes, big.HeadroomBytes);
