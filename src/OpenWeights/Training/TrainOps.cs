@@ -122,14 +122,17 @@ public static class TrainOps
                     int t = job / heads, h = job % heads, kvh = h / group, j0 = s_[t], len = t - j0 + 1;
                     var qv = new ReadOnlySpan<float>(q_ + (long)t * qDim + h * d, d);
                     var sc = Scratch(len);
-                    for (int j = 0; j < len; j++) sc[j] = TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(k_ + (long)(j0 + j) * kvDim + kvh * d, d)) * scale;
-                    float max = TensorPrimitives.Max(sc.AsSpan(0, len));
-                    double sum = 0;
-                    for (int j = 0; j < len; j++) { float e = MathF.Exp(sc[j] - max); sc[j] = e; sum += e; }
+                    float* qp = q_ + (long)t * qDim + h * d;
+                    for (int j = 0; j < len; j++) sc[j] = HeadDot(qp, k_ + (long)(j0 + j) * kvDim + kvh * d, d) * scale;
+                    var scs = sc.AsSpan(0, len);
+                    float max = TensorPrimitives.Max(scs);
+                    TensorPrimitives.Subtract(scs, max, scs);
+                    TensorPrimitives.Exp(scs, scs);
+                    double sum = TensorPrimitives.Sum(scs);
                     float inv = (float)(1.0 / sum);
-                    var ov = new Span<float>(o_ + (long)t * qDim + h * d, d);
-                    ov.Clear();
-                    for (int j = 0; j < len; j++) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(v_ + (long)(j0 + j) * kvDim + kvh * d, d), sc[j] * inv, ov, ov);
+                    float* op = o_ + (long)t * qDim + h * d;
+                    new Span<float>(op, d).Clear();
+                    for (int j = 0; j < len; j++) HeadAxpy(v_ + (long)(j0 + j) * kvDim + kvh * d, sc[j] * inv, op, d);
                     l_[t * heads + h] = max + (float)Math.Log(sum);
                 }
                 For(n * heads, threads, Body);
@@ -165,18 +168,16 @@ public static class TrainOps
                         for (int t = 0; t < n; t++)
                         {
                             int j0 = s_[t], len = t - j0 + 1;
-                            var qv = new ReadOnlySpan<float>(q_ + (long)t * qDim + h * d, d);
-                            var dov = new ReadOnlySpan<float>(do_ + (long)t * qDim + h * d, d);
-                            var dqv = new Span<float>(dq_ + (long)t * qDim + h * d, d);
-                            dqv.Clear();
+                            float* qv = q_ + (long)t * qDim + h * d, dov = do_ + (long)t * qDim + h * d, dqv = dq_ + (long)t * qDim + h * d;
+                            new Span<float>(dqv, d).Clear();
                             var p = Scratch(2 * len);
                             float l = l_[t * heads + h];
                             double pdp = 0;
                             for (int j = 0; j < len; j++)
                             {
                                 long kr = (long)(j0 + j) * kvDim + kvh * d;
-                                float pj = MathF.Exp(TensorPrimitives.Dot(qv, new ReadOnlySpan<float>(k_ + kr, d)) * scale - l);
-                                float dpj = TensorPrimitives.Dot(dov, new ReadOnlySpan<float>(v_ + kr, d));
+                                float pj = MathF.Exp(HeadDot(qv, k_ + kr, d) * scale - l);
+                                float dpj = HeadDot(dov, v_ + kr, d);
                                 p[j] = pj; p[len + j] = dpj;
                                 pdp += (double)pj * dpj;
                             }
@@ -185,11 +186,9 @@ public static class TrainOps
                             {
                                 long kr = (long)(j0 + j) * kvDim + kvh * d;
                                 float ds = p[j] * (p[len + j] - sPdp) * scale;
-                                var dvj = new Span<float>(dv_ + kr, d);
-                                TensorPrimitives.MultiplyAdd(dov, p[j], dvj, dvj);
-                                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(k_ + kr, d), ds, dqv, dqv);
-                                var dkj = new Span<float>(dk_ + kr, d);
-                                TensorPrimitives.MultiplyAdd(qv, ds, dkj, dkj);
+                                HeadAxpy(dov, p[j], dv_ + kr, d);
+                                HeadAxpy(k_ + kr, ds, dqv, d);
+                                HeadAxpy(qv, ds, dk_ + kr, d);
                             }
                         }
                 }
@@ -221,6 +220,23 @@ public static class TrainOps
             du[i] = dh[i] * x * s;
             dg[i] = dh[i] * u[i] * s * (1.0f + x * (1.0f - s));
         }
+    }
+
+    /// <summary>a·b over one head (d values): Vector256 FMA when d is a multiple of 8 (every real head size), else scalar.</summary>
+    private static unsafe float HeadDot(float* a, float* b, int d)
+    {
+        if (!SimdSupported || d % 8 != 0) return DotScalar(a, b, d);
+        var acc = Vector256<float>.Zero;
+        for (int i = 0; i < d; i += 8) acc = Fma.MultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc);
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>y += a·x over one head (d values).</summary>
+    private static unsafe void HeadAxpy(float* x, float a, float* y, int d)
+    {
+        if (!SimdSupported || d % 8 != 0) { AxpyScalar(x, a, y, d); return; }
+        var av = Vector256.Create(a);
+        for (int i = 0; i < d; i += 8) Vector256.Store(Fma.MultiplyAdd(Vector256.Load(x + i), av, Vector256.Load(y + i)), y + i);
     }
 
     // ---------------------------------------------------------------- frozen base linear: Y = X·Wᵀ (+ b)

@@ -46,11 +46,12 @@ public class TrainOpsGradientTests
     }
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    public void CausalGqaAttentionWithPackedDocuments(int threads)
+    [InlineData(1, 4)]    // scalar head kernels
+    [InlineData(2, 4)]
+    [InlineData(2, 16)]   // Vector256 head kernels (d a multiple of 8)
+    public void CausalGqaAttentionWithPackedDocuments(int threads, int d)
     {
-        int n = 6, heads = 4, kvHeads = 2, d = 4;
+        int n = 6, heads = 4, kvHeads = 2;
         int[] start = [0, 0, 0, 3, 3, 3]; // two documents packed in one sequence
         var q = Random(n * heads * d, 1); var k = Random(n * kvHeads * d, 2); var v = Random(n * kvHeads * d, 3);
         var r = Random(n * heads * d, 4);
