@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
+using OpenWeights.Inference.Constraints;
 
 namespace OpenWeights.Server;
 
@@ -103,6 +104,13 @@ public static class OpenAiEndpoints
         return (channel.Reader, n);
     }
 
+    // tool_choice "required" / a named function: the reply is forced to be a call in the template's format
+    private static ITokenConstraint ToolCall(ModelHost h, ChatFormatter f, ToolChoice choice)
+    {
+        try { return h.Options.ToolCallConstraintFactory!(f, choice.Tools!, choice.Name); }
+        catch (OpenWeightsException e) { throw OpenAiRequest.Bad("tool_choice", e.Message); }
+    }
+
     private static GenerationOptions ResponseFormat(ModelHost h, OpenAiRequest req, GenerationOptions o)
     {
         if (req.Body["response_format"] is not { } rf) return o;
@@ -128,7 +136,11 @@ public static class OpenAiEndpoints
         var req = await Read(ctx, h);
         var f = h.Formatter;
         var messages = req.Messages();
-        var tools = req.Tools();
+        var toolChoice = req.Tools();
+        bool forceTool = toolChoice.Required && h.Options.ToolCallConstraintFactory is not null;
+        if (toolChoice.Required && !forceTool && toolChoice.Name is { } only) // not enforced: narrow the list
+            toolChoice = toolChoice with { Tools = toolChoice.Tools!.Where(t => t.Name == only).ToList() };
+        var tools = toolChoice.Tools;
         int[] prompt;
         try { prompt = f.EncodeConversation(messages, tools); }
         catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", "messages", "template_error"); }
@@ -138,11 +150,13 @@ public static class OpenAiEndpoints
         bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
         var (logprobs, top) = req.Logprobs(chat: true);
         req.String("user");
-        // each choice gets its own options (seed + index) and its own constraint instance
-        GenerationOptions Options(int i) => f.ForReply(ResponseFormat(h, req, req.GenerationOptions(h, prompt.Length, i)) with
+        // each choice gets its own options (seed + index) and its own constraint instance; a forced tool call wins over response_format
+        GenerationOptions Options(int i)
         {
-            Logprobs = logprobs, TopLogprobs = top,
-        });
+            var o = req.GenerationOptions(h, prompt.Length, i);
+            o = forceTool ? o with { Constraint = ToolCall(h, f, toolChoice) } : ResponseFormat(h, req, o);
+            return f.ForReply(o with { Logprobs = logprobs, TopLogprobs = top });
+        }
         bool parseTools = tools is not null;
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
