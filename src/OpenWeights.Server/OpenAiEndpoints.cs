@@ -1,7 +1,6 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -96,12 +95,12 @@ public static class OpenAiEndpoints
                 "messages", "context_length_exceeded");
     }
 
-    private static (ChannelReader<JobEvent> Events, int N) Start(ModelHost h, OpenAiRequest req, int[] prompt, Func<int, GenerationOptions> options, int n, CancellationToken ct)
+    private static JobOutput Start(ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n, CancellationToken ct)
     {
-        var channel = Channel.CreateUnbounded<JobEvent>(new UnboundedChannelOptions { SingleReader = true });
-        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, channel.Writer, ct)).ToList();
+        var output = new JobOutput(n, h.Options.StreamBufferEvents);
+        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, output, ct)).ToList();
         h.Scheduler.Submit(jobs);
-        return (channel.Reader, n);
+        return output;
     }
 
     // tool_choice "required" / a named function: the reply is forced to be a call in the template's format
@@ -160,7 +159,7 @@ public static class OpenAiEndpoints
         bool parseTools = tools is not null;
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var (events, _) = Start(h, req, prompt, Options, n, ctx.RequestAborted);
+        var events = Start(h, prompt, Options, n, ctx.RequestAborted);
 
         if (!stream)
         {
@@ -294,7 +293,7 @@ public static class OpenAiEndpoints
         public int Generated;
     }
 
-    private static async Task<Result[]> Collect(ChannelReader<JobEvent> events, int n, CancellationToken ct)
+    private static async Task<Result[]> Collect(JobOutput events, int n, CancellationToken ct)
     {
         var results = Enumerable.Range(0, n).Select(_ => new Result()).ToArray();
         int done = 0;
@@ -354,7 +353,7 @@ public static class OpenAiEndpoints
         bool stream = req.Bool("stream");
         bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
         var (logprobs, top) = req.Logprobs(chat: false);
-        var (events, _) = Start(h, req, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx.RequestAborted);
+        var events = Start(h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx.RequestAborted);
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         JsonObject Wrap(JsonArray choices) => new()

@@ -26,6 +26,8 @@ public sealed record ServerOptions
     /// <summary>A Jinja chat template (source text) instead of the model's own.</summary>
     public string? ChatTemplate { get; init; }
     public long MaxRequestBodyBytes { get; init; } = 8 * 1024 * 1024;
+    /// <summary>Events (about one per token) that may wait unread for one request before its generation pauses for the reader.</summary>
+    public int StreamBufferEvents { get; init; } = 64;
     /// <summary>Builds the constraint for response_format (schema JSON, or null for any JSON object); null: response_format json answers 400.</summary>
     public Func<Tokenizer, string?, ITokenConstraint>? JsonConstraintFactory { get; init; } = JsonConstraint.Create;
     /// <summary>
