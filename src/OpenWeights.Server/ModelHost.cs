@@ -22,6 +22,7 @@ public sealed class ModelHost : IDisposable
     public ModelHost(ServerOptions options)
     {
         Options = options;
+        if (options.StreamBufferEvents < 1) throw new OpenWeightsException($"the stream buffer of {options.StreamBufferEvents} events must be at least 1");
         Model = LlamaModel.LoadOwned(OpenWeights.Formats.ModelSources.Open(options.ModelPath));
         if (options.Loras.Count > 0) OpenWeights.Lora.LoraLoader.Attach(Model, options.Loras);
         try

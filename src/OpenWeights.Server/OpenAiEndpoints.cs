@@ -1,7 +1,6 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
@@ -9,6 +8,7 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
+using OpenWeights.Inference.Constraints;
 
 namespace OpenWeights.Server;
 
@@ -95,12 +95,19 @@ public static class OpenAiEndpoints
                 "messages", "context_length_exceeded");
     }
 
-    private static (ChannelReader<JobEvent> Events, int N) Start(ModelHost h, OpenAiRequest req, int[] prompt, Func<int, GenerationOptions> options, int n, CancellationToken ct)
+    private static JobOutput Start(ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n, CancellationToken ct)
     {
-        var channel = Channel.CreateUnbounded<JobEvent>(new UnboundedChannelOptions { SingleReader = true });
-        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, channel.Writer, ct)).ToList();
+        var output = new JobOutput(n, h.Options.StreamBufferEvents);
+        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, output, ct)).ToList();
         h.Scheduler.Submit(jobs);
-        return (channel.Reader, n);
+        return output;
+    }
+
+    // tool_choice "required" / a named function: the reply is forced to be a call in the template's format
+    private static ITokenConstraint ToolCall(ModelHost h, ChatFormatter f, ToolChoice choice)
+    {
+        try { return h.Options.ToolCallConstraintFactory!(f, choice.Tools!, choice.Name); }
+        catch (OpenWeightsException e) { throw OpenAiRequest.Bad("tool_choice", e.Message); }
     }
 
     private static GenerationOptions ResponseFormat(ModelHost h, OpenAiRequest req, GenerationOptions o)
@@ -128,7 +135,11 @@ public static class OpenAiEndpoints
         var req = await Read(ctx, h);
         var f = h.Formatter;
         var messages = req.Messages();
-        var tools = req.Tools();
+        var toolChoice = req.Tools();
+        bool forceTool = toolChoice.Required && h.Options.ToolCallConstraintFactory is not null;
+        if (toolChoice.Required && !forceTool && toolChoice.Name is { } only) // not enforced: narrow the list
+            toolChoice = toolChoice with { Tools = toolChoice.Tools!.Where(t => t.Name == only).ToList() };
+        var tools = toolChoice.Tools;
         int[] prompt;
         try { prompt = f.EncodeConversation(messages, tools); }
         catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", "messages", "template_error"); }
@@ -138,15 +149,17 @@ public static class OpenAiEndpoints
         bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
         var (logprobs, top) = req.Logprobs(chat: true);
         req.String("user");
-        // each choice gets its own options (seed + index) and its own constraint instance
-        GenerationOptions Options(int i) => f.ForReply(ResponseFormat(h, req, req.GenerationOptions(h, prompt.Length, i)) with
+        // each choice gets its own options (seed + index) and its own constraint instance; a forced tool call wins over response_format
+        GenerationOptions Options(int i)
         {
-            Logprobs = logprobs, TopLogprobs = top,
-        });
+            var o = req.GenerationOptions(h, prompt.Length, i);
+            o = forceTool ? o with { Constraint = ToolCall(h, f, toolChoice) } : ResponseFormat(h, req, o);
+            return f.ForReply(o with { Logprobs = logprobs, TopLogprobs = top });
+        }
         bool parseTools = tools is not null;
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var (events, _) = Start(h, req, prompt, Options, n, ctx.RequestAborted);
+        var events = Start(h, prompt, Options, n, ctx.RequestAborted);
 
         if (!stream)
         {
@@ -280,7 +293,7 @@ public static class OpenAiEndpoints
         public int Generated;
     }
 
-    private static async Task<Result[]> Collect(ChannelReader<JobEvent> events, int n, CancellationToken ct)
+    private static async Task<Result[]> Collect(JobOutput events, int n, CancellationToken ct)
     {
         var results = Enumerable.Range(0, n).Select(_ => new Result()).ToArray();
         int done = 0;
@@ -340,7 +353,7 @@ public static class OpenAiEndpoints
         bool stream = req.Bool("stream");
         bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
         var (logprobs, top) = req.Logprobs(chat: false);
-        var (events, _) = Start(h, req, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx.RequestAborted);
+        var events = Start(h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx.RequestAborted);
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         JsonObject Wrap(JsonArray choices) => new()

@@ -198,36 +198,52 @@ internal sealed class OpenAiRequest(JsonObject body)
         }
     }
 
-    /// <summary>tools and tool_choice: the tools to show the model (none when tool_choice is "none").</summary>
-    public List<ChatTool>? Tools()
+    /// <summary>
+    /// tools and tool_choice: the tools to show the model (none when tool_choice is "none"), whether a call is required,
+    /// and the function it must call (null: any).
+    /// </summary>
+    public ToolChoice Tools()
     {
         var v = Body["tools"];
-        if (v is null) return null;
-        if (v is not JsonArray a) throw Bad("tools", "must be a list");
-        var tools = new List<ChatTool>();
-        for (int i = 0; i < a.Count; i++)
+        List<ChatTool>? tools = null;
+        if (v is not null)
         {
-            if (a[i] is not JsonObject t || t["function"] is not JsonObject f) throw Bad($"tools[{i}]", "must be {type: function, function: {name, description, parameters}}");
-            string name = f["name"] is JsonValue nv && nv.TryGetValue(out string? n) && n.Length > 0 ? n : throw Bad($"tools[{i}].function.name", "is required");
-            string? desc = f["description"] is JsonValue dv && dv.TryGetValue(out string? d) ? d : null;
-            tools.Add(new ChatTool(name, desc, f["parameters"]?.ToJsonString()));
+            if (v is not JsonArray a) throw Bad("tools", "must be a list");
+            tools = [];
+            for (int i = 0; i < a.Count; i++)
+            {
+                if (a[i] is not JsonObject t || t["function"] is not JsonObject f) throw Bad($"tools[{i}]", "must be {type: function, function: {name, description, parameters}}");
+                string name = f["name"] is JsonValue nv && nv.TryGetValue(out string? n) && n.Length > 0 ? n : throw Bad($"tools[{i}].function.name", "is required");
+                if (tools.Any(x => x.Name == name)) throw Bad($"tools[{i}].function.name", $"repeats the function name '{name}'");
+                string? desc = f["description"] is JsonValue dv && dv.TryGetValue(out string? d) ? d : null;
+                var parameters = f["parameters"];
+                if (parameters is not (null or JsonObject)) throw Bad($"tools[{i}].function.parameters", "must be a JSON schema object");
+                tools.Add(new ChatTool(name, desc, parameters?.ToJsonString()));
+            }
+            if (tools.Count == 0) tools = null;
         }
         var choice = Body["tool_choice"];
-        if (choice is JsonValue cv && cv.TryGetValue(out string? cs))
+        switch (choice)
         {
-            if (cs == "none") return null;
-            if (cs is not ("auto" or "required")) throw Bad("tool_choice", "must be none, auto, required or {type: function, function: {name}}");
+            case null: return new ToolChoice(tools, false, null);
+            case JsonValue cv when cv.TryGetValue(out string? cs):
+                if (cs == "none") return new ToolChoice(null, false, null);
+                if (cs == "auto") return new ToolChoice(tools, false, null);
+                if (cs != "required") throw Bad("tool_choice", "must be none, auto, required or {type: function, function: {name}}");
+                if (tools is null) throw Bad("tool_choice", "is 'required' but no 'tools' were given");
+                return new ToolChoice(tools, true, null);
+            case JsonObject co:
+                string want = co["function"] is JsonObject fo && fo["name"] is JsonValue wv && wv.TryGetValue(out string? w) ? w
+                    : throw Bad("tool_choice", "must be {type: function, function: {name}}");
+                if (tools is null || tools.All(t => t.Name != want)) throw Bad("tool_choice", $"names the function '{want}', which is not in 'tools'");
+                return new ToolChoice(tools, true, want);
+            default: throw Bad("tool_choice", "must be a string or an object");
         }
-        else if (choice is JsonObject co)
-        {
-            string? want = co["function"]?["name"]?.GetValue<string>();
-            if (want is null || tools.All(t => t.Name != want)) throw Bad("tool_choice", "names a function that is not in 'tools'");
-            tools = tools.Where(t => t.Name == want).ToList();
-        }
-        else if (choice is not null) throw Bad("tool_choice", "must be a string or an object");
-        return tools.Count > 0 ? tools : null;
     }
 }
+
+/// <summary>The tools of a chat request and what tool_choice asks: <paramref name="Required"/> a call, of <paramref name="Name"/> when set.</summary>
+internal sealed record ToolChoice(List<ChatTool>? Tools, bool Required, string? Name);
 
 /// <summary>The part of an HTTP request the reader needs (so it is testable without a server).</summary>
 internal readonly record struct HttpRequestLike(Stream Body);

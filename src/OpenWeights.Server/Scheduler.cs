@@ -11,17 +11,97 @@ namespace OpenWeights.Server;
 public readonly record struct JobEvent(int Index, GenerationChunk? Chunk, Exception? Error);
 
 /// <summary>A request for one completion (one choice).</summary>
-public sealed class GenerationJob(int[] prompt, GenerationOptions options, int index, ChannelWriter<JobEvent> output, CancellationToken ct)
+public sealed class GenerationJob(int[] prompt, GenerationOptions options, int index, JobOutput output, CancellationToken ct)
 {
     public int[] Prompt { get; } = prompt;
     public GenerationOptions Options { get; } = options;
     public int Index { get; } = index;
-    public ChannelWriter<JobEvent> Output { get; } = output;
+    public JobOutput Output { get; } = output;
     public CancellationToken Cancellation { get; } = ct;
     internal TokenStream? Stream;
     internal int Prefilled;
     internal int NextToken = -1;
     internal long StartTicks, FirstTokenTicks;
+}
+
+/// <summary>
+/// The events of one request (all its choices) on their way to the client, bounded so that a slow reader cannot make
+/// them pile up: while <see cref="Limit"/> events wait unread, the scheduler decodes none of the request's jobs (they keep
+/// their slots; other requests go on), and resumes once the reader is down to half of that. At most
+/// <see cref="Capacity"/> events are ever buffered (the limit, plus room for one last step and a final event per job).
+/// </summary>
+public sealed class JobOutput
+{
+    private readonly Channel<JobEvent> channel;
+    private volatile int paused, wakeSent;
+    private int peak, dropped;
+
+    /// <param name="jobs">the jobs writing to it (choices of the request)</param>
+    /// <param name="limit">unread events at which the jobs pause</param>
+    public JobOutput(int jobs, int limit)
+    {
+        if (jobs < 1) throw new ArgumentOutOfRangeException(nameof(jobs), jobs, "at least one job");
+        if (limit < 1) throw new OpenWeightsException($"the stream buffer of {limit} events must be at least 1");
+        Limit = limit;
+        Capacity = limit + 3 * jobs;
+        channel = Channel.CreateBounded<JobEvent>(new BoundedChannelOptions(Capacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
+    }
+
+    /// <summary>Unread events at which the request's jobs stop being decoded.</summary>
+    public int Limit { get; }
+    /// <summary>The most events the output can hold.</summary>
+    public int Capacity { get; }
+    /// <summary>Events written and not yet read.</summary>
+    public int Count => channel.Reader.Count;
+    /// <summary>The most events that were ever waiting unread.</summary>
+    public int PeakCount => Volatile.Read(ref peak);
+    /// <summary>Events that did not fit (never expected; kept to be checked).</summary>
+    public int Dropped => Volatile.Read(ref dropped);
+    /// <summary>The jobs are paused for the reader now.</summary>
+    public bool Paused => paused != 0;
+
+    internal Action? Wake;
+
+    // scheduler thread only
+    internal void Write(JobEvent e)
+    {
+        if (!channel.Writer.TryWrite(e)) { Interlocked.Increment(ref dropped); return; }
+        int c = channel.Reader.Count;
+        if (c > peak) Volatile.Write(ref peak, c);
+    }
+
+    /// <summary>Scheduler: whether the jobs may run this step; pauses them at <see cref="Limit"/>, resumes at half of it.</summary>
+    internal bool HasRoom()
+    {
+        int resume = Limit / 2;
+        if (paused != 0)
+        {
+            if (channel.Reader.Count > resume) return false;
+            paused = 0;
+            return true;
+        }
+        if (channel.Reader.Count < Limit) return true;
+        wakeSent = 0;
+        Interlocked.Exchange(ref paused, 1);
+        if (channel.Reader.Count > resume) return false; // the reader wakes the scheduler when it gets there
+        paused = 0;
+        return true;
+    }
+
+    /// <summary>The events in order, as they come (the sequence does not end by itself: stop after the last final event).</summary>
+    public async IAsyncEnumerable<JobEvent> ReadAllAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct = default)
+    {
+        var reader = channel.Reader;
+        while (await reader.WaitToReadAsync(ct))
+        {
+            while (reader.TryRead(out var e))
+            {
+                Interlocked.MemoryBarrier();
+                if (paused != 0 && reader.Count <= Limit / 2 && Interlocked.Exchange(ref wakeSent, 1) == 0) Wake?.Invoke();
+                yield return e;
+            }
+        }
+    }
 }
 
 /// <summary>Thrown when the queue is full (HTTP 429).</summary>
@@ -30,7 +110,8 @@ public sealed class QueueFullException(string message) : Exception(message);
 /// <summary>
 /// Continuous batching: N slots, each with its own KV cache. Each step, every slot with work contributes its tokens
 /// (one token when decoding, a chunk of its prompt when prefilling) to one batched forward pass; a freed slot takes
-/// the next queued job at once. Cancelled jobs (client gone) free their slot at the next step.
+/// the next queued job at once. Cancelled jobs (client gone) free their slot at the next step. A job whose
+/// <see cref="JobOutput"/> is full (slow reader) sits out the steps, keeping its slot, until the reader catches up.
 /// </summary>
 public sealed class Scheduler : IDisposable
 {
@@ -46,6 +127,7 @@ public sealed class Scheduler : IDisposable
     private readonly Slot[] slots;
     private readonly RunState state;
     private readonly float[] logits;
+    private readonly bool[] ready; // per active slot of the current step: its reader has room
     private readonly int threads, maxBatch;
     private readonly LinkedList<GenerationJob> queue = new();
     private readonly object gate = new();
@@ -69,6 +151,7 @@ public sealed class Scheduler : IDisposable
         for (int i = 0; i < parallel; i++) slots[i] = new Slot(model.CreateCache(ContextSize));
         state = model.CreateState(this.maxBatch, ContextSize);
         logits = new float[parallel * model.Config.VocabSize];
+        ready = new bool[parallel];
         loop = new Thread(Run) { IsBackground = true, Name = "openweights-scheduler" };
         loop.Start();
     }
@@ -85,6 +168,7 @@ public sealed class Scheduler : IDisposable
             if (j.Prompt.Length >= ContextSize) throw new OpenWeightsException($"the prompt has {j.Prompt.Length} tokens but the context holds {ContextSize}");
         }
         var streams = jobs.Select(j => new TokenStream(tokenizer, model.Config.VocabSize, j.Prompt, j.Options)).ToArray(); // validates options
+        foreach (var j in jobs) j.Output.Wake ??= WakeUp; // before the scheduler can see them (and pause them)
         lock (gate)
         {
             int free = slots.Count(s => s.Job is null);
@@ -97,9 +181,11 @@ public sealed class Scheduler : IDisposable
                 queue.AddLast(jobs[i]);
             }
         }
-        foreach (var j in jobs) j.Cancellation.Register(() => wake.Release());
+        foreach (var j in jobs) j.Cancellation.Register(WakeUp);
         wake.Release();
     }
+
+    private void WakeUp() => wake.Release();
 
     private void Run()
     {
@@ -118,7 +204,7 @@ public sealed class Scheduler : IDisposable
                     if (n.Value.Cancellation.IsCancellationRequested)
                     {
                         queue.Remove(n);
-                        n.Value.Output.TryWrite(new JobEvent(n.Value.Index, n.Value.Stream!.Final(FinishReason.Cancelled, Stats(n.Value, 0, 0)), null));
+                        Emit(n.Value, new JobEvent(n.Value.Index, n.Value.Stream!.Final(FinishReason.Cancelled, Stats(n.Value, 0, 0)), null));
                     }
                     n = next;
                 }
@@ -126,13 +212,15 @@ public sealed class Scheduler : IDisposable
                 any = slots.Any(s => s.Job is not null);
             }
             if (!any) { wake.Wait(200); continue; }
-            try { Step(segments, owners); }
+            bool stepped = true;
+            try { stepped = Step(segments, owners); }
             catch (Exception e)
             {
                 lock (gate)
                     foreach (var s in slots)
-                        if (s.Job is { } j) { j.Output.TryWrite(new JobEvent(j.Index, null, e)); s.Job = null; s.Tokens.Clear(); s.Cache.Length = 0; }
+                        if (s.Job is { } j) { Emit(j, new JobEvent(j.Index, null, e)); s.Job = null; s.Tokens.Clear(); s.Cache.Length = 0; }
             }
+            if (!stepped) wake.Wait(100); // every active job waits for its reader: sleep until one reads (or is cancelled)
         }
     }
 
@@ -156,28 +244,36 @@ public sealed class Scheduler : IDisposable
         return true;
     }
 
-    private void Step(List<SequenceBatch> segments, List<Slot> owners)
+    // One batched forward pass over the slots with work; false when there was none (every job waits for its reader).
+    private bool Step(List<SequenceBatch> segments, List<Slot> owners)
     {
         segments.Clear(); owners.Clear();
-        int budget = maxBatch, prefillTokens = 0, decodeTokens = 0;
+        int budget = maxBatch, prefillTokens = 0, decodeTokens = 0, paused = 0;
         Slot[] active;
         lock (gate) active = slots.Where(s => s.Job is not null).ToArray();
-        foreach (var s in active) // decoding slots first: one token each
+        var ready = this.ready;
+        for (int i = 0; i < active.Length; i++)
         {
-            var j = s.Job!;
-            if (j.NextToken < 0) continue;
+            ready[i] = active[i].Job!.Output.HasRoom();
+            if (!ready[i]) paused++;
+        }
+        Metrics.RecordPaused(paused);
+        for (int i = 0; i < active.Length; i++) // decoding slots first: one token each
+        {
+            var s = active[i]; var j = s.Job!;
+            if (j.NextToken < 0 || !ready[i]) continue;
             segments.Add(new SequenceBatch(new[] { j.NextToken }, s.Cache)); owners.Add(s);
             budget--; decodeTokens++;
         }
-        foreach (var s in active) // then prompt chunks with what is left
+        for (int i = 0; i < active.Length; i++) // then prompt chunks with what is left
         {
-            var j = s.Job!;
-            if (j.NextToken >= 0 || budget <= 0) continue;
+            var s = active[i]; var j = s.Job!;
+            if (j.NextToken >= 0 || budget <= 0 || !ready[i]) continue;
             int n = Math.Min(budget, j.Prompt.Length - j.Prefilled);
             segments.Add(new SequenceBatch(j.Prompt.AsMemory(j.Prefilled, n), s.Cache)); owners.Add(s);
             budget -= n; prefillTokens += n;
         }
-        if (segments.Count == 0) return;
+        if (segments.Count == 0) return false;
         long t0 = Stopwatch.GetTimestamp();
         model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), state, threads, logits);
         var elapsed = Stopwatch.GetElapsedTime(t0);
@@ -197,12 +293,19 @@ public sealed class Scheduler : IDisposable
                     j.FirstTokenTicks = Stopwatch.GetTimestamp();
                 }
                 var step = j.Stream!.Next(logits.AsSpan(i * vocab, vocab));
-                if (step.Chunk is { } c) j.Output.TryWrite(new JobEvent(j.Index, c, null));
+                if (step.Chunk is { } c) Emit(j, new JobEvent(j.Index, c, null));
                 if (step.Finish is { } f) { Finish(s, f); continue; }
                 if (s.Cache.Length >= s.Cache.Capacity) { Finish(s, FinishReason.Length); continue; }
                 j.NextToken = step.TokenId;
             }
         }
+        return true;
+    }
+
+    private void Emit(GenerationJob j, JobEvent e)
+    {
+        j.Output.Write(e);
+        Metrics.ObserveBuffered(j.Output.Count);
     }
 
     private void Finish(Slot s, FinishReason reason)
@@ -211,7 +314,7 @@ public sealed class Scheduler : IDisposable
         long now = Stopwatch.GetTimestamp();
         var prefill = j.FirstTokenTicks > 0 ? Stopwatch.GetElapsedTime(j.StartTicks, j.FirstTokenTicks) : Stopwatch.GetElapsedTime(j.StartTicks, now);
         var decode = j.FirstTokenTicks > 0 ? Stopwatch.GetElapsedTime(j.FirstTokenTicks, now) : TimeSpan.Zero;
-        j.Output.TryWrite(new JobEvent(j.Index, j.Stream!.Final(reason, new GenerationStats(j.Prompt.Length, j.Stream.Generated, prefill, decode)), null));
+        Emit(j, new JobEvent(j.Index, j.Stream!.Final(reason, new GenerationStats(j.Prompt.Length, j.Stream.Generated, prefill, decode)), null));
         Metrics.RecordCompletion(j.Prompt.Length, j.Stream.Generated, reason == FinishReason.Cancelled);
         s.Job = null;
     }

@@ -11,6 +11,8 @@ public sealed class ServerMetrics
     private long promptTokens, generatedTokens, completions, cancelled;
     private long prefillTokens, decodeTokens;
     private double prefillSeconds, decodeSeconds;
+    private long pausedSlotSteps;
+    private int pausedNow, peakBuffered;
 
     public void RecordRequest(string endpoint, int status)
     {
@@ -34,6 +36,27 @@ public sealed class ServerMetrics
             else { decodeTokens += decode; decodeSeconds += elapsed.TotalSeconds; }
         }
     }
+
+    /// <summary>One scheduler step: how many slots sat it out because their reader is behind.</summary>
+    public void RecordPaused(int slots)
+    {
+        Volatile.Write(ref pausedNow, slots);
+        if (slots > 0) Interlocked.Add(ref pausedSlotSteps, slots);
+    }
+
+    /// <summary>Events waiting unread in one request's output after a write.</summary>
+    public void ObserveBuffered(int events)
+    {
+        int cur;
+        while (events > (cur = Volatile.Read(ref peakBuffered)) && Interlocked.CompareExchange(ref peakBuffered, events, cur) != cur) { }
+    }
+
+    /// <summary>Slot-steps skipped because a slow reader's buffer was full (backpressure).</summary>
+    public long PausedSlotSteps => Interlocked.Read(ref pausedSlotSteps);
+    /// <summary>Slots paused for their readers at the last step.</summary>
+    public int PausedSlots => Volatile.Read(ref pausedNow);
+    /// <summary>The most events ever waiting unread in one request's output.</summary>
+    public int PeakBufferedEvents => Volatile.Read(ref peakBuffered);
 
     public long PromptTokens => Interlocked.Read(ref promptTokens);
     public long GeneratedTokens => Interlocked.Read(ref generatedTokens);
@@ -59,6 +82,9 @@ public sealed class ServerMetrics
             Metric("openweights_queue_depth", "gauge", "Requests waiting for a slot.", [("", queueDepth)]);
             Metric("openweights_slots_active", "gauge", "Slots generating.", [("", activeSlots)]);
             Metric("openweights_slots_total", "gauge", "Slots (--parallel).", [("", slots)]);
+            Metric("openweights_slots_paused", "gauge", "Slots waiting for a slow reader (not decoded) at the last step.", [("", PausedSlots)]);
+            Metric("openweights_paused_slot_steps_total", "counter", "Slot-steps skipped because a reader was behind (backpressure).", [("", PausedSlotSteps)]);
+            Metric("openweights_stream_buffer_peak_events", "gauge", "The most events ever waiting unread for one request.", [("", PeakBufferedEvents)]);
             Metric("openweights_prefill_tokens_per_second", "gauge", "Tokens per second of forward passes that include prompt tokens.",
                 [("", prefillSeconds > 0 ? prefillTokens / prefillSeconds : 0)]);
             Metric("openweights_decode_tokens_per_second", "gauge", "Aggregate tokens per second of decode-only forward passes.",

@@ -1,3 +1,4 @@
+using OpenWeights.Inference.Chat;
 using OpenWeights.Inference.Constraints;
 using OpenWeights.Tokenizers;
 
@@ -25,6 +26,13 @@ public sealed record ServerOptions
     /// <summary>A Jinja chat template (source text) instead of the model's own.</summary>
     public string? ChatTemplate { get; init; }
     public long MaxRequestBodyBytes { get; init; } = 8 * 1024 * 1024;
+    /// <summary>Events (about one per token) that may wait unread for one request before its generation pauses for the reader.</summary>
+    public int StreamBufferEvents { get; init; } = 64;
     /// <summary>Builds the constraint for response_format (schema JSON, or null for any JSON object); null: response_format json answers 400.</summary>
     public Func<Tokenizer, string?, ITokenConstraint>? JsonConstraintFactory { get; init; } = JsonConstraint.Create;
+    /// <summary>
+    /// Builds the constraint that forces a tool call (tool_choice "required": any tool, or a named function); null: tool_choice
+    /// is not enforced (a named function only narrows the tools shown to the model).
+    /// </summary>
+    public Func<ChatFormatter, IReadOnlyList<ChatTool>, string?, ITokenConstraint>? ToolCallConstraintFactory { get; init; } = ToolCallConstraint.Create;
 }

@@ -26,6 +26,11 @@ public sealed class OpenWeightsChatClient : IChatClient
     public Tokenizer Tokenizer => Formatter.Tokenizer;
     /// <summary>Builds the constraint for a JSON response format (schema text or null); null: JSON response formats throw NotSupportedException.</summary>
     public Func<Tokenizer, string?, ITokenConstraint>? JsonConstraintFactory { get; init; } = JsonConstraint.Create;
+    /// <summary>
+    /// Builds the constraint that forces a tool call when <see cref="ChatOptions.ToolMode"/> is RequireAny or RequireSpecific;
+    /// null: the tool mode is not enforced (RequireSpecific only narrows the tools shown to the model).
+    /// </summary>
+    public Func<ChatFormatter, IReadOnlyList<ChatTool>, string?, ITokenConstraint>? ToolCallConstraintFactory { get; init; } = ToolCallConstraint.Create;
 
     /// <param name="chatTemplate">a Jinja chat template source; null uses the model's own</param>
     public OpenWeightsChatClient(LlamaModel model, string? chatTemplate = null, int contextSize = 4096, int threads = 0, string? modelId = null, bool ownsModel = false)
@@ -51,10 +56,15 @@ public sealed class OpenWeightsChatClient : IChatClient
         var tools = options?.ToolMode is NoneChatToolMode ? null : options?.Tools?.OfType<AIFunctionDeclaration>()
             .Select(t => new ChatTool(t.Name, t.Description, t.JsonSchema.ValueKind == JsonValueKind.Undefined ? null : t.JsonSchema.GetRawText())).ToList();
         if (tools is { Count: 0 }) tools = null;
+        var required = options?.ToolMode as RequiredChatToolMode;
+        if (required is not null && tools is null) throw new OpenWeightsException("ChatOptions.ToolMode requires a tool call but no tools were given");
+        if (required?.RequiredFunctionName is { } only && ToolCallConstraintFactory is null) tools = tools!.Where(t => t.Name == only).ToList(); // not enforced: narrow the list
         var prompt = Formatter.EncodeConversation(turns, tools);
         if (prompt.Length >= session.ContextSize)
             throw new OpenWeightsException($"the conversation has {prompt.Length} tokens but the context holds {session.ContextSize}");
-        var gen = Formatter.ForReply(Options(options, prompt.Length));
+        var g = Options(options, prompt.Length);
+        if (required is not null && ToolCallConstraintFactory is { } force) g = g with { Constraint = force(Formatter, tools!, required.RequiredFunctionName) }; // wins over ResponseFormat
+        var gen = Formatter.ForReply(g);
         string responseId = Guid.NewGuid().ToString("N");
         string? modelId = options?.ModelId ?? metadata.DefaultModelId;
 

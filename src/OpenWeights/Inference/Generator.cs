@@ -17,6 +17,8 @@ public sealed record GenerationOptions
     public IReadOnlyList<string> StopStrings { get; init; } = [];
     /// <summary>Extra token ids that end generation (besides the tokenizer's end-of-generation set).</summary>
     public IReadOnlySet<int>? StopTokens { get; init; }
+    /// <summary>Control tokens whose text is part of the output (others are dropped), e.g. tool-call markers like Mistral's [TOOL_CALLS].</summary>
+    public IReadOnlySet<int>? KeepSpecialTokens { get; init; }
     public bool IgnoreEos { get; init; }
     /// <summary>Constrained decoding: masks the logits before sampling, sees every chosen token, ends generation when complete.</summary>
     public ITokenConstraint? Constraint { get; init; }
@@ -118,7 +120,7 @@ public sealed class TokenStream
         this.tokenizer = tokenizer;
         this.options = options;
         sampler = new Sampler(options.Sampling, vocabSize);
-        decoder = new StreamingDecoder(tokenizer, skipSpecial: true);
+        decoder = new StreamingDecoder(tokenizer, skipSpecial: true, options.KeepSpecialTokens);
         stopper = new StopStringFilter(options.StopStrings);
         history = new List<int>(prompt);
         PromptLength = prompt.Count;

@@ -16,22 +16,25 @@ public sealed class StreamingDecoder
 {
     private readonly Tokenizer tokenizer;
     private readonly bool skipSpecial;
+    private readonly IReadOnlySet<int>? keepSpecial;
     private readonly Decoder utf8 = new UTF8Encoding(false, false).GetDecoder();
     private char[] chars = new char[64];
 
     /// <param name="tokenizer">the tokenizer whose ids will be pushed</param>
     /// <param name="skipSpecial">drop control tokens (BOS, EOS, chat markers) instead of writing their text</param>
-    public StreamingDecoder(Tokenizer tokenizer, bool skipSpecial = false)
+    /// <param name="keepSpecial">with <paramref name="skipSpecial"/>: control tokens whose text is written all the same (e.g. tool-call markers)</param>
+    public StreamingDecoder(Tokenizer tokenizer, bool skipSpecial = false, IReadOnlySet<int>? keepSpecial = null)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         this.tokenizer = tokenizer;
         this.skipSpecial = skipSpecial;
+        this.keepSpecial = keepSpecial;
     }
 
     /// <summary>Adds one token; returns the text that is now complete (possibly empty).</summary>
     public string Push(int id)
     {
-        if (skipSpecial && tokenizer.IsControl(id)) return "";
+        if (skipSpecial && tokenizer.IsControl(id) && keepSpecial?.Contains(id) != true) return "";
         return Convert(tokenizer.TokenBytes(id), flush: false);
     }
 

@@ -66,6 +66,30 @@ public class ChatClientTests
     }
 
     [Fact]
+    public async Task RequiredToolModeForcesACall()
+    {
+        using var m = LlamaModel.Load(TinyModels.Qwen);
+        var template = File.ReadAllText(TestData.Require("chat-templates/llama.cpp/Qwen-Qwen2.5-7B-Instruct.jinja"));
+        using var client = new OpenWeightsChatClient(m, template, 1024, 2);
+        AITool[] tools = [Server.ServerToolChoiceTests.Declaration("get_weather", Server.ServerToolChoiceTests.WeatherSchema),
+            Server.ServerToolChoiceTests.Declaration("get_time", Server.ServerToolChoiceTests.TimeSchema)];
+        ChatMessage[] msgs = [new(ChatRole.User, "Weather in Oslo?")];
+        // left alone, the random model answers in text
+        var auto = await client.GetResponseAsync(msgs, new ChatOptions { MaxOutputTokens = 60, Temperature = 0, Tools = tools });
+        Assert.Empty(auto.Messages.SelectMany(x => x.Contents).OfType<FunctionCallContent>());
+        foreach (var (mode, want) in new (ChatToolMode, string?)[] { (ChatToolMode.RequireAny, null), (ChatToolMode.RequireSpecific("get_time"), "get_time"), (ChatToolMode.RequireSpecific("get_weather"), "get_weather") })
+        {
+            var r = await client.GetResponseAsync(msgs, new ChatOptions { MaxOutputTokens = 200, Temperature = 0, Tools = tools, ToolMode = mode });
+            Assert.True(r.FinishReason == ChatFinishReason.ToolCalls, $"{r.FinishReason}: {r.Text}");
+            var call = Assert.Single(r.Messages.SelectMany(x => x.Contents).OfType<FunctionCallContent>());
+            if (want is not null) Assert.Equal(want, call.Name);
+            Server.ServerToolChoiceTests.AssertValidArguments(call.Name, System.Text.Json.JsonSerializer.Serialize(call.Arguments));
+        }
+        var e = await Assert.ThrowsAsync<OpenWeightsException>(() => client.GetResponseAsync(msgs, new ChatOptions { Tools = tools, ToolMode = ChatToolMode.RequireSpecific("launch") }));
+        Assert.Contains("'launch'", e.Message);
+    }
+
+    [Fact]
     public async Task EmbeddingGeneratorMatchesModel()
     {
         using var m = LlamaModel.Load(TinyModels.Qwen);

@@ -62,6 +62,7 @@ public class ChatCoreTests
     [InlineData("{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", ToolCallFormat.Llama3)]
     [InlineData("[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"abc123xyz\"}]", ToolCallFormat.Mistral)]
     [InlineData("[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}", ToolCallFormat.Mistral)]
+    [InlineData("[TOOL_CALLS]get_weather[CALL_ID]abc123xyz[ARGS]{\"city\": \"Paris\"}", ToolCallFormat.Mistral)]
     [InlineData("[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]", ToolCallFormat.Mistral)]
     [InlineData("<tool_call>{\"name\": \"get_weather\", \"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}</tool_call>", ToolCallFormat.Generic)]
     public void ParsesToolCalls(string reply, ToolCallFormat format)
@@ -72,6 +73,31 @@ public class ChatCoreTests
         Assert.Equal("Paris", System.Text.Json.JsonDocument.Parse(call.Arguments).RootElement.GetProperty("city").GetString());
         Assert.Equal("", r.Content);
         Assert.False(string.IsNullOrEmpty(call.Id));
+    }
+
+    [Fact]
+    public async Task KeptSpecialTokensStayInTheReplyText()
+    {
+        using var m = LlamaModel.Load(TinyModels.Llama);
+        var tok = Tokenizer.FromGguf(m.Source);
+        int header = tok.TokenToId("<|start_header_id|>"); // a control token, as Mistral's [TOOL_CALLS] is in its vocabulary
+        Assert.True(tok.IsControl(header));
+        int[] ids = [header, .. tok.Encode("ab", addSpecial: false)];
+        var drop = new StreamingDecoder(tok, skipSpecial: true);
+        Assert.Equal("ab", string.Concat(ids.Select(drop.Push)) + drop.Flush());
+        var keep = new StreamingDecoder(tok, skipSpecial: true, new HashSet<int> { header });
+        Assert.Equal("<|start_header_id|>ab", string.Concat(ids.Select(keep.Push)) + keep.Flush());
+        // through the generation path
+        var session = new InferenceSession(m, 256, 2);
+        var prompt = tok.Encode("hi", addSpecial: true);
+        var baseOptions = new GenerationOptions { MaxTokens = 10, Sampling = new SamplingOptions { Temperature = 0 } };
+        var (dropped, _, _) = await Generator.GenerateTextAsync(session, tok, prompt, baseOptions with { Constraint = new ForcedTokens(ids) });
+        var (kept, _, _) = await Generator.GenerateTextAsync(session, tok, prompt, baseOptions with { Constraint = new ForcedTokens(ids), KeepSpecialTokens = new HashSet<int> { header } });
+        Assert.Equal("ab", dropped);
+        Assert.Equal("<|start_header_id|>ab", kept);
+        // Mistral Small 3.2 writes the call id between name and arguments
+        var r = ToolCallParser.Parse("[TOOL_CALLS]get_weather[CALL_ID]abc123xyz[ARGS]{\"city\": \"Paris\"}", ToolCallFormat.Mistral);
+        Assert.Equal(("get_weather", "abc123xyz"), (r.ToolCalls.Single().Name, r.ToolCalls.Single().Id));
     }
 
     [Fact]

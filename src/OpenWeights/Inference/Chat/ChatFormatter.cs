@@ -24,6 +24,8 @@ public sealed class ChatFormatter
     public IReadOnlyList<string> StopStrings { get; }
     /// <summary>Token ids that end the assistant's turn, besides the tokenizer's end-of-generation set.</summary>
     public IReadOnlySet<int> StopTokens { get; }
+    /// <summary>Control tokens that mark tool calls in this template (e.g. Mistral's [TOOL_CALLS], [ARGS]): kept in the reply text so it parses.</summary>
+    public IReadOnlySet<int> ToolMarkerTokens { get; }
     private readonly string? bos, eos;
 
     /// <param name="templateSource">a Jinja chat template; null uses the model's <c>tokenizer.chat_template</c></param>
@@ -52,7 +54,14 @@ public sealed class ChatFormatter
         }
         StopStrings = strings;
         StopTokens = ids;
+        var markers = new HashSet<int>();
+        foreach (var m in ToolMarkers)
+            if (source.Contains(m, StringComparison.Ordinal) && tokenizer.TokenToId(m) is >= 0 and var mid && tokenizer.IsControl(mid) && !ids.Contains(mid))
+                markers.Add(mid);
+        ToolMarkerTokens = markers;
     }
+
+    private static readonly string[] ToolMarkers = ["<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>"];
 
     /// <summary>Renders the conversation as the template does, ending with the assistant's header when asked.</summary>
     public string Render(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools = null, bool addGenerationPrompt = true,
@@ -75,11 +84,13 @@ public sealed class ChatFormatter
     /// <summary>Render and encode in one step.</summary>
     public int[] EncodeConversation(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools = null) => Encode(Render(messages, tools));
 
-    /// <summary>Generation options for a reply: the template's stop tokens and strings added to <paramref name="options"/>.</summary>
+    /// <summary>Generation options for a reply: the template's stop tokens and strings added to <paramref name="options"/>, and its tool-call marker tokens kept as text.</summary>
     public GenerationOptions ForReply(GenerationOptions options) => options with
     {
         StopStrings = [.. options.StopStrings, .. StopStrings],
         StopTokens = options.StopTokens is null ? StopTokens : new HashSet<int>([.. options.StopTokens, .. StopTokens]),
+        KeepSpecialTokens = ToolMarkerTokens.Count == 0 ? options.KeepSpecialTokens
+            : options.KeepSpecialTokens is null ? ToolMarkerTokens : new HashSet<int>([.. options.KeepSpecialTokens, .. ToolMarkerTokens]),
     };
 
     /// <summary>Splits a finished reply into text and tool calls in this template's format.</summary>

@@ -6,7 +6,8 @@ namespace OpenWeights.Inference.Chat;
 
 /// <summary>
 /// Finds tool calls in a model's reply: Hermes/Qwen <c>&lt;tool_call&gt;{...}&lt;/tool_call&gt;</c>, Llama 3.x
-/// <c>&lt;|python_tag|&gt;</c> / bare JSON <c>{"name":..,"parameters":..}</c>, Mistral <c>[TOOL_CALLS][...]</c>.
+/// <c>&lt;|python_tag|&gt;</c> / bare JSON <c>{"name":..,"parameters":..}</c>, Mistral <c>[TOOL_CALLS][...]</c> and
+/// <c>[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}</c> ([CALL_ID] optional).
 /// What is not a well-formed call stays text.
 /// </summary>
 public static class ToolCallParser
@@ -61,9 +62,15 @@ public static class ToolCallParser
         {
             int a = part.IndexOf("[ARGS]", StringComparison.Ordinal);
             if (a < 0) return text;
-            string name = part[..a].Trim(), args = part[(a + "[ARGS]".Length)..].Trim();
+            string name = part[..a].Trim(), args = part[(a + "[ARGS]".Length)..].Trim(), id = NewId();
+            int ci = name.IndexOf("[CALL_ID]", StringComparison.Ordinal); // Mistral Small 3.2: name[CALL_ID]id[ARGS]{...}
+            if (ci >= 0)
+            {
+                if (name[(ci + "[CALL_ID]".Length)..].Trim() is { Length: > 0 } given) id = given;
+                name = name[..ci].Trim();
+            }
             if (name.Length == 0 || !IsJsonObject(args)) return text;
-            calls.Add(new ChatToolCall(NewId(), name, args));
+            calls.Add(new ChatToolCall(id, name, args));
         }
         return before;
     }

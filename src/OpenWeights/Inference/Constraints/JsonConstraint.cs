@@ -131,6 +131,13 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
             return;
         }
         if (!trie.InTrie[tokenId]) throw new OpenWeightsException($"constrained decoding: token {tokenId} is a special token and not allowed");
+        if (!TryAdvance(tokenId)) throw new OpenWeightsException($"constrained decoding: token {tokenId} is not allowed here");
+    }
+
+    /// <summary>Consumes an ordinary token's bytes; false (state unchanged) when the JSON cannot continue with them.</summary>
+    internal bool TryAdvance(int tokenId)
+    {
+        if ((uint)tokenId >= (uint)trie.VocabSize || !trie.InTrie[tokenId] || ended) return false;
         var saved = new StackList();
         saved.CopyFrom(state.Current);
         foreach (var b in trie.Bytes[tokenId])
@@ -138,8 +145,12 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
             if (!state.Advance(b))
             {
                 state.Current.CopyFrom(saved);
-                throw new OpenWeightsException($"constrained decoding: token {tokenId} is not allowed here");
+                return false;
             }
         }
+        return true;
     }
+
+    /// <summary>The tokens allowed after the last <see cref="ComputeAllowed"/> (indexed by token id).</summary>
+    internal bool[] Allowed => allowed;
 }

@@ -35,6 +35,9 @@ internal sealed class JsonGrammar
     internal readonly int Root;
     internal readonly int KeyString;
 
+    /// <summary>Whitespace between tokens is at most one space (no newlines, no indentation), as json.dumps writes it.</summary>
+    internal bool SingleSpace { get; private set; }
+
     private JsonGrammar(GNode[] nodes, byte[][] lits, int root, int keyString) { Nodes = nodes; Literals = lits; Root = root; KeyString = keyString; }
 
     /// <summary>Compiles a schema; null means any JSON object (json_object mode).</summary>
@@ -52,6 +55,41 @@ internal sealed class JsonGrammar
             int root = c.Compile(doc.RootElement, "#");
             return c.Finish(root);
         }
+    }
+
+    /// <summary>
+    /// A tool call: <c>{"name": NAME, ARGUMENTS_KEY: ARGS}</c> with one alternative per tool, ARGS that tool's parameters
+    /// (see <see cref="Arguments(string?)"/>); with <paramref name="inArray"/>, inside a one-element array. Whitespace between
+    /// tokens is at most one space, as templates write calls (json.dumps / tojson).
+    /// </summary>
+    public static JsonGrammar ToolCall(IReadOnlyList<(string Name, string? Parameters)> tools, string argumentsKey, bool inArray)
+    {
+        if (tools.Count == 0) throw new ArgumentException("no tools", nameof(tools));
+        var c = new Compiler();
+        var alts = new List<int>();
+        foreach (var (name, parameters) in tools)
+        {
+            int args = c.ToolArguments(parameters);
+            int nameNode = c.Literal(JsonSerializer.SerializeToUtf8Bytes(name, Compiler.KeyOptions));
+            alts.Add(c.FixedObject(["name", argumentsKey], [nameNode, args]));
+        }
+        int call = alts.Count == 1 ? alts[0] : c.Add(new GNode { Kind = NodeKind.Union, Alts = [.. alts] });
+        var g = c.Finish(inArray ? c.Add(new GNode { Kind = NodeKind.Array, Child = call, Min = 1, Max = 1 }) : call);
+        g.SingleSpace = true;
+        return g;
+    }
+
+    /// <summary>
+    /// A tool's arguments: an object following the tool's parameter schema. null parameters: <c>{}</c>. Validation keywords
+    /// outside the supported subset (pattern, minimum, ...) are not enforced; a schema that still does not compile, or whose
+    /// root is not an object schema, gives any JSON object. Whitespace between tokens is at most one space.
+    /// </summary>
+    public static JsonGrammar Arguments(string? parameters)
+    {
+        var c = new Compiler();
+        var g = c.Finish(c.ToolArguments(parameters));
+        g.SingleSpace = true;
+        return g;
     }
 
     public JsonState Start() => new(this);
@@ -75,6 +113,8 @@ internal sealed class JsonGrammar
         private readonly Dictionary<string, int> litIds = new(StringComparer.Ordinal);
         private readonly Dictionary<string, int> refs = new(StringComparer.Ordinal);
         public JsonElement RootElement;
+        /// <summary>Unsupported validation keywords are ignored instead of rejected (tool parameters: best effort).</summary>
+        public bool Lenient;
         public readonly int Any, AnyObject, String, KeyString;
 
         private static readonly HashSet<string> Annotations = new(StringComparer.Ordinal)
@@ -91,7 +131,7 @@ internal sealed class JsonGrammar
             "if", "then", "else", "not", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor", "additionalItems",
         };
 
-        private static readonly JsonSerializerOptions KeyOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+        public static readonly JsonSerializerOptions KeyOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
         public Compiler()
         {
@@ -106,6 +146,41 @@ internal sealed class JsonGrammar
         }
 
         public int Add(GNode n) { Nodes.Add(n); return Nodes.Count - 1; }
+
+        public int Literal(byte[] json) => Add(new GNode { Kind = NodeKind.Literals, Lits = [Lit(json)] });
+
+        /// <summary>An object with exactly these keys, all required, in this order.</summary>
+        public int FixedObject(string[] keys, int[] values)
+        {
+            var first = new int[keys.Length + 1];
+            for (int i = 0; i <= keys.Length; i++) first[i] = i;
+            return Add(new GNode
+            {
+                Kind = NodeKind.Object, Keys = keys.Select(k => JsonSerializer.SerializeToUtf8Bytes(k, KeyOptions)).ToArray(),
+                PropNodes = values, FirstRequired = first,
+            });
+        }
+
+        /// <summary>A tool's parameter schema compiled leniently into this grammar, as <see cref="JsonGrammar.Arguments"/> describes.</summary>
+        public int ToolArguments(string? parameters)
+        {
+            if (parameters is null) return FixedObject([], []);
+            // compile alone first (a $ref cycle is found only by Finish), then into this grammar, where it cannot fail
+            try
+            {
+                using var doc = JsonDocument.Parse(parameters);
+                var alone = new Compiler { Lenient = true, RootElement = doc.RootElement };
+                int r = alone.Compile(doc.RootElement, "#");
+                if (alone.Nodes[r].Kind is not (NodeKind.Object or NodeKind.FreeObject)) return AnyObject;
+                alone.Finish(r);
+                refs.Clear();
+                RootElement = doc.RootElement;
+                Lenient = true;
+                try { return Compile(doc.RootElement, "#"); }
+                finally { Lenient = false; refs.Clear(); }
+            }
+            catch (Exception e) when (e is OpenWeightsException or JsonException) { return AnyObject; }
+        }
 
         private int Lit(ReadOnlySpan<byte> bytes)
         {
@@ -137,10 +212,14 @@ internal sealed class JsonGrammar
             foreach (var p in s.EnumerateObject())
             {
                 if (Annotations.Contains(p.Name)) continue;
-                if (Unsupported.Contains(p.Name)) throw Error($"unsupported schema keyword '{p.Name}'", path);
+                if (Unsupported.Contains(p.Name))
+                {
+                    if (Lenient) continue;
+                    throw Error($"unsupported schema keyword '{p.Name}'", path);
+                }
                 if (p.Name == "uniqueItems")
                 {
-                    if (p.Value.ValueKind == JsonValueKind.True) throw Error("unsupported schema keyword 'uniqueItems'", path);
+                    if (p.Value.ValueKind == JsonValueKind.True && !Lenient) throw Error("unsupported schema keyword 'uniqueItems'", path);
                     continue;
                 }
                 constraints.Add(p.Name);

@@ -74,11 +74,12 @@ internal static class JsonMachine
 
     /// <summary>Whitespace at a position that allows it: adds the successor (if allowed) and returns true.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool Whitespace(in MStack s, Frame f, byte b, StackList outp)
+    private static bool Whitespace(JsonGrammar g, in MStack s, Frame f, byte b, StackList outp)
     {
         if (!IsWs(b)) return false;
-        // one space, or a newline followed by up to MaxIndent spaces; nothing else
+        // one space, or a newline followed by up to MaxIndent spaces (unless the grammar allows single spaces only); nothing else
         if (f.Ws == 0 && b == ' ') f.Ws = 1;
+        else if (g.SingleSpace) return true;
         else if (f.Ws == 0 && b == '\n') f.Ws = 2;
         else if (f.Ws >= 2 && b == ' ' && f.Ws < 2 + JsonGrammar.MaxIndent) f.Ws++;
         else return true;
@@ -125,7 +126,7 @@ internal static class JsonMachine
                 switch (f.Phase)
                 {
                     case Open or Next:
-                        if (Whitespace(s, f, b, outp)) return;
+                        if (Whitespace(g, s, f, b, outp)) return;
                         f.Ws = 0;
                         if (b == '}' && f.Phase == Open && n.FirstRequired[f.A] == n.Keys.Length) { outp.Add(Pop(s)); return; }
                         if (b == '"')
@@ -148,19 +149,19 @@ internal static class JsonMachine
                         return;
                     }
                     case Colon:
-                        if (Whitespace(s, f, b, outp)) return;
+                        if (Whitespace(g, s, f, b, outp)) return;
                         if (b == ':') { f.Ws = 0; f.Phase = Value; outp.Add(With(s, f)); }
                         return;
                     case Value:
                     {
-                        if (Whitespace(s, f, b, outp)) return;
+                        if (Whitespace(g, s, f, b, outp)) return;
                         f.Ws = 0; f.Phase = After;
                         int j = f.A; f.A = j + 1;
                         StartValue(g, s, f, n.PropNodes[j], b, outp);
                         return;
                     }
                     default: // After
-                        if (Whitespace(s, f, b, outp)) return;
+                        if (Whitespace(g, s, f, b, outp)) return;
                         f.Ws = 0;
                         if (b == ',' && f.A < n.Keys.Length) { f.Phase = Next; outp.Add(With(s, f)); }
                         else if (b == '}' && n.FirstRequired[f.A] == n.Keys.Length) outp.Add(Pop(s));
@@ -174,7 +175,7 @@ internal static class JsonMachine
                 switch (f.Phase)
                 {
                     case Open or Next:
-                        if (Whitespace(s, f, b, outp)) return;
+                        if (Whitespace(g, s, f, b, outp)) return;
                         f.Ws = 0;
                         if (b == '}' && f.Phase == Open) { outp.Add(Pop(s)); return; }
                         if (b == '"')
@@ -184,16 +185,16 @@ internal static class JsonMachine
                         }
                         return;
                     case Colon:
-                        if (Whitespace(s, f, b, outp)) return;
+                        if (Whitespace(g, s, f, b, outp)) return;
                         if (b == ':') { f.Ws = 0; f.Phase = Value; outp.Add(With(s, f)); }
                         return;
                     case Value:
-                        if (Whitespace(s, f, b, outp)) return;
+                        if (Whitespace(g, s, f, b, outp)) return;
                         f.Ws = 0; f.Phase = After;
                         StartValue(g, s, f, n.Child, b, outp);
                         return;
                     default:
-                        if (Whitespace(s, f, b, outp)) return;
+                        if (Whitespace(g, s, f, b, outp)) return;
                         f.Ws = 0;
                         if (b == ',') { f.Phase = Next; outp.Add(With(s, f)); }
                         else if (b == '}') outp.Add(Pop(s));
@@ -204,7 +205,7 @@ internal static class JsonMachine
             case FrameKind.Array:
             {
                 var n = g.Nodes[f.Node];
-                if (Whitespace(s, f, b, outp)) return;
+                if (Whitespace(g, s, f, b, outp)) return;
                 f.Ws = 0;
                 switch (f.Phase)
                 {
