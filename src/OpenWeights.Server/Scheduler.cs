@@ -35,6 +35,7 @@ public sealed class JobOutput
     private readonly Channel<JobEvent> channel;
     private volatile int paused, wakeSent;
     private int peak, dropped;
+    private long pausedSince; // Stopwatch ticks when the current pause began
 
     /// <param name="jobs">the jobs writing to it (choices of the request)</param>
     /// <param name="limit">unread events at which the jobs pause</param>
@@ -59,6 +60,8 @@ public sealed class JobOutput
     public int Dropped => Volatile.Read(ref dropped);
     /// <summary>The jobs are paused for the reader now.</summary>
     public bool Paused => paused != 0;
+    /// <summary>How long the current pause has lasted (zero when not paused).</summary>
+    public TimeSpan PausedFor => paused != 0 ? Stopwatch.GetElapsedTime(Volatile.Read(ref pausedSince)) : TimeSpan.Zero;
 
     internal Action? Wake;
 
@@ -82,6 +85,7 @@ public sealed class JobOutput
         }
         if (channel.Reader.Count < Limit) return true;
         wakeSent = 0;
+        Volatile.Write(ref pausedSince, Stopwatch.GetTimestamp());
         Interlocked.Exchange(ref paused, 1);
         if (channel.Reader.Count > resume) return false; // the reader wakes the scheduler when it gets there
         paused = 0;
@@ -159,6 +163,12 @@ public sealed class Scheduler : IDisposable
     public int QueueDepth { get { lock (gate) return queue.Count; } }
     public int ActiveSlots { get { lock (gate) return slots.Count(s => s.Job is not null); } }
 
+    /// <summary>
+    /// A request whose reader has left its events unread this long (its generation paused all the while) is ended as
+    /// cancelled and its slot freed, so a client that stays connected without reading cannot hold a slot for ever.
+    /// </summary>
+    public TimeSpan StalledReaderTimeout { get; init; } = TimeSpan.FromMinutes(2);
+
     /// <summary>Queues jobs (all or none); throws <see cref="QueueFullException"/> when they do not fit.</summary>
     public void Submit(IReadOnlyList<GenerationJob> jobs)
     {
@@ -197,7 +207,10 @@ public sealed class Scheduler : IDisposable
             lock (gate)
             {
                 foreach (var s in slots)
-                    if (s.Job is { Cancellation.IsCancellationRequested: true } j) { Finish(s, FinishReason.Cancelled); }
+                {
+                    if (s.Job is { Cancellation.IsCancellationRequested: true }) Finish(s, FinishReason.Cancelled);
+                    else if (s.Job is { } j && j.Output.PausedFor > StalledReaderTimeout) { Metrics.RecordStalled(); Finish(s, FinishReason.Cancelled); }
+                }
                 for (var n = queue.First; n is not null;)
                 {
                     var next = n.Next;

@@ -11,7 +11,7 @@ public sealed class ServerMetrics
     private long promptTokens, generatedTokens, completions, cancelled;
     private long prefillTokens, decodeTokens;
     private double prefillSeconds, decodeSeconds;
-    private long pausedSlotSteps;
+    private long pausedSlotSteps, stalled;
     private int pausedNow, peakBuffered;
 
     public void RecordRequest(string endpoint, int status)
@@ -43,6 +43,10 @@ public sealed class ServerMetrics
         Volatile.Write(ref pausedNow, slots);
         if (slots > 0) Interlocked.Add(ref pausedSlotSteps, slots);
     }
+
+    /// <summary>A generation ended because its reader left its events unread past the stalled-reader timeout.</summary>
+    public void RecordStalled() => Interlocked.Increment(ref stalled);
+    public long Stalled => Interlocked.Read(ref stalled);
 
     /// <summary>Events waiting unread in one request's output after a write.</summary>
     public void ObserveBuffered(int events)
@@ -84,6 +88,7 @@ public sealed class ServerMetrics
             Metric("openweights_slots_total", "gauge", "Slots (--parallel).", [("", slots)]);
             Metric("openweights_slots_paused", "gauge", "Slots waiting for a slow reader (not decoded) at the last step.", [("", PausedSlots)]);
             Metric("openweights_paused_slot_steps_total", "counter", "Slot-steps skipped because a reader was behind (backpressure).", [("", PausedSlotSteps)]);
+            Metric("openweights_stalled_readers_total", "counter", "Generations ended because the client stopped reading for longer than the stalled-reader timeout.", [("", Stalled)]);
             Metric("openweights_stream_buffer_peak_events", "gauge", "The most events ever waiting unread for one request.", [("", PeakBufferedEvents)]);
             Metric("openweights_prefill_tokens_per_second", "gauge", "Tokens per second of forward passes that include prompt tokens.",
                 [("", prefillSeconds > 0 ? prefillTokens / prefillSeconds : 0)]);

@@ -28,6 +28,8 @@ public sealed record ServerOptions
     public long MaxRequestBodyBytes { get; init; } = 8 * 1024 * 1024;
     /// <summary>Events (about one per token) that may wait unread for one request before its generation pauses for the reader.</summary>
     public int StreamBufferEvents { get; init; } = 64;
+    /// <summary>A streaming client that leaves its events unread this long (generation paused) is cut off and its slot freed.</summary>
+    public TimeSpan StalledReaderTimeout { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>Builds the constraint for response_format (schema JSON, or null for any JSON object); null: response_format json answers 400.</summary>
     public Func<Tokenizer, string?, ITokenConstraint>? JsonConstraintFactory { get; init; } = JsonConstraint.Create;
     /// <summary>

@@ -87,6 +87,33 @@ public class ServerBackpressureTests
         Assert.Equal((await Generator.GenerateTextAsync(session, tok, slowPrompt, options)).Text, slowText);
     }
 
+    [Fact]
+    public async Task AReaderThatNeverReadsIsCutOffAfterTheStalledTimeout()
+    {
+        using var m = LlamaModel.Load(TinyModels.Qwen);
+        var tok = Tokenizer.FromGguf(m.Source);
+        var metrics = new ServerMetrics();
+        using var scheduler = new Scheduler(m, tok, parallel: 1, contextSize: 1024, threads: 2, maxQueue: 4, metrics)
+        {
+            StalledReaderTimeout = TimeSpan.FromMilliseconds(300),
+        };
+        var options = new GenerationOptions { MaxTokens = 400, Sampling = Greedy(tok, tok.EndOfGeneration) };
+        var stuck = new JobOutput(1, limit: 8);
+        var next = new JobOutput(1, limit: 8);
+        scheduler.Submit([new GenerationJob(tok.Encode("a client that never reads", addSpecial: true), options, 0, stuck, CancellationToken.None)]);
+        scheduler.Submit([new GenerationJob(tok.Encode("the next one in the queue", addSpecial: true), options with { MaxTokens = 20 }, 0, next, CancellationToken.None)]);
+
+        // the only slot is held by the stuck reader until the timeout frees it; then the queued request runs to the end
+        string nextText = await ReadAll(next);
+        Assert.NotEmpty(nextText);
+        Assert.Equal(1, metrics.Stalled);
+        Assert.InRange(stuck.Count, stuck.Limit, stuck.Capacity);
+        var events = new List<JobEvent>();
+        await foreach (var e in stuck.ReadAllAsync()) { events.Add(e); if (e.Chunk?.Finish is not null) break; }
+        Assert.Equal(FinishReason.Cancelled, events[^1].Chunk!.Finish);
+        Assert.Contains("openweights_stalled_readers_total 1\n", metrics.Render(0, 0, 1));
+    }
+
     /// <summary>Over HTTP: a streaming client that stops reading pauses its sequence while another client streams.</summary>
     [Fact]
     public async Task SlowSseClientDoesNotHoldBackOthers()
