@@ -40,17 +40,31 @@ public static class Dequantize
         }
     }
 
-    /// <summary>f16 row -> f32 (scalar; exact).</summary>
-    public static void F16(ReadOnlySpan<byte> src, Span<float> dst)
+    /// <summary>f16 row -> f32 (exact; vectorised by TensorPrimitives, <see cref="F16Scalar"/> is the reference).</summary>
+    public static void F16(ReadOnlySpan<byte> src, Span<float> dst) =>
+        System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(src)[..dst.Length], dst);
+
+    /// <summary>f16 row -> f32, one value at a time (reference for <see cref="F16"/>).</summary>
+    public static void F16Scalar(ReadOnlySpan<byte> src, Span<float> dst)
     {
         var h = MemoryMarshal.Cast<byte, ushort>(src);
         for (int i = 0; i < dst.Length; i++) dst[i] = HalfConvert.Fp16ToFp32(h[i]);
     }
 
-    /// <summary>bf16 row -> f32.</summary>
+    /// <summary>bf16 row -> f32: the 16 bits become the high half of the f32 (Vector256 widening; scalar tail).</summary>
     public static void Bf16(ReadOnlySpan<byte> src, Span<float> dst)
     {
         var h = MemoryMarshal.Cast<byte, ushort>(src);
-        for (int i = 0; i < dst.Length; i++) dst[i] = HalfConvert.Bf16ToFp32(h[i]);
+        var d = MemoryMarshal.Cast<float, uint>(dst);
+        int i = 0;
+        if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)
+            for (; i + 16 <= dst.Length; i += 16)
+            {
+                var v = System.Runtime.Intrinsics.Vector256.Create(h.Slice(i, 16));
+                var (lo, hi) = System.Runtime.Intrinsics.Vector256.Widen(v);
+                System.Runtime.Intrinsics.Vector256.CopyTo(lo << 16, d.Slice(i, 8));
+                System.Runtime.Intrinsics.Vector256.CopyTo(hi << 16, d.Slice(i + 8, 8));
+            }
+        for (; i < dst.Length; i++) dst[i] = HalfConvert.Bf16ToFp32(h[i]);
     }
 }
