@@ -13,7 +13,7 @@ namespace OpenWeights.Tensors.Kernels;
 /// Each kernel has a scalar reference (ggml's <c>_generic</c> code) beside its AVX2 / AVX-VNNI path; the integer
 /// parts are identical, only the order of the float accumulation differs.
 /// </summary>
-public static unsafe class QuantDot
+public static unsafe partial class QuantDot
 {
     /// <summary>Set to use the reference path everywhere (decode each weight row to F32, F32 activations).</summary>
     public static bool UseF32Reference { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_F32_MATMUL") == "1";
@@ -42,11 +42,11 @@ public static unsafe class QuantDot
         return weight switch
         {
             GgmlType.Q8_0 => simd ? new(GgmlType.Q8_0, &DotQ8_0Avx2, &DotQ8_0Avx2x4) : new(GgmlType.Q8_0, &DotQ8_0Scalar),
-            GgmlType.Q4_0 => new(GgmlType.Q8_0, simd ? &DotQ4_0Avx2 : &DotQ4_0Scalar),
-            GgmlType.Q5_0 => new(GgmlType.Q8_0, simd ? &DotQ5_0Avx2 : &DotQ5_0Scalar),
-            GgmlType.Q4_K => new(GgmlType.Q8_K, simd ? &DotQ4_KAvx2 : &DotQ4_KScalar),
-            GgmlType.Q6_K => new(GgmlType.Q8_K, simd ? &DotQ6_KAvx2 : &DotQ6_KScalar),
-            GgmlType.F16 => new(GgmlType.F16, &DotF16),
+            GgmlType.Q4_0 => simd ? new(GgmlType.Q8_0, &DotQ4_0Avx2, &DotQ4_0Avx2x4) : new(GgmlType.Q8_0, &DotQ4_0Scalar),
+            GgmlType.Q5_0 => simd ? new(GgmlType.Q8_0, &DotQ5_0Avx2, &DotQ5_0Avx2x4) : new(GgmlType.Q8_0, &DotQ5_0Scalar),
+            GgmlType.Q4_K => simd ? new(GgmlType.Q8_K, &DotQ4_KAvx2, &DotQ4_KAvx2x4) : new(GgmlType.Q8_K, &DotQ4_KScalar),
+            GgmlType.Q6_K => simd ? new(GgmlType.Q8_K, &DotQ6_KAvx2, &DotQ6_KAvx2x4) : new(GgmlType.Q8_K, &DotQ6_KScalar),
+            GgmlType.F16 => simd ? new(GgmlType.F16, &DotF16, &DotF16Avx2x4) : new(GgmlType.F16, &DotF16),
             GgmlType.F32 => new(GgmlType.F32, &DotF32),
             _ => default,
         };
@@ -181,7 +181,7 @@ public static unsafe class QuantDot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Hsum(Vector256<float> v)
+    internal static float Hsum(Vector256<float> v)
     {
         var s = v.GetLower() + v.GetUpper();
         s += Vector128.Shuffle(s, Vector128.Create(2, 3, 0, 1));
@@ -191,7 +191,7 @@ public static unsafe class QuantDot
 
     /// <summary>Σ pairs of |a|·sign(b,a) (signed×signed bytes) summed into 8 int32 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> MulSigned(Vector256<sbyte> a, Vector256<sbyte> b)
+    internal static Vector256<int> MulSigned(Vector256<sbyte> a, Vector256<sbyte> b)
     {
         var ax = Avx2.Abs(a);
         var sb = Avx2.Sign(b, a);
@@ -200,7 +200,7 @@ public static unsafe class QuantDot
 
     /// <summary>Σ u8×s8 products into 8 int32 lanes (groups of 4 adjacent bytes).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> MulUnsigned(Vector256<byte> u, Vector256<sbyte> s)
+    internal static Vector256<int> MulUnsigned(Vector256<byte> u, Vector256<sbyte> s)
     {
         if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s);
         return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
@@ -359,7 +359,7 @@ public static unsafe class QuantDot
     // ---------------------------------------------------------------- Q4_K x Q8_K
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScalesMinsK4(byte* q, byte* sc, byte* m)
+    internal static void ScalesMinsK4(byte* q, byte* sc, byte* m)
     {
         for (int j = 0; j < 4; j++) { sc[j] = (byte)(q[j] & 63); m[j] = (byte)(q[j + 4] & 63); }
         for (int j = 4; j < 8; j++)
@@ -505,7 +505,7 @@ public static unsafe class QuantDot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Scale2(sbyte lo, sbyte hi) => Vector256.Create(Vector128.Create((short)lo), Vector128.Create((short)hi));
+    internal static Vector256<short> Scale2(sbyte lo, sbyte hi) => Vector256.Create(Vector128.Create((short)lo), Vector128.Create((short)hi));
 
     // ---------------------------------------------------------------- F32 x F32, F16 x F32
 

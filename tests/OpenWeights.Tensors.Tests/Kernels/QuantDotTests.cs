@@ -89,6 +89,89 @@ public unsafe class QuantDotTests
         }
     }
 
+    private delegate void Dot4Fn(byte* w, byte* x, int stride, int n, float* result);
+
+    /// <summary>
+    /// A 4-token kernel against its scalar reference (the scalar single-token kernel on each of the 4 activation rows)
+    /// over many lengths, unaligned weight and activation buffers and row strides with padding.
+    /// </summary>
+    private static void CheckFour(GgmlType wType, Dot4Fn simd, delegate*<byte*, byte*, int, float> scalar)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var aType = QuantDot.For(wType).Activation;
+        int bs = GgmlTypes.BlockSize(wType) == 1 ? 32 : GgmlTypes.BlockSize(wType);
+        var rng = new Random((int)wType * 17 + 3);
+        // lengths in values: whole blocks; F16 rows may have any length (the tail is done per element)
+        var lengths = new[] { 1, 2, 3, 5, 8, 9, 17, 24 }.Select(b => b * bs).ToList();
+        if (wType == GgmlType.F16) lengths.AddRange([1, 7, 15, 16, 33, 100, 1001]);
+        foreach (int n in lengths)
+            for (int offset = 0; offset < 4; offset++)
+            {
+                int wBytes = (int)GgmlTypes.RowBytes(wType, n);
+                int xBytes = QuantDot.ActivationBytes(aType, n);
+                int stride = xBytes + 4 * offset + 1; // padded, odd: every row but the first is unaligned
+                var wbuf = new byte[wBytes + 8]; var xbuf = new byte[4 * stride + 8];
+                Quantize.Row(wType, RandomRow(rng, n), wbuf.AsSpan(offset, wBytes));
+                var xf = RandomRow(rng, 4 * n);
+                var got = new float[4]; var want = new float[4];
+                fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf) fixed (float* pg = got) fixed (float* pr = want)
+                {
+                    byte* pw = pw0 + offset, px = px0 + (3 - offset);
+                    for (int t = 0; t < 4; t++) QuantDot.QuantizeActivation(aType, pxf + t * n, px + t * stride, n);
+                    simd(pw, px, stride, n, pg);
+                    QuantDot.Dot4Reference(scalar, pw, px, stride, n, pr);
+                    for (int t = 0; t < 4; t++)
+                    {
+                        double mag = 0;
+                        for (int i = 0; i < n; i++) mag += Math.Abs(xf[t * n + i]);
+                        Assert.True(Math.Abs(got[t] - want[t]) <= 1e-5 * mag * 8 + 1e-5, $"{wType} n={n} offset={offset} t={t}: simd {got[t]} scalar {want[t]}");
+                    }
+                }
+            }
+    }
+
+    [Fact] public void Q8_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q8_0, QuantDot.DotQ8_0Avx2x4, &QuantDot.DotQ8_0Scalar);
+    [Fact] public void Q4_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q4_0, QuantDot.DotQ4_0Avx2x4, &QuantDot.DotQ4_0Scalar);
+    [Fact] public void Q5_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q5_0, QuantDot.DotQ5_0Avx2x4, &QuantDot.DotQ5_0Scalar);
+    [Fact] public void Q4_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q4_K, QuantDot.DotQ4_KAvx2x4, &QuantDot.DotQ4_KScalar);
+    [Fact] public void Q6_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q6_K, QuantDot.DotQ6_KAvx2x4, &QuantDot.DotQ6_KScalar);
+    [Fact] public void F16_four_token_kernel_matches_scalar() => CheckFour(GgmlType.F16, QuantDot.DotF16Avx2x4, &QuantDot.DotF16Scalar);
+
+    /// <summary>MatMul with the 4-token kernels equals MatMul with the single-token kernels (same integer sums per block).</summary>
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.F16)]
+    public void MatMul_four_token_path_matches_single_token_path(GgmlType type)
+    {
+        int rows = 37, cols = 768;
+        var rng = new Random(13);
+        long rb = GgmlTypes.RowBytes(type, cols);
+        var wbytes = new byte[rows * rb];
+        for (int r = 0; r < rows; r++) Quantize.Row(type, RandomRow(rng, cols), wbytes.AsSpan((int)(r * rb), (int)rb));
+        foreach (int n in new[] { 4, 7, 21, 40 })
+        {
+            var x = RandomRow(rng, n * cols);
+            var single = new float[n * rows]; var multi = new float[n * rows];
+            fixed (byte* pw = wbytes)
+            {
+                var m = new WeightMatrix(pw, type, rows, cols);
+                try
+                {
+                    QuantDot.UseMultiToken = false;
+                    m.MatMul(x, single, n, threads: 2);
+                }
+                finally { QuantDot.UseMultiToken = true; }
+                m.MatMul(x, multi, n, threads: 2);
+            }
+            for (int i = 0; i < single.Length; i++)
+                Assert.True(Math.Abs(single[i] - multi[i]) <= 1e-5 * (Math.Abs(single[i]) + 10), $"{type} n={n} i={i}: single {single[i]} multi {multi[i]}");
+        }
+    }
+
     [Fact]
     public void Q8_0_activation_quantizer_simd_matches_scalar()
     {
