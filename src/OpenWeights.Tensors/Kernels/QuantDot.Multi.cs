@@ -23,33 +23,43 @@ public static unsafe partial class QuantDot
         for (int k = 0; k < 4; k++) result[k] = dot(w, x + (long)k * stride, n);
     }
 
+    /// <summary>acc + d_w·d_x·Σ w·y over one block of 32 signed weights w (|w| = <paramref name="ax"/>) and activations y.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> SignedBlock(Vector256<float> acc, Vector256<byte> ax, Vector256<sbyte> wv, sbyte* y, Vector256<float> dw, float dx) =>
+        Fma.MultiplyAdd(dw * Vector256.Create(dx), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load(y), wv))), acc);
+
     // ---------------------------------------------------------------- Q4_0 x Q8_0, 4 tokens
 
-    /// <summary>Q4_0 weights (18-byte blocks) against 4 Q8_0 activation rows: nibbles unpacked and |w| taken once per block.</summary>
+    /// <summary>
+    /// Q4_0 weights (18-byte blocks) against 4 Q8_0 activation rows (with their F32 tails): the nibbles are unpacked,
+    /// offset by −8 and their |w| taken once per block; the activation scales come from the tails as F32.
+    /// </summary>
     public static void DotQ4_0Avx2x4(byte* w, byte* x, int stride, int n, float* result)
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
         var mask = Vector128.Create((byte)0x0F);
         var eight = Vector256.Create((sbyte)8);
         byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
-        for (int i = 0; i < n / 32; i++)
+        int nb = n / 32;
+        float* d0 = (float*)(x + nb * 34), d1 = (float*)(x1 + nb * 34), d2 = (float*)(x2 + nb * 34), d3 = (float*)(x3 + nb * 34);
+        for (int i = 0; i < nb; i++)
         {
             byte* a = w + i * 18; int o = i * 34;
             var q = Vector128.Load(a + 2);
             var wv = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight; // (32) in [-8, 7]
             var ax = Avx2.Abs(wv);
-            float dw = Fp16(a);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x + o + 2)), wv))), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x1 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x1 + o + 2)), wv))), acc1);
-            acc2 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x2 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x2 + o + 2)), wv))), acc2);
-            acc3 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x3 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x3 + o + 2)), wv))), acc3);
+            var dw = Vector256.Create(Fp16(a));
+            acc0 = SignedBlock(acc0, ax, wv, (sbyte*)(x + o + 2), dw, d0[i]);
+            acc1 = SignedBlock(acc1, ax, wv, (sbyte*)(x1 + o + 2), dw, d1[i]);
+            acc2 = SignedBlock(acc2, ax, wv, (sbyte*)(x2 + o + 2), dw, d2[i]);
+            acc3 = SignedBlock(acc3, ax, wv, (sbyte*)(x3 + o + 2), dw, d3[i]);
         }
         result[0] = Hsum(acc0); result[1] = Hsum(acc1); result[2] = Hsum(acc2); result[3] = Hsum(acc3);
     }
 
     // ---------------------------------------------------------------- Q5_0 x Q8_0, 4 tokens
 
-    /// <summary>Q5_0 weights (22-byte blocks) against 4 Q8_0 activation rows: the 5-bit values are built once per block.</summary>
+    /// <summary>Q5_0 weights (22-byte blocks) against 4 Q8_0 activation rows: the signed 5-bit values are built once per block.</summary>
     public static void DotQ5_0Avx2x4(byte* w, byte* x, int stride, int n, float* result)
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
@@ -58,20 +68,21 @@ public static unsafe partial class QuantDot
         var bits = Vector256.Create(0x8040201008040201UL).AsByte();
         var f0 = Vector256.Create((byte)0xF0);
         byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
-        for (int i = 0; i < n / 32; i++)
+        int nb = n / 32;
+        float* d0 = (float*)(x + nb * 34), d1 = (float*)(x1 + nb * 34), d2 = (float*)(x2 + nb * 34), d3 = (float*)(x3 + nb * 34);
+        for (int i = 0; i < nb; i++)
         {
             byte* a = w + i * 22; int o = i * 34;
             var q = Vector128.Load(a + 6);
             var lo = Vector256.Create(q & mask, Vector128.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask);
             var hv = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(a + 2)).AsByte(), shuf);
-            var set = Vector256.Equals(hv & bits, bits);
-            var wv = (lo | Vector256.AndNot(f0, set)).AsSByte(); // (32) in [-16, 15]
+            var wv = (lo | Vector256.AndNot(f0, Vector256.Equals(hv & bits, bits))).AsSByte(); // (32) in [-16, 15]
             var ax = Avx2.Abs(wv);
-            float dw = Fp16(a);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x + o + 2)), wv))), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x1 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x1 + o + 2)), wv))), acc1);
-            acc2 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x2 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x2 + o + 2)), wv))), acc2);
-            acc3 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x3 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x3 + o + 2)), wv))), acc3);
+            var dw = Vector256.Create(Fp16(a));
+            acc0 = SignedBlock(acc0, ax, wv, (sbyte*)(x + o + 2), dw, d0[i]);
+            acc1 = SignedBlock(acc1, ax, wv, (sbyte*)(x1 + o + 2), dw, d1[i]);
+            acc2 = SignedBlock(acc2, ax, wv, (sbyte*)(x2 + o + 2), dw, d2[i]);
+            acc3 = SignedBlock(acc3, ax, wv, (sbyte*)(x3 + o + 2), dw, d3[i]);
         }
         result[0] = Hsum(acc0); result[1] = Hsum(acc1); result[2] = Hsum(acc2); result[3] = Hsum(acc3);
     }

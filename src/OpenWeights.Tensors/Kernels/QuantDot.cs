@@ -52,10 +52,14 @@ public static unsafe partial class QuantDot
         };
     }
 
-    /// <summary>Bytes of one activation row of n values in format <paramref name="activation"/>.</summary>
+    /// <summary>
+    /// Bytes of one activation row of n values in format <paramref name="activation"/>. A Q8_0 activation row is its
+    /// n/32 Q8_0 blocks followed by a tail of their n/32 scales as F32 (<see cref="WriteQ8_0Tail"/>), so the kernels
+    /// need not convert the f16 activation scales again for every weight row.
+    /// </summary>
     public static int ActivationBytes(GgmlType activation, int n) => activation switch
     {
-        GgmlType.Q8_0 => n / 32 * BlockQ8_0.BlockBytes,
+        GgmlType.Q8_0 => n / 32 * (BlockQ8_0.BlockBytes + sizeof(float)),
         GgmlType.Q8_K => n / 256 * BlockQ8_K.BlockBytes,
         _ => n * sizeof(float),
     };
@@ -65,7 +69,7 @@ public static unsafe partial class QuantDot
     {
         switch (activation)
         {
-            case GgmlType.Q8_0: QuantizeQ8_0(x, dst, n); break;
+            case GgmlType.Q8_0: QuantizeQ8_0(x, dst, n); WriteQ8_0Tail(dst, n); break;
             case GgmlType.Q8_K: QuantizeQ8_K(x, dst, n); break;
             case GgmlType.F16: RoundToF16(x, (float*)dst, n); break;
             default: new ReadOnlySpan<float>(x, n).CopyTo(new Span<float>(dst, n)); break;
@@ -101,6 +105,14 @@ public static unsafe partial class QuantDot
             var s01 = Vector256.Narrow(i0, i1); var s23 = Vector256.Narrow(i2, i3);
             Vector256.Narrow(s01, s23).Store((sbyte*)(b + 2));
         }
+    }
+
+    /// <summary>Writes the F32 tail of a Q8_0 activation row after its n/32 blocks at dst: d[b] = the f16 scale of block b, exactly.</summary>
+    public static void WriteQ8_0Tail(byte* dst, int n)
+    {
+        int nb = n / 32;
+        float* d = (float*)(dst + nb * 34);
+        for (int b = 0; b < nb; b++) Unsafe.WriteUnaligned(d + b, HalfConvert.ReadFp16(dst + b * 34));
     }
 
     /// <summary>Scalar reference of <see cref="QuantizeQ8_0"/>.</summary>
@@ -222,23 +234,25 @@ public static unsafe partial class QuantDot
         return sum;
     }
 
+    /// <summary>AVX2 Q8_0 · Q8_0; x: a Q8_0 activation row with its F32 tail (<see cref="ActivationBytes"/>).</summary>
     public static float DotQ8_0Avx2(byte* w, byte* x, int n)
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
         int nb = n / 32, i = 0;
+        float* dx = (float*)(x + nb * 34);
         for (; i + 1 < nb; i += 2)
         {
             byte* a = w + i * 34, b = x + i * 34;
             var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
             var p1 = MulSigned(Vector256.Load((sbyte*)(a + 36)), Vector256.Load((sbyte*)(b + 36)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 34) * Fp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 34) * dx[i + 1]), Vector256.ConvertToSingle(p1), acc1);
         }
         for (; i < nb; i++)
         {
             byte* a = w + i * 34, b = x + i * 34;
             var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
         }
         return Hsum(acc0 + acc1);
     }
@@ -248,16 +262,18 @@ public static unsafe partial class QuantDot
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
         byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
-        for (int i = 0; i < n / 32; i++)
+        int nb = n / 32;
+        float* d0 = (float*)(x + nb * 34), d1 = (float*)(x1 + nb * 34), d2 = (float*)(x2 + nb * 34), d3 = (float*)(x3 + nb * 34);
+        for (int i = 0; i < nb; i++)
         {
             byte* a = w + i * 34; int o = i * 34;
             var wv = Vector256.Load((sbyte*)(a + 2));
             var ax = Avx2.Abs(wv);
-            float dw = Fp16(a);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x + o + 2)), wv))), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x1 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x1 + o + 2)), wv))), acc1);
-            acc2 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x2 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x2 + o + 2)), wv))), acc2);
-            acc3 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x3 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x3 + o + 2)), wv))), acc3);
+            var dw = Vector256.Create(Fp16(a));
+            acc0 = Fma.MultiplyAdd(dw * Vector256.Create(d0[i]), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x + o + 2)), wv))), acc0);
+            acc1 = Fma.MultiplyAdd(dw * Vector256.Create(d1[i]), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x1 + o + 2)), wv))), acc1);
+            acc2 = Fma.MultiplyAdd(dw * Vector256.Create(d2[i]), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x2 + o + 2)), wv))), acc2);
+            acc3 = Fma.MultiplyAdd(dw * Vector256.Create(d3[i]), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x3 + o + 2)), wv))), acc3);
         }
         result[0] = Hsum(acc0); result[1] = Hsum(acc1); result[2] = Hsum(acc2); result[3] = Hsum(acc3);
     }
@@ -283,12 +299,14 @@ public static unsafe partial class QuantDot
         return sum;
     }
 
+    /// <summary>AVX2 Q4_0 · Q8_0 (nibbles − 8, signed products); x: a Q8_0 activation row with its F32 tail.</summary>
     public static float DotQ4_0Avx2(byte* w, byte* x, int n)
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
         var mask = Vector128.Create((byte)0x0F);
         var eight = Vector256.Create((sbyte)8);
         int nb = n / 32, i = 0;
+        float* dx = (float*)(x + nb * 34);
         for (; i + 1 < nb; i += 2)
         {
             byte* a = w + i * 18, b = x + i * 34;
@@ -297,8 +315,8 @@ public static unsafe partial class QuantDot
             var w1 = Vector256.Create(q1 & mask, Vector128.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
             var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
             var p1 = MulSigned(w1, Vector256.Load((sbyte*)(b + 36)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 18) * Fp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 18) * dx[i + 1]), Vector256.ConvertToSingle(p1), acc1);
         }
         for (; i < nb; i++)
         {
@@ -306,7 +324,7 @@ public static unsafe partial class QuantDot
             var q0 = Vector128.Load(a + 2);
             var w0 = Vector256.Create(q0 & mask, Vector128.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
             var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
         }
         return Hsum(acc0 + acc1);
     }
@@ -334,6 +352,7 @@ public static unsafe partial class QuantDot
         return sum;
     }
 
+    /// <summary>AVX2 Q5_0 · Q8_0 (signed 5-bit values); x: a Q8_0 activation row with its F32 tail.</summary>
     public static float DotQ5_0Avx2(byte* w, byte* x, int n)
     {
         var acc = Vector256<float>.Zero;
@@ -341,7 +360,9 @@ public static unsafe partial class QuantDot
         var shuf = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         var bits = Vector256.Create(0x8040201008040201UL).AsByte();
         var f0 = Vector256.Create((byte)0xF0);
-        for (int i = 0; i < n / 32; i++)
+        int nb = n / 32;
+        float* dx = (float*)(x + nb * 34);
+        for (int i = 0; i < nb; i++)
         {
             byte* a = w + i * 22, b = x + i * 34;
             var q = Vector128.Load(a + 6);
@@ -351,7 +372,7 @@ public static unsafe partial class QuantDot
             var set = Vector256.Equals(hv & bits, bits);
             var wv = (lo | Vector256.AndNot(f0, set)).AsSByte();
             var p = MulSigned(wv, Vector256.Load((sbyte*)(b + 2)));
-            acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p), acc);
         }
         return Hsum(acc);
     }

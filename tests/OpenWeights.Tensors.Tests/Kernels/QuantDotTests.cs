@@ -44,7 +44,7 @@ public unsafe class QuantDotTests
                     // reference: F32 dot of the dequantized rows
                     var wd = new float[n]; var xd = new float[n];
                     Dequantize.Row(wType, new ReadOnlySpan<byte>(pw, wBytes), wd);
-                    if (aType == GgmlType.Q8_0) BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px, xBytes), xd);
+                    if (aType == GgmlType.Q8_0) BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px, n / 32 * 34), xd);
                     else if (aType == GgmlType.Q8_K) BlockQ8_K.Dequantize(new ReadOnlySpan<byte>(px, xBytes), xd);
                     else new ReadOnlySpan<float>(px, n).CopyTo(xd);
                     double exact = 0, mag = 0;
@@ -62,32 +62,6 @@ public unsafe class QuantDotTests
     [Fact] public void Q4_K_q8_K() => Check(GgmlType.Q4_K, GgmlType.Q8_K, QuantDot.DotQ4_KAvx2, QuantDot.DotQ4_KScalar);
     [Fact] public void Q6_K_q8_K() => Check(GgmlType.Q6_K, GgmlType.Q8_K, QuantDot.DotQ6_KAvx2, QuantDot.DotQ6_KScalar);
     [Fact] public void F16_f32() => Check(GgmlType.F16, GgmlType.F16, QuantDot.DotF16, QuantDot.DotF16Scalar, needsAvx2: false);
-
-    [Fact]
-    public void Q8_0_four_row_kernel_matches_single_rows()
-    {
-        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
-        var rng = new Random(11);
-        foreach (int blocks in new[] { 1, 2, 7, 18, 64 })
-        {
-            int n = blocks * 32, xb = n / 32 * 34;
-            var w = new byte[xb + 1]; var x = new byte[4 * xb + 3];
-            Quantize.Row(GgmlType.Q8_0, RandomRow(rng, n), w.AsSpan(1, xb));
-            var xf = RandomRow(rng, 4 * n);
-            var res = new float[4];
-            fixed (byte* pw0 = w) fixed (byte* px0 = x) fixed (float* pf = xf) fixed (float* pr = res)
-            {
-                byte* pw = pw0 + 1, px = px0 + 3;
-                for (int t = 0; t < 4; t++) QuantDot.QuantizeQ8_0(pf + t * n, px + t * xb, n);
-                QuantDot.DotQ8_0Avx2x4(pw, px, xb, n, pr);
-                for (int t = 0; t < 4; t++)
-                {
-                    float single = QuantDot.DotQ8_0Scalar(pw, px + t * xb, n);
-                    Assert.True(Math.Abs(res[t] - single) <= 1e-5 * (Math.Abs(single) + n * 0.05), $"n={n} t={t}: {res[t]} vs {single}");
-                }
-            }
-        }
-    }
 
     private delegate void Dot4Fn(byte* w, byte* x, int stride, int n, float* result);
 
@@ -189,6 +163,26 @@ public unsafe class QuantDotTests
                 QuantDot.QuantizeQ8_0Scalar(px, pb, n);
             }
             Assert.Equal(b, a);
+        }
+    }
+
+    [Fact]
+    public void Q8_0_activation_tail_holds_the_block_scales()
+    {
+        var rng = new Random(8);
+        foreach (int blocks in new[] { 1, 2, 5, 18 })
+        {
+            int n = blocks * 32;
+            var x = RandomRow(rng, n);
+            if (blocks == 5) Array.Clear(x, 64, 32); // an all-zero block: scale 0
+            var q = new byte[QuantDot.ActivationBytes(GgmlType.Q8_0, n) + 3];
+            fixed (float* px = x) fixed (byte* pq0 = q)
+            {
+                byte* pq = pq0 + 3; // tail floats unaligned
+                QuantDot.QuantizeActivation(GgmlType.Q8_0, px, pq, n);
+                for (int b = 0; b < blocks; b++)
+                    Assert.Equal(HalfConvert.ReadFp16(pq + b * 34), System.Runtime.CompilerServices.Unsafe.ReadUnaligned<float>(pq + blocks * 34 + 4 * b));
+            }
         }
     }
 
