@@ -208,18 +208,15 @@ public static unsafe partial class QuantDot
     /// <summary>F16 weights widened to F32 once per 16 values and FMA'd with 4 activation rows (F32, rounded to F16).</summary>
     public static void DotF16Avx2x4(byte* w, byte* x, int stride, int n, float* result)
     {
-        ushort* h = (ushort*)w;
+        short* h = (short*)w;
         float* y0 = (float*)x, y1 = (float*)(x + stride), y2 = (float*)(x + 2 * stride), y3 = (float*)(x + 3 * stride);
         var a0 = Vector256<float>.Zero; var b0 = Vector256<float>.Zero; var a1 = Vector256<float>.Zero; var b1 = Vector256<float>.Zero;
         var a2 = Vector256<float>.Zero; var b2 = Vector256<float>.Zero; var a3 = Vector256<float>.Zero; var b3 = Vector256<float>.Zero;
-        var mag = Vector256.Create(0x7FFFu); var sign = Vector256.Create(0x8000u);
-        var scale = Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000));
         int i = 0;
         for (; i + 16 <= n; i += 16)
         {
             var (lo, hi) = Vector256.Widen(Vector256.Load(h + i));
-            var fa = ((Vector256.ShiftLeft(lo & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(lo & sign, 16)).AsSingle();
-            var fb = ((Vector256.ShiftLeft(hi & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(hi & sign, 16)).AsSingle();
+            var fa = F16ToF32(lo); var fb = F16ToF32(hi);
             a0 = Fma.MultiplyAdd(fa, Vector256.Load(y0 + i), a0); b0 = Fma.MultiplyAdd(fb, Vector256.Load(y0 + i + 8), b0);
             a1 = Fma.MultiplyAdd(fa, Vector256.Load(y1 + i), a1); b1 = Fma.MultiplyAdd(fb, Vector256.Load(y1 + i + 8), b1);
             a2 = Fma.MultiplyAdd(fa, Vector256.Load(y2 + i), a2); b2 = Fma.MultiplyAdd(fb, Vector256.Load(y2 + i + 8), b2);
@@ -228,7 +225,7 @@ public static unsafe partial class QuantDot
         float r0 = Hsum(a0 + b0), r1 = Hsum(a1 + b1), r2 = Hsum(a2 + b2), r3 = Hsum(a3 + b3);
         for (; i < n; i++)
         {
-            float wi = HalfConvert.Fp16ToFp32(h[i]);
+            float wi = HalfConvert.Fp16ToFp32((ushort)h[i]);
             r0 += wi * y0[i]; r1 += wi * y1[i]; r2 += wi * y2[i]; r3 += wi * y3[i];
         }
         result[0] = r0; result[1] = r1; result[2] = r2; result[3] = r3;

@@ -541,25 +541,30 @@ public static unsafe partial class QuantDot
         return sum;
     }
 
-    /// <summary>F16 weights widened to F32 in registers (the branchless bit conversion of <see cref="Fp16"/>), FMA dot.</summary>
+    /// <summary>
+    /// 8 f16 values, sign-extended to int32, as F32 in 3 operations: shifted left by 13 the 5 exponent and 10 mantissa bits
+    /// land in an f32's places and the sign bit at bit 31; masking the copies of the sign out of bits 28-30 and
+    /// multiplying by 2^112 rebiases the exponent. Exact for normals, subnormals and zeros, as <see cref="Fp16"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> F16ToF32(Vector256<int> h) =>
+        (Vector256.ShiftLeft(h, 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000));
+
+    /// <summary>F16 weights widened to F32 in registers (<see cref="F16ToF32"/>), FMA dot.</summary>
     public static float DotF16(byte* w, byte* x, int n)
     {
         if (!Avx2Path) return DotF16Scalar(w, x, n);
-        ushort* h = (ushort*)w; float* y = (float*)x;
+        short* h = (short*)w; float* y = (float*)x;
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
-        var mag = Vector256.Create(0x7FFFu); var sign = Vector256.Create(0x8000u);
-        var scale = Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000));
         int i = 0;
         for (; i + 16 <= n; i += 16)
         {
             var (a, b) = Vector256.Widen(Vector256.Load(h + i));
-            var fa = (Vector256.ShiftLeft(a & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(a & sign, 16);
-            var fb = (Vector256.ShiftLeft(b & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(b & sign, 16);
-            acc0 = Fma.MultiplyAdd(fa.AsSingle(), Vector256.Load(y + i), acc0);
-            acc1 = Fma.MultiplyAdd(fb.AsSingle(), Vector256.Load(y + i + 8), acc1);
+            acc0 = Fma.MultiplyAdd(F16ToF32(a), Vector256.Load(y + i), acc0);
+            acc1 = Fma.MultiplyAdd(F16ToF32(b), Vector256.Load(y + i + 8), acc1);
         }
         float sum = Hsum(acc0 + acc1);
-        for (; i < n; i++) sum += HalfConvert.Fp16ToFp32(h[i]) * y[i];
+        for (; i < n; i++) sum += HalfConvert.Fp16ToFp32((ushort)h[i]) * y[i];
         return sum;
     }
 }

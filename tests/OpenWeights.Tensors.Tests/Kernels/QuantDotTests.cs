@@ -187,6 +187,23 @@ public unsafe class QuantDotTests
     }
 
     [Fact]
+    public void F16_vector_conversion_matches_scalar_for_every_finite_value()
+    {
+        var h = new short[8];
+        for (int v = 0; v < 65536; v += 8)
+        {
+            for (int j = 0; j < 8; j++) h[j] = (short)(v + j);
+            var got = QuantDot.F16ToF32(System.Runtime.Intrinsics.Vector256.Create(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]));
+            for (int j = 0; j < 8; j++)
+            {
+                if (((v + j) & 0x7C00) == 0x7C00) continue; // inf / NaN: never block scales or weights of valid files
+                float want = HalfConvert.Fp16ToFp32((ushort)(v + j));
+                Assert.True(BitConverter.SingleToUInt32Bits(want) == BitConverter.SingleToUInt32Bits(got[j]), $"f16 0x{v + j:X4}: {got[j]} vs {want}");
+            }
+        }
+    }
+
+    [Fact]
     public void Q8_K_activation_quantizer_matches_reference()
     {
         var rng = new Random(6);
