@@ -104,14 +104,14 @@ public static unsafe partial class QuantDot
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
         var mask = Vector256.Create((byte)0x0F);
-        byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
         byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
         for (int i = 0; i < n / 256; i++)
         {
             byte* a = w + i * 144; int o = i * 292;
-            ScalesMinsK4(a + 4, sc, m);
+            var (scales, mins) = ScalesMinsK4Packed(a + 4);
             float d = Fp16(a), dmin = -Fp16(a + 2);
-            var mm = Vector256.Create((short)m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5], m[6], m[6], m[7], m[7]);
+            var mm = MinsPerBsum(mins);
+            var sc = ScalesBothLanes(scales).AsByte(); // (16) int16: s0..s7 twice
             byte* q = a + 16;
             sbyte* y0 = (sbyte*)(x + o + 4), y1 = (sbyte*)(x1 + o + 4), y2 = (sbyte*)(x2 + o + 4), y3 = (sbyte*)(x3 + o + 4);
             var s0 = Vector256<int>.Zero; var s1 = Vector256<int>.Zero; var s2 = Vector256<int>.Zero; var s3 = Vector256<int>.Zero;
@@ -120,7 +120,9 @@ public static unsafe partial class QuantDot
                 var q4 = Vector256.Load(q + 32 * c);
                 var lo = q4 & mask;
                 var hi = Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask;
-                var scLo = Vector256.Create((short)sc[2 * c]); var scHi = Vector256.Create((short)sc[2 * c + 1]);
+                // broadcast scales 2c and 2c+1 (pshufb within each 128-bit half, which both hold s0..s7)
+                var scLo = Avx2.Shuffle(sc, Vector256.Create((ushort)(4 * c | (4 * c + 1) << 8)).AsByte()).AsInt16();
+                var scHi = Avx2.Shuffle(sc, Vector256.Create((ushort)((4 * c + 2) | (4 * c + 3) << 8)).AsByte()).AsInt16();
                 int yo = 64 * c;
                 s0 += K4Pair(lo, hi, y0 + yo, scLo, scHi);
                 s1 += K4Pair(lo, hi, y1 + yo, scLo, scHi);

@@ -393,6 +393,57 @@ public static unsafe partial class QuantDot
         }
     }
 
+    /// <summary>
+    /// The 8 6-bit scales and 8 6-bit mins of a Q4_K/Q5_K block from its 12 packed bytes q, with 32-bit word
+    /// operations (the same values as <see cref="ScalesMinsK4"/>): scales and mins as 8 bytes each, byte j = sub-block j.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static (ulong Scales, ulong Mins) ScalesMinsK4Packed(byte* q)
+    {
+        uint w0 = Unsafe.ReadUnaligned<uint>(q), w1 = Unsafe.ReadUnaligned<uint>(q + 4), w2 = Unsafe.ReadUnaligned<uint>(q + 8);
+        // sub-blocks 0-3: low 6 bits of q[0..3] (scales), q[4..7] (mins); 4-7: a nibble of q[8..11] | the top 2 bits of q[0..7] << 4
+        uint sc47 = (w2 & 0x0F0F0F0F) | ((w0 >> 2) & 0x30303030);
+        uint m47 = ((w2 >> 4) & 0x0F0F0F0F) | ((w1 >> 2) & 0x30303030);
+        return ((w0 & 0x3F3F3F3F) | (ulong)sc47 << 32, (w1 & 0x3F3F3F3F) | (ulong)m47 << 32);
+    }
+
+    /// <summary>The 8 mins as 16 int16, each twice (m0, m0, m1, m1, ...): one per 16-value bsum of Q8_K.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> MinsPerBsum(ulong mins)
+    {
+        var b = Vector128.CreateScalar(mins).AsByte();
+        return Avx2.ConvertToVector256Int16(Sse2.UnpackLow(b, b)).AsInt16();
+    }
+
+    /// <summary>8 bytes of sub-block scales as int16 in both 128-bit lanes: (s0..s7, s0..s7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> ScalesBothLanes(ulong scales)
+    {
+        var s = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
+        return Vector256.Create(s, s);
+    }
+
+    /// <summary>
+    /// pshufb controls picking int16 lane 2k in the low 128 bits and 2k+1 in the high 128 bits of a
+    /// <see cref="ScalesBothLanes"/> vector, k = 0..3: the scales of 2 consecutive 16-value sub-blocks (Q6_K), or
+    /// k' = 0..7 broadcast in both halves (<see cref="BroadcastShortControl"/>, Q4_K).
+    /// </summary>
+    private static readonly Vector256<byte> pairCtl0 = PairControl(0), pairCtl1 = PairControl(1), pairCtl2 = PairControl(2), pairCtl3 = PairControl(3);
+
+    private static Vector256<byte> PairControl(int k)
+    {
+        byte lo0 = (byte)(4 * k), hi0 = (byte)(4 * k + 2);
+        return Vector256.Create(lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1),
+            lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1),
+            hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1),
+            hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1));
+    }
+
+    /// <summary>pshufb control broadcasting int16 lane k of each 128-bit half.</summary>
+    private static Vector256<byte> BroadcastShortControl(int k) => Vector256.Create((ushort)(2 * k | (2 * k + 1) << 8)).AsByte();
+    private static readonly Vector256<byte> bc0 = BroadcastShortControl(0), bc1 = BroadcastShortControl(1), bc2 = BroadcastShortControl(2), bc3 = BroadcastShortControl(3),
+        bc4 = BroadcastShortControl(4), bc5 = BroadcastShortControl(5), bc6 = BroadcastShortControl(6), bc7 = BroadcastShortControl(7);
+
     /// <summary>Scalar reference (ggml ggml_vec_dot_q4_K_q8_K_generic, integer sums per sub-block).</summary>
     public static float DotQ4_KScalar(byte* w, byte* x, int n)
     {
@@ -428,29 +479,27 @@ public static unsafe partial class QuantDot
         var acc = Vector256<float>.Zero;
         float accm = 0;
         var mask = Vector256.Create((byte)0x0F);
-        byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
         for (int i = 0; i < n / 256; i++)
         {
             byte* a = w + i * 144, b = x + i * 292;
-            ScalesMinsK4(a + 4, sc, m);
+            var (scales, mins) = ScalesMinsK4Packed(a + 4);
             sbyte* y = (sbyte*)(b + 4);
-            short* bsums = (short*)(b + 260);
             // Σ m_j · (sum of the 32 activations of sub-block j)
-            var bs = Vector256.Load(bsums);
-            var mm = Vector256.Create((short)m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5], m[6], m[6], m[7], m[7]);
-            int summ = Vector256.Sum(Avx2.MultiplyAddAdjacent(bs, mm));
+            int summ = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(b + 260)), MinsPerBsum(mins)));
+            var sc = ScalesBothLanes(scales); // (16) int16: s0..s7 twice
             byte* q = a + 16;
-            var sumi = Vector256<int>.Zero;
-            for (int c = 0; c < 4; c++)
-            {
-                var q4 = Vector256.Load(q + 32 * c);
-                var lo = q4 & mask;
-                var hi = Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask;
-                var p0 = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(y + 64 * c));
-                var p1 = Avx2.MultiplyAddAdjacent(hi, Vector256.Load(y + 64 * c + 32));
-                sumi += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)sc[2 * c]));
-                sumi += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)sc[2 * c + 1]));
-            }
+            var q4 = Vector256.Load(q);
+            var sumi = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y)), Avx2.Shuffle(sc.AsByte(), bc0).AsInt16());
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 32)), Avx2.Shuffle(sc.AsByte(), bc1).AsInt16());
+            q4 = Vector256.Load(q + 32);
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y + 64)), Avx2.Shuffle(sc.AsByte(), bc2).AsInt16());
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 96)), Avx2.Shuffle(sc.AsByte(), bc3).AsInt16());
+            q4 = Vector256.Load(q + 64);
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y + 128)), Avx2.Shuffle(sc.AsByte(), bc4).AsInt16());
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 160)), Avx2.Shuffle(sc.AsByte(), bc5).AsInt16());
+            q4 = Vector256.Load(q + 96);
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y + 192)), Avx2.Shuffle(sc.AsByte(), bc6).AsInt16());
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 224)), Avx2.Shuffle(sc.AsByte(), bc7).AsInt16());
             float dy = Unsafe.ReadUnaligned<float>(b);
             acc = Fma.MultiplyAdd(Vector256.Create(dy * Fp16(a)), Vector256.ConvertToSingle(sumi), acc);
             accm += dy * Fp16(a + 2) * summ;
@@ -516,16 +565,24 @@ public static unsafe partial class QuantDot
                 var q3 = (Vector256.ShiftRightLogical(A.AsUInt16(), 4).AsByte() & m4) | Vector256.ShiftLeft((Vector256.ShiftRightLogical(H16, 4).AsByte() & m2).AsUInt16(), 4).AsByte();
                 var q4 = (Vector256.ShiftRightLogical(B.AsUInt16(), 4).AsByte() & m4) | Vector256.ShiftLeft((Vector256.ShiftRightLogical(H16, 6).AsByte() & m2).AsUInt16(), 4).AsByte();
                 sbyte* yy = y + 128 * h;
-                sbyte* ss = sc + 8 * h;
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(yy)), Scale2(ss[0], ss[1]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(yy + 32)), Scale2(ss[2], ss[3]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(yy + 64)), Scale2(ss[4], ss[5]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(yy + 96)), Scale2(ss[6], ss[7]));
+                var ss = Q6ScalesBothLanes(sc + 8 * h); // (16) int16: sc[8h..8h+8] twice
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(yy)), Avx2.Shuffle(ss, pairCtl0).AsInt16());
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(yy + 32)), Avx2.Shuffle(ss, pairCtl1).AsInt16());
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(yy + 64)), Avx2.Shuffle(ss, pairCtl2).AsInt16());
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(yy + 96)), Avx2.Shuffle(ss, pairCtl3).AsInt16());
             }
             sumi -= Vector256.CreateScalar(32 * off);
             acc = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(b) * Fp16(a + 208)), Vector256.ConvertToSingle(sumi), acc);
         }
         return Hsum(acc);
+    }
+
+    /// <summary>8 signed Q6_K scales (int8 at p) as int16 in both 128-bit lanes, as bytes for pshufb.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> Q6ScalesBothLanes(sbyte* p)
+    {
+        var s = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(Unsafe.ReadUnaligned<ulong>(p)).AsSByte());
+        return Vector256.Create(s, s).AsByte();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -204,6 +204,30 @@ public unsafe class QuantDotTests
     }
 
     [Fact]
+    public void Q4_K_packed_scale_unpacking_matches_the_byte_wise_one()
+    {
+        var rng = new Random(9);
+        var q = new byte[12]; byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
+        for (int k = 0; k < 2000; k++)
+        {
+            rng.NextBytes(q);
+            if (k == 0) Array.Fill(q, (byte)0xFF);
+            fixed (byte* pq = q)
+            {
+                QuantDot.ScalesMinsK4(pq, sc, m);
+                var (scales, mins) = QuantDot.ScalesMinsK4Packed(pq);
+                for (int j = 0; j < 8; j++)
+                {
+                    Assert.Equal(sc[j], (byte)(scales >> (8 * j)));
+                    Assert.Equal(m[j], (byte)(mins >> (8 * j)));
+                }
+                var mm = QuantDot.MinsPerBsum(mins);
+                for (int j = 0; j < 16; j++) Assert.Equal(m[j / 2], mm[j]);
+            }
+        }
+    }
+
+    [Fact]
     public void Q8_K_activation_quantizer_matches_reference()
     {
         var rng = new Random(6);
