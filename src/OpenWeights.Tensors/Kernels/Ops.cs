@@ -24,8 +24,10 @@ public static class Ops
     public static void Softmax(Span<float> x)
     {
         float max = TensorPrimitives.Max(x);
+        TensorPrimitives.Subtract(x, max, x);
+        TensorPrimitives.Exp(x, x); // vectorized, as ggml's soft_max (MathF.Exp per element was most of attention's time)
         double sum = 0;
-        for (int i = 0; i < x.Length; i++) { float e = MathF.Exp(x[i] - max); x[i] = e; sum += e; }
+        for (int i = 0; i < x.Length; i++) sum += x[i];
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
     }
 

@@ -13,7 +13,7 @@ namespace OpenWeights.Tensors.Kernels;
 /// Each kernel has a scalar reference (ggml's <c>_generic</c> code) beside its AVX2 / AVX-VNNI path; the integer
 /// parts are identical, only the order of the float accumulation differs.
 /// </summary>
-public static unsafe class QuantDot
+public static unsafe partial class QuantDot
 {
     /// <summary>Set to use the reference path everywhere (decode each weight row to F32, F32 activations).</summary>
     public static bool UseF32Reference { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_F32_MATMUL") == "1";
@@ -42,20 +42,24 @@ public static unsafe class QuantDot
         return weight switch
         {
             GgmlType.Q8_0 => simd ? new(GgmlType.Q8_0, &DotQ8_0Avx2, &DotQ8_0Avx2x4) : new(GgmlType.Q8_0, &DotQ8_0Scalar),
-            GgmlType.Q4_0 => new(GgmlType.Q8_0, simd ? &DotQ4_0Avx2 : &DotQ4_0Scalar),
-            GgmlType.Q5_0 => new(GgmlType.Q8_0, simd ? &DotQ5_0Avx2 : &DotQ5_0Scalar),
-            GgmlType.Q4_K => new(GgmlType.Q8_K, simd ? &DotQ4_KAvx2 : &DotQ4_KScalar),
-            GgmlType.Q6_K => new(GgmlType.Q8_K, simd ? &DotQ6_KAvx2 : &DotQ6_KScalar),
-            GgmlType.F16 => new(GgmlType.F16, &DotF16),
+            GgmlType.Q4_0 => simd ? new(GgmlType.Q8_0, &DotQ4_0Avx2, &DotQ4_0Avx2x4) : new(GgmlType.Q8_0, &DotQ4_0Scalar),
+            GgmlType.Q5_0 => simd ? new(GgmlType.Q8_0, &DotQ5_0Avx2, &DotQ5_0Avx2x4) : new(GgmlType.Q8_0, &DotQ5_0Scalar),
+            GgmlType.Q4_K => simd ? new(GgmlType.Q8_K, &DotQ4_KAvx2, &DotQ4_KAvx2x4) : new(GgmlType.Q8_K, &DotQ4_KScalar),
+            GgmlType.Q6_K => simd ? new(GgmlType.Q8_K, &DotQ6_KAvx2, &DotQ6_KAvx2x4) : new(GgmlType.Q8_K, &DotQ6_KScalar),
+            GgmlType.F16 => simd ? new(GgmlType.F16, &DotF16, &DotF16Avx2x4) : new(GgmlType.F16, &DotF16),
             GgmlType.F32 => new(GgmlType.F32, &DotF32),
             _ => default,
         };
     }
 
-    /// <summary>Bytes of one activation row of n values in format <paramref name="activation"/>.</summary>
+    /// <summary>
+    /// Bytes of one activation row of n values in format <paramref name="activation"/>. A Q8_0 activation row is its
+    /// n/32 Q8_0 blocks followed by a tail of their n/32 scales as F32 (<see cref="WriteQ8_0Tail"/>), so the kernels
+    /// need not convert the f16 activation scales again for every weight row.
+    /// </summary>
     public static int ActivationBytes(GgmlType activation, int n) => activation switch
     {
-        GgmlType.Q8_0 => n / 32 * BlockQ8_0.BlockBytes,
+        GgmlType.Q8_0 => n / 32 * (BlockQ8_0.BlockBytes + sizeof(float)),
         GgmlType.Q8_K => n / 256 * BlockQ8_K.BlockBytes,
         _ => n * sizeof(float),
     };
@@ -65,7 +69,7 @@ public static unsafe class QuantDot
     {
         switch (activation)
         {
-            case GgmlType.Q8_0: QuantizeQ8_0(x, dst, n); break;
+            case GgmlType.Q8_0: QuantizeQ8_0(x, dst, n); WriteQ8_0Tail(dst, n); break;
             case GgmlType.Q8_K: QuantizeQ8_K(x, dst, n); break;
             case GgmlType.F16: RoundToF16(x, (float*)dst, n); break;
             default: new ReadOnlySpan<float>(x, n).CopyTo(new Span<float>(dst, n)); break;
@@ -101,6 +105,14 @@ public static unsafe class QuantDot
             var s01 = Vector256.Narrow(i0, i1); var s23 = Vector256.Narrow(i2, i3);
             Vector256.Narrow(s01, s23).Store((sbyte*)(b + 2));
         }
+    }
+
+    /// <summary>Writes the F32 tail of a Q8_0 activation row after its n/32 blocks at dst: d[b] = the f16 scale of block b, exactly.</summary>
+    public static void WriteQ8_0Tail(byte* dst, int n)
+    {
+        int nb = n / 32;
+        float* d = (float*)(dst + nb * 34);
+        for (int b = 0; b < nb; b++) Unsafe.WriteUnaligned(d + b, HalfConvert.ReadFp16(dst + b * 34));
     }
 
     /// <summary>Scalar reference of <see cref="QuantizeQ8_0"/>.</summary>
@@ -168,20 +180,23 @@ public static unsafe class QuantDot
 
     // ---------------------------------------------------------------- helpers
 
-    /// <summary>
-    /// f16 -> f32 without branches, exact for normals, subnormals and zeros (block scales are never inf/NaN in valid
-    /// files; those would still come out as inf/NaN): the 15 magnitude bits moved into an f32 and rescaled by 2^112.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static float Fp16(byte* p)
+    /// <summary>f16 → f32 of every f16 bit pattern (256 KiB, never freed): a block scale costs one load. Scales of one
+    /// tensor have few distinct exponents, so the entries in use stay in cache.</summary>
+    private static readonly float* f16Table = MakeF16Table();
+
+    private static float* MakeF16Table()
     {
-        uint h = *(ushort*)p;
-        float f = BitConverter.UInt32BitsToSingle((h & 0x7FFF) << 13) * BitConverter.UInt32BitsToSingle(0x77800000); // 2^112
-        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(f) | ((h & 0x8000) << 16));
+        var t = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc(65536 * sizeof(float), 64);
+        for (int i = 0; i < 65536; i++) t[i] = HalfConvert.Fp16ToFp32((ushort)i);
+        return t;
     }
 
+    /// <summary>The f16 value at p as f32 (exact, as <see cref="HalfConvert.Fp16ToFp32"/>), by table lookup.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Hsum(Vector256<float> v)
+    internal static float Fp16(byte* p) => f16Table[Unsafe.ReadUnaligned<ushort>(p)];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Hsum(Vector256<float> v)
     {
         var s = v.GetLower() + v.GetUpper();
         s += Vector128.Shuffle(s, Vector128.Create(2, 3, 0, 1));
@@ -191,7 +206,7 @@ public static unsafe class QuantDot
 
     /// <summary>Σ pairs of |a|·sign(b,a) (signed×signed bytes) summed into 8 int32 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> MulSigned(Vector256<sbyte> a, Vector256<sbyte> b)
+    internal static Vector256<int> MulSigned(Vector256<sbyte> a, Vector256<sbyte> b)
     {
         var ax = Avx2.Abs(a);
         var sb = Avx2.Sign(b, a);
@@ -200,7 +215,7 @@ public static unsafe class QuantDot
 
     /// <summary>Σ u8×s8 products into 8 int32 lanes (groups of 4 adjacent bytes).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> MulUnsigned(Vector256<byte> u, Vector256<sbyte> s)
+    internal static Vector256<int> MulUnsigned(Vector256<byte> u, Vector256<sbyte> s)
     {
         if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, s);
         return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, s), Vector256.Create((short)1));
@@ -222,23 +237,25 @@ public static unsafe class QuantDot
         return sum;
     }
 
+    /// <summary>AVX2 Q8_0 · Q8_0; x: a Q8_0 activation row with its F32 tail (<see cref="ActivationBytes"/>).</summary>
     public static float DotQ8_0Avx2(byte* w, byte* x, int n)
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
         int nb = n / 32, i = 0;
+        float* dx = (float*)(x + nb * 34);
         for (; i + 1 < nb; i += 2)
         {
             byte* a = w + i * 34, b = x + i * 34;
             var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
             var p1 = MulSigned(Vector256.Load((sbyte*)(a + 36)), Vector256.Load((sbyte*)(b + 36)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 34) * Fp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 34) * dx[i + 1]), Vector256.ConvertToSingle(p1), acc1);
         }
         for (; i < nb; i++)
         {
             byte* a = w + i * 34, b = x + i * 34;
             var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
         }
         return Hsum(acc0 + acc1);
     }
@@ -248,16 +265,18 @@ public static unsafe class QuantDot
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
         byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
-        for (int i = 0; i < n / 32; i++)
+        int nb = n / 32;
+        float* d0 = (float*)(x + nb * 34), d1 = (float*)(x1 + nb * 34), d2 = (float*)(x2 + nb * 34), d3 = (float*)(x3 + nb * 34);
+        for (int i = 0; i < nb; i++)
         {
             byte* a = w + i * 34; int o = i * 34;
             var wv = Vector256.Load((sbyte*)(a + 2));
             var ax = Avx2.Abs(wv);
-            float dw = Fp16(a);
-            acc0 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x + o + 2)), wv))), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x1 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x1 + o + 2)), wv))), acc1);
-            acc2 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x2 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x2 + o + 2)), wv))), acc2);
-            acc3 = Fma.MultiplyAdd(Vector256.Create(dw * Fp16(x3 + o)), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x3 + o + 2)), wv))), acc3);
+            var dw = Vector256.Create(Fp16(a));
+            acc0 = Fma.MultiplyAdd(dw * Vector256.Create(d0[i]), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x + o + 2)), wv))), acc0);
+            acc1 = Fma.MultiplyAdd(dw * Vector256.Create(d1[i]), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x1 + o + 2)), wv))), acc1);
+            acc2 = Fma.MultiplyAdd(dw * Vector256.Create(d2[i]), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x2 + o + 2)), wv))), acc2);
+            acc3 = Fma.MultiplyAdd(dw * Vector256.Create(d3[i]), Vector256.ConvertToSingle(MulUnsigned(ax, Avx2.Sign(Vector256.Load((sbyte*)(x3 + o + 2)), wv))), acc3);
         }
         result[0] = Hsum(acc0); result[1] = Hsum(acc1); result[2] = Hsum(acc2); result[3] = Hsum(acc3);
     }
@@ -283,12 +302,14 @@ public static unsafe class QuantDot
         return sum;
     }
 
+    /// <summary>AVX2 Q4_0 · Q8_0 (nibbles − 8, signed products); x: a Q8_0 activation row with its F32 tail.</summary>
     public static float DotQ4_0Avx2(byte* w, byte* x, int n)
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
         var mask = Vector128.Create((byte)0x0F);
         var eight = Vector256.Create((sbyte)8);
         int nb = n / 32, i = 0;
+        float* dx = (float*)(x + nb * 34);
         for (; i + 1 < nb; i += 2)
         {
             byte* a = w + i * 18, b = x + i * 34;
@@ -297,8 +318,8 @@ public static unsafe class QuantDot
             var w1 = Vector256.Create(q1 & mask, Vector128.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
             var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
             var p1 = MulSigned(w1, Vector256.Load((sbyte*)(b + 36)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 18) * Fp16(b + 34)), Vector256.ConvertToSingle(p1), acc1);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 18) * dx[i + 1]), Vector256.ConvertToSingle(p1), acc1);
         }
         for (; i < nb; i++)
         {
@@ -306,7 +327,7 @@ public static unsafe class QuantDot
             var q0 = Vector128.Load(a + 2);
             var w0 = Vector256.Create(q0 & mask, Vector128.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
             var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p0), acc0);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
         }
         return Hsum(acc0 + acc1);
     }
@@ -334,6 +355,7 @@ public static unsafe class QuantDot
         return sum;
     }
 
+    /// <summary>AVX2 Q5_0 · Q8_0 (signed 5-bit values); x: a Q8_0 activation row with its F32 tail.</summary>
     public static float DotQ5_0Avx2(byte* w, byte* x, int n)
     {
         var acc = Vector256<float>.Zero;
@@ -341,7 +363,9 @@ public static unsafe class QuantDot
         var shuf = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         var bits = Vector256.Create(0x8040201008040201UL).AsByte();
         var f0 = Vector256.Create((byte)0xF0);
-        for (int i = 0; i < n / 32; i++)
+        int nb = n / 32;
+        float* dx = (float*)(x + nb * 34);
+        for (int i = 0; i < nb; i++)
         {
             byte* a = w + i * 22, b = x + i * 34;
             var q = Vector128.Load(a + 6);
@@ -351,7 +375,7 @@ public static unsafe class QuantDot
             var set = Vector256.Equals(hv & bits, bits);
             var wv = (lo | Vector256.AndNot(f0, set)).AsSByte();
             var p = MulSigned(wv, Vector256.Load((sbyte*)(b + 2)));
-            acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Fp16(b)), Vector256.ConvertToSingle(p), acc);
+            acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p), acc);
         }
         return Hsum(acc);
     }
@@ -359,7 +383,7 @@ public static unsafe class QuantDot
     // ---------------------------------------------------------------- Q4_K x Q8_K
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScalesMinsK4(byte* q, byte* sc, byte* m)
+    internal static void ScalesMinsK4(byte* q, byte* sc, byte* m)
     {
         for (int j = 0; j < 4; j++) { sc[j] = (byte)(q[j] & 63); m[j] = (byte)(q[j + 4] & 63); }
         for (int j = 4; j < 8; j++)
@@ -368,6 +392,57 @@ public static unsafe class QuantDot
             m[j] = (byte)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
         }
     }
+
+    /// <summary>
+    /// The 8 6-bit scales and 8 6-bit mins of a Q4_K/Q5_K block from its 12 packed bytes q, with 32-bit word
+    /// operations (the same values as <see cref="ScalesMinsK4"/>): scales and mins as 8 bytes each, byte j = sub-block j.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static (ulong Scales, ulong Mins) ScalesMinsK4Packed(byte* q)
+    {
+        uint w0 = Unsafe.ReadUnaligned<uint>(q), w1 = Unsafe.ReadUnaligned<uint>(q + 4), w2 = Unsafe.ReadUnaligned<uint>(q + 8);
+        // sub-blocks 0-3: low 6 bits of q[0..3] (scales), q[4..7] (mins); 4-7: a nibble of q[8..11] | the top 2 bits of q[0..7] << 4
+        uint sc47 = (w2 & 0x0F0F0F0F) | ((w0 >> 2) & 0x30303030);
+        uint m47 = ((w2 >> 4) & 0x0F0F0F0F) | ((w1 >> 2) & 0x30303030);
+        return ((w0 & 0x3F3F3F3F) | (ulong)sc47 << 32, (w1 & 0x3F3F3F3F) | (ulong)m47 << 32);
+    }
+
+    /// <summary>The 8 mins as 16 int16, each twice (m0, m0, m1, m1, ...): one per 16-value bsum of Q8_K.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> MinsPerBsum(ulong mins)
+    {
+        var b = Vector128.CreateScalar(mins).AsByte();
+        return Avx2.ConvertToVector256Int16(Sse2.UnpackLow(b, b)).AsInt16();
+    }
+
+    /// <summary>8 bytes of sub-block scales as int16 in both 128-bit lanes: (s0..s7, s0..s7).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> ScalesBothLanes(ulong scales)
+    {
+        var s = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(scales).AsByte());
+        return Vector256.Create(s, s);
+    }
+
+    /// <summary>
+    /// pshufb controls picking int16 lane 2k in the low 128 bits and 2k+1 in the high 128 bits of a
+    /// <see cref="ScalesBothLanes"/> vector, k = 0..3: the scales of 2 consecutive 16-value sub-blocks (Q6_K), or
+    /// k' = 0..7 broadcast in both halves (<see cref="BroadcastShortControl"/>, Q4_K).
+    /// </summary>
+    private static readonly Vector256<byte> pairCtl0 = PairControl(0), pairCtl1 = PairControl(1), pairCtl2 = PairControl(2), pairCtl3 = PairControl(3);
+
+    private static Vector256<byte> PairControl(int k)
+    {
+        byte lo0 = (byte)(4 * k), hi0 = (byte)(4 * k + 2);
+        return Vector256.Create(lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1),
+            lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1), lo0, (byte)(lo0 + 1),
+            hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1),
+            hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1), hi0, (byte)(hi0 + 1));
+    }
+
+    /// <summary>pshufb control broadcasting int16 lane k of each 128-bit half.</summary>
+    private static Vector256<byte> BroadcastShortControl(int k) => Vector256.Create((ushort)(2 * k | (2 * k + 1) << 8)).AsByte();
+    private static readonly Vector256<byte> bc0 = BroadcastShortControl(0), bc1 = BroadcastShortControl(1), bc2 = BroadcastShortControl(2), bc3 = BroadcastShortControl(3),
+        bc4 = BroadcastShortControl(4), bc5 = BroadcastShortControl(5), bc6 = BroadcastShortControl(6), bc7 = BroadcastShortControl(7);
 
     /// <summary>Scalar reference (ggml ggml_vec_dot_q4_K_q8_K_generic, integer sums per sub-block).</summary>
     public static float DotQ4_KScalar(byte* w, byte* x, int n)
@@ -404,29 +479,27 @@ public static unsafe class QuantDot
         var acc = Vector256<float>.Zero;
         float accm = 0;
         var mask = Vector256.Create((byte)0x0F);
-        byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
         for (int i = 0; i < n / 256; i++)
         {
             byte* a = w + i * 144, b = x + i * 292;
-            ScalesMinsK4(a + 4, sc, m);
+            var (scales, mins) = ScalesMinsK4Packed(a + 4);
             sbyte* y = (sbyte*)(b + 4);
-            short* bsums = (short*)(b + 260);
             // Σ m_j · (sum of the 32 activations of sub-block j)
-            var bs = Vector256.Load(bsums);
-            var mm = Vector256.Create((short)m[0], m[0], m[1], m[1], m[2], m[2], m[3], m[3], m[4], m[4], m[5], m[5], m[6], m[6], m[7], m[7]);
-            int summ = Vector256.Sum(Avx2.MultiplyAddAdjacent(bs, mm));
+            int summ = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(b + 260)), MinsPerBsum(mins)));
+            var sc = ScalesBothLanes(scales); // (16) int16: s0..s7 twice
             byte* q = a + 16;
-            var sumi = Vector256<int>.Zero;
-            for (int c = 0; c < 4; c++)
-            {
-                var q4 = Vector256.Load(q + 32 * c);
-                var lo = q4 & mask;
-                var hi = Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask;
-                var p0 = Avx2.MultiplyAddAdjacent(lo, Vector256.Load(y + 64 * c));
-                var p1 = Avx2.MultiplyAddAdjacent(hi, Vector256.Load(y + 64 * c + 32));
-                sumi += Avx2.MultiplyAddAdjacent(p0, Vector256.Create((short)sc[2 * c]));
-                sumi += Avx2.MultiplyAddAdjacent(p1, Vector256.Create((short)sc[2 * c + 1]));
-            }
+            var q4 = Vector256.Load(q);
+            var sumi = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y)), Avx2.Shuffle(sc.AsByte(), bc0).AsInt16());
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 32)), Avx2.Shuffle(sc.AsByte(), bc1).AsInt16());
+            q4 = Vector256.Load(q + 32);
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y + 64)), Avx2.Shuffle(sc.AsByte(), bc2).AsInt16());
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 96)), Avx2.Shuffle(sc.AsByte(), bc3).AsInt16());
+            q4 = Vector256.Load(q + 64);
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y + 128)), Avx2.Shuffle(sc.AsByte(), bc4).AsInt16());
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 160)), Avx2.Shuffle(sc.AsByte(), bc5).AsInt16());
+            q4 = Vector256.Load(q + 96);
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y + 192)), Avx2.Shuffle(sc.AsByte(), bc6).AsInt16());
+            sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 224)), Avx2.Shuffle(sc.AsByte(), bc7).AsInt16());
             float dy = Unsafe.ReadUnaligned<float>(b);
             acc = Fma.MultiplyAdd(Vector256.Create(dy * Fp16(a)), Vector256.ConvertToSingle(sumi), acc);
             accm += dy * Fp16(a + 2) * summ;
@@ -492,11 +565,11 @@ public static unsafe class QuantDot
                 var q3 = (Vector256.ShiftRightLogical(A.AsUInt16(), 4).AsByte() & m4) | Vector256.ShiftLeft((Vector256.ShiftRightLogical(H16, 4).AsByte() & m2).AsUInt16(), 4).AsByte();
                 var q4 = (Vector256.ShiftRightLogical(B.AsUInt16(), 4).AsByte() & m4) | Vector256.ShiftLeft((Vector256.ShiftRightLogical(H16, 6).AsByte() & m2).AsUInt16(), 4).AsByte();
                 sbyte* yy = y + 128 * h;
-                sbyte* ss = sc + 8 * h;
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(yy)), Scale2(ss[0], ss[1]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(yy + 32)), Scale2(ss[2], ss[3]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(yy + 64)), Scale2(ss[4], ss[5]));
-                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(yy + 96)), Scale2(ss[6], ss[7]));
+                var ss = Q6ScalesBothLanes(sc + 8 * h); // (16) int16: sc[8h..8h+8] twice
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(yy)), Avx2.Shuffle(ss, pairCtl0).AsInt16());
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(yy + 32)), Avx2.Shuffle(ss, pairCtl1).AsInt16());
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(yy + 64)), Avx2.Shuffle(ss, pairCtl2).AsInt16());
+                sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(yy + 96)), Avx2.Shuffle(ss, pairCtl3).AsInt16());
             }
             sumi -= Vector256.CreateScalar(32 * off);
             acc = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(b) * Fp16(a + 208)), Vector256.ConvertToSingle(sumi), acc);
@@ -504,8 +577,16 @@ public static unsafe class QuantDot
         return Hsum(acc);
     }
 
+    /// <summary>8 signed Q6_K scales (int8 at p) as int16 in both 128-bit lanes, as bytes for pshufb.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Scale2(sbyte lo, sbyte hi) => Vector256.Create(Vector128.Create((short)lo), Vector128.Create((short)hi));
+    internal static Vector256<byte> Q6ScalesBothLanes(sbyte* p)
+    {
+        var s = Sse41.ConvertToVector128Int16(Vector128.CreateScalar(Unsafe.ReadUnaligned<ulong>(p)).AsSByte());
+        return Vector256.Create(s, s).AsByte();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> Scale2(sbyte lo, sbyte hi) => Vector256.Create(Vector128.Create((short)lo), Vector128.Create((short)hi));
 
     // ---------------------------------------------------------------- F32 x F32, F16 x F32
 
@@ -520,25 +601,30 @@ public static unsafe class QuantDot
         return sum;
     }
 
-    /// <summary>F16 weights widened to F32 in registers (the branchless bit conversion of <see cref="Fp16"/>), FMA dot.</summary>
+    /// <summary>
+    /// 8 f16 values, sign-extended to int32, as F32 in 3 operations: shifted left by 13 the 5 exponent and 10 mantissa bits
+    /// land in an f32's places and the sign bit at bit 31; masking the copies of the sign out of bits 28-30 and
+    /// multiplying by 2^112 rebiases the exponent. Exact for normals, subnormals and zeros, as <see cref="Fp16"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> F16ToF32(Vector256<int> h) =>
+        (Vector256.ShiftLeft(h, 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000));
+
+    /// <summary>F16 weights widened to F32 in registers (<see cref="F16ToF32"/>), FMA dot.</summary>
     public static float DotF16(byte* w, byte* x, int n)
     {
         if (!Avx2Path) return DotF16Scalar(w, x, n);
-        ushort* h = (ushort*)w; float* y = (float*)x;
+        short* h = (short*)w; float* y = (float*)x;
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
-        var mag = Vector256.Create(0x7FFFu); var sign = Vector256.Create(0x8000u);
-        var scale = Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000));
         int i = 0;
         for (; i + 16 <= n; i += 16)
         {
             var (a, b) = Vector256.Widen(Vector256.Load(h + i));
-            var fa = (Vector256.ShiftLeft(a & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(a & sign, 16);
-            var fb = (Vector256.ShiftLeft(b & mag, 13).AsSingle() * scale).AsUInt32() | Vector256.ShiftLeft(b & sign, 16);
-            acc0 = Fma.MultiplyAdd(fa.AsSingle(), Vector256.Load(y + i), acc0);
-            acc1 = Fma.MultiplyAdd(fb.AsSingle(), Vector256.Load(y + i + 8), acc1);
+            acc0 = Fma.MultiplyAdd(F16ToF32(a), Vector256.Load(y + i), acc0);
+            acc1 = Fma.MultiplyAdd(F16ToF32(b), Vector256.Load(y + i + 8), acc1);
         }
         float sum = Hsum(acc0 + acc1);
-        for (; i < n; i++) sum += HalfConvert.Fp16ToFp32(h[i]) * y[i];
+        for (; i < n; i++) sum += HalfConvert.Fp16ToFp32((ushort)h[i]) * y[i];
         return sum;
     }
 }

@@ -50,7 +50,7 @@ public sealed unsafe class WeightMatrix
                 WorkerPool.For(threads, (Rows + chunk - 1) / chunk, ref job);
                 return;
             }
-            job.Dot = kernel.Dot; job.Dot4 = kernel.Dot4;
+            job.Dot = kernel.Dot; job.Dot4 = QuantDot.UseMultiToken ? kernel.Dot4 : null;
             if (kernel.Activation == GgmlType.F32)
             {
                 job.X = (byte*)px; job.XBytes = Cols * sizeof(float);
@@ -61,10 +61,27 @@ public sealed unsafe class WeightMatrix
             byte[] buf = ActivationScratch((long)xb * n);
             fixed (byte* pq = buf)
             {
-                for (int t = 0; t < n; t++) QuantDot.QuantizeActivation(kernel.Activation, px + (long)t * Cols, pq + (long)t * xb, Cols);
+                // X → (n, xb) activation rows in the kernel's format; split over the pool when the batch is large
+                var quant = new QuantizeJob { Activation = kernel.Activation, X = px, Q = pq, Cols = Cols, XBytes = xb, N = n, TokensPerChunk = 4 };
+                if (n >= 16 && threads > 1) WorkerPool.For(threads, (n + quant.TokensPerChunk - 1) / quant.TokensPerChunk, ref quant);
+                else { quant.TokensPerChunk = n; quant.Execute(0); }
                 job.X = pq; job.XBytes = xb;
                 WorkerPool.For(threads, (Rows + chunk - 1) / chunk, ref job);
             }
+        }
+    }
+
+    /// <summary>Quantizes activation rows [c·TokensPerChunk, ...) of X: (N, Cols) into Q: (N, XBytes).</summary>
+    private struct QuantizeJob : IPoolJob
+    {
+        public GgmlType Activation;
+        public float* X; public byte* Q;
+        public int Cols, XBytes, N, TokensPerChunk;
+
+        public readonly void Execute(int c)
+        {
+            int t1 = Math.Min(N, (c + 1) * TokensPerChunk);
+            for (int t = c * TokensPerChunk; t < t1; t++) QuantDot.QuantizeActivation(Activation, X + (long)t * Cols, Q + (long)t * XBytes, Cols);
         }
     }
 
@@ -82,19 +99,24 @@ public sealed unsafe class WeightMatrix
             int r0 = c * RowsPerChunk, r1 = Math.Min(Rows, r0 + RowsPerChunk);
             if (Dot != null)
             {
-                float* four = stackalloc float[4];
-                for (int r = r0; r < r1; r++)
+                int t = 0;
+                if (Dot4 != null && N >= 4)
                 {
-                    byte* w = W + r * RowBytes;
-                    int t = 0;
-                    if (Dot4 != null)
-                        for (; t + 4 <= N; t += 4)
+                    // token quads outer, rows inner: the 4 activation rows stay in L1 while the chunk's weight rows stream
+                    float* four = stackalloc float[4];
+                    for (; t + 4 <= N; t += 4)
+                    {
+                        byte* xt = X + (long)t * XBytes;
+                        float* yt = Y + (long)t * Rows;
+                        for (int r = r0; r < r1; r++)
                         {
-                            Dot4(w, X + (long)t * XBytes, XBytes, Cols, four);
-                            for (int k = 0; k < 4; k++) Y[(long)(t + k) * Rows + r] = four[k];
+                            Dot4(W + r * RowBytes, xt, XBytes, Cols, four);
+                            yt[r] = four[0]; yt[Rows + r] = four[1]; yt[2 * Rows + r] = four[2]; yt[3 * Rows + r] = four[3];
                         }
-                    for (; t < N; t++) Y[(long)t * Rows + r] = Dot(w, X + (long)t * XBytes, Cols);
+                    }
                 }
+                for (; t < N; t++)
+                    for (int r = r0; r < r1; r++) Y[(long)t * Rows + r] = Dot(W + r * RowBytes, X + (long)t * XBytes, Cols);
                 return;
             }
             float[] rowBuf = RowScratch(Cols);

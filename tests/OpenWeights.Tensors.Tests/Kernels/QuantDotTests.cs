@@ -44,7 +44,7 @@ public unsafe class QuantDotTests
                     // reference: F32 dot of the dequantized rows
                     var wd = new float[n]; var xd = new float[n];
                     Dequantize.Row(wType, new ReadOnlySpan<byte>(pw, wBytes), wd);
-                    if (aType == GgmlType.Q8_0) BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px, xBytes), xd);
+                    if (aType == GgmlType.Q8_0) BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px, n / 32 * 34), xd);
                     else if (aType == GgmlType.Q8_K) BlockQ8_K.Dequantize(new ReadOnlySpan<byte>(px, xBytes), xd);
                     else new ReadOnlySpan<float>(px, n).CopyTo(xd);
                     double exact = 0, mag = 0;
@@ -63,29 +63,86 @@ public unsafe class QuantDotTests
     [Fact] public void Q6_K_q8_K() => Check(GgmlType.Q6_K, GgmlType.Q8_K, QuantDot.DotQ6_KAvx2, QuantDot.DotQ6_KScalar);
     [Fact] public void F16_f32() => Check(GgmlType.F16, GgmlType.F16, QuantDot.DotF16, QuantDot.DotF16Scalar, needsAvx2: false);
 
-    [Fact]
-    public void Q8_0_four_row_kernel_matches_single_rows()
+    private delegate void Dot4Fn(byte* w, byte* x, int stride, int n, float* result);
+
+    /// <summary>
+    /// A 4-token kernel against its scalar reference (the scalar single-token kernel on each of the 4 activation rows)
+    /// over many lengths, unaligned weight and activation buffers and row strides with padding.
+    /// </summary>
+    private static void CheckFour(GgmlType wType, Dot4Fn simd, delegate*<byte*, byte*, int, float> scalar)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
-        var rng = new Random(11);
-        foreach (int blocks in new[] { 1, 2, 7, 18, 64 })
-        {
-            int n = blocks * 32, xb = n / 32 * 34;
-            var w = new byte[xb + 1]; var x = new byte[4 * xb + 3];
-            Quantize.Row(GgmlType.Q8_0, RandomRow(rng, n), w.AsSpan(1, xb));
-            var xf = RandomRow(rng, 4 * n);
-            var res = new float[4];
-            fixed (byte* pw0 = w) fixed (byte* px0 = x) fixed (float* pf = xf) fixed (float* pr = res)
+        var aType = QuantDot.For(wType).Activation;
+        int bs = GgmlTypes.BlockSize(wType) == 1 ? 32 : GgmlTypes.BlockSize(wType);
+        var rng = new Random((int)wType * 17 + 3);
+        // lengths in values: whole blocks; F16 rows may have any length (the tail is done per element)
+        var lengths = new[] { 1, 2, 3, 5, 8, 9, 17, 24 }.Select(b => b * bs).ToList();
+        if (wType == GgmlType.F16) lengths.AddRange([1, 7, 15, 16, 33, 100, 1001]);
+        foreach (int n in lengths)
+            for (int offset = 0; offset < 4; offset++)
             {
-                byte* pw = pw0 + 1, px = px0 + 3;
-                for (int t = 0; t < 4; t++) QuantDot.QuantizeQ8_0(pf + t * n, px + t * xb, n);
-                QuantDot.DotQ8_0Avx2x4(pw, px, xb, n, pr);
-                for (int t = 0; t < 4; t++)
+                int wBytes = (int)GgmlTypes.RowBytes(wType, n);
+                int xBytes = QuantDot.ActivationBytes(aType, n);
+                int stride = xBytes + 4 * offset + 1; // padded, odd: every row but the first is unaligned
+                var wbuf = new byte[wBytes + 8]; var xbuf = new byte[4 * stride + 8];
+                Quantize.Row(wType, RandomRow(rng, n), wbuf.AsSpan(offset, wBytes));
+                var xf = RandomRow(rng, 4 * n);
+                var got = new float[4]; var want = new float[4];
+                fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf) fixed (float* pg = got) fixed (float* pr = want)
                 {
-                    float single = QuantDot.DotQ8_0Scalar(pw, px + t * xb, n);
-                    Assert.True(Math.Abs(res[t] - single) <= 1e-5 * (Math.Abs(single) + n * 0.05), $"n={n} t={t}: {res[t]} vs {single}");
+                    byte* pw = pw0 + offset, px = px0 + (3 - offset);
+                    for (int t = 0; t < 4; t++) QuantDot.QuantizeActivation(aType, pxf + t * n, px + t * stride, n);
+                    simd(pw, px, stride, n, pg);
+                    QuantDot.Dot4Reference(scalar, pw, px, stride, n, pr);
+                    for (int t = 0; t < 4; t++)
+                    {
+                        double mag = 0;
+                        for (int i = 0; i < n; i++) mag += Math.Abs(xf[t * n + i]);
+                        Assert.True(Math.Abs(got[t] - want[t]) <= 1e-5 * mag * 8 + 1e-5, $"{wType} n={n} offset={offset} t={t}: simd {got[t]} scalar {want[t]}");
+                    }
                 }
             }
+    }
+
+    [Fact] public void Q8_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q8_0, QuantDot.DotQ8_0Avx2x4, &QuantDot.DotQ8_0Scalar);
+    [Fact] public void Q4_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q4_0, QuantDot.DotQ4_0Avx2x4, &QuantDot.DotQ4_0Scalar);
+    [Fact] public void Q5_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q5_0, QuantDot.DotQ5_0Avx2x4, &QuantDot.DotQ5_0Scalar);
+    [Fact] public void Q4_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q4_K, QuantDot.DotQ4_KAvx2x4, &QuantDot.DotQ4_KScalar);
+    [Fact] public void Q6_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q6_K, QuantDot.DotQ6_KAvx2x4, &QuantDot.DotQ6_KScalar);
+    [Fact] public void F16_four_token_kernel_matches_scalar() => CheckFour(GgmlType.F16, QuantDot.DotF16Avx2x4, &QuantDot.DotF16Scalar);
+
+    /// <summary>MatMul with the 4-token kernels equals MatMul with the single-token kernels (same integer sums per block).</summary>
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.F16)]
+    public void MatMul_four_token_path_matches_single_token_path(GgmlType type)
+    {
+        int rows = 37, cols = 768;
+        var rng = new Random(13);
+        long rb = GgmlTypes.RowBytes(type, cols);
+        var wbytes = new byte[rows * rb];
+        for (int r = 0; r < rows; r++) Quantize.Row(type, RandomRow(rng, cols), wbytes.AsSpan((int)(r * rb), (int)rb));
+        foreach (int n in new[] { 4, 7, 21, 40 })
+        {
+            var x = RandomRow(rng, n * cols);
+            var single = new float[n * rows]; var multi = new float[n * rows];
+            fixed (byte* pw = wbytes)
+            {
+                var m = new WeightMatrix(pw, type, rows, cols);
+                try
+                {
+                    QuantDot.UseMultiToken = false;
+                    m.MatMul(x, single, n, threads: 2);
+                }
+                finally { QuantDot.UseMultiToken = true; }
+                m.MatMul(x, multi, n, threads: 2);
+            }
+            for (int i = 0; i < single.Length; i++)
+                Assert.True(Math.Abs(single[i] - multi[i]) <= 1e-5 * (Math.Abs(single[i]) + 10), $"{type} n={n} i={i}: single {single[i]} multi {multi[i]}");
         }
     }
 
@@ -106,6 +163,67 @@ public unsafe class QuantDotTests
                 QuantDot.QuantizeQ8_0Scalar(px, pb, n);
             }
             Assert.Equal(b, a);
+        }
+    }
+
+    [Fact]
+    public void Q8_0_activation_tail_holds_the_block_scales()
+    {
+        var rng = new Random(8);
+        foreach (int blocks in new[] { 1, 2, 5, 18 })
+        {
+            int n = blocks * 32;
+            var x = RandomRow(rng, n);
+            if (blocks == 5) Array.Clear(x, 64, 32); // an all-zero block: scale 0
+            var q = new byte[QuantDot.ActivationBytes(GgmlType.Q8_0, n) + 3];
+            fixed (float* px = x) fixed (byte* pq0 = q)
+            {
+                byte* pq = pq0 + 3; // tail floats unaligned
+                QuantDot.QuantizeActivation(GgmlType.Q8_0, px, pq, n);
+                for (int b = 0; b < blocks; b++)
+                    Assert.Equal(HalfConvert.ReadFp16(pq + b * 34), System.Runtime.CompilerServices.Unsafe.ReadUnaligned<float>(pq + blocks * 34 + 4 * b));
+            }
+        }
+    }
+
+    [Fact]
+    public void F16_vector_conversion_matches_scalar_for_every_finite_value()
+    {
+        var h = new short[8];
+        for (int v = 0; v < 65536; v += 8)
+        {
+            for (int j = 0; j < 8; j++) h[j] = (short)(v + j);
+            var got = QuantDot.F16ToF32(System.Runtime.Intrinsics.Vector256.Create(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]));
+            for (int j = 0; j < 8; j++)
+            {
+                if (((v + j) & 0x7C00) == 0x7C00) continue; // inf / NaN: never block scales or weights of valid files
+                float want = HalfConvert.Fp16ToFp32((ushort)(v + j));
+                Assert.True(BitConverter.SingleToUInt32Bits(want) == BitConverter.SingleToUInt32Bits(got[j]), $"f16 0x{v + j:X4}: {got[j]} vs {want}");
+            }
+        }
+    }
+
+    [Fact]
+    public void Q4_K_packed_scale_unpacking_matches_the_byte_wise_one()
+    {
+        var rng = new Random(9);
+        var q = new byte[12]; byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
+        for (int k = 0; k < 2000; k++)
+        {
+            rng.NextBytes(q);
+            if (k == 0) Array.Fill(q, (byte)0xFF);
+            fixed (byte* pq = q)
+            {
+                QuantDot.ScalesMinsK4(pq, sc, m);
+                var (scales, mins) = QuantDot.ScalesMinsK4Packed(pq);
+                for (int j = 0; j < 8; j++)
+                {
+                    Assert.Equal(sc[j], (byte)(scales >> (8 * j)));
+                    Assert.Equal(m[j], (byte)(mins >> (8 * j)));
+                }
+                var mm = QuantDot.MinsPerBsum(mins);
+                for (int j = 0; j < 16; j++) Assert.Equal(m[j / 2], mm[j]);
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using OpenWeights.Tensors.Kernels;
 using OpenWeights.Tensors.Threading;
 
 namespace OpenWeights.Models.Common;
@@ -39,9 +40,16 @@ public static class Attention
             int len = Pos[t] + 1;
             var qv = Q.AsSpan(t * QDim + h * d, d);
             var sc = Scratch(cache.Capacity).AsSpan(0, len);
+            var o = Att.AsSpan(t * QDim + h * d, d);
+            if (AttentionKernels.Supported(d))
+            {
+                AttentionKernels.Scores(qv, kCache.AsSpan(kvh * d), kvDim, len, Scale, sc);
+                Tensors.Kernels.Ops.Softmax(sc);
+                AttentionKernels.WeightedSum(sc, vCache.AsSpan(kvh * d), kvDim, o);
+                return;
+            }
             for (int j = 0; j < len; j++) sc[j] = TensorPrimitives.Dot(qv, kCache.AsSpan(j * kvDim + kvh * d, d)) * Scale;
             Tensors.Kernels.Ops.Softmax(sc);
-            var o = Att.AsSpan(t * QDim + h * d, d);
             o.Clear();
             for (int j = 0; j < len; j++) TensorPrimitives.MultiplyAdd(vCache.AsSpan(j * kvDim + kvh * d, d), sc[j], o, o);
         }

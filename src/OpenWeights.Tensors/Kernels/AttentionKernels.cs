@@ -1,0 +1,109 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace OpenWeights.Tensors.Kernels;
+
+/// <summary>
+/// The two loops of one (token, head) of attention over a KV cache with rows of <c>stride</c> floats, the head's
+/// d values at the start of each row: scores s[j] = (q·K[j])·scale for 4 keys at a time (one horizontal reduction per
+/// 4 keys), and o = Σ_j p[j]·V[j] with o held in registers across all j (64 dims at a time) instead of being loaded
+/// and stored for every key. Scalar references: <see cref="ScoresScalar"/>, <see cref="WeightedSumScalar"/>.
+/// The weighted sum multiplies and adds separately, in key order (bit-identical to TensorPrimitives.MultiplyAdd
+/// over the keys); the scores sum in another order than TensorPrimitives.Dot (float rounding).
+/// </summary>
+public static unsafe class AttentionKernels
+{
+    /// <summary>Whether the AVX2 kernels handle head dimension d (a multiple of 8).</summary>
+    public static bool Supported(int d) => QuantDot.Avx2Path && d % 8 == 0 && d > 0;
+
+    /// <summary>s[j] = (q·k[j·stride ..+d])·scale for j in [0, s.Length). q: (d); k: (s.Length, stride).</summary>
+    public static void Scores(ReadOnlySpan<float> q, ReadOnlySpan<float> k, int stride, int len, float scale, Span<float> s)
+    {
+        int d = q.Length;
+        if (!Supported(d)) { ScoresScalar(q, k, stride, len, scale, s); return; }
+        if (len > s.Length || (len > 0 && (long)(len - 1) * stride + d > k.Length)) throw new ArgumentException("attention scores: buffers too small");
+        fixed (float* pq = q, pk = k, ps = s)
+        {
+            int j = 0;
+            var vs = Vector128.Create(scale);
+            for (; j + 4 <= len; j += 4)
+            {
+                float* k0 = pk + (long)j * stride, k1 = k0 + stride, k2 = k1 + stride, k3 = k2 + stride;
+                var a0 = Vector256<float>.Zero; var a1 = Vector256<float>.Zero; var a2 = Vector256<float>.Zero; var a3 = Vector256<float>.Zero;
+                for (int c = 0; c < d; c += 8)
+                {
+                    var qc = Vector256.Load(pq + c);
+                    a0 = Fma.MultiplyAdd(qc, Vector256.Load(k0 + c), a0);
+                    a1 = Fma.MultiplyAdd(qc, Vector256.Load(k1 + c), a1);
+                    a2 = Fma.MultiplyAdd(qc, Vector256.Load(k2 + c), a2);
+                    a3 = Fma.MultiplyAdd(qc, Vector256.Load(k3 + c), a3);
+                }
+                // (a0..a3) → 4 sums: two rounds of pairwise adds, then the two 128-bit halves
+                var h = Avx.HorizontalAdd(Avx.HorizontalAdd(a0, a1), Avx.HorizontalAdd(a2, a3));
+                ((h.GetLower() + h.GetUpper()) * vs).Store(ps + j);
+            }
+            for (; j < len; j++)
+            {
+                float* kj = pk + (long)j * stride;
+                var a = Vector256<float>.Zero;
+                for (int c = 0; c < d; c += 8) a = Fma.MultiplyAdd(Vector256.Load(pq + c), Vector256.Load(kj + c), a);
+                ps[j] = Vector256.Sum(a) * scale;
+            }
+        }
+    }
+
+    /// <summary>Scalar reference of <see cref="Scores"/>.</summary>
+    public static void ScoresScalar(ReadOnlySpan<float> q, ReadOnlySpan<float> k, int stride, int len, float scale, Span<float> s)
+    {
+        for (int j = 0; j < len; j++)
+        {
+            float sum = 0;
+            for (int c = 0; c < q.Length; c++) sum += q[c] * k[j * stride + c];
+            s[j] = sum * scale;
+        }
+    }
+
+    /// <summary>o = Σ_j p[j]·v[j·stride ..+d], j in [0, p.Length), d = o.Length. v: (p.Length, stride).</summary>
+    public static void WeightedSum(ReadOnlySpan<float> p, ReadOnlySpan<float> v, int stride, Span<float> o)
+    {
+        int d = o.Length, len = p.Length;
+        if (!Supported(d)) { WeightedSumScalar(p, v, stride, o); return; }
+        if (len > 0 && (long)(len - 1) * stride + d > v.Length) throw new ArgumentException("attention weighted sum: buffers too small");
+        fixed (float* pp = p, pv = v, po = o)
+        {
+            int c = 0;
+            for (; c + 64 <= d; c += 64)
+            {
+                var o0 = Vector256<float>.Zero; var o1 = Vector256<float>.Zero; var o2 = Vector256<float>.Zero; var o3 = Vector256<float>.Zero;
+                var o4 = Vector256<float>.Zero; var o5 = Vector256<float>.Zero; var o6 = Vector256<float>.Zero; var o7 = Vector256<float>.Zero;
+                float* vj = pv + c;
+                for (int j = 0; j < len; j++, vj += stride)
+                {
+                    var w = Vector256.Create(pp[j]);
+                    o0 += Vector256.Load(vj) * w; o1 += Vector256.Load(vj + 8) * w;
+                    o2 += Vector256.Load(vj + 16) * w; o3 += Vector256.Load(vj + 24) * w;
+                    o4 += Vector256.Load(vj + 32) * w; o5 += Vector256.Load(vj + 40) * w;
+                    o6 += Vector256.Load(vj + 48) * w; o7 += Vector256.Load(vj + 56) * w;
+                }
+                o0.Store(po + c); o1.Store(po + c + 8); o2.Store(po + c + 16); o3.Store(po + c + 24);
+                o4.Store(po + c + 32); o5.Store(po + c + 40); o6.Store(po + c + 48); o7.Store(po + c + 56);
+            }
+            for (; c < d; c += 8)
+            {
+                var acc = Vector256<float>.Zero;
+                float* vj = pv + c;
+                for (int j = 0; j < len; j++, vj += stride) acc += Vector256.Load(vj) * Vector256.Create(pp[j]);
+                acc.Store(po + c);
+            }
+        }
+    }
+
+    /// <summary>Scalar reference of <see cref="WeightedSum"/>: for each key in order, o += p[j]·v[j] (multiply, then add).</summary>
+    public static void WeightedSumScalar(ReadOnlySpan<float> p, ReadOnlySpan<float> v, int stride, Span<float> o)
+    {
+        o.Clear();
+        for (int j = 0; j < p.Length; j++)
+            for (int c = 0; c < o.Length; c++) o[c] += p[j] * v[j * stride + c];
+    }
+}

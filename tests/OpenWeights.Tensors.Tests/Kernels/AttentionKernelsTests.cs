@@ -1,0 +1,41 @@
+using System.Runtime.Intrinsics.X86;
+using OpenWeights.Tensors.Kernels;
+
+namespace OpenWeights.Tensors.Tests.Kernels;
+
+/// <summary>The attention loops against their scalar references over head sizes, key counts, strides and offsets.</summary>
+public class AttentionKernelsTests
+{
+    private static float[] Random(Random rng, int n)
+    {
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        return x;
+    }
+
+    [Fact]
+    public void Scores_and_weighted_sum_match_scalar_references()
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(21);
+        foreach (int d in new[] { 8, 16, 64, 72, 128, 136 })
+            foreach (int len in new[] { 0, 1, 3, 4, 5, 8, 13, 37 })
+                foreach (int pad in new[] { 0, 3 })
+                {
+                    int stride = 3 * d + pad, offset = pad; // the head's d values start at an unaligned offset inside the row
+                    var k = Random(rng, offset + Math.Max(1, len) * stride); var v = Random(rng, offset + Math.Max(1, len) * stride);
+                    var q = Random(rng, d);
+                    var s1 = new float[len]; var s2 = new float[len];
+                    AttentionKernels.Scores(q, k.AsSpan(offset), stride, len, 0.125f, s1);
+                    AttentionKernels.ScoresScalar(q, k.AsSpan(offset), stride, len, 0.125f, s2);
+                    for (int j = 0; j < len; j++) Assert.True(Math.Abs(s1[j] - s2[j]) <= 1e-5f * d, $"d={d} len={len} j={j}: {s1[j]} vs {s2[j]}");
+
+                    var p = Random(rng, len);
+                    var o1 = new float[d]; var o2 = new float[d];
+                    Array.Fill(o1, float.NaN); // every output is written
+                    AttentionKernels.WeightedSum(p, v.AsSpan(offset), stride, o1);
+                    AttentionKernels.WeightedSumScalar(p, v.AsSpan(offset), stride, o2);
+                    Assert.Equal(o2, o1); // same multiplies and adds in the same key order
+                }
+    }
+}
