@@ -9,8 +9,9 @@ namespace OpenWeights.Tensors.Kernels;
 /// Multi-token kernels (prefill, batched decode): one weight row against 4 activation rows x, x + stride,
 /// x + 2·stride, x + 3·stride in one pass over the weight row. Each weight block is loaded and unpacked once
 /// (nibbles, 5th/6th bits, scales and mins) and multiplied with the 4 activation blocks; result: (4).
-/// The integer sums per block are those of the single-token kernels; only the order of the float accumulation
-/// differs. Scalar reference: <see cref="Dot4Reference"/> (the scalar single-token kernel, once per row).
+/// The integer sums per block and the float operations per token are exactly those of the single-token AVX2 kernels,
+/// so a token's logits do not depend on how many tokens share its batch (same seed, same output, alone or batched;
+/// tested bit for bit). Scalar reference: <see cref="Dot4Reference"/> (the scalar single-token kernel, once per row).
 /// </summary>
 public static unsafe partial class QuantDot
 {

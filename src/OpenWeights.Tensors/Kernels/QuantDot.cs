@@ -240,24 +240,18 @@ public static unsafe partial class QuantDot
     /// <summary>AVX2 Q8_0 · Q8_0; x: a Q8_0 activation row with its F32 tail (<see cref="ActivationBytes"/>).</summary>
     public static float DotQ8_0Avx2(byte* w, byte* x, int n)
     {
-        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
-        int nb = n / 32, i = 0;
+        // One accumulator, block after block: the float sequence of DotQ8_0Avx2x4 for one token, so a token gets the
+        // same logits whether it is decoded alone or in a batch (and the same as ggml's AVX2 loop).
+        var acc = Vector256<float>.Zero;
+        int nb = n / 32;
         float* dx = (float*)(x + nb * 34);
-        for (; i + 1 < nb; i += 2)
+        for (int i = 0; i < nb; i++)
         {
             byte* a = w + i * 34, b = x + i * 34;
             var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
-            var p1 = MulSigned(Vector256.Load((sbyte*)(a + 36)), Vector256.Load((sbyte*)(b + 36)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 34) * dx[i + 1]), Vector256.ConvertToSingle(p1), acc1);
+            acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc);
         }
-        for (; i < nb; i++)
-        {
-            byte* a = w + i * 34, b = x + i * 34;
-            var p0 = MulSigned(Vector256.Load((sbyte*)(a + 2)), Vector256.Load((sbyte*)(b + 2)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
-        }
-        return Hsum(acc0 + acc1);
+        return Hsum(acc);
     }
 
     /// <summary>Four activation rows at once (prefill): each weight block is loaded and its sign taken once.</summary>
@@ -305,31 +299,21 @@ public static unsafe partial class QuantDot
     /// <summary>AVX2 Q4_0 · Q8_0 (nibbles − 8, signed products); x: a Q8_0 activation row with its F32 tail.</summary>
     public static float DotQ4_0Avx2(byte* w, byte* x, int n)
     {
-        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero;
+        // One accumulator: the float sequence of DotQ4_0Avx2x4 for one token (batch-invariant results).
+        var acc = Vector256<float>.Zero;
         var mask = Vector128.Create((byte)0x0F);
         var eight = Vector256.Create((sbyte)8);
-        int nb = n / 32, i = 0;
+        int nb = n / 32;
         float* dx = (float*)(x + nb * 34);
-        for (; i + 1 < nb; i += 2)
-        {
-            byte* a = w + i * 18, b = x + i * 34;
-            var q0 = Vector128.Load(a + 2); var q1 = Vector128.Load(a + 20);
-            var w0 = Vector256.Create(q0 & mask, Vector128.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
-            var w1 = Vector256.Create(q1 & mask, Vector128.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
-            var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
-            var p1 = MulSigned(w1, Vector256.Load((sbyte*)(b + 36)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
-            acc1 = Fma.MultiplyAdd(Vector256.Create(Fp16(a + 18) * dx[i + 1]), Vector256.ConvertToSingle(p1), acc1);
-        }
-        for (; i < nb; i++)
+        for (int i = 0; i < nb; i++)
         {
             byte* a = w + i * 18, b = x + i * 34;
             var q0 = Vector128.Load(a + 2);
             var w0 = Vector256.Create(q0 & mask, Vector128.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & mask).AsSByte() - eight;
             var p0 = MulSigned(w0, Vector256.Load((sbyte*)(b + 2)));
-            acc0 = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc0);
+            acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * dx[i]), Vector256.ConvertToSingle(p0), acc);
         }
-        return Hsum(acc0 + acc1);
+        return Hsum(acc);
     }
 
     // ---------------------------------------------------------------- Q5_0 x Q8_0
@@ -477,15 +461,12 @@ public static unsafe partial class QuantDot
     public static float DotQ4_KAvx2(byte* w, byte* x, int n)
     {
         var acc = Vector256<float>.Zero;
-        float accm = 0;
         var mask = Vector256.Create((byte)0x0F);
         for (int i = 0; i < n / 256; i++)
         {
             byte* a = w + i * 144, b = x + i * 292;
             var (scales, mins) = ScalesMinsK4Packed(a + 4);
             sbyte* y = (sbyte*)(b + 4);
-            // Σ m_j · (sum of the 32 activations of sub-block j)
-            int summ = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(b + 260)), MinsPerBsum(mins)));
             var sc = ScalesBothLanes(scales); // (16) int16: s0..s7 twice
             byte* q = a + 16;
             var q4 = Vector256.Load(q);
@@ -500,11 +481,10 @@ public static unsafe partial class QuantDot
             q4 = Vector256.Load(q + 96);
             sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4 & mask, Vector256.Load(y + 192)), Avx2.Shuffle(sc.AsByte(), bc6).AsInt16());
             sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(q4.AsUInt16(), 4).AsByte() & mask, Vector256.Load(y + 224)), Avx2.Shuffle(sc.AsByte(), bc7).AsInt16());
-            float dy = Unsafe.ReadUnaligned<float>(b);
-            acc = Fma.MultiplyAdd(Vector256.Create(dy * Fp16(a)), Vector256.ConvertToSingle(sumi), acc);
-            accm += dy * Fp16(a + 2) * summ;
+            // + d_y·d·sumi − d_y·dmin·Σ m_j·(sum of the 32 activations of sub-block j), as in DotQ4_KAvx2x4
+            acc = K4Block(acc, b, Fp16(a), -Fp16(a + 2), sumi, MinsPerBsum(mins));
         }
-        return Hsum(acc) - accm;
+        return Hsum(acc);
     }
 
     // ---------------------------------------------------------------- Q6_K x Q8_K
@@ -550,10 +530,9 @@ public static unsafe partial class QuantDot
             byte* a = w + i * 210, b = x + i * 292;
             sbyte* sc = (sbyte*)(a + 192);
             sbyte* y = (sbyte*)(b + 4);
-            // the -32 offset: 32 · Σ_s sc[s] · bsum[s]
+            // start from the -32 offset, −32·Σ_s sc[s]·bsum[s], kept in 8 lanes of pair sums as in DotQ6_KAvx2x4
             var scv = Vector256.WidenLower(Vector256.Create(Vector128.Load(sc), Vector128<sbyte>.Zero));
-            int off = Vector256.Sum(Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(b + 260)), scv));
-            var sumi = Vector256<int>.Zero;
+            var sumi = Vector256.ShiftLeft(Vector256<int>.Zero - Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(b + 260)), scv), 5);
             for (int h = 0; h < 2; h++)
             {
                 var A = Vector256.Load(a + 64 * h);
@@ -571,7 +550,6 @@ public static unsafe partial class QuantDot
                 sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(yy + 64)), Avx2.Shuffle(ss, pairCtl2).AsInt16());
                 sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(yy + 96)), Avx2.Shuffle(ss, pairCtl3).AsInt16());
             }
-            sumi -= Vector256.CreateScalar(32 * off);
             acc = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(b) * Fp16(a + 208)), Vector256.ConvertToSingle(sumi), acc);
         }
         return Hsum(acc);
