@@ -263,7 +263,7 @@ public static class TrainOps
                 void Body(int p)
                 {
                     int b0 = (int)((long)blocks * p / parts), b1 = (int)((long)blocks * (p + 1) / parts);
-                    var tile = new float[block * cols];
+                    var tile = TileScratch(block * cols);
                     fixed (float* tp = tile)
                         for (int b = b0; b < b1; b++)
                         {
@@ -408,7 +408,7 @@ public static class TrainOps
                 void Body(int p)
                 {
                     int t0 = (int)((long)n * p / parts), t1 = (int)((long)n * (p + 1) / parts);
-                    var tile = new float[block * cols];
+                    var tile = TileScratch(block * cols);
                     fixed (float* tp = tile)
                         for (int r0 = 0; r0 < rows; r0 += block)
                         {
@@ -561,5 +561,8 @@ public static class TrainOps
     }
 
     [ThreadStatic] private static float[]? scratch;
+    [ThreadStatic] private static float[]? tileScratch;
+    /// <summary>The decoded-weight tile of the linear kernels, one per thread (not a new large array per call).</summary>
+    private static float[] TileScratch(int n) => tileScratch is { } s && s.Length >= n ? s : tileScratch = new float[n];
     private static float[] Scratch(int n) => scratch is { } s && s.Length >= n ? s : scratch = new float[Math.Max(n, 4096)];
 }

@@ -44,18 +44,33 @@ public sealed class TrainableLoraLinear
         var xaS = xa.AsSpan(0, n * r);
         if (Dropout > 0 && seed != 0)
         {
-            var xd = Buffer(ref bufIn, n * In);
+            var xd = Buffer(ref sIn, n * In);
             DropoutMask(seed, x, xd, n);
             TrainOps.MatMulABt(xd, l.A, xaS, n, In, r);               // xa = dropout(x)·Aᵀ
         }
         else TrainOps.MatMulABt(x, l.A, xaS, n, In, r);
-        var tmp = Buffer(ref bufOut, n * Out);
-        TrainOps.MatMulABt(xaS, l.B, tmp, n, r, Out);                  // (xa)·Bᵀ
-        TensorPrimitives.MultiplyAdd(tmp, Scale, y[..(n * Out)], y[..(n * Out)]);
+        // y += scale·xa·Bᵀ as r long rows: (scale·xa) (n, r) · Bᵀ (r, out), so each of the n·r steps is an axpy over `out`
+        // values (not n·out dot products of length r).
+        var bt = TransposeB(l);
+        var xs = Buffer(ref sR, n * r);
+        TensorPrimitives.Multiply(xaS, Scale, xs);
+        TrainOps.MatMulAddAB(xs, bt, y[..(n * Out)], n, r, Out);
     }
 
-    private float[] bufIn = [], bufIn2 = [], bufOut = [], bufR = [];
-    private static Span<float> Buffer(ref float[] b, int n) { if (b.Length < n) b = new float[n]; return b.AsSpan(0, n); }
+    // Scratch shared by all modules of a thread (modules run one after another): the LoRA branch allocates nothing per
+    // module, so memory does not grow with layers x targets.
+    [ThreadStatic] private static float[]? sIn, sIn2, sR, sBt, sGt;
+    private static Span<float> Buffer(ref float[]? b, int n) { if (b is null || b.Length < n) b = new float[n]; return b.AsSpan(0, n); }
+
+    /// <summary>Bᵀ (rank, out) of B (out, rank), into thread scratch.</summary>
+    private Span<float> TransposeB(LoraWeights l)
+    {
+        int r = l.Rank;
+        var bt = Buffer(ref sBt, r * Out);
+        for (int o = 0; o < Out; o++)
+            for (int i = 0; i < r; i++) bt[i * Out + o] = l.B[o * r + i];
+        return bt;
+    }
 
     /// <summary>
     /// Backward of y = x·Wᵀ + scale·(xd·Aᵀ)·Bᵀ, xd = dropout(x), xa = xd·Aᵀ:
@@ -68,17 +83,22 @@ public sealed class TrainableLoraLinear
         if (Lora is not { } l) return;
         int r = l.Rank;
         var xaS = xa.AsSpan(0, n * r);
-        TrainOps.MatMulAddAtB(dy, xaS, GradB, n, Out, r, Scale);       // dB += scale·dyᵀ·xa
-        var dxa = Buffer(ref bufR, n * r);
-        dxa.Clear();
-        TrainOps.MatMulAddAB(dy, l.B, dxa, n, Out, r);                  // dxa = dy·B
+        // dB += scale·dyᵀ·xa, computed transposed, (rank, out) += scale·xaᵀ·dy: n·r axpys over `out` values
+        var gt = Buffer(ref sGt, r * Out);
+        gt.Clear();
+        TrainOps.MatMulAddAtB(xaS, dy, gt, n, r, Out, Scale);
+        var gb = GradB!;
+        for (int o = 0; o < Out; o++)
+            for (int i = 0; i < r; i++) gb[o * r + i] += gt[i * Out + o];
+        var dxa = Buffer(ref sR, n * r);
+        TrainOps.MatMulABt(dy, TransposeB(l), dxa, n, Out, r);          // dxa = dy·B = dy·(Bᵀ)ᵀ: n·r dots over `out`
         TensorPrimitives.Multiply(dxa, Scale, dxa);                     //       · scale
         if (Dropout > 0 && seed != 0)
         {
-            var xd = Buffer(ref bufIn, n * In);
+            var xd = Buffer(ref sIn, n * In);
             DropoutMask(seed, x, xd, n);
             TrainOps.MatMulAddAtB(dxa, xd, GradA, n, r, In, 1f);        // dA += dxaᵀ·xd
-            var dxd = Buffer(ref bufIn2, n * In);
+            var dxd = Buffer(ref sIn2, n * In);
             dxd.Clear();
             TrainOps.MatMulAddAB(dxa, l.A, dxd, n, r, In);              // dxd = dxa·A
             DropoutMask(seed, dxd, dxd, n);                             // dropout'(dxd) = dxd ⊙ keep/(1−p), same mask
