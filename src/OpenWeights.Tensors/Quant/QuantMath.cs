@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using System.Runtime.CompilerServices;
 
 namespace OpenWeights.Tensors.Quant;
@@ -285,5 +286,31 @@ internal static class QuantMath
                 scales12[j - 0] |= (byte)((lm[j] >> 4) << 6);
             }
         }
+    }
+
+    /// <summary>y[0..32] = d·q − m for 32 unsigned byte values q (multiply, then subtract, as the scalar references).</summary>
+    internal static unsafe void Affine32(System.Runtime.Intrinsics.Vector256<byte> q, float d, float m, float* y)
+    {
+        var (lo, hi) = System.Runtime.Intrinsics.Vector256.Widen(q);
+        var dv = System.Runtime.Intrinsics.Vector256.Create(d); var mv = System.Runtime.Intrinsics.Vector256.Create(m);
+        var (a, b) = System.Runtime.Intrinsics.Vector256.Widen(lo);
+        var (c, e) = System.Runtime.Intrinsics.Vector256.Widen(hi);
+        (dv * System.Runtime.Intrinsics.Vector256.ConvertToSingle(a.AsInt32()) - mv).Store(y);
+        (dv * System.Runtime.Intrinsics.Vector256.ConvertToSingle(b.AsInt32()) - mv).Store(y + 8);
+        (dv * System.Runtime.Intrinsics.Vector256.ConvertToSingle(c.AsInt32()) - mv).Store(y + 16);
+        (dv * System.Runtime.Intrinsics.Vector256.ConvertToSingle(e.AsInt32()) - mv).Store(y + 24);
+    }
+
+    /// <summary>y[0..16] = s0·q[0..16], y[16..32] = s1·q[16..32] for 32 signed byte values q.</summary>
+    internal static unsafe void Scale32(System.Runtime.Intrinsics.Vector256<sbyte> q, float s0, float s1, float* y)
+    {
+        var (lo, hi) = System.Runtime.Intrinsics.Vector256.Widen(q);
+        var (a, b) = System.Runtime.Intrinsics.Vector256.Widen(lo);
+        var (c, e) = System.Runtime.Intrinsics.Vector256.Widen(hi);
+        var v0 = System.Runtime.Intrinsics.Vector256.Create(s0); var v1 = System.Runtime.Intrinsics.Vector256.Create(s1);
+        (v0 * System.Runtime.Intrinsics.Vector256.ConvertToSingle(a)).Store(y);
+        (v0 * System.Runtime.Intrinsics.Vector256.ConvertToSingle(b)).Store(y + 8);
+        (v1 * System.Runtime.Intrinsics.Vector256.ConvertToSingle(c)).Store(y + 16);
+        (v1 * System.Runtime.Intrinsics.Vector256.ConvertToSingle(e)).Store(y + 24);
     }
 }
