@@ -114,6 +114,13 @@ public sealed class LoraModel
     }
 
     private LayerGrads grads = null!;
+    private float[] headDx = [], headXn = [], headRstd = [], headLogits = [], headDxn = [];
+    private static float[] Reuse(ref float[] b, int n, bool clear = false)
+    {
+        if (b.Length < n) b = new float[n];
+        else if (clear) Array.Clear(b, 0, n);
+        return b;
+    }
     private LayerActs[] acts = [];
     private float[][] resid = [];         // (layers+1) x (n, dim): input of each layer, then the final hidden state
     private float[] cos = [], sin = [];   // (n, rope_dims/2)
@@ -218,9 +225,10 @@ public sealed class LoraModel
 
         // logits = Wout·rmsnorm(x); loss = CE(logits) — in chunks of rows so (n, vocab) never exists at once.
         var xL = resid[c.Layers];
-        var dx = backward ? new float[n * dim] : [];
-        var xn = new float[HeadChunk * dim]; var rstd = new float[HeadChunk]; var logits = new float[HeadChunk * vocab];
-        var dxn = new float[HeadChunk * dim];
+        // head scratch kept between steps (the logits chunk alone is HeadChunk·vocab floats: no large allocation per step)
+        var dx = backward ? Reuse(ref headDx, n * dim, clear: true) : [];
+        var xn = Reuse(ref headXn, HeadChunk * dim); var rstd = Reuse(ref headRstd, HeadChunk); var logits = Reuse(ref headLogits, HeadChunk * vocab);
+        var dxn = Reuse(ref headDxn, HeadChunk * dim);
         double loss = 0;
         for (int t0 = 0; t0 < n; t0 += HeadChunk)
         {
