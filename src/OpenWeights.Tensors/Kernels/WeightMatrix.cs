@@ -51,6 +51,7 @@ public sealed unsafe class WeightMatrix
                 return;
             }
             job.Dot = kernel.Dot; job.Dot4 = QuantDot.UseMultiToken ? kernel.Dot4 : null;
+            job.Dot8 = QuantDot.UseMultiToken && QuantDot.UseEightToken ? kernel.Dot8 : null;
             if (kernel.Activation == GgmlType.F32)
             {
                 job.X = (byte*)px; job.XBytes = Cols * sizeof(float);
@@ -93,6 +94,7 @@ public sealed unsafe class WeightMatrix
         public int Rows, Cols, N, RowsPerChunk;
         public delegate*<byte*, byte*, int, float> Dot; // null: decode rows to F32
         public delegate*<byte*, byte*, int, int, float*, void> Dot4; // optional 4-token kernel
+        public delegate*<byte*, byte*, int, int, float*, void> Dot8; // optional 8-token kernel (with Dot4)
 
         public void Execute(int c)
         {
@@ -102,8 +104,19 @@ public sealed unsafe class WeightMatrix
                 int t = 0;
                 if (Dot4 != null && N >= 4)
                 {
-                    // token quads outer, rows inner: the 4 activation rows stay in L1 while the chunk's weight rows stream
-                    float* four = stackalloc float[4];
+                    // token octets/quads outer, rows inner: the 8 (4) activation rows stay in L1 while the chunk's weight rows stream
+                    float* four = stackalloc float[8];
+                    if (Dot8 != null)
+                        for (; t + 8 <= N; t += 8)
+                        {
+                            byte* xt = X + (long)t * XBytes;
+                            float* yt = Y + (long)t * Rows + r0;
+                            for (int r = r0; r < r1; r++, yt++)
+                            {
+                                Dot8(W + r * RowBytes, xt, XBytes, Cols, four);
+                                for (int k = 0; k < 8; k++) yt[(long)k * Rows] = four[k];
+                            }
+                        }
                     for (; t + 4 <= N; t += 4)
                     {
                         byte* xt = X + (long)t * XBytes;
