@@ -104,19 +104,10 @@ public sealed unsafe class WeightMatrix
                 int t = 0;
                 if (Dot4 != null && N >= 4)
                 {
-                    // token octets/quads outer, rows inner: the 8 (4) activation rows stay in L1 while the chunk's weight rows stream
-                    float* four = stackalloc float[8];
-                    if (Dot8 != null)
-                        for (; t + 8 <= N; t += 8)
-                        {
-                            byte* xt = X + (long)t * XBytes;
-                            float* yt = Y + (long)t * Rows + r0;
-                            for (int r = r0; r < r1; r++, yt++)
-                            {
-                                Dot8(W + r * RowBytes, xt, XBytes, Cols, four);
-                                for (int k = 0; k < 8; k++) yt[(long)k * Rows] = four[k];
-                            }
-                        }
+                    // token quads outer, rows inner: the 4 activation rows stay in L1 while the chunk's weight rows stream
+                    // (octets first where the type has an 8-token kernel)
+                    if (Dot8 != null) t = Octets(r0, r1);
+                    float* four = stackalloc float[4];
                     for (; t + 4 <= N; t += 4)
                     {
                         byte* xt = X + (long)t * XBytes;
@@ -142,6 +133,25 @@ public sealed unsafe class WeightMatrix
                         Y[(long)t * Rows + r] = TensorPrimitives.Dot(new ReadOnlySpan<float>(row, Cols), new ReadOnlySpan<float>((float*)(X + (long)t * XBytes), Cols));
                 }
             }
+        }
+
+        /// <summary>Token octets of rows [r0, r1) with the 8-token kernel; returns the tokens done (a multiple of 8).</summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        private readonly int Octets(int r0, int r1)
+        {
+            float* eight = stackalloc float[8];
+            int t = 0;
+            for (; t + 8 <= N; t += 8)
+            {
+                byte* xt = X + (long)t * XBytes;
+                float* yt = Y + (long)t * Rows;
+                for (int r = r0; r < r1; r++)
+                {
+                    Dot8(W + r * RowBytes, xt, XBytes, Cols, eight);
+                    for (int k = 0; k < 8; k++) yt[(long)k * Rows + r] = eight[k];
+                }
+            }
+            return t;
         }
     }
 
