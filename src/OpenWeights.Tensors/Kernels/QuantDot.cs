@@ -24,8 +24,11 @@ public static unsafe partial class QuantDot
     internal static bool Avx2Path => UseSimd && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>A row dot product: weight row (cols values in its block format) · activation row (in the kernel's activation format).</summary>
-    public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4 = null)
+    public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4 = null,
+        delegate*<byte*, byte*, int, int, float*, void> dot8 = null)
     {
+        /// <summary>Optional (with <see cref="Dot4"/>): one weight row against 8 activation rows in one pass; out: (8).</summary>
+        public delegate*<byte*, byte*, int, int, float*, void> Dot8 { get; } = dot8;
         /// <summary>Optional: one weight row against 4 activation rows (x, x + stride, ...) in one pass over the weights; out: (4).</summary>
         public delegate*<byte*, byte*, int, int, float*, void> Dot4 { get; } = dot4;
         /// <summary>Q8_0 or Q8_K blocks; F16: F32 values rounded to F16 (kept as F32); F32: the activations as they are.</summary>
@@ -43,7 +46,7 @@ public static unsafe partial class QuantDot
         {
             GgmlType.Q8_0 => simd ? new(GgmlType.Q8_0, &DotQ8_0Avx2, &DotQ8_0Avx2x4) : new(GgmlType.Q8_0, &DotQ8_0Scalar),
             GgmlType.Q4_0 => simd ? new(GgmlType.Q8_0, &DotQ4_0Avx2, &DotQ4_0Avx2x4) : new(GgmlType.Q8_0, &DotQ4_0Scalar),
-            GgmlType.Q5_0 => simd ? new(GgmlType.Q8_0, &DotQ5_0Avx2, &DotQ5_0Avx2x4) : new(GgmlType.Q8_0, &DotQ5_0Scalar),
+            GgmlType.Q5_0 => simd ? new(GgmlType.Q8_0, &DotQ5_0Avx2, &DotQ5_0Avx2x4, &DotQ5_0Avx2x8) : new(GgmlType.Q8_0, &DotQ5_0Scalar),
             GgmlType.Q4_K => simd ? new(GgmlType.Q8_K, &DotQ4_KAvx2, &DotQ4_KAvx2x4) : new(GgmlType.Q8_K, &DotQ4_KScalar),
             GgmlType.Q6_K => simd ? new(GgmlType.Q8_K, &DotQ6_KAvx2, &DotQ6_KAvx2x4) : new(GgmlType.Q8_K, &DotQ6_KScalar),
             GgmlType.F16 => simd ? new(GgmlType.F16, &DotF16, &DotF16Avx2x4) : new(GgmlType.F16, &DotF16),

@@ -51,6 +51,7 @@ public sealed unsafe class WeightMatrix
                 return;
             }
             job.Dot = kernel.Dot; job.Dot4 = QuantDot.UseMultiToken ? kernel.Dot4 : null;
+            job.Dot8 = QuantDot.UseMultiToken && QuantDot.UseEightToken ? kernel.Dot8 : null;
             if (kernel.Activation == GgmlType.F32)
             {
                 job.X = (byte*)px; job.XBytes = Cols * sizeof(float);
@@ -93,6 +94,7 @@ public sealed unsafe class WeightMatrix
         public int Rows, Cols, N, RowsPerChunk;
         public delegate*<byte*, byte*, int, float> Dot; // null: decode rows to F32
         public delegate*<byte*, byte*, int, int, float*, void> Dot4; // optional 4-token kernel
+        public delegate*<byte*, byte*, int, int, float*, void> Dot8; // optional 8-token kernel (with Dot4)
 
         public void Execute(int c)
         {
@@ -103,6 +105,8 @@ public sealed unsafe class WeightMatrix
                 if (Dot4 != null && N >= 4)
                 {
                     // token quads outer, rows inner: the 4 activation rows stay in L1 while the chunk's weight rows stream
+                    // (octets first where the type has an 8-token kernel)
+                    if (Dot8 != null) t = Octets(r0, r1);
                     float* four = stackalloc float[4];
                     for (; t + 4 <= N; t += 4)
                     {
@@ -129,6 +133,25 @@ public sealed unsafe class WeightMatrix
                         Y[(long)t * Rows + r] = TensorPrimitives.Dot(new ReadOnlySpan<float>(row, Cols), new ReadOnlySpan<float>((float*)(X + (long)t * XBytes), Cols));
                 }
             }
+        }
+
+        /// <summary>Token octets of rows [r0, r1) with the 8-token kernel; returns the tokens done (a multiple of 8).</summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        private readonly int Octets(int r0, int r1)
+        {
+            float* eight = stackalloc float[8];
+            int t = 0;
+            for (; t + 8 <= N; t += 8)
+            {
+                byte* xt = X + (long)t * XBytes;
+                float* yt = Y + (long)t * Rows;
+                for (int r = r0; r < r1; r++)
+                {
+                    Dot8(W + r * RowBytes, xt, XBytes, Cols, eight);
+                    for (int k = 0; k < 8; k++) yt[(long)k * Rows + r] = eight[k];
+                }
+            }
+            return t;
         }
     }
 

@@ -69,7 +69,7 @@ public unsafe class QuantDotTests
     /// A 4-token kernel against its scalar reference (the scalar single-token kernel on each of the 4 activation rows)
     /// over many lengths, unaligned weight and activation buffers and row strides with padding.
     /// </summary>
-    private static void CheckFour(GgmlType wType, Dot4Fn simd, delegate*<byte*, byte*, int, float> scalar)
+    private static void CheckFour(GgmlType wType, Dot4Fn simd, delegate*<byte*, byte*, int, float> scalar, int tokens = 4)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var aType = QuantDot.For(wType).Activation;
@@ -84,17 +84,18 @@ public unsafe class QuantDotTests
                 int wBytes = (int)GgmlTypes.RowBytes(wType, n);
                 int xBytes = QuantDot.ActivationBytes(aType, n);
                 int stride = xBytes + 4 * offset + 1; // padded, odd: every row but the first is unaligned
-                var wbuf = new byte[wBytes + 8]; var xbuf = new byte[4 * stride + 8];
+                var wbuf = new byte[wBytes + 8]; var xbuf = new byte[tokens * stride + 8];
                 Quantize.Row(wType, RandomRow(rng, n), wbuf.AsSpan(offset, wBytes));
-                var xf = RandomRow(rng, 4 * n);
-                var got = new float[4]; var want = new float[4];
+                var xf = RandomRow(rng, tokens * n);
+                var got = new float[tokens]; var want = new float[tokens];
                 fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf) fixed (float* pg = got) fixed (float* pr = want)
                 {
                     byte* pw = pw0 + offset, px = px0 + (3 - offset);
-                    for (int t = 0; t < 4; t++) QuantDot.QuantizeActivation(aType, pxf + t * n, px + t * stride, n);
+                    for (int t = 0; t < tokens; t++) QuantDot.QuantizeActivation(aType, pxf + t * n, px + t * stride, n);
                     simd(pw, px, stride, n, pg);
-                    QuantDot.Dot4Reference(scalar, pw, px, stride, n, pr);
-                    for (int t = 0; t < 4; t++)
+                    if (tokens == 8) QuantDot.Dot8Reference(scalar, pw, px, stride, n, pr);
+                    else QuantDot.Dot4Reference(scalar, pw, px, stride, n, pr);
+                    for (int t = 0; t < tokens; t++)
                     {
                         double mag = 0;
                         for (int i = 0; i < n; i++) mag += Math.Abs(xf[t * n + i]);
@@ -110,8 +111,41 @@ public unsafe class QuantDotTests
     [Fact] public void Q4_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q4_K, QuantDot.DotQ4_KAvx2x4, &QuantDot.DotQ4_KScalar);
     [Fact] public void Q6_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q6_K, QuantDot.DotQ6_KAvx2x4, &QuantDot.DotQ6_KScalar);
     [Fact] public void F16_four_token_kernel_matches_scalar() => CheckFour(GgmlType.F16, QuantDot.DotF16Avx2x4, &QuantDot.DotF16Scalar);
+    [Fact] public void Q5_0_eight_token_kernel_matches_scalar() => CheckFour(GgmlType.Q5_0, QuantDot.DotQ5_0Avx2x8, &QuantDot.DotQ5_0Scalar, tokens: 8);
 
-    /// <summary>MatMul with the 4-token kernels equals MatMul with the single-token kernels bit for bit (batch invariance).</summary>
+    /// <summary>The 8-token kernels equal the single-token AVX2 kernels bit for bit on each token (same float sequence).</summary>
+    [Theory]
+    [InlineData(GgmlType.Q5_0)]
+    public void Eight_token_kernel_is_bit_exact_with_single_token_kernel(GgmlType type)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var k = QuantDot.For(type);
+        var rng = new Random(29);
+        foreach (int n in new[] { 32, 96, 576, 896 })
+            for (int offset = 0; offset < 3; offset++)
+            {
+                int wBytes = (int)GgmlTypes.RowBytes(type, n), xBytes = QuantDot.ActivationBytes(GgmlType.Q8_0, n), stride = xBytes + 2 * offset + 1;
+                var wbuf = new byte[wBytes + 8]; var xbuf = new byte[8 * stride + 8]; var xf = RandomRow(rng, 8 * n);
+                Quantize.Row(type, RandomRow(rng, n), wbuf.AsSpan(offset, wBytes));
+                var got = new float[8];
+                fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf) fixed (float* pg = got)
+                {
+                    byte* pw = pw0 + offset, px = px0 + 1;
+                    for (int t = 0; t < 8; t++) QuantDot.QuantizeActivation(GgmlType.Q8_0, pxf + t * n, px + t * stride, n);
+                    k.Dot8(pw, px, stride, n, pg);
+                    for (int t = 0; t < 8; t++)
+                    {
+                        float single = k.Dot(pw, px + t * stride, n);
+                        Assert.True(single == got[t], $"{type} n={n} offset={offset} t={t}: single {single} eight {got[t]}");
+                    }
+                }
+            }
+    }
+
+    /// <summary>
+    /// MatMul with the 8- and 4-token kernels equals MatMul with the single-token kernels bit for bit (batch invariance),
+    /// for odd row counts and batches that are not multiples of 8 or 4 (octets, then quads, then single tokens).
+    /// </summary>
     [Theory]
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.Q4_0)]
@@ -121,28 +155,36 @@ public unsafe class QuantDotTests
     [InlineData(GgmlType.F16)]
     public void MatMul_four_token_path_matches_single_token_path(GgmlType type)
     {
-        int rows = 37, cols = 768;
+        int cols = 768;
         var rng = new Random(13);
         long rb = GgmlTypes.RowBytes(type, cols);
-        var wbytes = new byte[rows * rb];
-        for (int r = 0; r < rows; r++) Quantize.Row(type, RandomRow(rng, cols), wbytes.AsSpan((int)(r * rb), (int)rb));
-        foreach (int n in new[] { 4, 7, 21, 40 })
+        foreach (int rows in new[] { 37, 1 })
         {
-            var x = RandomRow(rng, n * cols);
-            var single = new float[n * rows]; var multi = new float[n * rows];
-            fixed (byte* pw = wbytes)
+            var wbytes = new byte[rows * rb];
+            for (int r = 0; r < rows; r++) Quantize.Row(type, RandomRow(rng, cols), wbytes.AsSpan((int)(r * rb), (int)rb));
+            foreach (int n in new[] { 4, 7, 8, 13, 21, 40 })
             {
-                var m = new WeightMatrix(pw, type, rows, cols);
-                try
+                var x = RandomRow(rng, n * cols);
+                var single = new float[n * rows]; var multi = new float[n * rows]; var four = new float[n * rows];
+                fixed (byte* pw = wbytes)
                 {
-                    QuantDot.UseMultiToken = false;
-                    m.MatMul(x, single, n, threads: 2);
+                    var m = new WeightMatrix(pw, type, rows, cols);
+                    try
+                    {
+                        QuantDot.UseMultiToken = false;
+                        m.MatMul(x, single, n, threads: 2);
+                        QuantDot.UseMultiToken = true; QuantDot.UseEightToken = false;
+                        m.MatMul(x, four, n, threads: 2);
+                    }
+                    finally { QuantDot.UseMultiToken = true; QuantDot.UseEightToken = true; }
+                    m.MatMul(x, multi, n, threads: 2);
                 }
-                finally { QuantDot.UseMultiToken = true; }
-                m.MatMul(x, multi, n, threads: 2);
+                for (int i = 0; i < single.Length; i++)
+                {
+                    Assert.True(single[i] == multi[i], $"{type} rows={rows} n={n} i={i}: single {single[i]} multi {multi[i]}");
+                    Assert.True(single[i] == four[i], $"{type} rows={rows} n={n} i={i}: single {single[i]} 4-token only {four[i]}");
+                }
             }
-            for (int i = 0; i < single.Length; i++)
-                Assert.True(single[i] == multi[i], $"{type} n={n} i={i}: single {single[i]} multi {multi[i]}");
         }
     }
 
