@@ -32,19 +32,28 @@ public class DecodeAllocationTests
             session.Evaluate(one).CopyTo(logits);
         }
         for (int i = 0; i < 40; i++) Step(); // warm up past the JIT's tier-up thresholds, thread-static scratch, pool threads
-        long before = GC.GetTotalAllocatedBytes(precise: true);
-        long beforeThread = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 50; i++) Step();
-        long thread = GC.GetAllocatedBytesForCurrentThread() - beforeThread;
-        long total = GC.GetTotalAllocatedBytes(precise: true) - before;
-        long a0 = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 10; i++) sampler.Sample(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
-        long a1 = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 10; i++) session.Evaluate(one);
-        long a2 = GC.GetAllocatedBytesForCurrentThread();
-        Assert.True(thread == 0, $"decode thread allocated {thread} bytes over 50 steps (sampler {a1 - a0}/10, evaluate {a2 - a1}/10)");
-        // other threads of the test host may allocate a little meanwhile; the pool's workers must not allocate per token
-        Assert.True(total < 50 * 64, $"{total} bytes allocated process-wide over 50 decode steps");
+        // (context 256: prompt 6 + warm-up 40 + 3 x (50 + 10) tokens = 226 fit)
+        // Up to 3 windows of 50 steps: the decode thread must allocate nothing in a window, and process-wide allocation
+        // must stay under 64 bytes a step (other tests of the host run in parallel and allocate meanwhile, so a window in
+        // which they did is measured again rather than failed).
+        var windows = new List<string>();
+        bool clean = false;
+        for (int w = 0; w < 3 && !clean; w++)
+        {
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            long beforeThread = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 50; i++) Step();
+            long thread = GC.GetAllocatedBytesForCurrentThread() - beforeThread;
+            long total = GC.GetTotalAllocatedBytes(precise: true) - before;
+            long a0 = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 10; i++) sampler.Sample(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
+            long a1 = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 10; i++) session.Evaluate(one);
+            long a2 = GC.GetAllocatedBytesForCurrentThread();
+            windows.Add($"thread {thread} B, process {total} B (sampler {a1 - a0}/10, evaluate {a2 - a1}/10)");
+            clean = thread == 0 && total < 50 * 64;
+        }
+        Assert.True(clean, "every window of 50 decode steps allocated: " + string.Join("; ", windows));
     }
 }
 
