@@ -343,12 +343,19 @@ public unsafe class QuantDotTests
         {
             var job = new SumJob { Slots = p };
             for (int k = 0; k < 300; k++) WorkerPool.For(2, slots.Length, ref job); // warm up: starts the threads, JIT tiers
-            Array.Clear(slots);
-            long before = GC.GetTotalAllocatedBytes(true);
-            for (int k = 0; k < 100; k++) WorkerPool.For(2, slots.Length, ref job);
-            long after = GC.GetTotalAllocatedBytes(true);
-            for (int i = 0; i < slots.Length; i++) Assert.Equal(100L * (i + 1), slots[i]);
-            Assert.True(after - before < 1024, $"allocated {after - before} bytes over 100 pool runs");
+            // up to 3 windows of 100 runs (the runtime's own threads may allocate during one): every item runs once per run,
+            // and in some window the pool allocates (about) nothing
+            var seen = new List<long>();
+            for (int w = 0; w < 3 && (seen.Count == 0 || seen[^1] >= 1024); w++)
+            {
+                Array.Clear(slots);
+                long before = GC.GetTotalAllocatedBytes(true);
+                for (int k = 0; k < 100; k++) WorkerPool.For(2, slots.Length, ref job);
+                long after = GC.GetTotalAllocatedBytes(true);
+                for (int i = 0; i < slots.Length; i++) Assert.Equal(100L * (i + 1), slots[i]);
+                seen.Add(after - before);
+            }
+            Assert.True(seen[^1] < 1024, $"allocated {string.Join(", ", seen)} bytes over 100 pool runs in each window");
         }
     }
 }
