@@ -367,7 +367,9 @@ public class KestrelServerTests
             ["model"] = host.ModelId, ["stream"] = true, ["max_tokens"] = 1900, ["temperature"] = 0, ["logit_bias"] = bias,
             ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "Go on forever" }),
         }.ToJsonString();
-        using var http = new HttpClient { BaseAddress = server.BaseUri };
+        // MaxResponseDrainSize = 0: disposing an unfinished response closes the connection (by default the handler would
+        // quietly read up to 1 MB of the rest to reuse it, and the server would never see the client leave)
+        using var http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = server.BaseUri };
         // The tiny model writes 1900 tokens in well under a second, so on a starved test machine the reply can finish before
         // this thread sends the second request or disconnects; such an attempt proves nothing and is repeated (at most 6):
         // the 429 is checked until once seen while the reply held the slot, the disconnect until once seen mid-reply.
