@@ -11,21 +11,8 @@ namespace OpenWeights.Tests.Hub;
 /// quant (not a guess by quant tag), every shard of a sharded quant, the licence gate on the resolved repository, and
 /// one-line errors (naming the original repository) where the catalog has no GGUF repository or no such quant.
 /// </summary>
-public class CatalogGgufPullTests : IDisposable
+public class CatalogGgufPullTests : HubCliTestBase
 {
-    private readonly FakeHub hub = new();
-    private readonly TempDir dir = new();
-
-    public void Dispose() { hub.Dispose(); dir.Dispose(); }
-
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        HubCli.SettingsOverride.Value = new HubSettings { CacheDir = dir.File("hub"), Endpoint = hub.Endpoint, RetryBaseDelay = TimeSpan.FromMilliseconds(5) };
-        var o = new StringWriter(); var e = new StringWriter();
-        int code = OpenWeights.Cli.Cli.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
-
     private static GgufRepo Gguf(string id) => ModelCatalog.Default.Get(id).Gguf!;
 
     /// <summary>Paths of the repository files the puller asked the hub to resolve.</summary>

@@ -4,21 +4,8 @@ using OpenWeights.Hub;
 
 namespace OpenWeights.Tests.Hub;
 
-public class HubCliTests : IDisposable
+public class HubCliTests : HubCliTestBase
 {
-    private readonly FakeHub hub = new();
-    private readonly TempDir dir = new();
-
-    public void Dispose() { hub.Dispose(); dir.Dispose(); }
-
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        HubCli.SettingsOverride.Value = new HubSettings { CacheDir = dir.File("hub"), Endpoint = hub.Endpoint, RetryBaseDelay = TimeSpan.FromMilliseconds(5) };
-        var o = new StringWriter(); var e = new StringWriter();
-        int code = OpenWeights.Cli.Cli.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
-
     private FakeRepo Repo() => hub.AddRepo(new FakeRepo { Id = "org/tiny-GGUF", License = "mit" }
         .Add("LICENSE", "MIT").Add("tiny-Q4_K_M.gguf", HubPullTests.Bytes(20_000, 1)).Add("tiny-Q8_0.gguf", HubPullTests.Bytes(30_000, 2)));
 

@@ -7,21 +7,8 @@ using OpenWeights.Tests.Formats;
 namespace OpenWeights.Tests.Hub;
 
 /// <summary>The catalog's license gate wired into `pull`, and run/info/tokenize resolving catalog and repo ids from the store.</summary>
-public class LicensePullGateTests : IDisposable
+public class LicensePullGateTests : HubCliTestBase
 {
-    private readonly FakeHub hub = new();
-    private readonly TempDir dir = new();
-
-    public void Dispose() { hub.Dispose(); dir.Dispose(); }
-
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        HubCli.SettingsOverride.Value = new HubSettings { CacheDir = dir.File("hub"), Endpoint = hub.Endpoint, RetryBaseDelay = TimeSpan.FromMilliseconds(5) };
-        var o = new StringWriter(); var e = new StringWriter();
-        int code = OpenWeights.Cli.Cli.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
-
     private FakeRepo GgufRepo(string id, string license) =>
         hub.AddRepo(new FakeRepo { Id = id, License = license }.Add("LICENSE", "terms of " + license).Add("model-Q8_0.gguf", HubPullTests.Bytes(10_000, 3)));
 

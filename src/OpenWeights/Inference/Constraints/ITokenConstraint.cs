@@ -15,3 +15,15 @@ public interface ITokenConstraint
     /// <summary>A full valid value has been produced: generation may stop (an end-of-generation token is allowed).</summary>
     bool IsComplete { get; }
 }
+
+/// <summary>Shared by the constraints: applies an allowed-token set to the logits.</summary>
+internal static class TokenMask
+{
+    /// <summary>logits[i] = -inf where !allowed[i], and for every id beyond the allowed set (tokens the trie does not know).</summary>
+    public static void Apply(bool[] allowed, Span<float> logits)
+    {
+        int v = Math.Min(logits.Length, allowed.Length);
+        for (int i = 0; i < v; i++) if (!allowed[i]) logits[i] = float.NegativeInfinity;
+        for (int i = v; i < logits.Length; i++) logits[i] = float.NegativeInfinity;
+    }
+}

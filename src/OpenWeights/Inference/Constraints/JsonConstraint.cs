@@ -115,9 +115,7 @@ internal sealed class JsonTokenConstraint : ITokenConstraint
         int n = ComputeAllowed();
         if (n == 0 && !ended)
             throw new OpenWeightsException("constrained decoding: no token of the vocabulary can continue the JSON output");
-        int v = Math.Min(logits.Length, allowed.Length);
-        for (int i = 0; i < v; i++) if (!allowed[i]) logits[i] = float.NegativeInfinity;
-        for (int i = v; i < logits.Length; i++) logits[i] = float.NegativeInfinity;
+        TokenMask.Apply(allowed, logits);
     }
 
     public void Accept(int tokenId)
