@@ -48,7 +48,7 @@ public static class TuneCommand
             string dir = pr.GetValue(outDir)!;
             if (pr.GetValue(seqLen) < 2) throw new OpenWeightsException("--seq-len must be at least 2");
             if (pr.GetValue(valSplit) is < 0 or >= 1) throw new OpenWeightsException("--val-split must be in [0, 1)");
-            using var m = LlamaModel.Load(path);
+            using var m = LlamaModel.Load(path, repack: false); // training decodes weight tiles itself: no interleaved copies
             var tok = Tokenizer.FromGguf(m.Source);
             var examples = TrainingData.Load(pr.GetValue(data)!, tok, trainOnPrompt: pr.GetValue(trainOnPrompt));
             var (trainEx, valEx) = TrainingData.Split(examples, pr.GetValue(valSplit), pr.GetValue(seed));

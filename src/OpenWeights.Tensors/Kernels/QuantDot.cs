@@ -57,12 +57,13 @@ public static unsafe partial class QuantDot
 
     /// <summary>
     /// Bytes of one activation row of n values in format <paramref name="activation"/>. A Q8_0 activation row is its
-    /// n/32 Q8_0 blocks followed by a tail of their n/32 scales as F32 (<see cref="WriteQ8_0Tail"/>), so the kernels
-    /// need not convert the f16 activation scales again for every weight row.
+    /// n/32 Q8_0 blocks followed by a tail of their n/32 scales as F32 and then n/32 int32 sums 8·Σq
+    /// (<see cref="WriteQ8_0Tail"/>), so the kernels need not convert the f16 activation scales again for every weight
+    /// row, and the interleaved Q4_0 kernels can use unsigned nibbles (Σ(u−8)·q = Σu·q − 8·Σq).
     /// </summary>
     public static int ActivationBytes(GgmlType activation, int n) => activation switch
     {
-        GgmlType.Q8_0 => n / 32 * (BlockQ8_0.BlockBytes + sizeof(float)),
+        GgmlType.Q8_0 => n / 32 * (BlockQ8_0.BlockBytes + sizeof(float) + sizeof(int)),
         GgmlType.Q8_K => n / 256 * BlockQ8_K.BlockBytes,
         _ => n * sizeof(float),
     };
@@ -110,12 +111,23 @@ public static unsafe partial class QuantDot
         }
     }
 
-    /// <summary>Writes the F32 tail of a Q8_0 activation row after its n/32 blocks at dst: d[b] = the f16 scale of block b, exactly.</summary>
+    /// <summary>
+    /// Writes the tails of a Q8_0 activation row after its n/32 blocks at dst: d[b] = the f16 scale of block b, exactly,
+    /// as F32, then s[b] = 8·Σ q over block b as int32.
+    /// </summary>
     public static void WriteQ8_0Tail(byte* dst, int n)
     {
         int nb = n / 32;
         float* d = (float*)(dst + nb * 34);
-        for (int b = 0; b < nb; b++) Unsafe.WriteUnaligned(d + b, HalfConvert.ReadFp16(dst + b * 34));
+        int* s = (int*)(dst + nb * 38);
+        for (int b = 0; b < nb; b++)
+        {
+            Unsafe.WriteUnaligned(d + b, HalfConvert.ReadFp16(dst + b * 34));
+            sbyte* q = (sbyte*)(dst + b * 34 + 2);
+            int sum = 0;
+            for (int j = 0; j < 32; j++) sum += q[j];
+            Unsafe.WriteUnaligned(s + b, 8 * sum);
+        }
     }
 
     /// <summary>Scalar reference of <see cref="QuantizeQ8_0"/>.</summary>

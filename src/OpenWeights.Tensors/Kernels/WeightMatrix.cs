@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using OpenWeights.Tensors.Kernels.Interleaved;
+using OpenWeights.Tensors.Memory;
 using OpenWeights.Tensors.Quant;
 using OpenWeights.Tensors.Threading;
 
@@ -24,6 +26,39 @@ public sealed unsafe class WeightMatrix
 
     public ReadOnlySpan<byte> RowData(int r) => new(Data + r * RowBytes, (int)RowBytes);
 
+    /// <summary>Repack weights at load (<see cref="Repack"/>); OPENWEIGHTS_NO_REPACK=1 turns it off (to compare).</summary>
+    public static bool RepackEnabled { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_NO_REPACK") != "1";
+
+    private NativeBuffer? packed; // Q4_0: groups of 8 interleaved rows (Q4_0x8), used by MatMul instead of Data
+
+    /// <summary>Whether MatMul uses an interleaved copy made by <see cref="Repack"/>.</summary>
+    public bool IsRepacked => packed is not null;
+
+    /// <summary>
+    /// Makes the interleaved copy MatMul prefers where one pays for itself (Q4_0 with rows a multiple of 8: 8-row
+    /// groups, <see cref="Q4_0x8"/>); returns whether this matrix now has one. <see cref="Data"/> stays valid (row
+    /// decoding, embedding lookups and training read it); with <paramref name="releaseMappedSource"/> its pages are
+    /// handed back to the OS (for a read-only file mapping only), so the weights are not resident twice.
+    /// </summary>
+    public bool Repack(bool releaseMappedSource = false)
+    {
+        if (packed is not null) return true;
+        if (!RepackEnabled || Type != GgmlType.Q4_0 || Rows % Q4_0x8.Rows != 0 || Cols % 32 != 0) return false;
+        var buf = new NativeBuffer(Q4_0x8.Bytes(Rows, Cols));
+        Q4_0x8.Repack(Data, RowBytes, Rows, Cols, buf.Pointer);
+        packed = buf;
+        if (releaseMappedSource) MappedPages.Release(Data, RowBytes * Rows);
+        return true;
+    }
+
+    /// <summary>Frees the interleaved copy (MatMul goes back to <see cref="Data"/>).</summary>
+    public void ReleasePacked()
+    {
+        var p = packed;
+        packed = null;
+        p?.Dispose();
+    }
+
     /// <summary>Decodes row r into dst: (Cols).</summary>
     public void DecodeRow(int r, Span<float> dst) => RowDecoder.Decode(Type, RowData(r), dst[..Cols]);
 
@@ -38,6 +73,7 @@ public sealed unsafe class WeightMatrix
     {
         if (x.Length < n * Cols || y.Length < n * Rows) throw new ArgumentException("matmul buffers too small");
         if (n <= 0) return;
+        if (packed is { } pk && !QuantDot.UseF32Reference) { MatMulPacked(pk.Pointer, x, y, n, threads); return; }
         var kernel = QuantDot.For(Type);
         fixed (float* px = x, py = y)
         {
@@ -68,6 +104,63 @@ public sealed unsafe class WeightMatrix
                 else { quant.TokensPerChunk = n; quant.Execute(0); }
                 job.X = pq; job.XBytes = xb;
                 WorkerPool.For(threads, (Rows + chunk - 1) / chunk, ref job);
+            }
+        }
+    }
+
+    /// <summary>MatMul over the interleaved Q4_0x8 copy: Q8_0 activations, 8-row groups split over the pool.</summary>
+    private void MatMulPacked(byte* p, ReadOnlySpan<float> x, Span<float> y, int n, int threads)
+    {
+        int groups = Rows / Q4_0x8.Rows;
+        int perChunk = Math.Max(1, groups / (Math.Max(1, threads) * 16));
+        if (n >= 8) perChunk = Math.Max(1, Math.Min(perChunk, 4));
+        int xb = QuantDot.ActivationBytes(GgmlType.Q8_0, Cols);
+        byte[] buf = ActivationScratch((long)xb * n);
+        fixed (float* px = x, py = y)
+        fixed (byte* pq = buf)
+        {
+            var quant = new QuantizeJob { Activation = GgmlType.Q8_0, X = px, Q = pq, Cols = Cols, XBytes = xb, N = n, TokensPerChunk = 4 };
+            if (n >= 16 && threads > 1) WorkerPool.For(threads, (n + quant.TokensPerChunk - 1) / quant.TokensPerChunk, ref quant);
+            else { quant.TokensPerChunk = n; quant.Execute(0); }
+            var job = new PackedJob
+            {
+                W = p, GroupBytes = (long)(Cols / 32) * Q4_0x8.BlockBytes, X = pq, XBytes = xb, Y = py, Rows = Rows, Cols = Cols, N = n,
+                Groups = groups, GroupsPerChunk = perChunk, Simd = QuantDot.Avx2Path, MultiToken = QuantDot.UseMultiToken,
+            };
+            WorkerPool.For(threads, (groups + perChunk - 1) / perChunk, ref job);
+        }
+    }
+
+    /// <summary>Row groups [c·GroupsPerChunk, ...) of an interleaved Q4_0x8 matrix against all N activation rows.</summary>
+    private struct PackedJob : IPoolJob
+    {
+        public byte* W; public long GroupBytes;
+        public byte* X; public int XBytes;     // (N, XBytes) Q8_0 activation rows with tails
+        public float* Y;                       // (N, Rows)
+        public int Rows, Cols, N, Groups, GroupsPerChunk;
+        public bool Simd, MultiToken;
+
+        public readonly void Execute(int c)
+        {
+            int g0 = c * GroupsPerChunk, g1 = Math.Min(Groups, g0 + GroupsPerChunk);
+            if (!Simd)
+            {
+                for (int g = g0; g < g1; g++) Q4_0x8.DotScalar(W + g * GroupBytes, X, XBytes, Cols, N, Y + g * Q4_0x8.Rows, Rows);
+                return;
+            }
+            int t = 0;
+            if (MultiToken)
+                for (; t + 4 <= N; t += 4) // token quads outer: the 4 activation rows stay in L1 while the chunk's groups stream
+                {
+                    byte* xt = X + (long)t * XBytes;
+                    float* yt = Y + (long)t * Rows;
+                    for (int g = g0; g < g1; g++) Q4_0x8.DotAvx2x4(W + g * GroupBytes, xt, XBytes, Cols, yt + g * Q4_0x8.Rows, Rows);
+                }
+            for (; t < N; t++)
+            {
+                byte* xt = X + (long)t * XBytes;
+                float* yt = Y + (long)t * Rows;
+                for (int g = g0; g < g1; g++) Q4_0x8.DotAvx2(W + g * GroupBytes, xt, Cols, yt + g * Q4_0x8.Rows);
             }
         }
     }

@@ -209,7 +209,7 @@ public unsafe class QuantDotTests
     }
 
     [Fact]
-    public void Q8_0_activation_tail_holds_the_block_scales()
+    public void Q8_0_activation_tail_holds_the_block_scales_and_sums()
     {
         var rng = new Random(8);
         foreach (int blocks in new[] { 1, 2, 5, 18 })
@@ -223,7 +223,12 @@ public unsafe class QuantDotTests
                 byte* pq = pq0 + 3; // tail floats unaligned
                 QuantDot.QuantizeActivation(GgmlType.Q8_0, px, pq, n);
                 for (int b = 0; b < blocks; b++)
+                {
                     Assert.Equal(HalfConvert.ReadFp16(pq + b * 34), System.Runtime.CompilerServices.Unsafe.ReadUnaligned<float>(pq + blocks * 34 + 4 * b));
+                    int sum = 0;
+                    for (int j = 0; j < 32; j++) sum += ((sbyte*)(pq + b * 34 + 2))[j];
+                    Assert.Equal(8 * sum, System.Runtime.CompilerServices.Unsafe.ReadUnaligned<int>(pq + blocks * 38 + 4 * b));
+                }
             }
         }
     }

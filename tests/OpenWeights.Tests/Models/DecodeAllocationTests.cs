@@ -11,6 +11,7 @@ public class DecodeAllocationTests
     [Theory]
     [InlineData("q8_0")]
     [InlineData("q4_k_m")]
+    [InlineData("pure-q4_0")] // interleaved Q4_0x8 weights
     [InlineData("f16")]
     public void DecodeStepsAllocateNothing(string type)
     {

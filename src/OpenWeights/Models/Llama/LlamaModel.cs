@@ -27,7 +27,7 @@ public sealed class LlamaModel : IDisposable
     public Rope Rope { get; }
     private readonly bool ownsFile;
 
-    private LlamaModel(ITensorSource file, bool ownsFile)
+    private LlamaModel(ITensorSource file, bool ownsFile, bool repack)
     {
         Source = file; this.ownsFile = ownsFile;
         var c = Config = ModelConfig.FromGguf(file);
@@ -39,25 +39,44 @@ public sealed class LlamaModel : IDisposable
             : new Linear(TokenEmbedding_, TokenEmbedding); // tied classifier
         float[]? freqFactors = file.TryGetTensor(RopeFreqs, out _) ? TensorLoader.Vector(file, RopeFreqs, c.RopeDims / 2) : null;
         Rope = new Rope(c.RopeDims, c.RopeStyle, c.RopeBase, c.RopeFreqScale, freqFactors);
+        if (repack) RepackWeights();
+    }
+
+    /// <summary>
+    /// Gives every projection that has one its interleaved copy for the inference kernels (<see cref="WeightMatrix.Repack"/>),
+    /// the matrices in parallel; the mapped pages of a GGUF file's repacked tensors are handed back to the OS.
+    /// Returns the number of matrices repacked.
+    /// </summary>
+    public int RepackWeights()
+    {
+        bool mapped = Source is GgufFile;
+        var all = Layers.SelectMany(l => l.Projections).Append(Output).Select(p => p.Weight).Distinct().ToArray();
+        int done = 0;
+        Parallel.ForEach(all, w => { if (w.Repack(releaseMappedSource: mapped)) Interlocked.Increment(ref done); });
+        return done;
     }
 
     private const string OutputNorm_ = Architectures.Names.OutputNorm;
     private const string TokenEmbedding_ = Architectures.Names.TokenEmbedding;
 
-    public static LlamaModel Load(string path)
+    /// <summary>
+    /// Loads a GGUF model. <paramref name="repack"/>: give the projections their interleaved copies for inference
+    /// (<see cref="RepackWeights"/>); training, which decodes weight tiles itself, passes false.
+    /// </summary>
+    public static LlamaModel Load(string path, bool repack = true)
     {
         var f = GgufFile.Open(path);
-        try { return new LlamaModel(f, ownsFile: true); }
+        try { return new LlamaModel(f, ownsFile: true, repack); }
         catch { f.Dispose(); throw; }
     }
 
     /// <summary>Builds the model over a source the caller keeps and disposes.</summary>
-    public static LlamaModel Load(ITensorSource file) => new(file, ownsFile: false);
+    public static LlamaModel Load(ITensorSource file, bool repack = true) => new(file, ownsFile: false, repack);
 
     /// <summary>Builds the model over a source it then owns (disposed with the model).</summary>
-    public static LlamaModel LoadOwned(ITensorSource source)
+    public static LlamaModel LoadOwned(ITensorSource source, bool repack = true)
     {
-        try { return new LlamaModel(source, ownsFile: true); }
+        try { return new LlamaModel(source, ownsFile: true, repack); }
         catch { source.Dispose(); throw; }
     }
 
@@ -205,5 +224,9 @@ public sealed class LlamaModel : IDisposable
         return sum;
     }
 
-    public void Dispose() { if (ownsFile) Source.Dispose(); }
+    public void Dispose()
+    {
+        foreach (var p in Layers.SelectMany(l => l.Projections).Append(Output)) p.Weight.ReleasePacked();
+        if (ownsFile) Source.Dispose();
+    }
 }

@@ -1,0 +1,165 @@
+using System.Runtime.Intrinsics.X86;
+using OpenWeights.Tensors.Kernels;
+using OpenWeights.Tensors.Kernels.Interleaved;
+using OpenWeights.Tensors.Quant;
+
+namespace OpenWeights.Tensors.Tests.Kernels;
+
+/// <summary>
+/// Q4_0 weights repacked into 8-row interleaved groups (<see cref="Q4_0x8"/>): the AVX2 kernels equal the scalar
+/// reference bit for bit, the reference equals the F32 dot of the dequantized rows, and MatMul over the repacked
+/// copy agrees with MatMul over the GGUF rows and stays batch invariant.
+/// </summary>
+[Collection(nameof(SerialAllocationTests))]
+public unsafe class InterleavedTests
+{
+    private static float[] RandomRow(Random rng, int n)
+    {
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 2 - 1) * (i % 7 == 0 ? 3f : 1f);
+        return x;
+    }
+
+    private static byte[] RandomQ4_0(Random rng, int rows, int cols)
+    {
+        long rb = GgmlTypes.RowBytes(GgmlType.Q4_0, cols);
+        var w = new byte[rows * rb];
+        for (int r = 0; r < rows; r++) Quantize.Row(GgmlType.Q4_0, RandomRow(rng, cols), w.AsSpan((int)(r * rb), (int)rb));
+        return w;
+    }
+
+    [Fact]
+    public void Q4_0x8_kernels_match_the_scalar_reference_bit_for_bit_and_the_f32_dot()
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(41);
+        foreach (int blocks in new[] { 1, 2, 3, 5, 8, 17, 24 })
+            for (int offset = 0; offset < 4; offset++)
+            {
+                int n = blocks * 32;
+                long rb = GgmlTypes.RowBytes(GgmlType.Q4_0, n);
+                var w = RandomQ4_0(rng, 8, n);
+                var packed = new byte[Q4_0x8.Bytes(8, n) + 8];
+                int xb = QuantDot.ActivationBytes(GgmlType.Q8_0, n), stride = xb + 2 * offset + 1; // odd strides: unaligned rows
+                var xbuf = new byte[4 * stride + 8];
+                var xf = RandomRow(rng, 4 * n);
+                var simd1 = new float[4 * 8]; var simd4 = new float[4 * 8]; var scalar = new float[4 * 8];
+                fixed (byte* pw = w) fixed (byte* pp0 = packed) fixed (byte* px0 = xbuf) fixed (float* pxf = xf)
+                fixed (float* p1 = simd1) fixed (float* p4 = simd4) fixed (float* ps = scalar)
+                {
+                    byte* pp = pp0 + offset, px = px0 + (3 - offset);
+                    Q4_0x8.Repack(pw, rb, 8, n, pp);
+                    for (int t = 0; t < 4; t++) QuantDot.QuantizeActivation(GgmlType.Q8_0, pxf + t * n, px + t * stride, n);
+                    Q4_0x8.DotScalar(pp, px, stride, n, 4, ps, 8);
+                    Q4_0x8.DotAvx2x4(pp, px, stride, n, p4, 8);
+                    for (int t = 0; t < 4; t++) Q4_0x8.DotAvx2(pp, px + t * stride, n, p1 + 8 * t);
+                    for (int t = 0; t < 4; t++)
+                    {
+                        var xd = new float[n];
+                        BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px + t * stride, n / 32 * 34), xd);
+                        for (int j = 0; j < 8; j++)
+                        {
+                            int k = 8 * t + j;
+                            Assert.True(scalar[k] == simd4[k], $"n={n} offset={offset} t={t} row={j}: scalar {scalar[k]} 4-token {simd4[k]}");
+                            Assert.True(scalar[k] == simd1[k], $"n={n} offset={offset} t={t} row={j}: scalar {scalar[k]} 1-token {simd1[k]}");
+                            var wd = new float[n];
+                            Dequantize.Row(GgmlType.Q4_0, new ReadOnlySpan<byte>(pw + j * rb, (int)rb), wd);
+                            double exact = 0, mag = 0;
+                            for (int i = 0; i < n; i++) { exact += (double)wd[i] * xd[i]; mag += Math.Abs((double)wd[i] * xd[i]); }
+                            Assert.True(Math.Abs(scalar[k] - exact) <= 1e-5 * mag + 1e-6, $"n={n} t={t} row={j}: scalar {scalar[k]} exact {exact}");
+                        }
+                    }
+                }
+            }
+    }
+
+    [Fact]
+    public void Repacking_keeps_every_nibble_and_scale()
+    {
+        var rng = new Random(43);
+        int rows = 16, cols = 96;
+        long rb = GgmlTypes.RowBytes(GgmlType.Q4_0, cols);
+        var w = RandomQ4_0(rng, rows, cols);
+        var packed = new byte[Q4_0x8.Bytes(rows, cols)];
+        fixed (byte* pw = w) fixed (byte* pp = packed) Q4_0x8.Repack(pw, rb, rows, cols, pp);
+        // every (row, value) read back from the interleaved layout equals the GGUF row's dequantized value
+        for (int r = 0; r < rows; r++)
+        {
+            var want = new float[cols];
+            Dequantize.Row(GgmlType.Q4_0, w.AsSpan((int)(r * rb), (int)rb), want);
+            int g = r / 8, j = r % 8;
+            for (int v = 0; v < cols; v++)
+            {
+                int i = v / 32, e = v % 32, c = e % 16 / 4, k = e % 4;
+                int off = (g * (cols / 32) + i) * Q4_0x8.BlockBytes;
+                byte q = packed[off + 32 + c * 32 + j * 4 + k];
+                int u = e < 16 ? q & 0x0F : q >> 4;
+                float d = BitConverter.ToSingle(packed, off + 4 * j);
+                Assert.Equal(want[v], (u - 8) * d);
+            }
+        }
+    }
+
+    [Fact]
+    public void Repack_refuses_shapes_it_cannot_group()
+    {
+        var w = new byte[12 * 18];
+        fixed (byte* pw = w)
+        {
+            Assert.False(new WeightMatrix(pw, GgmlType.Q4_0, 12, 32).Repack());  // 12 rows: not whole groups of 8
+            Assert.False(new WeightMatrix(pw, GgmlType.Q8_0, 6, 32).Repack());   // no interleaved Q8_0 layout
+        }
+        Assert.Throws<ArgumentException>(() => { fixed (byte* p = w) Q4_0x8.Repack(p, 18, 12, 32, p); });
+    }
+
+    /// <summary>
+    /// MatMul over the repacked copy agrees with MatMul over the GGUF rows (a different float order: within 1e-5 of
+    /// the magnitude), is bit-identical whether tokens come alone or in a batch, and the scalar path (UseSimd off)
+    /// gives the same bits as the AVX2 kernels. Row decoding still reads the GGUF rows.
+    /// </summary>
+    [Fact]
+    public void MatMul_over_the_repacked_copy_matches_the_gguf_rows_and_is_batch_invariant()
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(47);
+        int rows = 40, cols = 320;
+        var w = RandomQ4_0(rng, rows, cols);
+        fixed (byte* pw = w)
+        {
+            var plain = new WeightMatrix(pw, GgmlType.Q4_0, rows, cols);
+            var packed = new WeightMatrix(pw, GgmlType.Q4_0, rows, cols);
+            Assert.True(packed.Repack());
+            Assert.True(packed.IsRepacked);
+            try
+            {
+                var row = new float[cols]; var rowPlain = new float[cols];
+                packed.DecodeRow(13, row); plain.DecodeRow(13, rowPlain);
+                Assert.Equal(rowPlain, row);
+                foreach (int n in new[] { 1, 4, 7, 13, 21 })
+                {
+                    var x = RandomRow(rng, n * cols);
+                    var want = new float[n * rows]; var got = new float[n * rows]; var single = new float[rows]; var scalar = new float[n * rows];
+                    plain.MatMul(x, want, n, threads: 2);
+                    packed.MatMul(x, got, n, threads: 2);
+                    try { QuantDot.UseSimd = false; packed.MatMul(x, scalar, n, threads: 2); }
+                    finally { QuantDot.UseSimd = true; }
+                    for (int t = 0; t < n; t++)
+                    {
+                        packed.MatMul(x.AsSpan(t * cols, cols), single, 1, threads: 2);
+                        double mag = 0;
+                        for (int i = 0; i < cols; i++) mag += Math.Abs(x[t * cols + i]);
+                        for (int r = 0; r < rows; r++)
+                        {
+                            int k = t * rows + r;
+                            Assert.True(single[r] == got[k], $"n={n} t={t} r={r}: alone {single[r]} batched {got[k]}");
+                            Assert.True(scalar[k] == got[k], $"n={n} t={t} r={r}: scalar {scalar[k]} avx2 {got[k]}");
+                            Assert.True(Math.Abs(want[k] - got[k]) <= 1e-5 * mag * 8 + 1e-5, $"n={n} t={t} r={r}: gguf rows {want[k]} repacked {got[k]}");
+                        }
+                    }
+                }
+            }
+            finally { packed.ReleasePacked(); }
+            Assert.False(packed.IsRepacked);
+        }
+    }
+}

@@ -1,0 +1,33 @@
+using OpenWeights.Models.Llama;
+using OpenWeights.Models.Synthetic;
+
+namespace OpenWeights.Tests.Models;
+
+/// <summary>A Q4_0 model loaded for inference multiplies with interleaved weight copies; its logits match the GGUF rows'.</summary>
+public class RepackTests
+{
+    [Fact]
+    public void Q4_0_model_repacks_its_projections_and_keeps_its_logits()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("repack-q4_0.gguf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("pure-q4_0"), path, threads: 2);
+        int[] prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260];
+        float[] Logits(LlamaModel m)
+        {
+            var all = new float[prompt.Length * m.Config.VocabSize];
+            m.Forward(prompt, m.CreateCache(32), m.CreateState(prompt.Length, 32), 2, all);
+            return all;
+        }
+        using var plain = LlamaModel.Load(path, repack: false);
+        using var packed = LlamaModel.Load(path);
+        Assert.DoesNotContain(plain.Layers.SelectMany(l => l.Projections), p => p.Weight.IsRepacked);
+        if (!OpenWeights.Tensors.Kernels.WeightMatrix.RepackEnabled) Assert.Skip("OPENWEIGHTS_NO_REPACK=1 is set");
+        Assert.All(packed.Layers.SelectMany(l => l.Projections), p => Assert.True(p.Weight.IsRepacked, p.Name));
+        var a = Logits(plain); var b = Logits(packed);
+        double max = a.Max(Math.Abs), diff = 0;
+        for (int i = 0; i < a.Length; i++) diff = Math.Max(diff, Math.Abs(a[i] - b[i]));
+        Assert.True(diff <= 1e-4 * max, $"max |diff| {diff} vs max |logit| {max}");
+        Assert.Equal(a.Length, b.Length);
+    }
+}
