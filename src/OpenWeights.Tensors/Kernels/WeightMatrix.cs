@@ -29,25 +29,38 @@ public sealed unsafe class WeightMatrix
     /// <summary>Repack weights at load (<see cref="Repack"/>); OPENWEIGHTS_NO_REPACK=1 turns it off (to compare).</summary>
     public static bool RepackEnabled { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_NO_REPACK") != "1";
 
-    private NativeBuffer? packed; // Q4_0: groups of 8 interleaved rows (Q4_0x8), used by MatMul instead of Data
+    private NativeBuffer? packed; // 8-row interleaved groups (Q4_0x8, Q8_0x8), used by MatMul instead of Data
+    private InterleavedLayout layout;
 
     /// <summary>Whether MatMul uses an interleaved copy made by <see cref="Repack"/>.</summary>
     public bool IsRepacked => packed is not null;
 
     /// <summary>
-    /// Makes the interleaved copy MatMul prefers where one pays for itself (Q4_0 with rows a multiple of 8: 8-row
-    /// groups, <see cref="Q4_0x8"/>); returns whether this matrix now has one. <see cref="Data"/> stays valid (row
-    /// decoding, embedding lookups and training read it); with <paramref name="releaseMappedSource"/> its pages are
-    /// handed back to the OS (for a read-only file mapping only), so the weights are not resident twice.
+    /// Makes the interleaved copy MatMul prefers where one pays for itself (Q4_0 and Q8_0 with rows a multiple of 8:
+    /// 8-row groups, <see cref="InterleavedLayout"/>); returns whether this matrix now has one. <see cref="Data"/> stays
+    /// valid (row decoding, embedding lookups and training read it); with <paramref name="releaseMappedSource"/> its
+    /// pages are handed back to the OS (for a read-only file mapping only), so the weights are not resident twice.
     /// </summary>
     public bool Repack(bool releaseMappedSource = false)
     {
         if (packed is not null) return true;
-        if (!RepackEnabled || Type != GgmlType.Q4_0 || Rows % Q4_0x8.Rows != 0 || Cols % 32 != 0) return false;
-        var buf = new NativeBuffer(Q4_0x8.Bytes(Rows, Cols));
-        Q4_0x8.Repack(Data, RowBytes, Rows, Cols, buf.Pointer);
+        var l = InterleavedLayout.For(Type);
+        if (!RepackEnabled || !l.Fits(Rows, Cols)) return false;
+        var buf = new NativeBuffer(l.Bytes(Rows, Cols));
+        // a slice of groups at a time, each slice's source pages released once copied: the source and its copy are
+        // never both resident in full
+        int groups = Rows / InterleavedLayout.GroupRows, slice = Math.Max(1, (1 << 20) / (int)Math.Min(int.MaxValue, RowBytes * InterleavedLayout.GroupRows));
+        long groupBytes = l.Bytes(InterleavedLayout.GroupRows, Cols);
+        for (int g = 0; g < groups; g += slice)
+        {
+            int rows = Math.Min(slice, groups - g) * InterleavedLayout.GroupRows;
+            byte* src = Data + (long)g * InterleavedLayout.GroupRows * RowBytes;
+            l.Repack(src, RowBytes, rows, Cols, buf.Pointer + g * groupBytes);
+            if (releaseMappedSource) MappedPages.Release(src, rows * RowBytes);
+        }
+        if (releaseMappedSource) MappedPages.Release(Data, RowBytes * Rows); // the pages straddling slice boundaries
+        layout = l;
         packed = buf;
-        if (releaseMappedSource) MappedPages.Release(Data, RowBytes * Rows);
         return true;
     }
 
@@ -108,10 +121,10 @@ public sealed unsafe class WeightMatrix
         }
     }
 
-    /// <summary>MatMul over the interleaved Q4_0x8 copy: Q8_0 activations, 8-row groups split over the pool.</summary>
+    /// <summary>MatMul over the interleaved copy: Q8_0 activations, 8-row groups split over the pool.</summary>
     private void MatMulPacked(byte* p, ReadOnlySpan<float> x, Span<float> y, int n, int threads)
     {
-        int groups = Rows / Q4_0x8.Rows;
+        int groups = Rows / InterleavedLayout.GroupRows;
         int perChunk = Math.Max(1, groups / (Math.Max(1, threads) * 16));
         if (n >= 8) perChunk = Math.Max(1, Math.Min(perChunk, 4));
         int xb = QuantDot.ActivationBytes(GgmlType.Q8_0, Cols);
@@ -124,17 +137,17 @@ public sealed unsafe class WeightMatrix
             else { quant.TokensPerChunk = n; quant.Execute(0); }
             var job = new PackedJob
             {
-                W = p, GroupBytes = (long)(Cols / 32) * Q4_0x8.BlockBytes, X = pq, XBytes = xb, Y = py, Rows = Rows, Cols = Cols, N = n,
+                W = p, GroupBytes = (long)(Cols / 32) * layout.BlockBytes, Layout = layout, X = pq, XBytes = xb, Y = py, Rows = Rows, Cols = Cols, N = n,
                 Groups = groups, GroupsPerChunk = perChunk, Simd = QuantDot.Avx2Path, MultiToken = QuantDot.UseMultiToken,
             };
             WorkerPool.For(threads, (groups + perChunk - 1) / perChunk, ref job);
         }
     }
 
-    /// <summary>Row groups [c·GroupsPerChunk, ...) of an interleaved Q4_0x8 matrix against all N activation rows.</summary>
+    /// <summary>Row groups [c·GroupsPerChunk, ...) of an interleaved matrix against all N activation rows.</summary>
     private struct PackedJob : IPoolJob
     {
-        public byte* W; public long GroupBytes;
+        public byte* W; public long GroupBytes; public InterleavedLayout Layout;
         public byte* X; public int XBytes;     // (N, XBytes) Q8_0 activation rows with tails
         public float* Y;                       // (N, Rows)
         public int Rows, Cols, N, Groups, GroupsPerChunk;
@@ -145,7 +158,7 @@ public sealed unsafe class WeightMatrix
             int g0 = c * GroupsPerChunk, g1 = Math.Min(Groups, g0 + GroupsPerChunk);
             if (!Simd)
             {
-                for (int g = g0; g < g1; g++) Q4_0x8.DotScalar(W + g * GroupBytes, X, XBytes, Cols, N, Y + g * Q4_0x8.Rows, Rows);
+                for (int g = g0; g < g1; g++) Layout.DotScalar(W + g * GroupBytes, X, XBytes, Cols, N, Y + g * InterleavedLayout.GroupRows, Rows);
                 return;
             }
             int t = 0;
@@ -154,13 +167,13 @@ public sealed unsafe class WeightMatrix
                 {
                     byte* xt = X + (long)t * XBytes;
                     float* yt = Y + (long)t * Rows;
-                    for (int g = g0; g < g1; g++) Q4_0x8.DotAvx2x4(W + g * GroupBytes, xt, XBytes, Cols, yt + g * Q4_0x8.Rows, Rows);
+                    for (int g = g0; g < g1; g++) Layout.Dot4(W + g * GroupBytes, xt, XBytes, Cols, yt + g * InterleavedLayout.GroupRows, Rows);
                 }
             for (; t < N; t++)
             {
                 byte* xt = X + (long)t * XBytes;
                 float* yt = Y + (long)t * Rows;
-                for (int g = g0; g < g1; g++) Q4_0x8.DotAvx2(W + g * GroupBytes, xt, Cols, yt + g * Q4_0x8.Rows);
+                for (int g = g0; g < g1; g++) Layout.Dot(W + g * GroupBytes, xt, Cols, yt + g * InterleavedLayout.GroupRows);
             }
         }
     }

@@ -6,7 +6,7 @@ using OpenWeights.Tensors.Quant;
 namespace OpenWeights.Tensors.Tests.Kernels;
 
 /// <summary>
-/// Q4_0 weights repacked into 8-row interleaved groups (<see cref="Q4_0x8"/>): the AVX2 kernels equal the scalar
+/// Q4_0 and Q8_0 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
 /// reference bit for bit, the reference equals the F32 dot of the dequantized rows, and MatMul over the repacked
 /// copy agrees with MatMul over the GGUF rows and stays batch invariant.
 /// </summary>
@@ -20,26 +20,31 @@ public unsafe class InterleavedTests
         return x;
     }
 
-    private static byte[] RandomQ4_0(Random rng, int rows, int cols)
+    private static byte[] RandomRows(GgmlType type, Random rng, int rows, int cols)
     {
-        long rb = GgmlTypes.RowBytes(GgmlType.Q4_0, cols);
+        long rb = GgmlTypes.RowBytes(type, cols);
         var w = new byte[rows * rb];
-        for (int r = 0; r < rows; r++) Quantize.Row(GgmlType.Q4_0, RandomRow(rng, cols), w.AsSpan((int)(r * rb), (int)rb));
+        for (int r = 0; r < rows; r++) Quantize.Row(type, RandomRow(rng, cols), w.AsSpan((int)(r * rb), (int)rb));
         return w;
     }
 
-    [Fact]
-    public void Q4_0x8_kernels_match_the_scalar_reference_bit_for_bit_and_the_f32_dot()
+    private static byte[] RandomQ4_0(Random rng, int rows, int cols) => RandomRows(GgmlType.Q4_0, rng, rows, cols);
+
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    public void Interleaved_kernels_match_the_scalar_reference_bit_for_bit_and_the_f32_dot(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
-        var rng = new Random(41);
+        var layout = InterleavedLayout.For(type);
+        var rng = new Random(41 + (int)type);
         foreach (int blocks in new[] { 1, 2, 3, 5, 8, 17, 24 })
             for (int offset = 0; offset < 4; offset++)
             {
                 int n = blocks * 32;
-                long rb = GgmlTypes.RowBytes(GgmlType.Q4_0, n);
-                var w = RandomQ4_0(rng, 8, n);
-                var packed = new byte[Q4_0x8.Bytes(8, n) + 8];
+                long rb = GgmlTypes.RowBytes(type, n);
+                var w = RandomRows(type, rng, 8, n);
+                var packed = new byte[layout.Bytes(8, n) + 8];
                 int xb = QuantDot.ActivationBytes(GgmlType.Q8_0, n), stride = xb + 2 * offset + 1; // odd strides: unaligned rows
                 var xbuf = new byte[4 * stride + 8];
                 var xf = RandomRow(rng, 4 * n);
@@ -48,11 +53,11 @@ public unsafe class InterleavedTests
                 fixed (float* p1 = simd1) fixed (float* p4 = simd4) fixed (float* ps = scalar)
                 {
                     byte* pp = pp0 + offset, px = px0 + (3 - offset);
-                    Q4_0x8.Repack(pw, rb, 8, n, pp);
+                    layout.Repack(pw, rb, 8, n, pp);
                     for (int t = 0; t < 4; t++) QuantDot.QuantizeActivation(GgmlType.Q8_0, pxf + t * n, px + t * stride, n);
-                    Q4_0x8.DotScalar(pp, px, stride, n, 4, ps, 8);
-                    Q4_0x8.DotAvx2x4(pp, px, stride, n, p4, 8);
-                    for (int t = 0; t < 4; t++) Q4_0x8.DotAvx2(pp, px + t * stride, n, p1 + 8 * t);
+                    layout.DotScalar(pp, px, stride, n, 4, ps, 8);
+                    layout.Dot4(pp, px, stride, n, p4, 8);
+                    for (int t = 0; t < 4; t++) layout.Dot(pp, px + t * stride, n, p1 + 8 * t);
                     for (int t = 0; t < 4; t++)
                     {
                         var xd = new float[n];
@@ -63,7 +68,7 @@ public unsafe class InterleavedTests
                             Assert.True(scalar[k] == simd4[k], $"n={n} offset={offset} t={t} row={j}: scalar {scalar[k]} 4-token {simd4[k]}");
                             Assert.True(scalar[k] == simd1[k], $"n={n} offset={offset} t={t} row={j}: scalar {scalar[k]} 1-token {simd1[k]}");
                             var wd = new float[n];
-                            Dequantize.Row(GgmlType.Q4_0, new ReadOnlySpan<byte>(pw + j * rb, (int)rb), wd);
+                            Dequantize.Row(type, new ReadOnlySpan<byte>(pw + j * rb, (int)rb), wd);
                             double exact = 0, mag = 0;
                             for (int i = 0; i < n; i++) { exact += (double)wd[i] * xd[i]; mag += Math.Abs((double)wd[i] * xd[i]); }
                             Assert.True(Math.Abs(scalar[k] - exact) <= 1e-5 * mag + 1e-6, $"n={n} t={t} row={j}: scalar {scalar[k]} exact {exact}");
@@ -101,13 +106,66 @@ public unsafe class InterleavedTests
     }
 
     [Fact]
+    public void Q8_0_repacking_keeps_every_value_and_scale()
+    {
+        var rng = new Random(44);
+        int rows = 16, cols = 96;
+        long rb = GgmlTypes.RowBytes(GgmlType.Q8_0, cols);
+        var w = RandomRows(GgmlType.Q8_0, rng, rows, cols);
+        var packed = new byte[Q8_0x8.Bytes(rows, cols)];
+        fixed (byte* pw = w) fixed (byte* pp = packed) Q8_0x8.Repack(pw, rb, rows, cols, pp);
+        for (int r = 0; r < rows; r++)
+        {
+            var want = new float[cols];
+            Dequantize.Row(GgmlType.Q8_0, w.AsSpan((int)(r * rb), (int)rb), want);
+            int g = r / 8, j = r % 8;
+            for (int v = 0; v < cols; v++)
+            {
+                int i = v / 32, e = v % 32;
+                int off = (g * (cols / 32) + i) * Q8_0x8.BlockBytes;
+                float d = BitConverter.ToSingle(packed, off + 4 * j);
+                Assert.Equal(want[v], (sbyte)packed[off + 32 + e / 4 * 32 + j * 4 + e % 4] * d);
+            }
+        }
+    }
+
+    /// <summary>A matrix large enough to be repacked in several slices (each slice's source pages released as it goes).</summary>
+    [Fact]
+    public void Large_matrix_repacked_in_slices_matches_the_gguf_rows()
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(45);
+        int rows = 800, cols = 4096, n = 5;
+        var w = RandomRows(GgmlType.Q4_0, rng, rows, cols);
+        var x = RandomRow(rng, n * cols);
+        var want = new float[n * rows]; var got = new float[n * rows];
+        fixed (byte* pw = w)
+        {
+            var plain = new WeightMatrix(pw, GgmlType.Q4_0, rows, cols);
+            var packed = new WeightMatrix(pw, GgmlType.Q4_0, rows, cols);
+            Assert.True(packed.Repack());
+            plain.MatMul(x, want, n, threads: 2);
+            packed.MatMul(x, got, n, threads: 2);
+            packed.ReleasePacked();
+        }
+        for (int t = 0; t < n; t++)
+        {
+            double mag = 0;
+            for (int i = 0; i < cols; i++) mag += Math.Abs(x[t * cols + i]);
+            for (int r = 0; r < rows; r++)
+                Assert.True(Math.Abs(want[t * rows + r] - got[t * rows + r]) <= 1e-5 * mag * 8 + 1e-5, $"t={t} r={r}: gguf rows {want[t * rows + r]} repacked {got[t * rows + r]}");
+        }
+    }
+
+    [Fact]
     public void Repack_refuses_shapes_it_cannot_group()
     {
         var w = new byte[12 * 18];
         fixed (byte* pw = w)
         {
             Assert.False(new WeightMatrix(pw, GgmlType.Q4_0, 12, 32).Repack());  // 12 rows: not whole groups of 8
-            Assert.False(new WeightMatrix(pw, GgmlType.Q8_0, 6, 32).Repack());   // no interleaved Q8_0 layout
+            Assert.False(new WeightMatrix(pw, GgmlType.Q8_0, 6, 32).Repack());   // 6 rows
+            Assert.False(new WeightMatrix(pw, GgmlType.Q5_0, 8, 32).Repack());   // no interleaved Q5_0 layout
         }
         Assert.Throws<ArgumentException>(() => { fixed (byte* p = w) Q4_0x8.Repack(p, 18, 12, 32, p); });
     }
@@ -117,17 +175,19 @@ public unsafe class InterleavedTests
     /// the magnitude), is bit-identical whether tokens come alone or in a batch, and the scalar path (UseSimd off)
     /// gives the same bits as the AVX2 kernels. Row decoding still reads the GGUF rows.
     /// </summary>
-    [Fact]
-    public void MatMul_over_the_repacked_copy_matches_the_gguf_rows_and_is_batch_invariant()
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    public void MatMul_over_the_repacked_copy_matches_the_gguf_rows_and_is_batch_invariant(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var rng = new Random(47);
         int rows = 40, cols = 320;
-        var w = RandomQ4_0(rng, rows, cols);
+        var w = RandomRows(type, rng, rows, cols);
         fixed (byte* pw = w)
         {
-            var plain = new WeightMatrix(pw, GgmlType.Q4_0, rows, cols);
-            var packed = new WeightMatrix(pw, GgmlType.Q4_0, rows, cols);
+            var plain = new WeightMatrix(pw, type, rows, cols);
+            var packed = new WeightMatrix(pw, type, rows, cols);
             Assert.True(packed.Repack());
             Assert.True(packed.IsRepacked);
             try

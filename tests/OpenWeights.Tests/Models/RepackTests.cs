@@ -3,15 +3,17 @@ using OpenWeights.Models.Synthetic;
 
 namespace OpenWeights.Tests.Models;
 
-/// <summary>A Q4_0 model loaded for inference multiplies with interleaved weight copies; its logits match the GGUF rows'.</summary>
+/// <summary>A Q4_0 or Q8_0 model loaded for inference multiplies with interleaved weight copies; its logits match the GGUF rows'.</summary>
 public class RepackTests
 {
-    [Fact]
-    public void Q4_0_model_repacks_its_projections_and_keeps_its_logits()
+    [Theory]
+    [InlineData("pure-q4_0")]
+    [InlineData("q8_0")]
+    public void Model_repacks_its_projections_and_keeps_its_logits(string type)
     {
         using var dir = new TempDir();
-        var path = dir.File("repack-q4_0.gguf");
-        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("pure-q4_0"), path, threads: 2);
+        var path = dir.File($"repack-{type}.gguf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse(type), path, threads: 2);
         int[] prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260];
         float[] Logits(LlamaModel m)
         {
