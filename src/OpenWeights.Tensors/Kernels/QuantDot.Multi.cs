@@ -218,6 +218,7 @@ public static unsafe partial class QuantDot
         int i = 0;
         for (; i + 16 <= n; i += 16)
         {
+            if ((i & 31) == 0) Sse.Prefetch0(h + i + PrefetchF16);
             var (lo, hi) = Vector256.Widen(Vector256.Load(h + i));
             var fa = F16ToF32(lo); var fb = F16ToF32(hi);
             a0 = Fma.MultiplyAdd(fa, Vector256.Load(y0 + i), a0); b0 = Fma.MultiplyAdd(fb, Vector256.Load(y0 + i + 8), b0);

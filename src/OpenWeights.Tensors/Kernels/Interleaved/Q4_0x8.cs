@@ -118,6 +118,8 @@ public static unsafe class Q4_0x8
         for (int i = 0; i < nb; i++)
         {
             byte* b = wg + (long)i * BlockBytes;
+            byte* ahead = b + Q8_0x8.PrefetchDistance; // the block's 3 cache lines, ahead of use (decode streams the weights)
+            Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128);
             var p0 = Vector256.Load(b + 32); var p1 = Vector256.Load(b + 64); var p2 = Vector256.Load(b + 96); var p3 = Vector256.Load(b + 128);
             var pairs = BlockPairs(p0 & mask, Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask, p1 & mask, Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask,
                 p2 & mask, Avx2.ShiftRightLogical(p2.AsUInt16(), 4).AsByte() & mask, p3 & mask, Avx2.ShiftRightLogical(p3.AsUInt16(), 4).AsByte() & mask, x + i * 34 + 2);

@@ -83,6 +83,16 @@ public static unsafe class Q8_0x8
     private static Vector256<float> Accumulate(Vector256<float> acc, Vector256<int> isum, Vector256<float> dw, float* dx) =>
         Fma.MultiplyAdd(dw * Vector256.Create(*dx), Vector256.ConvertToSingle(isum), acc);
 
+    /// <summary>How far ahead (bytes) the single-token interleaved kernels prefetch weights.</summary>
+    internal const int PrefetchDistance = 8192;
+
+    /// <summary>Asks for the 5 cache lines of a block ahead of use (decode streams weights faster than the hardware prefetcher alone fetches them).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch(byte* p)
+    {
+        Sse.Prefetch0(p); Sse.Prefetch0(p + 64); Sse.Prefetch0(p + 128); Sse.Prefetch0(p + 192); Sse.Prefetch0(p + 256);
+    }
+
     /// <summary>AVX2: one group (8 rows) against one activation row; y: (8).</summary>
     public static void DotAvx2(byte* wg, byte* x, int n, float* y)
     {
@@ -93,6 +103,7 @@ public static unsafe class Q8_0x8
         {
             byte* b = wg + (long)i * BlockBytes;
             byte* a = x + i * 34 + 2;
+            Prefetch(b + PrefetchDistance);
             var s = Vector256<int>.Zero;
             for (int c = 0; c < 8; c++)
             {
