@@ -36,10 +36,10 @@ public sealed unsafe class WeightMatrix
     public bool IsRepacked => packed is not null;
 
     /// <summary>
-    /// Makes the interleaved copy MatMul prefers where one pays for itself (Q4_0 and Q8_0 with rows a multiple of 8:
-    /// 8-row groups, <see cref="InterleavedLayout"/>); returns whether this matrix now has one. <see cref="Data"/> stays
-    /// valid (row decoding, embedding lookups and training read it); with <paramref name="releaseMappedSource"/> its
-    /// pages are handed back to the OS (for a read-only file mapping only), so the weights are not resident twice.
+    /// Makes the interleaved copy MatMul and DecodeRow prefer where one pays for itself (Q4_0 and Q8_0 with rows a
+    /// multiple of 8: 8-row groups, <see cref="InterleavedLayout"/>); returns whether this matrix now has one.
+    /// <see cref="Data"/> stays valid (training reads it); with <paramref name="releaseMappedSource"/> its pages are
+    /// handed back to the OS (for a read-only file mapping only), so the weights are not resident twice.
     /// </summary>
     public bool Repack(bool releaseMappedSource = false)
     {
@@ -72,8 +72,22 @@ public sealed unsafe class WeightMatrix
         p?.Dispose();
     }
 
-    /// <summary>Decodes row r into dst: (Cols).</summary>
-    public void DecodeRow(int r, Span<float> dst) => RowDecoder.Decode(Type, RowData(r), dst[..Cols]);
+    /// <summary>
+    /// Decodes row r into dst: (Cols), the same values from the GGUF row or the interleaved copy (which, once made, is
+    /// read instead: a tied embedding's lookups then do not fault the released file pages back in).
+    /// </summary>
+    public void DecodeRow(int r, Span<float> dst)
+    {
+        if ((uint)r >= (uint)Rows) throw new ArgumentOutOfRangeException(nameof(r));
+        if (packed is { } p)
+        {
+            if (dst.Length < Cols) throw new ArgumentException("row buffer too small");
+            fixed (float* d = dst)
+                layout.DecodeRow(p.Pointer + (long)(r / InterleavedLayout.GroupRows) * (Cols / 32) * layout.BlockBytes, r % InterleavedLayout.GroupRows, Cols, d);
+            return;
+        }
+        RowDecoder.Decode(Type, RowData(r), dst[..Cols]);
+    }
 
     /// <summary>
     /// Y = X·Wᵀ for n tokens. X: (n, Cols), Y: (n, Rows). The activation rows are converted once to the weight

@@ -23,6 +23,9 @@ public readonly unsafe struct InterleavedLayout
     /// <summary>(group, x, xStride, n, tokens, y, yStride): scalar reference for any number of tokens.</summary>
     public delegate*<byte*, byte*, int, int, int, float*, int, void> DotScalar { get; private init; }
 
+    /// <summary>(group, j, n, dst): decodes row j of a group to F32, bit-exact with ggml's dequantizer of the type.</summary>
+    public delegate*<byte*, int, int, float*, void> DecodeRow { get; private init; }
+
     public bool IsValid => Repack != null;
 
     /// <summary>Bytes of the repacked (rows, cols) matrix.</summary>
@@ -37,12 +40,12 @@ public readonly unsafe struct InterleavedLayout
         GgmlType.Q4_0 => new()
         {
             Type = type, BlockBytes = Q4_0x8.BlockBytes, Repack = &Q4_0x8.Repack,
-            Dot = &Q4_0x8.DotAvx2, Dot4 = &Q4_0x8.DotAvx2x4, DotScalar = &Q4_0x8.DotScalar,
+            Dot = &Q4_0x8.DotAvx2, Dot4 = &Q4_0x8.DotAvx2x4, DotScalar = &Q4_0x8.DotScalar, DecodeRow = &Q4_0x8.DecodeRow,
         },
         GgmlType.Q8_0 => new()
         {
             Type = type, BlockBytes = Q8_0x8.BlockBytes, Repack = &Q8_0x8.Repack,
-            Dot = &Q8_0x8.DotAvx2, Dot4 = &Q8_0x8.DotAvx2x4, DotScalar = &Q8_0x8.DotScalar,
+            Dot = &Q8_0x8.DotAvx2, Dot4 = &Q8_0x8.DotAvx2x4, DotScalar = &Q8_0x8.DotScalar, DecodeRow = &Q8_0x8.DecodeRow,
         },
         _ => default,
     };

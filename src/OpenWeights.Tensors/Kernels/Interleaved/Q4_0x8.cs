@@ -10,8 +10,8 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 /// of the 8 rows and the integer and float work of a block is shared by 8 rows (the idea of llama.cpp's q4_0_8x8
 /// repack; our own layout and kernels).
 ///
-/// Layout: group g (rows 8g .. 8g+7) is nb = cols/32 consecutive 160-byte blocks; block i of group g:
-///   float d[8]            row j's block scale (its f16 value, exactly)
+/// Layout: group g (rows 8g .. 8g+7) is nb = cols/32 consecutive 144-byte blocks (the size of the 8 rows' GGUF blocks); block i of group g:
+///   f16   d[8]            row j's block scale
 ///   byte  q[4][8][4]      q[c][j][k] = row j's Q4_0 byte qs[4c + k]: low nibble = value 4c + k, high = value 16 + 4c + k
 /// The nibbles stay unsigned u = w + 8: Σ w·a = Σ u·a − 8·Σ a, with 8·Σ a per activation block from the Q8_0
 /// activation row's tail (<see cref="QuantDot.WriteQ8_0Tail"/>).
@@ -23,7 +23,7 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 public static unsafe class Q4_0x8
 {
     public const int Rows = 8;
-    public const int BlockBytes = Rows * sizeof(float) + Rows * 16; // 160
+    public const int BlockBytes = Rows * sizeof(ushort) + Rows * 16; // 144: the size of the 8 GGUF blocks
 
     /// <summary>Bytes of the repacked form of a (rows, cols) Q4_0 matrix; rows must be a multiple of 8, cols of 32.</summary>
     public static long Bytes(int rows, int cols) => (long)(rows / Rows) * (cols / 32) * BlockBytes;
@@ -45,9 +45,26 @@ public static unsafe class Q4_0x8
             for (int j = 0; j < Rows; j++)
             {
                 byte* a = src + j * rowBytes + i * 18;
-                Unsafe.WriteUnaligned(o + 4 * j, HalfConvert.ReadFp16(a));
-                for (int c = 0; c < 4; c++) Unsafe.WriteUnaligned(o + 32 + c * 32 + j * 4, Unsafe.ReadUnaligned<uint>(a + 2 + 4 * c));
+                Unsafe.WriteUnaligned(o + 2 * j, Unsafe.ReadUnaligned<ushort>(a));
+                for (int c = 0; c < 4; c++) Unsafe.WriteUnaligned(o + 16 + c * 32 + j * 4, Unsafe.ReadUnaligned<uint>(a + 2 + 4 * c));
             }
+        }
+    }
+
+    /// <summary>Decodes row j of group wg into dst: (n), exactly as ggml dequantizes the Q4_0 row ((u − 8)·d).</summary>
+    public static void DecodeRow(byte* wg, int j, int n, float* dst)
+    {
+        for (int i = 0; i < n / 32; i++)
+        {
+            byte* b = wg + (long)i * BlockBytes;
+            float d = HalfConvert.Fp16ToFp32(Unsafe.ReadUnaligned<ushort>(b + 2 * j));
+            for (int c = 0; c < 4; c++)
+                for (int k = 0; k < 4; k++)
+                {
+                    int q = b[16 + c * 32 + j * 4 + k];
+                    dst[i * 32 + 4 * c + k] = ((q & 0x0F) - 8) * d;
+                    dst[i * 32 + 16 + 4 * c + k] = ((q >> 4) - 8) * d;
+                }
         }
     }
 
@@ -74,10 +91,10 @@ public static unsafe class Q4_0x8
                     for (int c = 0; c < 4; c++)
                         for (int k = 0; k < 4; k++)
                         {
-                            int q = b[32 + c * 32 + j * 4 + k];
+                            int q = b[16 + c * 32 + j * 4 + k];
                             sum += (q & 0x0F) * a[4 * c + k] + (q >> 4) * a[16 + 4 * c + k];
                         }
-                    float dw = Unsafe.ReadUnaligned<float>(b + 4 * j);
+                    float dw = HalfConvert.Fp16ToFp32(Unsafe.ReadUnaligned<ushort>(b + 2 * j));
                     acc = MathF.FusedMultiplyAdd(dw * Unsafe.ReadUnaligned<float>(dx + i), sum - Unsafe.ReadUnaligned<int>(sx + i), acc);
                 }
                 y[(long)t * yStride + j] = acc;
@@ -107,6 +124,10 @@ public static unsafe class Q4_0x8
     private static Vector256<float> Accumulate(Vector256<float> acc, Vector256<short> pairs, Vector256<float> dw, float* dx, int* sx) =>
         Fma.MultiplyAdd(dw * Vector256.Create(*dx), Vector256.ConvertToSingle(Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1)) - Vector256.Create(*sx)), acc);
 
+    /// <summary>The 8 rows' block scales (f16 at the block's start) as F32, exactly (<see cref="QuantDot.F16ToF32"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Scales(byte* b) => QuantDot.F16ToF32(Avx2.ConvertToVector256Int32((short*)b));
+
     /// <summary>AVX2: one group (8 rows) against one activation row; y: (8).</summary>
     public static void DotAvx2(byte* wg, byte* x, int n, float* y)
     {
@@ -120,10 +141,10 @@ public static unsafe class Q4_0x8
             byte* b = wg + (long)i * BlockBytes;
             byte* ahead = b + Q8_0x8.PrefetchDistance; // the block's 3 cache lines, ahead of use (decode streams the weights)
             Sse.Prefetch0(ahead); Sse.Prefetch0(ahead + 64); Sse.Prefetch0(ahead + 128);
-            var p0 = Vector256.Load(b + 32); var p1 = Vector256.Load(b + 64); var p2 = Vector256.Load(b + 96); var p3 = Vector256.Load(b + 128);
+            var p0 = Vector256.Load(b + 16); var p1 = Vector256.Load(b + 48); var p2 = Vector256.Load(b + 80); var p3 = Vector256.Load(b + 112);
             var pairs = BlockPairs(p0 & mask, Avx2.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask, p1 & mask, Avx2.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask,
                 p2 & mask, Avx2.ShiftRightLogical(p2.AsUInt16(), 4).AsByte() & mask, p3 & mask, Avx2.ShiftRightLogical(p3.AsUInt16(), 4).AsByte() & mask, x + i * 34 + 2);
-            acc = Accumulate(acc, pairs, Vector256.Load((float*)b), dx + i, sx + i);
+            acc = Accumulate(acc, pairs, Scales(b), dx + i, sx + i);
         }
         acc.Store(y);
     }
@@ -151,12 +172,12 @@ public static unsafe class Q4_0x8
             var q0 = Vector256<short>.Zero; var q1 = Vector256<short>.Zero; var q2 = Vector256<short>.Zero; var q3 = Vector256<short>.Zero;
             for (int c = 0; c < 4; c++)
             {
-                var p = Vector256.Load(b + 32 + 32 * c);
+                var p = Vector256.Load(b + 16 + 32 * c);
                 var lo = p & mask; var hi = Avx2.ShiftRightLogical(p.AsUInt16(), 4).AsByte() & mask;
                 int oc = o + 4 * c;
                 q0 = Quarter(q0, lo, hi, x + oc); q1 = Quarter(q1, lo, hi, x1 + oc); q2 = Quarter(q2, lo, hi, x2 + oc); q3 = Quarter(q3, lo, hi, x3 + oc);
             }
-            var dw = Vector256.Load((float*)b);
+            var dw = Scales(b);
             acc0 = Accumulate(acc0, q0, dw, d0 + i, s0 + i);
             acc1 = Accumulate(acc1, q1, dw, d1 + i, s1 + i);
             acc2 = Accumulate(acc2, q2, dw, d2 + i, s2 + i);

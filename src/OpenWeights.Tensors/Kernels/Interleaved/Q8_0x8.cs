@@ -9,8 +9,8 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 /// Q8_0 weights repacked at load into groups of 8 interleaved rows (as <see cref="Q4_0x8"/>): one 256-bit register
 /// holds 4 consecutive values of each of the 8 rows, multiplied with 4 activation values broadcast to every row.
 ///
-/// Layout: group g (rows 8g .. 8g+7) is nb = cols/32 consecutive 288-byte blocks; block i of group g:
-///   float  d[8]           row j's block scale (its f16 value, exactly)
+/// Layout: group g (rows 8g .. 8g+7) is nb = cols/32 consecutive 272-byte blocks (the size of the 8 rows' GGUF blocks); block i of group g:
+///   f16    d[8]           row j's block scale
 ///   sbyte  q[8][8][4]     q[c][j][k] = row j's value 4c + k
 /// pmaddubsw needs one unsigned operand: |w| against the activations with w's sign (ggml's sign trick), one
 /// pmaddwd per 4 values (two int16 pairs may reach 2·127·127, so they are not summed in int16).
@@ -21,7 +21,7 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 public static unsafe class Q8_0x8
 {
     public const int Rows = 8;
-    public const int BlockBytes = Rows * sizeof(float) + Rows * 32; // 288
+    public const int BlockBytes = Rows * sizeof(ushort) + Rows * 32; // 272: the size of the 8 GGUF blocks
 
     /// <summary>Bytes of the repacked form of a (rows, cols) Q8_0 matrix; rows must be a multiple of 8, cols of 32.</summary>
     public static long Bytes(int rows, int cols) => (long)(rows / Rows) * (cols / 32) * BlockBytes;
@@ -38,10 +38,22 @@ public static unsafe class Q8_0x8
                 for (int j = 0; j < Rows; j++)
                 {
                     byte* a = src + (g * Rows + j) * rowBytes + i * 34;
-                    Unsafe.WriteUnaligned(o + 4 * j, HalfConvert.ReadFp16(a));
-                    for (int c = 0; c < 8; c++) Unsafe.WriteUnaligned(o + 32 + c * 32 + j * 4, Unsafe.ReadUnaligned<uint>(a + 2 + 4 * c));
+                    Unsafe.WriteUnaligned(o + 2 * j, Unsafe.ReadUnaligned<ushort>(a));
+                    for (int c = 0; c < 8; c++) Unsafe.WriteUnaligned(o + 16 + c * 32 + j * 4, Unsafe.ReadUnaligned<uint>(a + 2 + 4 * c));
                 }
             }
+    }
+
+    /// <summary>Decodes row j of group wg into dst: (n), exactly as ggml dequantizes the Q8_0 row (q·d).</summary>
+    public static void DecodeRow(byte* wg, int j, int n, float* dst)
+    {
+        for (int i = 0; i < n / 32; i++)
+        {
+            byte* b = wg + (long)i * BlockBytes;
+            float d = HalfConvert.Fp16ToFp32(Unsafe.ReadUnaligned<ushort>(b + 2 * j));
+            for (int c = 0; c < 8; c++)
+                for (int k = 0; k < 4; k++) dst[i * 32 + 4 * c + k] = ((sbyte*)b)[16 + c * 32 + j * 4 + k] * d;
+        }
     }
 
     /// <summary>
@@ -64,8 +76,8 @@ public static unsafe class Q8_0x8
                     sbyte* a = (sbyte*)(xt + i * 34 + 2);
                     int sum = 0;
                     for (int c = 0; c < 8; c++)
-                        for (int k = 0; k < 4; k++) sum += ((sbyte*)b)[32 + c * 32 + j * 4 + k] * a[4 * c + k];
-                    float dw = Unsafe.ReadUnaligned<float>(b + 4 * j);
+                        for (int k = 0; k < 4; k++) sum += ((sbyte*)b)[16 + c * 32 + j * 4 + k] * a[4 * c + k];
+                    float dw = HalfConvert.Fp16ToFp32(Unsafe.ReadUnaligned<ushort>(b + 2 * j));
                     acc = MathF.FusedMultiplyAdd(dw * Unsafe.ReadUnaligned<float>(dx + i), sum, acc);
                 }
                 y[(long)t * yStride + j] = acc;
@@ -93,6 +105,10 @@ public static unsafe class Q8_0x8
         Sse.Prefetch0(p); Sse.Prefetch0(p + 64); Sse.Prefetch0(p + 128); Sse.Prefetch0(p + 192); Sse.Prefetch0(p + 256);
     }
 
+    /// <summary>The 8 rows' block scales (f16 at the block's start) as F32, exactly (<see cref="QuantDot.F16ToF32"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Scales(byte* b) => QuantDot.F16ToF32(Avx2.ConvertToVector256Int32((short*)b));
+
     /// <summary>AVX2: one group (8 rows) against one activation row; y: (8).</summary>
     public static void DotAvx2(byte* wg, byte* x, int n, float* y)
     {
@@ -107,10 +123,10 @@ public static unsafe class Q8_0x8
             var s = Vector256<int>.Zero;
             for (int c = 0; c < 8; c++)
             {
-                var w = Vector256.Load((sbyte*)(b + 32 + 32 * c));
+                var w = Vector256.Load((sbyte*)(b + 16 + 32 * c));
                 s = Quad(s, Avx2.Abs(w), w, a + 4 * c);
             }
-            acc = Accumulate(acc, s, Vector256.Load((float*)b), dx + i);
+            acc = Accumulate(acc, s, Scales(b), dx + i);
         }
         acc.Store(y);
     }
@@ -129,12 +145,12 @@ public static unsafe class Q8_0x8
             var s0 = Vector256<int>.Zero; var s1 = Vector256<int>.Zero; var s2 = Vector256<int>.Zero; var s3 = Vector256<int>.Zero;
             for (int c = 0; c < 8; c++)
             {
-                var w = Vector256.Load((sbyte*)(b + 32 + 32 * c));
+                var w = Vector256.Load((sbyte*)(b + 16 + 32 * c));
                 var aw = Avx2.Abs(w);
                 int oc = o + 4 * c;
                 s0 = Quad(s0, aw, w, x + oc); s1 = Quad(s1, aw, w, x1 + oc); s2 = Quad(s2, aw, w, x2 + oc); s3 = Quad(s3, aw, w, x3 + oc);
             }
-            var dw = Vector256.Load((float*)b);
+            var dw = Scales(b);
             acc0 = Accumulate(acc0, s0, dw, d0 + i);
             acc1 = Accumulate(acc1, s1, dw, d1 + i);
             acc2 = Accumulate(acc2, s2, dw, d2 + i);
