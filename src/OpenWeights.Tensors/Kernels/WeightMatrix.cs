@@ -29,15 +29,15 @@ public sealed unsafe class WeightMatrix
     /// <summary>Repack weights at load (<see cref="Repack"/>); OPENWEIGHTS_NO_REPACK=1 turns it off (to compare).</summary>
     public static bool RepackEnabled { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_NO_REPACK") != "1";
 
-    private NativeBuffer? packed; // 8-row interleaved groups (Q4_0x8, Q8_0x8), used by MatMul instead of Data
+    private NativeBuffer? packed; // 8-row interleaved groups (Q4_0x8, Q8_0x8, F16x8), used by MatMul instead of Data
     private InterleavedLayout layout;
 
     /// <summary>Whether MatMul uses an interleaved copy made by <see cref="Repack"/>.</summary>
     public bool IsRepacked => packed is not null;
 
     /// <summary>
-    /// Makes the interleaved copy MatMul and DecodeRow prefer where one pays for itself (Q4_0 and Q8_0 with rows a
-    /// multiple of 8: 8-row groups, <see cref="InterleavedLayout"/>); returns whether this matrix now has one.
+    /// Makes the interleaved copy MatMul and DecodeRow prefer where one pays for itself (Q4_0, Q8_0 and F16 with
+    /// rows a multiple of 8: 8-row groups, <see cref="InterleavedLayout"/>); returns whether this matrix now has one.
     /// <see cref="Data"/> stays valid (training reads it); with <paramref name="releaseMappedSource"/> its pages are
     /// handed back to the OS (for a read-only file mapping only), so the weights are not resident twice.
     /// </summary>
@@ -50,7 +50,7 @@ public sealed unsafe class WeightMatrix
         // a slice of groups at a time, each slice's source pages released once copied: the source and its copy are
         // never both resident in full
         int groups = Rows / InterleavedLayout.GroupRows, slice = Math.Max(1, (1 << 20) / (int)Math.Min(int.MaxValue, RowBytes * InterleavedLayout.GroupRows));
-        long groupBytes = l.Bytes(InterleavedLayout.GroupRows, Cols);
+        long groupBytes = l.GroupBytes(Cols);
         for (int g = 0; g < groups; g += slice)
         {
             int rows = Math.Min(slice, groups - g) * InterleavedLayout.GroupRows;
@@ -83,7 +83,7 @@ public sealed unsafe class WeightMatrix
         {
             if (dst.Length < Cols) throw new ArgumentException("row buffer too small");
             fixed (float* d = dst)
-                layout.DecodeRow(p.Pointer + (long)(r / InterleavedLayout.GroupRows) * (Cols / 32) * layout.BlockBytes, r % InterleavedLayout.GroupRows, Cols, d);
+                layout.DecodeRow(p.Pointer + r / InterleavedLayout.GroupRows * layout.GroupBytes(Cols), r % InterleavedLayout.GroupRows, Cols, d);
             return;
         }
         RowDecoder.Decode(Type, RowData(r), dst[..Cols]);
@@ -135,23 +135,27 @@ public sealed unsafe class WeightMatrix
         }
     }
 
-    /// <summary>MatMul over the interleaved copy: Q8_0 activations, 8-row groups split over the pool.</summary>
+    /// <summary>MatMul over the interleaved copy: activations in the layout's format, 8-row groups split over the pool.</summary>
     private void MatMulPacked(byte* p, ReadOnlySpan<float> x, Span<float> y, int n, int threads)
     {
         int groups = Rows / InterleavedLayout.GroupRows;
         int perChunk = Math.Max(1, groups / (Math.Max(1, threads) * 16));
-        if (n >= 8) perChunk = Math.Max(1, Math.Min(perChunk, 4));
-        int xb = QuantDot.ActivationBytes(GgmlType.Q8_0, Cols);
+        if (n >= 8) perChunk = Math.Max(2, Math.Min(perChunk & ~1, 4)); // even: the F16 prefill kernel takes groups in pairs
+        else perChunk = (perChunk + 3) & ~3; // whole quads of groups: the F16 single-token kernel runs 4 groups' chains at once
+        int xb = QuantDot.ActivationBytes(layout.Activation, Cols);
+        // rows a multiple of 4 KiB apart would all map to the same L1 sets: 8 token rows and the weight stream then
+        // evict each other (8-way cache); one cache line of padding staggers them
+        if (xb % 4096 == 0) xb += 64;
         byte[] buf = ActivationScratch((long)xb * n);
         fixed (float* px = x, py = y)
         fixed (byte* pq = buf)
         {
-            var quant = new QuantizeJob { Activation = GgmlType.Q8_0, X = px, Q = pq, Cols = Cols, XBytes = xb, N = n, TokensPerChunk = 4 };
+            var quant = new QuantizeJob { Activation = layout.Activation, Scale = layout.ActivationScale, X = px, Q = pq, Cols = Cols, XBytes = xb, N = n, TokensPerChunk = 4 };
             if (n >= 16 && threads > 1) WorkerPool.For(threads, (n + quant.TokensPerChunk - 1) / quant.TokensPerChunk, ref quant);
             else { quant.TokensPerChunk = n; quant.Execute(0); }
             var job = new PackedJob
             {
-                W = p, GroupBytes = (long)(Cols / 32) * layout.BlockBytes, Layout = layout, X = pq, XBytes = xb, Y = py, Rows = Rows, Cols = Cols, N = n,
+                W = p, GroupBytes = layout.GroupBytes(Cols), Layout = layout, X = pq, XBytes = xb, Y = py, Rows = Rows, Cols = Cols, N = n,
                 Groups = groups, GroupsPerChunk = perChunk, Simd = QuantDot.Avx2Path, MultiToken = QuantDot.UseMultiToken,
             };
             WorkerPool.For(threads, (groups + perChunk - 1) / perChunk, ref job);
@@ -162,7 +166,7 @@ public sealed unsafe class WeightMatrix
     private struct PackedJob : IPoolJob
     {
         public byte* W; public long GroupBytes; public InterleavedLayout Layout;
-        public byte* X; public int XBytes;     // (N, XBytes) Q8_0 activation rows with tails
+        public byte* X; public int XBytes;     // (N, XBytes) activation rows in the layout's format
         public float* Y;                       // (N, Rows)
         public int Rows, Cols, N, Groups, GroupsPerChunk;
         public bool Simd, MultiToken;
@@ -177,18 +181,30 @@ public sealed unsafe class WeightMatrix
             }
             int t = 0;
             if (MultiToken)
-                for (; t + 4 <= N; t += 4) // token quads outer: the 4 activation rows stay in L1 while the chunk's groups stream
+            {
+                // token sextets / quads outer: their activation rows stay in cache while the chunk's groups stream
+                if (Layout.DotPair6 != null)
+                    for (; t + 6 <= N; t += 6)
+                    {
+                        byte* xt = X + (long)t * XBytes;
+                        float* yt = Y + (long)t * Rows;
+                        int g = g0;
+                        for (; g + 2 <= g1; g += 2) Layout.DotPair6(W + g * GroupBytes, GroupBytes, xt, XBytes, Cols, yt + g * InterleavedLayout.GroupRows, Rows);
+                        if (g < g1) // an odd last group: 4 tokens, then 2 single ones (the same float chains)
+                        {
+                            Layout.Dot4(W + g * GroupBytes, xt, XBytes, Cols, yt + g * InterleavedLayout.GroupRows, Rows);
+                            for (int u = 4; u < 6; u++) Layout.DotGroups(W + g * GroupBytes, GroupBytes, 1, xt + u * XBytes, Cols, yt + (long)u * Rows + g * InterleavedLayout.GroupRows);
+                        }
+                    }
+                for (; t + 4 <= N; t += 4)
                 {
                     byte* xt = X + (long)t * XBytes;
                     float* yt = Y + (long)t * Rows;
                     for (int g = g0; g < g1; g++) Layout.Dot4(W + g * GroupBytes, xt, XBytes, Cols, yt + g * InterleavedLayout.GroupRows, Rows);
                 }
-            for (; t < N; t++)
-            {
-                byte* xt = X + (long)t * XBytes;
-                float* yt = Y + (long)t * Rows;
-                for (int g = g0; g < g1; g++) Layout.Dot(W + g * GroupBytes, xt, Cols, yt + g * InterleavedLayout.GroupRows);
             }
+            for (; t < N; t++)
+                Layout.DotGroups(W + g0 * GroupBytes, GroupBytes, g1 - g0, X + (long)t * XBytes, Cols, Y + (long)t * Rows + g0 * InterleavedLayout.GroupRows);
         }
     }
 
@@ -196,13 +212,22 @@ public sealed unsafe class WeightMatrix
     private struct QuantizeJob : IPoolJob
     {
         public GgmlType Activation;
+        public float Scale;                     // 0 or 1: none; else F32 activations are multiplied by it (a power of two)
         public float* X; public byte* Q;
         public int Cols, XBytes, N, TokensPerChunk;
 
         public readonly void Execute(int c)
         {
             int t1 = Math.Min(N, (c + 1) * TokensPerChunk);
-            for (int t = c * TokensPerChunk; t < t1; t++) QuantDot.QuantizeActivation(Activation, X + (long)t * Cols, Q + (long)t * XBytes, Cols);
+            for (int t = c * TokensPerChunk; t < t1; t++)
+            {
+                QuantDot.QuantizeActivation(Activation, X + (long)t * Cols, Q + (long)t * XBytes, Cols);
+                if (Scale is not (0 or 1))
+                {
+                    var row = new Span<float>(Q + (long)t * XBytes, Cols);
+                    TensorPrimitives.Multiply(row, Scale, row);
+                }
+            }
         }
     }
 

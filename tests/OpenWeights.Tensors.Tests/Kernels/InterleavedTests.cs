@@ -6,7 +6,7 @@ using OpenWeights.Tensors.Quant;
 namespace OpenWeights.Tensors.Tests.Kernels;
 
 /// <summary>
-/// Q4_0 and Q8_0 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
+/// Q4_0, Q8_0 and F16 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
 /// reference bit for bit, the reference equals the F32 dot of the dequantized rows, and MatMul over the repacked
 /// copy agrees with MatMul over the GGUF rows and stays batch invariant.
 /// </summary>
@@ -30,50 +30,70 @@ public unsafe class InterleavedTests
 
     private static byte[] RandomQ4_0(Random rng, int rows, int cols) => RandomRows(GgmlType.Q4_0, rng, rows, cols);
 
+    /// <summary>Activation rows t &lt; tokens (x + t·stride) in the layout's format, and their exact values: (tokens, n).</summary>
+    private static float[] Activations(InterleavedLayout layout, float* xf, byte* px, int stride, int n, int tokens)
+    {
+        var xd = new float[tokens * n];
+        for (int t = 0; t < tokens; t++)
+        {
+            QuantDot.QuantizeActivation(layout.Activation, xf + t * n, px + t * stride, n);
+            if (layout.Activation == GgmlType.Q8_0) { BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px + t * stride, n / 32 * 34), xd.AsSpan(t * n, n)); continue; }
+            for (int i = 0; i < n; i++) // F16: rounded, then scaled by a power of two (exactly undone here)
+            {
+                float* row = (float*)(px + t * stride);
+                row[i] *= layout.ActivationScale;
+                xd[t * n + i] = row[i] / layout.ActivationScale;
+            }
+        }
+        return xd;
+    }
+
     [Theory]
     [InlineData(GgmlType.Q4_0)]
     [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.F16)]
     public void Interleaved_kernels_match_the_scalar_reference_bit_for_bit_and_the_f32_dot(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var layout = InterleavedLayout.For(type);
         var rng = new Random(41 + (int)type);
+        const int rows = 16, tokens = 6; // 2 groups, 6 tokens: every kernel shape
         foreach (int blocks in new[] { 1, 2, 3, 5, 8, 17, 24 })
             for (int offset = 0; offset < 4; offset++)
             {
                 int n = blocks * 32;
-                long rb = GgmlTypes.RowBytes(type, n);
-                var w = RandomRows(type, rng, 8, n);
-                var packed = new byte[layout.Bytes(8, n) + 8];
-                int xb = QuantDot.ActivationBytes(GgmlType.Q8_0, n), stride = xb + 2 * offset + 1; // odd strides: unaligned rows
-                var xbuf = new byte[4 * stride + 8];
-                var xf = RandomRow(rng, 4 * n);
-                var simd1 = new float[4 * 8]; var simd4 = new float[4 * 8]; var scalar = new float[4 * 8];
+                long rb = GgmlTypes.RowBytes(type, n), gb = layout.GroupBytes(n);
+                var w = RandomRows(type, rng, rows, n);
+                var packed = new byte[layout.Bytes(rows, n) + 8];
+                int xb = QuantDot.ActivationBytes(layout.Activation, n), stride = xb + 2 * offset + 1; // odd strides: unaligned rows
+                var xbuf = new byte[tokens * stride + 8];
+                var xf = RandomRow(rng, tokens * n);
+                var single = new float[tokens * rows]; var four = new float[tokens * rows]; var pair = new float[tokens * rows]; var scalar = new float[tokens * rows];
                 fixed (byte* pw = w) fixed (byte* pp0 = packed) fixed (byte* px0 = xbuf) fixed (float* pxf = xf)
-                fixed (float* p1 = simd1) fixed (float* p4 = simd4) fixed (float* ps = scalar)
+                fixed (float* p1 = single) fixed (float* p4 = four) fixed (float* p6 = pair) fixed (float* ps = scalar)
                 {
                     byte* pp = pp0 + offset, px = px0 + (3 - offset);
-                    layout.Repack(pw, rb, 8, n, pp);
-                    for (int t = 0; t < 4; t++) QuantDot.QuantizeActivation(GgmlType.Q8_0, pxf + t * n, px + t * stride, n);
-                    layout.DotScalar(pp, px, stride, n, 4, ps, 8);
-                    layout.Dot4(pp, px, stride, n, p4, 8);
-                    for (int t = 0; t < 4; t++) layout.Dot(pp, px + t * stride, n, p1 + 8 * t);
-                    for (int t = 0; t < 4; t++)
-                    {
-                        var xd = new float[n];
-                        BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px + t * stride, n / 32 * 34), xd);
-                        for (int j = 0; j < 8; j++)
+                    layout.Repack(pw, rb, rows, n, pp);
+                    var xd = Activations(layout, pxf, px, stride, n, tokens);
+                    for (int g = 0; g < 2; g++) layout.DotScalar(pp + g * gb, px, stride, n, tokens, ps + 8 * g, rows);
+                    for (int t = 0; t < tokens; t++) layout.DotGroups(pp, gb, 2, px + t * stride, n, p1 + t * rows);
+                    for (int g = 0; g < 2; g++) layout.Dot4(pp + g * gb, px, stride, n, p4 + 8 * g, rows);
+                    for (int g = 0; g < 2; g++) layout.DotScalar(pp + g * gb, px + 4 * stride, stride, n, 2, p4 + 4 * rows + 8 * g, rows); // tokens 4, 5
+                    if (layout.DotPair6 != null) layout.DotPair6(pp, gb, px, stride, n, p6, rows);
+                    else scalar.CopyTo(pair, 0);
+                    for (int t = 0; t < tokens; t++)
+                        for (int r = 0; r < rows; r++)
                         {
-                            int k = 8 * t + j;
-                            Assert.True(scalar[k] == simd4[k], $"n={n} offset={offset} t={t} row={j}: scalar {scalar[k]} 4-token {simd4[k]}");
-                            Assert.True(scalar[k] == simd1[k], $"n={n} offset={offset} t={t} row={j}: scalar {scalar[k]} 1-token {simd1[k]}");
+                            int k = t * rows + r;
+                            Assert.True(scalar[k] == single[k], $"{type} n={n} offset={offset} t={t} row={r}: scalar {scalar[k]} 1-token {single[k]}");
+                            Assert.True(scalar[k] == four[k], $"{type} n={n} offset={offset} t={t} row={r}: scalar {scalar[k]} 4-token {four[k]}");
+                            Assert.True(scalar[k] == pair[k], $"{type} n={n} offset={offset} t={t} row={r}: scalar {scalar[k]} 2-group 6-token {pair[k]}");
                             var wd = new float[n];
-                            Dequantize.Row(type, new ReadOnlySpan<byte>(pw + j * rb, (int)rb), wd);
+                            Dequantize.Row(type, new ReadOnlySpan<byte>(pw + r * rb, (int)rb), wd);
                             double exact = 0, mag = 0;
-                            for (int i = 0; i < n; i++) { exact += (double)wd[i] * xd[i]; mag += Math.Abs((double)wd[i] * xd[i]); }
-                            Assert.True(Math.Abs(scalar[k] - exact) <= 1e-5 * mag + 1e-6, $"n={n} t={t} row={j}: scalar {scalar[k]} exact {exact}");
+                            for (int i = 0; i < n; i++) { exact += (double)wd[i] * xd[t * n + i]; mag += Math.Abs((double)wd[i] * xd[t * n + i]); }
+                            Assert.True(Math.Abs(scalar[k] - exact) <= 1e-5 * mag + 1e-6, $"{type} n={n} t={t} row={r}: scalar {scalar[k]} exact {exact}");
                         }
-                    }
                 }
             }
     }
@@ -178,6 +198,7 @@ public unsafe class InterleavedTests
     [Theory]
     [InlineData(GgmlType.Q4_0)]
     [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.F16)]
     public void MatMul_over_the_repacked_copy_matches_the_gguf_rows_and_is_batch_invariant(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
@@ -198,7 +219,7 @@ public unsafe class InterleavedTests
                     packed.DecodeRow(r, row); plain.DecodeRow(r, rowPlain);
                     Assert.Equal(rowPlain, row);
                 }
-                foreach (int n in new[] { 1, 4, 7, 13, 21 })
+                foreach (int n in new[] { 1, 4, 7, 13, 21, 27 })
                 {
                     var x = RandomRow(rng, n * cols);
                     var want = new float[n * rows]; var got = new float[n * rows]; var single = new float[rows]; var scalar = new float[n * rows];

@@ -3,12 +3,13 @@ using OpenWeights.Models.Synthetic;
 
 namespace OpenWeights.Tests.Models;
 
-/// <summary>A Q4_0 or Q8_0 model loaded for inference multiplies with interleaved weight copies; its logits match the GGUF rows'.</summary>
+/// <summary>A Q4_0, Q8_0 or F16 model loaded for inference multiplies with interleaved weight copies; its logits match the GGUF rows'.</summary>
 public class RepackTests
 {
     [Theory]
     [InlineData("pure-q4_0")]
     [InlineData("q8_0")]
+    [InlineData("f16")]
     public void Model_repacks_its_projections_and_keeps_its_logits(string type)
     {
         using var dir = new TempDir();
@@ -29,7 +30,11 @@ public class RepackTests
         var a = Logits(plain); var b = Logits(packed);
         double max = a.Max(Math.Abs), diff = 0;
         for (int i = 0; i < a.Length; i++) diff = Math.Max(diff, Math.Abs(a[i] - b[i]));
-        Assert.True(diff <= 1e-4 * max, $"max |diff| {diff} vs max |logit| {max}");
+        // another float order: 8-bit activations absorb it (1e-4); F16 activations are rounded to 11 bits at every
+        // layer, so one order's last-bit difference can flip a rounding and grow (measured 3.8e-4; llama.cpp's own
+        // F16 logits differ from ours by up to 5.4e-4, SyntheticOracleTests)
+        double tol = type == "f16" ? 2e-3 : 1e-4;
+        Assert.True(diff <= tol * max, $"max |diff| {diff} vs max |logit| {max}");
         Assert.Equal(a.Length, b.Length);
     }
 }

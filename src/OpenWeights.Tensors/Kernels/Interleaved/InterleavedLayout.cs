@@ -3,8 +3,8 @@ using OpenWeights.Tensors.Quant;
 namespace OpenWeights.Tensors.Kernels.Interleaved;
 
 /// <summary>
-/// A weight type's 8-row interleaved layout (made at load, <see cref="WeightMatrix.Repack"/>) and its kernels: a group
-/// of 8 rows against 1 or 4 Q8_0 activation rows (AVX2) and the scalar reference, which all give the same bits.
+/// A weight type's 8-row interleaved layout (made at load, <see cref="WeightMatrix.Repack"/>) and its kernels: groups
+/// of 8 rows against 1, 4 or 8 activation rows (AVX2) and the scalar reference, which all give the same bits.
 /// </summary>
 public readonly unsafe struct InterleavedLayout
 {
@@ -12,12 +12,20 @@ public readonly unsafe struct InterleavedLayout
 
     /// <summary>The weight type this layout repacks.</summary>
     public GgmlType Type { get; private init; }
-    /// <summary>Bytes of one block: 8 rows × 32 values.</summary>
+    /// <summary>The activation rows' format: Q8_0 (with tails) or F16 (F32 values rounded to F16).</summary>
+    public GgmlType Activation { get; private init; }
+    /// <summary>Factor applied to the activation rows after conversion (exact: a power of two); 1 for most layouts.</summary>
+    public float ActivationScale { get; private init; }
+    /// <summary>Bytes of one block: 8 rows × 32 values (quantized types); F16: 8 rows × 1 column.</summary>
     public int BlockBytes { get; private init; }
+    /// <summary>Values per block (32, F16: 1).</summary>
+    public int BlockValues { get; private init; }
     /// <summary>(src, rowBytes, rows, cols, dst): repacks a (rows, cols) matrix.</summary>
     public delegate*<byte*, long, int, int, byte*, void> Repack { get; private init; }
-    /// <summary>(group, x, n, y): one group against one activation row; y: (8).</summary>
-    public delegate*<byte*, byte*, int, float*, void> Dot { get; private init; }
+    /// <summary>(w, groupBytes, groups, x, n, y): consecutive groups against one activation row; y: (8·groups).</summary>
+    public delegate*<byte*, long, int, byte*, int, float*, void> DotGroups { get; private init; }
+    /// <summary>Optional (w, groupBytes, x, xStride, n, y, yStride): two consecutive groups against 6 activation rows.</summary>
+    public delegate*<byte*, long, byte*, int, int, float*, int, void> DotPair6 { get; private init; }
     /// <summary>(group, x, xStride, n, y, yStride): one group against 4 activation rows.</summary>
     public delegate*<byte*, byte*, int, int, float*, int, void> Dot4 { get; private init; }
     /// <summary>(group, x, xStride, n, tokens, y, yStride): scalar reference for any number of tokens.</summary>
@@ -28,24 +36,32 @@ public readonly unsafe struct InterleavedLayout
 
     public bool IsValid => Repack != null;
 
+    /// <summary>Bytes of one group of 8 rows of cols values.</summary>
+    public long GroupBytes(int cols) => (long)(cols / BlockValues) * BlockBytes;
+
     /// <summary>Bytes of the repacked (rows, cols) matrix.</summary>
-    public long Bytes(int rows, int cols) => (long)(rows / GroupRows) * (cols / 32) * BlockBytes;
+    public long Bytes(int rows, int cols) => rows / GroupRows * GroupBytes(cols);
 
     /// <summary>Whether a (rows, cols) matrix of this type can be repacked: whole groups of rows and whole blocks.</summary>
-    public bool Fits(int rows, int cols) => IsValid && rows % GroupRows == 0 && cols % 32 == 0 && rows > 0;
+    public bool Fits(int rows, int cols) => IsValid && rows > 0 && cols > 0 && rows % GroupRows == 0 && cols % Math.Max(8, BlockValues) == 0;
 
     /// <summary>The layout for a weight type, or an invalid one when it has none.</summary>
     public static InterleavedLayout For(GgmlType type) => type switch
     {
         GgmlType.Q4_0 => new()
         {
-            Type = type, BlockBytes = Q4_0x8.BlockBytes, Repack = &Q4_0x8.Repack,
-            Dot = &Q4_0x8.DotAvx2, Dot4 = &Q4_0x8.DotAvx2x4, DotScalar = &Q4_0x8.DotScalar, DecodeRow = &Q4_0x8.DecodeRow,
+            Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q4_0x8.BlockBytes, BlockValues = 32, Repack = &Q4_0x8.Repack,
+            DotGroups = &Q4_0x8.DotGroupsAvx2, Dot4 = &Q4_0x8.DotAvx2x4, DotScalar = &Q4_0x8.DotScalar, DecodeRow = &Q4_0x8.DecodeRow,
         },
         GgmlType.Q8_0 => new()
         {
-            Type = type, BlockBytes = Q8_0x8.BlockBytes, Repack = &Q8_0x8.Repack,
-            Dot = &Q8_0x8.DotAvx2, Dot4 = &Q8_0x8.DotAvx2x4, DotScalar = &Q8_0x8.DotScalar, DecodeRow = &Q8_0x8.DecodeRow,
+            Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q8_0x8.BlockBytes, BlockValues = 32, Repack = &Q8_0x8.Repack,
+            DotGroups = &Q8_0x8.DotGroupsAvx2, Dot4 = &Q8_0x8.DotAvx2x4, DotScalar = &Q8_0x8.DotScalar, DecodeRow = &Q8_0x8.DecodeRow,
+        },
+        GgmlType.F16 => new()
+        {
+            Type = type, Activation = GgmlType.F16, ActivationScale = F16x8.ActivationScale, BlockBytes = 16, BlockValues = 1, Repack = &F16x8.Repack,
+            DotGroups = &F16x8.DotGroupsAvx2, Dot4 = &F16x8.DotAvx2x4, DotPair6 = &F16x8.DotPairAvx2x6, DotScalar = &F16x8.DotScalar, DecodeRow = &F16x8.DecodeRow,
         },
         _ => default,
     };

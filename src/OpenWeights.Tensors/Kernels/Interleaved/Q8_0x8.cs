@@ -109,6 +109,12 @@ public static unsafe class Q8_0x8
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Scales(byte* b) => QuantDot.F16ToF32(Avx2.ConvertToVector256Int32((short*)b));
 
+    /// <summary>AVX2: consecutive groups (groupBytes apart) against one activation row; y: (8·groups).</summary>
+    public static void DotGroupsAvx2(byte* w, long groupBytes, int groups, byte* x, int n, float* y)
+    {
+        for (int g = 0; g < groups; g++) DotAvx2(w + g * groupBytes, x, n, y + 8 * g);
+    }
+
     /// <summary>AVX2: one group (8 rows) against one activation row; y: (8).</summary>
     public static void DotAvx2(byte* wg, byte* x, int n, float* y)
     {
