@@ -21,4 +21,10 @@ public unsafe interface ITensorSource : IModelMetadata, IDisposable
     IReadOnlyList<GgufTensorInfo> Tensors { get; }
     bool TryGetTensor(string name, out GgufTensorInfo info);
     byte* TensorPointer(GgufTensorInfo t);
+
+    /// <summary>
+    /// Whether a tensor's bytes lie in a read-only file mapping, whose pages may be handed back to the OS once copied
+    /// (they fault in again from the file if read); false for anything in process memory.
+    /// </summary>
+    bool IsFileMapped(GgufTensorInfo t) => false;
 }

@@ -147,6 +147,34 @@ public class HfCheckpointTests
         }
     }
 
+    /// <summary>
+    /// An F16 checkpoint's weights lie in the read-only safetensors maps (so the repacked ones' pages may be released),
+    /// the rope factors it computes do not; loaded and repacked, it gives its source GGUF's logits.
+    /// </summary>
+    [Fact]
+    public void F16_checkpoint_reports_its_file_mapped_tensors_and_repacks_like_its_gguf()
+    {
+        using var dir = new TempDir();
+        string gguf = dir.File("src.gguf"), hf = dir.File("hf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("f16"), gguf, threads: 2);
+        HfFixture.Write(gguf, hf, 1);
+        float[] reference;
+        using (var g = GgufFile.Open(gguf))
+        {
+            Assert.All(g.Tensors, t => Assert.True(((ITensorSource)g).IsFileMapped(t), t.Name));
+            reference = Logits(g);
+        }
+        using var h = HfCheckpoint.Open(hf);
+        ITensorSource src = h;
+        Assert.True(src.TryGetTensor("rope_freqs.weight", out var rope));
+        Assert.False(src.IsFileMapped(rope));
+        Assert.True(src.TryGetTensor("blk.0.ffn_up.weight", out var up));
+        Assert.True(src.IsFileMapped(up));
+        // the checkpoint keeps Q/K rows in HF's permuted order (neox rope): another float order, amplified by the F16
+        // activation rounding (as in RepackTests)
+        AssertClose(Logits(h), reference, 2e-3, "f16 checkpoint vs its gguf, both repacked");
+    }
+
     [Fact]
     public void Bf16_checkpoint_loads_directly_and_matches_its_bf16_conversion_exactly()
     {

@@ -86,6 +86,9 @@ public sealed unsafe class GgufFile : ITensorSource
         return basePtr + DataOffset + t.Offset;
     }
 
+    /// <summary>Every tensor lies in the read-only map of the file.</summary>
+    public bool IsFileMapped(GgufTensorInfo t) => tensorsByName.ContainsKey(t.Name);
+
     private static long FileLength(string path)
     {
         using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, 1);

@@ -258,6 +258,9 @@ public sealed unsafe class HfCheckpoint : ITensorSource
         return pointers.TryGetValue(t.Name, out var p) ? (byte*)p : throw new ArgumentException($"tensor {t.Name} is not in this checkpoint");
     }
 
+    /// <summary>Tensors point into the read-only safetensors maps, except the few this checkpoint computed itself.</summary>
+    public bool IsFileMapped(GgufTensorInfo t) => pointers.TryGetValue(t.Name, out var p) && !owned.Contains(p);
+
     public void Dispose()
     {
         if (disposed) return;

@@ -44,15 +44,19 @@ public sealed class LlamaModel : IDisposable
 
     /// <summary>
     /// Gives every projection that has one its interleaved copy for the inference kernels (<see cref="WeightMatrix.Repack"/>),
-    /// the matrices in parallel; the mapped pages of a GGUF file's repacked tensors are handed back to the OS.
+    /// the matrices in parallel; the file-mapped pages of repacked tensors (GGUF, safetensors) are handed back to the OS.
     /// Returns the number of matrices repacked.
     /// </summary>
     public int RepackWeights()
     {
-        bool mapped = Source is GgufFile;
-        var all = Layers.SelectMany(l => l.Projections).Append(Output).Select(p => p.Weight).Distinct().ToArray();
+        var all = Layers.SelectMany(l => l.Projections).Append(Output).DistinctBy(p => p.Weight).ToArray();
         int done = 0;
-        Parallel.ForEach(all, w => { if (w.Repack(releaseMappedSource: mapped)) Interlocked.Increment(ref done); });
+        Parallel.ForEach(all, p =>
+        {
+            // only pages of a read-only file mapping may be handed back (anything else would lose its contents)
+            bool mapped = Source.TryGetTensor(p.Name, out var t) && Source.IsFileMapped(t);
+            if (p.Weight.Repack(releaseMappedSource: mapped)) Interlocked.Increment(ref done);
+        });
         return done;
     }
 
