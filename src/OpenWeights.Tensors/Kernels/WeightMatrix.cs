@@ -29,15 +29,15 @@ public sealed unsafe class WeightMatrix
     /// <summary>Repack weights at load (<see cref="Repack"/>); OPENWEIGHTS_NO_REPACK=1 turns it off (to compare).</summary>
     public static bool RepackEnabled { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_NO_REPACK") != "1";
 
-    private NativeBuffer? packed; // 8-row interleaved groups (Q4_0x8, Q8_0x8, F16x8), used by MatMul instead of Data
+    private NativeBuffer? packed; // 8-row interleaved groups (Q4_0x8, Q5_0x8, Q8_0x8, F16x8), used by MatMul instead of Data
     private InterleavedLayout layout;
 
     /// <summary>Whether MatMul uses an interleaved copy made by <see cref="Repack"/>.</summary>
     public bool IsRepacked => packed is not null;
 
     /// <summary>
-    /// Makes the interleaved copy MatMul and DecodeRow prefer where one pays for itself (Q4_0, Q8_0 and F16 with
-    /// rows a multiple of 8: 8-row groups, <see cref="InterleavedLayout"/>); returns whether this matrix now has one.
+    /// Makes the interleaved copy MatMul and DecodeRow prefer where one pays for itself (Q4_0, Q5_0, Q8_0 and F16
+    /// with rows a multiple of 8: 8-row groups, <see cref="InterleavedLayout"/>); returns whether this matrix now has one.
     /// <see cref="Data"/> stays valid (training reads it); with <paramref name="releaseMappedSource"/> its pages are
     /// handed back to the OS (for a read-only file mapping only), so the weights are not resident twice.
     /// </summary>

@@ -6,7 +6,7 @@ using OpenWeights.Tensors.Quant;
 namespace OpenWeights.Tensors.Tests.Kernels;
 
 /// <summary>
-/// Q4_0, Q8_0 and F16 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
+/// Q4_0, Q5_0, Q8_0 and F16 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
 /// reference bit for bit, the reference equals the F32 dot of the dequantized rows, and MatMul over the repacked
 /// copy agrees with MatMul over the GGUF rows and stays batch invariant.
 /// </summary>
@@ -50,6 +50,7 @@ public unsafe class InterleavedTests
 
     [Theory]
     [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q5_0)]
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.F16)]
     public void Interleaved_kernels_match_the_scalar_reference_bit_for_bit_and_the_f32_dot(GgmlType type)
@@ -185,7 +186,7 @@ public unsafe class InterleavedTests
         {
             Assert.False(new WeightMatrix(pw, GgmlType.Q4_0, 12, 32).Repack());  // 12 rows: not whole groups of 8
             Assert.False(new WeightMatrix(pw, GgmlType.Q8_0, 6, 32).Repack());   // 6 rows
-            Assert.False(new WeightMatrix(pw, GgmlType.Q5_0, 8, 32).Repack());   // no interleaved Q5_0 layout
+            Assert.False(new WeightMatrix(pw, GgmlType.Q4_1, 8, 32).Repack());   // no interleaved Q4_1 layout
         }
         Assert.Throws<ArgumentException>(() => { fixed (byte* p = w) Q4_0x8.Repack(p, 18, 12, 32, p); });
     }
@@ -197,6 +198,7 @@ public unsafe class InterleavedTests
     /// </summary>
     [Theory]
     [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q5_0)]
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.F16)]
     public void MatMul_over_the_repacked_copy_matches_the_gguf_rows_and_is_batch_invariant(GgmlType type)

@@ -53,6 +53,11 @@ public readonly unsafe struct InterleavedLayout
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q4_0x8.BlockBytes, BlockValues = 32, Repack = &Q4_0x8.Repack,
             DotGroups = &Q4_0x8.DotGroupsAvx2, Dot4 = &Q4_0x8.DotAvx2x4, DotScalar = &Q4_0x8.DotScalar, DecodeRow = &Q4_0x8.DecodeRow,
         },
+        GgmlType.Q5_0 => new()
+        {
+            Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q5_0x8.BlockBytes, BlockValues = 32, Repack = &Q5_0x8.Repack,
+            DotGroups = &Q5_0x8.DotGroupsAvx2, Dot4 = &Q5_0x8.DotAvx2x4, DotScalar = &Q5_0x8.DotScalar, DecodeRow = &Q5_0x8.DecodeRow,
+        },
         GgmlType.Q8_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q8_0x8.BlockBytes, BlockValues = 32, Repack = &Q8_0x8.Repack,
