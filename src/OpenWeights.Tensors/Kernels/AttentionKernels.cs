@@ -81,10 +81,10 @@ public static unsafe class AttentionKernels
                 for (int j = 0; j < len; j++, vj += stride)
                 {
                     var w = Vector256.Create(pp[j]);
-                    o0 += Vector256.Load(vj) * w; o1 += Vector256.Load(vj + 8) * w;
-                    o2 += Vector256.Load(vj + 16) * w; o3 += Vector256.Load(vj + 24) * w;
-                    o4 += Vector256.Load(vj + 32) * w; o5 += Vector256.Load(vj + 40) * w;
-                    o6 += Vector256.Load(vj + 48) * w; o7 += Vector256.Load(vj + 56) * w;
+                    o0 = Fma.MultiplyAdd(Vector256.Load(vj), w, o0); o1 = Fma.MultiplyAdd(Vector256.Load(vj + 8), w, o1);
+                    o2 = Fma.MultiplyAdd(Vector256.Load(vj + 16), w, o2); o3 = Fma.MultiplyAdd(Vector256.Load(vj + 24), w, o3);
+                    o4 = Fma.MultiplyAdd(Vector256.Load(vj + 32), w, o4); o5 = Fma.MultiplyAdd(Vector256.Load(vj + 40), w, o5);
+                    o6 = Fma.MultiplyAdd(Vector256.Load(vj + 48), w, o6); o7 = Fma.MultiplyAdd(Vector256.Load(vj + 56), w, o7);
                 }
                 o0.Store(po + c); o1.Store(po + c + 8); o2.Store(po + c + 16); o3.Store(po + c + 24);
                 o4.Store(po + c + 32); o5.Store(po + c + 40); o6.Store(po + c + 48); o7.Store(po + c + 56);
@@ -93,17 +93,60 @@ public static unsafe class AttentionKernels
             {
                 var acc = Vector256<float>.Zero;
                 float* vj = pv + c;
-                for (int j = 0; j < len; j++, vj += stride) acc += Vector256.Load(vj) * Vector256.Create(pp[j]);
+                for (int j = 0; j < len; j++, vj += stride) acc = Fma.MultiplyAdd(Vector256.Load(vj), Vector256.Create(pp[j]), acc);
                 acc.Store(po + c);
             }
         }
     }
 
-    /// <summary>Scalar reference of <see cref="WeightedSum"/>: for each key in order, o += p[j]·v[j] (multiply, then add).</summary>
+    /// <summary>
+    /// o += Σ_j p[j]·v[j·stride ..+d] for j in [0, p.Length): <see cref="WeightedSum"/> continued over a further range
+    /// of keys (each element's FMA chain goes on from o's value, so a sum taken block by block equals one pass).
+    /// </summary>
+    public static void WeightedSumAccumulate(ReadOnlySpan<float> p, ReadOnlySpan<float> v, int stride, Span<float> o)
+    {
+        int d = o.Length, len = p.Length;
+        if (!Supported(d))
+        {
+            for (int j = 0; j < len; j++)
+                for (int c = 0; c < d; c++) o[c] = MathF.FusedMultiplyAdd(v[j * stride + c], p[j], o[c]);
+            return;
+        }
+        if (len > 0 && (long)(len - 1) * stride + d > v.Length) throw new ArgumentException("attention weighted sum: buffers too small");
+        fixed (float* pp = p, pv = v, po = o)
+        {
+            int c = 0;
+            for (; c + 64 <= d; c += 64)
+            {
+                var o0 = Vector256.Load(po + c); var o1 = Vector256.Load(po + c + 8); var o2 = Vector256.Load(po + c + 16); var o3 = Vector256.Load(po + c + 24);
+                var o4 = Vector256.Load(po + c + 32); var o5 = Vector256.Load(po + c + 40); var o6 = Vector256.Load(po + c + 48); var o7 = Vector256.Load(po + c + 56);
+                float* vj = pv + c;
+                for (int j = 0; j < len; j++, vj += stride)
+                {
+                    var w = Vector256.Create(pp[j]);
+                    o0 = Fma.MultiplyAdd(Vector256.Load(vj), w, o0); o1 = Fma.MultiplyAdd(Vector256.Load(vj + 8), w, o1);
+                    o2 = Fma.MultiplyAdd(Vector256.Load(vj + 16), w, o2); o3 = Fma.MultiplyAdd(Vector256.Load(vj + 24), w, o3);
+                    o4 = Fma.MultiplyAdd(Vector256.Load(vj + 32), w, o4); o5 = Fma.MultiplyAdd(Vector256.Load(vj + 40), w, o5);
+                    o6 = Fma.MultiplyAdd(Vector256.Load(vj + 48), w, o6); o7 = Fma.MultiplyAdd(Vector256.Load(vj + 56), w, o7);
+                }
+                o0.Store(po + c); o1.Store(po + c + 8); o2.Store(po + c + 16); o3.Store(po + c + 24);
+                o4.Store(po + c + 32); o5.Store(po + c + 40); o6.Store(po + c + 48); o7.Store(po + c + 56);
+            }
+            for (; c < d; c += 8)
+            {
+                var acc = Vector256.Load(po + c);
+                float* vj = pv + c;
+                for (int j = 0; j < len; j++, vj += stride) acc = Fma.MultiplyAdd(Vector256.Load(vj), Vector256.Create(pp[j]), acc);
+                acc.Store(po + c);
+            }
+        }
+    }
+
+    /// <summary>Scalar reference of <see cref="WeightedSum"/>: for each key in order, o = fma(v[j], p[j], o).</summary>
     public static void WeightedSumScalar(ReadOnlySpan<float> p, ReadOnlySpan<float> v, int stride, Span<float> o)
     {
         o.Clear();
         for (int j = 0; j < p.Length; j++)
-            for (int c = 0; c < o.Length; c++) o[c] += p[j] * v[j * stride + c];
+            for (int c = 0; c < o.Length; c++) o[c] = MathF.FusedMultiplyAdd(v[j * stride + c], p[j], o[c]);
     }
 }

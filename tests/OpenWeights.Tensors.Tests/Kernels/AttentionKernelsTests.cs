@@ -35,7 +35,7 @@ public class AttentionKernelsTests
                     Array.Fill(o1, float.NaN); // every output is written
                     AttentionKernels.WeightedSum(p, v.AsSpan(offset), stride, o1);
                     AttentionKernels.WeightedSumScalar(p, v.AsSpan(offset), stride, o2);
-                    Assert.Equal(o2, o1); // same multiplies and adds in the same key order
+                    Assert.Equal(o2, o1); // the same fused multiply-adds in the same key order
                 }
     }
 }

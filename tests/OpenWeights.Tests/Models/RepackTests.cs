@@ -14,7 +14,8 @@ public class RepackTests
     {
         using var dir = new TempDir();
         var path = dir.File($"repack-{type}.gguf");
-        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse(type), path, threads: 2);
+        // tiny-qwen2: its logits are not chaotic in the 8-bit activation rounding (tiny-llama flips roundings: SyntheticOracleTests)
+        SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse(type), path, threads: 2);
         int[] prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260];
         float[] Logits(LlamaModel m)
         {

@@ -8,48 +8,104 @@ namespace OpenWeights.Models.Common;
 /// <summary>Causal grouped-query attention over the KV cache.</summary>
 public static class Attention
 {
+    /// <summary>Query tokens per block: consecutive tokens of one sequence share each key and value block read.</summary>
+    public const int TokenBlock = 4;
+
+    /// <summary>Keys per tile: 64 keys of head dimension 64 are 16 KiB, resident in L1 while a block's queries pass.</summary>
+    public const int KeyTile = 64;
+
     /// <summary>
     /// att[t, h] = softmax(q[t,h]·K[0..pos[t], h/g] / sqrt(d)) · V[0..pos[t], h/g], with g = heads/kvHeads and
     /// K, V the layer's cache of token t's own sequence. q, att: (n, heads*d); caches: (capacity, kvHeads*d).
-    /// One pool item per (token, head); scores use a per-thread scratch row, allocated once per thread.
+    /// One pool item per (block of up to <see cref="TokenBlock"/> consecutive tokens of one sequence, KV head): the
+    /// block's tokens × the g query heads of the KV head (up to 4·g rows) go over the keys and values a tile of
+    /// <see cref="KeyTile"/> at a time, so each tile is read from L2 once per block instead of once per row. Per row
+    /// the float operations are those of one row alone (scores, softmax, then the value FMA chains in key order).
+    /// With few items (decode) an item takes a share of a block's rows instead. Scores use a per-thread scratch.
     /// </summary>
     public static void Causal(float[] q, KvCache?[] caches, int[] pos, int layer, float[] att,
         int n, int heads, int kvHeads, int d, int threads)
     {
+        // blocks of consecutive tokens of the same sequence at consecutive positions
+        var starts = BlockStarts(n + 1);
+        int blocks = 0;
+        for (int t = 0; t < n; blocks++)
+        {
+            starts[blocks] = t;
+            int u = t + 1;
+            while (u < n && u - t < TokenBlock && caches[u] == caches[t] && pos[u] == pos[u - 1] + 1) u++;
+            t = u;
+        }
+        starts[blocks] = n;
+        // few items (decode: one block) would leave threads idle: then each item takes a share of a block's rows
+        int g = heads / kvHeads, parts = blocks * kvHeads < 4 * threads ? g : 1;
         var job = new Job
         {
-            Q = q, Caches = caches, Pos = pos, Layer = layer, Att = att, Heads = heads, Group = heads / kvHeads,
-            KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = 1.0f / MathF.Sqrt(d),
+            Q = q, Caches = caches, Pos = pos, Layer = layer, Att = att, Heads = heads, KvHeads = kvHeads, Group = g, Parts = parts,
+            KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = 1.0f / MathF.Sqrt(d), Starts = starts,
         };
-        WorkerPool.For(threads, n * heads, ref job);
+        WorkerPool.For(threads, blocks * kvHeads * parts, ref job);
     }
 
     private struct Job : IPoolJob
     {
         public float[] Q, Att;
         public KvCache?[] Caches;
-        public int[] Pos;
-        public int Layer, Heads, Group, KvDim, QDim, D;
+        public int[] Pos, Starts;
+        public int Layer, Heads, KvHeads, Group, Parts, KvDim, QDim, D;
         public float Scale;
 
         public readonly void Execute(int index)
         {
-            int t = index / Heads, h = index % Heads, kvh = h / Group, d = D, kvDim = KvDim;
-            var cache = Caches[t]!;
+            int part = index % Parts, bk = index / Parts, b = bk / KvHeads, kvh = bk % KvHeads, d = D, kvDim = KvDim, g = Group;
+            int t0 = Starts[b], tokens = Starts[b + 1] - t0, rows = tokens * g;
+            int r0 = rows * part / Parts, r1 = rows * (part + 1) / Parts; // this item's rows of the block
+            if (r0 >= r1) return;
+            var cache = Caches[t0]!;
             float[] kCache = cache.KLayer(Layer), vCache = cache.VLayer(Layer);
-            int len = Pos[t] + 1;
-            var qv = Q.AsSpan(t * QDim + h * d, d);
-            var sc = Scratch(cache.Capacity).AsSpan(0, len);
-            var o = Att.AsSpan(t * QDim + h * d, d);
-            if (AttentionKernels.Supported(d))
+            int maxLen = Pos[t0 + (r1 - 1) / g] + 1, ld = maxLen; // scores: (rows, ld)
+            var sc = Scratch((r1 - r0) * ld);
+            if (!AttentionKernels.Supported(d))
             {
-                AttentionKernels.Scores(qv, kCache.AsSpan(kvh * d), kvDim, len, Scale, sc);
-                Tensors.Kernels.Ops.Softmax(sc);
-                AttentionKernels.WeightedSum(sc, vCache.AsSpan(kvh * d), kvDim, o);
+                for (int r = r0; r < r1; r++) Reference(r, t0, kvh, kCache, vCache, sc.AsSpan((r - r0) * ld, ld));
                 return;
             }
+            var kHead = kCache.AsSpan(kvh * d); var vHead = vCache.AsSpan(kvh * d);
+            // scores: key tiles outer, the rows inner (row r = token t0 + r / g, head kvh·g + r % g)
+            for (int j0 = 0; j0 < maxLen; j0 += KeyTile)
+                for (int r = r0; r < r1; r++)
+                {
+                    int len = Pos[t0 + r / g] + 1, m = Math.Min(KeyTile, len - j0);
+                    if (m <= 0) continue;
+                    AttentionKernels.Scores(QRow(r, t0, kvh), kHead[(j0 * kvDim)..], kvDim, m, Scale, sc.AsSpan((r - r0) * ld + j0, m));
+                }
+            for (int r = r0; r < r1; r++)
+            {
+                Ops.Softmax(sc.AsSpan((r - r0) * ld, Pos[t0 + r / g] + 1));
+                Out(r, t0, kvh).Clear();
+            }
+            // values: tiles outer, rows inner; each output element's FMA chain runs over the keys in order
+            for (int j0 = 0; j0 < maxLen; j0 += KeyTile)
+                for (int r = r0; r < r1; r++)
+                {
+                    int len = Pos[t0 + r / g] + 1, m = Math.Min(KeyTile, len - j0);
+                    if (m <= 0) continue;
+                    AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + j0, m), vHead[(j0 * kvDim)..], kvDim, Out(r, t0, kvh));
+                }
+        }
+
+        private readonly Span<float> QRow(int r, int t0, int kvh) => Q.AsSpan((t0 + r / Group) * QDim + (kvh * Group + r % Group) * D, D);
+        private readonly Span<float> Out(int r, int t0, int kvh) => Att.AsSpan((t0 + r / Group) * QDim + (kvh * Group + r % Group) * D, D);
+
+        /// <summary>One row without SIMD kernels (head dimensions that are not a multiple of 8).</summary>
+        private readonly void Reference(int r, int t0, int kvh, float[] kCache, float[] vCache, Span<float> sc)
+        {
+            int d = D, kvDim = KvDim, len = Pos[t0 + r / Group] + 1;
+            var qv = QRow(r, t0, kvh);
+            sc = sc[..len];
             for (int j = 0; j < len; j++) sc[j] = TensorPrimitives.Dot(qv, kCache.AsSpan(j * kvDim + kvh * d, d)) * Scale;
-            Tensors.Kernels.Ops.Softmax(sc);
+            Ops.Softmax(sc);
+            var o = Out(r, t0, kvh);
             o.Clear();
             for (int j = 0; j < len; j++) TensorPrimitives.MultiplyAdd(vCache.AsSpan(j * kvDim + kvh * d, d), sc[j], o, o);
         }
@@ -58,4 +114,7 @@ public static class Attention
     [ThreadStatic] private static float[]? scratch;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float[] Scratch(int n) => scratch is { } s && s.Length >= n ? s : scratch = new float[Math.Max(n, 1024)];
+
+    [ThreadStatic] private static int[]? starts;
+    private static int[] BlockStarts(int n) => starts is { } s && s.Length >= n ? s : starts = new int[Math.Max(n, 64)];
 }

@@ -179,7 +179,7 @@ public sealed class LlamaModel : IDisposable
             for (int t = 0; t < n; t++) Ops.RmsNorm(s.X.AsSpan(t * dim, dim), L.FfnNorm, s.Xb.AsSpan(t * dim, dim), c.RmsEps);
             L.WGate.Forward(s.Xb, s.Hb, n, threads);
             L.WUp.Forward(s.Xb, s.Hb2, n, threads);
-            Ops.SwiGlu(s.Hb.AsSpan(0, n * c.FfnDim), s.Hb2.AsSpan(0, n * c.FfnDim));
+            Ops.SwiGlu(s.Hb.AsSpan(0, n * c.FfnDim), s.Hb2.AsSpan(0, n * c.FfnDim), threads);
             L.WDown.Forward(s.Hb, s.Xb, n, threads);
             TensorPrimitives.Add(s.X.AsSpan(0, n * dim), s.Xb.AsSpan(0, n * dim), s.X.AsSpan(0, n * dim));
         }
