@@ -6,7 +6,7 @@ using OpenWeights.Tensors.Quant;
 namespace OpenWeights.Tensors.Tests.Kernels;
 
 /// <summary>
-/// Q4_0, Q5_0, Q8_0 and F16 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
+/// Q4_0, Q5_0, Q8_0, F16 and Q4_K weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
 /// reference bit for bit, the reference equals the F32 dot of the dequantized rows, and MatMul over the repacked
 /// copy agrees with MatMul over the GGUF rows and stays batch invariant.
 /// </summary>
@@ -38,6 +38,7 @@ public unsafe class InterleavedTests
         {
             QuantDot.QuantizeActivation(layout.Activation, xf + t * n, px + t * stride, n);
             if (layout.Activation == GgmlType.Q8_0) { BlockQ8_0.DequantizeScalar(new ReadOnlySpan<byte>(px + t * stride, n / 32 * 34), xd.AsSpan(t * n, n)); continue; }
+            if (layout.Activation == GgmlType.Q8_K) { BlockQ8_K.Dequantize(new ReadOnlySpan<byte>(px + t * stride, n / 256 * 292), xd.AsSpan(t * n, n)); continue; }
             for (int i = 0; i < n; i++) // F16: rounded, then scaled by a power of two (exactly undone here)
             {
                 float* row = (float*)(px + t * stride);
@@ -53,16 +54,17 @@ public unsafe class InterleavedTests
     [InlineData(GgmlType.Q5_0)]
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.Q4_K)]
     public void Interleaved_kernels_match_the_scalar_reference_bit_for_bit_and_the_f32_dot(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var layout = InterleavedLayout.For(type);
         var rng = new Random(41 + (int)type);
         const int rows = 16, tokens = 6; // 2 groups, 6 tokens: every kernel shape
-        foreach (int blocks in new[] { 1, 2, 3, 5, 8, 17, 24 })
+        foreach (int blocks in type == GgmlType.Q4_K ? new[] { 1, 2, 3, 5 } : new[] { 1, 2, 3, 5, 8, 17, 24 })
             for (int offset = 0; offset < 4; offset++)
             {
-                int n = blocks * 32;
+                int n = blocks * Math.Max(32, layout.BlockValues);
                 long rb = GgmlTypes.RowBytes(type, n), gb = layout.GroupBytes(n);
                 var w = RandomRows(type, rng, rows, n);
                 var packed = new byte[layout.Bytes(rows, n) + 8];
@@ -201,11 +203,12 @@ public unsafe class InterleavedTests
     [InlineData(GgmlType.Q5_0)]
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.Q4_K)]
     public void MatMul_over_the_repacked_copy_matches_the_gguf_rows_and_is_batch_invariant(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var rng = new Random(47);
-        int rows = 40, cols = 320;
+        int rows = 40, cols = type == GgmlType.Q4_K ? 512 : 320;
         var w = RandomRows(type, rng, rows, cols);
         fixed (byte* pw = w)
         {

@@ -3,13 +3,14 @@ using OpenWeights.Models.Synthetic;
 
 namespace OpenWeights.Tests.Models;
 
-/// <summary>A Q4_0, Q8_0 or F16 model loaded for inference multiplies with interleaved weight copies; its logits match the GGUF rows'.</summary>
+/// <summary>A Q4_0, Q8_0, F16 or Q4_K model loaded for inference multiplies with interleaved weight copies; its logits match the GGUF rows'.</summary>
 public class RepackTests
 {
     [Theory]
     [InlineData("pure-q4_0")]
     [InlineData("q8_0")]
     [InlineData("f16")]
+    [InlineData("pure-q4_k")]
     public void Model_repacks_its_projections_and_keeps_its_logits(string type)
     {
         using var dir = new TempDir();

@@ -58,6 +58,11 @@ public readonly unsafe struct InterleavedLayout
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q5_0x8.BlockBytes, BlockValues = 32, Repack = &Q5_0x8.Repack,
             DotGroups = &Q5_0x8.DotGroupsAvx2, Dot4 = &Q5_0x8.DotAvx2x4, DotScalar = &Q5_0x8.DotScalar, DecodeRow = &Q5_0x8.DecodeRow,
         },
+        GgmlType.Q4_K => new()
+        {
+            Type = type, Activation = GgmlType.Q8_K, ActivationScale = 1, BlockBytes = Q4_Kx8.BlockBytes, BlockValues = 256, Repack = &Q4_Kx8.Repack,
+            DotGroups = &Q4_Kx8.DotGroupsAvx2, Dot4 = &Q4_Kx8.DotAvx2x4, DotScalar = &Q4_Kx8.DotScalar, DecodeRow = &Q4_Kx8.DecodeRow,
+        },
         GgmlType.Q8_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q8_0x8.BlockBytes, BlockValues = 32, Repack = &Q8_0x8.Repack,

@@ -104,7 +104,7 @@ public static unsafe class Q4_0x8
 
     /// <summary>Σ over the 32 values of one block as 16 int16 lanes (lanes 2j, 2j+1: row j), with a: the activation block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> BlockPairs(Vector256<byte> lo0, Vector256<byte> hi0, Vector256<byte> lo1, Vector256<byte> hi1,
+    internal static Vector256<short> BlockPairs(Vector256<byte> lo0, Vector256<byte> hi0, Vector256<byte> lo1, Vector256<byte> hi1,
         Vector256<byte> lo2, Vector256<byte> hi2, Vector256<byte> lo3, Vector256<byte> hi3, byte* a)
     {
         // u ∈ [0, 15], a ∈ [−127, 127]: each pmaddubsw lane |u0·a0 + u1·a1| ≤ 3810, 8 of them ≤ 30480: no int16 overflow
