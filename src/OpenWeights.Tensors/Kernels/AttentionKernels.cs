@@ -67,36 +67,9 @@ public static unsafe class AttentionKernels
     /// <summary>o = Σ_j p[j]·v[j·stride ..+d], j in [0, p.Length), d = o.Length. v: (p.Length, stride).</summary>
     public static void WeightedSum(ReadOnlySpan<float> p, ReadOnlySpan<float> v, int stride, Span<float> o)
     {
-        int d = o.Length, len = p.Length;
-        if (!Supported(d)) { WeightedSumScalar(p, v, stride, o); return; }
-        if (len > 0 && (long)(len - 1) * stride + d > v.Length) throw new ArgumentException("attention weighted sum: buffers too small");
-        fixed (float* pp = p, pv = v, po = o)
-        {
-            int c = 0;
-            for (; c + 64 <= d; c += 64)
-            {
-                var o0 = Vector256<float>.Zero; var o1 = Vector256<float>.Zero; var o2 = Vector256<float>.Zero; var o3 = Vector256<float>.Zero;
-                var o4 = Vector256<float>.Zero; var o5 = Vector256<float>.Zero; var o6 = Vector256<float>.Zero; var o7 = Vector256<float>.Zero;
-                float* vj = pv + c;
-                for (int j = 0; j < len; j++, vj += stride)
-                {
-                    var w = Vector256.Create(pp[j]);
-                    o0 = Fma.MultiplyAdd(Vector256.Load(vj), w, o0); o1 = Fma.MultiplyAdd(Vector256.Load(vj + 8), w, o1);
-                    o2 = Fma.MultiplyAdd(Vector256.Load(vj + 16), w, o2); o3 = Fma.MultiplyAdd(Vector256.Load(vj + 24), w, o3);
-                    o4 = Fma.MultiplyAdd(Vector256.Load(vj + 32), w, o4); o5 = Fma.MultiplyAdd(Vector256.Load(vj + 40), w, o5);
-                    o6 = Fma.MultiplyAdd(Vector256.Load(vj + 48), w, o6); o7 = Fma.MultiplyAdd(Vector256.Load(vj + 56), w, o7);
-                }
-                o0.Store(po + c); o1.Store(po + c + 8); o2.Store(po + c + 16); o3.Store(po + c + 24);
-                o4.Store(po + c + 32); o5.Store(po + c + 40); o6.Store(po + c + 48); o7.Store(po + c + 56);
-            }
-            for (; c < d; c += 8)
-            {
-                var acc = Vector256<float>.Zero;
-                float* vj = pv + c;
-                for (int j = 0; j < len; j++, vj += stride) acc = Fma.MultiplyAdd(Vector256.Load(vj), Vector256.Create(pp[j]), acc);
-                acc.Store(po + c);
-            }
-        }
+        if (!Supported(o.Length)) { WeightedSumScalar(p, v, stride, o); return; }
+        o.Clear();
+        WeightedSumAccumulate(p, v, stride, o);
     }
 
     /// <summary>

@@ -126,7 +126,7 @@ public static unsafe class Q4_0x8
 
     /// <summary>The 8 rows' block scales (f16 at the block's start) as F32, exactly (<see cref="QuantDot.F16ToF32"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Scales(byte* b) => QuantDot.F16ToF32(Avx2.ConvertToVector256Int32((short*)b));
+    internal static Vector256<float> Scales(byte* b) => QuantDot.F16ToF32(Avx2.ConvertToVector256Int32((short*)b));
 
     /// <summary>AVX2: consecutive groups (groupBytes apart) against one activation row; y: (8·groups).</summary>
     public static void DotGroupsAvx2(byte* w, long groupBytes, int groups, byte* x, int n, float* y)
@@ -157,7 +157,7 @@ public static unsafe class Q4_0x8
 
     /// <summary>4 values of each row (lo: values 4c.., hi: 16 + 4c..) against one activation block a, added to 16 int16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Quarter(Vector256<short> acc, Vector256<byte> lo, Vector256<byte> hi, byte* a) =>
+    internal static Vector256<short> Quarter(Vector256<short> acc, Vector256<byte> lo, Vector256<byte> hi, byte* a) =>
         acc + Avx2.MultiplyAddAdjacent(lo, Avx2.BroadcastScalarToVector256((int*)a).AsSByte())
             + Avx2.MultiplyAddAdjacent(hi, Avx2.BroadcastScalarToVector256((int*)(a + 16)).AsSByte());
 

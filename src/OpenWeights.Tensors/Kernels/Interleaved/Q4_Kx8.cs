@@ -147,9 +147,6 @@ public static unsafe class Q4_Kx8
         return Fma.MultiplyAdd(negMin * dy, Vector256.ConvertToSingle(msum), acc);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Scales(byte* b) => QuantDot.F16ToF32(Avx2.ConvertToVector256Int32((short*)b));
-
     /// <summary>AVX2: consecutive groups (groupBytes apart) against one activation row; y: (8·groups).</summary>
     public static void DotGroupsAvx2(byte* w, long groupBytes, int groups, byte* x, int n, float* y)
     {
@@ -177,16 +174,10 @@ public static unsafe class Q4_Kx8
             }
             byte* m = b + MinOffset;
             var msum = MinSums(Pairs(m, m + 8), Pairs(m + 16, m + 24), Pairs(m + 32, m + 40), Pairs(m + 48, m + 56), (short*)(xa + 260));
-            acc = Accumulate(acc, isum, msum, Scales(b), -Scales(b + 16), xa);
+            acc = Accumulate(acc, isum, msum, Q4_0x8.Scales(b), -Q4_0x8.Scales(b + 16), xa);
         }
         acc.Store(y);
     }
-
-    /// <summary>4 values of each row (lo: 4c.., hi: 16 + 4c..) against one activation sub-block a, added to 16 int16 lanes.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Quarter(Vector256<short> acc, Vector256<byte> lo, Vector256<byte> hi, byte* a) =>
-        acc + Avx2.MultiplyAddAdjacent(lo, Avx2.BroadcastScalarToVector256((int*)a).AsSByte())
-            + Avx2.MultiplyAddAdjacent(hi, Avx2.BroadcastScalarToVector256((int*)(a + 16)).AsSByte());
 
     /// <summary>AVX2: one group (8 rows) against 4 activation rows x + t·xStride; y[t·yStride + j].</summary>
     public static void DotAvx2x4(byte* wg, byte* x, int xStride, int n, float* y, int yStride)
@@ -209,7 +200,7 @@ public static unsafe class Q4_Kx8
                     var p = Vector256.Load(q + 32 * c);
                     var lo = p & mask; var hi = Avx2.ShiftRightLogical(p.AsUInt16(), 4).AsByte() & mask;
                     int oc = oa + 4 * c;
-                    q0 = Quarter(q0, lo, hi, x + oc); q1 = Quarter(q1, lo, hi, x1 + oc); q2 = Quarter(q2, lo, hi, x2 + oc); q3 = Quarter(q3, lo, hi, x3 + oc);
+                    q0 = Q4_0x8.Quarter(q0, lo, hi, x + oc); q1 = Q4_0x8.Quarter(q1, lo, hi, x1 + oc); q2 = Q4_0x8.Quarter(q2, lo, hi, x2 + oc); q3 = Q4_0x8.Quarter(q3, lo, hi, x3 + oc);
                 }
                 var sc = Pairs(b + ScOffset + 8 * s);
                 i0 += Avx2.MultiplyAddAdjacent(q0, sc); i1 += Avx2.MultiplyAddAdjacent(q1, sc);
@@ -217,7 +208,7 @@ public static unsafe class Q4_Kx8
             }
             byte* m = b + MinOffset;
             Vector256<short> m01 = Pairs(m, m + 8), m23 = Pairs(m + 16, m + 24), m45 = Pairs(m + 32, m + 40), m67 = Pairs(m + 48, m + 56);
-            var d = Scales(b); var negMin = -Scales(b + 16);
+            var d = Q4_0x8.Scales(b); var negMin = -Q4_0x8.Scales(b + 16);
             acc0 = Accumulate(acc0, i0, MinSums(m01, m23, m45, m67, (short*)(x + o + 260)), d, negMin, x + o);
             acc1 = Accumulate(acc1, i1, MinSums(m01, m23, m45, m67, (short*)(x1 + o + 260)), d, negMin, x1 + o);
             acc2 = Accumulate(acc2, i2, MinSums(m01, m23, m45, m67, (short*)(x2 + o + 260)), d, negMin, x2 + o);

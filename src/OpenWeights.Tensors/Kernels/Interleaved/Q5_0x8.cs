@@ -105,10 +105,6 @@ public static unsafe class Q5_0x8
         }
     }
 
-    /// <summary>The 8 rows' block scales as F32, exactly.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Scales(byte* b) => QuantDot.F16ToF32(Avx2.ConvertToVector256Int32((short*)b));
-
     /// <summary>
     /// The unsigned 5-bit values of byte column c: lo = values 4c + k, hi = 16 + 4c + k (k = 0..3) of each row, from
     /// the nibbles p and the 5th bits h (bit c for lo, bit c + 4 for hi, moved to bit 4; bits that cross into the
@@ -163,7 +159,7 @@ public static unsafe class Q5_0x8
             var s = Pair(l0, h0, l1, h1, a);
             var (l2, h2) = Unpack(b, 2, h); var (l3, h3) = Unpack(b, 3, h);
             s += Pair(l2, h2, l3, h3, a + 8);
-            acc = Accumulate(acc, s, Scales(b), dx + i, sx + i);
+            acc = Accumulate(acc, s, Q4_0x8.Scales(b), dx + i, sx + i);
         }
         acc.Store(y);
     }
@@ -187,7 +183,7 @@ public static unsafe class Q5_0x8
             var (l2, h2) = Unpack(b, 2, h); var (l3, h3) = Unpack(b, 3, h);
             q0 += Pair(l2, h2, l3, h3, x + o + 8); q1 += Pair(l2, h2, l3, h3, x1 + o + 8);
             q2 += Pair(l2, h2, l3, h3, x2 + o + 8); q3 += Pair(l2, h2, l3, h3, x3 + o + 8);
-            var dw = Scales(b);
+            var dw = Q4_0x8.Scales(b);
             acc0 = Accumulate(acc0, q0, dw, d0 + i, s0 + i);
             acc1 = Accumulate(acc1, q1, dw, d1 + i, s1 + i);
             acc2 = Accumulate(acc2, q2, dw, d2 + i, s2 + i);

@@ -105,10 +105,6 @@ public static unsafe class Q8_0x8
         Sse.Prefetch0(p); Sse.Prefetch0(p + 64); Sse.Prefetch0(p + 128); Sse.Prefetch0(p + 192); Sse.Prefetch0(p + 256);
     }
 
-    /// <summary>The 8 rows' block scales (f16 at the block's start) as F32, exactly (<see cref="QuantDot.F16ToF32"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Scales(byte* b) => QuantDot.F16ToF32(Avx2.ConvertToVector256Int32((short*)b));
-
     /// <summary>AVX2: consecutive groups (groupBytes apart) against one activation row; y: (8·groups).</summary>
     public static void DotGroupsAvx2(byte* w, long groupBytes, int groups, byte* x, int n, float* y)
     {
@@ -132,7 +128,7 @@ public static unsafe class Q8_0x8
                 var w = Vector256.Load((sbyte*)(b + 16 + 32 * c));
                 s = Quad(s, Avx2.Abs(w), w, a + 4 * c);
             }
-            acc = Accumulate(acc, s, Scales(b), dx + i);
+            acc = Accumulate(acc, s, Q4_0x8.Scales(b), dx + i);
         }
         acc.Store(y);
     }
@@ -156,7 +152,7 @@ public static unsafe class Q8_0x8
                 int oc = o + 4 * c;
                 s0 = Quad(s0, aw, w, x + oc); s1 = Quad(s1, aw, w, x1 + oc); s2 = Quad(s2, aw, w, x2 + oc); s3 = Quad(s3, aw, w, x3 + oc);
             }
-            var dw = Scales(b);
+            var dw = Q4_0x8.Scales(b);
             acc0 = Accumulate(acc0, s0, dw, d0 + i);
             acc1 = Accumulate(acc1, s1, dw, d1 + i);
             acc2 = Accumulate(acc2, s2, dw, d2 + i);
