@@ -44,8 +44,8 @@ public sealed unsafe class WeightMatrix
     public bool Repack(bool releaseMappedSource = false)
     {
         if (packed is not null) return true;
+        if (RepackBytes == 0) return false;
         var l = InterleavedLayout.For(Type);
-        if (!RepackEnabled || !l.Fits(Rows, Cols)) return false;
         var buf = new NativeBuffer(l.Bytes(Rows, Cols));
         // a slice of groups at a time, each slice's source pages released once copied: the source and its copy are
         // never both resident in full
@@ -62,6 +62,20 @@ public sealed unsafe class WeightMatrix
         layout = l;
         packed = buf;
         return true;
+    }
+
+    /// <summary>
+    /// Bytes <see cref="Repack"/> would allocate; 0 where it would not repack: repacking off, no layout for the type or
+    /// shape, or no AVX2 kernels on this CPU (the layouts' scalar references are slower than the row kernels').
+    /// </summary>
+    public long RepackBytes
+    {
+        get
+        {
+            if (packed is not null || !RepackEnabled || !QuantDot.Avx2Path || QuantDot.UseF32Reference) return 0;
+            var l = InterleavedLayout.For(Type);
+            return l.Fits(Rows, Cols) ? l.Bytes(Rows, Cols) : 0;
+        }
     }
 
     /// <summary>Frees the interleaved copy (MatMul goes back to <see cref="Data"/>).</summary>

@@ -74,6 +74,9 @@ public static class HardwareProbe
 
     // ---- RAM ---------------------------------------------------------------------------------
 
+    /// <summary>Memory a new allocation can take without swapping (MemAvailable, capped by a cgroup limit).</summary>
+    public static long AvailableMemoryBytes() => ProbeRam().available;
+
     private static (long total, long available, string source) ProbeRam()
     {
         long total = 0, avail = 0;

@@ -27,7 +27,7 @@ public class RepackTests
         using var plain = LlamaModel.Load(path, repack: false);
         using var packed = LlamaModel.Load(path);
         Assert.DoesNotContain(plain.Layers.SelectMany(l => l.Projections), p => p.Weight.IsRepacked);
-        if (!OpenWeights.Tensors.Kernels.WeightMatrix.RepackEnabled) Assert.Skip("OPENWEIGHTS_NO_REPACK=1 is set");
+        SkipUnlessRepacking();
         Assert.All(packed.Layers.SelectMany(l => l.Projections), p => Assert.True(p.Weight.IsRepacked, p.Name));
         var a = Logits(plain); var b = Logits(packed);
         double max = a.Max(Math.Abs), diff = 0;
@@ -38,5 +38,46 @@ public class RepackTests
         double tol = type == "f16" ? 2e-3 : 1e-4;
         Assert.True(diff <= tol * max, $"max |diff| {diff} vs max |logit| {max}");
         Assert.Equal(a.Length, b.Length);
+    }
+
+    private static void SkipUnlessRepacking()
+    {
+        if (!OpenWeights.Tensors.Kernels.WeightMatrix.RepackEnabled) Assert.Skip("OPENWEIGHTS_NO_REPACK=1 is set");
+        if (!(System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported))
+            Assert.Skip("no AVX2/FMA: weights are not repacked on this CPU");
+    }
+
+    /// <summary>
+    /// The released file pages read back from the file: after repacking (which hands each tensor's mapped pages back to
+    /// the OS) every tensor's bytes through the map still equal the file's bytes.
+    /// </summary>
+    [Fact]
+    public void Released_pages_read_back_the_file()
+    {
+        SkipUnlessRepacking();
+        using var dir = new TempDir();
+        var path = dir.File("release.gguf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse("q8_0"), path, threads: 2);
+        var bytes = File.ReadAllBytes(path);
+        using var model = LlamaModel.Load(path);
+        Assert.Contains(model.Layers.SelectMany(l => l.Projections), p => p.Weight.IsRepacked);
+        var g = (OpenWeights.Formats.Gguf.GgufFile)model.Source;
+        foreach (var t in g.Tensors)
+            Assert.True(g.TensorData(t).SequenceEqual(bytes.AsSpan((int)(g.DataOffset + t.Offset), (int)t.ByteSize)), t.Name);
+    }
+
+    /// <summary>Without room for the copies nothing is repacked (the model runs from the file map); with room, all is.</summary>
+    [Fact]
+    public void Without_room_for_the_copies_nothing_is_repacked()
+    {
+        SkipUnlessRepacking();
+        using var dir = new TempDir();
+        var path = dir.File("noroom.gguf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse("q8_0"), path, threads: 2);
+        using var model = LlamaModel.Load(path, repack: false);
+        Assert.Equal(0, model.RepackWeights(availableBytes: 256L << 20)); // all of it the 256 MiB margin: no room
+        Assert.DoesNotContain(model.Layers.SelectMany(l => l.Projections), p => p.Weight.IsRepacked);
+        Assert.True(model.RepackWeights(availableBytes: 64L << 30) > 0);
+        Assert.All(model.Layers.SelectMany(l => l.Projections), p => Assert.True(p.Weight.IsRepacked, p.Name));
     }
 }

@@ -45,11 +45,16 @@ public sealed class LlamaModel : IDisposable
     /// <summary>
     /// Gives every projection that has one its interleaved copy for the inference kernels (<see cref="WeightMatrix.Repack"/>),
     /// the matrices in parallel; the file-mapped pages of repacked tensors (GGUF, safetensors) are handed back to the OS.
-    /// Returns the number of matrices repacked.
+    /// The copies are ordinary memory, which the OS cannot page out as it can a file map: when they would not fit in
+    /// <paramref name="availableBytes"/> (default: the memory available now) less 256 MiB, nothing is repacked and the
+    /// weights stay in the file map (slower kernels, but a model larger than RAM still runs). Returns the number of
+    /// matrices repacked.
     /// </summary>
-    public int RepackWeights()
+    public int RepackWeights(long? availableBytes = null)
     {
         var all = Layers.SelectMany(l => l.Projections).Append(Output).DistinctBy(p => p.Weight).ToArray();
+        long need = all.Sum(p => p.Weight.RepackBytes);
+        if (need == 0 || need > (availableBytes ?? Hardware.HardwareProbe.AvailableMemoryBytes()) - (256L << 20)) return 0;
         int done = 0;
         Parallel.ForEach(all, p =>
         {
