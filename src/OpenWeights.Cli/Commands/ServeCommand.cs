@@ -53,7 +53,10 @@ public static class ServeCommand
                 AccessLog = err,
                 AccessLogFormat = pr.GetValue(logFormat) == "json" ? AccessLogFormat.Json : AccessLogFormat.Text,
             };
-            // the first Ctrl-C / SIGTERM stops gracefully; a second one terminates at once (default signal handling)
+            // The first Ctrl-C / SIGTERM stops gracefully; a second one terminates at once (default signal handling).
+            // Nothing else may handle them: the host has no ConsoleLifetime (OpenWeightsServer.Build), and Cli.Run's
+            // synchronous Invoke installs no System.CommandLine handler (InvokeAsync would: it forces exit 130/143 after
+            // its ProcessTerminationTimeout, 2 s, cutting the grace period short).
             using var stop = new StopSignal(ct, err, $"stopping: running replies may finish for {grace:0.#} s (Ctrl-C again quits at once)");
             await using var app = OpenWeightsServer.Build(options);
             await app.StartAsync(CancellationToken.None);
