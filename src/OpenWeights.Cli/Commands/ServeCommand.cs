@@ -54,9 +54,10 @@ public static class ServeCommand
                 AccessLogFormat = pr.GetValue(logFormat) == "json" ? AccessLogFormat.Json : AccessLogFormat.Text,
             };
             // The first Ctrl-C / SIGTERM stops gracefully; a second one terminates at once (default signal handling).
-            // Nothing else may handle them: the host has no ConsoleLifetime (OpenWeightsServer.Build), and Cli.Run's
-            // synchronous Invoke installs no System.CommandLine handler (InvokeAsync would: it forces exit 130/143 after
-            // its ProcessTerminationTimeout, 2 s, cutting the grace period short).
+            // Nothing else may handle them: the host has no ConsoleLifetime (OpenWeightsServer.Build), and System.CommandLine
+            // 2.0.0 installs none (its ProcessTerminationTimeout ships null, dotnet/command-line-api#2739). A version with the
+            // documented 2 s default would force exit 130/143 two seconds after the signal, cutting the grace period short:
+            // then set ProcessTerminationTimeout = null in Cli.Run.
             using var stop = new StopSignal(ct, err, $"stopping: running replies may finish for {grace:0.#} s (Ctrl-C again quits at once)");
             await using var app = OpenWeightsServer.Build(options);
             await app.StartAsync(CancellationToken.None);
