@@ -18,6 +18,7 @@ public sealed class ModelHost : IDisposable
     private readonly ChatFormatter? formatter;
     private readonly string? formatterError;
     private readonly SemaphoreSlim embedGate = new(1, 1);
+    private Timer? graceTimer;
 
     public ModelHost(ServerOptions options)
     {
@@ -46,6 +47,18 @@ public sealed class ModelHost : IDisposable
     public bool IsModel(string? id) =>
         id is null || id.Length == 0 || id == ModelId || id == Path.GetFileName(Options.ModelPath) || id == Options.ModelPath;
 
+    /// <summary>
+    /// The server is stopping: refuse new generations (503) at once, let running ones go on for <paramref name="grace"/>,
+    /// then end them as cancelled, so each stream still gets its final chunk and [DONE].
+    /// </summary>
+    public void BeginShutdown(TimeSpan grace)
+    {
+        Scheduler.StopAccepting();
+        if (grace <= TimeSpan.Zero) { Scheduler.CancelAll(); return; }
+        lock (embedGate)
+            graceTimer ??= new Timer(_ => Scheduler.CancelAll(), null, grace, Timeout.InfiniteTimeSpan); // the first call sets the deadline
+    }
+
     public async Task<float[]> EmbedAsync(int[] tokens, CancellationToken ct)
     {
         await embedGate.WaitAsync(ct);
@@ -55,6 +68,7 @@ public sealed class ModelHost : IDisposable
 
     public void Dispose()
     {
+        lock (embedGate) graceTimer?.Dispose();
         Scheduler.Dispose();
         Model.Dispose();
     }

@@ -17,7 +17,7 @@ public static class OpenAiEndpoints
 {
     private static readonly JsonSerializerOptions Compact = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    /// <summary>API key check, error shaping and request counting for every request.</summary>
+    /// <summary>API key check and error shaping for every request.</summary>
     public static IApplicationBuilder UseOpenAiErrors(this IApplicationBuilder app) => app.Use(async (ctx, next) =>
     {
         var host = ctx.RequestServices.GetRequiredService<ModelHost>();
@@ -39,7 +39,6 @@ public static class OpenAiEndpoints
         catch (OpenWeightsException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(400, e.Message)); }
         catch (BadHttpRequestException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(e.StatusCode, e.Message)); }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { /* client gone */ }
-        finally { host.Metrics.RecordRequest(endpoint, ctx.Response.StatusCode); }
     });
 
     private static Task WriteError(HttpContext ctx, ApiException e)
@@ -81,8 +80,7 @@ public static class OpenAiEndpoints
     private static async Task<OpenAiRequest> Read(HttpContext ctx, ModelHost h)
     {
         var req = await OpenAiRequest.ReadAsync(new HttpRequestLike(ctx.Request.Body), h.Options.MaxRequestBodyBytes, ctx.RequestAborted);
-        string? model = req.String("model");
-        if (!h.IsModel(model)) throw new ApiException(404, $"the model '{model}' does not exist; this server serves '{h.ModelId}'", "model", "model_not_found");
+        req.String("model"); // any name is served by the one loaded model (clients hard-code gpt-4o); replies name the real one
         return req;
     }
 
@@ -95,10 +93,11 @@ public static class OpenAiEndpoints
                 "messages", "context_length_exceeded");
     }
 
-    private static JobOutput Start(ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n, CancellationToken ct)
+    private static JobOutput Start(ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n, HttpContext ctx)
     {
         var output = new JobOutput(n, h.Options.StreamBufferEvents);
-        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, output, ct)).ToList();
+        RequestLog.Track(ctx, output);
+        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, output, ctx.RequestAborted)).ToList();
         h.Scheduler.Submit(jobs);
         return output;
     }
@@ -159,7 +158,7 @@ public static class OpenAiEndpoints
         bool parseTools = tools is not null;
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var events = Start(h, prompt, Options, n, ctx.RequestAborted);
+        var events = Start(h, prompt, Options, n, ctx);
 
         if (!stream)
         {
@@ -353,7 +352,7 @@ public static class OpenAiEndpoints
         bool stream = req.Bool("stream");
         bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
         var (logprobs, top) = req.Logprobs(chat: false);
-        var events = Start(h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx.RequestAborted);
+        var events = Start(h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx);
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         JsonObject Wrap(JsonArray choices) => new()
@@ -454,6 +453,7 @@ public static class OpenAiEndpoints
             else { var arr = new JsonArray(); foreach (var x in e) arr.Add(x); vec = arr; }
             data.Add(new JsonObject { ["object"] = "embedding", ["index"] = i, ["embedding"] = vec });
         }
+        RequestLog.InputTokens(ctx, tokens);
         await WriteJson(ctx, new JsonObject
         {
             ["object"] = "list", ["data"] = data, ["model"] = h.ModelId,

@@ -76,13 +76,14 @@ internal sealed class OpenAiRequest(JsonObject body)
         int maxTokens = (int)Math.Min(max ?? room, room);
         var bias = LogitBias(host.Tokenizer.VocabSize);
         long? seed = Body["seed"] is null ? null : Integer("seed", long.MinValue, long.MaxValue);
+        var d = SamplingOptions.Default; // the CLI's defaults
         var sampling = new SamplingOptions
         {
-            Temperature = (float)(Number("temperature", 0, 2) ?? 1.0),
-            TopP = (float)(Number("top_p", 0, 1, minExclusive: true) ?? 1.0),
-            TopK = (int)(Integer("top_k", 0, int.MaxValue) ?? 0),
-            MinP = (float)(Number("min_p", 0, 1) ?? 0),
-            RepeatPenalty = (float)(Number("repeat_penalty", 0, 10, minExclusive: true) ?? 1.0),
+            Temperature = (float?)Number("temperature", 0, 2) ?? d.Temperature,
+            TopP = (float?)Number("top_p", 0, 1, minExclusive: true) ?? d.TopP,
+            TopK = (int?)Integer("top_k", 0, int.MaxValue) ?? d.TopK,
+            MinP = (float?)Number("min_p", 0, 1) ?? d.MinP,
+            RepeatPenalty = (float?)Number("repeat_penalty", 0, 10, minExclusive: true) ?? d.RepeatPenalty,
             PresencePenalty = (float)(Number("presence_penalty", -2, 2) ?? 0),
             FrequencyPenalty = (float)(Number("frequency_penalty", -2, 2) ?? 0),
             PenaltyLastN = -1,

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace OpenWeights.Server;
@@ -9,9 +10,13 @@ namespace OpenWeights.Server;
 /// <summary>Builds the OpenAI-compatible server for one model.</summary>
 public static class OpenWeightsServer
 {
+    /// <summary>Kestrel's share of the shutdown beyond the grace period: time for cut-off streams to write their last chunk.</summary>
+    public static readonly TimeSpan ShutdownMargin = TimeSpan.FromSeconds(5);
+
     /// <summary>Registers the model host (loads the model) and the server's settings.</summary>
     public static IServiceCollection AddOpenWeightsServer(this IServiceCollection services, ServerOptions options)
     {
+        if (options.ShutdownTimeout < TimeSpan.Zero) throw new OpenWeightsException($"the shutdown timeout {options.ShutdownTimeout.TotalSeconds} s must be >= 0");
         services.AddSingleton(options);
         services.AddSingleton(_ => new ModelHost(options));
         services.AddRouting();
@@ -20,20 +25,28 @@ public static class OpenWeightsServer
             k.Limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
             k.AddServerHeader = false;
         });
+        // stopping waits for running requests: the grace period, then the cut-off streams' last chunks
+        services.Configure<HostOptions>(h => h.ShutdownTimeout = options.ShutdownTimeout + ShutdownMargin);
         return services;
     }
 
-    /// <summary>The request pipeline: errors and API key, then the endpoints.</summary>
+    /// <summary>The request pipeline: access log and metrics, errors and API key, then the endpoints.</summary>
     public static IApplicationBuilder UseOpenWeightsServer(this IApplicationBuilder app)
     {
-        app.ApplicationServices.GetRequiredService<ModelHost>(); // load the model before the first request
+        var host = app.ApplicationServices.GetRequiredService<ModelHost>(); // load the model before the first request
+        app.ApplicationServices.GetService<IHostApplicationLifetime>()?.ApplicationStopping.Register(() => host.BeginShutdown(host.Options.ShutdownTimeout));
+        app.UseRequestLog();
         app.UseOpenAiErrors();
         app.UseRouting();
         app.UseEndpoints(e => e.MapOpenAi());
         return app;
     }
 
-    /// <summary>A Kestrel server listening on options.Host:options.Port (127.0.0.1 unless told otherwise).</summary>
+    /// <summary>
+    /// A Kestrel server listening on options.Host:options.Port (127.0.0.1 unless told otherwise). It installs no signal
+    /// handlers (no console lifetime): the caller decides what SIGINT/SIGTERM do and calls StopAsync, which lets running
+    /// replies finish for <see cref="ServerOptions.ShutdownTimeout"/> and then ends them cleanly (`openweights serve` does this).
+    /// </summary>
     public static WebApplication Build(ServerOptions options, Action<ILoggingBuilder>? logging = null)
     {
         var address = System.Net.IPAddress.Parse(ResolveHost(options.Host)); // fails before the model loads
@@ -41,12 +54,16 @@ public static class OpenWeightsServer
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         logging?.Invoke(builder.Logging);
+        builder.Services.AddSingleton<IHostLifetime, CallerStopsLifetime>();
         builder.Services.AddOpenWeightsServer(options);
         builder.WebHost.UseKestrel(k => k.Listen(address, options.Port));
         var app = builder.Build();
         app.UseOpenWeightsServer();
         return app;
     }
+
+    /// <summary>The address <paramref name="host"/> binds (localhost, *, + or an IP address).</summary>
+    public static System.Net.IPAddress Address(string host) => System.Net.IPAddress.Parse(ResolveHost(host));
 
     private static string ResolveHost(string host) => host switch
     {
@@ -55,4 +72,12 @@ public static class OpenWeightsServer
         _ when System.Net.IPAddress.TryParse(host, out _) => host,
         _ => throw new OpenWeightsException($"--host {host} must be an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost"),
     };
+
+    // ASP.NET's default ConsoleLifetime swallows SIGINT/SIGTERM (it only flags the host as stopping, which nobody awaits
+    // after StartAsync) and blocks Environment.Exit until the host is disposed; the caller owns the signals instead.
+    private sealed class CallerStopsLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
 }

@@ -3,21 +3,50 @@ using System.Text;
 
 namespace OpenWeights.Server;
 
-/// <summary>Counters behind GET /metrics (Prometheus text format).</summary>
+/// <summary>Counters and histograms behind GET /metrics (Prometheus text format).</summary>
 public sealed class ServerMetrics
 {
+    /// <summary>The most distinct endpoint labels kept; requests to further endpoints are counted under "other".</summary>
+    public const int MaxEndpoints = 32;
+    /// <summary>The label of requests that matched no route (404 scans share one series).</summary>
+    public const string Unmatched = "unmatched";
+
     private readonly object gate = new();
     private readonly Dictionary<(string Endpoint, int Status), long> requests = [];
+    private readonly Dictionary<string, Histogram> durations = [];
+    private readonly Histogram timeToFirstToken = Histogram.Latency(), interToken = Histogram.InterToken();
     private long promptTokens, generatedTokens, completions, cancelled;
     private long prefillTokens, decodeTokens;
     private double prefillSeconds, decodeSeconds;
     private long pausedSlotSteps, stalled;
     private int pausedNow, peakBuffered;
 
-    public void RecordRequest(string endpoint, int status)
+    /// <summary>
+    /// One routed request: <paramref name="endpoint"/> is its route template (a bounded set, never the raw path), or
+    /// <see cref="Unmatched"/>; <paramref name="status"/> the status the client got.
+    /// </summary>
+    public void RecordRequest(string endpoint, int status, TimeSpan duration)
     {
-        lock (gate) requests[(endpoint, status)] = requests.GetValueOrDefault((endpoint, status)) + 1;
+        lock (gate)
+        {
+            if (!durations.TryGetValue(endpoint, out var h))
+            {
+                if (durations.Count >= MaxEndpoints) endpoint = "other";
+                if (!durations.TryGetValue(endpoint, out h)) durations[endpoint] = h = Histogram.Latency();
+            }
+            requests[(endpoint, status)] = requests.GetValueOrDefault((endpoint, status)) + 1;
+            h.Observe(duration.TotalSeconds);
+        }
     }
+
+    /// <summary>From the request's arrival to its first generated token (queueing and prefill included).</summary>
+    public void ObserveTimeToFirstToken(TimeSpan t) => timeToFirstToken.Observe(t.TotalSeconds);
+
+    /// <summary>Between two consecutive tokens of one generation.</summary>
+    public void ObserveInterToken(TimeSpan t) => interToken.Observe(t.TotalSeconds);
+
+    public Histogram TimeToFirstToken => timeToFirstToken;
+    public Histogram InterTokenLatency => interToken;
 
     public void RecordCompletion(int prompt, int generated, bool wasCancelled = false)
     {
@@ -75,10 +104,21 @@ public sealed class ServerMetrics
             sb.Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
             foreach (var (labels, v) in values) sb.Append(name).Append(labels).Append(' ').Append(v.ToString("R", CultureInfo.InvariantCulture)).Append('\n');
         }
+        void Histograms(string name, string help, IEnumerable<(string Labels, Histogram H)> values)
+        {
+            sb.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n');
+            sb.Append("# TYPE ").Append(name).Append(" histogram\n");
+            foreach (var (labels, h) in values) h.Render(sb, name, labels);
+        }
         lock (gate)
         {
-            Metric("openweights_requests_total", "counter", "HTTP requests by endpoint and status.",
-                requests.OrderBy(r => r.Key.Endpoint).ThenBy(r => r.Key.Status).Select(r => ($"{{endpoint=\"{r.Key.Endpoint}\",status=\"{r.Key.Status}\"}}", (double)r.Value)));
+            Metric("openweights_requests_total", "counter", "HTTP requests by endpoint (route template) and status.",
+                requests.OrderBy(r => r.Key.Endpoint, StringComparer.Ordinal).ThenBy(r => r.Key.Status)
+                    .Select(r => ($"{{endpoint=\"{LabelValue(r.Key.Endpoint)}\",status=\"{r.Key.Status}\"}}", (double)r.Value)));
+            Histograms("openweights_request_duration_seconds", "Time from a request's arrival to its last byte, by endpoint (route template).",
+                durations.OrderBy(d => d.Key, StringComparer.Ordinal).Select(d => ($"endpoint=\"{LabelValue(d.Key)}\"", d.Value)));
+            Histograms("openweights_time_to_first_token_seconds", "Time from a completion request's arrival to its first generated token.", [("", timeToFirstToken)]);
+            Histograms("openweights_inter_token_latency_seconds", "Time between consecutive tokens of one generation.", [("", interToken)]);
             Metric("openweights_completions_total", "counter", "Finished generations (choices).", [("", completions)]);
             Metric("openweights_cancelled_total", "counter", "Generations stopped because the client went away.", [("", cancelled)]);
             Metric("openweights_prompt_tokens_total", "counter", "Prompt tokens of finished generations.", [("", promptTokens)]);
@@ -97,4 +137,7 @@ public sealed class ServerMetrics
         }
         return sb.ToString();
     }
+
+    /// <summary>A label value escaped as the text format requires: backslash, double quote and line feed.</summary>
+    public static string LabelValue(string v) => v.Replace("\\", "\\\\").Replace("\"", "\\\"").Replace("\n", "\\n");
 }

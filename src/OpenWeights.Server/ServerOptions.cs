@@ -28,6 +28,14 @@ public sealed record ServerOptions
     public long MaxRequestBodyBytes { get; init; } = 8 * 1024 * 1024;
     /// <summary>Events (about one per token) that may wait unread for one request before its generation pauses for the reader.</summary>
     public int StreamBufferEvents { get; init; } = 64;
+    /// <summary>
+    /// On shutdown (SIGINT/SIGTERM, or the host stopping), how long running replies may go on before they are ended as
+    /// cancelled (each stream still gets its final chunk and [DONE]); new requests are refused at once.
+    /// </summary>
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Where one line per request is written (method, path, status, tokens, time to first token, duration; never the prompt); null: nowhere.</summary>
+    public TextWriter? AccessLog { get; init; }
+    public AccessLogFormat AccessLogFormat { get; init; } = AccessLogFormat.Text;
     /// <summary>A streaming client that leaves its events unread this long (generation paused) is cut off and its slot freed.</summary>
     public TimeSpan StalledReaderTimeout { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>Builds the constraint for response_format (schema JSON, or null for any JSON object); null: response_format json answers 400.</summary>
@@ -38,3 +46,6 @@ public sealed record ServerOptions
     /// </summary>
     public Func<ChatFormatter, IReadOnlyList<ChatTool>, string?, ITokenConstraint>? ToolCallConstraintFactory { get; init; } = ToolCallConstraint.Create;
 }
+
+/// <summary>The access log's line format: text (one space-separated line) or json (one object per line).</summary>
+public enum AccessLogFormat { Text, Json }

@@ -13,11 +13,11 @@ public static class RunCommand
         var model = CommonOptions.Model();
         var prompt = new Argument<string>("prompt") { Description = "Text to continue" };
         var n = new Option<int>("-n", "--max-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 128 };
-        var temp = new Option<float>("--temp") { Description = "Temperature (0 = greedy)", DefaultValueFactory = _ => 0.8f };
-        var topK = new Option<int>("--top-k") { Description = "Top-k (0 = off)", DefaultValueFactory = _ => 40 };
-        var topP = new Option<float>("--top-p") { Description = "Top-p (1 = off)", DefaultValueFactory = _ => 0.95f };
-        var minP = new Option<float>("--min-p") { Description = "Min-p (0 = off)", DefaultValueFactory = _ => 0.05f };
-        var repeat = new Option<float>("--repeat-penalty") { Description = "Repetition penalty (1 = off)", DefaultValueFactory = _ => 1.0f };
+        var temp = new Option<float>("--temp") { Description = "Temperature (0 = greedy)", DefaultValueFactory = _ => SamplingOptions.Default.Temperature };
+        var topK = new Option<int>("--top-k") { Description = "Top-k (0 = off)", DefaultValueFactory = _ => SamplingOptions.Default.TopK };
+        var topP = new Option<float>("--top-p") { Description = "Top-p (1 = off)", DefaultValueFactory = _ => SamplingOptions.Default.TopP };
+        var minP = new Option<float>("--min-p") { Description = "Min-p (0 = off)", DefaultValueFactory = _ => SamplingOptions.Default.MinP };
+        var repeat = new Option<float>("--repeat-penalty") { Description = "Repetition penalty (1 = off)", DefaultValueFactory = _ => SamplingOptions.Default.RepeatPenalty };
         var presence = new Option<float>("--presence-penalty") { Description = "Presence penalty" };
         var frequency = new Option<float>("--frequency-penalty") { Description = "Frequency penalty" };
         var seed = new Option<ulong?>("--seed") { Description = "Random seed (same seed, same output)" };

@@ -26,6 +26,12 @@ public sealed record SamplingOptions
     /// <summary>Added to logits before anything else (OpenAI logit_bias); -inf bans a token.</summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 
+    /// <summary>
+    /// The defaults (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, as llama.cpp): the CLI's flags and the server's
+    /// request fields fall back to these, so `run`, `chat` and `serve` sample alike.
+    /// </summary>
+    public static SamplingOptions Default { get; } = new();
+
     public static SamplingOptions Greedy { get; } = new() { Temperature = 0 };
 
     public void Validate()
