@@ -7,13 +7,14 @@ namespace OpenWeights.Cli.Commands;
 public static partial class TuneAdvice
 {
     /// <summary>Fewer optimiser steps than this are too few at any learning rate (Adam's moment estimates are still settling).</summary>
-    public const int MinSteps = 30;
+    public const int MinSteps = 20;
 
     /// <summary>
     /// Below this peak learning rate × steps the adapter barely moves: B starts at zero and Adam moves each weight by
-    /// about the learning rate per step, so lr·steps bounds how far it can get (2e-4 × 100 steps = 0.02).
+    /// about the learning rate per step, so lr·steps bounds how far it can get. Measured (docs/FINE-TUNING.md): teaching
+    /// stories260K a new name changed its greedy output from lr·steps ≈ 0.014 on, not at 0.011 or below; 2e-4 × 75 = 0.015.
     /// </summary>
-    public const double MinLrSteps = 0.02;
+    public const double MinLrSteps = 0.015;
 
     /// <summary>The higher learning rate suggested besides more steps.</summary>
     public const float SuggestedLr = 1e-3f;

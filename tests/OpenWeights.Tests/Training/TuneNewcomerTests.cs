@@ -80,19 +80,20 @@ public class TuneNewcomerTests
         var (code, _, err) = Tune(model, data, dir.File("short"), "--max-steps", "3");
         Assert.True(code == 0, err);
         Assert.Contains("warning: 3 optimizer steps at --lr 1e-3 is usually too few", err);
-        Assert.Contains("--max-steps 30", err);
+        Assert.Contains("--max-steps 20", err);
 
-        // 8 unpacked examples, no validation: 8 steps an epoch, 4 epochs = 32 steps at 1e-3 (32 >= 30, 0.032 >= 0.02)
-        (code, _, err) = Tune(model, data, dir.File("long"), "--no-pack", "--val-split", "0", "--epochs", "4", "--checkpoint-every", "0", "--eval-every", "0");
+        // 8 unpacked examples, no validation: 8 steps an epoch, 3 epochs = 24 steps at 1e-3 (24 >= 20, 0.024 >= 0.015)
+        (code, _, err) = Tune(model, data, dir.File("long"), "--no-pack", "--val-split", "0", "--epochs", "3", "--checkpoint-every", "0", "--eval-every", "0");
         Assert.True(code == 0, err);
-        Assert.Contains("step 32/32", err);
+        Assert.Contains("step 24/24", err);
         Assert.DoesNotContain("warning", err);
     }
 
     [Theory]
-    [InlineData(6, 6, 2e-4f, false, "--epochs 17 (102 steps), or --lr 1e-3 --epochs 5 (30 steps)")]
-    [InlineData(3, 100, 2e-4f, true, "--max-steps 100, or --lr 1e-3 --max-steps 30")]
-    [InlineData(20, 10, 1e-2f, false, "try --epochs 3 (30 steps);")]
+    [InlineData(6, 6, 2e-4f, false, "--epochs 13 (78 steps), or --lr 1e-3 --epochs 4 (24 steps)")]
+    [InlineData(3, 100, 2e-4f, true, "--max-steps 75, or --lr 1e-3 --max-steps 20")]
+    [InlineData(12, 10, 1e-2f, false, "try --epochs 2 (20 steps);")]
+    [InlineData(74, 74, 2e-4f, false, "try --epochs 2 (148 steps)")]
     public void ShortRunAdviceNamesTheFlagsThatFixIt(int steps, int perEpoch, float lr, bool maxStepsLimits, string expected)
     {
         var w = TuneAdvice.ShortRun(steps, perEpoch, lr, maxStepsLimits);
@@ -101,8 +102,8 @@ public class TuneNewcomerTests
     }
 
     [Theory]
-    [InlineData(100, 2e-4f)]
-    [InlineData(30, 1e-3f)]
+    [InlineData(75, 2e-4f)]
+    [InlineData(20, 1e-3f)]
     [InlineData(400, 1e-4f)]
     public void LongEnoughRunsGetNoAdvice(int steps, float lr) => Assert.Null(TuneAdvice.ShortRun(steps, 10, lr, false));
 
