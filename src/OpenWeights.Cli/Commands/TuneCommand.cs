@@ -60,13 +60,7 @@ public static class TuneCommand
             var path = CommonOptions.ResolveModel(pr.GetValue(model)!);
             using var m = LlamaModel.Load(path, repack: false); // training decodes weight tiles itself: no interleaved copies
             var tok = Tokenizer.FromGguf(m.Source);
-            List<TrainExample> examples;
-            try { examples = TrainingData.Load(pr.GetValue(data)!, tok, templateSource, trainOnPrompt: pr.GetValue(trainOnPrompt)); }
-            catch (TrainingDataException e)
-            {
-                foreach (var line in e.ListedProblems()) err.WriteLine($"  {(line.StartsWith("line ", StringComparison.Ordinal) ? e.DataFile + " " : "")}{line}");
-                throw new OpenWeightsException(e.Summary + " (listed above)");
-            }
+            var examples = LoadData(pr.GetValue(data)!, tok, templateSource, pr.GetValue(trainOnPrompt), err);
             var (trainEx, valEx) = TrainingData.Split(examples, pr.GetValue(valSplit), pr.GetValue(seed));
             var train = TrainingData.Pack(trainEx, seqLen, !pr.GetValue(noPack));
             var val = TrainingData.Pack(valEx, seqLen, !pr.GetValue(noPack));
@@ -90,7 +84,7 @@ public static class TuneCommand
                 if (trainer.TryResume(dir)) err.WriteLine($"resuming at step {trainer.Step}/{trainer.TotalSteps}");
                 else err.WriteLine("no checkpoint to resume from; starting fresh");
             }
-            err.WriteLine($"{examples.Count} examples -> {train.Count} training / {val.Count} validation sequences; {lm.ParameterCount:N0} LoRA parameters; {trainer.TotalSteps} steps");
+            err.WriteLine($"{examples.Count} examples -> {train.Count} training / {val.Count} validation sequences; {lm.ParameterCount:N0} LoRA parameters; {trainer.TotalSteps} step{(trainer.TotalSteps == 1 ? "" : "s")}");
             int maxStepsValue = pr.GetValue(maxSteps);
             if (TuneAdvice.ShortRun(trainer.TotalSteps, trainer.StepsPerEpoch, pr.GetValue(lr), maxStepsValue > 0 && maxStepsValue < trainer.StepsPerEpoch * pr.GetValue(epochs)) is { } warning)
                 err.WriteLine(warning);
@@ -115,6 +109,17 @@ public static class TuneCommand
             return Task.FromResult(0);
         });
         return cmd;
+    }
+
+    /// <summary>Reads the training data; when lines are malformed, lists them one per line (file and line number) before the error.</summary>
+    private static List<TrainExample> LoadData(string file, Tokenizer tok, string? template, bool trainOnPrompt, TextWriter err)
+    {
+        try { return TrainingData.Load(file, tok, template, trainOnPrompt); }
+        catch (TrainingDataException e)
+        {
+            foreach (var line in e.ListedProblems()) err.WriteLine($"  {(line.StartsWith("line ", StringComparison.Ordinal) ? e.DataFile + " " : "")}{line}");
+            throw new OpenWeightsException(e.Summary + " (listed above)");
+        }
     }
 
     /// <summary>A folder holding a run is only reused on purpose: --resume continues it, --overwrite replaces it.</summary>
