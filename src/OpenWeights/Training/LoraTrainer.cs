@@ -55,6 +55,9 @@ public sealed class LoraTrainer
     public const string CheckpointFile = "checkpoint.safetensors";
     public const string MetricsFile = "metrics.jsonl";
 
+    /// <summary>Called during validation with (sequences done, sequences in all): before the first and after each.</summary>
+    public Action<int, int>? EvalProgress { get; set; }
+
     public LoraTrainer(LoraModel model, TrainOptions options, IReadOnlyList<PackedSequence> train, IReadOnlyList<PackedSequence> val)
     {
         if (train.Count == 0) throw new OpenWeightsException("no training sequences (is every token masked out?)");
@@ -84,11 +87,13 @@ public sealed class LoraTrainer
     {
         if (Val.Count == 0) return null;
         double total = 0; long count = 0;
-        foreach (var s in Val)
+        EvalProgress?.Invoke(0, Val.Count);
+        for (int i = 0; i < Val.Count; i++)
         {
-            int m = s.MaskedCount;
+            var s = Val[i];
             total += Model.Step(s.Tokens, s.Targets, s.Mask, s.Start, 1f, 0, backward: false, ct: ct);
-            count += m;
+            count += s.MaskedCount;
+            EvalProgress?.Invoke(i + 1, Val.Count);
         }
         return count == 0 ? null : total / count;
     }
@@ -120,13 +125,15 @@ public sealed class LoraTrainer
     }
 
     /// <summary>
-    /// Trains until TotalSteps, reporting each step; checkpoints every CheckpointEvery steps and at the end. On
+    /// Trains until TotalSteps, reporting each step; checkpoints every CheckpointEvery steps and at the end. Temporary
+    /// files an interrupted write left in <paramref name="outDir"/> are removed first (<see cref="RunFolder"/>). On
     /// cancellation (checked between layers, so it answers within one layer's forward or backward) the step in progress
     /// is abandoned, the last completed step is checkpointed (atomically) and the OperationCanceledException propagates.
     /// </summary>
     public void Run(string outDir, Action<TrainProgress>? progress = null, CancellationToken ct = default)
     {
         Directory.CreateDirectory(outDir);
+        RunFolder.RemoveStaleTemporaries(outDir);
         var sw = Stopwatch.StartNew();
         long tokens = 0;
         int firstStep = Step;
@@ -168,16 +175,24 @@ public sealed class LoraTrainer
         File.AppendAllText(Path.Combine(dir, MetricsFile), JsonSerializer.Serialize(o) + "\n");
     }
 
-    /// <summary>Drops metric lines written after the step a resumed run continues from.</summary>
+    /// <summary>
+    /// Drops metric lines written after the step a resumed run continues from (and a line a kill cut short), rewriting
+    /// the file atomically (temporary file + rename), so a kill during the rewrite keeps the old file.
+    /// </summary>
     private static void TrimMetrics(string dir, int step)
     {
         var path = Path.Combine(dir, MetricsFile);
         if (!File.Exists(path)) return;
-        var keep = File.ReadAllLines(path).Where(l =>
+        var lines = File.ReadAllLines(path);
+        var keep = lines.Where(l =>
         {
-            try { using var d = JsonDocument.Parse(l); return d.RootElement.GetProperty("step").GetInt32() <= step; } catch (JsonException) { return false; }
+            try { using var d = JsonDocument.Parse(l); return d.RootElement.GetProperty("step").GetInt32() <= step; }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException) { return false; }
         }).ToArray();
-        File.WriteAllLines(path, keep);
+        if (keep.Length == lines.Length) return;
+        string tmp = path + ".tmp-" + Environment.ProcessId;
+        File.WriteAllLines(tmp, keep);
+        File.Move(tmp, path, overwrite: true);
     }
 
     // ---------------------------------------------------------------- checkpoints

@@ -201,7 +201,7 @@ public class TrainingDataTests
             "[1,2]",
             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
         ]);
-        var e = Assert.Throws<OpenWeightsException>(() => TrainingData.Load(file, tok));
+        var e = Assert.Throws<TrainingDataException>(() => TrainingData.Load(file, tok));
         Assert.Contains("3 malformed", e.Message);
         Assert.Contains("line 2", e.Message);
         Assert.Contains("line 4", e.Message);

@@ -6,6 +6,7 @@ namespace OpenWeights.Tests.Training;
 
 public class TuneCommandTests
 {
+    /// <summary>Also the proof that the old spellings --out and --seq-len still parse (hidden aliases of -o/--output, -c/--ctx).</summary>
     [Fact]
     public void TunesCheckpointsResumesAndWritesMetrics()
     {
@@ -49,7 +50,7 @@ public class TuneCommandTests
         File.WriteAllLines(data, ["{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\"}]}", "not json", "{\"foo\":1}"]);
         var (code, _, err) = CliTests.Run("tune", model, "--data", data, "--out", dir.File("out"));
         Assert.Equal(1, code);
-        Assert.Contains("2 malformed line(s)", err);
+        Assert.Contains("2 malformed lines", err);
         Assert.Contains("line 2", err);
         Assert.Contains("line 3", err);
         Assert.False(Directory.Exists(dir.File("out")));
