@@ -17,14 +17,14 @@ public static class FitCommand
         var tune = new Option<string?>("--tune") { Description = "Estimate LoRA or QLoRA fine-tuning instead of inference: lora | qlora" };
         var rank = new Option<int>("--rank", "-r") { Description = "LoRA rank (as in tune)", DefaultValueFactory = _ => 8 };
         var target = new Option<string>("--target") { Description = "Memory to fit: cpu (available RAM) or gpu (largest NVIDIA GPU's free memory)", DefaultValueFactory = _ => "cpu" };
-        var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s for the speed estimate (default: assumed, or measured with --measure-bandwidth)" };
-        var measureBw = new Option<bool>("--measure-bandwidth") { Description = "Measure this machine's memory read bandwidth first (about a second)" };
+        var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s for the speed estimate (default: the one `hardware --measure-bandwidth` remembered, else an assumed 25 GB/s)" };
+        var measureBw = new Option<bool>("--measure-bandwidth") { Description = "Measure this machine's memory read bandwidth first (about a second) and remember it" };
         var measure = new Option<bool>("--measure") { Description = "Measure real prefill/decode speed and peak memory with our engine (catalog ids: on a random-weight model of the exact shape, written to a temporary file and deleted)" };
         var measurePrompt = new Option<int>("--measure-prompt") { Description = "Prompt tokens for --measure", DefaultValueFactory = _ => 128 };
         var measureTokens = new Option<int>("--measure-tokens") { Description = "Decode tokens for --measure", DefaultValueFactory = _ => 32 };
         var threads = CommonOptions.Threads();
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
-        var cmd = new Command("fit", "Estimate memory, verdict, best quantization and decode speed for a model on this machine")
+        var cmd = new Command("fit", "Estimate memory, verdict, recommended quantization and decode speed for a model on this machine")
         {
             model, context, contextOld, quant, tune, rank, target, bandwidth, measureBw, measure, measurePrompt, measureTokens, threads, json,
         };
