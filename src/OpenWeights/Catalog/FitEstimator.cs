@@ -234,7 +234,7 @@ public static class FitEstimator
         {
             foreach (var name in Higher)
                 if (Rung(name) is { Verdict: FitVerdict.Fits, DecodeTokensPerSecond: { } tps } r && tps >= AcceptableTokensPerSecond)
-                    return (r.Quant, $"fits with headroom at ~{tps:0.#} tokens/s (at least {AcceptableTokensPerSecond:0}), so better than the usual {StartQuant}");
+                    return (r.Quant, FormattableString.Invariant($"fits with headroom at ~{tps:0.#} tokens/s (at least {AcceptableTokensPerSecond:0}), so better than the usual {StartQuant}"));
             if (start is null)
                 return ladder.FirstOrDefault(r => r.Verdict != FitVerdict.DoesNotFit) is { } any ? (any.Quant, "the best quality that fits") : (null, "no quantization fits");
             string why = start.Verdict == FitVerdict.Tight ? "the usual starting point; it fits, but with little headroom"
