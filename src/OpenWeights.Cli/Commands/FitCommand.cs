@@ -11,21 +11,22 @@ public static class FitCommand
     public static Command Create()
     {
         var model = new Argument<string>("model") { Description = "Model id or alias from the catalog, a GGUF file, a Hugging Face checkpoint folder, or org/name in the local store" };
-        var context = new Option<int?>("--context") { Description = "Context length (inference) or training sequence length (--tune); default 4096 / 1024, capped at the model's context" };
-        var quant = new Option<string?>("--quant") { Description = "Weights format: F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, NF4 (default: the best that fits)" };
+        var context = new Option<int?>("--ctx", "-c") { Description = "Context length (inference) or training sequence length (--tune); default 4096 / 1024, capped at the model's context" };
+        var contextOld = new Option<int?>("--context") { Hidden = true, Description = "Old name of --ctx" };
+        var quant = new Option<string?>("--quant", "-q") { Description = $"Weights format to estimate: F16, Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M, Q2_K, NF4 (default: the recommended one: {FitEstimator.StartQuant} when it fits, higher when it stays at {FitEstimator.AcceptableTokensPerSecond:0}+ tokens/s with headroom, lower when it does not fit)" };
         var tune = new Option<string?>("--tune") { Description = "Estimate LoRA or QLoRA fine-tuning instead of inference: lora | qlora" };
-        var rank = new Option<int>("--rank") { Description = "LoRA rank", DefaultValueFactory = _ => 16 };
+        var rank = new Option<int>("--rank", "-r") { Description = "LoRA rank (as in tune)", DefaultValueFactory = _ => 8 };
         var target = new Option<string>("--target") { Description = "Memory to fit: cpu (available RAM) or gpu (largest NVIDIA GPU's free memory)", DefaultValueFactory = _ => "cpu" };
-        var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s for the speed estimate (default: assumed, or measured with --measure-bandwidth)" };
-        var measureBw = new Option<bool>("--measure-bandwidth") { Description = "Measure this machine's memory read bandwidth first (about a second)" };
+        var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s for the speed estimate (default: the one `hardware --measure-bandwidth` remembered, else an assumed 25 GB/s)" };
+        var measureBw = new Option<bool>("--measure-bandwidth") { Description = "Measure this machine's memory read bandwidth first (about a second) and remember it" };
         var measure = new Option<bool>("--measure") { Description = "Measure real prefill/decode speed and peak memory with our engine (catalog ids: on a random-weight model of the exact shape, written to a temporary file and deleted)" };
         var measurePrompt = new Option<int>("--measure-prompt") { Description = "Prompt tokens for --measure", DefaultValueFactory = _ => 128 };
         var measureTokens = new Option<int>("--measure-tokens") { Description = "Decode tokens for --measure", DefaultValueFactory = _ => 32 };
         var threads = CommonOptions.Threads();
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
-        var cmd = new Command("fit", "Estimate memory, verdict, best quantization and decode speed for a model on this machine")
+        var cmd = new Command("fit", "Estimate memory, verdict, recommended quantization and decode speed for a model on this machine")
         {
-            model, context, quant, tune, rank, target, bandwidth, measureBw, measure, measurePrompt, measureTokens, threads, json,
+            model, context, contextOld, quant, tune, rank, target, bandwidth, measureBw, measure, measurePrompt, measureTokens, threads, json,
         };
         cmd.SetAction(pr =>
         {
@@ -36,10 +37,13 @@ public static class FitCommand
                 "gpu" => FitTarget.Gpu,
                 var t => throw new OpenWeightsException($"unknown target '{t}' (expected cpu or gpu)"),
             };
-            var hw = HardwareProbe.Probe(new HardwareProbeOptions { MeasureBandwidth = pr.GetValue(measureBw), QueryGpus = tgt == FitTarget.Gpu });
+            var hw = HardwareProbe.Probe(new HardwareProbeOptions
+            {
+                MeasureBandwidth = pr.GetValue(measureBw), QueryGpus = tgt == FitTarget.Gpu, BandwidthFile = HardwareCommand.BandwidthFile(),
+            });
             var options = new FitOptions
             {
-                Context = pr.GetValue(context),
+                Context = pr.GetValue(context) ?? pr.GetValue(contextOld),
                 Quant = pr.GetValue(quant) is { } q ? Quantization.Parse(q) : null,
                 Tune = ParseTune(pr.GetValue(tune)),
                 LoraRank = pr.GetValue(rank),
@@ -119,6 +123,24 @@ public static class FitCommand
         _ => "does not fit",
     };
 
+    /// <summary>The verdict line's words: a model the engine cannot run never just "fits".</summary>
+    internal static string VerdictText(FitEstimate e) => e.Runs ? Verdict(e.Verdict) : e.Verdict switch
+    {
+        FitVerdict.Fits => $"fits in memory, but {e.CannotRun}",
+        FitVerdict.Tight => $"tight in memory, and {e.CannotRun}",
+        _ => $"does not fit, and {e.CannotRun}",
+    };
+
+    /// <summary>"measured on 2026-12-02 (this machine)", "given", or "estimated: ..." for the assumed default.</summary>
+    internal static string BandwidthText(FitEstimate e) => e.BandwidthSource switch
+    {
+        "measured" when e.BandwidthMeasuredAt is { } at => $"measured on {at.UtcDateTime:yyyy-MM-dd}",
+        "measured" => "measured",
+        "given" => "given with --bandwidth",
+        "assumed" => "estimated, not measured: run `openweights hardware --measure-bandwidth` once",
+        var s => s ?? "unknown",
+    };
+
     public static void Print(TextWriter w, FitEstimate e)
     {
         string what = e.Tune switch
@@ -142,10 +164,10 @@ public static class FitCommand
         w.WriteLine($"  overhead       {F.Bytes(mem.OverheadBytes)}");
         w.WriteLine($"  total          {F.Bytes(mem.TotalBytes)}");
         w.WriteLine($"  budget         {F.Bytes(e.BudgetBytes)}  ({e.BudgetSource})");
-        w.WriteLine($"  verdict        {Verdict(e.Verdict)}: headroom {F.Bytes(e.HeadroomBytes)} ({F.Number(e.HeadroomPercent)}%)");
-        w.WriteLine($"  best quant     {e.BestQuant ?? "none fits"}");
+        w.WriteLine($"  verdict        {VerdictText(e)}{(e.Runs ? ":" : ";")} headroom {F.Bytes(e.HeadroomBytes)} ({F.Number(e.HeadroomPercent)}%)");
+        w.WriteLine($"  recommended    {(e.BestQuant is null ? "none fits" : $"{e.BestQuant}: {e.RecommendedBecause}")}");
         if (e.DecodeTokensPerSecond is { } tps)
-            w.WriteLine($"  decode         ~{F.Number(tps)} tokens/s at {F.Number(e.BandwidthGBps ?? 0)} GB/s ({e.BandwidthSource}); ~{F.Number(e.DecodeTokensPerSecondAtFullContext ?? tps)} tokens/s at full context (upper bounds)");
+            w.WriteLine($"  decode         ~{F.Number(tps)} tokens/s at {F.Number(e.BandwidthGBps ?? 0)} GB/s ({BandwidthText(e)}); ~{F.Number(e.DecodeTokensPerSecondAtFullContext ?? tps)} tokens/s at full context (upper bounds)");
         w.WriteLine("  quantizations  " + string.Join("  ", e.Ladder.Select(r => $"{r.Quant} {F.Bytes(r.TotalBytes)} {Verdict(r.Verdict)}")));
         if (e.Assumptions.Count > 0)
         {

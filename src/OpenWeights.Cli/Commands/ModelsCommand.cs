@@ -14,13 +14,14 @@ public static class ModelsCommand
         var mau = new Option<long?>("--mau") { Description = "Your products' monthly active users, checked against licence limits" };
         var region = new Option<string?>("--region") { Description = "Where you are domiciled (e.g. EU), checked against regional licence restrictions" };
         var language = new Option<string?>("--language") { Description = "ISO 639-1 code the model must support (e.g. de)" };
-        var fits = new Option<bool>("--fits") { Description = "Only models that fit this machine's available RAM at some quantization" };
+        var fits = new Option<bool>("--fits") { Description = "Only models that fit this machine's available RAM at some quantization (ones the engine cannot run yet are marked)" };
+        var runnable = new Option<bool>("--runnable") { Description = "Only models the engine can run (their architecture is in its registry)" };
         var maxParams = new Option<double?>("--max-params") { Description = "Largest total parameter count, in billions" };
         var family = new Option<string?>("--family") { Description = "Only this family (llama, gemma, mistral, deepseek, qwen, phi, smollm, olmo, tinyllama, gpt-oss)" };
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
         var cmd = new Command("models", "List the model catalog, filtered by licence, language, size and hardware fit")
         {
-            commercial, mau, region, language, fits, maxParams, family, json,
+            commercial, mau, region, language, fits, runnable, maxParams, family, json,
         };
         cmd.Subcommands.Add(CreateShow());
         cmd.SetAction(pr =>
@@ -39,9 +40,10 @@ public static class ModelsCommand
                     || LicenseGate.Check(m, LicenseUse.Research, mauValue, regionValue, cat).Allowed);
             string? lang = pr.GetValue(language)?.ToLowerInvariant();
             if (lang is not null) q = q.Where(m => LanguageMatch(m, lang) is not null);
+            if (pr.GetValue(runnable)) q = q.Where(m => EngineSupport.For(m).Runs);
 
             bool wantFit = pr.GetValue(fits);
-            HardwareInfo? hw = wantFit ? HardwareProbe.Probe(new HardwareProbeOptions { QueryGpus = false }) : null;
+            HardwareInfo? hw = wantFit ? HardwareProbe.Probe(new HardwareProbeOptions { QueryGpus = false, BandwidthFile = HardwareCommand.BandwidthFile() }) : null;
             var rows = q.Select(m => (m, fit: hw is null ? null : FitEstimator.Estimate(m, hw))).ToList();
             if (wantFit) rows = rows.Where(r => r.fit!.BestQuant is not null).ToList();
 
@@ -63,6 +65,8 @@ public static class ModelsCommand
                     LanguageMatch = lang is null ? null : LanguageMatch(r.m, lang),
                     r.m.Gated,
                     r.m.Openness,
+                    Runs = EngineSupport.For(r.m).Runs,
+                    Architecture = r.m.Architecture?.GgufArchitecture,
                     BestQuant = r.fit?.BestQuant,
                     GgufRepo = r.m.Gguf?.Repo,
                     r.m.Uncertain,
@@ -70,7 +74,7 @@ public static class ModelsCommand
                 return 0;
             }
             if (rows.Count == 0) { w.WriteLine("no models match"); return 0; }
-            var header = new List<string> { "ID", "PARAMS", "ACTIVE", "CONTEXT", "LICENSE", "COMMERCIAL", "LANGUAGES" };
+            var header = new List<string> { "ID", "PARAMS", "ACTIVE", "CONTEXT", "RUNS", "LICENSE", "COMMERCIAL", "LANGUAGES" };
             if (wantFit) header.Add("BEST FIT");
             F.Table(w, header, rows.Select(r =>
             {
@@ -81,15 +85,19 @@ public static class ModelsCommand
                     F.Params(m.ParamsB) + (m.IsUncertain("params_b") ? "?" : ""),
                     F.Params(m.ActiveParamsB) + (m.IsUncertain("active_params_b") ? "?" : ""),
                     F.Context(m.Architecture?.Context) + (m.IsUncertain("context") ? "?" : ""),
+                    EngineSupport.For(m).Runs ? "yes" : "no",
                     m.License,
                     F.Commercial(m, cat),
                     F.Languages(m),
                 };
-                if (wantFit) cells.Add(r.fit!.BestQuant ?? "-");
+                if (wantFit) cells.Add(r.fit!.BestQuant is not { } bq ? "-" : r.fit.Runs ? bq : $"{bq} (cannot run yet)");
                 return (IReadOnlyList<string>)cells;
             }));
             w.WriteLine();
-            w.WriteLine($"{rows.Count} models. '?' marks an uncertain figure. Details: openweights models show ID");
+            w.WriteLine($"{rows.Count} models. '?' marks an uncertain figure. RUNS: whether this engine (CPU-only) can run the architecture today; --runnable lists only those. Details: openweights models show ID");
+            int unrunnable = rows.Count(r => !EngineSupport.For(r.m).Runs);
+            if (wantFit && unrunnable > 0)
+                w.WriteLine($"{unrunnable} of them fit in memory but the engine cannot run them yet (RUNS no); add --runnable to hide them.");
             return 0;
         });
         return cmd;
@@ -114,7 +122,8 @@ public static class ModelsCommand
             var w = pr.InvocationConfiguration.Output;
             if (pr.GetValue(json))
             {
-                CliJson.Write(w, new { Model = m, Licenses = lics, GgufInCatalog = m.Gguf is not null, Pull = PullCommandFor(m) });
+                var es = EngineSupport.For(m);
+                CliJson.Write(w, new { Model = m, Licenses = lics, GgufInCatalog = m.Gguf is not null, Pull = PullCommandFor(m), Runs = es.Runs, CannotRun = es.Reason });
                 return 0;
             }
             string U(string field) => m.IsUncertain(field) ? " ?" : "";
@@ -132,10 +141,12 @@ public static class ModelsCommand
             else w.WriteLine("  gguf           none in the catalog (no source confirmed a GGUF repository and its file names)");
             w.WriteLine($"  pull           {PullCommandFor(m)}");
             w.WriteLine($"  gated          {(m.Gated is null ? "unknown" : m.Gated.Value ? "yes (accept the licence on Hugging Face)" : "no")}{U("gated")}");
+            var support = EngineSupport.For(m);
+            w.WriteLine($"  runs           {(support.Runs ? $"yes (engine architecture {support.Architecture})" : $"no: {support.Reason}")}");
             w.WriteLine($"  parameters     {F.Params(m.ParamsB)}{U("params_b")} total, {F.Params(m.ActiveParamsB)}{U("active_params_b")} active per token");
             if (m.Architecture is { } a)
             {
-                w.WriteLine($"  architecture   {a.Kind ?? "?"}{(m.ArchitectureFrom is null ? "" : $" (from {m.ArchitectureFrom}){U("architecture")}")}");
+                w.WriteLine($"  architecture   {a.Kind ?? "?"}{(a.GgufArchitecture is null ? "" : $", {a.GgufArchitecture}")}{(m.ArchitectureFrom is null ? "" : $" (from {m.ArchitectureFrom}){U("architecture")}")}");
                 w.WriteLine($"    layers {Val(a.Layers)}{U("layers")}, hidden {Val(a.HiddenSize)}{U("hidden_size")}, heads {Val(a.Heads)}{U("heads")}/{Val(a.KvHeads)}{U("kv_heads")} KV, head dim {Val(a.HeadDim)}{U("head_dim")}, vocab {Val(a.Vocab)}{U("vocab")}, context {F.Context(a.Context)}{U("context")}");
                 if (a.Moe is { } moe)
                     w.WriteLine($"    MoE: {moe.Experts} experts, {moe.ExpertsPerToken} per token, {moe.SharedExperts} shared{(moe.MoeLayerStep > 1 ? $", every {moe.MoeLayerStep} layers" : "")}{(moe.FirstDenseLayers is { } fd ? $", first {fd} layers dense" : "")}{U("moe")}");

@@ -39,6 +39,9 @@ public static class PullCommand
             string typed = pr.GetValue(spec)!;
             var catalog = (gate as CatalogPullGate)?.Catalog ?? OpenWeights.Catalog.ModelCatalog.Default;
             var fromCatalog = CatalogPullSpec.Resolve(typed, catalog);
+            string typedId = typed.Split(':')[0].Trim();
+            if (fromCatalog is null && !typedId.Contains('/') && catalog.Suggest(typedId) is not null)
+                throw new OpenWeightsException(catalog.UnknownModelMessage(typedId)); // a mistyped catalog id, not an org/name
             var puller = new HubPuller(settings, g) { Progress = ProgressPrinter.For(error) };
             var result = await puller.PullAsync(fromCatalog ?? PullSpec.Parse(typed), new PullOptions { Revision = pr.GetValue(revision), AcceptLicense = pr.GetValue(accept) }, ct);
             long total = result.Files.Sum(f => f.Size);

@@ -96,6 +96,9 @@ public sealed record GgufRepo
 /// <summary>Architecture facts as published (config.json / model card).</summary>
 public sealed record ArchitectureFacts
 {
+    /// <summary>The <c>general.architecture</c> name llama.cpp's converter writes for this model (llama, qwen2, qwen3, gemma3,
+    /// gpt-oss...); <see cref="EngineSupport"/> looks it up in the engine's architecture registry.</summary>
+    public string? GgufArchitecture { get; init; }
     /// <summary>"dense" or "moe".</summary>
     public string? Kind { get; init; }
     public int? Layers { get; init; }

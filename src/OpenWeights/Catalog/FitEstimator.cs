@@ -14,10 +14,10 @@ public sealed record FitOptions
 {
     /// <summary>Inference: context length (default min(4096, model context)). Tuning: training sequence length (default min(1024, model context)).</summary>
     public int? Context { get; init; }
-    /// <summary>Weights format; null = the best that fits (inference, QLoRA) or F16 (LoRA).</summary>
+    /// <summary>Weights format; null = the recommended one (<see cref="FitEstimator.Recommend"/>; inference, QLoRA) or F16 (LoRA).</summary>
     public QuantType? Quant { get; init; }
     public TuneMode Tune { get; init; }
-    public int LoraRank { get; init; } = 16;
+    public int LoraRank { get; init; } = 8;
     /// <summary>Training keeps only each layer's input and recomputes the layer in backward (the usual LoRA/QLoRA setting).</summary>
     public bool GradientCheckpointing { get; init; } = true;
     /// <summary>KV cache element size: 4 (default: OpenWeights' engine keeps K and V in F32); 2 for an F16 cache (llama.cpp's default).</summary>
@@ -72,8 +72,15 @@ public sealed record FitEstimate
     public required double HeadroomPercent { get; init; }
     [JsonConverter(typeof(SnakeCaseEnumConverter<FitVerdict>))]
     public required FitVerdict Verdict { get; init; }
-    /// <summary>Best-quality quantization (from the ladder) that fits; null if none does.</summary>
+    /// <summary>The recommended quantization (<see cref="FitEstimator.Recommend"/>: Q4_K_M when it fits, higher when speed and
+    /// headroom allow, lower only when it does not fit); null if none fits. Kept under its old name for --json readers.</summary>
     public string? BestQuant { get; init; }
+    /// <summary>Why <see cref="BestQuant"/> was recommended, in one line.</summary>
+    public string? RecommendedBecause { get; init; }
+    /// <summary>Whether the engine can run the model at all (a catalog entry whose architecture it lacks cannot, however well it fits).</summary>
+    public bool Runs { get; init; } = true;
+    /// <summary>Why it cannot run ("the engine cannot run architecture gemma3 yet"); null when it runs.</summary>
+    public string? CannotRun { get; init; }
     /// <summary>Generation speed at the start of the context: bandwidth / bytes read per token (weights of the active parameters).</summary>
     public double? DecodeTokensPerSecond { get; init; }
     /// <summary>Generation speed at the end of the context, where the whole KV cache is also read per token.</summary>
@@ -81,6 +88,8 @@ public sealed record FitEstimate
     [JsonPropertyName("bandwidth_gbps")]
     public double? BandwidthGBps { get; init; }
     public string? BandwidthSource { get; init; }
+    /// <summary>When the bandwidth was measured (this run, or remembered from `hardware --measure-bandwidth`); null when assumed or given.</summary>
+    public DateTimeOffset? BandwidthMeasuredAt { get; init; }
     public IReadOnlyList<QuantFit> Ladder { get; init; } = [];
     public IReadOnlyList<string> Assumptions { get; init; } = [];
 }
@@ -140,9 +149,9 @@ public static class FitEstimator
         foreach (var q in ladder)
         {
             var mem = Memory(shape, dims, q, ctx, o with { Quant = q }, null);
-            rungs.Add(new QuantFit(q.Name, q.BitsPerWeight, mem.TotalBytes, Verdict(budget, mem.TotalBytes), DecodeSpeed(shape, q, 0, bw)));
+            rungs.Add(new QuantFit(q.Name, q.BitsPerWeight, mem.TotalBytes, Verdict(budget, mem.TotalBytes), DecodeSpeed(shape, q, 0, bw, fileBytes: false)));
         }
-        string? best = rungs.FirstOrDefault(r => r.Verdict != FitVerdict.DoesNotFit)?.Quant;
+        var (best, because) = Recommend(rungs);
 
         QuantType quant = o.Quant
             ?? (o.Tune == TuneMode.Lora ? Quantization.F16
@@ -157,8 +166,9 @@ public static class FitEstimator
         double? tps = null, tpsFull = null;
         if (o.Tune == TuneMode.None && bw is { } b)
         {
-            tps = DecodeSpeed(shape, quant, 0, b);
-            tpsFull = DecodeSpeed(shape, quant, memory.KvCacheBytes / Math.Max(1, o.Sequences), b);
+            bool fileBytes = shape.WeightBytes is not null && o.Quant is null;
+            tps = DecodeSpeed(shape, quant, 0, b, fileBytes);
+            tpsFull = DecodeSpeed(shape, quant, memory.KvCacheBytes / Math.Max(1, o.Sequences), b, fileBytes);
         }
         if (shape.Moe is not null) assumptions.Add("MoE: all experts resident in memory; speed uses the active parameters");
 
@@ -182,13 +192,62 @@ public static class FitEstimator
             HeadroomPercent = budget > 0 ? Math.Round(100.0 * headroom / budget, 1) : -100,
             Verdict = Verdict(budget, memory.TotalBytes),
             BestQuant = best,
+            RecommendedBecause = because,
+            Runs = shape.CannotRun is null,
+            CannotRun = shape.CannotRun,
             DecodeTokensPerSecond = tps,
             DecodeTokensPerSecondAtFullContext = tpsFull,
             BandwidthGBps = bw,
             BandwidthSource = bwSource,
+            BandwidthMeasuredAt = o.BandwidthGBps is null && o.Target == FitTarget.Cpu ? hw.BandwidthMeasuredAt : null,
             Ladder = rungs,
             Assumptions = assumptions.Distinct().ToList(),
         };
+    }
+
+    /// <summary>
+    /// Estimated decode speed (tokens/s, the upper bound of <see cref="FitEstimate.DecodeTokensPerSecond"/>) a quantization
+    /// above Q4_K_M must keep to be recommended: 10 tokens/s, a little faster than people read a streamed reply (about 5-8
+    /// tokens/s), so the extra quality does not make the model feel slow.
+    /// </summary>
+    public const double AcceptableTokensPerSecond = 10;
+
+    /// <summary>The quantization people start with (and <c>pull ID</c> fetches).</summary>
+    public const string StartQuant = "Q4_K_M";
+
+    private static readonly string[] Higher = ["Q8_0", "Q6_K", "Q5_K_M"];
+    private static readonly string[] Lower = ["Q4_0", "Q3_K_M", "Q2_K"];
+
+    /// <summary>
+    /// The quantization to recommend from a ladder, by memory and speed together:
+    /// - Q4_K_M, the usual starting point, when it fits (fits or tight);
+    /// - a higher one (Q8_0, else Q6_K, else Q5_K_M; never F16) only when it fits with headroom (verdict fits, not tight)
+    ///   and its estimated decode speed stays at or above <see cref="AcceptableTokensPerSecond"/> (speed unknown: not higher);
+    /// - a lower one (Q4_0, Q3_K_M, Q2_K, the first that fits) only when Q4_K_M does not fit;
+    /// - null when none fits.
+    /// </summary>
+    public static (string? Quant, string Because) Recommend(IReadOnlyList<QuantFit> ladder)
+    {
+        QuantFit? Rung(string name) => ladder.FirstOrDefault(r => r.Quant == name);
+        var start = Rung(StartQuant);
+        if (start is null || start.Verdict != FitVerdict.DoesNotFit)
+        {
+            foreach (var name in Higher)
+                if (Rung(name) is { Verdict: FitVerdict.Fits, DecodeTokensPerSecond: { } tps } r && tps >= AcceptableTokensPerSecond)
+                    return (r.Quant, FormattableString.Invariant($"fits with headroom at ~{tps:0.#} tokens/s (at least {AcceptableTokensPerSecond:0}), so better than the usual {StartQuant}"));
+            if (start is null)
+                return ladder.FirstOrDefault(r => r.Verdict != FitVerdict.DoesNotFit) is { } any ? (any.Quant, "the best quality that fits") : (null, "no quantization fits");
+            string why = start.Verdict == FitVerdict.Tight ? "the usual starting point; it fits, but with little headroom"
+                : Higher.Select(Rung).Any(r => r is { Verdict: FitVerdict.Fits })
+                    ? $"the usual starting point; higher quantizations fit but would decode below {AcceptableTokensPerSecond:0} tokens/s"
+                    : "the usual starting point; higher quantizations leave too little memory";
+            if (start.DecodeTokensPerSecond is null && start.Verdict != FitVerdict.Tight) why = "the usual starting point (speed unknown, so nothing higher)";
+            return (StartQuant, why);
+        }
+        foreach (var name in Lower)
+            if (Rung(name) is { } r && r.Verdict != FitVerdict.DoesNotFit)
+                return (r.Quant, $"{StartQuant} does not fit; {r.Quant} is the largest that does (lower quality)");
+        return (null, "no quantization fits");
     }
 
     public static FitVerdict Verdict(long budget, long total)
@@ -405,10 +464,10 @@ public static class FitEstimator
         return new Lora(perLayer * layers, targets);
     }
 
-    private static double? DecodeSpeed(ModelShape s, QuantType q, long kvBytes, double? bandwidthGBps)
+    private static double? DecodeSpeed(ModelShape s, QuantType q, long kvBytes, double? bandwidthGBps, bool fileBytes)
     {
         if (bandwidthGBps is not { } bw || bw <= 0) return null;
-        double weightBytes = s.WeightBytes is { } wb ? wb * ((double)s.ActiveParams / s.TotalParams) : s.ActiveParams * q.BitsPerWeight / 8.0;
+        double weightBytes = fileBytes && s.WeightBytes is { } wb ? wb * ((double)s.ActiveParams / s.TotalParams) : s.ActiveParams * q.BitsPerWeight / 8.0;
         return Math.Round(bw * 1e9 / (weightBytes + kvBytes), 2);
     }
 }

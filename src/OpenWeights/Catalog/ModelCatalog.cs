@@ -84,9 +84,59 @@ public sealed class ModelCatalog
 
     public bool TryGet(string idOrAlias, out CatalogModel model) => byId.TryGetValue(idOrAlias, out model!);
 
-    /// <summary>The model with this id or alias; throws a one-line user error otherwise.</summary>
+    /// <summary>The model with this id or alias; throws a one-line user error otherwise (naming the closest id when one is close).</summary>
     public CatalogModel Get(string idOrAlias) =>
-        TryGet(idOrAlias, out var m) ? m : throw new OpenWeightsException($"unknown model '{idOrAlias}' (try 'openweights models')");
+        TryGet(idOrAlias, out var m) ? m : throw new OpenWeightsException(UnknownModelMessage(idOrAlias));
+
+    /// <summary>"unknown model 'llama3.2'; did you mean llama-3.2-1b-instruct?" (or a pointer to the list when nothing is close).</summary>
+    public string UnknownModelMessage(string idOrAlias) =>
+        Suggest(idOrAlias) is { } close
+            ? $"unknown model '{idOrAlias}'; did you mean {close}?"
+            : $"unknown model '{idOrAlias}' (try 'openweights models')";
+
+    /// <summary>
+    /// The catalog id closest to what was typed, or null when nothing is close. Ids and aliases are compared normalized
+    /// (lower case, letters and digits only: "Llama3.2" and "llama-3.2" are both "llama32"). In order: an exact normalized
+    /// match; an id that starts with the text (the shortest, then catalog order: "llama3.2" -> llama-3.2-1b-instruct); an id
+    /// that contains it; the smallest edit distance, when at most a quarter of the text's length (at least 1, at most 3).
+    /// Prefix and contains matches need 3 characters or more.
+    /// </summary>
+    public string? Suggest(string idOrAlias)
+    {
+        string q = Normalize(idOrAlias);
+        if (q.Length == 0) return null;
+        // every (normalized name, model) pair; ids first so an id wins over an alias of the same model
+        var names = Models.SelectMany(m => new[] { m.Id }.Concat(m.Aliases).Select(n => (name: Normalize(n), model: m))).ToList();
+        if (names.FirstOrDefault(n => n.name == q).model is { } exact) return exact.Id;
+        if (q.Length >= 3)
+        {
+            var prefix = names.Where(n => n.name.StartsWith(q, StringComparison.Ordinal)).OrderBy(n => n.name.Length).FirstOrDefault();
+            if (prefix.model is not null) return prefix.model.Id;
+            var contains = names.Where(n => n.name.Contains(q, StringComparison.Ordinal)).OrderBy(n => n.name.Length).FirstOrDefault();
+            if (contains.model is not null) return contains.model.Id;
+        }
+        int limit = Math.Clamp(q.Length / 4, 1, 3);
+        var best = names.Select(n => (n.model, d: EditDistance(q, n.name))).Where(x => x.d <= limit).OrderBy(x => x.d).FirstOrDefault();
+        return best.model?.Id;
+    }
+
+    private static string Normalize(string s) => new(s.ToLowerInvariant().Where(char.IsAsciiLetterOrDigit).ToArray());
+
+    /// <summary>Levenshtein distance (insertions, deletions, substitutions each cost 1).</summary>
+    public static int EditDistance(string a, string b)
+    {
+        var prev = new int[b.Length + 1];
+        var cur = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) prev[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            cur[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+                cur[j] = Math.Min(Math.Min(cur[j - 1], prev[j]) + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            (prev, cur) = (cur, prev);
+        }
+        return prev[b.Length];
+    }
 
     public bool TryGetLicense(string id, out LicenseTerms terms) => licenses.TryGetValue(id, out terms!);
 

@@ -56,23 +56,15 @@ public sealed record ModelShape
             Caveats = CaveatsOf(m),
             Architecture = EngineArchitecture(m),
             TiedEmbeddings = a?.TiedEmbeddings,
+            CannotRun = EngineSupport.For(m).Reason,
         };
     }
 
     /// <summary>
-    /// The engine architecture a catalog model runs as (llama for Llama/Mistral/SmolLM2/TinyLlama dense models, qwen2
-    /// for Qwen 2.5 and its distills), or null when the engine does not run it (MoE, MLA, sliding window, Gemma, Qwen 3...).
+    /// The engine architecture a catalog model runs as (its GGUF architecture when <see cref="EngineSupport"/> says the engine
+    /// runs it), or null when the engine does not run it.
     /// </summary>
-    public static string? EngineArchitecture(CatalogModel m)
-    {
-        var a = m.Architecture;
-        if (a is null || a.Kind != "dense" || a.Moe is not null || a.Mla is not null || a.LocalAttention is not null) return null;
-        if (a.HeadDim is { } hd && a.HiddenSize is { } h && a.Heads is { } n && hd * n != h) return null;
-        string id = m.Id.ToLowerInvariant();
-        if (id.StartsWith("qwen2.5", StringComparison.Ordinal) || id.StartsWith("deepseek-r1-distill-qwen", StringComparison.Ordinal)) return "qwen2";
-        if (m.Family is "llama" or "mistral" or "tinyllama" || id.StartsWith("smollm2", StringComparison.Ordinal) || id.StartsWith("deepseek-r1-distill-llama", StringComparison.Ordinal)) return "llama";
-        return null;
-    }
+    public static string? EngineArchitecture(CatalogModel m) => EngineSupport.For(m) is { Runs: true } s ? s.Architecture : null;
 
     /// <summary>The shape of a local model (GGUF file or Hugging Face checkpoint): its hyper-parameters and actual tensor bytes.</summary>
     public static ModelShape FromSource(OpenWeights.Formats.ITensorSource f)
@@ -106,6 +98,8 @@ public sealed record ModelShape
     /// <summary>Our architecture name when known (files; catalog entries that map to llama / qwen2).</summary>
     public string? Architecture { get; init; }
     public bool? TiedEmbeddings { get; init; }
+    /// <summary>Why the engine cannot run this model (catalog entries whose architecture it lacks); null when it can.</summary>
+    public string? CannotRun { get; init; }
 
     private static List<string> CaveatsOf(CatalogModel m)
     {

@@ -28,8 +28,12 @@ public sealed record HardwareInfo
     /// <summary>Memory read bandwidth in GB/s (10^9 bytes/s).</summary>
     [JsonPropertyName("memory_bandwidth_gbps")]
     public double MemoryBandwidthGBps { get; init; }
-    /// <summary>"measured" or "assumed".</summary>
+    /// <summary>"measured" (now, or remembered from an earlier `hardware --measure-bandwidth`) or "assumed".</summary>
     public string BandwidthSource { get; init; } = "assumed";
+    /// <summary>When the bandwidth was measured; null when assumed.</summary>
+    public DateTimeOffset? BandwidthMeasuredAt { get; init; }
+    /// <summary>The CPU's model name (/proc/cpuinfo "model name"), or null when the OS does not say.</summary>
+    public string? CpuModel { get; init; }
 
     /// <summary>A fixed machine description for tests and what-if estimates.</summary>
     public static HardwareInfo Synthetic(long ramBytes, double bandwidthGBps = HardwareProbe.DefaultBandwidthGBps, int cores = 8, IReadOnlyList<GpuInfo>? gpus = null) => new()

@@ -18,6 +18,12 @@ public sealed record HardwareProbeOptions
     public long BandwidthBytes { get; init; } = 256L << 20;
     /// <summary>Ask nvidia-smi for GPUs (when the tool is on PATH).</summary>
     public bool QueryGpus { get; init; } = true;
+    /// <summary>
+    /// Where a measured bandwidth is remembered (<see cref="BandwidthMemory"/>): a measurement is saved there, and without
+    /// one a remembered measurement of this machine is used. Null: nothing is read or written (the library default; the
+    /// CLI passes <see cref="BandwidthMemory.DefaultPath"/>).
+    /// </summary>
+    public string? BandwidthFile { get; init; }
 }
 
 /// <summary>
@@ -40,17 +46,30 @@ public static class HardwareProbe
         var (diskPath, diskFree) = ProbeDisk(options.DiskPath ?? Directory.GetCurrentDirectory());
         double bw = DefaultBandwidthGBps;
         string bwSource = "assumed";
+        DateTimeOffset? measuredAt = null;
+        string? cpu = CpuModel();
+        int cores = Environment.ProcessorCount;
         if (options.MeasureBandwidth)
         {
             bw = MeasureReadBandwidthGBps(options.BandwidthBytes);
             bwSource = "measured";
+            measuredAt = DateTimeOffset.UtcNow;
+            if (options.BandwidthFile is { } file)
+                BandwidthMemory.Save(file, new RememberedBandwidth { GBps = Math.Round(bw, 2), MeasuredAt = measuredAt.Value, CpuModel = cpu, LogicalCores = cores });
+        }
+        else if (options.BandwidthFile is { } file && BandwidthMemory.LoadFor(file, cpu, cores) is { } remembered)
+        {
+            bw = remembered.GBps;
+            bwSource = "measured";
+            measuredAt = remembered.MeasuredAt;
         }
         return new HardwareInfo
         {
             TotalRamBytes = total,
             AvailableRamBytes = avail,
             RamSource = source,
-            LogicalCores = Environment.ProcessorCount,
+            LogicalCores = cores,
+            CpuModel = cpu,
             Simd = DetectSimd(),
             Os = RuntimeInformation.OSDescription,
             Architecture = RuntimeInformation.OSArchitecture.ToString().ToLowerInvariant(),
@@ -59,7 +78,28 @@ public static class HardwareProbe
             DiskFreeBytes = diskFree,
             MemoryBandwidthGBps = bw,
             BandwidthSource = bwSource,
+            BandwidthMeasuredAt = measuredAt,
         };
+    }
+
+    /// <summary>The CPU model name from /proc/cpuinfo ("model name", x86; "Model" or "Hardware" on some ARM boards), else null.</summary>
+    public static string? CpuModel()
+    {
+        try
+        {
+            return File.Exists("/proc/cpuinfo") ? ParseCpuModel(File.ReadAllText("/proc/cpuinfo")) : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+    }
+
+    /// <summary>The first "model name" (else "Model", else "Hardware") value of /proc/cpuinfo text.</summary>
+    public static string? ParseCpuModel(string cpuinfo)
+    {
+        string? Field(string key) => cpuinfo.Split('\n')
+            .Select(l => l.Split(':', 2))
+            .Where(p => p.Length == 2 && p[0].Trim().Equals(key, StringComparison.OrdinalIgnoreCase) && p[1].Trim().Length > 0)
+            .Select(p => p[1].Trim()).FirstOrDefault();
+        return Field("model name") ?? Field("Model") ?? Field("Hardware");
     }
 
     public static SimdLevel DetectSimd()

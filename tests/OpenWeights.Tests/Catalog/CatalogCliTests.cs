@@ -169,7 +169,7 @@ public class CatalogCliTests
         var (code, stdout, stderr) = Run("fit", "llama-3.2-1b", "--quant", "Q4_K_M", "--context", "2048");
         Assert.True(code == 0, stderr);
         Assert.Contains("llama-3.2-1b-instruct: Q4_K_M (4.89 bpw), inference, context 2048", stdout);
-        foreach (var s in new[] { "weights", "KV cache", "overhead", "total", "budget", "verdict", "best quant", "decode", "quantizations" })
+        foreach (var s in new[] { "weights", "KV cache", "overhead", "total", "budget", "verdict", "recommended", "decode", "quantizations" })
             Assert.Contains(s, stdout);
     }
 
@@ -196,6 +196,9 @@ public class CatalogCliTests
         Assert.True(root.GetProperty("lora_params").GetInt64() > 0);
         Assert.True(root.GetProperty("memory").GetProperty("optimizer_bytes").GetInt64() > 0);
         var (code, stdout, _) = Run("fit", "qwen2.5-0.5b", "--tune", "lora");
+        Assert.Equal(0, code);
+        Assert.Contains("LoRA fine-tuning (rank 8), sequence 1024", stdout); // the default rank is tune's
+        (code, stdout, _) = Run("fit", "qwen2.5-0.5b", "--tune", "lora", "-r", "16");
         Assert.Equal(0, code);
         Assert.Contains("LoRA fine-tuning (rank 16), sequence 1024", stdout);
         Assert.Contains("AdamW state", stdout);

@@ -75,8 +75,8 @@ public class FitVersusFilesTests
 
     // The file sizes the GGUF sources' Hugging Face listings show (catalog sources G1-G16; decimal GB, three digits,
     // metadata and tokenizer included: a few MB, about 2% of a 0.5B model) against the estimate from the catalog facts.
-    // Remaining gaps: the catalog's rounded parameter counts (Qwen2.5-1.5B "1.5" for 1.54B) and, for Qwen2.5-3B (no
-    // hidden size in the catalog, so the average-bits formula), 5%.
+    // Remaining gaps: the catalog's rounded parameter counts (Qwen2.5-1.5B "1.5" for 1.54B; Qwen2.5-32B: the card's
+    // "32.5B", -1.1% now that the catalog gives its hidden size and the per-tensor layout is used) and Qwen2.5-3B's 5%.
     [Theory]
     [InlineData("qwen2.5-0.5b-instruct", "Q4_K_M", 0.398, 0.03)]
     [InlineData("qwen2.5-0.5b-instruct", "Q8_0", 0.531, 0.03)]
@@ -84,7 +84,7 @@ public class FitVersusFilesTests
     [InlineData("qwen2.5-3b-instruct", "Q4_K_M", 1.93, 0.06)]
     [InlineData("qwen2.5-7b-instruct", "Q4_K_M", 4.68, 0.01)]
     [InlineData("qwen2.5-7b-instruct", "Q8_0", 8.1, 0.01)]
-    [InlineData("qwen2.5-32b-instruct", "Q4_K_M", 19.9, 0.01)]
+    [InlineData("qwen2.5-32b-instruct", "Q4_K_M", 19.9, 0.015)]
     [InlineData("llama-3.2-1b-instruct", "Q4_K_M", 0.808, 0.02)]
     [InlineData("llama-3.2-3b-instruct", "Q4_K_M", 2.02, 0.01)]
     [InlineData("llama-3.1-8b-instruct", "Q8_0", 8.54, 0.01)]

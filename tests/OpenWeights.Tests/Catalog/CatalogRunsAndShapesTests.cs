@@ -1,0 +1,215 @@
+using System.Text.Json;
+using OpenWeights.Catalog;
+using OpenWeights.Cli.Commands;
+using OpenWeights.Hardware;
+using OpenWeights.Models;
+
+namespace OpenWeights.Tests.Catalog;
+
+/// <summary>What the engine runs (from its architecture registry), complete catalog shapes, and id suggestions.</summary>
+public class CatalogRunsAndShapesTests
+{
+    private static readonly ModelCatalog Cat = ModelCatalog.Default;
+
+    private static (int code, string stdout, string stderr) Run(params string[] args)
+    {
+        var o = new StringWriter();
+        var e = new StringWriter();
+        int code = OpenWeights.Cli.Cli.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    // ---- runs -------------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("llama-3.2-1b-instruct", true)]
+    [InlineData("mistral-7b-instruct-v0.3", true)]      // GGUF architecture "llama"
+    [InlineData("qwen2.5-0.5b-instruct", true)]
+    [InlineData("deepseek-r1-distill-qwen-7b", true)]   // borrows qwen2.5-7b's architecture, qwen2
+    [InlineData("smollm2-135m-instruct", true)]
+    [InlineData("qwen3-8b", false)]
+    [InlineData("gemma-3-4b-it", false)]
+    [InlineData("gpt-oss-20b", false)]
+    [InlineData("smollm3-3b", false)]
+    [InlineData("mixtral-8x7b-instruct-v0.1", false)]   // "llama" in GGUF, but experts: the llama family is dense
+    [InlineData("deepseek-v3", false)]
+    public void Runs_follows_the_engine_architecture_registry(string id, bool runs)
+    {
+        var s = EngineSupport.For(Cat.Get(id));
+        Assert.Equal(runs, s.Runs);
+        Assert.Equal(runs, s.Reason is null);
+    }
+
+    [Fact]
+    public void Every_model_names_its_architecture_and_runs_exactly_when_the_registry_has_it()
+    {
+        var registered = Architectures.Supported.Select(a => a.Name).ToHashSet();
+        foreach (var m in Cat.Models)
+        {
+            string? arch = m.Architecture?.GgufArchitecture;
+            Assert.False(string.IsNullOrEmpty(arch), $"{m.Id} names no gguf_architecture");
+            var s = EngineSupport.For(m);
+            if (!registered.Contains(arch!))
+            {
+                Assert.False(s.Runs, m.Id);
+                Assert.Equal($"the engine cannot run architecture {arch} yet (it runs {string.Join(", ", registered)})", s.Reason);
+            }
+            else Assert.Equal(m.Architecture!.Moe is null, s.Runs);
+        }
+        // both sides are populated: the column says something
+        Assert.Contains(Cat.Models, m => EngineSupport.For(m).Runs);
+        Assert.Contains(Cat.Models, m => !EngineSupport.For(m).Runs);
+    }
+
+    [Fact]
+    public void Models_table_has_a_runs_column_and_runnable_filter()
+    {
+        var (code, stdout, stderr) = Run("models");
+        Assert.True(code == 0, stderr);
+        var lines = stdout.Split('\n');
+        Assert.Contains("RUNS", lines[0]);
+        Assert.Contains(lines, l => l.StartsWith("llama-3.2-1b-instruct ") && l.Contains(" yes "));
+        Assert.Contains(lines, l => l.StartsWith("gemma-3-4b-it ") && l.Contains(" no "));
+
+        (code, stdout, stderr) = Run("models", "--runnable", "--json");
+        Assert.True(code == 0, stderr);
+        var root = JsonDocument.Parse(stdout).RootElement;
+        var ids = root.EnumerateArray().Select(x => x.GetProperty("id").GetString()).ToHashSet();
+        Assert.All(root.EnumerateArray(), x => Assert.True(x.GetProperty("runs").GetBoolean()));
+        Assert.Contains("llama-3.2-1b-instruct", ids);
+        Assert.DoesNotContain("qwen3-8b", ids);
+        Assert.Equal(Cat.Models.Count(m => EngineSupport.For(m).Runs), ids.Count);
+
+        var all = JsonDocument.Parse(Run("models", "--json").stdout).RootElement;
+        Assert.Contains(all.EnumerateArray(), x => x.GetProperty("id").GetString() == "qwen3-8b" && !x.GetProperty("runs").GetBoolean());
+    }
+
+    [Fact]
+    public void Models_show_says_when_the_engine_cannot_run_it()
+    {
+        var (code, stdout, stderr) = Run("models", "show", "gemma-3-4b-it");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("runs           no: the engine cannot run architecture gemma3 yet", stdout);
+        (code, stdout, _) = Run("models", "show", "llama-3.2-1b");
+        Assert.Contains("runs           yes (engine architecture llama)", stdout);
+        var json = JsonDocument.Parse(Run("models", "show", "qwen3-8b", "--json").stdout).RootElement;
+        Assert.False(json.GetProperty("runs").GetBoolean());
+        Assert.Contains("qwen3", json.GetProperty("cannot_run").GetString());
+    }
+
+    [Fact]
+    public void Fit_never_just_says_fits_for_a_model_the_engine_cannot_run()
+    {
+        var e = FitEstimator.Estimate(Cat.Get("gemma-3-4b-it"), HardwareInfo.Synthetic(64_000_000_000));
+        Assert.Equal(FitVerdict.Fits, e.Verdict);
+        Assert.False(e.Runs);
+        var w = new StringWriter();
+        FitCommand.Print(w, e);
+        Assert.Contains("verdict        fits in memory, but the engine cannot run architecture gemma3 yet", w.ToString());
+
+        var ok = FitEstimator.Estimate(Cat.Get("llama-3.2-1b"), HardwareInfo.Synthetic(64_000_000_000));
+        w = new StringWriter();
+        FitCommand.Print(w, ok);
+        Assert.Contains("verdict        fits: headroom", w.ToString());
+
+        var (code, stdout, stderr) = Run("fit", "qwen3-8b", "--json");
+        Assert.True(code == 0, stderr);
+        var root = JsonDocument.Parse(stdout).RootElement;
+        Assert.False(root.GetProperty("runs").GetBoolean());
+        Assert.Contains("architecture qwen3", root.GetProperty("cannot_run").GetString());
+    }
+
+    [Fact]
+    public void Models_fits_marks_the_ones_the_engine_cannot_run()
+    {
+        var (code, stdout, stderr) = Run("models", "--fits", "--max-params", "0.3");
+        Assert.True(code == 0, stderr);
+        // gemma-3-270m (gemma3) fits any machine that runs the tests, but the engine cannot run it
+        var line = stdout.Split('\n').FirstOrDefault(l => l.StartsWith("gemma-3-270m-it "));
+        if (line is null) Assert.Skip("gemma-3-270m does not fit this machine's available RAM right now");
+        Assert.Contains("(cannot run yet)", line);
+        Assert.Contains("fit in memory but the engine cannot run them yet", stdout);
+        Assert.DoesNotContain("(cannot run yet)", stdout.Split('\n').First(l => l.StartsWith("smollm2-135m-instruct ")));
+    }
+
+    // ---- shapes -----------------------------------------------------------------------------
+
+    [Fact]
+    public void Every_catalog_model_has_a_complete_shape()
+    {
+        foreach (var m in Cat.Models)
+        {
+            var a = m.Architecture;
+            Assert.True(a is not null, $"{m.Id}: no architecture");
+            Assert.True(a!.Layers > 0 && a.HiddenSize > 0 && a.Heads > 0 && a.Vocab > 0 && a.Context > 0, $"{m.Id}: layers, hidden, heads, vocab and context must be known");
+            if (a.Mla is null)
+                Assert.True(a.KvHeads > 0 && a.HeadDim > 0 && a.Heads % a.KvHeads == 0, $"{m.Id}: KV heads and head dim must be known");
+            else // stated reason: multi-head latent attention caches one latent per layer, not per-head K and V
+                Assert.True(a.Mla.KvLoraRank > 0 && a.Mla.RopeHeadDim > 0, $"{m.Id}: MLA without its ranks");
+            Assert.Equal(a.Kind == "moe", a.Moe is not null);
+            if (a.Moe is { } moe) Assert.True(moe.Experts > 1 && moe.ExpertsPerToken is > 0 && moe.ExpertsPerToken <= moe.Experts, m.Id);
+            var est = FitEstimator.Estimate(m, HardwareInfo.Synthetic(1L << 40));
+            Assert.DoesNotContain(est.Assumptions, x => x.Contains("unknown"));
+        }
+    }
+
+    [Fact]
+    public void Gpt_oss_kv_cache_uses_its_8_kv_heads()
+    {
+        foreach (var (id, layers) in new[] { ("gpt-oss-20b", 24), ("gpt-oss-120b", 36) })
+        {
+            var s = ModelShape.FromCatalog(Cat.Get(id));
+            Assert.Equal((64, 8, 64), (s.Heads, s.KvHeads, s.HeadDim));
+            // F16: 2 (K, V) x layers x 8 KV heads x 64 x 2 bytes per token, not 32 or 64 heads
+            Assert.Equal(2L * layers * 8 * 64 * 2, FitEstimator.KvBytesPerToken(s, 2));
+            // half the layers keep only the 128-token window
+            long expected = 2L * 8 * 64 * 2 * (layers / 2 * 131072L + layers / 2 * 128L);
+            Assert.Equal(expected, FitEstimator.KvCacheBytes(s, 131072, 2));
+        }
+        // research notes, section 7: gpt-oss-120b at 128K needs about 4.5 GiB of KV cache
+        double gib = FitEstimator.KvCacheBytes(ModelShape.FromCatalog(Cat.Get("gpt-oss-120b")), 131072, 2) / (1024.0 * 1024 * 1024);
+        Assert.InRange(gib, 4.0, 5.0);
+    }
+
+    [Fact]
+    public void Qwen3_8b_shape_is_filled()
+    {
+        var a = Cat.Get("qwen3-8b").Architecture!;
+        Assert.Equal((36, 4096, 32, 8, 128, 151936), (a.Layers!.Value, a.HiddenSize!.Value, a.Heads!.Value, a.KvHeads!.Value, a.HeadDim!.Value, a.Vocab!.Value));
+        var (code, stdout, _) = Run("models", "show", "qwen3-8b");
+        Assert.Equal(0, code);
+        Assert.DoesNotContain("hidden ?", stdout);
+        Assert.DoesNotContain("vocab ?", stdout);
+    }
+
+    // ---- suggestions ------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData("llama3.2", "llama-3.2-1b-instruct")]
+    [InlineData("Llama-3.2", "llama-3.2-1b-instruct")]
+    [InlineData("llama-3.1-8b", "llama-3.1-8b-instruct")]  // an alias: exact after normalizing
+    [InlineData("qwen3-8bb", "qwen3-8b")]                  // one typo
+    [InlineData("gemma3-27b", "gemma-3-27b-it")]
+    [InlineData("mistral", "mistral-7b-instruct-v0.3")]
+    [InlineData("tinylama", "tinyllama-1.1b-chat-v1.0")]
+    public void Suggest_finds_the_closest_id(string typed, string expected) => Assert.Equal(expected, Cat.Suggest(typed));
+
+    [Theory]
+    [InlineData("nope")]
+    [InlineData("xyzzy-9000")]
+    [InlineData("ab")]
+    [InlineData("")]
+    public void Suggest_returns_null_when_nothing_is_close(string typed) => Assert.Null(Cat.Suggest(typed));
+
+    [Theory]
+    [InlineData("models", "show", "llama3.2")]
+    [InlineData("fit", "llama3.2", "--json")]
+    [InlineData("pull", "llama3.2", "--json")]
+    public void Unknown_ids_suggest_the_closest(params string[] args)
+    {
+        var (code, stdout, stderr) = Run(args);
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        Assert.Equal("openweights: error: unknown model 'llama3.2'; did you mean llama-3.2-1b-instruct?", stderr.TrimEnd('\r', '\n'));
+    }
+}
