@@ -59,6 +59,7 @@ public static class Cli
             if (args.Length == 0) return root.Parse(["--help"]).Invoke(config);
             // parse errors: the error first and short, not the whole help page
             if (result.Errors.Count > 0 && result.Action is ParseErrorAction) return CliHelp.ReportParseErrors(result, stderr);
+            if (result.Action is not CliHelp.HelpPrinter && CliHelp.ReportUnknownLongOption(result, stderr) is { } unknown) return unknown;
             return result.Invoke(config);
         }
         catch (Exception e)

@@ -180,10 +180,20 @@ public static class CliHelp
     /// Writes a parse error as `openweights: error: ...` (an unknown option or command names the closest known one)
     /// and one usage line, and returns 1, the exit code of every user error.
     /// </summary>
-    public static int ReportParseErrors(ParseResult result, TextWriter stderr)
+    public static int ReportParseErrors(ParseResult result, TextWriter stderr) =>
+        Report(result, UnknownToken(result, result.CommandResult.Command, longOnly: false) ?? Describe(result, result.Errors[0]), stderr);
+
+    /// <summary>
+    /// A `--word` the command does not know that System.CommandLine took as an argument value (`run m.gguf --max-token`
+    /// would otherwise run with the prompt "--max-token"): reported like a parse error, with its exit code 1; null when
+    /// there is none. A value that really starts with "--" goes after a `--` separator.
+    /// </summary>
+    public static int? ReportUnknownLongOption(ParseResult result, TextWriter stderr) =>
+        UnknownToken(result, result.CommandResult.Command, longOnly: true) is { } message ? Report(result, message, stderr) : null;
+
+    private static int Report(ParseResult result, string message, TextWriter stderr)
     {
         var cmd = result.CommandResult.Command;
-        string message = UnknownToken(result, cmd) ?? Describe(result, result.Errors[0]);
         stderr.WriteLine($"openweights: error: {message}");
         stderr.WriteLine($"usage: {Usage(cmd)}; see `{CommandPath(cmd)} --help`");
         return 1;
@@ -209,7 +219,7 @@ public static class CliHelp
     }
 
     /// <summary>An option-like token the command does not know, or an unknown sub-command, with the closest known name.</summary>
-    private static string? UnknownToken(ParseResult result, Command cmd)
+    private static string? UnknownToken(ParseResult result, Command cmd, bool longOnly)
     {
         var scope = OptionsInScope(cmd).ToList();
         // tokens consumed as option values (`--stop -x`) are values, not unknown options
@@ -219,7 +229,9 @@ public static class CliHelp
             if (t.Type == TokenType.DoubleDash) break;
             if (t.Type != TokenType.Argument || values.Contains(t)) continue;
             string v = t.Value;
-            if (v.Length > 1 && v[0] == '-' && !double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
+            bool optionLike = longOnly ? v.Length > 2 && v.StartsWith("--", StringComparison.Ordinal) && char.IsLetter(v[2])
+                : v.Length > 1 && v[0] == '-' && !double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
+            if (optionLike)
             {
                 string name = v.Split('=', 2)[0];
                 var known = scope.Where(o => !o.Hidden).Select(o => (Alias: o.Name, o)).Concat(scope.Where(o => !o.Hidden).SelectMany(o => o.Aliases.Select(a => (Alias: a, o))));
@@ -227,7 +239,7 @@ public static class CliHelp
                 return $"unknown option {name}" + (best is null ? "" : $" (did you mean {best}?)");
             }
         }
-        if (cmd.Subcommands.Count > 0 && cmd.Arguments.Count == 0 && result.UnmatchedTokens.Count > 0)
+        if (!longOnly && cmd.Subcommands.Count > 0 && cmd.Arguments.Count == 0 && result.UnmatchedTokens.Count > 0)
         {
             string word = result.UnmatchedTokens[0];
             var best = Closest(word, cmd.Subcommands.Where(c => !c.Hidden).SelectMany(c => new[] { c.Name }.Concat(c.Aliases).Select(a => (a, c.Name))));

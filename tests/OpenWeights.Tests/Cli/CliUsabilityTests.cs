@@ -83,6 +83,20 @@ public class CliParseErrorTests
     }
 
     [Fact]
+    public void AMistypedOptionIsNotTakenAsThePrompt()
+    {
+        // System.CommandLine alone binds "--max-token" to PROMPT here and would run the model on it
+        var (code, outp, err) = Run("run", "m.gguf", "--max-token");
+        Assert.Equal(1, code);
+        Assert.Equal("", outp);
+        Assert.Equal("openweights: error: unknown option --max-token (did you mean --max-tokens?)", Lines(err)[0]);
+        // after `--` it is a value: the run goes on to the model (absent here)
+        (code, _, err) = Run("run", "m.gguf", "--", "--max-token");
+        Assert.Equal(1, code);
+        Assert.Contains("model file not found", err);
+    }
+
+    [Fact]
     public void HiddenOldSpellingsCountForSuggestionsButTheCurrentNameIsSuggested()
     {
         var (code, _, err) = Run("info", "m.gguf", "--contxt", "5");
