@@ -4,6 +4,9 @@ using OpenWeights.Cli;
 using OpenWeights.Cli.Commands;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Lora;
+using OpenWeights.Models.Llama;
+using OpenWeights.Models.Synthetic;
+using OpenWeights.Tests.Formats;
 using static OpenWeights.Tests.Cli.CliTests;
 
 namespace OpenWeights.Tests.Cli;
@@ -265,6 +268,32 @@ public class CliProgressTests
         Assert.True(code == 0, err);
         Assert.Equal("", err);
         Assert.StartsWith("wrote ", outp);
+    }
+
+    [Fact]
+    public void ConvertAndMergeReportProgressOnStderr()
+    {
+        using var dir = new TempDir();
+        string gguf = dir.File("base.gguf"), hf = dir.File("hf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("f32"), gguf, threads: 1);
+        HfFixture.Write(gguf, hf);
+        var (code, outp, err) = Run("convert", hf, "-o", dir.File("c.gguf"), "-q", "q8_0", "-t", "1");
+        Assert.True(code == 0, err);
+        Assert.StartsWith("wrote ", outp);
+        Assert.Single(outp.Trim().Split('\n'));
+        Assert.StartsWith("writing c.gguf: tensor 1/", err);
+        Assert.EndsWith("100%", err.Trim());
+
+        var lora = dir.File("a.gguf");
+        using (var m = LlamaModel.Load(gguf)) GgufLoraAdapter.Write(OpenWeights.Tests.Lora.LoraTestUtil.Random(m.Config), lora, m.Config);
+        (code, outp, err) = Run("merge", gguf, lora, "-o", dir.File("m.gguf"), "--json");
+        Assert.True(code == 0, err);
+        Assert.Equal(14, JsonDocument.Parse(outp).RootElement.GetProperty("merged_tensors").GetInt32()); // stdout is only the JSON
+        Assert.StartsWith("writing m.gguf: tensor 1/", err);
+        Assert.EndsWith("100%", err.Trim());
+        (code, _, err) = Run("merge", gguf, lora, "-o", dir.File("m2.gguf"), "--quiet");
+        Assert.True(code == 0, err);
+        Assert.Equal("", err);
     }
 
     [Fact]
