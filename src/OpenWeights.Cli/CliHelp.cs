@@ -148,7 +148,7 @@ public static class CliHelp
     public static string Usage(Command cmd)
     {
         var parts = new List<string> { CommandPath(cmd) };
-        if (cmd.Subcommands.Count > 0) parts.Add("COMMAND");
+        if (cmd.Subcommands.Count > 0) parts.Add(cmd.Action is null ? "COMMAND" : "[COMMAND]");
         foreach (var a in cmd.Arguments.Where(a => !a.Hidden))
         {
             string name = a.Name.ToUpperInvariant().Replace('-', '_');
