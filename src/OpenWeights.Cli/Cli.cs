@@ -1,4 +1,6 @@
 using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
 using OpenWeights.Cli.Commands;
 
 namespace OpenWeights.Cli;
@@ -9,9 +11,17 @@ namespace OpenWeights.Cli;
 /// </summary>
 public static class Cli
 {
-    public static RootCommand BuildRoot()
+    /// <summary>
+    /// The root is a plain command named `openweights` (a RootCommand is named after the executable, OpenWeights.Cli,
+    /// which help and usage lines would show); it carries --help (inherited by every sub-command) and --version.
+    /// </summary>
+    public static Command BuildRoot()
     {
-        var root = new RootCommand("OpenWeights: run, serve, fine-tune and choose open-weight language models locally.");
+        var root = new Command("openweights", "OpenWeights: run, serve, fine-tune and choose open-weight language models locally.")
+        {
+            new HelpOption { Action = new CliHelp.HelpPrinter() },
+            new VersionOption { Action = new VersionCommand.PrintAction() },
+        };
         // Register sub-commands here, one line each.
         root.Subcommands.Add(RunCommand.Create());
         root.Subcommands.Add(ChatCommand.Create());
@@ -42,7 +52,15 @@ public static class Cli
         var config = new InvocationConfiguration { EnableDefaultExceptionHandler = false, Output = stdout, Error = stderr };
         try
         {
-            return root.Parse(args).Invoke(config);
+            ParseResult result;
+            try { result = root.Parse(args); }
+            catch (InvalidOperationException e) when (CliHelp.ReportConversionFailure(root, args, e, stderr) is { } code) { return code; }
+            // no command at all: the list of commands (what a newcomer typing `openweights` wants)
+            if (args.Length == 0) return root.Parse(["--help"]).Invoke(config);
+            // parse errors: the error first and short, not the whole help page
+            if (result.Errors.Count > 0 && result.Action is ParseErrorAction) return CliHelp.ReportParseErrors(result, stderr);
+            if (result.Action is not CliHelp.HelpPrinter && CliHelp.ReportUnknownLongOption(result, stderr) is { } unknown) return unknown;
+            return result.Invoke(config);
         }
         catch (Exception e)
         {

@@ -29,11 +29,12 @@ public static class BenchCommand
             Description = "Tokens to generate (decode)", DefaultValueFactory = _ => 128,
             Validators = { r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--gen must be at least 1"); } },
         };
-        var reps = new Option<int>("--reps", "-r")
+        // `-r` is LoRA rank elsewhere; the old `-r` still parses here, hidden
+        var reps = new Option<int>("--reps")
         {
             Description = "Timed passes; the best is reported", DefaultValueFactory = _ => 1,
             Validators = { r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--reps must be at least 1"); } },
-        };
+        }.HiddenAlias("-r");
         var json = CommonOptions.Json();
         var cmd = new Command("bench", "Measure prefill and decode speed and peak memory of a model on this machine")
         {

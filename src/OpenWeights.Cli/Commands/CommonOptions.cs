@@ -12,19 +12,34 @@ public static class CommonOptions
 {
     public static Option<bool> Json() => new("--json") { Description = "Machine-readable JSON output" };
 
-    public static Option<int> Threads() => new("--threads", "-t")
+    /// <summary>`-t, --threads`: help shows "[default: all cores]" once (not this machine's count).</summary>
+    public static Option<int> Threads() => new Option<int>("--threads", "-t")
     {
-        Description = "Worker threads (default: all cores)",
+        Description = "Worker threads",
         DefaultValueFactory = _ => Environment.ProcessorCount,
         Validators = { r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--threads must be at least 1"); } },
-    };
+    }.DefaultLabel("all cores");
 
-    public static Option<int> Context() => new("--ctx", "-c")
+    /// <summary>The context `run`, `chat` and `serve` allocate unless `--ctx` says otherwise (capped at the model's trained context).</summary>
+    public const int DefaultContext = 4096;
+
+    /// <summary>`-c, --ctx` (hidden old spelling `--context`): context size in tokens.</summary>
+    public static Option<int> Context() => new Option<int>("--ctx", "-c")
     {
         Description = "Context size in tokens",
-        DefaultValueFactory = _ => 4096,
+        DefaultValueFactory = _ => DefaultContext,
         Validators = { r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--ctx must be at least 1"); } },
-    };
+    }.HiddenAlias("--context");
+
+    /// <summary>`-o, --output FILE` (hidden old spelling `--out`), required.</summary>
+    public static Option<string> Output(string description) => new Option<string>("--output", "-o") { Description = description, Required = true }.HiddenAlias("--out");
+
+    /// <summary>`-q, --quant TYPE` (hidden old spelling `--type`): the weights type a command writes.</summary>
+    public static Option<string> Quant(string description, string defaultValue) =>
+        new Option<string>("--quant", "-q") { Description = description, DefaultValueFactory = _ => defaultValue }.HiddenAlias("--type");
+
+    /// <summary>`--quiet`: no progress lines on stderr (long writes report progress there; stdout stays the result).</summary>
+    public static Option<bool> Quiet() => new("--quiet") { Description = "No progress output on stderr" };
 
     /// <summary>`--lora FILE[:SCALE]`, repeatable: GGUF LoRA files or PEFT adapter folders (run, chat, serve).</summary>
     public static Option<string[]> Lora() => new("--lora")

@@ -3,20 +3,21 @@ using OpenWeights.Formats.HuggingFace;
 
 namespace OpenWeights.Cli.Commands;
 
-/// <summary>`openweights convert DIR -o FILE.gguf [--type ...]`: a Hugging Face checkpoint to a llama.cpp-compatible GGUF.</summary>
+/// <summary>`openweights convert DIR -o FILE.gguf [-q TYPE]`: a Hugging Face checkpoint to a llama.cpp-compatible GGUF.</summary>
 public static class ConvertCommand
 {
     public static Command Create()
     {
         var model = new Argument<string>("model") { Description = "Hugging Face checkpoint folder (config.json + safetensors), or a repo id / catalog id in the local store" };
-        var output = new Option<string>("--output", "-o") { Description = "GGUF file to write", Required = true };
-        var type = new Option<string>("--type") { Description = $"Weights type: {string.Join(", ", HfConverter.TypeNames)}", DefaultValueFactory = _ => "f16" };
+        var output = CommonOptions.Output("GGUF file to write");
+        var type = CommonOptions.Quant($"Weights type: {string.Join(", ", HfConverter.TypeNames)}", "f16");
         var threads = CommonOptions.Threads();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Print each tensor as it is written" };
         var json = CommonOptions.Json();
+        var quiet = CommonOptions.Quiet();
         var cmd = new Command("convert", "Convert a Hugging Face checkpoint (llama, mistral, qwen2; F32/F16/BF16 safetensors) to a GGUF file, optionally quantized")
         {
-            model, output, type, threads, verbose, json,
+            model, output, type, threads, verbose, json, quiet,
         };
         cmd.SetAction(pr =>
         {
@@ -28,7 +29,8 @@ public static class ConvertCommand
             HfConverter.ParseType(t); // fail before opening anything
             var sw = System.Diagnostics.Stopwatch.StartNew();
             using (var src = HfCheckpoint.Open(path))
-                HfConverter.Convert(src, outPath, t, pr.GetValue(threads), pr.GetValue(verbose) ? msg => pr.InvocationConfiguration.Error.WriteLine(msg) : null);
+                HfConverter.Convert(src, outPath, t, pr.GetValue(threads), pr.GetValue(verbose) ? msg => pr.InvocationConfiguration.Error.WriteLine(msg) : null,
+                    pr.GetValue(verbose) ? null : ProgressLine.For(pr.InvocationConfiguration.Error, $"writing {Path.GetFileName(outPath)}", pr.GetValue(quiet)));
             long size = new FileInfo(outPath).Length;
             if (pr.GetValue(json)) CliJson.Write(o, new { source = path, output = Path.GetFullPath(outPath), type = t.ToLowerInvariant(), bytes = size, seconds = sw.Elapsed.TotalSeconds });
             else o.WriteLine($"wrote {outPath} ({InfoCommand.Size(size)}, {t.ToLowerInvariant()}) in {sw.Elapsed.TotalSeconds:F1} s");

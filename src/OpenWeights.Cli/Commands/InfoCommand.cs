@@ -7,18 +7,29 @@ using OpenWeights.Tensors.Quant;
 
 namespace OpenWeights.Cli.Commands;
 
-/// <summary>`openweights info MODEL`: architecture, hyper-parameters, tensor types, size and memory needs.</summary>
+/// <summary>`openweights info MODEL [-c N]`: architecture, hyper-parameters, tensor types, size and memory needs.</summary>
 public static class InfoCommand
 {
     public sealed record TypeShare(string Type, int Tensors, long Parameters, long Bytes);
+
+    /// <summary>
+    /// Memory for a context of <see cref="Context"/> tokens. <see cref="Basis"/>: "default" (what run/chat/serve allocate
+    /// without --ctx: 4096 capped at the trained context), "trained" (the model's own context length) or "requested" (--ctx).
+    /// </summary>
+    public sealed record MemoryEstimate(int Context, string Basis, long KvCacheBytes, long EstimatedBytes);
 
     public sealed record ModelInfo(
         string Path, long FileBytes, uint GgufVersion, string Architecture, string? Name, int VocabSize, int ContextLength,
         int EmbeddingLength, int Layers, int Heads, int KvHeads, int HeadDim, int FeedForwardLength, float RopeFreqBase,
         string RopeStyle, long Parameters, double BitsPerWeight, TypeShare[] TensorTypes, string? Tokenizer, string? PreTokenizer,
-        bool HasChatTemplate, long KvCacheBytes4k, long EstimatedMemoryBytes4k, string? SupportedBy);
+        bool HasChatTemplate, MemoryEstimate[] Memory, string? SupportedBy);
 
-    public static ModelInfo Describe(ITensorSource f)
+    /// <summary>
+    /// Describes a model. Memory is estimated at <paramref name="context"/> tokens when given (capped at the trained
+    /// context, as run does), else at the context run/chat/serve use by default and, when longer, the trained context:
+    /// a 512-token model is never reported at 4k, and a 128k model shows both its 4k and its full-context cost.
+    /// </summary>
+    public static ModelInfo Describe(ITensorSource f, int? context = null)
     {
         var c = ModelConfig.FromGguf(f);
         var types = f.Tensors.GroupBy(t => t.Type)
@@ -26,28 +37,43 @@ public static class InfoCommand
             .OrderByDescending(t => t.Bytes).ToArray();
         long parameters = f.Tensors.Where(t => t.Name != Architectures.Names.RopeFreqs).Sum(t => t.ElementCount);
         long weightBytes = f.Tensors.Sum(t => t.ByteSize);
-        // Our engine keeps the KV cache in F32: 2 (K and V) x layers x kv_dim x positions x 4 bytes.
-        long kv = 2L * c.Layers * c.KvDim * 4096 * sizeof(float);
         // Weights are memory-mapped (counted once); scratch for a 256-token batch and the logits come on top.
         long scratch = 256L * (4 * c.Dim + 2 * c.QDim + 2 * c.KvDim + 2 * c.FfnDim) * sizeof(float) + (long)c.VocabSize * sizeof(float);
         long fileBytes = f is GgufFile g ? g.FileSize : f is HfCheckpoint h ? h.WeightFiles.Sum(LinkedLength) : weightBytes;
         uint version = f is GgufFile gv ? gv.Version : 0;
+        // Our engine keeps the KV cache in F32: 2 (K and V) x layers x kv_dim x positions x 4 bytes.
+        MemoryEstimate At(int n, string basis)
+        {
+            long kv = 2L * c.Layers * c.KvDim * n * sizeof(float);
+            return new MemoryEstimate(n, basis, kv, weightBytes + kv + scratch);
+        }
+        int trained = Math.Max(1, c.ContextLength);
+        MemoryEstimate[] memory = context is { } asked
+            ? [At(Math.Min(asked, trained), asked >= trained ? "trained" : "requested")]
+            : CommonOptions.DefaultContext < trained
+                ? [At(CommonOptions.DefaultContext, "default"), At(trained, "trained")]
+                : [At(trained, "trained")];
         return new ModelInfo(f.Path, fileBytes, version, c.Architecture.Name, f.GetString("general.name"), c.VocabSize, c.ContextLength,
             c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.RopeBase, c.RopeStyle.ToString().ToLowerInvariant(),
             parameters, weightBytes * 8.0 / Math.Max(1, parameters), types, f.GetString("tokenizer.ggml.model"), f.GetString("tokenizer.ggml.pre"),
-            f.Contains("tokenizer.chat_template"), kv, weightBytes + kv + scratch, c.Architecture.Description);
+            f.Contains("tokenizer.chat_template"), memory, c.Architecture.Description);
     }
 
     public static Command Create()
     {
         var model = CommonOptions.Model();
         var json = CommonOptions.Json();
-        var cmd = new Command("info", "Describe a model (GGUF or Hugging Face folder): architecture, hyper-parameters, tensor types, parameters, size, memory for a 4k context") { model, json };
+        var ctx = new Option<int?>("--ctx", "-c")
+        {
+            Description = $"Context in tokens for the memory estimate (default: {CommonOptions.DefaultContext}, what run/chat/serve use, capped at the model's trained context, and the trained context when longer)",
+            Validators = { r => { if (r.GetValueOrDefault<int?>() < 1) r.AddError("--ctx must be at least 1"); } },
+        }.HiddenAlias("--context");
+        var cmd = new Command("info", "Describe a model (GGUF or Hugging Face folder): architecture, hyper-parameters, tensor types, parameters, size, memory at its context") { model, ctx, json };
         cmd.SetAction(pr =>
         {
             var o = pr.InvocationConfiguration.Output;
             using var f = CommonOptions.OpenSource(CommonOptions.ResolveModel(pr.GetValue(model)!));
-            var i = Describe(f);
+            var i = Describe(f, pr.GetValue(ctx));
             if (pr.GetValue(json)) { CliJson.Write(o, i); return 0; }
             o.WriteLine($"file           {i.Path} ({Size(i.FileBytes)}, {(i.GgufVersion > 0 ? $"GGUF v{i.GgufVersion}" : "Hugging Face safetensors")})");
             o.WriteLine($"name           {i.Name ?? "-"}");
@@ -59,7 +85,12 @@ public static class InfoCommand
             o.WriteLine($"context        {i.ContextLength} (trained)");
             o.WriteLine("tensor types");
             foreach (var t in i.TensorTypes) o.WriteLine($"  {t.Type,-6} {t.Tensors,5} tensors {t.Parameters,15:N0} params {Size(t.Bytes),10}");
-            o.WriteLine($"memory (4k)    {Size(i.EstimatedMemoryBytes4k)} = weights (memory-mapped) + KV cache {Size(i.KvCacheBytes4k)} + scratch");
+            for (int k = 0; k < i.Memory.Length; k++)
+            {
+                var m = i.Memory[k];
+                string basis = m.Basis switch { "default" => "run's default context", "trained" => "the trained context", _ => "--ctx" };
+                o.WriteLine($"{(k == 0 ? "memory" : ""),-14} {Size(m.EstimatedBytes)} at {m.Context} tokens ({basis}) = weights (memory-mapped) + KV cache {Size(m.KvCacheBytes)} + scratch");
+            }
             return 0;
         });
         return cmd;

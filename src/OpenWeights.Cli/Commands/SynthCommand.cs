@@ -3,17 +3,18 @@ using OpenWeights.Models.Synthetic;
 
 namespace OpenWeights.Cli.Commands;
 
-/// <summary>`openweights synth --preset P --type T -o FILE`: a random-weight GGUF of a real model's exact shape.</summary>
+/// <summary>`openweights synth --preset P -q T -o FILE`: a random-weight GGUF of a real model's exact shape.</summary>
 public static class SynthCommand
 {
     public static Command Create()
     {
         var preset = new Option<string>("--preset") { Description = "Shape: " + string.Join(", ", SynthPreset.All.Select(p => p.Name)), Required = true };
-        var type = new Option<string>("--type") { Description = "f32, f16, bf16, q8_0, q4_0, q4_k_m or pure-<type>", DefaultValueFactory = _ => "q8_0" };
-        var output = new Option<string>("--output", "-o") { Description = "Output GGUF file", Required = true };
+        var type = CommonOptions.Quant("Weights type: f32, f16, bf16, q8_0, q4_0, q4_k_m or pure-<type>", "q8_0");
+        var output = CommonOptions.Output("Output GGUF file");
         var seed = new Option<ulong>("--seed") { Description = "Weights seed", DefaultValueFactory = _ => 42 };
         var threads = CommonOptions.Threads();
-        var cmd = new Command("synth", "Write a random-weight GGUF with the exact shape of a known model (for benchmarks and tests)") { preset, type, output, seed, threads };
+        var quiet = CommonOptions.Quiet();
+        var cmd = new Command("synth", "Write a random-weight GGUF with the exact shape of a known model (for benchmarks and tests)") { preset, type, output, seed, threads, quiet };
         cmd.SetAction(pr =>
         {
             var p = SynthPreset.Get(pr.GetValue(preset)!);
@@ -23,7 +24,8 @@ public static class SynthCommand
             var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
             if (!Directory.Exists(dir)) throw new OpenWeightsException($"directory not found: {dir}");
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            SyntheticModel.Write(p, t, path, pr.GetValue(seed), pr.GetValue(threads));
+            SyntheticModel.Write(p, t, path, pr.GetValue(seed), pr.GetValue(threads),
+                ProgressLine.For(pr.InvocationConfiguration.Error, $"writing {Path.GetFileName(path)}", pr.GetValue(quiet)));
             pr.InvocationConfiguration.Output.WriteLine($"wrote {path} ({p.Name}, {t}, {new FileInfo(path).Length / 1e6:F1} MB) in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
         });

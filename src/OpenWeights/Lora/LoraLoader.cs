@@ -8,15 +8,25 @@ namespace OpenWeights.Lora;
 /// <summary>An adapter file and its user scale, as given on the command line: <c>FILE[:SCALE]</c>.</summary>
 public readonly record struct LoraSpec(string Path, float Scale = 1f)
 {
-    /// <summary>"adapter.gguf", "adapter.gguf:0.5", "peft_dir:2". A suffix that is not a number is part of the path.</summary>
+    /// <summary>
+    /// "adapter.gguf", "adapter.gguf:0.5", "peft_dir:2". A suffix that is not a number is part of the path only when it
+    /// holds a path separator ("C:\x\a.gguf") or the whole text names an existing file or folder; otherwise it is a
+    /// mistyped scale ("adapter.gguf:abc") and the error says so, rather than that "adapter.gguf:abc" does not exist.
+    /// </summary>
     public static LoraSpec Parse(string s)
     {
         if (string.IsNullOrWhiteSpace(s)) throw new OpenWeightsException("--lora needs a file");
         int i = s.LastIndexOf(':');
-        if (i > 0 && i < s.Length - 1 && float.TryParse(s[(i + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out float scale))
+        if (i > 0 && i < s.Length - 1)
         {
-            if (!float.IsFinite(scale)) throw new OpenWeightsException($"--lora {s}: the scale must be a finite number");
-            return new LoraSpec(s[..i], scale);
+            string suffix = s[(i + 1)..];
+            if (float.TryParse(suffix, NumberStyles.Float, CultureInfo.InvariantCulture, out float scale))
+            {
+                if (!float.IsFinite(scale)) throw new OpenWeightsException($"LoRA adapter {s}: the scale must be a finite number");
+                return new LoraSpec(s[..i], scale);
+            }
+            if (suffix.IndexOfAny(['/', '\\']) < 0 && !File.Exists(s) && !Directory.Exists(s))
+                throw new OpenWeightsException($"LoRA adapter {s}: the scale '{suffix}' is not a number (FILE[:SCALE], e.g. {s[..i]}:0.5)");
         }
         return new LoraSpec(s, 1f);
     }

@@ -32,7 +32,8 @@ public static class LoraMerge
 {
     public sealed record Result(int MergedTensors, int CopiedTensors, long Bytes);
 
-    public static Result Merge(string modelPath, IReadOnlyList<LoraSpec> adapters, string outPath, MergeType type, int threads = 0)
+    public static Result Merge(string modelPath, IReadOnlyList<LoraSpec> adapters, string outPath, MergeType type, int threads = 0,
+        IProgress<GgufWriteProgress>? progress = null)
     {
         if (adapters.Count == 0) throw new OpenWeightsException("merge needs at least one adapter");
         if (Path.GetFullPath(outPath) == Path.GetFullPath(modelPath)) throw new OpenWeightsException("the output must not overwrite the input model");
@@ -49,7 +50,7 @@ public static class LoraMerge
             }
         }
 
-        var writer = new GgufWriter();
+        var writer = new GgufWriter { Progress = progress };
         writer.CopyMetadata(f);
         bool tied = !f.TryGetTensor(Architectures.Names.Output, out _);
         int merged = 0, copied = 0;

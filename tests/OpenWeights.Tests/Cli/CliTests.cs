@@ -91,7 +91,7 @@ public class CliTests
             + p.Dim + 2L * p.KvHeads * p.HeadDim + 3L * p.Dim * p.FfnDim);
         Assert.Equal(expectedParams, info.GetProperty("parameters").GetInt64());
         Assert.Contains(info.GetProperty("tensor_types").EnumerateArray(), t => t.GetProperty("type").GetString() == "Q8_0");
-        Assert.Equal(2L * 2 * 128 * 4096 * 4, info.GetProperty("kv_cache_bytes4k").GetInt64());
+        Assert.Equal(2L * 2 * 128 * 2048 * 4, info.GetProperty("memory")[0].GetProperty("kv_cache_bytes").GetInt64()); // at its 2048-token context
 
         (code, outp, _) = Run("tokenize", path, "hello world", "--json");
         Assert.Equal(0, code);

@@ -17,6 +17,9 @@ public sealed class GgufWriter
 
     public int Alignment { get; private set; } = GgufFile.DefaultAlignment;
 
+    /// <summary>Told at each tensor's start and every few MB of tensor data written (called on the writing thread).</summary>
+    public IProgress<GgufWriteProgress>? Progress { get; set; }
+
     /// <summary>Adds or replaces a metadata value (see <see cref="GgufValues"/> for the .NET types allowed).</summary>
     public GgufWriter Set(string key, object value)
     {
@@ -151,14 +154,22 @@ public sealed class GgufWriter
         long written = HeaderBytes();
         Pad(s, Align(written) - written);
         long pos = 0;
+        long dataBytes = tensors.Count == 0 ? 0 : offsets[^1] + tensors[^1].ByteSize;
         for (int i = 0; i < tensors.Count; i++)
         {
             Pad(s, offsets[i] - pos);
             var counting = new CountingStream(s);
+            if (Progress is { } progress)
+            {
+                var (index, name, start) = (i, tensors[i].Name, offsets[i]);
+                progress.Report(new GgufWriteProgress(index, tensors.Count, name, start, dataBytes));
+                counting.OnWritten = n => progress.Report(new GgufWriteProgress(index, tensors.Count, name, start + n, dataBytes));
+            }
             tensors[i].WriteData(counting);
             if (counting.Count != tensors[i].ByteSize) throw new InvalidOperationException($"tensor {tensors[i].Name}: wrote {counting.Count} bytes, expected {tensors[i].ByteSize}");
             pos = offsets[i] + tensors[i].ByteSize;
         }
+        Progress?.Report(new GgufWriteProgress(tensors.Count, tensors.Count, null, dataBytes, dataBytes));
     }
 
     private long Align(long x) => (x + Alignment - 1) / Alignment * Alignment;
@@ -226,9 +237,17 @@ public sealed class GgufWriter
     private sealed class CountingStream(Stream inner) : Stream
     {
         public long Count { get; private set; }
-        public override void Write(byte[] buffer, int offset, int count) { inner.Write(buffer, offset, count); Count += count; }
-        public override void Write(ReadOnlySpan<byte> buffer) { inner.Write(buffer); Count += buffer.Length; }
-        public override void WriteByte(byte value) { inner.WriteByte(value); Count++; }
+        /// <summary>Called with <see cref="Count"/> each time another 4 MiB has gone through.</summary>
+        public Action<long>? OnWritten;
+        private long reported;
+        public override void Write(byte[] buffer, int offset, int count) { inner.Write(buffer, offset, count); Added(count); }
+        public override void Write(ReadOnlySpan<byte> buffer) { inner.Write(buffer); Added(buffer.Length); }
+        public override void WriteByte(byte value) { inner.WriteByte(value); Added(1); }
+        private void Added(long n)
+        {
+            Count += n;
+            if (OnWritten is not null && Count - reported >= 4 << 20) { reported = Count; OnWritten(Count); }
+        }
         public override bool CanRead => false;
         public override bool CanSeek => false;
         public override bool CanWrite => true;
@@ -239,4 +258,14 @@ public sealed class GgufWriter
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
         public override void SetLength(long value) => throw new NotSupportedException();
     }
+}
+
+/// <summary>
+/// Where a <see cref="GgufWriter"/> is: tensor <see cref="Tensor"/> of <see cref="Tensors"/> (its name; null once all are
+/// written) and the tensor-data bytes written of the total.
+/// </summary>
+public readonly record struct GgufWriteProgress(int Tensor, int Tensors, string? Name, long BytesWritten, long BytesTotal)
+{
+    public double Fraction => BytesTotal > 0 ? Math.Min(1.0, (double)BytesWritten / BytesTotal) : Tensors > 0 ? (double)Tensor / Tensors : 1.0;
+    public bool Completed => Tensor >= Tensors;
 }

@@ -42,12 +42,13 @@ public static class HfConverter
         return h * headDim + i * (headDim / 2) + j;
     }
 
-    public static void Convert(HfCheckpoint src, string outPath, string type = "f16", int threads = 0, Action<string>? progress = null)
+    public static void Convert(HfCheckpoint src, string outPath, string type = "f16", int threads = 0, Action<string>? progress = null,
+        IProgress<GgufWriteProgress>? written = null)
     {
         var preset = ParseType(type);
         if (threads <= 0) threads = Environment.ProcessorCount;
         var c = ModelConfig.FromGguf(src);
-        var w = new GgufWriter();
+        var w = new GgufWriter { Progress = written };
         foreach (var k in src.MetadataKeys)
             if (!k.StartsWith("openweights.", StringComparison.Ordinal)) w.Set(k, src.Metadata[k]);
         w.Set("general.file_type", FileType(preset));

@@ -33,10 +33,10 @@ public readonly record struct SynthType(QuantPreset? Preset, GgmlType? Pure)
 /// </summary>
 public static class SyntheticModel
 {
-    public static void Write(SynthPreset p, SynthType type, string path, ulong seed = 42, int threads = 0)
+    public static void Write(SynthPreset p, SynthType type, string path, ulong seed = 42, int threads = 0, IProgress<GgufWriteProgress>? progress = null)
     {
         if (threads <= 0) threads = Environment.ProcessorCount;
-        var w = new GgufWriter();
+        var w = new GgufWriter { Progress = progress };
         string a = p.Architecture;
         bool llama3 = p.ChatTemplate == SynthPreset.Llama3;
         var vocab = SynthVocab.Build(p.VocabSize, llama3);
