@@ -82,6 +82,8 @@ public static class RunCommand
             else
             {
                 ids = tok.Encode(text, addSpecial: true, parseSpecial: pr.GetValue(special));
+                // a generated BOS starts another document (llama2.c's story models separate stories so): the continuation is done
+                if (tok.Bos >= 0 && !tok.EndOfGeneration.Contains(tok.Bos)) options = options with { StopTokens = new HashSet<int> { tok.Bos } };
             }
             if (ids.Length == 0) throw new OpenWeightsException("the prompt encodes to no tokens");
             if (ids.Length >= session.ContextSize)

@@ -84,6 +84,18 @@ public class RunCommandTests
     }
 
     [Fact]
+    public void RunContinuationEndsWhereTheModelStartsAnotherDocument()
+    {
+        var p = TestData.Require("models/stories260K.gguf");
+        // stories260K ends a story with BOS, the start of the next one; without -n, run stops there (as llama2.c does)
+        var (code, output, err) = CliTests.Run("run", p, "Once upon a time", "--temp", "0", "--threads", "1");
+        Assert.True(code == 0, err);
+        Assert.StartsWith(", there was a little girl named Lily.", output);
+        Assert.DoesNotContain("Once upon a time", output);
+        Assert.Equal("", err);
+    }
+
+    [Fact]
     public void RunAtTheModelsOwnContextSaysItIsTheMaximum()
     {
         var p = TestData.Require("models/stories260K.gguf");
