@@ -23,9 +23,11 @@ public sealed class ReaderLineSource(TextReader input, TextWriter output) : ILin
 /// <summary>
 /// A small line editor over Console.ReadKey for a terminal: Left/Right, Home/End (Ctrl-A/Ctrl-E), Backspace/Delete,
 /// Ctrl-U/Ctrl-K/Ctrl-W, Up/Down through earlier lines, Ctrl-D at an empty line ends input, Ctrl-C returns
-/// <see cref="Interrupted"/> on an empty line and clears a line with text. Redraws its one line with ANSI sequences.
+/// <see cref="Interrupted"/> on an empty line and clears a line with text. Redraws the line with ANSI sequences; given the
+/// terminal's width, a line longer than a row wraps and is redrawn from its first row.
 /// </summary>
-public sealed class LineEditor(Func<ConsoleKeyInfo> readKey, TextWriter output) : ILineSource
+/// <param name="width">the terminal's columns (0 or null: unknown, the line is redrawn on its current row only)</param>
+public sealed class LineEditor(Func<ConsoleKeyInfo> readKey, TextWriter output, Func<int>? width = null) : ILineSource
 {
     /// <summary>Returned for Ctrl-C at an empty line (compare with ReferenceEquals).</summary>
     public static readonly string Interrupted = new('\u0003', 1);
@@ -40,7 +42,7 @@ public sealed class LineEditor(Func<ConsoleKeyInfo> readKey, TextWriter output) 
         Console.TreatControlCAsInput = true;
         try { return Console.ReadKey(intercept: true); }
         finally { Console.TreatControlCAsInput = old; }
-    }, output);
+    }, output, () => { try { return Console.WindowWidth; } catch (IOException) { return 0; } });
 
     public Task<string?> ReadLineAsync(string prompt, CancellationToken ct) => Task.FromResult(ReadLine(prompt, ct));
 
@@ -50,6 +52,7 @@ public sealed class LineEditor(Func<ConsoleKeyInfo> readKey, TextWriter output) 
         int cursor = 0;
         int browse = history.Count; // history.Count = the line being typed
         string draft = "";
+        cursorRow = 0;
         output.Write(prompt);
         output.Flush();
         while (!ct.IsCancellationRequested)
@@ -59,6 +62,7 @@ public sealed class LineEditor(Func<ConsoleKeyInfo> readKey, TextWriter output) 
             switch (k.Key)
             {
                 case ConsoleKey.Enter:
+                    MoveToEnd(prompt, line);
                     output.Write("\r\n");
                     output.Flush();
                     string done = line.ToString();
@@ -136,14 +140,44 @@ public sealed class LineEditor(Func<ConsoleKeyInfo> readKey, TextWriter output) 
         return null;
     }
 
+    private int cursorRow; // the row of the cursor, counted from the prompt's row
+
     private void Redraw(string prompt, StringBuilder line, int cursor)
     {
+        int w = width?.Invoke() ?? 0;
+        if (w <= 0)
+        {
+            output.Write('\r');
+            output.Write(prompt);
+            output.Write(line.ToString());
+            output.Write("\u001b[K");
+            int back = line.Length - cursor;
+            if (back > 0) output.Write($"\u001b[{back}D");
+            output.Flush();
+            return;
+        }
+        if (cursorRow > 0) output.Write($"\u001b[{cursorRow}A");
         output.Write('\r');
         output.Write(prompt);
         output.Write(line.ToString());
-        output.Write("\u001b[K");
-        int back = line.Length - cursor;
-        if (back > 0) output.Write($"\u001b[{back}D");
+        int end = prompt.Length + line.Length;
+        if (end > 0 && end % w == 0) output.Write(" \r"); // leave the pending wrap: the cursor goes to the next row's start
+        output.Write("\u001b[J");
+        int endRow = end / w, row = (prompt.Length + cursor) / w, col = (prompt.Length + cursor) % w;
+        if (endRow > row) output.Write($"\u001b[{endRow - row}A");
+        output.Write('\r');
+        if (col > 0) output.Write($"\u001b[{col}C");
+        cursorRow = row;
         output.Flush();
+    }
+
+    /// <summary>Puts the cursor after the line's last character (before Enter prints the line break).</summary>
+    private void MoveToEnd(string prompt, StringBuilder line)
+    {
+        int w = width?.Invoke() ?? 0;
+        if (w <= 0) return;
+        int endRow = (prompt.Length + line.Length) / w;
+        if (endRow > cursorRow) output.Write($"\u001b[{endRow - cursorRow}B");
+        cursorRow = endRow;
     }
 }

@@ -15,10 +15,12 @@ public class ChatCommandTests
     private static ConsoleKeyInfo Key(ConsoleKey k, bool ctrl = false) => new(k == ConsoleKey.Enter ? '\r' : '\0', k, false, false, ctrl);
     private static IEnumerable<ConsoleKeyInfo> Type(string s) => s.Select(Key);
 
-    private static LineEditor Editor(IEnumerable<ConsoleKeyInfo> keys, StringWriter screen)
+    private static LineEditor Editor(IEnumerable<ConsoleKeyInfo> keys, StringWriter screen) => new(Keys(keys), screen);
+
+    private static Func<ConsoleKeyInfo> Keys(IEnumerable<ConsoleKeyInfo> keys)
     {
         var e = keys.GetEnumerator();
-        return new LineEditor(() => e.MoveNext() ? e.Current : throw new InvalidOperationException("the test ran out of keys"), screen);
+        return () => e.MoveNext() ? e.Current : throw new InvalidOperationException("the test ran out of keys");
     }
 
     [Fact]
@@ -118,6 +120,18 @@ public class ChatCommandTests
     }
 
     [Fact]
+    public void LineEditorWrapsLongLinesAtTheTerminalWidth()
+    {
+        var screen = new StringWriter();
+        var editor = new LineEditor(Keys([.. Type("abcdefghijklmnopqrstuvwxy"), Key(ConsoleKey.Home), Key('X'), Key(ConsoleKey.Enter)]), screen, () => 10);
+        Assert.Equal("Xabcdefghijklmnopqrstuvwxy", editor.ReadLine("> "));
+        string o = screen.ToString();
+        Assert.Contains("\u001b[2A\r> abcdefghijklmnopqrstuvwxy\u001b[J\u001b[2A\r\u001b[2C", o); // Home: up from the third row, redraw, back to the start
+        Assert.Contains("\r> Xabcdefghijklmnopqrstuvwxy\u001b[J\u001b[2A\r\u001b[3C", o); // X: redrawn from the prompt's row, cursor after X
+        Assert.EndsWith("\u001b[2B\r\n", o); // Enter moves below the last row first
+    }
+
+    [Fact]
     public void LineEditorEditsInsideTheLine()
     {
         var screen = new StringWriter();
@@ -135,7 +149,10 @@ public class ChatCommandTests
         Assert.Contains("\u001b[K", screen.ToString()); // lines are redrawn in place
     }
 
-    /// <summary>The real process in a pseudo-terminal (tmux): the banner, a reply, Up recalls the line, Ctrl-C at an empty prompt says bye.</summary>
+    /// <summary>
+    /// The real process in a pseudo-terminal (tmux, 40 columns): the banner, a reply to a line longer than a row, Up recalls
+    /// it (wrapped over rows), editing at its start redraws it whole, Ctrl-C at an empty prompt says bye and exits 0.
+    /// </summary>
     [Fact]
     public void ChatInATerminalRecallsHistoryWithUpAndQuitsOnCtrlC()
     {
@@ -143,15 +160,21 @@ public class ChatCommandTests
         string socket = "ow-chat-" + Guid.NewGuid().ToString("N")[..10];
         string cli = typeof(OpenWeights.Cli.Cli).Assembly.Location;
         string command = $"'{RunCommandTests.DotnetHost()}' '{cli}' chat '{TinyModels.Qwen}' --temp 0 -n 3 --ctx 256 --threads 1; echo exit=$?; sleep 30";
-        Tmux(socket, "new-session", "-d", "-x", "160", "-y", "40", command);
+        const string text = "hello there, this question is longer than one row of forty columns";
+        Tmux(socket, "new-session", "-d", "-x", "40", "-y", "30", command);
         try
         {
             WaitFor(socket, s => s.Contains("/? for help") && s.TrimEnd().EndsWith('>'), "the banner and a prompt");
-            Tmux(socket, "send-keys", "-l", "hello there");
+            Tmux(socket, "send-keys", "-l", text);
+            WaitFor(socket, s => s.TrimEnd().EndsWith("> " + text), "the long line typed");
             Tmux(socket, "send-keys", "Enter");
             WaitFor(socket, s => s.Split('\n').Count(l => l.StartsWith('>')) >= 2 && s.TrimEnd().EndsWith('>'), "a reply and the next prompt");
             Tmux(socket, "send-keys", "Up");
-            WaitFor(socket, s => s.TrimEnd().EndsWith("> hello there"), "Up to recall the line");
+            WaitFor(socket, s => s.TrimEnd().EndsWith("> " + text), "Up to recall the line");
+            Tmux(socket, "send-keys", "Home");
+            Tmux(socket, "send-keys", "-l", "X");
+            WaitFor(socket, s => s.TrimEnd().EndsWith("> X" + text), "an insertion at the start of the wrapped line");
+            Tmux(socket, "send-keys", "End");
             Tmux(socket, "send-keys", "C-u");
             WaitFor(socket, s => s.TrimEnd().EndsWith('>'), "Ctrl-U to clear it");
             Tmux(socket, "send-keys", "C-c");
@@ -168,7 +191,7 @@ public class ChatCommandTests
         string screen = "";
         while (sw.Elapsed < TimeSpan.FromSeconds(60))
         {
-            screen = Tmux(socket, "capture-pane", "-p");
+            screen = Tmux(socket, "capture-pane", "-p", "-J"); // -J: rows of a wrapped line joined
             if (done(screen)) return screen;
             Thread.Sleep(50);
         }
