@@ -116,7 +116,11 @@ public static class RunCommand
             if (!File.Exists(file)) throw new OpenWeightsException($"prompt file not found: {file}");
             return CliInput.TrimFinalNewline(File.ReadAllText(file));
         }
-        if (argument == "-" || (argument is null && CliInput.IsRedirected)) return CliInput.ReadAll();
+        if (argument == "-" || (argument is null && CliInput.IsRedirected))
+        {
+            string read = CliInput.ReadAll();
+            return read.Trim().Length > 0 ? read : throw new OpenWeightsException("no prompt: stdin was empty (give the prompt as an argument, or -f FILE)");
+        }
         return argument ?? throw new OpenWeightsException("no prompt: give it as an argument, - to read stdin, or -f FILE");
     }
 

@@ -60,6 +60,8 @@ public class RunCommandTests
         (code, _, err) = CliTests.Run(["run", TinyModels.Qwen, "hi", "-f", dir.File("p.txt"), .. common]);
         Assert.Equal(1, code);
         Assert.Contains("not both", err);
+        (code, _, err) = RunWithStdin("", ["run", TinyModels.Qwen, .. common]); // e.g. CI's closed stdin: no prompt, not an empty one
+        Assert.Equal("openweights: error: no prompt: stdin was empty (give the prompt as an argument, or -f FILE)", err.Trim());
         (code, _, err) = CliTests.Run(["run", TinyModels.Qwen, "-f", dir.File("absent.txt"), .. common]);
         Assert.Equal("openweights: error: prompt file not found: " + dir.File("absent.txt"), err.Trim());
     }
