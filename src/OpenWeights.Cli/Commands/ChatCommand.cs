@@ -14,40 +14,52 @@ public static class ChatCommand
         var model = CommonOptions.Model();
         var system = new Option<string?>("--system", "-s") { Description = "System message" };
         var template = new Option<string?>("--chat-template") { Description = "Jinja chat template file (default: the model's own)" };
-        var n = new Option<int>("-n", "--max-tokens") { Description = "Most tokens per reply", DefaultValueFactory = _ => 512 };
+        var n = new Option<int>("-n", "--max-tokens")
+        {
+            Description = "Most tokens per reply (-1 = until the end of the turn or a full context)",
+            DefaultValueFactory = _ => -1,
+        };
         var sampling = new SamplingFlags();
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
         var lora = CommonOptions.Lora();
-        var cmd = new Command("chat", "Chat with a model in the terminal (/reset, /system TEXT, /exit; Ctrl-C stops a reply)")
+        var cmd = new Command("chat", "Chat with a model in the terminal (/? for help, /bye to quit, \"\"\" for multi-line input; Ctrl-C stops a reply)")
         {
             model, system, template, n, threads, ctx, lora,
         };
         sampling.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
         {
-            var path = CommonOptions.ResolveModel(pr.GetValue(model)!);
-            var options = new GenerationOptions { MaxTokens = pr.GetValue(n), Sampling = sampling.Read(pr) };
-            if (options.MaxTokens < 1) throw new OpenWeightsException("-n must be >= 1");
+            var output = pr.InvocationConfiguration.Output;
+            string spec = pr.GetValue(model)!;
+            var path = CommonOptions.ResolveModel(spec);
+            int maxTokens = pr.GetValue(n);
+            if (maxTokens is 0 or < -1) throw new OpenWeightsException("-n must be -1 (no limit) or >= 1");
+            var options = new GenerationOptions { MaxTokens = maxTokens < 0 ? int.MaxValue : maxTokens, Sampling = sampling.Read(pr) };
             string? templateSource = ReadTemplate(pr.GetValue(template));
             using var m = LlamaModel.LoadOwned(CommonOptions.OpenSource(path));
             CommonOptions.AttachLoras(m, pr.GetValue(lora));
             var tok = Tokenizer.FromGguf(m.Source);
+            if (templateSource is null && tok.ChatTemplate is null)
+                throw new OpenWeightsException($"{spec} has no chat template (tokenizer.chat_template); give one with --chat-template FILE, or use `openweights run {spec} --raw` to continue text");
             var formatter = new ChatFormatter(tok, templateSource);
             var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads));
             var loop = new ChatLoop(session, formatter, options, pr.GetValue(system));
+            output.WriteLine(Banner(spec, session, templateSource is not null));
+            bool terminal = CliInput.Override.Value is null && !Console.IsInputRedirected && !Console.IsOutputRedirected;
+            ILineSource lines = terminal ? LineEditor.ForConsole(output) : new ReaderLineSource(CliInput.Reader, output);
             CancellationTokenSource? current = null;
             ConsoleCancelEventHandler onCancel = (_, e) =>
             {
                 var c = Volatile.Read(ref current);
-                if (c is null) return; // no reply running: Ctrl-C quits as usual
+                if (c is null) { output.WriteLine(); output.WriteLine("bye"); output.Flush(); return; } // no reply running: Ctrl-C quits
                 e.Cancel = true;
                 c.Cancel();
             };
             Console.CancelKeyPress += onCancel;
             try
             {
-                await loop.RunAsync(Console.In, pr.InvocationConfiguration.Output, () => { var c = CancellationTokenSource.CreateLinkedTokenSource(ct); Volatile.Write(ref current, c); return c; },
+                await loop.RunAsync(lines, output, () => { var c = CancellationTokenSource.CreateLinkedTokenSource(ct); Volatile.Write(ref current, c); return c; },
                     () => Volatile.Write(ref current, null), ct);
             }
             finally { Console.CancelKeyPress -= onCancel; }
@@ -56,37 +68,79 @@ public static class ChatCommand
         return cmd;
     }
 
-    public static string? ReadTemplate(string? file)
-    {
-        if (file is null) return null;
-        if (!File.Exists(file)) throw new OpenWeightsException($"chat template file not found: {file}");
-        return File.ReadAllText(file);
-    }
+    /// <summary>The first lines of a chat: the model, its context and where to find help.</summary>
+    public static string Banner(string model, InferenceSession session, bool ownTemplate) =>
+        $"openweights chat: {model} (context {session.ContextSize} tokens{(ownTemplate ? ", template from --chat-template" : "")})\n" +
+        "/? for help, /bye to quit, \"\"\" for multi-line input, Up for earlier lines, Ctrl-C stops a reply";
+
+    /// <summary>Reads a `--chat-template FILE` (null: none given).</summary>
+    public static string? ReadTemplate(string? file) => file is null ? null : ChatTemplateSource.FromFile(file);
 }
 
-/// <summary>The chat command's loop over a reader and writer (the terminal, or strings in tests).</summary>
+/// <summary>The numbers of one reply, for /stats.</summary>
+public sealed record ReplyStats(int PromptTokens, int GeneratedTokens, TimeSpan TimeToFirstToken, TimeSpan Duration, double DecodeTokensPerSecond,
+    double PrefillTokensPerSecond, int ContextUsed, int ContextSize)
+{
+    public override string ToString() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+        $"last reply: {GeneratedTokens} tokens, {DecodeTokensPerSecond:F1} tok/s, time to first token {TimeToFirstToken.TotalSeconds:F2} s, " +
+        $"total {Duration.TotalSeconds:F2} s; prompt {PromptTokens} tokens ({PrefillTokensPerSecond:F1} tok/s); " +
+        $"context {ContextUsed} of {ContextSize} tokens used ({100.0 * ContextUsed / ContextSize:F0}%)");
+}
+
+/// <summary>The chat command's loop over a line source and a writer (the terminal, or strings in tests).</summary>
 public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, GenerationOptions options, string? system)
 {
+    public const string Help = """"
+        commands:
+          /bye, /exit      quit (also Ctrl-D, or Ctrl-C at an empty prompt)
+          /reset           start a new conversation
+          /system TEXT     set the system message (starts a new conversation); /system alone removes it
+          /stats           tokens, speed and context use of the last reply
+          /?, /help        this help
+          """              begin and end a multi-line message
+          Up, Down         earlier lines (in a terminal)
+          Ctrl-C           stop a reply
+        """";
+
     private readonly List<ChatTurn> history = [];
     private string? system = system;
 
     public IReadOnlyList<ChatTurn> History => history;
+    /// <summary>The last reply's numbers (null before the first).</summary>
+    public ReplyStats? LastReply { get; private set; }
 
-    /// <summary>Reads lines until /exit or end of input. beginReply returns the token source that cancels the reply (Ctrl-C).</summary>
-    public async Task RunAsync(TextReader input, TextWriter output, Func<CancellationTokenSource>? beginReply = null, Action? endReply = null,
+    /// <summary>Reads lines until /bye, /exit or end of input. beginReply returns the token source that cancels the reply (Ctrl-C).</summary>
+    public Task RunAsync(TextReader input, TextWriter output, Func<CancellationTokenSource>? beginReply = null, Action? endReply = null,
+        CancellationToken ct = default) =>
+        RunAsync(new ReaderLineSource(input, output), output, beginReply, endReply, ct);
+
+    public async Task RunAsync(ILineSource input, TextWriter output, Func<CancellationTokenSource>? beginReply = null, Action? endReply = null,
         CancellationToken ct = default)
     {
         var replyOptions = formatter.ForReply(options);
         while (!ct.IsCancellationRequested)
         {
-            output.Write("> ");
-            output.Flush();
-            string? line = await input.ReadLineAsync(ct);
-            if (line is null) { output.WriteLine(); return; }
-            line = line.Trim();
+            string? read = await input.ReadLineAsync("> ", ct);
+            if (read is null) { output.WriteLine(); return; }
+            if (ReferenceEquals(read, LineEditor.Interrupted)) { output.WriteLine("bye"); return; }
+            string line = read.Trim();
             if (line.Length == 0) continue;
-            if (line == "/exit" || line == "/quit") return;
+            if (line.StartsWith("\"\"\"", StringComparison.Ordinal))
+            {
+                string? text = await ReadMultiLineAsync(input, read.TrimStart()[3..], ct);
+                if (text is null) { output.WriteLine(); return; }
+                if (text.Trim().Length == 0) continue;
+                await ReplyAsync(text, output, replyOptions, beginReply, endReply, ct);
+                continue;
+            }
+            if (line is "/bye" or "/exit" or "/quit") return;
             if (line == "/reset") { history.Clear(); session.Reset(); output.WriteLine("(conversation cleared)"); continue; }
+            if (line is "/?" or "/help") { output.WriteLine(Help); continue; }
+            if (line == "/stats")
+            {
+                output.WriteLine(LastReply?.ToString() ?? "(no reply yet)");
+                continue;
+            }
             if (line == "/system" || line.StartsWith("/system ", StringComparison.Ordinal))
             {
                 system = line.Length > 8 ? line[8..].Trim() : null;
@@ -96,37 +150,71 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
             }
             if (line.StartsWith('/') && !line.StartsWith("//", StringComparison.Ordinal))
             {
-                output.WriteLine("commands: /reset, /system TEXT, /exit");
+                output.WriteLine($"unknown command {line.Split(' ')[0]}");
+                output.WriteLine(Help);
                 continue;
             }
-            history.Add(ChatTurn.User(line));
-            var turns = system is null ? history : [ChatTurn.System(system), .. history];
-            int[] prompt = formatter.EncodeConversation(turns);
-            if (prompt.Length >= session.ContextSize)
-            {
-                history.RemoveAt(history.Count - 1);
-                output.WriteLine($"(the conversation has {prompt.Length} tokens and no longer fits the context of {session.ContextSize}; /reset to start over)");
-                continue;
-            }
-            using var cts = beginReply?.Invoke() ?? CancellationTokenSource.CreateLinkedTokenSource(ct);
-            var reply = new System.Text.StringBuilder();
-            FinishReason finish = FinishReason.Stop;
-            try
-            {
-                await foreach (var c in Generator.GenerateAsync(session, formatter.Tokenizer, prompt, replyOptions, cts.Token))
-                {
-                    output.Write(c.Text);
-                    output.Flush();
-                    reply.Append(c.Text);
-                    if (c.Finish is { } f) finish = f;
-                }
-            }
-            catch (OperationCanceledException) when (!ct.IsCancellationRequested) { finish = FinishReason.Cancelled; }
-            finally { endReply?.Invoke(); }
-            output.WriteLine();
-            if (finish == FinishReason.Cancelled) output.WriteLine("(stopped)");
-            history.Add(ChatTurn.Assistant(reply.ToString()));
+            await ReplyAsync(line, output, replyOptions, beginReply, endReply, ct);
         }
+    }
+
+    /// <summary>The lines after an opening \"\"\" up to the closing one (which may end a line); null when input ends first.</summary>
+    private static async Task<string?> ReadMultiLineAsync(ILineSource input, string first, CancellationToken ct)
+    {
+        var lines = new List<string>();
+        string current = first;
+        while (true)
+        {
+            int close = current.TrimEnd().EndsWith("\"\"\"", StringComparison.Ordinal) ? current.TrimEnd().Length - 3 : -1;
+            if (close >= 0) { lines.Add(current[..close]); break; }
+            lines.Add(current);
+            string? next = await input.ReadLineAsync("... ", ct);
+            if (next is null || ReferenceEquals(next, LineEditor.Interrupted)) return null;
+            current = next;
+        }
+        if (lines.Count > 0 && lines[0].Length == 0) lines.RemoveAt(0);
+        return string.Join("\n", lines).TrimEnd();
+    }
+
+    private async Task ReplyAsync(string text, TextWriter output, GenerationOptions replyOptions, Func<CancellationTokenSource>? beginReply,
+        Action? endReply, CancellationToken ct)
+    {
+        history.Add(ChatTurn.User(text));
+        var turns = system is null ? history : [ChatTurn.System(system), .. history];
+        int[] prompt = formatter.EncodeConversation(turns);
+        if (prompt.Length >= session.ContextSize)
+        {
+            history.RemoveAt(history.Count - 1);
+            output.WriteLine($"(the conversation has {prompt.Length} tokens and no longer fits the context of {session.ContextSize}; /reset to start over)");
+            return;
+        }
+        using var cts = beginReply?.Invoke() ?? CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var reply = new System.Text.StringBuilder();
+        FinishReason finish = FinishReason.Stop;
+        GenerationStats? stats = null;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        TimeSpan? first = null;
+        try
+        {
+            await foreach (var c in Generator.GenerateAsync(session, formatter.Tokenizer, prompt, replyOptions, cts.Token))
+            {
+                first ??= clock.Elapsed;
+                output.Write(c.Text);
+                output.Flush();
+                reply.Append(c.Text);
+                if (c.Finish is { } f) { finish = f; stats = c.Stats; }
+            }
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested) { finish = FinishReason.Cancelled; }
+        finally { endReply?.Invoke(); }
+        output.WriteLine();
+        if (finish == FinishReason.Cancelled) output.WriteLine("(stopped)");
+        else if (finish == FinishReason.Length && session.Remaining < 1)
+            output.WriteLine($"(stopped: context full ({session.ContextSize} tokens); /reset to start over)");
+        history.Add(ChatTurn.Assistant(reply.ToString()));
+        if (stats is not null)
+            LastReply = new ReplyStats(stats.PromptTokens, stats.GeneratedTokens, first ?? clock.Elapsed, clock.Elapsed, stats.DecodeTokensPerSecond,
+                stats.PrefillTokensPerSecond, session.ContextSize - session.Remaining, session.ContextSize);
     }
 }
 

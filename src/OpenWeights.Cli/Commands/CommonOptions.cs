@@ -59,40 +59,8 @@ public static class CommonOptions
         Description = "A GGUF file, a Hugging Face checkpoint folder (config.json + safetensors), or a catalog id / org/name[:QUANT] in the local store",
     };
 
-    /// <summary>
-    /// What the user typed -> a local path: an existing file as is; a folder holding config.json (a Hugging Face
-    /// checkpoint); else a catalog id (its repositories looked up in the local store), ID:QUANT (the catalog's GGUF file for
-    /// that quant) or org/name[:QUANT|:FILE]
-    /// through <see cref="ModelResolver"/>. Not found: one line naming what was tried.
-    /// </summary>
-    public static string ResolveModel(string spec)
-    {
-        if (File.Exists(spec)) return spec;
-        if (Directory.Exists(spec))
-            return HfCheckpoint.IsCheckpointDir(spec) ? spec
-                : throw new OpenWeightsException($"{spec} is a directory without config.json (neither a GGUF file nor a Hugging Face checkpoint)");
-        if (Path.IsPathRooted(spec) || spec.StartsWith('.') || (!spec.Contains(':') && spec.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase)))
-            throw new OpenWeightsException($"model file not found: {spec}");
-        var settings = HubCli.Settings();
-        if (ModelCatalog.Default.TryGet(spec, out var m))
-        {
-            var repos = new[] { m.Gguf?.Repo, m.Hf.Instruct, m.Hf.Base }.Concat(m.Hf.Other).OfType<string>().Distinct().ToList();
-            foreach (var repo in repos)
-            {
-                try { return Checked(ModelResolver.Resolve(repo, settings)); }
-                catch (OpenWeightsException) { }
-            }
-            throw new OpenWeightsException($"{m.Id} is not in the local store ({settings.CacheDir}); tried {string.Join(", ", repos)}; fetch it with `openweights pull {repos.FirstOrDefault() ?? m.Id}`");
-        }
-        // ID:QUANT of a catalog model: the file its GGUF repository lists for that quant
-        if (CatalogPullSpec.Resolve(spec, ModelCatalog.Default) is { } fromCatalog) return Checked(ModelResolver.Resolve(fromCatalog.ToString(), settings));
-        if (PullSpec.TryParse(spec, out _, out _)) return Checked(ModelResolver.Resolve(spec, settings));
-        throw new OpenWeightsException($"model not found: '{spec}' is not a file, a folder with config.json, a catalog id, or org/name in the local store");
-    }
-
-    private static string Checked(string path) =>
-        File.Exists(path) || HfCheckpoint.IsCheckpointDir(path) ? path
-        : throw new OpenWeightsException($"{path} holds no GGUF file and no config.json");
+    /// <summary>What the user typed -> a local path (file, checkpoint folder, catalog id, org/name[:QUANT] in the store): <see cref="ModelLocator"/>.</summary>
+    public static string ResolveModel(string spec) => ModelLocator.Resolve(spec, HubCli.Settings());
 
     /// <summary>Opens a resolved model path: a GGUF file, or a Hugging Face checkpoint folder.</summary>
     public static ITensorSource OpenSource(string path) => ModelSources.Open(path);

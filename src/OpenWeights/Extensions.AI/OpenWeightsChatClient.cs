@@ -2,9 +2,12 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using OpenWeights.Formats;
+using OpenWeights.Hub;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
 using OpenWeights.Inference.Constraints;
+using OpenWeights.Lora;
 using OpenWeights.Models.Llama;
 using OpenWeights.Tokenizers;
 
@@ -42,9 +45,33 @@ public sealed class OpenWeightsChatClient : IChatClient
         metadata = new ChatClientMetadata("openweights", null, modelId ?? model.Source.ToString());
     }
 
-    /// <summary>Loads a GGUF model and owns it.</summary>
-    public static OpenWeightsChatClient Load(string path, string? chatTemplate = null, int contextSize = 4096, int threads = 0) =>
-        new(LlamaModel.Load(path), chatTemplate, contextSize, threads, Path.GetFileNameWithoutExtension(path), ownsModel: true);
+    /// <summary>
+    /// Loads a model and owns it. <paramref name="model"/> is what the CLI accepts: a GGUF file, a Hugging Face checkpoint
+    /// folder, a catalog id or org/name[:QUANT] in the local store (<see cref="ModelLocator"/>).
+    /// </summary>
+    /// <param name="chatTemplate">Jinja template text (not a path: use <paramref name="chatTemplateFile"/>); null uses the model's own</param>
+    /// <param name="chatTemplateFile">a Jinja template file; null uses <paramref name="chatTemplate"/> or the model's own</param>
+    public static OpenWeightsChatClient Load(string model, string? chatTemplate = null, int contextSize = 4096, int threads = 0, string? chatTemplateFile = null) =>
+        Load(model, new OpenWeightsChatClientOptions { ChatTemplate = chatTemplate, ChatTemplateFile = chatTemplateFile, ContextSize = contextSize, Threads = threads });
+
+    /// <summary>Loads a model (see <see cref="Load(string, string?, int, int, string?)"/>) with the given options, and owns it.</summary>
+    public static OpenWeightsChatClient Load(string model, OpenWeightsChatClientOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var template = options.TemplateText();
+        if (options.ContextSize < 1) throw new OpenWeightsException($"context size {options.ContextSize} must be at least 1");
+        string path = ModelLocator.Resolve(model, options.Hub ?? HubSettings.FromEnvironment());
+        var m = LlamaModel.LoadOwned(ModelSources.Open(path));
+        try
+        {
+            if (options.Loras.Count > 0) LoraLoader.Attach(m, options.Loras);
+            return new OpenWeightsChatClient(m, template, options.ContextSize, options.Threads, options.ModelId ?? ModelName(path), ownsModel: true);
+        }
+        catch { m.Dispose(); throw; }
+    }
+
+    private static string ModelName(string path) =>
+        Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(path)) is { Length: > 0 } n ? n : path;
 
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
         await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken);

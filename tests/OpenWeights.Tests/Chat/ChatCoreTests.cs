@@ -51,7 +51,7 @@ public class ChatCoreTests
         using var m = LlamaModel.Load(p);
         var tok = Tokenizer.FromGguf(m.Source);
         var e = Assert.Throws<OpenWeightsException>(() => new ChatFormatter(tok));
-        Assert.Contains("--chat-template", e.Message);
+        Assert.Contains("no chat template", e.Message); // the library names no CLI flag; `chat` adds --chat-template FILE
         var f = new ChatFormatter(tok, "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:");
         Assert.Equal("user: hi\nassistant:", f.Render([ChatTurn.User("hi")]));
     }

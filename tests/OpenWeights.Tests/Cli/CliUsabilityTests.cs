@@ -82,7 +82,7 @@ public class CliParseErrorTests
         var lines = Lines(err);
         Assert.Equal(2, lines.Length);
         Assert.Equal("openweights: error: unknown option --max-token (did you mean --max-tokens?)", lines[0]);
-        Assert.Equal("usage: openweights run MODEL PROMPT [options]; see `openweights run --help`", lines[1]);
+        Assert.Equal("usage: openweights run MODEL [PROMPT] [options]; see `openweights run --help`", lines[1]);
     }
 
     [Fact]
@@ -146,9 +146,9 @@ public class CliParseErrorTests
     [Fact]
     public void MissingArgumentsAndRequiredOptionsAreNamed()
     {
-        var (code, _, err) = Run("run", "m.gguf");
+        var (code, _, err) = Run("tokenize", "m.gguf");
         Assert.Equal(1, code);
-        Assert.Equal("openweights: error: missing PROMPT", Lines(err)[0]);
+        Assert.Equal("openweights: error: missing TEXT", Lines(err)[0]);
         (code, _, err) = Run("synth", "--preset", "tiny-llama");
         Assert.Equal(1, code);
         Assert.Equal("openweights: error: missing required option --output", Lines(err)[0]);
@@ -185,7 +185,7 @@ public class CliHelpTests
     {
         var (code, outp, err) = Run("run", "--help");
         Assert.True(code == 0, err);
-        Assert.Contains("openweights run MODEL PROMPT [options]", outp);
+        Assert.Contains("openweights run MODEL [PROMPT] [options]", outp);
         Assert.DoesNotContain("OpenWeights.Cli", outp);
         var threads = outp.Split('\n').Single(l => l.Contains("--threads"));
         Assert.Contains("[default: all cores]", threads);

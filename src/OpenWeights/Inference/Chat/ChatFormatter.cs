@@ -32,8 +32,8 @@ public sealed class ChatFormatter
     public ChatFormatter(Tokenizer tokenizer, string? templateSource = null)
     {
         Tokenizer = tokenizer;
-        string source = templateSource ?? tokenizer.ChatTemplate
-            ?? throw new OpenWeightsException("the model has no chat template (tokenizer.chat_template); supply one with --chat-template FILE");
+        string source = (templateSource is null ? null : ChatTemplateSource.Check(templateSource)) ?? tokenizer.ChatTemplate
+            ?? throw new OpenWeightsException("the model has no chat template (tokenizer.chat_template); supply a template");
         Template = new ChatTemplate(source);
         bos = tokenizer.Bos >= 0 ? tokenizer.TokenPiece(tokenizer.Bos) : null;
         eos = tokenizer.Eos >= 0 ? tokenizer.TokenPiece(tokenizer.Eos) : null;
