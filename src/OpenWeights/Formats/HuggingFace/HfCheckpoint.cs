@@ -291,6 +291,7 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             case "model.norm.weight": return (OutputNorm, int.MaxValue - 1);
             case "lm_head.weight": return (Output, int.MaxValue);
         }
+        if (hf.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) return (null, 0); // a cache some exports save, per layer or once
         const string prefix = "model.layers.";
         if (hf.StartsWith(prefix, StringComparison.Ordinal))
         {
@@ -298,7 +299,6 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             if (dot > 0 && int.TryParse(hf.AsSpan(prefix.Length, dot - prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int layer))
             {
                 string rest = hf[(dot + 1)..];
-                if (rest.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) return (null, 0);
                 if (LayerNames.TryGetValue(rest, out var g)) return (Block(layer, g), 2 + layer);
             }
         }
