@@ -46,14 +46,21 @@ public static class ModelMetadataExtensions
         if (v is Array a && typeof(T).IsPrimitive && a.GetType().GetElementType()!.IsPrimitive)
         {
             var r = new T[a.Length];
-            for (int i = 0; i < a.Length; i++) r[i] = (T)Convert.ChangeType(a.GetValue(i)!, typeof(T), System.Globalization.CultureInfo.InvariantCulture);
+            try
+            {
+                for (int i = 0; i < a.Length; i++) r[i] = (T)Convert.ChangeType(a.GetValue(i)!, typeof(T), System.Globalization.CultureInfo.InvariantCulture);
+            }
+            catch (OverflowException)
+            {
+                throw new InvalidModelFileException($"{FileName(m)}: metadata {UntrustedText.Quote(key)} holds a value outside the range of {typeof(T).Name}");
+            }
             return r;
         }
         throw TypeError(m, key, v, typeof(T).Name + "[]");
     }
 
     public static GgufTensorInfo GetTensor(this ITensorSource s, string name) =>
-        s.TryGetTensor(name, out var t) ? t : throw new InvalidModelFileException($"{FileName(s)}: tensor '{name}' is missing");
+        s.TryGetTensor(name, out var t) ? t : throw new InvalidModelFileException($"{FileName(s)}: tensor {UntrustedText.Quote(name)} is missing");
 
     /// <summary>A tensor's raw bytes (for tensors below 2 GiB).</summary>
     public static unsafe ReadOnlySpan<byte> TensorData(this ITensorSource s, GgufTensorInfo t) =>
@@ -61,5 +68,5 @@ public static class ModelMetadataExtensions
         : throw new NotSupportedException($"tensor {t.Name} is larger than 2 GiB; use TensorPointer");
 
     private static InvalidModelFileException TypeError(IModelMetadata m, string key, object v, string want) =>
-        new($"{FileName(m)}: metadata {key} is {v.GetType().Name}, expected {want}");
+        new($"{FileName(m)}: metadata {UntrustedText.Quote(key)} is {v.GetType().Name}, expected {want}");
 }

@@ -28,9 +28,11 @@ public static class ConvertCommand
             string t = pr.GetValue(type)!;
             HfConverter.ParseType(t); // fail before opening anything
             var sw = System.Diagnostics.Stopwatch.StartNew();
+            // Ctrl-C / SIGTERM cancel the write, which deletes the temporary file (the checkpoint is validated before anything is written)
+            using (var stop = new StopSignal(CancellationToken.None, pr.InvocationConfiguration.Error, "stopping: the partial output is removed"))
             using (var src = HfCheckpoint.Open(path))
                 HfConverter.Convert(src, outPath, t, pr.GetValue(threads), pr.GetValue(verbose) ? msg => pr.InvocationConfiguration.Error.WriteLine(msg) : null,
-                    pr.GetValue(verbose) ? null : ProgressLine.For(pr.InvocationConfiguration.Error, $"writing {Path.GetFileName(outPath)}", pr.GetValue(quiet)));
+                    pr.GetValue(verbose) ? null : ProgressLine.For(pr.InvocationConfiguration.Error, $"writing {Path.GetFileName(outPath)}", pr.GetValue(quiet)), stop.Token);
             long size = new FileInfo(outPath).Length;
             if (pr.GetValue(json)) CliJson.Write(o, new { source = path, output = Path.GetFullPath(outPath), type = t.ToLowerInvariant(), bytes = size, seconds = sw.Elapsed.TotalSeconds });
             else o.WriteLine($"wrote {outPath} ({InfoCommand.Size(size)}, {t.ToLowerInvariant()}) in {sw.Elapsed.TotalSeconds:F1} s");

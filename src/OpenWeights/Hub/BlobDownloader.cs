@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Net;
 using System.Runtime.ExceptionServices;
 using System.Security.Cryptography;
@@ -82,7 +83,7 @@ internal sealed class BlobDownloader(HubClient client, HubStore store, HubSettin
         if (expectedSha256 is not null && !string.Equals(hash, expectedSha256, StringComparison.OrdinalIgnoreCase))
         {
             Discard(inc);
-            throw new OpenWeightsException($"checksum mismatch for {repoId}/{path}: SHA-256 {hash}, expected {expectedSha256}; the download was deleted, pull again");
+            throw new OpenWeightsException($"checksum mismatch for {repoId}/{path}: SHA-256 {hash}, expected {UntrustedText.Quote(expectedSha256)}; the download was deleted, pull again");
         }
         File.Move(inc, blob, overwrite: true);
         return (blob, true);

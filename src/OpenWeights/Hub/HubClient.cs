@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
@@ -64,8 +65,20 @@ public sealed class HubClient : IDisposable
         using var resp = await SendWithRetryAsync(HttpMethod.Get, url, null, followRedirects: true, ct).ConfigureAwait(false);
         EnsureSuccess(resp, repoId, revision, null);
         await using var body = await resp.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
-        using var doc = await JsonDocument.ParseAsync(body, cancellationToken: ct).ConfigureAwait(false);
-        var root = doc.RootElement;
+        try
+        {
+            using var doc = await JsonDocument.ParseAsync(body, cancellationToken: ct).ConfigureAwait(false);
+            return ParseRepoInfo(doc.RootElement, repoId, revision);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException)
+        {
+            // not JSON, or a value of another kind than the hub's API documents (or a lone-surrogate escape)
+            throw new OpenWeightsException($"the hub sent an invalid repository listing for {repoId}@{UntrustedText.Quote(revision)} ({UntrustedText.Quote(e.Message.Split('\n')[0], 120)})");
+        }
+    }
+
+    private static RepoInfo ParseRepoInfo(JsonElement root, string repoId, string revision)
+    {
         string commit = root.TryGetProperty("sha", out var sha) && sha.ValueKind == JsonValueKind.String ? sha.GetString()! : "";
         if (!HubStore.IsCommitHash(commit)) throw new OpenWeightsException($"the hub sent no valid commit hash for {repoId}@{revision}");
         string? license = null;
@@ -228,6 +241,6 @@ public sealed class HubClient : IDisposable
             throw new OpenWeightsException($"access to {repoId} denied (HTTP {code}): it is gated or private; accept its license at {page} and {tokenHint}");
         }
         if (code == 404) throw new OpenWeightsException($"repository or file not found: {what} at revision {revision}");
-        throw new OpenWeightsException($"the hub answered HTTP {code} {resp.ReasonPhrase} for {what}");
+        throw new OpenWeightsException($"the hub answered HTTP {code} {UntrustedText.Quote(resp.ReasonPhrase)} for {what}");
     }
 }

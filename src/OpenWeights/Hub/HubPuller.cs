@@ -19,7 +19,8 @@ public sealed record PullResult(string RepoId, string Revision, string Commit, s
 
 /// <summary>
 /// <c>openweights pull</c>: lists the repository, selects files from the spec, asks the gate, then downloads each
-/// file into the store (blob first, snapshot link last, so an interrupted or corrupt download is never visible).
+/// file into the store (blob first, snapshot link next, so an interrupted or corrupt download is never visible), and
+/// writes the revision's ref only when every file is in place.
 /// </summary>
 public sealed class HubPuller(HubSettings settings, IPullGate? gate = null)
 {
@@ -51,7 +52,6 @@ public sealed class HubPuller(HubSettings settings, IPullGate? gate = null)
         gate.BeforePull(new PullContext(spec.RepoId, revision, info.Commit, info.License, info.Gated,
             selected.Select(p => byPath[p]).ToList(), options.AcceptLicense));
 
-        Store.WriteRef(spec.RepoId, revision, info.Commit);
         var downloader = new BlobDownloader(client, Store, settings);
         var pulled = new List<PulledFile>();
         string? licenseRecord = null;
@@ -66,6 +66,8 @@ public sealed class HubPuller(HubSettings settings, IPullGate? gate = null)
             pulled.Add(await PullFileAsync(client, downloader, spec.RepoId, info.Commit, byPath[path], ct).ConfigureAwait(false));
         }
         if (options.AcceptLicense && !licenseWritten) licenseRecord = WriteLicense(spec.RepoId, info, pulled);
+        // The ref last, once every selected file is verified and linked: a failed pull leaves the revision where it was.
+        Store.WriteRef(spec.RepoId, revision, info.Commit);
 
         var snapshot = Store.SnapshotDir(spec.RepoId, info.Commit);
         return new PullResult(spec.RepoId, revision, info.Commit, snapshot, ModelPath(snapshot, pulled, isGguf), pulled, licenseRecord, false);

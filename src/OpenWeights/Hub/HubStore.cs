@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -62,7 +63,7 @@ public sealed partial class HubStore
 
     public static void CheckRepoId(string repoId)
     {
-        if (!IsValidRepoId(repoId)) throw new OpenWeightsException($"invalid repository id '{repoId}': expected org/name");
+        if (!IsValidRepoId(repoId)) throw new OpenWeightsException($"invalid repository id {UntrustedText.Quote(repoId)}: expected org/name");
     }
 
     /// <summary>Checks that a path from the hub (or the user) stays inside a snapshot.</summary>
@@ -70,13 +71,13 @@ public sealed partial class HubStore
     {
         if (path.Length == 0 || path.StartsWith('/') || path.Contains('\\') || path.Contains('\0')
             || path.Split('/').Any(s => s is "" or "." or ".."))
-            throw new OpenWeightsException($"unsafe file path in repository: '{path}'");
+            throw new OpenWeightsException($"unsafe file path in repository: {UntrustedText.Quote(path)}");
     }
 
     /// <summary>ETags become blob file names; only plain tokens (hex hashes) are accepted.</summary>
     public static void CheckEtag(string etag)
     {
-        if (!EtagRegex().IsMatch(etag)) throw new OpenWeightsException($"the hub sent an unexpected ETag '{etag}'");
+        if (!EtagRegex().IsMatch(etag)) throw new OpenWeightsException($"the hub sent an unexpected ETag {UntrustedText.Quote(etag)}");
     }
 
     public static string RepoFolderName(string repoId) => "models--" + repoId.Replace("/", "--", StringComparison.Ordinal);
@@ -88,7 +89,7 @@ public sealed partial class HubStore
     public string LockPath(string repoId, string etag) { CheckEtag(etag); return Path.Combine(CacheDir, ".locks", RepoFolderName(repoId), etag + ".lock"); }
     public string SnapshotDir(string repoId, string commit)
     {
-        if (!IsCommitHash(commit)) throw new OpenWeightsException($"invalid commit hash '{commit}'");
+        if (!IsCommitHash(commit)) throw new OpenWeightsException($"invalid commit hash {UntrustedText.Quote(commit)}");
         return Path.Combine(RepoDir(repoId), "snapshots", commit);
     }
     public string SnapshotPath(string repoId, string commit, string path)
@@ -114,7 +115,7 @@ public sealed partial class HubStore
     public void WriteRef(string repoId, string revision, string commit)
     {
         if (revision == commit) return;
-        if (!IsCommitHash(commit)) throw new OpenWeightsException($"the hub sent an invalid commit hash '{commit}'");
+        if (!IsCommitHash(commit)) throw new OpenWeightsException($"the hub sent an invalid commit hash {UntrustedText.Quote(commit)}");
         var p = RefPath(repoId, revision);
         if (ReadRef(repoId, revision) == commit) return;
         Directory.CreateDirectory(Path.GetDirectoryName(p)!);
@@ -183,7 +184,10 @@ public sealed partial class HubStore
         return list;
     }
 
-    /// <summary>Every repository folder (models--*) in the store.</summary>
+    /// <summary>
+    /// Every repository folder (models--*) in the store that holds at least one complete file; folders left by pulls that
+    /// failed before any file was complete (partial blobs kept for resuming) are not models yet.
+    /// </summary>
     public IReadOnlyList<StoredRepo> List()
     {
         var repos = new List<StoredRepo>();
@@ -195,7 +199,8 @@ public sealed partial class HubStore
             if (parts.Length != 2) continue;
             var repoId = parts[0] + "/" + parts[1];
             if (!IsValidRepoId(repoId)) continue;
-            repos.Add(Describe(repoId));
+            var repo = Describe(repoId);
+            if (repo.Snapshots.Any(s => s.Files.Any(f => f.Size >= 0))) repos.Add(repo);
         }
         return repos;
     }

@@ -1,3 +1,4 @@
+using OpenWeights.Formats;
 using System.Text.RegularExpressions;
 
 namespace OpenWeights.Hub;
@@ -116,7 +117,7 @@ public static partial class PullSelection
     }
 
     public static string DescribeChoices(IEnumerable<GgufChoice> choices) =>
-        string.Join(", ", choices.Select(c => (c.Quant ?? "?") + " (" + c.Name + (c.Files.Count > 1 ? $", {c.Files.Count} shards" : "") + ")"));
+        string.Join(", ", choices.Select(c => (c.Quant ?? "?") + " (" + UntrustedText.Escape(c.Name) + (c.Files.Count > 1 ? $", {c.Files.Count} shards" : "") + ")"));
 
     /// <summary>
     /// The repository files a spec selects (LICENSE files always included). Throws an <see cref="OpenWeightsException"/>

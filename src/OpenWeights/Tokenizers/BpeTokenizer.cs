@@ -29,7 +29,7 @@ public sealed class BpeTokenizer : Tokenizer
     {
         string? pre = f.GetString("tokenizer.ggml.pre");
         return PreTokenizers.For(pre) ?? throw new OpenWeightsException(
-            $"{System.IO.Path.GetFileName(f.Path)}: pre-tokenizer '{pre}' (tokenizer.ggml.pre) is not supported");
+            $"{System.IO.Path.GetFileName(f.Path)}: pre-tokenizer {UntrustedText.Quote(pre)} (tokenizer.ggml.pre) is not supported");
     }
 
     private BpeTokenizer(IModelMetadata f, PreTokenizerSpec spec) : base(f, "gpt2", new Defaults(

@@ -54,7 +54,7 @@ public abstract class Tokenizer
             var word = tokens[i];
             if (string.IsNullOrEmpty(word)) word = "[EMPTY_" + i + "]";
             if (!tokenToId.TryAdd(word, i))
-                throw new InvalidModelFileException($"{file}: duplicate token in vocabulary: '{word}' has ids {tokenToId[word]} and {i}");
+                throw new InvalidModelFileException($"{file}: duplicate token in vocabulary: {UntrustedText.Quote(word)} has ids {tokenToId[word]} and {i}");
             pieces[i] = word;
             scores[i] = sc is null ? 0f : sc[i];
             attrs[i] = types is null ? TokenAttributes.Normal : (GgufTokenType)types[i] switch
@@ -195,7 +195,7 @@ public abstract class Tokenizer
             "llama" => new SpmTokenizer(f),
             "gpt2" => new BpeTokenizer(f),
             "bert" => new WpmTokenizer(f),
-            _ => throw new OpenWeightsException($"{file}: tokenizer model '{model}' is not supported (supported: llama, gpt2, bert)"),
+            _ => throw new OpenWeightsException($"{file}: tokenizer model {UntrustedText.Quote(model)} is not supported (supported: llama, gpt2, bert)"),
         };
     }
 

@@ -37,16 +37,16 @@ internal sealed unsafe class GgufParser(byte* p, long size, string path)
         for (ulong i = 0; i < nKv; i++)
         {
             string key = Str($"metadata key #{i}");
-            var type = (GgufValueType)U32($"type of {key}");
-            object value = Value(type, key, 0);
-            if (!meta.TryAdd(key, value)) throw Fail($"duplicate metadata key '{key}'");
+            var type = (GgufValueType)U32($"type of {Q(key)}");
+            object value = Value(type, Q(key), 0);
+            if (!meta.TryAdd(key, value)) throw Fail($"duplicate metadata key {Q(key)}");
             keys.Add(key);
         }
 
         int alignment = GgufFile.DefaultAlignment;
         if (meta.TryGetValue("general.alignment", out var al))
         {
-            if (al is not uint a || a == 0 || (a & (a - 1)) != 0 || a > 1 << 20) throw Fail($"general.alignment {al} is not a power of two uint32");
+            if (al is not uint a || a == 0 || (a & (a - 1)) != 0 || a > 1 << 20) throw Fail($"general.alignment {Q(al.ToString())} is not a power of two uint32");
             alignment = (int)a;
         }
 
@@ -54,8 +54,9 @@ internal sealed unsafe class GgufParser(byte* p, long size, string path)
         var seen = new HashSet<string>(StringComparer.Ordinal);
         for (ulong i = 0; i < nTensors; i++)
         {
-            string tname = Str($"tensor name #{i}");
-            if (!seen.Add(tname)) throw Fail($"duplicate tensor name '{tname}'");
+            string raw = Str($"tensor name #{i}");
+            if (!seen.Add(raw)) throw Fail($"duplicate tensor name {Q(raw)}");
+            string tname = Q(raw); // for messages
             uint nd = U32($"dimension count of {tname}");
             if (nd > MaxDims) throw Fail($"tensor {tname} has {nd} dimensions (at most {MaxDims})");
             var dims = new long[nd];
@@ -78,7 +79,7 @@ internal sealed unsafe class GgufParser(byte* p, long size, string path)
             ulong off = U64($"offset of {tname}");
             if (off % (ulong)alignment != 0) throw Fail($"tensor {tname} offset {off} is not aligned to {alignment}");
             long bytes = n / bs * bb;
-            tensors.Add(new GgufTensorInfo(tname, dims, type, (long)Math.Min(off, long.MaxValue), bytes));
+            tensors.Add(new GgufTensorInfo(raw, dims, type, (long)Math.Min(off, long.MaxValue), bytes));
         }
 
         long dataOffset = (pos + alignment - 1) / alignment * alignment;
@@ -91,12 +92,14 @@ internal sealed unsafe class GgufParser(byte* p, long size, string path)
         foreach (var t in sorted)
         {
             if (t.Offset > dataSize || t.ByteSize > dataSize - t.Offset)
-                throw Fail($"tensor {t.Name} data (offset {t.Offset}, {t.ByteSize} bytes) runs past the end of the file (truncated?)");
-            if (t.Offset < prevEnd) throw Fail($"tensors {prevName} and {t.Name} overlap");
+                throw Fail($"tensor {Q(t.Name)} data (offset {t.Offset}, {t.ByteSize} bytes) runs past the end of the file (truncated?)");
+            if (t.Offset < prevEnd) throw Fail($"tensors {Q(prevName)} and {Q(t.Name)} overlap");
             prevEnd = t.Offset + t.ByteSize; prevName = t.Name;
         }
         return new Header(version, alignment, dataOffset, meta, keys, tensors);
     }
+
+    private static string Q(string? s) => UntrustedText.Quote(s);
 
     private long Remaining => size - pos;
 
@@ -151,6 +154,7 @@ internal sealed unsafe class GgufParser(byte* p, long size, string path)
         int min = et switch { GgufValueType.String => 8, GgufValueType.Array => 12, _ => GgufValues.ScalarSize(et) };
         if (min == 0) throw Fail($"metadata {key} is an array of unknown type {(uint)et}");
         if (count > (ulong)Remaining / (ulong)min) throw Fail($"metadata {key} array length {count} is larger than the file can hold");
+        if (count > int.MaxValue) throw Fail($"metadata {key} array length {count} is absurd");
         int n = (int)count;
         switch (et)
         {

@@ -101,16 +101,22 @@ public sealed class GgufWriter
         return n / bs * bb;
     }
 
-    /// <summary>Writes the file atomically (temporary file + rename).</summary>
-    public void Write(string path)
+    /// <summary>
+    /// Writes the file atomically: a temporary file in the same folder, renamed into place once complete. The temporary
+    /// file is deleted on any failure or cancellation (checked between tensors), so no half-written file is ever left;
+    /// temporary files of this path left by a process that was killed are removed first.
+    /// </summary>
+    public void Write(string path, CancellationToken ct = default)
     {
         string full = System.IO.Path.GetFullPath(path);
+        RemoveStaleTemporaries(full);
         string tmp = full + ".tmp-" + Environment.ProcessId + "-" + Guid.NewGuid().ToString("N")[..8];
         try
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
-                WriteTo(fs);
+                WriteTo(fs, ct);
+                ct.ThrowIfCancellationRequested();
                 fs.Flush(flushToDisk: true);
             }
             File.Move(tmp, full, overwrite: true);
@@ -122,8 +128,34 @@ public sealed class GgufWriter
         }
     }
 
+    /// <summary><c>{path}.tmp-{pid}-{id}</c> files whose process is gone (killed while writing).</summary>
+    private static void RemoveStaleTemporaries(string full)
+    {
+        string? dir = System.IO.Path.GetDirectoryName(full);
+        string prefix = System.IO.Path.GetFileName(full) + ".tmp-";
+        if (dir is null || !Directory.Exists(dir)) return;
+        foreach (var f in Directory.EnumerateFiles(dir, prefix + "*"))
+        {
+            var rest = System.IO.Path.GetFileName(f).AsSpan(prefix.Length);
+            int dash = rest.IndexOf('-');
+            if (dash <= 0 || !int.TryParse(rest[..dash], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int pid)) continue;
+            if (pid == Environment.ProcessId || IsRunning(pid)) continue;
+            try { File.Delete(f); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try { using var p = System.Diagnostics.Process.GetProcessById(pid); return !p.HasExited; }
+        catch (ArgumentException) { return false; }
+        catch (InvalidOperationException) { return false; }
+    }
+
     /// <summary>Writes the whole file to a seekable or forward-only stream.</summary>
-    public void WriteTo(Stream s)
+    public void WriteTo(Stream s) => WriteTo(s, default);
+
+    /// <summary>Writes the whole file to a stream, checking for cancellation between tensors.</summary>
+    public void WriteTo(Stream s, CancellationToken ct)
     {
         var w = new BinaryWriter(s, Encoding.UTF8, leaveOpen: true);
         w.Write(GgufFile.Magic);
@@ -157,6 +189,7 @@ public sealed class GgufWriter
         long dataBytes = tensors.Count == 0 ? 0 : offsets[^1] + tensors[^1].ByteSize;
         for (int i = 0; i < tensors.Count; i++)
         {
+            ct.ThrowIfCancellationRequested();
             Pad(s, offsets[i] - pos);
             var counting = new CountingStream(s);
             if (Progress is { } progress)

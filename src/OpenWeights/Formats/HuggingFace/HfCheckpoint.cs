@@ -149,12 +149,12 @@ public sealed unsafe class HfCheckpoint : ITensorSource
                 if (!opened.TryGetValue(file, out var sf))
                 {
                     string p = System.IO.Path.Combine(dir, file);
-                    if (!File.Exists(p)) throw new InvalidModelFileException($"model.safetensors.index.json: shard {file} is missing");
+                    if (!File.Exists(p)) throw new InvalidModelFileException($"model.safetensors.index.json: shard {UntrustedText.Quote(file)} is missing");
                     sf = SafetensorsFile.Open(p);
                     files.Add(sf);
                     opened[file] = sf;
                 }
-                if (!sf.TryGetTensor(name, out var ti)) throw new InvalidModelFileException($"model.safetensors.index.json: tensor {name} is not in {file}");
+                if (!sf.TryGetTensor(name, out var ti)) throw new InvalidModelFileException($"model.safetensors.index.json: tensor {UntrustedText.Quote(name)} is not in {UntrustedText.Quote(file)}");
                 source[name] = (sf, ti);
             }
         }
@@ -169,6 +169,8 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             string hint = Directory.EnumerateFiles(dir, "*.bin").Any() ? " (PyTorch .bin checkpoints are not supported; use the safetensors weights)" : "";
             throw new InvalidModelFileException($"{dir} holds neither model.safetensors nor model.safetensors.index.json{hint}");
         }
+
+        Validate(dir, c, source.ToDictionary(kv => kv.Key, kv => kv.Value.Info, StringComparer.Ordinal));
 
         // Present them in GGUF order: embeddings, rope factors, blocks, output norm, output.
         var mapped = new List<(string Gguf, SafetensorsFile File, SafetensorsTensorInfo Info, int Order)>();
@@ -185,11 +187,11 @@ public sealed unsafe class HfCheckpoint : ITensorSource
                 SafetensorsDType.F32 => GgmlType.F32,
                 SafetensorsDType.F16 => GgmlType.F16,
                 SafetensorsDType.BF16 => GgmlType.BF16,
-                _ => throw new InvalidModelFileException($"{System.IO.Path.GetFileName(sf.Path)}: tensor {ti.Name} has dtype {ti.DType}; only F32, F16 and BF16 are supported"),
+                _ => throw new InvalidModelFileException($"{System.IO.Path.GetFileName(sf.Path)}: tensor {UntrustedText.Quote(ti.Name)} has dtype {ti.DType}; only F32, F16 and BF16 are supported"),
             };
-            if (ti.Shape.Length is 0 or > 2) throw new InvalidModelFileException($"{System.IO.Path.GetFileName(sf.Path)}: tensor {ti.Name} has {ti.Shape.Length} dimensions, expected 1 or 2");
+            if (ti.Shape.Length is 0 or > 2) throw new InvalidModelFileException($"{System.IO.Path.GetFileName(sf.Path)}: tensor {UntrustedText.Quote(ti.Name)} has {ti.Shape.Length} dimensions, expected 1 or 2");
             var dims = ti.Shape.Reverse().ToArray(); // HF [out, in] row-major = ggml [in, out]
-            if (byName.ContainsKey(gguf)) throw new InvalidModelFileException($"{ti.Name}: two tensors map to {gguf}");
+            if (byName.ContainsKey(gguf)) throw new InvalidModelFileException($"{UntrustedText.Quote(ti.Name)}: two tensors map to {gguf}");
             Add(new GgufTensorInfo(gguf, dims, type, ti.Begin, ti.ByteSize), (nint)sf.TensorPointer(ti));
             if (gguf == TokenEmbedding && c.RopeScalingType == "llama3")
             {
@@ -203,6 +205,81 @@ public sealed unsafe class HfCheckpoint : ITensorSource
         if (!byName.ContainsKey(TokenEmbedding)) throw new InvalidModelFileException($"{dir}: tensor model.embed_tokens.weight is missing");
     }
 
+    /// <summary>A tensor the config implies: Hugging Face name, shape in [out, in] order, and the config fields the shape comes from.</summary>
+    internal sealed record ExpectedTensor(string Name, long[] Shape, string From, bool Required = true);
+
+    /// <summary>Every tensor a llama/mistral/qwen2 checkpoint with this config holds, in file order.</summary>
+    internal static List<ExpectedTensor> ExpectedTensors(HfConfig c)
+    {
+        long h = c.Hidden, q = (long)c.Heads * c.HeadDim, kv = (long)c.KvHeads * c.HeadDim, ffn = c.Ffn;
+        const string H = "hidden_size", Q = "num_attention_heads × head_dim", KV = "num_key_value_heads × head_dim", F = "intermediate_size";
+        var r = new List<ExpectedTensor> { new("model.embed_tokens.weight", [c.VocabSize, h], "vocab_size, " + H) };
+        for (int l = 0; l < c.Layers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            r.Add(new(p + "input_layernorm.weight", [h], H));
+            r.Add(new(p + "self_attn.q_proj.weight", [q, h], $"{Q}, {H}"));
+            r.Add(new(p + "self_attn.k_proj.weight", [kv, h], $"{KV}, {H}"));
+            r.Add(new(p + "self_attn.v_proj.weight", [kv, h], $"{KV}, {H}"));
+            r.Add(new(p + "self_attn.o_proj.weight", [h, q], $"{H}, {Q}"));
+            r.Add(new(p + "self_attn.q_proj.bias", [q], Q, Required: false));
+            r.Add(new(p + "self_attn.k_proj.bias", [kv], KV, Required: false));
+            r.Add(new(p + "self_attn.v_proj.bias", [kv], KV, Required: false));
+            r.Add(new(p + "post_attention_layernorm.weight", [h], H));
+            r.Add(new(p + "mlp.gate_proj.weight", [ffn, h], $"{F}, {H}"));
+            r.Add(new(p + "mlp.up_proj.weight", [ffn, h], $"{F}, {H}"));
+            r.Add(new(p + "mlp.down_proj.weight", [h, ffn], $"{H}, {F}"));
+        }
+        r.Add(new("model.norm.weight", [h], H));
+        // lm_head may be absent when the embeddings are tied, which is also what a config without tie_word_embeddings usually means
+        r.Add(new("lm_head.weight", [c.VocabSize, h], "vocab_size, " + H, Required: c.TieExplicit && !c.TiedEmbeddings));
+        return r;
+    }
+
+    /// <summary>
+    /// The problems of a checkpoint against its config.json, in file order: expected tensors missing or of another shape or
+    /// type, then tensors the config does not account for (more layers than num_hidden_layers, unknown names).
+    /// </summary>
+    internal static List<string> Problems(HfConfig c, IReadOnlyDictionary<string, SafetensorsTensorInfo> tensors)
+    {
+        var problems = new List<string>();
+        var expected = ExpectedTensors(c);
+        var known = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var e in expected)
+        {
+            known.Add(e.Name);
+            if (!tensors.TryGetValue(e.Name, out var t))
+            {
+                if (e.Required) problems.Add($"tensor {e.Name} is missing" + (e.Name.StartsWith("lm_head", StringComparison.Ordinal) ? " (tie_word_embeddings is false)" : ""));
+                continue;
+            }
+            if (!t.Shape.SequenceEqual(e.Shape))
+                problems.Add($"tensor {e.Name} has shape [{string.Join(", ", t.Shape)}] where config.json implies [{string.Join(", ", e.Shape)}] ({e.From})");
+            else if (t.DType is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
+                problems.Add($"tensor {e.Name} has dtype {t.DType}; only F32, F16 and BF16 are supported");
+        }
+        foreach (var name in tensors.Keys.Order(StringComparer.Ordinal))
+        {
+            if (known.Contains(name) || name.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) continue;
+            const string prefix = "model.layers.";
+            int dot = name.StartsWith(prefix, StringComparison.Ordinal) ? name.IndexOf('.', prefix.Length) : -1;
+            bool beyond = dot > 0 && int.TryParse(name.AsSpan(prefix.Length, dot - prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int layer)
+                && layer >= c.Layers && LayerNames.ContainsKey(name[(dot + 1)..]);
+            problems.Add(beyond ? $"unexpected tensor {UntrustedText.Quote(name)} (config.json: num_hidden_layers = {c.Layers})"
+                : $"unexpected tensor {UntrustedText.Quote(name)} (not part of a llama/mistral/qwen2 model)");
+        }
+        return problems;
+    }
+
+    /// <summary>Refuses a checkpoint that contradicts its config.json, naming the first problem and counting the others.</summary>
+    private static void Validate(string dir, HfConfig c, IReadOnlyDictionary<string, SafetensorsTensorInfo> tensors)
+    {
+        var problems = Problems(c, tensors);
+        if (problems.Count == 0) return;
+        string more = problems.Count switch { 1 => "", 2 => " (and 1 more problem)", var n => $" (and {n - 1} more problems)" };
+        throw new InvalidModelFileException($"{dir}: the checkpoint does not match its config.json: {problems[0]}{more}");
+    }
+
     private void Add(GgufTensorInfo t, nint p) { tensors.Add(t); byName[t.Name] = t; pointers[t.Name] = p; }
 
     /// <summary>GGUF name and sort order of a Hugging Face tensor name; null for tensors that are not weights (rotary caches).</summary>
@@ -214,6 +291,7 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             case "model.norm.weight": return (OutputNorm, int.MaxValue - 1);
             case "lm_head.weight": return (Output, int.MaxValue);
         }
+        if (hf.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) return (null, 0); // a cache some exports save, per layer or once
         const string prefix = "model.layers.";
         if (hf.StartsWith(prefix, StringComparison.Ordinal))
         {
@@ -221,19 +299,16 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             if (dot > 0 && int.TryParse(hf.AsSpan(prefix.Length, dot - prefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int layer))
             {
                 string rest = hf[(dot + 1)..];
-                if (rest.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) return (null, 0);
                 if (LayerNames.TryGetValue(rest, out var g)) return (Block(layer, g), 2 + layer);
             }
         }
-        throw new InvalidModelFileException($"unexpected tensor {hf} in the checkpoint (not part of a llama/mistral/qwen2 model)");
+        throw new InvalidModelFileException($"unexpected tensor {UntrustedText.Quote(hf)} in the checkpoint (not part of a llama/mistral/qwen2 model)");
     }
 
     private static List<(string Tensor, string File)> ReadIndex(string path)
     {
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
-        catch (JsonException e) { throw new InvalidModelFileException($"model.safetensors.index.json is not valid JSON ({e.Message.Split('\n')[0]})"); }
-        using (doc)
+        using var doc = HfJson.Parse(path, "model.safetensors.index.json");
+        return HfJson.Read("model.safetensors.index.json", () =>
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var wm) || wm.ValueKind != JsonValueKind.Object)
                 throw new InvalidModelFileException("model.safetensors.index.json has no weight_map object");
@@ -242,12 +317,12 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             {
                 string? f = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString() : null;
                 if (string.IsNullOrEmpty(f) || f.Contains("..") || System.IO.Path.IsPathRooted(f) || f.Contains('/') || f.Contains('\\'))
-                    throw new InvalidModelFileException($"model.safetensors.index.json: tensor {p.Name} names an invalid shard '{f}'");
+                    throw new InvalidModelFileException($"model.safetensors.index.json: tensor {UntrustedText.Quote(p.Name)} names an invalid shard {UntrustedText.Quote(f)}");
                 r.Add((p.Name, f));
             }
             if (r.Count == 0) throw new InvalidModelFileException("model.safetensors.index.json: weight_map is empty");
             return r;
-        }
+        });
     }
 
     public bool TryGetTensor(string name, out GgufTensorInfo info) => byName.TryGetValue(name, out info!);
@@ -296,10 +371,8 @@ internal sealed record HfConfig
 
     public static HfConfig Load(string path)
     {
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
-        catch (JsonException e) { throw new InvalidModelFileException($"config.json is not valid JSON ({e.Message.Split('\n')[0]})"); }
-        using (doc)
+        using var doc = HfJson.Parse(path, "config.json");
+        return HfJson.Read("config.json", () =>
         {
             var r = doc.RootElement;
             if (r.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException("config.json is not a JSON object");
@@ -308,9 +381,9 @@ internal sealed record HfConfig
             string? modelType = Get("model_type") is { ValueKind: JsonValueKind.String } mt ? mt.GetString() : null;
             string arch = archClass is not null
                 ? HfCheckpoint.ArchitectureMap.TryGetValue(archClass, out var a1) ? a1
-                    : throw new OpenWeightsException($"unsupported Hugging Face architecture '{archClass}' (supported: {string.Join(", ", HfCheckpoint.ArchitectureMap.Keys)})")
+                    : throw new OpenWeightsException($"unsupported Hugging Face architecture {UntrustedText.Quote(archClass)} (supported: {string.Join(", ", HfCheckpoint.ArchitectureMap.Keys)})")
                 : modelType is not null && ModelTypeMap(modelType) is { } a2 ? a2
-                : throw new InvalidModelFileException($"config.json names no supported architecture (architectures: none, model_type: {modelType ?? "none"})");
+                : throw new InvalidModelFileException($"config.json names no supported architecture (architectures: none, model_type: {(modelType is null ? "none" : UntrustedText.Quote(modelType))})");
             int Int(string k, int? def = null)
             {
                 var v = Get(k);
@@ -331,6 +404,7 @@ internal sealed record HfConfig
             int hidden = Int("hidden_size"), heads = Int("num_attention_heads");
             int headDim = Int("head_dim", hidden % heads == 0 ? hidden / heads : null);
             int kv = Int("num_key_value_heads", heads);
+            if (headDim % 2 != 0) throw new InvalidModelFileException($"config.json: head_dim {headDim} is odd (rotary embeddings rotate pairs of dimensions)");
             if (heads % kv != 0) throw new InvalidModelFileException($"config.json: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}");
             if (arch == "llama" && Get("attention_bias") is { ValueKind: JsonValueKind.True }) throw new OpenWeightsException("config.json: attention_bias = true is not supported for llama models");
             bool tieExplicit = Get("tie_word_embeddings") is { } tie && tie.ValueKind is JsonValueKind.True or JsonValueKind.False;
@@ -346,12 +420,14 @@ internal sealed record HfConfig
                 {
                     case "llama3":
                         low = Num("low_freq_factor", 1, rs); high = Num("high_freq_factor", 4, rs);
-                        orig = (int)Num("original_max_position_embeddings", 8192, rs);
+                        double o = Num("original_max_position_embeddings", 8192, rs);
+                        if (o > 1 << 24) throw new InvalidModelFileException($"config.json: original_max_position_embeddings = {o} is out of range");
+                        orig = (int)o;
                         if (high <= low) throw new InvalidModelFileException("config.json: rope_scaling high_freq_factor must exceed low_freq_factor");
                         break;
                     case "linear": break;
                     case "default" or null: scalingType = null; break;
-                    default: throw new OpenWeightsException($"config.json: rope_scaling type '{scalingType}' is not supported (supported: llama3, linear)");
+                    default: throw new OpenWeightsException($"config.json: rope_scaling type {UntrustedText.Quote(scalingType)} is not supported (supported: llama3, linear)");
                 }
             }
             string? name = Get("_name_or_path") is { ValueKind: JsonValueKind.String } n && !string.IsNullOrWhiteSpace(n.GetString()) ? System.IO.Path.GetFileName(n.GetString()!.TrimEnd('/')) : null;
@@ -377,7 +453,7 @@ internal sealed record HfConfig
                 HighFreqFactor = high,
                 OriginalContext = orig,
             };
-        }
+        });
     }
 
     private static string? ModelTypeMap(string t) => t switch { "llama" or "mistral" => "llama", "qwen2" => "qwen2", _ => null };

@@ -42,8 +42,13 @@ public static class HfConverter
         return h * headDim + i * (headDim / 2) + j;
     }
 
+    /// <summary>
+    /// Writes the GGUF. The checkpoint was checked against its config.json when it was opened; the file is written to a
+    /// temporary name beside <paramref name="outPath"/> and renamed when complete, so a failure or cancellation leaves no
+    /// file (and an existing one untouched). <paramref name="written"/> hears the bytes written, tensor by tensor.
+    /// </summary>
     public static void Convert(HfCheckpoint src, string outPath, string type = "f16", int threads = 0, Action<string>? progress = null,
-        IProgress<GgufWriteProgress>? written = null)
+        IProgress<GgufWriteProgress>? written = null, CancellationToken ct = default)
     {
         var preset = ParseType(type);
         if (threads <= 0) threads = Environment.ProcessorCount;
@@ -58,9 +63,14 @@ public static class HfConverter
         foreach (var t in src.Tensors)
         {
             int layer = LayerOf(t.Name);
-            GgmlType target = t.Dimensions.Length == 1 ? GgmlType.F32
-                : preset is { } p ? QuantRecipe.TypeFor(p, t.Name, Math.Max(0, layer), c.Layers, t.Dimensions[0], t.Dimensions.Length, tiedEmbeddings: tied)
-                : GgmlType.F32;
+            GgmlType target;
+            try
+            {
+                target = t.Dimensions.Length == 1 ? GgmlType.F32
+                    : preset is { } p ? QuantRecipe.TypeFor(p, t.Name, Math.Max(0, layer), c.Layers, t.Dimensions[0], t.Dimensions.Length, tiedEmbeddings: tied)
+                    : GgmlType.F32;
+            }
+            catch (ArgumentException e) { throw new OpenWeightsException($"cannot convert to {type.Trim().ToLowerInvariant()}: {e.Message}"); } // a row too short for the type's blocks
             int permuteHeadDim = 0;
             if (src.QkNeedsPermute && (t.Name.EndsWith("." + AttnQ, StringComparison.Ordinal) || t.Name.EndsWith("." + AttnK, StringComparison.Ordinal)
                 || t.Name.EndsWith("." + AttnQBias, StringComparison.Ordinal) || t.Name.EndsWith("." + AttnKBias, StringComparison.Ordinal)))
@@ -70,10 +80,10 @@ public static class HfConverter
             w.AddTensor(t.Name, target, t.Dimensions, bytes, s =>
             {
                 progress?.Invoke($"{info.Name} {info.ShapeText} {info.Type} -> {target}");
-                WriteTensor(src, info, target, permuteHeadDim, s, threads);
+                WriteTensor(src, info, target, permuteHeadDim, s, threads, ct);
             });
         }
-        w.Write(outPath);
+        w.Write(outPath, ct);
     }
 
     private static int LayerOf(string name)
@@ -83,7 +93,7 @@ public static class HfConverter
         return int.Parse(name.AsSpan(4, dot - 4), System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    private static unsafe void WriteTensor(HfCheckpoint src, GgufTensorInfo t, GgmlType target, int permuteHeadDim, Stream s, int threads)
+    private static unsafe void WriteTensor(HfCheckpoint src, GgufTensorInfo t, GgmlType target, int permuteHeadDim, Stream s, int threads, CancellationToken ct)
     {
         int cols = (int)t.Dimensions[0];
         long rows = t.Dimensions.Length == 1 ? 1 : t.RowCount;
@@ -104,13 +114,17 @@ public static class HfConverter
         {
             // same type, same order: the bytes as they are
             for (long off = 0, total = rows * srcRowBytes; off < total; off += 1 << 24)
+            {
+                ct.ThrowIfCancellationRequested();
                 s.Write(new ReadOnlySpan<byte>(basePtr + off, (int)Math.Min(1 << 24, total - off)));
+            }
             return;
         }
         int chunkRows = (int)Math.Max(1, Math.Min(rows, (8 << 20) / Math.Max(1, dstRowBytes)));
         var buf = new byte[(long)chunkRows * dstRowBytes];
         for (long r0 = 0; r0 < rows; r0 += chunkRows)
         {
+            ct.ThrowIfCancellationRequested();
             int n = (int)Math.Min(chunkRows, rows - r0);
             long first = r0;
             Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = threads }, () => new float[cols], (i, _, row) =>

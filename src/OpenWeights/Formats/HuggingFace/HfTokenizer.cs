@@ -19,43 +19,44 @@ public static class HfTokenizer
         var config = ReadConfig(Path.Combine(dir, "tokenizer_config.json"));
         if (File.Exists(path))
         {
-            JsonDocument doc;
-            try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
-            catch (JsonException e) { throw new InvalidModelFileException($"tokenizer.json is not valid JSON ({e.Message.Split('\n')[0]})"); }
-            using (doc) AddVocab(doc.RootElement, config, vocabSize, set);
+            using var doc = HfJson.Parse(path, "tokenizer.json");
+            HfJson.Read("tokenizer.json", () => AddVocab(doc.RootElement, config, vocabSize, set));
         }
         string? template = null;
         string jinja = Path.Combine(dir, "chat_template.jinja");
         if (File.Exists(jinja)) template = File.ReadAllText(jinja);
         else if (config is { } c && c.TryGetProperty("chat_template", out var ct))
+            template = HfJson.Read("tokenizer_config.json", () => ChatTemplates(ct, set));
+        if (template is not null) set("tokenizer.chat_template", template);
+    }
+
+    /// <summary>The default template of tokenizer_config.json's chat_template (a string or a list of named templates); the others are set as tokenizer.chat_template.NAME.</summary>
+    private static string? ChatTemplates(JsonElement ct, Action<string, object> set)
+    {
+        string? template = null;
+        if (ct.ValueKind == JsonValueKind.String) template = ct.GetString();
+        else if (ct.ValueKind == JsonValueKind.Array)
         {
-            if (ct.ValueKind == JsonValueKind.String) template = ct.GetString();
-            else if (ct.ValueKind == JsonValueKind.Array)
+            // the list form: [{"name": "default", "template": "..."}, {"name": "tool_use", ...}]
+            foreach (var e in ct.EnumerateArray())
             {
-                // the list form: [{"name": "default", "template": "..."}, {"name": "tool_use", ...}]
-                foreach (var e in ct.EnumerateArray())
-                {
-                    if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty("name", out var n) || !e.TryGetProperty("template", out var t)
-                        || n.ValueKind != JsonValueKind.String || t.ValueKind != JsonValueKind.String)
-                        throw new InvalidModelFileException("tokenizer_config.json: chat_template list entries need a name and a template");
-                    if (n.GetString() == "default") template = t.GetString();
-                    else set("tokenizer.chat_template." + n.GetString(), t.GetString()!);
-                }
+                if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty("name", out var n) || !e.TryGetProperty("template", out var t)
+                    || n.ValueKind != JsonValueKind.String || t.ValueKind != JsonValueKind.String)
+                    throw new InvalidModelFileException("tokenizer_config.json: chat_template list entries need a name and a template");
+                if (n.GetString() == "default") template = t.GetString();
+                else set("tokenizer.chat_template." + n.GetString(), t.GetString()!);
             }
         }
-        if (template is not null) set("tokenizer.chat_template", template);
+        else if (ct.ValueKind != JsonValueKind.Null) throw new InvalidModelFileException("tokenizer_config.json: chat_template is neither a string nor a list");
+        return template;
     }
 
     private static JsonElement? ReadConfig(string path)
     {
         if (!File.Exists(path)) return null;
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
-            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException("tokenizer_config.json is not a JSON object");
-            return doc.RootElement.Clone();
-        }
-        catch (JsonException e) { throw new InvalidModelFileException($"tokenizer_config.json is not valid JSON ({e.Message.Split('\n')[0]})"); }
+        using var doc = HfJson.Parse(path, "tokenizer_config.json");
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException("tokenizer_config.json is not a JSON object");
+        return doc.RootElement.Clone();
     }
 
     private static void AddVocab(JsonElement root, JsonElement? config, int vocabSize, Action<string, object> set)
@@ -63,7 +64,7 @@ public static class HfTokenizer
         if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
             throw new InvalidModelFileException("tokenizer.json has no model object");
         string type = model.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "BPE";
-        if (type != "BPE") throw new OpenWeightsException($"tokenizer.json: {type} tokenizers are not supported yet (BPE only)");
+        if (type != "BPE") throw new OpenWeightsException($"tokenizer.json: {UntrustedText.Quote(type)} tokenizers are not supported yet (BPE only)");
         if (!model.TryGetProperty("vocab", out var vocab) || vocab.ValueKind != JsonValueKind.Object)
             throw new InvalidModelFileException("tokenizer.json: model.vocab is missing");
 
@@ -71,15 +72,18 @@ public static class HfTokenizer
         var types = new Dictionary<int, int>();
         foreach (var p in vocab.EnumerateObject())
         {
-            if (!p.Value.TryGetInt32(out int id) || id < 0) throw new InvalidModelFileException($"tokenizer.json: token {p.Name} has an invalid id");
+            if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0) throw new InvalidModelFileException($"tokenizer.json: token {UntrustedText.Quote(p.Name)} has an invalid id");
             byId[id] = p.Name;
         }
         var specialIds = new HashSet<int>();
-        if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
+        if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind is not (JsonValueKind.Array or JsonValueKind.Null))
+            throw new InvalidModelFileException("tokenizer.json: added_tokens is not a list");
+        if (added.ValueKind == JsonValueKind.Array)
             foreach (var a in added.EnumerateArray())
             {
-                if (!a.TryGetProperty("id", out var idE) || !idE.TryGetInt32(out int id) || id < 0 || !a.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String)
-                    throw new InvalidModelFileException("tokenizer.json: an added token lacks id or content");
+                if (a.ValueKind != JsonValueKind.Object || !a.TryGetProperty("id", out var idE) || idE.ValueKind != JsonValueKind.Number || !idE.TryGetInt32(out int id) || id < 0
+                    || !a.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String)
+                    throw new InvalidModelFileException("tokenizer.json: an added token is not an object with an integer id and a string content");
                 byId[id] = c.GetString()!;
                 bool special = a.TryGetProperty("special", out var s) && s.ValueKind == JsonValueKind.True;
                 types[id] = special || LooksSpecial(c.GetString()!) ? Control : UserDefined;

@@ -59,29 +59,41 @@ public sealed unsafe class SafetensorsFile : IDisposable
             long dataSize = size - DataOffset;
             var tensors = new List<SafetensorsTensorInfo>();
             var meta = new Dictionary<string, string>();
+            var headerBytes = new ReadOnlySpan<byte>(basePtr + 8, (int)n).ToArray();
+            if (!System.Text.Unicode.Utf8.IsValid(headerBytes)) throw new InvalidModelFileException($"{name}: header is not valid UTF-8");
             JsonDocument doc;
-            try { doc = JsonDocument.Parse(new ReadOnlyMemory<byte>(new ReadOnlySpan<byte>(basePtr + 8, (int)n).ToArray())); }
+            try { doc = JsonDocument.Parse(headerBytes); }
             catch (JsonException e) { throw new InvalidModelFileException($"{name}: header is not valid JSON ({e.Message.Split('\n')[0]})"); }
             using (doc)
             {
-                if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException($"{name}: header is not a JSON object");
-                foreach (var prop in doc.RootElement.EnumerateObject())
+                try
                 {
-                    if (prop.Name == "__metadata__")
+                    if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException($"{name}: header is not a JSON object");
+                    var names = new HashSet<string>(StringComparer.Ordinal);
+                    foreach (var prop in doc.RootElement.EnumerateObject())
                     {
-                        if (prop.Value.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException($"{name}: __metadata__ is not an object");
-                        foreach (var m in prop.Value.EnumerateObject())
-                            meta[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : throw new InvalidModelFileException($"{name}: metadata {m.Name} is not a string");
-                        continue;
+                        if (prop.Name == "__metadata__")
+                        {
+                            if (prop.Value.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException($"{name}: __metadata__ is not an object");
+                            foreach (var m in prop.Value.EnumerateObject())
+                                meta[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()! : throw new InvalidModelFileException($"{name}: metadata {UntrustedText.Quote(m.Name)} is not a string");
+                            continue;
+                        }
+                        if (!names.Add(prop.Name)) throw new InvalidModelFileException($"{name}: tensor {UntrustedText.Quote(prop.Name)} appears twice in the header");
+                        tensors.Add(ParseTensor(name, prop, dataSize));
                     }
-                    tensors.Add(ParseTensor(name, prop, dataSize));
+                }
+                catch (InvalidOperationException e)
+                {
+                    // a JSON value of an unexpected kind, or a string escape that is not valid UTF-16 (lone surrogate)
+                    throw new InvalidModelFileException($"{name}: header holds an invalid value ({e.Message.Split('\n')[0]})");
                 }
             }
             var sorted = tensors.OrderBy(t => t.Begin).ToList();
             long prevEnd = 0;
             foreach (var t in sorted)
             {
-                if (t.Begin < prevEnd) throw new InvalidModelFileException($"{name}: tensor {t.Name} overlaps another tensor");
+                if (t.Begin < prevEnd) throw new InvalidModelFileException($"{name}: tensor {UntrustedText.Quote(t.Name)} overlaps another tensor");
                 prevEnd = t.End;
             }
             Tensors = tensors;
@@ -98,25 +110,31 @@ public sealed unsafe class SafetensorsFile : IDisposable
     private static SafetensorsTensorInfo ParseTensor(string file, JsonProperty prop, long dataSize)
     {
         var v = prop.Value;
-        string tn = prop.Name;
+        string tn = prop.Name, q = UntrustedText.Quote(tn);
         if (v.ValueKind != JsonValueKind.Object
             || !v.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String
             || !v.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array
             || !v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
-            throw new InvalidModelFileException($"{file}: tensor {tn} needs dtype, shape and data_offsets");
-        if (!Enum.TryParse<SafetensorsDType>(dt.GetString(), out var dtype)) throw new InvalidModelFileException($"{file}: tensor {tn} has unknown dtype {dt.GetString()}");
+            throw new InvalidModelFileException($"{file}: tensor {q} needs dtype (a string), shape (an array) and data_offsets (two integers)");
+        string dts = dt.GetString()!;
+        // Enum.TryParse would also accept numbers ("1") and case variants
+        if (!Enum.GetNames<SafetensorsDType>().Contains(dts, StringComparer.Ordinal) || !Enum.TryParse<SafetensorsDType>(dts, out var dtype))
+            throw new InvalidModelFileException($"{file}: tensor {q} has unknown dtype {UntrustedText.Quote(dts)}");
         var shape = new long[sh.GetArrayLength()];
         long count = 1; int i = 0;
         foreach (var d in sh.EnumerateArray())
         {
-            if (!d.TryGetInt64(out long x) || x < 0) throw new InvalidModelFileException($"{file}: tensor {tn} has an invalid shape");
+            if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out long x) || x < 0) throw new InvalidModelFileException($"{file}: tensor {q} has an invalid shape (dimensions must be non-negative integers)");
             shape[i++] = x;
-            if (x != 0 && count > long.MaxValue / x) throw new InvalidModelFileException($"{file}: tensor {tn} shape overflows");
+            if (x != 0 && count > long.MaxValue / x) throw new InvalidModelFileException($"{file}: tensor {q} shape overflows");
             count *= x;
         }
-        if (!off[0].TryGetInt64(out long b) || !off[1].TryGetInt64(out long e) || b < 0 || e < b || e > dataSize)
-            throw new InvalidModelFileException($"{file}: tensor {tn} data offsets run past the end of the file");
-        if (e - b != count * DTypeSize(dtype)) throw new InvalidModelFileException($"{file}: tensor {tn} holds {e - b} bytes but its shape needs {count * DTypeSize(dtype)}");
+        if (off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number || !off[0].TryGetInt64(out long b) || !off[1].TryGetInt64(out long e))
+            throw new InvalidModelFileException($"{file}: tensor {q} data_offsets must be two integers");
+        if (b < 0 || e < b || e > dataSize)
+            throw new InvalidModelFileException($"{file}: tensor {q} data offsets [{b}, {e}] run past the end of the file");
+        int size = DTypeSize(dtype);
+        if (count > (e - b) / size || e - b != count * size) throw new InvalidModelFileException($"{file}: tensor {q} holds {e - b} bytes but its shape needs {(count > long.MaxValue / size ? "more" : (count * size).ToString(System.Globalization.CultureInfo.InvariantCulture))}");
         return new SafetensorsTensorInfo(tn, dtype, shape, b, e);
     }
 
@@ -130,7 +148,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
     public bool TryGetTensor(string name, out SafetensorsTensorInfo info) => byName.TryGetValue(name, out info!);
 
     public SafetensorsTensorInfo GetTensor(string name) =>
-        byName.TryGetValue(name, out var t) ? t : throw new InvalidModelFileException($"{System.IO.Path.GetFileName(Path)}: tensor '{name}' is missing");
+        byName.TryGetValue(name, out var t) ? t : throw new InvalidModelFileException($"{System.IO.Path.GetFileName(Path)}: tensor {UntrustedText.Quote(name)} is missing");
 
     public byte* TensorPointer(SafetensorsTensorInfo t) { ObjectDisposedException.ThrowIf(disposed, this); return basePtr + DataOffset + t.Begin; }
 
