@@ -80,10 +80,28 @@ public static class Cli
                 or IOException or InvalidDataException or NotSupportedException or ArgumentException => e.Message,
             _ => $"internal error ({e.GetType().Name}): {e.Message} (set OPENWEIGHTS_DEBUG=1 for details)",
         };
-        stderr.WriteLine($"openweights: error: {FirstLine(msg)}");
+        stderr.WriteLine($"openweights: error: {TerminalSafe(FirstLine(msg))}");
         if (debug) stderr.WriteLine(e.ToString());
         return 1;
     }
 
     private static string FirstLine(string s) { int i = s.IndexOfAny(['\r', '\n']); return i < 0 ? s : s[..i]; }
+
+    /// <summary>
+    /// Last line of defence for a message that may carry bytes from a file or request: control characters (ESC and the
+    /// other C0/C1 codes) become \xNN so they cannot drive the terminal, and the line is capped at 1,000 characters.
+    /// </summary>
+    internal static string TerminalSafe(string s)
+    {
+        const int Max = 1000;
+        var sb = new System.Text.StringBuilder(Math.Min(s.Length, Max) + 16);
+        for (int i = 0; i < s.Length && i < Max; i++)
+        {
+            char c = s[i];
+            if (c < 0x20 || c is >= '\x7F' and <= '\x9F') sb.Append($"\\x{(int)c:X2}");
+            else sb.Append(c);
+        }
+        if (s.Length > Max) sb.Append($"…({s.Length - Max} more)");
+        return sb.ToString();
+    }
 }
