@@ -76,12 +76,12 @@ public static class InfoCommand
             var i = Describe(f, pr.GetValue(ctx));
             if (pr.GetValue(json)) { CliJson.Write(o, i); return 0; }
             o.WriteLine($"file           {i.Path} ({Size(i.FileBytes)}, {(i.GgufVersion > 0 ? $"GGUF v{i.GgufVersion}" : "Hugging Face safetensors")})");
-            o.WriteLine($"name           {i.Name ?? "-"}");
-            o.WriteLine($"architecture   {i.Architecture} ({i.SupportedBy})");
+            o.WriteLine($"name           {(i.Name is null ? "-" : Cli.TerminalSafe(i.Name))}"); // from the file: no escape sequences to the terminal
+            o.WriteLine($"architecture   {Cli.TerminalSafe(i.Architecture ?? "-")} ({i.SupportedBy})");
             o.WriteLine($"parameters     {i.Parameters:N0} ({i.Parameters / 1e9:F2} B), {i.BitsPerWeight:F2} bits per weight");
             o.WriteLine($"layers         {i.Layers}, embedding {i.EmbeddingLength}, feed-forward {i.FeedForwardLength}");
             o.WriteLine($"attention      {i.Heads} heads, {i.KvHeads} KV heads, head dim {i.HeadDim}, rope {i.RopeStyle} base {i.RopeFreqBase:G}");
-            o.WriteLine($"vocabulary     {i.VocabSize} ({i.Tokenizer ?? "-"}{(i.PreTokenizer is null ? "" : ", pre " + i.PreTokenizer)}), chat template: {(i.HasChatTemplate ? "yes" : "no")}");
+            o.WriteLine($"vocabulary     {i.VocabSize} ({Cli.TerminalSafe(i.Tokenizer ?? "-")}{(i.PreTokenizer is null ? "" : ", pre " + Cli.TerminalSafe(i.PreTokenizer))}), chat template: {(i.HasChatTemplate ? "yes" : "no")}");
             o.WriteLine($"context        {i.ContextLength} (trained)");
             o.WriteLine("tensor types");
             foreach (var t in i.TensorTypes) o.WriteLine($"  {t.Type,-6} {t.Tensors,5} tensors {t.Parameters,15:N0} params {Size(t.Bytes),10}");
