@@ -50,6 +50,9 @@ public static class FitCommand
                 Target = tgt,
                 BandwidthGBps = pr.GetValue(bandwidth),
             };
+            if (tgt == FitTarget.Gpu && hw.Gpus.Count == 0) throw new OpenWeightsException("no NVIDIA GPU found (nvidia-smi reported none); use --target cpu");
+            if (pr.GetValue(measure) && (pr.GetValue(measurePrompt) < 1 || pr.GetValue(measureTokens) < 1))
+                throw new OpenWeightsException("--measure-prompt and --measure-tokens must be at least 1");
             var est = FitEstimator.Estimate(shape, hw, options);
             var w = pr.InvocationConfiguration.Output;
             FitMeasurement? measured = null;
@@ -172,7 +175,11 @@ public static class FitCommand
         if (e.Assumptions.Count > 0)
         {
             w.WriteLine("assumptions:");
-            foreach (var a in e.Assumptions) w.WriteLine($"  - {a}");
+            foreach (var a in e.Assumptions) w.WriteLine($"  - {Assumption(a)}");
         }
     }
+
+    /// <summary>An assumption of the estimate, advised in flags where the library names an option.</summary>
+    internal static string Assumption(string a) =>
+        a == FitEstimator.BandwidthUnknown ? "GPU memory bandwidth unknown: pass --bandwidth for a speed estimate" : a;
 }

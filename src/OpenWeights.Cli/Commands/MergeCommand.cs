@@ -19,7 +19,7 @@ public static class MergeCommand
         {
             var path = CommonOptions.ResolveModel(pr.GetValue(model)!);
             var specs = pr.GetValue(adapters)!.Select(LoraSpec.Parse).ToList();
-            var mt = MergeType.Parse(pr.GetValue(type)!);
+            var mt = ParseType(pr.GetValue(type)!);
             string outPath = pr.GetValue(output)!;
             var r = LoraMerge.Merge(path, specs, outPath, mt, progress: ProgressLine.For(pr.InvocationConfiguration.Error, $"writing {Path.GetFileName(outPath)}", pr.GetValue(quiet)));
             var o = pr.InvocationConfiguration.Output;
@@ -30,5 +30,12 @@ public static class MergeCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>The merge type, named by its flag when unknown.</summary>
+    internal static MergeType ParseType(string s)
+    {
+        try { return MergeType.Parse(s); }
+        catch (OpenWeightsException e) { throw new OpenWeightsException($"-q/--quant: {e.Message}", e); }
     }
 }

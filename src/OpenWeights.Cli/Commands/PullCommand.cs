@@ -43,7 +43,9 @@ public static class PullCommand
             if (fromCatalog is null && !typedId.Contains('/') && catalog.Suggest(typedId) is not null)
                 throw new OpenWeightsException(catalog.UnknownModelMessage(typedId)); // a mistyped catalog id, not an org/name
             var puller = new HubPuller(settings, g) { Progress = ProgressPrinter.For(error) };
-            var result = await puller.PullAsync(fromCatalog ?? PullSpec.Parse(typed), new PullOptions { Revision = pr.GetValue(revision), AcceptLicense = pr.GetValue(accept) }, ct);
+            PullResult result;
+            try { result = await puller.PullAsync(fromCatalog ?? PullSpec.Parse(typed), new PullOptions { Revision = pr.GetValue(revision), AcceptLicense = pr.GetValue(accept) }, ct); }
+            catch (LicenseNotAcceptedException e) { throw new OpenWeightsException(AcceptAdvice(e), e); }
             long total = result.Files.Sum(f => f.Size);
             if (g is CatalogPullGate done) foreach (var note in done.Notes) error.WriteLine($"openweights: note: {note}");
             if (pr.GetValue(json))
@@ -67,4 +69,9 @@ public static class PullCommand
         });
         return cmd;
     }
+
+    /// <summary>The library's refusal, advised in flags: "...; read it (openweights models show ID, URL) and pass --accept-license to accept it".</summary>
+    internal static string AcceptAdvice(LicenseNotAcceptedException e) => e.ModelId is null
+        ? $"{e.Problem}; read its terms and pass --accept-license"
+        : $"{e.Problem}; read it (openweights models show {e.ModelId}{(e.LicenseUrl is null ? "" : ", " + e.LicenseUrl)}) and pass --accept-license to accept it";
 }

@@ -81,7 +81,10 @@ public static class TuneCommand
             if (stale.Count > 0) err.WriteLine($"removed {stale.Count} temporary file(s) an interrupted run left in {dir}");
             if (isResume)
             {
-                if (trainer.TryResume(dir)) err.WriteLine($"resuming at step {trainer.Step}/{trainer.TotalSteps}");
+                bool resumed;
+                try { resumed = trainer.TryResume(dir); }
+                catch (OpenWeightsOptionException e) when (e.Option == LoraTrainer.SeedOption) { throw new OpenWeightsException($"{e.Problem}; resume with the same --seed", e); }
+                if (resumed) err.WriteLine($"resuming at step {trainer.Step}/{trainer.TotalSteps}");
                 else err.WriteLine("no checkpoint to resume from; starting fresh");
             }
             err.WriteLine($"{examples.Count} examples -> {train.Count} training / {val.Count} validation sequences; {lm.ParameterCount:N0} LoRA parameters; {trainer.TotalSteps} step{(trainer.TotalSteps == 1 ? "" : "s")}");
@@ -115,6 +118,10 @@ public static class TuneCommand
     private static List<TrainExample> LoadData(string file, Tokenizer tok, string? template, bool trainOnPrompt, TextWriter err)
     {
         try { return TrainingData.Load(file, tok, template, trainOnPrompt); }
+        catch (OpenWeightsOptionException e) when (e.Option == TrainingData.ChatTemplateOption)
+        {
+            throw new OpenWeightsException($"{e.Problem}: supply one (--chat-template FILE), or use prompt/completion or instruction/output records", e);
+        }
         catch (TrainingDataException e)
         {
             foreach (var line in e.ListedProblems()) err.WriteLine($"  {(line.StartsWith("line ", StringComparison.Ordinal) ? e.DataFile + " " : "")}{line}");

@@ -125,6 +125,9 @@ public static class FitEstimator
     public const long TightMarginFloorBytes = 512L << 20;
     public const double TightMarginFraction = 0.10;
 
+    /// <summary>The assumption a GPU estimate states when no bandwidth is known (the CLI words it with its flag).</summary>
+    public const string BandwidthUnknown = "GPU memory bandwidth unknown: give it (FitOptions.BandwidthGBps) for a speed estimate";
+
     public static FitEstimate Estimate(CatalogModel model, HardwareInfo hw, FitOptions? options = null) =>
         Estimate(ModelShape.FromCatalog(model), hw, options);
 
@@ -142,7 +145,7 @@ public static class FitEstimator
         var (budget, budgetSource) = Budget(hw, o.Target);
         double? bw = o.BandwidthGBps ?? (o.Target == FitTarget.Cpu ? hw.MemoryBandwidthGBps : null);
         string? bwSource = o.BandwidthGBps is not null ? "given" : o.Target == FitTarget.Cpu ? hw.BandwidthSource : null;
-        if (bw is null) assumptions.Add("GPU memory bandwidth unknown: pass --bandwidth for a speed estimate");
+        if (bw is null) assumptions.Add(BandwidthUnknown);
 
         var ladder = o.Tune == TuneMode.Qlora ? Quantization.Ladder.Where(q => q != Quantization.F16).ToList() : Quantization.Ladder.ToList();
         var rungs = new List<QuantFit>();
@@ -261,7 +264,7 @@ public static class FitEstimator
     {
         if (target == FitTarget.Cpu) return (hw.AvailableRamBytes, "available RAM");
         var gpu = hw.Gpus.OrderByDescending(g => g.FreeBytes).FirstOrDefault()
-            ?? throw new OpenWeightsException("no NVIDIA GPU found (nvidia-smi reported none); use --target cpu");
+            ?? throw new OpenWeightsOptionException("no NVIDIA GPU found (nvidia-smi reported none)", "FitOptions.Target", "fit to the CPU's memory instead (FitOptions.Target = FitTarget.Cpu)");
         return (gpu.FreeBytes, $"free memory of {gpu.Name}");
     }
 

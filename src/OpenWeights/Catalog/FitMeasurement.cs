@@ -30,7 +30,7 @@ public sealed record FitMeasurement
 /// </summary>
 public static class FitMeasure
 {
-    /// <summary>--quant names the synthetic writer can produce.</summary>
+    /// <summary>Quantization names (F16, Q4_K_M, ...) the synthetic writer can produce; null: Q4_K_M.</summary>
     public static string SynthTypeFor(string? quant) => quant?.ToUpperInvariant() switch
     {
         null or "" => "q4_k_m",
@@ -40,7 +40,7 @@ public static class FitMeasure
         "Q4_0" => "q4_0",
         "Q4_K_M" => "q4_k_m",
         "F32" => "f32",
-        var q => throw new OpenWeightsException($"--measure can build F16, BF16, Q8_0, Q4_0 or Q4_K_M models, not {q}"),
+        var q => throw new OpenWeightsException($"measuring on random weights can build F16, BF16, Q8_0, Q4_0 or Q4_K_M models, not {q}"),
     };
 
     public static FitMeasurement MeasureSynthetic(ModelShape shape, string synthType, int promptTokens = 128, int decodeTokens = 32, int threads = 0, string? tempRoot = null)
@@ -67,7 +67,7 @@ public static class FitMeasure
     /// <summary>Measures a model source (owned: disposed here).</summary>
     public static FitMeasurement Measure(ITensorSource source, string name, string sourceKind, string type, long fileBytes, int promptTokens = 128, int decodeTokens = 32, int threads = 0)
     {
-        if (promptTokens < 1 || decodeTokens < 1) throw new OpenWeightsException("--measure needs at least one prompt and one decode token");
+        if (promptTokens < 1 || decodeTokens < 1) throw new OpenWeightsException($"measuring needs at least one prompt token and one decode token (promptTokens {promptTokens}, decodeTokens {decodeTokens})");
         if (threads <= 0) threads = Environment.ProcessorCount;
         using var model = LlamaModel.LoadOwned(source);
         int vocab = model.Config.VocabSize;

@@ -95,7 +95,7 @@ public static class LicenseGate
                 if (mau is { } m && m > limit)
                     return Refuse($"{lic.Name}: {lic.MauClause ?? $"more than {limit:N0} monthly active users needs a separate licence."}");
                 if (mau is null && use == LicenseUse.Commercial)
-                    warnings.Add($"{lic.Name}: allowed only below {limit:N0} monthly active users (pass --mau to check).");
+                    warnings.Add($"{lic.Name}: allowed only below {limit:N0} monthly active users (give the number of monthly active users, mau, to check).");
             }
             foreach (var rr in lic.RegionalRestrictions.Where(r => r.AppliesToModel(model)))
             {

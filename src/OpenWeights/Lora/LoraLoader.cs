@@ -5,7 +5,7 @@ using OpenWeights.Models.Llama;
 
 namespace OpenWeights.Lora;
 
-/// <summary>An adapter file and its user scale, as given on the command line: <c>FILE[:SCALE]</c>.</summary>
+/// <summary>An adapter file and its user scale, written <c>FILE[:SCALE]</c> (as the command line gives it).</summary>
 public readonly record struct LoraSpec(string Path, float Scale = 1f)
 {
     /// <summary>
@@ -15,7 +15,7 @@ public readonly record struct LoraSpec(string Path, float Scale = 1f)
     /// </summary>
     public static LoraSpec Parse(string s)
     {
-        if (string.IsNullOrWhiteSpace(s)) throw new OpenWeightsException("--lora needs a file");
+        if (string.IsNullOrWhiteSpace(s)) throw new OpenWeightsException("a LoRA adapter spec needs a file (FILE[:SCALE])");
         int i = s.LastIndexOf(':');
         if (i > 0 && i < s.Length - 1)
         {

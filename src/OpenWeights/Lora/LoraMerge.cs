@@ -10,6 +10,9 @@ public readonly record struct MergeType(QuantPreset? Preset, GgmlType? Pure)
     /// <summary>Keep each adapted tensor's type.</summary>
     public static MergeType Same => new(null, null);
 
+    /// <summary>The names <see cref="Parse"/> accepts.</summary>
+    public const string Choices = "same, f32, f16, bf16, q8_0, q4_0 or q4_k_m";
+
     public static MergeType Parse(string s) => s.Trim().ToLowerInvariant() switch
     {
         "same" => Same,
@@ -19,7 +22,7 @@ public readonly record struct MergeType(QuantPreset? Preset, GgmlType? Pure)
         "q8_0" => new(QuantPreset.Q8_0, null),
         "q4_0" => new(QuantPreset.Q4_0, null),
         "q4_k_m" => new(QuantPreset.Q4_K_M, null),
-        _ => throw new OpenWeightsException($"unknown --type '{s}' (choose same, f32, f16, bf16, q8_0, q4_0 or q4_k_m)"),
+        _ => throw new OpenWeightsException($"unknown merge type '{s}' (choose {Choices})"),
     };
 }
 
@@ -68,7 +71,7 @@ public static class LoraMerge
             var outType = type.Pure ?? (type.Preset is { } p
                 ? QuantRecipe.TypeFor(p, t.Name, layer, config.Layers, t.Dimensions[0], t.Dimensions.Length, tied, t.Type)
                 : t.Type);
-            if (!Quantize.CanQuantize(outType)) throw new OpenWeightsException($"{t.Name}: cannot write tensor type {outType}; choose another --type");
+            if (!Quantize.CanQuantize(outType)) throw new OpenWeightsException($"{t.Name}: cannot write tensor type {outType}; choose another merge type ({MergeType.Choices})");
             int cols = (int)t.Dimensions[0], rows = (int)t.Dimensions[1];
             long inRow = GgmlTypes.RowBytes(t.Type, cols), outRow = GgmlTypes.RowBytes(outType, cols);
             var src = t;

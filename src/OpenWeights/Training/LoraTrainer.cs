@@ -239,6 +239,9 @@ public sealed class LoraTrainer
         GgufLoraAdapter.Write(Model.Adapter, Path.Combine(dir, GgufAdapterFile), Model.Config);
     }
 
+    /// <summary>The option a checkpoint made with another seed names (<see cref="OpenWeightsOptionException.Option"/>).</summary>
+    public const string SeedOption = "TrainOptions.Seed";
+
     /// <summary>Restores adapter, optimiser moments and step from a checkpoint; returns false when there is none.</summary>
     public bool TryResume(string dir)
     {
@@ -250,7 +253,7 @@ public sealed class LoraTrainer
         if (Meta("rank") != o.Rank.ToString(CultureInfo.InvariantCulture) || Meta("targets") != string.Join(",", o.Targets))
             throw new OpenWeightsException($"{path}: checkpoint was made with rank {Meta("rank")} and targets {Meta("targets")}, not rank {o.Rank} and targets {string.Join(",", o.Targets)}");
         if (Meta("seed") != Options.Seed.ToString(CultureInfo.InvariantCulture))
-            throw new OpenWeightsException($"{path}: checkpoint was made with seed {Meta("seed")}; resume with the same --seed");
+            throw new OpenWeightsOptionException($"{path}: checkpoint was made with seed {Meta("seed")}", SeedOption, $"resume with the same seed ({SeedOption} = {Meta("seed")})");
         void Read(string name, float[] dst)
         {
             var data = f.ReadF32(f.GetTensor(name));

@@ -49,6 +49,9 @@ public static class TrainingData
 {
     private static readonly byte[] Utf8Bom = [0xEF, 0xBB, 0xBF];
 
+    /// <summary>The option a chat-format file for a model without a template names (<see cref="OpenWeightsOptionException.Option"/>).</summary>
+    public const string ChatTemplateOption = "TrainingData.Load(chatTemplate)";
+
     public static List<TrainExample> Load(string path, Tokenizer tok, string? chatTemplate = null, bool trainOnPrompt = false)
     {
         if (!File.Exists(path)) throw new OpenWeightsException($"data file {path} does not exist");
@@ -253,7 +256,8 @@ public static class TrainingData
                 }
             }
             if (template is null && required)
-                throw new OpenWeightsException("chat \"messages\" need a chat template and the model has none: supply one (tune --chat-template FILE), or use prompt/completion or instruction/output records");
+                throw new OpenWeightsOptionException("chat \"messages\" need a chat template and the model has none", ChatTemplateOption,
+                    "supply one (the chatTemplate argument), or use prompt/completion or instruction/output records");
             return template;
         }
     }

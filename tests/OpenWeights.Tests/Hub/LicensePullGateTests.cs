@@ -82,7 +82,7 @@ public class LicensePullGateTests : HubCliTestBase
         var e = Assert.Throws<OpenWeightsException>(() => gate.BeforePull(ctx));
         Assert.Contains("qwen2.5-3b-instruct", e.Message);
         var gated = new PullContext("org/x", "main", new string('a', 40), "other", "manual", [], AcceptLicense: false);
-        Assert.Contains("gated", Assert.Throws<OpenWeightsException>(() => new CatalogPullGate().BeforePull(gated)).Message);
+        Assert.Contains("gated", Assert.Throws<LicenseNotAcceptedException>(() => new CatalogPullGate().BeforePull(gated)).Message);
         new CatalogPullGate().BeforePull(gated with { AcceptLicense = true });
     }
 

@@ -107,6 +107,6 @@ public class LoraCliTests
         Assert.False(File.Exists(dir.File("out.gguf")));
         var bad = CliTests.Run("merge", basePath, wrong, "-o", dir.File("o.gguf"), "--type", "q3_xx");
         Assert.Equal(1, bad.Code);
-        Assert.Contains("unknown --type", bad.Err);
+        Assert.Contains("-q/--quant: unknown merge type", bad.Err);
     }
 }
