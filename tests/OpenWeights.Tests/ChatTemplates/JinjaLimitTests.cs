@@ -165,6 +165,19 @@ public class JinjaLimitTests
             [ChatTemplate.Message("user", "hi")], cancellationToken: cts.Token));
     }
 
+    [Fact(Timeout = 30_000)]
+    public async Task ChatFormatterPassesCancellationToTheRender()
+    {
+        // what the server and the IChatClient do with the request's token: an abandoned request stops rendering
+        using var m = OpenWeights.Models.Llama.LlamaModel.Load(OpenWeights.Tests.Chat.TinyModels.Qwen);
+        var tok = OpenWeights.Tokenizers.Tokenizer.FromGguf(m.Source);
+        var f = new OpenWeights.Inference.Chat.ChatFormatter(tok,
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ messages[0].content }}{% endfor %}{% endfor %}");
+        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(100));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Task.Run(() =>
+            f.EncodeConversation([OpenWeights.Inference.Chat.ChatTurn.User("x")], null, cts.Token)));
+    }
+
     [Theory]
     [InlineData("{% set ns = namespace(s='a') %}{% macro m() %}{% set ns.s = ns.s ~ 'X' %}{% endmacro %}{% for i in range(3) %}{% set ns.s = ns.s ~ m() ~ 'b' %}{% endfor %}{{ ns.s }}", "abbb")]
     [InlineData("{% set ns = namespace(s='a') %}{% for i in range(3) %}{% set ns.s = ns.s + 'b' + i|string %}{% endfor %}{{ ns.s }}|{{ ns }}", "ab0b1b2|<Namespace {'s': 'ab0b1b2'}>")]

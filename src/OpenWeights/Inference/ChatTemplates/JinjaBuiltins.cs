@@ -377,10 +377,17 @@ internal static partial class JinjaBuiltins
                     }),
                     "count" => Fn(name, (a, _) => (long)l.Count(x => JinjaValue.PyEquals(x, a[0]))),
                     "copy" => Fn(name, (_, _) => l.ToList()),
-                    "append" => Fn(name, (a, _) => { l.Add(a[0]); return null; }),
-                    "extend" => Fn(name, (a, _) => { l.AddRange(Iterate(a[0])); return null; }),
+                    "append" => Fn(name, (a, _) => { RenderBudget.Current.CheckItems(l.Count + 1L, copy: false); l.Add(a[0]); return null; }),
+                    "extend" => Fn(name, (a, _) =>
+                    {
+                        var more = Iterate(a[0]);
+                        RenderBudget.Current.CheckItems((long)l.Count + more.Count, copy: false);
+                        l.AddRange(more);
+                        return null;
+                    }),
                     "insert" => Fn(name, (a, _) =>
                     {
+                        RenderBudget.Current.CheckItems(l.Count + 1L, copy: false);
                         var i = JinjaValue.ToLong(a[0]);
                         if (i < 0) i = Math.Max(0, i + l.Count);
                         l.Insert((int)Math.Min(i, l.Count), a[1]);

@@ -140,10 +140,10 @@ internal sealed class RenderBudget
     }
 
     /// <summary>A list of <paramref name="count"/> items is about to be built: refuse it past the limit, charge the copy.</summary>
-    public void CheckItems(long count)
+    public void CheckItems(long count, bool copy = true)
     {
         if (count > MaxItems) throw new JinjaLimitError(nameof(TemplateLimits.MaxItems), MaxItems, "list size");
-        Charge(count >> 2);
+        if (copy) Charge(count >> 2);
     }
 
     private JinjaLimitError StringLimit() => new(nameof(TemplateLimits.MaxOutputLength), MaxString, "output size");
