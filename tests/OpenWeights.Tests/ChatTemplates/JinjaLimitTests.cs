@@ -56,6 +56,14 @@ public class JinjaLimitTests
         Assert.Equal(1, ex.Line);
     }
 
+    [Fact(Timeout = 30_000)]
+    public async Task RangeBuiltInALoopCountsItsItems()
+    {
+        // found by the fuzzer: one step per iteration, but each builds a 100,000-item list
+        var ex = await Refused("{% for i in range(100000) %}{% if range(100000) %}{% endif %}{% endfor %}", "MaxSteps");
+        Assert.Equal(TemplateLimits.Default.MaxSteps, ex.Value);
+    }
+
     [Theory(Timeout = 20_000)]
     [InlineData("{{ 'x' * 10**9 }}", "MaxOutputLength")]
     [InlineData("{{ 'x' * 9223372036854775807 }}", "MaxOutputLength")]

@@ -8,7 +8,7 @@ namespace OpenWeights.Tests.ChatTemplates;
 /// which are deterministic (copies count as steps, a quadratic copy shows up as a quadratic count), and render a
 /// large conversation within the default budget, which a quadratic render exceeds.
 /// </summary>
-public class JinjaScalingTests
+public class JinjaScalingTests(ITestOutputHelper output)
 {
     // the accumulating pattern of real templates, in a template of our own (runs without ../shared)
     private const string Accumulating = """
@@ -38,12 +38,13 @@ public class JinjaScalingTests
         return (text, steps);
     }
 
-    private static void AssertLinear(string template, int n)
+    private void AssertLinear(string template, int n)
     {
         var (a, stepsN) = Render(template, n);
         var (b, steps2N) = Render(template, 2 * n);
         Assert.True(b.Length > 1.9 * a.Length, $"output {a.Length} → {b.Length}");
         var ratio = (double)steps2N / stepsN;
+        output.WriteLine($"{n} messages: {stepsN} steps, {2 * n}: {steps2N} (ratio {ratio:F2})");
         Assert.True(ratio < 2.2, $"steps for {n} messages: {stepsN}, for {2 * n}: {steps2N} (ratio {ratio:F2}; linear is 2)");
     }
 

@@ -135,14 +135,71 @@ public class JinjaFuzzTests(ITestOutputHelper output)
         "{{% call m() %}}{0}{{% endcall %}}",
     ];
 
+    private static readonly string[] Atoms =
+    [
+        "0", "1", "-1", "3", "2.5", "10**9", "9223372036854775807", "-9223372036854775808", "1e308", "''", "'ab'", "'%s-%d'",
+        "'{0}{x}'", "'\\n'", "'\u00e9'", "none", "true", "false", "[]", "[1, 'a', none]", "{}", "{'k': [1, {'j': 2}]}", "(1, 2)",
+        "messages", "messages[0]", "messages[-1].content", "messages | map(attribute='role')", "tools", "range(5)", "range(100000)",
+        "loop", "ns", "ns.out", "undefined_name", "namespace(out='x')", "dict(a=1)", "bos_token", "'x' * 1000",
+    ];
+
+    private static readonly string[] BinaryOps = ["+", "-", "*", "/", "//", "%", "**", "~", "==", "!=", "<", ">=", "in", "not in", "and", "or", "is", "is not"];
+    private static readonly string[] Filters =
+    [
+        "length", "list", "first", "last", "join", "join(', ')", "tojson", "tojson(indent=2)", "trim", "upper", "string", "int", "float",
+        "sort", "unique", "reverse", "sum", "min", "max", "map('upper')", "map(attribute='role')", "select", "reject('none')",
+        "selectattr('role')", "items", "dictsort", "batch(2)", "slice(3)", "default('d')", "replace('a', 'bb')", "indent(2)",
+        "center(20)", "format(1, 2)", "round(1)", "abs", "safe", "escape", "wordcount", "title", "capitalize", "truncate(5)",
+    ];
+    private static readonly string[] Methods =
+    [
+        ".split()", ".split(',')", ".strip()", ".upper()", ".startswith('a')", ".endswith('')", ".replace('a', 'b')", ".format(1)",
+        ".join(['x', 'y'])", ".items()", ".keys()", ".get('role')", ".get('x', 1)", ".count('a')", ".find('b')", ".zfill(5)",
+        ".center(9)", ".append(1)", ".pop()", ".update({})", "[0]", "[1:]", "[::-1]", "[-1]", "['role']", ".role", ".content",
+    ];
+
+    /// <summary>A random expression from a small grammar: valid syntax, hostile values (so cases get past the parser).</summary>
+    private static string Expr(Random rng, int depth)
+    {
+        if (depth <= 0 || rng.Next(3) == 0) return Atoms[rng.Next(Atoms.Length)];
+        return rng.Next(7) switch
+        {
+            0 or 1 => $"({Expr(rng, depth - 1)} {BinaryOps[rng.Next(BinaryOps.Length)]} {Expr(rng, depth - 1)})",
+            2 => $"({Expr(rng, depth - 1)} | {Filters[rng.Next(Filters.Length)]})",
+            3 => $"({Expr(rng, depth - 1)}){Methods[rng.Next(Methods.Length)]}",
+            4 => $"({Expr(rng, depth - 1)} if {Expr(rng, depth - 1)} else {Expr(rng, depth - 1)})",
+            5 => $"[{Expr(rng, depth - 1)}, {Expr(rng, depth - 1)}]",
+            _ => $"(not {Expr(rng, depth - 1)})",
+        };
+    }
+
+    /// <summary>A random statement built from generated expressions.</summary>
+    private static string Statement(Random rng) => rng.Next(6) switch
+    {
+        0 => $"{{{{ {Expr(rng, 4)} }}}}",
+        1 => $"{{% set v = {Expr(rng, 3)} %}}{{{{ v }}}}",
+        2 => $"{{% for x in {Expr(rng, 2)} %}}{{{{ {Expr(rng, 2)} }}}}{{{{ x }}}}{{% endfor %}}",
+        3 => $"{{% if {Expr(rng, 3)} %}}{{{{ {Expr(rng, 3)} }}}}{{% endif %}}",
+        4 => $"{{% set ns = namespace(out='', n=0) %}}{{% for i in range({rng.Next(1, 2000)}) %}}{{% set ns.out = ns.out ~ {Expr(rng, 2)} %}}{{% endfor %}}{{{{ ns.out | length }}}}",
+        _ => $"{{% macro f(a, b=1) %}}{{{{ {Expr(rng, 3)} }}}}{{% endmacro %}}{{{{ f({Expr(rng, 2)}) }}}}",
+    };
+
     private static string Mutate(string source, IReadOnlyList<string> pool, Random rng)
     {
         var toks = Tokens(source);
-        var rounds = 1 + rng.Next(4);
+        var rounds = 1 + rng.Next(3);
         for (var r = 0; r < rounds; r++)
         {
             if (toks.Count == 0) toks.Add(Dictionary[rng.Next(Dictionary.Length)]);
             var at = rng.Next(toks.Count);
+            if (rng.Next(3) == 0)
+            {
+                // a generated statement between two tags (keeps the template parseable more often than not)
+                var boundaries = Enumerable.Range(0, toks.Count).Where(i => toks[i] is "}}" or "-}}" or "%}" or "-%}").ToList();
+                var pos = boundaries.Count == 0 ? toks.Count : boundaries[rng.Next(boundaries.Count)] + 1;
+                toks.InsertRange(pos, Tokens(Statement(rng)));
+                continue;
+            }
             switch (rng.Next(10))
             {
                 case 0: toks.RemoveAt(at); break;

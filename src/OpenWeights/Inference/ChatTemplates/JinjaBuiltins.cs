@@ -113,6 +113,10 @@ internal static partial class JinjaBuiltins
         }
         else throw new JinjaError("range expected at least 1 argument, got 0");
         if (step == 0) throw new JinjaError("range() arg 3 must not be zero");
+        // charge the list before building it: a loop that calls range(100000) each time is a loop of that size
+        var span = step > 0 ? (double)stop - start : (double)start - stop;
+        var count = span <= 0 ? 0 : (long)Math.Min(Math.Ceiling(span / Math.Abs((double)step)), 100001);
+        RenderBudget.Current.CheckItems(count);
         var r = new List<object?>();
         for (var i = start; step > 0 ? i < stop : i > stop; i += step)
         {
