@@ -204,6 +204,13 @@ internal static partial class JinjaBuiltins
         return r;
     }
 
+    /// <summary>PyLen scans the string: charged, for the calls a template makes in a loop (len, s[i]).</summary>
+    private static int ChargedPyLen(string s)
+    {
+        RenderBudget.Current.Charge(s.Length >> 4);
+        return PyLen(s);
+    }
+
     internal static int PyLen(string s)
     {
         var n = s.Length;
@@ -214,7 +221,7 @@ internal static partial class JinjaBuiltins
 
     public static long Length(object? v) => JinjaValue.Unwrap(v) switch
     {
-        string s => PyLen(s),
+        string s => ChargedPyLen(s),
         List<object?> l => l.Count,
         JinjaTuple t => t.Count,
         JinjaDict d => d.Count,
@@ -255,14 +262,14 @@ internal static partial class JinjaBuiltins
             case List<object?> or JinjaTuple or string when key is long or bool:
                 {
                     var idx = JinjaValue.ToLong(key);
-                    var n = obj is string str ? PyLen(str) : obj is List<object?> l ? l.Count : ((JinjaTuple)obj).Count;
+                    var n = obj is string str ? ChargedPyLen(str) : obj is List<object?> l ? l.Count : ((JinjaTuple)obj).Count;
                     if (idx < 0) idx += n;
                     if (idx < 0 || idx >= n) return JinjaUndefined.Missing(obj, key);
                     return obj switch
                     {
                         List<object?> list => list[(int)idx],
                         JinjaTuple t => t[(int)idx],
-                        _ => PyLen((string)obj) == ((string)obj).Length ? ((string)obj)[(int)idx].ToString() : CodePoints((string)obj)[(int)idx],
+                        _ => n == ((string)obj).Length ? ((string)obj)[(int)idx].ToString() : CodePoints((string)obj)[(int)idx],
                     };
                 }
             case JinjaNamespace ns when key is string s:
@@ -610,7 +617,7 @@ internal static partial class JinjaBuiltins
         var begin = a.Count > 1 && a[1] is not null ? (int)Math.Clamp(Norm(JinjaValue.ToLong(a[1]), s.Length), 0, s.Length) : 0;
         var end = a.Count > 2 && a[2] is not null ? (int)Math.Clamp(Norm(JinjaValue.ToLong(a[2]), s.Length), 0, s.Length) : s.Length;
         if (end < begin) return false;
-        var sub = s[begin..end];
+        var sub = s.AsSpan(begin, end - begin); // no copy: startswith on a long string costs the prefix, not the string
         IEnumerable<object?> cands = arg is JinjaTuple t ? t.Items : [arg];
         foreach (var c in cands)
         {

@@ -67,7 +67,7 @@ internal sealed class JinjaLimitError(string limit, long value, string what) : J
 internal sealed class RenderBudget
 {
     [ThreadStatic] private static RenderBudget? current;
-    private static readonly RenderBudget Unbounded = new(TemplateLimits.Default with { MaxSteps = long.MaxValue }, 0, CancellationToken.None);
+    private static readonly RenderBudget Unbounded = new(TemplateLimits.None, 0, CancellationToken.None);
 
     private readonly CancellationToken cancel;
     private long steps, nextCheck;
@@ -92,7 +92,7 @@ internal sealed class RenderBudget
         return Math.Max(value, scaled);
     }
 
-    /// <summary>The budget of the render running on this thread (outside a render: sizes bounded, steps not).</summary>
+    /// <summary>The budget of the render running on this thread (outside a render, e.g. <c>JinjaValue.Repr</c> called by a host: none).</summary>
     public static RenderBudget Current => current ?? Unbounded;
 
     /// <summary>Makes this the thread's current budget until the returned scope is disposed.</summary>
