@@ -60,8 +60,9 @@ public class JinjaLimitTests
     public async Task RangeBuiltInALoopCountsItsItems()
     {
         // found by the fuzzer: one step per iteration, but each builds a 100,000-item list
-        var ex = await Refused("{% for i in range(100000) %}{% if range(100000) %}{% endif %}{% endfor %}", "MaxSteps");
-        Assert.Equal(TemplateLimits.Default.MaxSteps, ex.Value);
+        var ex = await Refused("{% for i in range(100000) %}{% if range(100000) %}{% endif %}{% endfor %}", "MaxSteps",
+            TemplateLimits.Default with { MaxSteps = 2_000_000 });
+        Assert.Equal(2_000_000, ex.Value);
     }
 
     [Theory(Timeout = 20_000)]
@@ -112,6 +113,10 @@ public class JinjaLimitTests
         await Refused("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "MaxOutputLength");
         await Refused("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "MaxOutputLength");
         await Refused("{% set ns = namespace(l=[1]) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}{% endfor %}", "MaxItems");
+        await Refused("{% set ns = namespace(s='x' | safe) %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "MaxOutputLength");
+        // an accumulated string meeting Markup mid-chain
+        await Refused("{% set ns = namespace(s='') %}{% set ns.s = ns.s ~ ('x' * 10000000) %}{% set ns.s = ns.s ~ '' %}{% set ns.s = ns.s + ('y' | safe) + ns.s %}",
+            "MaxOutputLength");
     }
 
     [Theory(Timeout = 20_000)]

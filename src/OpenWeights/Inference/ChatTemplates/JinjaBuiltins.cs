@@ -116,7 +116,9 @@ internal static partial class JinjaBuiltins
         // charge the list before building it: a loop that calls range(100000) each time is a loop of that size
         var span = step > 0 ? (double)stop - start : (double)start - stop;
         var count = span <= 0 ? 0 : (long)Math.Min(Math.Ceiling(span / Math.Abs((double)step)), 100001);
-        RenderBudget.Current.CheckItems(count);
+        var budget = RenderBudget.Current;
+        budget.CheckItems(count, copy: false);
+        budget.Charge(count); // an object per item, not just a copied reference
         var r = new List<object?>();
         for (var i = start; step > 0 ? i < stop : i > stop; i += step)
         {
@@ -789,7 +791,12 @@ internal static partial class JinjaBuiltins
         if (a is JinjaMarkup || b is JinjaMarkup)
         {
             static string Esc(object? x) => x is JinjaMarkup m ? m.Value : HtmlEscape((string)x!);
-            if (op == "+" && a is string or JinjaMarkup && b is string or JinjaMarkup) return new JinjaMarkup(Esc(a) + Esc(b));
+            if (op == "+" && a is string or JinjaMarkup && b is string or JinjaMarkup)
+            {
+                string l = Esc(a), r = Esc(b);
+                RenderBudget.Current.CheckString((long)l.Length + r.Length);
+                return new JinjaMarkup(l + r);
+            }
             if (op == "%" && a is JinjaMarkup fm)
             {
                 object? EscArg(object? x) => x is string s ? HtmlEscape(s) : x is JinjaMarkup m ? m.Value : x;

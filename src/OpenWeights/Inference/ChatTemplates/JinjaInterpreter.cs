@@ -482,6 +482,7 @@ internal sealed class JinjaInterpreter
                 if (generic is null && v is string p) { parts.Add(p); added += p.Length; continue; }
                 generic ??= acc.Prefix(len0) + string.Concat(parts);
                 try { generic = JinjaBuiltins.BinaryOp("+", generic, v); }
+                catch (JinjaLimitError err) { throw err.At(s.Value!.Line, s.Value.Col); }
                 catch (JinjaError err) { throw new TemplateException(err.Message, s.Value!.Line, s.Value.Col, err.RaisedByTemplate); }
             }
             if (generic is not null)
