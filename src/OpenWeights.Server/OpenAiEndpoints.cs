@@ -140,7 +140,7 @@ public static class OpenAiEndpoints
             toolChoice = toolChoice with { Tools = toolChoice.Tools!.Where(t => t.Name == only).ToList() };
         var tools = toolChoice.Tools;
         int[] prompt;
-        try { prompt = f.EncodeConversation(messages, tools); }
+        try { prompt = f.EncodeConversation(messages, tools, ctx.RequestAborted); }
         catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", "messages", "template_error"); }
         CheckContext(h, prompt.Length);
         int n = Choices(req);

@@ -86,7 +86,7 @@ public sealed class OpenWeightsChatClient : IChatClient
         var required = options?.ToolMode as RequiredChatToolMode;
         if (required is not null && tools is null) throw new OpenWeightsException("ChatOptions.ToolMode requires a tool call but no tools were given");
         if (required?.RequiredFunctionName is { } only && ToolCallConstraintFactory is null) tools = tools!.Where(t => t.Name == only).ToList(); // not enforced: narrow the list
-        var prompt = Formatter.EncodeConversation(turns, tools);
+        var prompt = Formatter.EncodeConversation(turns, tools, cancellationToken);
         if (prompt.Length >= session.ContextSize)
             throw new OpenWeightsException($"the conversation has {prompt.Length} tokens but the context holds {session.ContextSize}");
         var g = Options(options, prompt.Length);

@@ -63,13 +63,17 @@ public sealed class ChatFormatter
 
     private static readonly string[] ToolMarkers = ["<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>"];
 
-    /// <summary>Renders the conversation as the template does, ending with the assistant's header when asked.</summary>
+    /// <summary>
+    /// Renders the conversation as the template does, ending with the assistant's header when asked. The render is
+    /// bounded (<see cref="TemplateLimits"/>) and stops with <see cref="OperationCanceledException"/> when
+    /// <paramref name="cancellationToken"/> is cancelled (the client has gone).
+    /// </summary>
     public string Render(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools = null, bool addGenerationPrompt = true,
-        IReadOnlyDictionary<string, object?>? extra = null)
+        IReadOnlyDictionary<string, object?>? extra = null, CancellationToken cancellationToken = default)
     {
         var msgs = messages.Select(ToTemplate).ToList();
         List<object?>? toolList = tools is { Count: > 0 } ? tools.Select(ToTemplate).ToList() : null;
-        return Template.Render(msgs, addGenerationPrompt, bos, eos, toolList, extra);
+        return Template.Render(msgs, addGenerationPrompt, bos, eos, toolList, extra, cancellationToken);
     }
 
     /// <summary>Tokenizes a rendered prompt: special tokens are parsed; BOS is added only when the model wants it and the template did not write it.</summary>
@@ -82,7 +86,8 @@ public sealed class ChatFormatter
     }
 
     /// <summary>Render and encode in one step.</summary>
-    public int[] EncodeConversation(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools = null) => Encode(Render(messages, tools));
+    public int[] EncodeConversation(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools = null, CancellationToken cancellationToken = default) =>
+        Encode(Render(messages, tools, cancellationToken: cancellationToken));
 
     /// <summary>Generation options for a reply: the template's stop tokens and strings added to <paramref name="options"/>, and its tool-call marker tokens kept as text.</summary>
     public GenerationOptions ForReply(GenerationOptions options) => options with

@@ -22,6 +22,8 @@ public sealed class ChatTemplate
     /// Renders a conversation. Each message is a plain dictionary exactly as HF passes it: <c>role</c>,
     /// <c>content</c> (string, or a list of parts), optionally <c>tool_calls</c> (list of
     /// <c>{type, function: {name, arguments}}</c>), <c>tool_call_id</c>, <c>name</c>, <c>reasoning_content</c>.
+    /// The render is bounded by the options' <see cref="JinjaTemplateOptions.Limits"/> and stops (throwing
+    /// <see cref="OperationCanceledException"/>) when <paramref name="cancellationToken"/> is cancelled.
     /// </summary>
     public string Render(
         IReadOnlyList<IReadOnlyDictionary<string, object?>> messages,
@@ -29,7 +31,8 @@ public sealed class ChatTemplate
         string? bosToken = null,
         string? eosToken = null,
         IReadOnlyList<object?>? tools = null,
-        IReadOnlyDictionary<string, object?>? extra = null)
+        IReadOnlyDictionary<string, object?>? extra = null,
+        CancellationToken cancellationToken = default)
     {
         var ctx = new Dictionary<string, object?>(StringComparer.Ordinal);
         if (extra is not null) foreach (var (k, v) in extra) ctx[k] = v;
@@ -40,7 +43,7 @@ public sealed class ChatTemplate
         // transformers passes tools=None and documents=None when absent, so templates see them as defined-but-none
         ctx["tools"] = tools;
         if (!ctx.ContainsKey("documents")) ctx["documents"] = null;
-        return Template.Render(ctx);
+        return Template.Render(ctx, cancellationToken);
     }
 
     /// <summary>Convenience: parse and render in one call.</summary>
@@ -52,8 +55,9 @@ public sealed class ChatTemplate
         string? eosToken = null,
         IReadOnlyList<object?>? tools = null,
         IReadOnlyDictionary<string, object?>? extra = null,
-        JinjaTemplateOptions? options = null) =>
-        new ChatTemplate(source, options).Render(messages, addGenerationPrompt, bosToken, eosToken, tools, extra);
+        JinjaTemplateOptions? options = null,
+        CancellationToken cancellationToken = default) =>
+        new ChatTemplate(source, options).Render(messages, addGenerationPrompt, bosToken, eosToken, tools, extra, cancellationToken);
 
     /// <summary>A message dictionary with a role and text content.</summary>
     public static Dictionary<string, object?> Message(string role, string content) => new() { ["role"] = role, ["content"] = content };

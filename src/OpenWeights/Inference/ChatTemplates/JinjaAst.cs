@@ -28,6 +28,8 @@ internal sealed class SetNode : Node
     public Expr? Value;
     public List<Node>? Body;
     public List<FilterExpr>? BodyFilters;
+    /// <summary>0 not yet known, 1 a plain set, 2 <c>ns.x = ns.x ~ ...</c> (see JinjaInterpreter.AppendTarget).</summary>
+    public int AppendForm;
 }
 internal sealed class MacroNode : Node
 {

@@ -57,9 +57,9 @@ internal static partial class JinjaBuiltins
                 foreach (var x in a)
                 {
                     if (x is not JinjaDict src) throw new JinjaError("namespace() positional argument must be a dict");
-                    foreach (var (k, v) in src) ns.Attributes[k] = v;
+                    foreach (var (k, v) in src) ns.Set(k, v);
                 }
-                foreach (var (k, v) in kw) ns.Attributes[k] = v;
+                foreach (var (k, v) in kw) ns.Set(k, v);
                 return ns;
             }),
             ["joiner"] = new BuiltinFunction("joiner", (a, kw) =>
@@ -77,20 +77,20 @@ internal static partial class JinjaBuiltins
                 if (a.Count == 0) throw new JinjaError("at least one item has to be provided");
                 var ns = new JinjaNamespace();
                 var pos = 0;
-                ns.Attributes["current"] = a[0];
-                ns.Attributes["next"] = new BuiltinFunction("next", (_, _) =>
+                ns.Set("current", a[0]);
+                ns.Set("next", new BuiltinFunction("next", (_, _) =>
                 {
                     var r = a[pos];
                     pos = (pos + 1) % a.Count;
-                    ns.Attributes["current"] = a[pos];
+                    ns.Set("current", a[pos]);
                     return r;
-                });
-                ns.Attributes["reset"] = new BuiltinFunction("reset", (_, _) =>
+                }));
+                ns.Set("reset", new BuiltinFunction("reset", (_, _) =>
                 {
                     pos = 0;
-                    ns.Attributes["current"] = a[0];
+                    ns.Set("current", a[0]);
                     return null;
-                });
+                }));
                 return ns;
             }),
             ["raise_exception"] = new BuiltinFunction("raise_exception", (a, _) =>
@@ -113,6 +113,12 @@ internal static partial class JinjaBuiltins
         }
         else throw new JinjaError("range expected at least 1 argument, got 0");
         if (step == 0) throw new JinjaError("range() arg 3 must not be zero");
+        // charge the list before building it: a loop that calls range(100000) each time is a loop of that size
+        var span = step > 0 ? (double)stop - start : (double)start - stop;
+        var count = span <= 0 ? 0 : (long)Math.Min(Math.Ceiling(span / Math.Abs((double)step)), 100001);
+        var budget = RenderBudget.Current;
+        budget.CheckItems(count, copy: false);
+        budget.Charge(count); // an object per item, not just a copied reference
         var r = new List<object?>();
         for (var i = start; step > 0 ? i < stop : i > stop; i += step)
         {
@@ -172,20 +178,25 @@ internal static partial class JinjaBuiltins
 
     // ------------------------------------------------------------------ iteration, attributes, items
 
-    public static List<object?> Iterate(object? v) => JinjaValue.Unwrap(v) switch
+    public static List<object?> Iterate(object? v)
     {
-        List<object?> l => [.. l],
-        JinjaTuple t => [.. t.Items],
-        JinjaDict d => [.. d.Keys],
-        JinjaGenerator g => g.Take(),
-        string s => CodePoints(s),
-        JinjaUndefined => [],
-        null => throw new JinjaError("'NoneType' object is not iterable"),
-        _ => throw new JinjaError($"'{JinjaValue.TypeName(v)}' object is not iterable"),
-    };
+        var u = JinjaValue.Unwrap(v);
+        switch (u)
+        {
+            case List<object?> l: RenderBudget.Current.Charge(l.Count >> 4); return [.. l];
+            case JinjaTuple t: RenderBudget.Current.Charge(t.Count >> 4); return [.. t.Items];
+            case JinjaDict d: RenderBudget.Current.Charge(d.Count >> 4); return [.. d.Keys];
+            case JinjaGenerator g: return g.Take();
+            case string s: return CodePoints(s);
+            case JinjaUndefined: return [];
+            case null: throw new JinjaError("'NoneType' object is not iterable");
+            default: throw new JinjaError($"'{JinjaValue.TypeName(v)}' object is not iterable");
+        }
+    }
 
     private static List<object?> CodePoints(string s)
     {
+        RenderBudget.Current.CheckItems(s.Length);
         var r = new List<object?>(s.Length);
         for (var i = 0; i < s.Length; i++)
         {
@@ -193,6 +204,13 @@ internal static partial class JinjaBuiltins
             else r.Add(s[i].ToString());
         }
         return r;
+    }
+
+    /// <summary>PyLen scans the string: charged, for the calls a template makes in a loop (len, s[i]).</summary>
+    private static int ChargedPyLen(string s)
+    {
+        RenderBudget.Current.Charge(s.Length >> 4);
+        return PyLen(s);
     }
 
     internal static int PyLen(string s)
@@ -205,7 +223,7 @@ internal static partial class JinjaBuiltins
 
     public static long Length(object? v) => JinjaValue.Unwrap(v) switch
     {
-        string s => PyLen(s),
+        string s => ChargedPyLen(s),
         List<object?> l => l.Count,
         JinjaTuple t => t.Count,
         JinjaDict d => d.Count,
@@ -226,7 +244,7 @@ internal static partial class JinjaBuiltins
                     return d.TryGetValue(name, out var v) ? v : JinjaUndefined.Missing(obj, name);
                 }
             case JinjaNamespace ns:
-                return ns.Attributes.TryGetValue(name, out var a) ? a : JinjaUndefined.Missing(obj, name);
+                return ns.TryGet(name, out var a) ? a : JinjaUndefined.Missing(obj, name);
             case JinjaLoop loop: return loop.Get(name);
             default:
                 return Method(obj, name, sandboxed) ?? JinjaUndefined.Missing(obj, name);
@@ -246,18 +264,18 @@ internal static partial class JinjaBuiltins
             case List<object?> or JinjaTuple or string when key is long or bool:
                 {
                     var idx = JinjaValue.ToLong(key);
-                    var n = obj is string str ? PyLen(str) : obj is List<object?> l ? l.Count : ((JinjaTuple)obj).Count;
+                    var n = obj is string str ? ChargedPyLen(str) : obj is List<object?> l ? l.Count : ((JinjaTuple)obj).Count;
                     if (idx < 0) idx += n;
                     if (idx < 0 || idx >= n) return JinjaUndefined.Missing(obj, key);
                     return obj switch
                     {
                         List<object?> list => list[(int)idx],
                         JinjaTuple t => t[(int)idx],
-                        _ => PyLen((string)obj) == ((string)obj).Length ? ((string)obj)[(int)idx].ToString() : CodePoints((string)obj)[(int)idx],
+                        _ => n == ((string)obj).Length ? ((string)obj)[(int)idx].ToString() : CodePoints((string)obj)[(int)idx],
                     };
                 }
             case JinjaNamespace ns when key is string s:
-                return ns.Attributes.TryGetValue(s, out var a) ? a : JinjaUndefined.Missing(obj, key);
+                return ns.TryGet(s, out var a) ? a : JinjaUndefined.Missing(obj, key);
             case JinjaLoop loop when key is string s:
                 return loop.Get(s);
         }
@@ -297,6 +315,7 @@ internal static partial class JinjaBuiltins
         var a = Clamp(Opt(start), st > 0 ? 0 : n - 1, true);
         var b = Clamp(Opt(stop), st > 0 ? n : -1, false);
         var r = new List<object?>();
+        RenderBudget.Current.Charge(Math.Abs(b - a) / Math.Max(1, Math.Abs(st)) >> 2);
         for (var i = a; st > 0 ? i < b : i > b; i += st) r.Add(items[(int)i]);
         return obj switch
         {
@@ -320,7 +339,9 @@ internal static partial class JinjaBuiltins
     {
         switch (obj)
         {
-            case string s: return StringMethod(s, name);
+            case string s:
+                if (name is not ("startswith" or "endswith")) RenderBudget.Current.Charge(s.Length >> 4); // most methods scan or copy the string
+                return StringMethod(s, name);
             case JinjaDict d:
                 if (sandboxed && UnsafeDictMethods.Contains(name)) return Unsafe(d, name);
                 return name switch
@@ -369,10 +390,17 @@ internal static partial class JinjaBuiltins
                     }),
                     "count" => Fn(name, (a, _) => (long)l.Count(x => JinjaValue.PyEquals(x, a[0]))),
                     "copy" => Fn(name, (_, _) => l.ToList()),
-                    "append" => Fn(name, (a, _) => { l.Add(a[0]); return null; }),
-                    "extend" => Fn(name, (a, _) => { l.AddRange(Iterate(a[0])); return null; }),
+                    "append" => Fn(name, (a, _) => { RenderBudget.Current.CheckItems(l.Count + 1L, copy: false); l.Add(a[0]); return null; }),
+                    "extend" => Fn(name, (a, _) =>
+                    {
+                        var more = Iterate(a[0]);
+                        RenderBudget.Current.CheckItems((long)l.Count + more.Count, copy: false);
+                        l.AddRange(more);
+                        return null;
+                    }),
                     "insert" => Fn(name, (a, _) =>
                     {
+                        RenderBudget.Current.CheckItems(l.Count + 1L, copy: false);
                         var i = JinjaValue.ToLong(a[0]);
                         if (i < 0) i = Math.Max(0, i + l.Count);
                         l.Insert((int)Math.Min(i, l.Count), a[1]);
@@ -551,18 +579,30 @@ internal static partial class JinjaBuiltins
 
     private static string PyReplace(string s, string old, string @new, long count)
     {
-        if (count < 0) return old.Length == 0 ? InsertEverywhere(s, @new) : s.Replace(old, @new, StringComparison.Ordinal);
+        var budget = RenderBudget.Current;
+        if (count < 0 && old.Length == 0)
+        {
+            budget.CheckString(s.Length + (s.Length + 1L) * @new.Length);
+            return InsertEverywhere(s, @new);
+        }
+        if (count < 0 && @new.Length <= old.Length)
+        {
+            budget.CheckString(s.Length);
+            return s.Replace(old, @new, StringComparison.Ordinal);
+        }
         var sb = new StringBuilder();
         var pos = 0;
-        var n = 0;
-        while (n < count)
+        var n = 0L;
+        while (count < 0 || n < count)
         {
             var k = s.IndexOf(old, pos, StringComparison.Ordinal);
             if (k < 0 || old.Length == 0) break;
+            budget.CheckOutput((long)sb.Length + (k - pos) + @new.Length);
             sb.Append(s, pos, k - pos).Append(@new);
             pos = k + old.Length;
             n++;
         }
+        budget.CheckString((long)sb.Length + s.Length - pos);
         sb.Append(s, pos, s.Length - pos);
         return sb.ToString();
     }
@@ -579,7 +619,7 @@ internal static partial class JinjaBuiltins
         var begin = a.Count > 1 && a[1] is not null ? (int)Math.Clamp(Norm(JinjaValue.ToLong(a[1]), s.Length), 0, s.Length) : 0;
         var end = a.Count > 2 && a[2] is not null ? (int)Math.Clamp(Norm(JinjaValue.ToLong(a[2]), s.Length), 0, s.Length) : s.Length;
         if (end < begin) return false;
-        var sub = s[begin..end];
+        var sub = s.AsSpan(begin, end - begin); // no copy: startswith on a long string costs the prefix, not the string
         IEnumerable<object?> cands = arg is JinjaTuple t ? t.Items : [arg];
         foreach (var c in cands)
         {
@@ -616,7 +656,7 @@ internal static partial class JinjaBuiltins
             "capitalize" => Fn(name, (_, _) => PyCapitalize(s)),
             "swapcase" => Fn(name, (_, _) => string.Concat(s.Select(c => char.IsUpper(c) ? char.ToLowerInvariant(c) : char.ToUpperInvariant(c)))),
             "format" => Fn(name, (a, kw) => PyFormat.StrFormat(s, a, kw)),
-            "join" => Fn(name, (a, _) => string.Join(s, Iterate(a[0]).Select(x => Str(x, "sequence item")))),
+            "join" => Fn(name, (a, _) => Join(s, Iterate(a[0]).Select(x => Str(x, "sequence item")))),
             "find" => Fn(name, (a, _) => (long)IndexOf(s, Str(a[0], "find arg"), a, false)),
             "rfind" => Fn(name, (a, _) => (long)IndexOf(s, Str(a[0], "rfind arg"), a, true)),
             "index" or "rindex" => Fn(name, (a, _) =>
@@ -642,14 +682,15 @@ internal static partial class JinjaBuiltins
             "istitle" => Fn(name, (_, _) => s.Any(char.IsLetter) && PyTitle(s) == s),
             "zfill" => Fn(name, (a, _) =>
             {
-                var w = (int)JinjaValue.ToLong(a[0]);
+                var w = Width(a[0]);
                 if (s.Length >= w) return s;
+                RenderBudget.Current.CheckString(w);
                 var sign = s.Length > 0 && s[0] is '+' or '-' ? s[..1] : "";
                 return sign + new string('0', w - s.Length) + s[sign.Length..];
             }),
-            "center" => Fn(name, (a, _) => Center(s, (int)JinjaValue.ToLong(a[0]), a.Count > 1 ? Str(a[1], "fillchar") : " ")),
-            "ljust" => Fn(name, (a, _) => s.PadRight((int)JinjaValue.ToLong(a[0]), a.Count > 1 ? Str(a[1], "fillchar")[0] : ' ')),
-            "rjust" => Fn(name, (a, _) => s.PadLeft((int)JinjaValue.ToLong(a[0]), a.Count > 1 ? Str(a[1], "fillchar")[0] : ' ')),
+            "center" => Fn(name, (a, _) => Center(s, Width(a[0]), a.Count > 1 ? Str(a[1], "fillchar") : " ")),
+            "ljust" => Fn(name, (a, _) => s.PadRight(Width(a[0]), a.Count > 1 ? Str(a[1], "fillchar")[0] : ' ')),
+            "rjust" => Fn(name, (a, _) => s.PadLeft(Width(a[0]), a.Count > 1 ? Str(a[1], "fillchar")[0] : ' ')),
             "partition" or "rpartition" => Fn(name, (a, _) =>
             {
                 var sep = Str(a[0], "separator");
@@ -676,10 +717,38 @@ internal static partial class JinjaBuiltins
         return k < 0 ? -1 : k + start;
     }
 
+    /// <summary>A padding width (ljust, center, zfill...), within the string budget.</summary>
+    internal static int Width(object? w)
+    {
+        var n = JinjaValue.ToLong(w);
+        if (n <= 0) return 0;
+        RenderBudget.Current.CheckString(n);
+        return (int)n;
+    }
+
+    /// <summary>string.Join within the string budget.</summary>
+    internal static string Join(string sep, IEnumerable<string> items)
+    {
+        var budget = RenderBudget.Current;
+        var sb = new StringBuilder();
+        var first = true;
+        foreach (var x in items)
+        {
+            var add = (first ? 0L : sep.Length) + x.Length;
+            budget.CheckOutput(sb.Length + add);
+            if (!first) sb.Append(sep);
+            sb.Append(x);
+            first = false;
+        }
+        budget.Charge(sb.Length >> 4);
+        return sb.ToString();
+    }
+
     internal static string Center(string s, int width, string fill = " ")
     {
         var n = PyLen(s);
         if (width <= n) return s;
+        RenderBudget.Current.CheckString(width);
         var marg = width - n;
         var left = marg / 2 + (marg & width & 1);
         return new string(fill[0], left) + s + new string(fill[0], marg - left);
@@ -696,9 +765,12 @@ internal static partial class JinjaBuiltins
     private static JinjaError Unsupported(string op, object? a, object? b) =>
         new($"unsupported operand type(s) for {op}: '{JinjaValue.TypeName(a)}' and '{JinjaValue.TypeName(b)}'");
 
+    /// <summary>Python ints are unbounded; ours are 64-bit, and a result that does not fit is refused.</summary>
+    internal const string IntegerOverflow = "integer overflow: the result does not fit in 64 bits";
+
     public static object? Negate(object? x) => x switch
     {
-        long l => (object)(-l),
+        long l => (object)checked(-l),
         bool b => b ? -1L : 0L,
         double d => -d,
         JinjaUndefined u => throw new JinjaError(u.Hint),
@@ -719,7 +791,12 @@ internal static partial class JinjaBuiltins
         if (a is JinjaMarkup || b is JinjaMarkup)
         {
             static string Esc(object? x) => x is JinjaMarkup m ? m.Value : HtmlEscape((string)x!);
-            if (op == "+" && a is string or JinjaMarkup && b is string or JinjaMarkup) return new JinjaMarkup(Esc(a) + Esc(b));
+            if (op == "+" && a is string or JinjaMarkup && b is string or JinjaMarkup)
+            {
+                string l = Esc(a), r = Esc(b);
+                RenderBudget.Current.CheckString((long)l.Length + r.Length);
+                return new JinjaMarkup(l + r);
+            }
             if (op == "%" && a is JinjaMarkup fm)
             {
                 object? EscArg(object? x) => x is string s ? HtmlEscape(s) : x is JinjaMarkup m ? m.Value : x;
@@ -740,18 +817,30 @@ internal static partial class JinjaBuiltins
         switch (op)
         {
             case "+":
-                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) + JinjaValue.ToDouble(b)) : JinjaValue.ToLong(a) + JinjaValue.ToLong(b);
-                if (a is string s1 && b is string s2) return s1 + s2;
-                if (a is List<object?> l1 && b is List<object?> l2) return l1.Concat(l2).ToList();
-                if (a is JinjaTuple t1 && b is JinjaTuple t2) return new JinjaTuple([.. t1.Items, .. t2.Items]);
+                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) + JinjaValue.ToDouble(b)) : checked(JinjaValue.ToLong(a) + JinjaValue.ToLong(b));
+                if (a is string s1 && b is string s2)
+                {
+                    RenderBudget.Current.CheckString((long)s1.Length + s2.Length);
+                    return s1 + s2;
+                }
+                if (a is List<object?> l1 && b is List<object?> l2)
+                {
+                    RenderBudget.Current.CheckItems((long)l1.Count + l2.Count);
+                    return l1.Concat(l2).ToList();
+                }
+                if (a is JinjaTuple t1 && b is JinjaTuple t2)
+                {
+                    RenderBudget.Current.CheckItems((long)t1.Count + t2.Count);
+                    return new JinjaTuple([.. t1.Items, .. t2.Items]);
+                }
                 if (a is string) throw new JinjaError($"can only concatenate str (not \"{JinjaValue.TypeName(b)}\") to str");
                 if (a is List<object?>) throw new JinjaError($"can only concatenate list (not \"{JinjaValue.TypeName(b)}\") to list");
                 throw Unsupported("+", a, b);
             case "-":
-                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) - JinjaValue.ToDouble(b)) : JinjaValue.ToLong(a) - JinjaValue.ToLong(b);
+                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) - JinjaValue.ToDouble(b)) : checked(JinjaValue.ToLong(a) - JinjaValue.ToLong(b));
                 throw Unsupported("-", a, b);
             case "*":
-                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) * JinjaValue.ToDouble(b)) : JinjaValue.ToLong(a) * JinjaValue.ToLong(b);
+                if (num) return isFloat ? (object)(JinjaValue.ToDouble(a) * JinjaValue.ToDouble(b)) : checked(JinjaValue.ToLong(a) * JinjaValue.ToLong(b));
                 if (a is string or List<object?> or JinjaTuple && b is long or bool) return Repeat(a, JinjaValue.ToLong(b));
                 if (b is string or List<object?> or JinjaTuple && a is long or bool) return Repeat(b, JinjaValue.ToLong(a));
                 throw Unsupported("*", a, b);
@@ -765,7 +854,7 @@ internal static partial class JinjaBuiltins
                 if (isFloat) return Math.Floor(JinjaValue.ToDouble(a) / JinjaValue.ToDouble(b));
                 {
                     long x = JinjaValue.ToLong(a), y = JinjaValue.ToLong(b);
-                    var q = x / y;
+                    var q = checked(x / y);
                     if ((x % y != 0) && ((x < 0) != (y < 0))) q--;
                     return q;
                 }
@@ -782,38 +871,56 @@ internal static partial class JinjaBuiltins
                 }
                 {
                     long x = JinjaValue.ToLong(a), y = JinjaValue.ToLong(b);
+                    if (y == -1) return 0L; // long.MinValue % -1 throws in .NET; Python: 0
                     var m = x % y;
                     if (m != 0 && (m < 0) != (y < 0)) m += y;
                     return m;
                 }
             case "**":
                 if (!num) throw Unsupported("**", a, b);
-                if (!isFloat && JinjaValue.ToLong(b) >= 0)
-                {
-                    long r = 1, x = JinjaValue.ToLong(a);
-                    for (var e = JinjaValue.ToLong(b); e > 0; e--) r *= x;
-                    return r;
-                }
+                if (!isFloat && JinjaValue.ToLong(b) >= 0) return IntPow(JinjaValue.ToLong(a), JinjaValue.ToLong(b));
                 return Math.Pow(JinjaValue.ToDouble(a), JinjaValue.ToDouble(b));
             default: throw new JinjaError($"unknown operator {op}");
         }
     }
 
+    /// <summary>x ** e by squaring (O(log e)); a result beyond 64 bits is refused, not wrapped.</summary>
+    internal static long IntPow(long x, long e)
+    {
+        long r = 1;
+        while (e > 0)
+        {
+            if ((e & 1) != 0) r = checked(r * x);
+            e >>= 1;
+            // when more bits remain, x² divides the result, so an overflow here is an overflow of the result
+            if (e > 0) x = checked(x * x);
+        }
+        return r;
+    }
+
     private static object? Repeat(object? seq, long n)
     {
         if (n < 0) n = 0;
+        var budget = RenderBudget.Current;
         switch (seq)
         {
-            case string s: return new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
+            case string s:
+                if (s.Length == 0 || n == 0) return "";
+                budget.CheckString(n > budget.MaxString ? n : s.Length * n);
+                return new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
             case List<object?> l:
                 {
-                    var r = new List<object?>();
+                    if (l.Count == 0 || n == 0) return new List<object?>();
+                    budget.CheckItems(n > budget.MaxItems ? n : l.Count * n);
+                    var r = new List<object?>(l.Count * (int)n);
                     for (var i = 0; i < n; i++) r.AddRange(l);
                     return r;
                 }
             default:
                 {
                     var t = (JinjaTuple)seq!;
+                    if (t.Count == 0 || n == 0) return new JinjaTuple();
+                    budget.CheckItems(n > budget.MaxItems ? n : t.Count * n);
                     var r = new List<object?>();
                     for (var i = 0; i < n; i++) r.AddRange(t.Items);
                     return new JinjaTuple([.. r]);
@@ -829,9 +936,10 @@ internal static partial class JinjaBuiltins
         {
             case string s:
                 if (item is not string sub) throw new JinjaError($"'in <string>' requires string as left operand, not {JinjaValue.TypeName(item)}");
+                RenderBudget.Current.Charge(s.Length >> 4);
                 return s.Contains(sub, StringComparison.Ordinal);
-            case List<object?> l: return l.Any(x => JinjaValue.PyEquals(x, item));
-            case JinjaTuple t: return t.Items.Any(x => JinjaValue.PyEquals(x, item));
+            case List<object?> l: RenderBudget.Current.Charge(l.Count >> 2); return l.Any(x => JinjaValue.PyEquals(x, item));
+            case JinjaTuple t: RenderBudget.Current.Charge(t.Count >> 2); return t.Items.Any(x => JinjaValue.PyEquals(x, item));
             case JinjaDict d: return item is not null and not JinjaUndefined and not List<object?> and not JinjaDict && d.ContainsKey(item);
             case JinjaUndefined: return false;
             case JinjaGenerator g: return g.Take().Any(x => JinjaValue.PyEquals(x, item));

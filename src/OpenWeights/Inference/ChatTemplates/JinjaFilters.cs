@@ -62,7 +62,7 @@ internal static partial class JinjaBuiltins
                     var attr = f.Get(1, "attribute", null);
                     var items = Iterate(value);
                     if (attr is not null) items = items.Select(x => AttrPath(x, attr, sandboxed)).ToList();
-                    return string.Join(sep, items.Select(SoftStr));
+                    return Join(sep, items.Select(SoftStr));
                 }
             case "list": return Iterate(value);
             case "first":
@@ -108,10 +108,10 @@ internal static partial class JinjaBuiltins
             case "indent":
                 {
                     var width = f.Get(0, "width", 4L);
-                    var ind = width is string ws ? ws : new string(' ', (int)JinjaValue.ToLong(width));
+                    var ind = width is string ws ? ws : new string(' ', Width(width));
                     return Indent(SoftStr(value), ind, f.Bool(1, "first", false), f.Bool(2, "blank", false));
                 }
-            case "center": return Center(SoftStr(value), (int)JinjaValue.ToLong(f.Get(0, "width", 80L)));
+            case "center": return Center(SoftStr(value), Width(f.Get(0, "width", 80L)));
             case "truncate":
                 {
                     var s = SoftStr(value);
@@ -160,13 +160,23 @@ internal static partial class JinjaBuiltins
                 {
                     var cs = f.Bool(0, "case_sensitive", false);
                     var attr = f.Get(1, "attribute", null);
+                    // hashable keys (as Python's set needs) are looked up in a hash set, others compared one by one
+                    var seenHashed = new HashSet<object>(PyKeyComparer.Instance);
                     var seen = new List<object?>();
                     var r = new List<object?>();
                     foreach (var x in Iterate(value))
                     {
                         var k = SortKey(attr is null ? x : AttrPath(x, attr, sandboxed), cs);
-                        if (seen.Any(s => JinjaValue.PyEquals(s, k))) continue;
-                        seen.Add(k);
+                        if (IsHashable(k))
+                        {
+                            if (!seenHashed.Add(k!)) continue;
+                        }
+                        else
+                        {
+                            interp.Budget.Charge(seen.Count >> 2);
+                            if (seen.Any(s => JinjaValue.PyEquals(s, k))) continue;
+                            seen.Add(k);
+                        }
                         r.Add(x);
                     }
                     return new JinjaGenerator(r);
@@ -195,8 +205,9 @@ internal static partial class JinjaBuiltins
                 }
             case "batch":
                 {
-                    var n = (int)JinjaValue.ToLong(f.Get(0, "linecount", 1L));
+                    var n = JinjaValue.ToLong(f.Get(0, "linecount", 1L));
                     if (n <= 0) throw new JinjaError("batch linecount must be positive");
+                    interp.Budget.CheckItems(n);
                     var hasFill = f.Has(1, "fill_with") && f.Get(1, "fill_with", null) is not null;
                     var fill = f.Get(1, "fill_with", null);
                     var r = new List<object?>();
@@ -216,7 +227,11 @@ internal static partial class JinjaBuiltins
                 }
             case "slice":
                 {
-                    var slices = (int)JinjaValue.ToLong(f.Get(0, "slices", 1L));
+                    var slicesArg = JinjaValue.ToLong(f.Get(0, "slices", 1L));
+                    if (slicesArg == 0) throw new JinjaError("integer division or modulo by zero");
+                    if (slicesArg < 0) return new JinjaGenerator([]);
+                    interp.Budget.CheckItems(slicesArg);
+                    var slices = (int)slicesArg;
                     var fill = f.Get(1, "fill_with", null);
                     var hasFill = fill is not null;
                     var seq = Iterate(value);
@@ -329,6 +344,7 @@ internal static partial class JinjaBuiltins
         s += "\n";
         string rv;
         var lines = SplitLines(s);
+        RenderBudget.Current.CheckString(s.Length + (lines.Count + 1L) * ind.Length);
         if (blank) rv = string.Join("\n" + ind, lines);
         else
         {
@@ -389,8 +405,16 @@ internal static partial class JinjaBuiltins
     private static object? SortKey(object? v, bool caseSensitive) =>
         !caseSensitive && v is string s ? s.ToLowerInvariant() : v;
 
+    private static bool IsHashable(object? k) => k switch
+    {
+        string or long or double or bool => true,
+        JinjaTuple t => t.Items.All(IsHashable),
+        _ => false,
+    };
+
     private static List<object?> SortBy(List<object?> items, Func<object?, object?> key, bool reverse)
     {
+        RenderBudget.Current.Charge((long)items.Count * (1 + (long)Math.Log2(items.Count + 1)) >> 2);
         var keyed = items.Select((x, i) => (Key: key(x), Item: x, Index: i)).ToList();
         keyed.Sort((p, q) =>
         {

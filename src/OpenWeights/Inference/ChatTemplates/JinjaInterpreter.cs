@@ -109,15 +109,18 @@ internal sealed class JinjaInterpreter
 {
     private readonly JinjaTemplateOptions options;
     private readonly Dictionary<string, object?> globals;
+    private readonly RenderBudget budget;
     private int depth;
 
-    public JinjaInterpreter(JinjaTemplateOptions options, Dictionary<string, object?> globals)
+    public JinjaInterpreter(JinjaTemplateOptions options, Dictionary<string, object?> globals, RenderBudget budget)
     {
         this.options = options;
         this.globals = globals;
+        this.budget = budget;
     }
 
     public JinjaTemplateOptions Options => options;
+    public RenderBudget Budget => budget;
 
     public void EnterCall()
     {
@@ -140,17 +143,21 @@ internal sealed class JinjaInterpreter
 
     private Flow ExecNode(Node n, Scope scope, StringBuilder sb)
     {
+        budget.Step();
         try
         {
             switch (n)
             {
-                case TextNode t: sb.Append(t.Text); return Flow.Normal;
-                case OutputNode o: sb.Append(JinjaValue.ToPyString(Eval(o.Expr, scope))); return Flow.Normal;
+                case TextNode t: Emit(sb, t.Text); return Flow.Normal;
+                case OutputNode o: Emit(sb, JinjaValue.ToPyString(Eval(o.Expr, scope))); return Flow.Normal;
                 case IfNode f:
                     foreach (var (cond, body) in f.Branches)
                         if (JinjaValue.IsTruthy(Eval(cond, scope))) return Exec(body, scope, sb);
                     return f.Else is null ? Flow.Normal : Exec(f.Else, scope, sb);
                 case ForNode f: ExecFor(f, Eval(f.Iter, scope), scope, sb, 0); return Flow.Normal;
+                case SetNode s when s.Value is not null && AppendTarget(s) is { } target:
+                    AppendInPlace(s, target, scope);
+                    return Flow.Normal;
                 case SetNode s:
                     {
                         object? value;
@@ -174,7 +181,7 @@ internal sealed class JinjaInterpreter
                         var fn = Eval(c.Call.Fn, scope);
                         var (args, kwargs) = EvalArgs(c.Call, scope);
                         kwargs.Add(new("caller", caller));
-                        sb.Append(JinjaValue.ToPyString(CallValue(fn, args, kwargs)));
+                        Emit(sb, JinjaValue.ToPyString(CallValue(fn, args, kwargs)));
                         return Flow.Normal;
                     }
                 case FilterBlockNode fb:
@@ -183,7 +190,7 @@ internal sealed class JinjaInterpreter
                         Exec(fb.Body, scope, inner);
                         object? value = inner.ToString();
                         foreach (var fe in fb.Filters) value = ApplyFilter(fe, value, scope);
-                        sb.Append(JinjaValue.ToPyString(value));
+                        Emit(sb, JinjaValue.ToPyString(value));
                         return Flow.Normal;
                     }
                 case WithNode w:
@@ -198,7 +205,15 @@ internal sealed class JinjaInterpreter
                 default: throw new JinjaError($"cannot execute {n.GetType().Name}");
             }
         }
+        catch (JinjaLimitError e) { throw e.At(n.Line, n.Col); }
         catch (JinjaError e) { throw new TemplateException(e.Message, n.Line, n.Col, e.RaisedByTemplate); }
+    }
+
+    /// <summary>Appends to the output (or a block's), within the output budget.</summary>
+    private void Emit(StringBuilder sb, string text)
+    {
+        budget.CheckOutput((long)sb.Length + text.Length);
+        sb.Append(text);
     }
 
     private void ExecFor(ForNode f, object? iterable, Scope scope, StringBuilder sb, int loopDepth)
@@ -209,6 +224,7 @@ internal sealed class JinjaInterpreter
             var kept = new List<object?>();
             foreach (var item in items)
             {
+                budget.Step();
                 var fs = new Scope(scope);
                 Assign(f.Target, item, fs);
                 if (JinjaValue.IsTruthy(Eval(f.Filter, fs))) kept.Add(item);
@@ -234,6 +250,7 @@ internal sealed class JinjaInterpreter
         }
         for (var i = 0; i < items.Count; i++)
         {
+            budget.Step();
             loop.Index0 = i;
             var s = new Scope(scope);
             s.Vars["loop"] = loop;
@@ -261,7 +278,7 @@ internal sealed class JinjaInterpreter
                 {
                     var obj = Eval(g.Obj, scope);
                     if (obj is not JinjaNamespace ns) throw new JinjaError("cannot assign attribute on non-namespace object");
-                    ns.Attributes[g.Name] = value;
+                    ns.Set(g.Name, value);
                     break;
                 }
             default: throw new JinjaError("cannot assign to this expression");
@@ -274,9 +291,12 @@ internal sealed class JinjaInterpreter
     {
         if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
             throw new TemplateException("maximum recursion depth exceeded", e.Line, e.Col);
+        budget.Step();
         try { return EvalInner(e, scope); }
+        catch (JinjaLimitError err) { throw err.At(e.Line, e.Col); }
         catch (JinjaError err) { throw new TemplateException(err.Message, e.Line, e.Col, err.RaisedByTemplate); }
-        catch (Exception err) when (err is not TemplateException)
+        catch (OverflowException) { throw new TemplateException(JinjaBuiltins.IntegerOverflow, e.Line, e.Col); }
+        catch (Exception err) when (err is not (TemplateException or OperationCanceledException))
         {
             throw new TemplateException(err.Message, e.Line, e.Col, false, err);
         }
@@ -313,6 +333,7 @@ internal sealed class JinjaInterpreter
                     s.Step is null ? null : Eval(s.Step, scope));
             case CallExpr c:
                 {
+                    if (TryAffixOfAccumulator(c, scope, out var affix)) return affix;
                     var fn = Eval(c.Fn, scope);
                     var (args, kwargs) = EvalArgs(c, scope);
                     return CallValue(fn, args, kwargs);
@@ -355,9 +376,11 @@ internal sealed class JinjaInterpreter
                 }
             case ConcatExpr c:
                 {
-                    var sb = new StringBuilder();
-                    foreach (var p in c.Parts) sb.Append(JinjaValue.ToPyString(Eval(p, scope)));
-                    return sb.ToString();
+                    var parts = new string[c.Parts.Count];
+                    long length = 0;
+                    for (var i = 0; i < parts.Length; i++) length += (parts[i] = JinjaValue.ToPyString(Eval(c.Parts[i], scope))).Length;
+                    budget.CheckString(length);
+                    return string.Concat(parts);
                 }
             case CondExpr c:
                 if (JinjaValue.IsTruthy(Eval(c.Cond, scope))) return Eval(c.Then, scope);
@@ -366,6 +389,114 @@ internal sealed class JinjaInterpreter
                     : Eval(c.Else, scope);
             default: throw new JinjaError($"cannot evaluate {e.GetType().Name}");
         }
+    }
+
+    // ------------------------------------------------------------------ accumulating strings in place
+
+    /// <summary>
+    /// The attribute of <c>{% set ns.x = ns.x ~ a ~ b %}</c> (or <c>ns.x + a + b</c>), the way templates build their
+    /// output in a namespace: such a set appends to the attribute in place, so a loop of them is linear in the
+    /// output, not quadratic. Null when the set has another form.
+    /// </summary>
+    private static GetAttrExpr? AppendTarget(SetNode s)
+    {
+        if (s.AppendForm == 0)
+        {
+            s.AppendForm = 1;
+            if (s.Target is GetAttrExpr { Obj: NameExpr n } t)
+            {
+                var first = s.Value switch
+                {
+                    ConcatExpr c => c.Parts[0],
+                    BinaryExpr { Op: "+" } b => PlusChain(b)[0],
+                    _ => null,
+                };
+                if (first is GetAttrExpr { Obj: NameExpr n2 } f && f.Name == t.Name && n2.Name == n.Name) s.AppendForm = 2;
+            }
+        }
+        return s.AppendForm == 2 ? (GetAttrExpr)s.Target : null;
+    }
+
+    /// <summary><c>((a + b) + c)</c> → [a, b, c].</summary>
+    private static List<Expr> PlusChain(BinaryExpr b)
+    {
+        var rights = new List<Expr>();
+        Expr e = b;
+        while (e is BinaryExpr { Op: "+" } p) { rights.Add(p.Right); e = p.Left; }
+        rights.Add(e);
+        rights.Reverse();
+        return rights;
+    }
+
+    /// <summary>
+    /// <c>ns.out.endswith(s)</c> / <c>startswith(s)</c> on a string being accumulated, answered without making the
+    /// whole string (Reka-Edge asks after every tool call; making it each time would be quadratic again).
+    /// </summary>
+    private bool TryAffixOfAccumulator(CallExpr c, Scope scope, out object? result)
+    {
+        result = null;
+        if (c is not { Fn: GetAttrExpr { Name: "endswith" or "startswith", Obj: GetAttrExpr { Obj: NameExpr nsName } held } method }
+            || c.Args.Count != 1 || c.Kwargs.Count != 0 || c.StarArgs is not null || c.StarKwargs is not null
+            || !scope.TryGet(nsName.Name, out var obj) || obj is not JinjaNamespace ns
+            || !ns.TryGetRaw(held.Name, out var raw) || raw is not StringAccumulator acc)
+            return false;
+        var arg = Eval(c.Args[0], scope);
+        result = arg is string p
+            ? method.Name == "endswith" ? acc.EndsWith(p) : acc.StartsWith(p)
+            : CallValue(JinjaBuiltins.GetAttr(acc.Value, method.Name, options.Sandboxed), [arg], []);
+        return true;
+    }
+
+    private void AppendInPlace(SetNode s, GetAttrExpr target, Scope scope)
+    {
+        // the same result as evaluating the value and assigning it: ns.x's value before the rest is evaluated,
+        // followed by the rest (a StringAccumulator only grows, so its first len0 characters are that value)
+        var obj = Eval(target.Obj, scope);
+        if (obj is not JinjaNamespace ns || !ns.TryGetRaw(target.Name, out var raw) || raw is not StringAccumulator acc)
+        {
+            var value = Eval(s.Value!, scope);
+            Assign(target, value, scope);
+            if (value is string str && obj is JinjaNamespace ns0) ns0.SetRaw(target.Name, new StringAccumulator(str));
+            return;
+        }
+        budget.Step();
+        var len0 = acc.Length;
+        var parts = new List<string>();
+        long added = 0;
+        if (s.Value is ConcatExpr c)
+        {
+            for (var i = 1; i < c.Parts.Count; i++)
+            {
+                var p = JinjaValue.ToPyString(Eval(c.Parts[i], scope));
+                parts.Add(p);
+                added += p.Length;
+            }
+        }
+        else
+        {
+            var chain = PlusChain((BinaryExpr)s.Value!);
+            object? generic = null; // once an operand is not a plain string, finish with Python's + from the value so far
+            for (var i = 1; i < chain.Count; i++)
+            {
+                var v = Eval(chain[i], scope);
+                if (generic is null && v is string p) { parts.Add(p); added += p.Length; continue; }
+                generic ??= acc.Prefix(len0) + string.Concat(parts);
+                try { generic = JinjaBuiltins.BinaryOp("+", generic, v); }
+                catch (JinjaLimitError err) { throw err.At(s.Value!.Line, s.Value.Col); }
+                catch (JinjaError err) { throw new TemplateException(err.Message, s.Value!.Line, s.Value.Col, err.RaisedByTemplate); }
+            }
+            if (generic is not null)
+            {
+                ns.Set(target.Name, generic);
+                return;
+            }
+        }
+        budget.CheckOutput((long)len0 + added);
+        budget.Charge(added >> 4);
+        if (ns.TryGetRaw(target.Name, out var now) && ReferenceEquals(now, acc) && acc.Length == len0)
+            foreach (var p in parts) acc.Append(p);
+        else
+            ns.SetRaw(target.Name, new StringAccumulator(acc.Prefix(len0) + string.Concat(parts)));
     }
 
     private (List<object?>, List<KeyValuePair<string, object?>>) EvalArgs(CallExpr c, Scope scope)

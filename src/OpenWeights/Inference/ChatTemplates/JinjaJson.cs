@@ -11,7 +11,7 @@ internal static class JinjaJson
         {
             null or JinjaUndefined => null,
             string s => s,
-            _ => new string(' ', (int)Math.Max(0, JinjaValue.ToLong(indent))),
+            _ => new string(' ', JinjaBuiltins.Width(indent)),
         };
         string itemSep = ind is null ? ", " : ",", keySep = ": ";
         if (separators is not null and not JinjaUndefined)
@@ -23,6 +23,7 @@ internal static class JinjaJson
         }
         var sb = new StringBuilder();
         Write(sb, value, ind, 0, itemSep, keySep, sortKeys, ensureAscii);
+        RenderBudget.Current.Charge(sb.Length >> 4);
         return sb.ToString();
     }
 
@@ -35,6 +36,9 @@ internal static class JinjaJson
 
     private static void Write(StringBuilder sb, object? v, string? ind, int level, string itemSep, string keySep, bool sortKeys, bool ascii)
     {
+        using var nested = JinjaValue.Nest();
+        var budget = RenderBudget.Current;
+        budget.CheckOutput((long)sb.Length + (ind is null ? 0 : (long)ind.Length * (level + 1)) + (v is string str ? str.Length : 0));
         switch (v)
         {
             case null: sb.Append("null"); break;

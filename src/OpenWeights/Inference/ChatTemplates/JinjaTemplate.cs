@@ -20,6 +20,8 @@ public sealed record JinjaTemplateOptions
     public Func<DateTime> Now { get; init; } = () => DateTime.Now;
     /// <summary>Extra globals visible to every render (values are converted like the render context).</summary>
     public IReadOnlyDictionary<string, object?>? Globals { get; init; }
+    /// <summary>Step, output and list-size budgets of each render (the template is untrusted code).</summary>
+    public TemplateLimits Limits { get; init; } = TemplateLimits.Default;
 
     public static JinjaTemplateOptions HuggingFace { get; } = new();
 }
@@ -52,15 +54,35 @@ public sealed class JinjaTemplate
     /// bools, null), <see cref="System.Text.Json.JsonElement"/> or <see cref="System.Text.Json.Nodes.JsonNode"/>;
     /// they are copied, so the template never changes the caller's objects.
     /// </summary>
-    public string Render(IDictionary<string, object?> context)
+    public string Render(IDictionary<string, object?> context) => Render(context, CancellationToken.None);
+
+    /// <summary>
+    /// Renders with the given variables, within <see cref="JinjaTemplateOptions.Limits"/> (past one it throws
+    /// <see cref="TemplateLimitException"/>). <paramref name="cancellationToken"/> is checked every 1,024 steps; a
+    /// cancelled render throws <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public string Render(IDictionary<string, object?> context, CancellationToken cancellationToken) =>
+        Render(context, cancellationToken, out _);
+
+    /// <summary>Renders and reports the steps the render took (deterministic: tests use it to check the cost of a render).</summary>
+    internal string Render(IDictionary<string, object?> context, CancellationToken cancellationToken, out long steps)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var globals = JinjaBuiltins.MakeGlobals(options);
         if (options.Globals is not null)
             foreach (var (k, v) in options.Globals) globals[k] = JinjaValue.Normalize(v);
         var scope = new Scope(null);
-        foreach (var (k, v) in context) scope.Vars[k] = JinjaValue.Normalize(v);
-        var interp = new JinjaInterpreter(options, globals);
+        long inputSize = 0;
+        foreach (var (k, v) in context)
+        {
+            var value = JinjaValue.Normalize(v);
+            scope.Vars[k] = value;
+            inputSize += RenderBudget.InputSize(value);
+        }
+        var budget = new RenderBudget(options.Limits, inputSize, cancellationToken);
+        var interp = new JinjaInterpreter(options, globals, budget);
         var sb = new StringBuilder();
+        using var entered = budget.Enter();
         try
         {
             interp.Exec(body, scope, sb);
@@ -69,6 +91,11 @@ public sealed class JinjaTemplate
         {
             throw new TemplateException("maximum recursion depth exceeded", 0, 0);
         }
+        catch (JinjaLimitError e)
+        {
+            throw e.At(0, 0);
+        }
+        steps = budget.Steps;
         return sb.ToString();
     }
 

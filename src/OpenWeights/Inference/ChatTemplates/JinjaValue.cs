@@ -70,13 +70,19 @@ internal sealed class PyKeyComparer : IEqualityComparer<object>
 {
     public static readonly PyKeyComparer Instance = new();
     public new bool Equals(object? x, object? y) => JinjaValue.PyEquals(x, y);
+    private int TupleHash(JinjaTuple t)
+    {
+        using var level = JinjaValue.Nest();
+        return t.Items.Aggregate(17, (h, v) => h * 31 + (v is null ? 0 : GetHashCode(v)));
+    }
+
     public int GetHashCode(object obj) => obj switch
     {
         string s => StringComparer.Ordinal.GetHashCode(s),
         bool b => (b ? 1.0 : 0.0).GetHashCode(),
         long l => ((double)l).GetHashCode(),
         double d => d.GetHashCode(),
-        JinjaTuple t => t.Items.Aggregate(17, (h, v) => h * 31 + (v is null ? 0 : GetHashCode(v))),
+        JinjaTuple t => TupleHash(t),
         _ => obj.GetHashCode(),
     };
 }
@@ -84,7 +90,51 @@ internal sealed class PyKeyComparer : IEqualityComparer<object>
 /// <summary>The object made by <c>namespace(...)</c>: attributes settable with <c>{% set ns.x = ... %}</c>.</summary>
 public sealed class JinjaNamespace
 {
-    internal readonly JinjaDict Attributes = new();
+    // values, or a StringAccumulator for a string built by repeated `set ns.x = ns.x ~ ...` (read as its string)
+    private readonly JinjaDict attributes = new();
+
+    internal bool TryGet(object key, out object? value)
+    {
+        if (!attributes.TryGetValue(key, out value)) return false;
+        if (value is StringAccumulator acc) value = acc.Value;
+        return true;
+    }
+
+    internal void Set(object key, object? value) => attributes[key] = value;
+    internal bool TryGetRaw(object key, out object? value) => attributes.TryGetValue(key, out value);
+    internal void SetRaw(object key, StringAccumulator value) => attributes[key] = value;
+
+    /// <summary>The attributes as a dict of plain values.</summary>
+    internal JinjaDict Snapshot()
+    {
+        var d = new JinjaDict(attributes.Count);
+        foreach (var (k, v) in attributes) d[k] = v is StringAccumulator acc ? acc.Value : v;
+        return d;
+    }
+}
+
+/// <summary>
+/// A namespace attribute that a template builds by appending (<c>set ns.out = ns.out ~ part</c>): appended in place,
+/// read as a string (made once per change), so building an output of n characters costs O(n), not O(n²).
+/// Only ever grows, so the value it had at length L is its first L characters.
+/// </summary>
+internal sealed class StringAccumulator(string initial)
+{
+    private readonly StringBuilder sb = new(initial);
+    private string? value = initial;
+    public int Length => sb.Length;
+    public string Value => value ??= sb.ToString();
+    public string Prefix(int length) => length == sb.Length ? Value : sb.ToString(0, length);
+    public bool EndsWith(string s) =>
+        s.Length <= sb.Length && (value is not null ? value.EndsWith(s, StringComparison.Ordinal) : sb.ToString(sb.Length - s.Length, s.Length) == s);
+    public bool StartsWith(string s) =>
+        s.Length <= sb.Length && (value is not null ? value.StartsWith(s, StringComparison.Ordinal) : sb.ToString(0, s.Length) == s);
+    public void Append(string s)
+    {
+        if (s.Length == 0) return;
+        sb.Append(s);
+        value = null;
+    }
 }
 
 /// <summary>Something callable from a template: a global function, a bound method, a macro.</summary>
@@ -289,28 +339,57 @@ public static class JinjaValue
     public static string Repr(object? v)
     {
         var sb = new StringBuilder();
-        AppendRepr(sb, v);
+        var budget = RenderBudget.Current;
+        AppendRepr(sb, v, budget);
+        budget.Charge(sb.Length >> 4);
         return sb.ToString();
     }
 
-    private static void AppendRepr(StringBuilder sb, object? v)
+    [ThreadStatic] private static int nesting;
+
+    /// <summary>Python's recursion limit, for walking nested values (repr, ==, &lt;, tojson, hashing).</summary>
+    internal const int MaxNesting = 1000;
+
+    /// <summary>
+    /// Enters one level of a walk over a nested value. A loop can nest a value (<c>set ns.l = [ns.l]</c>) deeper than
+    /// any recursion over it can go: past <see cref="MaxNesting"/> levels (or the stack) it fails cleanly, as Python
+    /// raises RecursionError, instead of overflowing the stack.
+    /// </summary>
+    internal static NestingScope Nest()
     {
+        if (++nesting > MaxNesting || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+        {
+            nesting--;
+            throw new JinjaError("maximum recursion depth exceeded");
+        }
+        return default;
+    }
+
+    internal readonly struct NestingScope : IDisposable
+    {
+        public void Dispose() => nesting--;
+    }
+
+    private static void AppendRepr(StringBuilder sb, object? v, RenderBudget budget)
+    {
+        using var level = Nest();
+        budget.CheckOutput(sb.Length);
         switch (v)
         {
             case null: sb.Append("None"); break;
             case bool b: sb.Append(b ? "True" : "False"); break;
             case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
             case double d: sb.Append(FloatRepr(d)); break;
-            case string s: AppendStringRepr(sb, s); break;
+            case string s: budget.CheckOutput((long)sb.Length + s.Length); AppendStringRepr(sb, s); break;
             case JinjaUndefined: break;
             case List<object?> list:
                 sb.Append('[');
-                for (var i = 0; i < list.Count; i++) { if (i > 0) sb.Append(", "); AppendRepr(sb, list[i]); }
+                for (var i = 0; i < list.Count; i++) { if (i > 0) sb.Append(", "); AppendRepr(sb, list[i], budget); }
                 sb.Append(']');
                 break;
             case JinjaTuple t:
                 sb.Append('(');
-                for (var i = 0; i < t.Count; i++) { if (i > 0) sb.Append(", "); AppendRepr(sb, t[i]); }
+                for (var i = 0; i < t.Count; i++) { if (i > 0) sb.Append(", "); AppendRepr(sb, t[i], budget); }
                 if (t.Count == 1) sb.Append(',');
                 sb.Append(')');
                 break;
@@ -321,15 +400,15 @@ public static class JinjaValue
                 {
                     if (!first) sb.Append(", ");
                     first = false;
-                    AppendRepr(sb, k);
+                    AppendRepr(sb, k, budget);
                     sb.Append(": ");
-                    AppendRepr(sb, x);
+                    AppendRepr(sb, x, budget);
                 }
                 sb.Append('}');
                 break;
             case JinjaNamespace ns:
                 sb.Append("<Namespace ");
-                AppendRepr(sb, ns.Attributes);
+                AppendRepr(sb, ns.Snapshot(), budget);
                 sb.Append('>');
                 break;
             case JinjaCallable c: sb.Append("<function ").Append(c.Name).Append('>'); break;
@@ -456,12 +535,18 @@ public static class JinjaValue
             case string s: return b is string s2 && string.Equals(s, s2, StringComparison.Ordinal);
             case JinjaUndefined: return b is JinjaUndefined;
             case List<object?> l:
-                return b is List<object?> m && l.Count == m.Count && l.Zip(m).All(p => PyEquals(p.First, p.Second));
+                if (b is not List<object?> m || l.Count != m.Count) return false;
+                RenderBudget.Current.Charge(l.Count >> 2);
+                using (Nest()) return l.Zip(m).All(p => PyEquals(p.First, p.Second));
             case JinjaTuple t:
-                return b is JinjaTuple u && t.Count == u.Count && t.Items.Zip(u.Items).All(p => PyEquals(p.First, p.Second));
+                if (b is not JinjaTuple u || t.Count != u.Count) return false;
+                RenderBudget.Current.Charge(t.Count >> 2);
+                using (Nest()) return t.Items.Zip(u.Items).All(p => PyEquals(p.First, p.Second));
             case JinjaDict d:
                 if (b is not JinjaDict e || d.Count != e.Count) return false;
-                foreach (var (k, v) in d) if (!e.TryGetValue(k, out var w) || !PyEquals(v, w)) return false;
+                RenderBudget.Current.Charge(d.Count >> 2);
+                using (Nest())
+                    foreach (var (k, v) in d) if (!e.TryGetValue(k, out var w) || !PyEquals(v, w)) return false;
                 return true;
         }
         return ReferenceEquals(a, b) || a.Equals(b);
@@ -490,6 +575,7 @@ public static class JinjaValue
         {
             var x = (IReadOnlyList<object?>)a;
             var y = (IReadOnlyList<object?>)b;
+            using var level = Nest();
             for (var i = 0; i < Math.Min(x.Count, y.Count); i++)
             {
                 if (PyEquals(x[i], y[i])) continue;

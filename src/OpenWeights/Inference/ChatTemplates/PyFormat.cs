@@ -48,7 +48,9 @@ internal static class PyFormat
             if (type == '%') { sb.Append('%'); continue; }
             if (!haveValue) value = mapping is not null && args is JinjaDict ? args : NextArg(positional, ref next);
             var body = Convert(value, type, prec, flags.Contains('#'), flags.Contains('+') ? "+" : flags.Contains(' ') ? " " : "");
-            sb.Append(Pad(body, width ?? 0, flags.Contains('-') ? '<' : '>', flags.Contains('0') && type is not ('s' or 'r' or 'a' or 'c') ? '0' : ' '));
+            var padded = Pad(body, width ?? 0, flags.Contains('-') ? '<' : '>', flags.Contains('0') && type is not ('s' or 'r' or 'a' or 'c') ? '0' : ' ');
+            RenderBudget.Current.CheckOutput((long)sb.Length + padded.Length);
+            sb.Append(padded);
         }
         if (mapping is null && next < positional.Count) throw new JinjaError("not all arguments converted during string formatting");
         return sb.ToString();
@@ -64,6 +66,7 @@ internal static class PyFormat
     {
         var n = JinjaBuiltins.PyLen(body);
         if (n >= width) return body;
+        RenderBudget.Current.CheckString(width);
         if (fill == '0' && align == '>')
         {
             var sign = body.Length > 0 && body[0] is '-' or '+' or ' ' ? body[..1] : "";
@@ -120,6 +123,7 @@ internal static class PyFormat
 
     private static string FormatFloat(double d, char type, int prec, bool alt)
     {
+        RenderBudget.Current.CheckString(Math.Max(0, prec) + 320L); // digits of the precision asked, plus the integer part
         if (double.IsInfinity(d)) return char.IsUpper(type) ? "INF" : "inf";
         if (double.IsNaN(d)) return char.IsUpper(type) ? "NAN" : "nan";
         switch (type)
@@ -226,7 +230,9 @@ internal static class PyFormat
             }
             if (conv is 'r' or 'a') value = JinjaValue.Repr(value);
             else if (conv == 's') value = JinjaValue.ToPyString(value);
-            sb.Append(FormatSpec(value, spec ?? ""));
+            var formatted = FormatSpec(value, spec ?? "");
+            RenderBudget.Current.CheckOutput((long)sb.Length + formatted.Length);
+            sb.Append(formatted);
         }
         return sb.ToString();
     }

@@ -3,9 +3,10 @@ namespace OpenWeights.Inference.ChatTemplates;
 /// <summary>
 /// A chat template that cannot be parsed or fails while rendering (including <c>raise_exception(msg)</c>).
 /// <see cref="Exception.Message"/> is one line naming the template line and column; <see cref="Reason"/>
-/// holds the bare reason (for <c>raise_exception</c>, exactly the template's message).
+/// holds the bare reason (for <c>raise_exception</c>, exactly the template's message). A render that goes past its
+/// <see cref="TemplateLimits"/> throws the subclass <see cref="TemplateLimitException"/>.
 /// </summary>
-public sealed class TemplateException : OpenWeightsException
+public class TemplateException : OpenWeightsException
 {
     /// <summary>The reason without the location.</summary>
     public string Reason { get; }
@@ -36,7 +37,7 @@ public sealed class TemplateException : OpenWeightsException
 }
 
 /// <summary>An error raised while evaluating, before the location is known; converted to <see cref="TemplateException"/>.</summary>
-internal sealed class JinjaError : Exception
+internal class JinjaError : Exception
 {
     public bool RaisedByTemplate { get; }
     public JinjaError(string message, bool raisedByTemplate = false) : base(message) { RaisedByTemplate = raisedByTemplate; }
