@@ -120,6 +120,10 @@ public static class TuneCommand
             foreach (var line in e.ListedProblems()) err.WriteLine($"  {(line.StartsWith("line ", StringComparison.Ordinal) ? e.DataFile + " " : "")}{line}");
             throw new OpenWeightsException(e.Summary + " (listed above)");
         }
+        catch (NoChatTemplateException e)
+        {
+            throw new OpenWeightsException("chat \"messages\" need a chat template and the model has none: pass one with --chat-template FILE, or use prompt/completion or instruction/output records", e);
+        }
     }
 
     /// <summary>A folder holding a run is only reused on purpose: --resume continues it, --overwrite replaces it.</summary>

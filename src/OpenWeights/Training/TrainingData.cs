@@ -253,7 +253,7 @@ public static class TrainingData
                 }
             }
             if (template is null && required)
-                throw new OpenWeightsException("chat \"messages\" need a chat template and the model has none: supply one (tune --chat-template FILE), or use prompt/completion or instruction/output records");
+                throw new NoChatTemplateException();
             return template;
         }
     }
