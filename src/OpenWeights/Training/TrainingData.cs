@@ -203,7 +203,8 @@ public static class TrainingData
             try { Examples.Add(Record(root)); }
             catch (Exception e) when (e is FormatException or InvalidOperationException or KeyNotFoundException or TemplateException)
             {
-                problems.Add(new DataProblem(line, e is TemplateException t ? "chat template: " + t.Reason : e.Message));
+                // a model's template is untrusted and its raise_exception text may quote the record: escaped and cut like any untrusted text
+                problems.Add(new DataProblem(line, e is TemplateException t ? "chat template: " + Quote(t.Reason, 200, quotes: false) : Quote(e.Message, 400, quotes: false)));
             }
         }
 

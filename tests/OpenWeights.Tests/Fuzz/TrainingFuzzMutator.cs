@@ -170,7 +170,7 @@ public static class TrainingFuzzMutator
                 if (JsonNode.Parse(text) is JsonArray arr)
                     return new TrainingFuzzInput(Encoding.UTF8.GetBytes(string.Join("\n", arr.Select(x => x?.ToJsonString() ?? "null"))), ".jsonl");
             }
-            catch (JsonException) { }
+            catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException) { } // not JSON, a lone surrogate, a duplicate key
             return input;
         }
         var items = text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0);
