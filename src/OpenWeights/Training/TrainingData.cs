@@ -298,9 +298,18 @@ public static class TrainingData
         return quotes ? "\"" + sb + "\"" : sb.ToString();
     }
 
+    /// <summary>
+    /// Most messages in one chat record. A conversation is rendered once per assistant message (prefix by prefix), so
+    /// its cost grows with the square of its length: 360 messages took 3.7 s on a busy 2-core machine, thousands would
+    /// stall the load for minutes (found by the fuzzer, issue 19).
+    /// </summary>
+    public const int MaxMessages = 256;
+
     private static List<IReadOnlyDictionary<string, object?>> Messages(JsonElement msgs)
     {
         if (msgs.ValueKind != JsonValueKind.Array || msgs.GetArrayLength() == 0) throw new FormatException("\"messages\" must be a non-empty array");
+        if (msgs.GetArrayLength() > MaxMessages)
+            throw new FormatException($"a conversation of {msgs.GetArrayLength()} messages; at most {MaxMessages} are read (split it into shorter conversations)");
         var messages = new List<IReadOnlyDictionary<string, object?>>();
         int n = 0;
         foreach (var m in msgs.EnumerateArray())

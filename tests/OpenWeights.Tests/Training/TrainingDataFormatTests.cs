@@ -70,6 +70,23 @@ public class TrainingDataFormatTests
     }
 
     [Fact]
+    public void AConversationLongerThanTheLimitIsRefusedNotRenderedForMinutes()
+    {
+        using var dir = new TempDir();
+        var tok = Tok(dir);
+        var file = dir.File("long.jsonl");
+        string Conversation(int n) => "{\"messages\":[" + string.Join(",", Enumerable.Range(0, n).Select(i =>
+            $"{{\"role\":\"{(i % 2 == 0 ? "user" : "assistant")}\",\"content\":\"turn {i}\"}}")) + "]}";
+        File.WriteAllLines(file, [Conversation(4), Conversation(20_000)]);
+        var e = Assert.Throws<TrainingDataException>(() => TrainingData.Load(file, tok));
+        var p = Assert.Single(e.Problems);
+        Assert.Equal(2, p.Line);
+        Assert.Contains($"20000 messages; at most {TrainingData.MaxMessages}", p.Message);
+        File.WriteAllLines(file, [Conversation(TrainingData.MaxMessages)]);
+        Assert.Single(TrainingData.Load(file, tok));
+    }
+
+    [Fact]
     public void AJsonArrayFileIsReadWithLineNumbersForItsItems()
     {
         using var dir = new TempDir();
