@@ -14,6 +14,9 @@ public sealed record TrainingFuzzInput(byte[] Bytes, string Extension);
 /// </summary>
 public static class TrainingFuzzMutator
 {
+    /// <summary>Largest input made (a huge string is at most 300 KB).</summary>
+    public const int MaxBytes = 2 << 20;
+
     /// <summary>The record fields the reader looks at.</summary>
     public static readonly string[] Fields = ["messages", "prompt", "completion", "instruction", "input", "output", "text", "role", "content"];
 
@@ -63,7 +66,11 @@ public static class TrainingFuzzMutator
     {
         var cur = seed;
         int n = 1 + rng.Next(4);
-        for (int i = 0; i < n; i++) cur = MutateOnce(rng, cur, corpus);
+        for (int i = 0; i < n; i++)
+        {
+            var next = MutateOnce(rng, cur, corpus);
+            if (next.Bytes.Length <= MaxBytes) cur = next; // stacked duplications of huge strings reached 168 MB: time better spent on more inputs
+        }
         return cur;
     }
 
