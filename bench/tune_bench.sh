@@ -19,7 +19,7 @@ for p in $presets; do for t in $types; do
   m=bench/.models/$p-$t.gguf
   [ -f $m ] || $ow synth --preset $p --type $t -o $m >/dev/null
   out=bench/.tune/$p-$t; rm -rf $out
-  /usr/bin/time -f "%M" -o bench/.tune/rss $ow tune $m --data $data --out $out --seq-len $seq --max-steps $steps --threads $threads \
+  /usr/bin/time -f "%M" -o bench/.tune/rss $ow tune $m --data $data -o $out -c $seq --max-steps $steps --threads $threads \
       --val-split 0 --checkpoint-every 0 --eval-every 0 >/dev/null 2>bench/.tune/log || { cat bench/.tune/log; exit 1; }
   python3 - "$out/metrics.jsonl" "$(tail -1 bench/.tune/rss)" "$p" "$t" "$seq" "$steps" <<'PY'
 import json, sys

@@ -206,7 +206,8 @@ public static class TrainingData
             try { Examples.Add(Record(root)); }
             catch (Exception e) when (e is FormatException or InvalidOperationException or KeyNotFoundException or TemplateException)
             {
-                problems.Add(new DataProblem(line, e is TemplateException t ? "chat template: " + t.Reason : e.Message));
+                // a model's template is untrusted and its raise_exception text may quote the record: escaped and cut like any untrusted text
+                problems.Add(new DataProblem(line, e is TemplateException t ? "chat template: " + Quote(t.Reason, 200, quotes: false) : Quote(e.Message, 400, quotes: false)));
             }
         }
 
@@ -256,8 +257,7 @@ public static class TrainingData
                 }
             }
             if (template is null && required)
-                throw new OpenWeightsOptionException("chat \"messages\" need a chat template and the model has none", ChatTemplateOption,
-                    "supply one (the chatTemplate argument), or use prompt/completion or instruction/output records");
+                throw new NoChatTemplateException();
             return template;
         }
     }
@@ -301,9 +301,18 @@ public static class TrainingData
         return quotes ? "\"" + sb + "\"" : sb.ToString();
     }
 
+    /// <summary>
+    /// Most messages in one chat record. A conversation is rendered once per assistant message (prefix by prefix), so
+    /// its cost grows with the square of its length: 360 messages took 3.7 s on a busy 2-core machine, thousands would
+    /// stall the load for minutes (found by the fuzzer, issue 19).
+    /// </summary>
+    public const int MaxMessages = 256;
+
     private static List<IReadOnlyDictionary<string, object?>> Messages(JsonElement msgs)
     {
         if (msgs.ValueKind != JsonValueKind.Array || msgs.GetArrayLength() == 0) throw new FormatException("\"messages\" must be a non-empty array");
+        if (msgs.GetArrayLength() > MaxMessages)
+            throw new FormatException($"a conversation of {msgs.GetArrayLength()} messages; at most {MaxMessages} are read (split it into shorter conversations)");
         var messages = new List<IReadOnlyDictionary<string, object?>>();
         int n = 0;
         foreach (var m in msgs.EnumerateArray())

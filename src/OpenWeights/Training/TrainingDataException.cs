@@ -33,3 +33,12 @@ public sealed class TrainingDataException(string file, IReadOnlyList<DataProblem
     private static string Format(string file, IReadOnlyList<DataProblem> problems) =>
         $"{Summarize(file, problems.Count)}: {string.Join("; ", problems.Take(Listed))}{(problems.Count > Listed ? $"; ... and {problems.Count - Listed} more" : "")}";
 }
+
+
+/// <summary>
+/// Chat records and neither the model nor the caller has a chat template. The message names no CLI flag; a command
+/// that has one (tune's --chat-template) adds it.
+/// </summary>
+public sealed class NoChatTemplateException() : OpenWeightsOptionException(
+    "chat \"messages\" need a chat template and the model has none", TrainingData.ChatTemplateOption,
+    "supply one (the chatTemplate argument), or use prompt/completion or instruction/output records");

@@ -60,12 +60,30 @@ public class TrainingDataFormatTests
         var tok = Tok(dir, template: false);
         var file = dir.File("chat.jsonl");
         File.WriteAllText(file, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]}\n");
-        var e = Assert.ThrowsAny<OpenWeightsException>(() => TrainingData.Load(file, tok));
+        var e = Assert.Throws<NoChatTemplateException>(() => TrainingData.Load(file, tok));
         Assert.Contains("chat template", e.Message);
+        Assert.DoesNotContain("--", e.Message); // the library names no CLI flag; tune adds its own
         var ex = Assert.Single(TrainingData.Load(file, tok, SynthPreset.ChatMl));
         Assert.Contains("hello", Trained(tok, ex));
         var bad = Assert.Throws<OpenWeightsException>(() => TrainingData.Load(file, tok, "{% for %}"));
         Assert.Contains("chat template given cannot be used", bad.Message);
+    }
+
+    [Fact]
+    public void AConversationLongerThanTheLimitIsRefusedNotRenderedForMinutes()
+    {
+        using var dir = new TempDir();
+        var tok = Tok(dir);
+        var file = dir.File("long.jsonl");
+        string Conversation(int n) => "{\"messages\":[" + string.Join(",", Enumerable.Range(0, n).Select(i =>
+            $"{{\"role\":\"{(i % 2 == 0 ? "user" : "assistant")}\",\"content\":\"turn {i}\"}}")) + "]}";
+        File.WriteAllLines(file, [Conversation(4), Conversation(20_000)]);
+        var e = Assert.Throws<TrainingDataException>(() => TrainingData.Load(file, tok));
+        var p = Assert.Single(e.Problems);
+        Assert.Equal(2, p.Line);
+        Assert.Contains($"20000 messages; at most {TrainingData.MaxMessages}", p.Message);
+        File.WriteAllLines(file, [Conversation(TrainingData.MaxMessages)]);
+        Assert.Single(TrainingData.Load(file, tok));
     }
 
     [Fact]
