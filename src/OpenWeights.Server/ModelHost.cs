@@ -17,7 +17,6 @@ public sealed class ModelHost : IDisposable
     public int Threads { get; }
     private readonly ChatFormatter? formatter;
     private readonly string? formatterError;
-    private readonly SemaphoreSlim embedGate = new(1, 1);
 
     public ModelHost(ServerOptions options)
     {
@@ -46,12 +45,8 @@ public sealed class ModelHost : IDisposable
     public bool IsModel(string? id) =>
         id is null || id.Length == 0 || id == ModelId || id == Path.GetFileName(Options.ModelPath) || id == Options.ModelPath;
 
-    public async Task<float[]> EmbedAsync(int[] tokens, CancellationToken ct)
-    {
-        await embedGate.WaitAsync(ct);
-        try { return await Task.Run(() => Model.Embed(tokens, Threads), ct); }
-        finally { embedGate.Release(); }
-    }
+    /// <summary>Embeds each input through the scheduler (taking turns with generation and other embedding requests).</summary>
+    public Task<float[][]> EmbedAsync(IReadOnlyList<int[]> inputs, CancellationToken ct) => Scheduler.EmbedAsync(inputs, ct);
 
     public void Dispose()
     {
