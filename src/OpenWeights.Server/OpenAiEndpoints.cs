@@ -42,7 +42,7 @@ public static class OpenAiEndpoints
         catch (ApiException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, e); }
         catch (QueueFullException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(429, e.Message, code: "queue_full")); }
         catch (OpenWeightsException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(400, e.Message)); }
-        catch (BadHttpRequestException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(e.StatusCode, e.Message)); }
+        catch (BadHttpRequestException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(e.StatusCode, e.Message, code: e.StatusCode == 413 ? "request_too_large" : "bad_request")); }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { /* client gone */ }
         catch (Exception e) { await LastResort(ctx, e); }
         finally { host.Metrics.RecordRequest(endpoint, ctx.Response.StatusCode); }

@@ -67,10 +67,18 @@ public class OpenAiRequestFuzzTests(ITestOutputHelper output)
         {
             if ((sw.Elapsed.TotalSeconds > Seconds / 2 && i >= 40) || sw.Elapsed.TotalSeconds > 10 * Seconds || failures.Count >= 5) break;
             string endpoint = Encoding.UTF8.GetString(input).Contains("\"input\"") ? "/v1/embeddings" : Encoding.UTF8.GetString(input).Contains("\"prompt\"") ? "/v1/completions" : "/v1/chat/completions";
-            var resp = await http.PostAsync(endpoint, new ByteArrayContent(input) { Headers = { { "Content-Type", "application/json" } } });
-            string text = await resp.Content.ReadAsStringAsync();
-            string? problem = (int)resp.StatusCode >= 500 ? $"HTTP {(int)resp.StatusCode} {text}"
-                : (int)resp.StatusCode >= 400 && !IsOpenAiError(text) ? $"HTTP {(int)resp.StatusCode} without an OpenAI error body: {text}" : null;
+            string? problem;
+            try
+            {
+                var resp = await http.PostAsync(endpoint, new ByteArrayContent(input) { Headers = { { "Content-Type", "application/json" } } });
+                string text = await resp.Content.ReadAsStringAsync();
+                problem = (int)resp.StatusCode >= 500 ? $"HTTP {(int)resp.StatusCode} {text}"
+                    : (int)resp.StatusCode >= 400 && !IsOpenAiError(text) ? $"HTTP {(int)resp.StatusCode} without an OpenAI error body: {text}" : null;
+            }
+            catch (Exception e) when (e is not OutOfMemoryException) // the in-process server hands its unhandled exceptions to the client
+            {
+                problem = $"the server threw {e.GetType().Name}: {e.Message}";
+            }
             if (problem is not null) failures.Add($"seed {seed} input {i}: {endpoint} {problem} (kept as {Corpus.Keep(input, $"server-{seed}-{i}")})");
             i++;
         }
