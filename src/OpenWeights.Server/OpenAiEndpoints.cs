@@ -121,9 +121,13 @@ public static class OpenAiEndpoints
                 param, "context_length_exceeded");
     }
 
-    private static JobOutput Start(ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n, CancellationToken ct)
+    // the jobs end when the client goes, and when the response is over (an error in one choice ends the others)
+    private static JobOutput Start(HttpContext ctx, ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n)
     {
         var output = new JobOutput(n, h.Options.StreamBufferEvents);
+        var over = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
+        ctx.Response.OnCompleted(() => { over.Cancel(); return Task.CompletedTask; });
+        var ct = over.Token;
         var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, output, ct)).ToList();
         h.Scheduler.Submit(jobs);
         return output;
@@ -177,7 +181,7 @@ public static class OpenAiEndpoints
         bool parseTools = tools is not null;
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var events = Start(h, prompt, Options, n, ctx.RequestAborted);
+        var events = Start(ctx, h, prompt, Options, n);
 
         if (!stream)
         {
@@ -365,7 +369,7 @@ public static class OpenAiEndpoints
         bool stream = req.Bool("stream");
         bool usageInStream = req.IncludeUsage();
         var (logprobs, top) = req.Logprobs(chat: false);
-        var events = Start(h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx.RequestAborted);
+        var events = Start(ctx, h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n);
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         JsonObject Wrap(JsonArray choices) => new()

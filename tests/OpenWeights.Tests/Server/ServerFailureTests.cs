@@ -67,6 +67,26 @@ public class ServerFailureTests
         Assert.Equal("ok", JsonNode.Parse(await http.GetStringAsync("/health"))!["status"]!.GetValue<string>());
     }
 
+    /// <summary>With n = 2, one choice failing ends the response; the other choice's generation stops with it.</summary>
+    [Fact]
+    public async Task TheOtherChoicesStopWhenOneFails()
+    {
+        var probes = new List<ProbeConstraint>();
+        using var f = Server((tok, _) => { lock (probes) { var p = new ProbeConstraint(tok, failAfter: probes.Count == 0 ? 3 : int.MaxValue, delayMs: 5); probes.Add(p); return p; } });
+        var http = f.CreateClient();
+        foreach (bool stream in new[] { true, false })
+        {
+            string body = Body(f.ModelHost.ModelId, stream, maxTokens: 200).Replace("\"max_tokens\"", "\"n\":2,\"max_tokens\"");
+            var resp = await http.PostAsync("/v1/chat/completions", Json(body));
+            string text = await resp.Content.ReadAsStringAsync();
+            Assert.Contains("generation_failed", text);
+            Assert.True(SpinWait.SpinUntil(() => f.ModelHost.Scheduler.ActiveSlots == 0, 30_000), "the other choice kept its slot");
+            var other = probes[^1];
+            Assert.True(other.Accepted < 200, $"the other choice ran to the end ({other.Accepted} tokens)");
+            probes.Clear();
+        }
+    }
+
     [Fact]
     public async Task AFailureWithoutStreamingIsA500WithAnOpenAiBody()
     {
