@@ -116,7 +116,8 @@ public sealed class QueueFullException(string message) : Exception(message);
 /// (one token when decoding, a chunk of its prompt when prefilling) to one batched forward pass; a freed slot takes
 /// the next queued job at once. Cancelled jobs (client gone) free their slot at the next step. A job whose
 /// <see cref="JobOutput"/> is full (slow reader) sits out the steps, keeping its slot, until the reader catches up.
-/// Embeddings run on the same thread, one chunk of one request per step, taking turns (<see cref="EmbedAsync"/>).
+/// Embeddings run on a thread of their own, a chunk of one request at a time, the requests taking turns, on one core while
+/// generation is running (<see cref="EmbedAsync"/>).
 /// </summary>
 public sealed class Scheduler : IDisposable
 {
@@ -138,7 +139,8 @@ public sealed class Scheduler : IDisposable
     private readonly LinkedList<EmbeddingJob> embeds = new();
     private readonly object gate = new();
     private readonly SemaphoreSlim wake = new(0);
-    private readonly Thread loop;
+    private readonly Thread loop, embedLoop;
+    private readonly SemaphoreSlim embedWake = new(0);
     private volatile bool stopping;
 
     public int Parallel => slots.Length;
@@ -160,6 +162,8 @@ public sealed class Scheduler : IDisposable
         ready = new bool[parallel];
         loop = new Thread(Run) { IsBackground = true, Name = "openweights-scheduler" };
         loop.Start();
+        embedLoop = new Thread(EmbedLoop) { IsBackground = true, Name = "openweights-embeddings" };
+        embedLoop.Start();
     }
 
     public int QueueDepth { get { lock (gate) return queue.Count; } }
@@ -226,8 +230,7 @@ public sealed class Scheduler : IDisposable
                 while (queue.First is { } first && Assign(first.Value)) queue.RemoveFirst();
                 any = slots.Any(s => s.Job is not null);
             }
-            bool embedded = EmbedStep();
-            if (!any) { if (!embedded) wake.Wait(200); continue; }
+            if (!any) { wake.Wait(200); continue; }
             bool stepped = true;
             try { stepped = Step(segments, owners); }
             catch (Exception e)
@@ -236,7 +239,7 @@ public sealed class Scheduler : IDisposable
                     foreach (var s in slots)
                         if (s.Job is { } j) { Emit(j, new JobEvent(j.Index, null, e)); s.Job = null; s.Tokens.Clear(); s.Cache.Length = 0; }
             }
-            if (!stepped && !embedded) wake.Wait(100); // every active job waits for its reader: sleep until one reads (or is cancelled)
+            if (!stepped) wake.Wait(100); // every active job waits for its reader: sleep until one reads (or is cancelled)
         }
     }
 
@@ -348,7 +351,9 @@ public sealed class Scheduler : IDisposable
     {
         stopping = true;
         wake.Release();
+        embedWake.Release();
         loop.Join(TimeSpan.FromSeconds(5));
+        embedLoop.Join(TimeSpan.FromSeconds(5));
         lock (gate)
         {
             foreach (var e in embeds) e.Done.TrySetCanceled();
@@ -394,9 +399,15 @@ public sealed class Scheduler : IDisposable
                 throw new QueueFullException($"the server is busy: {embeds.Count} embedding requests are pending (limit {MaxQueue + Parallel}); retry later");
             embeds.AddLast(job);
         }
-        ct.Register(WakeUp);
-        wake.Release();
+        ct.Register(() => embedWake.Release());
+        embedWake.Release();
         return job.Done.Task;
+    }
+
+    private void EmbedLoop()
+    {
+        while (!stopping)
+            if (!EmbedStep()) embedWake.Wait(200);
     }
 
     // One chunk of the first embedding request, which then goes to the back of the line; false when there was none.
@@ -417,7 +428,10 @@ public sealed class Scheduler : IDisposable
         try
         {
             job.Run ??= new EmbeddingRun(model, job.Inputs[job.Next], maxBatch);
-            finished = job.Run.Step(threads) && Complete(job);
+            // generation keeps the worker pool: while a slot is busy or a job waits, the chunk runs on this thread alone
+            bool generating;
+            lock (gate) generating = queue.Count > 0 || slots.Any(x => x.Job is not null);
+            finished = job.Run.Step(generating ? 1 : threads) && Complete(job);
         }
         catch (Exception e)
         {
