@@ -17,7 +17,7 @@ public sealed class ModelHost : IDisposable
     public int Threads { get; }
     private readonly ChatFormatter? formatter;
     private readonly string? formatterError;
-    private readonly SemaphoreSlim embedGate = new(1, 1);
+    private readonly object shutdownLock = new();
     private Timer? graceTimer;
 
     public ModelHost(ServerOptions options)
@@ -55,20 +55,16 @@ public sealed class ModelHost : IDisposable
     {
         Scheduler.StopAccepting();
         if (grace <= TimeSpan.Zero) { Scheduler.CancelAll(); return; }
-        lock (embedGate)
+        lock (shutdownLock)
             graceTimer ??= new Timer(_ => Scheduler.CancelAll(), null, grace, Timeout.InfiniteTimeSpan); // the first call sets the deadline
     }
 
-    public async Task<float[]> EmbedAsync(int[] tokens, CancellationToken ct)
-    {
-        await embedGate.WaitAsync(ct);
-        try { return await Task.Run(() => Model.Embed(tokens, Threads), ct); }
-        finally { embedGate.Release(); }
-    }
+    /// <summary>Embeds each input through the scheduler (taking turns with generation and other embedding requests).</summary>
+    public Task<float[][]> EmbedAsync(IReadOnlyList<int[]> inputs, CancellationToken ct) => Scheduler.EmbedAsync(inputs, ct);
 
     public void Dispose()
     {
-        lock (embedGate) graceTimer?.Dispose();
+        lock (shutdownLock) graceTimer?.Dispose();
         Scheduler.Dispose();
         Model.Dispose();
     }

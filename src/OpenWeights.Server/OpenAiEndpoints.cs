@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
 using OpenWeights.Inference.Constraints;
@@ -33,23 +34,48 @@ public static class OpenAiEndpoints
                     throw new ApiException(401, "incorrect API key", code: "invalid_api_key", type: "invalid_request_error");
             }
             await next(ctx);
+            if (ctx.Response.StatusCode >= 400 && !ctx.Response.HasStarted) // answered by routing (405) with no body
+                throw new ApiException(ctx.Response.StatusCode, ctx.Response.StatusCode == 405
+                    ? $"{OpenAiRequest.Printable(ctx.Request.Method)} is not allowed on {OpenAiRequest.Printable(endpoint, 200)}" : $"the request failed with HTTP {ctx.Response.StatusCode}",
+                    code: ctx.Response.StatusCode == 405 ? "method_not_allowed" : null);
         }
         catch (ApiException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, e); }
         catch (QueueFullException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(429, e.Message, code: "queue_full")); }
         catch (OpenWeightsException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(400, e.Message)); }
-        catch (BadHttpRequestException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(e.StatusCode, e.Message)); }
+        catch (BadHttpRequestException e) when (!ctx.Response.HasStarted) { await WriteError(ctx, new ApiException(e.StatusCode, e.Message, code: e.StatusCode == 413 ? "request_too_large" : "bad_request")); }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested) { /* client gone */ }
+        catch (Exception e) { await LastResort(ctx, e); }
     });
 
     private static Task WriteError(HttpContext ctx, ApiException e)
     {
         ctx.Response.StatusCode = e.Status;
         ctx.Response.ContentType = "application/json";
-        var o = new JsonObject
+        return ctx.Response.WriteAsync(ErrorJson(e).ToJsonString(Compact));
+    }
+
+    private static JsonObject ErrorJson(ApiException e) => new()
+    {
+        ["error"] = new JsonObject { ["message"] = e.Message, ["type"] = e.Type, ["param"] = e.Param, ["code"] = e.Code },
+    };
+
+    /// <summary>
+    /// Any other failure: before the response has started, a 500 with an OpenAI-shaped body (server_error); in an event
+    /// stream, an error event and then [DONE], so the client sees why the stream ended; otherwise the connection is aborted.
+    /// </summary>
+    private static async Task LastResort(HttpContext ctx, Exception e)
+    {
+        var api = e as ApiException ?? new ApiException(500, $"internal error: {OpenAiRequest.Printable(e.Message, 300)}", code: "internal_error");
+        ctx.RequestServices.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("OpenWeights.Server")
+            .LogError(e, "{Method} {Path} failed", ctx.Request.Method, ctx.Request.Path.Value);
+        if (!ctx.Response.HasStarted) { await WriteError(ctx, api); return; }
+        if (ctx.Response.ContentType != "text/event-stream") { ctx.Abort(); return; }
+        try
         {
-            ["error"] = new JsonObject { ["message"] = e.Message, ["type"] = e.Type, ["param"] = e.Param, ["code"] = e.Code },
-        };
-        return ctx.Response.WriteAsync(o.ToJsonString(Compact));
+            await ctx.Response.WriteAsync("data: " + ErrorJson(api).ToJsonString(Compact) + "\n\ndata: [DONE]\n\n");
+            await ctx.Response.Body.FlushAsync();
+        }
+        catch (Exception) when (ctx.RequestAborted.IsCancellationRequested) { /* client gone meanwhile */ }
     }
 
     public static IEndpointRouteBuilder MapOpenAi(this IEndpointRouteBuilder app)
@@ -63,11 +89,11 @@ public static class OpenAiEndpoints
         }.ToJsonString(), "application/json"));
         app.MapGet("/v1/models/{id}", (string id, ModelHost h) => h.IsModel(id)
             ? Results.Text(ModelObject(h).ToJsonString(), "application/json")
-            : throw new ApiException(404, $"the model '{id}' does not exist; this server serves '{h.ModelId}'", "model", "model_not_found"));
+            : throw new ApiException(404, $"the model '{OpenAiRequest.Printable(id)}' does not exist; this server serves '{h.ModelId}'", "model", "model_not_found"));
         app.MapPost("/v1/chat/completions", ChatCompletions);
         app.MapPost("/v1/completions", Completions);
         app.MapPost("/v1/embeddings", Embeddings);
-        app.MapFallback((HttpContext ctx) => throw new ApiException(404, $"no route {ctx.Request.Method} {ctx.Request.Path}", code: "unknown_url"));
+        app.MapFallback("{*path}", (HttpContext ctx) => throw new ApiException(404, $"no route {OpenAiRequest.Printable(ctx.Request.Method)} {OpenAiRequest.Printable(ctx.Request.Path.Value ?? "", 200)}", code: "unknown_url"));
         return app;
     }
 
@@ -86,18 +112,22 @@ public static class OpenAiEndpoints
 
     private static int Choices(OpenAiRequest req) => (int)(req.Integer("n", 1, 16) ?? 1);
 
-    private static void CheckContext(ModelHost h, int promptTokens)
+    private static void CheckContext(ModelHost h, int promptTokens, string param)
     {
         if (promptTokens >= h.Scheduler.ContextSize)
-            throw new ApiException(400, $"the prompt has {promptTokens} tokens but the context holds {h.Scheduler.ContextSize}; shorten the messages",
-                "messages", "context_length_exceeded");
+            throw new ApiException(400, $"the prompt has {promptTokens} tokens but the context holds {h.Scheduler.ContextSize}; shorten the {(param == "prompt" ? "prompt" : "messages")}",
+                param, "context_length_exceeded");
     }
 
-    private static JobOutput Start(ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n, HttpContext ctx)
+    // the jobs end when the client goes, and when the response is over (an error in one choice ends the others)
+    private static JobOutput Start(HttpContext ctx, ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n)
     {
         var output = new JobOutput(n, h.Options.StreamBufferEvents);
         RequestLog.Track(ctx, output);
-        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, output, ctx.RequestAborted)).ToList();
+        var over = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
+        ctx.Response.OnCompleted(() => { over.Cancel(); return Task.CompletedTask; });
+        var ct = over.Token;
+        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, output, ct)).ToList();
         h.Scheduler.Submit(jobs);
         return output;
     }
@@ -111,16 +141,8 @@ public static class OpenAiEndpoints
 
     private static GenerationOptions ResponseFormat(ModelHost h, OpenAiRequest req, GenerationOptions o)
     {
-        if (req.Body["response_format"] is not { } rf) return o;
-        string? type = rf is JsonObject ro && ro["type"] is JsonValue tv && tv.TryGetValue(out string? t) ? t : throw OpenAiRequest.Bad("response_format", "must be {type: text | json_object | json_schema}");
+        var (type, schema) = req.ResponseFormat();
         if (type == "text") return o;
-        if (type is not ("json_object" or "json_schema")) throw OpenAiRequest.Bad("response_format.type", $"must be text, json_object or json_schema (got '{type}')");
-        string? schema = null;
-        if (type == "json_schema")
-        {
-            var js = rf["json_schema"] as JsonObject ?? throw OpenAiRequest.Bad("response_format.json_schema", "is required for type json_schema");
-            schema = (js["schema"] ?? throw OpenAiRequest.Bad("response_format.json_schema.schema", "is required")).ToJsonString();
-        }
         if (h.Options.JsonConstraintFactory is not { } factory)
             throw new ApiException(400, $"response_format '{type}' is not supported yet by this server (constrained decoding is not available)", "response_format", "unsupported_response_format");
         try { return o with { Constraint = factory(h.Tokenizer, schema) }; }
@@ -142,10 +164,10 @@ public static class OpenAiEndpoints
         int[] prompt;
         try { prompt = f.EncodeConversation(messages, tools, ctx.RequestAborted); }
         catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", "messages", "template_error"); }
-        CheckContext(h, prompt.Length);
+        CheckContext(h, prompt.Length, "messages");
         int n = Choices(req);
         bool stream = req.Bool("stream");
-        bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
+        bool usageInStream = req.IncludeUsage();
         var (logprobs, top) = req.Logprobs(chat: true);
         req.String("user");
         // each choice gets its own options (seed + index) and its own constraint instance; a forced tool call wins over response_format
@@ -158,7 +180,7 @@ public static class OpenAiEndpoints
         bool parseTools = tools is not null;
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var events = Start(h, prompt, Options, n, ctx);
+        var events = Start(ctx, h, prompt, Options, n);
 
         if (!stream)
         {
@@ -207,7 +229,7 @@ public static class OpenAiEndpoints
         int done = 0, generated = 0;
         await foreach (var ev in events.ReadAllAsync(ctx.RequestAborted))
         {
-            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {err.Message}");
+            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {OpenAiRequest.Printable(err.Message, 300)}", code: "generation_failed");
             var c = ev.Chunk!;
             var choice = new JsonObject { ["index"] = ev.Index };
             if (parseTools)
@@ -298,7 +320,7 @@ public static class OpenAiEndpoints
         int done = 0;
         await foreach (var ev in events.ReadAllAsync(ct))
         {
-            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {err.Message}");
+            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {OpenAiRequest.Printable(err.Message, 300)}", code: "generation_failed");
             var r = results[ev.Index]; var c = ev.Chunk!;
             r.Text.Append(c.Text);
             if (c.Logprobs is { } lp) r.Logprobs.AddRange(lp);
@@ -337,22 +359,16 @@ public static class OpenAiEndpoints
     private static async Task Completions(HttpContext ctx, ModelHost h)
     {
         var req = await Read(ctx, h);
-        string text = req.Body["prompt"] switch
-        {
-            JsonValue v when v.TryGetValue(out string? s) => s,
-            JsonArray { Count: 1 } a when a[0] is JsonValue v1 && v1.TryGetValue(out string? s1) => s1,
-            null => throw OpenAiRequest.Bad("prompt", "is required"),
-            _ => throw OpenAiRequest.Bad("prompt", "must be a string (or a list holding one string)"),
-        };
+        string text = req.Prompt();
         if (req.Bool("echo")) throw OpenAiRequest.Bad("echo", "is not supported");
         var prompt = h.Tokenizer.Encode(text, addSpecial: true, parseSpecial: false);
         if (prompt.Length == 0) throw OpenAiRequest.Bad("prompt", "encodes to no tokens");
-        CheckContext(h, prompt.Length);
+        CheckContext(h, prompt.Length, "prompt");
         int n = Choices(req);
         bool stream = req.Bool("stream");
-        bool usageInStream = req.Body["stream_options"] is JsonObject so && so["include_usage"] is JsonValue iu && iu.TryGetValue(out bool b) && b;
+        bool usageInStream = req.IncludeUsage();
         var (logprobs, top) = req.Logprobs(chat: false);
-        var events = Start(h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n, ctx);
+        var events = Start(ctx, h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n);
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         JsonObject Wrap(JsonArray choices) => new()
@@ -378,7 +394,7 @@ public static class OpenAiEndpoints
         int done = 0, generated = 0;
         await foreach (var ev in events.ReadAllAsync(ctx.RequestAborted))
         {
-            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {err.Message}");
+            if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {OpenAiRequest.Printable(err.Message, 300)}", code: "generation_failed");
             var c = ev.Chunk!;
             await Sse(ctx, Wrap([new JsonObject
             {
@@ -411,38 +427,27 @@ public static class OpenAiEndpoints
     private static async Task Embeddings(HttpContext ctx, ModelHost h)
     {
         var req = await Read(ctx, h);
-        var inputs = new List<int[]>();
-        switch (req.Body["input"])
-        {
-            case JsonValue v when v.TryGetValue(out string? s): inputs.Add(h.Tokenizer.Encode(s, addSpecial: true)); break;
-            case JsonArray a when a.Count > 0 && a.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.Number):
-                inputs.Add(a.Select(x => x!.GetValue<int>()).ToArray()); break;
-            case JsonArray a when a.Count > 0:
-                foreach (var x in a)
-                    inputs.Add(x switch
-                    {
-                        JsonValue xv when xv.TryGetValue(out string? xs) => h.Tokenizer.Encode(xs, addSpecial: true),
-                        JsonArray ids => ids.Select(i => i!.GetValue<int>()).ToArray(),
-                        _ => throw OpenAiRequest.Bad("input", "must be a string, a list of strings or a list of token-id lists"),
-                    });
-                break;
-            default: throw OpenAiRequest.Bad("input", "must be a non-empty string or list");
-        }
-        if (inputs.Count > 2048) throw OpenAiRequest.Bad("input", "may hold at most 2048 items");
+        var items = req.EmbeddingInput();
         string format = req.String("encoding_format") ?? "float";
         if (format is not ("float" or "base64")) throw OpenAiRequest.Bad("encoding_format", "must be float or base64");
         long? dims = req.Integer("dimensions", 1, h.Model.Config.Dim);
         if (dims is not null && dims != h.Model.Config.Dim) throw OpenAiRequest.Bad("dimensions", $"must be {h.Model.Config.Dim} for this model");
-        var data = new JsonArray();
+        var inputs = new int[items.Count][];
         int tokens = 0;
-        for (int i = 0; i < inputs.Count; i++)
+        for (int i = 0; i < items.Count; i++)
         {
-            var ids = inputs[i];
-            if (ids.Length == 0) throw OpenAiRequest.Bad($"input[{i}]", "encodes to no tokens");
-            if (ids.Any(t => (uint)t >= (uint)h.Tokenizer.VocabSize)) throw OpenAiRequest.Bad($"input[{i}]", "holds a token id outside the vocabulary");
-            if (ids.Length > h.Scheduler.ContextSize) throw new ApiException(400, $"input[{i}] has {ids.Length} tokens but the context holds {h.Scheduler.ContextSize}", "input", "context_length_exceeded");
+            var ids = inputs[i] = items[i].Ids ?? h.Tokenizer.Encode(items[i].Text!, addSpecial: true);
+            string p = items.Count == 1 ? "input" : $"input[{i}]";
+            if (ids.Length == 0) throw OpenAiRequest.Bad(p, "encodes to no tokens");
+            if (ids.Any(t => t >= h.Tokenizer.VocabSize || t >= h.Model.Config.VocabSize)) throw OpenAiRequest.Bad(p, "holds a token id outside the vocabulary");
+            if (ids.Length > h.Scheduler.ContextSize) throw new ApiException(400, $"{p} has {ids.Length} tokens but the context holds {h.Scheduler.ContextSize}", "input", "context_length_exceeded");
             tokens += ids.Length;
-            var e = await h.EmbedAsync(ids, ctx.RequestAborted);
+        }
+        var vectors = await h.EmbedAsync(inputs, ctx.RequestAborted);
+        var data = new JsonArray();
+        for (int i = 0; i < vectors.Length; i++)
+        {
+            var e = vectors[i];
             JsonNode vec;
             if (format == "base64")
             {

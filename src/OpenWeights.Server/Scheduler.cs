@@ -128,6 +128,8 @@ public sealed class QueueFullException(string message) : Exception(message);
 /// (one token when decoding, a chunk of its prompt when prefilling) to one batched forward pass; a freed slot takes
 /// the next queued job at once. Cancelled jobs (client gone) free their slot at the next step. A job whose
 /// <see cref="JobOutput"/> is full (slow reader) sits out the steps, keeping its slot, until the reader catches up.
+/// Embeddings run on a thread of their own, a chunk of one request at a time, the requests taking turns, on one core while
+/// generation is running (<see cref="EmbedAsync"/>).
 /// </summary>
 public sealed class Scheduler : IDisposable
 {
@@ -146,9 +148,11 @@ public sealed class Scheduler : IDisposable
     private readonly bool[] ready; // per active slot of the current step: its reader has room
     private readonly int threads, maxBatch;
     private readonly LinkedList<GenerationJob> queue = new();
+    private readonly LinkedList<EmbeddingJob> embeds = new();
     private readonly object gate = new();
     private readonly SemaphoreSlim wake = new(0);
-    private readonly Thread loop;
+    private readonly Thread loop, embedLoop;
+    private readonly SemaphoreSlim embedWake = new(0);
     private volatile bool stopping, refusing, cancelAll;
 
     public int Parallel => slots.Length;
@@ -170,6 +174,8 @@ public sealed class Scheduler : IDisposable
         ready = new bool[parallel];
         loop = new Thread(Run) { IsBackground = true, Name = "openweights-scheduler" };
         loop.Start();
+        embedLoop = new Thread(EmbedLoop) { IsBackground = true, Name = "openweights-embeddings" };
+        embedLoop.Start();
     }
 
     public int QueueDepth { get { lock (gate) return queue.Count; } }
@@ -334,7 +340,14 @@ public sealed class Scheduler : IDisposable
                 }
                 else Metrics.ObserveInterToken(Stopwatch.GetElapsedTime(j.LastTokenTicks, now));
                 j.LastTokenTicks = now;
-                var step = j.Stream!.Next(logits.AsSpan(i * vocab, vocab));
+                TokenStream.Step step;
+                try { step = j.Stream!.Next(logits.AsSpan(i * vocab, vocab)); }
+                catch (Exception e) // sampling or a constraint failed: this job ends with the error, the others go on
+                {
+                    Emit(j, new JobEvent(j.Index, null, e));
+                    s.Job = null; s.Tokens.Clear(); s.Cache.Length = 0;
+                    continue;
+                }
                 if (step.Chunk is { } c) Emit(j, new JobEvent(j.Index, c, null));
                 if (step.Finish is { } f) { Finish(s, f); continue; }
                 if (s.Cache.Length >= s.Cache.Capacity) { Finish(s, FinishReason.Length); continue; }
@@ -368,6 +381,108 @@ public sealed class Scheduler : IDisposable
     {
         stopping = true;
         wake.Release();
+        embedWake.Release();
         loop.Join(TimeSpan.FromSeconds(5));
+        embedLoop.Join(TimeSpan.FromSeconds(5));
+        lock (gate)
+        {
+            foreach (var e in embeds) e.Done.TrySetCanceled();
+            embeds.Clear();
+        }
+    }
+
+    // ---- embeddings ----
+
+    private sealed class EmbeddingJob(IReadOnlyList<int[]> inputs, CancellationToken ct)
+    {
+        public readonly IReadOnlyList<int[]> Inputs = inputs;
+        public readonly float[][] Results = new float[inputs.Count][];
+        public readonly CancellationToken Cancellation = ct;
+        public readonly TaskCompletionSource<float[][]> Done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public int Next;
+        public EmbeddingRun? Run;
+    }
+
+    /// <summary>Embedding requests waiting or running.</summary>
+    public int EmbeddingsPending { get { lock (gate) return embeds.Count; } }
+
+    /// <summary>
+    /// Embeds each input (mean-pooled, normalised final hidden states, as <see cref="LlamaModel.Embed"/>). The work runs on
+    /// the scheduler thread a chunk of at most the batch size at a time, between generation steps, the embedding requests
+    /// taking turns: a large request slows the others down but holds none of them up. Throws
+    /// <see cref="QueueFullException"/> when more than <see cref="MaxQueue"/> + <see cref="Parallel"/> requests are pending.
+    /// </summary>
+    public Task<float[][]> EmbedAsync(IReadOnlyList<int[]> inputs, CancellationToken ct)
+    {
+        foreach (var t in inputs)
+        {
+            if (t.Length == 0) throw new OpenWeightsException("an embedding input has no tokens");
+            if (t.Length > ContextSize) throw new OpenWeightsException($"an embedding input has {t.Length} tokens but the context holds {ContextSize}");
+            foreach (int id in t)
+                if ((uint)id >= (uint)model.Config.VocabSize) throw new OpenWeightsException($"token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1})");
+        }
+        var job = new EmbeddingJob(inputs, ct);
+        if (inputs.Count == 0) return Task.FromResult(job.Results);
+        lock (gate)
+        {
+            if (embeds.Count >= MaxQueue + Parallel)
+                throw new QueueFullException($"the server is busy: {embeds.Count} embedding requests are pending (limit {MaxQueue + Parallel}); retry later");
+            embeds.AddLast(job);
+        }
+        ct.Register(() => embedWake.Release());
+        embedWake.Release();
+        return job.Done.Task;
+    }
+
+    private void EmbedLoop()
+    {
+        while (!stopping)
+            if (!EmbedStep()) embedWake.Wait(200);
+    }
+
+    // One chunk of the first embedding request, which then goes to the back of the line; false when there was none.
+    private bool EmbedStep()
+    {
+        LinkedListNode<EmbeddingJob>? node;
+        lock (gate)
+        {
+            while ((node = embeds.First) is { Value.Cancellation.IsCancellationRequested: true })
+            {
+                embeds.Remove(node);
+                node.Value.Done.TrySetCanceled(node.Value.Cancellation);
+            }
+            if (node is null) return false;
+        }
+        var job = node.Value;
+        bool finished;
+        try
+        {
+            job.Run ??= new EmbeddingRun(model, job.Inputs[job.Next], maxBatch);
+            // generation keeps the worker pool: while a slot is busy or a job waits, the chunk runs on this thread alone
+            bool generating;
+            lock (gate) generating = queue.Count > 0 || slots.Any(x => x.Job is not null);
+            finished = job.Run.Step(generating ? 1 : threads) && Complete(job);
+        }
+        catch (Exception e)
+        {
+            lock (gate) embeds.Remove(node);
+            job.Done.TrySetException(e);
+            return true;
+        }
+        lock (gate)
+        {
+            embeds.Remove(node);
+            if (!finished) embeds.AddLast(node);
+        }
+        if (finished) job.Done.TrySetResult(job.Results);
+        return true;
+    }
+
+    // the current input is done: keeps its result; true when it was the last
+    private static bool Complete(EmbeddingJob job)
+    {
+        job.Results[job.Next++] = job.Run!.Result();
+        job.Run = null;
+        return job.Next == job.Inputs.Count;
     }
 }

@@ -31,6 +31,7 @@ public sealed record ModelConfig
     {
         var arch = Architectures.Get(f.GetString("general.architecture"));
         string a = arch.Name;
+        string file = Path.GetFileName(f.Path);
         int Req(string key)
         {
             long v = f.GetInteger($"{a}.{key}") ?? throw new InvalidModelFileException($"{Path.GetFileName(f.Path)}: metadata {a}.{key} is missing");
@@ -40,9 +41,10 @@ public sealed record ModelConfig
         int dim = Req("embedding_length");
         int heads = Req("attention.head_count");
         int kvHeads = f.Contains($"{a}.attention.head_count_kv") ? Req("attention.head_count_kv") : heads;
-        if (heads % kvHeads != 0) throw new InvalidModelFileException($"head_count {heads} is not a multiple of head_count_kv {kvHeads}");
+        if (heads % kvHeads != 0) throw new InvalidModelFileException($"{file}: metadata {a}.attention.head_count {heads} is not a multiple of head_count_kv {kvHeads}");
         int headDim = f.Contains($"{a}.attention.key_length") ? Req("attention.key_length") : dim / heads;
-        if (!f.Contains($"{a}.attention.key_length") && dim % heads != 0) throw new InvalidModelFileException($"embedding_length {dim} is not a multiple of head_count {heads}");
+        if (!f.Contains($"{a}.attention.key_length") && dim % heads != 0) throw new InvalidModelFileException($"{file}: metadata {a}.embedding_length {dim} is not a multiple of attention.head_count {heads}");
+        if (headDim == 0) throw new InvalidModelFileException($"{file}: metadata {a}.embedding_length {dim} is smaller than attention.head_count {heads}");
         int vocab = f.Contains($"{a}.vocab_size") ? Req("vocab_size")
             : f.GetArray<string>("tokenizer.ggml.tokens")?.Length
             ?? (f is ITensorSource src && src.TryGetTensor(Architectures.Names.TokenEmbedding, out var te) ? (int)te.Dimensions[^1] : throw new InvalidModelFileException("cannot tell the vocabulary size"));
@@ -51,7 +53,7 @@ public sealed record ModelConfig
         if (scaling == "linear")
         {
             double factor = f.GetNumber($"{a}.rope.scaling.factor") ?? 1.0;
-            if (factor <= 0) throw new InvalidModelFileException($"rope.scaling.factor {factor} must be positive");
+            if (!(factor > 0) || !double.IsFinite(factor)) throw new InvalidModelFileException($"{file}: metadata {a}.rope.scaling.factor {factor} must be a positive number");
             freqScale = (float)(1.0 / factor);
         }
         else if (scaling is not null and not "none" and not "linear")
@@ -59,7 +61,7 @@ public sealed record ModelConfig
             // llama3-style scaling arrives as the rope_freqs tensor and needs no key; YaRN is not supported yet.
             if (scaling == "yarn") throw new OpenWeightsException("YaRN rope scaling is not supported yet");
         }
-        return new ModelConfig
+        var config = new ModelConfig
         {
             Architecture = arch,
             VocabSize = vocab,
@@ -83,5 +85,29 @@ public sealed record ModelConfig
                 var other => throw new InvalidModelFileException($"unknown openweights.rope.style '{other}'"),
             },
         };
+        config.Validate(f);
+        return config;
+    }
+
+    /// <summary>
+    /// Refuses metadata that contradicts itself, as llama.cpp refuses it at load (where the model would otherwise fail
+    /// with an index out of range at its first token): rope dimensions beyond the head, an odd rope dimension count,
+    /// query/key widths past the supported range, a value width other than the key width, a tokenizer with more tokens
+    /// than the model's vocabulary, and epsilon or rope base that are not finite positive numbers.
+    /// </summary>
+    private void Validate(IModelMetadata f)
+    {
+        string file = Path.GetFileName(f.Path), a = Architecture.Name;
+        InvalidModelFileException Bad(string what) => new($"{file}: metadata {what}");
+        if (RopeDims > HeadDim) throw Bad($"{a}.rope.dimension_count {RopeDims} is larger than the head dimension {HeadDim}");
+        if (RopeDims % 2 != 0) throw Bad($"{a}.rope.dimension_count {RopeDims} must be even (rotary embedding rotates pairs)");
+        if ((long)Heads * HeadDim > 1 << 24) throw Bad($"{a}.attention.head_count {Heads} x head dimension {HeadDim} is out of range");
+        if (KvHeads > Heads) throw Bad($"{a}.attention.head_count_kv {KvHeads} is larger than head_count {Heads}");
+        if (f.GetInteger($"{a}.attention.value_length") is { } vl && vl != HeadDim)
+            throw Bad($"{a}.attention.value_length {vl} differs from the key length {HeadDim} (not supported)");
+        if (f.GetArray<string>("tokenizer.ggml.tokens") is { } tokens && tokens.Length > VocabSize)
+            throw Bad($"tokenizer.ggml.tokens holds {tokens.Length} tokens but the model's vocabulary is {VocabSize}");
+        if (!float.IsFinite(RmsEps) || RmsEps < 0) throw Bad($"{a}.attention.layer_norm_rms_epsilon {RmsEps} must be a finite number >= 0");
+        if (!float.IsFinite(RopeBase) || RopeBase <= 0) throw Bad($"{a}.rope.freq_base {RopeBase} must be a positive number");
     }
 }

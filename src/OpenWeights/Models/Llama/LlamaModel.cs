@@ -213,24 +213,9 @@ public sealed class LlamaModel : IDisposable
     /// <summary>Mean-pooled, L2-normalised final hidden state of a token sequence (embeddings).</summary>
     public float[] Embed(ReadOnlySpan<int> tokens, int threads)
     {
-        var cache = CreateCache(Math.Max(1, tokens.Length));
-        int batch = Math.Min(tokens.Length, 512);
-        var s = CreateState(Math.Max(1, batch), Math.Max(1, tokens.Length));
-        var sum = new float[Config.Dim];
-        for (int i = 0; i < tokens.Length; i += batch)
-        {
-            int n = Math.Min(batch, tokens.Length - i);
-            Forward(tokens.Slice(i, n), cache, s, threads);
-            for (int t = 0; t < n; t++)
-            {
-                var h = s.X.AsSpan(t * Config.Dim, Config.Dim);
-                Ops.RmsNorm(h, OutputNorm, s.Xb.AsSpan(0, Config.Dim), Config.RmsEps);
-                TensorPrimitives.Add(sum, s.Xb.AsSpan(0, Config.Dim), sum);
-            }
-        }
-        float norm = TensorPrimitives.Norm(sum);
-        if (norm > 0) TensorPrimitives.Divide(sum, norm, sum);
-        return sum;
+        var run = new EmbeddingRun(this, tokens.ToArray(), 512);
+        while (!run.Step(threads)) { }
+        return run.Result();
     }
 
     public void Dispose()
