@@ -1,0 +1,42 @@
+using System.Text;
+using OpenWeights.Server;
+using OpenWeights.Tests.Chat;
+
+namespace OpenWeights.Tests.Server;
+
+/// <summary>A chat template is a program from a model file: when the client goes, its render stops (issue 19).</summary>
+public class ServerTemplateCancelTests
+{
+    // nested loops worth ~10^10 steps: without cancellation the render runs until its step budget (20 M steps, seconds)
+    // and the request ends as 400 template_error; with cancellation it ends as 499 (client gone) right after the disconnect
+    private const string EndlessTemplate =
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ messages[0]['content'] }}";
+
+    [Fact]
+    public async Task ADisconnectedClientsTemplateRenderStops()
+    {
+        var log = new LineLog();
+        await using var server = await KestrelServer.StartAsync(new ServerOptions
+        {
+            ModelPath = TinyModels.Qwen, Parallel = 1, ContextSize = 256, Threads = 1, ChatTemplate = EndlessTemplate, AccessLog = log,
+        });
+        using var http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = server.BaseUri };
+        var body = new StringContent("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4}", Encoding.UTF8, "application/json");
+        using var gone = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => http.PostAsync("/v1/chat/completions", body, gone.Token));
+
+        // the request is logged when its handler ends; it must end because the render was cancelled, not by the step budget
+        Assert.True(SpinWait.SpinUntil(() => log.Lines.Any(l => l.Contains("/v1/chat/completions")), 60_000), "the request never ended");
+        var line = log.Lines.Single(l => l.Contains("/v1/chat/completions"));
+        Assert.Contains(" 499 ", line);
+    }
+
+    private sealed class LineLog : TextWriter
+    {
+        private readonly List<string> lines = [];
+        public override Encoding Encoding => Encoding.UTF8;
+        public IReadOnlyList<string> Lines { get { lock (lines) return lines.ToList(); } }
+        public override void WriteLine(string? value) { lock (lines) lines.Add(value ?? ""); }
+        public override void Write(char value) { }
+    }
+}
