@@ -43,18 +43,20 @@ public static class OpenWeightsServer
     }
 
     /// <summary>
-    /// A Kestrel server listening on options.Host:options.Port (127.0.0.1 unless told otherwise). It installs no signal
-    /// handlers (no console lifetime): the caller decides what SIGINT/SIGTERM do and calls StopAsync, which lets running
-    /// replies finish for <see cref="ServerOptions.ShutdownTimeout"/> and then ends them cleanly (`openweights serve` does this).
+    /// A Kestrel server listening on options.Host:options.Port (127.0.0.1 unless told otherwise). Stopping it (StopAsync,
+    /// or Ctrl-C/SIGTERM under <c>app.Run()</c>) lets running replies finish for <see cref="ServerOptions.ShutdownTimeout"/>
+    /// and then ends them cleanly. With <paramref name="callerHandlesSignals"/> the host installs no signal handlers (no
+    /// console lifetime): the caller decides what SIGINT/SIGTERM do and calls StopAsync (`openweights serve` does this); a
+    /// host application that calls <c>app.Run()</c> keeps the default, so Ctrl-C still drains the server.
     /// </summary>
-    public static WebApplication Build(ServerOptions options, Action<ILoggingBuilder>? logging = null)
+    public static WebApplication Build(ServerOptions options, Action<ILoggingBuilder>? logging = null, bool callerHandlesSignals = false)
     {
         var address = System.Net.IPAddress.Parse(ResolveHost(options.Host)); // fails before the model loads
         if (options.Port is < 0 or > 65535) throw new OpenWeightsException($"port {options.Port} must be between 0 and 65535");
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         logging?.Invoke(builder.Logging);
-        builder.Services.AddSingleton<IHostLifetime, CallerStopsLifetime>();
+        if (callerHandlesSignals) builder.Services.AddSingleton<IHostLifetime, CallerStopsLifetime>();
         builder.Services.AddOpenWeightsServer(options);
         builder.WebHost.UseKestrel(k => k.Listen(address, options.Port));
         var app = builder.Build();

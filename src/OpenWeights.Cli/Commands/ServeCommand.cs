@@ -59,7 +59,7 @@ public static class ServeCommand
             // documented 2 s default would force exit 130/143 two seconds after the signal, cutting the grace period short:
             // then set ProcessTerminationTimeout = null in Cli.Run.
             using var stop = new StopSignal(ct, err, $"stopping: running replies may finish for {grace:0.#} s (Ctrl-C again quits at once)");
-            await using var app = OpenWeightsServer.Build(options);
+            await using var app = OpenWeightsServer.Build(options, callerHandlesSignals: true);
             await app.StartAsync(CancellationToken.None);
             var hostInfo = app.Services.GetRequiredService<ModelHost>();
             string url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault() ?? $"http://{bind}:{p}";

@@ -51,7 +51,7 @@ public sealed class KestrelServer : IAsyncDisposable
 
     public static async Task<KestrelServer> StartAsync(ServerOptions options)
     {
-        var app = OpenWeightsServer.Build(options with { Port = 0 });
+        var app = OpenWeightsServer.Build(options with { Port = 0 }, callerHandlesSignals: true);
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new KestrelServer(app, new Uri(address));
