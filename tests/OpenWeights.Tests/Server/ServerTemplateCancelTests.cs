@@ -21,14 +21,32 @@ public class ServerTemplateCancelTests
             ModelPath = TinyModels.Qwen, Parallel = 1, ContextSize = 256, Threads = 1, ChatTemplate = EndlessTemplate, AccessLog = log,
         });
         using var http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = server.BaseUri };
-        var body = new StringContent("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4}", Encoding.UTF8, "application/json");
-        using var gone = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => http.PostAsync("/v1/chat/completions", body, gone.Token));
+        var body = new SentContent("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":4}");
+        using var gone = new CancellationTokenSource();
+        var send = http.PostAsync("/v1/chat/completions", body, gone.Token);
+        await body.Sent.Task.WaitAsync(TimeSpan.FromSeconds(60)); // the whole request is on the wire (never cut mid-body)
+        await Task.Delay(200);
+        gone.Cancel(); // the client goes away while the server renders
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => send);
 
         // the request is logged when its handler ends; it must end because the render was cancelled, not by the step budget
         Assert.True(SpinWait.SpinUntil(() => log.Lines.Any(l => l.Contains("/v1/chat/completions")), 60_000), "the request never ended");
         var line = log.Lines.Single(l => l.Contains("/v1/chat/completions"));
-        Assert.Contains(" 499 ", line);
+        Assert.True(line.Contains(" 499 "), line);
+    }
+
+    /// <summary>A JSON body that says when it has been written to the connection.</summary>
+    private sealed class SentContent(string json) : HttpContent
+    {
+        private readonly byte[] bytes = Encoding.UTF8.GetBytes(json);
+        public TaskCompletionSource Sent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context)
+        {
+            await stream.WriteAsync(bytes);
+            await stream.FlushAsync();
+            Sent.TrySetResult();
+        }
+        protected override bool TryComputeLength(out long length) { length = bytes.Length; return true; }
     }
 
     private sealed class LineLog : TextWriter
