@@ -257,27 +257,11 @@ public static class CliHelp
         int bestDistance = int.MaxValue;
         foreach (var (alias, canonical) in candidates)
         {
-            int d = EditDistance(word.ToLowerInvariant(), alias.ToLowerInvariant());
+            int d = OpenWeights.EditDistance.Levenshtein(word.ToLowerInvariant(), alias.ToLowerInvariant());
             if (d < bestDistance) { bestDistance = d; best = canonical; }
         }
         int limit = Math.Max(2, word.TrimStart('-').Length / 3);
         return bestDistance <= limit ? best : null;
-    }
-
-    /// <summary>Levenshtein distance (insert, delete, substitute cost 1).</summary>
-    public static int EditDistance(string a, string b)
-    {
-        var prev = new int[b.Length + 1];
-        var cur = new int[b.Length + 1];
-        for (int j = 0; j <= b.Length; j++) prev[j] = j;
-        for (int i = 1; i <= a.Length; i++)
-        {
-            cur[0] = i;
-            for (int j = 1; j <= b.Length; j++)
-                cur[j] = Math.Min(Math.Min(cur[j - 1] + 1, prev[j] + 1), prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-            (prev, cur) = (cur, prev);
-        }
-        return prev[b.Length];
     }
 
     /// <summary>A parse error in words: type errors name what the option expects, missing arguments are named.</summary>
@@ -299,7 +283,8 @@ public static class CliHelp
         var cmd = result.CommandResult.Command;
         if (m.StartsWith("Required argument missing", StringComparison.Ordinal) && cmd.Arguments.Any(a => Missing(result, a)))
             return "missing " + string.Join(" and ", cmd.Arguments.Where(a => Missing(result, a)).Select(a => a.Name.ToUpperInvariant()));
-        return m.TrimEnd('.');
+        // one line: System.CommandLine lists the allowed values of an enum-like option on lines of their own
+        return System.Text.RegularExpressions.Regex.Replace(m, @"\s*\n\s*", " ").Replace("Must be one of: ", "must be one of ").TrimEnd('.');
     }
 
     private static bool Missing(ParseResult result, Argument a) =>

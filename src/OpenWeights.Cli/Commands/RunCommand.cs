@@ -114,7 +114,8 @@ public static class RunCommand
         {
             if (argument is not null) throw new OpenWeightsException("give the prompt as an argument or with -f FILE, not both");
             if (!File.Exists(file)) throw new OpenWeightsException($"prompt file not found: {file}");
-            return CliInput.TrimFinalNewline(File.ReadAllText(file));
+            string text = CliInput.TrimFinalNewline(File.ReadAllText(file));
+            return text.Trim().Length > 0 ? text : throw new OpenWeightsException($"no prompt: {file} is empty");
         }
         if (argument == "-" || (argument is null && CliInput.IsRedirected))
         {

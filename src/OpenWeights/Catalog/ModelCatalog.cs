@@ -116,27 +116,11 @@ public sealed class ModelCatalog
             if (contains.model is not null) return contains.model.Id;
         }
         int limit = Math.Clamp(q.Length / 4, 1, 3);
-        var best = names.Select(n => (n.model, d: EditDistance(q, n.name))).Where(x => x.d <= limit).OrderBy(x => x.d).FirstOrDefault();
+        var best = names.Select(n => (n.model, d: OpenWeights.EditDistance.Levenshtein(q, n.name))).Where(x => x.d <= limit).OrderBy(x => x.d).FirstOrDefault();
         return best.model?.Id;
     }
 
     private static string Normalize(string s) => new(s.ToLowerInvariant().Where(char.IsAsciiLetterOrDigit).ToArray());
-
-    /// <summary>Levenshtein distance (insertions, deletions, substitutions each cost 1).</summary>
-    public static int EditDistance(string a, string b)
-    {
-        var prev = new int[b.Length + 1];
-        var cur = new int[b.Length + 1];
-        for (int j = 0; j <= b.Length; j++) prev[j] = j;
-        for (int i = 1; i <= a.Length; i++)
-        {
-            cur[0] = i;
-            for (int j = 1; j <= b.Length; j++)
-                cur[j] = Math.Min(Math.Min(cur[j - 1], prev[j]) + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
-            (prev, cur) = (cur, prev);
-        }
-        return prev[b.Length];
-    }
 
     public bool TryGetLicense(string id, out LicenseTerms terms) => licenses.TryGetValue(id, out terms!);
 

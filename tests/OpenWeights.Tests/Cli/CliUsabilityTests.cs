@@ -74,6 +74,17 @@ public class CliParseErrorTests
     private static string[] Lines(string s) => s.Trim().Split('\n').Select(l => l.TrimEnd('\r')).ToArray();
 
     [Fact]
+    public void AValueOutsideAnOptionsChoicesIsOneLine()
+    {
+        var (code, _, err) = Run("serve", "m.gguf", "--log-format", "xml");
+        Assert.Equal(1, code);
+        var lines = Lines(err);
+        Assert.Equal(2, lines.Length);
+        Assert.StartsWith("openweights: error: Argument 'xml' not recognized. must be one of 'text'", lines[0]);
+        Assert.StartsWith("usage: openweights serve", lines[1]);
+    }
+
+    [Fact]
     public void MistypedOptionSaysTheErrorTheClosestOptionAndOneUsageLine()
     {
         var (code, outp, err) = Run("run", "m.gguf", "--max-token", "5");

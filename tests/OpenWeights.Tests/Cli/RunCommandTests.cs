@@ -64,6 +64,10 @@ public class RunCommandTests
         Assert.Equal("openweights: error: no prompt: stdin was empty (give the prompt as an argument, or -f FILE)", err.Trim());
         (code, _, err) = CliTests.Run(["run", TinyModels.Qwen, "-f", dir.File("absent.txt"), .. common]);
         Assert.Equal("openweights: error: prompt file not found: " + dir.File("absent.txt"), err.Trim());
+        File.WriteAllText(dir.File("empty.txt"), "\n");
+        (code, _, err) = CliTests.Run(["run", TinyModels.Qwen, "-f", dir.File("empty.txt"), .. common]);
+        Assert.Equal(1, code);
+        Assert.Equal("openweights: error: no prompt: " + dir.File("empty.txt") + " is empty", err.Trim());
     }
 
     [Fact]
