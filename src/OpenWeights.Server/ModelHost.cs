@@ -1,5 +1,5 @@
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Server;
@@ -8,7 +8,7 @@ namespace OpenWeights.Server;
 public sealed class ModelHost : IDisposable
 {
     public ServerOptions Options { get; }
-    public LlamaModel Model { get; }
+    public DecoderModel Model { get; }
     public Tokenizer Tokenizer { get; }
     public string ModelId { get; }
     public Scheduler Scheduler { get; }
@@ -24,7 +24,7 @@ public sealed class ModelHost : IDisposable
     {
         Options = options;
         if (options.StreamBufferEvents < 1) throw new OpenWeightsException($"the stream buffer of {options.StreamBufferEvents} events must be at least 1");
-        Model = LlamaModel.LoadOwned(OpenWeights.Formats.ModelSources.Open(options.ModelPath));
+        Model = DecoderModel.LoadOwned(OpenWeights.Formats.ModelSources.Open(options.ModelPath));
         if (options.Loras.Count > 0) OpenWeights.Lora.LoraLoader.Attach(Model, options.Loras);
         try
         {

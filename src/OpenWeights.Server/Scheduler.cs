@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Threading.Channels;
 using OpenWeights.Inference;
 using OpenWeights.Models.Common;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Server;
@@ -140,7 +140,7 @@ public sealed class Scheduler : IDisposable
         public GenerationJob? Job;
     }
 
-    private readonly LlamaModel model;
+    private readonly DecoderModel model;
     private readonly Tokenizer tokenizer;
     private readonly Slot[] slots;
     private readonly RunState state;
@@ -160,7 +160,7 @@ public sealed class Scheduler : IDisposable
     public int MaxQueue { get; }
     public ServerMetrics Metrics { get; }
 
-    public Scheduler(LlamaModel model, Tokenizer tokenizer, int parallel, int contextSize, int threads, int maxQueue, ServerMetrics metrics, int maxBatch = 256)
+    public Scheduler(DecoderModel model, Tokenizer tokenizer, int parallel, int contextSize, int threads, int maxQueue, ServerMetrics metrics, int maxBatch = 256)
     {
         if (parallel < 1) throw new OpenWeightsException($"--parallel {parallel} must be at least 1");
         this.model = model; this.tokenizer = tokenizer; this.threads = threads;
@@ -407,7 +407,7 @@ public sealed class Scheduler : IDisposable
     public int EmbeddingsPending { get { lock (gate) return embeds.Count; } }
 
     /// <summary>
-    /// Embeds each input (mean-pooled, normalised final hidden states, as <see cref="LlamaModel.Embed"/>). The work runs on
+    /// Embeds each input (mean-pooled, normalised final hidden states, as <see cref="DecoderModel.Embed"/>). The work runs on
     /// the scheduler thread a chunk of at most the batch size at a time, between generation steps, the embedding requests
     /// taking turns: a large request slows the others down but holds none of them up. Throws
     /// <see cref="QueueFullException"/> when more than <see cref="MaxQueue"/> + <see cref="Parallel"/> requests are pending.

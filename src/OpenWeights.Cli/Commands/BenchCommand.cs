@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using OpenWeights.Inference;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 
 namespace OpenWeights.Cli.Commands;
 
@@ -46,7 +46,7 @@ public static class BenchCommand
             int nThreads = pr.GetValue(threads), nPrompt = pr.GetValue(prompt), nGen = pr.GetValue(gen), nReps = pr.GetValue(reps);
 
             var sw = Stopwatch.StartNew();
-            using var m = LlamaModel.Load(path);
+            using var m = DecoderModel.Load(path);
             int context = nPrompt + nGen;
             if (context > m.Config.ContextLength)
                 throw new OpenWeightsException($"--prompt {nPrompt} + --gen {nGen} tokens exceed the model's context length {m.Config.ContextLength}");

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Cli.Commands;
@@ -37,7 +37,7 @@ public static class ChatCommand
             if (maxTokens is 0 or < -1) throw new OpenWeightsException("-n must be -1 (no limit) or >= 1");
             var options = new GenerationOptions { MaxTokens = maxTokens < 0 ? int.MaxValue : maxTokens, Sampling = sampling.Read(pr) };
             string? templateSource = ReadTemplate(pr.GetValue(template));
-            using var m = LlamaModel.LoadOwned(CommonOptions.OpenSource(path));
+            using var m = DecoderModel.LoadOwned(CommonOptions.OpenSource(path));
             CommonOptions.AttachLoras(m, pr.GetValue(lora));
             var tok = Tokenizer.FromGguf(m.Source);
             if (templateSource is null && tok.ChatTemplate is null)

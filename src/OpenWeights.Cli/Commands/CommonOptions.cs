@@ -49,7 +49,7 @@ public static class CommonOptions
     };
 
     /// <summary>Attaches the `--lora` adapters to a loaded model (no-op when none was given).</summary>
-    public static void AttachLoras(OpenWeights.Models.Llama.LlamaModel model, string[]? specs)
+    public static void AttachLoras(OpenWeights.Models.DecoderModel model, string[]? specs)
     {
         if (specs is null or { Length: 0 }) return;
         if (specs.Any(string.IsNullOrWhiteSpace)) throw new OpenWeightsException("--lora needs a file: FILE[:SCALE]");

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Cli.Commands;
@@ -63,7 +63,7 @@ public static class RunCommand
             string text = ReadPrompt(pr.GetValue(prompt), pr.GetValue(file));
             string? templateSource = ChatCommand.ReadTemplate(pr.GetValue(template));
             if (pr.GetValue(raw) && templateSource is not null) throw new OpenWeightsException("--raw and --chat-template contradict each other");
-            using var m = LlamaModel.LoadOwned(CommonOptions.OpenSource(path));
+            using var m = DecoderModel.LoadOwned(CommonOptions.OpenSource(path));
             CommonOptions.AttachLoras(m, pr.GetValue(lora));
             var tok = Tokenizer.FromGguf(m.Source);
             var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads));

@@ -1,6 +1,6 @@
 using System.CommandLine;
 using OpenWeights.Lora;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 using OpenWeights.Training;
 
@@ -58,7 +58,7 @@ public static class TuneCommand
             CheckOutput(dir, isResume, isOverwrite);
             string? templateSource = ReadTemplate(pr.GetValue(chatTemplate));
             var path = CommonOptions.ResolveModel(pr.GetValue(model)!);
-            using var m = LlamaModel.Load(path, repack: false); // training decodes weight tiles itself: no interleaved copies
+            using var m = DecoderModel.Load(path, repack: false); // training decodes weight tiles itself: no interleaved copies
             var tok = Tokenizer.FromGguf(m.Source);
             var examples = LoadData(pr.GetValue(data)!, tok, templateSource, pr.GetValue(trainOnPrompt), err);
             var (trainEx, valEx) = TrainingData.Split(examples, pr.GetValue(valSplit), pr.GetValue(seed));

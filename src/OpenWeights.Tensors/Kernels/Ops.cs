@@ -96,6 +96,44 @@ public static class Ops
         }
     }
 
+    /// <summary>
+    /// gate = gelu(gate) · up with the tanh approximation gelu(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), the GeGLU
+    /// activation of Gemma (Hugging Face's gelu_pytorch_tanh, ggml's gelu). Vectorized through TensorPrimitives.
+    /// gate, up: (n).
+    /// </summary>
+    public static void GeGlu(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        if (up.Length < gate.Length) throw new ArgumentException("geglu: up shorter than gate");
+        const int Chunk = 1024;
+        Span<float> t = stackalloc float[Chunk];
+        for (int i = 0; i < gate.Length; i += Chunk)
+        {
+            var g = gate.Slice(i, Math.Min(Chunk, gate.Length - i)); var tt = t[..g.Length];
+            TensorPrimitives.Multiply(g, g, tt);                                   // x²
+            TensorPrimitives.Multiply(tt, 0.044715f, tt);
+            TensorPrimitives.Add(tt, 1f, tt);                                      // 1 + 0.044715x²
+            TensorPrimitives.Multiply(tt, g, tt);                                  // x + 0.044715x³
+            TensorPrimitives.Multiply(tt, GeluCoef, tt);                           // √(2/π)(…)
+            TensorPrimitives.Tanh(tt, tt);
+            TensorPrimitives.Multiply(tt, 0.5f, tt);
+            TensorPrimitives.Add(tt, 0.5f, tt);                                    // ½(1 + tanh)
+            TensorPrimitives.Multiply(tt, g, g);                                   // gelu(x)
+            TensorPrimitives.Multiply(g, up.Slice(i, g.Length), g);                // · up
+        }
+    }
+
+    private const float GeluCoef = 0.7978845608028654f; // √(2/π)
+
+    /// <summary>Scalar reference of <see cref="GeGlu"/>.</summary>
+    public static void GeGluScalar(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float x = gate[i];
+            gate[i] = 0.5f * x * (1f + MathF.Tanh(GeluCoef * x * (1f + 0.044715f * x * x))) * up[i];
+        }
+    }
+
     /// <summary>Scalar reference of <see cref="SwiGlu"/>: g / (1 + e^−g) · u per element.</summary>
     public static void SwiGluScalar(Span<float> gate, ReadOnlySpan<float> up)
     {

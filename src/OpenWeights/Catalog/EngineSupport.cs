@@ -11,7 +11,7 @@ public sealed record EngineSupport(bool Runs, string? Architecture, string? Reas
 {
     /// <summary>
     /// Derived from <see cref="Architectures.Supported"/>, the registry the model loader uses, so a family added there is
-    /// runnable here without touching the catalog. The one rule on top: the llama family (<c>LlamaModel</c>) is a dense
+    /// runnable here without touching the catalog. The one rule on top: a family without experts (<see cref="ArchitectureSpec.Experts"/>) is a dense
     /// decoder, so a llama-architecture model with experts (Mixtral, whose GGUF files also say <c>llama</c>) does not run.
     /// </summary>
     public static EngineSupport For(CatalogModel m)
@@ -21,7 +21,7 @@ public sealed record EngineSupport(bool Runs, string? Architecture, string? Reas
         var spec = Architectures.Supported.FirstOrDefault(a => a.Name == arch);
         if (spec is null)
             return new(false, arch, $"the engine cannot run architecture {arch} yet (it runs {string.Join(", ", Architectures.Supported.Select(a => a.Name))})");
-        if (spec.Family == "llama" && m.Architecture!.Moe is not null)
+        if (!spec.Experts && m.Architecture!.Moe is not null)
             return new(false, arch, $"the engine cannot run mixture-of-experts {arch} models yet (dense models only)");
         return new(true, arch, null);
     }

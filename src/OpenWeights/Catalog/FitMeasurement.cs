@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using OpenWeights.Formats;
 using OpenWeights.Inference;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 
 namespace OpenWeights.Catalog;
@@ -69,7 +69,7 @@ public static class FitMeasure
     {
         if (promptTokens < 1 || decodeTokens < 1) throw new OpenWeightsException($"measuring needs at least one prompt token and one decode token (promptTokens {promptTokens}, decodeTokens {decodeTokens})");
         if (threads <= 0) threads = Environment.ProcessorCount;
-        using var model = LlamaModel.LoadOwned(source);
+        using var model = DecoderModel.LoadOwned(source);
         int vocab = model.Config.VocabSize;
         var session = new InferenceSession(model, promptTokens + decodeTokens + 8, threads);
         var rng = new Random(1234);

@@ -8,7 +8,7 @@ using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
 using OpenWeights.Inference.Constraints;
 using OpenWeights.Lora;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Extensions.AI;
@@ -19,7 +19,7 @@ namespace OpenWeights.Extensions.AI;
 /// </summary>
 public sealed class OpenWeightsChatClient : IChatClient
 {
-    private readonly LlamaModel model;
+    private readonly DecoderModel model;
     private readonly bool ownsModel;
     private readonly InferenceSession session;
     private readonly SemaphoreSlim gate = new(1, 1);
@@ -36,7 +36,7 @@ public sealed class OpenWeightsChatClient : IChatClient
     public Func<ChatFormatter, IReadOnlyList<ChatTool>, string?, ITokenConstraint>? ToolCallConstraintFactory { get; init; } = ToolCallConstraint.Create;
 
     /// <param name="chatTemplate">a Jinja chat template source; null uses the model's own</param>
-    public OpenWeightsChatClient(LlamaModel model, string? chatTemplate = null, int contextSize = 4096, int threads = 0, string? modelId = null, bool ownsModel = false)
+    public OpenWeightsChatClient(DecoderModel model, string? chatTemplate = null, int contextSize = 4096, int threads = 0, string? modelId = null, bool ownsModel = false)
     {
         this.model = model;
         this.ownsModel = ownsModel;
@@ -61,7 +61,7 @@ public sealed class OpenWeightsChatClient : IChatClient
         var template = options.TemplateText();
         if (options.ContextSize < 1) throw new OpenWeightsException($"context size {options.ContextSize} must be at least 1");
         string path = ModelLocator.Resolve(model, options.Hub ?? HubSettings.FromEnvironment());
-        var m = LlamaModel.LoadOwned(ModelSources.Open(path));
+        var m = DecoderModel.LoadOwned(ModelSources.Open(path));
         try
         {
             if (options.Loras.Count > 0) LoraLoader.Attach(m, options.Loras);
@@ -179,7 +179,7 @@ public sealed class OpenWeightsChatClient : IChatClient
         serviceKey is not null ? null
         : serviceType == typeof(ChatClientMetadata) ? metadata
         : serviceType.IsInstanceOfType(this) ? this
-        : serviceType == typeof(LlamaModel) ? model
+        : serviceType == typeof(DecoderModel) ? model
         : null;
 
     public void Dispose()
@@ -190,7 +190,7 @@ public sealed class OpenWeightsChatClient : IChatClient
 }
 
 /// <summary>Microsoft.Extensions.AI embeddings: the model's mean-pooled, normalised final hidden state.</summary>
-public sealed class OpenWeightsEmbeddingGenerator(LlamaModel model, int threads = 0, string? modelId = null) : IEmbeddingGenerator<string, Embedding<float>>
+public sealed class OpenWeightsEmbeddingGenerator(DecoderModel model, int threads = 0, string? modelId = null) : IEmbeddingGenerator<string, Embedding<float>>
 {
     private readonly Tokenizer tokenizer = Tokenizer.FromGguf(model.Source);
     private readonly EmbeddingGeneratorMetadata metadata = new("openweights", null, modelId, model.Config.Dim);

@@ -1,5 +1,5 @@
 using OpenWeights.Models.Common;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 
 namespace OpenWeights.Inference;
 
@@ -9,7 +9,7 @@ namespace OpenWeights.Inference;
 /// </summary>
 public sealed class InferenceSession
 {
-    public LlamaModel Model { get; }
+    public DecoderModel Model { get; }
     public int ContextSize { get; }
     public int Threads { get; }
     public int BatchSize { get; }
@@ -23,7 +23,7 @@ public sealed class InferenceSession
     /// <summary>Logits after the last evaluated token: (vocab).</summary>
     public ReadOnlySpan<float> Logits => state.Logits;
 
-    public InferenceSession(LlamaModel model, int contextSize = 4096, int threads = 0, int batchSize = 256)
+    public InferenceSession(DecoderModel model, int contextSize = 4096, int threads = 0, int batchSize = 256)
     {
         if (contextSize <= 0) throw new OpenWeightsException($"context size {contextSize} must be positive");
         Model = model;

@@ -1,7 +1,6 @@
 using System.Globalization;
 using OpenWeights.Formats;
 using OpenWeights.Models;
-using OpenWeights.Models.Llama;
 
 namespace OpenWeights.Lora;
 
@@ -78,7 +77,7 @@ public static class LoraLoader
     }
 
     /// <summary>Loads each adapter and wraps the model's projections; adapters stack in order.</summary>
-    public static IReadOnlyList<LoraAdapter> Attach(LlamaModel model, IEnumerable<LoraSpec> specs)
+    public static IReadOnlyList<LoraAdapter> Attach(DecoderModel model, IEnumerable<LoraSpec> specs)
     {
         var loaded = specs.Select(s => (Adapter: Load(s.Path, model.Source, model.Config), s.Scale)).ToList();
         foreach (var (a, scale) in loaded) Attach(model, a, scale);
@@ -86,10 +85,10 @@ public static class LoraLoader
     }
 
     /// <summary>Convenience overload: "FILE[:SCALE]" strings.</summary>
-    public static IReadOnlyList<LoraAdapter> Attach(LlamaModel model, IEnumerable<string> specs) => Attach(model, specs.Select(LoraSpec.Parse));
+    public static IReadOnlyList<LoraAdapter> Attach(DecoderModel model, IEnumerable<string> specs) => Attach(model, specs.Select(LoraSpec.Parse));
 
     /// <summary>Wraps the adapted projections of <paramref name="model"/> (adapter already in the model's row order).</summary>
-    public static void Attach(LlamaModel model, LoraAdapter adapter, float scale = 1f)
+    public static void Attach(DecoderModel model, LoraAdapter adapter, float scale = 1f)
     {
         foreach (var w in LoraNames.Ordered(adapter))
         {
@@ -102,7 +101,7 @@ public static class LoraLoader
     }
 
     /// <summary>Removes every LoRA wrapper, restoring the base projections.</summary>
-    public static void Detach(LlamaModel model)
+    public static void Detach(DecoderModel model)
     {
         foreach (var L in model.Layers)
             foreach (var part in new[] { Architectures.Names.AttnQ, Architectures.Names.AttnK, Architectures.Names.AttnV, Architectures.Names.AttnOut,

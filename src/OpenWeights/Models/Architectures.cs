@@ -1,21 +1,91 @@
+using OpenWeights.Formats;
 using OpenWeights.Tensors.Kernels;
 
 namespace OpenWeights.Models;
 
+/// <summary>The shape of a tensor in terms of the model's hyper-parameters (ggml order: input features first).</summary>
+public enum TensorShape
+{
+    Dim,        // (dim) a norm over the residual stream
+    HeadDim,    // (head_dim) a norm over each head (QK-norm of Qwen3, Gemma 3)
+    QDim,       // (heads*head_dim) a norm or bias over the whole query projection (OLMo 2's QK-norm, Qwen2's bias)
+    KvDim,      // (kv_heads*head_dim) the same over the key or value projection
+    Q,          // (heads*head_dim, dim)
+    Kv,         // (kv_heads*head_dim, dim): K and V
+    O,          // (dim, heads*head_dim)
+    Ffn,        // (ffn, dim): gate and up
+    Down,       // (dim, ffn)
+    Qkv,        // (heads*head_dim + 2*kv_heads*head_dim, dim): Q, K, V fused (Phi-3)
+    GateUp,     // (2*ffn, dim): gate and up fused (Phi-3)
+}
+
+/// <summary>One tensor of a transformer block: its GGUF part name, its shape, and its Hugging Face name inside
+/// <c>model.layers.N.</c>. The PEFT target of a projection is the last part of its Hugging Face module name.</summary>
+public sealed record BlockTensor(string Gguf, TensorShape Shape, string Hf)
+{
+    /// <summary>"q_proj" for "self_attn.q_proj.weight"; null for norms and biases (LoRA wraps only projections).</summary>
+    public string? PeftTarget => Gguf.EndsWith(".weight", StringComparison.Ordinal) && Shape is TensorShape.Q or TensorShape.Kv or TensorShape.O
+        or TensorShape.Ffn or TensorShape.Down or TensorShape.Qkv or TensorShape.GateUp
+        ? Hf[..Hf.LastIndexOf('.')].Split('.')[^1] : null;
+
+    /// <summary>"self_attn.q_proj" for "self_attn.q_proj.weight": the module path PEFT names.</summary>
+    public string HfModule => Hf[..Hf.LastIndexOf('.')];
+}
+
 /// <summary>
-/// What distinguishes one architecture from another, as data (llama.cpp's llama-arch.cpp): the GGUF
-/// architecture name, the rotary pairing and which optional tensors it carries. Loading is naming.
+/// What distinguishes one architecture from another, as data (llama.cpp's llama-arch.cpp): the GGUF architecture name,
+/// the family class that runs it, the rotary pairing of its GGUF files, the tensors of each block with their Hugging Face
+/// names, the Hugging Face classes it is converted from, and whether the family runs mixture-of-experts blocks (a llama
+/// GGUF may hold Mixtral's experts; the dense family does not run them). Loading is naming: this table is the only place the names
+/// of an architecture's tensors appear.
 /// </summary>
-public sealed record ArchitectureSpec(string Name, string Family, RopeStyle Rope, bool QkvBias, string Description);
+public sealed record ArchitectureSpec(
+    string Name, string Description, RopeStyle Rope, IReadOnlyList<BlockTensor> Block,
+    Func<ITensorSource, ModelConfig, DecoderModel> Create, IReadOnlyList<string> HfClasses, bool Experts = false)
+{
+    /// <summary>The projections LoRA may target, PEFT name -> block tensor, in block order.</summary>
+    public IEnumerable<BlockTensor> Projections => Block.Where(t => t.PeftTarget is not null);
+
+    /// <summary>Whether a block tensor with this GGUF part name belongs to the architecture.</summary>
+    public bool HasTensor(string gguf) => Block.Any(t => t.Gguf == gguf);
+}
 
 public static class Architectures
 {
+    private static BlockTensor T(string gguf, TensorShape shape, string hf) => new(gguf, shape, hf);
+
+    /// <summary>The Llama block: pre-norms, Q/K/V/O attention, SwiGLU feed-forward (HF names of LlamaForCausalLM).</summary>
+    public static readonly IReadOnlyList<BlockTensor> LlamaBlock =
+    [
+        T(Names.AttnNorm, TensorShape.Dim, "input_layernorm.weight"),
+        T(Names.AttnQ, TensorShape.Q, "self_attn.q_proj.weight"),
+        T(Names.AttnK, TensorShape.Kv, "self_attn.k_proj.weight"),
+        T(Names.AttnV, TensorShape.Kv, "self_attn.v_proj.weight"),
+        T(Names.AttnOut, TensorShape.O, "self_attn.o_proj.weight"),
+        T(Names.FfnNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnGate, TensorShape.Ffn, "mlp.gate_proj.weight"),
+        T(Names.FfnUp, TensorShape.Ffn, "mlp.up_proj.weight"),
+        T(Names.FfnDown, TensorShape.Down, "mlp.down_proj.weight"),
+    ];
+
+    /// <summary>Qwen 2: the Llama block with biases on Q, K and V.</summary>
+    public static readonly IReadOnlyList<BlockTensor> Qwen2Block =
+    [
+        .. LlamaBlock,
+        T(Names.AttnQBias, TensorShape.QDim, "self_attn.q_proj.bias"),
+        T(Names.AttnKBias, TensorShape.KvDim, "self_attn.k_proj.bias"),
+        T(Names.AttnVBias, TensorShape.KvDim, "self_attn.v_proj.bias"),
+    ];
+
+    /// <summary>Every architecture the engine runs. A family added here is runnable (and listed as such in the catalog).</summary>
     public static readonly IReadOnlyList<ArchitectureSpec> Supported =
     [
         // Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama: GGUF converters permute Q/K so NORM pairing applies.
-        new("llama", "llama", RopeStyle.Norm, QkvBias: false, "Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama"),
+        new("llama", "Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama", RopeStyle.Norm, LlamaBlock,
+            (f, c) => new Llama.LlamaModel(f, c), ["LlamaForCausalLM", "MistralForCausalLM"]),
         // differs from Llama: biases on Q/K/V; rotary pairs (i, i+d/2) as in the HF checkpoint.
-        new("qwen2", "llama", RopeStyle.Neox, QkvBias: true, "Qwen 2 / 2.5"),
+        new("qwen2", "Qwen 2 / 2.5", RopeStyle.Neox, Qwen2Block,
+            (f, c) => new Llama.LlamaModel(f, c), ["Qwen2ForCausalLM"]),
     ];
 
     public static ArchitectureSpec Get(string? name)
@@ -25,16 +95,24 @@ public static class Architectures
             ?? throw new OpenWeightsException($"unsupported architecture '{name}' (supported: {string.Join(", ", Supported.Select(a => a.Name))})");
     }
 
-    /// <summary>GGUF tensor names, one place for all of them.</summary>
+    /// <summary>The architecture converted from a Hugging Face class ("Qwen2ForCausalLM" -> qwen2), or null.</summary>
+    public static ArchitectureSpec? FromHfClass(string hfClass) => Supported.FirstOrDefault(a => a.HfClasses.Contains(hfClass));
+
+    /// <summary>GGUF tensor names (llama.cpp's LLM_TENSOR_NAMES), one place for all of them.</summary>
     public static class Names
     {
         public const string TokenEmbedding = "token_embd.weight";
         public const string OutputNorm = "output_norm.weight";
         public const string Output = "output.weight";
         public const string RopeFreqs = "rope_freqs.weight";
+        public const string RopeFactorsLong = "rope_factors_long.weight", RopeFactorsShort = "rope_factors_short.weight";
         public static string Block(int i, string part) => $"blk.{i}.{part}";
         public const string AttnNorm = "attn_norm.weight", AttnQ = "attn_q.weight", AttnK = "attn_k.weight", AttnV = "attn_v.weight", AttnOut = "attn_output.weight";
+        public const string AttnQkv = "attn_qkv.weight";
         public const string AttnQBias = "attn_q.bias", AttnKBias = "attn_k.bias", AttnVBias = "attn_v.bias";
+        public const string AttnQNorm = "attn_q_norm.weight", AttnKNorm = "attn_k_norm.weight";
+        public const string AttnPostNorm = "post_attention_norm.weight";
         public const string FfnNorm = "ffn_norm.weight", FfnGate = "ffn_gate.weight", FfnUp = "ffn_up.weight", FfnDown = "ffn_down.weight";
+        public const string FfnPostNorm = "post_ffw_norm.weight";
     }
 }

@@ -27,6 +27,22 @@ public sealed record ModelConfig
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
 
+    /// <summary>Element count of a 1-D block tensor of this shape (a norm or a bias).</summary>
+    public int Elements(TensorShape s) => s switch
+    {
+        TensorShape.Dim => Dim, TensorShape.HeadDim => HeadDim, TensorShape.QDim => QDim, TensorShape.KvDim => KvDim,
+        _ => throw new ArgumentException($"{s} is a matrix", nameof(s)),
+    };
+
+    /// <summary>(rows, cols) = (output features, input features) of a 2-D block tensor of this shape.</summary>
+    public (int Rows, int Cols) Matrix(TensorShape s) => s switch
+    {
+        TensorShape.Q => (QDim, Dim), TensorShape.Kv => (KvDim, Dim), TensorShape.O => (Dim, QDim),
+        TensorShape.Ffn => (FfnDim, Dim), TensorShape.Down => (Dim, FfnDim),
+        TensorShape.Qkv => (QDim + 2 * KvDim, Dim), TensorShape.GateUp => (2 * FfnDim, Dim),
+        _ => throw new ArgumentException($"{s} is a vector", nameof(s)),
+    };
+
     public static ModelConfig FromGguf(IModelMetadata f)
     {
         var arch = Architectures.Get(f.GetString("general.architecture"));

@@ -1,7 +1,6 @@
 using System.Numerics.Tensors;
 using OpenWeights.Lora;
 using OpenWeights.Models;
-using OpenWeights.Models.Llama;
 using OpenWeights.Tensors.Kernels;
 
 namespace OpenWeights.Training;
@@ -28,14 +27,14 @@ public sealed class TrainRng(ulong state)
 }
 
 /// <summary>
-/// The llama / qwen2 decoder of a loaded <see cref="LlamaModel"/> with LoRA on chosen projections, run forward and
+/// The llama / qwen2 decoder of a loaded <see cref="DecoderModel"/> with LoRA on chosen projections, run forward and
 /// backward for training. The base weights are the model's own (memory-mapped, stored type, frozen); only LoRA A and B
 /// are trained. Activation checkpointing: the forward keeps each layer's input residual (layers+1, n, dim) and the
 /// backward recomputes one layer at a time, so memory is O(layers·n·dim + one layer's activations).
 /// </summary>
 public sealed class LoraModel
 {
-    public LlamaModel Model { get; }
+    public DecoderModel Model { get; }
     public ModelConfig Config => Model.Config;
     public LoraOptions Options { get; }
     public LoraAdapter Adapter { get; }
@@ -45,7 +44,7 @@ public sealed class LoraModel
     public bool Checkpointing { get; set; } = true;
     public int Threads { get; set; } = Environment.ProcessorCount;
 
-    public LoraModel(LlamaModel model, LoraOptions options, ulong seed, LoraAdapter? existing = null)
+    public LoraModel(DecoderModel model, LoraOptions options, ulong seed, LoraAdapter? existing = null)
     {
         Model = model; Options = options;
         var c = model.Config;

@@ -4,7 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using OpenWeights.Extensions.AI;
 using OpenWeights.Hub;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Tests.Chat;
@@ -58,7 +58,7 @@ public class ChatClientLoadTests
         Assert.Contains("is a file path, not template text", e.Message);
         Assert.Contains(file, e.Message);
         // the same check guards every ChatFormatter (server, CLI): a path would otherwise render as the prompt itself
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         Assert.Throws<OpenWeightsException>(() => new ChatFormatter(Tokenizer.FromGguf(m.Source), file));
         Assert.Throws<OpenWeightsException>(() => OpenWeightsChatClient.Load(TinyModels.Qwen, new OpenWeightsChatClientOptions { ChatTemplate = "{{ x }}", ChatTemplateFile = file }));
         e = Assert.Throws<OpenWeightsException>(() => ChatTemplateSource.FromFile(dir.File("absent.jinja")));
@@ -70,7 +70,7 @@ public class ChatClientLoadTests
     public void LibraryErrorsDoNotMentionCliFlags()
     {
         var p = TestData.Require("models/stories260K.gguf"); // a model without a chat template
-        using var m = LlamaModel.Load(p);
+        using var m = DecoderModel.Load(p);
         var e = Assert.Throws<OpenWeightsException>(() => new OpenWeightsChatClient(m));
         Assert.Contains("no chat template", e.Message);
         Assert.DoesNotMatch(@"(^|\s)--?[a-z]", e.Message);

@@ -2,7 +2,7 @@ using Microsoft.Extensions.AI;
 using OpenWeights.Extensions.AI;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Tests.Chat;
@@ -12,7 +12,7 @@ public class ChatClientTests
     [Fact]
     public async Task ResponseEqualsStreamingAndTheGenerator()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         using IChatClient client = new OpenWeightsChatClient(m, contextSize: 512, threads: 2, modelId: "tiny");
         var opts = new ChatOptions { Temperature = 0, MaxOutputTokens = 10, TopK = 0, TopP = 1 };
         ChatMessage[] msgs = [new(ChatRole.System, "be brief"), new(ChatRole.User, "Hello")];
@@ -41,7 +41,7 @@ public class ChatClientTests
     [Fact]
     public async Task ToolCallsBecomeFunctionCallContent()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var template = File.ReadAllText(TestData.Require("chat-templates/llama.cpp/Qwen-Qwen2.5-7B-Instruct.jinja"));
         using var client = new OpenWeightsChatClient(m, template, 1024, 2)
         {
@@ -68,7 +68,7 @@ public class ChatClientTests
     [Fact]
     public async Task RequiredToolModeForcesACall()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var template = File.ReadAllText(TestData.Require("chat-templates/llama.cpp/Qwen-Qwen2.5-7B-Instruct.jinja"));
         using var client = new OpenWeightsChatClient(m, template, 1024, 2);
         AITool[] tools = [Server.ServerToolChoiceTests.Declaration("get_weather", Server.ServerToolChoiceTests.WeatherSchema),
@@ -92,7 +92,7 @@ public class ChatClientTests
     [Fact]
     public async Task EmbeddingGeneratorMatchesModel()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         IEmbeddingGenerator<string, Embedding<float>> gen = new OpenWeightsEmbeddingGenerator(m, 2, "tiny");
         var e = await gen.GenerateAsync(["hello world", "other"]);
         Assert.Equal(2, e.Count);

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using OpenWeights.Cli.Commands;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tests.Cli;
 using OpenWeights.Tokenizers;
 
@@ -51,7 +51,7 @@ public class ChatCommandTests
     [Fact]
     public async Task ChatLoopJoinsTripleQuotedLinesIntoOneMessage()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var session = new InferenceSession(m, 256, 1);
         var loop = new ChatLoop(session, new ChatFormatter(Tokenizer.FromGguf(m.Source)), new GenerationOptions { MaxTokens = 2, Sampling = SamplingOptions.Greedy }, null);
         var output = new StringWriter();
@@ -64,7 +64,7 @@ public class ChatCommandTests
     [Fact]
     public async Task StatsReportTheLastReplyAndTheContextUsed()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var session = new InferenceSession(m, 256, 1);
         var loop = new ChatLoop(session, new ChatFormatter(Tokenizer.FromGguf(m.Source)), new GenerationOptions { MaxTokens = 5, IgnoreEos = true, Sampling = SamplingOptions.Greedy }, null);
         var output = new StringWriter();
@@ -81,7 +81,7 @@ public class ChatCommandTests
     [Fact]
     public async Task ChatLoopReportsAFullContextDuringAReply()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var session = new InferenceSession(m, 40, 1);
         var loop = new ChatLoop(session, new ChatFormatter(Tokenizer.FromGguf(m.Source)), new GenerationOptions { MaxTokens = int.MaxValue, IgnoreEos = true, Sampling = SamplingOptions.Greedy }, null);
         var output = new StringWriter();
@@ -92,7 +92,7 @@ public class ChatCommandTests
     [Fact]
     public async Task CtrlCAtAnEmptyPromptSaysByeAndEndsTheLoop()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var session = new InferenceSession(m, 256, 1);
         var loop = new ChatLoop(session, new ChatFormatter(Tokenizer.FromGguf(m.Source)), new GenerationOptions { MaxTokens = 2, Sampling = SamplingOptions.Greedy }, null);
         var screen = new StringWriter();

@@ -1,7 +1,7 @@
 using OpenWeights.Cli.Commands;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Tests.Chat;
@@ -11,7 +11,7 @@ public class ChatCoreTests
     [Fact]
     public void ChatMlTemplateRendersAndStopsOnImEnd()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var f = new ChatFormatter(tok);
         string text = f.Render([ChatTurn.System("be kind"), ChatTurn.User("hi")]);
@@ -28,7 +28,7 @@ public class ChatCoreTests
     [Fact]
     public void Llama3TemplateWritesBosOnceAndStopsOnEotId()
     {
-        using var m = LlamaModel.Load(TinyModels.Llama);
+        using var m = DecoderModel.Load(TinyModels.Llama);
         var tok = Tokenizer.FromGguf(m.Source);
         Assert.True(tok.AddBos);
         var f = new ChatFormatter(tok);
@@ -48,7 +48,7 @@ public class ChatCoreTests
     public void MissingTemplateIsAClearError()
     {
         var p = TestData.Require("models/stories260K.gguf");
-        using var m = LlamaModel.Load(p);
+        using var m = DecoderModel.Load(p);
         var tok = Tokenizer.FromGguf(m.Source);
         var e = Assert.Throws<OpenWeightsException>(() => new ChatFormatter(tok));
         Assert.Contains("no chat template", e.Message); // the library names no CLI flag; `chat` adds --chat-template FILE
@@ -78,7 +78,7 @@ public class ChatCoreTests
     [Fact]
     public async Task KeptSpecialTokensStayInTheReplyText()
     {
-        using var m = LlamaModel.Load(TinyModels.Llama);
+        using var m = DecoderModel.Load(TinyModels.Llama);
         var tok = Tokenizer.FromGguf(m.Source);
         int header = tok.TokenToId("<|start_header_id|>"); // a control token, as Mistral's [TOOL_CALLS] is in its vocabulary
         Assert.True(tok.IsControl(header));
@@ -117,7 +117,7 @@ public class ChatCoreTests
     public void RealTemplatesRenderToolsAndToolCalls()
     {
         var dir = TestData.Require("chat-templates/llama.cpp");
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var tool = new ChatTool("get_weather", "Current weather", """{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}""");
         var convo = new List<ChatTurn>
@@ -145,7 +145,7 @@ public class ChatCoreTests
     [Fact]
     public async Task ConstraintForcesTokensAndEndsGeneration()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var forced = ForcedTokens.Text(tok, "{\"a\": 1}");
         var session = new InferenceSession(m, 256, 2);
@@ -160,7 +160,7 @@ public class ChatCoreTests
     [Fact]
     public async Task LogprobsReportChosenTokenAndAlternatives()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var session = new InferenceSession(m, 256, 2);
         var prompt = tok.Encode("hello world", addSpecial: true);
@@ -183,7 +183,7 @@ public class ChatCoreTests
     [Fact]
     public async Task ChatLoopPipesStdinWithCommandsAndExitsOnEof()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var f = new ChatFormatter(tok);
         var session = new InferenceSession(m, 512, 2);
@@ -204,7 +204,7 @@ public class ChatCoreTests
     [Fact]
     public async Task ChatLoopCancelStopsReplyButNotTheLoop()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var session = new InferenceSession(m, 512, 2);
         var loop = new ChatLoop(session, new ChatFormatter(tok), new GenerationOptions { MaxTokens = 12, IgnoreEos = true, Sampling = SamplingOptions.Greedy }, null);

@@ -182,7 +182,7 @@ public class JinjaLimitTests
     public async Task ChatFormatterPassesCancellationToTheRender()
     {
         // what the server and the IChatClient do with the request's token: an abandoned request stops rendering
-        using var m = OpenWeights.Models.Llama.LlamaModel.Load(OpenWeights.Tests.Chat.TinyModels.Qwen);
+        using var m = OpenWeights.Models.DecoderModel.Load(OpenWeights.Tests.Chat.TinyModels.Qwen);
         var tok = OpenWeights.Tokenizers.Tokenizer.FromGguf(m.Source);
         var f = new OpenWeights.Inference.Chat.ChatFormatter(tok,
             "{% for i in range(100000) %}{% for j in range(100000) %}{{ messages[0].content }}{% endfor %}{% endfor %}");

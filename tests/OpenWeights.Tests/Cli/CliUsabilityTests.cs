@@ -4,7 +4,7 @@ using OpenWeights.Cli;
 using OpenWeights.Cli.Commands;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Lora;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tests.Formats;
 using static OpenWeights.Tests.Cli.CliTests;
@@ -296,7 +296,7 @@ public class CliProgressTests
         Assert.EndsWith("100%", err.Trim());
 
         var lora = dir.File("a.gguf");
-        using (var m = LlamaModel.Load(gguf)) GgufLoraAdapter.Write(OpenWeights.Tests.Lora.LoraTestUtil.Random(m.Config), lora, m.Config);
+        using (var m = DecoderModel.Load(gguf)) GgufLoraAdapter.Write(OpenWeights.Tests.Lora.LoraTestUtil.Random(m.Config), lora, m.Config);
         (code, outp, err) = Run("merge", gguf, lora, "-o", dir.File("m.gguf"), "--json");
         Assert.True(code == 0, err);
         Assert.Equal(14, JsonDocument.Parse(outp).RootElement.GetProperty("merged_tensors").GetInt32()); // stdout is only the JSON

@@ -3,7 +3,7 @@ using OpenWeights.Cli.Commands;
 using OpenWeights.Hardware;
 using OpenWeights.Hub;
 using OpenWeights.Lora;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tokenizers;
 using OpenWeights.Training;
@@ -93,7 +93,7 @@ public class LibraryErrorsNameNoFlagsTests
         var (code, _, err) = CliTests.Run([.. tune, "--seed", "7"]);
         Assert.True(code == 0, err);
 
-        using (var m = LlamaModel.Load(model, repack: false))
+        using (var m = DecoderModel.Load(model, repack: false))
         {
             var tok = Tokenizer.FromGguf(m.Source);
             var train = TrainingData.Pack(TrainingData.Load(data, tok), 32, true);
@@ -118,7 +118,7 @@ public class LibraryErrorsNameNoFlagsTests
         SyntheticModel.Write(SynthPreset.Get("tiny-qwen2") with { ChatTemplate = "" }, SynthType.Parse("f16"), model);
         var data = dir.File("chat.jsonl");
         File.WriteAllLines(data, ["{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"}]}"]);
-        using var m = LlamaModel.Load(model);
+        using var m = DecoderModel.Load(model);
         var e = Assert.ThrowsAny<OpenWeightsOptionException>(() => TrainingData.Load(data, Tokenizer.FromGguf(m.Source)));
         NamesNoFlag(e.Message);
         Assert.Equal(TrainingData.ChatTemplateOption, e.Option);

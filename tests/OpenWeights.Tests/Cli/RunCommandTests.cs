@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Text.RegularExpressions;
 using OpenWeights.Cli.Commands;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tests.Chat;
 using OpenWeights.Tokenizers;
 
@@ -23,7 +23,7 @@ public class RunCommandTests
 
     private static (int Chat, int Raw) ExpectedPromptTokens(string model, string text)
     {
-        using var m = LlamaModel.Load(model);
+        using var m = DecoderModel.Load(model);
         var tok = Tokenizer.FromGguf(m.Source);
         return (new ChatFormatter(tok).EncodeConversation([ChatTurn.User(text)]).Length, tok.Encode(text, addSpecial: true).Length);
     }
@@ -106,7 +106,7 @@ public class RunCommandTests
     {
         var p = TestData.Require("models/stories260K.gguf");
         // --ctx above the model's 512 tokens is capped there: raising --ctx would not help, so the message does not suggest it
-        using var m = LlamaModel.Load(p);
+        using var m = DecoderModel.Load(p);
         var session = new OpenWeights.Inference.InferenceSession(m, 100000, 1);
         Assert.Equal(512, session.ContextSize);
         session.Evaluate(new int[session.ContextSize], CancellationToken.None);

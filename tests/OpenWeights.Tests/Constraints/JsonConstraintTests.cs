@@ -4,7 +4,7 @@ using System.Text.Json;
 using Json.Schema;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Constraints;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tokenizers;
 
@@ -217,7 +217,7 @@ public class JsonConstraintTests(TinyVocabFixture tiny) : IClassFixture<TinyVoca
              "ok":{"type":"boolean"},"color":{"enum":["red","green","blue"]},"tags":{"type":"array","items":{"type":"string","maxLength":3},"maxItems":2}},
              "required":["name","age","ok","color","tags"],"additionalProperties":false}
             """;
-        using var model = LlamaModel.Load(tiny.ModelPath);
+        using var model = DecoderModel.Load(tiny.ModelPath);
         var tok = tiny.Tokenizer;
         foreach (var sampling in new[] { SamplingOptions.Greedy, new SamplingOptions { Temperature = 1.0f, TopK = 0, TopP = 1, MinP = 0, Seed = 7 }, new SamplingOptions { Seed = 11 } })
         {

@@ -2,7 +2,7 @@ using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
 using OpenWeights.Formats.Safetensors;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tensors.Quant;
 using OpenWeights.Tests.Oracle;
@@ -26,7 +26,7 @@ public class HfCheckpointTests
 
     private static float[] Logits(ITensorSource src)
     {
-        using var model = LlamaModel.Load(src);
+        using var model = DecoderModel.Load(src);
         var cache = model.CreateCache(64);
         var state = model.CreateState(Prompt.Length, 64);
         var all = new float[Prompt.Length * model.Config.VocabSize];
@@ -282,7 +282,7 @@ public class HfCheckpointTests
             Assert.Equal("linear", h.GetString("llama.rope.scaling.type"));
             Assert.Equal(4.0, h.GetNumber("llama.rope.scaling.factor"));
             Assert.False(h.TryGetTensor("rope_freqs.weight", out _));
-            using var m = LlamaModel.Load(h);
+            using var m = DecoderModel.Load(h);
             Assert.Equal(0.25f, m.Config.RopeFreqScale);
         }
     }

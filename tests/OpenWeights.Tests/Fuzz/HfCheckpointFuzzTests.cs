@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Tests.Fuzz;
@@ -24,7 +24,7 @@ public class HfCheckpointFuzzTests(ITestOutputHelper output)
         try
         {
             using var f = GgufFile.Open(gguf);
-            using (var m = LlamaModel.Load(f, repack: false)) Assert.Equal(FormatSeeds.Layers, m.Config.Layers);
+            using (var m = DecoderModel.Load(f, repack: false)) Assert.Equal(FormatSeeds.Layers, m.Config.Layers);
             _ = Tokenizer.FromGguf(f).Encode("hello world");
         }
         catch (OpenWeightsException e)

@@ -1,6 +1,6 @@
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Lora;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tests.Cli;
 
@@ -14,7 +14,7 @@ public class LoraCliTests
         SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("f32"), basePath, threads: 2);
         var lora = dir.File("a.gguf");
         var peft = dir.File("peft");
-        using var m = LlamaModel.Load(basePath);
+        using var m = DecoderModel.Load(basePath);
         var a = LoraTestUtil.Random(m.Config, rank: 4, alpha: 8, amp: 0.5f);
         GgufLoraAdapter.Write(a, lora, m.Config);
         PeftAdapter.Write(a, peft, m.Config);
@@ -73,7 +73,7 @@ public class LoraCliTests
         var qwen = dir.File("qwen.gguf");
         SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse("f32"), qwen, threads: 2);
         var qwenLora = dir.File("qwen-lora.gguf");
-        using (var m = LlamaModel.Load(qwen)) GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config), qwenLora, m.Config);
+        using (var m = DecoderModel.Load(qwen)) GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config), qwenLora, m.Config);
         // same architecture, wrong shapes: a llama LoRA for a model with another width
         var wrong = dir.File("wrong.gguf");
         var cfg = LoraFormatTests.Config();

@@ -3,7 +3,7 @@ using LLama.Common;
 using LLama.Native;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Lora;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tests.Oracle;
 using Xunit;
@@ -15,7 +15,7 @@ public class LoraModelTests(ITestOutputHelper output)
 {
     private static readonly int[] Prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260, 261, 700, 12];
 
-    private static float[] OurLogits(LlamaModel m)
+    private static float[] OurLogits(DecoderModel m)
     {
         int v = m.Config.VocabSize;
         var r = new float[Prompt.Length * v];
@@ -41,7 +41,7 @@ public class LoraModelTests(ITestOutputHelper output)
         var basePath = Base(dir, preset);
         var lora = dir.File("a.gguf");
         float[] baseLogits, adapted;
-        using (var m = LlamaModel.Load(basePath))
+        using (var m = DecoderModel.Load(basePath))
         {
             baseLogits = OurLogits(m);
             GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config, rank: 4, alpha: 8), lora, m.Config);
@@ -56,7 +56,7 @@ public class LoraModelTests(ITestOutputHelper output)
         var merged = dir.File("merged.gguf");
         var r = LoraMerge.Merge(basePath, [new LoraSpec(lora, 0.8f)], merged, MergeType.Same);
         Assert.Equal(2 * 7, r.MergedTensors);
-        using (var mm = LlamaModel.Load(merged))
+        using (var mm = DecoderModel.Load(merged))
         {
             double d = MaxAbs(adapted, OurLogits(mm));
             output.WriteLine($"{preset}: adapter effect {effect:G3}, merged vs attached max abs diff {d:G3}");
@@ -81,7 +81,7 @@ public class LoraModelTests(ITestOutputHelper output)
         using var dir = new TempDir();
         var basePath = Base(dir, "tiny-llama", "q8_0");
         var lora = dir.File("a.gguf");
-        using (var m = LlamaModel.Load(basePath)) GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config, targets: ["q_proj", "down_proj"]), lora, m.Config);
+        using (var m = DecoderModel.Load(basePath)) GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config, targets: ["q_proj", "down_proj"]), lora, m.Config);
         var merged = dir.File("m.gguf");
         LoraMerge.Merge(basePath, [new LoraSpec(lora)], merged, MergeType.Parse("q4_k_m"));
         using var f = GgufFile.Open(merged);
@@ -128,7 +128,7 @@ public class LoraModelTests(ITestOutputHelper output)
         var lora = dir.File("a.gguf");
         var lora2 = dir.File("b.gguf");
         float[] ours, baseOurs;
-        using (var m = LlamaModel.Load(basePath))
+        using (var m = DecoderModel.Load(basePath))
         {
             baseOurs = OurLogits(m);
             if (fromPeft)
@@ -166,7 +166,7 @@ public class LoraModelTests(ITestOutputHelper output)
         using var dir = new TempDir();
         var basePath = Base(dir);
         var lora = dir.File("a.gguf");
-        using (var m = LlamaModel.Load(basePath)) GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config, rank: 4, alpha: 8, seed: 4), lora, m.Config);
+        using (var m = DecoderModel.Load(basePath)) GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config, rank: 4, alpha: 8, seed: 4), lora, m.Config);
         var merged = dir.File("merged.gguf");
         LoraMerge.Merge(basePath, [new LoraSpec(lora, 0.5f)], merged, MergeType.Same);
         var withAdapter = LlamaCppLogits(basePath, Prompt, (lora, 0.5f));

@@ -1,5 +1,5 @@
 using OpenWeights.Formats.Gguf;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tests.Oracle;
 using OpenWeights.Tokenizers;
@@ -25,10 +25,10 @@ public class ArchitectureTests
         var src = dir.File("m.gguf");
         SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("f32"), src, threads: 1);
         var bad = Rewrite(dir, src, "gemma.gguf", w => w.Set("general.architecture", "gemma3"));
-        var e = Assert.Throws<OpenWeightsException>(() => LlamaModel.Load(bad));
+        var e = Assert.Throws<OpenWeightsException>(() => DecoderModel.Load(bad));
         Assert.Equal("unsupported architecture 'gemma3' (supported: llama, qwen2)", e.Message);
         var none = Rewrite(dir, src, "none.gguf", w => w.Remove("general.architecture"));
-        Assert.Contains("general.architecture is missing", Assert.Throws<InvalidModelFileException>(() => LlamaModel.Load(none)).Message);
+        Assert.Contains("general.architecture is missing", Assert.Throws<InvalidModelFileException>(() => DecoderModel.Load(none)).Message);
     }
 
     [Fact]
@@ -38,7 +38,7 @@ public class ArchitectureTests
         var src = dir.File("m.gguf");
         SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("f32"), src, threads: 1);
         var bad = Rewrite(dir, src, "bad.gguf", w => w.Set("llama.feed_forward_length", 768u));
-        var e = Assert.Throws<InvalidModelFileException>(() => LlamaModel.Load(bad));
+        var e = Assert.Throws<InvalidModelFileException>(() => DecoderModel.Load(bad));
         Assert.Contains("blk.0.ffn_gate.weight has shape [256, 512], expected [256, 768]", e.Message);
     }
 
@@ -50,14 +50,14 @@ public class ArchitectureTests
         SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse("f32"), src, threads: 1);
         var scaled = Rewrite(dir, src, "linear.gguf", w => w.Set("qwen2.rope.scaling.type", "linear").Set("qwen2.rope.scaling.factor", 4f));
         int[] prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260, 261, 700, 12];
-        using var model = LlamaModel.Load(scaled);
+        using var model = DecoderModel.Load(scaled);
         Assert.Equal(0.25f, model.Config.RopeFreqScale);
         var cache = model.CreateCache(32); var state = model.CreateState(prompt.Length, 32);
         var ours = new float[prompt.Length * model.Config.VocabSize];
         model.Forward(prompt, cache, state, 2, ours);
         var theirs = LlamaCpp.Logits(scaled, prompt);
         // the scaling matters: unscaled logits differ from llama.cpp's scaled ones
-        using var plain = LlamaModel.Load(src);
+        using var plain = DecoderModel.Load(src);
         var c2 = plain.CreateCache(32); var s2 = plain.CreateState(prompt.Length, 32);
         var unscaled = new float[prompt.Length * plain.Config.VocabSize];
         plain.Forward(prompt, c2, s2, 2, unscaled);

@@ -1,5 +1,5 @@
 using OpenWeights.Inference;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 
 namespace OpenWeights.Tests.Models;
@@ -18,7 +18,7 @@ public class DecodeAllocationTests
         using var dir = new TempDir();
         var path = dir.File($"alloc-{type}.gguf");
         SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse(type), path, threads: 2);
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var session = new InferenceSession(model, contextSize: 512, threads: 2, batchSize: 16);
         var sampler = new Sampler(new SamplingOptions(), model.Config.VocabSize);
         int[] prompt = [5, 300, 301, 17, 900, 44];

@@ -1,5 +1,5 @@
 using OpenWeights.Formats.Gguf;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tests.Chat;
 
 namespace OpenWeights.Tests.Models;
@@ -48,7 +48,7 @@ public class InconsistentMetadataTests
         {
             var e = Assert.Throws<InvalidModelFileException>(() =>
             {
-                using var m = LlamaModel.Load(path);
+                using var m = DecoderModel.Load(path);
                 // what used to happen: the load succeeded and the first token failed
                 var state = m.CreateState(1, 16);
                 m.Forward([1], m.CreateCache(16), state, 1);
@@ -65,7 +65,7 @@ public class InconsistentMetadataTests
         string path = Rewrite("general.name", "unchanged copy");
         try
         {
-            using var m = LlamaModel.Load(path);
+            using var m = DecoderModel.Load(path);
             var state = m.CreateState(1, 16);
             m.Forward([1], m.CreateCache(16), state, 1);
             Assert.True(float.IsFinite(state.Logits[0]));

@@ -1,4 +1,4 @@
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 
 namespace OpenWeights.Tests.Models;
@@ -18,14 +18,14 @@ public class RepackTests
         // tiny-qwen2: its logits are not chaotic in the 8-bit activation rounding (tiny-llama flips roundings: SyntheticOracleTests)
         SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse(type), path, threads: 2);
         int[] prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260];
-        float[] Logits(LlamaModel m)
+        float[] Logits(DecoderModel m)
         {
             var all = new float[prompt.Length * m.Config.VocabSize];
             m.Forward(prompt, m.CreateCache(32), m.CreateState(prompt.Length, 32), 2, all);
             return all;
         }
-        using var plain = LlamaModel.Load(path, repack: false);
-        using var packed = LlamaModel.Load(path);
+        using var plain = DecoderModel.Load(path, repack: false);
+        using var packed = DecoderModel.Load(path);
         Assert.DoesNotContain(plain.Layers.SelectMany(l => l.Projections), p => p.Weight.IsRepacked);
         SkipUnlessRepacking();
         Assert.All(packed.Layers.SelectMany(l => l.Projections), p => Assert.True(p.Weight.IsRepacked, p.Name));
@@ -59,7 +59,7 @@ public class RepackTests
         var path = dir.File("release.gguf");
         SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse("q8_0"), path, threads: 2);
         var bytes = File.ReadAllBytes(path);
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         Assert.Contains(model.Layers.SelectMany(l => l.Projections), p => p.Weight.IsRepacked);
         var g = (OpenWeights.Formats.Gguf.GgufFile)model.Source;
         foreach (var t in g.Tensors)
@@ -74,7 +74,7 @@ public class RepackTests
         using var dir = new TempDir();
         var path = dir.File("noroom.gguf");
         SyntheticModel.Write(SynthPreset.Get("tiny-qwen2"), SynthType.Parse("q8_0"), path, threads: 2);
-        using var model = LlamaModel.Load(path, repack: false);
+        using var model = DecoderModel.Load(path, repack: false);
         Assert.Equal(0, model.RepackWeights(availableBytes: 256L << 20)); // all of it the 256 MiB margin: no room
         Assert.DoesNotContain(model.Layers.SelectMany(l => l.Projections), p => p.Weight.IsRepacked);
         Assert.True(model.RepackWeights(availableBytes: 64L << 30) > 0);

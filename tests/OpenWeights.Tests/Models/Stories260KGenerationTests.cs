@@ -1,6 +1,6 @@
 using System.Text.Json;
 using OpenWeights.Inference;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Tests.Models;
@@ -26,7 +26,7 @@ public class Stories260KGenerationTests
         // llama2.c stops at BOS (a new story); compare up to there.
         int end = Array.IndexOf(expected, 1, 1);
         if (end < 0) end = expected.Length;
-        using var model = LlamaModel.Load(TestData.Require("models/stories260K.gguf"));
+        using var model = DecoderModel.Load(TestData.Require("models/stories260K.gguf"));
         var session = new InferenceSession(model, 512, threads: 2);
         var logits = session.EvaluatePrompt(prompt).ToArray();
         var ids = new List<int>(prompt);
@@ -44,7 +44,7 @@ public class Stories260KGenerationTests
     {
         var (prompt, expected, _) = Case("prompt_once_upon_a_time");
         var path = TestData.Require("models/stories260K.gguf");
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var tok = Tokenizer.FromGguf(model.Source);
         Assert.Equal(prompt, tok.Encode("Once upon a time"));
         var session = new InferenceSession(model, 512, threads: 2);
@@ -60,7 +60,7 @@ public class Stories260KGenerationTests
     public async Task StopStringEndsGenerationAndNeverLeaks()
     {
         var path = TestData.Require("models/stories260K.gguf");
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var tok = Tokenizer.FromGguf(model.Source);
         var session = new InferenceSession(model, 512, threads: 2);
         var options = new GenerationOptions { MaxTokens = 60, Sampling = SamplingOptions.Greedy, StopStrings = ["Lily"] };
@@ -73,7 +73,7 @@ public class Stories260KGenerationTests
     public async Task SameSeedSameOutputDifferentSeedDifferentOutput()
     {
         var path = TestData.Require("models/stories260K.gguf");
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var tok = Tokenizer.FromGguf(model.Source);
         async Task<string> Gen(ulong seed)
         {
@@ -89,7 +89,7 @@ public class Stories260KGenerationTests
     public async Task CancellationStopsGeneration()
     {
         var path = TestData.Require("models/stories260K.gguf");
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var tok = Tokenizer.FromGguf(model.Source);
         var session = new InferenceSession(model, 512, threads: 1);
         using var cts = new CancellationTokenSource();

@@ -1,4 +1,4 @@
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tests.Oracle;
 
 namespace OpenWeights.Tests.Models;
@@ -11,7 +11,7 @@ public class Stories260KTests
     public void LogitsAgreeWithLlamaCppAtEveryPosition()
     {
         var path = TestData.Require("models/stories260K.gguf");
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var cache = model.CreateCache(64);
         var state = model.CreateState(16, 64);
         var ours = new float[16 * model.Config.VocabSize];
@@ -30,7 +30,7 @@ public class Stories260KTests
     public void TokenByTokenDecodeEqualsBatchedPrefill()
     {
         var path = TestData.Require("models/stories260K.gguf");
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var c1 = model.CreateCache(64); var s1 = model.CreateState(16, 64);
         var all = new float[16 * 512];
         model.Forward(Prompt16, c1, s1, 2, all);
@@ -50,7 +50,7 @@ public class MultiSequenceForwardTests
     public void TwoSequencesInOneBatchEqualEachAlone()
     {
         var path = TestData.Require("models/stories260K.gguf");
-        using var model = OpenWeights.Models.Llama.LlamaModel.Load(path);
+        using var model = OpenWeights.Models.DecoderModel.Load(path);
         int v = model.Config.VocabSize;
         int[] a = [1, 403, 407, 261, 378], b = [1, 290, 263, 500];
         // alone
@@ -62,10 +62,10 @@ public class MultiSequenceForwardTests
         // together: prefill both prompts in one pass, then decode both in one pass
         var da = model.CreateCache(32); var db = model.CreateCache(32);
         var both = new float[2 * v];
-        model.Forward([new OpenWeights.Models.Llama.SequenceBatch(a, da), new OpenWeights.Models.Llama.SequenceBatch(b, db)], s, 2, both);
+        model.Forward([new OpenWeights.Models.SequenceBatch(a, da), new OpenWeights.Models.SequenceBatch(b, db)], s, 2, both);
         Assert.True(Oracle.Compare.Logits(both.AsSpan(0, v), la).MaxAbs < 1e-5);
         Assert.True(Oracle.Compare.Logits(both.AsSpan(v, v), lb).MaxAbs < 1e-5);
-        model.Forward([new OpenWeights.Models.Llama.SequenceBatch(new[] { 432 }, da), new OpenWeights.Models.Llama.SequenceBatch(new[] { 334 }, db)], s, 2, both);
+        model.Forward([new OpenWeights.Models.SequenceBatch(new[] { 432 }, da), new OpenWeights.Models.SequenceBatch(new[] { 334 }, db)], s, 2, both);
         Assert.True(Oracle.Compare.Logits(both.AsSpan(0, v), la2).MaxAbs < 1e-5);
         Assert.True(Oracle.Compare.Logits(both.AsSpan(v, v), lb2).MaxAbs < 1e-5);
         Assert.Equal(6, da.Length);

@@ -1,4 +1,4 @@
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tests.Oracle;
 
@@ -49,7 +49,7 @@ public class SyntheticOracleTests
         using var dir = new TempDir();
         var path = dir.File($"{preset}-{type}.gguf");
         SyntheticModel.Write(SynthPreset.Get(preset), SynthType.Parse(type), path, threads: 2);
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var cache = model.CreateCache(64);
         var state = model.CreateState(Prompt.Length, 64);
         int v = model.Config.VocabSize;

@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Server;
 using OpenWeights.Tests.Chat;
 using OpenWeights.Tokenizers;
@@ -53,7 +53,7 @@ public class ServerBackpressureTests
     [Fact]
     public async Task SchedulerPausesASlowReadersSequenceOnly()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var metrics = new ServerMetrics();
         using var scheduler = new Scheduler(m, tok, parallel: 2, contextSize: 1024, threads: 2, maxQueue: 4, metrics);
@@ -90,7 +90,7 @@ public class ServerBackpressureTests
     [Fact]
     public async Task AReaderThatNeverReadsIsCutOffAfterTheStalledTimeout()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var metrics = new ServerMetrics();
         using var scheduler = new Scheduler(m, tok, parallel: 1, contextSize: 1024, threads: 2, maxQueue: 4, metrics)
@@ -167,7 +167,7 @@ public class ServerBackpressureTests
         Assert.True(host.Metrics.PeakBufferedEvents <= limit + 3, $"{host.Metrics.PeakBufferedEvents} events were buffered");
         Assert.True(host.Metrics.GeneratedTokens - generatedAtPause >= 40, "the other request was not decoded while the slow one was paused");
 
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var ft = new ChatFormatter(Tokenizer.FromGguf(m.Source));
         var prompt = ft.EncodeConversation([ChatTurn.User("Tell a very long story")]);
         var (text, _, _) = await Generator.GenerateTextAsync(new InferenceSession(m, 2048, 2), ft.Tokenizer, prompt,

@@ -1,7 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Server;
 using OpenWeights.Tests.Chat;
 using OpenWeights.Tokenizers;
@@ -46,7 +46,7 @@ public class ServerEmbeddingsSharingTests
     [Fact]
     public void ChunkedEmbeddingEqualsWhole()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         int[] tokens = tok.Encode(string.Concat(Enumerable.Repeat("The quick brown fox jumps over the lazy dog. ", 6)), addSpecial: true);
         var whole = m.Embed(tokens, 2);

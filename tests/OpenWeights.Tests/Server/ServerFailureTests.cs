@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Constraints;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Server;
 using OpenWeights.Tests.Chat;
 using OpenWeights.Tokenizers;
@@ -120,7 +120,7 @@ public class ServerFailureTests
     [Fact]
     public async Task OneFailingJobDoesNotEndTheOthers()
     {
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         using var scheduler = new Scheduler(m, tok, parallel: 2, contextSize: 256, threads: 2, maxQueue: 4, new ServerMetrics());
         var greedy = new SamplingOptions { Temperature = 0, TopK = 0, TopP = 1, MinP = 0 };

@@ -7,7 +7,7 @@ using OpenAI.Chat;
 using OpenAI.Embeddings;
 using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Server;
 using OpenWeights.Tests.Chat;
 using OpenWeights.Tokenizers;
@@ -106,7 +106,7 @@ public class ServerTests(QwenServerFixture fx) : IClassFixture<QwenServerFixture
         var e = (await client.GenerateEmbeddingAsync("The quick brown fox")).Value.ToFloats().ToArray(); // the SDK asks for base64
         Assert.Equal(256, e.Length);
         Assert.Equal(1.0, Math.Sqrt(e.Sum(x => (double)x * x)), 3);
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var direct = m.Embed(tok.Encode("The quick brown fox", addSpecial: true), 2);
         Assert.Equal(direct, e);
@@ -251,7 +251,7 @@ public class ServerTests(QwenServerFixture fx) : IClassFixture<QwenServerFixture
         }).ToArray();
         var outputs = await Task.WhenAll(tasks);
 
-        using var m = LlamaModel.Load(TinyModels.Qwen);
+        using var m = DecoderModel.Load(TinyModels.Qwen);
         var tok = Tokenizer.FromGguf(m.Source);
         var f = new ChatFormatter(tok);
         var session = new InferenceSession(m, 512, 2);

@@ -1,4 +1,4 @@
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tensors.Quant;
 using OpenWeights.Training;
 using static OpenWeights.Tests.Training.GradCheck;
@@ -11,7 +11,7 @@ public class LoraModelGradientTests
     private static LoraModel Build(string path, string arch, GgmlType type, float dropout)
     {
         WriteTinyModel(path, arch, type);
-        var model = LlamaModel.Load(path);
+        var model = DecoderModel.Load(path);
         var lm = new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8, Dropout = dropout }, seed: 7) { Threads = 2 };
         // B starts at zero (PEFT); give it values so that every gradient path is exercised.
         int s = 100;
@@ -65,7 +65,7 @@ public class LoraModelGradientTests
         using var dir = new TempDir();
         var path = dir.File("tiny.gguf");
         WriteTinyModel(path, "qwen2", GgmlType.F32);
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var lm = new LoraModel(model, new LoraOptions(), seed: 1) { Threads = 1 };
         int[] tokens = [1, 5, 9, 33, 2, 7];
         var ours = lm.LastLogits(tokens);

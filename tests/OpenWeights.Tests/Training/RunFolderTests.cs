@@ -1,4 +1,4 @@
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tensors.Quant;
 using OpenWeights.Training;
 
@@ -27,7 +27,7 @@ public class RunFolderTests
         using var dir = new TempDir();
         var path = dir.File("tiny.gguf");
         GradCheck.WriteTinyModel(path, "llama", GgmlType.Q8_0);
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var outDir = dir.File("out");
         Directory.CreateDirectory(outDir);
         string[] stale = ["checkpoint.safetensors.tmp-1a2b3c4d", "adapter.gguf.tmp-999-abcdef01", "metrics.jsonl.tmp-31337"];

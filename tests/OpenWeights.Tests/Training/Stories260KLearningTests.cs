@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 using OpenWeights.Training;
 
@@ -31,7 +31,7 @@ public class Stories260KLearningTests(ITestOutputHelper output)
     public void FineTuningTeachesTheNewName()
     {
         var path = TestData.Require("models/stories260K.gguf");
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var tok = Tokenizer.FromGguf(model.Source);
         var examples = TrainingData.LoadText(Stories(), tok);
         var (trainEx, valEx) = TrainingData.Split(examples, 0.1, 1);

@@ -1,4 +1,4 @@
-using OpenWeights.Models.Llama;
+using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;
 using OpenWeights.Tensors.Quant;
 using OpenWeights.Tokenizers;
@@ -26,7 +26,7 @@ public class TrainerTests
         using var dir = new TempDir();
         var path = dir.File("tiny.gguf");
         GradCheck.WriteTinyModel(path, "llama", GgmlType.Q8_0);
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var train = RandomSequences(8, 12, 1); var val = RandomSequences(2, 12, 2);
         var opts = new TrainOptions { Epochs = 2, LearningRate = 1e-2f, Batch = 2, GradAccum = 2, Seed = 5, WeightDecay = 0.01f, MaxGradNorm = 0.5 };
         var lora = new LoraOptions { Rank = 4, Alpha = 8, Dropout = 0.1f };
@@ -59,7 +59,7 @@ public class TrainerTests
         using var dir = new TempDir();
         var path = dir.File("tiny.gguf");
         GradCheck.WriteTinyModel(path, "llama", GgmlType.Q4_0);
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         var train = RandomSequences(6, 12, 3);
         var opts = new TrainOptions { Epochs = 1, LearningRate = 1e-2f, Batch = 2, Seed = 7 };
         var trainer = new LoraTrainer(new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8 }, 7) { Threads = 2 }, opts, train, []);
@@ -88,7 +88,7 @@ public class TrainerTests
         using var dir = new TempDir();
         var path = dir.File("tiny.gguf");
         GradCheck.WriteTinyModel(path, "qwen2", GgmlType.F16);
-        using var model = LlamaModel.Load(path);
+        using var model = DecoderModel.Load(path);
         int[] pattern = [.. Enumerable.Range(0, 17).Select(i => (i * 7) % 64)];
         var seqs = Enumerable.Range(0, 4).Select(_ => new PackedSequence(pattern[..16], pattern[1..], Enumerable.Repeat(true, 16).ToArray(), new int[16])).ToList();
         var trainer = new LoraTrainer(new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8 }, 1) { Threads = 2 },
@@ -236,7 +236,7 @@ public class LoraInitTests
         using var dir = new TempDir();
         var path = dir.File("tiny.gguf");
         GradCheck.WriteTinyModel(path, "llama", OpenWeights.Tensors.Quant.GgmlType.F32);
-        using var model = OpenWeights.Models.Llama.LlamaModel.Load(path);
+        using var model = OpenWeights.Models.DecoderModel.Load(path);
         var lm = new LoraModel(model, new LoraOptions { Rank = 8, Alpha = 16, UseRsLora = rslora, Targets = ["q_proj", "down_proj"] }, 3);
         Assert.Equal(4, lm.Trainable.Count);                       // 2 layers x 2 targets
         Assert.Equal(scale, lm.Trainable[0].Scale, 1e-5f);
@@ -264,7 +264,7 @@ public class AdapterExportTests
         using var dir = new TempDir();
         var path = dir.File("tiny.gguf");
         GradCheck.WriteTinyModel(path, arch, OpenWeights.Tensors.Quant.GgmlType.F32);
-        using var model = OpenWeights.Models.Llama.LlamaModel.Load(path);
+        using var model = OpenWeights.Models.DecoderModel.Load(path);
         var lm = new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8 }, 3) { Threads = 1 };
         int s = 50;
         foreach (var m in lm.Trainable) GradCheck.Random(m.Lora!.B.Length, s++, 0.3f).CopyTo(m.Lora.B, 0);

@@ -5,6 +5,20 @@ using OpenWeights.Tensors.Threading;
 
 namespace OpenWeights.Models.Common;
 
+/// <summary>
+/// How a layer's attention scores its keys. Scale: the query scale (1/√head_dim unless the family says otherwise, e.g.
+/// Gemma's query_pre_attn_scalar). Window: a sliding window of this many keys ending at the query's own position
+/// (key positions p with pos - p &lt; Window; 0 = every past key). Softcap: scores become cap·tanh(score/cap) (Gemma 2;
+/// 0 = none).
+/// </summary>
+public readonly record struct AttentionParams(float Scale, int Window = 0, float Softcap = 0)
+{
+    public static AttentionParams Default(int headDim) => new(1.0f / MathF.Sqrt(headDim));
+
+    /// <summary>The first key position a query at <paramref name="pos"/> attends to.</summary>
+    public int FirstKey(int pos) => Window > 0 ? Math.Max(0, pos - Window + 1) : 0;
+}
+
 /// <summary>Causal grouped-query attention over the KV cache.</summary>
 public static class Attention
 {
@@ -25,6 +39,12 @@ public static class Attention
     /// </summary>
     public static void Causal(float[] q, KvCache?[] caches, int[] pos, int layer, float[] att,
         int n, int heads, int kvHeads, int d, int threads)
+        => Causal(q, caches, pos, layer, att, n, heads, kvHeads, d, threads, AttentionParams.Default(d));
+
+    /// <summary>As above, with the layer's query scale, sliding window and score soft-cap (<see cref="AttentionParams"/>):
+    /// row r attends to keys FirstKey(pos) .. pos.</summary>
+    public static void Causal(float[] q, KvCache?[] caches, int[] pos, int layer, float[] att,
+        int n, int heads, int kvHeads, int d, int threads, AttentionParams p)
     {
         // blocks of consecutive tokens of the same sequence at consecutive positions
         var starts = BlockStarts(n + 1);
@@ -42,7 +62,7 @@ public static class Attention
         var job = new Job
         {
             Q = q, Caches = caches, Pos = pos, Layer = layer, Att = att, Heads = heads, KvHeads = kvHeads, Group = g, Parts = parts,
-            KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = 1.0f / MathF.Sqrt(d), Starts = starts,
+            KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = p.Scale, Window = p.Window, Softcap = p.Softcap, Starts = starts,
         };
         WorkerPool.For(threads, blocks * kvHeads * parts, ref job);
     }
@@ -52,8 +72,20 @@ public static class Attention
         public float[] Q, Att;
         public KvCache?[] Caches;
         public int[] Pos, Starts;
-        public int Layer, Heads, KvHeads, Group, Parts, KvDim, QDim, D;
-        public float Scale;
+        public int Layer, Heads, KvHeads, Group, Parts, KvDim, QDim, D, Window;
+        public float Scale, Softcap;
+
+        /// <summary>The first key of row r's window (0 without a window).</summary>
+        private readonly int Lo(int r, int t0) => Window > 0 ? Math.Max(0, Pos[t0 + r / Group] - Window + 1) : 0;
+
+        /// <summary>score = cap·tanh(score/cap) over a row's scores (Gemma 2's attention logit soft-capping).</summary>
+        private readonly void Cap(Span<float> sc)
+        {
+            if (Softcap <= 0) return;
+            TensorPrimitives.Multiply(sc, 1f / Softcap, sc);
+            TensorPrimitives.Tanh(sc, sc);
+            TensorPrimitives.Multiply(sc, Softcap, sc);
+        }
 
         public readonly void Execute(int index)
         {
@@ -71,26 +103,30 @@ public static class Attention
                 return;
             }
             var kHead = kCache.AsSpan(kvh * d); var vHead = vCache.AsSpan(kvh * d);
-            // scores: key tiles outer, the rows inner (row r = token t0 + r / g, head kvh·g + r % g)
-            for (int j0 = 0; j0 < maxLen; j0 += KeyTile)
+            int minLo = Lo(r0, t0); // rows are in position order: the first row's window starts first
+            // scores: key tiles outer, the rows inner (row r = token t0 + r / g, head kvh·g + r % g); row r's keys lo..len-1
+            for (int j0 = minLo; j0 < maxLen; j0 += KeyTile)
                 for (int r = r0; r < r1; r++)
                 {
-                    int len = Pos[t0 + r / g] + 1, m = Math.Min(KeyTile, len - j0);
+                    int len = Pos[t0 + r / g] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(j0 + KeyTile, len) - a;
                     if (m <= 0) continue;
-                    AttentionKernels.Scores(QRow(r, t0, kvh), kHead[(j0 * kvDim)..], kvDim, m, Scale, sc.AsSpan((r - r0) * ld + j0, m));
+                    AttentionKernels.Scores(QRow(r, t0, kvh), kHead[(a * kvDim)..], kvDim, m, Scale, sc.AsSpan((r - r0) * ld + a, m));
                 }
             for (int r = r0; r < r1; r++)
             {
-                Ops.Softmax(sc.AsSpan((r - r0) * ld, Pos[t0 + r / g] + 1));
+                int lo = Lo(r, t0), len = Pos[t0 + r / g] + 1;
+                var row = sc.AsSpan((r - r0) * ld + lo, len - lo);
+                Cap(row);
+                Ops.Softmax(row);
                 Out(r, t0, kvh).Clear();
             }
             // values: tiles outer, rows inner; each output element's FMA chain runs over the keys in order
-            for (int j0 = 0; j0 < maxLen; j0 += KeyTile)
+            for (int j0 = minLo; j0 < maxLen; j0 += KeyTile)
                 for (int r = r0; r < r1; r++)
                 {
-                    int len = Pos[t0 + r / g] + 1, m = Math.Min(KeyTile, len - j0);
+                    int len = Pos[t0 + r / g] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(j0 + KeyTile, len) - a;
                     if (m <= 0) continue;
-                    AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + j0, m), vHead[(j0 * kvDim)..], kvDim, Out(r, t0, kvh));
+                    AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + a, m), vHead[(a * kvDim)..], kvDim, Out(r, t0, kvh));
                 }
         }
 
@@ -100,14 +136,15 @@ public static class Attention
         /// <summary>One row without SIMD kernels (head dimensions that are not a multiple of 8).</summary>
         private readonly void Reference(int r, int t0, int kvh, float[] kCache, float[] vCache, Span<float> sc)
         {
-            int d = D, kvDim = KvDim, len = Pos[t0 + r / Group] + 1;
+            int d = D, kvDim = KvDim, len = Pos[t0 + r / Group] + 1, lo = Lo(r, t0);
             var qv = QRow(r, t0, kvh);
-            sc = sc[..len];
-            for (int j = 0; j < len; j++) sc[j] = TensorPrimitives.Dot(qv, kCache.AsSpan(j * kvDim + kvh * d, d)) * Scale;
+            sc = sc[..(len - lo)];
+            for (int j = lo; j < len; j++) sc[j - lo] = TensorPrimitives.Dot(qv, kCache.AsSpan(j * kvDim + kvh * d, d)) * Scale;
+            Cap(sc);
             Ops.Softmax(sc);
             var o = Out(r, t0, kvh);
             o.Clear();
-            for (int j = 0; j < len; j++) TensorPrimitives.MultiplyAdd(vCache.AsSpan(j * kvDim + kvh * d, d), sc[j], o, o);
+            for (int j = lo; j < len; j++) TensorPrimitives.MultiplyAdd(vCache.AsSpan(j * kvDim + kvh * d, d), sc[j - lo], o, o);
         }
     }
 

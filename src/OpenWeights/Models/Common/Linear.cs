@@ -30,6 +30,17 @@ public class Linear
             for (int t = 0; t < n; t++) System.Numerics.Tensors.TensorPrimitives.Add(y.Slice(t * Out, Out), b, y.Slice(t * Out, Out));
     }
 
+    /// <summary>
+    /// A view of rows [start, start+count) of this projection, over the same stored weights (a fused tensor split into
+    /// its parts: Phi-3's QKV and gate-up). Quantized rows are whole blocks, so a row range is a byte range.
+    /// </summary>
+    public unsafe Linear Rows(int start, int count)
+    {
+        if (start < 0 || count <= 0 || start + count > Out) throw new ArgumentOutOfRangeException(nameof(start), $"rows {start}..{start + count} of {Name} ({Out} rows)");
+        var w = new WeightMatrix(Weight.Data + start * Weight.RowBytes, Weight.Type, count, In);
+        return new Linear(Name, w, Bias?.AsSpan(start, count).ToArray());
+    }
+
     public static unsafe Linear Load(ITensorSource f, string name, int expectedIn, int expectedOut, string? biasName = null)
     {
         var t = f.GetTensor(name);

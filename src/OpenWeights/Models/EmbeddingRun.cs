@@ -2,15 +2,15 @@ using System.Numerics.Tensors;
 using OpenWeights.Models.Common;
 using OpenWeights.Tensors.Kernels;
 
-namespace OpenWeights.Models.Llama;
+namespace OpenWeights.Models;
 
 /// <summary>
 /// One embedding computed a chunk of tokens at a time (<see cref="Step"/>), so that a caller can interleave it with
-/// other work: the mean-pooled, L2-normalised final hidden state of the tokens (<see cref="LlamaModel.Embed"/>).
+/// other work: the mean-pooled, L2-normalised final hidden state of the tokens (<see cref="DecoderModel.Embed"/>).
 /// </summary>
 public sealed class EmbeddingRun
 {
-    private readonly LlamaModel model;
+    private readonly DecoderModel model;
     private readonly ReadOnlyMemory<int> tokens;
     private readonly int chunk;
     private readonly KvCache cache;
@@ -19,7 +19,7 @@ public sealed class EmbeddingRun
     private int done;
 
     /// <param name="chunk">the most tokens one <see cref="Step"/> runs</param>
-    public EmbeddingRun(LlamaModel model, ReadOnlyMemory<int> tokens, int chunk)
+    public EmbeddingRun(DecoderModel model, ReadOnlyMemory<int> tokens, int chunk)
     {
         if (chunk < 1) throw new ArgumentOutOfRangeException(nameof(chunk), chunk, "at least one token per step");
         this.model = model; this.tokens = tokens;

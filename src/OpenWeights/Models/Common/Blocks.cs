@@ -1,0 +1,85 @@
+using System.Numerics.Tensors;
+using OpenWeights.Tensors.Kernels;
+
+namespace OpenWeights.Models.Common;
+
+/// <summary>The feed-forward non-linearity between gate and up: SwiGLU (Llama) or GeGLU with tanh-GELU (Gemma).</summary>
+public enum Activation { SiLU, GeluTanh }
+
+/// <summary>
+/// How one layer attends: which rotary table of the run state rotates its queries and keys (-1: none, a NoPE layer such
+/// as SmolLM3's every fourth), and how it scores (query scale, sliding window, soft-cap).
+/// </summary>
+public readonly record struct LayerAttention(int Rope, AttentionParams Params);
+
+/// <summary>
+/// The shared pieces every family's block is built from, over the run state of a batch of n tokens. Each reads and
+/// writes the state's buffers: the residual stream X (n, dim) and the scratch Xb (n, dim) that carries a sub-block's
+/// input (normed) and output. A family's Block method reads like its reference modeling_*.py by calling these in order.
+/// </summary>
+public static class Blocks
+{
+    /// <summary>y[t] = rmsnorm(x[t]) · w for each of n rows of w.Length. y may be x.</summary>
+    public static void RmsNorm(float[] x, float[] w, float[] y, int n, float eps)
+    {
+        int d = w.Length;
+        for (int t = 0; t < n; t++) Ops.RmsNorm(x.AsSpan(t * d, d), w, y.AsSpan(t * d, d), eps);
+    }
+
+    /// <summary>x += y over n rows of dim (the residual connection).</summary>
+    public static void AddResidual(float[] x, float[] y, int n, int dim) =>
+        TensorPrimitives.Add(x.AsSpan(0, n * dim), y.AsSpan(0, n * dim), x.AsSpan(0, n * dim));
+
+    /// <summary>
+    /// Self-attention of layer <paramref name="layer"/> on the normed input in s.Xb; its output (after Wo) is left in s.Xb.
+    /// q, k, v = Wq·x, Wk·x, Wv·x (+ biases) -> QK-norm when the layer has one -> rotary -> append k, v to each token's
+    /// cache -> attention over the cache (a.Params: scale, window, soft-cap) -> Wo.
+    /// </summary>
+    public static void SelfAttention(DecoderLayer L, int layer, RunState s, ModelConfig c, int n, int threads, LayerAttention a, Rope? rope)
+    {
+        L.Wq.Forward(s.Xb, s.Q, n, threads);   // (n, heads*head_dim)
+        L.Wk.Forward(s.Xb, s.K, n, threads);   // (n, kv_heads*head_dim)
+        L.Wv.Forward(s.Xb, s.V, n, threads);   // (n, kv_heads*head_dim)
+        if (L.QNorm is { } qn) QkNorm(s.Q, qn, n, c.QDim, c.HeadDim, c.RmsEps);
+        if (L.KNorm is { } kn) QkNorm(s.K, kn, n, c.KvDim, c.HeadDim, c.RmsEps);
+        int half = c.RopeDims / 2;
+        for (int t = 0; t < n; t++)
+        {
+            if (a.Rope >= 0)
+            {
+                var cos = s.Cos[a.Rope].AsSpan(t * half, half); var sin = s.Sin[a.Rope].AsSpan(t * half, half);
+                rope!.Apply(s.Q.AsSpan(t * c.QDim, c.QDim), c.Heads, c.HeadDim, cos, sin);
+                rope.Apply(s.K.AsSpan(t * c.KvDim, c.KvDim), c.KvHeads, c.HeadDim, cos, sin);
+            }
+            s.K.AsSpan(t * c.KvDim, c.KvDim).CopyTo(s.TokenCache[t]!.K(layer, s.TokenPos[t]));
+            s.V.AsSpan(t * c.KvDim, c.KvDim).CopyTo(s.TokenCache[t]!.V(layer, s.TokenPos[t]));
+        }
+        Attention.Causal(s.Q, s.TokenCache, s.TokenPos, layer, s.Att, n, c.Heads, c.KvHeads, c.HeadDim, threads, a.Params);
+        L.Wo.Forward(s.Att, s.Xb, n, threads);  // (n, dim)
+    }
+
+    /// <summary>
+    /// RMS-normalises queries or keys in place. w of head_dim: each head on its own (Qwen3, Gemma 3); w of the whole
+    /// projection's width: the whole row at once (OLMo 2). x: (n, width).
+    /// </summary>
+    public static void QkNorm(float[] x, float[] w, int n, int width, int headDim, float eps)
+    {
+        int d = w.Length;
+        if (d != headDim && d != width) throw new InvalidModelFileException($"QK-norm weight of {d} elements fits neither the head ({headDim}) nor the projection ({width})");
+        for (int i = 0; i < n * width; i += d) Ops.RmsNorm(x.AsSpan(i, d), w, x.AsSpan(i, d), eps);
+    }
+
+    /// <summary>
+    /// The gated feed-forward on the normed input in s.Xb; its output is left in s.Xb:
+    /// down(act(gate(x)) · up(x)), act = SiLU (SwiGLU) or tanh-GELU (GeGLU).
+    /// </summary>
+    public static void FeedForward(DecoderLayer L, RunState s, ModelConfig c, int n, int threads, Activation act)
+    {
+        L.WGate.Forward(s.Xb, s.Hb, n, threads);  // (n, ffn)
+        L.WUp.Forward(s.Xb, s.Hb2, n, threads);   // (n, ffn)
+        var g = s.Hb.AsSpan(0, n * c.FfnDim); var u = s.Hb2.AsSpan(0, n * c.FfnDim);
+        if (act == Activation.SiLU) Ops.SwiGlu(g, u, threads);
+        else Ops.GeGlu(g, u);
+        L.WDown.Forward(s.Hb, s.Xb, n, threads);  // (n, dim)
+    }
+}

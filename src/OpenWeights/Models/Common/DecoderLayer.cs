@@ -1,0 +1,97 @@
+using OpenWeights.Formats;
+using OpenWeights.Formats.Gguf;
+using static OpenWeights.Models.Architectures.Names;
+
+namespace OpenWeights.Models.Common;
+
+/// <summary>
+/// The weights of one transformer block, loaded by the names of the architecture's table
+/// (<see cref="ArchitectureSpec.Block"/>). Parts a family does not have are null. Fused tensors (Phi-3's attn_qkv and
+/// gate-up ffn_up) are split into row views of the same stored tensor, so every family runs the same Q/K/V and
+/// gate/up projections.
+/// </summary>
+public sealed class DecoderLayer
+{
+    public float[]? AttnNorm { get; init; }      // (dim) before attention; null in OLMo 2 (post-norm only)
+    public required Linear Wq { get; set; }      // (heads*head_dim, dim)
+    public required Linear Wk { get; set; }      // (kv_heads*head_dim, dim)
+    public required Linear Wv { get; set; }      // (kv_heads*head_dim, dim)
+    public required Linear Wo { get; set; }      // (dim, heads*head_dim)
+    public float[]? QNorm { get; init; }         // (head_dim) per head, or (heads*head_dim) whole projection (OLMo 2)
+    public float[]? KNorm { get; init; }         // (head_dim) per head, or (kv_heads*head_dim)
+    public float[]? AttnPostNorm { get; init; }  // (dim) on the attention output before the residual add (Gemma 2/3, OLMo 2)
+    public float[]? FfnNorm { get; init; }       // (dim) before the feed-forward
+    public required Linear WGate { get; set; }   // (ffn, dim)
+    public required Linear WUp { get; set; }     // (ffn, dim)
+    public required Linear WDown { get; set; }   // (dim, ffn)
+    public float[]? FfnPostNorm { get; init; }   // (dim) on the feed-forward output (Gemma 2/3, OLMo 2)
+
+    public IEnumerable<Linear> Projections => [Wq, Wk, Wv, Wo, WGate, WUp, WDown];
+
+    /// <summary>The projection with this GGUF part name ("attn_q.weight", "ffn_down.weight", ...), for wrapping it (LoRA).</summary>
+    public Linear GetProjection(string part) => part switch
+    {
+        AttnQ => Wq, AttnK => Wk, AttnV => Wv, AttnOut => Wo, FfnGate => WGate, FfnUp => WUp, FfnDown => WDown,
+        _ => throw new ArgumentException($"no projection '{part}'", nameof(part)),
+    };
+
+    /// <summary>Replaces the projection with this GGUF part name (same shape), e.g. by a LoRA-wrapped one.</summary>
+    public void SetProjection(string part, Linear value)
+    {
+        var old = GetProjection(part);
+        if (value.In != old.In || value.Out != old.Out) throw new ArgumentException($"{part}: replacement is {value.Out}x{value.In}, expected {old.Out}x{old.In}");
+        switch (part)
+        {
+            case AttnQ: Wq = value; break;
+            case AttnK: Wk = value; break;
+            case AttnV: Wv = value; break;
+            case AttnOut: Wo = value; break;
+            case FfnGate: WGate = value; break;
+            case FfnUp: WUp = value; break;
+            default: WDown = value; break;
+        }
+    }
+
+    /// <summary>Loads block <paramref name="i"/>: every tensor of the architecture's table is required, with its shape.</summary>
+    public static DecoderLayer Load(ITensorSource f, ModelConfig c, int i)
+    {
+        var spec = c.Architecture;
+        string B(string part) => Block(i, part);
+        BlockTensor? Part(string gguf) => spec.Block.FirstOrDefault(t => t.Gguf == gguf);
+        float[]? Vec(string gguf) => Part(gguf) is { } t ? TensorLoader.Vector(f, B(gguf), c.Elements(t.Shape)) : null;
+        Linear? Lin(string gguf, string? bias = null)
+        {
+            if (Part(gguf) is not { } t) return null;
+            var (rows, cols) = c.Matrix(t.Shape);
+            return Linear.Load(f, B(gguf), cols, rows, bias is not null && Part(bias) is not null ? B(bias) : null);
+        }
+
+        Linear wq, wk, wv, wgate, wup;
+        if (Part(AttnQkv) is not null)
+        {
+            // differs from Llama (Phi-3): one fused QKV tensor, split into row views Q | K | V
+            var qkv = Lin(AttnQkv)!;
+            wq = qkv.Rows(0, c.QDim); wk = qkv.Rows(c.QDim, c.KvDim); wv = qkv.Rows(c.QDim + c.KvDim, c.KvDim);
+        }
+        else { wq = Lin(AttnQ, AttnQBias)!; wk = Lin(AttnK, AttnKBias)!; wv = Lin(AttnV, AttnVBias)!; }
+        if (Part(FfnGate) is null && Part(FfnUp) is { Shape: TensorShape.GateUp })
+        {
+            // differs from Llama (Phi-3): ffn_up holds gate and up stacked, (2*ffn, dim); gate first
+            var gateUp = Lin(FfnUp)!;
+            wgate = gateUp.Rows(0, c.FfnDim); wup = gateUp.Rows(c.FfnDim, c.FfnDim);
+        }
+        else { wgate = Lin(FfnGate)!; wup = Lin(FfnUp)!; }
+        return new DecoderLayer
+        {
+            AttnNorm = Vec(Architectures.Names.AttnNorm),
+            Wq = wq, Wk = wk, Wv = wv,
+            Wo = Lin(AttnOut)!,
+            QNorm = Vec(AttnQNorm), KNorm = Vec(AttnKNorm),
+            AttnPostNorm = Vec(Architectures.Names.AttnPostNorm),
+            FfnNorm = Vec(Architectures.Names.FfnNorm),
+            WGate = wgate, WUp = wup,
+            WDown = Lin(FfnDown)!,
+            FfnPostNorm = Vec(Architectures.Names.FfnPostNorm),
+        };
+    }
+}

@@ -1,0 +1,240 @@
+using OpenWeights.Formats;
+using OpenWeights.Formats.Gguf;
+using OpenWeights.Models.Common;
+using OpenWeights.Tensors.Kernels;
+using static OpenWeights.Models.Architectures.Names;
+
+namespace OpenWeights.Models;
+
+/// <summary>Tokens to append to one sequence's KV cache in a batched forward pass.</summary>
+public readonly record struct SequenceBatch(ReadOnlyMemory<int> Tokens, KvCache Cache);
+
+/// <summary>
+/// The model interface every consumer takes (inference session, scheduler, server, chat client, LoRA, training, fit
+/// measurement, CLI): a decoder-only transformer over memory-mapped weights.
+/// embed -> for each layer: Block(l) -> final norm -> output head. What a family does inside a block (norm placement,
+/// QK-norm, sliding windows, soft-caps, GeGLU, rotary variants) is its own class's <see cref="Block"/>, one file per
+/// family (Models/Llama, Models/Gemma, ...), built from <see cref="Blocks"/>; everything around it lives here once.
+/// Weights stay in the memory-mapped file in their stored type. <see cref="Load(string, bool)"/> picks the family from
+/// <c>general.architecture</c> (<see cref="Architectures"/>).
+/// </summary>
+public abstract class DecoderModel : IDisposable
+{
+    public ModelConfig Config { get; }
+    /// <summary>Where the weights live (a GGUF file or a Hugging Face checkpoint); owned by the model when loaded by path.</summary>
+    public ITensorSource Source { get; }
+    public WeightMatrix TokenEmbedding { get; }       // (vocab, dim)
+    public IReadOnlyList<DecoderLayer> Layers { get; }
+    public float[] OutputNorm { get; }                 // (dim)
+    public Linear Output { get; }                      // (vocab, dim); token_embd when tied
+    /// <summary>The rotary embedding of full-attention layers (for training and for families with one).</summary>
+    public Rope Rope { get; }
+    private bool ownsSource;
+
+    protected DecoderModel(ITensorSource source, ModelConfig c)
+    {
+        Source = source;
+        Config = c;
+        TokenEmbedding = LoadEmbedding(source, c);
+        Layers = Enumerable.Range(0, c.Layers).Select(i => DecoderLayer.Load(source, c, i)).ToArray();
+        OutputNorm = TensorLoader.Vector(source, Architectures.Names.OutputNorm, c.Dim);
+        Output = source.TryGetTensor(Architectures.Names.Output, out _)
+            ? Linear.Load(source, Architectures.Names.Output, c.Dim, c.VocabSize)
+            : new Linear(Architectures.Names.TokenEmbedding, TokenEmbedding); // tied classifier
+        float[]? freqFactors = source.TryGetTensor(RopeFreqs, out _) ? TensorLoader.Vector(source, RopeFreqs, c.RopeDims / 2) : null;
+        Rope = new Rope(c.RopeDims, c.RopeStyle, c.RopeBase, c.RopeFreqScale, freqFactors);
+        ropes = [Rope];
+    }
+
+    // ---- the family's part -------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// One transformer block on the batch's residual stream s.X (n, dim), in place. The tokens' caches and positions are
+    /// in s.TokenCache / s.TokenPos; the rotary tables of <see cref="Ropes"/> in s.Cos / s.Sin.
+    /// </summary>
+    protected abstract void Block(int layer, RunState s, int n, int threads);
+
+    /// <summary>The rotary embeddings whose cos/sin tables each forward pass fills (index = <see cref="LayerAttention.Rope"/>),
+    /// for a state made for this context.
+    /// Must not allocate (it runs every forward pass): return arrays built at load.</summary>
+    protected virtual IReadOnlyList<Rope> Ropes(int context) => ropes;
+    private readonly Rope[] ropes;
+
+    /// <summary>After the token embedding lookup, x: (n, dim). Gemma multiplies by √dim here.</summary>
+    protected virtual void ScaleEmbeddings(Span<float> x) { }
+
+    /// <summary>On the final logits, (rows, vocab). Gemma 2 soft-caps them here.</summary>
+    protected virtual void FinishLogits(Span<float> logits) { }
+
+    // ---- loading -----------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Loads a GGUF model of any supported architecture. <paramref name="repack"/>: give the projections their interleaved
+    /// copies for inference (<see cref="RepackWeights"/>); training, which decodes weight tiles itself, passes false.
+    /// </summary>
+    public static DecoderModel Load(string path, bool repack = true) => LoadOwned(GgufFile.Open(path), repack);
+
+    /// <summary>Builds the model over a source the caller keeps and disposes.</summary>
+    public static DecoderModel Load(ITensorSource source, bool repack = true)
+    {
+        var config = ModelConfig.FromGguf(source);
+        var m = config.Architecture.Create(source, config);
+        if (repack) m.RepackWeights();
+        return m;
+    }
+
+    /// <summary>Builds the model over a source it then owns (disposed with the model).</summary>
+    public static DecoderModel LoadOwned(ITensorSource source, bool repack = true)
+    {
+        try
+        {
+            var m = Load(source, repack);
+            m.ownsSource = true;
+            return m;
+        }
+        catch { source.Dispose(); throw; }
+    }
+
+    private static unsafe WeightMatrix LoadEmbedding(ITensorSource f, ModelConfig c)
+    {
+        var t = f.GetTensor(Architectures.Names.TokenEmbedding);
+        if (t.Dimensions.Length != 2 || t.Dimensions[0] != c.Dim || t.Dimensions[1] != c.VocabSize)
+            throw new InvalidModelFileException($"tensor {Architectures.Names.TokenEmbedding} has shape {t.ShapeText}, expected [{c.Dim}, {c.VocabSize}]");
+        return new WeightMatrix(f.TensorPointer(t), t.Type, c.VocabSize, c.Dim);
+    }
+
+    /// <summary>
+    /// Gives every projection that has one its interleaved copy for the inference kernels (<see cref="WeightMatrix.Repack"/>),
+    /// the matrices in parallel; the file-mapped pages of repacked tensors (GGUF, safetensors) are handed back to the OS.
+    /// The copies are ordinary memory, which the OS cannot page out as it can a file map: when they would not fit in
+    /// <paramref name="availableBytes"/> (default: the memory available now) less 256 MiB, nothing is repacked and the
+    /// weights stay in the file map (slower kernels, but a model larger than RAM still runs). Returns the number of
+    /// matrices repacked.
+    /// </summary>
+    public int RepackWeights(long? availableBytes = null)
+    {
+        var all = Layers.SelectMany(l => l.Projections).Append(Output).DistinctBy(p => p.Weight).ToArray();
+        long need = all.Sum(p => p.Weight.RepackBytes);
+        if (need == 0 || need > (availableBytes ?? Hardware.HardwareProbe.AvailableMemoryBytes()) - (256L << 20)) return 0;
+        int done = 0;
+        Parallel.ForEach(all, p =>
+        {
+            // only pages of a read-only file mapping may be handed back (anything else would lose its contents)
+            bool mapped = Source.TryGetTensor(p.Name, out var t) && Source.IsFileMapped(t);
+            if (p.Weight.Repack(releaseMappedSource: mapped)) Interlocked.Increment(ref done);
+        });
+        return done;
+    }
+
+    // ---- running -----------------------------------------------------------------------------------------------
+
+    public RunState CreateState(int maxBatch, int context) => new(Config, maxBatch, context, Ropes(context).Count);
+    public KvCache CreateCache(int context) => new(Config.Layers, context, Config.KvDim);
+
+    /// <summary>
+    /// Runs tokens at positions cache.Length .. cache.Length+n-1 and appends them to the cache.
+    /// Writes the last token's logits to state.Logits; when <paramref name="allLogits"/> is given: (n, vocab), every token's.
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, KvCache cache, RunState s, int threads, Span<float> allLogits = default)
+    {
+        if (tokens.Length == 0) return;
+        if (tokens.Length > s.MaxBatch) throw new ArgumentException($"batch of {tokens.Length} tokens exceeds {s.MaxBatch}");
+        tokens.CopyTo(s.TokenIds); // no per-call array: the segment's tokens live in the run state
+        Span<SequenceBatch> one = [new SequenceBatch(s.TokenIds.AsMemory(0, tokens.Length), cache)];
+        if (!allLogits.IsEmpty)
+        {
+            if (allLogits.Length < tokens.Length * Config.VocabSize) throw new ArgumentException("allLogits must hold (n, vocab)");
+            ForwardCore(one, s, threads, allLogits, allRows: true);
+            allLogits.Slice((tokens.Length - 1) * Config.VocabSize, Config.VocabSize).CopyTo(s.Logits);
+        }
+        else ForwardCore(one, s, threads, s.Logits, allRows: false);
+    }
+
+    /// <summary>
+    /// One pass over the weights for several independent sequences (continuous batching): each segment's
+    /// tokens are appended to its own KV cache. lastLogits: (segments, vocab), each segment's last token.
+    /// </summary>
+    public void Forward(ReadOnlySpan<SequenceBatch> segments, RunState s, int threads, Span<float> lastLogits)
+    {
+        if (lastLogits.Length < segments.Length * Config.VocabSize) throw new ArgumentException("lastLogits must hold (segments, vocab)");
+        ForwardCore(segments, s, threads, lastLogits, allRows: false);
+    }
+
+    private void ForwardCore(ReadOnlySpan<SequenceBatch> segments, RunState s, int threads, Span<float> logitsOut, bool allRows)
+    {
+        var c = Config;
+        int dim = c.Dim, half = c.RopeDims / 2, vocab = c.VocabSize;
+
+        // Lay the segments out as one batch of n tokens, each with its own cache and position.
+        int n = 0;
+        foreach (var seg in segments)
+        {
+            int len = seg.Tokens.Length;
+            if (len == 0) throw new ArgumentException("empty segment");
+            if (seg.Cache.Length + len > seg.Cache.Capacity)
+                throw new OpenWeightsException($"context overflow: {seg.Cache.Length + len} tokens exceed the context size {seg.Cache.Capacity}");
+            if (n + len > s.MaxBatch) throw new ArgumentException($"batch of {n + len} tokens exceeds {s.MaxBatch}");
+            var toks = seg.Tokens.Span;
+            for (int i = 0; i < len; i++)
+            {
+                int tok = toks[i];
+                if ((uint)tok >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(segments), $"token id {tok} is outside the vocabulary (0..{vocab - 1})");
+                s.TokenCache[n] = seg.Cache;
+                s.TokenPos[n] = seg.Cache.Length + i;
+                n++;
+            }
+        }
+
+        // x = embed(tokens): (n, dim)
+        int k = 0;
+        foreach (var seg in segments)
+            foreach (var tok in seg.Tokens.Span) { TokenEmbedding.DecodeRow(tok, s.X.AsSpan(k * dim, dim)); k++; }
+        ScaleEmbeddings(s.X.AsSpan(0, n * dim));
+        var ropes = Ropes(s.Context);
+        for (int r = 0; r < ropes.Count; r++)
+            for (int t = 0; t < n; t++) ropes[r].Angles(s.TokenPos[t], s.Cos[r].AsSpan(t * half, half), s.Sin[r].AsSpan(t * half, half));
+
+        for (int l = 0; l < c.Layers; l++) Block(l, s, n, threads);
+        foreach (var seg in segments) seg.Cache.Length += seg.Tokens.Length;
+        for (int t = 0; t < n; t++) s.TokenCache[t] = null;
+
+        // logits = output(rmsnorm(x)): every row, or each segment's last row
+        int rows;
+        if (allRows)
+        {
+            Blocks.RmsNorm(s.X, OutputNorm, s.Xb, n, c.RmsEps);
+            rows = n;
+        }
+        else
+        {
+            int row = 0, end = 0;
+            foreach (var seg in segments)
+            {
+                end += seg.Tokens.Length;
+                Ops.RmsNorm(s.X.AsSpan((end - 1) * dim, dim), OutputNorm, s.Xb.AsSpan(row * dim, dim), c.RmsEps);
+                row++;
+            }
+            rows = segments.Length;
+        }
+        Output.Forward(s.Xb, logitsOut, rows, threads);
+        FinishLogits(logitsOut[..(rows * vocab)]);
+    }
+
+    /// <summary>Mean-pooled, L2-normalised final hidden state of a token sequence (embeddings).</summary>
+    public float[] Embed(ReadOnlySpan<int> tokens, int threads)
+    {
+        var run = new EmbeddingRun(this, tokens.ToArray(), 512);
+        while (!run.Step(threads)) { }
+        return run.Result();
+    }
+
+    /// <summary>The rotary table a layer uses: helper for families' <see cref="Block"/> (null for a NoPE layer).</summary>
+    protected Rope? RopeOf(LayerAttention a, int context) => a.Rope < 0 ? null : Ropes(context)[a.Rope];
+
+    public void Dispose()
+    {
+        foreach (var p in Layers.SelectMany(l => l.Projections).Append(Output)) p.Weight.ReleasePacked();
+        if (ownsSource) Source.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
