@@ -48,6 +48,8 @@ public sealed class LoraModel
     {
         Model = model; Options = options;
         var c = model.Config;
+        if (model is not Models.Llama.LlamaModel)
+            throw new OpenWeightsException($"fine-tuning {c.Architecture.Name} models is not supported yet (tune runs llama and qwen2 models)");
         foreach (var t in options.Targets) _ = LoraTargets.GgufWeight(t, 0); // validates the name
         if (options.Rank <= 0) throw new OpenWeightsException($"LoRA rank must be positive (got {options.Rank})");
         if (options.Dropout is < 0 or >= 1) throw new OpenWeightsException($"LoRA dropout must be in [0, 1) (got {options.Dropout})");

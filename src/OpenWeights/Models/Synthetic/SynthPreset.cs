@@ -6,7 +6,14 @@ public sealed record SynthPreset(
     int ContextLength, float RopeBase, float RmsEps, bool TiedEmbeddings, string TokenizerPre, bool AddBos,
     bool Llama3RopeScaling = false, string ChatTemplate = SynthPreset.ChatMl)
 {
-    public int HeadDim => Dim / Heads;
+    /// <summary>The head dimension: dim / heads unless the model says otherwise (Gemma: 256 with dim 1152 and 4 heads),
+    /// written as <c>{arch}.attention.key_length</c> / <c>value_length</c>.</summary>
+    public int HeadDim => KeyLength ?? Dim / Heads;
+    public int? KeyLength { get; init; }
+    /// <summary>Rotated dimensions per head (partial rotary, Phi-3's 0.75 on some models); default: the whole head.</summary>
+    public int? RopeDims { get; init; }
+    /// <summary>The family's own metadata, keys without the <c>{arch}.</c> prefix (e.g. "attention.sliding_window" -> 512u).</summary>
+    public IReadOnlyDictionary<string, object> Extra { get; init; } = new Dictionary<string, object>();
 
     public const string ChatMl =
         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";

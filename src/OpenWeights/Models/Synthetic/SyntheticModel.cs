@@ -51,7 +51,7 @@ public static class SyntheticModel
          .Set($"{a}.attention.head_count_kv", (uint)p.KvHeads)
          .Set($"{a}.attention.layer_norm_rms_epsilon", p.RmsEps)
          .Set($"{a}.rope.freq_base", p.RopeBase)
-         .Set($"{a}.rope.dimension_count", (uint)p.HeadDim)
+         .Set($"{a}.rope.dimension_count", (uint)(p.RopeDims ?? p.HeadDim))
          .Set("tokenizer.ggml.model", "gpt2")
          .Set("tokenizer.ggml.pre", p.TokenizerPre)
          .Set("tokenizer.ggml.tokens", vocab.Tokens)
@@ -62,6 +62,8 @@ public static class SyntheticModel
          .Set("tokenizer.ggml.eot_token_id", (uint)vocab.Eot)
          .Set("tokenizer.ggml.add_bos_token", p.AddBos)
          .Set("tokenizer.chat_template", p.ChatTemplate);
+        if (p.KeyLength is { } kl) w.Set($"{a}.attention.key_length", (uint)kl).Set($"{a}.attention.value_length", (uint)kl);
+        foreach (var (key, value) in p.Extra) w.Set($"{a}.{key}", value);
 
         foreach (var t in Plan(p, type))
         {
@@ -79,32 +81,28 @@ public static class SyntheticModel
     /// <summary>Every tensor a synthetic model of this shape and type holds, with the type the llama.cpp recipe gives it.</summary>
     public static IReadOnlyList<PlannedTensor> Plan(SynthPreset p, SynthType type)
     {
-        string a = p.Architecture;
+        var spec = Architectures.Get(p.Architecture);
         int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd;
         var tensors = new List<(string Name, long[] Dims, int Layer, float Std)>
         {
             (TokenEmbedding, [p.Dim, p.VocabSize], -1, 0.02f),
         };
-        if (p.Llama3RopeScaling) tensors.Add((RopeFreqs, [hd / 2], -1, 0));
-        for (int i = 0; i < p.Layers; i++)
+        if (p.Llama3RopeScaling) tensors.Add((RopeFreqs, [(p.RopeDims ?? hd) / 2], -1, 0));
+        // every block tensor of the architecture's naming table, in its order; ggml dims are (input features, rows)
+        long[] Dims(TensorShape s) => s switch
         {
-            string B(string s) => Block(i, s);
-            tensors.Add((B(AttnNorm), [p.Dim], i, 0));
-            tensors.Add((B(AttnQ), [p.Dim, q], i, 0.02f));
-            tensors.Add((B(AttnK), [p.Dim, kv], i, 0.02f));
-            tensors.Add((B(AttnV), [p.Dim, kv], i, 0.02f));
-            if (a == "qwen2")
+            TensorShape.Dim => [p.Dim], TensorShape.HeadDim => [hd], TensorShape.QDim => [q], TensorShape.KvDim => [kv],
+            TensorShape.Q => [p.Dim, q], TensorShape.Kv => [p.Dim, kv], TensorShape.O => [q, p.Dim],
+            TensorShape.Ffn => [p.Dim, p.FfnDim], TensorShape.Down => [p.FfnDim, p.Dim],
+            TensorShape.Qkv => [p.Dim, q + 2 * kv], TensorShape.GateUp => [p.Dim, 2 * p.FfnDim],
+            _ => throw new ArgumentOutOfRangeException(nameof(s)),
+        };
+        for (int i = 0; i < p.Layers; i++)
+            foreach (var t in spec.Block)
             {
-                tensors.Add((B(AttnQBias), [q], i, 0.02f));
-                tensors.Add((B(AttnKBias), [kv], i, 0.02f));
-                tensors.Add((B(AttnVBias), [kv], i, 0.02f));
+                bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal);
+                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : 0.02f));
             }
-            tensors.Add((B(AttnOut), [q, p.Dim], i, 0.02f));
-            tensors.Add((B(FfnNorm), [p.Dim], i, 0));
-            tensors.Add((B(FfnGate), [p.Dim, p.FfnDim], i, 0.02f));
-            tensors.Add((B(FfnUp), [p.Dim, p.FfnDim], i, 0.02f));
-            tensors.Add((B(FfnDown), [p.FfnDim, p.Dim], i, 0.02f));
-        }
         tensors.Add((OutputNorm, [p.Dim], -1, 0));
         if (!p.TiedEmbeddings) tensors.Add((Output, [p.Dim, p.VocabSize], -1, 0.02f));
 
