@@ -44,7 +44,15 @@ public abstract class DecoderModel : IDisposable
         float[]? freqFactors = source.TryGetTensor(RopeFreqs, out _) ? TensorLoader.Vector(source, RopeFreqs, c.RopeDims / 2) : null;
         Rope = new Rope(c.RopeDims, c.RopeStyle, c.RopeBase, c.RopeFreqScale, freqFactors);
         ropes = [Rope];
+        defaultAttention = new LayerAttention(Rope: 0, AttentionParams.Default(c.HeadDim));
     }
+
+    /// <summary>The family's own metadata key <c>{arch}.{key}</c> as a number, or null when absent.</summary>
+    protected double? Number(string key) => Source.GetNumber($"{Config.Architecture.Name}.{key}");
+
+    /// <summary>The family's own metadata key <c>{arch}.{key}</c>; a file without it is refused, naming the key.</summary>
+    protected double RequireNumber(string key) => Number(key)
+        ?? throw new InvalidModelFileException($"{Path.GetFileName(Source.Path)}: metadata {Config.Architecture.Name}.{key} is missing (required by {Config.Architecture.Name} models)");
 
     // ---- the family's part -------------------------------------------------------------------------------------
 
@@ -57,14 +65,38 @@ public abstract class DecoderModel : IDisposable
     /// <summary>The rotary embeddings whose cos/sin tables each forward pass fills (index = <see cref="LayerAttention.Rope"/>),
     /// for a state made for this context.
     /// Must not allocate (it runs every forward pass): return arrays built at load.</summary>
-    protected virtual IReadOnlyList<Rope> Ropes(int context) => ropes;
+    public virtual IReadOnlyList<Rope> Ropes(int context) => ropes;
     private readonly Rope[] ropes;
 
-    /// <summary>After the token embedding lookup, x: (n, dim). Gemma multiplies by √dim here.</summary>
-    protected virtual void ScaleEmbeddings(Span<float> x) { }
+    /// <summary>How layer <paramref name="layer"/> attends: its rotary table (-1: none) and scoring (scale, window, soft-cap).
+    /// Families with sliding windows, NoPE layers or a custom query scale override it; Block and training both read it.</summary>
+    public virtual LayerAttention AttentionOf(int layer) => defaultAttention;
+    private readonly LayerAttention defaultAttention;
 
-    /// <summary>On the final logits, (rows, vocab). Gemma 2 soft-caps them here.</summary>
-    protected virtual void FinishLogits(Span<float> logits) { }
+    /// <summary>The feed-forward non-linearity (SwiGLU for Llama, GeGLU for Gemma).</summary>
+    public virtual Activation FeedForwardActivation => Activation.SiLU;
+
+    /// <summary>The factor on the token embeddings before the first layer (Gemma: √dim); 1 for Llama.</summary>
+    public virtual float EmbeddingScale => 1f;
+
+    /// <summary>Final logits become cap·tanh(logits/cap) (Gemma 2's final_logit_softcapping); 0 = none.</summary>
+    public virtual float FinalLogitSoftcap => 0f;
+
+    /// <summary>After the token embedding lookup, x: (n, dim).</summary>
+    protected virtual void ScaleEmbeddings(Span<float> x)
+    {
+        if (EmbeddingScale != 1f) System.Numerics.Tensors.TensorPrimitives.Multiply(x, EmbeddingScale, x);
+    }
+
+    /// <summary>On the final logits, (rows, vocab).</summary>
+    protected virtual void FinishLogits(Span<float> logits)
+    {
+        float cap = FinalLogitSoftcap;
+        if (cap <= 0) return;
+        System.Numerics.Tensors.TensorPrimitives.Multiply(logits, 1f / cap, logits);
+        System.Numerics.Tensors.TensorPrimitives.Tanh(logits, logits);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(logits, cap, logits);
+    }
 
     // ---- loading -----------------------------------------------------------------------------------------------
 
@@ -228,8 +260,8 @@ public abstract class DecoderModel : IDisposable
         return run.Result();
     }
 
-    /// <summary>The rotary table a layer uses: helper for families' <see cref="Block"/> (null for a NoPE layer).</summary>
-    protected Rope? RopeOf(LayerAttention a, int context) => a.Rope < 0 ? null : Ropes(context)[a.Rope];
+    /// <summary>The rotary embedding a layer uses in a state made for this context (null for a NoPE layer).</summary>
+    public Rope? RopeOf(LayerAttention a, int context) => a.Rope < 0 ? null : Ropes(context)[a.Rope];
 
     public void Dispose()
     {

@@ -10,19 +10,14 @@ namespace OpenWeights.Models.Llama;
 /// </summary>
 public sealed class LlamaModel : DecoderModel
 {
-    private readonly LayerAttention attention;
-
-    public LlamaModel(ITensorSource source, ModelConfig c) : base(source, c)
-    {
-        attention = new LayerAttention(Rope: 0, AttentionParams.Default(c.HeadDim));
-    }
+    public LlamaModel(ITensorSource source, ModelConfig c) : base(source, c) { }
 
     protected override void Block(int l, RunState s, int n, int threads)
     {
         var c = Config; var L = Layers[l];
         // h = x + attention(rmsnorm(x))
         Blocks.RmsNorm(s.X, L.AttnNorm!, s.Xb, n, c.RmsEps);
-        Blocks.SelfAttention(L, l, s, c, n, threads, attention, Rope);
+        Blocks.SelfAttention(L, l, s, c, n, threads, AttentionOf(l), Rope);
         Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
         // x = h + ffn(rmsnorm(h)), ffn = down(silu(gate(x)) * up(x))
         Blocks.RmsNorm(s.X, L.FfnNorm!, s.Xb, n, c.RmsEps);
