@@ -39,9 +39,14 @@ public sealed record BlockTensor(string Gguf, TensorShape Shape, string Hf)
 /// GGUF may hold Mixtral's experts; the dense family does not run them). Loading is naming: this table is the only place the names
 /// of an architecture's tensors appear.
 /// </summary>
+/// <param name="NormWeightOffset">What the GGUF adds to every RMS norm weight of a Hugging Face checkpoint (Gemma: 1, since
+/// its norms scale by 1 + w and convert_hf_to_gguf.py stores w + 1); 0 for the others.</param>
+/// <param name="Hf">The family's own config.json fields and their GGUF keys (<see cref="HfFamilies"/>); null when the common
+/// keys are all it has.</param>
 public sealed record ArchitectureSpec(
     string Name, string Description, RopeStyle Rope, IReadOnlyList<BlockTensor> Block,
-    Func<ITensorSource, ModelConfig, DecoderModel> Create, IReadOnlyList<string> HfClasses, bool Experts = false)
+    Func<ITensorSource, ModelConfig, DecoderModel> Create, IReadOnlyList<string> HfClasses, bool Experts = false,
+    float NormWeightOffset = 0, Formats.HuggingFace.HfFamily? Hf = null)
 {
     /// <summary>The projections LoRA may target, PEFT name -> block tensor, in block order.</summary>
     public IEnumerable<BlockTensor> Projections => Block.Where(t => t.PeftTarget is not null);
