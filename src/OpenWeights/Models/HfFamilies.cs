@@ -30,13 +30,14 @@ public static class HfFamilies
     /// sliding window (unless every layer is global), the local layers' rope base; five sliding layers, then a global one.</summary>
     public static readonly HfFamily Gemma3 = new((c, g) =>
     {
-        if (c.Number("final_logit_softcapping") is { } finalCap and not 0) g.Set("final_logit_softcapping", (float)finalCap);
-        if (c.Number("sliding_window_pattern") is not 1) g.Set("attention.sliding_window", (uint)c.RequireInt("sliding_window"));
-        if (c.Number("rope_local_base_freq") is { } local) g.Set("rope.freq_base_swa", (float)local);
         int layers = c.RequireInt("num_hidden_layers");
+        // llama.cpp hard-codes the pattern and needs the window (the converter leaves it out only for pattern 1: all global)
         if (c.Int("sliding_window_pattern") is { } pattern and not 6)
             throw new OpenWeightsException($"config.json: sliding_window_pattern = {pattern} is not supported (gemma3 has one global layer every 6, as llama.cpp)");
         CheckLayerTypes(c, layers, i => (i + 1) % 6 != 0, "gemma3 has one global layer every 6");
+        if (c.Number("final_logit_softcapping") is { } finalCap and not 0) g.Set("final_logit_softcapping", (float)finalCap);
+        g.Set("attention.sliding_window", (uint)c.RequireInt("sliding_window"));
+        if (c.Number("rope_local_base_freq") is { } local) g.Set("rope.freq_base_swa", (float)local);
         CheckQueryScale(c, layers, bigLayers: 62);
     })
     {
