@@ -27,16 +27,18 @@ public static class HfFamilies
     });
 
     /// <summary>Gemma 3: the converter's defaults for fields the config leaves out, the final soft-cap when set, the
-    /// sliding window (unless every layer is global), the local layers' rope base; five sliding layers, then a global one.</summary>
+    /// sliding window (unless every layer is global: sliding_window_pattern 1), the local layers' rope base; five sliding
+    /// layers, then a global one.</summary>
     public static readonly HfFamily Gemma3 = new((c, g) =>
     {
         int layers = c.RequireInt("num_hidden_layers");
-        // llama.cpp hard-codes the pattern and needs the window (the converter leaves it out only for pattern 1: all global)
-        if (c.Int("sliding_window_pattern") is { } pattern and not 6)
+        // llama.cpp hard-codes one global layer every 6; pattern 1 (every layer global) is written without a window
+        int? pattern = c.Int("sliding_window_pattern");
+        if (pattern is not (null or 1 or 6))
             throw new OpenWeightsException($"config.json: sliding_window_pattern = {pattern} is not supported (gemma3 has one global layer every 6, as llama.cpp)");
-        CheckLayerTypes(c, layers, i => (i + 1) % 6 != 0, "gemma3 has one global layer every 6");
+        CheckLayerTypes(c, layers, i => pattern != 1 && (i + 1) % 6 != 0, pattern == 1 ? "every layer global" : "gemma3 has one global layer every 6");
         if (c.Number("final_logit_softcapping") is { } finalCap and not 0) g.Set("final_logit_softcapping", (float)finalCap);
-        g.Set("attention.sliding_window", (uint)c.RequireInt("sliding_window"));
+        if (pattern != 1) g.Set("attention.sliding_window", (uint)c.RequireInt("sliding_window"));
         if (c.Number("rope_local_base_freq") is { } local) g.Set("rope.freq_base_swa", (float)local);
         CheckQueryScale(c, layers, bigLayers: 62);
     })

@@ -88,6 +88,9 @@ public class HfFamilyConfigTests
             "sliding_window_pattern = 4 is not supported (gemma3 has one global layer every 6");
         string types = string.Join(", ", Enumerable.Range(0, 26).Select(i => (i + 1) % 4 == 0 ? "\"full_attention\"" : "\"sliding_attention\""));
         AssertRefused(HfFamilies.Gemma3, Gemma3_1B + $", \"layer_types\": [{types}]}}", "layer_types[3] = 'full_attention' is not supported");
+        // pattern 1: every layer global, written without a window (as the converter does)
+        var (keys, _) = Map(HfFamilies.Gemma3, Gemma3_1B.Replace("\"sliding_window_pattern\": 6", "\"sliding_window_pattern\": 1") + "}");
+        Assert.False(keys.ContainsKey("attention.sliding_window"));
     }
 
     // microsoft/Phi-3.5-mini-instruct shape with Phi-4-mini's partial rotary (0.75)

@@ -13,13 +13,18 @@ namespace OpenWeights.Formats.HuggingFace;
 /// A Hugging Face checkpoint folder (<c>config.json</c> + <c>model.safetensors</c>, or shards listed in
 /// <c>model.safetensors.index.json</c>; tokenizer from <c>tokenizer.json</c> + <c>tokenizer_config.json</c>)
 /// presented as a GGUF would present it: metadata under GGUF keys, tensors under GGUF names and ggml dimension
-/// order, pointing straight into the memory-mapped safetensors files (no copies).
+/// order, pointing straight into the memory-mapped safetensors files (no copies). Everything that differs between
+/// families comes from the architecture's entry in <see cref="Architectures.Supported"/>: its Hugging Face classes, its
+/// block tensor table (HF name -> GGUF part, shape), its rotary pairing, its norm offset and its config.json mapping
+/// (<see cref="HfFamilies"/>).
 /// </summary>
 /// <remarks>
-/// Q/K rows of HF llama checkpoints are not permuted the way llama.cpp's converter permutes them, so instead of
-/// permuting, the metadata says <c>openweights.rope.style = "neox"</c>: NEOX pairing (i, i+d/2) on the
-/// unpermuted rows is the same rotation as NORM pairing on permuted ones. <see cref="HfConverter"/> permutes when
-/// it writes a GGUF.
+/// Q/K rows of HF checkpoints are not permuted the way llama.cpp's converter permutes them for the architectures whose
+/// GGUF rotary pairing is NORM (llama, smollm3), so instead of permuting, the metadata says
+/// <c>openweights.rope.style = "neox"</c>: NEOX pairing (i, i+d/2) on the unpermuted rows is the same rotation as NORM
+/// pairing on permuted ones. <see cref="HfConverter"/> permutes when it writes a GGUF. Gemma's RMS norms are the one
+/// place where values change: HF stores w, the GGUF w + 1 (<see cref="ArchitectureSpec.NormWeightOffset"/>), so those
+/// small vectors are computed into memory of their own.
 /// </remarks>
 public sealed unsafe class HfCheckpoint : ITensorSource
 {
