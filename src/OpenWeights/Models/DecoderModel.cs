@@ -147,7 +147,7 @@ public abstract class DecoderModel : IDisposable
     {
         var all = Layers.SelectMany(l => l.Projections).Append(Output).DistinctBy(p => p.Weight).ToArray();
         long need = all.Sum(p => p.Weight.RepackBytes);
-        if (need == 0 || need > (availableBytes ?? Hardware.HardwareProbe.AvailableMemoryBytes()) - (256L << 20)) return 0;
+        if (need == 0 || need > (availableBytes ?? OpenWeights.Tensors.Memory.SystemMemory.AvailableBytes()) - (256L << 20)) return 0;
         int done = 0;
         Parallel.ForEach(all, p =>
         {
