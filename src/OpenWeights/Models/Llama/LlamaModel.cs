@@ -38,7 +38,7 @@ public sealed class LlamaModel : IDisposable
             ? Linear.Load(file, Architectures.Names.Output, c.Dim, c.VocabSize)
             : new Linear(TokenEmbedding_, TokenEmbedding); // tied classifier
         float[]? freqFactors = file.TryGetTensor(RopeFreqs, out _) ? TensorLoader.Vector(file, RopeFreqs, c.RopeDims / 2) : null;
-        Rope = new Rope(c.RopeDims, c.RopeStyle, c.RopeBase, c.RopeFreqScale, freqFactors);
+        Rope = c.CreateRope(freqFactors);
         if (repack) RepackWeights();
     }
 

@@ -62,6 +62,12 @@ public static class SyntheticModel
          .Set("tokenizer.ggml.eot_token_id", (uint)vocab.Eot)
          .Set("tokenizer.ggml.add_bos_token", p.AddBos)
          .Set("tokenizer.chat_template", p.ChatTemplate);
+        if (p.RopeScaling is { } rs)
+        {
+            w.Set($"{a}.rope.scaling.type", rs.Type).Set($"{a}.rope.scaling.factor", rs.Factor);
+            if (rs.OriginalContext > 0) w.Set($"{a}.rope.scaling.original_context_length", (uint)rs.OriginalContext);
+            if (rs.AttnFactor != 1f) w.Set($"{a}.rope.scaling.attn_factor", rs.AttnFactor);
+        }
 
         foreach (var t in Plan(p, type))
         {
