@@ -147,6 +147,53 @@ public class YarnRopeTests(ITestOutputHelper output)
         Assert.True(relNoRamp > 1e-3, $"without the ramp: {relNoRamp:E2}");
     }
 
+    /// <summary>
+    /// A Hugging Face checkpoint whose config.json has rope_scaling {rope_type: yarn, factor 4, original_max_position_embeddings
+    /// 256} reads as the GGUF llama.cpp's converter would write, and gives the logits of that GGUF (itself checked against
+    /// llama.cpp above); attention_factor and beta_fast / beta_slow become the yarn_* keys; DeepSeek's mscale is refused.
+    /// </summary>
+    [Fact]
+    public void HuggingFaceYarnConfigBecomesTheSameModel()
+    {
+        using var dir = new TempDir();
+        string gguf = dir.File("yarn.gguf"), hf = dir.File("hf");
+        var p = SynthPreset.Get("tiny-qwen2") with { RopeScaling = new SynthRopeScaling("yarn", 4f, 256) };
+        SyntheticModel.Write(p, SynthType.Parse("f32"), gguf, threads: 2);
+        OpenWeights.Tests.Formats.HfFixture.Write(gguf, hf);
+        var prompt = LongPrompt[..300];
+        float[] Logits(OpenWeights.Formats.ITensorSource src)
+        {
+            using var m = LlamaModel.Load(src);
+            var r = new float[prompt.Length * m.Config.VocabSize];
+            m.Forward(prompt, m.CreateCache(prompt.Length), m.CreateState(prompt.Length, prompt.Length), 2, r);
+            return r;
+        }
+        float[] reference;
+        using (var g = GgufFile.Open(gguf)) reference = Logits(g);
+        using (var h = OpenWeights.Formats.HuggingFace.HfCheckpoint.Open(hf))
+        {
+            Assert.Equal("yarn", h.GetString("qwen2.rope.scaling.type"));
+            Assert.Equal(4.0, h.GetNumber("qwen2.rope.scaling.factor"));
+            Assert.Equal(256, h.GetInteger("qwen2.rope.scaling.original_context_length"));
+            var ours = Logits(h);
+            double worst = 0;
+            for (int i = 0; i < ours.Length; i++) worst = Math.Max(worst, Math.Abs(ours[i] - reference[i]));
+            Assert.True(worst < 1e-5, $"HF vs GGUF max abs diff {worst}");
+        }
+        string cfg = Path.Combine(hf, "config.json"), good = File.ReadAllText(cfg);
+        File.WriteAllText(cfg, good.Replace("\"original_max_position_embeddings\": 256", "\"original_max_position_embeddings\": 256, \"attention_factor\": 1.5, \"beta_fast\": 16, \"beta_slow\": 2"));
+        using (var h = OpenWeights.Formats.HuggingFace.HfCheckpoint.Open(hf))
+        {
+            Assert.Equal(1.5, h.GetNumber("qwen2.rope.scaling.yarn_attn_factor"));
+            using var m = LlamaModel.Load(h);
+            Assert.Equal(new RopeYarn(256, 1f, 16f, 2f), m.Config.RopeYarn);
+            Assert.Equal(1.5f, m.Config.RopeMscale);
+        }
+        File.WriteAllText(cfg, good.Replace("\"original_max_position_embeddings\": 256", "\"original_max_position_embeddings\": 256, \"mscale\": 1, \"mscale_all_dim\": 1"));
+        var e = Assert.Throws<OpenWeightsException>(() => OpenWeights.Formats.HuggingFace.HfCheckpoint.Open(hf).Dispose());
+        Assert.Contains("mscale", e.Message);
+    }
+
     /// <summary>Worst max-abs-diff / max-|logit| and worst cosine over every position, ours on <paramref name="path"/>
     /// against <paramref name="theirs"/>.</summary>
     private static (double Rel, double Cos) Compare(string path, float[][] theirs, int[] prompt)
