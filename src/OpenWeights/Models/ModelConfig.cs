@@ -18,7 +18,7 @@ public sealed record ModelConfig
     public required float RmsEps { get; init; }
     public required float RopeBase { get; init; }
     public required int RopeDims { get; init; }
-    public required float RopeFreqScale { get; init; }  // 1/factor for linear scaling
+    public required float RopeFreqScale { get; init; }  // 1/factor for linear and YaRN scaling
     public string? RopeScalingType { get; init; }
     /// <summary>YaRN's ramp (`rope.scaling.type` = yarn), else null.</summary>
     public OpenWeights.Tensors.Kernels.RopeYarn? RopeYarn { get; init; }
@@ -29,8 +29,12 @@ public sealed record ModelConfig
     /// reading Hugging Face checkpoints whose Q/K rows were not permuted the way GGUF converters permute them).</summary>
     public required OpenWeights.Tensors.Kernels.RopeStyle RopeStyle { get; init; }
 
-    /// <summary>The rotary embedding these hyper-parameters describe; <paramref name="freqFactors"/>: (RopeDims/2) per-frequency
-    /// divisors (the `rope_freqs` tensor of llama3 scaling), or null.</summary>
+    /// <summary>
+    /// The rotary embedding these hyper-parameters describe; <paramref name="freqFactors"/>: (RopeDims/2) per-frequency
+    /// divisors (the `rope_freqs` tensor of llama3 scaling), or null. LongRoPE (Phi-3, `rope.scaling.type` = longrope)
+    /// passes `rope_factors_long` when the context it is created for exceeds `rope.scaling.original_context_length`, else
+    /// `rope_factors_short` (as llama.cpp chooses), and gets its attention factor from `rope.scaling.attn_factor` in <see cref="RopeMscale"/>.
+    /// </summary>
     public OpenWeights.Tensors.Kernels.Rope CreateRope(float[]? freqFactors = null) =>
         new(RopeDims, RopeStyle, RopeBase, RopeFreqScale, freqFactors, RopeYarn, RopeMscale);
 
