@@ -42,7 +42,7 @@ public abstract class DecoderModel : IDisposable
             ? Linear.Load(source, Architectures.Names.Output, c.Dim, c.VocabSize)
             : new Linear(Architectures.Names.TokenEmbedding, TokenEmbedding); // tied classifier
         float[]? freqFactors = source.TryGetTensor(RopeFreqs, out _) ? TensorLoader.Vector(source, RopeFreqs, c.RopeDims / 2) : null;
-        Rope = new Rope(c.RopeDims, c.RopeStyle, c.RopeBase, c.RopeFreqScale, freqFactors);
+        Rope = c.CreateRope(freqFactors);
         ropes = [Rope];
         defaultAttention = new LayerAttention(Rope: 0, AttentionParams.Default(c.HeadDim));
     }

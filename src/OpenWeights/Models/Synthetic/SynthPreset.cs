@@ -1,10 +1,17 @@
 namespace OpenWeights.Models.Synthetic;
 
+/// <summary>
+/// Rope scaling keys for a synthetic model, as llama.cpp's converter writes them: `{arch}.rope.scaling.type`, `.factor`,
+/// `.original_context_length` (when above 0) and `.attn_factor` (when not 1). Type "yarn" for YaRN; "longrope" with
+/// the llama3 rope_freqs tensor and an attention factor for LongRoPE's arithmetic.
+/// </summary>
+public sealed record SynthRopeScaling(string Type, float Factor = 1f, int OriginalContext = 0, float AttnFactor = 1f);
+
 /// <summary>The exact shape of a real model (or a tiny test model), for random-weight GGUFs.</summary>
 public sealed record SynthPreset(
     string Name, string Architecture, int VocabSize, int Dim, int Layers, int Heads, int KvHeads, int FfnDim,
     int ContextLength, float RopeBase, float RmsEps, bool TiedEmbeddings, string TokenizerPre, bool AddBos,
-    bool Llama3RopeScaling = false, string ChatTemplate = SynthPreset.ChatMl)
+    bool Llama3RopeScaling = false, string ChatTemplate = SynthPreset.ChatMl, SynthRopeScaling? RopeScaling = null)
 {
     /// <summary>The head dimension: dim / heads unless the model says otherwise (Gemma: 256 with dim 1152 and 4 heads),
     /// written as <c>{arch}.attention.key_length</c> / <c>value_length</c>.</summary>
