@@ -177,6 +177,6 @@ public class HfFamilyTests
     {
         using var dir = new TempDir();
         string hf = Folder(dir, "tiny-qwen2", c => c["rope_scaling"] = new JsonObject { ["type"] = "longrope", ["long_factor"] = new JsonArray(), ["short_factor"] = new JsonArray() });
-        AssertOneLine(Record.Exception(() => HfCheckpoint.Open(hf)), "rope_scaling type 'longrope' is not supported for qwen2 (supported: llama3, linear)");
+        AssertOneLine(Record.Exception(() => HfCheckpoint.Open(hf)), "rope_scaling type 'longrope' is not supported for qwen2 (supported: llama3, linear, yarn)");
     }
 }

@@ -59,12 +59,21 @@ public static class HfFixture
             ["hidden_act"] = "silu",
         };
         if (g.Contains($"{arch}.attention.key_length")) config["head_dim"] = c.HeadDim;
+        var used = new HashSet<string>(); // GGUF keys (without the prefix) written back as config.json fields beyond the common ones
         if (g.TryGetTensor(RopeFreqs, out _))
             config["rope_scaling"] = new JsonObject { ["rope_type"] = "llama3", ["factor"] = 32.0, ["low_freq_factor"] = 1.0, ["high_freq_factor"] = 4.0, ["original_max_position_embeddings"] = 8192 };
         else if (c.RopeScalingType == "linear")
             config["rope_scaling"] = new JsonObject { ["rope_type"] = "linear", ["factor"] = (double)(1f / c.RopeFreqScale) };
+        else if (c.RopeYarn is { } yarn)
+        {
+            var rs = new JsonObject { ["rope_type"] = "yarn", ["factor"] = (double)(1f / c.RopeFreqScale), ["original_max_position_embeddings"] = yarn.OriginalContext };
+            used.Add("rope.scaling.original_context_length");
+            foreach (var (key, field) in new[] { ("yarn_attn_factor", "attention_factor"), ("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow") })
+                if (g.GetNumber($"{arch}.rope.scaling.{key}") is { } v) { rs[field] = v; used.Add("rope.scaling." + key); }
+            config["rope_scaling"] = rs;
+        }
         else config["rope_scaling"] = null;
-        var used = FamilyConfig(g, c, config);
+        FamilyConfig(g, c, config, used);
         foreach (var key in g.Metadata.Keys.Where(k => k.StartsWith(arch + ".", StringComparison.Ordinal)))
             if (!CommonKeys.Contains(key[(arch.Length + 1)..]) && !used.Contains(key[(arch.Length + 1)..]))
                 throw new InvalidOperationException($"HfFixture does not know which config.json field {key} comes from");
@@ -121,14 +130,13 @@ public static class HfFixture
     }
 
     /// <summary>
-    /// The inverse of each family's config.json mapping (HfFamilies): writes the fields its GGUF keys come from and returns
-    /// those keys (without the architecture prefix). Written independently of the mapping, so a key the mapping gets wrong
+    /// The inverse of each family's config.json mapping (HfFamilies): writes the fields its GGUF keys come from and adds
+    /// those keys (without the architecture prefix) to <paramref name="used"/>. Written independently of the mapping, so a key the mapping gets wrong
     /// does not come back the same.
     /// </summary>
-    private static HashSet<string> FamilyConfig(GgufFile g, ModelConfig c, JsonObject config)
+    private static void FamilyConfig(GgufFile g, ModelConfig c, JsonObject config, HashSet<string> used)
     {
         string a = c.Architecture.Name;
-        var used = new HashSet<string>();
         double? Num(string key) { if (!g.Contains($"{a}.{key}")) return null; used.Add(key); return g.GetNumber($"{a}.{key}"); }
         switch (a)
         {
@@ -165,7 +173,6 @@ public static class HfFixture
                 config["no_rope_layers"] = new JsonArray(Enumerable.Range(0, c.Layers).Select(i => (JsonNode)((i + 1) % 4 != 0 ? 1 : 0)).ToArray());
                 break;
         }
-        return used;
     }
 
     private static byte[] Encode(float[] f, SafetensorsDType dtype)

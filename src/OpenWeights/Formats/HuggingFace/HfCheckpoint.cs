@@ -112,10 +112,18 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             Set($"{a}.attention.value_length", (uint)c.HeadDim);
         }
         Set($"{a}.rope.dimension_count", (uint)c.HeadDim);
-        if (c.RopeScalingType == "linear")
+        if (c.RopeScalingType is "linear" or "yarn")
         {
-            Set($"{a}.rope.scaling.type", "linear");
+            Set($"{a}.rope.scaling.type", c.RopeScalingType);
             Set($"{a}.rope.scaling.factor", (float)c.RopeFactor);
+        }
+        if (c.RopeScalingType == "yarn")
+        {
+            // as llama.cpp's converter writes a yarn rope_scaling
+            Set($"{a}.rope.scaling.original_context_length", (uint)c.OriginalContext);
+            if (c.YarnAttentionFactor is { } af) Set($"{a}.rope.scaling.yarn_attn_factor", (float)af);
+            if (c.YarnBetaFast is { } bf) Set($"{a}.rope.scaling.yarn_beta_fast", (float)bf);
+            if (c.YarnBetaSlow is { } bs) Set($"{a}.rope.scaling.yarn_beta_slow", (float)bs);
         }
         foreach (var (key, value) in c.FamilyKeys) Set($"{a}.{key}", value);
         if (QkNeedsPermute) Set(RopeStyleKey, "neox");
@@ -374,6 +382,9 @@ internal sealed record HfConfig
     public double LowFreqFactor { get; init; } = 1;
     public double HighFreqFactor { get; init; } = 4;
     public int OriginalContext { get; init; } = 8192;
+    public double? YarnAttentionFactor { get; init; }
+    public double? YarnBetaFast { get; init; }
+    public double? YarnBetaSlow { get; init; }
     /// <summary>The family's GGUF keys (without the architecture prefix), set after the common ones.</summary>
     public IReadOnlyList<(string Key, object Value)> FamilyKeys { get; init; } = [];
     /// <summary>The family's generated F32 tensors (Phi-3's rope factors).</summary>
@@ -443,6 +454,7 @@ internal sealed record HfConfig
             bool tied = Get("tie_word_embeddings") is { ValueKind: JsonValueKind.True };
             string? scalingType = null;
             double factor = 1, low = 1, high = 4; int orig = 8192;
+            double? yarnAttn = null, betaFast = null, betaSlow = null;
             if (Get("rope_scaling") is { } rs)
             {
                 if (rs.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException("config.json: rope_scaling is not an object");
@@ -461,9 +473,21 @@ internal sealed record HfConfig
                             if (high <= low) throw new InvalidModelFileException("config.json: rope_scaling high_freq_factor must exceed low_freq_factor");
                             break;
                         case "linear": break;
+                        case "yarn":
+                            // transformers' _compute_yarn_parameters: the ramp spans original_max_position_embeddings (default
+                            // max_position_embeddings); attention_factor replaces 0.1·ln(factor) + 1; beta_fast / beta_slow default 32 / 1
+                            double yo = Num("original_max_position_embeddings", Int("max_position_embeddings", 4096), rs);
+                            if (yo > 1 << 24 || yo != Math.Floor(yo)) throw new InvalidModelFileException($"config.json: original_max_position_embeddings = {yo} is not a context length");
+                            orig = (int)yo;
+                            double? Opt(string k) => rs.TryGetProperty(k, out var e) && e.ValueKind != JsonValueKind.Null ? Num(k, 1, rs) : null;
+                            yarnAttn = Opt("attention_factor"); betaFast = Opt("beta_fast"); betaSlow = Opt("beta_slow");
+                            foreach (var k in new[] { "mscale", "mscale_all_dim" })
+                                if (rs.TryGetProperty(k, out var e) && e.ValueKind != JsonValueKind.Null) throw new OpenWeightsException($"config.json: rope_scaling {k} (DeepSeek-style YaRN magnitude) is not supported");
+                            if (rs.TryGetProperty("truncate", out var tr) && tr.ValueKind == JsonValueKind.False) throw new OpenWeightsException("config.json: rope_scaling truncate = false is not supported");
+                            break;
                         case "default" or null: scalingType = null; break;
                         default:
-                            var supported = new[] { "llama3", "linear" }.Concat(family?.RopeScalingTypes ?? []);
+                            var supported = new[] { "llama3", "linear", "yarn" }.Concat(family?.RopeScalingTypes ?? []);
                             throw new OpenWeightsException($"config.json: rope_scaling type {UntrustedText.Quote(scalingType)} is not supported for {spec.Name} (supported: {string.Join(", ", supported)})");
                     }
                 }
@@ -495,6 +519,9 @@ internal sealed record HfConfig
                 OriginalContext = orig,
                 FamilyKeys = familyOut.Keys,
                 FamilyTensors = familyOut.Tensors,
+                YarnAttentionFactor = yarnAttn,
+                YarnBetaFast = betaFast,
+                YarnBetaSlow = betaSlow,
             };
         });
     }
