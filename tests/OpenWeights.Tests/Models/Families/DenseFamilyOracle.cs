@@ -72,6 +72,23 @@ public static class DenseFamilyOracle
         return result;
     }
 
+    /// <summary>
+    /// Bytes the calling thread allocates over 20 single-token decode steps, after 20 steps of warm-up (the block itself
+    /// runs on the calling thread; the kernels' pool threads are covered by DecodeAllocationTests).
+    /// </summary>
+    public static long DecodeAllocations(string path)
+    {
+        using var model = DecoderModel.Load(path);
+        var cache = model.CreateCache(64);
+        var state = model.CreateState(8, 64);
+        int[] one = [5];
+        model.Forward(Prompt.AsSpan(0, 4), cache, state, 2);
+        for (int i = 0; i < 20; i++) { one[0] = Compare.ArgMax(state.Logits); model.Forward(one, cache, state, 2); }
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 20; i++) { one[0] = Compare.ArgMax(state.Logits); model.Forward(one, cache, state, 2); }
+        return GC.GetAllocatedBytesForCurrentThread() - before;
+    }
+
     /// <summary>A copy of a GGUF file without one metadata key and/or one tensor.</summary>
     public static unsafe string Without(TempDir dir, string src, string name, string? key = null, string? tensor = null)
     {

@@ -75,9 +75,19 @@ public class Olmo2Tests(ITestOutputHelper output)
         var noOutput = Without(dir, path, "no-output.gguf", tensor: "output.weight");
         e = Assert.ThrowsAny<OpenWeightsException>(() => DecoderModel.Load(noOutput));
         Assert.Contains("output.weight is missing", e.Message);
+        // an OLMo 3 style file (sliding-window layers) is refused rather than run as full attention
+        var swa = Edited(dir, path, "swa.gguf", w => w.Set("olmo2.attention.sliding_window", 64u));
+        Assert.Contains("olmo2.attention.sliding_window", Assert.ThrowsAny<OpenWeightsException>(() => DecoderModel.Load(swa)).Message);
         var noEps = Without(dir, path, "no-eps.gguf", key: "olmo2.attention.layer_norm_rms_epsilon");
         e = Assert.ThrowsAny<OpenWeightsException>(() => DecoderModel.Load(noEps));
         Assert.Contains("olmo2.attention.layer_norm_rms_epsilon is missing", e.Message);
         Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void DecodeStepsAllocateNothingOnTheCallingThread()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, DecodeAllocations(Write(dir, "tiny-olmo2", "q8_0")));
     }
 }

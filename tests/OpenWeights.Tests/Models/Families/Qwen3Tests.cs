@@ -81,4 +81,11 @@ public class Qwen3Tests(ITestOutputHelper output)
         e = Assert.ThrowsAny<OpenWeightsException>(() => DecoderModel.Load(noEps));
         Assert.Contains("qwen3.attention.layer_norm_rms_epsilon is missing", e.Message);
     }
+
+    [Fact]
+    public void DecodeStepsAllocateNothingOnTheCallingThread()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, DecodeAllocations(Write(dir, "tiny-qwen3", "q8_0")));
+    }
 }

@@ -92,4 +92,11 @@ public class SmolLM3Tests(ITestOutputHelper output)
         Assert.Contains("smollm3.attention.layer_norm_rms_epsilon is missing", e.Message);
         Assert.DoesNotContain('\n', e.Message);
     }
+
+    [Fact]
+    public void DecodeStepsAllocateNothingOnTheCallingThread()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, DecodeAllocations(Write(dir, "tiny-smollm3", "q4_k_m")));
+    }
 }
