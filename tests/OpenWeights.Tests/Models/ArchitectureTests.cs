@@ -68,7 +68,7 @@ public class ArchitectureTests
             Assert.True(Compare.Logits(ours.AsSpan(t * v, v), theirs[t]).MaxAbs < 1e-4, $"position {t}");
     }
 
-    public static TheoryData<string> Presets() => ["tiny-llama", "tiny-qwen2", "smollm2-135m"];
+    public static TheoryData<string> Presets() => ["tiny-llama", "tiny-qwen2", "smollm2-135m", "tiny-olmo2"];
 
     [Theory]
     [MemberData(nameof(Presets))]
@@ -77,7 +77,7 @@ public class ArchitectureTests
         using var dir = new TempDir();
         var path = dir.File("m.gguf");
         var p = SynthPreset.Get(preset);
-        // Only the vocabulary matters: shrink the network, keep the preset's tokenizer (pre-tokenizer llama-bpe / qwen2 / smollm).
+        // Only the vocabulary matters: shrink the network, keep the preset's tokenizer (pre-tokenizer llama-bpe / qwen2 / smollm / dbrx).
         var small = p with { Dim = 64, Heads = 2, KvHeads = 1, FfnDim = 64, Layers = 1, VocabSize = Math.Min(p.VocabSize, 2048) };
         SyntheticModel.Write(small, SynthType.Parse("f32"), path, threads: 1);
         var tok = Tokenizer.FromGguf(path);
