@@ -1,5 +1,6 @@
 using OpenWeights.Models;
 using OpenWeights.Models.Olmo2;
+using OpenWeights.Models.Synthetic;
 using OpenWeights.Tests.Oracle;
 using static OpenWeights.Tests.Models.Families.DenseFamilyOracle;
 
@@ -89,5 +90,16 @@ public class Olmo2Tests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         Assert.Equal(0, DecodeAllocations(Write(dir, "tiny-olmo2", "q8_0")));
+    }
+
+    [Fact]
+    public void RealShapePresetHasOlmo2_1BParameterCount()
+    {
+        // OLMo-2-0425-1B: 1.48B parameters, embedding and output head (100352 x 2048) separate
+        var plan = SyntheticModel.Plan(SynthPreset.Get("olmo-2-0425-1b"), SynthType.Parse("f16"));
+        long all = plan.Sum(t => t.Dims.Aggregate(1L, (a, b) => a * b));
+        Assert.InRange(all, 1_480_000_000, 1_490_000_000);
+        Assert.Contains(plan, t => t.Name == "output.weight");
+        Assert.Equal([2048L], plan.Single(t => t.Name == "blk.15.attn_k_norm.weight").Dims);
     }
 }

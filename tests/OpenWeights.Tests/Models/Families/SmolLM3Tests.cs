@@ -1,5 +1,6 @@
 using OpenWeights.Models;
 using OpenWeights.Models.SmolLM3;
+using OpenWeights.Models.Synthetic;
 using OpenWeights.Tests.Oracle;
 using static OpenWeights.Tests.Models.Families.DenseFamilyOracle;
 
@@ -98,5 +99,16 @@ public class SmolLM3Tests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         Assert.Equal(0, DecodeAllocations(Write(dir, "tiny-smollm3", "q4_k_m")));
+    }
+
+    [Fact]
+    public void RealShapePresetHasSmolLM3_3BParameterCount()
+    {
+        // SmolLM3-3B: 3.08B parameters with the 128256 x 2048 embedding tied; 36 layers of which 9 are NoPE
+        var plan = SyntheticModel.Plan(SynthPreset.Get("smollm3-3b"), SynthType.Parse("f16"));
+        long all = plan.Sum(t => t.Dims.Aggregate(1L, (a, b) => a * b));
+        Assert.InRange(all, 3_070_000_000, 3_090_000_000);
+        Assert.DoesNotContain(plan, t => t.Name == "output.weight");
+        Assert.Equal([2048L, 512L], plan.Single(t => t.Name == "blk.35.attn_k.weight").Dims);
     }
 }
