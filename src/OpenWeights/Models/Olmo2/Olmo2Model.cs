@@ -14,13 +14,13 @@ public sealed class Olmo2Model : DecoderModel
 {
     public Olmo2Model(ITensorSource source, ModelConfig c) : base(source, c)
     {
-        // llama.cpp requires both of these in an olmo2 file
+        // llama.cpp requires both of these in an olmo2 file: the norm epsilon and the output head (no tied fallback)
         RequireNumber("attention.layer_norm_rms_epsilon");
+        if (!source.TryGetTensor(Architectures.Names.Output, out _))
+            throw new InvalidModelFileException($"{Path.GetFileName(source.Path)}: tensor {Architectures.Names.Output} is missing (olmo2 models have their own output head)");
         // OLMo 3's sliding-window layers (llama.cpp reads them from an olmo2-style file with this key) are not run here
         if (Number("attention.sliding_window") is > 0)
             throw new OpenWeightsException($"{Path.GetFileName(source.Path)}: metadata olmo2.attention.sliding_window is set (OLMo 3 sliding-window attention is not supported yet)");
-        if (!source.TryGetTensor(Architectures.Names.Output, out _))
-            throw new InvalidModelFileException($"{Path.GetFileName(source.Path)}: tensor {Architectures.Names.Output} is missing (olmo2 models have their own output head)");
     }
 
     protected override void Block(int l, RunState s, int n, int threads)
