@@ -36,9 +36,22 @@ public sealed record SynthPreset(
         new("qwen2.5-0.5b", "qwen2", 151936, 896, 24, 14, 2, 4864, 32768, 1000000f, 1e-6f, true, "qwen2", AddBos: false),
         // meta-llama/Llama-3.2-1B: llama3 rope scaling (factor 32, low 1, high 4, original context 8192), tied.
         new("llama-3.2-1b", "llama", 128256, 2048, 16, 32, 8, 8192, 131072, 500000f, 1e-5f, true, "llama-bpe", AddBos: true, Llama3RopeScaling: true, ChatTemplate: Llama3),
+        // Qwen/Qwen3-0.6B: qwen3 architecture (QK-norm per head, NEOX rope), head_dim 128 with dim 1024 and 16 heads, tied.
+        new("qwen3-0.6b", "qwen3", 151936, 1024, 28, 16, 8, 3072, 40960, 1000000f, 1e-6f, true, "qwen2", AddBos: false) { KeyLength = 128 },
+        // HuggingFaceTB/SmolLM3-3B: smollm3 architecture (no rotary on every 4th layer), Llama 3 tokenizer, tied.
+        new("smollm3-3b", "smollm3", 128256, 2048, 36, 16, 4, 11008, 65536, 5000000f, 1e-6f, true, "llama-bpe", AddBos: false),
+        // allenai/OLMo-2-0425-1B: olmo2 architecture (post-norms, whole-projection QK-norm, NEOX rope), untied head.
+        new("olmo-2-0425-1b", "olmo2", 100352, 2048, 16, 16, 16, 8192, 4096, 500000f, 1e-6f, false, "dbrx", AddBos: false),
         // Tiny shapes for tests: every dimension a multiple of 256 so every block type applies.
         new("tiny-llama", "llama", 1024, 256, 2, 4, 2, 512, 2048, 10000f, 1e-5f, false, "llama-bpe", AddBos: true, Llama3RopeScaling: true, ChatTemplate: Llama3),
         new("tiny-qwen2", "qwen2", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, true, "qwen2", AddBos: false),
+        // head_dim 128 given on its own (dim / heads would be 64), as Qwen3-0.6B does
+        new("tiny-qwen3", "qwen3", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, true, "qwen2", AddBos: false) { KeyLength = 128 },
+        // 4 layers so that one (layer 3) is a NoPE layer; untied (llama.cpp reads output.weight when present): with random
+        // weights a tied head makes greedy decoding repeat one token, which would make the greedy test say little
+        new("tiny-smollm3", "smollm3", 1024, 256, 4, 4, 2, 512, 2048, 5000000f, 1e-6f, false, "llama-bpe", AddBos: false),
+        // grouped-query (2 KV heads), as OLMo 2 32B: the key norm spans kv_heads*head_dim, not dim
+        new("tiny-olmo2", "olmo2", 1024, 256, 2, 4, 2, 512, 2048, 500000f, 1e-6f, false, "dbrx", AddBos: false),
     ];
 
     public static SynthPreset Get(string name) =>
