@@ -122,7 +122,7 @@ public static class Architectures
             (f, c) => new Qwen3.Qwen3Model(f, c), ["Qwen3ForCausalLM"]),
         // differs from Llama: no rotary embedding on every 4th layer (NoPE). Converters permute Q/K as for Llama: NORM pairing.
         new("smollm3", "SmolLM3", RopeStyle.Norm, LlamaBlock,
-            (f, c) => new SmolLM3.SmolLM3Model(f, c), ["SmolLM3ForCausalLM"]),
+            (f, c) => new SmolLM3.SmolLM3Model(f, c), ["SmolLM3ForCausalLM"], Hf: HfFamilies.SmolLM3),
         // differs from Llama: post-norms only (after attention and feed-forward), QK-norm over the whole projection, NEOX pairing.
         new("olmo2", "OLMo 2", RopeStyle.Neox, Olmo2Block,
             (f, c) => new Olmo2.Olmo2Model(f, c), ["Olmo2ForCausalLM"]),
