@@ -172,6 +172,28 @@ public class HfFamilyTests
         AssertOneLine(Record.Exception(() => HfCheckpoint.Open(hf)), "does not match its config.json"); // a qwen2 folder read as llama: its biases are not llama's
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_multimodal_checkpoints_language_model_loads_as_the_text_model(bool newerNames)
+    {
+        using var dir = new TempDir();
+        string gguf = dir.File("src.gguf"), hf = dir.File("hf");
+        SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("f32"), gguf, threads: 2);
+        HfFixture.Write(gguf, hf);
+        float[] reference;
+        using (var h = HfCheckpoint.Open(hf)) reference = Logits(h);
+        // text_config's model_type names the family; the vision tower and projector are left out, as the converter does
+        HfFixture.ToMultimodal(hf, "llava", null, newerNames);
+        using (var h = HfCheckpoint.Open(hf))
+        {
+            Assert.Equal("llama", h.Architecture);
+            Assert.Equal(1024L, h.GetInteger("llama.vocab_size"));
+            Assert.DoesNotContain(h.Tensors, t => t.Name.Contains("vision", StringComparison.Ordinal) || t.Name.Contains("projector", StringComparison.Ordinal));
+            Assert.Equal(0, MaxRel(Logits(h), reference));
+        }
+    }
+
     [Fact]
     public void A_rope_scaling_type_no_family_maps_names_the_supported_ones()
     {

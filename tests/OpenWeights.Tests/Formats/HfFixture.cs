@@ -175,6 +175,35 @@ public static class HfFixture
         }
     }
 
+    /// <summary>
+    /// Rewrites a text-only folder (one model.safetensors) in the layout of a multimodal checkpoint: config.json's fields
+    /// nested in text_config under a top-level <paramref name="topModelType"/> and <paramref name="architectures"/> (none when
+    /// null), the language model's tensors under "model.language_model." (<paramref name="newerNames"/>, transformers 4.52+)
+    /// or "language_model.model." / "language_model.lm_head", and a vision tensor beside them.
+    /// </summary>
+    public static void ToMultimodal(string dir, string topModelType, string? architectures, bool newerNames)
+    {
+        string cfg = Path.Combine(dir, "config.json");
+        var text = JsonNode.Parse(File.ReadAllText(cfg))!.AsObject();
+        text.Remove("architectures");
+        var top = new JsonObject { ["model_type"] = topModelType, ["text_config"] = text, ["vision_config"] = new JsonObject { ["hidden_size"] = 8 } };
+        if (architectures is not null) top["architectures"] = new JsonArray(architectures);
+        File.WriteAllText(cfg, top.ToJsonString());
+        string st = Path.Combine(dir, "model.safetensors");
+        var w = new SafetensorsWriter().SetMetadata("format", "pt");
+        using (var f = SafetensorsFile.Open(st))
+            foreach (var t in f.Tensors)
+            {
+                string n = newerNames
+                    ? (t.Name.StartsWith("model.", StringComparison.Ordinal) ? "model.language_model." + t.Name["model.".Length..] : t.Name)
+                    : "language_model." + t.Name;
+                w.Add(n, t.DType, t.Shape, f.TensorData(t).ToArray());
+            }
+        w.Add(newerNames ? "model.vision_tower.patch_embed.weight" : "vision_tower.patch_embed.weight", SafetensorsDType.F32, [2, 2], new byte[16]);
+        w.Add("multi_modal_projector.linear.weight", SafetensorsDType.F32, [2], new byte[8]);
+        w.Write(st);
+    }
+
     private static byte[] Encode(float[] f, SafetensorsDType dtype)
     {
         var t = dtype switch { SafetensorsDType.F32 => GgmlType.F32, SafetensorsDType.F16 => GgmlType.F16, _ => GgmlType.BF16 };

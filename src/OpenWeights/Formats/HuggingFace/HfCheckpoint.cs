@@ -164,6 +164,7 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             throw new InvalidModelFileException($"{dir} holds neither model.safetensors nor model.safetensors.index.json{hint}");
         }
 
+        if (c.Multimodal) source = TextPart(source);
         Validate(dir, c, source.ToDictionary(kv => kv.Key, kv => kv.Value.Info, StringComparer.Ordinal));
 
         // Present them in GGUF order: embeddings, rope factors, blocks, output norm, output.
@@ -204,6 +205,26 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             }
         }
         if (!byName.ContainsKey(TokenEmbedding)) throw new InvalidModelFileException($"{dir}: tensor model.embed_tokens.weight is missing");
+    }
+
+    /// <summary>
+    /// The language model of a multimodal checkpoint (config.json with a text_config, e.g. Gemma3ForConditionalGeneration),
+    /// under the names of the text-only model: "language_model.model.layers..." (older transformers) and
+    /// "model.language_model.layers..." (newer) become "model.layers...", and the vision tower and projector are left out,
+    /// as convert_hf_to_gguf.py does.
+    /// </summary>
+    private static Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> TextPart(Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> all)
+    {
+        string[] vision = ["vision_tower.", "multi_modal_projector.", "vision_model.", "model.vision_tower.", "model.multi_modal_projector.", "model.vision_model."];
+        var text = new Dictionary<string, (SafetensorsFile, SafetensorsTensorInfo)>(StringComparer.Ordinal);
+        foreach (var (name, v) in all)
+        {
+            if (vision.Any(p => name.StartsWith(p, StringComparison.Ordinal))) continue;
+            string n = name.StartsWith("model.language_model.", StringComparison.Ordinal) ? "model." + name["model.language_model.".Length..]
+                : name.StartsWith("language_model.", StringComparison.Ordinal) ? name["language_model.".Length..] : name;
+            if (!text.TryAdd(n, v)) throw new InvalidModelFileException($"tensors {UntrustedText.Quote(name)} and another both hold {UntrustedText.Quote(n)}");
+        }
+        return text;
     }
 
     /// <summary>A tensor the config implies: Hugging Face name, shape in [out, in] order, and the config fields the shape comes from.</summary>
@@ -385,10 +406,22 @@ internal sealed record HfConfig
     public double? YarnAttentionFactor { get; init; }
     public double? YarnBetaFast { get; init; }
     public double? YarnBetaSlow { get; init; }
+    /// <summary>Whether config.json describes a multimodal model whose text_config is the language model read here.</summary>
+    public bool Multimodal { get; init; }
     /// <summary>The family's GGUF keys (without the architecture prefix), set after the common ones.</summary>
     public IReadOnlyList<(string Key, object Value)> FamilyKeys { get; init; } = [];
     /// <summary>The family's generated F32 tensors (Phi-3's rope factors).</summary>
     public IReadOnlyList<(string Name, float[] Values)> FamilyTensors { get; init; } = [];
+
+    private static JsonDocument Merged(JsonElement root, JsonElement text)
+    {
+        var o = System.Text.Json.Nodes.JsonObject.Create(root)!;
+        var t = System.Text.Json.Nodes.JsonObject.Create(text)!;
+        var merged = new System.Text.Json.Nodes.JsonObject();
+        foreach (var (k, v) in o) if (k != "text_config") merged[k] = v?.DeepClone();
+        foreach (var (k, v) in t) merged[k] = v?.DeepClone();
+        return JsonDocument.Parse(merged.ToJsonString());
+    }
 
     /// <summary>model_type values that name an architecture other than their own (Mistral is run as llama).</summary>
     private static readonly Dictionary<string, string> ModelTypeAliases = new(StringComparer.Ordinal)
@@ -415,11 +448,15 @@ internal sealed record HfConfig
 
     public static HfConfig Load(string path)
     {
-        using var doc = HfJson.Parse(path, "config.json");
+        using var file = HfJson.Parse(path, "config.json");
+        if (file.RootElement.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException("config.json is not a JSON object");
+        // a multimodal config nests the language model's fields in text_config: read them over the top level, as
+        // convert_hf_to_gguf.py does ({**hparams, **text_config})
+        bool multimodal = file.RootElement.TryGetProperty("text_config", out var tc) && tc.ValueKind == JsonValueKind.Object;
+        using var doc = multimodal ? Merged(file.RootElement, tc) : null;
         return HfJson.Read("config.json", () =>
         {
-            var r = doc.RootElement;
-            if (r.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException("config.json is not a JSON object");
+            var r = (doc ?? file).RootElement;
             JsonElement? Get(string k) => r.TryGetProperty(k, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
             string? archClass = Get("architectures") is { ValueKind: JsonValueKind.Array } arr && arr.GetArrayLength() > 0 && arr[0].ValueKind == JsonValueKind.String ? arr[0].GetString() : null;
             string? modelType = Get("model_type") is { ValueKind: JsonValueKind.String } mt ? mt.GetString() : null;
@@ -517,6 +554,7 @@ internal sealed record HfConfig
                 LowFreqFactor = low,
                 HighFreqFactor = high,
                 OriginalContext = orig,
+                Multimodal = multimodal,
                 FamilyKeys = familyOut.Keys,
                 FamilyTensors = familyOut.Tensors,
                 YarnAttentionFactor = yarnAttn,
