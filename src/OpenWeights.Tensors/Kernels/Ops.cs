@@ -186,6 +186,9 @@ public enum RopeStyle { Norm, Neox }
 /// <summary>
 /// Rotary position embedding with a precomputed cos/sin table per position, built the way ggml builds it:
 /// theta_i = p * freqScale * base^(-2i/nRot) / freqFactor_i, with the power taken by repeated float multiplication.
+/// cos and sin are multiplied by <see cref="AttnFactor"/> (ggml's rope attn_factor: llama.cpp's
+/// <c>{arch}.rope.scaling.attn_factor</c>, e.g. Phi-3's LongRoPE magnitude scale), so the rotated dimensions are scaled
+/// by it and the rest of the head (partial rotary) is not.
 /// </summary>
 public sealed class Rope
 {
@@ -193,12 +196,16 @@ public sealed class Rope
     public RopeStyle Style { get; }
     private readonly float freqBase, freqScale;
     private readonly float[]? freqFactors;  // (n_rot/2) llama3-style per-frequency divisors, or null
+    /// <summary>The factor on cos and sin (1: plain rotation).</summary>
+    public float AttnFactor { get; }
 
-    public Rope(int dims, RopeStyle style, float freqBase, float freqScale = 1f, float[]? freqFactors = null)
+    public Rope(int dims, RopeStyle style, float freqBase, float freqScale = 1f, float[]? freqFactors = null, float attnFactor = 1f)
     {
         if (dims % 2 != 0) throw new ArgumentException("rope dimension count must be even");
         if (freqFactors is not null && freqFactors.Length < dims / 2) throw new ArgumentException("rope_freqs has fewer than n_rot/2 factors");
+        if (!float.IsFinite(attnFactor) || attnFactor <= 0) throw new ArgumentException("rope attn_factor must be a positive number");
         Dims = dims; Style = style; this.freqBase = freqBase; this.freqScale = freqScale; this.freqFactors = freqFactors;
+        AttnFactor = attnFactor;
     }
 
     /// <summary>Fills cos/sin tables for one position: cos, sin: (Dims/2).</summary>
@@ -210,8 +217,8 @@ public sealed class Rope
         {
             float t = freqFactors is null ? theta : theta / freqFactors[i];
             t *= freqScale;
-            cos[i] = MathF.Cos(t);
-            sin[i] = MathF.Sin(t);
+            cos[i] = MathF.Cos(t) * AttnFactor;
+            sin[i] = MathF.Sin(t) * AttnFactor;
             theta *= thetaScale;
         }
     }
