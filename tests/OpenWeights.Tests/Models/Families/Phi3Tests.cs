@@ -147,6 +147,21 @@ public class Phi3Tests
     }
 
     [Fact]
+    public void SlidingWindowKeyIsIgnoredAsLlamaCppDoes()
+    {
+        // llama.cpp: "Phi SWA is currently disabled" (phi3 load_hparams sets swa_type NONE): a file that names a window
+        // shorter than the prompt still attends to every past token
+        using var dir = new TempDir();
+        var path = Write(dir, "f32");
+        var windowed = Rewrite(dir, path, "swa.gguf", w => w.Set("phi3.attention.sliding_window", 16u));
+        var prompt = LongPrompt();
+        using var model = DecoderModel.Load(windowed);
+        Assert.Equal(0, model.AttentionOf(0).Params.Window);
+        var (rel, cos) = Worst(Ours(model, prompt, 128), LlamaCpp.Logits(windowed, prompt, contextSize: 128), model.Config.VocabSize);
+        Assert.True(rel < 1e-5 && cos > 0.999999, $"{rel:G3} {cos:G9}");
+    }
+
+    [Fact]
     public void SeparateQkvLayoutRunsLikeTheFusedOne()
     {
         using var dir = new TempDir();
