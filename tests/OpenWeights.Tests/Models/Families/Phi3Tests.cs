@@ -19,8 +19,8 @@ public class Phi3Tests
 {
     private static readonly int[] Prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260, 261, 700, 12, 13, 14, 99, 600];
 
-    /// <summary>A 96-token prompt (positions far enough for the factor tables to matter).</summary>
-    private static int[] LongPrompt() => Enumerable.Range(0, 96).Select(i => (i * 37 + 11) % 1000 + 3).ToArray();
+    /// <summary>A prompt of n tokens (96 by default: positions far enough for the factor tables to matter).</summary>
+    private static int[] LongPrompt(int n = 96) => Enumerable.Range(0, n).Select(i => (i * 37 + 11) % 1000 + 3).ToArray();
 
     private static string Write(TempDir dir, string type)
     {
@@ -106,18 +106,19 @@ public class Phi3Tests
         using var dir = new TempDir();
         var path = Write(dir, "f32");
         var prompt = LongPrompt();
+        var longPrompt = LongPrompt(320);            // positions past the original context (256)
         using var model = DecoderModel.Load(path);
         int v = model.Config.VocabSize;
         var shortOurs = Ours(model, prompt, 128);   // 128 <= 256: short factors
-        var longOurs = Ours(model, prompt, 1024);   // 1024 > 256: long factors
+        var longOurs = Ours(model, longPrompt, 1024);   // 1024 > 256: long factors
         var shortTheirs = LlamaCpp.Logits(path, prompt, contextSize: 128);
-        var longTheirs = LlamaCpp.Logits(path, prompt, contextSize: 1024);
+        var longTheirs = LlamaCpp.Logits(path, longPrompt, contextSize: 1024);
         var (relShort, cosShort) = Worst(shortOurs, shortTheirs, v);
         var (relLong, cosLong) = Worst(longOurs, longTheirs, v);
         Assert.True(relShort < 1e-5 && cosShort > 0.999999, $"short: {relShort:G3} {cosShort:G9}");
         Assert.True(relLong < 1e-5 && cosLong > 0.999999, $"long: {relLong:G3} {cosLong:G9}");
-        // the tables differ enough that the wrong one would be caught
-        var (relCross, _) = Worst(shortOurs, longTheirs, v);
+        // the tables differ enough that the wrong one would be caught (the first 96 positions see the same tokens)
+        var (relCross, _) = Worst(shortOurs, longTheirs[..prompt.Length], v);
         Assert.True(relCross > 1e-3, $"short vs long tables: {relCross:G3}");
         // the boundary: a context equal to the original one is still short
         var p3 = Assert.IsType<Phi3Model>(model);
