@@ -224,6 +224,9 @@ public sealed class Rope
 {
     public int Dims { get; }          // rotated dimensions per head (n_rot)
     public RopeStyle Style { get; }
+    /// <summary>The factor on cos and sin (1: plain rotation); the rotated dimensions are scaled by it, the rest of a
+    /// partially rotated head is not.</summary>
+    public float Mscale => mscale;
     private readonly float freqBase, freqScale;
     private readonly float[]? freqFactors;  // (n_rot/2) per-frequency divisors (llama3 rope_freqs, LongRoPE short/long factors), or null
     private readonly RopeYarn? yarn;
