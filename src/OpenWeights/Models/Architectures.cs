@@ -150,7 +150,7 @@ public static class Architectures
         // differs from Llama: fused QKV and gate-up tensors, partial rotary (Phi-4-mini), LongRoPE factor tables; NEOX
         // pairing (llama.cpp's LLAMA_ROPE_TYPE_NEOX for phi3).
         new("phi3", "Phi-3 / 3.5 / 4 (mini)", RopeStyle.Neox, Phi3Block,
-            (f, c) => new Phi3.Phi3Model(f, c), ["Phi3ForCausalLM"]),
+            (f, c) => new Phi3.Phi3Model(f, c), ["Phi3ForCausalLM"], Hf: HfFamilies.Phi3),
     ];
 
     public static ArchitectureSpec Get(string? name)
