@@ -1,0 +1,220 @@
+using OpenWeights.Formats.Gguf;
+using OpenWeights.Models;
+using OpenWeights.Models.Gemma;
+using OpenWeights.Models.Synthetic;
+using OpenWeights.Tests.Oracle;
+
+namespace OpenWeights.Tests.Models.Families;
+
+/// <summary>
+/// Gemma 2 and Gemma 3 (text) against llama.cpp on the same random-weight files: tiny-gemma2 (4 layers, dim 256, 4 heads
+/// of 64, 2 KV heads, window 64 on layers 0 and 2, soft-caps 50 / 30) and tiny-gemma3 (6 layers, 4 heads of 128, 1 KV
+/// head, QK-norm, window 64 on layers 0-4, rotary 1e6 global / 1e4 local). Prompts longer than the window check that
+/// the sliding layers forget what the global layers keep.
+/// </summary>
+public class GemmaTests
+{
+    /// <summary>A deterministic prompt of n ordinary tokens (no specials), starting with BOS-free text ids.</summary>
+    private static int[] Prompt(int n) => Enumerable.Range(0, n).Select(i => (int)((i * 7919L + 13) % 900) + 1).ToArray();
+
+    private static string Write(TempDir dir, SynthPreset preset, string type)
+    {
+        var path = dir.File($"{preset.Name}-{type}.gguf");
+        SyntheticModel.Write(preset, SynthType.Parse(type), path, threads: 2);
+        return path;
+    }
+
+    /// <summary>Worst relative max-abs diff and worst cosine over the rows, ours (all rows of one forward) vs llama.cpp.</summary>
+    private static (double Rel, double Cos) CompareAll(string path, int[] tokens)
+    {
+        using var model = DecoderModel.Load(path);
+        var cache = model.CreateCache(tokens.Length + 8);
+        var state = model.CreateState(tokens.Length, tokens.Length + 8);
+        int v = model.Config.VocabSize;
+        var ours = new float[tokens.Length * v];
+        model.Forward(tokens, cache, state, 2, ours);
+        var theirs = LlamaCpp.Logits(path, tokens);
+        return Worst(ours, theirs, 0, tokens.Length, v);
+    }
+
+    private static (double Rel, double Cos) Worst(float[] ours, float[][] theirs, int from, int to, int v)
+    {
+        double rel = 0, cos = 1;
+        for (int t = from; t < to; t++)
+        {
+            var (maxAbs, c) = Compare.Logits(ours.AsSpan(t * v, v), theirs[t]);
+            rel = Math.Max(rel, maxAbs / theirs[t].Max(Math.Abs));
+            cos = Math.Min(cos, c);
+        }
+        return (rel, cos);
+    }
+
+    public static TheoryData<string, string, double, double> Cases() => new()
+    {
+        // preset, type, max |diff| / max |logit|, min cosine; 16-token prompt. Measured worst cases: see the report.
+        { "tiny-gemma2", "f32", 1e-5, 0.999999 },
+        { "tiny-gemma3", "f32", 1e-5, 0.999999 },
+        { "tiny-gemma2", "f16", 2e-3, 0.99999 },
+        { "tiny-gemma3", "f16", 2e-3, 0.99999 },
+        { "tiny-gemma2", "q8_0", 1e-2, 0.9999 },
+        { "tiny-gemma3", "q8_0", 1e-2, 0.9999 },
+        { "tiny-gemma2", "q4_k_m", 1.5e-2, 0.9999 },
+        { "tiny-gemma3", "q4_k_m", 1.5e-2, 0.9999 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void LogitsAgreeWithLlamaCpp(string preset, string type, double relTol, double minCos)
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, SynthPreset.Get(preset), type);
+        var (rel, cos) = CompareAll(path, Prompt(16));
+        Assert.True(rel < relTol && cos > minCos, $"{preset} {type}: max rel diff {rel:E2}, min cosine {cos:F9}");
+    }
+
+    [Theory]
+    [InlineData("tiny-gemma2")]
+    [InlineData("tiny-gemma3")]
+    public void PromptLongerThanTheWindowAgrees(string preset)
+    {
+        // 200 tokens in one batch through layers whose window is 64 keys
+        using var dir = new TempDir();
+        var path = Write(dir, SynthPreset.Get(preset), "f32");
+        var (rel, cos) = CompareAll(path, Prompt(200));
+        Assert.True(rel < 1e-5 && cos > 0.999999, $"{preset}: max rel diff {rel:E2}, min cosine {cos:F9}");
+    }
+
+    [Theory]
+    [InlineData("tiny-gemma2")]
+    [InlineData("tiny-gemma3")]
+    public void DecodingPastTheWindowAgrees(string preset)
+    {
+        // 40 tokens of prompt, then 80 decoded one at a time (positions 40..119 cross the 64-key window); llama.cpp
+        // scores the same 120 tokens in one batch
+        using var dir = new TempDir();
+        var path = Write(dir, SynthPreset.Get(preset), "f32");
+        var tokens = Prompt(120);
+        using var model = DecoderModel.Load(path);
+        int v = model.Config.VocabSize, prompt = 40;
+        var cache = model.CreateCache(128);
+        var state = model.CreateState(prompt, 128);
+        var ours = new float[tokens.Length * v];
+        model.Forward(tokens.AsSpan(0, prompt), cache, state, 2, ours);
+        for (int t = prompt; t < tokens.Length; t++)
+        {
+            model.Forward(tokens.AsSpan(t, 1), cache, state, 2);
+            state.Logits.AsSpan(0, v).CopyTo(ours.AsSpan(t * v, v));
+        }
+        var theirs = LlamaCpp.Logits(path, tokens);
+        var (rel, cos) = Worst(ours, theirs, 0, tokens.Length, v);
+        Assert.True(rel < 1e-5 && cos > 0.999999, $"{preset}: max rel diff {rel:E2}, min cosine {cos:F9}");
+    }
+
+    [Theory]
+    [InlineData("tiny-gemma2")]
+    [InlineData("tiny-gemma3")]
+    public void GreedyContinuationMatchesLlamaCpp(string preset)
+    {
+        // 48 prompt tokens + 64 generated: generation crosses the 64-key window
+        using var dir = new TempDir();
+        var path = Write(dir, SynthPreset.Get(preset), "f32");
+        var prompt = Prompt(48);
+        const int count = 64;
+        using var model = DecoderModel.Load(path);
+        var cache = model.CreateCache(prompt.Length + count);
+        var state = model.CreateState(prompt.Length, prompt.Length + count);
+        var ours = new int[count];
+        model.Forward(prompt, cache, state, 2);
+        for (int k = 0; k < count; k++)
+        {
+            ours[k] = Compare.ArgMax(state.Logits.AsSpan(0, model.Config.VocabSize));
+            if (k + 1 < count) model.Forward([ours[k]], cache, state, 2);
+        }
+        var theirs = LlamaCpp.GreedyTokens(path, prompt, count);
+        Assert.True(theirs.SequenceEqual(ours), $"ours [{string.Join(' ', ours)}] theirs [{string.Join(' ', theirs)}]");
+        Assert.True(ours.Distinct().Count() > 1, $"the continuation is one token repeated ({ours[0]}): the test would not tell models apart");
+    }
+
+    [Fact]
+    public void RealWindowOf512WithA1500TokenPrompt()
+    {
+        // tiny-gemma3's shape with Gemma 3 1B's window (512) and pattern: 1,500 tokens in one batch
+        var preset = SynthPreset.Get("tiny-gemma3") with
+        {
+            Name = "tiny-gemma3-w512",
+            Extra = new Dictionary<string, object> { ["attention.sliding_window"] = 512u, ["rope.freq_base_swa"] = 10000f },
+        };
+        using var dir = new TempDir();
+        var path = Write(dir, preset, "f32");
+        var (rel, cos) = CompareAll(path, Prompt(1500));
+        Assert.True(rel < 1e-5 && cos > 0.999999, $"max rel diff {rel:E2}, min cosine {cos:F9}");
+    }
+
+    [Theory]
+    [InlineData("linear rope scaling (factor 8) on the global layers only", true, true)]
+    [InlineData("no rope.freq_base_swa: sliding layers rotate with base 10 000", false, false)]
+    public void Gemma3RotaryVariantsAgree(string what, bool linearScaling, bool swaBase)
+    {
+        var extra = new Dictionary<string, object> { ["attention.sliding_window"] = 64u };
+        if (swaBase) extra["rope.freq_base_swa"] = 10000f;
+        if (linearScaling) { extra["rope.scaling.type"] = "linear"; extra["rope.scaling.factor"] = 8f; }
+        var preset = SynthPreset.Get("tiny-gemma3") with { Name = "tiny-gemma3-rope", Extra = extra };
+        using var dir = new TempDir();
+        var path = Write(dir, preset, "f32");
+        var (rel, cos) = CompareAll(path, Prompt(160));
+        Assert.True(rel < 1e-5 && cos > 0.999999, $"{what}: max rel diff {rel:E2}, min cosine {cos:F9}");
+    }
+
+    [Theory]
+    [InlineData("tiny-gemma2", "gemma2.attention.layer_norm_rms_epsilon")]
+    [InlineData("tiny-gemma3", "gemma3.attention.layer_norm_rms_epsilon")]
+    public void MissingRequiredKeyIsRefusedNamingIt(string preset, string key)
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, SynthPreset.Get(preset), "f32");
+        var bad = dir.File("bad.gguf");
+        using (var src = GgufFile.Open(path)) GgufWriter.CopyOf(src).Remove(key).Write(bad);
+        var e = Assert.Throws<InvalidModelFileException>(() => DecoderModel.Load(bad).Dispose());
+        Assert.Contains(key, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void MissingQkNormTensorIsRefusedNamingIt()
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, SynthPreset.Get("tiny-gemma3"), "f32");
+        var bad = dir.File("bad.gguf");
+        using (var src = GgufFile.Open(path))
+        {
+            var w = new GgufWriter().CopyMetadata(src);
+            foreach (var t in src.Tensors.Where(t => t.Name != "blk.1.attn_k_norm.weight"))
+                w.AddTensor(t.Name, t.Type, t.Dimensions, src.TensorData(t).ToArray());
+            w.Write(bad);
+        }
+        var e = Assert.Throws<InvalidModelFileException>(() => DecoderModel.Load(bad).Dispose());
+        Assert.Contains("blk.1.attn_k_norm.weight", e.Message);
+    }
+
+    [Fact]
+    public void LayerPatternsFollowLlamaCpp()
+    {
+        // Gemma 2: even layers slide (window 64 here), odd layers are global; soft-cap 50 everywhere
+        using var dir = new TempDir();
+        using var g2 = DecoderModel.Load(Write(dir, SynthPreset.Get("tiny-gemma2"), "f32"));
+        Assert.IsType<Gemma2Model>(g2);
+        Assert.Equal([64, 0, 64, 0], Enumerable.Range(0, 4).Select(l => g2.AttentionOf(l).Params.Window));
+        Assert.All(Enumerable.Range(0, 4), l => Assert.Equal(50f, g2.AttentionOf(l).Params.Softcap));
+        Assert.Equal(30f, g2.FinalLogitSoftcap);
+        Assert.Equal(16f, g2.EmbeddingScale);
+        Assert.Equal(1f / 8, g2.AttentionOf(0).Params.Scale); // 1/√64
+        // Gemma 3: five sliding layers, then a global one, on their own rotary table; no soft-caps
+        using var g3 = DecoderModel.Load(Write(dir, SynthPreset.Get("tiny-gemma3"), "f32"));
+        Assert.IsType<Gemma3Model>(g3);
+        Assert.Equal([64, 64, 64, 64, 64, 0], Enumerable.Range(0, 6).Select(l => g3.AttentionOf(l).Params.Window));
+        Assert.Equal([1, 1, 1, 1, 1, 0], Enumerable.Range(0, 6).Select(l => g3.AttentionOf(l).Rope));
+        Assert.Equal(0f, g3.AttentionOf(5).Params.Softcap);
+        Assert.Equal(0f, g3.FinalLogitSoftcap);
+        Assert.Equal(1f / MathF.Sqrt(128), g3.AttentionOf(0).Params.Scale); // head_dim 128, not dim/heads
+    }
+}
