@@ -12,7 +12,12 @@ namespace OpenWeights.Tokenizers;
 /// special-token partitioning, BOS/EOS rules, end-of-generation detection and detokenization
 /// (llama-vocab.cpp is the reference; its quirks are kept on purpose so that token ids match).
 /// </summary>
-/// <remarks>Instances are immutable and thread-safe.</remarks>
+/// <remarks>
+/// Instances are immutable and thread-safe. Where llama.cpp and a model's own (Hugging Face) tokenizer disagree, the
+/// model's tokenizer wins (RealTokenizerTests checks Gemma 3, Qwen3, Llama 3 and DeepSeek-V3 against it): the
+/// <see cref="HfTokenizer.NormalizerKey"/> normalization (Qwen's NFC), a literal ▁ reaching user-defined whitespace tokens
+/// in SentencePiece vocabularies, and '~' as a symbol in \p{S} (llama.cpp's unicode.cpp forgets it).
+/// </remarks>
 public abstract class Tokenizer
 {
     private readonly string[] pieces;
