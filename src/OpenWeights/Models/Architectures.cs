@@ -129,6 +129,31 @@ public static class Architectures
         T(Names.FfnDown, TensorShape.Down, "mlp.down_proj.weight"),
     ];
 
+    /// <summary>Gemma 2: RMS norms before and after both attention and feed-forward (HF names of Gemma2ForCausalLM; the
+    /// GGUF norms hold 1 + w, the Hugging Face ones w).</summary>
+    public static readonly IReadOnlyList<BlockTensor> Gemma2Block =
+    [
+        T(Names.AttnNorm, TensorShape.Dim, "input_layernorm.weight"),
+        T(Names.AttnQ, TensorShape.Q, "self_attn.q_proj.weight"),
+        T(Names.AttnK, TensorShape.Kv, "self_attn.k_proj.weight"),
+        T(Names.AttnV, TensorShape.Kv, "self_attn.v_proj.weight"),
+        T(Names.AttnOut, TensorShape.O, "self_attn.o_proj.weight"),
+        T(Names.AttnPostNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnNorm, TensorShape.Dim, "pre_feedforward_layernorm.weight"),
+        T(Names.FfnGate, TensorShape.Ffn, "mlp.gate_proj.weight"),
+        T(Names.FfnUp, TensorShape.Ffn, "mlp.up_proj.weight"),
+        T(Names.FfnDown, TensorShape.Down, "mlp.down_proj.weight"),
+        T(Names.FfnPostNorm, TensorShape.Dim, "post_feedforward_layernorm.weight"),
+    ];
+
+    /// <summary>Gemma 3: the Gemma 2 block with QK-norm, one (head_dim) weight shared by every query / key head.</summary>
+    public static readonly IReadOnlyList<BlockTensor> Gemma3Block =
+    [
+        .. Gemma2Block,
+        T(Names.AttnQNorm, TensorShape.HeadDim, "self_attn.q_norm.weight"),
+        T(Names.AttnKNorm, TensorShape.HeadDim, "self_attn.k_norm.weight"),
+    ];
+
     /// <summary>Every architecture the engine runs. A family added here is runnable (and listed as such in the catalog).</summary>
     public static readonly IReadOnlyList<ArchitectureSpec> Supported =
     [
@@ -151,6 +176,14 @@ public static class Architectures
         // pairing (llama.cpp's LLAMA_ROPE_TYPE_NEOX for phi3).
         new("phi3", "Phi-3 / 3.5 / 4 (mini)", RopeStyle.Neox, Phi3Block,
             (f, c) => new Phi3.Phi3Model(f, c), ["Phi3ForCausalLM"], Hf: HfFamilies.Phi3),
+        // differs from Llama: √dim embeddings, pre and post norms, GeGLU, alternating sliding-window / global layers,
+        // attention and final logit soft-caps; rotary pairs (i, i+d/2).
+        new("gemma2", "Gemma 2", RopeStyle.Neox, Gemma2Block,
+            (f, c) => new Gemma.Gemma2Model(f, c), ["Gemma2ForCausalLM"], NormWeightOffset: 1, Hf: HfFamilies.Gemma2),
+        // differs from Llama: as Gemma 2 without soft-caps, plus QK-norm, 5 sliding : 1 global layers with their own
+        // rotary base. Gemma3ForConditionalGeneration's text part converts to the same GGUF (the vision tower is not run).
+        new("gemma3", "Gemma 3 (text)", RopeStyle.Neox, Gemma3Block,
+            (f, c) => new Gemma.Gemma3Model(f, c), ["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], NormWeightOffset: 1, Hf: HfFamilies.Gemma3),
     ];
 
     public static ArchitectureSpec Get(string? name)

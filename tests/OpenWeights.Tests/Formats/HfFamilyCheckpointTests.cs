@@ -110,6 +110,30 @@ public class HfFamilyCheckpointTests
     }
 
     [Fact]
+    public void Gemma3_conditional_generation_checkpoints_load_their_language_model()
+    {
+        using var dir = new TempDir();
+        string hf = Folder(dir, "tiny-gemma3");
+        int[] prompt = [2, 300, 301, 17, 900, 44];
+        float[] Logits(ITensorSource s)
+        {
+            using var m = DecoderModel.Load(s);
+            var all = new float[prompt.Length * m.Config.VocabSize];
+            m.Forward(prompt, m.CreateCache(16), m.CreateState(prompt.Length, 16), 2, all);
+            return all;
+        }
+        float[] reference;
+        using (var h = HfCheckpoint.Open(hf)) reference = Logits(h);
+        // Gemma 3 4B and larger: the text model's config in text_config, its tensors under model.language_model.*
+        HfFixture.ToMultimodal(hf, "gemma3", "Gemma3ForConditionalGeneration", newerNames: true);
+        using (var h = HfCheckpoint.Open(hf))
+        {
+            Assert.Equal("gemma3", h.Architecture);
+            Assert.Equal(reference, Logits(h));
+        }
+    }
+
+    [Fact]
     public void Phi3_partial_rotary_context_window_and_longrope_land_in_keys_and_factor_tensors()
     {
         using var dir = new TempDir();

@@ -54,6 +54,10 @@ public static class LlamaCpp
         return result;
     }
 
+    /// <summary>Greedy continuation with a context of at least 64 (<see cref="GreedyDecode"/>).</summary>
+    public static int[] GreedyTokens(string path, int[] prompt, int count, int threads = 2) =>
+        GreedyDecode(path, prompt, count, Math.Max(64, prompt.Length + count + 8), threads);
+
     /// <summary>Greedy continuation with a context just large enough (<see cref="GreedyDecode"/>).</summary>
     public static int[] ArgmaxContinuation(string path, int[] prompt, int count, int threads = 2) =>
         GreedyDecode(path, prompt, count, prompt.Length + count + 8, threads);

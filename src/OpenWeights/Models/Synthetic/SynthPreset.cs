@@ -33,6 +33,23 @@ public sealed record SynthPreset(
     public const string Llama3 =
         "{{- bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
 
+    /// <summary>Gemma's turns (the real template also folds a system message into the first user turn and checks that
+    /// roles alternate); "assistant" is spoken as "model".</summary>
+    public const string Gemma =
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
+
+    /// <summary>Gemma 2 metadata: sliding window, attention and final logit soft-caps (as the converter writes them).</summary>
+    private static Dictionary<string, object> Gemma2Keys(uint window) => new()
+    {
+        ["attention.sliding_window"] = window, ["attn_logit_softcapping"] = 50f, ["final_logit_softcapping"] = 30f,
+    };
+
+    /// <summary>Gemma 3 metadata: sliding window and the rotary base of sliding-window layers.</summary>
+    private static Dictionary<string, object> Gemma3Keys(uint window) => new()
+    {
+        ["attention.sliding_window"] = window, ["rope.freq_base_swa"] = 10000f,
+    };
+
     public static readonly IReadOnlyList<SynthPreset> All =
     [
         // HuggingFaceTB/SmolLM2-135M: llama architecture, tied embeddings.
@@ -86,6 +103,21 @@ public sealed record SynthPreset(
                 [Architectures.Names.RopeFactorsShort] = Enumerable.Range(0, 24).Select(i => 1f + 0.25f * i / 23f).ToArray(),
             },
         },
+        // google/gemma-2-2b: 26 layers, 8 heads of 256, 4 KV heads, window 4096 on even layers, tied.
+        new("gemma-2-2b", "gemma2", 256000, 2304, 26, 8, 4, 9216, 8192, 10000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 256, Extra = Gemma2Keys(4096) },
+        // google/gemma-3-270m: 18 layers, 4 heads of 256, 1 KV head, window 512, rotary 1e6 global / 1e4 local, tied.
+        new("gemma-3-270m", "gemma3", 262144, 640, 18, 4, 1, 2048, 32768, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 256, Extra = Gemma3Keys(512) },
+        // google/gemma-3-1b-it: 26 layers, 4 heads of 256, 1 KV head, window 512, tied.
+        new("gemma-3-1b", "gemma3", 262144, 1152, 26, 4, 1, 6912, 32768, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 256, Extra = Gemma3Keys(512) },
+        // Tiny Gemmas with a 64-key window so that short tests cross it: gemma2 layers 0, 2 slide; gemma3 layers 0-4
+        // slide and layer 5 is global; their heads (128) are wider than dim/heads (64), as Gemma's are.
+        new("tiny-gemma2", "gemma2", 1024, 256, 4, 4, 2, 512, 4096, 10000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 128, Extra = Gemma2Keys(64) },
+        new("tiny-gemma3", "gemma3", 1024, 256, 6, 4, 1, 512, 4096, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 128, Extra = Gemma3Keys(64) },
     ];
 
     /// <summary>Phi-3's chat template (&lt;|user|&gt; ... &lt;|end|&gt;).</summary>

@@ -39,7 +39,7 @@ public static class SyntheticModel
         var w = new GgufWriter { Progress = progress };
         string a = p.Architecture;
         bool llama3 = p.ChatTemplate == SynthPreset.Llama3;
-        var vocab = SynthVocab.Build(p.VocabSize, llama3);
+        var vocab = p.ChatTemplate == SynthPreset.Gemma ? SynthVocab.BuildGemma(p.VocabSize) : SynthVocab.Build(p.VocabSize, llama3);
         w.Set("general.architecture", a)
          .Set("general.name", p.GeneralName ?? $"synthetic {p.Name}")
          .Set("general.file_type", (uint)FileType(type))
