@@ -103,9 +103,11 @@ public class HfFamilyCheckpointTests
         }
         // without head_dim the converter's default (256) applies, which this file's tensors contradict
         Edit(hf, c => c.Remove("head_dim"));
+        AssertOneLine(Record.Exception(() => HfCheckpoint.Open(hf)), "query_pre_attn_scalar = 128 is not supported (a GGUF of this shape scales queries by 256^-1/2)");
+        Edit(hf, c => c.Remove("query_pre_attn_scalar"));
         AssertOneLine(Record.Exception(() => HfCheckpoint.Open(hf)), "self_attn.q_proj.weight has shape [512, 256] where config.json implies [1024, 256]");
         // model_type alone names the family (Gemma3ForCausalLM's config says gemma3_text)
-        Edit(hf, c => { c["head_dim"] = 128; c.Remove("architectures"); });
+        Edit(hf, c => { c["head_dim"] = 128; c["query_pre_attn_scalar"] = 128; c.Remove("architectures"); });
         using (var h = HfCheckpoint.Open(hf)) Assert.Equal("gemma3", h.Architecture);
     }
 

@@ -531,7 +531,7 @@ internal sealed record HfConfig
             }
             string? name = Get("_name_or_path") is { ValueKind: JsonValueKind.String } n && !string.IsNullOrWhiteSpace(n.GetString()) ? System.IO.Path.GetFileName(n.GetString()!.TrimEnd('/')) : null;
             var familyOut = new HfFamilyMetadata();
-            family?.Map(new HfConfigJson(r), familyOut);
+            family?.Map(new HfConfigJson(r, family.Defaults), familyOut);
             return new HfConfig
             {
                 Spec = spec,

@@ -23,21 +23,27 @@ public sealed record HfFamily(Action<HfConfigJson, HfFamilyMetadata> Map)
 public sealed class HfConfigJson
 {
     private readonly JsonElement root;
+    private readonly IReadOnlyDictionary<string, double> defaults;
 
-    internal HfConfigJson(JsonElement root) { this.root = root; }
+    /// <param name="defaults">The family's values for fields config.json leaves out (<see cref="HfFamily.Defaults"/>).</param>
+    internal HfConfigJson(JsonElement root, IReadOnlyDictionary<string, double>? defaults = null)
+    {
+        this.root = root;
+        this.defaults = defaults ?? new Dictionary<string, double>();
+    }
 
     /// <summary>The value of a key, null when absent or JSON null.</summary>
     public JsonElement? Get(string key) => root.TryGetProperty(key, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
 
     public bool Has(string key) => Get(key) is not null;
 
-    /// <summary>A positive integer (at most 2^24), or null when absent.</summary>
-    public int? Int(string key) => Get(key) is { } v ? IntOf(key, v) : null;
+    /// <summary>A positive integer (at most 2^24), or the family's default, or null when absent.</summary>
+    public int? Int(string key) => Get(key) is { } v ? IntOf(key, v) : defaults.TryGetValue(key, out var d) ? (int)d : null;
 
     public int RequireInt(string key) => Int(key) ?? throw new InvalidModelFileException($"config.json: {key} is missing");
 
-    /// <summary>A finite number, or null when absent.</summary>
-    public double? Number(string key) => Get(key) is { } v ? NumberOf(key, v) : null;
+    /// <summary>A finite number, or the family's default, or null when absent.</summary>
+    public double? Number(string key) => Get(key) is { } v ? NumberOf(key, v) : defaults.TryGetValue(key, out var d) ? d : null;
 
     public double RequireNumber(string key) => Number(key) ?? throw new InvalidModelFileException($"config.json: {key} is missing");
 
