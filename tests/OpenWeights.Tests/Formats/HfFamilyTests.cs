@@ -101,6 +101,26 @@ public class HfFamilyTests
         }
     }
 
+    [Theory]
+    [MemberData(nameof(TinyPresets))]
+    public void A_bf16_folder_loaded_directly_gives_the_logits_of_its_bf16_conversion(string preset)
+    {
+        using var dir = new TempDir();
+        string gguf = dir.File("src.gguf"), hf = dir.File("hf"), converted = dir.File("converted.gguf");
+        SyntheticModel.Write(SynthPreset.Get(preset), SynthType.Parse("f32"), gguf, threads: 2);
+        HfFixture.Write(gguf, hf, dtype: OpenWeights.Formats.Safetensors.SafetensorsDType.BF16);
+        float[] direct;
+        using (var h = HfCheckpoint.Open(hf))
+        {
+            direct = Logits(h);
+            HfConverter.Convert(h, converted, "bf16", threads: 2);
+        }
+        using var c = GgufFile.Open(converted);
+        // the same BF16 matrices (Q/K rows in the GGUF's order where NORM) and the same F32 norms (Gemma's + 1)
+        double d = MaxRel(direct, Logits(c));
+        Assert.True(d < 1e-6, $"{preset}: max |diff| / max |logit| = {d}");
+    }
+
     /// <summary>A folder of a tiny preset with config.json edited; returns the folder.</summary>
     private static string Folder(TempDir dir, string preset, Action<JsonObject> edit)
     {
