@@ -18,9 +18,10 @@ public static class HfFamilies
     public static readonly HfFamily Gemma2 = new((c, g) =>
     {
         int layers = c.RequireInt("num_hidden_layers");
-        // convert_hf_to_gguf Gemma2Model writes both soft-caps; transformers allows null (no cap), which writes nothing here
-        if (c.Number("attn_logit_softcapping") is { } attnCap) g.Set("attn_logit_softcapping", (float)attnCap);
-        if (c.Number("final_logit_softcapping") is { } finalCap) g.Set("final_logit_softcapping", (float)finalCap);
+        // convert_hf_to_gguf Gemma2Model requires both soft-caps: llama.cpp always caps gemma2 logits (a missing key means
+        // 50 / 30 there), so a config without a cap (null) cannot become a GGUF that runs as it does
+        g.Set("attn_logit_softcapping", (float)c.RequireNumber("attn_logit_softcapping"));
+        g.Set("final_logit_softcapping", (float)c.RequireNumber("final_logit_softcapping"));
         g.Set("attention.sliding_window", (uint)c.RequireInt("sliding_window"));
         CheckLayerTypes(c, layers, i => i % 2 == 0, "gemma2 slides on the even layers");
         CheckQueryScale(c, layers, bigLayers: 46);

@@ -44,9 +44,9 @@ public class HfFamilyConfigTests
         Assert.Equal(3, keys.Count);
         Assert.Empty(tensors);
         // the 27B shape scales queries by hidden / heads = 144 (google/gemma-2-27b)
-        Map(HfFamilies.Gemma2, """{"hidden_size": 4608, "num_hidden_layers": 46, "num_attention_heads": 32, "head_dim": 128, "sliding_window": 4096, "query_pre_attn_scalar": 144}""");
-        // a null cap means none: no key
-        Assert.False(Map(HfFamilies.Gemma2, Gemma2_2B.Replace("50.0", "null") + "}").Keys.ContainsKey("attn_logit_softcapping"));
+        Map(HfFamilies.Gemma2, """{"hidden_size": 4608, "num_hidden_layers": 46, "num_attention_heads": 32, "head_dim": 128, "sliding_window": 4096, "query_pre_attn_scalar": 144, "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}""");
+        // a null cap (none) cannot be written: llama.cpp caps gemma2 always
+        AssertRefused(HfFamilies.Gemma2, Gemma2_2B.Replace("50.0", "null") + "}", "config.json: attn_logit_softcapping is missing");
     }
 
     [Fact]
