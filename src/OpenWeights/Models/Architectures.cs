@@ -159,7 +159,7 @@ public static class Architectures
     [
         // Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama: GGUF converters permute Q/K so NORM pairing applies.
         new("llama", "Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama", RopeStyle.Norm, LlamaBlock,
-            (f, c) => new Llama.LlamaModel(f, c), ["LlamaForCausalLM", "MistralForCausalLM"]),
+            (f, c) => new Llama.LlamaModel(f, c), ["LlamaForCausalLM", "MistralForCausalLM"], Hf: HfFamilies.Llama),
         // differs from Llama: biases on Q/K/V; rotary pairs (i, i+d/2) as in the HF checkpoint.
         new("qwen2", "Qwen 2 / 2.5", RopeStyle.Neox, Qwen2Block,
             (f, c) => new Llama.LlamaModel(f, c), ["Qwen2ForCausalLM"]),

@@ -14,6 +14,13 @@ namespace OpenWeights.Models;
 /// </summary>
 public static class HfFamilies
 {
+    /// <summary>Llama / Mistral: the common keys only; biased attention projections are not part of the llama block.</summary>
+    public static readonly HfFamily Llama = new((c, _) =>
+    {
+        if (c.Get("attention_bias") is { ValueKind: System.Text.Json.JsonValueKind.True })
+            throw new OpenWeightsException("config.json: attention_bias = true is not supported for llama models");
+    });
+
     /// <summary>Gemma 2: soft-caps and the sliding window; every other layer (the even ones) slides.</summary>
     public static readonly HfFamily Gemma2 = new((c, g) =>
     {

@@ -28,6 +28,13 @@ public class HfFamilyConfigTests
         Assert.Contains(contains, e.Message);
     }
 
+    [Fact]
+    public void Llama_has_no_keys_of_its_own_and_refuses_biased_attention()
+    {
+        Assert.Empty(Map(HfFamilies.Llama, """{"attention_bias": false}""").Keys);
+        AssertRefused(HfFamilies.Llama, """{"attention_bias": true}""", "attention_bias = true is not supported for llama models");
+    }
+
     // google/gemma-2-2b-it
     private const string Gemma2_2B = """
         {"hidden_size": 2304, "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,

@@ -486,7 +486,6 @@ internal sealed record HfConfig
             int kv = Int("num_key_value_heads", heads);
             if (headDim % 2 != 0) throw new InvalidModelFileException($"config.json: head_dim {headDim} is odd (rotary embeddings rotate pairs of dimensions)");
             if (heads % kv != 0) throw new InvalidModelFileException($"config.json: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}");
-            if (spec.Name == "llama" && Get("attention_bias") is { ValueKind: JsonValueKind.True }) throw new OpenWeightsException("config.json: attention_bias = true is not supported for llama models");
             bool tieExplicit = Get("tie_word_embeddings") is { } tie && tie.ValueKind is JsonValueKind.True or JsonValueKind.False;
             bool tied = Get("tie_word_embeddings") is { ValueKind: JsonValueKind.True };
             string? scalingType = null;
