@@ -212,6 +212,12 @@ public class HfFamilyTests
             Assert.DoesNotContain(h.Tensors, t => t.Name.Contains("vision", StringComparison.Ordinal) || t.Name.Contains("projector", StringComparison.Ordinal));
             Assert.Equal(0, MaxRel(Logits(h), reference));
         }
+        // a text_config repeating a key: read as any JSON file is (no crash outside the one-line errors)
+        string cfg = Path.Combine(hf, "config.json");
+        File.WriteAllText(cfg, File.ReadAllText(cfg).Replace("\"text_config\":{", "\"text_config\":{\"hidden_size\":7,"));
+        Assert.Contains("\"hidden_size\":7,", File.ReadAllText(cfg));
+        var e = Record.Exception(() => HfCheckpoint.Open(hf).Dispose());
+        Assert.True(e is null or OpenWeightsException, e?.ToString());
     }
 
     [Fact]

@@ -413,14 +413,21 @@ internal sealed record HfConfig
     /// <summary>The family's generated F32 tensors (Phi-3's rope factors).</summary>
     public IReadOnlyList<(string Name, float[] Values)> FamilyTensors { get; init; } = [];
 
+    /// <summary>config.json's top level with text_config's fields over it (written, not built as a JsonObject, so that a
+    /// file repeating a key is read as JsonDocument reads it rather than failing here).</summary>
     private static JsonDocument Merged(JsonElement root, JsonElement text)
     {
-        var o = System.Text.Json.Nodes.JsonObject.Create(root)!;
-        var t = System.Text.Json.Nodes.JsonObject.Create(text)!;
-        var merged = new System.Text.Json.Nodes.JsonObject();
-        foreach (var (k, v) in o) if (k != "text_config") merged[k] = v?.DeepClone();
-        foreach (var (k, v) in t) merged[k] = v?.DeepClone();
-        return JsonDocument.Parse(merged.ToJsonString());
+        var overridden = new HashSet<string>(text.EnumerateObject().Select(p => p.Name), StringComparer.Ordinal);
+        var buffer = new System.IO.MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            foreach (var p in root.EnumerateObject())
+                if (p.Name != "text_config" && !overridden.Contains(p.Name)) p.WriteTo(w);
+            foreach (var p in text.EnumerateObject()) p.WriteTo(w);
+            w.WriteEndObject();
+        }
+        return JsonDocument.Parse(buffer.ToArray());
     }
 
     /// <summary>model_type values that name an architecture other than their own (Mistral is run as llama).</summary>
