@@ -42,6 +42,16 @@ public static class TinyFamilies
         return path;
     })).Value;
 
+    /// <summary>The token that closes an assistant turn in the model's chat template (the first marker after the reply), and its text.</summary>
+    public static (int Id, string Text) TurnEnd(string model)
+    {
+        using var m = DecoderModel.Load(model);
+        var tok = Tokenizer.FromGguf(m.Source);
+        string rendered = new ChatFormatter(tok).Render([ChatTurn.User("hi"), ChatTurn.Assistant("hello")], addGenerationPrompt: false);
+        string end = Regex.Match(rendered[(rendered.IndexOf("hello", StringComparison.Ordinal) + 5)..], @"<\|?[a-z_]+\|?>").Value;
+        return (tok.TokenToId(end), end);
+    }
+
     /// <summary>Prompt tokens of one user message through the model's chat template (as run / serve / the chat client build them).</summary>
     public static int ChatPromptTokens(string model, string text)
     {

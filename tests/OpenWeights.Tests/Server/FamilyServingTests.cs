@@ -74,6 +74,22 @@ public class FamilyServingTests
         Assert.DoesNotContain("<|end|>", reply);
     }
 
+    [Theory]
+    [MemberData(nameof(TinyFamilies.All), MemberType = typeof(TinyFamilies))]
+    public async Task TheTemplatesTurnEndStopsTheReplyWithoutLeaking(string arch)
+    {
+        string model = TinyFamilies.Model(arch);
+        var (endId, endText) = TinyFamilies.TurnEnd(model);
+        Assert.True(endId >= 0, $"{arch}: the turn end {endText} is not a token");
+        using var f = new OwFactory(new ServerOptions { ModelPath = model, Parallel = 1, ContextSize = 256, Threads = 2 });
+        var options = Greedy(8);
+        options.LogitBiases.Add(endId, 100); // the model ends its turn at once
+        var r = (await new ChatClient(f.ModelHost.ModelId, Creds.Key(), f.SdkOptions()).CompleteChatAsync([new UserChatMessage(Question)], options)).Value;
+        Assert.Equal(ChatFinishReason.Stop, r.FinishReason);
+        Assert.Equal("", r.Content.Count > 0 ? r.Content[0].Text : "");
+        Assert.InRange(r.Usage.OutputTokenCount, 0, 1);
+    }
+
     [Fact]
     public async Task Gemma3ServedAsAProcessOnARealPort()
     {
