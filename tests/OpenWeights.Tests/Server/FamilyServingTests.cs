@@ -90,6 +90,27 @@ public class FamilyServingTests
         Assert.InRange(r.Usage.OutputTokenCount, 0, 1);
     }
 
+    [Theory]
+    [MemberData(nameof(TinyFamilies.All), MemberType = typeof(TinyFamilies))]
+    public async Task ParallelChoicesPastTheSlidingWindowEqualTheSingleReply(string arch)
+    {
+        // a prompt longer than the tiny Gemmas' 64-key window; three greedy choices decoded side by side in three slots
+        string model = TinyFamilies.Model(arch);
+        string longQuestion = string.Join(" ", Enumerable.Repeat("tell me about cats and dogs", 12));
+        Assert.True(TinyFamilies.ChatPromptTokens(model, longQuestion) > 100);
+        string single;
+        using (var one = new OwFactory(new ServerOptions { ModelPath = model, Parallel = 1, ContextSize = 512, Threads = 2 }))
+            single = (await new ChatClient(one.ModelHost.ModelId, Creds.Key(), one.SdkOptions()).CompleteChatAsync([new UserChatMessage(longQuestion)], Greedy(12))).Value.Content[0].Text;
+        using var f = new OwFactory(new ServerOptions { ModelPath = model, Parallel = 3, ContextSize = 512, Threads = 2 });
+        using var http = f.CreateClient();
+        var body = System.Text.Json.JsonSerializer.Serialize(new { model = f.ModelHost.ModelId, messages = new[] { new { role = "user", content = longQuestion } }, max_tokens = 12, temperature = 0, n = 3 });
+        var resp = await http.PostAsync("/v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+        var j = System.Text.Json.Nodes.JsonNode.Parse(await resp.Content.ReadAsStringAsync())!;
+        Assert.True(resp.IsSuccessStatusCode, j.ToJsonString());
+        var texts = j["choices"]!.AsArray().Select(c => c!["message"]!["content"]!.GetValue<string>()).ToList();
+        Assert.Equal([single, single, single], texts);
+    }
+
     [Fact]
     public async Task Gemma3ServedAsAProcessOnARealPort()
     {
