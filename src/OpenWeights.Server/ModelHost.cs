@@ -24,7 +24,7 @@ public sealed class ModelHost : IDisposable
     {
         Options = options;
         if (options.StreamBufferEvents < 1) throw new OpenWeightsException($"the stream buffer of {options.StreamBufferEvents} events must be at least 1");
-        Model = DecoderModel.LoadOwned(OpenWeights.Formats.ModelSources.Open(options.ModelPath));
+        Model = DecoderModel.LoadOwned(OpenWeights.Models.ModelSources.Open(options.ModelPath));
         if (options.Loras.Count > 0) OpenWeights.Lora.LoraLoader.Attach(Model, options.Loras);
         try
         {

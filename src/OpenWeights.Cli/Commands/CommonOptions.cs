@@ -1,8 +1,10 @@
+using OpenWeights.Models;
 using System.CommandLine;
 using OpenWeights.Catalog;
 using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Hub;
 
 namespace OpenWeights.Cli.Commands;

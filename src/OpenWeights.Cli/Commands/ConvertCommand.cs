@@ -1,5 +1,6 @@
 using System.CommandLine;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 
 namespace OpenWeights.Cli.Commands;
 

@@ -2,6 +2,7 @@ using System.CommandLine;
 using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Models;
 using OpenWeights.Tensors.Quant;
 

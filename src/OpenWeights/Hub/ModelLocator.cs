@@ -1,5 +1,6 @@
 using OpenWeights.Catalog;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 
 namespace OpenWeights.Hub;
 

@@ -1,3 +1,4 @@
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Formats;
 using OpenWeights.Tensors.Kernels;
 

@@ -4,6 +4,7 @@ using System.Collections.Frozen;
 using System.Text;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 
 namespace OpenWeights.Tokenizers;
 

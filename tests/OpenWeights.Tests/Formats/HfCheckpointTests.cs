@@ -1,6 +1,7 @@
 using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Formats.Safetensors;
 using OpenWeights.Models;
 using OpenWeights.Models.Synthetic;

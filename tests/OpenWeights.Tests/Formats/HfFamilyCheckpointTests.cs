@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Models;
 using OpenWeights.Models.Common;
 using OpenWeights.Models.Synthetic;

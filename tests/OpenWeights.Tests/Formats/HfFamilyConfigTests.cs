@@ -1,5 +1,6 @@
 using System.Text.Json;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Models;
 using static OpenWeights.Models.Architectures.Names;
 

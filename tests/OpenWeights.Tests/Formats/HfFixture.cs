@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Formats.Safetensors;
 using OpenWeights.Models;
 using OpenWeights.Tensors.Kernels;

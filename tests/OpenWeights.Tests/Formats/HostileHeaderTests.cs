@@ -1,5 +1,6 @@
 using System.Text;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Formats.Safetensors;
 using OpenWeights.Tests.Fuzz;
 

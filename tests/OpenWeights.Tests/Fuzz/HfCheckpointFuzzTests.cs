@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Models;
 using OpenWeights.Tokenizers;
 

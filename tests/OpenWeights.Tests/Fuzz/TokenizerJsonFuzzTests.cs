@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using OpenWeights.Formats;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Tests.Fuzz;

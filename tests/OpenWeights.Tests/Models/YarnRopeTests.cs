@@ -171,7 +171,7 @@ public class YarnRopeTests(ITestOutputHelper output)
         }
         float[] reference;
         using (var g = GgufFile.Open(gguf)) reference = Logits(g);
-        using (var h = OpenWeights.Formats.HuggingFace.HfCheckpoint.Open(hf))
+        using (var h = OpenWeights.Models.HuggingFace.HfCheckpoint.Open(hf))
         {
             Assert.Equal("yarn", h.GetString("qwen2.rope.scaling.type"));
             Assert.Equal(4.0, h.GetNumber("qwen2.rope.scaling.factor"));
@@ -183,7 +183,7 @@ public class YarnRopeTests(ITestOutputHelper output)
         }
         string cfg = Path.Combine(hf, "config.json"), good = File.ReadAllText(cfg);
         File.WriteAllText(cfg, good.Replace("\"original_max_position_embeddings\": 256", "\"original_max_position_embeddings\": 256, \"attention_factor\": 1.5, \"beta_fast\": 16, \"beta_slow\": 2"));
-        using (var h = OpenWeights.Formats.HuggingFace.HfCheckpoint.Open(hf))
+        using (var h = OpenWeights.Models.HuggingFace.HfCheckpoint.Open(hf))
         {
             Assert.Equal(1.5, h.GetNumber("qwen2.rope.scaling.yarn_attn_factor"));
             using var m = LlamaModel.Load(h);
@@ -191,7 +191,7 @@ public class YarnRopeTests(ITestOutputHelper output)
             Assert.Equal(1.5f, m.Config.RopeMscale);
         }
         File.WriteAllText(cfg, good.Replace("\"original_max_position_embeddings\": 256", "\"original_max_position_embeddings\": 256, \"mscale\": 1, \"mscale_all_dim\": 1"));
-        var e = Assert.Throws<OpenWeightsException>(() => OpenWeights.Formats.HuggingFace.HfCheckpoint.Open(hf).Dispose());
+        var e = Assert.Throws<OpenWeightsException>(() => OpenWeights.Models.HuggingFace.HfCheckpoint.Open(hf).Dispose());
         Assert.Contains("mscale", e.Message);
     }
 

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Text;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using OpenWeights.Tokenizers;
 
 namespace OpenWeights.Tests.Tokenizers;

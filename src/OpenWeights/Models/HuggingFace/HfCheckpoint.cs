@@ -1,3 +1,5 @@
+using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Formats;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using OpenWeights.Formats.Gguf;
@@ -7,7 +9,7 @@ using OpenWeights.Tensors.Kernels;
 using OpenWeights.Tensors.Quant;
 using static OpenWeights.Models.Architectures.Names;
 
-namespace OpenWeights.Formats.HuggingFace;
+namespace OpenWeights.Models.HuggingFace;
 
 /// <summary>
 /// A Hugging Face checkpoint folder (<c>config.json</c> + <c>model.safetensors</c>, or shards listed in

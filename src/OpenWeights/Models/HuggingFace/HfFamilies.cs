@@ -1,8 +1,9 @@
 using OpenWeights.Formats;
 using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Models.HuggingFace;
 using static OpenWeights.Models.Architectures.Names;
 
-namespace OpenWeights.Models;
+namespace OpenWeights.Models.HuggingFace;
 
 /// <summary>
 /// Each family's own config.json fields and the GGUF keys they become, as llama.cpp's convert_hf_to_gguf.py writes them

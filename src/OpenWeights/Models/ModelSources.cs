@@ -1,7 +1,8 @@
 using OpenWeights.Formats.Gguf;
-using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Formats;
+using OpenWeights.Models.HuggingFace;
 
-namespace OpenWeights.Formats;
+namespace OpenWeights.Models;
 
 /// <summary>Opens whatever holds a model: a GGUF file or a Hugging Face checkpoint folder (config.json + safetensors).</summary>
 public static class ModelSources

@@ -1,10 +1,12 @@
+using OpenWeights.Formats.HuggingFace;
+using OpenWeights.Formats;
 using OpenWeights.Formats.Gguf;
 using OpenWeights.Models;
 using OpenWeights.Tensors.Kernels;
 using OpenWeights.Tensors.Quant;
 using static OpenWeights.Models.Architectures.Names;
 
-namespace OpenWeights.Formats.HuggingFace;
+namespace OpenWeights.Models.HuggingFace;
 
 /// <summary>
 /// Hugging Face checkpoint -> standard llama.cpp GGUF, tensor by tensor (never the whole model in memory):
