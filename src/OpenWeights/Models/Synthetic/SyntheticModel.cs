@@ -33,8 +33,7 @@ public readonly record struct SynthType(QuantPreset? Preset, GgmlType? Pure)
 /// </summary>
 public static class SyntheticModel
 {
-    public static void Write(SynthPreset p, SynthType type, string path, ulong seed = 42, int threads = 0, IProgress<GgufWriteProgress>? progress = null,
-        Func<PlannedTensor, GgmlType>? retype = null)
+    public static void Write(SynthPreset p, SynthType type, string path, ulong seed = 42, int threads = 0, IProgress<GgufWriteProgress>? progress = null)
     {
         if (threads <= 0) threads = Environment.ProcessorCount;
         var w = new GgufWriter { Progress = progress };
@@ -72,10 +71,8 @@ public static class SyntheticModel
             if (rs.AttnFactor != 1f) w.Set($"{a}.rope.scaling.attn_factor", rs.AttnFactor);
         }
 
-        foreach (var planned in Plan(p, type))
+        foreach (var t in Plan(p, type))
         {
-            var t = retype is null ? planned
-                : planned with { Type = retype(planned), Bytes = GgufWriter.ExpectedBytes(retype(planned), planned.Dims) };
             ulong tseed = seed ^ Hash(t.Name);
             float[]? fixedValues = t.Name == RopeFreqs ? Llama3FreqFactors(p) : p.ExtraTensors.GetValueOrDefault(t.Name);
             bool isNorm = t.Dims.Length == 1 && fixedValues is null && t.Std == 0;
