@@ -79,19 +79,19 @@ public static class LoraNames
         var m = System.Text.RegularExpressions.Regex.Match(name, @"^blk\.(\d+)\.([a-z_]+)\.weight$");
         if (m.Success)
         {
-            var t = LoraTargets.All.FirstOrDefault(x => x.Gguf == m.Groups[2].Value);
+            var t = LoraTargets.Known.FirstOrDefault(x => x.Gguf == m.Groups[2].Value);
             if (t.Peft is not null && int.TryParse(m.Groups[1].Value, out int layer)) return (layer, t.Peft);
         }
-        throw new OpenWeightsException($"'{name}' is not a projection LoRA can adapt (supported: {string.Join(", ", LoraTargets.All.Select(x => "blk.N." + x.Gguf + ".weight"))})");
+        throw new OpenWeightsException($"'{name}' is not a projection LoRA can adapt (supported: {string.Join(", ", LoraTargets.Known.Select(x => "blk.N." + x.Gguf + ".weight").Distinct())})");
     }
 
-    /// <summary>Layer, then the order of <see cref="LoraTargets.All"/>: the order files list tensors in.</summary>
+    /// <summary>Layer, then the order of <see cref="LoraTargets.Known"/> (llama's q..down first): the order files list tensors in.</summary>
     public static IEnumerable<LoraWeights> Ordered(LoraAdapter a) =>
         a.Weights.Values.OrderBy(w => ParseGguf(w.Target).Layer).ThenBy(w => IndexOf(ParseGguf(w.Target).Peft));
 
     private static int IndexOf(string peft)
     {
-        for (int i = 0; i < LoraTargets.All.Count; i++) if (LoraTargets.All[i].Peft == peft) return i;
+        for (int i = 0; i < LoraTargets.Known.Count; i++) if (LoraTargets.Known[i].Peft == peft) return i;
         return int.MaxValue;
     }
 
