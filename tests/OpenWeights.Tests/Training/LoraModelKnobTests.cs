@@ -1,0 +1,79 @@
+using OpenWeights.Training;
+using static OpenWeights.Tests.Training.GradCheck;
+
+namespace OpenWeights.Tests.Training;
+
+/// <summary>
+/// LoraModel on a synthetic family with each DecoderModel knob turned (<see cref="KnobModel"/>): its forward equals the
+/// inference forward, and its LoRA gradients match finite differences, for the knob set of each dense family.
+/// </summary>
+public class LoraModelKnobTests(ITestOutputHelper output)
+{
+    public static readonly TheoryData<string> Families = new(["llama", "qwen2", "gemma2", "gemma3", "qwen3", "olmo2", "smollm3"]);
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void ForwardEqualsInference(string family)
+    {
+        using var dir = new TempDir();
+        using var model = KnobModel.Create(dir.File("m.gguf"), Knobs.Named(family), out var file);
+        using var _ = file;
+        var lm = new LoraModel(model, new LoraOptions(), seed: 1) { Threads = 2, Context = 64 };
+        int[] prompt = [1, 5, 9, 33, 2, 7, 60, 12, 40, 41, 3];
+        double worst = 0;
+        // every prefix length: the last token sees 1..11 keys, crossing the window of 4
+        var all = new float[prompt.Length * model.Config.VocabSize];
+        model.Forward(prompt, model.CreateCache(64), model.CreateState(prompt.Length, 64), 2, all);
+        for (int len = 1; len <= prompt.Length; len++)
+        {
+            var ours = lm.LastLogits(prompt.AsSpan(0, len));
+            var theirs = all.AsSpan((len - 1) * ours.Length, ours.Length);
+            float scale = 0; foreach (var v in theirs) scale = Math.Max(scale, Math.Abs(v));
+            for (int i = 0; i < ours.Length; i++) worst = Math.Max(worst, Math.Abs(ours[i] - theirs[i]) / scale);
+        }
+        output.WriteLine($"{family}: LoraModel vs inference logits, max abs diff / max |logit| = {worst:E2}");
+        Assert.True(worst < 1e-5, $"{family}: {worst}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void LoraGradientsMatchFiniteDifferences(string family)
+    {
+        using var dir = new TempDir();
+        using var model = KnobModel.Create(dir.File("m.gguf"), Knobs.Named(family), out var file);
+        using var _ = file;
+        var lm = new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8 }, seed: 7) { Threads = 2, Context = 64 };
+        int s = 100;
+        foreach (var m in lm.Trainable) Random(m.Lora!.B.Length, s++, 0.3f).CopyTo(m.Lora.B, 0);
+        int n = 10;
+        var rng = new Random(3);
+        int[] tokens = Enumerable.Range(0, n).Select(_ => rng.Next(64)).ToArray();
+        int[] targets = Enumerable.Range(0, n).Select(_ => rng.Next(64)).ToArray();
+        bool[] mask = Enumerable.Range(0, n).Select(i => i != 2).ToArray();
+        int[] start = [0, 0, 0, 0, 0, 0, 6, 6, 6, 6]; // two documents; the first longer than the window
+        float norm = 1f / mask.Count(m => m);
+        double Loss() => lm.Step(tokens, targets, mask, start, norm, 0, backward: false);
+
+        lm.ZeroGrad();
+        double loss = lm.Step(tokens, targets, mask, start, norm, 0);
+        Assert.Equal(Loss(), loss, 12);
+        double max = 0;
+        var worst = new List<string>();
+        int k = 0;
+        foreach (var m in lm.Trainable)
+        {
+            double ea = RelError(Loss, m.Lora!.A, m.GradA, Sample(m.Lora.A.Length, 5, k++));
+            double eb = RelError(Loss, m.Lora.B, m.GradB, Sample(m.Lora.B.Length, 5, k++));
+            max = Math.Max(max, Math.Max(ea, eb));
+            worst.Add($"{m.Lora.Target}: A {ea:E1} B {eb:E1}");
+        }
+        output.WriteLine($"{family}: loss {loss:F4}, worst relative gradient error {max:E2}");
+        Assert.True(max < 2e-2, "relative errors: " + string.Join("; ", worst));
+
+        // checkpointing changes memory, not results
+        var gB = lm.Trainable.Select(m => (float[])m.GradB!.Clone()).ToArray();
+        lm.Checkpointing = false; lm.ZeroGrad();
+        Assert.Equal(loss, lm.Step(tokens, targets, mask, start, norm, 0), 12);
+        for (int i = 0; i < gB.Length; i++) Assert.Equal(gB[i], lm.Trainable[i].GradB!);
+    }
+}
