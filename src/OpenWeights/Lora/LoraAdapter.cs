@@ -97,6 +97,8 @@ public static class LoraTargets
         {
             if (IsFused(spec, peft))
                 throw new OpenWeightsException($"LoRA on {spec.Name}'s fused {peft} is not supported yet in fine-tuning (targets it can adapt: {string.Join(", ", DefaultFor(spec))})");
+            if (!Of(spec).Any(t => t.Peft == peft) && Of(spec).Any(t => IsFused(spec, t.Peft)))
+                throw new OpenWeightsException($"unknown LoRA target '{peft}' for {spec.Name} models, which fuse projections into {string.Join(" and ", Of(spec).Where(t => IsFused(spec, t.Peft)).Select(t => t.Peft))} (targets fine-tuning can adapt: {string.Join(", ", DefaultFor(spec))})");
             parts.Add(Find(peft, spec).Gguf + ".weight");
         }
         return parts;
