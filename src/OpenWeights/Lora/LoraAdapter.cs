@@ -67,8 +67,9 @@ public static class LoraTargets
     public static bool IsFused(ArchitectureSpec spec, string peft) =>
         spec.Projections.Any(t => t.PeftTarget == peft && t.Shape is TensorShape.Qkv or TensorShape.GateUp);
 
-    /// <summary>The targets fine-tuning adapts by default on <paramref name="spec"/>: every projection that is not fused.</summary>
-    public static IReadOnlyList<string> DefaultFor(ArchitectureSpec spec) => [.. Of(spec).Select(t => t.Peft).Where(p => !IsFused(spec, p))];
+    /// <summary>The targets fine-tuning adapts by default on <paramref name="spec"/>: every projection of its table (Phi-3's
+    /// fused qkv_proj and gate_up_proj as one LoRA each, as PEFT and llama.cpp adapt them).</summary>
+    public static IReadOnlyList<string> DefaultFor(ArchitectureSpec spec) => [.. Of(spec).Select(t => t.Peft)];
 
     private static (string Peft, string HfPath, string Gguf) Find(string peft, ArchitectureSpec? spec)
     {
@@ -87,18 +88,16 @@ public static class LoraTargets
         $"base_model.model.model.layers.{layer}.{Find(peft, spec).HfPath}";
 
     /// <summary>
-    /// The GGUF parts ("attn_q.weight", ...) that fine-tuning wraps for these PEFT targets on <paramref name="spec"/>; an
-    /// unknown target, or a fused one training does not split yet, is refused in one line.
+    /// The GGUF parts ("attn_q.weight", ...) that fine-tuning wraps for these PEFT targets on <paramref name="spec"/>
+    /// ("attn_qkv.weight" for Phi-3's fused qkv_proj); an unknown target is refused in one line naming the known ones.
     /// </summary>
     public static IReadOnlySet<string> Resolve(ArchitectureSpec spec, IEnumerable<string> targets)
     {
         var parts = new HashSet<string>(StringComparer.Ordinal);
         foreach (var peft in targets)
         {
-            if (IsFused(spec, peft))
-                throw new OpenWeightsException($"LoRA on {spec.Name}'s fused {peft} is not supported yet in fine-tuning (targets it can adapt: {string.Join(", ", DefaultFor(spec))})");
             if (!Of(spec).Any(t => t.Peft == peft) && Of(spec).Any(t => IsFused(spec, t.Peft)))
-                throw new OpenWeightsException($"unknown LoRA target '{peft}' for {spec.Name} models, which fuse projections into {string.Join(" and ", Of(spec).Where(t => IsFused(spec, t.Peft)).Select(t => t.Peft))} (targets fine-tuning can adapt: {string.Join(", ", DefaultFor(spec))})");
+                throw new OpenWeightsException($"unknown LoRA target '{peft}' for {spec.Name} models, which fuse projections into {string.Join(" and ", Of(spec).Where(t => IsFused(spec, t.Peft)).Select(t => t.Peft))} (their targets: {string.Join(", ", DefaultFor(spec))})");
             parts.Add(Find(peft, spec).Gguf + ".weight");
         }
         return parts;

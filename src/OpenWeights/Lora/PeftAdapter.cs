@@ -32,11 +32,11 @@ public static partial class PeftAdapter
         if (adapter.Weights.Count == 0) throw new OpenWeightsException("the adapter has no weights");
         var st = new SafetensorsWriter();
         var modules = new SortedSet<string>(StringComparer.Ordinal);
-        foreach (var w in LoraNames.Ordered(adapter))
+        foreach (var w in LoraNames.Ordered(adapter, model?.Architecture))
         {
             w.Validate();
             if (w.Rank != adapter.Rank) throw new OpenWeightsException($"LoRA {w.Target}: rank {w.Rank} differs from the adapter's rank {adapter.Rank}; PEFT files without rank_pattern need one rank");
-            var (layer, peft) = LoraNames.ParseGguf(w.Target);
+            var (layer, peft) = LoraNames.ParseGguf(w.Target, model?.Architecture);
             modules.Add(peft);
             string module = LoraTargets.PeftModule(peft, layer, model?.Architecture);
             st.Add(module + ".lora_A.weight", dtype, [w.Rank, w.In], Encode(w.A, dtype));

@@ -46,6 +46,10 @@ public sealed class LoraModel
     public LoraOptions Options { get; }
     public LoraAdapter Adapter { get; }
     public TrainableLoraLinear[][] Projections { get; }   // (layers, 7): q, k, v, o, gate, up, down
+    /// <summary>Per layer, the fused projections adapted as one (Phi-3's qkv_proj and gate_up_proj, as PEFT and llama.cpp
+    /// adapt them): they replace slots q, k, v (gate, up) in the forward; null where not targeted.</summary>
+    public TrainableLoraLinear?[] FusedQkv { get; }
+    public TrainableLoraLinear?[] FusedGateUp { get; }
     /// <summary>Trainable modules in a fixed order (layer, then q..down): the parameter order of the optimiser.</summary>
     public IReadOnlyList<TrainableLoraLinear> Trainable { get; }
     public bool Checkpointing { get; set; } = true;
@@ -69,6 +73,21 @@ public sealed class LoraModel
         var rng = new TrainRng(seed);
         var trainable = new List<TrainableLoraLinear>();
         Projections = new TrainableLoraLinear[c.Layers][];
+        FusedQkv = new TrainableLoraLinear?[c.Layers]; FusedGateUp = new TrainableLoraLinear?[c.Layers];
+        bool fusedQkv = parts.Contains(AttnQkv), fusedGateUp = parts.Contains(FfnUp) && LoraTargets.IsFused(c.Architecture, "gate_up_proj");
+        LoraWeights Weights(string name, Linear b)
+        {
+            if (!Adapter.Weights.TryGetValue(name, out var w))
+            {
+                w = new LoraWeights { Target = name, Rank = options.Rank, In = b.In, Out = b.Out, A = new float[options.Rank * b.In], B = new float[b.Out * options.Rank] };
+                // PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0.
+                float bound = 1f / MathF.Sqrt(w.In);
+                for (int i = 0; i < w.A.Length; i++) w.A[i] = (float)((rng.NextDouble() * 2 - 1) * bound);
+                Adapter.Weights[name] = w;
+            }
+            w.Validate();
+            return w;
+        }
         for (int l = 0; l < c.Layers; l++)
         {
             var L = model.Layers[l];
@@ -76,20 +95,20 @@ public sealed class LoraModel
             Projections[l] = new TrainableLoraLinear[7];
             for (int p = 0; p < 7; p++)
             {
-                LoraWeights? w = null;
-                if (parts.Contains(Slots[p]))
+                if (p == 0 && fusedQkv)
                 {
-                    string name = Block(l, Slots[p]);
-                    if (!Adapter.Weights.TryGetValue(name, out w))
-                    {
-                        w = new LoraWeights { Target = name, Rank = options.Rank, In = bases[p].In, Out = bases[p].Out, A = new float[options.Rank * bases[p].In], B = new float[bases[p].Out * options.Rank] };
-                        // PEFT: kaiming_uniform_(A, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); B = 0.
-                        float bound = 1f / MathF.Sqrt(w.In);
-                        for (int i = 0; i < w.A.Length; i++) w.A[i] = (float)((rng.NextDouble() * 2 - 1) * bound);
-                        Adapter.Weights[name] = w;
-                    }
-                    w.Validate();
+                    // differs from Llama (Phi-3): one LoRA over the fused Q | K | V tensor
+                    var qkv = Linear.Load(model.Source, Block(l, AttnQkv), c.Dim, c.QDim + 2 * c.KvDim);
+                    trainable.Add(FusedQkv[l] = new TrainableLoraLinear(qkv, Weights(Block(l, AttnQkv), qkv), options.Scale, options.Dropout, (ulong)(l * 7 + 1)));
                 }
+                if (p == 4 && fusedGateUp)
+                {
+                    // differs from Llama (Phi-3): one LoRA over the fused gate | up tensor (ffn_up, (2*ffn, dim))
+                    var gateUp = Linear.Load(model.Source, Block(l, FfnUp), c.Dim, 2 * c.FfnDim);
+                    trainable.Add(FusedGateUp[l] = new TrainableLoraLinear(gateUp, Weights(Block(l, FfnUp), gateUp), options.Scale, options.Dropout, (ulong)(l * 7 + 5)));
+                }
+                bool fused = p < 3 && fusedQkv || p is 4 or 5 && fusedGateUp;
+                var w = !fused && parts.Contains(Slots[p]) ? Weights(Block(l, Slots[p]), bases[p]) : null;
                 Projections[l][p] = new TrainableLoraLinear(bases[p], w, options.Scale, options.Dropout, (ulong)(l * 7 + p + 1));
                 if (w is not null) trainable.Add(Projections[l][p]);
             }
@@ -108,7 +127,7 @@ public sealed class LoraModel
     private sealed class LayerActs
     {
         public float[] Xn1 = [], Rstd1 = [], QPre = [], QRstd = [], KPre = [], KRstd = [], Q = [], K = [], V = [], Att = [], Lse = [],
-            O = [], RstdO = [], H = [], Xn2 = [], Rstd2 = [], G = [], U = [], Hh = [], F = [], RstdF = [];
+            O = [], RstdO = [], H = [], Xn2 = [], Rstd2 = [], G = [], U = [], Hh = [], F = [], RstdF = [], Fused = [];
         public void Ensure(ModelConfig c, int n)
         {
             if (Rstd1.Length >= n) return;
@@ -121,6 +140,7 @@ public sealed class LoraModel
             H = new float[n * c.Dim]; Xn2 = new float[n * c.Dim]; Rstd2 = new float[n];         // h = x + attention; ffn input
             G = new float[n * c.FfnDim]; U = new float[n * c.FfnDim]; Hh = new float[n * c.FfnDim];
             F = new float[n * c.Dim]; RstdF = new float[n];                                     // Wdown·hh before the post-norm
+            Fused = new float[n * Math.Max(c.QDim + 2 * c.KvDim, 2 * c.FfnDim)];                // fused qkv or gate|up output (Phi-3)
         }
     }
 
@@ -130,7 +150,8 @@ public sealed class LoraModel
         public readonly int N = n;
         public readonly float[] Dh = new float[n * c.Dim], Dhh = new float[n * c.FfnDim], Dg = new float[n * c.FfnDim], Du = new float[n * c.FfnDim],
             Dxn = new float[n * c.Dim], Datt = new float[n * c.QDim], Dq = new float[n * c.QDim], Dk = new float[n * c.KvDim], Dv = new float[n * c.KvDim],
-            DqPre = new float[n * c.QDim], DkPre = new float[n * c.KvDim], Do = new float[n * c.Dim], Df = new float[n * c.Dim];
+            DqPre = new float[n * c.QDim], DkPre = new float[n * c.KvDim], Do = new float[n * c.Dim], Df = new float[n * c.Dim],
+            DFused = new float[n * Math.Max(c.QDim + 2 * c.KvDim, 2 * c.FfnDim)];
     }
 
     private LayerGrads grads = null!;
@@ -184,9 +205,18 @@ public sealed class LoraModel
         ulong s = LayerSeed(seed, l);
         if (L.AttnNorm is { } an) TrainOps.RmsNormForward(xin, an, a.Xn1, a.Rstd1, n, dim, c.RmsEps); // xn1 = rmsnorm(x_in)
         else xin.AsSpan(0, nd).CopyTo(a.Xn1);                                                        // xn1 = x_in (OLMo 2)
-        P[0].Forward(a.Xn1, L.QNorm is null ? a.Q : a.QPre, n, th, s);                        // q = Wq·xn1
-        P[1].Forward(a.Xn1, L.KNorm is null ? a.K : a.KPre, n, th, s);                        // k = Wk·xn1
-        P[2].Forward(a.Xn1, a.V, n, th, s);                                                   // v = Wv·xn1
+        var qOut = L.QNorm is null ? a.Q : a.QPre; var kOut = L.KNorm is null ? a.K : a.KPre;
+        if (FusedQkv[l] is { } qkv)
+        {
+            qkv.Forward(a.Xn1, a.Fused, n, th, s);                                            // q|k|v = Wqkv·xn1 (Phi-3)
+            Unfuse(a.Fused, n, qOut, c.QDim, kOut, c.KvDim, a.V, c.KvDim);
+        }
+        else
+        {
+            P[0].Forward(a.Xn1, qOut, n, th, s);                                              // q = Wq·xn1
+            P[1].Forward(a.Xn1, kOut, n, th, s);                                              // k = Wk·xn1
+            P[2].Forward(a.Xn1, a.V, n, th, s);                                               // v = Wv·xn1
+        }
         if (L.QNorm is { } qn) TrainOps.QkNormForward(a.QPre, qn, a.Q, a.QRstd, n, c.QDim, c.RmsEps);   // q = qknorm(q)
         if (L.KNorm is { } kn) TrainOps.QkNormForward(a.KPre, kn, a.K, a.KRstd, n, c.KvDim, c.RmsEps);  // k = knorm(k)
         if (at.Rope >= 0)
@@ -208,8 +238,16 @@ public sealed class LoraModel
         }
         if (L.FfnNorm is { } fn) TrainOps.RmsNormForward(a.H, fn, a.Xn2, a.Rstd2, n, dim, c.RmsEps);     // xn2 = rmsnorm(h)
         else a.H.AsSpan(0, nd).CopyTo(a.Xn2);                                                             // xn2 = h (OLMo 2)
-        P[4].Forward(a.Xn2, a.G, n, th, s);                                                   // g = Wgate·xn2
-        P[5].Forward(a.Xn2, a.U, n, th, s);                                                   // u = Wup·xn2
+        if (FusedGateUp[l] is { } gu)
+        {
+            gu.Forward(a.Xn2, a.Fused, n, th, s);                                             // g|u = Wgate_up·xn2 (Phi-3)
+            Unfuse(a.Fused, n, a.G, c.FfnDim, a.U, c.FfnDim);
+        }
+        else
+        {
+            P[4].Forward(a.Xn2, a.G, n, th, s);                                               // g = Wgate·xn2
+            P[5].Forward(a.Xn2, a.U, n, th, s);                                               // u = Wup·xn2
+        }
         var gs = a.G.AsSpan(0, n * c.FfnDim); var us = a.U.AsSpan(0, n * c.FfnDim);
         if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluForward(gs, us, a.Hh);        // hh = silu(g)·u
         else TrainOps.GeGluForward(gs, us, a.Hh);                                                         // hh = gelu(g)·u (Gemma)
@@ -245,8 +283,16 @@ public sealed class LoraModel
         else TrainOps.GeGluBackward(dhh.AsSpan(0, n * ffn), a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
         // g = Wgate·xn2, u = Wup·xn2
         var dxn = g.Dxn; Array.Clear(dxn);
-        P[4].Backward(dg, a.Xn2, dxn, n, th, s);
-        P[5].Backward(du, a.Xn2, dxn, n, th, s);
+        if (FusedGateUp[l] is { } gu)
+        {
+            Fuse(g.DFused, n, dg, ffn, du, ffn);                                              // d(g|u) = dg | du
+            gu.Backward(g.DFused, a.Xn2, dxn, n, th, s);
+        }
+        else
+        {
+            P[4].Backward(dg, a.Xn2, dxn, n, th, s);
+            P[5].Backward(du, a.Xn2, dxn, n, th, s);
+        }
         // xn2 = ffn_norm(h): dh += norm'(dxn2) (dh += dxn2 without a norm)
         if (L.FfnNorm is { } fn) TrainOps.RmsNormBackward(dxn, a.H, fn, a.Rstd2, dh, default, n, dim);
         else TensorPrimitives.Add(dh.AsSpan(0, nd), dxn.AsSpan(0, nd), dh.AsSpan(0, nd));
@@ -271,13 +317,45 @@ public sealed class LoraModel
         if (L.KNorm is { } kn) { Array.Clear(g.DkPre); TrainOps.QkNormBackward(dk, a.KPre, kn, a.KRstd, g.DkPre, n, c.KvDim); dk = g.DkPre; }
         // q, k, v = W·xn1
         Array.Clear(dxn);
-        P[0].Backward(dq, a.Xn1, dxn, n, th, s);
-        P[1].Backward(dk, a.Xn1, dxn, n, th, s);
-        P[2].Backward(dv, a.Xn1, dxn, n, th, s);
+        if (FusedQkv[l] is { } qkv)
+        {
+            Fuse(g.DFused, n, dq, c.QDim, dk, c.KvDim, dv, c.KvDim);                          // d(q|k|v) = dq | dk | dv
+            qkv.Backward(g.DFused, a.Xn1, dxn, n, th, s);
+        }
+        else
+        {
+            P[0].Backward(dq, a.Xn1, dxn, n, th, s);
+            P[1].Backward(dk, a.Xn1, dxn, n, th, s);
+            P[2].Backward(dv, a.Xn1, dxn, n, th, s);
+        }
         // xn1 = attn_norm(x_in); dx_in = dh + norm'(dxn1) (dh + dxn1 without a norm)
         dh.AsSpan(0, nd).CopyTo(dx);
         if (L.AttnNorm is { } an) TrainOps.RmsNormBackward(dxn, xin, an, a.Rstd1, dx, default, n, dim);
         else TensorPrimitives.Add(dx.AsSpan(0, nd), dxn.AsSpan(0, nd), dx.AsSpan(0, nd));
+    }
+
+    /// <summary>Splits each row of a fused output (n, w0 + w1 [+ w2]) into its parts: (n, w0), (n, w1) [, (n, w2)].</summary>
+    private static void Unfuse(float[] fused, int n, float[] p0, int w0, float[] p1, int w1, float[]? p2 = null, int w2 = 0)
+    {
+        int w = w0 + w1 + w2;
+        for (int t = 0; t < n; t++)
+        {
+            fused.AsSpan(t * w, w0).CopyTo(p0.AsSpan(t * w0, w0));
+            fused.AsSpan(t * w + w0, w1).CopyTo(p1.AsSpan(t * w1, w1));
+            if (p2 is not null) fused.AsSpan(t * w + w0 + w1, w2).CopyTo(p2.AsSpan(t * w2, w2));
+        }
+    }
+
+    /// <summary>The inverse of <see cref="Unfuse"/>: rows of the parts side by side.</summary>
+    private static void Fuse(float[] fused, int n, float[] p0, int w0, float[] p1, int w1, float[]? p2 = null, int w2 = 0)
+    {
+        int w = w0 + w1 + w2;
+        for (int t = 0; t < n; t++)
+        {
+            p0.AsSpan(t * w0, w0).CopyTo(fused.AsSpan(t * w, w0));
+            p1.AsSpan(t * w1, w1).CopyTo(fused.AsSpan(t * w + w0, w1));
+            if (p2 is not null) p2.AsSpan(t * w2, w2).CopyTo(fused.AsSpan(t * w + w0 + w1, w2));
+        }
     }
 
     private const int HeadChunk = 64;

@@ -24,6 +24,7 @@ public sealed record Knobs
     public bool NoPeLastLayer { get; init; }          // the last layer without rotary (SmolLM3's NoPE layers)
     public bool LocalRope { get; init; }              // even layers rotate by a second table (Gemma 3's local base)
     public bool QkvBias { get; init; }
+    public bool Fused { get; init; }                  // Phi-3's fused attn_qkv and gate|up ffn_up
 
     /// <summary>Knob sets named after the family that turns them.</summary>
     public static Knobs Named(string name) => name switch
@@ -35,6 +36,7 @@ public sealed record Knobs
         "qwen3" => new Knobs { QkNorm = 1 },
         "olmo2" => new Knobs { QkNorm = 2, PostNorms = true, NoPreNorms = true },
         "smollm3" => new Knobs { NoPeLastLayer = true },
+        "phi3" => new Knobs { Fused = true },
         _ => throw new ArgumentException(name),
     };
 
@@ -44,14 +46,17 @@ public sealed record Knobs
         var b = new List<BlockTensor>();
         void T(string g, TensorShape s, string hf) => b.Add(new BlockTensor(g, s, hf));
         if (!NoPreNorms) T(AttnNorm, TensorShape.Dim, "input_layernorm.weight");
-        T(AttnQ, TensorShape.Q, "self_attn.q_proj.weight"); T(AttnK, TensorShape.Kv, "self_attn.k_proj.weight"); T(AttnV, TensorShape.Kv, "self_attn.v_proj.weight");
+        if (Fused) T(AttnQkv, TensorShape.Qkv, "self_attn.qkv_proj.weight");
+        else { T(AttnQ, TensorShape.Q, "self_attn.q_proj.weight"); T(AttnK, TensorShape.Kv, "self_attn.k_proj.weight"); T(AttnV, TensorShape.Kv, "self_attn.v_proj.weight"); }
         if (QkvBias) { T(AttnQBias, TensorShape.QDim, "self_attn.q_proj.bias"); T(AttnKBias, TensorShape.KvDim, "self_attn.k_proj.bias"); T(AttnVBias, TensorShape.KvDim, "self_attn.v_proj.bias"); }
         if (QkNorm == 1) { T(AttnQNorm, TensorShape.HeadDim, "self_attn.q_norm.weight"); T(AttnKNorm, TensorShape.HeadDim, "self_attn.k_norm.weight"); }
         if (QkNorm == 2) { T(AttnQNorm, TensorShape.QDim, "self_attn.q_norm.weight"); T(AttnKNorm, TensorShape.KvDim, "self_attn.k_norm.weight"); }
         T(AttnOut, TensorShape.O, "self_attn.o_proj.weight");
         if (PostNorms) T(Architectures.Names.AttnPostNorm, TensorShape.Dim, "post_attention_layernorm.weight");
         if (!NoPreNorms) T(FfnNorm, TensorShape.Dim, "pre_feedforward_layernorm.weight");
-        T(FfnGate, TensorShape.Ffn, "mlp.gate_proj.weight"); T(FfnUp, TensorShape.Ffn, "mlp.up_proj.weight"); T(FfnDown, TensorShape.Down, "mlp.down_proj.weight");
+        if (Fused) T(FfnUp, TensorShape.GateUp, "mlp.gate_up_proj.weight");
+        else { T(FfnGate, TensorShape.Ffn, "mlp.gate_proj.weight"); T(FfnUp, TensorShape.Ffn, "mlp.up_proj.weight"); }
+        T(FfnDown, TensorShape.Down, "mlp.down_proj.weight");
         if (PostNorms) T(Architectures.Names.FfnPostNorm, TensorShape.Dim, "post_feedforward_layernorm.weight");
         return b;
     }
@@ -102,14 +107,17 @@ public sealed class KnobModel : DecoderModel
         for (int l = 0; l < layers; l++)
         {
             if (!k.NoPreNorms) Vec(N.Block(l, AttnNorm), dim, 1f, 0.2f);
-            Mat(N.Block(l, AttnQ), dim, heads * hd); Mat(N.Block(l, AttnK), dim, kvHeads * hd); Mat(N.Block(l, AttnV), dim, kvHeads * hd);
+            if (k.Fused) Mat(N.Block(l, AttnQkv), dim, (heads + 2 * kvHeads) * hd);
+            else { Mat(N.Block(l, AttnQ), dim, heads * hd); Mat(N.Block(l, AttnK), dim, kvHeads * hd); Mat(N.Block(l, AttnV), dim, kvHeads * hd); }
             if (k.QkvBias) { Vec(N.Block(l, AttnQBias), heads * hd, 0, 0.2f); Vec(N.Block(l, AttnKBias), kvHeads * hd, 0, 0.2f); Vec(N.Block(l, AttnVBias), kvHeads * hd, 0, 0.2f); }
             if (k.QkNorm == 1) { Vec(N.Block(l, AttnQNorm), hd, 1f, 0.3f); Vec(N.Block(l, AttnKNorm), hd, 1f, 0.3f); }
             if (k.QkNorm == 2) { Vec(N.Block(l, AttnQNorm), heads * hd, 1f, 0.3f); Vec(N.Block(l, AttnKNorm), kvHeads * hd, 1f, 0.3f); }
             Mat(N.Block(l, AttnOut), heads * hd, dim);
             if (k.PostNorms) Vec(N.Block(l, Architectures.Names.AttnPostNorm), dim, 1f, 0.3f);
             if (!k.NoPreNorms) Vec(N.Block(l, FfnNorm), dim, 1f, 0.2f);
-            Mat(N.Block(l, FfnGate), dim, ffn); Mat(N.Block(l, FfnUp), dim, ffn); Mat(N.Block(l, FfnDown), ffn, dim);
+            if (k.Fused) Mat(N.Block(l, FfnUp), dim, 2 * ffn);
+            else { Mat(N.Block(l, FfnGate), dim, ffn); Mat(N.Block(l, FfnUp), dim, ffn); }
+            Mat(N.Block(l, FfnDown), ffn, dim);
             if (k.PostNorms) Vec(N.Block(l, Architectures.Names.FfnPostNorm), dim, 1f, 0.3f);
         }
         Vec(N.OutputNorm, dim, 1f, 0.2f);

@@ -1,3 +1,4 @@
+using OpenWeights.Lora;
 using OpenWeights.Training;
 using static OpenWeights.Tests.Training.GradCheck;
 
@@ -9,7 +10,7 @@ namespace OpenWeights.Tests.Training;
 /// </summary>
 public class LoraModelKnobTests(ITestOutputHelper output)
 {
-    public static readonly TheoryData<string> Families = new(["llama", "qwen2", "gemma2", "gemma3", "qwen3", "olmo2", "smollm3"]);
+    public static readonly TheoryData<string> Families = new(["llama", "qwen2", "gemma2", "gemma3", "qwen3", "olmo2", "smollm3", "phi3"]);
 
     [Theory]
     [MemberData(nameof(Families))]
@@ -18,21 +19,35 @@ public class LoraModelKnobTests(ITestOutputHelper output)
         using var dir = new TempDir();
         using var model = KnobModel.Create(dir.File("m.gguf"), Knobs.Named(family), out var file);
         using var _ = file;
-        var lm = new LoraModel(model, new LoraOptions(), seed: 1) { Threads = 2, Context = 64 };
+        var lm = new LoraModel(model, new LoraOptions { Targets = LoraTargets.DefaultFor(model.Config.Architecture) }, seed: 1) { Threads = 2, Context = 64 };
         int[] prompt = [1, 5, 9, 33, 2, 7, 60, 12, 40, 41, 3];
-        double worst = 0;
-        // every prefix length: the last token sees 1..11 keys, crossing the window of 4
-        var all = new float[prompt.Length * model.Config.VocabSize];
-        model.Forward(prompt, model.CreateCache(64), model.CreateState(prompt.Length, 64), 2, all);
-        for (int len = 1; len <= prompt.Length; len++)
+        double Worst(out double effect)
         {
-            var ours = lm.LastLogits(prompt.AsSpan(0, len));
-            var theirs = all.AsSpan((len - 1) * ours.Length, ours.Length);
-            float scale = 0; foreach (var v in theirs) scale = Math.Max(scale, Math.Abs(v));
-            for (int i = 0; i < ours.Length; i++) worst = Math.Max(worst, Math.Abs(ours[i] - theirs[i]) / scale);
+            double worst = 0; effect = 0;
+            // every prefix length: the last token sees 1..11 keys, crossing the window of 4
+            var all = new float[prompt.Length * model.Config.VocabSize];
+            model.Forward(prompt, model.CreateCache(64), model.CreateState(prompt.Length, 64), 2, all);
+            for (int len = 1; len <= prompt.Length; len++)
+            {
+                var ours = lm.LastLogits(prompt.AsSpan(0, len));
+                var theirs = all.AsSpan((len - 1) * ours.Length, ours.Length);
+                float scale = 0; foreach (var v in theirs) scale = Math.Max(scale, Math.Abs(v));
+                for (int i = 0; i < ours.Length; i++) worst = Math.Max(worst, Math.Abs(ours[i] - theirs[i]) / scale);
+                if (len == prompt.Length) effect = scale;
+            }
+            return worst;
         }
-        output.WriteLine($"{family}: LoraModel vs inference logits, max abs diff / max |logit| = {worst:E2}");
-        Assert.True(worst < 1e-5, $"{family}: {worst}");
+        double plain = Worst(out double scale0);
+        // the same with a non-zero adapter: trained by LoraModel, attached to the inference model (LoraLoader; Phi-3's fused
+        // LoRA split over Q/K/V and gate/up)
+        int seed = 9;
+        foreach (var m in lm.Trainable) Random(m.Lora!.B.Length, seed++, 0.2f).CopyTo(m.Lora.B, 0);
+        LoraLoader.Attach(model, lm.Adapter);
+        double adapted = Worst(out double scale1);
+        output.WriteLine($"{family}: LoraModel vs inference logits, max abs diff / max |logit| = {plain:E2}; with a LoRA on {lm.Trainable.Count} projections {adapted:E2}");
+        Assert.True(plain < 1e-5, $"{family}: {plain}");
+        Assert.True(adapted < 1e-5, $"{family} with adapter: {adapted}");
+        Assert.NotEqual(scale0, scale1);
     }
 
     [Theory]
@@ -42,7 +57,7 @@ public class LoraModelKnobTests(ITestOutputHelper output)
         using var dir = new TempDir();
         using var model = KnobModel.Create(dir.File("m.gguf"), Knobs.Named(family), out var file);
         using var _ = file;
-        var lm = new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8 }, seed: 7) { Threads = 2, Context = 64 };
+        var lm = new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8, Targets = LoraTargets.DefaultFor(model.Config.Architecture) }, seed: 7) { Threads = 2, Context = 64 };
         int s = 100;
         foreach (var m in lm.Trainable) Random(m.Lora!.B.Length, s++, 0.3f).CopyTo(m.Lora.B, 0);
         int n = 10;
