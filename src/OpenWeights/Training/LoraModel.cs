@@ -55,7 +55,8 @@ public sealed class LoraModel
     public bool Checkpointing { get; set; } = true;
     public int Threads { get; set; } = Environment.ProcessorCount;
     /// <summary>The context the rotary tables are chosen for (<see cref="DecoderModel.Ropes"/>; a family with
-    /// context-dependent rotary scaling picks its table by it): the model's trained context unless set.</summary>
+    /// context-dependent rotary scaling, Phi-3's LongRoPE, picks its factors by it). 0 (default): each sequence's own
+    /// length, as Hugging Face picks LongRoPE's factors per forward; set it to the context the adapter will run at.</summary>
     public int Context { get; set; }
 
     /// <summary>The GGUF part of each of the 7 projection slots, in slot order.</summary>
@@ -65,7 +66,6 @@ public sealed class LoraModel
     {
         Model = model; Options = options;
         var c = model.Config;
-        Context = c.ContextLength;
         var parts = LoraTargets.Resolve(c.Architecture, options.Targets); // PEFT name -> GGUF part; refuses what training cannot adapt
         if (options.Rank <= 0) throw new OpenWeightsException($"LoRA rank must be positive (got {options.Rank})");
         if (options.Dropout is < 0 or >= 1) throw new OpenWeightsException($"LoRA dropout must be in [0, 1) (got {options.Dropout})");
@@ -176,7 +176,7 @@ public sealed class LoraModel
         int nActs = Checkpointing ? 1 : c.Layers;
         if (acts.Length != nActs) acts = Enumerable.Range(0, nActs).Select(_ => new LayerActs()).ToArray();
         foreach (var a in acts) a.Ensure(c, n);
-        ropes = Model.Ropes(Context);
+        ropes = Model.Ropes(Context > 0 ? Context : n);
         if (cos.Length != ropes.Count) { cos = new float[ropes.Count][]; sin = new float[ropes.Count][]; }
         for (int r = 0; r < ropes.Count; r++)
         {
