@@ -91,4 +91,45 @@ public class LoraModelKnobTests(ITestOutputHelper output)
         Assert.Equal(loss, lm.Step(tokens, targets, mask, start, norm, 0), 12);
         for (int i = 0; i < gB.Length; i++) Assert.Equal(gB[i], lm.Trainable[i].GradB!);
     }
+
+    [Theory]
+    [InlineData("phi3", "self_attn.qkv_proj", "mlp.gate_up_proj")]
+    [InlineData("gemma3", "self_attn.q_proj", "mlp.gate_proj")]
+    public void PeftAdapterNamesAreTheFamilysModules(string family, string attn, string mlp)
+    {
+        using var dir = new TempDir();
+        using var model = KnobModel.Create(dir.File("m.gguf"), Knobs.Named(family), out var file);
+        using var _ = file;
+        var c = model.Config;
+        var lm = new LoraModel(model, new LoraOptions { Rank = 2, Targets = LoraTargets.DefaultFor(c.Architecture) }, seed: 1);
+        int seed = 1;
+        foreach (var m in lm.Trainable) Random(m.Lora!.B.Length, seed++, 0.2f).CopyTo(m.Lora.B, 0);
+        var peft = dir.File("peft");
+        PeftAdapter.Write(lm.Adapter, peft, c);
+        using (var st = OpenWeights.Formats.Safetensors.SafetensorsFile.Open(Path.Combine(peft, PeftAdapter.WeightsFile)))
+        {
+            var names = st.Tensors.Select(t => t.Name).ToHashSet();
+            Assert.Contains($"base_model.model.model.layers.1.{attn}.lora_A.weight", names);
+            Assert.Contains($"base_model.model.model.layers.0.{mlp}.lora_B.weight", names);
+            Assert.Equal(2 * lm.Trainable.Count, names.Count);
+        }
+        var back = PeftAdapter.Read(peft, c);
+        Assert.Equal(lm.Adapter.Weights.Keys.Order(), back.Weights.Keys.Order());
+        foreach (var (k, w) in lm.Adapter.Weights) { Assert.Equal(w.A, back.Weights[k].A); Assert.Equal(w.B, back.Weights[k].B); }
+    }
+
+    [Fact]
+    public void TargetsOutsideTheFamilysTableAreRefusedInOneLine()
+    {
+        using var dir = new TempDir();
+        using var model = KnobModel.Create(dir.File("m.gguf"), Knobs.Named("phi3"), out var file);
+        using var _ = file;
+        var e = Assert.Throws<OpenWeightsException>(() => new LoraModel(model, new LoraOptions(), seed: 1)); // llama's q_proj..down_proj
+        Assert.Contains("'q_proj'", e.Message);
+        Assert.Contains("qkv_proj", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        e = Assert.Throws<OpenWeightsException>(() => new LoraModel(model, new LoraOptions { Targets = ["o_proj", "lm_head"] }, seed: 1));
+        Assert.Contains("'lm_head'", e.Message);
+        Assert.Contains("down_proj", e.Message);
+    }
 }
