@@ -58,6 +58,10 @@ public sealed class LoraModel
     /// context-dependent rotary scaling, Phi-3's LongRoPE, picks its factors by it). 0 (default): each sequence's own
     /// length, as Hugging Face picks LongRoPE's factors per forward; set it to the context the adapter will run at.</summary>
     public int Context { get; set; }
+    /// <summary>GeGLU families: evaluate GELU by its tanh formula instead of the inference kernel's F16 table (the backward
+    /// is the formula's derivative either way; the table keeps the logits equal to inference and llama.cpp, within F16
+    /// rounding of the formula). Finite-difference checks set it.</summary>
+    public bool GeluFormula { get; set; }
 
     /// <summary>The GGUF part of each of the 7 projection slots, in slot order.</summary>
     private static readonly string[] Slots = [AttnQ, AttnK, AttnV, AttnOut, FfnGate, FfnUp, FfnDown];
@@ -250,7 +254,7 @@ public sealed class LoraModel
         }
         var gs = a.G.AsSpan(0, n * c.FfnDim); var us = a.U.AsSpan(0, n * c.FfnDim);
         if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluForward(gs, us, a.Hh);        // hh = silu(g)·u
-        else TrainOps.GeGluForward(gs, us, a.Hh);                                                         // hh = gelu(g)·u (Gemma)
+        else TrainOps.GeGluForward(gs, us, a.Hh, GeluFormula);                                            // hh = gelu(g)·u (Gemma)
         if (L.FfnPostNorm is { } fpn)
         {
             P[6].Forward(a.Hh, a.F, n, th, s);                                                            // f = Wdown·hh

@@ -254,11 +254,21 @@ public static class TrainOps
 
     // ---------------------------------------------------------------- GeGLU (Gemma)
 
-    /// <summary>h = gelu(g) ⊙ u with the tanh approximation gelu(x) = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π); the
-    /// inference kernel's own arithmetic (<see cref="Ops.GeGlu"/>). g, u, h: (n*ffn).</summary>
-    public static void GeGluForward(ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> h)
+    /// <summary>
+    /// h = gelu(g) ⊙ u with the tanh approximation gelu(x) = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π). g, u, h: (n*ffn).
+    /// formula: false (default) evaluates it with the inference kernel's own arithmetic (<see cref="Ops.GeGlu"/>: ggml's
+    /// F16 table, within F16 rounding of the formula), so training logits equal inference and llama.cpp; true evaluates
+    /// the formula itself in float, the function <see cref="GeGluBackward"/> differentiates (finite-difference checks:
+    /// a table's finite differences are steps).
+    /// </summary>
+    public static void GeGluForward(ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> h, bool formula = false)
     {
         h = h[..g.Length];
+        if (formula)
+        {
+            for (int i = 0; i < g.Length; i++) { float x = g[i]; h[i] = 0.5f * x * (1f + MathF.Tanh(0.7978845608028654f * x * (1f + 0.044715f * x * x))) * u[i]; }
+            return;
+        }
         g.CopyTo(h);
         Ops.GeGlu(h, u);
     }

@@ -57,7 +57,7 @@ public class LoraModelKnobTests(ITestOutputHelper output)
         using var dir = new TempDir();
         using var model = KnobModel.Create(dir.File("m.gguf"), Knobs.Named(family), out var file);
         using var _ = file;
-        var lm = new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8, Targets = LoraTargets.DefaultFor(model.Config.Architecture) }, seed: 7) { Threads = 2, Context = 64 };
+        var lm = new LoraModel(model, new LoraOptions { Rank = 4, Alpha = 8, Targets = LoraTargets.DefaultFor(model.Config.Architecture) }, seed: 7) { Threads = 2, Context = 64, GeluFormula = true };
         int s = 100;
         foreach (var m in lm.Trainable) Random(m.Lora!.B.Length, s++, 0.3f).CopyTo(m.Lora.B, 0);
         int n = 10;
