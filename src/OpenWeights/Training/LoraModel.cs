@@ -79,6 +79,8 @@ public sealed class LoraModel
         Projections = new TrainableLoraLinear[c.Layers][];
         FusedQkv = new TrainableLoraLinear?[c.Layers]; FusedGateUp = new TrainableLoraLinear?[c.Layers];
         bool fusedQkv = parts.Contains(AttnQkv), fusedGateUp = parts.Contains(FfnUp) && LoraTargets.IsFused(c.Architecture, "gate_up_proj");
+        if (fusedQkv && !model.Source.TryGetTensor(Block(0, AttnQkv), out _))
+            throw new OpenWeightsException($"LoRA on qkv_proj needs the fused {Block(0, AttnQkv)}; this {c.Architecture.Name} file stores Q, K and V apart (target o_proj, gate_up_proj, down_proj)");
         LoraWeights Weights(string name, Linear b)
         {
             if (!Adapter.Weights.TryGetValue(name, out var w))
