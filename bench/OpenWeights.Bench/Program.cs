@@ -10,7 +10,6 @@ using OpenWeights.Formats.Gguf;
 using OpenWeights.Hardware;
 using OpenWeights.Inference;
 using OpenWeights.Models;
-using OpenWeights.Models.Llama;
 using OpenWeights.Models.Synthetic;
 
 // Side-by-side benchmark: our engine vs llama.cpp (LLamaSharp 0.30.0 CPU backend), same GGUF, same threads,
@@ -132,7 +131,7 @@ namespace OpenWeights.Bench
         private static EngineResult Ours(BenchOptions o)
         {
             var sw = Stopwatch.StartNew();
-            using var m = LlamaModel.Load(o.Model!);
+            using var m = DecoderModel.Load(o.Model!);
             var session = new InferenceSession(m, o.Prompt + o.Gen, o.Threads, Math.Min(o.Prompt, 512));
             double load = sw.Elapsed.TotalSeconds;
             var ids = SpeedTest.PromptTokens(o.Prompt, m.Config.VocabSize);

@@ -184,21 +184,62 @@ public static class Ops
 public enum RopeStyle { Norm, Neox }
 
 /// <summary>
+/// YaRN context extension (Peng et al. 2023, "YaRN: Efficient Context Window Extension"), as ggml's rope_yarn does it.
+/// With n_rot = <see cref="Rope.Dims"/>, base b, context factor s = 1/freqScale and original context L:
+///   corr(β) = n_rot · ln(L / (2π β)) / (2 ln b)  (the pair index whose wavelength fits β turns into L)
+///   low = max(0, floor(corr(BetaFast))), high = min(n_rot − 1, ceil(corr(BetaSlow)))
+///   ramp_i = (1 − clamp((i − low) / max(0.001, high − low), 0, 1)) · ExtFactor   for pair i
+///   θ_i = θinterp_i · (1 − ramp_i) + θextrap_i · ramp_i,  θextrap_i = p · b^(−2i/n_rot) / freqFactor_i, θinterp_i = θextrap_i / s
+/// so the fast pairs (i &lt; low) keep their trained angles, the slow pairs (i &gt; high) are interpolated like linear
+/// scaling, and the pairs between are mixed. The magnitude correction (0.1·ln s + 1, <see cref="Mscale"/>) is not
+/// part of this record: it is the <c>mscale</c> given to <see cref="Rope"/>.
+/// </summary>
+/// <param name="OriginalContext">L: the context the model was trained at before extension (GGUF `rope.scaling.original_context_length`).</param>
+/// <param name="ExtFactor">How much of the ramp applies (1 = YaRN, 0 = plain linear interpolation); GGUF `rope.scaling.yarn_ext_factor`.</param>
+/// <param name="BetaFast">Rotations in L above which a pair is extrapolated (kept); ggml's and Hugging Face's default 32.</param>
+/// <param name="BetaSlow">Rotations in L below which a pair is interpolated; default 1.</param>
+public sealed record RopeYarn(int OriginalContext, float ExtFactor = 1f, float BetaFast = 32f, float BetaSlow = 1f)
+{
+    /// <summary>YaRN's attention magnitude for a context extended <paramref name="factor"/> times: 0.1·ln(factor) + 1, and 1 when
+    /// factor &lt;= 1 (llama.cpp's and transformers' get_mscale).</summary>
+    public static float Mscale(float factor) => factor <= 1f ? 1f : 0.1f * MathF.Log(factor) + 1f;
+
+    /// <summary>The ramp's pair range (low, high) for <paramref name="dims"/> rotated dimensions, as ggml_rope_yarn_corr_dims computes it (in float).</summary>
+    public (float Low, float High) CorrDims(int dims, float freqBase)
+    {
+        float CorrDim(float beta) => dims * MathF.Log(OriginalContext / (beta * 2 * MathF.PI)) / (2 * MathF.Log(freqBase));
+        float start = MathF.Floor(CorrDim(BetaFast)), end = MathF.Ceiling(CorrDim(BetaSlow));
+        return (MathF.Max(0, start), MathF.Min(dims - 1, end));
+    }
+}
+
+/// <summary>
 /// Rotary position embedding with a precomputed cos/sin table per position, built the way ggml builds it:
 /// theta_i = p * freqScale * base^(-2i/nRot) / freqFactor_i, with the power taken by repeated float multiplication.
+/// Optional: YaRN's ramp between extrapolated and interpolated angles (<see cref="RopeYarn"/>), and a magnitude
+/// <c>mscale</c> that multiplies cos and sin (so q·k scales by mscale²): YaRN's 0.1·ln(s) + 1, LongRoPE's attention
+/// factor, times any `rope.scaling.attn_factor`. Without either, the table is the plain one, computed as before.
 /// </summary>
 public sealed class Rope
 {
     public int Dims { get; }          // rotated dimensions per head (n_rot)
     public RopeStyle Style { get; }
     private readonly float freqBase, freqScale;
-    private readonly float[]? freqFactors;  // (n_rot/2) llama3-style per-frequency divisors, or null
+    private readonly float[]? freqFactors;  // (n_rot/2) per-frequency divisors (llama3 rope_freqs, LongRoPE short/long factors), or null
+    private readonly RopeYarn? yarn;
+    private readonly float mscale, corrLow, corrHigh;  // magnitude on cos/sin; YaRN ramp range in pairs
 
-    public Rope(int dims, RopeStyle style, float freqBase, float freqScale = 1f, float[]? freqFactors = null)
+    public Rope(int dims, RopeStyle style, float freqBase, float freqScale = 1f, float[]? freqFactors = null, RopeYarn? yarn = null, float mscale = 1f)
     {
         if (dims % 2 != 0) throw new ArgumentException("rope dimension count must be even");
         if (freqFactors is not null && freqFactors.Length < dims / 2) throw new ArgumentException("rope_freqs has fewer than n_rot/2 factors");
+        if (!float.IsFinite(mscale)) throw new ArgumentException("rope mscale must be finite");
+        if (yarn is not null && (yarn.OriginalContext <= 0 || !float.IsFinite(yarn.ExtFactor) || !float.IsFinite(yarn.BetaFast) || !float.IsFinite(yarn.BetaSlow)))
+            throw new ArgumentException("YaRN needs a positive original context and finite ext_factor, beta_fast and beta_slow");
         Dims = dims; Style = style; this.freqBase = freqBase; this.freqScale = freqScale; this.freqFactors = freqFactors;
+        this.yarn = yarn is { ExtFactor: not 0f } ? yarn : null; // ext_factor 0: ggml skips the ramp (plain interpolation)
+        this.mscale = mscale;
+        if (this.yarn is not null) (corrLow, corrHigh) = this.yarn.CorrDims(dims, freqBase);
     }
 
     /// <summary>Fills cos/sin tables for one position: cos, sin: (Dims/2).</summary>
@@ -206,12 +247,30 @@ public sealed class Rope
     {
         float thetaScale = MathF.Pow(freqBase, -2.0f / Dims);
         float theta = pos;
+        if (yarn is null && mscale == 1f)
+        {
+            for (int i = 0; i < Dims / 2; i++)
+            {
+                float t = freqFactors is null ? theta : theta / freqFactors[i];
+                t *= freqScale;
+                cos[i] = MathF.Cos(t);
+                sin[i] = MathF.Sin(t);
+                theta *= thetaScale;
+            }
+            return;
+        }
+        float ext = yarn?.ExtFactor ?? 0f, span = MathF.Max(0.001f, corrHigh - corrLow);
         for (int i = 0; i < Dims / 2; i++)
         {
-            float t = freqFactors is null ? theta : theta / freqFactors[i];
-            t *= freqScale;
-            cos[i] = MathF.Cos(t);
-            sin[i] = MathF.Sin(t);
+            float extrap = freqFactors is null ? theta : theta / freqFactors[i];  // the trained angle
+            float t = freqScale * extrap;                                          // interpolated
+            if (yarn is not null)
+            {
+                float ramp = (1f - Math.Clamp((i - corrLow) / span, 0f, 1f)) * ext;
+                t = t * (1f - ramp) + extrap * ramp;
+            }
+            cos[i] = MathF.Cos(t) * mscale;
+            sin[i] = MathF.Sin(t) * mscale;
             theta *= thetaScale;
         }
     }

@@ -474,9 +474,3 @@ public static class FitEstimator
         return Math.Round(bw * 1e9 / (weightBytes + kvBytes), 2);
     }
 }
-
-/// <summary>Writes an enum as snake_case text ("does_not_fit"), whatever converters the serializer options carry.</summary>
-public sealed class SnakeCaseEnumConverter<T> : JsonStringEnumConverter<T> where T : struct, Enum
-{
-    public SnakeCaseEnumConverter() : base(JsonNamingPolicy.SnakeCaseLower) { }
-}

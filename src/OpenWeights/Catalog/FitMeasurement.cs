@@ -46,7 +46,7 @@ public static class FitMeasure
     public static FitMeasurement MeasureSynthetic(ModelShape shape, string synthType, int promptTokens = 128, int decodeTokens = 32, int threads = 0, string? tempRoot = null)
     {
         var assumptions = new List<string>();
-        var preset = SynthPreset.FromShape(shape, assumptions);
+        var preset = ShapePreset.For(shape, assumptions);
         var type = SynthType.Parse(synthType);
         string dir = Path.Combine(tempRoot ?? Path.GetTempPath(), "openweights-measure-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(dir);

@@ -1,5 +1,4 @@
 using System.Text.Json.Serialization;
-using OpenWeights.Catalog;
 
 namespace OpenWeights.Hardware;
 

@@ -77,6 +77,32 @@ public static class Architectures
         T(Names.AttnVBias, TensorShape.KvDim, "self_attn.v_proj.bias"),
     ];
 
+    /// <summary>Qwen 3: the Llama block with an RMS norm over each query and key head (head_dim), no biases.</summary>
+    public static readonly IReadOnlyList<BlockTensor> Qwen3Block =
+    [
+        .. LlamaBlock,
+        T(Names.AttnQNorm, TensorShape.HeadDim, "self_attn.q_norm.weight"),
+        T(Names.AttnKNorm, TensorShape.HeadDim, "self_attn.k_norm.weight"),
+    ];
+
+    /// <summary>OLMo 2: no pre-norms; RMS norms after attention and after the feed-forward, and an RMS norm over the whole
+    /// query and key projections (heads*head_dim, kv_heads*head_dim). Its Hugging Face post_attention_layernorm is a
+    /// post-norm (Llama's of the same name is the pre-norm of the feed-forward).</summary>
+    public static readonly IReadOnlyList<BlockTensor> Olmo2Block =
+    [
+        T(Names.AttnQ, TensorShape.Q, "self_attn.q_proj.weight"),
+        T(Names.AttnK, TensorShape.Kv, "self_attn.k_proj.weight"),
+        T(Names.AttnV, TensorShape.Kv, "self_attn.v_proj.weight"),
+        T(Names.AttnOut, TensorShape.O, "self_attn.o_proj.weight"),
+        T(Names.AttnQNorm, TensorShape.QDim, "self_attn.q_norm.weight"),
+        T(Names.AttnKNorm, TensorShape.KvDim, "self_attn.k_norm.weight"),
+        T(Names.AttnPostNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnGate, TensorShape.Ffn, "mlp.gate_proj.weight"),
+        T(Names.FfnUp, TensorShape.Ffn, "mlp.up_proj.weight"),
+        T(Names.FfnDown, TensorShape.Down, "mlp.down_proj.weight"),
+        T(Names.FfnPostNorm, TensorShape.Dim, "post_feedforward_layernorm.weight"),
+    ];
+
     /// <summary>Every architecture the engine runs. A family added here is runnable (and listed as such in the catalog).</summary>
     public static readonly IReadOnlyList<ArchitectureSpec> Supported =
     [
@@ -86,6 +112,15 @@ public static class Architectures
         // differs from Llama: biases on Q/K/V; rotary pairs (i, i+d/2) as in the HF checkpoint.
         new("qwen2", "Qwen 2 / 2.5", RopeStyle.Neox, Qwen2Block,
             (f, c) => new Llama.LlamaModel(f, c), ["Qwen2ForCausalLM"]),
+        // differs from Llama: QK-norm per head before rotary, head_dim given on its own (attention.key_length), NEOX pairing.
+        new("qwen3", "Qwen 3 (dense)", RopeStyle.Neox, Qwen3Block,
+            (f, c) => new Qwen3.Qwen3Model(f, c), ["Qwen3ForCausalLM"]),
+        // differs from Llama: no rotary embedding on every 4th layer (NoPE). Converters permute Q/K as for Llama: NORM pairing.
+        new("smollm3", "SmolLM3", RopeStyle.Norm, LlamaBlock,
+            (f, c) => new SmolLM3.SmolLM3Model(f, c), ["SmolLM3ForCausalLM"]),
+        // differs from Llama: post-norms only (after attention and feed-forward), QK-norm over the whole projection, NEOX pairing.
+        new("olmo2", "OLMo 2", RopeStyle.Neox, Olmo2Block,
+            (f, c) => new Olmo2.Olmo2Model(f, c), ["Olmo2ForCausalLM"]),
     ];
 
     public static ArchitectureSpec Get(string? name)

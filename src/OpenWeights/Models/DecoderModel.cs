@@ -42,7 +42,7 @@ public abstract class DecoderModel : IDisposable
             ? Linear.Load(source, Architectures.Names.Output, c.Dim, c.VocabSize)
             : new Linear(Architectures.Names.TokenEmbedding, TokenEmbedding); // tied classifier
         float[]? freqFactors = source.TryGetTensor(RopeFreqs, out _) ? TensorLoader.Vector(source, RopeFreqs, c.RopeDims / 2) : null;
-        Rope = new Rope(c.RopeDims, c.RopeStyle, c.RopeBase, c.RopeFreqScale, freqFactors);
+        Rope = c.CreateRope(freqFactors);
         ropes = [Rope];
         defaultAttention = new LayerAttention(Rope: 0, AttentionParams.Default(c.HeadDim));
     }
@@ -147,7 +147,7 @@ public abstract class DecoderModel : IDisposable
     {
         var all = Layers.SelectMany(l => l.Projections).Append(Output).DistinctBy(p => p.Weight).ToArray();
         long need = all.Sum(p => p.Weight.RepackBytes);
-        if (need == 0 || need > (availableBytes ?? Hardware.HardwareProbe.AvailableMemoryBytes()) - (256L << 20)) return 0;
+        if (need == 0 || need > (availableBytes ?? OpenWeights.Tensors.Memory.SystemMemory.AvailableBytes()) - (256L << 20)) return 0;
         int done = 0;
         Parallel.ForEach(all, p =>
         {

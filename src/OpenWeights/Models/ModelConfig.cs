@@ -18,11 +18,25 @@ public sealed record ModelConfig
     public required float RmsEps { get; init; }
     public required float RopeBase { get; init; }
     public required int RopeDims { get; init; }
-    public required float RopeFreqScale { get; init; }  // 1/factor for linear scaling
+    public required float RopeFreqScale { get; init; }  // 1/factor for linear and YaRN scaling
     public string? RopeScalingType { get; init; }
+    /// <summary>YaRN's ramp (`rope.scaling.type` = yarn), else null.</summary>
+    public OpenWeights.Tensors.Kernels.RopeYarn? RopeYarn { get; init; }
+    /// <summary>Magnitude on the rotary cos/sin (q·k scales by its square): YaRN's 0.1·ln(factor) + 1 (or the
+    /// `rope.scaling.yarn_attn_factor` that replaces it), times `rope.scaling.attn_factor`; 1 without either.</summary>
+    public float RopeMscale { get; init; } = 1f;
     /// <summary>Rotary pairing: the architecture's, unless the source says otherwise (`openweights.rope.style`, set when
     /// reading Hugging Face checkpoints whose Q/K rows were not permuted the way GGUF converters permute them).</summary>
     public required OpenWeights.Tensors.Kernels.RopeStyle RopeStyle { get; init; }
+
+    /// <summary>
+    /// The rotary embedding these hyper-parameters describe; <paramref name="freqFactors"/>: (RopeDims/2) per-frequency
+    /// divisors (the `rope_freqs` tensor of llama3 scaling), or null. LongRoPE (Phi-3, `rope.scaling.type` = longrope)
+    /// passes `rope_factors_long` when the context it is created for exceeds `rope.scaling.original_context_length`, else
+    /// `rope_factors_short` (as llama.cpp chooses), and gets its attention factor from `rope.scaling.attn_factor` in <see cref="RopeMscale"/>.
+    /// </summary>
+    public OpenWeights.Tensors.Kernels.Rope CreateRope(float[]? freqFactors = null) =>
+        new(RopeDims, RopeStyle, RopeBase, RopeFreqScale, freqFactors, RopeYarn, RopeMscale);
 
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
@@ -65,18 +79,29 @@ public sealed record ModelConfig
             : f.GetArray<string>("tokenizer.ggml.tokens")?.Length
             ?? (f is ITensorSource src && src.TryGetTensor(Architectures.Names.TokenEmbedding, out var te) ? (int)te.Dimensions[^1] : throw new InvalidModelFileException("cannot tell the vocabulary size"));
         string? scaling = f.GetString($"{a}.rope.scaling.type");
-        float freqScale = 1f;
-        if (scaling == "linear")
+        float freqScale = 1f, mscale = 1f;
+        OpenWeights.Tensors.Kernels.RopeYarn? yarn = null;
+        double Positive(string key, double def)
         {
-            double factor = f.GetNumber($"{a}.rope.scaling.factor") ?? 1.0;
-            if (!(factor > 0) || !double.IsFinite(factor)) throw new InvalidModelFileException($"{file}: metadata {a}.rope.scaling.factor {factor} must be a positive number");
-            freqScale = (float)(1.0 / factor);
+            double v = f.GetNumber($"{a}.{key}") ?? def;
+            if (!(v > 0) || !double.IsFinite(v)) throw new InvalidModelFileException($"{file}: metadata {a}.{key} {v} must be a positive number");
+            return v;
         }
-        else if (scaling is not null and not "none" and not "linear")
+        if (scaling is "linear" or "yarn") freqScale = (float)(1.0 / Positive("rope.scaling.factor", 1.0));
+        if (scaling == "yarn")
         {
-            // llama3-style scaling arrives as the rope_freqs tensor and needs no key; YaRN is not supported yet.
-            if (scaling == "yarn") throw new OpenWeightsException("YaRN rope scaling is not supported yet");
+            // As llama.cpp: the ramp spans the original context (default: the context length), ext_factor 1, beta 32 / 1,
+            // and the cos/sin magnitude 0.1·ln(factor) + 1 (transformers' attention_factor, when the converter wrote
+            // it as yarn_attn_factor, replaces that; llama.cpp reads the four yarn_* keys only for some architectures).
+            long orig = f.GetInteger($"{a}.rope.scaling.original_context_length") ?? Req("context_length");
+            if (orig <= 0 || orig > 1 << 24) throw new InvalidModelFileException($"{file}: metadata {a}.rope.scaling.original_context_length {orig} is out of range");
+            double ext = f.GetNumber($"{a}.rope.scaling.yarn_ext_factor") ?? 1.0;
+            if (!(ext >= 0) || !double.IsFinite(ext)) throw new InvalidModelFileException($"{file}: metadata {a}.rope.scaling.yarn_ext_factor {ext} must be a number >= 0");
+            yarn = new((int)orig, (float)ext, (float)Positive("rope.scaling.yarn_beta_fast", 32), (float)Positive("rope.scaling.yarn_beta_slow", 1));
+            if (ext != 0) mscale = f.Contains($"{a}.rope.scaling.yarn_attn_factor") ? (float)Positive("rope.scaling.yarn_attn_factor", 1) : OpenWeights.Tensors.Kernels.RopeYarn.Mscale(1f / freqScale);
         }
+        // llama3-style scaling arrives as the rope_freqs tensor and needs no key
+        mscale *= (float)Positive("rope.scaling.attn_factor", 1.0);
         var config = new ModelConfig
         {
             Architecture = arch,
@@ -93,6 +118,8 @@ public sealed record ModelConfig
             RopeDims = f.Contains($"{a}.rope.dimension_count") ? Req("rope.dimension_count") : headDim,
             RopeFreqScale = freqScale,
             RopeScalingType = scaling,
+            RopeYarn = yarn,
+            RopeMscale = mscale,
             RopeStyle = f.GetString("openweights.rope.style") switch
             {
                 null => arch.Rope,

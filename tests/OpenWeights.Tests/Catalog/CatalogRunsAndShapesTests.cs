@@ -27,10 +27,10 @@ public class CatalogRunsAndShapesTests
     [InlineData("qwen2.5-0.5b-instruct", true)]
     [InlineData("deepseek-r1-distill-qwen-7b", true)]   // borrows qwen2.5-7b's architecture, qwen2
     [InlineData("smollm2-135m-instruct", true)]
-    [InlineData("qwen3-8b", false)]
+    [InlineData("qwen3-8b", true)]
     [InlineData("gemma-3-4b-it", false)]
     [InlineData("gpt-oss-20b", false)]
-    [InlineData("smollm3-3b", false)]
+    [InlineData("smollm3-3b", true)]
     [InlineData("mixtral-8x7b-instruct-v0.1", false)]   // "llama" in GGUF, but experts: the llama family is dense
     [InlineData("deepseek-v3", false)]
     public void Runs_follows_the_engine_architecture_registry(string id, bool runs)
@@ -77,11 +77,11 @@ public class CatalogRunsAndShapesTests
         var ids = root.EnumerateArray().Select(x => x.GetProperty("id").GetString()).ToHashSet();
         Assert.All(root.EnumerateArray(), x => Assert.True(x.GetProperty("runs").GetBoolean()));
         Assert.Contains("llama-3.2-1b-instruct", ids);
-        Assert.DoesNotContain("qwen3-8b", ids);
+        Assert.DoesNotContain("deepseek-v3", ids);
         Assert.Equal(Cat.Models.Count(m => EngineSupport.For(m).Runs), ids.Count);
 
         var all = JsonDocument.Parse(Run("models", "--json").stdout).RootElement;
-        Assert.Contains(all.EnumerateArray(), x => x.GetProperty("id").GetString() == "qwen3-8b" && !x.GetProperty("runs").GetBoolean());
+        Assert.Contains(all.EnumerateArray(), x => x.GetProperty("id").GetString() == "deepseek-v3" && !x.GetProperty("runs").GetBoolean());
     }
 
     [Fact]
@@ -92,9 +92,9 @@ public class CatalogRunsAndShapesTests
         Assert.Contains("runs           no: the engine cannot run architecture gemma3 yet", stdout);
         (code, stdout, _) = Run("models", "show", "llama-3.2-1b");
         Assert.Contains("runs           yes (engine architecture llama)", stdout);
-        var json = JsonDocument.Parse(Run("models", "show", "qwen3-8b", "--json").stdout).RootElement;
+        var json = JsonDocument.Parse(Run("models", "show", "deepseek-v3", "--json").stdout).RootElement;
         Assert.False(json.GetProperty("runs").GetBoolean());
-        Assert.Contains("qwen3", json.GetProperty("cannot_run").GetString());
+        Assert.Contains("deepseek2", json.GetProperty("cannot_run").GetString());
     }
 
     [Fact]
@@ -112,11 +112,11 @@ public class CatalogRunsAndShapesTests
         FitCommand.Print(w, ok);
         Assert.Contains("verdict        fits: headroom", w.ToString());
 
-        var (code, stdout, stderr) = Run("fit", "qwen3-8b", "--json");
+        var (code, stdout, stderr) = Run("fit", "deepseek-v3", "--json");
         Assert.True(code == 0, stderr);
         var root = JsonDocument.Parse(stdout).RootElement;
         Assert.False(root.GetProperty("runs").GetBoolean());
-        Assert.Contains("architecture qwen3", root.GetProperty("cannot_run").GetString());
+        Assert.Contains("architecture deepseek2", root.GetProperty("cannot_run").GetString());
     }
 
     [Fact]

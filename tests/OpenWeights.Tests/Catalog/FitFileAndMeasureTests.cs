@@ -83,21 +83,21 @@ public class FitFileAndMeasureTests
     [Fact]
     public void Presets_from_catalog_shapes()
     {
-        var qwen = SynthPreset.FromShape(ModelShape.FromCatalog(ModelCatalog.Default.Get("qwen2.5-0.5b-instruct")));
+        var qwen = ShapePreset.For(ModelShape.FromCatalog(ModelCatalog.Default.Get("qwen2.5-0.5b-instruct")));
         var known = SynthPreset.Get("qwen2.5-0.5b");
         Assert.Equal((known.Architecture, known.Dim, known.Layers, known.Heads, known.KvHeads, known.FfnDim, known.VocabSize, known.TiedEmbeddings),
             (qwen.Architecture, qwen.Dim, qwen.Layers, qwen.Heads, qwen.KvHeads, qwen.FfnDim, qwen.VocabSize, qwen.TiedEmbeddings));
 
         var notes = new List<string>();
-        var llama = SynthPreset.FromShape(ModelShape.FromCatalog(ModelCatalog.Default.Get("llama-3.1-8b-instruct")), notes);
+        var llama = ShapePreset.For(ModelShape.FromCatalog(ModelCatalog.Default.Get("llama-3.1-8b-instruct")), notes);
         Assert.Equal("llama", llama.Architecture);
         Assert.Equal(0, llama.FfnDim % 256);
         Assert.InRange(llama.FfnDim, 12288, 16384); // the real model: 14336
         Assert.Contains(notes, n => n.Contains("feed-forward"));
 
-        var e = Assert.Throws<OpenWeightsException>(() => SynthPreset.FromShape(ModelShape.FromCatalog(ModelCatalog.Default.Get("gemma-2-2b-it"))));
+        var e = Assert.Throws<OpenWeightsException>(() => ShapePreset.For(ModelShape.FromCatalog(ModelCatalog.Default.Get("deepseek-v3"))));
         Assert.Contains("cannot be measured", e.Message);
-        var cli = Run("fit", "gemma-2-2b-it", "--measure");
+        var cli = Run("fit", "deepseek-v3", "--measure");
         Assert.Equal(1, cli.Code);
         Assert.Single(cli.Err.Trim().Split('\n'));
     }

@@ -44,7 +44,7 @@ public class FitVersusFilesTests
     public void EstimateIsNearOurFileSize(string id, string synthType, string quant, double tolerance)
     {
         var shape = ModelShape.FromCatalog(ModelCatalog.Default.Get(id));
-        var preset = SynthPreset.FromShape(shape);
+        var preset = ShapePreset.For(shape);
         long fileBytes = SyntheticModel.Plan(preset, SynthType.Parse(synthType)).Sum(t => t.Bytes);
         var e = FitEstimator.Estimate(shape, HardwareInfo.Synthetic(1L << 40, 50), new FitOptions { Quant = Quantization.Parse(quant) });
         double gap = (double)e.Memory.WeightsBytes / fileBytes - 1;

@@ -8,23 +8,23 @@ public class HardwareProbeTests
     public void Parses_meminfo()
     {
         const string text = "MemTotal:       16318412 kB\nMemFree:         1234567 kB\nMemAvailable:    9876543 kB\nBuffers:          100 kB\n";
-        var r = HardwareProbe.ParseMemInfo(text);
+        var r = OpenWeights.Tensors.Memory.SystemMemory.ParseMemInfo(text);
         Assert.Equal((16318412L * 1024, 9876543L * 1024), r);
     }
 
     [Fact]
     public void Meminfo_without_MemAvailable_falls_back_to_free_plus_cache()
     {
-        var r = HardwareProbe.ParseMemInfo("MemTotal: 1000 kB\nMemFree: 100 kB\nCached: 200 kB\nBuffers: 50 kB\n");
+        var r = OpenWeights.Tensors.Memory.SystemMemory.ParseMemInfo("MemTotal: 1000 kB\nMemFree: 100 kB\nCached: 200 kB\nBuffers: 50 kB\n");
         Assert.Equal((1000L * 1024, 350L * 1024), r);
-        Assert.Null(HardwareProbe.ParseMemInfo("garbage"));
+        Assert.Null(OpenWeights.Tensors.Memory.SystemMemory.ParseMemInfo("garbage"));
     }
 
     [Fact]
     public void Parses_cgroup_memory_max()
     {
-        Assert.Null(HardwareProbe.ParseCgroupValue("max\n"));
-        Assert.Equal(1073741824L, HardwareProbe.ParseCgroupValue("1073741824\n"));
+        Assert.Null(OpenWeights.Tensors.Memory.SystemMemory.ParseCgroupValue("max\n"));
+        Assert.Equal(1073741824L, OpenWeights.Tensors.Memory.SystemMemory.ParseCgroupValue("1073741824\n"));
     }
 
     [Fact]

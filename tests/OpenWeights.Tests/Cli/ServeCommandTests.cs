@@ -97,6 +97,7 @@ public class ServeCommandTests
         Assert.Equal("tiny-qwen2", chunks[^1]["model"]!.GetValue<string>()); // gpt-4o was served by the loaded model
 
         Assert.True(serve.Process.WaitForExit(TimeSpan.FromSeconds(30)), "serve did not exit after the signal");
+        serve.Process.WaitForExit(); // the process has exited; this waits for the stderr reader to reach end of stream
         Assert.True(serve.Process.ExitCode == 0, $"exit {serve.Process.ExitCode}: {serve.Stderr}");
         Assert.Contains("POST /v1/chat/completions 200", serve.Stderr); // the access log line
     }

@@ -48,6 +48,8 @@ public static class HfFixture
         };
         if (g.TryGetTensor(RopeFreqs, out _))
             config["rope_scaling"] = new JsonObject { ["rope_type"] = "llama3", ["factor"] = 32.0, ["low_freq_factor"] = 1.0, ["high_freq_factor"] = 4.0, ["original_max_position_embeddings"] = 8192 };
+        else if (c.RopeYarn is { } yarn)
+            config["rope_scaling"] = new JsonObject { ["rope_type"] = "yarn", ["factor"] = (double)(1f / c.RopeFreqScale), ["original_max_position_embeddings"] = yarn.OriginalContext };
         else config["rope_scaling"] = null;
         File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 

@@ -24,9 +24,10 @@ public class ArchitectureTests
         using var dir = new TempDir();
         var src = dir.File("m.gguf");
         SyntheticModel.Write(SynthPreset.Get("tiny-llama"), SynthType.Parse("f32"), src, threads: 1);
-        var bad = Rewrite(dir, src, "gemma.gguf", w => w.Set("general.architecture", "gemma3"));
+        var bad = Rewrite(dir, src, "rwkv.gguf", w => w.Set("general.architecture", "rwkv7"));
         var e = Assert.Throws<OpenWeightsException>(() => DecoderModel.Load(bad));
-        Assert.Equal("unsupported architecture 'gemma3' (supported: llama, qwen2)", e.Message);
+        Assert.Equal($"unsupported architecture 'rwkv7' (supported: {string.Join(", ", Architectures.Supported.Select(a => a.Name))})", e.Message);
+        Assert.StartsWith("unsupported architecture 'rwkv7' (supported: llama, qwen2, ", e.Message);
         var none = Rewrite(dir, src, "none.gguf", w => w.Remove("general.architecture"));
         Assert.Contains("general.architecture is missing", Assert.Throws<InvalidModelFileException>(() => DecoderModel.Load(none)).Message);
     }
@@ -67,7 +68,7 @@ public class ArchitectureTests
             Assert.True(Compare.Logits(ours.AsSpan(t * v, v), theirs[t]).MaxAbs < 1e-4, $"position {t}");
     }
 
-    public static TheoryData<string> Presets() => ["tiny-llama", "tiny-qwen2", "smollm2-135m"];
+    public static TheoryData<string> Presets() => ["tiny-llama", "tiny-qwen2", "smollm2-135m", "tiny-olmo2"];
 
     [Theory]
     [MemberData(nameof(Presets))]
@@ -76,7 +77,7 @@ public class ArchitectureTests
         using var dir = new TempDir();
         var path = dir.File("m.gguf");
         var p = SynthPreset.Get(preset);
-        // Only the vocabulary matters: shrink the network, keep the preset's tokenizer (pre-tokenizer llama-bpe / qwen2 / smollm).
+        // Only the vocabulary matters: shrink the network, keep the preset's tokenizer (pre-tokenizer llama-bpe / qwen2 / smollm / dbrx).
         var small = p with { Dim = 64, Heads = 2, KvHeads = 1, FfnDim = 64, Layers = 1, VocabSize = Math.Min(p.VocabSize, 2048) };
         SyntheticModel.Write(small, SynthType.Parse("f32"), path, threads: 1);
         var tok = Tokenizer.FromGguf(path);

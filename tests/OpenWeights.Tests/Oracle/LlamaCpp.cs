@@ -52,4 +52,32 @@ public static class LlamaCpp
         for (int i = 0; i < tokens.Length; i++) result[i] = ctx.NativeHandle.GetLogitsIth(i).ToArray();
         return result;
     }
+
+    /// <summary>
+    /// Greedy continuation: the prompt in one batch, then <paramref name="count"/> tokens, each the argmax of the last
+    /// logits (lowest id on ties), fed back one at a time. KV cache in F32 as in <see cref="Logits"/>.
+    /// </summary>
+    public static int[] ArgmaxContinuation(string path, int[] prompt, int count, int threads = 2)
+    {
+        Init();
+        var p = new ModelParams(path)
+        {
+            ContextSize = (uint)(prompt.Length + count + 8), BatchSize = (uint)Math.Max(64, prompt.Length), UBatchSize = (uint)Math.Max(64, prompt.Length),
+            GpuLayerCount = 0, Threads = threads, BatchThreads = threads, TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
+        };
+        using var w = LLamaWeights.LoadFromFile(p);
+        using var ctx = w.CreateContext(p);
+        var batch = new LLamaBatch();
+        for (int i = 0; i < prompt.Length; i++) batch.Add((LLamaToken)prompt[i], i, LLamaSeqId.Zero, i == prompt.Length - 1);
+        var result = new int[count];
+        for (int k = 0; k < count; k++)
+        {
+            var r = ctx.Decode(batch);
+            if (r != DecodeResult.Ok) throw new InvalidOperationException($"llama.cpp decode failed: {r}");
+            result[k] = Compare.ArgMax(ctx.NativeHandle.GetLogitsIth(batch.TokenCount - 1));
+            batch.Clear();
+            batch.Add((LLamaToken)result[k], prompt.Length + k, LLamaSeqId.Zero, true);
+        }
+        return result;
+    }
 }

@@ -127,10 +127,18 @@ public sealed unsafe class HfCheckpoint : ITensorSource
             Set($"{a}.attention.value_length", (uint)c.HeadDim);
         }
         Set($"{a}.rope.dimension_count", (uint)c.HeadDim);
-        if (c.RopeScalingType == "linear")
+        if (c.RopeScalingType is "linear" or "yarn")
         {
-            Set($"{a}.rope.scaling.type", "linear");
+            Set($"{a}.rope.scaling.type", c.RopeScalingType);
             Set($"{a}.rope.scaling.factor", (float)c.RopeFactor);
+        }
+        if (c.RopeScalingType == "yarn")
+        {
+            // as llama.cpp's converter writes a yarn rope_scaling
+            Set($"{a}.rope.scaling.original_context_length", (uint)c.OriginalContext);
+            if (c.YarnAttentionFactor is { } af) Set($"{a}.rope.scaling.yarn_attn_factor", (float)af);
+            if (c.YarnBetaFast is { } bf) Set($"{a}.rope.scaling.yarn_beta_fast", (float)bf);
+            if (c.YarnBetaSlow is { } bs) Set($"{a}.rope.scaling.yarn_beta_slow", (float)bs);
         }
         if (QkNeedsPermute) Set(RopeStyleKey, "neox");
     }
@@ -368,6 +376,9 @@ internal sealed record HfConfig
     public double LowFreqFactor { get; init; } = 1;
     public double HighFreqFactor { get; init; } = 4;
     public int OriginalContext { get; init; } = 8192;
+    public double? YarnAttentionFactor { get; init; }
+    public double? YarnBetaFast { get; init; }
+    public double? YarnBetaSlow { get; init; }
 
     public static HfConfig Load(string path)
     {
@@ -411,6 +422,7 @@ internal sealed record HfConfig
             bool tied = Get("tie_word_embeddings") is { ValueKind: JsonValueKind.True };
             string? scalingType = null;
             double factor = 1, low = 1, high = 4; int orig = 8192;
+            double? yarnAttn = null, betaFast = null, betaSlow = null;
             if (Get("rope_scaling") is { } rs)
             {
                 if (rs.ValueKind != JsonValueKind.Object) throw new InvalidModelFileException("config.json: rope_scaling is not an object");
@@ -426,8 +438,20 @@ internal sealed record HfConfig
                         if (high <= low) throw new InvalidModelFileException("config.json: rope_scaling high_freq_factor must exceed low_freq_factor");
                         break;
                     case "linear": break;
+                    case "yarn":
+                        // transformers' _compute_yarn_parameters: the ramp spans original_max_position_embeddings (default
+                        // max_position_embeddings); attention_factor replaces 0.1·ln(factor) + 1; beta_fast / beta_slow default 32 / 1
+                        double yo = Num("original_max_position_embeddings", Int("max_position_embeddings", 4096), rs);
+                        if (yo > 1 << 24 || yo != Math.Floor(yo)) throw new InvalidModelFileException($"config.json: original_max_position_embeddings = {yo} is not a context length");
+                        orig = (int)yo;
+                        double? Opt(string k) => rs.TryGetProperty(k, out var e) && e.ValueKind != JsonValueKind.Null ? Num(k, 1, rs) : null;
+                        yarnAttn = Opt("attention_factor"); betaFast = Opt("beta_fast"); betaSlow = Opt("beta_slow");
+                        foreach (var k in new[] { "mscale", "mscale_all_dim" })
+                            if (rs.TryGetProperty(k, out var e) && e.ValueKind != JsonValueKind.Null) throw new OpenWeightsException($"config.json: rope_scaling {k} (DeepSeek-style YaRN magnitude) is not supported");
+                        if (rs.TryGetProperty("truncate", out var tr) && tr.ValueKind == JsonValueKind.False) throw new OpenWeightsException("config.json: rope_scaling truncate = false is not supported");
+                        break;
                     case "default" or null: scalingType = null; break;
-                    default: throw new OpenWeightsException($"config.json: rope_scaling type {UntrustedText.Quote(scalingType)} is not supported (supported: llama3, linear)");
+                    default: throw new OpenWeightsException($"config.json: rope_scaling type {UntrustedText.Quote(scalingType)} is not supported (supported: llama3, linear, yarn)");
                 }
             }
             string? name = Get("_name_or_path") is { ValueKind: JsonValueKind.String } n && !string.IsNullOrWhiteSpace(n.GetString()) ? System.IO.Path.GetFileName(n.GetString()!.TrimEnd('/')) : null;
@@ -452,6 +476,9 @@ internal sealed record HfConfig
                 LowFreqFactor = low,
                 HighFreqFactor = high,
                 OriginalContext = orig,
+                YarnAttentionFactor = yarnAttn,
+                YarnBetaFast = betaFast,
+                YarnBetaSlow = betaSlow,
             };
         });
     }

@@ -1,10 +1,17 @@
 namespace OpenWeights.Models.Synthetic;
 
+/// <summary>
+/// Rope scaling keys for a synthetic model, as llama.cpp's converter writes them: `{arch}.rope.scaling.type`, `.factor`,
+/// `.original_context_length` (when above 0) and `.attn_factor` (when not 1). Type "yarn" for YaRN; "longrope" with
+/// the llama3 rope_freqs tensor and an attention factor for LongRoPE's arithmetic.
+/// </summary>
+public sealed record SynthRopeScaling(string Type, float Factor = 1f, int OriginalContext = 0, float AttnFactor = 1f);
+
 /// <summary>The exact shape of a real model (or a tiny test model), for random-weight GGUFs.</summary>
 public sealed record SynthPreset(
     string Name, string Architecture, int VocabSize, int Dim, int Layers, int Heads, int KvHeads, int FfnDim,
     int ContextLength, float RopeBase, float RmsEps, bool TiedEmbeddings, string TokenizerPre, bool AddBos,
-    bool Llama3RopeScaling = false, string ChatTemplate = SynthPreset.ChatMl)
+    bool Llama3RopeScaling = false, string ChatTemplate = SynthPreset.ChatMl, SynthRopeScaling? RopeScaling = null)
 {
     /// <summary>The head dimension: dim / heads unless the model says otherwise (Gemma: 256 with dim 1152 and 4 heads),
     /// written as <c>{arch}.attention.key_length</c> / <c>value_length</c>.</summary>
@@ -29,43 +36,23 @@ public sealed record SynthPreset(
         new("qwen2.5-0.5b", "qwen2", 151936, 896, 24, 14, 2, 4864, 32768, 1000000f, 1e-6f, true, "qwen2", AddBos: false),
         // meta-llama/Llama-3.2-1B: llama3 rope scaling (factor 32, low 1, high 4, original context 8192), tied.
         new("llama-3.2-1b", "llama", 128256, 2048, 16, 32, 8, 8192, 131072, 500000f, 1e-5f, true, "llama-bpe", AddBos: true, Llama3RopeScaling: true, ChatTemplate: Llama3),
+        // Qwen/Qwen3-0.6B: qwen3 architecture (QK-norm per head, NEOX rope), head_dim 128 with dim 1024 and 16 heads, tied.
+        new("qwen3-0.6b", "qwen3", 151936, 1024, 28, 16, 8, 3072, 40960, 1000000f, 1e-6f, true, "qwen2", AddBos: false) { KeyLength = 128 },
+        // HuggingFaceTB/SmolLM3-3B: smollm3 architecture (no rotary on every 4th layer), Llama 3 tokenizer, tied.
+        new("smollm3-3b", "smollm3", 128256, 2048, 36, 16, 4, 11008, 65536, 5000000f, 1e-6f, true, "llama-bpe", AddBos: false),
+        // allenai/OLMo-2-0425-1B: olmo2 architecture (post-norms, whole-projection QK-norm, NEOX rope), untied head.
+        new("olmo-2-0425-1b", "olmo2", 100352, 2048, 16, 16, 16, 8192, 4096, 500000f, 1e-6f, false, "dbrx", AddBos: false),
         // Tiny shapes for tests: every dimension a multiple of 256 so every block type applies.
         new("tiny-llama", "llama", 1024, 256, 2, 4, 2, 512, 2048, 10000f, 1e-5f, false, "llama-bpe", AddBos: true, Llama3RopeScaling: true, ChatTemplate: Llama3),
         new("tiny-qwen2", "qwen2", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, true, "qwen2", AddBos: false),
+        // head_dim 128 given on its own (dim / heads would be 64), as Qwen3-0.6B does
+        new("tiny-qwen3", "qwen3", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, true, "qwen2", AddBos: false) { KeyLength = 128 },
+        // 4 layers so that one (layer 3) is a NoPE layer; untied (llama.cpp reads output.weight when present): with random
+        // weights a tied head makes greedy decoding repeat one token, which would make the greedy test say little
+        new("tiny-smollm3", "smollm3", 1024, 256, 4, 4, 2, 512, 2048, 5000000f, 1e-6f, false, "llama-bpe", AddBos: false),
+        // grouped-query (2 KV heads), as OLMo 2 32B: the key norm spans kv_heads*head_dim, not dim
+        new("tiny-olmo2", "olmo2", 1024, 256, 2, 4, 2, 512, 2048, 500000f, 1e-6f, false, "dbrx", AddBos: false),
     ];
-
-    /// <summary>
-    /// A preset with a model's exact shape, for measuring its speed without its weights (llama / qwen2 dense only).
-    /// The feed-forward size comes from the shape, else from a known preset of the same dimensions, else from the
-    /// parameter count (rounded to a multiple of 256; the estimate is added to <paramref name="assumptions"/>).
-    /// </summary>
-    public static SynthPreset FromShape(OpenWeights.Catalog.ModelShape s, List<string>? assumptions = null)
-    {
-        string arch = s.Architecture ?? throw new OpenWeightsException($"{s.Name}: the engine cannot run this architecture, so its speed cannot be measured (llama and qwen2 dense models only)");
-        if (arch is not ("llama" or "qwen2")) throw new OpenWeightsException($"{s.Name}: architecture {arch} cannot be measured (llama and qwen2 dense models only)");
-        int Need(int? v, string what) => v is > 0 ? v.Value : throw new OpenWeightsException($"{s.Name}: the {what} is unknown, so a model of its shape cannot be built");
-        int layers = Need(s.Layers, "layer count"), dim = Need(s.HiddenSize, "hidden size"), heads = Need(s.Heads, "head count");
-        int kv = s.KvHeads ?? heads, vocab = Need(s.Vocab, "vocabulary size");
-        if (dim % heads != 0 || (s.HeadDim is { } hd && hd != dim / heads)) throw new OpenWeightsException($"{s.Name}: head dim {s.HeadDim} != hidden/heads; not supported by the synthetic model");
-        bool tied = s.TiedEmbeddings ?? false;
-        var known = All.FirstOrDefault(p => p.Architecture == arch && p.Layers == layers && p.Dim == dim && p.Heads == heads && p.KvHeads == kv && p.VocabSize == vocab);
-        int ffn;
-        if (s.FfnHidden is > 0) ffn = s.FfnHidden.Value;
-        else if (known is not null) ffn = known.FfnDim;
-        else
-        {
-            long q = dim, kvd = (long)kv * (dim / heads);
-            long fixedParams = (long)vocab * dim * (tied ? 1 : 2) + dim + layers * (dim * (q + 2 * kvd) + q * dim + 2L * dim + (arch == "qwen2" ? q + 2 * kvd : 0));
-            double f = (s.TotalParams - fixedParams) / (3.0 * dim * layers);
-            ffn = (int)Math.Max(256, Math.Round(f / 256) * 256);
-            assumptions?.Add($"feed-forward size {ffn} estimated from the parameter count (the catalog does not give it)");
-        }
-        int ctx = s.ContextLength ?? 4096;
-        return known is not null && known.FfnDim == ffn
-            ? known with { Name = s.Name }
-            : new SynthPreset(s.Name, arch, vocab, dim, layers, heads, kv, ffn, ctx, arch == "qwen2" ? 1000000f : 500000f, arch == "qwen2" ? 1e-6f : 1e-5f,
-                tied, arch == "qwen2" ? "qwen2" : "llama-bpe", AddBos: arch != "qwen2", ChatTemplate: arch == "qwen2" ? ChatMl : Llama3);
-    }
 
     public static SynthPreset Get(string name) =>
         All.FirstOrDefault(p => p.Name.Equals(name, StringComparison.OrdinalIgnoreCase))

@@ -64,6 +64,12 @@ public static class SyntheticModel
          .Set("tokenizer.chat_template", p.ChatTemplate);
         if (p.KeyLength is { } kl) w.Set($"{a}.attention.key_length", (uint)kl).Set($"{a}.attention.value_length", (uint)kl);
         foreach (var (key, value) in p.Extra) w.Set($"{a}.{key}", value);
+        if (p.RopeScaling is { } rs)
+        {
+            w.Set($"{a}.rope.scaling.type", rs.Type).Set($"{a}.rope.scaling.factor", rs.Factor);
+            if (rs.OriginalContext > 0) w.Set($"{a}.rope.scaling.original_context_length", (uint)rs.OriginalContext);
+            if (rs.AttnFactor != 1f) w.Set($"{a}.rope.scaling.attn_factor", rs.AttnFactor);
+        }
 
         foreach (var t in Plan(p, type))
         {
