@@ -120,4 +120,32 @@ public class FamilyTrainingTests(ITestOutputHelper output)
         Assert.True(effect > 1e-2, $"the adapter changes logits by only {effect}");
         Assert.True(d < 1e-5, $"{preset}: {d}");
     }
+
+    [Theory]
+    [MemberData(nameof(Presets))]
+    public void TrainingLowersTheLossAndWritesAdaptersTheModelLoads(string preset)
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, preset);
+        using var m = DecoderModel.Load(path, repack: false);
+        int[] pattern = [.. Enumerable.Range(0, 17).Select(i => (i * 37 + 5) % m.Config.VocabSize)];
+        var seqs = Enumerable.Range(0, 2).Select(_ => new PackedSequence(pattern[..16], pattern[1..], Enumerable.Repeat(true, 16).ToArray(), new int[16])).ToList();
+        var lm = new LoraModel(m, new LoraOptions { Rank = 4, Alpha = 8, Targets = LoraTargets.DefaultFor(m.Config.Architecture) }, 1) { Threads = 2 };
+        var trainer = new LoraTrainer(lm, new TrainOptions { Epochs = 25, LearningRate = 3e-2f, Seed = 1 }, seqs, seqs);
+        double before = trainer.Evaluate()!.Value;
+        var outDir = dir.File("out");
+        trainer.Run(outDir);
+        double after = trainer.Evaluate()!.Value;
+        output.WriteLine($"{preset}: validation loss {before:F3} -> {after:F3} after {trainer.Step} steps");
+        Assert.True(after < before - 1.0, $"validation loss {before:F3} -> {after:F3}");
+        // both adapter files (PEFT and GGUF, as tune exports them) load against the base (names and shapes of this family)
+        // and equal what was trained
+        trainer.ExportAdapter(outDir);
+        foreach (var f in new[] { Path.Combine(outDir, LoraTrainer.GgufAdapterFile), outDir })
+        {
+            var a = LoraLoader.Load(f, m.Source, m.Config);
+            Assert.Equal(lm.Adapter.Weights.Keys.Order(), a.Weights.Keys.Order());
+            foreach (var (k, w) in lm.Adapter.Weights) Assert.Equal(w.B, a.Weights[k].B);
+        }
+    }
 }
