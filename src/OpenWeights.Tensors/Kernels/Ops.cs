@@ -97,41 +97,56 @@ public static class Ops
     }
 
     /// <summary>
-    /// gate = gelu(gate) · up with the tanh approximation gelu(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))), the GeGLU
-    /// activation of Gemma (Hugging Face's gelu_pytorch_tanh, ggml's gelu). Vectorized through TensorPrimitives.
-    /// gate, up: (n).
+    /// gate = gelu(gate) · up, the GeGLU activation of Gemma, with the tanh approximation
+    /// gelu(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))) (Hugging Face's gelu_pytorch_tanh) evaluated the way ggml's CPU
+    /// backend evaluates it (GGML_GELU_FP16): x is rounded to F16 and gelu read from a table of F16 results, one per F16
+    /// value; x ≤ −10 gives 0 and x ≥ 10 gives x. The table costs at most F16 rounding (relative 2^-11) against the exact
+    /// formula (<see cref="GeluTanh"/>), and keeps our logits within float rounding of llama.cpp's. The rounding to F16
+    /// is vectorized (TensorPrimitives.ConvertToHalf), the lookup scalar. gate, up: (n).
     /// </summary>
     public static void GeGlu(Span<float> gate, ReadOnlySpan<float> up)
     {
         if (up.Length < gate.Length) throw new ArgumentException("geglu: up shorter than gate");
         const int Chunk = 1024;
-        Span<float> t = stackalloc float[Chunk];
+        Span<Half> h = stackalloc Half[Chunk];
+        var table = GeluF16Table;
         for (int i = 0; i < gate.Length; i += Chunk)
         {
-            var g = gate.Slice(i, Math.Min(Chunk, gate.Length - i)); var tt = t[..g.Length];
-            TensorPrimitives.Multiply(g, g, tt);                                   // x²
-            TensorPrimitives.Multiply(tt, 0.044715f, tt);
-            TensorPrimitives.Add(tt, 1f, tt);                                      // 1 + 0.044715x²
-            TensorPrimitives.Multiply(tt, g, tt);                                  // x + 0.044715x³
-            TensorPrimitives.Multiply(tt, GeluCoef, tt);                           // √(2/π)(…)
-            TensorPrimitives.Tanh(tt, tt);
-            TensorPrimitives.Multiply(tt, 0.5f, tt);
-            TensorPrimitives.Add(tt, 0.5f, tt);                                    // ½(1 + tanh)
-            TensorPrimitives.Multiply(tt, g, g);                                   // gelu(x)
-            TensorPrimitives.Multiply(g, up.Slice(i, g.Length), g);                // · up
+            var g = gate.Slice(i, Math.Min(Chunk, gate.Length - i)); var u = up.Slice(i, g.Length); var hh = h[..g.Length];
+            TensorPrimitives.ConvertToHalf(g, hh);                                 // x rounded to F16 (nearest even)
+            for (int j = 0; j < g.Length; j++)
+            {
+                float x = g[j];
+                g[j] = x <= -10f ? 0f : x >= 10f ? x * u[j] : table[BitConverter.HalfToUInt16Bits(hh[j])] * u[j];
+            }
         }
     }
 
-    private const float GeluCoef = 0.7978845608028654f; // √(2/π)
-
-    /// <summary>Scalar reference of <see cref="GeGlu"/>.</summary>
+    /// <summary>Scalar reference of <see cref="GeGlu"/>: per element, the table entry of x rounded to F16, times up.</summary>
     public static void GeGluScalar(Span<float> gate, ReadOnlySpan<float> up)
     {
+        var table = GeluF16Table;
         for (int i = 0; i < gate.Length; i++)
         {
             float x = gate[i];
-            gate[i] = 0.5f * x * (1f + MathF.Tanh(GeluCoef * x * (1f + 0.044715f * x * x))) * up[i];
+            gate[i] = x <= -10f ? 0f : x >= 10f ? x * up[i] : table[BitConverter.HalfToUInt16Bits((Half)x)] * up[i];
         }
+    }
+
+    /// <summary>gelu(x) = ½x(1 + tanh(√(2/π)x(1 + 0.044715x²))), the exact tanh approximation in float (ggml_gelu_f32).</summary>
+    public static float GeluTanh(float x) => 0.5f * x * (1f + MathF.Tanh(GeluCoef * x * (1f + 0.044715f * x * x)));
+
+    private const float GeluCoef = 0.7978845608028654f; // √(2/π)
+
+    /// <summary>(65536) gelu of every F16 value, rounded to F16 and held as float (ggml's ggml_table_gelu_f16).</summary>
+    private static float[] GeluF16Table => geluF16Table ??= BuildGeluF16Table();
+    private static float[]? geluF16Table;
+
+    private static float[] BuildGeluF16Table()
+    {
+        var t = new float[65536];
+        for (int i = 0; i < t.Length; i++) t[i] = (float)(Half)GeluTanh((float)BitConverter.UInt16BitsToHalf((ushort)i));
+        return t;
     }
 
     /// <summary>Scalar reference of <see cref="SwiGlu"/>: g / (1 + e^−g) · u per element.</summary>
@@ -224,6 +239,9 @@ public sealed class Rope
 {
     public int Dims { get; }          // rotated dimensions per head (n_rot)
     public RopeStyle Style { get; }
+    /// <summary>The factor on cos and sin (1: plain rotation); the rotated dimensions are scaled by it, the rest of a
+    /// partially rotated head is not.</summary>
+    public float Mscale => mscale;
     private readonly float freqBase, freqScale;
     private readonly float[]? freqFactors;  // (n_rot/2) per-frequency divisors (llama3 rope_freqs, LongRoPE short/long factors), or null
     private readonly RopeYarn? yarn;

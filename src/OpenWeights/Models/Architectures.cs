@@ -20,8 +20,11 @@ public enum TensorShape
 }
 
 /// <summary>One tensor of a transformer block: its GGUF part name, its shape, and its Hugging Face name inside
-/// <c>model.layers.N.</c>. The PEFT target of a projection is the last part of its Hugging Face module name.</summary>
-public sealed record BlockTensor(string Gguf, TensorShape Shape, string Hf)
+/// <c>model.layers.N.</c>. The PEFT target of a projection is the last part of its Hugging Face module name.
+/// <paramref name="InsteadOf"/>: the GGUF part name of a fused tensor this one may replace in a file (Phi-3's attn_q/k/v
+/// instead of attn_qkv, which llama.cpp loads either way). Such an alternative is read only from files without the fused
+/// tensor, is not written by the synthetic writer and is no LoRA target.</summary>
+public sealed record BlockTensor(string Gguf, TensorShape Shape, string Hf, string? InsteadOf = null)
 {
     /// <summary>"q_proj" for "self_attn.q_proj.weight"; null for norms and biases (LoRA wraps only projections).</summary>
     public string? PeftTarget => Gguf.EndsWith(".weight", StringComparison.Ordinal) && Shape is TensorShape.Q or TensorShape.Kv or TensorShape.O
@@ -44,7 +47,7 @@ public sealed record ArchitectureSpec(
     Func<ITensorSource, ModelConfig, DecoderModel> Create, IReadOnlyList<string> HfClasses, bool Experts = false)
 {
     /// <summary>The projections LoRA may target, PEFT name -> block tensor, in block order.</summary>
-    public IEnumerable<BlockTensor> Projections => Block.Where(t => t.PeftTarget is not null);
+    public IEnumerable<BlockTensor> Projections => Block.Where(t => t.PeftTarget is not null && t.InsteadOf is null);
 
     /// <summary>Whether a block tensor with this GGUF part name belongs to the architecture.</summary>
     public bool HasTensor(string gguf) => Block.Any(t => t.Gguf == gguf);
@@ -103,6 +106,49 @@ public static class Architectures
         T(Names.FfnPostNorm, TensorShape.Dim, "post_feedforward_layernorm.weight"),
     ];
 
+    /// <summary>
+    /// Phi-3 / 3.5 / 4 (Phi3ForCausalLM): the Llama block with Q, K, V fused into attn_qkv (Q | K | V rows) and gate and
+    /// up fused into ffn_up (gate rows first). A file may hold attn_q/attn_k/attn_v instead of attn_qkv (llama.cpp's
+    /// create_tensor_qkv loads either).
+    /// </summary>
+    public static readonly IReadOnlyList<BlockTensor> Phi3Block =
+    [
+        T(Names.AttnNorm, TensorShape.Dim, "input_layernorm.weight"),
+        T(Names.AttnQkv, TensorShape.Qkv, "self_attn.qkv_proj.weight"),
+        new(Names.AttnQ, TensorShape.Q, "self_attn.q_proj.weight", InsteadOf: Names.AttnQkv),
+        new(Names.AttnK, TensorShape.Kv, "self_attn.k_proj.weight", InsteadOf: Names.AttnQkv),
+        new(Names.AttnV, TensorShape.Kv, "self_attn.v_proj.weight", InsteadOf: Names.AttnQkv),
+        T(Names.AttnOut, TensorShape.O, "self_attn.o_proj.weight"),
+        T(Names.FfnNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnUp, TensorShape.GateUp, "mlp.gate_up_proj.weight"),
+        T(Names.FfnDown, TensorShape.Down, "mlp.down_proj.weight"),
+    ];
+
+    /// <summary>Gemma 2: RMS norms before and after both attention and feed-forward (HF names of Gemma2ForCausalLM; the
+    /// GGUF norms hold 1 + w, the Hugging Face ones w).</summary>
+    public static readonly IReadOnlyList<BlockTensor> Gemma2Block =
+    [
+        T(Names.AttnNorm, TensorShape.Dim, "input_layernorm.weight"),
+        T(Names.AttnQ, TensorShape.Q, "self_attn.q_proj.weight"),
+        T(Names.AttnK, TensorShape.Kv, "self_attn.k_proj.weight"),
+        T(Names.AttnV, TensorShape.Kv, "self_attn.v_proj.weight"),
+        T(Names.AttnOut, TensorShape.O, "self_attn.o_proj.weight"),
+        T(Names.AttnPostNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnNorm, TensorShape.Dim, "pre_feedforward_layernorm.weight"),
+        T(Names.FfnGate, TensorShape.Ffn, "mlp.gate_proj.weight"),
+        T(Names.FfnUp, TensorShape.Ffn, "mlp.up_proj.weight"),
+        T(Names.FfnDown, TensorShape.Down, "mlp.down_proj.weight"),
+        T(Names.FfnPostNorm, TensorShape.Dim, "post_feedforward_layernorm.weight"),
+    ];
+
+    /// <summary>Gemma 3: the Gemma 2 block with QK-norm, one (head_dim) weight shared by every query / key head.</summary>
+    public static readonly IReadOnlyList<BlockTensor> Gemma3Block =
+    [
+        .. Gemma2Block,
+        T(Names.AttnQNorm, TensorShape.HeadDim, "self_attn.q_norm.weight"),
+        T(Names.AttnKNorm, TensorShape.HeadDim, "self_attn.k_norm.weight"),
+    ];
+
     /// <summary>Every architecture the engine runs. A family added here is runnable (and listed as such in the catalog).</summary>
     public static readonly IReadOnlyList<ArchitectureSpec> Supported =
     [
@@ -121,6 +167,18 @@ public static class Architectures
         // differs from Llama: post-norms only (after attention and feed-forward), QK-norm over the whole projection, NEOX pairing.
         new("olmo2", "OLMo 2", RopeStyle.Neox, Olmo2Block,
             (f, c) => new Olmo2.Olmo2Model(f, c), ["Olmo2ForCausalLM"]),
+        // differs from Llama: fused QKV and gate-up tensors, partial rotary (Phi-4-mini), LongRoPE factor tables; NEOX
+        // pairing (llama.cpp's LLAMA_ROPE_TYPE_NEOX for phi3).
+        new("phi3", "Phi-3 / 3.5 / 4 (mini)", RopeStyle.Neox, Phi3Block,
+            (f, c) => new Phi3.Phi3Model(f, c), ["Phi3ForCausalLM"]),
+        // differs from Llama: √dim embeddings, pre and post norms, GeGLU, alternating sliding-window / global layers,
+        // attention and final logit soft-caps; rotary pairs (i, i+d/2).
+        new("gemma2", "Gemma 2", RopeStyle.Neox, Gemma2Block,
+            (f, c) => new Gemma.Gemma2Model(f, c), ["Gemma2ForCausalLM"]),
+        // differs from Llama: as Gemma 2 without soft-caps, plus QK-norm, 5 sliding : 1 global layers with their own
+        // rotary base. Gemma3ForConditionalGeneration's text part converts to the same GGUF (the vision tower is not run).
+        new("gemma3", "Gemma 3 (text)", RopeStyle.Neox, Gemma3Block,
+            (f, c) => new Gemma.Gemma3Model(f, c), ["Gemma3ForCausalLM"]),
     ];
 
     public static ArchitectureSpec Get(string? name)

@@ -19,6 +19,11 @@ public sealed class SpmTokenizer : Tokenizer
     // no merge can ever cross it, so the text is cut there and the pieces are merged (and cached) independently:
     // the result is identical to merging the whole text at once, as llama.cpp does.
     private readonly HashSet<long> joinable = [];
+    // User-defined tokens holding spaces (convert_hf_to_gguf writes Gemma's "▁▁" whitespace tokens as "  "), under
+    // their escaped form: spaces in the text are matched as the token before escaping, but a literal "▁▁" in the text
+    // reaches the token only through merges, as it does in the Hugging Face tokenizer (where "▁" and " " are one symbol).
+    private readonly Dictionary<string, int> escapedUserDefined = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> escapedLookup;
     private readonly ConcurrentDictionary<string, int[]> cache = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> cacheLookup;
     private const int CacheLimit = 1 << 18;
@@ -37,14 +42,29 @@ public sealed class SpmTokenizer : Tokenizer
         }
         for (int i = 0; i < VocabSize; i++)
         {
+            string piece = Piece(i);
+            if ((Attr(i) & TokenAttributes.UserDefined) != 0 && piece.Contains(' ', StringComparison.Ordinal))
+            {
+                piece = piece.Replace(' ', '\u2581');
+                if (TokenToId(piece) < 0) escapedUserDefined.TryAdd(piece, i);
+            }
             int prevCp = -1;
-            foreach (var r in Piece(i).EnumerateRunes())
+            foreach (var r in piece.EnumerateRunes())
             {
                 if (prevCp >= 0) joinable.Add(((long)prevCp << 21) | (uint)r.Value);
                 prevCp = r.Value;
             }
         }
         cacheLookup = cache.GetAlternateLookup<ReadOnlySpan<char>>();
+        escapedLookup = escapedUserDefined.GetAlternateLookup<ReadOnlySpan<char>>();
+    }
+
+    /// <summary>The token of an escaped piece: a vocabulary string, or a user-defined token with spaces written as ▁.</summary>
+    private int LookupEscaped(ReadOnlySpan<char> s)
+    {
+        int id = LookupPiece(s);
+        if (id < 0 && escapedUserDefined.Count > 0 && escapedLookup.TryGetValue(s, out int u)) id = u;
+        return id;
     }
 
     private protected override void EncodeFragments(string text, List<Fragment> fragments, bool addSpecial, List<int> output)
@@ -150,7 +170,7 @@ public sealed class SpmTokenizer : Tokenizer
             for (int i = 0; i != -1; i = next[i])
             {
                 var s = text.Slice(start[i], len[i]);
-                int id = LookupPiece(s);
+                int id = LookupEscaped(s);
                 if (id >= 0) { output.Add(id); continue; }
                 // no token for this character: emit its UTF-8 bytes as byte tokens
                 int nb = Encoding.UTF8.GetBytes(s, utf8);
@@ -173,7 +193,7 @@ public sealed class SpmTokenizer : Tokenizer
     {
         if (left < 0 || right < 0) return;
         int size = len[left] + len[right];
-        int id = LookupPiece(text.Slice(start[left], size));
+        int id = LookupEscaped(text.Slice(start[left], size));
         if (id < 0) return;
         queue.Push(new MergeQueue.Item
         {

@@ -3,6 +3,7 @@ using System.Buffers;
 using System.Collections.Frozen;
 using System.Text;
 using OpenWeights.Formats.Gguf;
+using OpenWeights.Formats.HuggingFace;
 
 namespace OpenWeights.Tokenizers;
 
@@ -11,7 +12,12 @@ namespace OpenWeights.Tokenizers;
 /// special-token partitioning, BOS/EOS rules, end-of-generation detection and detokenization
 /// (llama-vocab.cpp is the reference; its quirks are kept on purpose so that token ids match).
 /// </summary>
-/// <remarks>Instances are immutable and thread-safe.</remarks>
+/// <remarks>
+/// Instances are immutable and thread-safe. Where llama.cpp and a model's own (Hugging Face) tokenizer disagree, the
+/// model's tokenizer wins (RealTokenizerTests checks Gemma 3, Qwen3, Llama 3 and DeepSeek-V3 against it): the
+/// <see cref="HfTokenizer.NormalizerKey"/> normalization (Qwen's NFC), a literal ▁ reaching user-defined whitespace tokens
+/// in SentencePiece vocabularies, and '~' as a symbol in \p{S} (llama.cpp's unicode.cpp forgets it).
+/// </remarks>
 public abstract class Tokenizer
 {
     private readonly string[] pieces;
@@ -35,6 +41,13 @@ public abstract class Tokenizer
         ChatTemplate = f.GetString("tokenizer.chat_template");
         AddSpacePrefix = f.GetBool("tokenizer.ggml.add_space_prefix") ?? d.AddSpacePrefix;
         CleanSpaces = d.CleanSpaces;
+        Normalization = f.GetString(HfTokenizer.NormalizerKey) switch
+        {
+            null => null,
+            "NFC" => NormalizationForm.FormC,
+            "NFD" => NormalizationForm.FormD,
+            var other => throw new OpenWeightsException($"{file}: {HfTokenizer.NormalizerKey} {UntrustedText.Quote(other)} is not supported (NFC, NFD)"),
+        };
         EscapeWhitespaces = d.EscapeWhitespaces;
 
         var tokens = f.GetArray<string>("tokenizer.ggml.tokens")
@@ -239,6 +252,8 @@ public abstract class Tokenizer
     /// <summary>Decode removes the space before ?!., and some contractions (HF clean_up_tokenization_spaces).</summary>
     public bool CleanSpaces { get; }
     private protected bool EscapeWhitespaces { get; }
+    /// <summary>Unicode normalization applied to the text between special tokens before it is split (<see cref="HfTokenizer.NormalizerKey"/>), or null.</summary>
+    public NormalizationForm? Normalization { get; }
 
     /// <summary>The raw vocabulary string of a token.</summary>
     public string TokenPiece(int id) => pieces[CheckId(id)];
@@ -263,6 +278,7 @@ public abstract class Tokenizer
         ArgumentNullException.ThrowIfNull(text);
         var output = new List<int>(text.Length / 3 + 4);
         var fragments = Partition(text, parseSpecial);
+        if (Normalization is { } form) (text, fragments) = Normalize(text, fragments, form);
         EncodeFragments(text, fragments, addSpecial, output);
         return output.ToArray();
     }
@@ -364,6 +380,25 @@ public abstract class Tokenizer
             (frags, next) = (next, frags);
         }
         return frags;
+    }
+
+    /// <summary>
+    /// The text with each raw fragment normalized (Hugging Face matches added tokens in the raw text and normalizes the
+    /// rest), and the fragments re-pointed into it.
+    /// </summary>
+    private static (string, List<Fragment>) Normalize(string text, List<Fragment> fragments, NormalizationForm form)
+    {
+        if (fragments.All(fr => fr.IsToken || UnicodeNormalizer.IsQuickNormalized(text.AsSpan(fr.Offset, fr.Length), form))) return (text, fragments);
+        var sb = new StringBuilder(text.Length + 16);
+        var result = new List<Fragment>(fragments.Count);
+        foreach (var fr in fragments)
+        {
+            if (fr.IsToken) { result.Add(fr); continue; }
+            string part = UnicodeNormalizer.Normalize(text.Substring(fr.Offset, fr.Length), form);
+            result.Add(Fragment.Text(sb.Length, part.Length));
+            sb.Append(part);
+        }
+        return (sb.ToString(), result);
     }
 
     private static bool IsCSpace(char c) => c is ' ' or '\t' or '\n' or '\v' or '\f' or '\r';

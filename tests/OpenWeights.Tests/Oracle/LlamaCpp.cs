@@ -33,13 +33,14 @@ public static class LlamaCpp
         return w.Tokenize(text, addBos, special, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
     }
 
-    /// <summary>Logits (vocab floats) after every position of the prompt. KV cache kept in F32 so the comparison is tight.</summary>
-    public static float[][] Logits(string path, int[] tokens, int threads = 2)
+    /// <summary>Logits (vocab floats) after every position of the prompt. KV cache kept in F32 so the comparison is tight.
+    /// <paramref name="contextSize"/>: llama.cpp's n_ctx (0: max(64, n+8)); some families choose by it (Phi-3's LongRoPE).</summary>
+    public static float[][] Logits(string path, int[] tokens, int threads = 2, int contextSize = 0)
     {
         Init();
         var p = new ModelParams(path)
         {
-            ContextSize = (uint)Math.Max(64, tokens.Length + 8), BatchSize = (uint)Math.Max(64, tokens.Length), UBatchSize = (uint)Math.Max(64, tokens.Length),
+            ContextSize = contextSize > 0 ? (uint)contextSize : (uint)Math.Max(64, tokens.Length + 8), BatchSize = (uint)Math.Max(64, tokens.Length), UBatchSize = (uint)Math.Max(64, tokens.Length),
             GpuLayerCount = 0, Threads = threads, BatchThreads = threads, TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
         };
         using var w = LLamaWeights.LoadFromFile(p);
@@ -53,16 +54,24 @@ public static class LlamaCpp
         return result;
     }
 
+    /// <summary>Greedy continuation with a context of at least 64 (<see cref="GreedyDecode"/>).</summary>
+    public static int[] GreedyTokens(string path, int[] prompt, int count, int threads = 2) =>
+        GreedyDecode(path, prompt, count, Math.Max(64, prompt.Length + count + 8), threads);
+
+    /// <summary>Greedy continuation with a context just large enough (<see cref="GreedyDecode"/>).</summary>
+    public static int[] ArgmaxContinuation(string path, int[] prompt, int count, int threads = 2) =>
+        GreedyDecode(path, prompt, count, prompt.Length + count + 8, threads);
+
     /// <summary>
     /// Greedy continuation: the prompt in one batch, then <paramref name="count"/> tokens, each the argmax of the last
-    /// logits (lowest id on ties), fed back one at a time. KV cache in F32 as in <see cref="Logits"/>.
+    /// logits (first index on ties), fed back one at a time. F32 KV cache, n_ctx = <paramref name="contextSize"/>.
     /// </summary>
-    public static int[] ArgmaxContinuation(string path, int[] prompt, int count, int threads = 2)
+    public static int[] GreedyDecode(string path, int[] prompt, int count, int contextSize, int threads = 2)
     {
         Init();
         var p = new ModelParams(path)
         {
-            ContextSize = (uint)(prompt.Length + count + 8), BatchSize = (uint)Math.Max(64, prompt.Length), UBatchSize = (uint)Math.Max(64, prompt.Length),
+            ContextSize = (uint)contextSize, BatchSize = (uint)Math.Max(64, prompt.Length), UBatchSize = (uint)Math.Max(64, prompt.Length),
             GpuLayerCount = 0, Threads = threads, BatchThreads = threads, TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
         };
         using var w = LLamaWeights.LoadFromFile(p);
@@ -74,9 +83,10 @@ public static class LlamaCpp
         {
             var r = ctx.Decode(batch);
             if (r != DecodeResult.Ok) throw new InvalidOperationException($"llama.cpp decode failed: {r}");
-            result[k] = Compare.ArgMax(ctx.NativeHandle.GetLogitsIth(batch.TokenCount - 1));
+            int next = Compare.ArgMax(ctx.NativeHandle.GetLogitsIth(batch.TokenCount - 1));
+            result[k] = next;
             batch.Clear();
-            batch.Add((LLamaToken)result[k], prompt.Length + k, LLamaSeqId.Zero, true);
+            batch.Add((LLamaToken)next, prompt.Length + k, LLamaSeqId.Zero, true);
         }
         return result;
     }

@@ -84,9 +84,13 @@ public static class HfTokenizer
                 if (a.ValueKind != JsonValueKind.Object || !a.TryGetProperty("id", out var idE) || idE.ValueKind != JsonValueKind.Number || !idE.TryGetInt32(out int id) || id < 0
                     || !a.TryGetProperty("content", out var c) || c.ValueKind != JsonValueKind.String)
                     throw new InvalidModelFileException("tokenizer.json: an added token is not an object with an integer id and a string content");
-                byId[id] = c.GetString()!;
+                string content = c.GetString()!;
                 bool special = a.TryGetProperty("special", out var s) && s.ValueKind == JsonValueKind.True;
-                types[id] = special || LooksSpecial(c.GetString()!) ? Control : UserDefined;
+                bool control = special || LooksSpecial(content);
+                types[id] = control ? Control : UserDefined;
+                // convert_hf_to_gguf writes user-defined tokens with their SentencePiece spaces as spaces (Gemma's "▁▁"
+                // whitespace tokens): llama.cpp matches user-defined tokens in raw text and renders them verbatim
+                byId[id] = control ? content : content.Replace('\u2581', ' ');
                 if (special) specialIds.Add(id);
             }
 
@@ -146,6 +150,8 @@ public static class HfTokenizer
             set("tokenizer.ggml.add_space_prefix", AddsSpacePrefix(root));
         }
 
+        if (UnicodeNormalization(root) is { } form) set(NormalizerKey, form);
+
         // special tokens: tokenizer_config.json first, then the post-processor template
         int? Special(string key)
         {
@@ -172,8 +178,29 @@ public static class HfTokenizer
         set("tokenizer.ggml.add_eos_token", addEos && eos is not null);
     }
 
+    /// <summary>An added token not marked special that is a control token all the same (convert_hf_to_gguf's does_token_look_special, plus the SentencePiece markers).</summary>
+    /// <summary>
+    /// GGUF key for the tokenizer.json normalizer's Unicode normalization form (NFC, NFD, NFKC or NFKD), applied to text
+    /// before pre-tokenization (Qwen's tokenizers are NFC). llama.cpp has no such key and ignores it: a Qwen GGUF made by
+    /// convert_hf_to_gguf tokenizes decomposed text ("e" + U+0301) differently from the model's own tokenizer.
+    /// </summary>
+    public const string NormalizerKey = "tokenizer.huggingface.normalizer";
+
+    /// <summary>The Unicode normalization form among the normalizer's components, or null.</summary>
+    private static string? UnicodeNormalization(JsonElement root)
+    {
+        if (!root.TryGetProperty("normalizer", out var n)) return null;
+        var forms = Components(n).Select(c => c.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null)
+            .Where(t => t is "NFC" or "NFD" or "NFKC" or "NFKD").Distinct().ToList();
+        if (forms.Count > 1) throw new OpenWeightsException($"tokenizer.json: the normalizer applies several Unicode normalization forms ({string.Join(", ", forms)}); not supported");
+        return forms.Count == 1 ? forms[0] : null;
+    }
+
     private static bool LooksSpecial(string s) =>
-        (s.StartsWith("<|", StringComparison.Ordinal) && s.EndsWith("|>", StringComparison.Ordinal)) || s is "<s>" or "</s>" or "<unk>" or "<pad>" or "<mask>";
+        (s.StartsWith("<|", StringComparison.Ordinal) && s.EndsWith("|>", StringComparison.Ordinal))
+        || (s.StartsWith("<\uFF5C", StringComparison.Ordinal) && s.EndsWith("\uFF5C>", StringComparison.Ordinal)) // DeepSeek's fullwidth <｜...｜>
+        || (s.StartsWith("<unused", StringComparison.Ordinal) && s.EndsWith('>'))                                 // Gemma
+        || s is "<s>" or "</s>" or "<unk>" or "<pad>" or "<mask>" or "<2mass>" or "[@BOS@]";
 
     /// <summary>Whether a component (pre_tokenizer, decoder...) is, or is a Sequence holding, the given type.</summary>
     private static bool HasType(JsonElement root, string component, string type) =>
@@ -190,7 +217,7 @@ public static class HfTokenizer
 
     /// <summary>
     /// <c>tokenizer.ggml.pre</c> from the pre-tokenizer (llama.cpp hashes the tokenization of a test text instead;
-    /// the Split regex says the same for the families we load): Llama 3 -> llama-bpe, Qwen 2 -> qwen2.
+    /// the Split regex says the same for the families we load): Llama 3 -> llama-bpe, Qwen 2 -> qwen2, DeepSeek-V3 -> deepseek-v3.
     /// </summary>
     public static string GuessPre(JsonElement root)
     {
@@ -199,8 +226,10 @@ public static class HfTokenizer
         var regexes = parts.Where(p => p.TryGetProperty("type", out var t) && t.GetString() == "Split" && p.TryGetProperty("pattern", out _))
             .Select(p => p.GetProperty("pattern")).Select(p => p.ValueKind == JsonValueKind.Object && (p.TryGetProperty("Regex", out var r) || p.TryGetProperty("String", out r)) && r.ValueKind == JsonValueKind.String ? r.GetString()! : "")
             .ToList();
-        foreach (var r in regexes)
+        foreach (var r0 in regexes)
         {
+            string r = r0.Replace("\r", @"\r", StringComparison.Ordinal).Replace("\n", @"\n", StringComparison.Ordinal); // some files hold CR/LF themselves
+            if (r.Contains(@"[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+", StringComparison.Ordinal) && regexes.Contains(@"\p{N}{1,3}")) return "deepseek-v3";
             if (r.Contains(@"[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+", StringComparison.Ordinal)) return "qwen35";
             if (r.Contains(@"[^\r\n\p{L}\p{N}]?\p{L}+", StringComparison.Ordinal) && r.Contains(@"\p{N}{1,3}", StringComparison.Ordinal)) return "llama-bpe";
             if (r.Contains(@"[^\r\n\p{L}\p{N}]?\p{L}+", StringComparison.Ordinal) && r.Contains(@"|\p{N}|", StringComparison.Ordinal)) return "qwen2";

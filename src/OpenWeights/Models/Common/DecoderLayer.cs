@@ -67,7 +67,11 @@ public sealed class DecoderLayer
         }
 
         Linear wq, wk, wv, wgate, wup;
-        if (Part(AttnQkv) is not null)
+        // a table with a fused QKV may accept separate Q/K/V instead (BlockTensor.InsteadOf): taken when the file lacks
+        // the fused tensor and holds attn_q; otherwise the fused tensor is required (and named when missing)
+        bool split = Part(AttnQkv) is not null && Part(AttnQ) is { InsteadOf: AttnQkv }
+            && !f.TryGetTensor(B(AttnQkv), out _) && f.TryGetTensor(B(AttnQ), out _);
+        if (Part(AttnQkv) is not null && !split)
         {
             // differs from Llama (Phi-3): one fused QKV tensor, split into row views Q | K | V
             var qkv = Lin(AttnQkv)!;

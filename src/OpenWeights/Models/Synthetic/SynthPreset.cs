@@ -21,12 +21,34 @@ public sealed record SynthPreset(
     public int? RopeDims { get; init; }
     /// <summary>The family's own metadata, keys without the <c>{arch}.</c> prefix (e.g. "attention.sliding_window" -> 512u).</summary>
     public IReadOnlyDictionary<string, object> Extra { get; init; } = new Dictionary<string, object>();
+    /// <summary>The file's general.name (default "synthetic {Name}").</summary>
+    public string? GeneralName { get; init; }
+    /// <summary>Global F32 vectors the family reads beside its blocks, written as given (GGUF name -> values), e.g. Phi-3's
+    /// LongRoPE tables rope_factors_long.weight / rope_factors_short.weight.</summary>
+    public IReadOnlyDictionary<string, float[]> ExtraTensors { get; init; } = new Dictionary<string, float[]>();
 
     public const string ChatMl =
         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
     public const string Llama3 =
         "{{- bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+
+    /// <summary>Gemma's turns (the real template also folds a system message into the first user turn and checks that
+    /// roles alternate); "assistant" is spoken as "model".</summary>
+    public const string Gemma =
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
+
+    /// <summary>Gemma 2 metadata: sliding window, attention and final logit soft-caps (as the converter writes them).</summary>
+    private static Dictionary<string, object> Gemma2Keys(uint window) => new()
+    {
+        ["attention.sliding_window"] = window, ["attn_logit_softcapping"] = 50f, ["final_logit_softcapping"] = 30f,
+    };
+
+    /// <summary>Gemma 3 metadata: sliding window and the rotary base of sliding-window layers.</summary>
+    private static Dictionary<string, object> Gemma3Keys(uint window) => new()
+    {
+        ["attention.sliding_window"] = window, ["rope.freq_base_swa"] = 10000f,
+    };
 
     public static readonly IReadOnlyList<SynthPreset> All =
     [
@@ -52,6 +74,73 @@ public sealed record SynthPreset(
         new("tiny-smollm3", "smollm3", 1024, 256, 4, 4, 2, 512, 2048, 5000000f, 1e-6f, false, "llama-bpe", AddBos: false),
         // grouped-query (2 KV heads), as OLMo 2 32B: the key norm spans kv_heads*head_dim, not dim
         new("tiny-olmo2", "olmo2", 1024, 256, 2, 4, 2, 512, 2048, 500000f, 1e-6f, false, "dbrx", AddBos: false),
+        // microsoft/Phi-4-mini-instruct (config.json): 32 L, d 3072, 24/8 heads, head_dim 128, ffn 8192, vocab 200064,
+        // tied; partial_rotary_factor 0.75 (96 rotated dims), rope_theta 10000, rms_norm_eps 1e-5; LongRoPE with
+        // max_position_embeddings 131072 / original 4096 and its long/short factors (48 each), attn_factor as the
+        // converter computes it: sqrt(1 + ln(131072/4096) / ln(4096)). Its sliding_window (262144) is not applied by llama.cpp.
+        new SynthPreset("phi-4-mini", "phi3", 200064, 3072, 32, 24, 8, 8192, 131072, 10000f, 1e-5f, true, "gpt-4o", AddBos: false, ChatTemplate: Phi3)
+        {
+            RopeDims = 96,
+            Extra = Phi3LongRope(131072, 4096),
+            ExtraTensors = new Dictionary<string, float[]>
+            {
+                [Architectures.Names.RopeFactorsLong] = Phi4MiniLongFactors,
+                [Architectures.Names.RopeFactorsShort] = Enumerable.Repeat(1f, 48).ToArray(),
+            },
+        },
+        // Phi-3 test shape: partial rotary (48 of 64 dims, as Phi-4-mini's 0.75), LongRoPE with an original context of
+        // 256 (short table up to a 256-token context, long beyond), factor tables that differ from 1 in both. Its
+        // general.name must not contain "phi3" / "phi-3": llama.cpp then sets token attributes of "</s>", which a
+        // byte-level vocabulary lacks, and refuses the file (_Map_base::at).
+        new SynthPreset("tiny-phi3", "phi3", 1024, 256, 2, 4, 2, 512, 4096, 10000f, 1e-5f, false, "gpt-4o", AddBos: false, ChatTemplate: Phi3)
+        {
+            RopeDims = 48,
+            GeneralName = "synthetic tiny Phi-4-mini-like",
+            Extra = Phi3LongRope(4096, 256),
+            ExtraTensors = new Dictionary<string, float[]>
+            {
+                [Architectures.Names.RopeFactorsLong] = Enumerable.Range(0, 24).Select(i => 1f + 15f * i * i / (23f * 23f)).ToArray(),
+                [Architectures.Names.RopeFactorsShort] = Enumerable.Range(0, 24).Select(i => 1f + 0.25f * i / 23f).ToArray(),
+            },
+        },
+        // google/gemma-2-2b: 26 layers, 8 heads of 256, 4 KV heads, window 4096 on even layers, tied.
+        new("gemma-2-2b", "gemma2", 256000, 2304, 26, 8, 4, 9216, 8192, 10000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 256, Extra = Gemma2Keys(4096) },
+        // google/gemma-3-270m: 18 layers, 4 heads of 256, 1 KV head, window 512, rotary 1e6 global / 1e4 local, tied.
+        new("gemma-3-270m", "gemma3", 262144, 640, 18, 4, 1, 2048, 32768, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 256, Extra = Gemma3Keys(512) },
+        // google/gemma-3-1b-it: 26 layers, 4 heads of 256, 1 KV head, window 512, tied.
+        new("gemma-3-1b", "gemma3", 262144, 1152, 26, 4, 1, 6912, 32768, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 256, Extra = Gemma3Keys(512) },
+        // Tiny Gemmas with a 64-key window so that short tests cross it: gemma2 layers 0, 2 slide; gemma3 layers 0-4
+        // slide and layer 5 is global; their heads (128) are wider than dim/heads (64), as Gemma's are.
+        new("tiny-gemma2", "gemma2", 1024, 256, 4, 4, 2, 512, 4096, 10000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 128, Extra = Gemma2Keys(64) },
+        new("tiny-gemma3", "gemma3", 1024, 256, 6, 4, 1, 512, 4096, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
+            { KeyLength = 128, Extra = Gemma3Keys(64) },
+    ];
+
+    /// <summary>Phi-3's chat template (&lt;|user|&gt; ... &lt;|end|&gt;).</summary>
+    public const string Phi3 =
+        "{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+    /// <summary>The LongRoPE metadata llama.cpp's converter writes for a Phi-3 model: the original context and the
+    /// magnitude factor sqrt(1 + ln(s)/ln(original)), s = context / original.</summary>
+    private static Dictionary<string, object> Phi3LongRope(int context, int original) => new()
+    {
+        ["rope.scaling.original_context_length"] = (uint)original,
+        ["rope.scaling.attn_factor"] = (float)Math.Sqrt(1 + Math.Log((double)context / original) / Math.Log(original)),
+    };
+
+    // microsoft/Phi-4-mini-instruct config.json rope_scaling.long_factor
+    private static float[] Phi4MiniLongFactors =>
+    [
+        1f, 1.118320672f, 1.250641126f, 1.398617824f, 1.564103225f, 1.74916897f, 1.956131817f, 2.187582649f,
+        2.446418898f, 2.735880826f, 3.059592084f, 3.421605075f, 3.826451687f, 4.279200023f, 4.785517845f, 5.351743533f,
+        5.984965424f, 6.693110555f, 7.485043894f, 8.370679318f, 9.36110372f, 10.4687158f, 11.70738129f, 13.09260651f,
+        14.64173252f, 16.37415215f, 18.31155283f, 20.47818807f, 22.90118105f, 25.61086418f, 28.64115884f, 32.03f,
+        32.1f, 32.13f, 32.23f, 32.6f, 32.61f, 32.64f, 32.66f, 32.7f, 32.71f, 32.93f, 32.97f, 33.28f, 33.49f, 33.5f,
+        44.16f, 47.77f,
     ];
 
     public static SynthPreset Get(string name) =>

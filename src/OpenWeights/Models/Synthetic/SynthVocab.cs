@@ -22,7 +22,15 @@ public sealed record SynthVocab(string[] Tokens, int[] TokenTypes, string[] Merg
         return map;
     }
 
-    public static SynthVocab Build(int vocabSize, bool llama3Specials)
+    public static SynthVocab Build(int vocabSize, bool llama3Specials) => llama3Specials
+        ? Build(vocabSize, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>")
+        : Build(vocabSize, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], "<|endoftext|>", "<|endoftext|>", "<|im_end|>");
+
+    /// <summary>The vocabulary with Gemma's special tokens (the turn markers of <see cref="SynthPreset.Gemma"/>).</summary>
+    public static SynthVocab BuildGemma(int vocabSize) =>
+        Build(vocabSize, ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<eos>", "<end_of_turn>");
+
+    private static SynthVocab Build(int vocabSize, string[] specials, string bos, string eos, string eot)
     {
         var tokens = new List<string>(vocabSize);
         var merges = new List<string>();
@@ -32,17 +40,12 @@ public sealed record SynthVocab(string[] Tokens, int[] TokenTypes, string[] Merg
         for (char a = 'a'; a <= 'z'; a++) { merges.Add($"{space} {a}"); tokens.Add($"{space}{a}"); }
         for (char a = 'a'; a <= 'z'; a++)
             for (char c = 'a'; c <= 'z'; c++) { merges.Add($"{a} {c}"); tokens.Add($"{a}{c}"); }
-        string[] specials = llama3Specials
-            ? ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-            : ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
         int firstSpecial = vocabSize - specials.Length;
         if (firstSpecial < tokens.Count) throw new ArgumentException($"vocabulary size {vocabSize} is too small for the synthetic vocabulary");
         var types = Enumerable.Repeat(Normal, tokens.Count).ToList();
         for (int i = tokens.Count; i < firstSpecial; i++) { tokens.Add($"<|reserved_{i}|>"); types.Add(Control); }
         foreach (var s in specials) { tokens.Add(s); types.Add(Control); }
         int Id(string s) => tokens.IndexOf(s, firstSpecial);
-        return llama3Specials
-            ? new SynthVocab([.. tokens], [.. types], [.. merges], Id("<|begin_of_text|>"), Id("<|end_of_text|>"), Id("<|eot_id|>"))
-            : new SynthVocab([.. tokens], [.. types], [.. merges], Id("<|endoftext|>"), Id("<|endoftext|>"), Id("<|im_end|>"));
+        return new SynthVocab([.. tokens], [.. types], [.. merges], Id(bos), Id(eos), Id(eot));
     }
 }

@@ -39,9 +39,9 @@ public static class SyntheticModel
         var w = new GgufWriter { Progress = progress };
         string a = p.Architecture;
         bool llama3 = p.ChatTemplate == SynthPreset.Llama3;
-        var vocab = SynthVocab.Build(p.VocabSize, llama3);
+        var vocab = p.ChatTemplate == SynthPreset.Gemma ? SynthVocab.BuildGemma(p.VocabSize) : SynthVocab.Build(p.VocabSize, llama3);
         w.Set("general.architecture", a)
-         .Set("general.name", $"synthetic {p.Name}")
+         .Set("general.name", p.GeneralName ?? $"synthetic {p.Name}")
          .Set("general.file_type", (uint)FileType(type))
          .Set($"{a}.context_length", (uint)p.ContextLength)
          .Set($"{a}.embedding_length", (uint)p.Dim)
@@ -74,9 +74,10 @@ public static class SyntheticModel
         foreach (var t in Plan(p, type))
         {
             ulong tseed = seed ^ Hash(t.Name);
-            bool isFreqs = t.Name == RopeFreqs, isNorm = t.Dims.Length == 1 && !isFreqs && t.Std == 0;
+            float[]? fixedValues = t.Name == RopeFreqs ? Llama3FreqFactors(p) : p.ExtraTensors.GetValueOrDefault(t.Name);
+            bool isNorm = t.Dims.Length == 1 && fixedValues is null && t.Std == 0;
             var (name, tt, dims, std) = (t.Name, t.Type, t.Dims, t.Std);
-            w.AddTensor(name, tt, dims, t.Bytes, s => WriteTensor(s, tt, dims, tseed, std, isNorm, isFreqs ? Llama3FreqFactors(p) : null, threads));
+            w.AddTensor(name, tt, dims, t.Bytes, s => WriteTensor(s, tt, dims, tseed, std, isNorm, fixedValues, threads));
         }
         w.Write(path);
     }
@@ -94,6 +95,7 @@ public static class SyntheticModel
             (TokenEmbedding, [p.Dim, p.VocabSize], -1, 0.02f),
         };
         if (p.Llama3RopeScaling) tensors.Add((RopeFreqs, [(p.RopeDims ?? hd) / 2], -1, 0));
+        foreach (var (name, values) in p.ExtraTensors) tensors.Add((name, [values.Length], -1, 0));
         // every block tensor of the architecture's naming table, in its order; ggml dims are (input features, rows)
         long[] Dims(TensorShape s) => s switch
         {
@@ -104,7 +106,7 @@ public static class SyntheticModel
             _ => throw new ArgumentOutOfRangeException(nameof(s)),
         };
         for (int i = 0; i < p.Layers; i++)
-            foreach (var t in spec.Block)
+            foreach (var t in spec.Block.Where(t => t.InsteadOf is null)) // an alternative layout is not written
             {
                 bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal);
                 tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : 0.02f));
