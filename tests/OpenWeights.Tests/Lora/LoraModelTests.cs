@@ -92,12 +92,15 @@ public class LoraModelTests(ITestOutputHelper output)
     }
 
     /// <summary>llama.cpp logits with GGUF LoRA adapters applied through LLamaSharp's adapter API.</summary>
-    public static float[] LlamaCppLogits(string path, int[] tokens, params (string Path, float Scale)[] loras)
+    public static float[] LlamaCppLogits(string path, int[] tokens, params (string Path, float Scale)[] loras) => LlamaCppLogits(path, tokens, 64, loras);
+
+    /// <summary>As above in a context of <paramref name="context"/> tokens (at least the prompt's length).</summary>
+    public static float[] LlamaCppLogits(string path, int[] tokens, int context, params (string Path, float Scale)[] loras)
     {
         LlamaCpp.Init();
         var p = new ModelParams(path)
         {
-            ContextSize = 64, BatchSize = 64, UBatchSize = 64, GpuLayerCount = 0, Threads = 2, BatchThreads = 2,
+            ContextSize = (uint)context, BatchSize = (uint)context, UBatchSize = (uint)context, GpuLayerCount = 0, Threads = 2, BatchThreads = 2,
             TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
         };
         using var w = LLamaWeights.LoadFromFile(p);

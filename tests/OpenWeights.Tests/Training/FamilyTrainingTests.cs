@@ -16,7 +16,7 @@ public class FamilyTrainingTests(ITestOutputHelper output)
 {
     private static readonly int[] Prompt = [5, 300, 301, 17, 900, 44, 45, 46, 260, 261, 700, 12];
 
-    public static readonly TheoryData<string> Presets = new(["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-olmo2"]);
+    public static readonly TheoryData<string> Presets = new(["tiny-llama", "tiny-qwen2", "tiny-qwen3", "tiny-smollm3", "tiny-olmo2", "tiny-gemma2", "tiny-gemma3", "tiny-phi3"]);
 
     private static string Write(TempDir dir, string preset)
     {
@@ -41,28 +41,45 @@ public class FamilyTrainingTests(ITestOutputHelper output)
         return d / scale;
     }
 
-    /// <summary>LoraModel's logits at every position of the prompt: (n, vocab).</summary>
-    private static float[] EveryPosition(LoraModel lm, int[] tokens)
+
+    /// <summary>Every preset at a 64-token context; the Gemmas past their 64-key window; Phi-3 with its LongRoPE long
+    /// factors (a context beyond its original 256).</summary>
+    public static readonly TheoryData<string, int, int> Runs = new()
     {
-        int v = lm.Config.VocabSize;
-        var r = new float[tokens.Length * v];
-        for (int len = 1; len <= tokens.Length; len++) lm.LastLogits(tokens.AsSpan(0, len)).CopyTo(r, (len - 1) * v);
-        return r;
-    }
+        { "tiny-llama", 64, 12 }, { "tiny-qwen2", 64, 12 }, { "tiny-qwen3", 64, 12 }, { "tiny-smollm3", 64, 12 }, { "tiny-olmo2", 64, 12 },
+        { "tiny-gemma2", 64, 12 }, { "tiny-gemma3", 64, 12 }, { "tiny-phi3", 64, 12 },
+        { "tiny-gemma2", 128, 100 }, { "tiny-gemma3", 128, 100 }, { "tiny-phi3", 512, 12 },
+    };
+
+    /// <summary>
+    /// Relative tolerance on the logits: 1e-5 (measured 4e-7..1e-6). GeGLU families (Gemma) evaluate GELU from ggml's table
+    /// of F16 values in inference and llama.cpp alike, and so here: a gate input that differs by float rounding between
+    /// two GEMM kernels can land on the other side of an F16 rounding boundary, a 2^-11 step the following layers carry
+    /// (measured 1.2e-4..2.8e-4 here; GemmaTests measures the same 1.5e-4..3.9e-4 between our inference and llama.cpp).
+    /// The synthetic Gemma knob sets (LoraModelKnobTests) agree to 1e-6 where no input crosses a boundary.
+    /// </summary>
+    private static double Tolerance(DecoderModel m) => m.FeedForwardActivation == OpenWeights.Models.Common.Activation.GeluTanh ? 1e-3 : 1e-5;
+
+    private static int[] PromptOf(int length) => length <= Prompt.Length ? Prompt[..length] : [.. Enumerable.Range(0, length).Select(i => (i * 131 + 7) % 1000 + 3)];
+
+    /// <summary>The positions compared: all of a short prompt; around the window and the end of a long one.</summary>
+    private static int[] Positions(int length) => length <= Prompt.Length ? [.. Enumerable.Range(1, length)] : [1, 63, 64, 65, 66, 80, length];
 
     [Theory]
-    [MemberData(nameof(Presets))]
-    public void ForwardEqualsInference(string preset)
+    [MemberData(nameof(Runs))]
+    public void ForwardEqualsInference(string preset, int context, int length)
     {
         using var dir = new TempDir();
         using var m = DecoderModel.Load(Write(dir, preset), repack: false);
-        var lm = new LoraModel(m, new LoraOptions { Targets = LoraTargets.DefaultFor(m.Config.Architecture) }, seed: 1) { Threads = 2, Context = 64 };
+        var lm = new LoraModel(m, new LoraOptions { Targets = LoraTargets.DefaultFor(m.Config.Architecture) }, seed: 1) { Threads = 2, Context = context };
         int v = m.Config.VocabSize;
-        var theirs = new float[Prompt.Length * v];
-        m.Forward(Prompt, m.CreateCache(64), m.CreateState(Prompt.Length, 64), 2, theirs);
-        double d = RelMaxDiff(EveryPosition(lm, Prompt), theirs);
-        output.WriteLine($"{preset}: LoraModel vs inference, every position: max abs diff / max |logit| = {d:E2}");
-        Assert.True(d < 1e-5, $"{preset}: {d}");
+        var prompt = PromptOf(length);
+        var theirs = new float[prompt.Length * v];
+        m.Forward(prompt, m.CreateCache(context), m.CreateState(prompt.Length, context), 2, theirs);
+        double d = 0;
+        foreach (int len in Positions(length)) d = Math.Max(d, RelMaxDiff(lm.LastLogits(prompt.AsSpan(0, len)), theirs.AsSpan((len - 1) * v, v)));
+        output.WriteLine($"{preset} (context {context}, {length} tokens): LoraModel vs inference: max abs diff / max |logit| = {d:E2}");
+        Assert.True(d < Tolerance(m), $"{preset}: {d}");
     }
 
     [Theory]
@@ -98,27 +115,40 @@ public class FamilyTrainingTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [MemberData(nameof(Presets))]
-    public void AdapterAppliedByLlamaCppGivesOurLogits(string preset)
+    [MemberData(nameof(Runs))]
+    public void AdapterAppliedByLlamaCppGivesOurLogits(string preset, int context, int length)
     {
         using var dir = new TempDir();
         var path = Write(dir, preset);
         var lora = dir.File("adapter.gguf");
-        float[] ours, baseOurs;
+        var prompt = PromptOf(length);
+        var positions = Positions(length);
+        var ours = new List<float[]>();
+        float[] baseOurs;
+        int v;
+        double tol;
         using (var m = DecoderModel.Load(path, repack: false))
         {
+            v = m.Config.VocabSize;
+            tol = Tolerance(m);
             var lm = Lora(m);
+            lm.Context = context;
             GgufLoraAdapter.Write(lm.Adapter, lora, m.Config);
-            ours = EveryPosition(lm, Prompt);
-            int v = m.Config.VocabSize;
-            baseOurs = new float[Prompt.Length * v];
-            m.Forward(Prompt, m.CreateCache(64), m.CreateState(Prompt.Length, 64), 2, baseOurs);
+            foreach (int len in positions) ours.Add(lm.LastLogits(prompt.AsSpan(0, len)));
+            baseOurs = new float[prompt.Length * v];
+            m.Forward(prompt, m.CreateCache(context), m.CreateState(prompt.Length, context), 2, baseOurs);
         }
-        var theirs = LoraModelTests.LlamaCppLogits(path, Prompt, (lora, 1f));
-        double d = RelMaxDiff(ours, theirs), effect = RelMaxDiff(baseOurs, ours);
-        output.WriteLine($"{preset}: LoraModel vs llama.cpp with our GGUF LoRA, every position: max abs diff / max |logit| = {d:E2} (adapter effect {effect:E2})");
+        var theirs = LoraModelTests.LlamaCppLogits(path, prompt, context, (lora, 1f));
+        double d = 0, effect = 0;
+        for (int i = 0; i < positions.Length; i++)
+        {
+            int row = (positions[i] - 1) * v;
+            d = Math.Max(d, RelMaxDiff(ours[i], theirs.AsSpan(row, v)));
+            effect = Math.Max(effect, RelMaxDiff(ours[i], baseOurs.AsSpan(row, v)));
+        }
+        output.WriteLine($"{preset} (context {context}, {length} tokens): LoraModel vs llama.cpp with our GGUF LoRA: max abs diff / max |logit| = {d:E2} (adapter effect {effect:E2})");
         Assert.True(effect > 1e-2, $"the adapter changes logits by only {effect}");
-        Assert.True(d < 1e-5, $"{preset}: {d}");
+        Assert.True(d < tol, $"{preset}: {d}");
     }
 
     [Theory]
