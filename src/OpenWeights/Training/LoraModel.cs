@@ -70,7 +70,7 @@ public sealed class LoraModel
     {
         Model = model; Options = options;
         var c = model.Config;
-        var parts = LoraTargets.Resolve(c.Architecture, options.Targets); // PEFT name -> GGUF part; refuses what training cannot adapt
+        var adapted = LoraTargets.Resolve(c.Architecture, options.Targets); // PEFT name -> GGUF part; refuses what training cannot adapt
         if (options.Rank <= 0) throw new OpenWeightsException($"LoRA rank must be positive (got {options.Rank})");
         if (options.Dropout is < 0 or >= 1) throw new OpenWeightsException($"LoRA dropout must be in [0, 1) (got {options.Dropout})");
         Adapter = existing ?? new LoraAdapter { Alpha = options.Alpha, Rank = options.Rank, UseRsLora = options.UseRsLora, TargetModules = [.. options.Targets] };
@@ -78,7 +78,7 @@ public sealed class LoraModel
         var trainable = new List<TrainableLoraLinear>();
         Projections = new TrainableLoraLinear[c.Layers][];
         FusedQkv = new TrainableLoraLinear?[c.Layers]; FusedGateUp = new TrainableLoraLinear?[c.Layers];
-        bool fusedQkv = parts.Contains(AttnQkv), fusedGateUp = parts.Contains(FfnUp) && LoraTargets.IsFused(c.Architecture, "gate_up_proj");
+        bool fusedQkv = adapted.Contains(AttnQkv), fusedGateUp = adapted.Contains(FfnUp) && LoraTargets.IsFused(c.Architecture, "gate_up_proj");
         if (fusedQkv && !model.Source.TryGetTensor(Block(0, AttnQkv), out _))
             throw new OpenWeightsException($"LoRA on qkv_proj needs the fused {Block(0, AttnQkv)}; this {c.Architecture.Name} file stores Q, K and V apart (target o_proj, gate_up_proj, down_proj)");
         LoraWeights Weights(string name, Linear b)
@@ -114,12 +114,14 @@ public sealed class LoraModel
                     trainable.Add(FusedGateUp[l] = new TrainableLoraLinear(gateUp, Weights(Block(l, FfnUp), gateUp), options.Scale, options.Dropout, (ulong)(l * 7 + 5)));
                 }
                 bool fused = p < 3 && fusedQkv || p is 4 or 5 && fusedGateUp;
-                var w = !fused && parts.Contains(Slots[p]) ? Weights(Block(l, Slots[p]), bases[p]) : null;
+                var w = !fused && adapted.Contains(Slots[p]) ? Weights(Block(l, Slots[p]), bases[p]) : null;
                 Projections[l][p] = new TrainableLoraLinear(bases[p], w, options.Scale, options.Dropout, (ulong)(l * 7 + p + 1));
                 if (w is not null) trainable.Add(Projections[l][p]);
             }
         }
         Trainable = trainable;
+        parts = new Parts(model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null), model.Layers.Any(L => L.AttnPostNorm is not null),
+            model.Layers.Any(L => L.FfnPostNorm is not null), fusedQkv || fusedGateUp);
     }
 
     public long ParameterCount => Trainable.Sum(m => (long)m.Lora!.A.Length + m.Lora.B.Length);
@@ -134,31 +136,38 @@ public sealed class LoraModel
     {
         public float[] Xn1 = [], Rstd1 = [], QPre = [], QRstd = [], KPre = [], KRstd = [], Q = [], K = [], V = [], Att = [], Lse = [],
             O = [], RstdO = [], H = [], Xn2 = [], Rstd2 = [], G = [], U = [], Hh = [], F = [], RstdF = [], Fused = [];
-        public void Ensure(ModelConfig c, int n)
+        /// <summary>Sizes the buffers for n tokens; those of parts the model lacks (QK-norm, post-norms, fused) stay empty.</summary>
+        public void Ensure(ModelConfig c, int n, Parts p)
         {
             if (Rstd1.Length >= n) return;
+            int qk = p.QkNorm ? n : 0, ao = p.AttnPostNorm ? n : 0, fo = p.FfnPostNorm ? n : 0, fu = p.Fused ? n : 0;
             Xn1 = new float[n * c.Dim]; Rstd1 = new float[n];                                   // (n, dim) attention input, (n)
-            QPre = new float[n * c.QDim]; QRstd = new float[n * c.Heads];                       // q before QK-norm; rstd per head (or per row)
-            KPre = new float[n * c.KvDim]; KRstd = new float[n * c.KvHeads];
+            QPre = new float[qk * c.QDim]; QRstd = new float[qk * c.Heads];                     // q before QK-norm; rstd per head (or per row)
+            KPre = new float[qk * c.KvDim]; KRstd = new float[qk * c.KvHeads];
             Q = new float[n * c.QDim]; K = new float[n * c.KvDim]; V = new float[n * c.KvDim];  // after norm and rotary
             Att = new float[n * c.QDim]; Lse = new float[n * c.Heads];
-            O = new float[n * c.Dim]; RstdO = new float[n];                                     // Wo·att before the post-norm
+            O = new float[ao * c.Dim]; RstdO = new float[ao];                                   // Wo·att before the post-norm
             H = new float[n * c.Dim]; Xn2 = new float[n * c.Dim]; Rstd2 = new float[n];         // h = x + attention; ffn input
             G = new float[n * c.FfnDim]; U = new float[n * c.FfnDim]; Hh = new float[n * c.FfnDim];
-            F = new float[n * c.Dim]; RstdF = new float[n];                                     // Wdown·hh before the post-norm
-            Fused = new float[n * Math.Max(c.QDim + 2 * c.KvDim, 2 * c.FfnDim)];                // fused qkv or gate|up output (Phi-3)
+            F = new float[fo * c.Dim]; RstdF = new float[fo];                                   // Wdown·hh before the post-norm
+            Fused = new float[fu * Math.Max(c.QDim + 2 * c.KvDim, 2 * c.FfnDim)];               // fused qkv or gate|up output (Phi-3)
         }
     }
 
     /// <summary>Gradient scratch of one layer's backward, sized for the longest sequence seen (rows beyond n are ignored).</summary>
-    private sealed class LayerGrads(ModelConfig c, int n)
+    private sealed class LayerGrads(ModelConfig c, int n, Parts p)
     {
         public readonly int N = n;
         public readonly float[] Dh = new float[n * c.Dim], Dhh = new float[n * c.FfnDim], Dg = new float[n * c.FfnDim], Du = new float[n * c.FfnDim],
             Dxn = new float[n * c.Dim], Datt = new float[n * c.QDim], Dq = new float[n * c.QDim], Dk = new float[n * c.KvDim], Dv = new float[n * c.KvDim],
-            DqPre = new float[n * c.QDim], DkPre = new float[n * c.KvDim], Do = new float[n * c.Dim], Df = new float[n * c.Dim],
-            DFused = new float[n * Math.Max(c.QDim + 2 * c.KvDim, 2 * c.FfnDim)];
+            DqPre = new float[(p.QkNorm ? n : 0) * c.QDim], DkPre = new float[(p.QkNorm ? n : 0) * c.KvDim],
+            Do = new float[(p.AttnPostNorm ? n : 0) * c.Dim], Df = new float[(p.FfnPostNorm ? n : 0) * c.Dim],
+            DFused = new float[(p.Fused ? n : 0) * Math.Max(c.QDim + 2 * c.KvDim, 2 * c.FfnDim)];
     }
+
+    /// <summary>Which optional parts some layer has: their activation and gradient buffers exist only then.</summary>
+    private readonly record struct Parts(bool QkNorm, bool AttnPostNorm, bool FfnPostNorm, bool Fused);
+    private readonly Parts parts;
 
     private LayerGrads grads = null!;
     private float[] headDx = [], headXn = [], headRstd = [], headLogits = [], headDxn = [], headCapped = [];
@@ -181,7 +190,7 @@ public sealed class LoraModel
         if (resid.Length != c.Layers + 1 || resid[0].Length < n * c.Dim) resid = Enumerable.Range(0, c.Layers + 1).Select(_ => new float[n * c.Dim]).ToArray();
         int nActs = Checkpointing ? 1 : c.Layers;
         if (acts.Length != nActs) acts = Enumerable.Range(0, nActs).Select(_ => new LayerActs()).ToArray();
-        foreach (var a in acts) a.Ensure(c, n);
+        foreach (var a in acts) a.Ensure(c, n, parts);
         ropes = Model.Ropes(Context > 0 ? Context : n);
         if (cos.Length != ropes.Count) { cos = new float[ropes.Count][]; sin = new float[ropes.Count][]; }
         for (int r = 0; r < ropes.Count; r++)
@@ -380,7 +389,7 @@ public sealed class LoraModel
         for (int t = 0; t < n; t++)
             if ((uint)tokens[t] >= (uint)vocab || (uint)targets[t] >= (uint)vocab || start[t] > t || start[t] < 0) throw new ArgumentException($"bad token, target or start at {t}");
         Prepare(n, start);
-        if (backward && (grads is null || grads.N < n)) grads = new LayerGrads(c, n);
+        if (backward && (grads is null || grads.N < n)) grads = new LayerGrads(c, n, parts);
         Embed(tokens, resid[0]);                                                                  // x = E[tokens]·scale
         for (int l = 0; l < c.Layers; l++)
         {
