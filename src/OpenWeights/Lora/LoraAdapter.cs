@@ -73,17 +73,18 @@ public static class LoraTargets
 
     private static (string Peft, string HfPath, string Gguf) Find(string peft, ArchitectureSpec? spec)
     {
-        var list = spec is null ? All : Of(spec);
+        var list = spec is null ? Known : Of(spec);
         var t = list.FirstOrDefault(x => x.Peft == peft);
         return t.Peft is not null ? t
-            : throw new OpenWeightsException($"unknown LoRA target '{peft}'{(spec is null ? "" : $" for {spec.Name} models")} (known: {string.Join(", ", list.Select(x => x.Peft))})");
+            : throw new OpenWeightsException($"unknown LoRA target '{peft}'{(spec is null ? "" : $" for {spec.Name} models")} (known: {string.Join(", ", list.Select(x => x.Peft).Distinct())})");
     }
 
-    /// <summary>"blk.3.attn_q.weight" for ("q_proj", 3) (in <paramref name="spec"/>'s names; llama's when null).</summary>
+    /// <summary>"blk.3.attn_q.weight" for ("q_proj", 3) (in <paramref name="spec"/>'s names; when null, the first family
+    /// naming it, llama's first).</summary>
     public static string GgufWeight(string peft, int layer, ArchitectureSpec? spec = null) => $"blk.{layer}.{Find(peft, spec).Gguf}.weight";
 
     /// <summary>"base_model.model.model.layers.3.self_attn.q_proj" for ("q_proj", 3): PEFT's module path (in
-    /// <paramref name="spec"/>'s Hugging Face names; llama's when null).</summary>
+    /// <paramref name="spec"/>'s Hugging Face names; when null, the first family naming it, llama's first).</summary>
     public static string PeftModule(string peft, int layer, ArchitectureSpec? spec = null) =>
         $"base_model.model.model.layers.{layer}.{Find(peft, spec).HfPath}";
 

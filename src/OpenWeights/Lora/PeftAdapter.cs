@@ -20,25 +20,28 @@ public static partial class PeftAdapter
 
     /// <summary>
     /// Writes <paramref name="dir"/>/adapter_config.json and adapter_model.safetensors (F32, or F16/BF16).
+    /// <paramref name="architecture"/>: whose Hugging Face module names to write (default: <paramref name="model"/>'s; without
+    /// either, the first family naming each projection, llama's first).
     /// <paramref name="model"/>: the base the adapter was built for, whose Q/K row order the adapter's B rows follow;
     /// null when the adapter is already in Hugging Face order.
     /// </summary>
     public static void Write(LoraAdapter adapter, string dir, ModelConfig? model = null, float dropout = 0f,
-        SafetensorsDType dtype = SafetensorsDType.F32, string? baseModelNameOrPath = null)
+        SafetensorsDType dtype = SafetensorsDType.F32, string? baseModelNameOrPath = null, ArchitectureSpec? architecture = null)
     {
+        architecture ??= model?.Architecture; // whose Hugging Face module names (Phi-3: qkv_proj, gate_up_proj)
         if (dtype is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
             throw new OpenWeightsException($"PEFT adapters are written as F32, F16 or BF16, not {dtype}");
         if (model is not null) adapter = LoraRotary.Convert(adapter, model, LoraRotary.ModelIsInterleaved(model), toInterleaved: false);
         if (adapter.Weights.Count == 0) throw new OpenWeightsException("the adapter has no weights");
         var st = new SafetensorsWriter();
         var modules = new SortedSet<string>(StringComparer.Ordinal);
-        foreach (var w in LoraNames.Ordered(adapter, model?.Architecture))
+        foreach (var w in LoraNames.Ordered(adapter, architecture))
         {
             w.Validate();
             if (w.Rank != adapter.Rank) throw new OpenWeightsException($"LoRA {w.Target}: rank {w.Rank} differs from the adapter's rank {adapter.Rank}; PEFT files without rank_pattern need one rank");
-            var (layer, peft) = LoraNames.ParseGguf(w.Target, model?.Architecture);
+            var (layer, peft) = LoraNames.ParseGguf(w.Target, architecture);
             modules.Add(peft);
-            string module = LoraTargets.PeftModule(peft, layer, model?.Architecture);
+            string module = LoraTargets.PeftModule(peft, layer, architecture);
             st.Add(module + ".lora_A.weight", dtype, [w.Rank, w.In], Encode(w.A, dtype));
             st.Add(module + ".lora_B.weight", dtype, [w.Out, w.Rank], Encode(w.B, dtype));
         }
