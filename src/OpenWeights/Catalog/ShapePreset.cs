@@ -41,12 +41,27 @@ public static class ShapePreset
             assumptions?.Add($"feed-forward size {ffn} estimated from the parameter count (the catalog does not give it)");
         }
         if (known is not null && known.FfnDim == ffn) return known with { Name = s.Name };
+        // Partial rotary is the template checkpoint's own (Phi-4-mini rotates 96 of 128 dims); a model with another head
+        // size rotates its whole head, as Phi-3.5-mini (96 of 96) does. Per-frequency tables follow the rotated size.
+        int? ropeDims = template.RopeDims is { } rd && hd == template.HeadDim ? rd : null;
+        int pairs = (ropeDims ?? hd) / 2;
+        var extraTensors = template.ExtraTensors.ToDictionary(t => t.Key, t => t.Value.Length == pairs ? t.Value : Resample(t.Value, pairs));
+        // the catalog's sliding window (Gemma 3 4B and larger: 1024, not 1B's 512)
+        var extra = template.Extra;
+        if (s.LocalAttention is { Kind: "sliding", Window: > 0 } la && extra.ContainsKey(SlidingWindowKey))
+            extra = new Dictionary<string, object>(extra) { [SlidingWindowKey] = (uint)la.Window };
         return template with
         {
             Name = s.Name, VocabSize = vocab, Dim = dim, Layers = layers, Heads = heads, KvHeads = kv, FfnDim = ffn,
             ContextLength = s.ContextLength ?? template.ContextLength, TiedEmbeddings = tied, KeyLength = keyLength,
-            RopeDims = template.RopeDims is { } rd && template.HeadDim > 0 ? rd * hd / template.HeadDim : null,
+            RopeDims = ropeDims, ExtraTensors = extraTensors, Extra = extra,
             Llama3RopeScaling = template.Llama3RopeScaling && hd == template.HeadDim,
         };
     }
+
+    private const string SlidingWindowKey = "attention.sliding_window";
+
+    /// <summary>A per-frequency table stretched or shrunk to <paramref name="length"/> entries (nearest entry, lowest frequency last).</summary>
+    private static float[] Resample(float[] values, int length) =>
+        Enumerable.Range(0, length).Select(i => values[(int)((long)i * values.Length / length)]).ToArray();
 }

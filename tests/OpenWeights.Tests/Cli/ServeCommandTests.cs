@@ -23,17 +23,22 @@ public class ServeCommandTests
         : Environment.ProcessPath is { } p && Path.GetFileNameWithoutExtension(p) == "dotnet" ? p
         : "dotnet";
 
-    /// <summary>The built CLI serving tiny-qwen2 on a free port; stdout's banner gives the address.</summary>
-    private sealed class ServeProcess : IDisposable
+    /// <summary>The built CLI serving tiny-qwen2 (or the model given to <see cref="Start"/>) on a free port; stdout's banner gives the address.</summary>
+    internal sealed class ServeProcess : IDisposable
     {
         public Process Process { get; }
         public Uri BaseUri { get; }
         private readonly StringBuilder stderr = new();
 
-        public ServeProcess(params string[] extra)
+        public ServeProcess(params string[] extra) : this(TinyModels.Qwen, extra, 0) { }
+
+        /// <summary>Serves <paramref name="model"/> with the extra serve options.</summary>
+        public static ServeProcess Start(string model, params string[] extra) => new(model, extra, 0);
+
+        private ServeProcess(string model, string[] extra, int _)
         {
             var psi = new ProcessStartInfo(DotnetHost()) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var a in new[] { typeof(OpenWeights.Cli.Cli).Assembly.Location, "serve", TinyModels.Qwen, "--port", "0", "-t", "1", "--ctx", "2048" }.Concat(extra))
+            foreach (var a in new[] { typeof(OpenWeights.Cli.Cli).Assembly.Location, "serve", model, "--port", "0", "-t", "1", "--ctx", "2048" }.Concat(extra))
                 psi.ArgumentList.Add(a);
             Process = Process.Start(psi)!;
             Process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };

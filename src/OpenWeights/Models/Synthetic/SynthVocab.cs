@@ -30,6 +30,19 @@ public sealed record SynthVocab(string[] Tokens, int[] TokenTypes, string[] Merg
     public static SynthVocab BuildGemma(int vocabSize) =>
         Build(vocabSize, ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<eos>", "<end_of_turn>");
 
+    /// <summary>
+    /// The vocabulary with Phi-3's special tokens (the role markers and turn end of <see cref="SynthPreset.Phi3"/>):
+    /// &lt;|endoftext|&gt; is BOS and EOS, &lt;|end|&gt; ends a turn, as in Phi-3.5-mini and Phi-4-mini.
+    /// </summary>
+    public static SynthVocab BuildPhi3(int vocabSize) =>
+        Build(vocabSize, ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|endoftext|>", "<|endoftext|>", "<|end|>");
+
+    /// <summary>The vocabulary whose special tokens are the markers of the preset's chat template.</summary>
+    public static SynthVocab For(SynthPreset p) =>
+        p.ChatTemplate == SynthPreset.Gemma ? BuildGemma(p.VocabSize)
+        : p.ChatTemplate == SynthPreset.Phi3 ? BuildPhi3(p.VocabSize)
+        : Build(p.VocabSize, p.ChatTemplate == SynthPreset.Llama3);
+
     private static SynthVocab Build(int vocabSize, string[] specials, string bos, string eos, string eot)
     {
         var tokens = new List<string>(vocabSize);

@@ -38,8 +38,7 @@ public static class SyntheticModel
         if (threads <= 0) threads = Environment.ProcessorCount;
         var w = new GgufWriter { Progress = progress };
         string a = p.Architecture;
-        bool llama3 = p.ChatTemplate == SynthPreset.Llama3;
-        var vocab = p.ChatTemplate == SynthPreset.Gemma ? SynthVocab.BuildGemma(p.VocabSize) : SynthVocab.Build(p.VocabSize, llama3);
+        var vocab = SynthVocab.For(p);
         w.Set("general.architecture", a)
          .Set("general.name", p.GeneralName ?? $"synthetic {p.Name}")
          .Set("general.file_type", (uint)FileType(type))
