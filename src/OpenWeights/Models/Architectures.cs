@@ -42,9 +42,14 @@ public sealed record BlockTensor(string Gguf, TensorShape Shape, string Hf, stri
 /// GGUF may hold Mixtral's experts; the dense family does not run them). Loading is naming: this table is the only place the names
 /// of an architecture's tensors appear.
 /// </summary>
+/// <param name="NormWeightOffset">What the GGUF adds to every RMS norm weight of a Hugging Face checkpoint (Gemma: 1, since
+/// its norms scale by 1 + w and convert_hf_to_gguf.py stores w + 1); 0 for the others.</param>
+/// <param name="Hf">The family's own config.json fields and their GGUF keys (<see cref="HfFamilies"/>); null when the common
+/// keys are all it has.</param>
 public sealed record ArchitectureSpec(
     string Name, string Description, RopeStyle Rope, IReadOnlyList<BlockTensor> Block,
-    Func<ITensorSource, ModelConfig, DecoderModel> Create, IReadOnlyList<string> HfClasses, bool Experts = false)
+    Func<ITensorSource, ModelConfig, DecoderModel> Create, IReadOnlyList<string> HfClasses, bool Experts = false,
+    float NormWeightOffset = 0, Formats.HuggingFace.HfFamily? Hf = null)
 {
     /// <summary>The projections LoRA may target, PEFT name -> block tensor, in block order.</summary>
     public IEnumerable<BlockTensor> Projections => Block.Where(t => t.PeftTarget is not null && t.InsteadOf is null);
@@ -154,7 +159,7 @@ public static class Architectures
     [
         // Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama: GGUF converters permute Q/K so NORM pairing applies.
         new("llama", "Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama", RopeStyle.Norm, LlamaBlock,
-            (f, c) => new Llama.LlamaModel(f, c), ["LlamaForCausalLM", "MistralForCausalLM"]),
+            (f, c) => new Llama.LlamaModel(f, c), ["LlamaForCausalLM", "MistralForCausalLM"], Hf: HfFamilies.Llama),
         // differs from Llama: biases on Q/K/V; rotary pairs (i, i+d/2) as in the HF checkpoint.
         new("qwen2", "Qwen 2 / 2.5", RopeStyle.Neox, Qwen2Block,
             (f, c) => new Llama.LlamaModel(f, c), ["Qwen2ForCausalLM"]),
@@ -163,22 +168,22 @@ public static class Architectures
             (f, c) => new Qwen3.Qwen3Model(f, c), ["Qwen3ForCausalLM"]),
         // differs from Llama: no rotary embedding on every 4th layer (NoPE). Converters permute Q/K as for Llama: NORM pairing.
         new("smollm3", "SmolLM3", RopeStyle.Norm, LlamaBlock,
-            (f, c) => new SmolLM3.SmolLM3Model(f, c), ["SmolLM3ForCausalLM"]),
+            (f, c) => new SmolLM3.SmolLM3Model(f, c), ["SmolLM3ForCausalLM"], Hf: HfFamilies.SmolLM3),
         // differs from Llama: post-norms only (after attention and feed-forward), QK-norm over the whole projection, NEOX pairing.
         new("olmo2", "OLMo 2", RopeStyle.Neox, Olmo2Block,
             (f, c) => new Olmo2.Olmo2Model(f, c), ["Olmo2ForCausalLM"]),
         // differs from Llama: fused QKV and gate-up tensors, partial rotary (Phi-4-mini), LongRoPE factor tables; NEOX
         // pairing (llama.cpp's LLAMA_ROPE_TYPE_NEOX for phi3).
         new("phi3", "Phi-3 / 3.5 / 4 (mini)", RopeStyle.Neox, Phi3Block,
-            (f, c) => new Phi3.Phi3Model(f, c), ["Phi3ForCausalLM"]),
+            (f, c) => new Phi3.Phi3Model(f, c), ["Phi3ForCausalLM"], Hf: HfFamilies.Phi3),
         // differs from Llama: √dim embeddings, pre and post norms, GeGLU, alternating sliding-window / global layers,
         // attention and final logit soft-caps; rotary pairs (i, i+d/2).
         new("gemma2", "Gemma 2", RopeStyle.Neox, Gemma2Block,
-            (f, c) => new Gemma.Gemma2Model(f, c), ["Gemma2ForCausalLM"]),
+            (f, c) => new Gemma.Gemma2Model(f, c), ["Gemma2ForCausalLM"], NormWeightOffset: 1, Hf: HfFamilies.Gemma2),
         // differs from Llama: as Gemma 2 without soft-caps, plus QK-norm, 5 sliding : 1 global layers with their own
         // rotary base. Gemma3ForConditionalGeneration's text part converts to the same GGUF (the vision tower is not run).
         new("gemma3", "Gemma 3 (text)", RopeStyle.Neox, Gemma3Block,
-            (f, c) => new Gemma.Gemma3Model(f, c), ["Gemma3ForCausalLM"]),
+            (f, c) => new Gemma.Gemma3Model(f, c), ["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], NormWeightOffset: 1, Hf: HfFamilies.Gemma3),
     ];
 
     public static ArchitectureSpec Get(string? name)

@@ -248,12 +248,12 @@ public class HfCheckpointTests
     [Fact]
     public void Tensor_names_map_to_gguf_and_unknown_tensors_are_refused()
     {
-        Assert.Equal("blk.7.attn_q.weight", HfCheckpoint.MapName("model.layers.7.self_attn.q_proj.weight").Name);
-        Assert.Equal("blk.0.ffn_down.weight", HfCheckpoint.MapName("model.layers.0.mlp.down_proj.weight").Name);
-        Assert.Equal("output.weight", HfCheckpoint.MapName("lm_head.weight").Name);
-        Assert.Null(HfCheckpoint.MapName("model.layers.0.self_attn.rotary_emb.inv_freq").Name);
-        Assert.Null(HfCheckpoint.MapName("model.rotary_emb.inv_freq").Name);
-        AssertOneLine(Record.Exception(() => HfCheckpoint.MapName("model.vision_tower.x.weight"))!, "unexpected tensor 'model.vision_tower.x.weight'");
+        Assert.Equal("blk.7.attn_q.weight", HfCheckpoint.MapName(Architectures.Get("llama"), "model.layers.7.self_attn.q_proj.weight").Name);
+        Assert.Equal("blk.0.ffn_down.weight", HfCheckpoint.MapName(Architectures.Get("llama"), "model.layers.0.mlp.down_proj.weight").Name);
+        Assert.Equal("output.weight", HfCheckpoint.MapName(Architectures.Get("llama"), "lm_head.weight").Name);
+        Assert.Null(HfCheckpoint.MapName(Architectures.Get("llama"), "model.layers.0.self_attn.rotary_emb.inv_freq").Name);
+        Assert.Null(HfCheckpoint.MapName(Architectures.Get("llama"), "model.rotary_emb.inv_freq").Name);
+        AssertOneLine(Record.Exception(() => HfCheckpoint.MapName(Architectures.Get("llama"), "model.vision_tower.x.weight"))!, "unexpected tensor 'model.vision_tower.x.weight'");
         // llama.cpp's permutation: w.reshape(n_head, 2, hd/2, in).swapaxes(1, 2)
         Assert.Equal([0L, 4, 1, 5, 2, 6, 3, 7, 8, 12], Enumerable.Range(0, 10).Select(r => HfConverter.PermutedSourceRow(r, 8)).ToArray());
     }

@@ -8,9 +8,10 @@ namespace OpenWeights.Formats.HuggingFace;
 
 /// <summary>
 /// Hugging Face checkpoint -> standard llama.cpp GGUF, tensor by tensor (never the whole model in memory):
-/// Q/K rows of llama/mistral permuted as convert_hf_to_gguf.py permutes them (so NORM rotary pairing applies and
-/// <c>openweights.rope.style</c> is dropped), 2-D weights stored per llama.cpp's quantization recipe, norms F32,
-/// tokenizer and chat template carried. Written atomically.
+/// Q/K rows permuted as convert_hf_to_gguf.py permutes them where the architecture's GGUF rotary pairing is NORM (llama,
+/// mistral, smollm3; <c>openweights.rope.style</c> is then dropped), 2-D weights stored per llama.cpp's quantization recipe,
+/// norms F32 (Gemma's with their +1), generated tensors (rope factors) F32, tokenizer and chat template carried.
+/// Written atomically.
 /// </summary>
 public static class HfConverter
 {
