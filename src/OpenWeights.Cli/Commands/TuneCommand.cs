@@ -17,7 +17,7 @@ public static class TuneCommand
         var outOld = new Option<string?>("--out") { Hidden = true };
         var rank = new Option<int>("--rank", "-r") { Description = "LoRA rank", DefaultValueFactory = _ => 8 };
         var alpha = new Option<float>("--alpha") { Description = "LoRA alpha (scale = alpha/rank)", DefaultValueFactory = _ => 16 };
-        var targets = new Option<string>("--targets") { Description = "Comma-separated projections", DefaultValueFactory = _ => string.Join(",", LoraTargets.Default) };
+        var targets = new Option<string>("--targets") { Description = $"Comma-separated projections (default: every projection of the model's family, {string.Join(",", LoraTargets.Default)} for Llama-style models)" };
         var dropout = new Option<float>("--dropout") { Description = "LoRA dropout", DefaultValueFactory = _ => 0f };
         var rslora = new Option<bool>("--rslora") { Description = "rsLoRA scaling: alpha/sqrt(rank)" };
         var epochs = new Option<int>("--epochs") { Description = "Passes over the training data", DefaultValueFactory = _ => 1 };
@@ -67,7 +67,8 @@ public static class TuneCommand
             var loraOptions = new LoraOptions
             {
                 Rank = pr.GetValue(rank), Alpha = pr.GetValue(alpha), Dropout = pr.GetValue(dropout), UseRsLora = pr.GetValue(rslora),
-                Targets = [.. pr.GetValue(targets)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)],
+                Targets = pr.GetValue(targets) is { } t ? [.. t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)]
+                    : LoraTargets.DefaultFor(m.Config.Architecture), // Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj
             };
             var lm = new LoraModel(m, loraOptions, pr.GetValue(seed)) { Threads = pr.GetValue(threads) };
             var trainer = new LoraTrainer(lm, new TrainOptions

@@ -40,7 +40,7 @@ public static class GgufLoraAdapter
         if (adapter.UseRsLora && mixed) throw new OpenWeightsException("rsLoRA adapters with several ranks cannot be expressed as one GGUF alpha");
         float alpha = adapter.UseRsLora ? adapter.Alpha * MathF.Sqrt(adapter.Rank) : adapter.Alpha;
         w.Set(AlphaKey, alpha);
-        foreach (var lw in LoraNames.Ordered(adapter))
+        foreach (var lw in LoraNames.Ordered(adapter, Architectures.Supported.FirstOrDefault(a => a.Name == architecture)))
         {
             lw.Validate();
             w.AddTensor(lw.Target + ".lora_a", type, [lw.In, lw.Rank], Encode(lw.A, type));

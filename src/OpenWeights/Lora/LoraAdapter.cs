@@ -1,3 +1,5 @@
+using OpenWeights.Models;
+
 namespace OpenWeights.Lora;
 
 /// <summary>
@@ -38,27 +40,67 @@ public sealed class LoraAdapter
     public float Scale => UseRsLora ? Alpha / MathF.Sqrt(Rank) : Alpha / Rank;
 }
 
-/// <summary>PEFT module names (Hugging Face projection names) and their GGUF tensor suffixes.</summary>
+/// <summary>
+/// PEFT module names (Hugging Face projection names) and their GGUF tensor suffixes, read from each architecture's naming
+/// table (<see cref="ArchitectureSpec.Projections"/>: <see cref="BlockTensor.PeftTarget"/>, <see cref="BlockTensor.HfModule"/>).
+/// The overloads without an architecture are llama's (the names every dense family but Phi-3 shares).
+/// </summary>
 public static class LoraTargets
 {
-    public static readonly IReadOnlyList<(string Peft, string HfPath, string Gguf)> All =
-    [
-        ("q_proj", "self_attn.q_proj", "attn_q"),
-        ("k_proj", "self_attn.k_proj", "attn_k"),
-        ("v_proj", "self_attn.v_proj", "attn_v"),
-        ("o_proj", "self_attn.o_proj", "attn_output"),
-        ("gate_proj", "mlp.gate_proj", "ffn_gate"),
-        ("up_proj", "mlp.up_proj", "ffn_up"),
-        ("down_proj", "mlp.down_proj", "ffn_down"),
-    ];
+    /// <summary>The projections of <paramref name="spec"/> LoRA may target, in block order: (PEFT name, HF module path, GGUF part
+    /// without ".weight").</summary>
+    public static IReadOnlyList<(string Peft, string HfPath, string Gguf)> Of(ArchitectureSpec spec) =>
+        [.. spec.Projections.Select(t => (t.PeftTarget!, t.HfModule, t.Gguf[..^".weight".Length]))];
+
+    /// <summary>llama's projections: q, k, v, o, gate, up, down.</summary>
+    public static readonly IReadOnlyList<(string Peft, string HfPath, string Gguf)> All = Of(Architectures.Get("llama"));
 
     public static readonly IReadOnlyList<string> Default = [.. All.Select(t => t.Peft)];
 
-    /// <summary>"blk.3.attn_q.weight" for ("q_proj", 3).</summary>
-    public static string GgufWeight(string peft, int layer) =>
-        $"blk.{layer}.{All.FirstOrDefault(t => t.Peft == peft).Gguf ?? throw new OpenWeightsException($"unknown LoRA target '{peft}' (known: {string.Join(", ", Default)})")}.weight";
+    /// <summary>Every projection of every supported architecture, the first naming of a GGUF part winning (for names read
+    /// without their architecture).</summary>
+    internal static IReadOnlyList<(string Peft, string HfPath, string Gguf)> Known =>
+        known ??= [.. Architectures.Supported.SelectMany(Of).DistinctBy(t => (t.Peft, t.Gguf))];
+    private static IReadOnlyList<(string Peft, string HfPath, string Gguf)>? known;
 
-    /// <summary>"base_model.model.model.layers.3.self_attn.q_proj" for ("q_proj", 3): PEFT's module path.</summary>
-    public static string PeftModule(string peft, int layer) =>
-        $"base_model.model.model.layers.{layer}.{All.FirstOrDefault(t => t.Peft == peft).HfPath ?? throw new OpenWeightsException($"unknown LoRA target '{peft}'")}";
+    /// <summary>Fused projections (Phi-3's qkv_proj, gate_up_proj): one LoRA over several of the engine's projections.</summary>
+    public static bool IsFused(ArchitectureSpec spec, string peft) =>
+        spec.Projections.Any(t => t.PeftTarget == peft && t.Shape is TensorShape.Qkv or TensorShape.GateUp);
+
+    /// <summary>The targets fine-tuning adapts by default on <paramref name="spec"/>: every projection of its table (Phi-3's
+    /// fused qkv_proj and gate_up_proj as one LoRA each, as PEFT and llama.cpp adapt them).</summary>
+    public static IReadOnlyList<string> DefaultFor(ArchitectureSpec spec) => [.. Of(spec).Select(t => t.Peft)];
+
+    private static (string Peft, string HfPath, string Gguf) Find(string peft, ArchitectureSpec? spec)
+    {
+        var list = spec is null ? Known : Of(spec);
+        var t = list.FirstOrDefault(x => x.Peft == peft);
+        return t.Peft is not null ? t
+            : throw new OpenWeightsException($"unknown LoRA target '{peft}'{(spec is null ? "" : $" for {spec.Name} models")} (known: {string.Join(", ", list.Select(x => x.Peft).Distinct())})");
+    }
+
+    /// <summary>"blk.3.attn_q.weight" for ("q_proj", 3) (in <paramref name="spec"/>'s names; when null, the first family
+    /// naming it, llama's first).</summary>
+    public static string GgufWeight(string peft, int layer, ArchitectureSpec? spec = null) => $"blk.{layer}.{Find(peft, spec).Gguf}.weight";
+
+    /// <summary>"base_model.model.model.layers.3.self_attn.q_proj" for ("q_proj", 3): PEFT's module path (in
+    /// <paramref name="spec"/>'s Hugging Face names; when null, the first family naming it, llama's first).</summary>
+    public static string PeftModule(string peft, int layer, ArchitectureSpec? spec = null) =>
+        $"base_model.model.model.layers.{layer}.{Find(peft, spec).HfPath}";
+
+    /// <summary>
+    /// The GGUF parts ("attn_q.weight", ...) that fine-tuning wraps for these PEFT targets on <paramref name="spec"/>
+    /// ("attn_qkv.weight" for Phi-3's fused qkv_proj); an unknown target is refused in one line naming the known ones.
+    /// </summary>
+    public static IReadOnlySet<string> Resolve(ArchitectureSpec spec, IEnumerable<string> targets)
+    {
+        var parts = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var peft in targets)
+        {
+            if (!Of(spec).Any(t => t.Peft == peft) && Of(spec).Any(t => IsFused(spec, t.Peft)))
+                throw new OpenWeightsException($"unknown LoRA target '{peft}' for {spec.Name} models, which fuse projections into {string.Join(" and ", Of(spec).Where(t => IsFused(spec, t.Peft)).Select(t => t.Peft))} (their targets: {string.Join(", ", DefaultFor(spec))})");
+            parts.Add(Find(peft, spec).Gguf + ".weight");
+        }
+        return parts;
+    }
 }

@@ -64,9 +64,9 @@ public static class LoraLoader
     /// <summary>Checks that each adapted weight exists in the model with the adapter's (in, out); a mismatch is one line naming both.</summary>
     public static void Validate(LoraAdapter a, ITensorSource model, ModelConfig config, string adapterName)
     {
-        foreach (var w in LoraNames.Ordered(a))
+        foreach (var w in LoraNames.Ordered(a, config.Architecture))
         {
-            var (layer, _) = LoraNames.ParseGguf(w.Target);
+            var (layer, _) = LoraNames.ParseGguf(w.Target, config.Architecture);
             if (layer >= config.Layers)
                 throw new OpenWeightsException($"LoRA {adapterName} does not fit this model: it adapts {w.Target} but the model has {config.Layers} layers (wrong base model?)");
             if (!model.TryGetTensor(w.Target, out var t))
@@ -90,14 +90,35 @@ public static class LoraLoader
     /// <summary>Wraps the adapted projections of <paramref name="model"/> (adapter already in the model's row order).</summary>
     public static void Attach(DecoderModel model, LoraAdapter adapter, float scale = 1f)
     {
-        foreach (var w in LoraNames.Ordered(adapter))
+        foreach (var w in LoraNames.Ordered(adapter, model.Config.Architecture))
         {
-            var (layer, _) = LoraNames.ParseGguf(w.Target);
+            var (layer, _) = LoraNames.ParseGguf(w.Target, model.Config.Architecture);
             if (layer >= model.Layers.Count) throw new OpenWeightsException($"LoRA adapts {w.Target} but the model has {model.Layers.Count} layers");
             string part = w.Target[(w.Target.IndexOf('.', 4) + 1)..]; // "blk.3.attn_q.weight" -> "attn_q.weight"
             var L = model.Layers[layer];
-            L.SetProjection(part, new LoraLinear(L.GetProjection(part), [new AppliedLora(w, LoraNames.ScaleOf(adapter, w) * scale)]));
+            float s = LoraNames.ScaleOf(adapter, w) * scale;
+            foreach (var (p, piece) in Split(model.Config, part, w))
+                L.SetProjection(p, new LoraLinear(L.GetProjection(p), [new AppliedLora(piece, s)]));
         }
+    }
+
+    /// <summary>
+    /// The LoRA of a fused tensor as LoRAs of the projections the engine splits it into: W + s·B·A restricted to a row range
+    /// is W_rows + s·B_rows·A, so each part keeps A and takes its rows of B (Phi-3: attn_qkv -> Q | K | V, the gate-up
+    /// ffn_up -> gate | up). An unfused projection is itself.
+    /// </summary>
+    private static IEnumerable<(string Part, LoraWeights Piece)> Split(ModelConfig c, string part, LoraWeights w)
+    {
+        (string, int, int)[] pieces = part switch
+        {
+            Architectures.Names.AttnQkv => [(Architectures.Names.AttnQ, 0, c.QDim), (Architectures.Names.AttnK, c.QDim, c.KvDim), (Architectures.Names.AttnV, c.QDim + c.KvDim, c.KvDim)],
+            Architectures.Names.FfnUp when c.Architecture.Block.Any(t => t.Gguf == part && t.Shape == TensorShape.GateUp)
+                => [(Architectures.Names.FfnGate, 0, c.FfnDim), (Architectures.Names.FfnUp, c.FfnDim, c.FfnDim)],
+            _ => [],
+        };
+        if (pieces.Length == 0) { yield return (part, w); yield break; }
+        foreach (var (p, row, count) in pieces)
+            yield return (p, new LoraWeights { Target = w.Target, Rank = w.Rank, In = w.In, Out = count, A = w.A, B = w.B.AsSpan(row * w.Rank, count * w.Rank).ToArray() });
     }
 
     /// <summary>Removes every LoRA wrapper, restoring the base projections.</summary>

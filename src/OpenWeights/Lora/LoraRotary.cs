@@ -46,12 +46,12 @@ public static class LoraRotary
     /// A copy of <paramref name="adapter"/> with the B rows of attn_q / attn_k reordered (HF -> GGUF when
     /// <paramref name="toGguf"/>, else GGUF -> HF); other projections and A are shared, not copied.
     /// </summary>
-    public static LoraAdapter Reorder(LoraAdapter adapter, int heads, int kvHeads, bool toGguf)
+    public static LoraAdapter Reorder(LoraAdapter adapter, int heads, int kvHeads, bool toGguf, ArchitectureSpec? spec = null)
     {
         var w = new Dictionary<string, LoraWeights>(StringComparer.Ordinal);
         foreach (var (name, lw) in adapter.Weights)
         {
-            var (_, peft) = LoraNames.ParseGguf(name);
+            var (_, peft) = LoraNames.ParseGguf(name, spec);
             int nHead = peft switch { "q_proj" => heads, "k_proj" => kvHeads, _ => 0 };
             if (nHead == 0) { w[name] = lw; continue; }
             var b = toGguf ? HfToGguf(lw.B, lw.Out, lw.Rank, nHead) : GgufToHf(lw.B, lw.Out, lw.Rank, nHead);
@@ -62,7 +62,7 @@ public static class LoraRotary
 
     /// <summary>Converts an adapter between the row order of a model (<paramref name="fromInterleaved"/>) and another.</summary>
     public static LoraAdapter Convert(LoraAdapter adapter, ModelConfig c, bool fromInterleaved, bool toInterleaved) =>
-        fromInterleaved == toInterleaved ? adapter : Reorder(adapter, c.Heads, c.KvHeads, toGguf: toInterleaved);
+        fromInterleaved == toInterleaved ? adapter : Reorder(adapter, c.Heads, c.KvHeads, toGguf: toInterleaved, c.Architecture);
 
     internal static LoraAdapter WithWeights(LoraAdapter a, Dictionary<string, LoraWeights> weights) => new()
     {
@@ -74,24 +74,28 @@ public static class LoraRotary
 public static class LoraNames
 {
     /// <summary>("blk.3.attn_q.weight") -> (3, "q_proj"); throws for names that are not a LoRA target.</summary>
-    public static (int Layer, string Peft) ParseGguf(string name)
+    public static (int Layer, string Peft) ParseGguf(string name) => ParseGguf(name, null);
+
+    /// <summary>As <see cref="ParseGguf(string)"/> in the names of <paramref name="spec"/> first ("blk.3.ffn_up.weight" is
+    /// Phi-3's gate_up_proj, llama's up_proj).</summary>
+    public static (int Layer, string Peft) ParseGguf(string name, ArchitectureSpec? spec)
     {
         var m = System.Text.RegularExpressions.Regex.Match(name, @"^blk\.(\d+)\.([a-z_]+)\.weight$");
         if (m.Success)
         {
-            var t = LoraTargets.All.FirstOrDefault(x => x.Gguf == m.Groups[2].Value);
+            var t = (spec is null ? LoraTargets.Known : [.. LoraTargets.Of(spec), .. LoraTargets.Known]).FirstOrDefault(x => x.Gguf == m.Groups[2].Value);
             if (t.Peft is not null && int.TryParse(m.Groups[1].Value, out int layer)) return (layer, t.Peft);
         }
-        throw new OpenWeightsException($"'{name}' is not a projection LoRA can adapt (supported: {string.Join(", ", LoraTargets.All.Select(x => "blk.N." + x.Gguf + ".weight"))})");
+        throw new OpenWeightsException($"'{name}' is not a projection LoRA can adapt (supported: {string.Join(", ", LoraTargets.Known.Select(x => "blk.N." + x.Gguf + ".weight").Distinct())})");
     }
 
-    /// <summary>Layer, then the order of <see cref="LoraTargets.All"/>: the order files list tensors in.</summary>
-    public static IEnumerable<LoraWeights> Ordered(LoraAdapter a) =>
-        a.Weights.Values.OrderBy(w => ParseGguf(w.Target).Layer).ThenBy(w => IndexOf(ParseGguf(w.Target).Peft));
+    /// <summary>Layer, then the order of <see cref="LoraTargets.Known"/> (llama's q..down first): the order files list tensors in.</summary>
+    public static IEnumerable<LoraWeights> Ordered(LoraAdapter a, ArchitectureSpec? spec = null) =>
+        a.Weights.Values.OrderBy(w => ParseGguf(w.Target, spec).Layer).ThenBy(w => IndexOf(ParseGguf(w.Target, spec).Peft));
 
     private static int IndexOf(string peft)
     {
-        for (int i = 0; i < LoraTargets.All.Count; i++) if (LoraTargets.All[i].Peft == peft) return i;
+        for (int i = 0; i < LoraTargets.Known.Count; i++) if (LoraTargets.Known[i].Peft == peft) return i;
         return int.MaxValue;
     }
 

@@ -20,25 +20,28 @@ public static partial class PeftAdapter
 
     /// <summary>
     /// Writes <paramref name="dir"/>/adapter_config.json and adapter_model.safetensors (F32, or F16/BF16).
+    /// <paramref name="architecture"/>: whose Hugging Face module names to write (default: <paramref name="model"/>'s; without
+    /// either, the first family naming each projection, llama's first).
     /// <paramref name="model"/>: the base the adapter was built for, whose Q/K row order the adapter's B rows follow;
     /// null when the adapter is already in Hugging Face order.
     /// </summary>
     public static void Write(LoraAdapter adapter, string dir, ModelConfig? model = null, float dropout = 0f,
-        SafetensorsDType dtype = SafetensorsDType.F32, string? baseModelNameOrPath = null)
+        SafetensorsDType dtype = SafetensorsDType.F32, string? baseModelNameOrPath = null, ArchitectureSpec? architecture = null)
     {
+        architecture ??= model?.Architecture; // whose Hugging Face module names (Phi-3: qkv_proj, gate_up_proj)
         if (dtype is not (SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16))
             throw new OpenWeightsException($"PEFT adapters are written as F32, F16 or BF16, not {dtype}");
         if (model is not null) adapter = LoraRotary.Convert(adapter, model, LoraRotary.ModelIsInterleaved(model), toInterleaved: false);
         if (adapter.Weights.Count == 0) throw new OpenWeightsException("the adapter has no weights");
         var st = new SafetensorsWriter();
         var modules = new SortedSet<string>(StringComparer.Ordinal);
-        foreach (var w in LoraNames.Ordered(adapter))
+        foreach (var w in LoraNames.Ordered(adapter, architecture))
         {
             w.Validate();
             if (w.Rank != adapter.Rank) throw new OpenWeightsException($"LoRA {w.Target}: rank {w.Rank} differs from the adapter's rank {adapter.Rank}; PEFT files without rank_pattern need one rank");
-            var (layer, peft) = LoraNames.ParseGguf(w.Target);
+            var (layer, peft) = LoraNames.ParseGguf(w.Target, architecture);
             modules.Add(peft);
-            string module = LoraTargets.PeftModule(peft, layer);
+            string module = LoraTargets.PeftModule(peft, layer, architecture);
             st.Add(module + ".lora_A.weight", dtype, [w.Rank, w.In], Encode(w.A, dtype));
             st.Add(module + ".lora_B.weight", dtype, [w.Out, w.Rank], Encode(w.B, dtype));
         }
@@ -96,9 +99,11 @@ public static partial class PeftAdapter
         Directory.Exists(path) ? File.Exists(Path.Combine(path, ConfigFile)) || File.Exists(Path.Combine(path, WeightsFile))
         : path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || Path.GetFileName(path).Equals(ConfigFile, StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>Reads a PEFT adapter (folder, adapter_config.json or adapter_model.safetensors), B rows in Hugging Face order.</summary>
-    public static LoraAdapter Read(string path)
+    /// <summary>Reads a PEFT adapter (folder, adapter_config.json or adapter_model.safetensors), B rows in Hugging Face order;
+    /// module names are those of <paramref name="architecture"/> (llama's when null).</summary>
+    public static LoraAdapter Read(string path, ArchitectureSpec? architecture = null)
     {
+        var known = architecture is null ? LoraTargets.All : LoraTargets.Of(architecture);
         string dir = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
         string cfgPath = Path.Combine(dir, ConfigFile);
         string stPath = path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) ? path : Path.Combine(dir, WeightsFile);
@@ -116,12 +121,12 @@ public static partial class PeftAdapter
         {
             var m = HfLoraName().Match(t.Name);
             if (!m.Success)
-                throw new OpenWeightsException($"{Path.GetFileName(stPath)}: tensor '{t.Name}' is not a LoRA A/B matrix of a supported projection ({string.Join(", ", LoraTargets.Default)})");
+                throw new OpenWeightsException($"{Path.GetFileName(stPath)}: tensor '{t.Name}' is not a LoRA A/B matrix of a supported projection ({string.Join(", ", known.Select(x => x.Peft))})");
             string hfPath = m.Groups[2].Value;
-            var target = LoraTargets.All.FirstOrDefault(x => x.HfPath == hfPath);
-            if (target.Peft is null) throw new OpenWeightsException($"{Path.GetFileName(stPath)}: tensor '{t.Name}' adapts '{hfPath}', which is not supported ({string.Join(", ", LoraTargets.Default)})");
+            var target = known.FirstOrDefault(x => x.HfPath == hfPath);
+            if (target.Peft is null) throw new OpenWeightsException($"{Path.GetFileName(stPath)}: tensor '{t.Name}' adapts '{hfPath}', which is not supported ({string.Join(", ", known.Select(x => x.Peft))})");
             int layer = int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
-            string gguf = LoraTargets.GgufWeight(target.Peft, layer);
+            string gguf = LoraTargets.GgufWeight(target.Peft, layer, architecture);
             pairs.TryGetValue(gguf, out var p);
             p.Layer = layer; p.Peft = target.Peft;
             if (m.Groups[3].Value == "A") { if (p.A is not null) throw Dup(t.Name); p.A = t; }
@@ -131,11 +136,11 @@ public static partial class PeftAdapter
         if (pairs.Count == 0) throw new OpenWeightsException($"{Path.GetFileName(stPath)}: no LoRA tensors");
         foreach (var (gguf, p) in pairs)
         {
-            if (p.A is null || p.B is null) throw new OpenWeightsException($"{Path.GetFileName(stPath)}: {LoraTargets.PeftModule(p.Peft, p.Layer)} has lora_{(p.A is null ? "A" : "B")} missing");
+            if (p.A is null || p.B is null) throw new OpenWeightsException($"{Path.GetFileName(stPath)}: {LoraTargets.PeftModule(p.Peft, p.Layer, architecture)} has lora_{(p.A is null ? "A" : "B")} missing");
             if (p.A.Shape.Length != 2 || p.B.Shape.Length != 2 || p.A.Shape[0] != p.B.Shape[1])
-                throw new OpenWeightsException($"{LoraTargets.PeftModule(p.Peft, p.Layer)}: lora_A [{string.Join(", ", p.A.Shape)}] and lora_B [{string.Join(", ", p.B.Shape)}] do not pair up as (r, in) and (out, r)");
+                throw new OpenWeightsException($"{LoraTargets.PeftModule(p.Peft, p.Layer, architecture)}: lora_A [{string.Join(", ", p.A.Shape)}] and lora_B [{string.Join(", ", p.B.Shape)}] do not pair up as (r, in) and (out, r)");
             int r = (int)p.A.Shape[0];
-            if (r != cfg.Rank) throw new OpenWeightsException($"{LoraTargets.PeftModule(p.Peft, p.Layer)}: rank {r} differs from r = {cfg.Rank} in {ConfigFile}");
+            if (r != cfg.Rank) throw new OpenWeightsException($"{LoraTargets.PeftModule(p.Peft, p.Layer, architecture)}: rank {r} differs from r = {cfg.Rank} in {ConfigFile}");
             var w = new LoraWeights { Target = gguf, Rank = r, In = (int)p.A.Shape[1], Out = (int)p.B.Shape[0], A = st.ReadF32(p.A), B = st.ReadF32(p.B) };
             w.Validate();
             weights[gguf] = w;
@@ -148,7 +153,7 @@ public static partial class PeftAdapter
 
     /// <summary>Reads a PEFT adapter with its B rows in the row order of <paramref name="model"/>.</summary>
     public static LoraAdapter Read(string path, ModelConfig model) =>
-        LoraRotary.Convert(Read(path), model, fromInterleaved: false, toInterleaved: LoraRotary.ModelIsInterleaved(model));
+        LoraRotary.Convert(Read(path, model.Architecture), model, fromInterleaved: false, toInterleaved: LoraRotary.ModelIsInterleaved(model));
 
     private sealed record Config(int Rank, float Alpha, bool UseRsLora, IReadOnlyList<string>? TargetModules, string? BaseModel);
 

@@ -1,12 +1,14 @@
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using OpenWeights.Models.Common;
 using OpenWeights.Tensors.Kernels;
 
 namespace OpenWeights.Training;
 
 /// <summary>
-/// Forward and backward of every operation of the llama / qwen2 decoder, F32, one XBackward beside each
+/// Forward and backward of every operation of the decoder (llama, qwen2 and every dense family's knobs: QK-norm,
+/// post-norms, GeGLU, windowed / soft-capped / scaled attention, logit soft-cap), F32, one XBackward beside each
 /// XForward (llm.c). Each backward restates the forward line it differentiates. Shapes are row-major,
 /// n = tokens in the sequence. Backward functions accumulate (+=) into parameter gradients and write
 /// (=) or accumulate into input gradients as documented.
@@ -108,6 +110,16 @@ public static class TrainOps
     /// </summary>
     public static void AttentionForward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o, Span<float> lse,
         ReadOnlySpan<int> start, int n, int heads, int kvHeads, int d, int threads)
+        => AttentionForward(q, k, v, o, lse, start, n, heads, kvHeads, d, threads, AttentionParams.Default(d));
+
+    /// <summary>
+    /// As above with the layer's scoring (<see cref="AttentionParams"/>, the inference kernel's):
+    ///   s[t,j] = q[t,h]·k[j,h/g] · scale;  s = cap·tanh(s/cap) when soft-capped (Gemma 2);
+    ///   keys j ∈ [lo(t), t], lo(t) = max(start[t], t − window + 1) with a sliding window, else start[t].
+    /// Positions are document-relative (t − start[t]), so the window is the inference kernel's pos − p &lt; window.
+    /// </summary>
+    public static void AttentionForward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o, Span<float> lse,
+        ReadOnlySpan<int> start, int n, int heads, int kvHeads, int d, int threads, AttentionParams prm)
     {
         unsafe
         {
@@ -116,15 +128,15 @@ public static class TrainOps
             {
                 float* q_ = pq, k_ = pk, v_ = pv, o_ = po, l_ = pl; int* s_ = ps;
                 int group = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d;
-                float scale = 1.0f / MathF.Sqrt(d);
+                float scale = prm.Scale, cap = prm.Softcap; int window = prm.Window;
                 void Body(int job)
                 {
-                    int t = job / heads, h = job % heads, kvh = h / group, j0 = s_[t], len = t - j0 + 1;
-                    var qv = new ReadOnlySpan<float>(q_ + (long)t * qDim + h * d, d);
+                    int t = job / heads, h = job % heads, kvh = h / group, j0 = FirstKey(s_[t], t, window), len = t - j0 + 1;
                     var sc = Scratch(len);
                     float* qp = q_ + (long)t * qDim + h * d;
                     for (int j = 0; j < len; j++) sc[j] = HeadDot(qp, k_ + (long)(j0 + j) * kvDim + kvh * d, d) * scale;
                     var scs = sc.AsSpan(0, len);
+                    if (cap > 0) SoftcapForward(scs, cap);
                     float max = TensorPrimitives.Max(scs);
                     TensorPrimitives.Subtract(scs, max, scs);
                     TensorPrimitives.Exp(scs, scs);
@@ -148,6 +160,17 @@ public static class TrainOps
     /// </summary>
     public static void AttentionBackward(ReadOnlySpan<float> dout, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
         ReadOnlySpan<float> lse, ReadOnlySpan<int> start, Span<float> dq, Span<float> dk, Span<float> dv, int n, int heads, int kvHeads, int d, int threads)
+        => AttentionBackward(dout, q, k, v, lse, start, dq, dk, dv, n, heads, kvHeads, d, threads, AttentionParams.Default(d));
+
+    /// <summary>
+    /// Backward of the scored attention of <see cref="AttentionForward(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, Span{float}, Span{float}, ReadOnlySpan{int}, int, int, int, int, int, AttentionParams)"/>:
+    /// with r = q·k·scale and s = cap·tanh(r/cap) (s = r without a cap), P = softmax(s) over the window's keys,
+    ///   dS = P ⊙ (dP − Σ_j P dP);  dR = dS ⊙ (1 − (s/cap)²) (the soft-cap's derivative, 1 without one);
+    ///   dq[t] = Σ_j dR k[j] · scale;  dk[j] += Σ_t dR q[t] · scale.  Keys outside the window get no gradient (masked in both passes).
+    /// </summary>
+    public static void AttentionBackward(ReadOnlySpan<float> dout, ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v,
+        ReadOnlySpan<float> lse, ReadOnlySpan<int> start, Span<float> dq, Span<float> dk, Span<float> dv, int n, int heads, int kvHeads, int d, int threads,
+        AttentionParams prm)
     {
         unsafe
         {
@@ -156,7 +179,7 @@ public static class TrainOps
             {
                 float* do_ = pdo, q_ = pq, k_ = pk, v_ = pv, l_ = pl, dq_ = pdq, dk_ = pdk, dv_ = pdv; int* s_ = ps;
                 int group = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d;
-                float scale = 1.0f / MathF.Sqrt(d);
+                float scale = prm.Scale, cap = prm.Softcap; int window = prm.Window;
                 void Body(int kvh)
                 {
                     for (int t = 0; t < n; t++)
@@ -167,16 +190,19 @@ public static class TrainOps
                     for (int h = kvh * group; h < (kvh + 1) * group; h++)
                         for (int t = 0; t < n; t++)
                         {
-                            int j0 = s_[t], len = t - j0 + 1;
+                            int j0 = FirstKey(s_[t], t, window), len = t - j0 + 1;
                             float* qv = q_ + (long)t * qDim + h * d, dov = do_ + (long)t * qDim + h * d, dqv = dq_ + (long)t * qDim + h * d;
                             new Span<float>(dqv, d).Clear();
-                            var p = Scratch(2 * len);
+                            var p = Scratch(3 * len);
+                            var sc = p.AsSpan(2 * len, len);
+                            for (int j = 0; j < len; j++) sc[j] = HeadDot(qv, k_ + (long)(j0 + j) * kvDim + kvh * d, d) * scale; // r
+                            if (cap > 0) SoftcapForward(sc, cap);                                                               // s
                             float l = l_[t * heads + h];
                             double pdp = 0;
                             for (int j = 0; j < len; j++)
                             {
                                 long kr = (long)(j0 + j) * kvDim + kvh * d;
-                                float pj = MathF.Exp(HeadDot(qv, k_ + kr, d) * scale - l);
+                                float pj = MathF.Exp(sc[j] - l);
                                 float dpj = HeadDot(dov, v_ + kr, d);
                                 p[j] = pj; p[len + j] = dpj;
                                 pdp += (double)pj * dpj;
@@ -186,6 +212,7 @@ public static class TrainOps
                             {
                                 long kr = (long)(j0 + j) * kvDim + kvh * d;
                                 float ds = p[j] * (p[len + j] - sPdp) * scale;
+                                if (cap > 0) { float y = sc[j] / cap; ds *= 1f - y * y; }
                                 HeadAxpy(dov, p[j], dv_ + kr, d);
                                 HeadAxpy(k_ + kr, ds, dqv, d);
                                 HeadAxpy(qv, ds, dk_ + kr, d);
@@ -220,6 +247,103 @@ public static class TrainOps
             du[i] = dh[i] * x * s;
             dg[i] = dh[i] * u[i] * s * (1.0f + x * (1.0f - s));
         }
+    }
+
+    /// <summary>The first key token t attends to: its document's first token, or the window's when that is later.</summary>
+    private static int FirstKey(int docStart, int t, int window) => window > 0 ? Math.Max(docStart, t - window + 1) : docStart;
+
+    // ---------------------------------------------------------------- GeGLU (Gemma)
+
+    /// <summary>
+    /// h = gelu(g) ⊙ u with the tanh approximation gelu(x) = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π). g, u, h: (n*ffn).
+    /// formula: false (default) evaluates it with the inference kernel's own arithmetic (<see cref="Ops.GeGlu"/>: ggml's
+    /// F16 table, within F16 rounding of the formula), so training logits equal inference and llama.cpp; true evaluates
+    /// the formula itself in float, the function <see cref="GeGluBackward"/> differentiates (finite-difference checks:
+    /// a table's finite differences are steps).
+    /// </summary>
+    public static void GeGluForward(ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> h, bool formula = false)
+    {
+        h = h[..g.Length];
+        if (formula)
+        {
+            for (int i = 0; i < g.Length; i++) { float x = g[i]; h[i] = 0.5f * x * (1f + MathF.Tanh(0.7978845608028654f * x * (1f + 0.044715f * x * x))) * u[i]; }
+            return;
+        }
+        g.CopyTo(h);
+        Ops.GeGlu(h, u);
+    }
+
+    /// <summary>
+    /// Backward of h = gelu(g)·u with gelu(x) = ½x(1 + τ), τ = tanh(c(x + 0.044715x³)):
+    ///   du = dh · gelu(g);  dg = dh · u · (½(1 + τ) + ½x(1 − τ²)·c(1 + 3·0.044715x²)). Written, not accumulated.
+    /// </summary>
+    public static void GeGluBackward(ReadOnlySpan<float> dh, ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> dg, Span<float> du)
+    {
+        const float c = 0.7978845608028654f, a = 0.044715f;
+        for (int i = 0; i < g.Length; i++)
+        {
+            float x = g[i], tau = MathF.Tanh(c * x * (1f + a * x * x));
+            du[i] = dh[i] * 0.5f * x * (1f + tau);
+            dg[i] = dh[i] * u[i] * (0.5f * (1f + tau) + 0.5f * x * (1f - tau * tau) * c * (1f + 3f * a * x * x));
+        }
+    }
+
+    // ---------------------------------------------------------------- soft-capping (Gemma 2: attention scores, final logits)
+
+    /// <summary>y = cap·tanh(x/cap) in place, as the inference kernels compute it (×1/cap, tanh, ×cap).</summary>
+    public static void SoftcapForward(Span<float> x, float cap)
+    {
+        TensorPrimitives.Multiply(x, 1f / cap, x);
+        TensorPrimitives.Tanh(x, x);
+        TensorPrimitives.Multiply(x, cap, x);
+    }
+
+    /// <summary>
+    /// Backward of y = cap·tanh(x/cap) from its output: dx = dy · (1 − tanh²(x/cap)) = dy · (1 − (y/cap)²). Written; dx may be dy.
+    /// </summary>
+    public static void SoftcapBackward(ReadOnlySpan<float> dy, ReadOnlySpan<float> y, float cap, Span<float> dx)
+    {
+        float inv = 1f / cap;
+        for (int i = 0; i < y.Length; i++) { float r = y[i] * inv; dx[i] = dy[i] * (1f - r * r); }
+    }
+
+    // ---------------------------------------------------------------- QK-norm (Qwen 3, Gemma 3: per head; OLMo 2: whole projection)
+
+    /// <summary>
+    /// y = rmsnorm(x) · w over groups of w.Length values: each head when w has head_dim values, the whole row when it has
+    /// the projection's width (as <see cref="OpenWeights.Models.Common.Blocks.QkNorm"/> decides). x, y: (n, width);
+    /// rstd: (n·width / w.Length) saved for backward.
+    /// </summary>
+    public static void QkNormForward(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, Span<float> rstd, int n, int width, float eps)
+        => RmsNormForward(x, w, y, rstd, QkGroups(n, width, w.Length), w.Length, eps);
+
+    /// <summary>
+    /// Backward of y_g = rmsnorm(x_g) · w per group g (a head or the whole row): the RMSNorm derivative per group,
+    ///   dx_i += rstd_g · (dy_i w_i − x_i · rstd_g² · mean_{j∈g}(dy_j w_j x_j)). dx is accumulated.
+    /// </summary>
+    public static void QkNormBackward(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> rstd, Span<float> dx, int n, int width)
+        => RmsNormBackward(dy, x, w, rstd, dx, default, QkGroups(n, width, w.Length), w.Length);
+
+    private static int QkGroups(int n, int width, int d) => width % d == 0 ? n * (width / d)
+        : throw new ArgumentException($"QK-norm weight of {d} values does not divide the projection width {width}");
+
+    // ---------------------------------------------------------------- post-norm residual (Gemma 2/3, OLMo 2)
+
+    /// <summary>h = x + rmsnorm(o) · w: a sub-block's output o normed before the residual add. x, o, h: (n, dim); rstd: (n).</summary>
+    public static void PostNormResidualForward(ReadOnlySpan<float> x, ReadOnlySpan<float> o, ReadOnlySpan<float> w, Span<float> h, Span<float> rstd, int n, int dim, float eps)
+    {
+        RmsNormForward(o, w, h, rstd, n, dim, eps);
+        TensorPrimitives.Add(h[..(n * dim)], x[..(n * dim)], h[..(n * dim)]);
+    }
+
+    /// <summary>
+    /// Backward of h = x + rmsnorm(o)·w: dx = dh (the residual path: the caller keeps dh as dx) and
+    ///   do_i = rstd · (dh_i w_i − o_i · rstd² · mean_j(dh_j w_j o_j)). do is written.
+    /// </summary>
+    public static void PostNormResidualBackward(ReadOnlySpan<float> dh, ReadOnlySpan<float> o, ReadOnlySpan<float> w, ReadOnlySpan<float> rstd, Span<float> dO, int n, int dim)
+    {
+        dO[..(n * dim)].Clear();
+        RmsNormBackward(dh, o, w, rstd, dO, default, n, dim);
     }
 
     /// <summary>a·b over one head (d values): Vector256 FMA when d is a multiple of 8 (every real head size), else scalar.</summary>

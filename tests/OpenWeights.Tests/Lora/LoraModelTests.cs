@@ -35,6 +35,9 @@ public class LoraModelTests(ITestOutputHelper output)
     [Theory]
     [InlineData("tiny-llama")]
     [InlineData("tiny-qwen2")]
+    [InlineData("tiny-gemma3")]
+    [InlineData("tiny-phi3")]   // fused qkv_proj / gate_up_proj: attached as row slices of B, merged into the fused tensor
+    [InlineData("tiny-olmo2")]
     public void MergedModelEqualsBasePlusAdapter(string preset)
     {
         using var dir = new TempDir();
@@ -55,12 +58,13 @@ public class LoraModelTests(ITestOutputHelper output)
 
         var merged = dir.File("merged.gguf");
         var r = LoraMerge.Merge(basePath, [new LoraSpec(lora, 0.8f)], merged, MergeType.Same);
-        Assert.Equal(2 * 7, r.MergedTensors);
+        using (var m = DecoderModel.Load(basePath, repack: false)) Assert.Equal(m.Config.Layers * LoraTargets.DefaultFor(m.Config.Architecture).Count, r.MergedTensors);
         using (var mm = DecoderModel.Load(merged))
         {
             double d = MaxAbs(adapted, OurLogits(mm));
             output.WriteLine($"{preset}: adapter effect {effect:G3}, merged vs attached max abs diff {d:G3}");
-            Assert.True(d < 1e-4, $"merged vs attached: {d}");
+            // Gemma: the F16 GELU table's steps (see GemmaTests) on gate inputs that differ by the merged weights' rounding
+            Assert.True(d < (mm.FeedForwardActivation == OpenWeights.Models.Common.Activation.GeluTanh ? 1e-3 : 1e-4), $"merged vs attached: {d}");
         }
         // metadata and untouched tensors are copied exactly
         using var fb = GgufFile.Open(basePath);
@@ -92,12 +96,15 @@ public class LoraModelTests(ITestOutputHelper output)
     }
 
     /// <summary>llama.cpp logits with GGUF LoRA adapters applied through LLamaSharp's adapter API.</summary>
-    public static float[] LlamaCppLogits(string path, int[] tokens, params (string Path, float Scale)[] loras)
+    public static float[] LlamaCppLogits(string path, int[] tokens, params (string Path, float Scale)[] loras) => LlamaCppLogits(path, tokens, 64, loras);
+
+    /// <summary>As above in a context of <paramref name="context"/> tokens (at least the prompt's length).</summary>
+    public static float[] LlamaCppLogits(string path, int[] tokens, int context, params (string Path, float Scale)[] loras)
     {
         LlamaCpp.Init();
         var p = new ModelParams(path)
         {
-            ContextSize = 64, BatchSize = 64, UBatchSize = 64, GpuLayerCount = 0, Threads = 2, BatchThreads = 2,
+            ContextSize = (uint)context, BatchSize = (uint)context, UBatchSize = (uint)context, GpuLayerCount = 0, Threads = 2, BatchThreads = 2,
             TypeK = GGMLType.GGML_TYPE_F32, TypeV = GGMLType.GGML_TYPE_F32, FlashAttention = false,
         };
         using var w = LLamaWeights.LoadFromFile(p);
@@ -121,6 +128,10 @@ public class LoraModelTests(ITestOutputHelper output)
     [InlineData("tiny-llama", "f32", true)]
     [InlineData("tiny-qwen2", "f32", false)]
     [InlineData("tiny-llama", "q8_0", false)]
+    [InlineData("tiny-qwen3", "f32", true)]
+    [InlineData("tiny-gemma3", "f32", false)]
+    [InlineData("tiny-phi3", "f32", true)]
+    [InlineData("tiny-smollm3", "f32", false)]
     public void GgufLoraMatchesLlamaCpp(string preset, string type, bool fromPeft)
     {
         using var dir = new TempDir();
@@ -128,6 +139,7 @@ public class LoraModelTests(ITestOutputHelper output)
         var lora = dir.File("a.gguf");
         var lora2 = dir.File("b.gguf");
         float[] ours, baseOurs;
+        bool geglu;
         using (var m = DecoderModel.Load(basePath))
         {
             baseOurs = OurLogits(m);
@@ -135,7 +147,7 @@ public class LoraModelTests(ITestOutputHelper output)
             {
                 // A PEFT adapter (HF row order) attached to our llama GGUF model, and the same adapter converted to GGUF for llama.cpp.
                 var peft = dir.File("peft");
-                PeftAdapter.Write(LoraTestUtil.Random(m.Config, rank: 8, alpha: 16, rs: true, seed: 9), peft);
+                PeftAdapter.Write(LoraTestUtil.Random(m.Config, rank: 8, alpha: 16, rs: true, seed: 9), peft, architecture: m.Config.Architecture);
                 LoraLoader.Attach(m, [new LoraSpec(peft, 0.7f)]);
                 GgufLoraAdapter.Write(PeftAdapter.Read(peft, m.Config), lora, m.Config);
             }
@@ -145,7 +157,8 @@ public class LoraModelTests(ITestOutputHelper output)
                 LoraLoader.Attach(m, [new LoraSpec(lora, 0.7f)]);
             }
             // a second adapter stacked on part of the projections
-            GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config, rank: 2, alpha: 2, seed: 3, targets: ["v_proj", "up_proj"]), lora2, m.Config);
+            GgufLoraAdapter.Write(LoraTestUtil.Random(m.Config, rank: 2, alpha: 2, seed: 3, targets: [.. LoraTargets.DefaultFor(m.Config.Architecture).Skip(2).Take(2)]), lora2, m.Config);
+            geglu = m.FeedForwardActivation == OpenWeights.Models.Common.Activation.GeluTanh;
             LoraLoader.Attach(m, [new LoraSpec(lora2, 1.3f)]);
             ours = OurLogits(m);
         }
@@ -155,8 +168,9 @@ public class LoraModelTests(ITestOutputHelper output)
         double scale = theirs.Max(Math.Abs);
         output.WriteLine($"{preset} {type}{(fromPeft ? " (from PEFT)" : "")}: ours vs llama.cpp with adapters max abs diff {d:G3} (max |logit| {scale:G3}, adapter effect {effect:G3}, base diff {baseDiff:G3})");
         Assert.True(effect > 0.05, $"adapter changes logits by only {effect}");
-        // F32 base: tight. Quantized base: llama.cpp rounds activations to 8 bits for the base matmul (see SyntheticOracleTests).
-        double tol = type == "f32" ? 1e-5 : 4e-2;
+        // F32 base: tight (Gemma: the F16 GELU table's steps, see GemmaTests). Quantized base: llama.cpp rounds activations
+        // to 8 bits for the base matmul (see SyntheticOracleTests).
+        double tol = type == "f32" ? geglu ? 1e-3 : 1e-5 : 4e-2;
         Assert.True(d / scale < tol, $"ours vs llama.cpp with adapter: max abs diff {d} vs scale {scale}");
     }
 

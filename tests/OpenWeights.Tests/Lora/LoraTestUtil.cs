@@ -5,21 +5,18 @@ namespace OpenWeights.Tests.Lora;
 
 public static class LoraTestUtil
 {
-    /// <summary>A random adapter on every default target of every layer, with non-zero A and B.</summary>
+    /// <summary>A random adapter on every projection of the family (or the given targets) of every layer, with non-zero A and B.</summary>
     public static LoraAdapter Random(ModelConfig c, int rank = 4, float alpha = 8, int seed = 1, bool rs = false, float amp = 0.2f, IReadOnlyList<string>? targets = null)
     {
         var rng = new Random(seed);
-        targets ??= LoraTargets.Default;
+        targets ??= LoraTargets.DefaultFor(c.Architecture);
         var w = new Dictionary<string, LoraWeights>(StringComparer.Ordinal);
         for (int l = 0; l < c.Layers; l++)
             foreach (var t in targets)
             {
-                var (inDim, outDim) = t switch
-                {
-                    "q_proj" => (c.Dim, c.QDim), "k_proj" or "v_proj" => (c.Dim, c.KvDim), "o_proj" => (c.QDim, c.Dim),
-                    "gate_proj" or "up_proj" => (c.Dim, c.FfnDim), _ => (c.FfnDim, c.Dim),
-                };
-                string name = LoraTargets.GgufWeight(t, l);
+                // the shape of the family's tensor (Phi-3's fused qkv_proj: (q + 2·kv, dim))
+                var (outDim, inDim) = c.Matrix(c.Architecture.Projections.First(p => p.PeftTarget == t).Shape);
+                string name = LoraTargets.GgufWeight(t, l, c.Architecture);
                 w[name] = new LoraWeights
                 {
                     Target = name, Rank = rank, In = inDim, Out = outDim,

@@ -31,6 +31,17 @@ internal static class GradCheck
     public static IEnumerable<int> All(int n) => Enumerable.Range(0, n);
     public static IEnumerable<int> Sample(int n, int count, int seed) { var r = new Random(seed); return Enumerable.Range(0, count).Select(_ => r.Next(n)).Distinct().ToArray(); }
 
+    /// <summary>
+    /// The <paramref name="count"/> entries of largest |analytic| among <paramref name="pool"/> random ones: where the
+    /// gradient is large enough that the difference quotient's F32 rounding (≈ ε·|L|/h) is small beside it. Deep models
+    /// have entries whose true gradient is near that noise floor; a wrong backward still shows on the large ones.
+    /// </summary>
+    public static IEnumerable<int> Largest(ReadOnlySpan<float> analytic, int pool, int count, int seed)
+    {
+        var a = analytic.ToArray();
+        return Sample(a.Length, pool, seed).OrderByDescending(i => Math.Abs(a[i])).Take(count).ToArray();
+    }
+
     public static float[] Random(int n, int seed, float scale = 1f) { var r = new Random(seed); return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray(); }
 
     public static double Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b) { double s = 0; for (int i = 0; i < a.Length; i++) s += (double)a[i] * b[i]; return s; }

@@ -55,4 +55,25 @@ public class TuneCommandTests
         Assert.Contains("line 3", err);
         Assert.False(Directory.Exists(dir.File("out")));
     }
+
+    [Theory]
+    [InlineData("tiny-gemma3", "q_proj")]
+    [InlineData("tiny-phi3", "qkv_proj")]
+    [InlineData("tiny-olmo2", "gate_proj")]
+    public void TunesEveryDenseFamilyOnItsOwnProjections(string preset, string target)
+    {
+        using var dir = new TempDir();
+        var model = dir.File("m.gguf");
+        SyntheticModel.Write(SynthPreset.Get(preset), SynthType.Parse("q8_0"), model);
+        var data = dir.File("d.jsonl");
+        File.WriteAllLines(data, Enumerable.Range(0, 6).Select(i => $"{{\"prompt\":\"Question {i}:\",\"completion\":\" answer {i * 7}\"}}"));
+        var outDir = dir.File("out");
+        var (code, _, err) = CliTests.Run("tune", model, "--data", data, "-o", outDir, "--max-steps", "2", "-c", "32", "--val-split", "0",
+            "--rank", "2", "--threads", "2", "--lr", "1e-3");
+        Assert.True(code == 0, err);
+        Assert.Contains("step 2/2", err);
+        var cfg = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, OpenWeights.Lora.PeftAdapter.ConfigFile)))!;
+        Assert.Contains(target, cfg["target_modules"]!.AsArray().Select(x => (string)x!));
+        Assert.True(File.Exists(Path.Combine(outDir, LoraTrainer.GgufAdapterFile)));
+    }
 }
