@@ -45,7 +45,13 @@ public sealed class LoraModel
     public ModelConfig Config => Model.Config;
     public LoraOptions Options { get; }
     public LoraAdapter Adapter { get; }
-    public TrainableLoraLinear[][] Projections { get; }   // (layers, 7): q, k, v, o, gate, up, down
+    public TrainableLoraLinear[][] Projections { get; }   // (layers, 7): q, k, v, o, gate, up, down (indexed by Proj)
+
+    /// <summary>The slot of each projection in a layer's row of <see cref="Projections"/>.</summary>
+    public static class Proj
+    {
+        public const int Q = 0, K = 1, V = 2, O = 3, Gate = 4, Up = 5, Down = 6;
+    }
     /// <summary>Per layer, the fused projections adapted as one (Phi-3's qkv_proj and gate_up_proj, as PEFT and llama.cpp
     /// adapt them): they replace slots q, k, v (gate, up) in the forward; null where not targeted.</summary>
     public TrainableLoraLinear?[] FusedQkv { get; }
@@ -228,9 +234,9 @@ public sealed class LoraModel
         }
         else
         {
-            P[0].Forward(a.Xn1, qOut, n, th, s);                                              // q = Wq·xn1
-            P[1].Forward(a.Xn1, kOut, n, th, s);                                              // k = Wk·xn1
-            P[2].Forward(a.Xn1, a.V, n, th, s);                                               // v = Wv·xn1
+            P[Proj.Q].Forward(a.Xn1, qOut, n, th, s);                                              // q = Wq·xn1
+            P[Proj.K].Forward(a.Xn1, kOut, n, th, s);                                              // k = Wk·xn1
+            P[Proj.V].Forward(a.Xn1, a.V, n, th, s);                                               // v = Wv·xn1
         }
         if (L.QNorm is { } qn) TrainOps.QkNormForward(a.QPre, qn, a.Q, a.QRstd, n, c.QDim, c.RmsEps);   // q = qknorm(q)
         if (L.KNorm is { } kn) TrainOps.QkNormForward(a.KPre, kn, a.K, a.KRstd, n, c.KvDim, c.RmsEps);  // k = knorm(k)
@@ -243,12 +249,12 @@ public sealed class LoraModel
         TrainOps.AttentionForward(a.Q, a.K, a.V, a.Att, a.Lse, start, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params); // att = softmax(cap(s·qkᵀ))v
         if (L.AttnPostNorm is { } apn)
         {
-            P[3].Forward(a.Att, a.O, n, th, s);                                                           // o = Wo·att
+            P[Proj.O].Forward(a.Att, a.O, n, th, s);                                                           // o = Wo·att
             TrainOps.PostNormResidualForward(xin, a.O, apn, a.H, a.RstdO, n, dim, c.RmsEps);             // h = x_in + rmsnorm(o)
         }
         else
         {
-            P[3].Forward(a.Att, a.H, n, th, s);                                                           // h = Wo·att
+            P[Proj.O].Forward(a.Att, a.H, n, th, s);                                                           // h = Wo·att
             TensorPrimitives.Add(a.H.AsSpan(0, nd), xin.AsSpan(0, nd), a.H.AsSpan(0, nd));                // h += x_in
         }
         if (L.FfnNorm is { } fn) TrainOps.RmsNormForward(a.H, fn, a.Xn2, a.Rstd2, n, dim, c.RmsEps);     // xn2 = rmsnorm(h)
@@ -260,20 +266,20 @@ public sealed class LoraModel
         }
         else
         {
-            P[4].Forward(a.Xn2, a.G, n, th, s);                                               // g = Wgate·xn2
-            P[5].Forward(a.Xn2, a.U, n, th, s);                                               // u = Wup·xn2
+            P[Proj.Gate].Forward(a.Xn2, a.G, n, th, s);                                               // g = Wgate·xn2
+            P[Proj.Up].Forward(a.Xn2, a.U, n, th, s);                                               // u = Wup·xn2
         }
         var gs = a.G.AsSpan(0, n * c.FfnDim); var us = a.U.AsSpan(0, n * c.FfnDim);
         if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluForward(gs, us, a.Hh);        // hh = silu(g)·u
         else TrainOps.GeGluForward(gs, us, a.Hh, GeluFormula);                                            // hh = gelu(g)·u (Gemma)
         if (L.FfnPostNorm is { } fpn)
         {
-            P[6].Forward(a.Hh, a.F, n, th, s);                                                            // f = Wdown·hh
+            P[Proj.Down].Forward(a.Hh, a.F, n, th, s);                                                            // f = Wdown·hh
             TrainOps.PostNormResidualForward(a.H, a.F, fpn, xout, a.RstdF, n, dim, c.RmsEps);            // x_out = h + rmsnorm(f)
         }
         else
         {
-            P[6].Forward(a.Hh, xout, n, th, s);                                                           // x_out = Wdown·hh
+            P[Proj.Down].Forward(a.Hh, xout, n, th, s);                                                           // x_out = Wdown·hh
             TensorPrimitives.Add(xout.AsSpan(0, nd), a.H.AsSpan(0, nd), xout.AsSpan(0, nd));              // x_out += h
         }
     }
@@ -291,7 +297,7 @@ public sealed class LoraModel
         if (L.FfnPostNorm is { } fpn) { TrainOps.PostNormResidualBackward(dx, a.F, fpn, a.RstdF, g.Df, n, dim); df = g.Df; }
         // f = Wdown·hh
         var dhh = g.Dhh; Array.Clear(dhh);
-        P[6].Backward(df, a.Hh, dhh, n, th, s);
+        P[Proj.Down].Backward(df, a.Hh, dhh, n, th, s);
         // hh = act(g)·u
         var dg = g.Dg; var du = g.Du;
         if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluBackward(dhh, a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
@@ -305,8 +311,8 @@ public sealed class LoraModel
         }
         else
         {
-            P[4].Backward(dg, a.Xn2, dxn, n, th, s);
-            P[5].Backward(du, a.Xn2, dxn, n, th, s);
+            P[Proj.Gate].Backward(dg, a.Xn2, dxn, n, th, s);
+            P[Proj.Up].Backward(du, a.Xn2, dxn, n, th, s);
         }
         // xn2 = ffn_norm(h): dh += norm'(dxn2) (dh += dxn2 without a norm)
         if (L.FfnNorm is { } fn) TrainOps.RmsNormBackward(dxn, a.H, fn, a.Rstd2, dh, default, n, dim);
@@ -316,7 +322,7 @@ public sealed class LoraModel
         if (L.AttnPostNorm is { } apn) { TrainOps.PostNormResidualBackward(dh, a.O, apn, a.RstdO, g.Do, n, dim); dO = g.Do; }
         // o = Wo·att
         var datt = g.Datt; Array.Clear(datt);
-        P[3].Backward(dO, a.Att, datt, n, th, s);
+        P[Proj.O].Backward(dO, a.Att, datt, n, th, s);
         // att = attention(q, k, v) with the layer's scale, window and soft-cap
         var dq = g.Dq; var dk = g.Dk; var dv = g.Dv;
         TrainOps.AttentionBackward(datt, a.Q, a.K, a.V, a.Lse, start, dq, dk, dv, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params);
@@ -339,9 +345,9 @@ public sealed class LoraModel
         }
         else
         {
-            P[0].Backward(dq, a.Xn1, dxn, n, th, s);
-            P[1].Backward(dk, a.Xn1, dxn, n, th, s);
-            P[2].Backward(dv, a.Xn1, dxn, n, th, s);
+            P[Proj.Q].Backward(dq, a.Xn1, dxn, n, th, s);
+            P[Proj.K].Backward(dk, a.Xn1, dxn, n, th, s);
+            P[Proj.V].Backward(dv, a.Xn1, dxn, n, th, s);
         }
         // xn1 = attn_norm(x_in); dx_in = dh + norm'(dxn1) (dh + dxn1 without a norm)
         dh.AsSpan(0, nd).CopyTo(dx);
