@@ -85,10 +85,19 @@ public static unsafe class Q8_0x8
         }
     }
 
-    /// <summary>acc + Σ over 4 values of each row (|w| = aw, signs from w) · the 4 activation values at a, broadcast.</summary>
+    /// <summary>
+    /// acc + Σ over 4 values of each row (|w| = aw, signs from w) · the 4 activation values at a, broadcast. With AVX-VNNI one
+    /// vpdpbusd (u8 × s8, 4 products summed into each int32) replaces vpmaddubsw + vpmaddwd; the result is the same integer:
+    /// |w| ≤ 128 and |a| ≤ 127, so the int16 pair sums of vpmaddubsw (≤ 32,512) never saturate.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Quad(Vector256<int> acc, Vector256<byte> aw, Vector256<sbyte> w, byte* a) =>
-        acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, Avx2.Sign(Avx2.BroadcastScalarToVector256((int*)a).AsSByte(), w)), Vector256.Create((short)1));
+    private static Vector256<int> Quad(Vector256<int> acc, Vector256<byte> aw, Vector256<sbyte> w, byte* a)
+    {
+        var sa = Avx2.Sign(Avx2.BroadcastScalarToVector256((int*)a).AsSByte(), w);
+        return AvxVnni.IsSupported
+            ? AvxVnni.MultiplyWideningAndAdd(acc, aw, sa)
+            : acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(aw, sa), Vector256.Create((short)1));
+    }
 
     /// <summary>acc + (d_w · d_a) · float(isum) for the 8 rows of one block.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
