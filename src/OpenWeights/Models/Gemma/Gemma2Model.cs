@@ -45,9 +45,16 @@ public sealed class Gemma2Model : DecoderModel
     // differs from Llama: final logits soft-capped, cap·tanh(logits/cap)
     public override float FinalLogitSoftcap => finalSoftcap;
 
-    protected override void Block(int l, RunState s, int n, int threads)
+    protected override void Block(int l, RunState s, int n, int threads) => SandwichBlock(this, l, s, n, threads, ropes);
+
+    /// <summary>
+    /// The Gemma block (Gemma 2 and 3): norms before and after both sub-blocks. Gemma 3's QK-norm is applied inside
+    /// <see cref="Blocks.SelfAttention"/> (its layers have QNorm / KNorm); the layer's window, scale and soft-cap are its
+    /// <see cref="DecoderModel.AttentionOf"/>.
+    /// </summary>
+    internal static void SandwichBlock(DecoderModel m, int l, RunState s, int n, int threads, Rope[] ropes)
     {
-        var c = Config; var L = Layers[l]; var a = attention[l];
+        var c = m.Config; var L = m.Layers[l]; var a = m.AttentionOf(l);
         // h = x + post_attention_norm(attention(attn_norm(x)))
         Blocks.RmsNorm(s.X, L.AttnNorm!, s.Xb, n, c.RmsEps);
         Blocks.SelfAttention(L, l, s, c, n, threads, a, ropes[a.Rope]);
@@ -55,7 +62,7 @@ public sealed class Gemma2Model : DecoderModel
         Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
         // x = h + post_ffw_norm(ffn(ffn_norm(h))), ffn = down(gelu_tanh(gate(x)) * up(x))
         Blocks.RmsNorm(s.X, L.FfnNorm!, s.Xb, n, c.RmsEps);
-        Blocks.FeedForward(L, s, c, n, threads, FeedForwardActivation);
+        Blocks.FeedForward(L, s, c, n, threads, m.FeedForwardActivation);
         Blocks.RmsNorm(s.Xb, L.FfnPostNorm!, s.Xb, n, c.RmsEps);   // differs from Llama: norm after the feed-forward too
         Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
     }

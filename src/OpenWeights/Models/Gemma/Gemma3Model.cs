@@ -42,18 +42,6 @@ public sealed class Gemma3Model : DecoderModel
     public override float EmbeddingScale => MathF.Sqrt(Config.Dim);
     public override float FinalLogitSoftcap => finalSoftcap;
 
-    protected override void Block(int l, RunState s, int n, int threads)
-    {
-        var c = Config; var L = Layers[l]; var a = attention[l];
-        // h = x + post_attention_norm(attention(attn_norm(x))); attention norms each q and k head (q_norm, k_norm)
-        Blocks.RmsNorm(s.X, L.AttnNorm!, s.Xb, n, c.RmsEps);
-        Blocks.SelfAttention(L, l, s, c, n, threads, a, ropes[a.Rope]);
-        Blocks.RmsNorm(s.Xb, L.AttnPostNorm!, s.Xb, n, c.RmsEps);   // differs from Llama: norm after attention too
-        Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
-        // x = h + post_ffw_norm(ffn(ffn_norm(h))), ffn = down(gelu_tanh(gate(x)) * up(x))
-        Blocks.RmsNorm(s.X, L.FfnNorm!, s.Xb, n, c.RmsEps);
-        Blocks.FeedForward(L, s, c, n, threads, FeedForwardActivation);
-        Blocks.RmsNorm(s.Xb, L.FfnPostNorm!, s.Xb, n, c.RmsEps);   // differs from Llama: norm after the feed-forward too
-        Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
-    }
+    // the Gemma 2 block; the QK-norm is the layers' (Blocks.SelfAttention applies it)
+    protected override void Block(int l, RunState s, int n, int threads) => Gemma2Model.SandwichBlock(this, l, s, n, threads, ropes);
 }

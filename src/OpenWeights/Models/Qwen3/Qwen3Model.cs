@@ -11,7 +11,7 @@ namespace OpenWeights.Models.Qwen3;
 /// differ from dim (Qwen3-0.6B: dim 1024, 16 heads of 128). Rotary pairs (i, i+d/2) (NEOX), as in the HF checkpoint.
 /// Long contexts use YaRN, which belongs to the rotary tables (<see cref="DecoderModel.Ropes"/>), not to this block.
 /// </summary>
-public sealed class Qwen3Model : DecoderModel
+public sealed class Qwen3Model : Llama.LlamaModel
 {
     public Qwen3Model(ITensorSource source, ModelConfig c) : base(source, c)
     {
@@ -19,19 +19,6 @@ public sealed class Qwen3Model : DecoderModel
         RequireNumber("attention.layer_norm_rms_epsilon");
     }
 
-    protected override void Block(int l, RunState s, int n, int threads)
-    {
-        var c = Config; var L = Layers[l];
-        // residual = x; x = input_layernorm(x)
-        Blocks.RmsNorm(s.X, L.AttnNorm!, s.Xb, n, c.RmsEps);
-        // differs from Llama: q = q_norm(q_proj(x)), k = k_norm(k_proj(x)) over each head of head_dim, then rotary
-        // (Blocks.SelfAttention applies the layer's QNorm/KNorm, per head since their length is head_dim)
-        Blocks.SelfAttention(L, l, s, c, n, threads, AttentionOf(l), Rope);
-        // x = residual + o_proj(attention)
-        Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
-        // x = x + mlp(post_attention_layernorm(x)), mlp = down(silu(gate(x)) * up(x))
-        Blocks.RmsNorm(s.X, L.FfnNorm!, s.Xb, n, c.RmsEps);
-        Blocks.FeedForward(L, s, c, n, threads, Activation.SiLU);
-        Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
-    }
+    // differs from Llama: q = q_norm(q_proj(x)), k = k_norm(k_proj(x)) over each head of head_dim, then rotary. The block
+    // is Llama's: Blocks.SelfAttention applies the layer's QNorm / KNorm (per head, since their length is head_dim).
 }

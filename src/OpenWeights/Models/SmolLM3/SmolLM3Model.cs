@@ -10,7 +10,7 @@ namespace OpenWeights.Models.SmolLM3;
 /// <c>no_rope_layer_interval</c> 4; GGUF files carry no key for it: llama.cpp hard-codes the step
 /// (<c>n_no_rope_layer_step = 4</c>, use_rope = (il + 1) % 4 != 0), and so does this class.
 /// </summary>
-public sealed class SmolLM3Model : DecoderModel
+public sealed class SmolLM3Model : Llama.LlamaModel
 {
     /// <summary>Every this many layers, the last one has no rotary embedding (llama.cpp's n_no_rope_layer_step).</summary>
     public const int NoRopeLayerStep = 4;
@@ -29,17 +29,4 @@ public sealed class SmolLM3Model : DecoderModel
 
     // differs from Llama: every fourth layer has no rotary table (NoPE)
     public override LayerAttention AttentionOf(int layer) => UsesRope(layer) ? base.AttentionOf(layer) : noRope;
-
-    protected override void Block(int l, RunState s, int n, int threads)
-    {
-        var c = Config; var L = Layers[l];
-        // h = x + attention(rmsnorm(x)); on NoPE layers q and k keep their positions' content unrotated
-        Blocks.RmsNorm(s.X, L.AttnNorm!, s.Xb, n, c.RmsEps);
-        Blocks.SelfAttention(L, l, s, c, n, threads, AttentionOf(l), Rope);
-        Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
-        // x = h + mlp(rmsnorm(h)), mlp = down(silu(gate(x)) * up(x))
-        Blocks.RmsNorm(s.X, L.FfnNorm!, s.Xb, n, c.RmsEps);
-        Blocks.FeedForward(L, s, c, n, threads, Activation.SiLU);
-        Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
-    }
 }
