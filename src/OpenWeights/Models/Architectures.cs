@@ -213,5 +213,8 @@ public static class Architectures
         public const string AttnPostNorm = "post_attention_norm.weight";
         public const string FfnNorm = "ffn_norm.weight", FfnGate = "ffn_gate.weight", FfnUp = "ffn_up.weight", FfnDown = "ffn_down.weight";
         public const string FfnPostNorm = "post_ffw_norm.weight";
+        // biases on the norms and the attention output (Phi-3.5-MoE), and on the final norm and the output head
+        public const string AttnNormBias = "attn_norm.bias", FfnNormBias = "ffn_norm.bias", AttnOutBias = "attn_output.bias";
+        public const string OutputNormBias = "output_norm.bias", OutputBias = "output.bias";
     }
 }

@@ -226,6 +226,7 @@ public sealed class LoraModel
         ulong s = LayerSeed(seed, l);
         if (L.AttnNorm is { } an) TrainOps.RmsNormForward(xin, an, a.Xn1, a.Rstd1, n, dim, c.RmsEps); // xn1 = rmsnorm(x_in)
         else xin.AsSpan(0, nd).CopyTo(a.Xn1);                                                        // xn1 = x_in (OLMo 2)
+        if (L.AttnNormBias is { } anb) Blocks.AddRows(a.Xn1, anb, n);                               // xn1 += b (Phi-3.5-MoE)
         var qOut = L.QNorm is null ? a.Q : a.QPre; var kOut = L.KNorm is null ? a.K : a.KPre;
         if (FusedQkv[l] is { } qkv)
         {
@@ -259,6 +260,7 @@ public sealed class LoraModel
         }
         if (L.FfnNorm is { } fn) TrainOps.RmsNormForward(a.H, fn, a.Xn2, a.Rstd2, n, dim, c.RmsEps);     // xn2 = rmsnorm(h)
         else a.H.AsSpan(0, nd).CopyTo(a.Xn2);                                                             // xn2 = h (OLMo 2)
+        if (L.FfnNormBias is { } fnb) Blocks.AddRows(a.Xn2, fnb, n);                                     // xn2 += b (Phi-3.5-MoE)
         if (FusedGateUp[l] is { } gu)
         {
             gu.Forward(a.Xn2, a.Fused, n, th, s);                                             // g|u = Wgate_up·xn2 (Phi-3)
@@ -419,6 +421,7 @@ public sealed class LoraModel
             if (!any) continue;
             var xs = xL.AsSpan(t0 * dim, m * dim);
             TrainOps.RmsNormForward(xs, Model.OutputNorm, xn, rstd, m, dim, c.RmsEps);       // xn = rmsnorm(x)
+            if (Model.OutputNormBias is { } ob) Blocks.AddRows(xn, ob, m);                  // xn += b (Phi-3.5-MoE; no effect on dx)
             TrainOps.LinearForward(Model.Output.Weight, Model.Output.Bias, xn, logits, m, Threads); // logits = Wout·xn
             if (cap > 0)
             {
@@ -455,6 +458,7 @@ public sealed class LoraModel
         for (int l = 0; l < c.Layers; l++) LayerForward(l, resid[l], resid[l + 1], acts[Checkpointing ? 0 : l], n, start, 0);
         var xn = new float[dim]; var rstd = new float[1]; var logits = new float[c.VocabSize];
         TrainOps.RmsNormForward(resid[c.Layers].AsSpan((n - 1) * dim, dim), Model.OutputNorm, xn, rstd, 1, dim, c.RmsEps);
+        if (Model.OutputNormBias is { } ob) Blocks.AddRows(xn, ob, 1);
         TrainOps.LinearForward(Model.Output.Weight, Model.Output.Bias, xn, logits, 1, Threads);
         if (Model.FinalLogitSoftcap > 0) TrainOps.SoftcapForward(logits, Model.FinalLogitSoftcap);
         return logits;
