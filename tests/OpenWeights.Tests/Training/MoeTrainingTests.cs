@@ -78,6 +78,32 @@ public class MoeTrainingTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData("base_model.model.model.layers.0.mlp.experts.3.gate_proj")]       // qwen3moe / olmoe experts
+    [InlineData("base_model.model.model.layers.0.block_sparse_moe.experts.3.w1")]  // Mixtral / Phi-3.5-MoE experts
+    [InlineData("base_model.model.model.layers.0.block_sparse_moe.gate")]          // a router
+    public void PeftAdapterOnExpertsIsRefusedNamingTheTensor(string module)
+    {
+        using var dir = new TempDir();
+        var st = new OpenWeights.Formats.Safetensors.SafetensorsWriter();
+        var a = new float[2 * 256]; var b = new float[256 * 2];
+        st.Add(module + ".lora_A.weight", OpenWeights.Formats.Safetensors.SafetensorsDType.F32, [2, 256], System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.AsSpan()).ToArray());
+        st.Add(module + ".lora_B.weight", OpenWeights.Formats.Safetensors.SafetensorsDType.F32, [256, 2], System.Runtime.InteropServices.MemoryMarshal.AsBytes(b.AsSpan()).ToArray());
+        st.Write(dir.File(PeftAdapter.WeightsFile));
+        File.WriteAllText(dir.File(PeftAdapter.ConfigFile), """{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "bias": "none"}""");
+        var e = Assert.Throws<OpenWeightsException>(() => PeftAdapter.Read(dir.Path, Architectures.Get("qwen3moe")));
+        Assert.Contains(module, e.Message);
+        Assert.Contains("experts is not supported", e.Message);
+    }
+
+    [Fact]
+    public void GgufAdapterOnExpertsIsRefusedNamingTheTensor()
+    {
+        var e = Assert.Throws<OpenWeightsException>(() => LoraNames.ParseGguf("blk.1.ffn_down_exps.weight", Architectures.Get("phimoe")));
+        Assert.Contains("blk.1.ffn_down_exps.weight", e.Message);
+        Assert.Contains("experts is not supported", e.Message);
+    }
+
+    [Theory]
     [MemberData(nameof(Presets))]
     public void ForwardEqualsInference(string preset)
     {
