@@ -213,6 +213,47 @@ public class MoeTrainingTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Presets))]
+    public void AdapterAttachedForInferenceAndMergedGiveTheTrainedLogits(string preset)
+    {
+        // the trained adapter on the inference model (LoraLoader: attention projections wrapped, experts untouched) and
+        // merged into a copy of the file (`openweights merge`: the 3-D expert tensors copied as they are)
+        using var dir = new TempDir();
+        var path = Write(dir, preset);
+        var lora = dir.File("a.gguf");
+        var merged = dir.File("merged.gguf");
+        float[] trained;
+        int v;
+        using (var m = DecoderModel.Load(path, repack: false))
+        {
+            v = m.Config.VocabSize;
+            var lm = Lora(m);
+            GgufLoraAdapter.Write(lm.Adapter, lora, m.Config);
+            trained = lm.LastLogits(Prompt);
+        }
+        float[] Last(DecoderModel m)
+        {
+            var all = new float[Prompt.Length * v];
+            m.Forward(Prompt, m.CreateCache(64), m.CreateState(Prompt.Length, 64), 2, all);
+            return all[((Prompt.Length - 1) * v)..];
+        }
+        using (var m = DecoderModel.Load(path))
+        {
+            LoraLoader.Attach(m, [new LoraSpec(lora, 1f)]);
+            double d = RelMaxDiff(Last(m), trained);
+            output.WriteLine($"{preset}: attached vs trained {d:E2}");
+            Assert.True(d < 1e-5, $"attached: {d}");
+        }
+        LoraMerge.Merge(path, [new LoraSpec(lora, 1f)], merged, MergeType.Same);
+        using (var m = DecoderModel.Load(merged))
+        {
+            double d = RelMaxDiff(Last(m), trained);
+            output.WriteLine($"{preset}: merged vs trained {d:E2}");
+            Assert.True(d < 1e-4, $"merged: {d}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Presets))]
     public void TrainingLowersTheLossAndWritesAdaptersTheModelLoads(string preset)
     {
         using var dir = new TempDir();
