@@ -23,7 +23,7 @@ namespace OpenWeights.Models.Llama4;
 /// on every layer, for MobileLLM) is refused. Keys: attention.layer_norm_rms_epsilon, expert_feed_forward_length and
 /// interleave_moe_layer_step are required.
 /// </summary>
-public sealed class Llama4Model : DecoderModel
+public class Llama4Model : DecoderModel
 {
     /// <summary>llama.cpp's hard-coded attention chunk of the RoPE layers (HF attention_chunk_size).</summary>
     public const int AttentionChunk = 8192;
