@@ -34,22 +34,11 @@ public class Llama4Model : DecoderModel
 
     private readonly LayerAttention[] attention;  // (layers)
     private readonly Rope[] ropes;                // [non-chunked layers, chunked layers]
-    private readonly bool[] moeLayer;             // (layers) whether the layer's feed-forward is the mixture of experts
 
-    public Llama4Model(ITensorSource source, ModelConfig c) : base(source, c)
+    public Llama4Model(ITensorSource source, ModelConfig c) : base(Checked(source, c), c)
     {
-        string file = Path.GetFileName(source.Path), a = c.Architecture.Name;
-        RequireNumber("attention.layer_norm_rms_epsilon");
-        RequireNumber("expert_feed_forward_length");
-        int step = (int)RequireNumber("interleave_moe_layer_step");
-        if (step < 0) throw new InvalidModelFileException($"{file}: metadata {a}.interleave_moe_layer_step = {step} must be >= 0");
-        if (Number("attention.sliding_window") is 0.0)
-            throw new InvalidModelFileException($"{file}: metadata {a}.attention.sliding_window = 0 (Llama 4 without chunked attention, MobileLLM) is not supported");
-        int experts = (int)RequireNumber("expert_count");
         // llama.cpp: use_kq_norm = type != 17B_128E, i.e. every Llama 4 but Maverick's 128 experts
-        bool qkNorm = experts != 128;
-        moeLayer = Enumerable.Range(0, c.Layers).Select(l => IsMoeLayer(l, step)).ToArray();
-
+        bool qkNorm = c.ExpertCount != 128;
         // differs from Llama: chunked layers rotate with rope.freq_base_swa when the file gives one (else the same base)
         double? swaBase = Number("rope.freq_base_swa");
         ropes = [Rope, swaBase is { } b && (float)b != c.RopeBase ? SwaRope(source, c, (float)b) : Rope];
@@ -67,6 +56,19 @@ public class Llama4Model : DecoderModel
         }
     }
 
+    /// <summary>The keys llama.cpp requires of a llama4 file, checked before the layers load (whose tensors depend on
+    /// them: without interleave_moe_layer_step every layer would look for experts).</summary>
+    private static ITensorSource Checked(ITensorSource source, ModelConfig c)
+    {
+        string file = Path.GetFileName(source.Path), a = c.Architecture.Name;
+        foreach (var key in (string[])["attention.layer_norm_rms_epsilon", "expert_feed_forward_length", "interleave_moe_layer_step"])
+            if (source.GetNumber($"{a}.{key}") is null) throw new InvalidModelFileException($"{file}: metadata {a}.{key} is missing (required by {a} models)");
+        if (c.ExpertCount == 0) throw new InvalidModelFileException($"{file}: metadata {a}.expert_count is missing or 0 ({a} models have experts)");
+        if (source.GetNumber($"{a}.attention.sliding_window") is 0.0)
+            throw new InvalidModelFileException($"{file}: metadata {a}.attention.sliding_window = 0 (Llama 4 without chunked attention, as MobileLLM) is not supported");
+        return source;
+    }
+
     private static Rope SwaRope(ITensorSource source, ModelConfig c, float freqBase)
     {
         float[]? factors = source.TryGetTensor(Architectures.Names.RopeFreqs, out _) ? TensorLoader.Vector(source, Architectures.Names.RopeFreqs, c.RopeDims / 2) : null;
@@ -77,11 +79,9 @@ public class Llama4Model : DecoderModel
     public static bool UsesRope(int layer) => (layer + 1) % NoRopeLayerStep != 0;
 
     /// <summary>Whether layer <paramref name="layer"/>'s feed-forward is the mixture of experts (llama.cpp:
-    /// (il + 1) % n_moe_layer_step == 0; Scout: step 1, every layer; Maverick: step 2, layers 1, 3, 5, ...).</summary>
-    public static bool IsMoeLayer(int layer, int step) => step > 0 && (layer + 1) % step == 0;
-
-    /// <summary>Whether this model's layer <paramref name="layer"/> runs the mixture of experts.</summary>
-    public bool HasExperts(int layer) => moeLayer[layer];
+    /// (il + 1) % n_moe_layer_step == 0; Scout: step 1, every layer; Maverick: step 2, layers 1, 3, 5, ...); the loader
+    /// reads it from <see cref="ModelConfig.IsMoeLayer(int)"/>, the same rule.</summary>
+    public static bool IsMoeLayer(int layer, int step) => ModelConfig.IsMoeLayer(1, step, layer);
 
     public override IReadOnlyList<Rope> Ropes(int context) => ropes;
     public override LayerAttention AttentionOf(int layer) => attention[layer];
@@ -94,9 +94,9 @@ public class Llama4Model : DecoderModel
         var a = AttentionOf(l);
         Blocks.SelfAttention(L, l, s, c, n, threads, a, RopeOf(a, s.Context));
         Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
-        // x = h + ffn(rmsnorm(h)): dense SwiGLU, or (differs from Llama) routed expert + shared expert
+        // x = h + ffn(rmsnorm(h)): dense SwiGLU, or (differs from Llama) in MoE layers moe(x) + shared_expert(x) with
+        // moe(x) = expert_e(sigmoid(r_e) · x), e = argmax of the router logits r (the layer's ExpertLayer and routing)
         Blocks.RmsNorm(s.X, L.FfnNorm!, s.Xb, n, c.RmsEps);
-        if (moeLayer[l]) throw new NotImplementedException("Llama 4 expert layers arrive with the MoE core");
         Blocks.FeedForward(L, s, c, n, threads, Activation.SiLU);
         Blocks.AddResidual(s.X, s.Xb, n, c.Dim);
     }
