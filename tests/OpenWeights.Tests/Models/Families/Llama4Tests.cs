@@ -25,7 +25,8 @@ public class Llama4Tests(ITestOutputHelper output)
 
     public static TheoryData<string, double, double> Types() => new()
     {
-        // type, max |diff| / max |logit|, min cosine. Measured worst of 16 positions: see the commit adding them.
+        // type, max |diff| / max |logit|, min cosine. Measured worst of 16 positions: f32 4.4e-7; f16 4.4e-4 (cos
+        // 0.99999992); q8_0 1.6e-7; q4_k_m 3.0e-7. Smallest routing margins 1.4e-3 .. 3.6e-3.
         { "f32", 1e-5, 0.999999 },
         { "f16", 2e-3, 0.99999 },
         { "q8_0", 1e-5, 0.999999 },
@@ -113,7 +114,8 @@ public class Llama4Tests(ITestOutputHelper output)
             var (maxAbs, cos) = Compare.Logits(ours[i], theirs[i]);
             double rel = maxAbs / theirs[i].Max(Math.Abs);
             worst = Math.Max(worst, rel);
-            Assert.True(rel < 1e-4 && cos > 0.9999999, $"position {at[i]}: rel {rel:E2}, cosine {cos:F9}");
+            // measured worst 2.1e-6 (more accumulation than the 16-token prompts' 4.4e-7)
+            Assert.True(rel < 2e-5 && cos > 0.9999999, $"position {at[i]}: rel {rel:E2}, cosine {cos:F9}");
         }
         output.WriteLine($"{LongPrompt}-token prompt, f32: worst rel {worst:E2} over {at.Length} positions, smallest routing margin {margin:E2}");
 
@@ -126,12 +128,17 @@ public class Llama4Tests(ITestOutputHelper output)
         })
         {
             var (other, _) = OurLogitsInBatches(path, prompt, at, change);
+            double least = double.PositiveInfinity;
             for (int i = 0; i < at.Length; i++)
             {
                 double rel = Compare.Logits(other[i], ours[i]).MaxAbs / ours[i].Max(Math.Abs);
                 if (at[i] < first) Assert.True(rel == 0, $"{what}: position {at[i]} changed by {rel:E2} before {first}");
-                else Assert.True(rel > 1e-3, $"{what}: position {at[i]} changed by only {rel:E2}");
+                else least = Math.Min(least, rel);
             }
+            // 50x the worst disagreement with llama.cpp above (measured 2.1e-6): dropping either is visible at every
+            // position from its first (measured smallest changes: no temperature 8.2e-4, one NoPE layer scaled by 1.069)
+            output.WriteLine($"{what}: smallest change from position {first} on {least:E2}");
+            Assert.True(least > 50 * worst, $"{what}: a position from {first} on changed by only {least:E2}");
         }
     }
 
