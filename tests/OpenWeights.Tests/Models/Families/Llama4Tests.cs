@@ -59,10 +59,10 @@ public class Llama4Tests(ITestOutputHelper output)
     [Fact]
     public void TiedRoutersPickTheSameExpertAsLlamaCpp()
     {
-        // routers whose rows repeat in pairs: every token's top logit is shared by two experts with different weights,
-        // so the top-1 tie rule (ggml's top_k on the logits) decides which runs
+        // routers whose rows repeat (expert e + 8 scores as e): every token's top logit is shared by two experts with
+        // different weights, so the top-1 tie rule (llama.cpp's argsort of the logits) decides which runs
         using var dir = new TempDir();
-        var tied = MoeOracle.WithTiedRouters(dir, Write(dir, Tiny, "f32"), "tied.gguf", group: 2);
+        var tied = MoeOracle.WithTiedRouters(dir, Write(dir, Tiny, "f32"), "tied.gguf", distinct: 8);
         var (rel, cos) = AssertLogitsAgree(tied, 1e-5, 0.999999);
         output.WriteLine($"tied routers: worst rel {rel:E2}, worst cos {cos:F9}");
     }
