@@ -70,8 +70,17 @@ public class MoeTrainingTests(ITestOutputHelper output)
         using var m = DecoderModel.Load(Write(dir, preset), repack: false);
         var targets = LoraTargets.DefaultFor(m.Config);
         output.WriteLine($"{preset}: {string.Join(", ", targets)}");
-        Assert.DoesNotContain(targets, t => t is "gate_proj" or "up_proj" or "down_proj" or "gate_up_proj");
         Assert.Contains("o_proj", targets);
+        if (m.Layers.Any(L => L.WDown is not null))
+        {
+            // dense layers beside the MoE ones (Llama 4's interleave): their feed-forward is adapted, the MoE layers' is not
+            Assert.Contains("down_proj", targets);
+            var lm = new LoraModel(m, new LoraOptions { Targets = targets }, seed: 1);
+            for (int l = 0; l < m.Config.Layers; l++)
+                Assert.Equal(m.Layers[l].Experts is null, lm.Adapter.Weights.ContainsKey(LoraTargets.GgufWeight("down_proj", l, m.Config.Architecture)));
+            return;
+        }
+        Assert.DoesNotContain(targets, t => t is "gate_proj" or "up_proj" or "down_proj" or "gate_up_proj");
         var e = Assert.Throws<OpenWeightsException>(() => new LoraModel(m, new LoraOptions { Targets = ["q_proj", "down_proj"] }, seed: 1));
         Assert.Contains("'down_proj'", e.Message);
         Assert.Contains("experts", e.Message);
