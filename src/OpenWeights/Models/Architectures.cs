@@ -11,6 +11,7 @@ public enum TensorShape
     HeadDim,    // (head_dim) a norm over each head (QK-norm of Qwen3, Gemma 3)
     QDim,       // (heads*head_dim) a norm or bias over the whole query projection (OLMo 2's QK-norm, Qwen2's bias)
     KvDim,      // (kv_heads*head_dim) the same over the key or value projection
+    Heads,      // (heads) one value per query head (gpt-oss's attention sinks)
     Q,          // (heads*head_dim, dim)
     Kv,         // (kv_heads*head_dim, dim): K and V
     O,          // (dim, heads*head_dim)
@@ -209,6 +210,7 @@ public static class Architectures
         public const string AttnNorm = "attn_norm.weight", AttnQ = "attn_q.weight", AttnK = "attn_k.weight", AttnV = "attn_v.weight", AttnOut = "attn_output.weight";
         public const string AttnQkv = "attn_qkv.weight";
         public const string AttnQBias = "attn_q.bias", AttnKBias = "attn_k.bias", AttnVBias = "attn_v.bias";
+        public const string AttnOutBias = "attn_output.bias", AttnSinks = "attn_sinks.weight";
         public const string AttnQNorm = "attn_q_norm.weight", AttnKNorm = "attn_k_norm.weight";
         public const string AttnPostNorm = "post_attention_norm.weight";
         public const string FfnNorm = "ffn_norm.weight", FfnGate = "ffn_gate.weight", FfnUp = "ffn_up.weight", FfnDown = "ffn_down.weight";

@@ -120,6 +120,12 @@ public sealed record SynthPreset(
             { KeyLength = 128, Extra = Gemma3Keys(64) },
     ];
 
+    /// <summary>gpt-oss's harmony turns, reduced to messages without system preamble, reasoning or tools: a message is
+    /// &lt;|start|&gt;role&lt;|message|&gt;text&lt;|end|&gt;, the assistant's on the final channel (the real template is
+    /// openai-gpt-oss-120b.jinja; the harmony chat format itself lives in Inference).</summary>
+    public const string Harmony =
+        "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ '<|start|>assistant<|channel|>final<|message|>' + message['content'] + '<|end|>' }}{% else %}{{ '<|start|>' + message['role'] + '<|message|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|start|>assistant' }}{% endif %}";
+
     /// <summary>Phi-3's chat template (&lt;|user|&gt; ... &lt;|end|&gt;).</summary>
     public const string Phi3 =
         "{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";

@@ -98,7 +98,7 @@ public static class SyntheticModel
         // every block tensor of the architecture's naming table, in its order; ggml dims are (input features, rows)
         long[] Dims(TensorShape s) => s switch
         {
-            TensorShape.Dim => [p.Dim], TensorShape.HeadDim => [hd], TensorShape.QDim => [q], TensorShape.KvDim => [kv],
+            TensorShape.Dim => [p.Dim], TensorShape.HeadDim => [hd], TensorShape.QDim => [q], TensorShape.KvDim => [kv], TensorShape.Heads => [p.Heads],
             TensorShape.Q => [p.Dim, q], TensorShape.Kv => [p.Dim, kv], TensorShape.O => [q, p.Dim],
             TensorShape.Ffn => [p.Dim, p.FfnDim], TensorShape.Down => [p.FfnDim, p.Dim],
             TensorShape.Qkv => [p.Dim, q + 2 * kv], TensorShape.GateUp => [p.Dim, 2 * p.FfnDim],
@@ -108,7 +108,8 @@ public static class SyntheticModel
             foreach (var t in spec.Block.Where(t => t.InsteadOf is null)) // an alternative layout is not written
             {
                 bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal);
-                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : 0.02f));
+                // attention sinks are logits (gpt-oss's learned ones are of order 1), not small weights
+                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : t.Shape == TensorShape.Heads ? 1f : 0.02f));
             }
         tensors.Add((OutputNorm, [p.Dim], -1, 0));
         if (!p.TiedEmbeddings) tensors.Add((Output, [p.Dim, p.VocabSize], -1, 0.02f));
