@@ -91,6 +91,70 @@ public unsafe class GgmlOracleTests
         }
     }
 
+    /// <summary>
+    /// IQ4_NL, IQ4_XS and MXFP4 against the quantizers llama_model_quantize runs (quantize_iq4_nl / quantize_iq4_xs
+    /// without importance matrix; quantize_row_mxfp4_ref) and ggml's dequantizers, bit for bit, on the same data kinds
+    /// as above plus values just below and at powers of two (MXFP4's exponent comes from log2f) and random bytes.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.IQ4_NL)] [InlineData(GgmlType.IQ4_XS)] [InlineData(GgmlType.MXFP4)]
+    public void Nonlinear_4_bit_types_match_ggml_bit_for_bit(GgmlType type)
+    {
+        string name = type.ToString().ToLowerInvariant();
+        var chunk = (delegate* unmanaged<float*, byte*, long, long, float*, nuint>)Sym(type == GgmlType.MXFP4 ? "quantize_mxfp4" : $"quantize_{name}");
+        var dq = (delegate* unmanaged<byte*, float*, long, void>)Sym($"dequantize_row_{name}");
+        var rowRef = type == GgmlType.IQ4_NL ? null : (delegate* unmanaged<float*, byte*, long, void>)Sym($"quantize_row_{name}_ref");
+        int bs = GgmlTypes.BlockSize(type);
+        var rng = new Random((int)type);
+        for (int trial = 0; trial < 600; trial++)
+        {
+            int n = (1 + rng.Next(3)) * bs;
+            var x = TestData(rng, n, trial % 8);
+            if (trial % 40 == 7) Array.Clear(x, 0, bs);
+            if (trial % 40 == 9) Array.Fill(x, 0.75f, 0, bs);
+            if (trial % 10 == 3) // a block's largest magnitude just below, at or just above a power of two
+            {
+                float p = MathF.Pow(2, rng.Next(-20, 20));
+                x[rng.Next(bs)] = (rng.Next(2) == 0 ? -1 : 1) * BitConverter.Int32BitsToSingle(BitConverter.SingleToInt32Bits(p) + rng.Next(-2, 3));
+            }
+            int rb = (int)GgmlTypes.RowBytes(type, n);
+            var a = new byte[rb]; var b = new byte[rb];
+            fixed (float* px = x) fixed (byte* pa = a)
+            {
+                if (rowRef != null) rowRef(px, pa, n);
+                else chunk(px, pa, 1, n, null);
+            }
+            Quantize.Row(type, x, b);
+            Assert.True(a.AsSpan().SequenceEqual(b), $"{type} quantize differs, trial {trial}, kind {trial % 8}: first byte {a.AsSpan().CommonPrefixLength(b)}");
+            if (rowRef != null) // the chunk entry point (llama_model_quantize's) gives the same bytes as the row reference
+            {
+                var c = new byte[rb];
+                fixed (float* px = x) fixed (byte* pc = c) chunk(px, pc, 1, n, null);
+                Assert.True(a.AsSpan().SequenceEqual(c), $"{type}: quantize_{name} and quantize_row_{name}_ref differ");
+            }
+
+            var r = new byte[rb]; rng.NextBytes(r);
+            foreach (var blocks in new[] { a, r })
+            {
+                var ya = new float[n]; var yb = new float[n]; var yc = new float[n];
+                fixed (byte* pb = blocks) fixed (float* py = ya) dq(pb, py, n);
+                Dequantize.Row(type, blocks, yb);
+                switch (type)
+                {
+                    case GgmlType.IQ4_NL: BlockIQ4_NL.DequantizeScalar(blocks, yc); break;
+                    case GgmlType.IQ4_XS: BlockIQ4_XS.DequantizeScalar(blocks, yc); break;
+                    default: BlockMXFP4.DequantizeScalar(blocks, yc); break;
+                }
+                for (int i = 0; i < n; i++)
+                {
+                    uint g = BitConverter.SingleToUInt32Bits(ya[i]);
+                    if ((g != BitConverter.SingleToUInt32Bits(yb[i]) || g != BitConverter.SingleToUInt32Bits(yc[i])) && !(float.IsNaN(ya[i]) && float.IsNaN(yb[i]) && float.IsNaN(yc[i])))
+                        Assert.Fail($"{type} dequantize differs at {i}: ggml {ya[i]} ours {yb[i]} scalar {yc[i]}");
+                }
+            }
+        }
+    }
+
     private static float[] TestData(Random rng, int n, int kind)
     {
         var x = new float[n];
