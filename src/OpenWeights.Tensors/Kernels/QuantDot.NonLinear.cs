@@ -52,7 +52,10 @@ public static unsafe partial class QuantDot
 
     // ---------------------------------------------------------------- IQ4_NL / MXFP4 x Q8_0
 
-    /// <summary>Scalar reference (ggml ggml_vec_dot_iq4_nl_q8_0_generic / ggml_vec_dot_mxfp4_q8_0_generic).</summary>
+    /// <summary>
+    /// Scalar reference (ggml ggml_vec_dot_iq4_nl_q8_0_generic / ggml_vec_dot_mxfp4_q8_0_generic, bit for bit as the
+    /// AVX2 build of libggml-cpu computes it: its sumf += d·isum is one FMA).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float DotLutScalar<B>(byte* w, byte* x, int n) where B : struct, ILutBlock
     {
@@ -70,7 +73,7 @@ public static unsafe partial class QuantDot
                 s2 += y[j + 16] * values[qs[j] >> 4];
             }
             float d = HalfConvert.ReadFp16(b) * B.Scale(a);
-            sum += d * (s1 + s2);
+            sum = MathF.FusedMultiplyAdd(d, s1 + s2, sum); // contracted, as gcc compiles ggml's generic kernel in the FMA builds
         }
         return sum;
     }
@@ -132,7 +135,7 @@ public static unsafe partial class QuantDot
 
     // ---------------------------------------------------------------- IQ4_XS x Q8_K
 
-    /// <summary>Scalar reference (ggml ggml_vec_dot_iq4_xs_q8_K_generic: one float multiply-add per 32-value group).</summary>
+    /// <summary>Scalar reference (ggml ggml_vec_dot_iq4_xs_q8_K_generic: one fused float multiply-add per 32-value group).</summary>
     public static float DotIQ4_XSScalar(byte* w, byte* x, int n)
     {
         var values = NonLinear4.Iq4Values;
@@ -153,7 +156,7 @@ public static unsafe partial class QuantDot
                     s2 += yg[j + 16] * values[qs[j] >> 4];
                 }
                 float dg = d4d8 * (BlockIQ4_XS.GroupScale(a, g) - 32);
-                sum += dg * (s1 + s2);
+                sum = MathF.FusedMultiplyAdd(dg, s1 + s2, sum); // contracted, as gcc compiles ggml's generic kernel in the FMA builds
             }
         }
         return sum;
