@@ -187,9 +187,7 @@ public static class QuantRecipe
             _ => throw new ArgumentException(
                 $"tensor '{tensorName}': row length {rowLength} is not a multiple of the {type} block size and {type} has no fallback type"),
         };
-        // IQ4_NL has blocks of 32 (not in our layout table)
-        int fbBlock = fb == GgmlType.IQ4_NL ? 32 : GgmlTypes.BlockSize(fb);
-        return rowLength % fbBlock == 0 ? fb : GgmlType.F16;
+        return rowLength % GgmlTypes.BlockSize(fb) == 0 ? fb : GgmlType.F16;
     }
 }
 
