@@ -173,10 +173,12 @@ public sealed record SynthPreset(
     ];
 
     /// <summary>gpt-oss's harmony turns, reduced to messages without system preamble, reasoning or tools: a message is
-    /// &lt;|start|&gt;role&lt;|message|&gt;text&lt;|end|&gt;, the assistant's on the final channel (the real template is
-    /// openai-gpt-oss-120b.jinja; the harmony chat format itself lives in Inference).</summary>
+    /// &lt;|start|&gt;role&lt;|message|&gt;text&lt;|end|&gt;, the assistant's on the final channel and closed by
+    /// &lt;|return|&gt;, the token that ends a final answer (the real template, openai-gpt-oss-120b.jinja, writes &lt;|end|&gt;
+    /// for past answers; llama.cpp and our tokenizer do not end generation at &lt;|end|&gt; in a vocabulary with
+    /// &lt;|return|&gt; and &lt;|call|&gt;, since analysis messages end with it). The harmony chat format lives in Inference.</summary>
     public const string Harmony =
-        "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ '<|start|>assistant<|channel|>final<|message|>' + message['content'] + '<|end|>' }}{% else %}{{ '<|start|>' + message['role'] + '<|message|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|start|>assistant' }}{% endif %}";
+        "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ '<|start|>assistant<|channel|>final<|message|>' + message['content'] + '<|return|>' }}{% else %}{{ '<|start|>' + message['role'] + '<|message|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|start|>assistant' }}{% endif %}";
 
     /// <summary>Phi-3's chat template (&lt;|user|&gt; ... &lt;|end|&gt;).</summary>
     public const string Phi3 =
