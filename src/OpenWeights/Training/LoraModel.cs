@@ -327,7 +327,8 @@ public sealed class LoraModel
         }
         var gs = a.G.AsSpan(0, n * c.FfnDim); var us = a.U.AsSpan(0, n * c.FfnDim);
         if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluForward(gs, us, a.Hh);        // hh = silu(g)·u
-        else TrainOps.GeGluForward(gs, us, a.Hh, GeluFormula);                                            // hh = gelu(g)·u (Gemma)
+        else if (Model.FeedForwardActivation == Activation.GeluTanh) TrainOps.GeGluForward(gs, us, a.Hh, GeluFormula); // hh = gelu(g)·u (Gemma)
+        else TrainOps.SwiGluOaiForward(gs, us, a.Hh);                                                     // gpt-oss's clamped SwiGLU
         if (L.FfnPostNorm is { } fpn)
         {
             P[Proj.Down]!.Forward(a.Hh, a.F, n, th, s);                                                            // f = Wdown·hh
@@ -373,8 +374,7 @@ public sealed class LoraModel
         P[Proj.Down]!.Backward(df, a.Hh, dhh, n, th, s);
         // hh = act(g)·u
         var dg = g.Dg; var du = g.Du;
-        if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluBackward(dhh, a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
-        else TrainOps.GeGluBackward(dhh.AsSpan(0, n * ffn), a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
+        ExpertFeedForward.ActivateBackward(Model.FeedForwardActivation, dhh.AsSpan(0, n * ffn), a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
         // g = Wgate·xn2, u = Wup·xn2
         if (FusedGateUp[l] is { } gu)
         {

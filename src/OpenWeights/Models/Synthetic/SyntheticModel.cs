@@ -17,9 +17,12 @@ public readonly record struct SynthType(QuantPreset? Preset, GgmlType? Pure)
             "q8_0" => new(QuantPreset.Q8_0, null),
             "q4_0" => new(QuantPreset.Q4_0, null),
             "q4_k_m" => new(QuantPreset.Q4_K_M, null),
+            "iq4_nl" => new(QuantPreset.IQ4_NL, null),
+            "iq4_xs" => new(QuantPreset.IQ4_XS, null),
+            "mxfp4_moe" => new(QuantPreset.MXFP4_MOE, null),
             _ when k.StartsWith("pure-") && GgmlTypes.TryParse(k[5..], out var t) && Quantize.CanQuantize(t) => new(null, t),
             "f32" => new(null, GgmlType.F32),
-            _ => throw new OpenWeightsException($"unknown type '{s}' (choose f32, f16, bf16, q8_0, q4_0, q4_k_m, or pure-<type> such as pure-q6_k)"),
+            _ => throw new OpenWeightsException($"unknown type '{s}' (choose f32, f16, bf16, q8_0, q4_0, q4_k_m, iq4_nl, iq4_xs, mxfp4_moe, or pure-<type> such as pure-q6_k)"),
         };
     }
 
@@ -105,7 +108,7 @@ public static class SyntheticModel
         // every block tensor of the architecture's naming table, in its order; ggml dims are (input features, rows)
         long[] Dims(TensorShape s) => s switch
         {
-            TensorShape.Dim => [p.Dim], TensorShape.HeadDim => [hd], TensorShape.QDim => [q], TensorShape.KvDim => [kv],
+            TensorShape.Dim => [p.Dim], TensorShape.HeadDim => [hd], TensorShape.QDim => [q], TensorShape.KvDim => [kv], TensorShape.Heads => [p.Heads],
             TensorShape.Q => [p.Dim, q], TensorShape.Kv => [p.Dim, kv], TensorShape.O => [q, p.Dim],
             TensorShape.Ffn => [p.Dim, p.FfnDim], TensorShape.Down => [p.FfnDim, p.Dim],
             TensorShape.Qkv => [p.Dim, q + 2 * kv], TensorShape.GateUp => [p.Dim, 2 * p.FfnDim],
@@ -122,10 +125,11 @@ public static class SyntheticModel
             bool moe = ModelConfig.IsMoeLayer(ne, p.MoeLayerStep, i);
             foreach (var t in spec.Block.Where(t => t.InsteadOf is null && (moe ? !t.IsDenseFfn : !t.IsExpert))) // an alternative layout is not written
             {
-                // a norm's weight is written around 1; a bias (also a norm's, Phi-3.5-MoE) small and random
-                bool norm = !t.Gguf.EndsWith(".bias", StringComparison.Ordinal)
-                    && (t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal));
-                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : 0.02f));
+                bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim && !t.Gguf.EndsWith(".bias", StringComparison.Ordinal)
+                    || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal); // gpt-oss's attn_output.bias (dim) is no norm
+                // attention sinks are logits (gpt-oss's learned ones are of order 1), not small weights
+                float std = norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : t.Shape == TensorShape.Heads ? 1f : 0.02f;
+                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, std));
             }
         }
         tensors.Add((OutputNorm, [p.Dim], -1, 0));
@@ -135,7 +139,8 @@ public static class SyntheticModel
         {
             GgmlType t = x.Dims.Length == 1 ? GgmlType.F32
                 : !QuantRecipe.AllowsQuantization(x.Name, x.Dims.Length) ? GgmlType.F32 // routers, biases: F32 whatever the type
-                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings, nExpert: ne);
+                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings,
+                    nExpert: ne, nGqa: p.Heads / Math.Max(1, p.KvHeads), expertCount: x.Dims.Length >= 3 ? x.Dims[2] : 1);
             return new PlannedTensor(x.Name, t, x.Dims, GgufWriter.ExpectedBytes(t, x.Dims), x.Layer, x.Std);
         }).ToList();
     }
@@ -147,10 +152,13 @@ public static class SyntheticModel
         QuantPreset.Q8_0 => LlamaFileType.MostlyQ8_0,
         QuantPreset.Q4_0 => LlamaFileType.MostlyQ4_0,
         QuantPreset.Q4_K_M => LlamaFileType.MostlyQ4_K_M,
+        QuantPreset.IQ4_NL => LlamaFileType.MostlyIQ4_NL,
+        QuantPreset.IQ4_XS => LlamaFileType.MostlyIQ4_XS,
+        QuantPreset.MXFP4_MOE => LlamaFileType.MostlyMXFP4_MOE,
         _ => t.Pure == GgmlType.F32 ? LlamaFileType.AllF32 : LlamaFileType.Guessed,
     };
 
-    private enum LlamaFileType : uint { AllF32 = 0, MostlyF16 = 1, MostlyQ4_0 = 2, MostlyQ8_0 = 7, MostlyQ4_K_M = 15, MostlyBF16 = 32, Guessed = 1024 }
+    private enum LlamaFileType : uint { AllF32 = 0, MostlyF16 = 1, MostlyQ4_0 = 2, MostlyQ8_0 = 7, MostlyQ4_K_M = 15, MostlyIQ4_NL = 25, MostlyIQ4_XS = 30, MostlyBF16 = 32, MostlyMXFP4_MOE = 38, Guessed = 1024 }
 
     /// <summary>llama3 rope scaling as llama.cpp's converter stores it: one divisor per rotary frequency.</summary>
     public static float[] Llama3FreqFactors(SynthPreset p, float factor = 32, float lowFreqFactor = 1, float highFreqFactor = 4, int originalContext = 8192) =>
