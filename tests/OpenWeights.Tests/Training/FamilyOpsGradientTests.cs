@@ -96,7 +96,7 @@ public class FamilyOpsGradientTests
     public void WindowedSoftcappedScaledAttention(int window, float cap, float scale, int threads, bool sinks)
     {
         int n = 8, heads = 4, kvHeads = 2, d = 8;
-        var prm = new AttentionParams(scale > 0 ? scale : 1f / MathF.Sqrt(d), window, cap, sinks ? [-1f, 0.5f, 1.5f, 3f] : null);
+        var prm = new AttentionParams(scale > 0 ? scale : 1f / MathF.Sqrt(d), window, cap, Sinks: sinks ? [-1f, 0.5f, 1.5f, 3f] : null);
         int[] start = [0, 0, 0, 0, 0, 5, 5, 5]; // two packed documents
         var q = Random(n * heads * d, 1, 2f); var k = Random(n * kvHeads * d, 2, 2f); var v = Random(n * kvHeads * d, 3); var r = Random(n * heads * d, 4);
         float[] Run(float[] kk) { var o = new float[n * heads * d]; TrainOps.AttentionForward(q, kk, v, o, new float[n * heads], start, n, heads, kvHeads, d, threads, prm); return o; }
@@ -135,7 +135,7 @@ public class FamilyOpsGradientTests
     public void ScoredAttentionMatchesInferenceKernel(int window, float cap, float scale, bool sinks)
     {
         int n = 9, heads = 4, kvHeads = 2, d = 8;
-        var prm = new AttentionParams(scale > 0 ? scale : 1f / MathF.Sqrt(d), window, cap, sinks ? [2f, -1f, 0f, 1f] : null);
+        var prm = new AttentionParams(scale > 0 ? scale : 1f / MathF.Sqrt(d), window, cap, Sinks: sinks ? [2f, -1f, 0f, 1f] : null);
         var q = Random(n * heads * d, 1, 2f); var k = Random(n * kvHeads * d, 2, 2f); var v = Random(n * kvHeads * d, 3);
         var o = new float[q.Length];
         TrainOps.AttentionForward(q, k, v, o, new float[n * heads], new int[n], n, heads, kvHeads, d, 1, prm);
