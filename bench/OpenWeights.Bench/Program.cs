@@ -20,6 +20,7 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 try
 {
     var o = BenchOptions.Parse(args);
+    if (o.Kernels) return KernelBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -41,6 +42,7 @@ namespace OpenWeights.Bench
         public int Gen { get; set; } = 128;
         public int Reps { get; set; } = 3;
         public bool Json { get; set; }
+        public bool Kernels { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -65,6 +67,7 @@ namespace OpenWeights.Bench
                     case "--gen": gen = NextInt(); break;
                     case "--reps": reps = NextInt(); break;
                     case "--json": o.Json = true; break;
+                    case "--kernels": o.Kernels = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -74,6 +77,7 @@ namespace OpenWeights.Bench
                             usage: OpenWeights.Bench [--models DIR] [--presets a,b] [--types q8_0,q4_0,q4_k_m,f16] [--threads 2]
                                                      [--prompt 512] [--gen 128] [--reps 3] [--json] [--quick] [--out FILE]
                                    OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N]
+                                   OpenWeights.Bench --kernels [--threads N]   (WeightMatrix.MatMul per weight type)
                             """);
                         Environment.Exit(0);
                         break;

@@ -8,7 +8,8 @@ public static class Dequantize
     /// <summary>Types <see cref="Row"/> accepts.</summary>
     public static bool CanDequantize(GgmlType t) => t is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16
         or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q8_0
-        or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K;
+        or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K
+        or GgmlType.IQ4_NL or GgmlType.IQ4_XS or GgmlType.MXFP4;
 
     /// <summary>
     /// Dequantizes <c>dst.Length</c> elements of <paramref name="type"/> read from <paramref name="src"/>
@@ -36,6 +37,9 @@ public static class Dequantize
             case GgmlType.Q5_K: BlockQ5_K.Dequantize(src, dst); break;
             case GgmlType.Q6_K: BlockQ6_K.Dequantize(src, dst); break;
             case GgmlType.Q8_K: BlockQ8_K.Dequantize(src, dst); break;
+            case GgmlType.IQ4_NL: BlockIQ4_NL.Dequantize(src, dst); break;
+            case GgmlType.IQ4_XS: BlockIQ4_XS.Dequantize(src, dst); break;
+            case GgmlType.MXFP4: BlockMXFP4.Dequantize(src, dst); break;
             default: throw new NotSupportedException($"cannot dequantize tensor type {type}");
         }
     }

@@ -36,6 +36,9 @@ public static class GgmlTypes
         GgmlType.Q5_K => (256, 176), // f16 d, f16 dmin, 12 scales, 32 qh, 128 qs
         GgmlType.Q6_K => (256, 210), // 128 ql, 64 qh, 16 i8 scales, f16 d
         GgmlType.Q8_K => (256, 292), // f32 d, 256 x i8, 16 x i16 bsums
+        GgmlType.IQ4_NL => (32, 18), // f16 d, 16 bytes of grid indices
+        GgmlType.IQ4_XS => (256, 136), // f16 d, u16 scales_h, 4 scales_l, 128 bytes of grid indices
+        GgmlType.MXFP4 => (32, 17),  // e8m0 exponent, 16 bytes of FP4 nibbles
         _ => null,
     };
 

@@ -13,6 +13,12 @@ public enum QuantPreset
     Q4_0,
     /// <summary>LLAMA_FTYPE_MOSTLY_Q4_K_M: Q4_K with Q6_K for output and half of attn_v / ffn_down.</summary>
     Q4_K_M,
+    /// <summary>LLAMA_FTYPE_MOSTLY_IQ4_NL: IQ4_NL, output Q6_K, attn_v Q5_K with GQA ≥ 4, ffn_down of the first eighth Q5_K.</summary>
+    IQ4_NL,
+    /// <summary>LLAMA_FTYPE_MOSTLY_IQ4_XS: as IQ4_NL with IQ4_XS (256-value super-blocks) as the base type.</summary>
+    IQ4_XS,
+    /// <summary>LLAMA_FTYPE_MOSTLY_MXFP4_MOE (gpt-oss): 3-D expert tensors MXFP4, every other quantized tensor Q8_0.</summary>
+    MXFP4_MOE,
 }
 
 /// <summary>Which role a tensor plays, from its GGUF name (llama.cpp's tensor_get_category).</summary>
@@ -42,6 +48,9 @@ public static class QuantRecipe
         QuantPreset.Q8_0 => GgmlType.Q8_0,
         QuantPreset.Q4_0 => GgmlType.Q4_0,
         QuantPreset.Q4_K_M => GgmlType.Q4_K,
+        QuantPreset.IQ4_NL => GgmlType.IQ4_NL,
+        QuantPreset.IQ4_XS => GgmlType.IQ4_XS,
+        QuantPreset.MXFP4_MOE => GgmlType.MXFP4,
         _ => throw new ArgumentOutOfRangeException(nameof(preset)),
     };
 
@@ -75,17 +84,23 @@ public static class QuantRecipe
     [
         ([TensorCategory.AttnV, TensorCategory.AttnQkv, TensorCategory.AttnKvB], [QuantPreset.Q4_K_M, QuantPreset.Q8_0, QuantPreset.Q4_0], c => c.NExpert == 8, GgmlType.Q8_0,
             "8-expert MoE: attn_v to Q8_0 whatever the preset (cheap, ~128 MB); overrides the next rule"),
+        ([TensorCategory.AttnV], [QuantPreset.IQ4_NL, QuantPreset.IQ4_XS], c => c.NExpert == 8, GgmlType.Q8_0,
+            "8-expert MoE: attn_v to Q8_0 (the IQ4 presets' rule names attn_v only)"),
         ([TensorCategory.AttnV, TensorCategory.AttnQkv, TensorCategory.AttnKvB], [QuantPreset.Q4_K_M], c => UseMoreBits(c.Layer, c.NLayers), GgmlType.Q6_K,
             "Q4_K_M: attn_v in the use_more_bits layers"),
-        ([TensorCategory.AttnK], [QuantPreset.Q4_K_M, QuantPreset.Q8_0, QuantPreset.Q4_0], c => c.NExpert == 8, GgmlType.Q8_0,
+        ([TensorCategory.AttnV], [QuantPreset.IQ4_NL, QuantPreset.IQ4_XS], c => c.NGqa >= 4, GgmlType.Q5_K,
+            "IQ4_NL / IQ4_XS: attn_v to Q5_K when 4 or more query heads share a KV head"),
+        ([TensorCategory.AttnK], [QuantPreset.Q4_K_M, QuantPreset.Q8_0, QuantPreset.Q4_0, QuantPreset.IQ4_NL, QuantPreset.IQ4_XS], c => c.NExpert == 8, GgmlType.Q8_0,
             "8-expert MoE: attn_k to Q8_0"),
         ([TensorCategory.FfnDown], [QuantPreset.Q4_K_M], c => UseMoreBits(c.Layer, c.NLayers), GgmlType.Q6_K,
             "Q4_K_M: ffn_down in the use_more_bits layers"),
-        ([TensorCategory.AttnOutput], [QuantPreset.Q4_K_M], c => c.NExpert == 8, GgmlType.Q5_K,
+        ([TensorCategory.FfnDown], [QuantPreset.IQ4_NL, QuantPreset.IQ4_XS], c => c.Layer < c.NLayers / 8, GgmlType.Q5_K,
+            "IQ4_NL / IQ4_XS without importance matrix: ffn_down of the first eighth of the layers to Q5_K"),
+        ([TensorCategory.AttnOutput], [QuantPreset.Q4_K_M, QuantPreset.IQ4_NL, QuantPreset.IQ4_XS], c => c.NExpert == 8, GgmlType.Q5_K,
             "8-expert MoE: attn_output to Q5_K"),
     ];
 
-    private readonly record struct Ctx(int Layer, int NLayers, int NExpert);
+    private readonly record struct Ctx(int Layer, int NLayers, int NExpert, int NGqa);
 
     /// <summary>
     /// llama.cpp's use_more_bits: the first and last eighth of the layers and every third layer in between.
@@ -136,8 +151,10 @@ public static class QuantRecipe
     /// projection): token_embd is then treated like output.weight</param>
     /// <param name="sourceType">the tensor's type in the source file, kept for tensors that are not quantized</param>
     /// <param name="nExpert">hparams n_expert (0 or 1 for dense models)</param>
+    /// <param name="nGqa">query heads per KV head (the IQ4 presets give attn_v Q5_K from 4 on)</param>
+    /// <param name="expertCount">ne[2] of the tensor: more than 1 for a 3-D tensor of stacked experts (MXFP4_MOE)</param>
     public static GgmlType TypeFor(QuantPreset preset, string tensorName, int layerIndex, int nLayers, long rowLength, int nDims,
-        bool tiedEmbeddings = false, GgmlType sourceType = GgmlType.F32, int nExpert = 0)
+        bool tiedEmbeddings = false, GgmlType sourceType = GgmlType.F32, int nExpert = 0, int nGqa = 1, long expertCount = 1)
     {
         // 1-D tensors, norms, routers...: left as they are in the source (normally F32)
         if (!AllowsQuantization(tensorName, nDims)) return sourceType;
@@ -150,8 +167,13 @@ public static class QuantRecipe
         if (category == TensorCategory.Output || (tiedEmbeddings && category == TensorCategory.TokenEmbd))
         {
             // output projection: Q8_0 if rows don't fit the base block, else Q6_K unless the base is Q8_0
-            if (rowLength % GgmlTypes.BlockSize(type) != 0) type = GgmlType.Q8_0;
+            if (preset == QuantPreset.MXFP4_MOE || rowLength % GgmlTypes.BlockSize(type) != 0) type = GgmlType.Q8_0;
             else if (type != GgmlType.Q8_0) type = GgmlType.Q6_K;
+        }
+        else if (preset == QuantPreset.MXFP4_MOE)
+        {
+            // expert tensors (ne[2] > 1) MXFP4, everything else (token_embd included) Q8_0
+            type = expertCount > 1 ? GgmlType.MXFP4 : GgmlType.Q8_0;
         }
         else if (category == TensorCategory.TokenEmbd)
         {
@@ -160,7 +182,7 @@ public static class QuantRecipe
         }
         else
         {
-            var ctx = new Ctx(layerIndex, nLayers, nExpert);
+            var ctx = new Ctx(layerIndex, nLayers, nExpert, nGqa);
             foreach (var (cats, presets, when, t, _) in Upgrades)
             {
                 if (Array.IndexOf(cats, category) >= 0 && Array.IndexOf(presets, preset) >= 0 && when(ctx)) { type = t; break; }
@@ -187,9 +209,7 @@ public static class QuantRecipe
             _ => throw new ArgumentException(
                 $"tensor '{tensorName}': row length {rowLength} is not a multiple of the {type} block size and {type} has no fallback type"),
         };
-        // IQ4_NL has blocks of 32 (not in our layout table)
-        int fbBlock = fb == GgmlType.IQ4_NL ? 32 : GgmlTypes.BlockSize(fb);
-        return rowLength % fbBlock == 0 ? fb : GgmlType.F16;
+        return rowLength % GgmlTypes.BlockSize(fb) == 0 ? fb : GgmlType.F16;
     }
 }
 

@@ -61,6 +61,9 @@ public unsafe class QuantDotTests
     [Fact] public void Q5_0_q8_0() => Check(GgmlType.Q5_0, GgmlType.Q8_0, QuantDot.DotQ5_0Avx2, QuantDot.DotQ5_0Scalar);
     [Fact] public void Q4_K_q8_K() => Check(GgmlType.Q4_K, GgmlType.Q8_K, QuantDot.DotQ4_KAvx2, QuantDot.DotQ4_KScalar);
     [Fact] public void Q6_K_q8_K() => Check(GgmlType.Q6_K, GgmlType.Q8_K, QuantDot.DotQ6_KAvx2, QuantDot.DotQ6_KScalar);
+    [Fact] public void IQ4_NL_q8_0() => Check(GgmlType.IQ4_NL, GgmlType.Q8_0, QuantDot.DotIQ4_NLAvx2, QuantDot.DotIQ4_NLScalar);
+    [Fact] public void MXFP4_q8_0() => Check(GgmlType.MXFP4, GgmlType.Q8_0, QuantDot.DotMXFP4Avx2, QuantDot.DotMXFP4Scalar);
+    [Fact] public void IQ4_XS_q8_K() => Check(GgmlType.IQ4_XS, GgmlType.Q8_K, QuantDot.DotIQ4_XSAvx2, QuantDot.DotIQ4_XSScalar);
     [Fact] public void F16_f32() => Check(GgmlType.F16, GgmlType.F16, QuantDot.DotF16, QuantDot.DotF16Scalar, needsAvx2: false);
 
     private delegate void Dot4Fn(byte* w, byte* x, int stride, int n, float* result);
@@ -110,6 +113,9 @@ public unsafe class QuantDotTests
     [Fact] public void Q5_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q5_0, QuantDot.DotQ5_0Avx2x4, &QuantDot.DotQ5_0Scalar);
     [Fact] public void Q4_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q4_K, QuantDot.DotQ4_KAvx2x4, &QuantDot.DotQ4_KScalar);
     [Fact] public void Q6_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q6_K, QuantDot.DotQ6_KAvx2x4, &QuantDot.DotQ6_KScalar);
+    [Fact] public void IQ4_NL_four_token_kernel_matches_scalar() => CheckFour(GgmlType.IQ4_NL, QuantDot.DotIQ4_NLAvx2x4, &QuantDot.DotIQ4_NLScalar);
+    [Fact] public void MXFP4_four_token_kernel_matches_scalar() => CheckFour(GgmlType.MXFP4, QuantDot.DotMXFP4Avx2x4, &QuantDot.DotMXFP4Scalar);
+    [Fact] public void IQ4_XS_four_token_kernel_matches_scalar() => CheckFour(GgmlType.IQ4_XS, QuantDot.DotIQ4_XSAvx2x4, &QuantDot.DotIQ4_XSScalar);
     [Fact] public void F16_four_token_kernel_matches_scalar() => CheckFour(GgmlType.F16, QuantDot.DotF16Avx2x4, &QuantDot.DotF16Scalar);
     [Fact] public void Q5_0_eight_token_kernel_matches_scalar() => CheckFour(GgmlType.Q5_0, QuantDot.DotQ5_0Avx2x8, &QuantDot.DotQ5_0Scalar, tokens: 8);
 
@@ -153,6 +159,9 @@ public unsafe class QuantDotTests
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q6_K)]
     [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.IQ4_XS)]
+    [InlineData(GgmlType.MXFP4)]
     public void MatMul_four_token_path_matches_single_token_path(GgmlType type)
     {
         int cols = 768;
@@ -299,6 +308,9 @@ public unsafe class QuantDotTests
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.F32)]
     [InlineData(GgmlType.Q4_1)]
+    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.IQ4_XS)]
+    [InlineData(GgmlType.MXFP4)]
     public void MatMul_matches_row_by_row_kernel(GgmlType type)
     {
         int rows = 67, cols = 512;

@@ -86,4 +86,41 @@ public class QuantRecipeTests
         Assert.Equal(GgmlType.Q8_0, Q4KMRecipe.TypeFor("blk.4.attn_k.weight", 4, 32, 4096, 2, nExpert: 8));
         Assert.Equal(GgmlType.Q5_K, Q4KMRecipe.TypeFor("blk.4.attn_output.weight", 4, 32, 4096, 2, nExpert: 8));
     }
+
+    [Theory]
+    [InlineData(QuantPreset.IQ4_NL, "output.weight", 0, 1, GgmlType.Q6_K)]
+    [InlineData(QuantPreset.IQ4_NL, "token_embd.weight", 0, 1, GgmlType.IQ4_NL)]
+    [InlineData(QuantPreset.IQ4_NL, "blk.0.attn_v.weight", 0, 2, GgmlType.IQ4_NL)]
+    [InlineData(QuantPreset.IQ4_NL, "blk.0.attn_v.weight", 0, 4, GgmlType.Q5_K)]
+    [InlineData(QuantPreset.IQ4_XS, "blk.7.attn_v.weight", 7, 8, GgmlType.Q5_K)]
+    [InlineData(QuantPreset.IQ4_XS, "blk.3.ffn_down.weight", 3, 1, GgmlType.Q5_K)]
+    [InlineData(QuantPreset.IQ4_XS, "blk.4.ffn_down.weight", 4, 1, GgmlType.IQ4_XS)]
+    [InlineData(QuantPreset.IQ4_XS, "blk.0.attn_k.weight", 0, 8, GgmlType.IQ4_XS)]
+    [InlineData(QuantPreset.IQ4_XS, "blk.0.ffn_gate.weight", 0, 8, GgmlType.IQ4_XS)]
+    public void IQ4_presets(QuantPreset preset, string name, int layer, int gqa, GgmlType expected) =>
+        Assert.Equal(expected, QuantRecipe.TypeFor(preset, name, layer, 32, rowLength: 4096, nDims: 2, nGqa: gqa));
+
+    [Fact]
+    public void IQ4_presets_with_eight_experts_and_odd_rows()
+    {
+        Assert.Equal(GgmlType.Q8_0, QuantRecipe.TypeFor(QuantPreset.IQ4_NL, "blk.0.attn_v.weight", 0, 32, 4096, 2, nExpert: 8, nGqa: 4));
+        Assert.Equal(GgmlType.Q8_0, QuantRecipe.TypeFor(QuantPreset.IQ4_XS, "blk.0.attn_k.weight", 0, 32, 4096, 2, nExpert: 8));
+        Assert.Equal(GgmlType.Q5_K, QuantRecipe.TypeFor(QuantPreset.IQ4_XS, "blk.9.attn_output.weight", 9, 32, 4096, 2, nExpert: 8));
+        // 576 is not a multiple of 256: IQ4_XS falls back to IQ4_NL, Q5_K to Q5_1, Q6_K (output) straight to Q8_0
+        Assert.Equal(GgmlType.IQ4_NL, QuantRecipe.TypeFor(QuantPreset.IQ4_XS, "blk.9.attn_q.weight", 9, 32, 576, 2));
+        Assert.Equal(GgmlType.Q5_1, QuantRecipe.TypeFor(QuantPreset.IQ4_XS, "blk.0.ffn_down.weight", 0, 32, 576, 2));
+        Assert.Equal(GgmlType.Q8_0, QuantRecipe.TypeFor(QuantPreset.IQ4_XS, "output.weight", 0, 32, 576, 2));
+    }
+
+    [Fact]
+    public void MXFP4_MOE_gives_experts_MXFP4_and_everything_else_Q8_0()
+    {
+        Assert.Equal(GgmlType.MXFP4, QuantRecipe.TypeFor(QuantPreset.MXFP4_MOE, "blk.0.ffn_down_exps.weight", 0, 24, 2880, 3, expertCount: 32));
+        Assert.Equal(GgmlType.MXFP4, QuantRecipe.TypeFor(QuantPreset.MXFP4_MOE, "blk.3.ffn_gate_exps.weight", 3, 24, 2880, 3, expertCount: 32));
+        Assert.Equal(GgmlType.Q8_0, QuantRecipe.TypeFor(QuantPreset.MXFP4_MOE, "blk.0.attn_q.weight", 0, 24, 2880, 2));
+        Assert.Equal(GgmlType.Q8_0, QuantRecipe.TypeFor(QuantPreset.MXFP4_MOE, "token_embd.weight", 0, 24, 2880, 2));
+        Assert.Equal(GgmlType.Q8_0, QuantRecipe.TypeFor(QuantPreset.MXFP4_MOE, "output.weight", 0, 24, 2880, 2));
+        Assert.Equal(GgmlType.F32, QuantRecipe.TypeFor(QuantPreset.MXFP4_MOE, "blk.0.ffn_gate_inp.weight", 0, 24, 2880, 2));
+        Assert.Equal(GgmlType.F32, QuantRecipe.TypeFor(QuantPreset.MXFP4_MOE, "blk.0.attn_sinks.weight", 0, 24, 64, 1));
+    }
 }

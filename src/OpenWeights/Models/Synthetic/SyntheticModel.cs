@@ -17,9 +17,12 @@ public readonly record struct SynthType(QuantPreset? Preset, GgmlType? Pure)
             "q8_0" => new(QuantPreset.Q8_0, null),
             "q4_0" => new(QuantPreset.Q4_0, null),
             "q4_k_m" => new(QuantPreset.Q4_K_M, null),
+            "iq4_nl" => new(QuantPreset.IQ4_NL, null),
+            "iq4_xs" => new(QuantPreset.IQ4_XS, null),
+            "mxfp4_moe" => new(QuantPreset.MXFP4_MOE, null),
             _ when k.StartsWith("pure-") && GgmlTypes.TryParse(k[5..], out var t) && Quantize.CanQuantize(t) => new(null, t),
             "f32" => new(null, GgmlType.F32),
-            _ => throw new OpenWeightsException($"unknown type '{s}' (choose f32, f16, bf16, q8_0, q4_0, q4_k_m, or pure-<type> such as pure-q6_k)"),
+            _ => throw new OpenWeightsException($"unknown type '{s}' (choose f32, f16, bf16, q8_0, q4_0, q4_k_m, iq4_nl, iq4_xs, mxfp4_moe, or pure-<type> such as pure-q6_k)"),
         };
     }
 
@@ -116,7 +119,8 @@ public static class SyntheticModel
         return tensors.Select(x =>
         {
             GgmlType t = x.Dims.Length == 1 ? GgmlType.F32
-                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings);
+                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings,
+                    nGqa: p.Heads / Math.Max(1, p.KvHeads), expertCount: x.Dims.Length >= 3 ? x.Dims[2] : 1);
             return new PlannedTensor(x.Name, t, x.Dims, GgufWriter.ExpectedBytes(t, x.Dims), x.Layer, x.Std);
         }).ToList();
     }
@@ -128,10 +132,13 @@ public static class SyntheticModel
         QuantPreset.Q8_0 => LlamaFileType.MostlyQ8_0,
         QuantPreset.Q4_0 => LlamaFileType.MostlyQ4_0,
         QuantPreset.Q4_K_M => LlamaFileType.MostlyQ4_K_M,
+        QuantPreset.IQ4_NL => LlamaFileType.MostlyIQ4_NL,
+        QuantPreset.IQ4_XS => LlamaFileType.MostlyIQ4_XS,
+        QuantPreset.MXFP4_MOE => LlamaFileType.MostlyMXFP4_MOE,
         _ => t.Pure == GgmlType.F32 ? LlamaFileType.AllF32 : LlamaFileType.Guessed,
     };
 
-    private enum LlamaFileType : uint { AllF32 = 0, MostlyF16 = 1, MostlyQ4_0 = 2, MostlyQ8_0 = 7, MostlyQ4_K_M = 15, MostlyBF16 = 32, Guessed = 1024 }
+    private enum LlamaFileType : uint { AllF32 = 0, MostlyF16 = 1, MostlyQ4_0 = 2, MostlyQ8_0 = 7, MostlyQ4_K_M = 15, MostlyIQ4_NL = 25, MostlyIQ4_XS = 30, MostlyBF16 = 32, MostlyMXFP4_MOE = 38, Guessed = 1024 }
 
     /// <summary>llama3 rope scaling as llama.cpp's converter stores it: one divisor per rotary frequency.</summary>
     public static float[] Llama3FreqFactors(SynthPreset p, float factor = 32, float lowFreqFactor = 1, float highFreqFactor = 4, int originalContext = 8192) =>

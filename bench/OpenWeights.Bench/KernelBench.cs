@@ -1,0 +1,65 @@
+using System.Diagnostics;
+using OpenWeights.Tensors.Kernels;
+using OpenWeights.Tensors.Quant;
+
+namespace OpenWeights.Bench;
+
+/// <summary>
+/// `--kernels`: WeightMatrix.MatMul alone, per weight type, on one (rows, cols) matrix: decode (1 token; weight bytes read
+/// per second) and prefill (64 tokens; tokens per second), with the row kernels and, where the type has one, the
+/// interleaved layout. The weights are a few quantized random rows repeated (speed does not depend on the values).
+/// </summary>
+public static class KernelBench
+{
+    public static int Run(BenchOptions o)
+    {
+        const int rows = 4096, cols = 8192, prefill = 64;
+        GgmlType[] types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4];
+        var rng = new Random(1);
+        var x = new float[prefill * cols];
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        var y = new float[prefill * rows];
+        Console.WriteLine($"WeightMatrix.MatMul, {rows} x {cols}, {o.Threads} threads; decode = 1 token, prefill = {prefill} tokens (best of runs: the machine is shared)");
+        Console.WriteLine("| type | layout | MiB | decode ms | decode GB/s | prefill ms | prefill tok/s |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---:|");
+        foreach (var type in types)
+        {
+            long rb = GgmlTypes.RowBytes(type, cols);
+            using var buf = new OpenWeights.Tensors.Memory.NativeBuffer(rb * rows);
+            var sample = new byte[16 * rb];
+            var row = new float[cols];
+            for (int r = 0; r < 16; r++)
+            {
+                for (int i = 0; i < cols; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
+                Quantize.Row(type, row, sample.AsSpan((int)(r * rb), (int)rb));
+            }
+            unsafe
+            {
+                for (int r = 0; r < rows; r++) sample.AsSpan((int)(r % 16 * rb), (int)rb).CopyTo(new Span<byte>(buf.Pointer + r * rb, (int)rb));
+                foreach (bool repack in new[] { false, true })
+                {
+                    var m = new WeightMatrix(buf.Pointer, type, rows, cols);
+                    if (repack && !m.Repack()) continue;
+                    double dec = Best(() => m.MatMul(x, y, 1, o.Threads), 60);
+                    double pre = Best(() => m.MatMul(x, y, prefill, o.Threads), 8);
+                    Console.WriteLine($"| {type} | {(repack ? "interleaved" : "rows")} | {rb * rows / 1048576.0:F1} | {dec * 1e3:F2} | {rb * rows / dec / 1e9:F1} | {pre * 1e3:F1} | {prefill / pre:F0} |");
+                    m.ReleasePacked();
+                }
+            }
+        }
+        return 0;
+    }
+
+    private static double Best(Action a, int runs)
+    {
+        for (int i = 0; i < 3; i++) a(); // JIT, caches, pool threads
+        var t = new double[runs];
+        for (int i = 0; i < runs; i++)
+        {
+            long s = Stopwatch.GetTimestamp();
+            a();
+            t[i] = Stopwatch.GetElapsedTime(s).TotalSeconds;
+        }
+        return t.Min();
+    }
+}
