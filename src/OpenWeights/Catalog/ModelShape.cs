@@ -28,6 +28,11 @@ public sealed record ModelShape
     public MlaFacts? Mla { get; init; }
     /// <summary>When the weights are already quantized (a file), their size in bytes; overrides params × bpw.</summary>
     public long? WeightBytes { get; init; }
+    /// <summary>MoE files: parameters of the routed experts (all of them), counted from the expert tensors; null = derive
+    /// from <see cref="TotalParams"/> and <see cref="ActiveParams"/> (catalog).</summary>
+    public long? RoutedExpertParams { get; init; }
+    /// <summary>MoE files: bytes of the routed expert tensors.</summary>
+    public long? RoutedExpertBytes { get; init; }
     /// <summary>Quantization of <see cref="WeightBytes"/> (file type), for display.</summary>
     public string? WeightsQuant { get; init; }
     /// <summary>Caveats about where the shape came from (uncertain or borrowed facts); the estimate repeats them.</summary>

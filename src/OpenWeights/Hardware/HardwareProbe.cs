@@ -40,6 +40,14 @@ public static class HardwareProbe
     /// </summary>
     public const double DefaultBandwidthGBps = 25.0;
 
+    /// <summary>
+    /// Disk read rate assumed for weights read through the file map when not measured: 1 GB/s. Conservative for an NVMe
+    /// SSD (2-7 GB/s sequential) reading megabyte-sized expert slices through page faults, which come in readahead-sized
+    /// pieces rather than one long sequential stream; a SATA SSD reads about 0.5 GB/s and a hard disk about 0.15 GB/s, so
+    /// on those the estimate is too high.
+    /// </summary>
+    public const double DefaultDiskReadGBps = 1.0;
+
     public static HardwareInfo Probe(HardwareProbeOptions? options = null)
     {
         options ??= new HardwareProbeOptions();
