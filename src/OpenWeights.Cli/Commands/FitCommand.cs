@@ -19,6 +19,7 @@ public static class FitCommand
         var target = new Option<string>("--target") { Description = "Memory to fit: cpu (available RAM) or gpu (largest NVIDIA GPU's free memory)", DefaultValueFactory = _ => "cpu" };
         var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s for the speed estimate (default: the one `hardware --measure-bandwidth` remembered, else an assumed 25 GB/s)" };
         var disk = new Option<double?>("--disk-bandwidth") { Description = $"Disk read rate in GB/s for a mixture of experts larger than RAM, which runs from the file map (default: an assumed {HardwareProbe.DefaultDiskReadGBps:0.#} GB/s)" };
+        var measureDisk = new Option<bool>("--measure-disk") { Description = "Measure the read rate of the disk that holds the model store first (writes, drops from the page cache and reads back a 256 MB temporary file; Linux), for the estimate of a mixture of experts larger than RAM" };
         var measureBw = new Option<bool>("--measure-bandwidth") { Description = "Measure this machine's memory read bandwidth first (about a second) and remember it" };
         var measure = new Option<bool>("--measure") { Description = "Measure real prefill/decode speed and peak memory with our engine (catalog ids: on a random-weight model of the exact shape, written to a temporary file and deleted)" };
         var measurePrompt = new Option<int>("--measure-prompt") { Description = "Prompt tokens for --measure", DefaultValueFactory = _ => 128 };
@@ -27,7 +28,7 @@ public static class FitCommand
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
         var cmd = new Command("fit", "Estimate memory, verdict, recommended quantization and decode speed for a model on this machine")
         {
-            model, context, contextOld, quant, tune, rank, target, bandwidth, disk, measureBw, measure, measurePrompt, measureTokens, threads, json,
+            model, context, contextOld, quant, tune, rank, target, bandwidth, disk, measureDisk, measureBw, measure, measurePrompt, measureTokens, threads, json,
         };
         cmd.SetAction(pr =>
         {
@@ -53,6 +54,13 @@ public static class FitCommand
                 DiskReadGBps = pr.GetValue(disk),
             };
             if (options.DiskReadGBps is <= 0) throw new OpenWeightsException("--disk-bandwidth must be positive (GB/s)");
+            if (pr.GetValue(measureDisk) && options.DiskReadGBps is null)
+            {
+                string folder = HubCli.Settings().CacheDir;
+                hw = HardwareProbe.MeasureDiskReadGBps(folder) is { } rate
+                    ? hw with { DiskReadGBps = Math.Round(rate, 2), DiskReadSource = $"measured now in {folder} by sequential reads; page faults read slower" }
+                    : throw new OpenWeightsException($"cannot measure the disk read rate in {folder}: the page cache could not be bypassed (Linux only) or the folder is in memory (tmpfs); give it with --disk-bandwidth");
+            }
             if (tgt == FitTarget.Gpu && hw.Gpus.Count == 0) throw new OpenWeightsException("no NVIDIA GPU found (nvidia-smi reported none); use --target cpu");
             if (pr.GetValue(measure) && (pr.GetValue(measurePrompt) < 1 || pr.GetValue(measureTokens) < 1))
                 throw new OpenWeightsException("--measure-prompt and --measure-tokens must be at least 1");

@@ -331,8 +331,12 @@ public static class FitEstimator
                 return (r.Quant, $"{StartQuant} does not fit; {r.Quant} is the largest that does (lower quality)");
         if ((start is { Verdict: FitVerdict.FromFileMap } ? start : ladder.FirstOrDefault(r => r.Verdict == FitVerdict.FromFileMap)) is { } mapped)
         {
-            string speed = mapped.DecodeTokensPerSecond is { } t ? FormattableString.Invariant($" at ~{t:0.#} tokens/s") : "";
-            return (mapped.Quant, $"none fits in memory; {mapped.Quant} runs from the file map{speed}, reading the experts that are not resident from disk");
+            string speed = mapped.DecodeTokensPerSecond is { } t ? FormattableString.Invariant($" at ~{t:0.##} tokens/s") : "";
+            // a lower quantization keeps more experts resident and reads fewer bytes: say so when it is much faster
+            string faster = ladder.Where(r => r.Verdict == FitVerdict.FromFileMap && r.DecodeTokensPerSecond is not null)
+                .MaxBy(r => r.DecodeTokensPerSecond) is { } fastest && fastest != mapped && fastest.DecodeTokensPerSecond >= 1.5 * (mapped.DecodeTokensPerSecond ?? double.MaxValue)
+                ? FormattableString.Invariant($" ({fastest.Quant} would reach ~{fastest.DecodeTokensPerSecond:0.##} tokens/s at lower quality)") : "";
+            return (mapped.Quant, $"none fits in memory; {mapped.Quant} runs from the file map{speed}, reading the experts that are not resident from disk{faster}");
         }
         return (null, "no quantization fits");
     }
@@ -625,7 +629,7 @@ public static class FitEstimator
         static string Gb(double bytes) => FormattableString.Invariant($"{bytes / 1e9:0.#} GB");
         if (fm is not null)
             assumptions.Add(FormattableString.Invariant(
-                $"larger than the budget: runs from the file map. The dense part ({Gb(fm.DenseBytes)}), KV cache and overhead stay resident; the rest of the budget keeps {fm.ResidentFraction:P0} of the {Gb(fm.ExpertBytes)} of routed experts in the page cache, assuming uniform routing (real routing favours hot experts, which stay resident, so more hits); each token reads the other {1 - fm.ResidentFraction:P0} of its {Gb(fm.ActiveExpertBytes)} of experts from disk ({Gb(fm.DiskBytesPerToken)} at {fm.DiskReadGBps:0.##} GB/s, {DiskText(fm.DiskReadSource)}); a 512-token prefill batch reads every missing expert once (~{fm.PrefillDiskSecondsPerBatch:0.#} s per batch)"));
+                $"larger than the budget: runs from the file map. The dense part ({Gb(fm.DenseBytes)}), KV cache and overhead stay resident; the rest of the budget keeps {fm.ResidentFraction * 100:0}% of the {Gb(fm.ExpertBytes)} of routed experts in the page cache, assuming uniform routing (real routing favours hot experts, which stay resident, so more hits); each token reads the other {(1 - fm.ResidentFraction) * 100:0}% of its {Gb(fm.ActiveExpertBytes)} of experts from disk ({Gb(fm.DiskBytesPerToken)} at {fm.DiskReadGBps:0.##} GB/s, {DiskText(fm.DiskReadSource)}); a 512-token prefill batch reads every missing expert once (~{fm.PrefillDiskSecondsPerBatch:0.#} s per batch)"));
         else if (o.Tune == TuneMode.None && o.Target == FitTarget.Cpu && budget < mem.TotalBytes)
             assumptions.Add("larger than the budget, and even the dense part (attention, embeddings), KV cache and overhead do not fit: it cannot run from the file map either");
     }

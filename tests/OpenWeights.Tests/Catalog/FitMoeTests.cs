@@ -176,11 +176,27 @@ public class FitMoeTests
         Assert.Equal("Q4_K_M", big.BestQuant);
         Assert.Equal(FitVerdict.FromFileMap, big.Verdict);
         Assert.Contains("runs from the file map", big.RecommendedBecause);
+        Assert.Contains("Q2_K would reach", big.RecommendedBecause); // the faster, smaller one is named
         var rung = big.Ladder.Single(r => r.Quant == "Q4_K_M");
         Assert.Equal(big.DecodeTokensPerSecond, rung.DecodeTokensPerSecond);
         // every file-map rung is slower than the same rung would be in RAM (bandwidth / active bytes)
         foreach (var r in big.Ladder.Where(r => r.Verdict == FitVerdict.FromFileMap))
             Assert.True(r.DecodeTokensPerSecond < 50e9 / (22e9 * r.BitsPerWeight / 8), r.Quant);
+    }
+
+    [Fact]
+    public void Disk_read_rate_is_measured_past_the_page_cache_or_not_at_all()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "ow-disk-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            double? rate = HardwareProbe.MeasureDiskReadGBps(dir, 32L << 20);
+            if (!OperatingSystem.IsLinux()) Assert.Null(rate);
+            // a rate served from memory (tmpfs /tmp, pages the kernel kept) is refused rather than reported as a disk's
+            if (rate is { } r) Assert.InRange(r, 1e-3, HardwareProbe.DiskFromMemoryGBps);
+            Assert.Empty(Directory.GetFiles(dir)); // the probe file is gone
+        }
+        finally { Directory.Delete(dir, recursive: true); }
     }
 
     // ---- CLI ----------------------------------------------------------------------------------
