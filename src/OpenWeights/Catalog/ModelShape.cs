@@ -77,14 +77,29 @@ public sealed record ModelShape
         var c = OpenWeights.Models.ModelConfig.FromGguf(f);
         var weights = f.Tensors.Where(t => t.Name != OpenWeights.Models.Architectures.Names.RopeFreqs).ToList();
         long parameters = weights.Sum(t => t.ElementCount);
-        var dominant = weights.Where(t => t.Dimensions.Length == 2).GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.ByteSize)).FirstOrDefault()?.Key;
+        var dominant = weights.Where(t => t.Dimensions.Length >= 2).GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.ByteSize)).FirstOrDefault()?.Key;
         string name = f.GetString("general.name") is { Length: > 0 } n ? n : System.IO.Path.GetFileName(f.Path.TrimEnd('/', '\\'));
+        // a mixture of experts: the routed experts' tensors (by the architecture's table), of which a token reads used / count
+        var routedParts = c.ExpertCount > 0
+            ? c.Architecture.Block.Where(b => b.Shape is OpenWeights.Models.TensorShape.ExpertFfn or OpenWeights.Models.TensorShape.ExpertDown
+                or OpenWeights.Models.TensorShape.ExpertFfnBias or OpenWeights.Models.TensorShape.ExpertDownBias).Select(b => "." + b.Gguf).ToArray()
+            : [];
+        var routed = weights.Where(t => routedParts.Any(p => t.Name.EndsWith(p, StringComparison.Ordinal))).ToList();
+        long routedParams = routed.Sum(t => t.ElementCount);
+        bool moe = c.ExpertCount > 0 && routedParams > 0;
         return new ModelShape
         {
             Name = name,
             Source = "file",
             TotalParams = parameters,
-            ActiveParams = parameters,
+            ActiveParams = moe ? parameters - routedParams + (long)Math.Round((double)routedParams * c.ExpertsUsed / c.ExpertCount) : parameters,
+            Moe = moe ? new MoeFacts
+            {
+                Experts = c.ExpertCount, ExpertsPerToken = c.ExpertsUsed, SharedExperts = c.SharedExpertFfnDim > 0 ? 1 : 0,
+                MoeLayerStep = c.MoeLayerStep, ExpertFfn = c.ExpertFfnDim,
+            } : null,
+            RoutedExpertParams = moe ? routedParams : null,
+            RoutedExpertBytes = moe ? routed.Sum(t => t.ByteSize) : null,
             Layers = c.Layers,
             HiddenSize = c.Dim,
             Heads = c.Heads,
