@@ -199,6 +199,43 @@ public class FitMoeTests
         finally { Directory.Delete(dir, recursive: true); }
     }
 
+    // ---- fit --measure: a synthetic model of the shape -------------------------------------------
+
+    [Fact]
+    public void Measuring_a_MoE_catalog_model_builds_its_shape_with_experts()
+    {
+        // Qwen3-30B-A3B: the exact preset of its config (moe branch), found by its dimensions and experts
+        var q = ShapePreset.For(Shape("qwen3-30b-a3b"));
+        var k = OpenWeights.Models.Synthetic.SynthPreset.Get("qwen3-30b-a3b");
+        Assert.Equal((k.Architecture, k.Layers, k.Dim, k.ExpertCount, k.ExpertsUsed, k.EffectiveExpertFfnDim), (q.Architecture, q.Layers, q.Dim, q.ExpertCount, q.ExpertsUsed, q.EffectiveExpertFfnDim));
+        Assert.Equal(768, q.EffectiveExpertFfnDim);
+
+        // Mixtral 8x7B (llama with experts): the expert size is estimated from the routed parameters (45.07B over
+        // 32 layers × 8 experts × 3 × 4096 = 14326, rounded to 14336, which is Mixtral's published intermediate_size)
+        var notes = new List<string>();
+        var mx = ShapePreset.For(Shape("mixtral-8x7b"), notes);
+        Assert.Equal(("llama", 8, 2, 14336, 14336), (mx.Architecture, mx.ExpertCount, mx.ExpertsUsed, mx.ExpertFfnDim, mx.EffectiveExpertFfnDim));
+        Assert.Contains(notes, n => n.Contains("expert feed-forward size 14336 estimated"));
+
+        // a shared expert's size is not in the catalog: refused with one line, not a wrong model
+        var scout = Shape("llama-4-scout") with { Architecture = "llama" };
+        Assert.Contains("shared expert", Assert.Throws<OpenWeightsException>(() => ShapePreset.For(scout)).Message);
+    }
+
+    [Fact]
+    public void Measure_runs_a_tiny_MoE_shape()
+    {
+        using var dir = new TempDir();
+        var shape = new ModelShape
+        {
+            Name = "tiny-moe-shape", TotalParams = 10_000_000, ActiveParams = 3_000_000, Layers = 2, HiddenSize = 256, Heads = 4, KvHeads = 2,
+            HeadDim = 128, Vocab = 1024, ContextLength = 2048, Architecture = "qwen3moe", TiedEmbeddings = false,
+            Moe = new MoeFacts { Experts = 8, ExpertsPerToken = 2, ExpertFfn = 256 },
+        };
+        var m = FitMeasure.MeasureSynthetic(shape, "q8_0", promptTokens: 8, decodeTokens: 2, threads: 2, tempRoot: dir.Path);
+        Assert.True(m.FileBytes > 0 && m.DecodeTokensPerSecond > 0 && m.PrefillTokensPerSecond > 0);
+    }
+
     // ---- CLI ----------------------------------------------------------------------------------
 
     [Fact]
