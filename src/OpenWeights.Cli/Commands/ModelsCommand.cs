@@ -14,7 +14,7 @@ public static class ModelsCommand
         var mau = new Option<long?>("--mau") { Description = "Your products' monthly active users, checked against licence limits" };
         var region = new Option<string?>("--region") { Description = "Where you are domiciled (e.g. EU), checked against regional licence restrictions" };
         var language = new Option<string?>("--language") { Description = "ISO 639-1 code the model must support (e.g. de)" };
-        var fits = new Option<bool>("--fits") { Description = "Only models that fit this machine's available RAM at some quantization (ones the engine cannot run yet are marked)" };
+        var fits = new Option<bool>("--fits") { Description = "Only models that fit this machine's available RAM at some quantization, or (mixtures of experts) run from the file map, marked with their estimated speed (ones the engine cannot run yet are marked)" };
         var runnable = new Option<bool>("--runnable") { Description = "Only models the engine can run (their architecture is in its registry)" };
         var maxParams = new Option<double?>("--max-params") { Description = "Largest total parameter count, in billions" };
         var family = new Option<string?>("--family") { Description = "Only this family (llama, gemma, mistral, deepseek, qwen, phi, smollm, olmo, tinyllama, gpt-oss)" };
@@ -98,7 +98,9 @@ public static class ModelsCommand
                 if (wantFit)
                 {
                     var f = r.fit!;
-                    string mapped = f.BestQuant is { } b && f.Ladder.FirstOrDefault(x => x.Quant == b)?.Verdict == FitVerdict.FromFileMap ? " (file map)" : "";
+                    // from the file map the speed is what matters: a 671B model "runs" on 24 GB, at a token every few seconds
+                    string mapped = f.BestQuant is { } b && f.Ladder.FirstOrDefault(x => x.Quant == b) is { Verdict: FitVerdict.FromFileMap } rung
+                        ? rung.DecodeTokensPerSecond is { } t ? $" (file map, ~{F.Number(t, t < 1 ? "0.##" : "0.#")} tok/s)" : " (file map)" : "";
                     cells.Add(f.BestQuant is not { } bq ? "-" : f.Runs ? bq + mapped : $"{bq}{mapped} (cannot run yet)");
                 }
                 return (IReadOnlyList<string>)cells;

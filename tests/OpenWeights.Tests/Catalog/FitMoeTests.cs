@@ -272,6 +272,14 @@ public class FitMoeTests
         Assert.Contains("8/64", line);
         Assert.Contains(" - ", o.ToString().Split('\n').Single(l => l.StartsWith("olmo-2-1124-7b-instruct "))); // dense: no experts
 
+        // --fits: a MoE that only runs from the file map says so, with its speed (this machine's RAM decides whether it does)
+        o = new StringWriter();
+        Assert.Equal(0, OpenWeights.Cli.Cli.Run(["models", "--fits", "--family", "qwen"], o, err));
+        var big = o.ToString().Split('\n').FirstOrDefault(l => l.StartsWith("qwen3-235b-a22b "));
+        // between 16 GB (its ~8 GB dense part, KV cache and overhead fit) and 90 GB (under Q2_K's 95 GB) available
+        if (HardwareProbe.AvailableMemoryBytes() is > 16_000_000_000 and < 90_000_000_000)
+            Assert.Matches(@"\(file map, ~[0-9.]+ tok/s\)", Assert.IsType<string>(big));
+
         o = new StringWriter();
         Assert.Equal(0, OpenWeights.Cli.Cli.Run(["models", "show", "llama-4-scout"], o, err));
         Assert.Contains("MoE: 16 experts, 1 per token, 1 shared; memory follows the 109B total, speed the 17B active", o.ToString());
