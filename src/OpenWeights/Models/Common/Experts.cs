@@ -221,57 +221,118 @@ public sealed class ExpertLayer
     }
 
     /// <summary>
-    /// The k largest of v, as ggml's CPU top_k picks them, ties included: a binary heap of the first k indices ordered so
-    /// that its root is the smallest value (a root tie: the heap's structure decides), each later index entering only
-    /// when strictly larger than the root (so among equal values at the k-th place the earlier index usually stays, but
-    /// not always: a larger later value evicts whichever of the tied ones sits at the root); the k are then ordered by
-    /// heap sort (largest first) and the first two swapped (ggml marks the order as unspecified that way). This is
-    /// libstdc++'s std::partial_sort with comparator v[a] &gt; v[b], which ggml uses; its exact tie behaviour is written out
-    /// here so that two engines choose the same experts on a tie. <paramref name="heap"/>: (v.Length) scratch.
+    /// The k largest of v, largest first, as llama.cpp's build_moe_ffn picks them on the CPU, ties included:
+    /// ggml_argsort_top_k, i.e. the indices 0..n-1 sorted by std::sort (libstdc++) with comparator v[a] &gt; v[b], the first k
+    /// kept. libstdc++'s std::sort is introsort (median-of-three quicksort down to 16-element ranges, heapsort past
+    /// 2·log2(n) levels) followed by insertion sort: for n ≤ 16 it is a stable sort (equal values keep the lower index
+    /// first); above 16 the partitions reorder equal values, so a tie at the k-th place is decided by the partition steps
+    /// written out here. <paramref name="heap"/>: (v.Length) scratch.
     /// </summary>
     public static void TopK(ReadOnlySpan<float> v, Span<int> ids, int[] heap)
     {
         int k = ids.Length, n = v.Length;
         if (k > n) throw new ArgumentException($"top-{k} of {n}");
-        var h = heap.AsSpan(0, n);
-        for (int i = 0; i < n; i++) h[i] = i;
-        // heap select: make a heap of [0, k) whose root is "largest" under comp(a, b) = v[a] > v[b], i.e. the smallest value
-        MakeHeap(v, h[..k]);
-        for (int i = k; i < n; i++)
-            if (v[h[i]] > v[h[0]])
+        var a = heap.AsSpan(0, n);
+        for (int i = 0; i < n; i++) a[i] = i;
+        if (n > 1)
+        {
+            IntroSortLoop(v, a, 0, n, 2 * Log2(n));
+            FinalInsertionSort(v, a);
+        }
+        a[..k].CopyTo(ids);
+    }
+
+    // the comparator: a sorts before b when its value is larger
+    private static bool Comp(ReadOnlySpan<float> v, int a, int b) => v[a] > v[b];
+
+    private const int SortThreshold = 16; // libstdc++'s _S_threshold
+
+    private static int Log2(int n) => 31 - System.Numerics.BitOperations.LeadingZeroCount((uint)n);
+
+    private static void IntroSortLoop(ReadOnlySpan<float> v, Span<int> a, int first, int last, int depth)
+    {
+        while (last - first > SortThreshold)
+        {
+            if (depth == 0) { HeapSort(v, a.Slice(first, last - first)); return; }
+            depth--;
+            int cut = PartitionPivot(v, a, first, last);
+            IntroSortLoop(v, a, cut, last, depth);
+            last = cut;
+        }
+    }
+
+    /// <summary>Median of a[first+1], a[mid], a[last-1] moved to a[first], then Hoare partition around it.</summary>
+    private static int PartitionPivot(ReadOnlySpan<float> v, Span<int> a, int first, int last)
+    {
+        int mid = first + (last - first) / 2, x = first + 1, y = mid, z = last - 1;
+        int m;
+        if (Comp(v, a[x], a[y])) m = Comp(v, a[y], a[z]) ? y : Comp(v, a[x], a[z]) ? z : x;
+        else m = Comp(v, a[x], a[z]) ? x : Comp(v, a[y], a[z]) ? z : y;
+        (a[first], a[m]) = (a[m], a[first]);
+        int pivot = a[first], lo = first + 1, hi = last;
+        while (true)
+        {
+            while (Comp(v, a[lo], pivot)) lo++;
+            hi--;
+            while (Comp(v, pivot, a[hi])) hi--;
+            if (lo >= hi) return lo;
+            (a[lo], a[hi]) = (a[hi], a[lo]);
+            lo++;
+        }
+    }
+
+    private static void FinalInsertionSort(ReadOnlySpan<float> v, Span<int> a)
+    {
+        if (a.Length > SortThreshold)
+        {
+            InsertionSort(v, a[..SortThreshold]);
+            for (int i = SortThreshold; i < a.Length; i++) LinearInsert(v, a, i); // unguarded: a[0..16) holds a smaller element
+        }
+        else InsertionSort(v, a);
+    }
+
+    private static void InsertionSort(ReadOnlySpan<float> v, Span<int> a)
+    {
+        for (int i = 1; i < a.Length; i++)
+        {
+            if (Comp(v, a[i], a[0]))
             {
-                // pop the root into position i, put index i into the heap
-                int value = h[i];
-                h[i] = h[0];
-                AdjustHeap(v, h[..k], 0, value);
+                int val = a[i];
+                a[..i].CopyTo(a[1..]);
+                a[0] = val;
             }
-        // sort the heap: repeatedly move the root (smallest) to the end
-        for (int last = k - 1; last > 0; last--)
+            else LinearInsert(v, a, i);
+        }
+    }
+
+    /// <summary>Moves a[i] left past every element it sorts before (strictly: equal values stay in order).</summary>
+    private static void LinearInsert(ReadOnlySpan<float> v, Span<int> a, int i)
+    {
+        int val = a[i], j = i - 1;
+        while (Comp(v, val, a[j])) { a[j + 1] = a[j]; j--; }
+        a[j + 1] = val;
+    }
+
+    /// <summary>libstdc++'s heap sort fallback (std::__partial_sort over the whole range): make_heap, then sort_heap.</summary>
+    private static void HeapSort(ReadOnlySpan<float> v, Span<int> h)
+    {
+        int len = h.Length;
+        if (len >= 2)
+            for (int parent = (len - 2) / 2; ; parent--)
+            {
+                AdjustHeap(v, h, parent, h[parent]);
+                if (parent == 0) break;
+            }
+        for (int last = len - 1; last > 0; last--)
         {
             int value = h[last];
             h[last] = h[0];
             AdjustHeap(v, h[..last], 0, value);
         }
-        h[..k].CopyTo(ids);
-        if (k > 1) (ids[0], ids[1]) = (ids[1], ids[0]);
-    }
-
-    // comp(a, b): a goes below b in the heap's order ("a is greater"): the root is the element no other is smaller than
-    private static bool Comp(ReadOnlySpan<float> v, int a, int b) => v[a] > v[b];
-
-    private static void MakeHeap(ReadOnlySpan<float> v, Span<int> h)
-    {
-        int len = h.Length;
-        if (len < 2) return;
-        for (int parent = (len - 2) / 2; ; parent--)
-        {
-            AdjustHeap(v, h, parent, h[parent]);
-            if (parent == 0) return;
-        }
     }
 
     /// <summary>Sifts the hole at <paramref name="hole"/> down to a leaf (taking the child that comp ranks first), then
-    /// pushes <paramref name="value"/> up from there: the classic two-phase heap adjustment.</summary>
+    /// pushes <paramref name="value"/> up from there: the two-phase heap adjustment of libstdc++'s heap algorithms.</summary>
     private static void AdjustHeap(ReadOnlySpan<float> v, Span<int> h, int hole, int value)
     {
         int len = h.Length, top = hole, child = hole;
@@ -288,7 +349,6 @@ public sealed class ExpertLayer
             h[hole] = h[child - 1];
             hole = child - 1;
         }
-        // push value up from hole towards top
         int parent = (hole - 1) / 2;
         while (hole > top && Comp(v, h[parent], value))
         {

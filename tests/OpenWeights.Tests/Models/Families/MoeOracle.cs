@@ -24,11 +24,12 @@ public static class MoeOracle
     }
 
     /// <summary>
-    /// A copy of a GGUF whose F32 routers have rows repeated in groups of <paramref name="group"/> (expert e's row = expert
-    /// (e / group · group)'s): every token then sees exact ties between experts that differ in their weights, so which of
-    /// them top-k keeps decides the output.
+    /// A copy of a GGUF whose F32 routers have their rows repeated: expert e's row is expert (e mod <paramref name="distinct"/>)'s,
+    /// so experts e, e + distinct, e + 2·distinct... score exactly alike. When k is not a multiple of the group sizes, every
+    /// token's k-th place falls inside a group of tied experts that differ in their weights, and which of them top-k keeps
+    /// decides the output.
     /// </summary>
-    public static unsafe string WithTiedRouters(TempDir dir, string src, string name, int group)
+    public static unsafe string WithTiedRouters(TempDir dir, string src, string name, int distinct)
     {
         var dst = dir.File(name);
         using var f = GgufFile.Open(src);
@@ -40,8 +41,8 @@ public static class MoeOracle
             {
                 Assert.Equal(GgmlType.F32, t.Type);
                 int cols = (int)t.Dimensions[0], rows = (int)t.Dimensions[1], rowBytes = cols * 4;
-                for (int e = 0; e < rows; e++)
-                    Array.Copy(bytes, e / group * group * rowBytes, bytes, e * rowBytes, rowBytes);
+                for (int e = distinct; e < rows; e++)
+                    Array.Copy(bytes, e % distinct * rowBytes, bytes, e * rowBytes, rowBytes);
             }
             w.AddTensor(t.Name, t.Type, t.Dimensions, bytes);
         }
