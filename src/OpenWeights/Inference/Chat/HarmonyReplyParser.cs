@@ -117,6 +117,7 @@ public sealed class HarmonyReplyParser : IReplyParser
         if (head.Length > MaxHeader || head.Contains('\n')) return false;
         string h = head.TrimStart(' ');
         if (h.Length == 0) return !complete || head.Length == 0;
+        if (!complete && head.Length == h.Length && Message.StartsWith(h, StringComparison.Ordinal)) return true; // an empty header, still arriving
         foreach (var start in HeaderStarts)
         {
             string st = start.TrimStart(' ');
