@@ -112,3 +112,46 @@ public class HarmonyChatClientTests
         Assert.Equal(Answer, parser.Result.Content);
     }
 }
+
+/// <summary>The CLI chat loop on a harmony model: the answer is written, the thinking only when asked (dimmed), and the history keeps them apart so the next turn renders.</summary>
+public class HarmonyChatLoopTests
+{
+    /// <summary>Forces a token sequence, then the end token, and starts over for the next reply (the end token is never accepted).</summary>
+    private sealed class EveryReply(int[] tokens, int end) : OpenWeights.Inference.Constraints.ITokenConstraint
+    {
+        private int pos;
+        public void MaskLogits(Span<float> logits)
+        {
+            int want = pos < tokens.Length ? tokens[pos] : end;
+            if (pos >= tokens.Length) pos = 0; // the end token stops this reply without Accept; the next reply starts again
+            for (int i = 0; i < logits.Length; i++) if (i != want) logits[i] = float.NegativeInfinity;
+        }
+        public void Accept(int tokenId) => pos++;
+        public bool IsComplete => false;
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ChatLoopWritesTheAnswerAndKeepsTheThinkingApart(bool showReasoning)
+    {
+        const string thinking = "Say hello back.", answer = "Hello there!";
+        using var m = OpenWeights.Models.DecoderModel.Load(HarmonyTinyModel.Path);
+        var tok = Tokenizer.FromGguf(m.Source);
+        var f = new ChatFormatter(tok);
+        var session = new InferenceSession(m, 2048, 2);
+        var forced = new EveryReply(tok.Encode("<|channel|>analysis<|message|>" + thinking + "<|end|><|start|>assistant<|channel|>final<|message|>" + answer,
+            addSpecial: false, parseSpecial: true), tok.TokenToId("<|return|>"));
+        var loop = new OpenWeights.Cli.Commands.ChatLoop(session, f, new GenerationOptions { MaxTokens = 200, Constraint = forced }, null) { ShowReasoning = showReasoning };
+        var output = new StringWriter();
+        await loop.RunAsync(new StringReader("hi\nagain\n"), output);
+        string o = output.ToString();
+        Assert.Equal(2, o.Split(answer).Length - 1); // both replies: the second turn rendered with the first in its history
+        Assert.DoesNotContain("<|", o);
+        Assert.Equal(showReasoning, o.Contains("\u001b[2m" + thinking, StringComparison.Ordinal));
+        if (!showReasoning) Assert.DoesNotContain(thinking, o);
+        var first = loop.History[1];
+        Assert.Equal(("assistant", answer, thinking), (first.Role, first.Content, first.Reasoning));
+        Assert.Equal(4, loop.History.Count);
+    }
+}
