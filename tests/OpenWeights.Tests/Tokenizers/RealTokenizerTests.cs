@@ -106,6 +106,39 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
         Report(name, "llama.cpp", p.Texts.Length - excluded, failures);
     }
 
+    /// <summary>
+    /// gpt-oss's real vocabulary with its chat template: the harmony markers are the real single tokens (ids 200002-200012),
+    /// &lt;|return|&gt; and &lt;|call|&gt; end generation and &lt;|end|&gt; does not, and a reply decoded token by token as the
+    /// generator decodes it (control tokens dropped) reaches the harmony parser with its markers, split into reasoning,
+    /// answer and a tool call.
+    /// </summary>
+    [Fact]
+    public void Gptoss_harmony_reply_decodes_token_by_token_into_the_parser()
+    {
+        var tok = fixture.Get("gptoss").Ours;
+        var f = new OpenWeights.Inference.Chat.ChatFormatter(tok, File.ReadAllText(TestData.Require("chat-templates/llama.cpp/openai-gpt-oss-120b.jinja")));
+        Assert.True(f.IsHarmony);
+        var ids = new Dictionary<string, int> { ["<|return|>"] = 200002, ["<|constrain|>"] = 200003, ["<|channel|>"] = 200005, ["<|start|>"] = 200006, ["<|end|>"] = 200007, ["<|message|>"] = 200008, ["<|call|>"] = 200012 };
+        foreach (var (marker, id) in ids) Assert.Equal([id], tok.Encode(marker, addSpecial: false, parseSpecial: true));
+        Assert.True(tok.IsEndOfGeneration(200002) && tok.IsEndOfGeneration(200012) && !tok.IsEndOfGeneration(200007));
+        Assert.Equal(200002, tok.Eos);
+        Assert.Contains(200012, f.StopTokens);
+        Assert.DoesNotContain(200007, f.StopTokens);
+
+        const string reply = "<|channel|>analysis<|message|>The user wants Tokyo's weather; call get_weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"東京\"}";
+        var decoder = new StreamingDecoder(tok, skipSpecial: true);
+        var parser = f.CreateReplyParser();
+        var pieces = 0;
+        foreach (int id in tok.Encode(reply, addSpecial: false, parseSpecial: true)) { parser.Push(decoder.Push(id)); pieces++; }
+        parser.Push(decoder.Flush());
+        parser.Complete();
+        Assert.Equal("The user wants Tokyo's weather; call get_weather.", parser.Result.Reasoning);
+        Assert.Equal("", parser.Result.Content);
+        var call = Assert.Single(parser.Result.ToolCalls);
+        Assert.Equal(("get_weather", "{\"city\": \"東京\"}"), (call.Name, call.Arguments));
+        Assert.True(pieces > 20);
+    }
+
     /// <summary>Where the llama.cpp of LLamaSharp 0.30.0 is known to differ from the real tokenizer (and ours does not).</summary>
     private static readonly Dictionary<string, (Func<string, bool> Affects, string Why)> LlamaCppDefects = new()
     {
