@@ -18,6 +18,16 @@ public enum TensorShape
     Down,       // (dim, ffn)
     Qkv,        // (heads*head_dim + 2*kv_heads*head_dim, dim): Q, K, V fused (Phi-3)
     GateUp,     // (2*ffn, dim): gate and up fused (Phi-3)
+    // mixture of experts (loaded only in MoE layers, ModelConfig.IsMoeLayer; the dense Ffn/Down/GateUp only in the others).
+    // A table may list both kinds: a llama file with experts reads these, one without the dense ones.
+    Router,         // (n_expert, dim): ffn_gate_inp, the router's logits
+    RouterBias,     // (n_expert): ffn_gate_inp.bias
+    ExpertFfn,      // ggml [dim, ffn_exp, n_expert]: gate and up of every expert, expert e = rows e*ffn_exp ..
+    ExpertDown,     // ggml [ffn_exp, dim, n_expert]: down of every expert
+    ExpertFfnBias,  // ggml [ffn_exp, n_expert]: per-expert bias of gate / up
+    ExpertDownBias, // ggml [dim, n_expert]: per-expert bias of down
+    SharedFfn,      // (ffn_shexp, dim): gate and up of the shared expert
+    SharedDown,     // (dim, ffn_shexp): down of the shared expert
 }
 
 /// <summary>One tensor of a transformer block: its GGUF part name, its shape, and its Hugging Face name inside
@@ -34,6 +44,12 @@ public sealed record BlockTensor(string Gguf, TensorShape Shape, string Hf, stri
 
     /// <summary>"self_attn.q_proj" for "self_attn.q_proj.weight": the module path PEFT names.</summary>
     public string HfModule => Hf[..Hf.LastIndexOf('.')];
+
+    /// <summary>A tensor of a mixture-of-experts layer (router, experts, shared expert): read only in MoE layers.</summary>
+    public bool IsExpert => Shape >= TensorShape.Router;
+
+    /// <summary>A tensor of the dense feed-forward (gate, up, down): read only in dense layers.</summary>
+    public bool IsDenseFfn => Shape is TensorShape.Ffn or TensorShape.Down or TensorShape.GateUp;
 }
 
 /// <summary>
@@ -52,6 +68,14 @@ public sealed record ArchitectureSpec(
     Func<ITensorSource, ModelConfig, DecoderModel> Create, IReadOnlyList<string> HfClasses, bool Experts = false,
     float NormWeightOffset = 0, Formats.HuggingFace.HfFamily? Hf = null)
 {
+    /// <summary>Where the experts' feed-forward length comes from when the family has experts (llama.cpp's rule per
+    /// architecture; see <see cref="ExpertFfnRule"/>).</summary>
+    public ExpertFfnRule ExpertFfn { get; init; } = ExpertFfnRule.KeyOrFfn;
+
+    /// <summary>The router of the family's MoE layers (llama.cpp's build_moe_ffn arguments for the architecture), from the
+    /// config (which may carry <c>{arch}.expert_weights_scale</c> and friends); required when <see cref="Experts"/>.</summary>
+    public Func<ModelConfig, Common.ExpertRouting>? Routing { get; init; }
+
     /// <summary>The projections LoRA may target, PEFT name -> block tensor, in block order.</summary>
     public IEnumerable<BlockTensor> Projections => Block.Where(t => t.PeftTarget is not null && t.InsteadOf is null);
 
@@ -59,9 +83,27 @@ public sealed record ArchitectureSpec(
     public bool HasTensor(string gguf) => Block.Any(t => t.Gguf == gguf);
 }
 
+/// <summary>
+/// llama.cpp's rule for the experts' feed-forward length per architecture: <c>{arch}.expert_feed_forward_length</c> or,
+/// when absent, <c>feed_forward_length</c> (KeyOrFfn); or feed_forward_length / expert_used_count (KeyOrFfnOverUsed,
+/// qwen3moe); or always feed_forward_length, the key ignored (Ffn: llama with experts, olmoe).
+/// </summary>
+public enum ExpertFfnRule { KeyOrFfn, KeyOrFfnOverUsed, Ffn }
+
 public static class Architectures
 {
     private static BlockTensor T(string gguf, TensorShape shape, string hf) => new(gguf, shape, hf);
+
+    /// <summary>The tensors of a mixture-of-experts layer with gated experts (Mixtral, Qwen3-MoE, OLMoE): router and the
+    /// 3-D gate / up / down expert tensors. Hugging Face stores one 2-D tensor per expert (mlp.experts.N.*), which the
+    /// converter stacks; checkpoints with experts are not read here (the HF names are for reference only).</summary>
+    public static readonly IReadOnlyList<BlockTensor> MoeTensors =
+    [
+        T(Names.FfnGateInp, TensorShape.Router, "mlp.gate.weight"),
+        T(Names.FfnGateExps, TensorShape.ExpertFfn, "mlp.experts.gate_proj.weight"),
+        T(Names.FfnUpExps, TensorShape.ExpertFfn, "mlp.experts.up_proj.weight"),
+        T(Names.FfnDownExps, TensorShape.ExpertDown, "mlp.experts.down_proj.weight"),
+    ];
 
     /// <summary>The Llama block: pre-norms, Q/K/V/O attention, SwiGLU feed-forward (HF names of LlamaForCausalLM).</summary>
     public static readonly IReadOnlyList<BlockTensor> LlamaBlock =
@@ -92,6 +134,13 @@ public static class Architectures
         .. LlamaBlock,
         T(Names.AttnQNorm, TensorShape.HeadDim, "self_attn.q_norm.weight"),
         T(Names.AttnKNorm, TensorShape.HeadDim, "self_attn.k_norm.weight"),
+    ];
+
+    /// <summary>Qwen 3 MoE: Qwen 3's attention (per-head QK-norm), the feed-forward norm, and a MoE instead of the MLP.</summary>
+    public static readonly IReadOnlyList<BlockTensor> Qwen3MoeBlock =
+    [
+        .. Qwen3Block.Where(t => !t.IsDenseFfn),
+        .. MoeTensors,
     ];
 
     /// <summary>OLMo 2: no pre-norms; RMS norms after attention and after the feed-forward, and an RMS norm over the whole
@@ -159,14 +208,28 @@ public static class Architectures
     public static readonly IReadOnlyList<ArchitectureSpec> Supported =
     [
         // Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama: GGUF converters permute Q/K so NORM pairing applies.
-        new("llama", "Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama", RopeStyle.Norm, LlamaBlock,
-            (f, c) => new Llama.LlamaModel(f, c), ["LlamaForCausalLM", "MistralForCausalLM"], Hf: HfFamilies.Llama),
+        // A llama file with experts (expert_count > 0) is Mixtral: every layer's feed-forward is a softmax top-k MoE with the
+        // k weights renormalised (llama.cpp's llama builder), the experts' length feed_forward_length.
+        new("llama", "Llama 2/3.x, Mistral 7B, SmolLM, TinyLlama, Mixtral", RopeStyle.Norm, [.. LlamaBlock, .. MoeTensors],
+            (f, c) => new Llama.LlamaModel(f, c), ["LlamaForCausalLM", "MistralForCausalLM"], Experts: true, Hf: HfFamilies.Llama)
+        {
+            ExpertFfn = ExpertFfnRule.Ffn,
+            Routing = c => new Common.ExpertRouting(Common.ExpertGating.Softmax, NormalizeWeights: true),
+        },
         // differs from Llama: biases on Q/K/V; rotary pairs (i, i+d/2) as in the HF checkpoint.
         new("qwen2", "Qwen 2 / 2.5", RopeStyle.Neox, Qwen2Block,
             (f, c) => new Llama.LlamaModel(f, c), ["Qwen2ForCausalLM"]),
         // differs from Llama: QK-norm per head before rotary, head_dim given on its own (attention.key_length), NEOX pairing.
         new("qwen3", "Qwen 3 (dense)", RopeStyle.Neox, Qwen3Block,
             (f, c) => new Qwen3.Qwen3Model(f, c), ["Qwen3ForCausalLM"]),
+        // differs from Llama: Qwen 3's attention (QK-norm per head, head_dim of its own); every feed-forward a MoE: softmax
+        // top-k (8 of 128) renormalised; experts' length expert_feed_forward_length (else feed_forward_length / k).
+        new("qwen3moe", "Qwen 3 MoE (30B-A3B, 235B-A22B)", RopeStyle.Neox, Qwen3MoeBlock,
+            (f, c) => new Qwen3.Qwen3MoeModel(f, c), [], Experts: true)
+        {
+            ExpertFfn = ExpertFfnRule.KeyOrFfnOverUsed,
+            Routing = c => new Common.ExpertRouting(Common.ExpertGating.Softmax, NormalizeWeights: true),
+        },
         // differs from Llama: no rotary embedding on every 4th layer (NoPE). Converters permute Q/K as for Llama: NORM pairing.
         new("smollm3", "SmolLM3", RopeStyle.Norm, LlamaBlock,
             (f, c) => new SmolLM3.SmolLM3Model(f, c), ["SmolLM3ForCausalLM"], Hf: HfFamilies.SmolLM3),
@@ -213,5 +276,12 @@ public static class Architectures
         public const string AttnPostNorm = "post_attention_norm.weight";
         public const string FfnNorm = "ffn_norm.weight", FfnGate = "ffn_gate.weight", FfnUp = "ffn_up.weight", FfnDown = "ffn_down.weight";
         public const string FfnPostNorm = "post_ffw_norm.weight";
+        // mixture of experts: router (+ bias), 3-D expert tensors (+ per-expert biases), shared expert
+        public const string FfnGateInp = "ffn_gate_inp.weight", FfnGateInpBias = "ffn_gate_inp.bias";
+        public const string FfnGateExps = "ffn_gate_exps.weight", FfnUpExps = "ffn_up_exps.weight", FfnDownExps = "ffn_down_exps.weight";
+        public const string FfnGateExpsBias = "ffn_gate_exps.bias", FfnUpExpsBias = "ffn_up_exps.bias", FfnDownExpsBias = "ffn_down_exps.bias";
+        public const string FfnGateShexp = "ffn_gate_shexp.weight", FfnUpShexp = "ffn_up_shexp.weight", FfnDownShexp = "ffn_down_shexp.weight";
+        /// <summary>Old Mixtral GGUFs: one 2-D tensor per expert ("ffn_gate.3.weight"); refused with a message.</summary>
+        public static string LegacyExpert(string part, int expert) => $"{part}.{expert}.weight";
     }
 }

@@ -145,7 +145,7 @@ public abstract class DecoderModel : IDisposable
     /// </summary>
     public int RepackWeights(long? availableBytes = null)
     {
-        var all = Layers.SelectMany(l => l.Projections).Append(Output).DistinctBy(p => p.Weight).ToArray();
+        var all = Layers.SelectMany(l => l.Matrices).Append(Output).DistinctBy(p => p.Weight).ToArray();
         long need = all.Sum(p => p.Weight.RepackBytes);
         if (need == 0 || need > (availableBytes ?? OpenWeights.Tensors.Memory.SystemMemory.AvailableBytes()) - (256L << 20)) return 0;
         int done = 0;
@@ -260,12 +260,43 @@ public abstract class DecoderModel : IDisposable
         return run.Result();
     }
 
+    // ---- mixture of experts: what a token reads -----------------------------------------------------------------
+
+    /// <summary>Bytes of expert weights the MoE layers' MatMuls have read since load (each expert that gets tokens in a
+    /// forward pass counts its gate, up and down once; see <see cref="ExpertLayer.ExpertBytesRead"/>). 0 for a dense model.
+    /// Read it before and after a decode step for the expert bytes that step read.</summary>
+    public long ExpertBytesRead => Layers.Sum(l => l.Experts?.ExpertBytesRead ?? 0);
+
+    /// <summary>
+    /// Weight bytes one decode step reads at most, in their stored types: every matrix that is not a routed expert (attention,
+    /// dense feed-forwards, routers, shared experts, the output head) plus k routed experts per MoE layer; the token
+    /// embedding's one row is left out. For a dense model, all its matrices. Compare with the file's total for a MoE model.
+    /// </summary>
+    public long ActiveWeightBytes
+    {
+        get
+        {
+            static long Bytes(Linear l) => l.Weight.RowBytes * l.Out;
+            long total = Bytes(Output);
+            foreach (var l in Layers)
+            {
+                total += l.Projections.Sum(Bytes);
+                if (l.Experts is { } x)
+                {
+                    total += Bytes(x.Router) + x.Used * x.BytesPerExpert;
+                    if (x.Shared is { } sh) total += Bytes(sh.Gate) + Bytes(sh.Up) + Bytes(sh.Down);
+                }
+            }
+            return total;
+        }
+    }
+
     /// <summary>The rotary embedding a layer uses in a state made for this context (null for a NoPE layer).</summary>
     public Rope? RopeOf(LayerAttention a, int context) => a.Rope < 0 ? null : Ropes(context)[a.Rope];
 
     public void Dispose()
     {
-        foreach (var p in Layers.SelectMany(l => l.Projections).Append(Output)) p.Weight.ReleasePacked();
+        foreach (var p in Layers.SelectMany(l => l.Matrices).Append(Output)) p.Weight.ReleasePacked();
         if (ownsSource) Source.Dispose();
         GC.SuppressFinalize(this);
     }

@@ -38,6 +38,38 @@ public sealed record ModelConfig
     public OpenWeights.Tensors.Kernels.Rope CreateRope(float[]? freqFactors = null) =>
         new(RopeDims, RopeStyle, RopeBase, RopeFreqScale, freqFactors, RopeYarn, RopeMscale);
 
+    // ---- mixture of experts (0 for dense models) ----
+    /// <summary>Routed experts per MoE layer (<c>{arch}.expert_count</c>); 0: a dense model.</summary>
+    public int ExpertCount { get; init; }
+    /// <summary>Experts each token is routed to (<c>{arch}.expert_used_count</c>, the k of top-k).</summary>
+    public int ExpertsUsed { get; init; }
+    /// <summary>Feed-forward length of one expert (<c>{arch}.expert_feed_forward_length</c>, or the family's fallback,
+    /// <see cref="ArchitectureSpec.ExpertFfn"/>).</summary>
+    public int ExpertFfnDim { get; init; }
+    /// <summary>Feed-forward length of the shared expert (<c>{arch}.expert_shared_feed_forward_length</c>); 0: none
+    /// given (a family with a shared expert picks its own fallback).</summary>
+    public int SharedExpertFfnDim { get; init; }
+    /// <summary><c>{arch}.expert_gating_func</c> when the file gives one (llama.cpp's values 1, 2, 3), else null.</summary>
+    public Common.ExpertGating? ExpertGatingFunc { get; init; }
+    /// <summary><c>{arch}.expert_weights_norm</c> when the file gives it, else null.</summary>
+    public bool? ExpertWeightsNorm { get; init; }
+    /// <summary><c>{arch}.expert_weights_scale</c> when the file gives it, else null.</summary>
+    public float? ExpertWeightsScale { get; init; }
+
+    /// <summary>Every how many layers one is a MoE layer (<c>{arch}.interleave_moe_layer_step</c>, Llama 4: 1 or 2;
+    /// default 1, every layer): layer l is MoE when (l + 1) % step == 0, the others run the dense feed-forward.</summary>
+    public int MoeLayerStep { get; init; } = 1;
+
+    /// <summary>Whether layer <paramref name="layer"/> is a mixture-of-experts layer (the model has experts and
+    /// <see cref="MoeLayerStep"/> picks the layer).</summary>
+    public bool IsMoeLayer(int layer) => IsMoeLayer(ExpertCount, MoeLayerStep, layer);
+
+    /// <summary>The rule of <see cref="IsMoeLayer(int)"/> (llama.cpp's llama4 loader), for writers without a config.</summary>
+    public static bool IsMoeLayer(int expertCount, int moeLayerStep, int layer) => expertCount > 0 && (layer + 1) % Math.Max(1, moeLayerStep) == 0;
+
+    /// <summary>llama.cpp's LLAMA_MAX_EXPERTS.</summary>
+    public const int MaxExperts = 512;
+
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
 
@@ -45,6 +77,8 @@ public sealed record ModelConfig
     public int Elements(TensorShape s) => s switch
     {
         TensorShape.Dim => Dim, TensorShape.HeadDim => HeadDim, TensorShape.QDim => QDim, TensorShape.KvDim => KvDim,
+        TensorShape.RouterBias => ExpertCount,
+        TensorShape.ExpertFfnBias => ExpertCount * ExpertFfnDim, TensorShape.ExpertDownBias => ExpertCount * Dim,
         _ => throw new ArgumentException($"{s} is a matrix", nameof(s)),
     };
 
@@ -54,6 +88,10 @@ public sealed record ModelConfig
         TensorShape.Q => (QDim, Dim), TensorShape.Kv => (KvDim, Dim), TensorShape.O => (Dim, QDim),
         TensorShape.Ffn => (FfnDim, Dim), TensorShape.Down => (Dim, FfnDim),
         TensorShape.Qkv => (QDim + 2 * KvDim, Dim), TensorShape.GateUp => (2 * FfnDim, Dim),
+        // mixture of experts: the router, one expert of a 3-D expert tensor, the shared expert
+        TensorShape.Router => (ExpertCount, Dim),
+        TensorShape.ExpertFfn => (ExpertFfnDim, Dim), TensorShape.ExpertDown => (Dim, ExpertFfnDim),
+        TensorShape.SharedFfn => (SharedExpertFfnDim, Dim), TensorShape.SharedDown => (Dim, SharedExpertFfnDim),
         _ => throw new ArgumentException($"{s} is a vector", nameof(s)),
     };
 
@@ -102,6 +140,8 @@ public sealed record ModelConfig
         }
         // llama3-style scaling arrives as the rope_freqs tensor and needs no key
         mscale *= (float)Positive("rope.scaling.attn_factor", 1.0);
+        int ffn = Req("feed_forward_length");
+        var experts = ReadExperts(f, arch, ffn);
         var config = new ModelConfig
         {
             Architecture = arch,
@@ -111,7 +151,10 @@ public sealed record ModelConfig
             Heads = heads,
             KvHeads = kvHeads,
             HeadDim = headDim,
-            FfnDim = Req("feed_forward_length"),
+            FfnDim = ffn,
+            ExpertCount = experts.Count, ExpertsUsed = experts.Used, ExpertFfnDim = experts.Ffn, SharedExpertFfnDim = experts.SharedFfn,
+            ExpertGatingFunc = experts.Gating, ExpertWeightsNorm = experts.Norm, ExpertWeightsScale = experts.Scale,
+            MoeLayerStep = experts.Count > 0 && f.Contains($"{a}.interleave_moe_layer_step") ? Req("interleave_moe_layer_step") : 1,
             ContextLength = Req("context_length"),
             RmsEps = (float)(f.GetNumber($"{a}.attention.layer_norm_rms_epsilon") ?? 1e-5),
             RopeBase = (float)(f.GetNumber($"{a}.rope.freq_base") ?? 10000.0),
@@ -130,6 +173,58 @@ public sealed record ModelConfig
         };
         config.Validate(f);
         return config;
+    }
+
+    /// <summary>
+    /// The expert keys, validated as llama.cpp validates them at load: expert_count at most <see cref="MaxExperts"/>,
+    /// expert_used_count in 1..expert_count when there are experts (and 0 without), a known gating function. The
+    /// experts' feed-forward length follows the family's rule (<see cref="ArchitectureSpec.ExpertFfn"/>).
+    /// </summary>
+    private static (int Count, int Used, int Ffn, int SharedFfn, Common.ExpertGating? Gating, bool? Norm, float? Scale) ReadExperts(
+        IModelMetadata f, ArchitectureSpec arch, int ffn)
+    {
+        string a = arch.Name, file = Path.GetFileName(f.Path);
+        InvalidModelFileException Bad(string what) => new($"{file}: metadata {a}.{what}");
+        int Opt(string key, int max)
+        {
+            if (!f.Contains($"{a}.{key}")) return 0;
+            long v = f.GetInteger($"{a}.{key}") ?? throw Bad($"{key} is not an integer");
+            if (v < 0 || v > max) throw Bad($"{key} = {v} is out of range (0..{max})");
+            return (int)v;
+        }
+        int count = Opt("expert_count", MaxExperts), used = Opt("expert_used_count", MaxExperts);
+        // a family whose table has no dense feed-forward cannot run without experts (llama.cpp: "n_expert must be > 0")
+        if (count == 0 && arch.Experts && !arch.Block.Any(t => t.IsDenseFfn)) throw Bad("expert_count is missing or 0 (" + a + " models have experts)");
+        if (count == 0 && used != 0) throw Bad($"expert_used_count = {used} without experts (expert_count is 0 or missing)");
+        if (count == 0) return (0, 0, 0, 0, null, null, null);
+        if (!arch.Experts) throw new OpenWeightsException($"{file}: metadata {a}.expert_count = {count}: the {a} architecture has no mixture-of-experts layers here");
+        if (used == 0) throw Bad($"expert_used_count is missing or 0 (expert_count is {count})");
+        if (used > count) throw Bad($"expert_used_count = {used} is larger than expert_count = {count}");
+        int key = Opt("expert_feed_forward_length", 1 << 24);
+        int expertFfn = arch.ExpertFfn switch
+        {
+            ExpertFfnRule.Ffn => ffn,                          // llama.cpp does not read the key for these families
+            ExpertFfnRule.KeyOrFfnOverUsed => key > 0 ? key : ffn / used,
+            _ => key > 0 ? key : ffn,
+        };
+        if (expertFfn <= 0) throw Bad($"expert_feed_forward_length: the experts' feed-forward length is {expertFfn}");
+        Common.ExpertGating? gating = null;
+        if (f.Contains($"{a}.expert_gating_func"))
+        {
+            long g = f.GetInteger($"{a}.expert_gating_func") ?? throw Bad("expert_gating_func is not an integer");
+            gating = g switch
+            {
+                0 => null, // LLAMA_EXPERT_GATING_FUNC_TYPE_NONE: the family's own
+                1 => Common.ExpertGating.Softmax,
+                2 => Common.ExpertGating.Sigmoid,
+                3 => Common.ExpertGating.SoftmaxWeight,
+                _ => throw Bad($"expert_gating_func = {g} is not a gating function we support (1 softmax, 2 sigmoid, 3 softmax over the selected)"),
+            };
+        }
+        double? scale = f.GetNumber($"{a}.expert_weights_scale");
+        if (scale is { } sc && !double.IsFinite(sc)) throw Bad($"expert_weights_scale = {sc} is not a finite number");
+        return (count, used, expertFfn, Opt("expert_shared_feed_forward_length", 1 << 24), gating,
+            f.GetBool($"{a}.expert_weights_norm"), scale is { } s ? (float)s : null);
     }
 
     /// <summary>

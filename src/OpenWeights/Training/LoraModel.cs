@@ -103,7 +103,8 @@ public sealed class LoraModel
         for (int l = 0; l < c.Layers; l++)
         {
             var L = model.Layers[l];
-            var bases = new[] { L.Wq, L.Wk, L.Wv, L.Wo, L.WGate, L.WUp, L.WDown };
+            Linear Dense(Linear? p) => p ?? throw new OpenWeightsException($"training: layer {l} is a mixture-of-experts layer (LoRA training on experts is not supported yet)");
+            var bases = new[] { L.Wq, L.Wk, L.Wv, L.Wo, Dense(L.WGate), Dense(L.WUp), Dense(L.WDown) };
             Projections[l] = new TrainableLoraLinear[7];
             for (int p = 0; p < 7; p++)
             {

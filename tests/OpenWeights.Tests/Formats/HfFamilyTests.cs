@@ -22,7 +22,8 @@ public class HfFamilyTests
     public static TheoryData<string> TinyPresets() => new(TinyPresetNames());
 
     private static IEnumerable<string> TinyPresetNames() =>
-        SynthPreset.All.Where(p => p.Name.StartsWith("tiny-", StringComparison.Ordinal) && Architectures.Supported.Any(a => a.Name == p.Architecture)).Select(p => p.Name);
+        // checkpoints with experts (one tensor per expert) are not read from Hugging Face folders: MoE presets are left out
+        SynthPreset.All.Where(p => p.Name.StartsWith("tiny-", StringComparison.Ordinal) && p.ExpertCount == 0 && Architectures.Supported.Any(a => a.Name == p.Architecture)).Select(p => p.Name);
 
     private static float[] Logits(ITensorSource src)
     {
@@ -46,7 +47,7 @@ public class HfFamilyTests
     public void Every_supported_architecture_has_a_tiny_preset_and_a_hugging_face_class()
     {
         var presets = TinyPresetNames().ToList();
-        foreach (var a in Architectures.Supported.Where(a => !a.Experts))
+        foreach (var a in Architectures.Supported.Where(a => a.HfClasses.Count > 0 || !a.Experts))
         {
             Assert.Contains(presets, p => SynthPreset.Get(p).Architecture == a.Name);
             Assert.NotEmpty(a.HfClasses);

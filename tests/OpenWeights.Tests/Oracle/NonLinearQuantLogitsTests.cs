@@ -33,6 +33,18 @@ public class NonLinearQuantLogitsTests(ITestOutputHelper output)
         output.WriteLine($"tiny-llama {type}: worst rel {rel:E2}, worst cos {cos:F9}");
     }
 
+    /// <summary>A mixture of experts with its experts in MXFP4 (gpt-oss's layout, on qwen3moe) or IQ4_XS: logits at every position.</summary>
+    [Theory]
+    [InlineData("mxfp4_moe", 1e-5, 0.999999)]
+    [InlineData("iq4_xs", 1e-5, 0.999999)]
+    public void MoeModelWithTableTypeExpertsAgreesWithLlamaCpp(string type, double relTol, double minCos)
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, "tiny-qwen3moe", type);
+        var (rel, cos) = AssertLogitsAgree(path, relTol, minCos);
+        output.WriteLine($"tiny-qwen3moe {type}: worst rel {rel:E2}, worst cos {cos:F9}");
+    }
+
     [Theory]
     [InlineData(LLamaFtype.MOSTLY_IQ4_NL)]
     [InlineData(LLamaFtype.MOSTLY_IQ4_XS)]

@@ -146,10 +146,10 @@ public sealed class KnobModel : DecoderModel
     /// </summary>
     private static void GeGluByFormula(DecoderLayer L, RunState s, ModelConfig c, int n, int threads)
     {
-        L.WGate.Forward(s.Xb, s.Hb, n, threads);
-        L.WUp.Forward(s.Xb, s.Hb2, n, threads);
+        L.WGate!.Forward(s.Xb, s.Hb, n, threads);
+        L.WUp!.Forward(s.Xb, s.Hb2, n, threads);
         for (int i = 0; i < n * c.FfnDim; i++) s.Hb[i] = Ops.GeluTanh(s.Hb[i]) * s.Hb2[i];
-        L.WDown.Forward(s.Hb, s.Xb, n, threads);
+        L.WDown!.Forward(s.Hb, s.Xb, n, threads);
     }
 
     protected override void Block(int l, RunState s, int n, int threads)

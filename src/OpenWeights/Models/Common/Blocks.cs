@@ -71,15 +71,17 @@ public static class Blocks
 
     /// <summary>
     /// The gated feed-forward on the normed input in s.Xb; its output is left in s.Xb:
-    /// down(act(gate(x)) · up(x)), act = SiLU (SwiGLU) or tanh-GELU (GeGLU).
+    /// down(act(gate(x)) · up(x)), act = SiLU (SwiGLU) or tanh-GELU (GeGLU). In a mixture-of-experts layer
+    /// (<see cref="DecoderLayer.Experts"/>) the router's k experts run instead, each such a feed-forward (<see cref="ExpertLayer.Forward"/>).
     /// </summary>
     public static void FeedForward(DecoderLayer L, RunState s, ModelConfig c, int n, int threads, Activation act)
     {
-        L.WGate.Forward(s.Xb, s.Hb, n, threads);  // (n, ffn)
-        L.WUp.Forward(s.Xb, s.Hb2, n, threads);   // (n, ffn)
+        if (L.Experts is { } moe) { moe.Forward(s, n, threads, act); return; }
+        L.WGate!.Forward(s.Xb, s.Hb, n, threads);  // (n, ffn)
+        L.WUp!.Forward(s.Xb, s.Hb2, n, threads);   // (n, ffn)
         var g = s.Hb.AsSpan(0, n * c.FfnDim); var u = s.Hb2.AsSpan(0, n * c.FfnDim);
         if (act == Activation.SiLU) Ops.SwiGlu(g, u, threads);
         else Ops.GeGlu(g, u);
-        L.WDown.Forward(s.Hb, s.Xb, n, threads);  // (n, dim)
+        L.WDown!.Forward(s.Hb, s.Xb, n, threads);  // (n, dim)
     }
 }

@@ -21,19 +21,25 @@ public sealed class DecoderLayer
     public float[]? KNorm { get; init; }         // (head_dim) per head, or (kv_heads*head_dim)
     public float[]? AttnPostNorm { get; init; }  // (dim) on the attention output before the residual add (Gemma 2/3, OLMo 2)
     public float[]? FfnNorm { get; init; }       // (dim) before the feed-forward
-    public required Linear WGate { get; set; }   // (ffn, dim)
-    public required Linear WUp { get; set; }     // (ffn, dim)
-    public required Linear WDown { get; set; }   // (dim, ffn)
+    public Linear? WGate { get; set; }           // (ffn, dim); null in a MoE layer
+    public Linear? WUp { get; set; }             // (ffn, dim); null in a MoE layer
+    public Linear? WDown { get; set; }           // (dim, ffn); null in a MoE layer
     public float[]? FfnPostNorm { get; init; }   // (dim) on the feed-forward output (Gemma 2/3, OLMo 2)
+    /// <summary>The mixture-of-experts feed-forward of a MoE layer (router, experts, shared expert); null in dense layers.</summary>
+    public ExpertLayer? Experts { get; init; }
 
-    public IEnumerable<Linear> Projections => [Wq, Wk, Wv, Wo, WGate, WUp, WDown];
+    /// <summary>The attention projections and, in a dense layer, the feed-forward's (LoRA targets; the experts are not).</summary>
+    public IEnumerable<Linear> Projections => WGate is null ? [Wq, Wk, Wv, Wo] : [Wq, Wk, Wv, Wo, WGate, WUp!, WDown!];
+
+    /// <summary>Every weight matrix of the layer: <see cref="Projections"/> and the MoE layer's router and experts.</summary>
+    public IEnumerable<Linear> Matrices => Experts is { } x ? Projections.Concat(x.Matrices) : Projections;
 
     /// <summary>The projection with this GGUF part name ("attn_q.weight", "ffn_down.weight", ...), for wrapping it (LoRA).</summary>
     public Linear GetProjection(string part) => part switch
     {
         AttnQ => Wq, AttnK => Wk, AttnV => Wv, AttnOut => Wo, FfnGate => WGate, FfnUp => WUp, FfnDown => WDown,
-        _ => throw new ArgumentException($"no projection '{part}'", nameof(part)),
-    };
+        _ => null,
+    } ?? throw new ArgumentException(part is FfnGate or FfnUp or FfnDown ? $"no projection '{part}' in a mixture-of-experts layer" : $"no projection '{part}'", nameof(part));
 
     /// <summary>Replaces the projection with this GGUF part name (same shape), e.g. by a LoRA-wrapped one.</summary>
     public void SetProjection(string part, Linear value)
@@ -57,7 +63,9 @@ public sealed class DecoderLayer
     {
         var spec = c.Architecture;
         string B(string part) => Block(i, part);
-        BlockTensor? Part(string gguf) => spec.Block.FirstOrDefault(t => t.Gguf == gguf);
+        // a MoE layer reads the expert tensors and not the dense feed-forward's; a dense layer the other way round
+        bool moe = c.IsMoeLayer(i);
+        BlockTensor? Part(string gguf) => spec.Block.FirstOrDefault(t => t.Gguf == gguf && (moe ? !t.IsDenseFfn : !t.IsExpert));
         float[]? Vec(string gguf) => Part(gguf) is { } t ? TensorLoader.Vector(f, B(gguf), c.Elements(t.Shape)) : null;
         Linear? Lin(string gguf, string? bias = null)
         {
@@ -66,7 +74,8 @@ public sealed class DecoderLayer
             return Linear.Load(f, B(gguf), cols, rows, bias is not null && Part(bias) is not null ? B(bias) : null);
         }
 
-        Linear wq, wk, wv, wgate, wup;
+        Linear wq, wk, wv;
+        Linear? wgate, wup;
         // a table with a fused QKV may accept separate Q/K/V instead (BlockTensor.InsteadOf): taken when the file lacks
         // the fused tensor and holds attn_q; otherwise the fused tensor is required (and named when missing)
         bool split = Part(AttnQkv) is not null && Part(AttnQ) is { InsteadOf: AttnQkv }
@@ -84,7 +93,15 @@ public sealed class DecoderLayer
             var gateUp = Lin(FfnUp)!;
             wgate = gateUp.Rows(0, c.FfnDim); wup = gateUp.Rows(c.FfnDim, c.FfnDim);
         }
-        else { wgate = Lin(FfnGate)!; wup = Lin(FfnUp)!; }
+        else { wgate = Lin(FfnGate); wup = Lin(FfnUp); }
+        ExpertLayer? experts = null;
+        if (moe)
+        {
+            var routing = spec.Routing?.Invoke(c) ?? throw new InvalidOperationException($"{spec.Name} declares experts without a router (ArchitectureSpec.Routing)");
+            experts = ExpertLayer.Load(f, c, i, routing);
+        }
+        else if (wgate is null || wup is null || Part(FfnDown) is null)
+            throw new InvalidModelFileException($"{Path.GetFileName(f.Path)}: block {i} has no feed-forward (the {spec.Name} table names none for a dense layer)");
         return new DecoderLayer
         {
             AttnNorm = Vec(Architectures.Names.AttnNorm),
@@ -94,7 +111,8 @@ public sealed class DecoderLayer
             AttnPostNorm = Vec(Architectures.Names.AttnPostNorm),
             FfnNorm = Vec(Architectures.Names.FfnNorm),
             WGate = wgate, WUp = wup,
-            WDown = Lin(FfnDown)!,
+            WDown = Lin(FfnDown),
+            Experts = experts,
             FfnPostNorm = Vec(Architectures.Names.FfnPostNorm),
         };
     }

@@ -17,6 +17,7 @@ public sealed class RunState
     public readonly KvCache?[] TokenCache; // (batch) the cache each token belongs to
     public readonly int[] TokenPos;  // (batch) each token's position in its sequence
     public readonly int[] TokenIds;  // (batch) the tokens of a single-sequence Forward
+    public readonly MoeScratch? Moe; // the mixture-of-experts feed-forward's scratch; null for a dense model
 
     /// <summary>The context the state was made for (the model may pick its rotary scaling by it: Phi-3's LongRoPE).</summary>
     public int Context { get; }
@@ -33,5 +34,6 @@ public sealed class RunState
         for (int r = 0; r < ropes; r++) { Cos[r] = new float[maxBatch * c.RopeDims / 2]; Sin[r] = new float[maxBatch * c.RopeDims / 2]; }
         Logits = new float[c.VocabSize];
         TokenCache = new KvCache?[maxBatch]; TokenPos = new int[maxBatch]; TokenIds = new int[maxBatch];
+        if (c.ExpertCount > 0) Moe = new MoeScratch(c, maxBatch);
     }
 }

@@ -248,7 +248,8 @@ public sealed unsafe class HfCheckpoint : ITensorSource
         };
         var r = new List<ExpectedTensor> { new("model.embed_tokens.weight", [c.VocabSize, h], "vocab_size, " + H) };
         for (int l = 0; l < c.Layers; l++)
-            foreach (var t in c.Spec.Block.Where(t => t.InsteadOf is null)) // Phi-3's separate q/k/v are a GGUF alternative; HF files hold qkv_proj
+            // Phi-3's separate q/k/v are a GGUF alternative; HF files hold qkv_proj. Checkpoints with experts are not read.
+            foreach (var t in c.Spec.Block.Where(t => t.InsteadOf is null && !t.IsExpert))
             {
                 var (shape, from) = Of(t.Shape);
                 r.Add(new($"model.layers.{l}.{t.Hf}", shape, from));

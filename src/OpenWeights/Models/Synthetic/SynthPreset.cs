@@ -27,6 +27,30 @@ public sealed record SynthPreset(
     /// LongRoPE tables rope_factors_long.weight / rope_factors_short.weight.</summary>
     public IReadOnlyDictionary<string, float[]> ExtraTensors { get; init; } = new Dictionary<string, float[]>();
 
+    // ---- mixture of experts (written as {arch}.expert_* keys when ExpertCount > 0) ----
+    /// <summary>Routed experts per MoE layer (<c>expert_count</c>); 0: dense.</summary>
+    public int ExpertCount { get; init; }
+    /// <summary>Experts per token (<c>expert_used_count</c>).</summary>
+    public int ExpertsUsed { get; init; }
+    /// <summary>One expert's feed-forward length, written as <c>expert_feed_forward_length</c> when above 0 (families whose
+    /// rule is <see cref="ExpertFfnRule.Ffn"/> use <see cref="FfnDim"/> for their experts and ignore it).</summary>
+    public int ExpertFfnDim { get; init; }
+    /// <summary>The shared expert's feed-forward length (<c>expert_shared_feed_forward_length</c>), when above 0.</summary>
+    public int SharedExpertFfnDim { get; init; }
+    /// <summary>Every how many layers one is a MoE layer (<c>interleave_moe_layer_step</c>, written when above 1).</summary>
+    public int MoeLayerStep { get; init; } = 1;
+    /// <summary>The spread of the router weights: larger than the other weights' so that a token's k-th and (k+1)-th expert
+    /// differ clearly (two engines then pick the same experts; near-ties would make them differ for rounding reasons).</summary>
+    public float RouterStd { get; init; } = 0.1f;
+
+    /// <summary>The experts' feed-forward length a loader derives for this preset (the family's <see cref="ExpertFfnRule"/>).</summary>
+    public int EffectiveExpertFfnDim => Architectures.Get(Architecture).ExpertFfn switch
+    {
+        ExpertFfnRule.Ffn => FfnDim,
+        ExpertFfnRule.KeyOrFfnOverUsed => ExpertFfnDim > 0 ? ExpertFfnDim : FfnDim / Math.Max(1, ExpertsUsed),
+        _ => ExpertFfnDim > 0 ? ExpertFfnDim : FfnDim,
+    };
+
     public const string ChatMl =
         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
@@ -64,6 +88,10 @@ public sealed record SynthPreset(
         new("smollm3-3b", "smollm3", 128256, 2048, 36, 16, 4, 11008, 65536, 5000000f, 1e-6f, true, "llama-bpe", AddBos: false),
         // allenai/OLMo-2-0425-1B: olmo2 architecture (post-norms, whole-projection QK-norm, NEOX rope), untied head.
         new("olmo-2-0425-1b", "olmo2", 100352, 2048, 16, 16, 16, 8192, 4096, 500000f, 1e-6f, false, "dbrx", AddBos: false),
+        // Qwen/Qwen3-30B-A3B (config.json): 48 layers, d 2048, 32 heads / 4 KV heads of 128, 128 experts of 768, 8 per
+        // token, intermediate_size 6144 (unused: every layer is MoE), rope 1e6, eps 1e-6, untied. ~30.5B total, 3.3B active.
+        new("qwen3-30b-a3b", "qwen3moe", 151936, 2048, 48, 32, 4, 6144, 40960, 1000000f, 1e-6f, false, "qwen2", AddBos: false)
+            { KeyLength = 128, ExpertCount = 128, ExpertsUsed = 8, ExpertFfnDim = 768 },
         // Tiny shapes for tests: every dimension a multiple of 256 so every block type applies.
         new("tiny-llama", "llama", 1024, 256, 2, 4, 2, 512, 2048, 10000f, 1e-5f, false, "llama-bpe", AddBos: true, Llama3RopeScaling: true, ChatTemplate: Llama3),
         new("tiny-qwen2", "qwen2", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, true, "qwen2", AddBos: false),
@@ -72,6 +100,10 @@ public sealed record SynthPreset(
         // 4 layers so that one (layer 3) is a NoPE layer; untied (llama.cpp reads output.weight when present): with random
         // weights a tied head makes greedy decoding repeat one token, which would make the greedy test say little
         new("tiny-smollm3", "smollm3", 1024, 256, 4, 4, 2, 512, 2048, 5000000f, 1e-6f, false, "llama-bpe", AddBos: false),
+        // Qwen3-MoE test shape: head_dim 128 of its own, 16 experts of 256, 4 per token (more experts than tokens pick, so
+        // that a prefill groups tokens and a decode step skips most experts); untied so greedy runs say something
+        new("tiny-qwen3moe", "qwen3moe", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, false, "qwen2", AddBos: false)
+            { KeyLength = 128, ExpertCount = 16, ExpertsUsed = 4, ExpertFfnDim = 256 },
         // grouped-query (2 KV heads), as OLMo 2 32B: the key norm spans kv_heads*head_dim, not dim
         new("tiny-olmo2", "olmo2", 1024, 256, 2, 4, 2, 512, 2048, 500000f, 1e-6f, false, "dbrx", AddBos: false),
         // microsoft/Phi-4-mini-instruct (config.json): 32 L, d 3072, 24/8 heads, head_dim 128, ffn 8192, vocab 200064,

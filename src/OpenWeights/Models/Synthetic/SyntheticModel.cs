@@ -65,6 +65,13 @@ public static class SyntheticModel
          .Set("tokenizer.ggml.add_bos_token", p.AddBos)
          .Set("tokenizer.chat_template", p.ChatTemplate);
         if (p.KeyLength is { } kl) w.Set($"{a}.attention.key_length", (uint)kl).Set($"{a}.attention.value_length", (uint)kl);
+        if (p.ExpertCount > 0)
+        {
+            w.Set($"{a}.expert_count", (uint)p.ExpertCount).Set($"{a}.expert_used_count", (uint)p.ExpertsUsed);
+            if (p.ExpertFfnDim > 0) w.Set($"{a}.expert_feed_forward_length", (uint)p.ExpertFfnDim);
+            if (p.SharedExpertFfnDim > 0) w.Set($"{a}.expert_shared_feed_forward_length", (uint)p.SharedExpertFfnDim);
+            if (p.MoeLayerStep > 1) w.Set($"{a}.interleave_moe_layer_step", (uint)p.MoeLayerStep);
+        }
         foreach (var (key, value) in p.Extra) w.Set($"{a}.{key}", value);
         if (p.RopeScaling is { } rs)
         {
@@ -91,7 +98,7 @@ public static class SyntheticModel
     public static IReadOnlyList<PlannedTensor> Plan(SynthPreset p, SynthType type)
     {
         var spec = Architectures.Get(p.Architecture);
-        int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd;
+        int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd, ne = p.ExpertCount, fe = p.EffectiveExpertFfnDim, fs = p.SharedExpertFfnDim;
         var tensors = new List<(string Name, long[] Dims, int Layer, float Std)>
         {
             (TokenEmbedding, [p.Dim, p.VocabSize], -1, 0.02f),
@@ -105,21 +112,31 @@ public static class SyntheticModel
             TensorShape.Q => [p.Dim, q], TensorShape.Kv => [p.Dim, kv], TensorShape.O => [q, p.Dim],
             TensorShape.Ffn => [p.Dim, p.FfnDim], TensorShape.Down => [p.FfnDim, p.Dim],
             TensorShape.Qkv => [p.Dim, q + 2 * kv], TensorShape.GateUp => [p.Dim, 2 * p.FfnDim],
+            // mixture of experts: router, 3-D expert tensors (input features, rows, experts), per-expert biases, shared expert
+            TensorShape.Router => [p.Dim, ne], TensorShape.RouterBias => [ne],
+            TensorShape.ExpertFfn => [p.Dim, fe, ne], TensorShape.ExpertDown => [fe, p.Dim, ne],
+            TensorShape.ExpertFfnBias => [fe, ne], TensorShape.ExpertDownBias => [p.Dim, ne],
+            TensorShape.SharedFfn => [p.Dim, fs], TensorShape.SharedDown => [fs, p.Dim],
             _ => throw new ArgumentOutOfRangeException(nameof(s)),
         };
         for (int i = 0; i < p.Layers; i++)
-            foreach (var t in spec.Block.Where(t => t.InsteadOf is null)) // an alternative layout is not written
+        {
+            // a MoE layer has the expert tensors and not the dense feed-forward's, a dense layer the other way round
+            bool moe = ModelConfig.IsMoeLayer(ne, p.MoeLayerStep, i);
+            foreach (var t in spec.Block.Where(t => t.InsteadOf is null && (moe ? !t.IsDenseFfn : !t.IsExpert))) // an alternative layout is not written
             {
                 bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal);
-                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : 0.02f));
+                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : 0.02f));
             }
+        }
         tensors.Add((OutputNorm, [p.Dim], -1, 0));
         if (!p.TiedEmbeddings) tensors.Add((Output, [p.Dim, p.VocabSize], -1, 0.02f));
 
         return tensors.Select(x =>
         {
             GgmlType t = x.Dims.Length == 1 ? GgmlType.F32
-                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings,
+                : !QuantRecipe.AllowsQuantization(x.Name, x.Dims.Length) ? GgmlType.F32 // routers, biases: F32 whatever the type
+                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings, nExpert: ne,
                     nGqa: p.Heads / Math.Max(1, p.KvHeads), expertCount: x.Dims.Length >= 3 ? x.Dims[2] : 1);
             return new PlannedTensor(x.Name, t, x.Dims, GgufWriter.ExpectedBytes(t, x.Dims), x.Layer, x.Std);
         }).ToList();
@@ -148,7 +165,8 @@ public static class SyntheticModel
     {
         if (fixedValues is not null) { s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(fixedValues.AsSpan())); return; }
         int cols = (int)dims[0];
-        long rows = dims.Length == 1 ? 1 : dims[1];
+        long rows = 1;
+        for (int d = 1; d < dims.Length; d++) rows *= dims[d]; // a 3-D expert tensor: n_expert × rows, row after row
         int rowBytes = (int)GgmlTypes.RowBytes(t, cols);
         int chunkRows = (int)Math.Max(1, Math.Min(rows, (4 << 20) / Math.Max(1, rowBytes)));
         var buf = new byte[(long)chunkRows * rowBytes];

@@ -1,0 +1,172 @@
+using OpenWeights.Models;
+using OpenWeights.Models.Common;
+using OpenWeights.Models.Qwen3;
+using OpenWeights.Models.Synthetic;
+using OpenWeights.Tests.Oracle;
+using static OpenWeights.Tests.Models.Families.DenseFamilyOracle;
+
+namespace OpenWeights.Tests.Models.Families;
+
+/// <summary>Qwen 3 MoE against llama.cpp's qwen3moe on the same random-weight files (16 experts, top-4, renormalised).</summary>
+public class Qwen3MoeTests(ITestOutputHelper output)
+{
+    public static TheoryData<string, double, double> Types() => new()
+    {
+        // type, max |diff| / max |logit|, min cosine. Measured worst of 16 positions: see the output lines.
+        { "f32", 1e-5, 0.999999 },
+        { "q8_0", 1e-5, 0.999999 },
+        { "q4_k_m", 1e-5, 0.999999 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Types))]
+    public void LogitsAgreeWithLlamaCpp(string type, double relTol, double minCos)
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, "tiny-qwen3moe", type);
+        var (rel, cos, margin) = MoeOracle.AssertAgrees(path, relTol, minCos);
+        output.WriteLine($"tiny-qwen3moe {type}: worst rel {rel:E2}, worst cos {cos:F9}, routing margin {margin:E2}");
+    }
+
+    [Theory]
+    [InlineData("f32")]
+    [InlineData("q4_k_m")]
+    public void GreedyContinuationOf64TokensEqualsLlamaCpp(string type)
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, "tiny-qwen3moe", type);
+        int[] prompt = [5, 300, 301, 17, 900, 44, 45, 46];
+        var ours = OurGreedy(path, prompt, 64);
+        var theirs = LlamaCpp.ArgmaxContinuation(path, prompt, 64);
+        Assert.Equal(theirs, ours);
+        Assert.True(ours.Distinct().Count() > 1, "a continuation of one repeated token would say little");
+    }
+
+    [Fact]
+    public void ExactRoutingTiesAreBrokenAsLlamaCppBreaksThem()
+    {
+        // 5 distinct router rows for 16 experts (groups {0,5,10,15}, {1,6,11}, ...): a token's top-4 is a group of 3 and
+        // one of the next group's 3 or 4 exactly equal experts, chosen by the tie rule alone (ExpertLayer.TopK). Checked
+        // to fail with another rule (lowest index first: max rel diff ~1e-1)
+        using var dir = new TempDir();
+        var path = MoeOracle.WithTiedRouters(dir, Write(dir, "tiny-qwen3moe", "f32"), "tied.gguf", 5);
+        var (rel, cos) = AssertLogitsAgree(path, 1e-5, 0.999999);
+        output.WriteLine($"tied routers: worst rel {rel:E2}, worst cos {cos:F9}");
+    }
+
+    [Fact]
+    public void LoadsExpertsAsViewsOfTheStoredTensors()
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, "tiny-qwen3moe", "q4_k_m");
+        using var model = DecoderModel.Load(path, repack: false);
+        Assert.IsType<Qwen3MoeModel>(model);
+        var c = model.Config;
+        Assert.Equal((16, 4, 256), (c.ExpertCount, c.ExpertsUsed, c.ExpertFfnDim));
+        var x = model.Layers[1].Experts!;
+        Assert.Null(model.Layers[1].WGate);
+        Assert.Equal(16, x.Count);
+        // expert e's gate is rows e*256.. of the stored 3-D tensor, in its stored type, not a copy
+        unsafe
+        {
+            var t = model.Source.Tensors.Single(t => t.Name == "blk.1.ffn_gate_exps.weight");
+            byte* p = model.Source.TensorPointer(t);
+            Assert.Equal(t.Type, x.Gate[3].Weight.Type);
+            Assert.True(x.Gate[3].Weight.Data == p + 3 * 256 * x.Gate[3].Weight.RowBytes);
+        }
+        Assert.Equal(OpenWeights.Tensors.Quant.GgmlType.F32, x.Router.Weight.Type);
+    }
+
+    [Fact]
+    public void ADecodeStepReadsOnlyTheRoutedExperts()
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, "tiny-qwen3moe", "q8_0");
+        using var model = DecoderModel.Load(path);
+        var cache = model.CreateCache(64);
+        var state = model.CreateState(16, 64);
+        var moe = model.Layers.Select(l => l.Experts!).ToArray();
+        long perExpert = moe[0].BytesPerExpert;
+        // a 16-token prefill reads each expert that got tokens once: at most all 16 per layer, at least 4
+        long before = model.ExpertBytesRead;
+        model.Forward(Prompt, cache, state, 2);
+        long prefill = model.ExpertBytesRead - before;
+        Assert.InRange(prefill, moe.Length * 4 * perExpert, moe.Length * 16 * perExpert);
+        Assert.Equal(0, prefill % perExpert);
+        // one decode step: exactly k = 4 experts per layer
+        before = model.ExpertBytesRead;
+        model.Forward([7], cache, state, 2);
+        Assert.Equal(moe.Length * 4 * perExpert, model.ExpertBytesRead - before);
+        // the active bytes: everything but 12 of 16 experts per layer
+        long total = model.Layers.Sum(l => l.Matrices.Sum(m => m.Weight.RowBytes * m.Out)) + model.Output.Weight.RowBytes * model.Output.Out;
+        Assert.Equal(total - moe.Length * 12 * perExpert, model.ActiveWeightBytes);
+        output.WriteLine($"decode reads {moe.Length * 4 * perExpert} expert bytes of {moe.Length * 16 * perExpert}; active {model.ActiveWeightBytes} of {total}");
+    }
+
+    [Fact]
+    public void APrefillGivesTheLogitsOfTokenByTokenDecoding()
+    {
+        // the batch grouped by expert (one MatMul per expert over its tokens) against one token at a time
+        using var dir = new TempDir();
+        var path = Write(dir, "tiny-qwen3moe", "f32");
+        using var model = DecoderModel.Load(path);
+        var batched = OurLogits(path, Prompt);
+        var cache = model.CreateCache(32);
+        var state = model.CreateState(1, 32);
+        int v = model.Config.VocabSize;
+        for (int t = 0; t < Prompt.Length; t++)
+        {
+            model.Forward([Prompt[t]], cache, state, 2);
+            var (maxAbs, cos) = Compare.Logits(state.Logits, batched.AsSpan(t * v, v));
+            // measured: ~1e-6 (the same arithmetic in another order of tokens; 8-token kernels vs 1-token ones)
+            Assert.True(maxAbs < 1e-4 && cos > 0.999999, $"position {t}: max abs {maxAbs:E2}, cos {cos}");
+        }
+    }
+
+    [Fact]
+    public void RealShapePresetHasQwen3_30B_A3BParameterCounts()
+    {
+        // Qwen3-30B-A3B's model card: 30.5B parameters in total, 3.3B activated
+        var p = SynthPreset.Get("qwen3-30b-a3b");
+        var plan = SyntheticModel.Plan(p, SynthType.Parse("q4_k_m"));
+        long Elements(SyntheticModel.PlannedTensor t) => t.Dims.Aggregate(1L, (a, b) => a * b);
+        long total = plan.Sum(Elements);
+        long experts = plan.Where(t => t.Name.Contains("_exps.", StringComparison.Ordinal)).Sum(Elements);
+        long active = total - experts + experts / 128 * 8; // the published count includes the embedding table
+        output.WriteLine($"total {total / 1e9:F2}B, active {active / 1e9:F2}B");
+        Assert.InRange(total, 30_300_000_000, 30_700_000_000);
+        Assert.InRange(active, 3_250_000_000, 3_400_000_000);
+        Assert.Equal([2048L, 768L, 128L], plan.Single(t => t.Name == "blk.0.ffn_gate_exps.weight").Dims);
+        Assert.Equal([768L, 2048L, 128L], plan.Single(t => t.Name == "blk.47.ffn_down_exps.weight").Dims);
+        Assert.Equal(OpenWeights.Tensors.Quant.GgmlType.F32, plan.Single(t => t.Name == "blk.0.ffn_gate_inp.weight").Type);
+        Assert.DoesNotContain(plan, t => t.Name == "blk.0.ffn_gate.weight");
+    }
+
+    public static TheoryData<string, object?, string> BadRouterKeys() => new()
+    {
+        { "qwen3moe.expert_gating_func", 9u, "qwen3moe.expert_gating_func = 9" },
+        { "qwen3moe.expert_used_count", 17u, "qwen3moe.expert_used_count = 17 is larger than expert_count = 16" },
+        { "qwen3moe.expert_count", 600u, "qwen3moe.expert_count = 600 is out of range" },
+        { "qwen3moe.expert_count", null, "qwen3moe.expert_count is missing or 0" },
+        { "qwen3moe.expert_used_count", 0u, "qwen3moe.expert_used_count is missing or 0" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadRouterKeys))]
+    public void ABadRouterConfigurationIsRefusedNamingTheKey(string key, object? value, string expected)
+    {
+        using var dir = new TempDir();
+        var path = Write(dir, "tiny-qwen3moe", "f32");
+        var bad = value is null ? Without(dir, path, "bad.gguf", key: key) : Edited(dir, path, "bad.gguf", w => w.Set(key, value));
+        var e = Assert.ThrowsAny<OpenWeightsException>(() => DecoderModel.Load(bad));
+        Assert.Contains(expected, e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void DecodeStepsAllocateNothingOnTheCallingThread()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, DecodeAllocations(Write(dir, "tiny-qwen3moe", "q8_0")));
+    }
+}
