@@ -33,7 +33,10 @@ public class NonLinearQuantLogitsTests(ITestOutputHelper output)
         output.WriteLine($"tiny-llama {type}: worst rel {rel:E2}, worst cos {cos:F9}");
     }
 
-    /// <summary>A mixture of experts with its experts in MXFP4 (gpt-oss's layout, on qwen3moe) or IQ4_XS: logits at every position.</summary>
+    /// <summary>
+    /// A mixture of experts with its experts in MXFP4 (gpt-oss's layout, on qwen3moe) or IQ4_XS: logits at every position.
+    /// Measured worst of 16 positions: mxfp4_moe 1.7e-7, iq4_xs 3.2e-7.
+    /// </summary>
     [Theory]
     [InlineData("mxfp4_moe", 1e-5, 0.999999)]
     [InlineData("iq4_xs", 1e-5, 0.999999)]
