@@ -47,6 +47,17 @@ public static class KernelBench
                 }
             }
         }
+        Console.WriteLine();
+        Console.WriteLine("| type | quantize (1 thread) M values/s |");
+        Console.WriteLine("|---|---:|");
+        var src = new float[1 << 16];
+        for (int i = 0; i < src.Length; i++) src[i] = (float)(rng.NextDouble() * 2 - 1);
+        foreach (var type in types)
+        {
+            var dst = new byte[GgmlTypes.RowBytes(type, src.Length)];
+            double t = Best(() => Quantize.Row(type, src, dst), 5);
+            Console.WriteLine($"| {type} | {src.Length / t / 1e6:F1} |");
+        }
         return 0;
     }
 

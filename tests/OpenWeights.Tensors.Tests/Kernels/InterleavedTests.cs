@@ -6,7 +6,7 @@ using OpenWeights.Tensors.Quant;
 namespace OpenWeights.Tensors.Tests.Kernels;
 
 /// <summary>
-/// Q4_0, Q5_0, Q8_0, F16, Q4_K, IQ4_NL and MXFP4 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
+/// Q4_0, Q5_0, Q8_0, F16, Q4_K, IQ4_NL, IQ4_XS and MXFP4 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
 /// reference bit for bit, the reference equals the F32 dot of the dequantized rows, and MatMul over the repacked
 /// copy agrees with MatMul over the GGUF rows and stays batch invariant.
 /// </summary>
@@ -57,13 +57,14 @@ public unsafe class InterleavedTests
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.IQ4_NL)]
     [InlineData(GgmlType.MXFP4)]
+    [InlineData(GgmlType.IQ4_XS)]
     public void Interleaved_kernels_match_the_scalar_reference_bit_for_bit_and_the_f32_dot(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var layout = InterleavedLayout.For(type);
         var rng = new Random(41 + (int)type);
         const int rows = 16, tokens = 6; // 2 groups, 6 tokens: every kernel shape
-        foreach (int blocks in type == GgmlType.Q4_K ? new[] { 1, 2, 3, 5 } : new[] { 1, 2, 3, 5, 8, 17, 24 })
+        foreach (int blocks in layout.BlockValues == 256 ? new[] { 1, 2, 3, 5 } : new[] { 1, 2, 3, 5, 8, 17, 24 })
             for (int offset = 0; offset < 4; offset++)
             {
                 int n = blocks * Math.Max(32, layout.BlockValues);
@@ -208,11 +209,12 @@ public unsafe class InterleavedTests
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.IQ4_NL)]
     [InlineData(GgmlType.MXFP4)]
+    [InlineData(GgmlType.IQ4_XS)]
     public void MatMul_over_the_repacked_copy_matches_the_gguf_rows_and_is_batch_invariant(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var rng = new Random(47);
-        int rows = 40, cols = type == GgmlType.Q4_K ? 512 : 320;
+        int rows = 40, cols = type is GgmlType.Q4_K or GgmlType.IQ4_XS ? 512 : 320;
         var w = RandomRows(type, rng, rows, cols);
         fixed (byte* pw = w)
         {

@@ -68,6 +68,11 @@ public readonly unsafe struct InterleavedLayout
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = 144, BlockValues = 32, Repack = &Lut4x8.RepackIq4Nl,
             DotGroups = &Lut4x8.DotGroupsIq4Nl, Dot4 = &Lut4x8.Dot4Iq4Nl, DotScalar = &Lut4x8.DotScalarIq4Nl, DecodeRow = &Lut4x8.DecodeRowIq4Nl,
         },
+        GgmlType.IQ4_XS => new()
+        {
+            Type = type, Activation = GgmlType.Q8_K, ActivationScale = 1, BlockBytes = IQ4_XSx8.BlockBytes, BlockValues = 256, Repack = &IQ4_XSx8.Repack,
+            DotGroups = &IQ4_XSx8.DotGroupsAvx2, Dot4 = &IQ4_XSx8.DotAvx2x4, DotScalar = &IQ4_XSx8.DotScalar, DecodeRow = &IQ4_XSx8.DecodeRow,
+        },
         GgmlType.MXFP4 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = 136, BlockValues = 32, Repack = &Lut4x8.RepackMxfp4,

@@ -125,9 +125,7 @@ public static class SyntheticModel
             bool moe = ModelConfig.IsMoeLayer(ne, p.MoeLayerStep, i);
             foreach (var t in spec.Block.Where(t => t.InsteadOf is null && (moe ? !t.IsDenseFfn : !t.IsExpert))) // an alternative layout is not written
             {
-                // a norm's weight is written around 1; a bias (also a norm's, Phi-3.5-MoE) small and random
-                bool norm = !t.Gguf.EndsWith(".bias", StringComparison.Ordinal)
-                    && (t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal));
+                bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal);
                 tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : 0.02f));
             }
         }
@@ -138,8 +136,8 @@ public static class SyntheticModel
         {
             GgmlType t = x.Dims.Length == 1 ? GgmlType.F32
                 : !QuantRecipe.AllowsQuantization(x.Name, x.Dims.Length) ? GgmlType.F32 // routers, biases: F32 whatever the type
-                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings,
-                    nExpert: ne, nGqa: p.Heads / Math.Max(1, p.KvHeads), expertCount: x.Dims.Length >= 3 ? x.Dims[2] : 1);
+                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings, nExpert: ne,
+                    nGqa: p.Heads / Math.Max(1, p.KvHeads), expertCount: x.Dims.Length >= 3 ? x.Dims[2] : 1);
             return new PlannedTensor(x.Name, t, x.Dims, GgufWriter.ExpectedBytes(t, x.Dims), x.Layer, x.Std);
         }).ToList();
     }
