@@ -17,8 +17,10 @@ public class MixtralTests(ITestOutputHelper output)
         // so far; what was ruled out: our expert views (each expert's MatMul against its dequantized rows: quantization
         // noise only), prefill vs decode (bit-identical), routing margins (>= 5e-4), llama.cpp thread count. A file with
         // only output.weight in Q8_0 differs by 6.9e-4, one with every tensor but token_embd in Q8_0 agrees at 1.3e-7, so
-        // the gap depends on the mix of types in llama.cpp's run, not on one tensor of ours. The tolerances below are
-        // the measured gaps (x1.5), not a claim of agreement.
+        // the gap depends on the mix of types in llama.cpp's run, not on one tensor of ours; experts of 256 or 1024 agree
+        // (1e-7) where 512 and 768 do not, and tiny-qwen3moe with experts of 512 differs too (3.4e-4 in Q8_0): not a
+        // Mixtral matter but a MoE one that the tiny presets' shapes happen to avoid. The tolerances below are the
+        // measured gaps (x1.5), not a claim of agreement.
         { "f32", 1e-5, 0.999999 },
         { "q8_0", 1.5e-2, 0.9999 },
         { "q4_k_m", 1.6e-1, 0.99 },
