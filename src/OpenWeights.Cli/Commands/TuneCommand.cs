@@ -68,7 +68,7 @@ public static class TuneCommand
             {
                 Rank = pr.GetValue(rank), Alpha = pr.GetValue(alpha), Dropout = pr.GetValue(dropout), UseRsLora = pr.GetValue(rslora),
                 Targets = pr.GetValue(targets) is { } t ? [.. t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)]
-                    : LoraTargets.DefaultFor(m.Config.Architecture), // Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj
+                    : LoraTargets.DefaultFor(m.Config), // Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj
             };
             var lm = new LoraModel(m, loraOptions, pr.GetValue(seed)) { Threads = pr.GetValue(threads) };
             var trainer = new LoraTrainer(lm, new TrainOptions

@@ -71,6 +71,21 @@ public static class LoraTargets
     /// fused qkv_proj and gate_up_proj as one LoRA each, as PEFT and llama.cpp adapt them).</summary>
     public static IReadOnlyList<string> DefaultFor(ArchitectureSpec spec) => [.. Of(spec).Select(t => t.Peft)];
 
+    /// <summary>
+    /// The targets fine-tuning adapts by default on a model of this configuration: <see cref="DefaultFor(ArchitectureSpec)"/>,
+    /// less the dense feed-forward's when every layer is a mixture of experts (a llama table names both, for Mixtral's
+    /// files and the dense ones): LoRA adapts the attention of MoE layers; their experts and router stay frozen.
+    /// </summary>
+    public static IReadOnlyList<string> DefaultFor(ModelConfig c) =>
+        Enumerable.Range(0, c.Layers).Any(l => !c.IsMoeLayer(l)) ? DefaultFor(c.Architecture)
+            : [.. c.Architecture.Projections.Where(t => !t.IsDenseFfn).Select(t => t.PeftTarget!)];
+
+    /// <summary>Whether a PEFT name adapts a feed-forward or its experts in some family (gate_proj, up_proj, down_proj,
+    /// gate_up_proj, or a module of a MoE table: the router, the experts): refused on MoE families that have no dense one.</summary>
+    private static bool IsFeedForwardTarget(string peft) =>
+        Architectures.Supported.SelectMany(a => a.Block).Any(t => t.IsDenseFfn && t.PeftTarget == peft
+            || t.IsExpert && t.HfModule.Split('.').Contains(peft));
+
     private static (string Peft, string HfPath, string Gguf) Find(string peft, ArchitectureSpec? spec)
     {
         var list = spec is null ? Known : Of(spec);
@@ -97,6 +112,8 @@ public static class LoraTargets
         var parts = new HashSet<string>(StringComparer.Ordinal);
         foreach (var peft in targets)
         {
+            if (!Of(spec).Any(t => t.Peft == peft) && spec.Experts && IsFeedForwardTarget(peft))
+                throw new OpenWeightsException($"LoRA target '{peft}' is not supported for {spec.Name} models: their feed-forward is a mixture of experts, and LoRA adapts the attention only (targets: {string.Join(", ", DefaultFor(spec))})");
             if (!Of(spec).Any(t => t.Peft == peft) && Of(spec).Any(t => IsFused(spec, t.Peft)))
                 throw new OpenWeightsException($"unknown LoRA target '{peft}' for {spec.Name} models, which fuse projections into {string.Join(" and ", Of(spec).Where(t => IsFused(spec, t.Peft)).Select(t => t.Peft))} (their targets: {string.Join(", ", DefaultFor(spec))})");
             parts.Add(Find(peft, spec).Gguf + ".weight");

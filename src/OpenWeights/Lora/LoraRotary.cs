@@ -86,6 +86,8 @@ public static class LoraNames
             var t = (spec is null ? LoraTargets.Known : [.. LoraTargets.Of(spec), .. LoraTargets.Known]).FirstOrDefault(x => x.Gguf == m.Groups[2].Value);
             if (t.Peft is not null && int.TryParse(m.Groups[1].Value, out int layer)) return (layer, t.Peft);
         }
+        if (m.Success && Architectures.Supported.SelectMany(a => a.Block).Any(t => t.IsExpert && t.Gguf == m.Groups[2].Value + ".weight"))
+            throw new OpenWeightsException($"'{name}' adapts a mixture-of-experts tensor (router, experts or shared expert): LoRA on experts is not supported, only on the attention of MoE models");
         throw new OpenWeightsException($"'{name}' is not a projection LoRA can adapt (supported: {string.Join(", ", LoraTargets.Known.Select(x => "blk.N." + x.Gguf + ".weight").Distinct())})");
     }
 

@@ -120,6 +120,8 @@ public static partial class PeftAdapter
         foreach (var t in st.Tensors)
         {
             var m = HfLoraName().Match(t.Name);
+            if (!m.Success && ExpertLoraName().IsMatch(t.Name))
+                throw new OpenWeightsException($"{Path.GetFileName(stPath)}: tensor '{t.Name}' adapts a mixture-of-experts module (experts or router): LoRA on experts is not supported, only on the attention of MoE models");
             if (!m.Success)
                 throw new OpenWeightsException($"{Path.GetFileName(stPath)}: tensor '{t.Name}' is not a LoRA A/B matrix of a supported projection ({string.Join(", ", known.Select(x => x.Peft))})");
             string hfPath = m.Groups[2].Value;
@@ -194,4 +196,8 @@ public static partial class PeftAdapter
     // or without the "base_model.model." prefix.
     [GeneratedRegex(@"^(?:base_model\.model\.)?(?:model\.)?layers\.(\d+)\.((?:self_attn|mlp)\.[a-z_]+)\.lora_(A|B)(?:\.[A-Za-z0-9_\-]+)?\.weight$")]
     private static partial Regex HfLoraName();
+
+    // an expert or router module of a MoE checkpoint: mlp.experts.3.gate_proj, block_sparse_moe.experts.3.w1, mlp.gate, block_sparse_moe.gate
+    [GeneratedRegex(@"layers\.\d+\.(?:mlp|block_sparse_moe)\.(?:experts\.|gate\.lora|router\.|shared_expert)")]
+    private static partial Regex ExpertLoraName();
 }

@@ -208,6 +208,32 @@ public static class Architectures
         T(Names.FfnDown, TensorShape.Down, "mlp.down_proj.weight"),
     ];
 
+    /// <summary>
+    /// Phi-3.5-MoE (PhiMoEForCausalLM): separate Q/K/V, biases on Q, K, V, the attention output and both norms (the Hugging
+    /// Face norms are LayerNorms with a bias; llama.cpp runs RMS norm + bias on the same tensors), and a mixture of 16
+    /// experts instead of the MLP (block_sparse_moe: gate = the router, experts w1 = gate, w3 = up, w2 = down, stacked by
+    /// the converter into the 3-D tensors).
+    /// </summary>
+    public static readonly IReadOnlyList<BlockTensor> PhiMoeBlock =
+    [
+        T(Names.AttnNorm, TensorShape.Dim, "input_layernorm.weight"),
+        T(Names.AttnNormBias, TensorShape.Dim, "input_layernorm.bias"),
+        T(Names.AttnQ, TensorShape.Q, "self_attn.q_proj.weight"),
+        T(Names.AttnQBias, TensorShape.QDim, "self_attn.q_proj.bias"),
+        T(Names.AttnK, TensorShape.Kv, "self_attn.k_proj.weight"),
+        T(Names.AttnKBias, TensorShape.KvDim, "self_attn.k_proj.bias"),
+        T(Names.AttnV, TensorShape.Kv, "self_attn.v_proj.weight"),
+        T(Names.AttnVBias, TensorShape.KvDim, "self_attn.v_proj.bias"),
+        T(Names.AttnOut, TensorShape.O, "self_attn.o_proj.weight"),
+        T(Names.AttnOutBias, TensorShape.Dim, "self_attn.o_proj.bias"),
+        T(Names.FfnNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnNormBias, TensorShape.Dim, "post_attention_layernorm.bias"),
+        T(Names.FfnGateInp, TensorShape.Router, "block_sparse_moe.gate.weight"),
+        T(Names.FfnGateExps, TensorShape.ExpertFfn, "block_sparse_moe.experts.w1.weight"),
+        T(Names.FfnUpExps, TensorShape.ExpertFfn, "block_sparse_moe.experts.w3.weight"),
+        T(Names.FfnDownExps, TensorShape.ExpertDown, "block_sparse_moe.experts.w2.weight"),
+    ];
+
     /// <summary>Gemma 2: RMS norms before and after both attention and feed-forward (HF names of Gemma2ForCausalLM; the
     /// GGUF norms hold 1 + w, the Hugging Face ones w).</summary>
     public static readonly IReadOnlyList<BlockTensor> Gemma2Block =
@@ -269,6 +295,15 @@ public static class Architectures
         // pairing (llama.cpp's LLAMA_ROPE_TYPE_NEOX for phi3).
         new("phi3", "Phi-3 / 3.5 / 4 (mini)", RopeStyle.Neox, Phi3Block,
             (f, c) => new Phi3.Phi3Model(f, c), ["Phi3ForCausalLM"], Hf: HfFamilies.Phi3),
+        // differs from Llama: Phi-3's LongRoPE attention (NEOX, factor tables, attn_factor) with separate Q/K/V; biases on
+        // Q/K/V/O, the norms (RMS norm + bias, as llama.cpp) and the output head; every feed-forward a MoE: softmax top-2
+        // of 16 renormalised (llama.cpp's phi3 graph, MoE branch); the experts' length feed_forward_length.
+        new("phimoe", "Phi-3.5-MoE", RopeStyle.Neox, PhiMoeBlock,
+            (f, c) => new PhiMoe.PhiMoeModel(f, c), [], Experts: true)
+        {
+            ExpertFfn = ExpertFfnRule.Ffn,
+            Routing = c => new Common.ExpertRouting(Common.ExpertGating.Softmax, NormalizeWeights: true),
+        },
         // differs from Llama: √dim embeddings, pre and post norms, GeGLU, alternating sliding-window / global layers,
         // attention and final logit soft-caps; rotary pairs (i, i+d/2).
         new("gemma2", "Gemma 2", RopeStyle.Neox, Gemma2Block,
@@ -315,6 +350,9 @@ public static class Architectures
         public const string AttnPostNorm = "post_attention_norm.weight";
         public const string FfnNorm = "ffn_norm.weight", FfnGate = "ffn_gate.weight", FfnUp = "ffn_up.weight", FfnDown = "ffn_down.weight";
         public const string FfnPostNorm = "post_ffw_norm.weight";
+        // biases on the norms and the attention output (Phi-3.5-MoE), and on the final norm and the output head
+        public const string AttnNormBias = "attn_norm.bias", FfnNormBias = "ffn_norm.bias", AttnOutBias = "attn_output.bias";
+        public const string OutputNormBias = "output_norm.bias", OutputBias = "output.bias";
         // mixture of experts: router (+ bias), 3-D expert tensors (+ per-expert biases), shared expert
         public const string FfnGateInp = "ffn_gate_inp.weight", FfnGateInpBias = "ffn_gate_inp.bias";
         public const string FfnGateExps = "ffn_gate_exps.weight", FfnUpExps = "ffn_up_exps.weight", FfnDownExps = "ffn_down_exps.weight";

@@ -26,10 +26,13 @@ public abstract class DecoderModel : IDisposable
     public WeightMatrix TokenEmbedding { get; }       // (vocab, dim)
     public IReadOnlyList<DecoderLayer> Layers { get; }
     public float[] OutputNorm { get; }                 // (dim)
+    /// <summary>(dim) added after the final norm, when the file has one (Phi-3.5-MoE); else null.</summary>
+    public float[]? OutputNormBias { get; }
     public Linear Output { get; }                      // (vocab, dim); token_embd when tied
     /// <summary>The rotary embedding of full-attention layers (for training and for families with one).</summary>
     public Rope Rope { get; }
     private bool ownsSource;
+    private const string OutputNormBiasName = Architectures.Names.OutputNormBias;
 
     protected DecoderModel(ITensorSource source, ModelConfig c)
     {
@@ -38,8 +41,9 @@ public abstract class DecoderModel : IDisposable
         TokenEmbedding = LoadEmbedding(source, c);
         Layers = Enumerable.Range(0, c.Layers).Select(i => DecoderLayer.Load(source, c, i)).ToArray();
         OutputNorm = TensorLoader.Vector(source, Architectures.Names.OutputNorm, c.Dim);
+        OutputNormBias = source.TryGetTensor(OutputNormBiasName, out _) ? TensorLoader.Vector(source, OutputNormBiasName, c.Dim) : null;
         Output = source.TryGetTensor(Architectures.Names.Output, out _)
-            ? Linear.Load(source, Architectures.Names.Output, c.Dim, c.VocabSize)
+            ? Linear.Load(source, Architectures.Names.Output, c.Dim, c.VocabSize, source.TryGetTensor(OutputBias, out _) ? OutputBias : null)
             : new Linear(Architectures.Names.TokenEmbedding, TokenEmbedding); // tied classifier
         float[]? freqFactors = source.TryGetTensor(RopeFreqs, out _) ? TensorLoader.Vector(source, RopeFreqs, c.RopeDims / 2) : null;
         Rope = c.CreateRope(freqFactors);
@@ -234,7 +238,7 @@ public abstract class DecoderModel : IDisposable
         int rows;
         if (allRows)
         {
-            Blocks.RmsNorm(s.X, OutputNorm, s.Xb, n, c.RmsEps);
+            Blocks.RmsNorm(s.X, OutputNorm, OutputNormBias, s.Xb, n, c.RmsEps);
             rows = n;
         }
         else
@@ -244,6 +248,7 @@ public abstract class DecoderModel : IDisposable
             {
                 end += seg.Tokens.Length;
                 Ops.RmsNorm(s.X.AsSpan((end - 1) * dim, dim), OutputNorm, s.Xb.AsSpan(row * dim, dim), c.RmsEps);
+                if (OutputNormBias is { } ob) System.Numerics.Tensors.TensorPrimitives.Add(s.Xb.AsSpan(row * dim, dim), ob, s.Xb.AsSpan(row * dim, dim));
                 row++;
             }
             rows = segments.Length;

@@ -42,6 +42,7 @@ public sealed class EmbeddingRun
         for (int t = 0; t < n; t++)
         {
             Ops.RmsNorm(state.X.AsSpan(t * dim, dim), model.OutputNorm, state.Xb.AsSpan(0, dim), model.Config.RmsEps);
+            if (model.OutputNormBias is { } ob) TensorPrimitives.Add(state.Xb.AsSpan(0, dim), ob, state.Xb.AsSpan(0, dim));
             TensorPrimitives.Add(sum, state.Xb.AsSpan(0, dim), sum);
         }
         done += n;

@@ -45,7 +45,9 @@ public sealed class LoraModel
     public ModelConfig Config => Model.Config;
     public LoraOptions Options { get; }
     public LoraAdapter Adapter { get; }
-    public TrainableLoraLinear[][] Projections { get; }   // (layers, 7): q, k, v, o, gate, up, down (indexed by Proj)
+    /// <summary>(layers, 7): q, k, v, o, gate, up, down (indexed by Proj); gate, up and down are null in a mixture-of-experts
+    /// layer (its experts and router stay frozen: <see cref="ExpertFeedForward"/>).</summary>
+    public TrainableLoraLinear?[][] Projections { get; }
 
     /// <summary>The slot of each projection in a layer's row of <see cref="Projections"/>.</summary>
     public static class Proj
@@ -69,6 +71,10 @@ public sealed class LoraModel
     /// rounding of the formula). Finite-difference checks set it.</summary>
     public bool GeluFormula { get; set; }
 
+    /// <summary>A hash of every MoE layer's choice of experts in the forward passes since <see cref="Step"/> or
+    /// <see cref="LastLogits"/> began (tests: a finite-difference step that changes the routing is not a derivative).</summary>
+    internal ulong RoutingSignature { get; private set; }
+
     /// <summary>The GGUF part of each of the 7 projection slots, in slot order.</summary>
     private static readonly string[] Slots = [AttnQ, AttnK, AttnV, AttnOut, FfnGate, FfnUp, FfnDown];
 
@@ -82,7 +88,8 @@ public sealed class LoraModel
         Adapter = existing ?? new LoraAdapter { Alpha = options.Alpha, Rank = options.Rank, UseRsLora = options.UseRsLora, TargetModules = [.. options.Targets] };
         var rng = new TrainRng(seed);
         var trainable = new List<TrainableLoraLinear>();
-        Projections = new TrainableLoraLinear[c.Layers][];
+        Projections = new TrainableLoraLinear?[c.Layers][];
+        RefuseExpertTargets(model, adapted);
         FusedQkv = new TrainableLoraLinear?[c.Layers]; FusedGateUp = new TrainableLoraLinear?[c.Layers];
         bool fusedQkv = adapted.Contains(AttnQkv), fusedGateUp = adapted.Contains(FfnUp) && LoraTargets.IsFused(c.Architecture, "gate_up_proj");
         if (fusedQkv && !model.Source.TryGetTensor(Block(0, AttnQkv), out _))
@@ -103,11 +110,12 @@ public sealed class LoraModel
         for (int l = 0; l < c.Layers; l++)
         {
             var L = model.Layers[l];
-            Linear Dense(Linear? p) => p ?? throw new OpenWeightsException($"training: layer {l} is a mixture-of-experts layer (LoRA training on experts is not supported yet)");
-            var bases = new[] { L.Wq, L.Wk, L.Wv, L.Wo, Dense(L.WGate), Dense(L.WUp), Dense(L.WDown) };
-            Projections[l] = new TrainableLoraLinear[7];
+            var bases = new[] { L.Wq, L.Wk, L.Wv, L.Wo, L.WGate, L.WUp, L.WDown };
+            Projections[l] = new TrainableLoraLinear?[7];
             for (int p = 0; p < 7; p++)
             {
+                // a MoE layer has no dense feed-forward: its slots stay empty (llama4 adapts the dense layers' only)
+                if (bases[p] is not { } baseLinear) continue;
                 if (p == 0 && fusedQkv)
                 {
                     // differs from Llama (Phi-3): one LoRA over the fused Q | K | V tensor
@@ -121,9 +129,10 @@ public sealed class LoraModel
                     trainable.Add(FusedGateUp[l] = new TrainableLoraLinear(gateUp, Weights(Block(l, FfnUp), gateUp), options.Scale, options.Dropout, (ulong)(l * 7 + 5)));
                 }
                 bool fused = p < 3 && fusedQkv || p is 4 or 5 && fusedGateUp;
-                var w = !fused && adapted.Contains(Slots[p]) ? Weights(Block(l, Slots[p]), bases[p]) : null;
-                Projections[l][p] = new TrainableLoraLinear(bases[p], w, options.Scale, options.Dropout, (ulong)(l * 7 + p + 1));
-                if (w is not null) trainable.Add(Projections[l][p]);
+                var w = !fused && adapted.Contains(Slots[p]) ? Weights(Block(l, Slots[p]), baseLinear) : null;
+                var module = new TrainableLoraLinear(baseLinear, w, options.Scale, options.Dropout, (ulong)(l * 7 + p + 1));
+                Projections[l][p] = module;
+                if (w is not null) trainable.Add(module);
             }
         }
         Trainable = trainable;
@@ -131,7 +140,23 @@ public sealed class LoraModel
         if (unitQkNorm && model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null))
             throw new OpenWeightsException($"LoRA training on {c.Architecture.Name} models is not supported: a QK-norm both before and after the rotary embedding");
         parts = new Parts(unitQkNorm || model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null), model.Layers.Any(L => L.AttnPostNorm is not null),
-            model.Layers.Any(L => L.FfnPostNorm is not null), fusedQkv || fusedGateUp);
+            model.Layers.Any(L => L.FfnPostNorm is not null), fusedQkv || fusedGateUp, model.Layers.Any(L => L.Experts is not null));
+        if (parts.Moe && !ExpertFeedForward.Supports(model.FeedForwardActivation))
+            throw new OpenWeightsException($"LoRA training on {c.Architecture.Name} models is not supported: their experts' {model.FeedForwardActivation} activation has no backward here");
+    }
+
+    /// <summary>
+    /// Mixture-of-experts models: LoRA adapts the attention (and the dense feed-forward of the layers that have one, Llama 4's);
+    /// the experts, router and shared expert stay frozen. A feed-forward target on a model whose every layer is a MoE layer
+    /// would adapt nothing: it is refused naming the target.
+    /// </summary>
+    private static void RefuseExpertTargets(DecoderModel model, IReadOnlySet<string> adapted)
+    {
+        if (!model.Layers.Any(L => L.Experts is not null) || model.Layers.Any(L => L.WGate is not null)) return;
+        string[] ffn = [FfnGate, FfnUp, FfnDown];
+        var spec = model.Config.Architecture;
+        foreach (var t in LoraTargets.Of(spec).Where(t => ffn.Contains(t.Gguf + ".weight") && adapted.Contains(t.Gguf + ".weight")))
+            throw new OpenWeightsException($"LoRA target '{t.Peft}' is a dense feed-forward projection, and every layer of this {spec.Name} model is a mixture of experts: LoRA on experts is not supported (targets: {string.Join(", ", LoraTargets.DefaultFor(model.Config))})");
     }
 
     public long ParameterCount => Trainable.Sum(m => (long)m.Lora!.A.Length + m.Lora.B.Length);
@@ -146,6 +171,8 @@ public sealed class LoraModel
     {
         public float[] Xn1 = [], Rstd1 = [], QPre = [], QRstd = [], KPre = [], KRstd = [], Q = [], K = [], V = [], Att = [], Lse = [],
             O = [], RstdO = [], H = [], Xn2 = [], Rstd2 = [], G = [], U = [], Hh = [], F = [], RstdF = [], Fused = [];
+        /// <summary>The MoE feed-forward's activations (a MoE layer's router choice, expert activations).</summary>
+        public readonly ExpertFeedForward Moe = new();
         /// <summary>Sizes the buffers for n tokens; those of parts the model lacks (QK-norm, post-norms, fused) stay empty.</summary>
         public void Ensure(ModelConfig c, int n, Parts p)
         {
@@ -176,7 +203,7 @@ public sealed class LoraModel
     }
 
     /// <summary>Which optional parts some layer has: their activation and gradient buffers exist only then.</summary>
-    private readonly record struct Parts(bool QkNorm, bool AttnPostNorm, bool FfnPostNorm, bool Fused);
+    private readonly record struct Parts(bool QkNorm, bool AttnPostNorm, bool FfnPostNorm, bool Fused, bool Moe);
     private readonly Parts parts;
 
     private LayerGrads grads = null!;
@@ -246,6 +273,7 @@ public sealed class LoraModel
         ulong s = LayerSeed(seed, l);
         if (L.AttnNorm is { } an) TrainOps.RmsNormForward(xin, an, a.Xn1, a.Rstd1, n, dim, c.RmsEps); // xn1 = rmsnorm(x_in)
         else xin.AsSpan(0, nd).CopyTo(a.Xn1);                                                        // xn1 = x_in (OLMo 2)
+        if (L.AttnNormBias is { } anb) Blocks.AddRows(a.Xn1, anb, n);                               // xn1 += b (Phi-3.5-MoE)
         var qOut = L.QNorm is null ? a.Q : a.QPre; var kOut = L.KNorm is null ? a.K : a.KPre;
         if (FusedQkv[l] is { } qkv)
         {
@@ -254,9 +282,9 @@ public sealed class LoraModel
         }
         else
         {
-            P[Proj.Q].Forward(a.Xn1, qOut, n, th, s);                                              // q = Wq·xn1
-            P[Proj.K].Forward(a.Xn1, kOut, n, th, s);                                              // k = Wk·xn1
-            P[Proj.V].Forward(a.Xn1, a.V, n, th, s);                                               // v = Wv·xn1
+            P[Proj.Q]!.Forward(a.Xn1, qOut, n, th, s);                                              // q = Wq·xn1
+            P[Proj.K]!.Forward(a.Xn1, kOut, n, th, s);                                              // k = Wk·xn1
+            P[Proj.V]!.Forward(a.Xn1, a.V, n, th, s);                                               // v = Wv·xn1
         }
         if (L.QNorm is { } qn) TrainOps.QkNormForward(a.QPre, qn, a.Q, a.QRstd, n, c.QDim, c.RmsEps);   // q = qknorm(q)
         if (L.KNorm is { } kn) TrainOps.QkNormForward(a.KPre, kn, a.K, a.KRstd, n, c.KvDim, c.RmsEps);  // k = knorm(k)
@@ -277,16 +305,27 @@ public sealed class LoraModel
         TrainOps.AttentionForward(a.Q, a.K, a.V, a.Att, a.Lse, start, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params); // att = softmax(cap(s·qkᵀ))v
         if (L.AttnPostNorm is { } apn)
         {
-            P[Proj.O].Forward(a.Att, a.O, n, th, s);                                                           // o = Wo·att
+            P[Proj.O]!.Forward(a.Att, a.O, n, th, s);                                                           // o = Wo·att
             TrainOps.PostNormResidualForward(xin, a.O, apn, a.H, a.RstdO, n, dim, c.RmsEps);             // h = x_in + rmsnorm(o)
         }
         else
         {
-            P[Proj.O].Forward(a.Att, a.H, n, th, s);                                                           // h = Wo·att
+            P[Proj.O]!.Forward(a.Att, a.H, n, th, s);                                                           // h = Wo·att
             TensorPrimitives.Add(a.H.AsSpan(0, nd), xin.AsSpan(0, nd), a.H.AsSpan(0, nd));                // h += x_in
         }
         if (L.FfnNorm is { } fn) TrainOps.RmsNormForward(a.H, fn, a.Xn2, a.Rstd2, n, dim, c.RmsEps);     // xn2 = rmsnorm(h)
         else a.H.AsSpan(0, nd).CopyTo(a.Xn2);                                                             // xn2 = h (OLMo 2)
+        if (L.FfnNormBias is { } fnb) Blocks.AddRows(a.Xn2, fnb, n);                                     // xn2 += b (Phi-3.5-MoE)
+        if (L.Experts is { } moe)
+        {
+            // differs from a dense layer: f = Σ_e w_e·expert_e(xn2), router and experts frozen (ExpertFeedForward)
+            a.Moe.GeluFormula = GeluFormula;
+            a.Moe.Forward(moe, a.Xn2, L.FfnPostNorm is null ? xout : a.F, n, Model.FeedForwardActivation, th);
+            foreach (int id in a.Moe.Ids) RoutingSignature = (RoutingSignature ^ (ulong)(id + 1)) * 1099511628211UL;
+            if (L.FfnPostNorm is { } mpn) TrainOps.PostNormResidualForward(a.H, a.F, mpn, xout, a.RstdF, n, dim, c.RmsEps); // x_out = h + rmsnorm(f)
+            else TensorPrimitives.Add(xout.AsSpan(0, nd), a.H.AsSpan(0, nd), xout.AsSpan(0, nd));    // x_out = f + h
+            return;
+        }
         if (FusedGateUp[l] is { } gu)
         {
             gu.Forward(a.Xn2, a.Fused, n, th, s);                                             // g|u = Wgate_up·xn2 (Phi-3)
@@ -294,20 +333,20 @@ public sealed class LoraModel
         }
         else
         {
-            P[Proj.Gate].Forward(a.Xn2, a.G, n, th, s);                                               // g = Wgate·xn2
-            P[Proj.Up].Forward(a.Xn2, a.U, n, th, s);                                               // u = Wup·xn2
+            P[Proj.Gate]!.Forward(a.Xn2, a.G, n, th, s);                                               // g = Wgate·xn2
+            P[Proj.Up]!.Forward(a.Xn2, a.U, n, th, s);                                               // u = Wup·xn2
         }
         var gs = a.G.AsSpan(0, n * c.FfnDim); var us = a.U.AsSpan(0, n * c.FfnDim);
         if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluForward(gs, us, a.Hh);        // hh = silu(g)·u
         else TrainOps.GeGluForward(gs, us, a.Hh, GeluFormula);                                            // hh = gelu(g)·u (Gemma)
         if (L.FfnPostNorm is { } fpn)
         {
-            P[Proj.Down].Forward(a.Hh, a.F, n, th, s);                                                            // f = Wdown·hh
+            P[Proj.Down]!.Forward(a.Hh, a.F, n, th, s);                                                            // f = Wdown·hh
             TrainOps.PostNormResidualForward(a.H, a.F, fpn, xout, a.RstdF, n, dim, c.RmsEps);            // x_out = h + rmsnorm(f)
         }
         else
         {
-            P[Proj.Down].Forward(a.Hh, xout, n, th, s);                                                           // x_out = Wdown·hh
+            P[Proj.Down]!.Forward(a.Hh, xout, n, th, s);                                                           // x_out = Wdown·hh
             TensorPrimitives.Add(xout.AsSpan(0, nd), a.H.AsSpan(0, nd), xout.AsSpan(0, nd));              // x_out += h
         }
     }
@@ -315,23 +354,39 @@ public sealed class LoraModel
     /// <summary>Backward of <see cref="LayerForward"/>: dx holds dx_out on entry and dx_in on return.</summary>
     private void LayerBackward(int l, float[] xin, float[] dx, LayerActs a, int n, ReadOnlySpan<int> start, ulong seed)
     {
-        var c = Config; var L = Model.Layers[l]; var P = Projections[l]; int th = Threads, dim = c.Dim, ffn = c.FfnDim, nd = n * dim;
-        var at = Model.AttentionOf(l);
+        var c = Config; var L = Model.Layers[l]; int th = Threads, dim = c.Dim, nd = n * dim;
         ulong s = LayerSeed(seed, l);
         var g = grads;
         // x_out = h + post(f): dh = dx_out; df = post'(dx_out) (dx_out itself without a post-norm)
         var dh = g.Dh; dx.AsSpan(0, nd).CopyTo(dh);
         var df = dx;
         if (L.FfnPostNorm is { } fpn) { TrainOps.PostNormResidualBackward(dx, a.F, fpn, a.RstdF, g.Df, n, dim); df = g.Df; }
+        var dxn = g.Dxn; Array.Clear(dxn);
+        if (L.Experts is { } moe)
+        {
+            // f = moe(xn2): dxn2 through the experts and the router (the choice of experts a constant)
+            a.Moe.Backward(moe, df, a.Xn2, dxn, n, Model.FeedForwardActivation, th);
+        }
+        else FeedForwardBackward(l, a, df, dxn, n, s);
+        // xn2 = ffn_norm(h): dh += norm'(dxn2) (dh += dxn2 without a norm)
+        if (L.FfnNorm is { } fn) TrainOps.RmsNormBackward(dxn, a.H, fn, a.Rstd2, dh, default, n, dim);
+        else TensorPrimitives.Add(dh.AsSpan(0, nd), dxn.AsSpan(0, nd), dh.AsSpan(0, nd));
+        AttentionBackward(l, xin, dx, a, dh, n, start, s);
+    }
+
+    /// <summary>Backward of the dense feed-forward f = Wdown·(act(Wgate·xn2) ⊙ Wup·xn2): dxn accumulates dxn2.</summary>
+    private void FeedForwardBackward(int l, LayerActs a, float[] df, float[] dxn, int n, ulong s)
+    {
+        var P = Projections[l]; int th = Threads, ffn = Config.FfnDim;
+        var g = grads;
         // f = Wdown·hh
         var dhh = g.Dhh; Array.Clear(dhh);
-        P[Proj.Down].Backward(df, a.Hh, dhh, n, th, s);
+        P[Proj.Down]!.Backward(df, a.Hh, dhh, n, th, s);
         // hh = act(g)·u
         var dg = g.Dg; var du = g.Du;
         if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluBackward(dhh, a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
         else TrainOps.GeGluBackward(dhh.AsSpan(0, n * ffn), a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
         // g = Wgate·xn2, u = Wup·xn2
-        var dxn = g.Dxn; Array.Clear(dxn);
         if (FusedGateUp[l] is { } gu)
         {
             Fuse(g.DFused, n, dg, ffn, du, ffn);                                              // d(g|u) = dg | du
@@ -339,18 +394,25 @@ public sealed class LoraModel
         }
         else
         {
-            P[Proj.Gate].Backward(dg, a.Xn2, dxn, n, th, s);
-            P[Proj.Up].Backward(du, a.Xn2, dxn, n, th, s);
+            P[Proj.Gate]!.Backward(dg, a.Xn2, dxn, n, th, s);
+            P[Proj.Up]!.Backward(du, a.Xn2, dxn, n, th, s);
         }
-        // xn2 = ffn_norm(h): dh += norm'(dxn2) (dh += dxn2 without a norm)
-        if (L.FfnNorm is { } fn) TrainOps.RmsNormBackward(dxn, a.H, fn, a.Rstd2, dh, default, n, dim);
-        else TensorPrimitives.Add(dh.AsSpan(0, nd), dxn.AsSpan(0, nd), dh.AsSpan(0, nd));
+    }
+
+    /// <summary>Backward of the attention half, h = x_in + post(Wo·attention(W{q,k,v}·attn_norm(x_in))): dh (dh on entry) ->
+    /// dx (dx_in on return).</summary>
+    private void AttentionBackward(int l, float[] xin, float[] dx, LayerActs a, float[] dh, int n, ReadOnlySpan<int> start, ulong s)
+    {
+        var c = Config; var L = Model.Layers[l]; var P = Projections[l]; int th = Threads, dim = c.Dim, nd = n * dim;
+        var at = Model.AttentionOf(l);
+        var g = grads;
+        var dxn = g.Dxn;
         // h = x_in + post(o): do = post'(dh) (dh itself without a post-norm)
         var dO = dh;
         if (L.AttnPostNorm is { } apn) { TrainOps.PostNormResidualBackward(dh, a.O, apn, a.RstdO, g.Do, n, dim); dO = g.Do; }
         // o = Wo·att
         var datt = g.Datt; Array.Clear(datt);
-        P[Proj.O].Backward(dO, a.Att, datt, n, th, s);
+        P[Proj.O]!.Backward(dO, a.Att, datt, n, th, s);
         // att = attention(q, k, v) with the layer's scale, window and soft-cap
         var dq = g.Dq; var dk = g.Dk; var dv = g.Dv;
         TrainOps.AttentionBackward(datt, a.Q, a.K, a.V, a.Lse, start, dq, dk, dv, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params);
@@ -381,9 +443,9 @@ public sealed class LoraModel
         }
         else
         {
-            P[Proj.Q].Backward(dq, a.Xn1, dxn, n, th, s);
-            P[Proj.K].Backward(dk, a.Xn1, dxn, n, th, s);
-            P[Proj.V].Backward(dv, a.Xn1, dxn, n, th, s);
+            P[Proj.Q]!.Backward(dq, a.Xn1, dxn, n, th, s);
+            P[Proj.K]!.Backward(dk, a.Xn1, dxn, n, th, s);
+            P[Proj.V]!.Backward(dv, a.Xn1, dxn, n, th, s);
         }
         // xn1 = attn_norm(x_in); dx_in = dh + norm'(dxn1) (dh + dxn1 without a norm)
         dh.AsSpan(0, nd).CopyTo(dx);
@@ -431,6 +493,7 @@ public sealed class LoraModel
         for (int t = 0; t < n; t++)
             if ((uint)tokens[t] >= (uint)vocab || (uint)targets[t] >= (uint)vocab || start[t] > t || start[t] < 0) throw new ArgumentException($"bad token, target or start at {t}");
         Prepare(n, start);
+        RoutingSignature = 1469598103934665603UL;
         if (backward && (grads is null || grads.N < n)) grads = new LayerGrads(c, n, parts);
         Embed(tokens, resid[0]);                                                                  // x = E[tokens]·scale
         for (int l = 0; l < c.Layers; l++)
@@ -455,6 +518,7 @@ public sealed class LoraModel
             if (!any) continue;
             var xs = xL.AsSpan(t0 * dim, m * dim);
             TrainOps.RmsNormForward(xs, Model.OutputNorm, xn, rstd, m, dim, c.RmsEps);       // xn = rmsnorm(x)
+            if (Model.OutputNormBias is { } ob) Blocks.AddRows(xn, ob, m);                  // xn += b (Phi-3.5-MoE; no effect on dx)
             TrainOps.LinearForward(Model.Output.Weight, Model.Output.Bias, xn, logits, m, Threads); // logits = Wout·xn
             if (cap > 0)
             {
@@ -487,10 +551,12 @@ public sealed class LoraModel
         var c = Config; int n = tokens.Length, dim = c.Dim;
         var start = new int[n];
         Prepare(n, start);
+        RoutingSignature = 1469598103934665603UL;
         Embed(tokens, resid[0]);
         for (int l = 0; l < c.Layers; l++) LayerForward(l, resid[l], resid[l + 1], acts[Checkpointing ? 0 : l], n, start, 0);
         var xn = new float[dim]; var rstd = new float[1]; var logits = new float[c.VocabSize];
         TrainOps.RmsNormForward(resid[c.Layers].AsSpan((n - 1) * dim, dim), Model.OutputNorm, xn, rstd, 1, dim, c.RmsEps);
+        if (Model.OutputNormBias is { } ob) Blocks.AddRows(xn, ob, 1);
         TrainOps.LinearForward(Model.Output.Weight, Model.Output.Bias, xn, logits, 1, Threads);
         if (Model.FinalLogitSoftcap > 0) TrainOps.SoftcapForward(logits, Model.FinalLogitSoftcap);
         return logits;

@@ -76,4 +76,30 @@ public class TuneCommandTests
         Assert.Contains(target, cfg["target_modules"]!.AsArray().Select(x => (string)x!));
         Assert.True(File.Exists(Path.Combine(outDir, LoraTrainer.GgufAdapterFile)));
     }
+
+    [Theory]
+    [InlineData("tiny-qwen3moe")]
+    [InlineData("tiny-phimoe")]
+    public void TunesMixtureOfExpertsModelsOnTheirAttention(string preset)
+    {
+        using var dir = new TempDir();
+        var model = dir.File("m.gguf");
+        SyntheticModel.Write(SynthPreset.Get(preset), SynthType.Parse("q8_0"), model);
+        var data = dir.File("d.jsonl");
+        File.WriteAllLines(data, Enumerable.Range(0, 6).Select(i => $"{{\"prompt\":\"Question {i}:\",\"completion\":\" answer {i * 7}\"}}"));
+        var outDir = dir.File("out");
+        var (code, _, err) = CliTests.Run("tune", model, "--data", data, "-o", outDir, "--max-steps", "2", "-c", "32", "--val-split", "0",
+            "--rank", "2", "--threads", "2", "--lr", "1e-3");
+        Assert.True(code == 0, err);
+        Assert.Contains("step 2/2", err);
+        var cfg = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, OpenWeights.Lora.PeftAdapter.ConfigFile)))!;
+        Assert.Equal(["q_proj", "k_proj", "v_proj", "o_proj"], cfg["target_modules"]!.AsArray().Select(x => (string)x!));
+        Assert.True(File.Exists(Path.Combine(outDir, LoraTrainer.GgufAdapterFile)));
+
+        // an expert target: one line naming it
+        (code, _, err) = CliTests.Run("tune", model, "--data", data, "-o", dir.File("out2"), "--max-steps", "1", "-c", "32", "--targets", "q_proj,gate_proj");
+        Assert.Equal(1, code);
+        Assert.Contains("'gate_proj'", err);
+        Assert.Contains("mixture of experts", err);
+    }
 }

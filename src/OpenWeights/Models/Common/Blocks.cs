@@ -46,6 +46,21 @@ public static class Blocks
         for (int t = 0; t < n; t++) Ops.RmsNorm(x.AsSpan(t * d, d), w, y.AsSpan(t * d, d), eps);
     }
 
+    /// <summary>y[t] = rmsnorm(x[t]) · w + b for each of n rows (ggml's build_norm: rms_norm, mul, add); b null: no bias.
+    /// Phi-3.5-MoE's norms carry a bias (its Hugging Face model uses LayerNorm; llama.cpp runs RMS norm plus the bias).</summary>
+    public static void RmsNorm(float[] x, float[] w, float[]? b, float[] y, int n, float eps)
+    {
+        RmsNorm(x, w, y, n, eps);
+        if (b is not null) AddRows(y, b, n);
+    }
+
+    /// <summary>y[t] += b for each of n rows of b.Length.</summary>
+    public static void AddRows(float[] y, float[] b, int n)
+    {
+        int d = b.Length;
+        for (int t = 0; t < n; t++) TensorPrimitives.Add(y.AsSpan(t * d, d), b, y.AsSpan(t * d, d));
+    }
+
     /// <summary>x += y over n rows of dim (the residual connection).</summary>
     public static void AddResidual(float[] x, float[] y, int n, int dim) =>
         TensorPrimitives.Add(x.AsSpan(0, n * dim), y.AsSpan(0, n * dim), x.AsSpan(0, n * dim));

@@ -13,6 +13,7 @@ namespace OpenWeights.Models.Common;
 public sealed class DecoderLayer
 {
     public float[]? AttnNorm { get; init; }      // (dim) before attention; null in OLMo 2 (post-norm only)
+    public float[]? AttnNormBias { get; init; }  // (dim) added after the attention norm (Phi-3.5-MoE)
     public required Linear Wq { get; set; }      // (heads*head_dim, dim)
     public required Linear Wk { get; set; }      // (kv_heads*head_dim, dim)
     public required Linear Wv { get; set; }      // (kv_heads*head_dim, dim)
@@ -21,6 +22,7 @@ public sealed class DecoderLayer
     public float[]? KNorm { get; init; }         // (head_dim) per head, or (kv_heads*head_dim)
     public float[]? AttnPostNorm { get; init; }  // (dim) on the attention output before the residual add (Gemma 2/3, OLMo 2)
     public float[]? FfnNorm { get; init; }       // (dim) before the feed-forward
+    public float[]? FfnNormBias { get; init; }   // (dim) added after the feed-forward norm (Phi-3.5-MoE)
     public Linear? WGate { get; set; }           // (ffn, dim); null in a MoE layer
     public Linear? WUp { get; set; }             // (ffn, dim); null in a MoE layer
     public Linear? WDown { get; set; }           // (dim, ffn); null in a MoE layer
@@ -105,11 +107,13 @@ public sealed class DecoderLayer
         return new DecoderLayer
         {
             AttnNorm = Vec(Architectures.Names.AttnNorm),
+            AttnNormBias = Vec(Architectures.Names.AttnNormBias),
             Wq = wq, Wk = wk, Wv = wv,
-            Wo = Lin(AttnOut)!,
+            Wo = Lin(AttnOut, AttnOutBias)!,
             QNorm = Vec(AttnQNorm), KNorm = Vec(AttnKNorm),
             AttnPostNorm = Vec(Architectures.Names.AttnPostNorm),
             FfnNorm = Vec(Architectures.Names.FfnNorm),
+            FfnNormBias = Vec(Architectures.Names.FfnNormBias),
             WGate = wgate, WUp = wup,
             WDown = Lin(FfnDown),
             Experts = experts,

@@ -23,7 +23,7 @@ namespace OpenWeights.Models.Phi3;
 /// writes it as <c>phi3.attention.sliding_window</c>, but llama.cpp disables SWA for phi3 ("Phi SWA is currently
 /// disabled"), so every layer attends to the whole context here too.
 /// </summary>
-public sealed class Phi3Model : DecoderModel
+public class Phi3Model : DecoderModel
 {
     private readonly Rope[] shortRope, longRope;   // one table each: every layer uses the same rotary embedding
     private readonly int originalContext;

@@ -155,6 +155,28 @@ public sealed record SynthPreset(
                 [Architectures.Names.RopeFactorsShort] = Enumerable.Range(0, 24).Select(i => 1f + 0.25f * i / 23f).ToArray(),
             },
         },
+        // microsoft/Phi-3.5-MoE-instruct (config.json): 32 layers, d 4096, 32 / 8 heads of 128, 16 experts of 6400, top-2,
+        // vocab 32064, untied with an lm_head bias, rope_theta 10000, rms_norm_eps 1e-5, LongRoPE with max_position_embeddings
+        // 131072 / original 4096 and attn_factor as the converter computes it: 41.9B parameters, 6.6B active. Its factor
+        // tables here are stand-ins of the right length (64; the published ones are close to 1); general.name avoids
+        // "phi-3" (see tiny-phi3).
+        new SynthPreset("phi-3.5-moe", "phimoe", 32064, 4096, 32, 32, 8, 6400, 131072, 10000f, 1e-5f, false, "gpt-4o", AddBos: false, ChatTemplate: Phi3)
+        {
+            GeneralName = "synthetic Phi-MoE 16x3.8B",
+            ExpertCount = 16, ExpertsUsed = 2,
+            Extra = Phi3LongRope(131072, 4096),
+            ExtraTensors = PhiMoeExtras(4096, 32064, Enumerable.Range(0, 64).Select(i => 1f + 0.05f * i / 63f).ToArray(),
+                Enumerable.Range(0, 64).Select(i => 1f + 0.8f * i / 63f).ToArray()),
+        },
+        // Phi-3.5-MoE test shape: 16 experts of 512, top-2 as the real model; full rotary of 64 with LongRoPE (original
+        // context 256, factor tables that differ from 1); biases on the norms, Q/K/V/O and the output head.
+        new SynthPreset("tiny-phimoe", "phimoe", 1024, 256, 2, 4, 2, 512, 4096, 10000f, 1e-5f, false, "gpt-4o", AddBos: false, ChatTemplate: Phi3)
+        {
+            ExpertCount = 16, ExpertsUsed = 2,
+            Extra = Phi3LongRope(4096, 256),
+            ExtraTensors = PhiMoeExtras(256, 1024, Enumerable.Range(0, 32).Select(i => 1f + 0.25f * i / 31f).ToArray(),
+                Enumerable.Range(0, 32).Select(i => 1f + 15f * i * i / (31f * 31f)).ToArray()),
+        },
         // google/gemma-2-2b: 26 layers, 8 heads of 256, 4 KV heads, window 4096 on even layers, tied.
         new("gemma-2-2b", "gemma2", 256000, 2304, 26, 8, 4, 9216, 8192, 10000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
             { KeyLength = 256, Extra = Gemma2Keys(4096) },
@@ -182,6 +204,16 @@ public sealed record SynthPreset(
     {
         ["rope.scaling.original_context_length"] = (uint)original,
         ["rope.scaling.attn_factor"] = (float)Math.Sqrt(1 + Math.Log((double)context / original) / Math.Log(original)),
+    };
+
+    /// <summary>Phi-3.5-MoE's tensors beside its blocks: the LongRoPE tables and the biases of the final norm and the output
+    /// head (small deterministic values, so that a wrong bias shows in the logits).</summary>
+    private static Dictionary<string, float[]> PhiMoeExtras(int dim, int vocab, float[] shortFactors, float[] longFactors) => new()
+    {
+        [Architectures.Names.RopeFactorsShort] = shortFactors,
+        [Architectures.Names.RopeFactorsLong] = longFactors,
+        [Architectures.Names.OutputNormBias] = Enumerable.Range(0, dim).Select(i => 0.1f * MathF.Sin(0.7f * i + 1f)).ToArray(),
+        [Architectures.Names.OutputBias] = Enumerable.Range(0, vocab).Select(i => 0.1f * MathF.Sin(1.3f * i + 2f)).ToArray(),
     };
 
     // microsoft/Phi-4-mini-instruct config.json rope_scaling.long_factor

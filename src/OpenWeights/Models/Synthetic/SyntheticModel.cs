@@ -122,7 +122,9 @@ public static class SyntheticModel
             bool moe = ModelConfig.IsMoeLayer(ne, p.MoeLayerStep, i);
             foreach (var t in spec.Block.Where(t => t.InsteadOf is null && (moe ? !t.IsDenseFfn : !t.IsExpert))) // an alternative layout is not written
             {
-                bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal);
+                // a norm's weight is written around 1; a bias (also a norm's, Phi-3.5-MoE) small and random
+                bool norm = !t.Gguf.EndsWith(".bias", StringComparison.Ordinal)
+                    && (t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal));
                 tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : 0.02f));
             }
         }
