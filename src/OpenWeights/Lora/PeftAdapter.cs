@@ -193,11 +193,11 @@ public static partial class PeftAdapter
     }
 
     // base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight, optionally with an adapter name (".default")
-    // or without the "base_model.model." prefix.
-    [GeneratedRegex(@"^(?:base_model\.model\.)?(?:model\.)?layers\.(\d+)\.((?:self_attn|mlp)\.[a-z_]+)\.lora_(A|B)(?:\.[A-Za-z0-9_\-]+)?\.weight$")]
+    // or without the "base_model.model." prefix; Llama 4 names its feed-forward feed_forward (not mlp).
+    [GeneratedRegex(@"^(?:base_model\.model\.)?(?:model\.)?layers\.(\d+)\.((?:self_attn|mlp|feed_forward)\.[a-z_]+)\.lora_(A|B)(?:\.[A-Za-z0-9_\-]+)?\.weight$")]
     private static partial Regex HfLoraName();
 
     // an expert or router module of a MoE checkpoint: mlp.experts.3.gate_proj, block_sparse_moe.experts.3.w1, mlp.gate, block_sparse_moe.gate
-    [GeneratedRegex(@"layers\.\d+\.(?:mlp|block_sparse_moe)\.(?:experts\.|gate\.lora|router\.|shared_expert)")]
+    [GeneratedRegex(@"layers\.\d+\.(?:mlp|block_sparse_moe|feed_forward)\.(?:experts\.|gate\.lora|router\.|shared_expert)")]
     private static partial Regex ExpertLoraName();
 }

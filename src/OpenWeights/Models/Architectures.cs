@@ -76,6 +76,10 @@ public sealed record ArchitectureSpec(
     /// config (which may carry <c>{arch}.expert_weights_scale</c> and friends); required when <see cref="Experts"/>.</summary>
     public Func<ModelConfig, Common.ExpertRouting>? Routing { get; init; }
 
+    /// <summary>The shared expert is as wide as a routed one (llama.cpp's llama4: n_ff_shexp = n_ff_exp, the
+    /// expert_shared_feed_forward_length key not read); otherwise its width is that key.</summary>
+    public bool SharedExpertFfnIsExpertFfn { get; init; }
+
     /// <summary>The projections LoRA may target, PEFT name -> block tensor, in block order.</summary>
     public IEnumerable<BlockTensor> Projections => Block.Where(t => t.PeftTarget is not null && t.InsteadOf is null);
 
@@ -134,6 +138,31 @@ public static class Architectures
         .. LlamaBlock,
         T(Names.AttnQNorm, TensorShape.HeadDim, "self_attn.q_norm.weight"),
         T(Names.AttnKNorm, TensorShape.HeadDim, "self_attn.k_norm.weight"),
+    ];
+
+    /// <summary>
+    /// Llama 4 (Llama4ForConditionalGeneration's language model): the Llama block whose feed-forward is, in MoE layers, a
+    /// router, 3-D experts and a shared expert (HF: feed_forward.router, feed_forward.experts.gate_up_proj / down_proj
+    /// fused over the experts, feed_forward.shared_expert.*); dense layers keep feed_forward.{gate,up,down}_proj.
+    /// </summary>
+    public static readonly IReadOnlyList<BlockTensor> Llama4Block =
+    [
+        T(Names.AttnNorm, TensorShape.Dim, "input_layernorm.weight"),
+        T(Names.AttnQ, TensorShape.Q, "self_attn.q_proj.weight"),
+        T(Names.AttnK, TensorShape.Kv, "self_attn.k_proj.weight"),
+        T(Names.AttnV, TensorShape.Kv, "self_attn.v_proj.weight"),
+        T(Names.AttnOut, TensorShape.O, "self_attn.o_proj.weight"),
+        T(Names.FfnNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnGate, TensorShape.Ffn, "feed_forward.gate_proj.weight"),
+        T(Names.FfnUp, TensorShape.Ffn, "feed_forward.up_proj.weight"),
+        T(Names.FfnDown, TensorShape.Down, "feed_forward.down_proj.weight"),
+        T(Names.FfnGateInp, TensorShape.Router, "feed_forward.router.weight"),
+        T(Names.FfnGateExps, TensorShape.ExpertFfn, "feed_forward.experts.gate_proj.weight"),
+        T(Names.FfnUpExps, TensorShape.ExpertFfn, "feed_forward.experts.up_proj.weight"),
+        T(Names.FfnDownExps, TensorShape.ExpertDown, "feed_forward.experts.down_proj.weight"),
+        T(Names.FfnGateShexp, TensorShape.SharedFfn, "feed_forward.shared_expert.gate_proj.weight"),
+        T(Names.FfnUpShexp, TensorShape.SharedFfn, "feed_forward.shared_expert.up_proj.weight"),
+        T(Names.FfnDownShexp, TensorShape.SharedDown, "feed_forward.shared_expert.down_proj.weight"),
     ];
 
     /// <summary>Qwen 3 MoE: Qwen 3's attention (per-head QK-norm), the feed-forward norm, and a MoE instead of the MLP.</summary>
@@ -300,6 +329,16 @@ public static class Architectures
         // rotary base. Gemma3ForConditionalGeneration's text part converts to the same GGUF (the vision tower is not run).
         new("gemma3", "Gemma 3 (text)", RopeStyle.Neox, Gemma3Block,
             (f, c) => new Gemma.Gemma3Model(f, c), ["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"], NormWeightOffset: 1, Hf: HfFamilies.Gemma3),
+        // differs from Llama: dense and MoE layers interleaved (interleave_moe_layer_step), sigmoid top-1 on the router's
+        // logits with the weight applied to the expert's input, a shared expert as wide as a routed one; NoPE every 4th
+        // layer with attention temperature, 8192-chunks and unweighted QK-norm on the others (Llama4Model). The converter
+        // does not permute Q/K (its rotary is HF's complex pairs (2i, 2i+1)): NORM pairing. Not read from HF checkpoints.
+        new("llama4", "Llama 4 (Scout, Maverick; text)", RopeStyle.Norm, Llama4Block,
+            (f, c) => new Llama4.Llama4Model(f, c), [], Experts: true)
+        {
+            SharedExpertFfnIsExpertFfn = true,
+            Routing = c => new Common.ExpertRouting(Common.ExpertGating.Sigmoid, NormalizeWeights: false, WeightBeforeFfn: true, SelectOnLogits: true),
+        },
     ];
 
     public static ArchitectureSpec Get(string? name)

@@ -223,7 +223,7 @@ public sealed record ModelConfig
         }
         double? scale = f.GetNumber($"{a}.expert_weights_scale");
         if (scale is { } sc && !double.IsFinite(sc)) throw Bad($"expert_weights_scale = {sc} is not a finite number");
-        return (count, used, expertFfn, Opt("expert_shared_feed_forward_length", 1 << 24), gating,
+        return (count, used, expertFfn, arch.SharedExpertFfnIsExpertFfn ? expertFfn : Opt("expert_shared_feed_forward_length", 1 << 24), gating,
             f.GetBool($"{a}.expert_weights_norm"), scale is { } s ? (float)s : null);
     }
 

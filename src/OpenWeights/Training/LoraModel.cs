@@ -136,7 +136,10 @@ public sealed class LoraModel
             }
         }
         Trainable = trainable;
-        parts = new Parts(model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null), model.Layers.Any(L => L.AttnPostNorm is not null),
+        bool unitQkNorm = Enumerable.Range(0, c.Layers).Any(l => model.AttentionOf(l).QkNormAfterRope);
+        if (unitQkNorm && model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null))
+            throw new OpenWeightsException($"LoRA training on {c.Architecture.Name} models is not supported: a QK-norm both before and after the rotary embedding");
+        parts = new Parts(unitQkNorm || model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null), model.Layers.Any(L => L.AttnPostNorm is not null),
             model.Layers.Any(L => L.FfnPostNorm is not null), fusedQkv || fusedGateUp, model.Layers.Any(L => L.Experts is not null));
         if (parts.Moe && !ExpertFeedForward.Supports(model.FeedForwardActivation))
             throw new OpenWeightsException($"LoRA training on {c.Architecture.Name} models is not supported: their experts' {model.FeedForwardActivation} activation has no backward here");
@@ -216,6 +219,22 @@ public sealed class LoraModel
     private IReadOnlyList<Rope> ropes = []; // the model's rotary tables (index = LayerAttention.Rope)
     private float[][] cos = [], sin = [];   // (ropes) x (n, rope.Dims/2)
 
+    /// <summary>The weight of an unweighted QK-norm (Llama 4's L2 norm): head_dim ones.</summary>
+    private float[] UnitNorm => unitNorm ??= Enumerable.Repeat(1f, Config.HeadDim).ToArray();
+    private float[]? unitNorm;
+
+    /// <summary>Multiplies each token's query row by the attention temperature of its document position (t − start[t]),
+    /// as inference multiplies by that of its sequence position; the same factor scales the gradient in backward.</summary>
+    private void ScaleByTemperature(float[] q, QueryTemperature temp, int n, ReadOnlySpan<int> start)
+    {
+        int w = Config.QDim;
+        for (int t = 0; t < n; t++)
+        {
+            float f = temp.Factor(t - start[t]);
+            if (f != 1f) TensorPrimitives.Multiply(q.AsSpan(t * w, w), f, q.AsSpan(t * w, w));
+        }
+    }
+
     private static ulong LayerSeed(ulong seed, int l) => seed == 0 ? 0 : TrainableLoraLinear.SplitMix(seed + (ulong)l) | 1;
 
     private void Prepare(int n, ReadOnlySpan<int> start)
@@ -275,6 +294,14 @@ public sealed class LoraModel
             TrainOps.RopeForward(rope, a.Q, n, c.Heads, c.HeadDim, cos[at.Rope], sin[at.Rope]);      // q = rope(q)
             TrainOps.RopeForward(rope, a.K, n, c.KvHeads, c.HeadDim, cos[at.Rope], sin[at.Rope]);    // k = rope(k)
         }
+        if (at.QkNormAfterRope)
+        {
+            // Llama 4: q = q / rms(q), k = k / rms(k) per head after the rotary embedding (no weight); pre-norm values kept
+            a.Q.AsSpan(0, n * c.QDim).CopyTo(a.QPre); a.K.AsSpan(0, n * c.KvDim).CopyTo(a.KPre);
+            TrainOps.QkNormForward(a.QPre, UnitNorm, a.Q, a.QRstd, n, c.QDim, c.RmsEps);
+            TrainOps.QkNormForward(a.KPre, UnitNorm, a.K, a.KRstd, n, c.KvDim, c.RmsEps);
+        }
+        if (at.Temperature is { } temp) ScaleByTemperature(a.Q, temp, n, start);                      // q *= temperature(pos) (Llama 4)
         TrainOps.AttentionForward(a.Q, a.K, a.V, a.Att, a.Lse, start, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params); // att = softmax(cap(s·qkᵀ))v
         if (L.AttnPostNorm is { } apn)
         {
@@ -389,6 +416,14 @@ public sealed class LoraModel
         // att = attention(q, k, v) with the layer's scale, window and soft-cap
         var dq = g.Dq; var dk = g.Dk; var dv = g.Dv;
         TrainOps.AttentionBackward(datt, a.Q, a.K, a.V, a.Lse, start, dq, dk, dv, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params);
+        // q *= temperature(pos): dq *= temperature(pos)
+        if (at.Temperature is { } temp) ScaleByTemperature(dq, temp, n, start);
+        // q = q_rot / rms(q_rot), k likewise (Llama 4)
+        if (at.QkNormAfterRope)
+        {
+            Array.Clear(g.DqPre); TrainOps.QkNormBackward(dq, a.QPre, UnitNorm, a.QRstd, g.DqPre, n, c.QDim); g.DqPre.AsSpan(0, n * c.QDim).CopyTo(dq);
+            Array.Clear(g.DkPre); TrainOps.QkNormBackward(dk, a.KPre, UnitNorm, a.KRstd, g.DkPre, n, c.KvDim); g.DkPre.AsSpan(0, n * c.KvDim).CopyTo(dk);
+        }
         // q = rope(q), k = rope(k)
         if (at.Rope >= 0)
         {

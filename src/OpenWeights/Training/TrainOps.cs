@@ -128,10 +128,10 @@ public static class TrainOps
             {
                 float* q_ = pq, k_ = pk, v_ = pv, o_ = po, l_ = pl; int* s_ = ps;
                 int group = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d;
-                float scale = prm.Scale, cap = prm.Softcap; int window = prm.Window;
+                float scale = prm.Scale, cap = prm.Softcap; int window = prm.Window, chunk = prm.Chunk;
                 void Body(int job)
                 {
-                    int t = job / heads, h = job % heads, kvh = h / group, j0 = FirstKey(s_[t], t, window), len = t - j0 + 1;
+                    int t = job / heads, h = job % heads, kvh = h / group, j0 = FirstKey(s_[t], t, window, chunk), len = t - j0 + 1;
                     var sc = Scratch(len);
                     float* qp = q_ + (long)t * qDim + h * d;
                     for (int j = 0; j < len; j++) sc[j] = HeadDot(qp, k_ + (long)(j0 + j) * kvDim + kvh * d, d) * scale;
@@ -179,7 +179,7 @@ public static class TrainOps
             {
                 float* do_ = pdo, q_ = pq, k_ = pk, v_ = pv, l_ = pl, dq_ = pdq, dk_ = pdk, dv_ = pdv; int* s_ = ps;
                 int group = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d;
-                float scale = prm.Scale, cap = prm.Softcap; int window = prm.Window;
+                float scale = prm.Scale, cap = prm.Softcap; int window = prm.Window, chunk = prm.Chunk;
                 void Body(int kvh)
                 {
                     for (int t = 0; t < n; t++)
@@ -190,7 +190,7 @@ public static class TrainOps
                     for (int h = kvh * group; h < (kvh + 1) * group; h++)
                         for (int t = 0; t < n; t++)
                         {
-                            int j0 = FirstKey(s_[t], t, window), len = t - j0 + 1;
+                            int j0 = FirstKey(s_[t], t, window, chunk), len = t - j0 + 1;
                             float* qv = q_ + (long)t * qDim + h * d, dov = do_ + (long)t * qDim + h * d, dqv = dq_ + (long)t * qDim + h * d;
                             new Span<float>(dqv, d).Clear();
                             var p = Scratch(3 * len);
@@ -249,8 +249,10 @@ public static class TrainOps
         }
     }
 
-    /// <summary>The first key token t attends to: its document's first token, or the window's when that is later.</summary>
-    private static int FirstKey(int docStart, int t, int window) => window > 0 ? Math.Max(docStart, t - window + 1) : docStart;
+    /// <summary>The first key token t attends to: its document's first token, or the window's or its chunk's (chunks of
+    /// document positions, Llama 4) when that is later.</summary>
+    private static int FirstKey(int docStart, int t, int window, int chunk) =>
+        docStart + OpenWeights.Models.Common.AttentionParams.FirstKey(t - docStart, window, chunk);
 
     // ---------------------------------------------------------------- GeGLU (Gemma)
 

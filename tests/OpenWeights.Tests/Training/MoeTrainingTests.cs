@@ -70,6 +70,13 @@ public class MoeTrainingTests(ITestOutputHelper output)
         using var m = DecoderModel.Load(Write(dir, preset), repack: false);
         var targets = LoraTargets.DefaultFor(m.Config);
         output.WriteLine($"{preset}: {string.Join(", ", targets)}");
+        if (!Enumerable.Range(0, m.Config.Layers).All(m.Config.IsMoeLayer))
+        {
+            // Llama 4 with dense layers between the MoE ones (step 2): their feed-forward is adapted, the experts are not
+            Assert.Contains("down_proj", targets);
+            Assert.Contains("o_proj", targets);
+            return;
+        }
         Assert.DoesNotContain(targets, t => t is "gate_proj" or "up_proj" or "down_proj" or "gate_up_proj");
         Assert.Contains("o_proj", targets);
         var e = Assert.Throws<OpenWeightsException>(() => new LoraModel(m, new LoraOptions { Targets = ["q_proj", "down_proj"] }, seed: 1));
@@ -208,6 +215,47 @@ public class MoeTrainingTests(ITestOutputHelper output)
             output.WriteLine($"{preset} ({Path.GetFileName(file)}): LoraModel vs llama.cpp with the LoRA: max abs diff / max |logit| = {d:E2} (adapter effect {effect:E2})");
             Assert.True(effect > 1e-2, $"the adapter changes logits by only {effect}");
             Assert.True(d < 1e-5, $"{preset} {Path.GetFileName(file)}: {d}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Presets))]
+    public void AdapterAttachedForInferenceAndMergedGiveTheTrainedLogits(string preset)
+    {
+        // the trained adapter on the inference model (LoraLoader: attention projections wrapped, experts untouched) and
+        // merged into a copy of the file (`openweights merge`: the 3-D expert tensors copied as they are)
+        using var dir = new TempDir();
+        var path = Write(dir, preset);
+        var lora = dir.File("a.gguf");
+        var merged = dir.File("merged.gguf");
+        float[] trained;
+        int v;
+        using (var m = DecoderModel.Load(path, repack: false))
+        {
+            v = m.Config.VocabSize;
+            var lm = Lora(m);
+            GgufLoraAdapter.Write(lm.Adapter, lora, m.Config);
+            trained = lm.LastLogits(Prompt);
+        }
+        float[] Last(DecoderModel m)
+        {
+            var all = new float[Prompt.Length * v];
+            m.Forward(Prompt, m.CreateCache(64), m.CreateState(Prompt.Length, 64), 2, all);
+            return all[((Prompt.Length - 1) * v)..];
+        }
+        using (var m = DecoderModel.Load(path))
+        {
+            LoraLoader.Attach(m, [new LoraSpec(lora, 1f)]);
+            double d = RelMaxDiff(Last(m), trained);
+            output.WriteLine($"{preset}: attached vs trained {d:E2}");
+            Assert.True(d < 1e-5, $"attached: {d}");
+        }
+        LoraMerge.Merge(path, [new LoraSpec(lora, 1f)], merged, MergeType.Same);
+        using (var m = DecoderModel.Load(merged))
+        {
+            double d = RelMaxDiff(Last(m), trained);
+            output.WriteLine($"{preset}: merged vs trained {d:E2}");
+            Assert.True(d < 1e-4, $"merged: {d}");
         }
     }
 

@@ -9,14 +9,23 @@ namespace OpenWeights.Models.Common;
 /// How a layer's attention scores its keys. Scale: the query scale (1/√head_dim unless the family says otherwise, e.g.
 /// Gemma's query_pre_attn_scalar). Window: a sliding window of this many keys ending at the query's own position
 /// (key positions p with pos - p &lt; Window; 0 = every past key). Softcap: scores become cap·tanh(score/cap) (Gemma 2;
-/// 0 = none).
+/// 0 = none). Chunk: chunked attention (Llama 4's RoPE layers): positions fall into chunks of this many and a query
+/// attends only to the keys of its own chunk, (pos / Chunk)·Chunk .. pos (0 = no chunks). Unlike a sliding window, the
+/// first query of a chunk sees one key.
 /// </summary>
-public readonly record struct AttentionParams(float Scale, int Window = 0, float Softcap = 0)
+public readonly record struct AttentionParams(float Scale, int Window = 0, float Softcap = 0, int Chunk = 0)
 {
     public static AttentionParams Default(int headDim) => new(1.0f / MathF.Sqrt(headDim));
 
     /// <summary>The first key position a query at <paramref name="pos"/> attends to.</summary>
-    public int FirstKey(int pos) => Window > 0 ? Math.Max(0, pos - Window + 1) : 0;
+    public int FirstKey(int pos) => FirstKey(pos, Window, Chunk);
+
+    /// <summary>The first key of a query at pos under a sliding window and / or chunks (each 0 = none).</summary>
+    public static int FirstKey(int pos, int window, int chunk)
+    {
+        int lo = window > 0 ? Math.Max(0, pos - window + 1) : 0;
+        return chunk > 0 ? Math.Max(lo, pos / chunk * chunk) : lo;
+    }
 }
 
 /// <summary>Causal grouped-query attention over the KV cache.</summary>
@@ -41,7 +50,7 @@ public static class Attention
         int n, int heads, int kvHeads, int d, int threads)
         => Causal(q, caches, pos, layer, att, n, heads, kvHeads, d, threads, AttentionParams.Default(d));
 
-    /// <summary>As above, with the layer's query scale, sliding window and score soft-cap (<see cref="AttentionParams"/>):
+    /// <summary>As above, with the layer's query scale, sliding window or chunk and score soft-cap (<see cref="AttentionParams"/>):
     /// row r attends to keys FirstKey(pos) .. pos.</summary>
     public static void Causal(float[] q, KvCache?[] caches, int[] pos, int layer, float[] att,
         int n, int heads, int kvHeads, int d, int threads, AttentionParams p)
@@ -62,7 +71,7 @@ public static class Attention
         var job = new Job
         {
             Q = q, Caches = caches, Pos = pos, Layer = layer, Att = att, Heads = heads, KvHeads = kvHeads, Group = g, Parts = parts,
-            KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = p.Scale, Window = p.Window, Softcap = p.Softcap, Starts = starts,
+            KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = p.Scale, Window = p.Window, Chunk = p.Chunk, Softcap = p.Softcap, Starts = starts,
         };
         WorkerPool.For(threads, blocks * kvHeads * parts, ref job);
     }
@@ -72,11 +81,11 @@ public static class Attention
         public float[] Q, Att;
         public KvCache?[] Caches;
         public int[] Pos, Starts;
-        public int Layer, Heads, KvHeads, Group, Parts, KvDim, QDim, D, Window;
+        public int Layer, Heads, KvHeads, Group, Parts, KvDim, QDim, D, Window, Chunk;
         public float Scale, Softcap;
 
-        /// <summary>The first key of row r's window (0 without a window).</summary>
-        private readonly int Lo(int r, int t0) => Window > 0 ? Math.Max(0, Pos[t0 + r / Group] - Window + 1) : 0;
+        /// <summary>The first key of row r's window or chunk (0 without either).</summary>
+        private readonly int Lo(int r, int t0) => AttentionParams.FirstKey(Pos[t0 + r / Group], Window, Chunk);
 
         /// <summary>score = cap·tanh(score/cap) over a row's scores (Gemma 2's attention logit soft-capping).</summary>
         private readonly void Cap(Span<float> sc)

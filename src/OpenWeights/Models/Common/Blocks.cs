@@ -8,9 +8,29 @@ public enum Activation { SiLU, GeluTanh }
 
 /// <summary>
 /// How one layer attends: which rotary table of the run state rotates its queries and keys (-1: none, a NoPE layer such
-/// as SmolLM3's every fourth), and how it scores (query scale, sliding window, soft-cap).
+/// as SmolLM3's every fourth), and how it scores (query scale, sliding window or chunk, soft-cap).
 /// </summary>
-public readonly record struct LayerAttention(int Rope, AttentionParams Params);
+public readonly record struct LayerAttention(int Rope, AttentionParams Params)
+{
+    /// <summary>Queries and keys RMS-normalised per head without a weight, after the rotary embedding (Llama 4's
+    /// L2 norm on its RoPE layers; epsilon: the model's RMS epsilon).</summary>
+    public bool QkNormAfterRope { get; init; }
+
+    /// <summary>Attention temperature tuning (Llama 4's NoPE layers): queries scaled by a factor growing with the
+    /// position; null = none.</summary>
+    public QueryTemperature? Temperature { get; init; }
+}
+
+/// <summary>
+/// Llama 4's attention temperature tuning: the query of the token at position pos is multiplied by
+/// log(floor((pos + Offset) / FloorScale) + 1) · Scale + 1 (transformers' attn_scale / floor_scale; llama.cpp's
+/// f_attn_temp_scale, n_attn_temp_floor_scale, f_attn_temp_offset). 1 for every position below FloorScale - Offset.
+/// </summary>
+public readonly record struct QueryTemperature(int FloorScale, float Scale, float Offset = 1f)
+{
+    /// <summary>The factor for position pos, in llama.cpp's arithmetic (the floor in float, the log in double).</summary>
+    public float Factor(int pos) => (float)(Math.Log(MathF.Floor((pos + Offset) / FloorScale) + 1.0) * Scale + 1.0);
+}
 
 /// <summary>
 /// The shared pieces every family's block is built from, over the run state of a batch of n tokens. Each reads and
@@ -47,8 +67,9 @@ public static class Blocks
 
     /// <summary>
     /// Self-attention of layer <paramref name="layer"/> on the normed input in s.Xb; its output (after Wo) is left in s.Xb.
-    /// q, k, v = Wq·x, Wk·x, Wv·x (+ biases) -> QK-norm when the layer has one -> rotary -> append k, v to each token's
-    /// cache -> attention over the cache (a.Params: scale, window, soft-cap) -> Wo.
+    /// q, k, v = Wq·x, Wk·x, Wv·x (+ biases) -> QK-norm when the layer has one -> rotary -> unweighted QK-norm and query
+    /// temperature when <paramref name="a"/> asks for them (Llama 4) -> append k, v to each token's cache -> attention over
+    /// the cache (a.Params: scale, window or chunk, soft-cap) -> Wo.
     /// </summary>
     public static void SelfAttention(DecoderLayer L, int layer, RunState s, ModelConfig c, int n, int threads, LayerAttention a, Rope? rope)
     {
@@ -66,6 +87,16 @@ public static class Blocks
                 rope!.Apply(s.Q.AsSpan(t * c.QDim, c.QDim), c.Heads, c.HeadDim, cos, sin);
                 rope.Apply(s.K.AsSpan(t * c.KvDim, c.KvDim), c.KvHeads, c.HeadDim, cos, sin);
             }
+            if (a.QkNormAfterRope)
+            {
+                UnitRmsNorm(s.Q.AsSpan(t * c.QDim, c.QDim), c.HeadDim, c.RmsEps);
+                UnitRmsNorm(s.K.AsSpan(t * c.KvDim, c.KvDim), c.HeadDim, c.RmsEps);
+            }
+            if (a.Temperature is { } temp)
+            {
+                float f = temp.Factor(s.TokenPos[t]);
+                if (f != 1f) TensorPrimitives.Multiply(s.Q.AsSpan(t * c.QDim, c.QDim), f, s.Q.AsSpan(t * c.QDim, c.QDim));
+            }
             s.K.AsSpan(t * c.KvDim, c.KvDim).CopyTo(s.TokenCache[t]!.K(layer, s.TokenPos[t]));
             s.V.AsSpan(t * c.KvDim, c.KvDim).CopyTo(s.TokenCache[t]!.V(layer, s.TokenPos[t]));
         }
@@ -82,6 +113,21 @@ public static class Blocks
         int d = w.Length;
         if (d != headDim && d != width) throw new InvalidModelFileException($"QK-norm weight of {d} elements fits neither the head ({headDim}) nor the projection ({width})");
         for (int i = 0; i < n * width; i += d) Ops.RmsNorm(x.AsSpan(i, d), w, x.AsSpan(i, d), eps);
+    }
+
+    /// <summary>x / sqrt(mean(x²) + eps) over each head of headDim in place, no weight (Llama 4's L2 norm: llama.cpp's
+    /// ggml_rms_norm, transformers' Llama4TextL2Norm). x: (heads*headDim).</summary>
+    public static void UnitRmsNorm(Span<float> x, int headDim, float eps)
+    {
+        for (int i = 0; i < x.Length; i += headDim)
+        {
+            // ggml_rms_norm's arithmetic, as Ops.RmsNorm: float squares summed in double, the scale in float
+            var h = x.Slice(i, headDim);
+            double sum = 0;
+            for (int j = 0; j < h.Length; j++) sum += (double)(h[j] * h[j]);
+            float mean = (float)(sum / headDim);
+            TensorPrimitives.Multiply(h, 1.0f / MathF.Sqrt(mean + eps), h);
+        }
     }
 
     /// <summary>

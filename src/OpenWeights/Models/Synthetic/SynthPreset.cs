@@ -101,6 +101,17 @@ public sealed record SynthPreset(
         // heads, vocab 32000, rope 1e6, eps 1e-5, untied, context 32768. ~46.7B total, ~12.9B active.
         new("mixtral-8x7b", "llama", 32000, 4096, 32, 32, 8, 14336, 32768, 1000000f, 1e-5f, false, "default", AddBos: true)
             { ExpertCount = 8, ExpertsUsed = 2 },
+        // meta-llama/Llama-4-Scout-17B-16E (config.json text_config): 48 layers, d 5120, 40 heads / 8 KV heads of 128,
+        // every layer MoE (interleave_moe_layer_step 1, written: llama.cpp requires the key): 16 experts of 8192 (intermediate_size),
+        // top-1, a shared expert of 8192; intermediate_size_mlp 16384 is the (unused) dense length; vocab 202048, rope_theta
+        // 500000 with llama3 scaling (factor 16, low 1, high 1, original 8192), rms 1e-5, context 10485760, untied.
+        // 107.8B parameters in the text part (109B with the vision encoder), 17.2B active.
+        new("llama-4-scout", "llama4", 202048, 5120, 48, 40, 8, 16384, 10485760, 500000f, 1e-5f, false, "llama4", AddBos: true, ChatTemplate: Llama3)
+        {
+            ExpertCount = 16, ExpertsUsed = 1, ExpertFfnDim = 8192,
+            Extra = new Dictionary<string, object> { ["interleave_moe_layer_step"] = 1u },
+            ExtraTensors = new Dictionary<string, float[]> { [Architectures.Names.RopeFreqs] = OpenWeights.Models.RopeScaling.Llama3FreqFactors(128, 500000, 16, 1, 1, 8192) },
+        },
         // Tiny shapes for tests: every dimension a multiple of 256 so every block type applies.
         new("tiny-llama", "llama", 1024, 256, 2, 4, 2, 512, 2048, 10000f, 1e-5f, false, "llama-bpe", AddBos: true, Llama3RopeScaling: true, ChatTemplate: Llama3),
         new("tiny-qwen2", "qwen2", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, true, "qwen2", AddBos: false),
@@ -121,6 +132,15 @@ public sealed record SynthPreset(
         // on llama.cpp's 8-expert quantization rules (attn_v / attn_k Q8_0, attn_output Q5_K in Q4_K_M)
         new("tiny-mixtral", "llama", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-5f, false, "llama-bpe", AddBos: true, ChatTemplate: Llama3)
             { ExpertCount = 8, ExpertsUsed = 2 },
+        // Llama 4 test shape: 4 layers (layer 3 NoPE with temperature, 0-2 chunked with QK-norm), experts in layers 1 and 3
+        // (step 2, as Maverick), 16 experts of 256 top-1 (as Scout; 8 would give Q4_K_M its Mixtral rule, attn_output in Q5_K)
+        // + a shared expert; Scout's llama3 frequency factors; a context past the 8192-chunk (which llama.cpp fixes) so
+        // that tests can cross it
+        new("tiny-llama4", "llama4", 1024, 256, 4, 4, 2, 512, 16384, 500000f, 1e-5f, false, "llama4", AddBos: true, ChatTemplate: Llama3)
+        {
+            ExpertCount = 16, ExpertsUsed = 1, ExpertFfnDim = 256, MoeLayerStep = 2,
+            ExtraTensors = new Dictionary<string, float[]> { [Architectures.Names.RopeFreqs] = OpenWeights.Models.RopeScaling.Llama3FreqFactors(64, 500000, 16, 1, 1, 8192) },
+        },
         // grouped-query (2 KV heads), as OLMo 2 32B: the key norm spans kv_heads*head_dim, not dim
         new("tiny-olmo2", "olmo2", 1024, 256, 2, 4, 2, 512, 2048, 500000f, 1e-6f, false, "dbrx", AddBos: false),
         // microsoft/Phi-4-mini-instruct (config.json): 32 L, d 3072, 24/8 heads, head_dim 128, ffn 8192, vocab 200064,

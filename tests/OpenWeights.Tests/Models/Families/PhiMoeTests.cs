@@ -48,6 +48,7 @@ public class PhiMoeTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData("f32")]
+    [InlineData("q8_0")]
     [InlineData("q4_k_m")]
     public void GreedyContinuationOf64TokensEqualsLlamaCpp(string type)
     {
