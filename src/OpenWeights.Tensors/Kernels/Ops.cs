@@ -30,6 +30,29 @@ public static class Ops
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
     }
 
+    /// <summary>
+    /// In-place softmax over x: (n) with one more logit, <paramref name="sink"/>, in the denominator only (gpt-oss's
+    /// attention sinks): max = max(x, sink), x_j = e^(x_j − max) / (Σ_k e^(x_k − max) + e^(sink − max)). The sink's
+    /// term joins the double sum after the others, as in ggml's soft_max with sinks.
+    /// </summary>
+    public static void SoftmaxWithSink(Span<float> x, float sink)
+    {
+        float max = MathF.Max(TensorPrimitives.Max(x), sink);
+        double sum = FastExp.IsSupported ? ExpMinusMaxAndSum(x, max) : ExpMinusMaxAndSumReference(x, max);
+        sum += FastExp.Scalar(sink - max);
+        TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
+    }
+
+    /// <summary>Scalar reference of <see cref="SoftmaxWithSink"/>: the definition in double with MathF.Exp.</summary>
+    public static void SoftmaxWithSinkScalar(Span<float> x, float sink)
+    {
+        float max = sink;
+        foreach (var v in x) max = MathF.Max(max, v);
+        double sum = Math.Exp(sink - max);
+        for (int i = 0; i < x.Length; i++) { x[i] = MathF.Exp(x[i] - max); sum += x[i]; }
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(x[i] / sum);
+    }
+
     /// <summary>x = e^(x − max) in place (<see cref="FastExp"/>, one pass), returning Σ in double as ggml's soft_max does.</summary>
     public static unsafe double ExpMinusMaxAndSum(Span<float> x, float max)
     {
@@ -147,6 +170,50 @@ public static class Ops
         var t = new float[65536];
         for (int i = 0; i < t.Length; i++) t[i] = (float)(Half)GeluTanh((float)BitConverter.UInt16BitsToHalf((ushort)i));
         return t;
+    }
+
+    /// <summary>gpt-oss's clamped SwiGLU constants (llama.cpp's swiglu_oai, transformers' GptOssExperts): α and the clamp limit.</summary>
+    public const float OaiAlpha = 1.702f, OaiLimit = 7f;
+
+    /// <summary>
+    /// gate = swiglu_oai(gate, up), gpt-oss's clamped SwiGLU: g = min(gate, limit), u = clamp(up, −limit, limit),
+    /// gate = g / (1 + e^(−α·g)) · (u + 1) (a sigmoid-weighted gate with slope α, and up shifted by one). Vectorized with
+    /// <see cref="FastExp"/>; <see cref="SwiGluOaiScalar"/> is its reference. gate, up: (n).
+    /// </summary>
+    public static unsafe void SwiGluOai(Span<float> gate, ReadOnlySpan<float> up, float alpha = OaiAlpha, float limit = OaiLimit)
+    {
+        if (up.Length < gate.Length) throw new ArgumentException("swiglu_oai: up shorter than gate");
+        int n = gate.Length, i = 0;
+        fixed (float* g = gate, u = up)
+        {
+            if (FastExp.IsSupported)
+            {
+                var one = Vector256<float>.One; var lim = Vector256.Create(limit); var nlim = Vector256.Create(-limit); var na = Vector256.Create(-alpha);
+                for (; i + 8 <= n; i += 8)
+                {
+                    var x = Vector256.Min(Vector256.Load(g + i), lim);
+                    var y = Vector256.Min(Vector256.Max(Vector256.Load(u + i), nlim), lim);
+                    (x / (one + FastExp.Exp(na * x)) * (y + one)).Store(g + i);
+                }
+                for (; i < n; i++)
+                {
+                    float x = MathF.Min(g[i], limit), y = Math.Clamp(u[i], -limit, limit);
+                    g[i] = x / (1f + FastExp.Scalar(-alpha * x)) * (y + 1f);
+                }
+                return;
+            }
+        }
+        SwiGluOaiScalar(gate, up, alpha, limit);
+    }
+
+    /// <summary>Scalar reference of <see cref="SwiGluOai"/> (ggml's swiglu_oai: min(g, limit) / (1 + e^(α·−g)) · (clamp(u) + 1)).</summary>
+    public static void SwiGluOaiScalar(Span<float> gate, ReadOnlySpan<float> up, float alpha = OaiAlpha, float limit = OaiLimit)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float x = MathF.Min(gate[i], limit), y = Math.Clamp(up[i], -limit, limit);
+            gate[i] = x / (1f + MathF.Exp(alpha * -x)) * (y + 1f);
+        }
     }
 
     /// <summary>Scalar reference of <see cref="SwiGlu"/>: g / (1 + e^−g) · u per element.</summary>

@@ -11,6 +11,7 @@ public enum TensorShape
     HeadDim,    // (head_dim) a norm over each head (QK-norm of Qwen3, Gemma 3)
     QDim,       // (heads*head_dim) a norm or bias over the whole query projection (OLMo 2's QK-norm, Qwen2's bias)
     KvDim,      // (kv_heads*head_dim) the same over the key or value projection
+    Heads,      // (heads) one value per query head (gpt-oss's attention sinks)
     Q,          // (heads*head_dim, dim)
     Kv,         // (kv_heads*head_dim, dim): K and V
     O,          // (dim, heads*head_dim)
@@ -269,6 +270,36 @@ public static class Architectures
         T(Names.AttnKNorm, TensorShape.HeadDim, "self_attn.k_norm.weight"),
     ];
 
+    /// <summary>
+    /// gpt-oss (GptOssForCausalLM): attention with biases on Q, K, V and O and a learned sink logit per query head; the
+    /// feed-forward's pre-norm stored as post_attention_norm (llama.cpp's name for Hugging Face's post_attention_layernorm);
+    /// every feed-forward a mixture of experts with a router bias and per-expert biases on gate, up and down. Hugging Face
+    /// checkpoints fuse gate and up (interleaved rows, gate_up_proj) in MXFP4 blocks; they are not read here (the HF names
+    /// are for reference only).
+    /// </summary>
+    public static readonly IReadOnlyList<BlockTensor> GptOssBlock =
+    [
+        T(Names.AttnNorm, TensorShape.Dim, "input_layernorm.weight"),
+        T(Names.AttnQ, TensorShape.Q, "self_attn.q_proj.weight"),
+        T(Names.AttnK, TensorShape.Kv, "self_attn.k_proj.weight"),
+        T(Names.AttnV, TensorShape.Kv, "self_attn.v_proj.weight"),
+        T(Names.AttnOut, TensorShape.O, "self_attn.o_proj.weight"),
+        T(Names.AttnQBias, TensorShape.QDim, "self_attn.q_proj.bias"),
+        T(Names.AttnKBias, TensorShape.KvDim, "self_attn.k_proj.bias"),
+        T(Names.AttnVBias, TensorShape.KvDim, "self_attn.v_proj.bias"),
+        T(Names.AttnOutBias, TensorShape.Dim, "self_attn.o_proj.bias"),
+        T(Names.AttnSinks, TensorShape.Heads, "self_attn.sinks"),
+        T(Names.AttnPostNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnGateInp, TensorShape.Router, "mlp.router.weight"),
+        T(Names.FfnGateInpBias, TensorShape.RouterBias, "mlp.router.bias"),
+        T(Names.FfnGateExps, TensorShape.ExpertFfn, "mlp.experts.gate_up_proj"),
+        T(Names.FfnUpExps, TensorShape.ExpertFfn, "mlp.experts.gate_up_proj"),
+        T(Names.FfnDownExps, TensorShape.ExpertDown, "mlp.experts.down_proj"),
+        T(Names.FfnGateExpsBias, TensorShape.ExpertFfnBias, "mlp.experts.gate_up_proj_bias"),
+        T(Names.FfnUpExpsBias, TensorShape.ExpertFfnBias, "mlp.experts.gate_up_proj_bias"),
+        T(Names.FfnDownExpsBias, TensorShape.ExpertDownBias, "mlp.experts.down_proj_bias"),
+    ];
+
     /// <summary>Every architecture the engine runs. A family added here is runnable (and listed as such in the catalog).</summary>
     public static readonly IReadOnlyList<ArchitectureSpec> Supported =
     [
@@ -339,6 +370,15 @@ public static class Architectures
             SharedExpertFfnIsExpertFfn = true,
             Routing = c => new Common.ExpertRouting(Common.ExpertGating.Sigmoid, NormalizeWeights: false, WeightBeforeFfn: true, SelectOnLogits: true),
         },
+        // differs from Llama: biases on Q/K/V/O, attention sinks, a 128-token window on even layers, NEOX pairing with YaRN;
+        // every feed-forward a MoE: the top 4 of 32 / 128 raw router logits (+ bias), softmax over those 4 (SOFTMAX_WEIGHT),
+        // experts with biases and the clamped SwiGLU; experts' length expert_feed_forward_length (llama.cpp requires it).
+        new("gpt-oss", "gpt-oss (20b, 120b)", RopeStyle.Neox, GptOssBlock,
+            (f, c) => new GptOss.GptOssModel(f, c), [], Experts: true)
+        {
+            ExpertFfn = ExpertFfnRule.KeyOrFfn,
+            Routing = c => new Common.ExpertRouting(Common.ExpertGating.SoftmaxWeight, NormalizeWeights: false),
+        },
     ];
 
     public static ArchitectureSpec Get(string? name)
@@ -363,12 +403,13 @@ public static class Architectures
         public const string AttnNorm = "attn_norm.weight", AttnQ = "attn_q.weight", AttnK = "attn_k.weight", AttnV = "attn_v.weight", AttnOut = "attn_output.weight";
         public const string AttnQkv = "attn_qkv.weight";
         public const string AttnQBias = "attn_q.bias", AttnKBias = "attn_k.bias", AttnVBias = "attn_v.bias";
+        public const string AttnOutBias = "attn_output.bias", AttnSinks = "attn_sinks.weight";
         public const string AttnQNorm = "attn_q_norm.weight", AttnKNorm = "attn_k_norm.weight";
         public const string AttnPostNorm = "post_attention_norm.weight";
         public const string FfnNorm = "ffn_norm.weight", FfnGate = "ffn_gate.weight", FfnUp = "ffn_up.weight", FfnDown = "ffn_down.weight";
         public const string FfnPostNorm = "post_ffw_norm.weight";
         // biases on the norms and the attention output (Phi-3.5-MoE), and on the final norm and the output head
-        public const string AttnNormBias = "attn_norm.bias", FfnNormBias = "ffn_norm.bias", AttnOutBias = "attn_output.bias";
+        public const string AttnNormBias = "attn_norm.bias", FfnNormBias = "ffn_norm.bias";
         public const string OutputNormBias = "output_norm.bias", OutputBias = "output.bias";
         // mixture of experts: router (+ bias), 3-D expert tensors (+ per-expert biases), shared expert
         public const string FfnGateInp = "ffn_gate_inp.weight", FfnGateInpBias = "ffn_gate_inp.bias";

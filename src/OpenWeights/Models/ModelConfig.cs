@@ -76,7 +76,7 @@ public sealed record ModelConfig
     /// <summary>Element count of a 1-D block tensor of this shape (a norm or a bias).</summary>
     public int Elements(TensorShape s) => s switch
     {
-        TensorShape.Dim => Dim, TensorShape.HeadDim => HeadDim, TensorShape.QDim => QDim, TensorShape.KvDim => KvDim,
+        TensorShape.Dim => Dim, TensorShape.HeadDim => HeadDim, TensorShape.QDim => QDim, TensorShape.KvDim => KvDim, TensorShape.Heads => Heads,
         TensorShape.RouterBias => ExpertCount,
         TensorShape.ExpertFfnBias => ExpertCount * ExpertFfnDim, TensorShape.ExpertDownBias => ExpertCount * Dim,
         _ => throw new ArgumentException($"{s} is a matrix", nameof(s)),

@@ -117,6 +117,8 @@ public static class TrainOps
     ///   s[t,j] = q[t,h]·k[j,h/g] · scale;  s = cap·tanh(s/cap) when soft-capped (Gemma 2);
     ///   keys j ∈ [lo(t), t], lo(t) = max(start[t], t − window + 1) with a sliding window, else start[t].
     /// Positions are document-relative (t − start[t]), so the window is the inference kernel's pos − p &lt; window.
+    /// With sinks (gpt-oss), e^(sink_h) joins the softmax denominator (and the saved log-sum-exp); the backward needs
+    /// nothing more, since the sink carries no value: dS = P ⊙ (dP − Σ_j P dP) over the keys alone still holds.
     /// </summary>
     public static void AttentionForward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> o, Span<float> lse,
         ReadOnlySpan<int> start, int n, int heads, int kvHeads, int d, int threads, AttentionParams prm)
@@ -128,7 +130,7 @@ public static class TrainOps
             {
                 float* q_ = pq, k_ = pk, v_ = pv, o_ = po, l_ = pl; int* s_ = ps;
                 int group = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d;
-                float scale = prm.Scale, cap = prm.Softcap; int window = prm.Window, chunk = prm.Chunk;
+                float scale = prm.Scale, cap = prm.Softcap; int window = prm.Window, chunk = prm.Chunk; float[]? sinks = prm.Sinks;
                 void Body(int job)
                 {
                     int t = job / heads, h = job % heads, kvh = h / group, j0 = FirstKey(s_[t], t, window, chunk), len = t - j0 + 1;
@@ -138,9 +140,11 @@ public static class TrainOps
                     var scs = sc.AsSpan(0, len);
                     if (cap > 0) SoftcapForward(scs, cap);
                     float max = TensorPrimitives.Max(scs);
+                    if (sinks is not null) max = MathF.Max(max, sinks[h]);   // gpt-oss: the head's sink joins the denominator
                     TensorPrimitives.Subtract(scs, max, scs);
                     TensorPrimitives.Exp(scs, scs);
                     double sum = TensorPrimitives.Sum(scs);
+                    if (sinks is not null) sum += Math.Exp(sinks[h] - max);
                     float inv = (float)(1.0 / sum);
                     float* op = o_ + (long)t * qDim + h * d;
                     new Span<float>(op, d).Clear();

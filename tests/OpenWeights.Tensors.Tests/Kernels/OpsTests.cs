@@ -93,3 +93,59 @@ public class FastExpTests
         }
     }
 }
+
+/// <summary>gpt-oss's clamped SwiGLU and the softmax with an attention sink, against their scalar references and definitions.</summary>
+public class GptOssOpsTests
+{
+    [Theory]
+    [InlineData(1)]
+    [InlineData(13)]
+    [InlineData(2880)]
+    public void SwiGluOai_matches_the_scalar_reference(int n)
+    {
+        var rng = new Random(n);
+        var g = new float[n]; var u = new float[n];
+        for (int i = 0; i < n; i++) { g[i] = (float)(rng.NextDouble() * 30 - 15); u[i] = (float)(rng.NextDouble() * 30 - 15); }
+        var want = (float[])g.Clone(); var got = (float[])g.Clone();
+        Ops.SwiGluOaiScalar(want, u);
+        Ops.SwiGluOai(got, u);
+        // FastExp is within 2 ulp of MathF.Exp: measured worst relative difference ~2e-7
+        for (int i = 0; i < n; i++)
+            Assert.True(Math.Abs(want[i] - got[i]) <= 1e-6f * Math.Max(1f, Math.Abs(want[i])), $"n={n} i={i}: scalar {want[i]} vector {got[i]}");
+        Assert.Throws<ArgumentException>(() => Ops.SwiGluOai(new float[4], new float[3]));
+    }
+
+    [Fact]
+    public void SwiGluOai_clamps_gate_above_and_up_on_both_sides()
+    {
+        // gate 10 -> 7 (min only: a negative gate is not clamped), up 9 -> 7, up -9 -> -7
+        float[] g = [10f, 10f, -3f, 0f, 1f, 1f, 1f, 1f, 1f], u = [9f, -9f, 0f, 5f, 0f, 0f, 0f, 0f, 0f];
+        var got = (float[])g.Clone();
+        Ops.SwiGluOai(got, u);
+        double Sig(double x) => 1 / (1 + Math.Exp(-1.702 * x));
+        Assert.Equal(7 * Sig(7) * 8, got[0], 5);
+        Assert.Equal(7 * Sig(7) * -6, got[1], 5);
+        Assert.Equal(-3 * Sig(-3) * 1, got[2], 5);
+        Assert.Equal(0f, got[3]);
+        Assert.Equal(Sig(1), got[4], 6);
+    }
+
+    [Theory]
+    [InlineData(1, 0f)]
+    [InlineData(5, 3f)]
+    [InlineData(64, -2f)]
+    [InlineData(200, 40f)]
+    public void SoftmaxWithSink_matches_its_definition(int n, float sink)
+    {
+        var rng = new Random(n);
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 16 - 8);
+        var want = (float[])x.Clone(); var got = (float[])x.Clone();
+        Ops.SoftmaxWithSinkScalar(want, sink);
+        Ops.SoftmaxWithSink(got, sink);
+        for (int i = 0; i < n; i++) Assert.True(Math.Abs(want[i] - got[i]) <= 1e-6f * Math.Max(1e-3f, want[i]), $"i={i}: {want[i]} vs {got[i]}");
+        // the weights sum to 1 - e^sink / (Σ e^x + e^sink): the sink takes its share and gives nothing back
+        double denom = Math.Exp(sink) + x.Sum(v => Math.Exp(v));
+        Assert.Equal(1 - Math.Exp(sink) / denom, got.Sum(v => (double)v), 5);
+    }
+}

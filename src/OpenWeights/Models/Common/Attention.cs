@@ -11,9 +11,11 @@ namespace OpenWeights.Models.Common;
 /// (key positions p with pos - p &lt; Window; 0 = every past key). Softcap: scores become cap·tanh(score/cap) (Gemma 2;
 /// 0 = none). Chunk: chunked attention (Llama 4's RoPE layers): positions fall into chunks of this many and a query
 /// attends only to the keys of its own chunk, (pos / Chunk)·Chunk .. pos (0 = no chunks). Unlike a sliding window, the
-/// first query of a chunk sees one key.
+/// first query of a chunk sees one key. Sinks: (heads) a learned logit per query head that joins the softmax's denominator and nothing else
+/// (gpt-oss's attention sinks: p_j = e^(s_j) / (Σ_k e^(s_k) + e^(sink_h)), so a head may attend to "nothing");
+/// null = none.
 /// </summary>
-public readonly record struct AttentionParams(float Scale, int Window = 0, float Softcap = 0, int Chunk = 0)
+public readonly record struct AttentionParams(float Scale, int Window = 0, float Softcap = 0, int Chunk = 0, float[]? Sinks = null)
 {
     public static AttentionParams Default(int headDim) => new(1.0f / MathF.Sqrt(headDim));
 
@@ -71,7 +73,7 @@ public static class Attention
         var job = new Job
         {
             Q = q, Caches = caches, Pos = pos, Layer = layer, Att = att, Heads = heads, KvHeads = kvHeads, Group = g, Parts = parts,
-            KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = p.Scale, Window = p.Window, Chunk = p.Chunk, Softcap = p.Softcap, Starts = starts,
+            KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = p.Scale, Window = p.Window, Chunk = p.Chunk, Softcap = p.Softcap, Sinks = p.Sinks, Starts = starts,
         };
         WorkerPool.For(threads, blocks * kvHeads * parts, ref job);
     }
@@ -79,6 +81,7 @@ public static class Attention
     private struct Job : IPoolJob
     {
         public float[] Q, Att;
+        public float[]? Sinks;   // (heads) or null
         public KvCache?[] Caches;
         public int[] Pos, Starts;
         public int Layer, Heads, KvHeads, Group, Parts, KvDim, QDim, D, Window, Chunk;
@@ -126,7 +129,7 @@ public static class Attention
                 int lo = Lo(r, t0), len = Pos[t0 + r / g] + 1;
                 var row = sc.AsSpan((r - r0) * ld + lo, len - lo);
                 Cap(row);
-                Ops.Softmax(row);
+                Softmax(row, r, kvh);
                 Out(r, t0, kvh).Clear();
             }
             // values: tiles outer, rows inner; each output element's FMA chain runs over the keys in order
@@ -137,6 +140,13 @@ public static class Attention
                     if (m <= 0) continue;
                     AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + a, m), vHead[(a * kvDim)..], kvDim, Out(r, t0, kvh));
                 }
+        }
+
+        /// <summary>Row r's softmax, with its query head's sink in the denominator when the layer has sinks.</summary>
+        private readonly void Softmax(Span<float> row, int r, int kvh)
+        {
+            if (Sinks is null) Ops.Softmax(row);
+            else Ops.SoftmaxWithSink(row, Sinks[kvh * Group + r % Group]);
         }
 
         private readonly Span<float> QRow(int r, int t0, int kvh) => Q.AsSpan((t0 + r / Group) * QDim + (kvh * Group + r % Group) * D, D);
@@ -150,7 +160,7 @@ public static class Attention
             sc = sc[..(len - lo)];
             for (int j = lo; j < len; j++) sc[j - lo] = TensorPrimitives.Dot(qv, kCache.AsSpan(j * kvDim + kvh * d, d)) * Scale;
             Cap(sc);
-            Ops.Softmax(sc);
+            Softmax(sc, r, kvh);
             var o = Out(r, t0, kvh);
             o.Clear();
             for (int j = lo; j < len; j++) TensorPrimitives.MultiplyAdd(vCache.AsSpan(j * kvDim + kvh * d, d), sc[j - lo], o, o);

@@ -3,8 +3,9 @@ using OpenWeights.Tensors.Kernels;
 
 namespace OpenWeights.Models.Common;
 
-/// <summary>The feed-forward non-linearity between gate and up: SwiGLU (Llama) or GeGLU with tanh-GELU (Gemma).</summary>
-public enum Activation { SiLU, GeluTanh }
+/// <summary>The feed-forward non-linearity between gate and up: SwiGLU (Llama), GeGLU with tanh-GELU (Gemma), or
+/// gpt-oss's clamped SwiGLU, min(g, 7)·σ(1.702·min(g, 7))·(clamp(u, ±7) + 1) (llama.cpp's swiglu_oai).</summary>
+public enum Activation { SiLU, GeluTanh, SwiGluOai }
 
 /// <summary>
 /// How one layer attends: which rotary table of the run state rotates its queries and keys (-1: none, a NoPE layer such
@@ -141,8 +142,18 @@ public static class Blocks
         L.WGate!.Forward(s.Xb, s.Hb, n, threads);  // (n, ffn)
         L.WUp!.Forward(s.Xb, s.Hb2, n, threads);   // (n, ffn)
         var g = s.Hb.AsSpan(0, n * c.FfnDim); var u = s.Hb2.AsSpan(0, n * c.FfnDim);
-        if (act == Activation.SiLU) Ops.SwiGlu(g, u, threads);
-        else Ops.GeGlu(g, u);
+        Activate(act, g, u, threads);
         L.WDown!.Forward(s.Hb, s.Xb, n, threads);  // (n, dim)
+    }
+
+    /// <summary>gate = act(gate, up) in place: SwiGLU, GeGLU or the clamped SwiGLU. gate, up: (n·ffn).</summary>
+    public static void Activate(Activation act, Span<float> gate, ReadOnlySpan<float> up, int threads)
+    {
+        switch (act)
+        {
+            case Activation.SiLU: Ops.SwiGlu(gate, up, threads); break;
+            case Activation.GeluTanh: Ops.GeGlu(gate, up); break;
+            default: Ops.SwiGluOai(gate, up); break;
+        }
     }
 }

@@ -18,6 +18,7 @@ public sealed class DecoderLayer
     public required Linear Wk { get; set; }      // (kv_heads*head_dim, dim)
     public required Linear Wv { get; set; }      // (kv_heads*head_dim, dim)
     public required Linear Wo { get; set; }      // (dim, heads*head_dim)
+    public float[]? AttnSinks { get; init; }     // (heads) gpt-oss's attention sinks: a logit per head in the softmax denominator
     public float[]? QNorm { get; init; }         // (head_dim) per head, or (heads*head_dim) whole projection (OLMo 2)
     public float[]? KNorm { get; init; }         // (head_dim) per head, or (kv_heads*head_dim)
     public float[]? AttnPostNorm { get; init; }  // (dim) on the attention output before the residual add (Gemma 2/3, OLMo 2)
@@ -109,7 +110,7 @@ public sealed class DecoderLayer
             AttnNorm = Vec(Architectures.Names.AttnNorm),
             AttnNormBias = Vec(Architectures.Names.AttnNormBias),
             Wq = wq, Wk = wk, Wv = wv,
-            Wo = Lin(AttnOut, AttnOutBias)!,
+            Wo = Lin(AttnOut, AttnOutBias)!, AttnSinks = Vec(Architectures.Names.AttnSinks),
             QNorm = Vec(AttnQNorm), KNorm = Vec(AttnKNorm),
             AttnPostNorm = Vec(Architectures.Names.AttnPostNorm),
             FfnNorm = Vec(Architectures.Names.FfnNorm),

@@ -174,11 +174,7 @@ public sealed class ExpertLayer
         return minSel - maxOther;
     }
 
-    private static void Activate(Activation act, Span<float> g, ReadOnlySpan<float> u, int threads)
-    {
-        if (act == Activation.SiLU) Ops.SwiGlu(g, u, threads);
-        else Ops.GeGlu(g, u);
-    }
+    private static void Activate(Activation act, Span<float> g, ReadOnlySpan<float> u, int threads) => Blocks.Activate(act, g, u, threads);
 
     /// <summary>
     /// One token's routing: k expert ids and their weights from the router's logits (n_expert), in the order and with the

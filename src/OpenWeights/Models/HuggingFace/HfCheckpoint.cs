@@ -241,6 +241,7 @@ public sealed unsafe class HfCheckpoint : ITensorSource
         (long[] Shape, string From) Of(TensorShape s) => s switch
         {
             TensorShape.Dim => ([h], H), TensorShape.HeadDim => ([hd], HD), TensorShape.QDim => ([q], Q), TensorShape.KvDim => ([kv], KV),
+            TensorShape.Heads => ([c.Heads], "num_attention_heads"),
             TensorShape.Q => ([q, h], $"{Q}, {H}"), TensorShape.Kv => ([kv, h], $"{KV}, {H}"), TensorShape.O => ([h, q], $"{H}, {Q}"),
             TensorShape.Ffn => ([ffn, h], $"{F}, {H}"), TensorShape.Down => ([h, ffn], $"{H}, {F}"),
             TensorShape.Qkv => ([q + 2 * kv, h], $"{Q} + 2 × {KV}, {H}"), TensorShape.GateUp => ([2 * ffn, h], $"2 × {F}, {H}"),

@@ -68,6 +68,10 @@ public sealed record SynthPreset(
         ["attention.sliding_window"] = window, ["attn_logit_softcapping"] = 50f, ["final_logit_softcapping"] = 30f,
     };
 
+    /// <summary>gpt-oss metadata beside the common and expert keys: the sliding window (the converter writes no pattern:
+    /// llama.cpp's default period 2 makes even layers slide).</summary>
+    private static Dictionary<string, object> GptOssKeys(uint window) => new() { ["attention.sliding_window"] = window };
+
     /// <summary>Gemma 3 metadata: sliding window and the rotary base of sliding-window layers.</summary>
     private static Dictionary<string, object> Gemma3Keys(uint window) => new()
     {
@@ -209,7 +213,31 @@ public sealed record SynthPreset(
             { KeyLength = 128, Extra = Gemma2Keys(64) },
         new("tiny-gemma3", "gemma3", 1024, 256, 6, 4, 1, 512, 4096, 1000000f, 1e-6f, true, "default", AddBos: true, ChatTemplate: Gemma)
             { KeyLength = 128, Extra = Gemma3Keys(64) },
+        // openai/gpt-oss-20b (config.json): 24 layers, hidden 2880, 64 query heads of 64 (4096 wide, not 2880), 8 KV heads,
+        // 32 experts of 2880 with 4 per token (intermediate_size 2880, also written as feed_forward_length), vocab 201088
+        // (o200k_harmony), sliding_window 128 on even layers, rope_theta 150000 with YaRN factor 32 over
+        // original_max_position_embeddings 4096 (context 131072), rms_norm_eps 1e-5, untied. ~20.9B total, ~3.6B active.
+        new("gpt-oss-20b", "gpt-oss", 201088, 2880, 24, 64, 8, 2880, 131072, 150000f, 1e-5f, false, "gpt-4o", AddBos: false,
+            ChatTemplate: Harmony, RopeScaling: new SynthRopeScaling("yarn", 32f, 4096))
+            { KeyLength = 64, ExpertCount = 32, ExpertsUsed = 4, ExpertFfnDim = 2880, Extra = GptOssKeys(128) },
+        // openai/gpt-oss-120b: as the 20b with 36 layers and 128 experts (~117B total, ~5.1B active).
+        new("gpt-oss-120b", "gpt-oss", 201088, 2880, 36, 64, 8, 2880, 131072, 150000f, 1e-5f, false, "gpt-4o", AddBos: false,
+            ChatTemplate: Harmony, RopeScaling: new SynthRopeScaling("yarn", 32f, 4096))
+            { KeyLength = 64, ExpertCount = 128, ExpertsUsed = 4, ExpertFfnDim = 2880, Extra = GptOssKeys(128) },
+        // gpt-oss test shape: every knob of the 20b (heads × head_dim 512 ≠ dim, sinks, biases, window 128 on layers 0 and
+        // 2, YaRN 32 over 4096 with base 150000, top-4 softmax-weighted experts) with 8 experts of 256
+        new("tiny-gpt-oss", "gpt-oss", 1024, 256, 4, 8, 2, 256, 131072, 150000f, 1e-5f, false, "gpt-4o", AddBos: false,
+            ChatTemplate: Harmony, RopeScaling: new SynthRopeScaling("yarn", 32f, 4096))
+            { KeyLength = 64, ExpertCount = 8, ExpertsUsed = 4, ExpertFfnDim = 256, Extra = GptOssKeys(128) },
     ];
+
+    /// <summary>gpt-oss's harmony turns, reduced to messages without system preamble, reasoning or tools: a message is
+    /// &lt;|start|&gt;role&lt;|message|&gt;text&lt;|end|&gt;, the assistant's on the final channel and closed by
+    /// &lt;|return|&gt;, the token that ends a final answer (the real template, openai-gpt-oss-120b.jinja, writes &lt;|end|&gt;
+    /// for past answers; llama.cpp and our tokenizer do not end generation at &lt;|end|&gt; in a vocabulary with
+    /// &lt;|return|&gt; and &lt;|call|&gt;, since analysis messages end with it). The harmony chat format lives in Inference.</summary>
+    public const string Harmony =
+        "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ '<|start|>assistant<|channel|>final<|message|>' + message['content'] + '<|return|>' }}{% else %}{{ '<|start|>' + message['role'] + '<|message|>' + message['content'] + '<|end|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|start|>assistant' }}{% endif %}";
 
     /// <summary>Phi-3's chat template (&lt;|user|&gt; ... &lt;|end|&gt;).</summary>
     public const string Phi3 =

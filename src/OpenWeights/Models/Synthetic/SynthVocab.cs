@@ -37,10 +37,19 @@ public sealed record SynthVocab(string[] Tokens, int[] TokenTypes, string[] Merg
     public static SynthVocab BuildPhi3(int vocabSize) =>
         Build(vocabSize, ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], "<|endoftext|>", "<|endoftext|>", "<|end|>");
 
+    /// <summary>
+    /// The vocabulary with gpt-oss's harmony markers (o200k_harmony's special tokens, <see cref="SynthPreset.Harmony"/>):
+    /// &lt;|startoftext|&gt; is BOS, &lt;|return|&gt; EOS (the end of a final answer), &lt;|end|&gt; ends a message.
+    /// </summary>
+    public static SynthVocab BuildHarmony(int vocabSize) =>
+        Build(vocabSize, ["<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>", "<|start|>", "<|end|>", "<|message|>", "<|call|>"],
+            "<|startoftext|>", "<|return|>", "<|end|>");
+
     /// <summary>The vocabulary whose special tokens are the markers of the preset's chat template.</summary>
     public static SynthVocab For(SynthPreset p) =>
         p.ChatTemplate == SynthPreset.Gemma ? BuildGemma(p.VocabSize)
         : p.ChatTemplate == SynthPreset.Phi3 ? BuildPhi3(p.VocabSize)
+        : p.ChatTemplate == SynthPreset.Harmony ? BuildHarmony(p.VocabSize)
         : Build(p.VocabSize, p.ChatTemplate == SynthPreset.Llama3);
 
     private static SynthVocab Build(int vocabSize, string[] specials, string bos, string eos, string eot)

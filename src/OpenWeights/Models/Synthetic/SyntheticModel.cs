@@ -98,7 +98,7 @@ public static class SyntheticModel
     public static IReadOnlyList<PlannedTensor> Plan(SynthPreset p, SynthType type)
     {
         var spec = Architectures.Get(p.Architecture);
-        int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd, ne = p.ExpertCount, fe = p.EffectiveExpertFfnDim, fs = spec.SharedExpertFfnIsExpertFfn ? fe : p.SharedExpertFfnDim;
+        int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd, ne = p.ExpertCount, fe = p.EffectiveExpertFfnDim, fs = p.SharedExpertFfnDim;
         var tensors = new List<(string Name, long[] Dims, int Layer, float Std)>
         {
             (TokenEmbedding, [p.Dim, p.VocabSize], -1, 0.02f),
@@ -108,7 +108,7 @@ public static class SyntheticModel
         // every block tensor of the architecture's naming table, in its order; ggml dims are (input features, rows)
         long[] Dims(TensorShape s) => s switch
         {
-            TensorShape.Dim => [p.Dim], TensorShape.HeadDim => [hd], TensorShape.QDim => [q], TensorShape.KvDim => [kv],
+            TensorShape.Dim => [p.Dim], TensorShape.HeadDim => [hd], TensorShape.QDim => [q], TensorShape.KvDim => [kv], TensorShape.Heads => [p.Heads],
             TensorShape.Q => [p.Dim, q], TensorShape.Kv => [p.Dim, kv], TensorShape.O => [q, p.Dim],
             TensorShape.Ffn => [p.Dim, p.FfnDim], TensorShape.Down => [p.FfnDim, p.Dim],
             TensorShape.Qkv => [p.Dim, q + 2 * kv], TensorShape.GateUp => [p.Dim, 2 * p.FfnDim],
@@ -125,8 +125,11 @@ public static class SyntheticModel
             bool moe = ModelConfig.IsMoeLayer(ne, p.MoeLayerStep, i);
             foreach (var t in spec.Block.Where(t => t.InsteadOf is null && (moe ? !t.IsDenseFfn : !t.IsExpert))) // an alternative layout is not written
             {
-                bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal);
-                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : 0.02f));
+                bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim && !t.Gguf.EndsWith(".bias", StringComparison.Ordinal)
+                    || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal); // gpt-oss's attn_output.bias (dim) is no norm
+                // attention sinks are logits (gpt-oss's learned ones are of order 1), not small weights
+                float std = norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : t.Shape == TensorShape.Heads ? 1f : 0.02f;
+                tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, std));
             }
         }
         tensors.Add((OutputNorm, [p.Dim], -1, 0));
@@ -136,8 +139,8 @@ public static class SyntheticModel
         {
             GgmlType t = x.Dims.Length == 1 ? GgmlType.F32
                 : !QuantRecipe.AllowsQuantization(x.Name, x.Dims.Length) ? GgmlType.F32 // routers, biases: F32 whatever the type
-                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings, nExpert: ne,
-                    nGqa: p.Heads / Math.Max(1, p.KvHeads), expertCount: x.Dims.Length >= 3 ? x.Dims[2] : 1);
+                : type.Pure ?? QuantRecipe.TypeFor(type.Preset!.Value, x.Name, x.Layer, p.Layers, x.Dims[0], x.Dims.Length, tiedEmbeddings: p.TiedEmbeddings,
+                    nExpert: ne, nGqa: p.Heads / Math.Max(1, p.KvHeads), expertCount: x.Dims.Length >= 3 ? x.Dims[2] : 1);
             return new PlannedTensor(x.Name, t, x.Dims, GgufWriter.ExpectedBytes(t, x.Dims), x.Layer, x.Std);
         }).ToList();
     }
