@@ -17,6 +17,8 @@ public static unsafe partial class QuantDot
     /// Scalar reference (ggml ggml_vec_dot_q5_K_q8_K_generic, same float order): the 5-bit values are unpacked, each
     /// sub-block's products scaled into 8 int32 lanes (value index mod 8), the lanes go into 8 float sums d·aux32[l]
     /// over all blocks, the mins term dmin·Σ m_j·bsum_j is subtracted from one float, and the 8 sums are added at the end.
+    /// The two multiply-adds are fused, as gcc compiles ggml's C (-mfma, fp-contract): bit-exact with the _generic
+    /// symbol of LLamaSharp's libggml-cpu (GgmlOracleTests.Dot_kernels_match_ggml_vec_dot).
     /// </summary>
     public static float DotQ5_KScalar(byte* w, byte* x, int n)
     {
@@ -51,9 +53,9 @@ public static unsafe partial class QuantDot
                     }
             float dy = Unsafe.ReadUnaligned<float>(b);
             float d = Fp16(a) * dy;
-            for (int l = 0; l < 8; l++) sums[l] += d * aux32[l];
+            for (int l = 0; l < 8; l++) sums[l] = MathF.FusedMultiplyAdd(d, aux32[l], sums[l]);
             float dmin = Fp16(a + 2) * dy;
-            sumf -= dmin * summ;
+            sumf = MathF.FusedMultiplyAdd(-dmin, summ, sumf);
         }
         for (int l = 0; l < 8; l++) sumf += sums[l];
         return sumf;
@@ -78,7 +80,8 @@ public static unsafe partial class QuantDot
     /// <summary>
     /// AVX2 (ggml's ggml_vec_dot_q5_K_q8_K AVX2 path, same float order): per block the 8 int32 lanes of
     /// Σ sc_j·q·y go into one float vector by FMA with d_y·d, the mins term −d_y·dmin·Σ m_j·bsum_j into one float
-    /// (an FMA, as gcc contracts ggml's <c>summs += dmin * x</c>); result Hsum(acc) + summs.
+    /// (an FMA, as gcc contracts ggml's <c>summs += dmin * x</c>); result Hsum(acc) + summs. Bit-exact with ggml's
+    /// AVX2 ggml_vec_dot_q5_K_q8_K (GgmlOracleTests).
     /// </summary>
     public static float DotQ5_KAvx2(byte* w, byte* x, int n)
     {
