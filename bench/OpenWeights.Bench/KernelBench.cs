@@ -7,14 +7,15 @@ namespace OpenWeights.Bench;
 /// <summary>
 /// `--kernels`: WeightMatrix.MatMul alone, per weight type, on one (rows, cols) matrix: decode (1 token; weight bytes read
 /// per second) and prefill (64 tokens; tokens per second), with the row kernels and, where the type has one, the
-/// interleaved layout. The weights are a few quantized random rows repeated (speed does not depend on the values).
+/// interleaved layout; Q5_K also with the F32 fallback (decode each row to F32, QuantDot.UseF32Reference) it used
+/// before it had a kernel. The weights are a few quantized random rows repeated (speed does not depend on the values).
 /// </summary>
 public static class KernelBench
 {
     public static int Run(BenchOptions o)
     {
         const int rows = 4096, cols = 8192, prefill = 64;
-        GgmlType[] types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4];
+        GgmlType[] types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4];
         var rng = new Random(1);
         var x = new float[prefill * cols];
         for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
@@ -36,6 +37,18 @@ public static class KernelBench
             unsafe
             {
                 for (int r = 0; r < rows; r++) sample.AsSpan((int)(r % 16 * rb), (int)rb).CopyTo(new Span<byte>(buf.Pointer + r * rb, (int)rb));
+                if (type == GgmlType.Q5_K)
+                {
+                    var f = new WeightMatrix(buf.Pointer, type, rows, cols);
+                    bool was = QuantDot.UseF32Reference;
+                    QuantDot.UseF32Reference = true;
+                    try
+                    {
+                        double fd = Best(() => f.MatMul(x, y, 1, o.Threads), 20), fp = Best(() => f.MatMul(x, y, prefill, o.Threads), 3);
+                        Console.WriteLine($"| {type} | rows, F32 decode | {rb * rows / 1048576.0:F1} | {fd * 1e3:F2} | {rb * rows / fd / 1e9:F1} | {fp * 1e3:F1} | {prefill / fp:F0} |");
+                    }
+                    finally { QuantDot.UseF32Reference = was; }
+                }
                 foreach (bool repack in new[] { false, true })
                 {
                     var m = new WeightMatrix(buf.Pointer, type, rows, cols);

@@ -113,7 +113,7 @@ public class NonLinearQuantLogitsTests(ITestOutputHelper output)
     }
 
     /// <summary>llama.cpp's logits at every position with its weight repacking (extra buffer types) turned off.</summary>
-    private static float[][] LogitsWithoutRepack(string path, int[] tokens)
+    internal static float[][] LogitsWithoutRepack(string path, int[] tokens)
     {
         LlamaCpp.Init();
         var mp = LLamaModelParams.Default();
