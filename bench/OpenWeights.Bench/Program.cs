@@ -20,6 +20,7 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 try
 {
     var o = BenchOptions.Parse(args);
+    if (o.Kernels) return KernelBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -41,6 +42,7 @@ namespace OpenWeights.Bench
         public int Gen { get; set; } = 128;
         public int Reps { get; set; } = 3;
         public bool Json { get; set; }
+        public bool Kernels { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -65,6 +67,7 @@ namespace OpenWeights.Bench
                     case "--gen": gen = NextInt(); break;
                     case "--reps": reps = NextInt(); break;
                     case "--json": o.Json = true; break;
+                    case "--kernels": o.Kernels = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -74,6 +77,7 @@ namespace OpenWeights.Bench
                             usage: OpenWeights.Bench [--models DIR] [--presets a,b] [--types q8_0,q4_0,q4_k_m,f16] [--threads 2]
                                                      [--prompt 512] [--gen 128] [--reps 3] [--json] [--quick] [--out FILE]
                                    OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N]
+                                   OpenWeights.Bench --kernels [--threads N]   (WeightMatrix.MatMul per weight type)
                             """);
                         Environment.Exit(0);
                         break;
@@ -137,7 +141,26 @@ namespace OpenWeights.Bench
             var ids = SpeedTest.PromptTokens(o.Prompt, m.Config.VocabSize);
             SpeedTest.WarmUp(session, ids);
             var s = SpeedTest.Run(session, ids, o.Gen);
-            return new EngineResult("ours", load, s.PrefillTokensPerSecond, s.DecodeTokensPerSecond, SpeedTest.PeakMemoryBytes(), null);
+            return new EngineResult("ours", load, s.PrefillTokensPerSecond, s.DecodeTokensPerSecond, SpeedTest.PeakMemoryBytes(),
+                m.Config.ExpertCount > 0 ? ExpertBytesPerDecodeToken(m, session, ids, Math.Min(16, o.Gen)) : null);
+        }
+
+        /// <summary>
+        /// Mixture of experts: the expert weight bytes one decode step actually read, measured by the engine's counter
+        /// (<see cref="DecoderModel.ExpertBytesRead"/>) over <paramref name="steps"/> greedy steps after the prompt, against the
+        /// bytes of k routed experts per MoE layer. Outside the timed pass.
+        /// </summary>
+        private static string ExpertBytesPerDecodeToken(DecoderModel m, InferenceSession session, int[] prompt, int steps)
+        {
+            session.Reset();
+            int next = Sampler.ArgMax(session.EvaluatePrompt(prompt));
+            long before = m.ExpertBytesRead;
+            Span<int> one = stackalloc int[1];
+            for (int i = 0; i < steps; i++) { one[0] = next; next = Sampler.ArgMax(session.Evaluate(one)); }
+            double measured = (m.ExpertBytesRead - before) / (double)steps;
+            long routed = m.Layers.Sum(l => l.Experts is { } e ? (long)e.Used * e.BytesPerExpert : 0);
+            long all = m.Layers.Sum(l => l.Experts is { } e ? (long)e.Count * e.BytesPerExpert : 0);
+            return $"expert bytes read per decode token {measured / 1e6:F1} MB (k routed experts: {routed / 1e6:F1} MB, all experts: {all / 1e6:F1} MB)";
         }
     }
 
@@ -186,7 +209,7 @@ namespace OpenWeights.Bench
                     {
                         var (r, err) = RunChild(o, engine, path);
                         if (r is null) { error = $"{engine}: {err}"; Log($"{preset} {type} {engine} rep {rep + 1}: FAILED {err}"); break; }
-                        Log($"{preset} {type} {engine,-8} rep {rep + 1}/{o.Reps}: prefill {r.PrefillTokensPerSecond,8:F1} tok/s  decode {r.DecodeTokensPerSecond,7:F2} tok/s  peak RSS {r.PeakRssBytes / 1e6,7:F0} MB");
+                        Log($"{preset} {type} {engine,-8} rep {rep + 1}/{o.Reps}: prefill {r.PrefillTokensPerSecond,8:F1} tok/s  decode {r.DecodeTokensPerSecond,7:F2} tok/s  peak RSS {r.PeakRssBytes / 1e6,7:F0} MB{(engine == "ours" && r.Info is not null ? "; " + r.Info : "")}");
                         if (engine == "ours") bestOurs = Best(bestOurs, r); else { bestLlama = Best(bestLlama, r); sysInfo ??= r.Info; }
                     }
                 }
@@ -236,7 +259,8 @@ namespace OpenWeights.Bench
 
         /// <summary>
         /// Bytes a decode step must read: every weight tensor once (the token embedding only one row, unless it is
-        /// also the tied output projection), plus K and V of every past position at the average decode position
+        /// also the tied output projection; of a mixture of experts' stacked expert tensors only the k routed experts: the
+        /// active parameters), plus K and V of every past position at the average decode position
         /// (prompt + gen/2): ours keeps them in F32, llama.cpp (default) in F16.
         /// </summary>
         public static (long Weights, long OursKv, long LlamaKv) BytesPerToken(string path, int prompt, int gen)
@@ -244,13 +268,15 @@ namespace OpenWeights.Bench
             using var f = GgufFile.Open(path);
             long weights = 0;
             bool hasOutput = f.TryGetTensor("output.weight", out _);
+            var c = ModelConfig.FromGguf(f);
             foreach (var t in f.Tensors)
             {
                 if (t.Name == "token_embd.weight")
                     weights += (hasOutput ? 0 : t.ByteSize) + t.ByteSize / Math.Max(1, t.RowCount);
+                else if (t.Dimensions.Length == 3 && c.ExpertCount > 1 && t.Dimensions[2] == c.ExpertCount)
+                    weights += t.ByteSize / c.ExpertCount * c.ExpertsUsed; // stacked experts: a token reads its k routed ones
                 else weights += t.ByteSize;
             }
-            var c = ModelConfig.FromGguf(f);
             long positions = prompt + gen / 2;
             long kvElems = 2L * c.Layers * c.KvDim * positions;
             return (weights, kvElems * 4, kvElems * 2);
@@ -301,6 +327,8 @@ namespace OpenWeights.Bench
                 if (x.Error is not null) sb.Append($" error: {x.Error}");
                 sb.AppendLine();
             }
+            foreach (var x in r.Rows.Where(x => x.Ours?.Info is not null))
+                sb.AppendLine($"- {x.Preset} {x.Type}, ours: {x.Ours!.Info}");
             return sb.ToString();
         }
 

@@ -161,8 +161,9 @@ public static class OpenAiEndpoints
         if (toolChoice.Required && !forceTool && toolChoice.Name is { } only) // not enforced: narrow the list
             toolChoice = toolChoice with { Tools = toolChoice.Tools!.Where(t => t.Name == only).ToList() };
         var tools = toolChoice.Tools;
+        var variables = req.TemplateVariables();
         int[] prompt;
-        try { prompt = f.EncodeConversation(messages, tools, ctx.RequestAborted); }
+        try { prompt = f.EncodeConversation(messages, tools, variables, ctx.RequestAborted); }
         catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", "messages", "template_error"); }
         CheckContext(h, prompt.Length, "messages");
         int n = Choices(req);
@@ -177,7 +178,8 @@ public static class OpenAiEndpoints
             o = forceTool ? o with { Constraint = ToolCall(h, f, toolChoice) } : ResponseFormat(h, req, o);
             return f.ForReply(o with { Logprobs = logprobs, TopLogprobs = top });
         }
-        bool parseTools = tools is not null;
+        bool harmony = f.IsHarmony; // gpt-oss: every reply is parsed (reasoning apart from content), streamed as it is decided
+        bool parseTools = tools is not null || harmony;
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var events = Start(ctx, h, prompt, Options, n);
@@ -197,8 +199,14 @@ public static class OpenAiEndpoints
                 if (parsed is { ToolCalls.Count: > 0 })
                 {
                     msg["content"] = parsed.Content.Length > 0 ? parsed.Content : null;
+                    if (parsed.Reasoning is { } thought) msg["reasoning_content"] = thought;
                     msg["tool_calls"] = ToolCallsJson(parsed.ToolCalls, withIndex: false);
                     finish = "tool_calls";
+                }
+                else if (harmony)
+                {
+                    msg["content"] = parsed!.Content;
+                    if (parsed.Reasoning is { } thought) msg["reasoning_content"] = thought;
                 }
                 else msg["content"] = r.Text.ToString();
                 choices.Add(new JsonObject
@@ -226,13 +234,25 @@ public static class OpenAiEndpoints
         for (int i = 0; i < n; i++)
             await Sse(ctx, Chunk([new JsonObject { ["index"] = i, ["delta"] = new JsonObject { ["role"] = "assistant", ["content"] = "" }, ["logprobs"] = null, ["finish_reason"] = null }]));
         var buffered = new StringBuilder[n];
+        var parsers = new IReplyParser?[n];
         int done = 0, generated = 0;
         await foreach (var ev in events.ReadAllAsync(ctx.RequestAborted))
         {
             if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {OpenAiRequest.Printable(err.Message, 300)}", code: "generation_failed");
             var c = ev.Chunk!;
             var choice = new JsonObject { ["index"] = ev.Index };
-            if (parseTools)
+            if (harmony)
+            {
+                var parser = parsers[ev.Index] ??= f.CreateReplyParser();
+                var deltas = new List<ReplyDelta>(parser.Push(c.Text));
+                if (c.Finish is not null) deltas.AddRange(parser.Complete());
+                bool withLogprobs = logprobs && c.Logprobs is { Count: > 0 };
+                if (deltas.Count == 0 && c.Finish is null && !withLogprobs) continue; // nothing decided yet (a header, or a marker's beginning)
+                choice["delta"] = DeltaJson(deltas);
+                choice["logprobs"] = withLogprobs ? new JsonObject { ["content"] = ChatLogprobs(c.Logprobs) } : null;
+                choice["finish_reason"] = c.Finish is { } hf ? (parser.HasToolCalls ? "tool_calls" : Finish(hf)) : null;
+            }
+            else if (parseTools)
             {
                 (buffered[ev.Index] ??= new()).Append(c.Text);
                 if (c.Finish is null) continue;
@@ -268,6 +288,50 @@ public static class OpenAiEndpoints
             await Sse(ctx, last);
         }
         await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
+    }
+
+    /// <summary>
+    /// One streamed delta from parsed pieces: <c>reasoning_content</c> (llama.cpp's field), <c>content</c>, and
+    /// <c>tool_calls</c> entries as OpenAI streams them (the first with index, id, type, name and arguments "", then
+    /// index and argument fragments).
+    /// </summary>
+    private static JsonObject DeltaJson(IReadOnlyList<ReplyDelta> deltas)
+    {
+        StringBuilder? reasoning = null, content = null;
+        JsonArray? calls = null;
+        var byIndex = new Dictionary<int, JsonObject>();
+        foreach (var d in deltas)
+        {
+            switch (d.Kind)
+            {
+                case ReplyDeltaKind.Reasoning: (reasoning ??= new()).Append(d.Text); break;
+                case ReplyDeltaKind.Content: (content ??= new()).Append(d.Text); break;
+                case ReplyDeltaKind.ToolCallStart:
+                    var call = new JsonObject
+                    {
+                        ["index"] = d.ToolIndex, ["id"] = d.ToolCallId, ["type"] = "function",
+                        ["function"] = new JsonObject { ["name"] = d.Text, ["arguments"] = "" },
+                    };
+                    (calls ??= []).Add(call);
+                    byIndex[d.ToolIndex] = call;
+                    break;
+                case ReplyDeltaKind.ToolCallArguments:
+                    if (!byIndex.TryGetValue(d.ToolIndex, out var part))
+                    {
+                        part = new JsonObject { ["index"] = d.ToolIndex, ["function"] = new JsonObject { ["arguments"] = "" } };
+                        (calls ??= []).Add(part);
+                        byIndex[d.ToolIndex] = part;
+                    }
+                    var fn = part["function"]!.AsObject();
+                    fn["arguments"] = fn["arguments"]!.GetValue<string>() + d.Text;
+                    break;
+            }
+        }
+        var o = new JsonObject();
+        if (reasoning is not null) o["reasoning_content"] = reasoning.ToString();
+        if (content is not null) o["content"] = content.ToString();
+        if (calls is not null) o["tool_calls"] = calls;
+        return o;
     }
 
     private static JsonArray ToolCallsJson(IReadOnlyList<ChatToolCall> calls, bool withIndex)

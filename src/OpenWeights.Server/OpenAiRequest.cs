@@ -334,9 +334,22 @@ internal sealed class OpenAiRequest(JsonObject body)
             if (content is null && calls is null && role != "assistant") throw Bad($"{p}.content", "is required");
             string? toolCallId = OptionalString(m, "tool_call_id", p);
             string? name2 = OptionalString(m, "name", p);
-            turns.Add(new ChatTurn(role, content, calls, toolCallId, name2));
+            // an assistant's earlier reasoning, as this server returns it (llama.cpp's field name)
+            string? reasoning = role == "assistant" ? OptionalString(m, "reasoning_content", p) : null;
+            turns.Add(new ChatTurn(role, content, calls, toolCallId, name2, reasoning));
         }
         return turns;
+    }
+
+    /// <summary>
+    /// Template variables a request sets: <c>reasoning_effort</c> (low, medium or high; gpt-oss's template writes it into
+    /// its system message, others ignore it). Null when none.
+    /// </summary>
+    public Dictionary<string, object?>? TemplateVariables()
+    {
+        if (String("reasoning_effort") is not { } effort) return null;
+        if (effort is not ("low" or "medium" or "high")) throw Bad("reasoning_effort", $"must be low, medium or high (got '{Printable(effort)}')");
+        return new Dictionary<string, object?> { ["reasoning_effort"] = effort };
     }
 
     private static string? Content(JsonNode? c, string p)

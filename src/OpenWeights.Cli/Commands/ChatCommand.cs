@@ -44,9 +44,9 @@ public static class ChatCommand
                 throw new OpenWeightsException($"{spec} has no chat template (tokenizer.chat_template); give one with --chat-template FILE, or use `openweights run {spec} --raw` to continue text");
             var formatter = new ChatFormatter(tok, templateSource);
             var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads));
-            var loop = new ChatLoop(session, formatter, options, pr.GetValue(system));
-            output.WriteLine(Banner(spec, session, templateSource is not null));
             bool terminal = CliInput.Override.Value is null && !Console.IsInputRedirected && !Console.IsOutputRedirected;
+            var loop = new ChatLoop(session, formatter, options, pr.GetValue(system)) { ShowReasoning = terminal };
+            output.WriteLine(Banner(spec, session, templateSource is not null));
             ILineSource lines = terminal ? LineEditor.ForConsole(output) : new ReaderLineSource(CliInput.Reader, output);
             CancellationTokenSource? current = null;
             ConsoleCancelEventHandler onCancel = (_, e) =>
@@ -106,6 +106,8 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
     private string? system = system;
 
     public IReadOnlyList<ChatTurn> History => history;
+    /// <summary>Write a thinking model's reasoning (gpt-oss's analysis channel), dimmed; otherwise only the answer is written.</summary>
+    public bool ShowReasoning { get; init; }
     /// <summary>The last reply's numbers (null before the first).</summary>
     public ReplyStats? LastReply { get; private set; }
 
@@ -190,6 +192,19 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
         }
         using var cts = beginReply?.Invoke() ?? CancellationTokenSource.CreateLinkedTokenSource(ct);
         var reply = new System.Text.StringBuilder();
+        var parser = formatter.IsHarmony ? formatter.CreateReplyParser() : null; // harmony: the answer apart from the reasoning
+        bool dim = false;
+        void Write(IReadOnlyList<ReplyDelta> deltas)
+        {
+            foreach (var d in deltas)
+            {
+                bool thinking = d.Kind == ReplyDeltaKind.Reasoning;
+                if (thinking && !ShowReasoning) continue;
+                if (d.Kind is not (ReplyDeltaKind.Reasoning or ReplyDeltaKind.Content)) continue;
+                if (thinking != dim) { output.Write(thinking ? "\u001b[2m" : "\u001b[0m\n"); dim = thinking; }
+                output.Write(d.Text);
+            }
+        }
         FinishReason finish = FinishReason.Stop;
         GenerationStats? stats = null;
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -199,7 +214,8 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
             await foreach (var c in Generator.GenerateAsync(session, formatter.Tokenizer, prompt, replyOptions, cts.Token))
             {
                 first ??= clock.Elapsed;
-                output.Write(c.Text);
+                if (parser is null) output.Write(c.Text);
+                else Write(parser.Push(c.Text));
                 output.Flush();
                 reply.Append(c.Text);
                 if (c.Finish is { } f) { finish = f; stats = c.Stats; }
@@ -207,11 +223,17 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested) { finish = FinishReason.Cancelled; }
         finally { endReply?.Invoke(); }
+        if (parser is not null)
+        {
+            Write(parser.Complete());
+            if (dim) output.Write("\u001b[0m");
+        }
         output.WriteLine();
         if (finish == FinishReason.Cancelled) output.WriteLine("(stopped)");
         else if (finish == FinishReason.Length && session.Remaining < 1)
             output.WriteLine($"(stopped: context full ({session.ContextSize} tokens); /reset to start over)");
-        history.Add(ChatTurn.Assistant(reply.ToString()));
+        // harmony: the template takes the answer and the thinking apart (it refuses channel markers in content)
+        history.Add(parser is null ? ChatTurn.Assistant(reply.ToString()) : new ChatTurn("assistant", parser.Result.Content, Reasoning: parser.Result.Reasoning));
         if (stats is not null)
             LastReply = new ReplyStats(stats.PromptTokens, stats.GeneratedTokens, first ?? clock.Elapsed, clock.Elapsed, stats.DecodeTokensPerSecond,
                 stats.PrefillTokensPerSecond, session.ContextSize - session.Remaining, session.ContextSize);

@@ -18,6 +18,8 @@ public static class FitCommand
         var rank = new Option<int>("--rank", "-r") { Description = "LoRA rank (as in tune)", DefaultValueFactory = _ => 8 };
         var target = new Option<string>("--target") { Description = "Memory to fit: cpu (available RAM) or gpu (largest NVIDIA GPU's free memory)", DefaultValueFactory = _ => "cpu" };
         var bandwidth = new Option<double?>("--bandwidth") { Description = "Memory bandwidth in GB/s for the speed estimate (default: the one `hardware --measure-bandwidth` remembered, else an assumed 25 GB/s)" };
+        var disk = new Option<double?>("--disk-bandwidth") { Description = $"Disk read rate in GB/s for a mixture of experts larger than RAM, which runs from the file map (default: an assumed {HardwareProbe.DefaultDiskReadGBps:0.#} GB/s)" };
+        var measureDisk = new Option<bool>("--measure-disk") { Description = "Measure the read rate of the disk that holds the model store first (writes, drops from the page cache and reads back a 256 MB temporary file; Linux), for the estimate of a mixture of experts larger than RAM" };
         var measureBw = new Option<bool>("--measure-bandwidth") { Description = "Measure this machine's memory read bandwidth first (about a second) and remember it" };
         var measure = new Option<bool>("--measure") { Description = "Measure real prefill/decode speed and peak memory with our engine (catalog ids: on a random-weight model of the exact shape, written to a temporary file and deleted)" };
         var measurePrompt = new Option<int>("--measure-prompt") { Description = "Prompt tokens for --measure", DefaultValueFactory = _ => 128 };
@@ -26,7 +28,7 @@ public static class FitCommand
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
         var cmd = new Command("fit", "Estimate memory, verdict, recommended quantization and decode speed for a model on this machine")
         {
-            model, context, contextOld, quant, tune, rank, target, bandwidth, measureBw, measure, measurePrompt, measureTokens, threads, json,
+            model, context, contextOld, quant, tune, rank, target, bandwidth, disk, measureDisk, measureBw, measure, measurePrompt, measureTokens, threads, json,
         };
         cmd.SetAction(pr =>
         {
@@ -49,7 +51,16 @@ public static class FitCommand
                 LoraRank = pr.GetValue(rank),
                 Target = tgt,
                 BandwidthGBps = pr.GetValue(bandwidth),
+                DiskReadGBps = pr.GetValue(disk),
             };
+            if (options.DiskReadGBps is <= 0) throw new OpenWeightsException("--disk-bandwidth must be positive (GB/s)");
+            if (pr.GetValue(measureDisk) && options.DiskReadGBps is null)
+            {
+                string folder = HubCli.Settings().CacheDir;
+                hw = HardwareProbe.MeasureDiskReadGBps(folder) is { } rate
+                    ? hw with { DiskReadGBps = Math.Round(rate, 2), DiskReadSource = $"measured now in {folder} by sequential reads; page faults read slower" }
+                    : throw new OpenWeightsException($"cannot measure the disk read rate in {folder}: the page cache could not be bypassed (Linux only) or the folder is in memory (tmpfs); give it with --disk-bandwidth");
+            }
             if (tgt == FitTarget.Gpu && hw.Gpus.Count == 0) throw new OpenWeightsException("no NVIDIA GPU found (nvidia-smi reported none); use --target cpu");
             if (pr.GetValue(measure) && (pr.GetValue(measurePrompt) < 1 || pr.GetValue(measureTokens) < 1))
                 throw new OpenWeightsException("--measure-prompt and --measure-tokens must be at least 1");
@@ -123,14 +134,16 @@ public static class FitCommand
     {
         FitVerdict.Fits => "fits",
         FitVerdict.Tight => "tight",
+        FitVerdict.FromFileMap => "file map",
         _ => "does not fit",
     };
 
     /// <summary>The verdict line's words: a model the engine cannot run never just "fits".</summary>
-    internal static string VerdictText(FitEstimate e) => e.Runs ? Verdict(e.Verdict) : e.Verdict switch
+    internal static string VerdictText(FitEstimate e) => e.Runs ? e.Verdict == FitVerdict.FromFileMap ? "larger than the budget, runs from the file map" : Verdict(e.Verdict) : e.Verdict switch
     {
         FitVerdict.Fits => $"fits in memory, but {e.CannotRun}",
         FitVerdict.Tight => $"tight in memory, and {e.CannotRun}",
+        FitVerdict.FromFileMap => $"would run from the file map (larger than the budget), but {e.CannotRun}",
         _ => $"does not fit, and {e.CannotRun}",
     };
 
@@ -155,6 +168,8 @@ public static class FitCommand
         w.WriteLine($"{e.Model}: {e.Quant} ({F.Number(e.BitsPerWeight, "0.##")} bpw), {what}");
         var mem = e.Memory;
         w.WriteLine($"  weights        {F.Bytes(mem.WeightsBytes)}");
+        if (e.Moe is { } moe)
+            w.WriteLine($"  experts        {moe.ExpertsPerToken} of {moe.Experts} per token{(moe.SharedExperts > 0 ? $" + {moe.SharedExperts} shared" : "")}: {F.Params(moe.TotalParams / 1e9)} parameters in memory, {F.Params(moe.ActiveParams / 1e9)} active per token (speed)");
         if (e.Tune == TuneMode.None)
             w.WriteLine($"  KV cache       {F.Bytes(mem.KvCacheBytes)}  ({F.Bytes(e.KvBytesPerToken)} per token before window savings, F16)");
         else
@@ -168,6 +183,11 @@ public static class FitCommand
         w.WriteLine($"  total          {F.Bytes(mem.TotalBytes)}");
         w.WriteLine($"  budget         {F.Bytes(e.BudgetBytes)}  ({e.BudgetSource})");
         w.WriteLine($"  verdict        {VerdictText(e)}{(e.Runs ? ":" : ";")} headroom {F.Bytes(e.HeadroomBytes)} ({F.Number(e.HeadroomPercent)}%)");
+        if (e.FileMap is { } fm)
+        {
+            w.WriteLine($"  resident       dense part {F.Bytes(fm.DenseBytes)} + KV cache + overhead; {F.Bytes(fm.ResidentExpertBytes)} of {F.Bytes(fm.ExpertBytes)} routed experts ({F.Number(100 * fm.ResidentFraction, "0")}%) in the page cache");
+            w.WriteLine($"  from disk      {F.Bytes(fm.DiskBytesPerToken)} per token of {F.Bytes(fm.ActiveExpertBytes)} routed-expert reads, at {F.Number(fm.DiskReadGBps, "0.##")} GB/s ({DiskText(fm.DiskReadSource)}); prefill ~{F.Number(fm.PrefillDiskSecondsPerBatch, "0.#")} s of disk reads per 512-token batch");
+        }
         w.WriteLine($"  recommended    {(e.BestQuant is null ? "none fits" : $"{e.BestQuant}: {e.RecommendedBecause}")}");
         if (e.DecodeTokensPerSecond is { } tps)
             w.WriteLine($"  decode         ~{F.Number(tps)} tokens/s at {F.Number(e.BandwidthGBps ?? 0)} GB/s ({BandwidthText(e)}); ~{F.Number(e.DecodeTokensPerSecondAtFullContext ?? tps)} tokens/s at full context (upper bounds)");
@@ -178,6 +198,13 @@ public static class FitCommand
             foreach (var a in e.Assumptions) w.WriteLine($"  - {Assumption(a)}");
         }
     }
+
+    private static string DiskText(string source) => source switch
+    {
+        "assumed" => "assumed, not measured: give yours with --disk-bandwidth",
+        "given" => "given with --disk-bandwidth",
+        var s => s,
+    };
 
     /// <summary>An assumption of the estimate, advised in flags where the library names an option.</summary>
     internal static string Assumption(string a) =>

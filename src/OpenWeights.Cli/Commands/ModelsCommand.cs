@@ -14,7 +14,7 @@ public static class ModelsCommand
         var mau = new Option<long?>("--mau") { Description = "Your products' monthly active users, checked against licence limits" };
         var region = new Option<string?>("--region") { Description = "Where you are domiciled (e.g. EU), checked against regional licence restrictions" };
         var language = new Option<string?>("--language") { Description = "ISO 639-1 code the model must support (e.g. de)" };
-        var fits = new Option<bool>("--fits") { Description = "Only models that fit this machine's available RAM at some quantization (ones the engine cannot run yet are marked)" };
+        var fits = new Option<bool>("--fits") { Description = "Only models that fit this machine's available RAM at some quantization, or (mixtures of experts) run from the file map, marked with their estimated speed (ones the engine cannot run yet are marked)" };
         var runnable = new Option<bool>("--runnable") { Description = "Only models the engine can run (their architecture is in its registry)" };
         var maxParams = new Option<double?>("--max-params") { Description = "Largest total parameter count, in billions" };
         var family = new Option<string?>("--family") { Description = "Only this family (llama, gemma, mistral, deepseek, qwen, phi, smollm, olmo, tinyllama, gpt-oss)" };
@@ -56,6 +56,10 @@ public static class ModelsCommand
                     r.m.Family,
                     r.m.ParamsB,
                     r.m.ActiveParamsB,
+                    Experts = r.m.Architecture?.Moe?.Experts,
+                    ExpertsPerToken = r.m.Architecture?.Moe?.ExpertsPerToken,
+                    SharedExperts = r.m.Architecture?.Moe?.SharedExperts,
+                    FileMap = r.fit is null ? (bool?)null : r.fit.BestQuant is not null && r.fit.Ladder.FirstOrDefault(x => x.Quant == r.fit.BestQuant)?.Verdict == FitVerdict.FromFileMap,
                     Context = r.m.Architecture?.Context,
                     r.m.License,
                     Commercial = F.Commercial(r.m, cat),
@@ -74,7 +78,7 @@ public static class ModelsCommand
                 return 0;
             }
             if (rows.Count == 0) { w.WriteLine("no models match"); return 0; }
-            var header = new List<string> { "ID", "PARAMS", "ACTIVE", "CONTEXT", "RUNS", "LICENSE", "COMMERCIAL", "LANGUAGES" };
+            var header = new List<string> { "ID", "PARAMS", "ACTIVE", "EXPERTS", "CONTEXT", "RUNS", "LICENSE", "COMMERCIAL", "LANGUAGES" };
             if (wantFit) header.Add("BEST FIT");
             F.Table(w, header, rows.Select(r =>
             {
@@ -84,17 +88,25 @@ public static class ModelsCommand
                     m.Id,
                     F.Params(m.ParamsB) + (m.IsUncertain("params_b") ? "?" : ""),
                     F.Params(m.ActiveParamsB) + (m.IsUncertain("active_params_b") ? "?" : ""),
+                    m.Architecture?.Moe is { } moe ? $"{moe.ExpertsPerToken}/{moe.Experts}{(moe.SharedExperts > 0 ? $"+{moe.SharedExperts}" : "")}" + (m.IsUncertain("moe") ? "?" : "") : "-",
                     F.Context(m.Architecture?.Context) + (m.IsUncertain("context") ? "?" : ""),
                     EngineSupport.For(m).Runs ? "yes" : "no",
                     m.License,
                     F.Commercial(m, cat),
                     F.Languages(m),
                 };
-                if (wantFit) cells.Add(r.fit!.BestQuant is not { } bq ? "-" : r.fit.Runs ? bq : $"{bq} (cannot run yet)");
+                if (wantFit)
+                {
+                    var f = r.fit!;
+                    // from the file map the speed is what matters: a 671B model "runs" on 24 GB, at a token every few seconds
+                    string mapped = f.BestQuant is { } b && f.Ladder.FirstOrDefault(x => x.Quant == b) is { Verdict: FitVerdict.FromFileMap } rung
+                        ? rung.DecodeTokensPerSecond is { } t ? $" (file map, ~{F.Number(t, t < 1 ? "0.##" : "0.#")} tok/s)" : " (file map)" : "";
+                    cells.Add(f.BestQuant is not { } bq ? "-" : f.Runs ? bq + mapped : $"{bq}{mapped} (cannot run yet)");
+                }
                 return (IReadOnlyList<string>)cells;
             }));
             w.WriteLine();
-            w.WriteLine($"{rows.Count} models. '?' marks an uncertain figure. RUNS: whether this engine (CPU-only) can run the architecture today; --runnable lists only those. Details: openweights models show ID");
+            w.WriteLine($"{rows.Count} models. '?' marks an uncertain figure. EXPERTS: routed experts used per token / in all (+ shared) for mixtures of experts, whose speed follows ACTIVE and memory PARAMS. RUNS: whether this engine (CPU-only) can run the architecture today; --runnable lists only those. Details: openweights models show ID");
             int unrunnable = rows.Count(r => !EngineSupport.For(r.m).Runs);
             if (wantFit && unrunnable > 0)
                 w.WriteLine($"{unrunnable} of them fit in memory but the engine cannot run them yet (RUNS no); add --runnable to hide them.");
@@ -149,7 +161,7 @@ public static class ModelsCommand
                 w.WriteLine($"  architecture   {a.Kind ?? "?"}{(a.GgufArchitecture is null ? "" : $", {a.GgufArchitecture}")}{(m.ArchitectureFrom is null ? "" : $" (from {m.ArchitectureFrom}){U("architecture")}")}");
                 w.WriteLine($"    layers {Val(a.Layers)}{U("layers")}, hidden {Val(a.HiddenSize)}{U("hidden_size")}, heads {Val(a.Heads)}{U("heads")}/{Val(a.KvHeads)}{U("kv_heads")} KV, head dim {Val(a.HeadDim)}{U("head_dim")}, vocab {Val(a.Vocab)}{U("vocab")}, context {F.Context(a.Context)}{U("context")}");
                 if (a.Moe is { } moe)
-                    w.WriteLine($"    MoE: {moe.Experts} experts, {moe.ExpertsPerToken} per token, {moe.SharedExperts} shared{(moe.MoeLayerStep > 1 ? $", every {moe.MoeLayerStep} layers" : "")}{(moe.FirstDenseLayers is { } fd ? $", first {fd} layers dense" : "")}{U("moe")}");
+                    w.WriteLine($"    MoE: {moe.Experts} experts, {moe.ExpertsPerToken} per token, {moe.SharedExperts} shared{(moe.MoeLayerStep > 1 ? $", every {moe.MoeLayerStep} layers" : "")}{(moe.FirstDenseLayers is { } fd ? $", first {fd} layers dense" : "")}{(moe.ExpertFfn is { } ef ? $", expert feed-forward {ef}" : "")}{U("moe")}; memory follows the {F.Params(m.ParamsB)} total, speed the {F.Params(m.ActiveParamsB)} active");
                 if (a.LocalAttention is { } la)
                     w.WriteLine($"    {la.Kind} attention: window {la.Window}, one global layer in {la.GlobalEvery}{U("local_attention")}");
                 if (a.Mla is { } mla)

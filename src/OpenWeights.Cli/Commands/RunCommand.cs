@@ -72,12 +72,14 @@ public static class RunCommand
                 MaxTokens = maxTokens < 0 ? int.MaxValue : maxTokens, Sampling = sampling, StopStrings = pr.GetValue(stop) ?? [],
             };
             int[] ids;
+            IReplyParser? harmony = null;
             bool chat = !pr.GetValue(raw) && (templateSource is not null || tok.ChatTemplate is not null);
             if (chat)
             {
                 var formatter = new ChatFormatter(tok, templateSource);
                 ids = formatter.EncodeConversation([ChatTurn.User(text)]);
                 options = formatter.ForReply(options);
+                if (formatter.IsHarmony) harmony = formatter.CreateReplyParser();
             }
             else
             {
@@ -90,9 +92,17 @@ public static class RunCommand
                 throw new OpenWeightsException($"the prompt has {ids.Length} tokens but the context holds {session.ContextSize}{(AtModelMaximum(session) ? ", the model's maximum" : "; use --ctx to raise it")}");
             GenerationStats? st = null;
             FinishReason finish = FinishReason.Stop;
+            // gpt-oss (harmony): the answer goes to stdout, the thinking to stderr, the channel markers nowhere
+            void Write(IReadOnlyList<ReplyDelta> deltas)
+            {
+                foreach (var d in deltas)
+                    if (d.Kind == ReplyDeltaKind.Content) output.Write(d.Text);
+                    else if (d.Kind == ReplyDeltaKind.Reasoning) { error.Write(d.Text); error.Flush(); }
+            }
             await foreach (var chunk in Generator.GenerateAsync(session, tok, ids, options, ct))
             {
-                output.Write(chunk.Text);
+                if (harmony is null) output.Write(chunk.Text);
+                else Write(chunk.Finish is null ? harmony.Push(chunk.Text) : [.. harmony.Push(chunk.Text), .. harmony.Complete()]);
                 output.Flush();
                 st = chunk.Stats ?? st;
                 if (chunk.Finish is { } f) finish = f;

@@ -9,7 +9,7 @@ public static class SynthCommand
     public static Command Create()
     {
         var preset = new Option<string>("--preset") { Description = "Shape: " + string.Join(", ", SynthPreset.All.Select(p => p.Name)), Required = true };
-        var type = CommonOptions.Quant("Weights type: f32, f16, bf16, q8_0, q4_0, q4_k_m or pure-<type>", "q8_0");
+        var type = CommonOptions.Quant("Weights type: f32, f16, bf16, q8_0, q4_0, q4_k_m, iq4_nl, iq4_xs, mxfp4_moe or pure-<type>", "q8_0");
         var output = CommonOptions.Output("Output GGUF file");
         var seed = new Option<ulong>("--seed") { Description = "Weights seed", DefaultValueFactory = _ => 42 };
         var threads = CommonOptions.Threads();

@@ -169,6 +169,25 @@ public static unsafe partial class QuantDot
         Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(ax, Avx2.Sign(Vector256.Load(y), wv)), scale);
 
     /// <summary>
+    /// Groups 2k and 2k+1 of an IQ4_XS super-block (32 bytes of nibbles at qs) as table values in the activation order:
+    /// (values 0..31 of group 2k, values 0..31 of group 2k+1). One 256-bit load, one lookup per nibble half, two lane permutes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector256<sbyte> A, Vector256<sbyte> B) XsPair(byte* qs, Vector256<sbyte> table)
+    {
+        var q = Vector256.Load(qs);
+        var mask = Vector256.Create((byte)0x0F);
+        var lo = Avx2.Shuffle(table, (q & mask).AsSByte());                                               // (2k: 0..15 | 2k+1: 0..15)
+        var hi = Avx2.Shuffle(table, (Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & mask).AsSByte()); // (2k: 16..31 | 2k+1: 16..31)
+        return (Avx2.Permute2x128(lo, hi, 0x20), Avx2.Permute2x128(lo, hi, 0x31));
+    }
+
+    /// <summary>The signed scale (ls − 32) of group g as 16 int16 lanes; sl: scales_l as one u32, sh: scales_h.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> XsScale(uint sl, uint sh, int g) =>
+        Vector256.Create((short)((int)(((sl >> 4 * g) & 0xF) | (((sh >> 2 * g) & 3) << 4)) - 32));
+
+    /// <summary>
     /// AVX2 IQ4_XS · Q8_K: per super-block the 8 groups' integer sums times their signed 6-bit scales (exact in int32:
     /// |Σ| ≤ 8·32·127·127·32), then one FMA with d_w·d_y.
     /// </summary>
@@ -180,18 +199,20 @@ public static unsafe partial class QuantDot
         {
             byte* a = w + i * BlockIQ4_XS.BlockBytes, b = x + i * BlockQ8_K.BlockBytes;
             sbyte* y = (sbyte*)(b + 4);
+            uint sh = Unsafe.ReadUnaligned<ushort>(a + 2), sl = Unsafe.ReadUnaligned<uint>(a + 4);
             var sumi = Vector256<int>.Zero;
-            for (int g = 0; g < 8; g++)
+            for (int k = 0; k < 4; k++)
             {
-                var wv = NonLinear4.Lookup32(a + 8 + 16 * g, table);
-                sumi += XsGroup(Avx2.Abs(wv), wv, y + 32 * g, Vector256.Create((short)(BlockIQ4_XS.GroupScale(a, g) - 32)));
+                var (wa, wb) = XsPair(a + 8 + 32 * k, table);
+                sumi += XsGroup(Avx2.Abs(wa), wa, y + 64 * k, XsScale(sl, sh, 2 * k));
+                sumi += XsGroup(Avx2.Abs(wb), wb, y + 64 * k + 32, XsScale(sl, sh, 2 * k + 1));
             }
             acc = Fma.MultiplyAdd(Vector256.Create(Fp16(a) * Unsafe.ReadUnaligned<float>(b)), Vector256.ConvertToSingle(sumi), acc);
         }
         return Hsum(acc);
     }
 
-    /// <summary>IQ4_XS against 4 Q8_K activation rows: each group's weights and scale are unpacked once for the 4 tokens.</summary>
+    /// <summary>IQ4_XS against 4 Q8_K activation rows: each pair of groups is unpacked, and its scales made, once for the 4 tokens.</summary>
     public static void DotIQ4_XSAvx2x4(byte* w, byte* x, int stride, int n, float* result)
     {
         var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
@@ -201,15 +222,18 @@ public static unsafe partial class QuantDot
         {
             byte* a = w + i * BlockIQ4_XS.BlockBytes; int o = i * BlockQ8_K.BlockBytes;
             sbyte* y0 = (sbyte*)(x + o + 4), y1 = (sbyte*)(x1 + o + 4), y2 = (sbyte*)(x2 + o + 4), y3 = (sbyte*)(x3 + o + 4);
+            uint sh = Unsafe.ReadUnaligned<ushort>(a + 2), sl = Unsafe.ReadUnaligned<uint>(a + 4);
             var s0 = Vector256<int>.Zero; var s1 = Vector256<int>.Zero; var s2 = Vector256<int>.Zero; var s3 = Vector256<int>.Zero;
-            for (int g = 0; g < 8; g++)
+            for (int k = 0; k < 4; k++)
             {
-                var wv = NonLinear4.Lookup32(a + 8 + 16 * g, table);
-                var ax = Avx2.Abs(wv);
-                var sc = Vector256.Create((short)(BlockIQ4_XS.GroupScale(a, g) - 32));
-                int yo = 32 * g;
-                s0 += XsGroup(ax, wv, y0 + yo, sc); s1 += XsGroup(ax, wv, y1 + yo, sc);
-                s2 += XsGroup(ax, wv, y2 + yo, sc); s3 += XsGroup(ax, wv, y3 + yo, sc);
+                var (wa, wb) = XsPair(a + 8 + 32 * k, table);
+                var aa = Avx2.Abs(wa); var ab = Avx2.Abs(wb);
+                var sa = XsScale(sl, sh, 2 * k); var sb = XsScale(sl, sh, 2 * k + 1);
+                int ya = 64 * k, yb = 64 * k + 32;
+                s0 += XsGroup(aa, wa, y0 + ya, sa) + XsGroup(ab, wb, y0 + yb, sb);
+                s1 += XsGroup(aa, wa, y1 + ya, sa) + XsGroup(ab, wb, y1 + yb, sb);
+                s2 += XsGroup(aa, wa, y2 + ya, sa) + XsGroup(ab, wb, y2 + yb, sb);
+                s3 += XsGroup(aa, wa, y3 + ya, sa) + XsGroup(ab, wb, y3 + yb, sb);
             }
             float d = Fp16(a);
             acc0 = Fma.MultiplyAdd(Vector256.Create(d * Unsafe.ReadUnaligned<float>(x + o)), Vector256.ConvertToSingle(s0), acc0);

@@ -8,7 +8,7 @@ namespace OpenWeights.Tensors.Kernels;
 
 /// <summary>
 /// Dot products of a weight row in its GGUF block format with an activation row quantized to 8 bits, the way ggml
-/// does it (its <c>vec_dot_type</c>): Q8_0 / Q4_0 / Q5_0 / IQ4_NL / MXFP4 weights against Q8_0 activations, Q4_K / Q6_K /
+/// does it (its <c>vec_dot_type</c>): Q8_0 / Q4_0 / Q5_0 / IQ4_NL / MXFP4 weights against Q8_0 activations, Q4_K / Q5_K / Q6_K /
 /// IQ4_XS against Q8_K,
 /// F16 against F32 activations rounded to F16. Integer sums per block, one float multiply-add per block.
 /// Each kernel has a scalar reference (ggml's <c>_generic</c> code) beside its AVX2 / AVX-VNNI path; the integer
@@ -49,6 +49,7 @@ public static unsafe partial class QuantDot
             GgmlType.Q4_0 => simd ? new(GgmlType.Q8_0, &DotQ4_0Avx2, &DotQ4_0Avx2x4) : new(GgmlType.Q8_0, &DotQ4_0Scalar),
             GgmlType.Q5_0 => simd ? new(GgmlType.Q8_0, &DotQ5_0Avx2, &DotQ5_0Avx2x4, &DotQ5_0Avx2x8) : new(GgmlType.Q8_0, &DotQ5_0Scalar),
             GgmlType.Q4_K => simd ? new(GgmlType.Q8_K, &DotQ4_KAvx2, &DotQ4_KAvx2x4) : new(GgmlType.Q8_K, &DotQ4_KScalar),
+            GgmlType.Q5_K => simd ? new(GgmlType.Q8_K, &DotQ5_KAvx2, &DotQ5_KAvx2x4) : new(GgmlType.Q8_K, &DotQ5_KScalar),
             GgmlType.Q6_K => simd ? new(GgmlType.Q8_K, &DotQ6_KAvx2, &DotQ6_KAvx2x4) : new(GgmlType.Q8_K, &DotQ6_KScalar),
             GgmlType.IQ4_NL => simd ? new(GgmlType.Q8_0, &DotIQ4_NLAvx2, &DotIQ4_NLAvx2x4) : new(GgmlType.Q8_0, &DotIQ4_NLScalar),
             GgmlType.MXFP4 => simd ? new(GgmlType.Q8_0, &DotMXFP4Avx2, &DotMXFP4Avx2x4) : new(GgmlType.Q8_0, &DotMXFP4Scalar),

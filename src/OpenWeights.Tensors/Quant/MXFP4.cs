@@ -55,6 +55,7 @@ public static unsafe class BlockMXFP4
     {
         int nb = src.Length / BlockSize;
         var values = Values;
+        float* candidates = stackalloc float[16];
         fixed (float* x0 = src) fixed (byte* d0 = dst)
             for (int i = 0; i < nb; i++)
             {
@@ -67,22 +68,23 @@ public static unsafe class BlockMXFP4
                 byte e = amax > 0.0f ? (byte)(int)(MathF.Floor(MathF.Log2(amax)) - 2 + 127) : (byte)0;
                 float d = ScaleHalf(e);
                 b[0] = e;
+                for (int k = 0; k < 16; k++) candidates[k] = values[k] * d; // ggml computes each product per value: the same floats
                 for (int j = 0; j < 16; ++j)
                 {
-                    int x0i = BestIndex(x[j], d, values), x1i = BestIndex(x[16 + j], d, values);
+                    int x0i = BestIndex(x[j], candidates), x1i = BestIndex(x[16 + j], candidates);
                     b[1 + j] = (byte)(x0i | (x1i << 4));
                 }
             }
     }
 
-    /// <summary>ggml's best_index_mxfp4: the first index with the least |values[i]·d − x|.</summary>
-    private static int BestIndex(float x, float d, ReadOnlySpan<sbyte> values)
+    /// <summary>ggml's best_index_mxfp4: the first index with the least |values[i]·d − x| (candidates[i] = values[i]·d).</summary>
+    private static int BestIndex(float x, float* candidates)
     {
         int best = 0;
-        float bestErr = MathF.Abs(values[0] * d - x);
+        float bestErr = MathF.Abs(candidates[0] - x);
         for (int i = 1; i < 16; i++)
         {
-            float err = MathF.Abs(values[i] * d - x);
+            float err = MathF.Abs(candidates[i] - x);
             if (err < bestErr) { best = i; bestErr = err; }
         }
         return best;

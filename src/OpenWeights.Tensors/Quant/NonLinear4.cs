@@ -83,6 +83,26 @@ internal static unsafe class NonLinear4
         return x - val[mu - 1] < val[mu] - x ? mu - 1 : mu;
     }
 
+    /// <summary>The IQ4 grid as f32 (exact), for <see cref="BestIndexIq4"/>.</summary>
+    private static readonly float[] iq4Floats = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+    /// <summary><see cref="BestIndex"/> on the IQ4 grid, unrolled: the same comparisons (the search path of 15 sorted values is
+    /// always 4 steps: ml, mu = 0, 15 → 7 → 3 or 11 → ...), the same f32 differences.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int BestIndexIq4(float x)
+    {
+        var v = iq4Floats;
+        if (x <= v[0]) return 0;
+        if (x >= v[15]) return 15;
+        int ml = 0, mu = 15;
+        while (mu - ml > 1)
+        {
+            int mav = (ml + mu) >> 1;
+            if (x < v[mav]) mu = mav; else ml = mav;
+        }
+        return x - v[mu - 1] < v[mu] - x ? mu - 1 : mu;
+    }
+
     /// <summary>
     /// ggml's <c>quantize_row_iq4_nl_impl</c> without importance weights (w = x², <paramref name="ntry"/> = 7 as
     /// llama_model_quantize runs it): per 32-value group, the scale is searched over 15 candidates (max/(values[0] +
@@ -130,7 +150,7 @@ internal static unsafe class NonLinear4
             for (int j = 0; j < blockSize; ++j)
             {
                 float al = id * xb[j];
-                int l = BestIndex(values, al);
+                int l = BestIndexIq4(al);
                 Lb[j] = (byte)l;
                 float q = values[l];
                 float w = weight[j];
@@ -146,7 +166,7 @@ internal static unsafe class NonLinear4
                 for (int j = 0; j < blockSize; ++j)
                 {
                     float al = id * xb[j];
-                    int l = BestIndex(values, al);
+                    int l = BestIndexIq4(al);
                     float q = values[l];
                     float w = weight[j];
                     sumqx += w * q * xb[j];
@@ -175,7 +195,7 @@ internal static unsafe class NonLinear4
                 float dl = d * l;
                 float idl = dl != 0 ? 1 / dl : 0f;
                 var xb = x.Slice(ib * blockSize, blockSize);
-                for (int j = 0; j < blockSize; ++j) L[ib * blockSize + j] = (byte)BestIndex(values, idl * xb[j]);
+                for (int j = 0; j < blockSize; ++j) L[ib * blockSize + j] = (byte)BestIndexIq4(idl * xb[j]);
                 l += 32;
                 byte lLow = (byte)(l & 0xF), lHigh = (byte)(l >> 4);
                 if (ib % 2 == 0) scalesL[ib / 2] = lLow;
@@ -189,7 +209,7 @@ internal static unsafe class NonLinear4
             if (ntry > 0)
             {
                 float id = scales[0] != 0 ? 1 / scales[0] : 0;
-                for (int j = 0; j < superBlock; ++j) L[j] = (byte)BestIndex(values, id * x[j]);
+                for (int j = 0; j < superBlock; ++j) L[j] = (byte)BestIndexIq4(id * x[j]);
             }
         }
 

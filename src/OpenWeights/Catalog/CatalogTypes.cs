@@ -123,6 +123,8 @@ public sealed record MoeFacts
     /// <summary>Every n-th layer is MoE (1 = all, 2 = alternate layers).</summary>
     public int MoeLayerStep { get; init; } = 1;
     public int? FirstDenseLayers { get; init; }
+    /// <summary>Feed-forward size of one routed expert, where the published config gives it (null = unknown).</summary>
+    public int? ExpertFfn { get; init; }
 }
 
 /// <summary>

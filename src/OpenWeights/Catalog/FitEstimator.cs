@@ -6,7 +6,10 @@ using OpenWeights.Tensors.Quant;
 namespace OpenWeights.Catalog;
 
 public enum TuneMode { None, Lora, Qlora }
-public enum FitVerdict { Fits, Tight, DoesNotFit }
+/// <summary>Whether the model fits the memory budget. <see cref="FromFileMap"/>: a mixture of experts whose weights exceed
+/// the budget but whose dense part (attention, embeddings, shared experts) and KV cache fit: it still runs, with the routed
+/// experts read through the file map (the OS keeps the hot ones resident) and the rest read from disk while generating.</summary>
+public enum FitVerdict { Fits, Tight, DoesNotFit, FromFileMap }
 /// <summary>Which memory the model must fit: system RAM (our CPU engine) or the largest GPU's free memory.</summary>
 public enum FitTarget { Cpu, Gpu }
 
@@ -28,6 +31,53 @@ public sealed record FitOptions
     /// <summary>Overrides the hardware's bandwidth for the speed estimate (GB/s).</summary>
     [JsonPropertyName("bandwidth_gbps")]
     public double? BandwidthGBps { get; init; }
+    /// <summary>Overrides the hardware's disk read rate (GB/s) for models that run from the file map.</summary>
+    [JsonPropertyName("disk_read_gbps")]
+    public double? DiskReadGBps { get; init; }
+}
+
+/// <summary>A mixture of experts' parameters: all of them resident (memory), few read per token (speed).</summary>
+public sealed record MoeFit
+{
+    public required int Experts { get; init; }
+    public required int ExpertsPerToken { get; init; }
+    public int SharedExperts { get; init; }
+    public required long TotalParams { get; init; }
+    public required long ActiveParams { get; init; }
+    /// <summary>Parameters of the routed experts, all of them (a token reads <see cref="ExpertsPerToken"/> / <see cref="Experts"/> of them).</summary>
+    public required long RoutedExpertParams { get; init; }
+    /// <summary>Everything else: embeddings, attention, norms, routers, shared experts (read by every token).</summary>
+    public long DenseParams => TotalParams - RoutedExpertParams;
+    /// <summary>Routed-expert parameters one token reads.</summary>
+    public long ActiveExpertParams => (long)Math.Round((double)RoutedExpertParams * ExpertsPerToken / Experts);
+    /// <summary>Where <see cref="RoutedExpertParams"/> came from, in words.</summary>
+    public required string Basis { get; init; }
+}
+
+/// <summary>
+/// How a mixture of experts larger than the memory budget runs from the file map: the dense part and the KV cache stay
+/// resident (the engine repacks them), the rest of the budget holds routed experts in the OS page cache, and the share of
+/// each token's experts that is not resident is read from disk.
+/// </summary>
+public sealed record FileMapFit
+{
+    /// <summary>Weights every token reads (embeddings, attention, norms, routers, shared experts): kept resident.</summary>
+    public required long DenseBytes { get; init; }
+    /// <summary>All routed experts in the file.</summary>
+    public required long ExpertBytes { get; init; }
+    /// <summary>Routed-expert bytes the rest of the budget keeps in the page cache.</summary>
+    public required long ResidentExpertBytes { get; init; }
+    public double ResidentFraction => ExpertBytes > 0 ? (double)ResidentExpertBytes / ExpertBytes : 1;
+    /// <summary>Routed-expert bytes one token reads (experts per token / experts of all of them).</summary>
+    public required long ActiveExpertBytes { get; init; }
+    /// <summary>The non-resident share of <see cref="ActiveExpertBytes"/>: read from disk per generated token.</summary>
+    public required long DiskBytesPerToken { get; init; }
+    [JsonPropertyName("disk_read_gbps")]
+    public required double DiskReadGBps { get; init; }
+    /// <summary>"assumed", "measured" or "given".</summary>
+    public required string DiskReadSource { get; init; }
+    /// <summary>Prefill: a 512-token batch routes to (nearly) every expert, so it reads every non-resident expert once.</summary>
+    public required double PrefillDiskSecondsPerBatch { get; init; }
 }
 
 public sealed record MemoryBreakdown
@@ -91,6 +141,10 @@ public sealed record FitEstimate
     /// <summary>When the bandwidth was measured (this run, or remembered from `hardware --measure-bandwidth`); null when assumed or given.</summary>
     public DateTimeOffset? BandwidthMeasuredAt { get; init; }
     public IReadOnlyList<QuantFit> Ladder { get; init; } = [];
+    /// <summary>Mixture of experts: total (memory) and active (speed) parameters; null for dense models.</summary>
+    public MoeFit? Moe { get; init; }
+    /// <summary>When <see cref="Verdict"/> is <see cref="FitVerdict.FromFileMap"/>: what stays resident and what is read from disk.</summary>
+    public FileMapFit? FileMap { get; init; }
     public IReadOnlyList<string> Assumptions { get; init; } = [];
 }
 
@@ -117,6 +171,17 @@ public sealed record FitEstimate
 ///
 /// Decode speed = memory bandwidth / bytes read per token; bytes per token = active params × bpw / 8
 /// (+ the KV cache at full context). It is an upper bound: compute and imperfect bandwidth use make real runs slower.
+///
+/// Mixture of experts: memory from the total parameters (every expert is resident or file-mapped), speed from the active
+/// ones (a token reads its routed experts only). The routed experts' share of the parameters comes from the file's expert
+/// tensors, else from the catalog's total and active counts: one expert (over all layers) = (total - active) / (experts -
+/// experts per token). When the weights exceed the budget but the dense part, the KV cache and the overhead fit, the model
+/// runs from the file map (<see cref="FitVerdict.FromFileMap"/>): the rest of the budget keeps a share r of the routed
+/// experts in the page cache, and each token reads (1 - r) of its routed-expert bytes from disk:
+/// seconds per token = (active bytes + KV) / memory bandwidth + (1 - r) × active expert bytes / disk read rate.
+/// r assumes uniform routing (any expert equally likely); real routing favours some experts, which the OS keeps resident,
+/// so the real hit rate is higher. Dense models larger than the budget do not fit (every token would read the missing
+/// share of all weights from disk).
 /// </summary>
 public static class FitEstimator
 {
@@ -147,12 +212,19 @@ public static class FitEstimator
         string? bwSource = o.BandwidthGBps is not null ? "given" : o.Target == FitTarget.Cpu ? hw.BandwidthSource : null;
         if (bw is null) assumptions.Add(BandwidthUnknown);
 
+        var moe = MoeOf(shape);
+        double disk = o.DiskReadGBps ?? hw.DiskReadGBps;
+        string diskSource = o.DiskReadGBps is not null ? "given" : hw.DiskReadSource;
         var ladder = o.Tune == TuneMode.Qlora ? Quantization.Ladder.Where(q => q != Quantization.F16).ToList() : Quantization.Ladder.ToList();
         var rungs = new List<QuantFit>();
         foreach (var q in ladder)
         {
             var mem = Memory(shape, dims, q, ctx, o with { Quant = q }, null);
-            rungs.Add(new QuantFit(q.Name, q.BitsPerWeight, mem.TotalBytes, Verdict(budget, mem.TotalBytes), DecodeSpeed(shape, q, 0, bw, fileBytes: false)));
+            var v = Verdict(budget, mem.TotalBytes);
+            double? speed = DecodeSpeed(shape, q, 0, bw, fileBytes: false);
+            if (v == FitVerdict.DoesNotFit && FileMapOf(shape, moe, mem, budget, o, disk, diskSource, fileBytes: false) is { } fm)
+                (v, speed) = (FitVerdict.FromFileMap, DecodeSpeed(shape, q, 0, bw, fileBytes: false, fm));
+            rungs.Add(new QuantFit(q.Name, q.BitsPerWeight, mem.TotalBytes, v, speed));
         }
         var (best, because) = Recommend(rungs);
 
@@ -166,14 +238,17 @@ public static class FitEstimator
         long headroom = budget - memory.TotalBytes;
         var lora = o.Tune == TuneMode.None ? null : LoraSize(shape, dims, o.LoraRank);
 
+        var verdict = Verdict(budget, memory.TotalBytes);
+        bool fromFile = shape.WeightBytes is not null && o.Quant is null;
+        var fileMap = verdict == FitVerdict.DoesNotFit ? FileMapOf(shape, moe, memory, budget, o, disk, diskSource, fromFile) : null;
+        if (fileMap is not null) verdict = FitVerdict.FromFileMap;
         double? tps = null, tpsFull = null;
         if (o.Tune == TuneMode.None && bw is { } b)
         {
-            bool fileBytes = shape.WeightBytes is not null && o.Quant is null;
-            tps = DecodeSpeed(shape, quant, 0, b, fileBytes);
-            tpsFull = DecodeSpeed(shape, quant, memory.KvCacheBytes / Math.Max(1, o.Sequences), b, fileBytes);
+            tps = DecodeSpeed(shape, quant, 0, b, fromFile, fileMap);
+            tpsFull = DecodeSpeed(shape, quant, memory.KvCacheBytes / Math.Max(1, o.Sequences), b, fromFile, fileMap);
         }
-        if (shape.Moe is not null) assumptions.Add("MoE: all experts resident in memory; speed uses the active parameters");
+        if (moe is not null) MoeAssumptions(moe, fileMap, memory, budget, o, assumptions);
 
         return new FitEstimate
         {
@@ -193,7 +268,7 @@ public static class FitEstimator
             BudgetSource = budgetSource,
             HeadroomBytes = headroom,
             HeadroomPercent = budget > 0 ? Math.Round(100.0 * headroom / budget, 1) : -100,
-            Verdict = Verdict(budget, memory.TotalBytes),
+            Verdict = verdict,
             BestQuant = best,
             RecommendedBecause = because,
             Runs = shape.CannotRun is null,
@@ -204,6 +279,8 @@ public static class FitEstimator
             BandwidthSource = bwSource,
             BandwidthMeasuredAt = o.BandwidthGBps is null && o.Target == FitTarget.Cpu ? hw.BandwidthMeasuredAt : null,
             Ladder = rungs,
+            Moe = moe,
+            FileMap = fileMap,
             Assumptions = assumptions.Distinct().ToList(),
         };
     }
@@ -227,19 +304,21 @@ public static class FitEstimator
     /// - a higher one (Q8_0, else Q6_K, else Q5_K_M; never F16) only when it fits with headroom (verdict fits, not tight)
     ///   and its estimated decode speed stays at or above <see cref="AcceptableTokensPerSecond"/> (speed unknown: not higher);
     /// - a lower one (Q4_0, Q3_K_M, Q2_K, the first that fits) only when Q4_K_M does not fit;
+    /// - when none fits in memory, a mixture of experts that runs from the file map (<see cref="FitVerdict.FromFileMap"/>):
+    ///   Q4_K_M when it does, else the first rung that does;
     /// - null when none fits.
     /// </summary>
     public static (string? Quant, string Because) Recommend(IReadOnlyList<QuantFit> ladder)
     {
         QuantFit? Rung(string name) => ladder.FirstOrDefault(r => r.Quant == name);
         var start = Rung(StartQuant);
-        if (start is null || start.Verdict != FitVerdict.DoesNotFit)
+        if (start is null ? ladder.Any(r => InMemory(r.Verdict)) : InMemory(start.Verdict))
         {
             foreach (var name in Higher)
                 if (Rung(name) is { Verdict: FitVerdict.Fits, DecodeTokensPerSecond: { } tps } r && tps >= AcceptableTokensPerSecond)
                     return (r.Quant, FormattableString.Invariant($"fits with headroom at ~{tps:0.#} tokens/s (at least {AcceptableTokensPerSecond:0}), so better than the usual {StartQuant}"));
             if (start is null)
-                return ladder.FirstOrDefault(r => r.Verdict != FitVerdict.DoesNotFit) is { } any ? (any.Quant, "the best quality that fits") : (null, "no quantization fits");
+                return (ladder.First(r => InMemory(r.Verdict)).Quant, "the best quality that fits");
             string why = start.Verdict == FitVerdict.Tight ? "the usual starting point; it fits, but with little headroom"
                 : Higher.Select(Rung).Any(r => r is { Verdict: FitVerdict.Fits })
                     ? $"the usual starting point; higher quantizations fit but would decode below {AcceptableTokensPerSecond:0} tokens/s"
@@ -248,10 +327,22 @@ public static class FitEstimator
             return (StartQuant, why);
         }
         foreach (var name in Lower)
-            if (Rung(name) is { } r && r.Verdict != FitVerdict.DoesNotFit)
+            if (Rung(name) is { } r && InMemory(r.Verdict))
                 return (r.Quant, $"{StartQuant} does not fit; {r.Quant} is the largest that does (lower quality)");
+        if ((start is { Verdict: FitVerdict.FromFileMap } ? start : ladder.FirstOrDefault(r => r.Verdict == FitVerdict.FromFileMap)) is { } mapped)
+        {
+            string speed = mapped.DecodeTokensPerSecond is { } t ? FormattableString.Invariant($" at ~{t:0.##} tokens/s") : "";
+            // a lower quantization keeps more experts resident and reads fewer bytes: say so when it is much faster
+            string faster = ladder.Where(r => r.Verdict == FitVerdict.FromFileMap && r.DecodeTokensPerSecond is not null)
+                .MaxBy(r => r.DecodeTokensPerSecond) is { } fastest && fastest != mapped && fastest.DecodeTokensPerSecond >= 1.5 * (mapped.DecodeTokensPerSecond ?? double.MaxValue)
+                ? FormattableString.Invariant($" ({fastest.Quant} would reach ~{fastest.DecodeTokensPerSecond:0.##} tokens/s at lower quality)") : "";
+            return (mapped.Quant, $"none fits in memory; {mapped.Quant} runs from the file map{speed}, reading the experts that are not resident from disk{faster}");
+        }
         return (null, "no quantization fits");
     }
+
+    /// <summary>Fits or tight: everything resident.</summary>
+    public static bool InMemory(FitVerdict v) => v is FitVerdict.Fits or FitVerdict.Tight;
 
     public static FitVerdict Verdict(long budget, long total)
     {
@@ -467,10 +558,86 @@ public static class FitEstimator
         return new Lora(perLayer * layers, targets);
     }
 
-    private static double? DecodeSpeed(ModelShape s, QuantType q, long kvBytes, double? bandwidthGBps, bool fileBytes)
+    private static double? DecodeSpeed(ModelShape s, QuantType q, long kvBytes, double? bandwidthGBps, bool fileBytes, FileMapFit? fileMap = null)
     {
         if (bandwidthGBps is not { } bw || bw <= 0) return null;
         double weightBytes = fileBytes && s.WeightBytes is { } wb ? wb * ((double)s.ActiveParams / s.TotalParams) : s.ActiveParams * q.BitsPerWeight / 8.0;
-        return Math.Round(bw * 1e9 / (weightBytes + kvBytes), 2);
+        double seconds = (weightBytes + kvBytes) / (bw * 1e9);
+        if (fileMap is { DiskReadGBps: > 0 } fm) seconds += fm.DiskBytesPerToken / (fm.DiskReadGBps * 1e9);
+        return Math.Round(1 / seconds, 2);
     }
+
+    // ---- mixture of experts ------------------------------------------------------------------
+
+    /// <summary>
+    /// The routed experts' share of a MoE's parameters: counted from a file's expert tensors, else derived from the total and
+    /// active counts (one expert over all layers = (total - active) / (experts - experts per token)); null for dense models
+    /// and when the counts do not give a positive split.
+    /// </summary>
+    public static MoeFit? MoeOf(ModelShape s)
+    {
+        if (s.Moe is not { } moe || moe.Experts <= 0 || moe.ExpertsPerToken <= 0 || moe.ExpertsPerToken >= moe.Experts) return null;
+        long routed;
+        string basis;
+        if (s.RoutedExpertParams is { } counted)
+        {
+            routed = counted;
+            basis = "routed experts counted from the file's expert tensors";
+        }
+        else
+        {
+            double one = (double)(s.TotalParams - s.ActiveParams) / (moe.Experts - moe.ExpertsPerToken);
+            routed = (long)Math.Round(one * moe.Experts);
+            if (one <= 0 || routed >= s.TotalParams) return null;
+            basis = FormattableString.Invariant($"routed experts derived from the total and active parameters: one expert (all layers) = (total - active) / ({moe.Experts} - {moe.ExpertsPerToken}) = {one / 1e9:0.###}B, so {routed / 1e9:0.##}B in experts and {(s.TotalParams - routed) / 1e9:0.##}B dense (attention, embeddings{(moe.SharedExperts > 0 ? ", shared experts" : "")})");
+        }
+        return new MoeFit
+        {
+            Experts = moe.Experts, ExpertsPerToken = moe.ExpertsPerToken, SharedExperts = moe.SharedExperts,
+            TotalParams = s.TotalParams, ActiveParams = s.ActiveParams, RoutedExpertParams = routed, Basis = basis,
+        };
+    }
+
+    /// <summary>
+    /// The file-map plan of a MoE whose weights exceed the budget (CPU inference only): null when the model is dense, the
+    /// estimate is for tuning or a GPU, or even the dense part, KV cache and overhead exceed the budget.
+    /// </summary>
+    private static FileMapFit? FileMapOf(ModelShape s, MoeFit? moe, MemoryBreakdown mem, long budget, FitOptions o, double diskGBps, string diskSource, bool fileBytes)
+    {
+        if (moe is null || o.Tune != TuneMode.None || o.Target != FitTarget.Cpu) return null;
+        long weights = mem.WeightsBytes;
+        long experts = fileBytes && s.RoutedExpertBytes is { } eb ? eb : (long)Math.Round((double)weights * moe.RoutedExpertParams / moe.TotalParams);
+        long dense = weights - experts;
+        long fixedBytes = dense + mem.KvCacheBytes + mem.OverheadBytes;
+        if (fixedBytes > budget || experts <= 0) return null;
+        long resident = Math.Min(experts, budget - fixedBytes);
+        long active = (long)Math.Round((double)experts * moe.ExpertsPerToken / moe.Experts);
+        double missing = 1 - (double)resident / experts;
+        return new FileMapFit
+        {
+            DenseBytes = dense, ExpertBytes = experts, ResidentExpertBytes = resident, ActiveExpertBytes = active,
+            DiskBytesPerToken = (long)Math.Round(missing * active), DiskReadGBps = diskGBps, DiskReadSource = diskSource,
+            PrefillDiskSecondsPerBatch = diskGBps > 0 ? Math.Round(missing * experts / (diskGBps * 1e9), 2) : double.PositiveInfinity,
+        };
+    }
+
+    private static void MoeAssumptions(MoeFit moe, FileMapFit? fm, MemoryBreakdown mem, long budget, FitOptions o, List<string> assumptions)
+    {
+        assumptions.Add(FormattableString.Invariant(
+            $"MoE ({moe.ExpertsPerToken} of {moe.Experts} experts per token{(moe.SharedExperts > 0 ? $", plus {moe.SharedExperts} shared" : "")}): memory holds all {moe.TotalParams / 1e9:0.##}B parameters, decode reads the {moe.ActiveParams / 1e9:0.##}B active ones per token"));
+        assumptions.Add(moe.Basis);
+        static string Gb(double bytes) => FormattableString.Invariant($"{bytes / 1e9:0.#} GB");
+        if (fm is not null)
+            assumptions.Add(FormattableString.Invariant(
+                $"larger than the budget: runs from the file map. The dense part ({Gb(fm.DenseBytes)}), KV cache and overhead stay resident; the rest of the budget keeps {fm.ResidentFraction * 100:0}% of the {Gb(fm.ExpertBytes)} of routed experts in the page cache, assuming uniform routing (real routing favours hot experts, which stay resident, so more hits); each token reads the other {(1 - fm.ResidentFraction) * 100:0}% of its {Gb(fm.ActiveExpertBytes)} of experts from disk ({Gb(fm.DiskBytesPerToken)} at {fm.DiskReadGBps:0.##} GB/s, {DiskText(fm.DiskReadSource)}); a 512-token prefill batch reads every missing expert once (~{fm.PrefillDiskSecondsPerBatch:0.#} s per batch)"));
+        else if (o.Tune == TuneMode.None && o.Target == FitTarget.Cpu && budget < mem.TotalBytes)
+            assumptions.Add("larger than the budget, and even the dense part (attention, embeddings), KV cache and overhead do not fit: it cannot run from the file map either");
+    }
+
+    private static string DiskText(string source) => source switch
+    {
+        "assumed" => "assumed, not measured: a conservative NVMe rate",
+        "given" => "given",
+        _ => source,
+    };
 }

@@ -28,6 +28,11 @@ public sealed record ModelShape
     public MlaFacts? Mla { get; init; }
     /// <summary>When the weights are already quantized (a file), their size in bytes; overrides params × bpw.</summary>
     public long? WeightBytes { get; init; }
+    /// <summary>MoE files: parameters of the routed experts (all of them), counted from the expert tensors; null = derive
+    /// from <see cref="TotalParams"/> and <see cref="ActiveParams"/> (catalog).</summary>
+    public long? RoutedExpertParams { get; init; }
+    /// <summary>MoE files: bytes of the routed expert tensors.</summary>
+    public long? RoutedExpertBytes { get; init; }
     /// <summary>Quantization of <see cref="WeightBytes"/> (file type), for display.</summary>
     public string? WeightsQuant { get; init; }
     /// <summary>Caveats about where the shape came from (uncertain or borrowed facts); the estimate repeats them.</summary>
@@ -72,14 +77,29 @@ public sealed record ModelShape
         var c = OpenWeights.Models.ModelConfig.FromGguf(f);
         var weights = f.Tensors.Where(t => t.Name != OpenWeights.Models.Architectures.Names.RopeFreqs).ToList();
         long parameters = weights.Sum(t => t.ElementCount);
-        var dominant = weights.Where(t => t.Dimensions.Length == 2).GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.ByteSize)).FirstOrDefault()?.Key;
+        var dominant = weights.Where(t => t.Dimensions.Length >= 2).GroupBy(t => t.Type).OrderByDescending(g => g.Sum(t => t.ByteSize)).FirstOrDefault()?.Key;
         string name = f.GetString("general.name") is { Length: > 0 } n ? n : System.IO.Path.GetFileName(f.Path.TrimEnd('/', '\\'));
+        // a mixture of experts: the routed experts' tensors (by the architecture's table), of which a token reads used / count
+        var routedParts = c.ExpertCount > 0
+            ? c.Architecture.Block.Where(b => b.Shape is OpenWeights.Models.TensorShape.ExpertFfn or OpenWeights.Models.TensorShape.ExpertDown
+                or OpenWeights.Models.TensorShape.ExpertFfnBias or OpenWeights.Models.TensorShape.ExpertDownBias).Select(b => "." + b.Gguf).ToArray()
+            : [];
+        var routed = weights.Where(t => routedParts.Any(p => t.Name.EndsWith(p, StringComparison.Ordinal))).ToList();
+        long routedParams = routed.Sum(t => t.ElementCount);
+        bool moe = c.ExpertCount > 0 && routedParams > 0;
         return new ModelShape
         {
             Name = name,
             Source = "file",
             TotalParams = parameters,
-            ActiveParams = parameters,
+            ActiveParams = moe ? parameters - routedParams + (long)Math.Round((double)routedParams * c.ExpertsUsed / c.ExpertCount) : parameters,
+            Moe = moe ? new MoeFacts
+            {
+                Experts = c.ExpertCount, ExpertsPerToken = c.ExpertsUsed, SharedExperts = c.SharedExpertFfnDim > 0 ? 1 : 0,
+                MoeLayerStep = c.MoeLayerStep, ExpertFfn = c.ExpertFfnDim,
+            } : null,
+            RoutedExpertParams = moe ? routedParams : null,
+            RoutedExpertBytes = moe ? routed.Sum(t => t.ByteSize) : null,
             Layers = c.Layers,
             HiddenSize = c.Dim,
             Heads = c.Heads,

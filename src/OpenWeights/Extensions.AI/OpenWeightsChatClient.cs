@@ -86,7 +86,7 @@ public sealed class OpenWeightsChatClient : IChatClient
         var required = options?.ToolMode as RequiredChatToolMode;
         if (required is not null && tools is null) throw new OpenWeightsException("ChatOptions.ToolMode requires a tool call but no tools were given");
         if (required?.RequiredFunctionName is { } only && ToolCallConstraintFactory is null) tools = tools!.Where(t => t.Name == only).ToList(); // not enforced: narrow the list
-        var prompt = Formatter.EncodeConversation(turns, tools, cancellationToken);
+        var prompt = Formatter.EncodeConversation(turns, tools, TemplateVariables(options), cancellationToken);
         if (prompt.Length >= session.ContextSize)
             throw new OpenWeightsException($"the conversation has {prompt.Length} tokens but the context holds {session.ContextSize}");
         var g = Options(options, prompt.Length);
@@ -98,6 +98,12 @@ public sealed class OpenWeightsChatClient : IChatClient
         await gate.WaitAsync(cancellationToken);
         try
         {
+            if (Formatter.IsHarmony)
+            {
+                bool showReasoning = options?.Reasoning?.Output is not ReasoningOutput.None;
+                await foreach (var u in HarmonyUpdates(prompt, gen, responseId, modelId, showReasoning, cancellationToken)) yield return u;
+                yield break;
+            }
             var buffered = tools is null ? null : new StringBuilder();
             await foreach (var c in Generator.GenerateAsync(session, Tokenizer, prompt, gen, cancellationToken))
             {
@@ -124,6 +130,65 @@ public sealed class OpenWeightsChatClient : IChatClient
         }
         finally { gate.Release(); }
     }
+
+    /// <summary>
+    /// gpt-oss replies, parsed as they come: the analysis channel as <see cref="TextReasoningContent"/> updates (left out
+    /// when <paramref name="showReasoning"/> is false), the final channel as text, tool calls as
+    /// <see cref="FunctionCallContent"/> in the last update (Microsoft.Extensions.AI takes a call whole).
+    /// </summary>
+    private async IAsyncEnumerable<ChatResponseUpdate> HarmonyUpdates(int[] prompt, GenerationOptions gen, string responseId, string? modelId, bool showReasoning,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var parser = Formatter.CreateReplyParser();
+        ChatResponseUpdate Update(IEnumerable<ReplyDelta> deltas)
+        {
+            var u = new ChatResponseUpdate { Role = ChatRole.Assistant, ResponseId = responseId, ModelId = modelId };
+            foreach (var d in deltas)
+            {
+                if (d.Kind == ReplyDeltaKind.Content) u.Contents.Add(new TextContent(d.Text));
+                else if (d.Kind == ReplyDeltaKind.Reasoning && showReasoning) u.Contents.Add(new TextReasoningContent(d.Text));
+            }
+            return u;
+        }
+        await foreach (var c in Generator.GenerateAsync(session, Tokenizer, prompt, gen, cancellationToken))
+        {
+            if (c.Finish is not { } finish)
+            {
+                var u = Update(parser.Push(c.Text));
+                if (u.Contents.Count > 0) yield return u;
+                continue;
+            }
+            var last = Update([.. parser.Push(c.Text), .. parser.Complete()]);
+            last.FinishReason = finish == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
+            foreach (var call in parser.Result.ToolCalls) last.Contents.Add(FunctionCall(call));
+            if (parser.HasToolCalls) last.FinishReason = ChatFinishReason.ToolCalls;
+            if (c.Stats is { } st)
+                last.Contents.Add(new UsageContent(new UsageDetails { InputTokenCount = st.PromptTokens, OutputTokenCount = st.GeneratedTokens, TotalTokenCount = st.PromptTokens + st.GeneratedTokens }));
+            yield return last;
+        }
+    }
+
+    /// <summary>A parsed call as Microsoft.Extensions.AI's content; arguments that are not a JSON object leave Arguments null and say why in Exception.</summary>
+    private static FunctionCallContent FunctionCall(ChatToolCall call)
+    {
+        try { return new FunctionCallContent(call.Id, call.Name, JsonSerializer.Deserialize<Dictionary<string, object?>>(call.Arguments)); }
+        catch (JsonException e)
+        {
+            return new FunctionCallContent(call.Id, call.Name)
+            {
+                Exception = new OpenWeightsException($"the model's arguments for {call.Name} are not a JSON object: {e.Message}"),
+            };
+        }
+    }
+
+    /// <summary>Template variables from the options: <see cref="ChatOptions.Reasoning"/>'s effort as <c>reasoning_effort</c> (gpt-oss: low, medium, high).</summary>
+    private static Dictionary<string, object?>? TemplateVariables(ChatOptions? o) => o?.Reasoning?.Effort switch
+    {
+        null => null,
+        ReasoningEffort.None or ReasoningEffort.Low => new() { ["reasoning_effort"] = "low" }, // gpt-oss cannot stop thinking: the least there is
+        ReasoningEffort.Medium => new() { ["reasoning_effort"] = "medium" },
+        _ => new() { ["reasoning_effort"] = "high" },
+    };
 
     private GenerationOptions Options(ChatOptions? o, int promptTokens)
     {
@@ -170,7 +235,9 @@ public sealed class OpenWeightsChatClient : IChatClient
             var calls = m.Contents.OfType<FunctionCallContent>()
                 .Select(c => new ChatToolCall(c.CallId, c.Name, JsonSerializer.Serialize(c.Arguments ?? new Dictionary<string, object?>()))).ToList();
             string text = string.Concat(m.Contents.OfType<TextContent>().Select(t => t.Text));
-            turns.Add(new ChatTurn(role, calls.Count > 0 && text.Length == 0 ? null : text, calls.Count > 0 ? calls : null, Name: m.AuthorName));
+            string reasoning = string.Concat(m.Contents.OfType<TextReasoningContent>().Select(t => t.Text));
+            turns.Add(new ChatTurn(role, calls.Count > 0 && text.Length == 0 ? null : text, calls.Count > 0 ? calls : null, Name: m.AuthorName,
+                Reasoning: reasoning.Length > 0 ? reasoning : null));
         }
         return turns;
     }

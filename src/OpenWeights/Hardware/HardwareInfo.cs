@@ -31,6 +31,13 @@ public sealed record HardwareInfo
     public string BandwidthSource { get; init; } = "assumed";
     /// <summary>When the bandwidth was measured; null when assumed.</summary>
     public DateTimeOffset? BandwidthMeasuredAt { get; init; }
+    /// <summary>Read rate of the disk the model files live on, in GB/s, for models that run from the file map (weights larger
+    /// than RAM: the part that is not resident is read from disk while generating). <see cref="HardwareProbe.DefaultDiskReadGBps"/>
+    /// unless measured (<see cref="DiskReadSource"/>).</summary>
+    [JsonPropertyName("disk_read_gbps")]
+    public double DiskReadGBps { get; init; } = HardwareProbe.DefaultDiskReadGBps;
+    /// <summary>"measured" or "assumed".</summary>
+    public string DiskReadSource { get; init; } = "assumed";
     /// <summary>The CPU's model name (/proc/cpuinfo "model name"), or null when the OS does not say.</summary>
     public string? CpuModel { get; init; }
 

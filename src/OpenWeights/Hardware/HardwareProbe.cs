@@ -40,6 +40,14 @@ public static class HardwareProbe
     /// </summary>
     public const double DefaultBandwidthGBps = 25.0;
 
+    /// <summary>
+    /// Disk read rate assumed for weights read through the file map when not measured: 1 GB/s. Conservative for an NVMe
+    /// SSD (2-7 GB/s sequential) reading megabyte-sized expert slices through page faults, which come in readahead-sized
+    /// pieces rather than one long sequential stream; a SATA SSD reads about 0.5 GB/s and a hard disk about 0.15 GB/s, so
+    /// on those the estimate is too high.
+    /// </summary>
+    public const double DefaultDiskReadGBps = 1.0;
+
     public static HardwareInfo Probe(HardwareProbeOptions? options = null)
     {
         options ??= new HardwareProbeOptions();
@@ -219,6 +227,52 @@ public static class HardwareProbe
         }
         sink += partial.Sum();
         return (double)n * sizeof(long) / best / 1e9;
+    }
+
+    // ---- disk read rate ------------------------------------------------------------------------
+
+    /// <summary>Above this a "disk" read came from memory (tmpfs, or pages the kernel kept): not a disk rate.</summary>
+    public const double DiskFromMemoryGBps = 30;
+
+    /// <summary>
+    /// Sequential read rate of the disk that holds <paramref name="folder"/>, in GB/s: writes a temporary file of
+    /// <paramref name="bytes"/> there, flushes it to the disk, has the kernel drop it from the page cache
+    /// (<see cref="FilePages.DropFromCache"/>), reads it back in 4 MiB reads and deletes it. Null when the page cache cannot
+    /// be bypassed (not Linux, the hint refused) or the read was served from memory (above <see cref="DiskFromMemoryGBps"/>:
+    /// a tmpfs folder, or the kernel kept the pages). Sequential reads are the best case: a model read through the file map
+    /// faults its experts in readahead-sized pieces, so the rate while generating is usually lower.
+    /// </summary>
+    public static double? MeasureDiskReadGBps(string folder, long bytes = 256L << 20)
+    {
+        const int Block = 4 << 20;
+        Directory.CreateDirectory(folder);
+        string path = Path.Combine(folder, $".openweights-disk-probe-{Environment.ProcessId}-{Guid.NewGuid():N}.tmp");
+        try
+        {
+            var buffer = new byte[Block];
+            new Random(1).NextBytes(buffer); // incompressible, in case the file system compresses
+            long blocks = Math.Max(1, bytes / Block);
+            using (var w = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 0))
+            {
+                for (long i = 0; i < blocks; i++) w.Write(buffer);
+                w.Flush(flushToDisk: true);
+                if (!FilePages.DropFromCache(w.SafeFileHandle)) return null;
+            }
+            using var r = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 0, FileOptions.SequentialScan);
+            if (!FilePages.DropFromCache(r.SafeFileHandle)) return null;
+            var sw = Stopwatch.StartNew();
+            long read = 0;
+            int n;
+            while ((n = r.Read(buffer, 0, Block)) > 0) read += n;
+            sw.Stop();
+            double gbps = read / sw.Elapsed.TotalSeconds / 1e9;
+            return gbps > DiskFromMemoryGBps ? null : gbps;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }
+        finally
+        {
+            try { File.Delete(path); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // full JIT from the first call: tier-0 code would measure the JIT, not memory

@@ -173,6 +173,16 @@ public static class Architectures
         .. MoeTensors,
     ];
 
+    /// <summary>OLMoE: Llama's pre-norm block with OLMo 2's RMS norm over the whole query and key projections
+    /// (heads*head_dim, kv_heads*head_dim) and a MoE instead of the MLP.</summary>
+    public static readonly IReadOnlyList<BlockTensor> OlmoeBlock =
+    [
+        .. LlamaBlock.Where(t => !t.IsDenseFfn),
+        T(Names.AttnQNorm, TensorShape.QDim, "self_attn.q_norm.weight"),
+        T(Names.AttnKNorm, TensorShape.KvDim, "self_attn.k_norm.weight"),
+        .. MoeTensors,
+    ];
+
     /// <summary>OLMo 2: no pre-norms; RMS norms after attention and after the feed-forward, and an RMS norm over the whole
     /// query and key projections (heads*head_dim, kv_heads*head_dim). Its Hugging Face post_attention_layernorm is a
     /// post-norm (Llama's of the same name is the pre-norm of the feed-forward).</summary>
@@ -322,6 +332,13 @@ public static class Architectures
         // differs from Llama: post-norms only (after attention and feed-forward), QK-norm over the whole projection, NEOX pairing.
         new("olmo2", "OLMo 2", RopeStyle.Neox, Olmo2Block,
             (f, c) => new Olmo2.Olmo2Model(f, c), ["Olmo2ForCausalLM"]),
+        // differs from Llama: QK-norm over the whole projection (as OLMo 2, but Llama's pre-norms), NEOX pairing; every
+        // feed-forward a MoE: softmax top-k (8 of 64) NOT renormalised, experts' length feed_forward_length.
+        new("olmoe", "OLMoE", RopeStyle.Neox, OlmoeBlock, (f, c) => new Olmoe.OlmoeModel(f, c), [], Experts: true)
+        {
+            ExpertFfn = ExpertFfnRule.Ffn,
+            Routing = c => new Common.ExpertRouting(Common.ExpertGating.Softmax, NormalizeWeights: false),
+        },
         // differs from Llama: fused QKV and gate-up tensors, partial rotary (Phi-4-mini), LongRoPE factor tables; NEOX
         // pairing (llama.cpp's LLAMA_ROPE_TYPE_NEOX for phi3).
         new("phi3", "Phi-3 / 3.5 / 4 (mini)", RopeStyle.Neox, Phi3Block,

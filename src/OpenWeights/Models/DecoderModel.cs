@@ -147,24 +147,53 @@ public abstract class DecoderModel : IDisposable
     /// <summary>
     /// Gives every projection that has one its interleaved copy for the inference kernels (<see cref="WeightMatrix.Repack"/>),
     /// the matrices in parallel; the file-mapped pages of repacked tensors (GGUF, safetensors) are handed back to the OS.
-    /// The copies are ordinary memory, which the OS cannot page out as it can a file map: when they would not fit in
-    /// <paramref name="availableBytes"/> (default: the memory available now) less 256 MiB, nothing is repacked and the
-    /// weights stay in the file map (slower kernels, but a model larger than RAM still runs). Returns the number of
-    /// matrices repacked.
+    /// The copies are ordinary memory, which the OS cannot page out as it can a file map, so they must fit in
+    /// <paramref name="availableBytes"/> (default: the memory available now) less 256 MiB:
+    /// - everything fits: everything is repacked;
+    /// - a mixture of experts that does not fit whole: only its dense part is repacked (attention, output, routers, shared
+    ///   experts: read by every token) when that fits, and the routed experts stay in the file map, where the OS keeps the
+    ///   hot ones resident and pages the rest in from disk as the router picks them (a model larger than RAM runs, at the
+    ///   speed `fit` estimates for the file map);
+    /// - otherwise nothing is repacked and the weights stay in the file map (slower kernels, but a model larger than RAM
+    ///   still runs).
+    /// Returns the number of matrices repacked.
     /// </summary>
     public int RepackWeights(long? availableBytes = null)
     {
-        var all = Layers.SelectMany(l => l.Matrices).Append(Output).DistinctBy(p => p.Weight).ToArray();
-        long need = all.Sum(p => p.Weight.RepackBytes);
-        if (need == 0 || need > (availableBytes ?? OpenWeights.Tensors.Memory.SystemMemory.AvailableBytes()) - (256L << 20)) return 0;
+        var (dense, routed) = RepackPlan(availableBytes ?? OpenWeights.Tensors.Memory.SystemMemory.AvailableBytes());
+        var chosen = dense.Concat(routed).ToArray();
         int done = 0;
-        Parallel.ForEach(all, p =>
+        Parallel.ForEach(chosen, p =>
         {
             // only pages of a read-only file mapping may be handed back (anything else would lose its contents)
             bool mapped = Source.TryGetTensor(p.Name, out var t) && Source.IsFileMapped(t);
             if (p.Weight.Repack(releaseMappedSource: mapped)) Interlocked.Increment(ref done);
         });
         return done;
+    }
+
+    /// <summary>What <see cref="RepackWeights"/> repacks under a budget: (dense part, routed experts), either empty.</summary>
+    public (IReadOnlyList<Linear> Dense, IReadOnlyList<Linear> Routed) RepackPlan(long availableBytes)
+    {
+        var (dense, routed) = RepackableMatrices();
+        long room = availableBytes - (256L << 20);
+        long needDense = dense.Sum(p => p.Weight.RepackBytes), needRouted = routed.Sum(p => p.Weight.RepackBytes);
+        if (needDense + needRouted == 0) return ([], []);
+        if (needDense + needRouted <= room) return (dense, routed);
+        if (routed.Length > 0 && needDense <= room) return (dense, []);
+        return ([], []);
+    }
+
+    /// <summary>Every matrix of the model once: the dense part (read by every token) and the routed experts (read only when picked).</summary>
+    public (Linear[] Dense, Linear[] Routed) RepackableMatrices()
+    {
+        var routed = Layers.Where(l => l.Experts is not null)
+            .SelectMany(l => l.Experts!.Gate.Concat(l.Experts.Up).Concat(l.Experts.Down))
+            .DistinctBy(p => p.Weight).ToArray();
+        var routedSet = routed.Select(p => p.Weight).ToHashSet();
+        var dense = Layers.SelectMany(l => l.Matrices).Append(Output)
+            .Where(p => !routedSet.Contains(p.Weight)).DistinctBy(p => p.Weight).ToArray();
+        return (dense, routed);
     }
 
     // ---- running -----------------------------------------------------------------------------------------------

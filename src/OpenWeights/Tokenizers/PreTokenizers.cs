@@ -19,6 +19,12 @@ internal static class PreTokenizers
     public const string Qwen35 = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     public const string Tekken = @"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     public const string Gpt4o = @"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    /// <summary>
+    /// o200k (gpt-oss's tokenizer.json) as Hugging Face runs it, letter subcategories and marks included; llama.cpp's
+    /// <see cref="Gpt4o"/> approximates the subcategories by ASCII case and leaves marks out, so it splits Devanagari,
+    /// Khmer, Thai and combining accents differently from the real tokenizer.
+    /// </summary>
+    public const string O200k = @"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     public const string SeedCoder = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+";
     public const string Bailing = @"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
     public const string Poro = " ?[^(\\s|.,!?…。，、।۔،)]+";
@@ -67,7 +73,8 @@ internal static class PreTokenizers
         Add(new([Poro]), "bloom", "gpt3-finnish");
         Add(new([Poro, "\\p{N}"], CleanSpaces: false), "viking");
         Add(new([Tekken], CleanSpaces: false, IgnoreMerges: true, AddBos: true), "tekken");
-        Add(new([Gpt4o], CleanSpaces: false), "gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2");
+        Add(new([O200k], CleanSpaces: false), "gpt-4o"); // gpt-oss: the real tokenizer's regex (see O200k)
+        Add(new([Gpt4o], CleanSpaces: false), "llama4", "kanana2", "talkie", "minimax-m2");
         Add(new([SeedCoder], CleanSpaces: false), "seed-coder");
         Add(new([Bailing], CleanSpaces: false), "bailingmoe", "bailingmoe2", "llada-moe");
         Add(new([Qwen2], CleanSpaces: false), "grok-2");

@@ -10,7 +10,9 @@ namespace OpenWeights.Tokenizers;
 /// piece into its matches and the text between them (both kept). Regexes run over one char per code point:
 /// with \p{..} classes, on llama.cpp's "collapsed" text (non-ASCII code points replaced by one representative
 /// per category, non-ASCII whitespace by \v); otherwise on the code points themselves (non-ASCII whitespace -> \v,
-/// supplementary code points -> marker chars for the ranges the pattern names).
+/// supplementary code points -> marker chars for the ranges the pattern names). A pattern that names letter
+/// subcategories (\p{Lu}, \p{Ll}, \p{Lt}, \p{Lm}, \p{Lo}: o200k's, as Hugging Face runs it) gets a finer collapse,
+/// one representative per general category, so those classes see what the code point is.
 /// </summary>
 internal sealed class RegexSplitter
 {
@@ -18,27 +20,39 @@ internal sealed class RegexSplitter
     {
         public required Regex Regex { get; init; }
         public required bool Collapsed { get; init; }
+        /// <summary>Collapsed to one representative per general category (the pattern names letter subcategories).</summary>
+        public bool Fine { get; init; }
         public required (int Lo, int Hi, char Marker)[] Supplementary { get; init; }
     }
 
     private static readonly ConcurrentDictionary<string, Stage> StageCache = new();
     private readonly Stage[] stages;
-    private readonly bool anyCollapsed, anyWide;
+    private readonly bool anyCollapsed, anyWide, anyFine;
 
     // representative chars for the collapsed text (each has the category its class needs, none is ASCII)
     private const char LetterRep = '\u00C0', NumberRep = '\u00B2', PunctRep = '\u00A1', MarkRep = '\u0300', SymbolRep = '\u00A2', OtherRep = '\u0080';
     private const char NoSupplementary = '\uFDEF';
+    // the finer collapse: one representative per general category (each has that category in .NET's Unicode data; a test checks)
+    internal static readonly Dictionary<UnicodeCategory, char> FineRep = new()
+    {
+        [UnicodeCategory.UppercaseLetter] = '\u00C0', [UnicodeCategory.LowercaseLetter] = '\u00E0', [UnicodeCategory.TitlecaseLetter] = '\u01C5',
+        [UnicodeCategory.ModifierLetter] = '\u02B0', [UnicodeCategory.OtherLetter] = '\u00AA',
+        [UnicodeCategory.NonSpacingMark] = '\u0300', [UnicodeCategory.SpacingCombiningMark] = '\u0903', [UnicodeCategory.EnclosingMark] = '\u20DD',
+        [UnicodeCategory.DecimalDigitNumber] = '\u0660', [UnicodeCategory.LetterNumber] = '\u2160', [UnicodeCategory.OtherNumber] = '\u00B2',
+    };
 
     public RegexSplitter(IReadOnlyList<string> patterns)
     {
         stages = patterns.Select(p => StageCache.GetOrAdd(p, BuildStage)).ToArray();
-        anyCollapsed = stages.Any(s => s.Collapsed);
+        anyCollapsed = stages.Any(s => s.Collapsed && !s.Fine);
+        anyFine = stages.Any(s => s.Fine);
         anyWide = stages.Any(s => !s.Collapsed);
     }
 
     private static Stage BuildStage(string pattern)
     {
         bool collapsed = pattern.Contains(@"\p{", StringComparison.Ordinal);
+        bool fine = Regex.IsMatch(pattern, @"\\p\{L[ultmo]\}");
         var ranges = new List<(int, int, char)>();
         var sb = new StringBuilder(pattern.Length);
         char marker = '\uFDD0';
@@ -63,6 +77,7 @@ internal sealed class RegexSplitter
         {
             Regex = new Regex(sb.ToString(), RegexOptions.Compiled | RegexOptions.CultureInvariant),
             Collapsed = collapsed,
+            Fine = fine,
             Supplementary = [.. ranges],
         };
     }
@@ -84,7 +99,8 @@ internal sealed class RegexSplitter
         }
         charAt[n] = text.Length;
 
-        string? collapsed = anyCollapsed ? BuildCollapsed(cps, n) : null;
+        string? collapsed = anyCollapsed ? BuildCollapsed(cps, n, fine: false) : null;
+        string? fineText = anyFine ? BuildCollapsed(cps, n, fine: true) : null;
         char[]? wide = anyWide ? new char[n] : null;
         (int, int, char)[]? wideFor = null;
 
@@ -93,7 +109,8 @@ internal sealed class RegexSplitter
         foreach (var st in stages)
         {
             ReadOnlySpan<char> s;
-            if (st.Collapsed) s = collapsed;
+            if (st.Fine) s = fineText;
+            else if (st.Collapsed) s = collapsed;
             else
             {
                 if (wideFor is null || !ReferenceEquals(wideFor, st.Supplementary)) { FillWide(cps, n, st.Supplementary, wide!); wideFor = st.Supplementary; }
@@ -118,12 +135,21 @@ internal sealed class RegexSplitter
             words.Add((charAt[start], charAt[start + len] - charAt[start]));
     }
 
-    private static string BuildCollapsed(int[] cps, int n)
+    private static string BuildCollapsed(int[] cps, int n, bool fine)
     {
         return string.Create(n, cps, (span, c) =>
         {
-            for (int i = 0; i < span.Length; i++) span[i] = Collapse(c[i]);
+            for (int i = 0; i < span.Length; i++) span[i] = fine ? CollapseFine(c[i]) : Collapse(c[i]);
         });
+    }
+
+    /// <summary>A non-ASCII code point as the representative of its general category (letters, marks and numbers apart; the rest as <see cref="Collapse"/>).</summary>
+    internal static char CollapseFine(int cp)
+    {
+        if (cp < 128) return (char)cp;
+        var r = new Rune(cp);
+        if (Rune.IsWhiteSpace(r)) return '\v';
+        return FineRep.TryGetValue(Rune.GetUnicodeCategory(r), out char rep) ? rep : Collapse(cp);
     }
 
     internal static char Collapse(int cp)

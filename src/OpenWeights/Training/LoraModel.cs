@@ -136,10 +136,11 @@ public sealed class LoraModel
             }
         }
         Trainable = trainable;
-        parts = new Parts(model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null), model.Layers.Any(L => L.AttnPostNorm is not null && !model.PostAttentionNormIsFfnNorm),
-            model.Layers.Any(L => L.FfnPostNorm is not null), fusedQkv || fusedGateUp, model.Layers.Any(L => L.Experts is not null),
-            Enumerable.Range(0, c.Layers).Any(l => model.AttentionOf(l).QkNormAfterRope));
-        unitHead = [.. Enumerable.Repeat(1f, c.HeadDim)];
+        bool unitQkNorm = Enumerable.Range(0, c.Layers).Any(l => model.AttentionOf(l).QkNormAfterRope);
+        if (unitQkNorm && model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null))
+            throw new OpenWeightsException($"LoRA training on {c.Architecture.Name} models is not supported: a QK-norm both before and after the rotary embedding");
+        parts = new Parts(unitQkNorm || model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null), model.Layers.Any(L => L.AttnPostNorm is not null && !model.PostAttentionNormIsFfnNorm),
+            model.Layers.Any(L => L.FfnPostNorm is not null), fusedQkv || fusedGateUp, model.Layers.Any(L => L.Experts is not null));
         if (parts.Moe && !ExpertFeedForward.Supports(model.FeedForwardActivation))
             throw new OpenWeightsException($"LoRA training on {c.Architecture.Name} models is not supported: their experts' {model.FeedForwardActivation} activation has no backward here");
     }
@@ -170,8 +171,6 @@ public sealed class LoraModel
     {
         public float[] Xn1 = [], Rstd1 = [], QPre = [], QRstd = [], KPre = [], KRstd = [], Q = [], K = [], V = [], Att = [], Lse = [],
             O = [], RstdO = [], H = [], Xn2 = [], Rstd2 = [], G = [], U = [], Hh = [], F = [], RstdF = [], Fused = [];
-        /// <summary>q and k after rotary, before Llama 4's unweighted QK-norm (QkNormAfterRope), and its rstd per head.</summary>
-        public float[] QRot = [], QRotRstd = [], KRot = [], KRotRstd = [];
         /// <summary>The MoE feed-forward's activations (a MoE layer's router choice, expert activations).</summary>
         public readonly ExpertFeedForward Moe = new();
         /// <summary>Sizes the buffers for n tokens; those of parts the model lacks (QK-norm, post-norms, fused) stay empty.</summary>
@@ -189,8 +188,6 @@ public sealed class LoraModel
             G = new float[n * c.FfnDim]; U = new float[n * c.FfnDim]; Hh = new float[n * c.FfnDim];
             F = new float[fo * c.Dim]; RstdF = new float[fo];                                   // Wdown·hh before the post-norm
             Fused = new float[fu * Math.Max(c.QDim + 2 * c.KvDim, 2 * c.FfnDim)];               // fused qkv or gate|up output (Phi-3)
-            int qr = p.QkAfterRope ? n : 0;
-            QRot = new float[qr * c.QDim]; QRotRstd = new float[qr * c.Heads]; KRot = new float[qr * c.KvDim]; KRotRstd = new float[qr * c.KvHeads];
         }
     }
 
@@ -201,15 +198,13 @@ public sealed class LoraModel
         public readonly float[] Dh = new float[n * c.Dim], Dhh = new float[n * c.FfnDim], Dg = new float[n * c.FfnDim], Du = new float[n * c.FfnDim],
             Dxn = new float[n * c.Dim], Datt = new float[n * c.QDim], Dq = new float[n * c.QDim], Dk = new float[n * c.KvDim], Dv = new float[n * c.KvDim],
             DqPre = new float[(p.QkNorm ? n : 0) * c.QDim], DkPre = new float[(p.QkNorm ? n : 0) * c.KvDim],
-            DqRot = new float[(p.QkAfterRope ? n : 0) * c.QDim], DkRot = new float[(p.QkAfterRope ? n : 0) * c.KvDim],
             Do = new float[(p.AttnPostNorm ? n : 0) * c.Dim], Df = new float[(p.FfnPostNorm ? n : 0) * c.Dim],
             DFused = new float[(p.Fused ? n : 0) * Math.Max(c.QDim + 2 * c.KvDim, 2 * c.FfnDim)];
     }
 
     /// <summary>Which optional parts some layer has: their activation and gradient buffers exist only then.</summary>
-    private readonly record struct Parts(bool QkNorm, bool AttnPostNorm, bool FfnPostNorm, bool Fused, bool Moe, bool QkAfterRope = false);
+    private readonly record struct Parts(bool QkNorm, bool AttnPostNorm, bool FfnPostNorm, bool Fused, bool Moe);
     private readonly Parts parts;
-    private readonly float[] unitHead;   // (head_dim) ones: the weight of Llama 4's unweighted QK-norm after rotary
 
     private LayerGrads grads = null!;
     private float[] headDx = [], headXn = [], headRstd = [], headLogits = [], headDxn = [], headCapped = [];
@@ -223,6 +218,22 @@ public sealed class LoraModel
     private float[][] resid = [];           // (layers+1) x (n, dim): input of each layer, then the final hidden state
     private IReadOnlyList<Rope> ropes = []; // the model's rotary tables (index = LayerAttention.Rope)
     private float[][] cos = [], sin = [];   // (ropes) x (n, rope.Dims/2)
+
+    /// <summary>The weight of an unweighted QK-norm (Llama 4's L2 norm): head_dim ones.</summary>
+    private float[] UnitNorm => unitNorm ??= Enumerable.Repeat(1f, Config.HeadDim).ToArray();
+    private float[]? unitNorm;
+
+    /// <summary>Multiplies each token's query row by the attention temperature of its document position (t − start[t]),
+    /// as inference multiplies by that of its sequence position; the same factor scales the gradient in backward.</summary>
+    private void ScaleByTemperature(float[] q, QueryTemperature temp, int n, ReadOnlySpan<int> start)
+    {
+        int w = Config.QDim;
+        for (int t = 0; t < n; t++)
+        {
+            float f = temp.Factor(t - start[t]);
+            if (f != 1f) TensorPrimitives.Multiply(q.AsSpan(t * w, w), f, q.AsSpan(t * w, w));
+        }
+    }
 
     private static ulong LayerSeed(ulong seed, int l) => seed == 0 ? 0 : TrainableLoraLinear.SplitMix(seed + (ulong)l) | 1;
 
@@ -285,12 +296,12 @@ public sealed class LoraModel
         }
         if (at.QkNormAfterRope)
         {
-            // Llama 4: q, k = unit RMS norm per head after rotary
-            a.Q.AsSpan(0, n * c.QDim).CopyTo(a.QRot); a.K.AsSpan(0, n * c.KvDim).CopyTo(a.KRot);
-            TrainOps.QkNormForward(a.QRot, unitHead, a.Q, a.QRotRstd, n, c.QDim, c.RmsEps);
-            TrainOps.QkNormForward(a.KRot, unitHead, a.K, a.KRotRstd, n, c.KvDim, c.RmsEps);
+            // Llama 4: q = q / rms(q), k = k / rms(k) per head after the rotary embedding (no weight); pre-norm values kept
+            a.Q.AsSpan(0, n * c.QDim).CopyTo(a.QPre); a.K.AsSpan(0, n * c.KvDim).CopyTo(a.KPre);
+            TrainOps.QkNormForward(a.QPre, UnitNorm, a.Q, a.QRstd, n, c.QDim, c.RmsEps);
+            TrainOps.QkNormForward(a.KPre, UnitNorm, a.K, a.KRstd, n, c.KvDim, c.RmsEps);
         }
-        if (at.Temperature is { } temp) ScaleQueries(temp, a.Q, n, start);                          // Llama 4: q *= temperature(pos)
+        if (at.Temperature is { } temp) ScaleByTemperature(a.Q, temp, n, start);                      // q *= temperature(pos) (Llama 4)
         TrainOps.AttentionForward(a.Q, a.K, a.V, a.Att, a.Lse, start, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params); // att = softmax(cap(s·qkᵀ))v
         if (AttnPostNormOf(L) is { } apn)
         {
@@ -405,13 +416,13 @@ public sealed class LoraModel
         // att = attention(q, k, v) with the layer's scale, window and soft-cap
         var dq = g.Dq; var dk = g.Dk; var dv = g.Dv;
         TrainOps.AttentionBackward(datt, a.Q, a.K, a.V, a.Lse, start, dq, dk, dv, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params);
-        if (at.Temperature is { } temp) ScaleQueries(temp, dq, n, start);                            // q' = f·q: dq = f·dq'
+        // q *= temperature(pos): dq *= temperature(pos)
+        if (at.Temperature is { } temp) ScaleByTemperature(dq, temp, n, start);
+        // q = q_rot / rms(q_rot), k likewise (Llama 4)
         if (at.QkNormAfterRope)
         {
-            Array.Clear(g.DqRot); Array.Clear(g.DkRot);
-            TrainOps.QkNormBackward(dq, a.QRot, unitHead, a.QRotRstd, g.DqRot, n, c.QDim);
-            TrainOps.QkNormBackward(dk, a.KRot, unitHead, a.KRotRstd, g.DkRot, n, c.KvDim);
-            dq = g.DqRot; dk = g.DkRot;
+            Array.Clear(g.DqPre); TrainOps.QkNormBackward(dq, a.QPre, UnitNorm, a.QRstd, g.DqPre, n, c.QDim); g.DqPre.AsSpan(0, n * c.QDim).CopyTo(dq);
+            Array.Clear(g.DkPre); TrainOps.QkNormBackward(dk, a.KPre, UnitNorm, a.KRstd, g.DkPre, n, c.KvDim); g.DkPre.AsSpan(0, n * c.KvDim).CopyTo(dk);
         }
         // q = rope(q), k = rope(k)
         if (at.Rope >= 0)
@@ -448,18 +459,6 @@ public sealed class LoraModel
 
     /// <summary>The feed-forward's pre-norm: ffn_norm, or gpt-oss's post_attention_norm.</summary>
     private float[]? FfnNormOf(DecoderLayer L) => L.FfnNorm ?? (Model.PostAttentionNormIsFfnNorm ? L.AttnPostNorm : null);
-
-    /// <summary>Multiplies each token's query row by Llama 4's temperature at its document-relative position (as the rotary
-    /// angles use it). q: (n, heads·head_dim).</summary>
-    private void ScaleQueries(QueryTemperature temp, float[] q, int n, ReadOnlySpan<int> start)
-    {
-        int w = Config.QDim;
-        for (int t = 0; t < n; t++)
-        {
-            float f = temp.Factor(t - start[t]);
-            if (f != 1f) TensorPrimitives.Multiply(q.AsSpan(t * w, w), f, q.AsSpan(t * w, w));
-        }
-    }
 
     /// <summary>Splits each row of a fused output (n, w0 + w1 [+ w2]) into its parts: (n, w0), (n, w1) [, (n, w2)].</summary>
     private static void Unfuse(float[] fused, int n, float[] p0, int w0, float[] p1, int w1, float[]? p2 = null, int w2 = 0)

@@ -280,13 +280,10 @@ public static class TrainOps
         }
     }
 
-    /// <summary>The first key token t attends to: its document's first token, or the window's or its chunk's first when that
-    /// is later (chunked attention, Llama 4: the chunk of the document-relative position t − docStart).</summary>
-    private static int FirstKey(int docStart, int t, int window, int chunk = 0)
-    {
-        int lo = window > 0 ? Math.Max(docStart, t - window + 1) : docStart;
-        return chunk > 0 ? Math.Max(lo, docStart + (t - docStart) / chunk * chunk) : lo;
-    }
+    /// <summary>The first key token t attends to: its document's first token, or the window's or its chunk's (chunks of
+    /// document positions, Llama 4) when that is later.</summary>
+    private static int FirstKey(int docStart, int t, int window, int chunk) =>
+        docStart + OpenWeights.Models.Common.AttentionParams.FirstKey(t - docStart, window, chunk);
 
     // ---------------------------------------------------------------- GeGLU (Gemma)
 

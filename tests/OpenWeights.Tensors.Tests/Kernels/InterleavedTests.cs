@@ -6,7 +6,7 @@ using OpenWeights.Tensors.Quant;
 namespace OpenWeights.Tensors.Tests.Kernels;
 
 /// <summary>
-/// Q4_0, Q5_0, Q8_0, F16 and Q4_K weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
+/// Q4_0, Q5_0, Q8_0, F16, Q4_K, IQ4_NL, IQ4_XS and MXFP4 weights repacked into 8-row interleaved groups (<see cref="InterleavedLayout"/>): the AVX2 kernels equal the scalar
 /// reference bit for bit, the reference equals the F32 dot of the dequantized rows, and MatMul over the repacked
 /// copy agrees with MatMul over the GGUF rows and stays batch invariant.
 /// </summary>
@@ -55,13 +55,16 @@ public unsafe class InterleavedTests
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.MXFP4)]
+    [InlineData(GgmlType.IQ4_XS)]
     public void Interleaved_kernels_match_the_scalar_reference_bit_for_bit_and_the_f32_dot(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var layout = InterleavedLayout.For(type);
         var rng = new Random(41 + (int)type);
         const int rows = 16, tokens = 6; // 2 groups, 6 tokens: every kernel shape
-        foreach (int blocks in type == GgmlType.Q4_K ? new[] { 1, 2, 3, 5 } : new[] { 1, 2, 3, 5, 8, 17, 24 })
+        foreach (int blocks in layout.BlockValues == 256 ? new[] { 1, 2, 3, 5 } : new[] { 1, 2, 3, 5, 8, 17, 24 })
             for (int offset = 0; offset < 4; offset++)
             {
                 int n = blocks * Math.Max(32, layout.BlockValues);
@@ -204,11 +207,14 @@ public unsafe class InterleavedTests
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.MXFP4)]
+    [InlineData(GgmlType.IQ4_XS)]
     public void MatMul_over_the_repacked_copy_matches_the_gguf_rows_and_is_batch_invariant(GgmlType type)
     {
         if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
         var rng = new Random(47);
-        int rows = 40, cols = type == GgmlType.Q4_K ? 512 : 320;
+        int rows = 40, cols = type is GgmlType.Q4_K or GgmlType.IQ4_XS ? 512 : 320;
         var w = RandomRows(type, rng, rows, cols);
         fixed (byte* pw = w)
         {
@@ -249,6 +255,35 @@ public unsafe class InterleavedTests
             }
             finally { packed.ReleasePacked(); }
             Assert.False(packed.IsRepacked);
+        }
+    }
+
+    /// <summary>
+    /// MXFP4's interleaved scales: every exponent 0..255 (the subnormal ones 0 and 1 included) decodes from the 8-row block
+    /// exactly as ggml's GGML_E8M0_TO_FP32_HALF, in the vector path as in the scalar one.
+    /// </summary>
+    [Fact]
+    public void Mxfp4_interleaved_scales_are_exact_for_every_exponent()
+    {
+        if (!Avx2.IsSupported) Assert.Skip("AVX2 not available on this machine");
+        var block = new byte[136];
+        var w = new byte[8 * 17];
+        for (int e0 = 0; e0 < 256; e0 += 8)
+        {
+            for (int j = 0; j < 8; j++) { w[j * 17] = (byte)(e0 + j); for (int k = 1; k < 17; k++) w[j * 17 + k] = (byte)(16 * j + k); }
+            fixed (byte* pw = w) fixed (byte* pb = block)
+            {
+                Lut4x8.RepackMxfp4(pw, 17, 8, 32, pb);
+                var row = new float[32]; var want = new float[32];
+                var scales = Lut4x8.Mxfp4.Scales(pb);
+                for (int j = 0; j < 8; j++)
+                {
+                    Assert.Equal(BitConverter.SingleToUInt32Bits(BlockMXFP4.ScaleHalf((byte)(e0 + j))), BitConverter.SingleToUInt32Bits(scales[j]));
+                    fixed (float* pr = row) Lut4x8.DecodeRowMxfp4(pb, j, 32, pr);
+                    BlockMXFP4.DequantizeScalar(w.AsSpan(j * 17, 17), want);
+                    Assert.Equal(want, row);
+                }
+            }
         }
     }
 }

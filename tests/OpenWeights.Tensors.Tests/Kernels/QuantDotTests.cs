@@ -60,6 +60,7 @@ public unsafe class QuantDotTests
     [Fact] public void Q4_0_q8_0() => Check(GgmlType.Q4_0, GgmlType.Q8_0, QuantDot.DotQ4_0Avx2, QuantDot.DotQ4_0Scalar);
     [Fact] public void Q5_0_q8_0() => Check(GgmlType.Q5_0, GgmlType.Q8_0, QuantDot.DotQ5_0Avx2, QuantDot.DotQ5_0Scalar);
     [Fact] public void Q4_K_q8_K() => Check(GgmlType.Q4_K, GgmlType.Q8_K, QuantDot.DotQ4_KAvx2, QuantDot.DotQ4_KScalar);
+    [Fact] public void Q5_K_q8_K() => Check(GgmlType.Q5_K, GgmlType.Q8_K, QuantDot.DotQ5_KAvx2, QuantDot.DotQ5_KScalar, needsAvx2: true);
     [Fact] public void Q6_K_q8_K() => Check(GgmlType.Q6_K, GgmlType.Q8_K, QuantDot.DotQ6_KAvx2, QuantDot.DotQ6_KScalar);
     [Fact] public void IQ4_NL_q8_0() => Check(GgmlType.IQ4_NL, GgmlType.Q8_0, QuantDot.DotIQ4_NLAvx2, QuantDot.DotIQ4_NLScalar);
     [Fact] public void MXFP4_q8_0() => Check(GgmlType.MXFP4, GgmlType.Q8_0, QuantDot.DotMXFP4Avx2, QuantDot.DotMXFP4Scalar);
@@ -112,6 +113,7 @@ public unsafe class QuantDotTests
     [Fact] public void Q4_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q4_0, QuantDot.DotQ4_0Avx2x4, &QuantDot.DotQ4_0Scalar);
     [Fact] public void Q5_0_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q5_0, QuantDot.DotQ5_0Avx2x4, &QuantDot.DotQ5_0Scalar);
     [Fact] public void Q4_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q4_K, QuantDot.DotQ4_KAvx2x4, &QuantDot.DotQ4_KScalar);
+    [Fact] public void Q5_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q5_K, QuantDot.DotQ5_KAvx2x4, &QuantDot.DotQ5_KScalar);
     [Fact] public void Q6_K_four_token_kernel_matches_scalar() => CheckFour(GgmlType.Q6_K, QuantDot.DotQ6_KAvx2x4, &QuantDot.DotQ6_KScalar);
     [Fact] public void IQ4_NL_four_token_kernel_matches_scalar() => CheckFour(GgmlType.IQ4_NL, QuantDot.DotIQ4_NLAvx2x4, &QuantDot.DotIQ4_NLScalar);
     [Fact] public void MXFP4_four_token_kernel_matches_scalar() => CheckFour(GgmlType.MXFP4, QuantDot.DotMXFP4Avx2x4, &QuantDot.DotMXFP4Scalar);
@@ -148,6 +150,65 @@ public unsafe class QuantDotTests
             }
     }
 
+    /// <summary>The Q5_K 4-token kernel equals the single-token AVX2 kernel bit for bit on each token (same float sequence).</summary>
+    [Fact]
+    public void Q5_K_four_token_kernel_is_bit_exact_with_single_token_kernel()
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(31);
+        foreach (int n in new[] { 256, 768, 2304 })
+            for (int offset = 0; offset < 3; offset++)
+            {
+                int wBytes = (int)GgmlTypes.RowBytes(GgmlType.Q5_K, n), xBytes = QuantDot.ActivationBytes(GgmlType.Q8_K, n), stride = xBytes + 2 * offset + 1;
+                var wbuf = new byte[wBytes + 8]; var xbuf = new byte[4 * stride + 8]; var xf = RandomRow(rng, 4 * n);
+                Quantize.Row(GgmlType.Q5_K, RandomRow(rng, n), wbuf.AsSpan(offset, wBytes));
+                var got = new float[4];
+                fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf) fixed (float* pg = got)
+                {
+                    byte* pw = pw0 + offset, px = px0 + 1;
+                    for (int t = 0; t < 4; t++) QuantDot.QuantizeActivation(GgmlType.Q8_K, pxf + t * n, px + t * stride, n);
+                    QuantDot.DotQ5_KAvx2x4(pw, px, stride, n, pg);
+                    for (int t = 0; t < 4; t++)
+                    {
+                        float single = QuantDot.DotQ5_KAvx2(pw, px + t * stride, n);
+                        Assert.True(single == got[t], $"Q5_K n={n} offset={offset} t={t}: single {single} four {got[t]}");
+                    }
+                }
+            }
+    }
+
+    /// <summary>
+    /// Q5_K scalar reference against the double dot of the dequantized rows (BlockQ5_K.Dequantize, an independent
+    /// unpacking of the fifth bit) with qh bytes forced to 0x00 / 0xFF / 0x55 / 0xAA and activations at ±127 and ±32
+    /// after Q8_K. Agreement within float rounding (2e-6 relative to Σ|terms|).
+    /// </summary>
+    [Fact]
+    public void Q5_K_scalar_reference_handles_the_fifth_bit_and_extreme_activations()
+    {
+        var rng = new Random(5);
+        foreach (byte qhFill in new byte[] { 0x00, 0xFF, 0x55, 0xAA })
+        {
+            var wf = RandomRow(rng, 512);
+            var wbytes = new byte[2 * 176];
+            Quantize.Row(GgmlType.Q5_K, wf, wbytes);
+            for (int b = 0; b < 2; b++) for (int l = 0; l < 32; l++) wbytes[b * 176 + 16 + l] = qhFill;
+            var xf = new float[512];
+            for (int i = 0; i < 512; i++) xf[i] = (i % 3 == 0 ? -1f : 1f) * (i % 5 == 0 ? 1f : 0.25f);
+            var xq = new byte[2 * 292];
+            var wd = new float[512]; var xd = new float[512];
+            fixed (byte* pw = wbytes) fixed (byte* px = xq) fixed (float* pxf = xf)
+            {
+                QuantDot.QuantizeActivation(GgmlType.Q8_K, pxf, px, 512);
+                Dequantize.Row(GgmlType.Q5_K, new ReadOnlySpan<byte>(pw, wbytes.Length), wd);
+                BlockQ8_K.Dequantize(new ReadOnlySpan<byte>(px, xq.Length), xd);
+                double exact = 0, mag = 0;
+                for (int i = 0; i < 512; i++) { exact += (double)wd[i] * xd[i]; mag += Math.Abs((double)wd[i] * xd[i]); }
+                float got = QuantDot.DotQ5_KScalar(pw, px, 512);
+                Assert.True(Math.Abs(got - exact) <= 2e-6 * mag + 1e-6, $"qh={qhFill:X2}: scalar {got} exact {exact}");
+            }
+        }
+    }
+
     /// <summary>
     /// MatMul with the 8- and 4-token kernels equals MatMul with the single-token kernels bit for bit (batch invariance),
     /// for odd row counts and batches that are not multiples of 8 or 4 (octets, then quads, then single tokens).
@@ -157,6 +218,7 @@ public unsafe class QuantDotTests
     [InlineData(GgmlType.Q4_0)]
     [InlineData(GgmlType.Q5_0)]
     [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q5_K)]
     [InlineData(GgmlType.Q6_K)]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.IQ4_NL)]
@@ -304,6 +366,7 @@ public unsafe class QuantDotTests
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.Q4_0)]
     [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q5_K)]
     [InlineData(GgmlType.Q6_K)]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.F32)]

@@ -210,6 +210,73 @@ public class KnownBlockTests
         }
     }
 
+    private static readonly int[] Iq4Grid = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+    [Fact]
+    public void IQ4_NL_d_half_every_grid_index()
+    {
+        var b = new byte[18];
+        PutF16(b, 0, 0.5f);
+        for (int j = 0; j < 16; j++) b[2 + j] = (byte)(j | ((15 - j) << 4));
+        var y = Deq(GgmlType.IQ4_NL, b, 32);
+        for (int j = 0; j < 16; j++)
+        {
+            Assert.Equal(0.5f * Iq4Grid[j], y[j]);
+            Assert.Equal(0.5f * Iq4Grid[15 - j], y[j + 16]);
+        }
+        Assert.Equal(-63.5f, y[0]);
+        Assert.Equal(56.5f, y[15]);
+    }
+
+    [Fact]
+    public void IQ4_XS_six_bit_group_scales()
+    {
+        var b = new byte[136];
+        PutF16(b, 0, 0.25f);
+        var ls = new[] { 0, 1, 31, 32, 33, 47, 62, 63 }; // stored with +32: signed scales -32, -31, -1, 0, 1, 15, 30, 31
+        ushort sh = 0;
+        for (int g = 0; g < 8; g++)
+        {
+            b[4 + g / 2] |= (byte)((ls[g] & 0xF) << 4 * (g % 2));
+            sh |= (ushort)((ls[g] >> 4) << 2 * g);
+        }
+        BinaryPrimitives.WriteUInt16LittleEndian(b.AsSpan(2), sh);
+        for (int k = 0; k < 128; k++) b[8 + k] = (byte)((k * 7) & 0xFF);
+        var y = Deq(GgmlType.IQ4_XS, b, 256);
+        for (int v = 0; v < 256; v++)
+        {
+            int g = v / 32, e = v % 32;
+            int q = b[8 + 16 * g + e % 16];
+            int nib = e < 16 ? q & 0xF : q >> 4;
+            Assert.Equal(0.25f * (ls[g] - 32) * Iq4Grid[nib], y[v]);
+        }
+        Assert.Equal(0f, y[3 * 32 + 5]); // group 3 has scale 0
+    }
+
+    [Fact]
+    public void MXFP4_E2M1_values_and_E8M0_exponents()
+    {
+        // e = 127 is the unit scale: the 16 codes are the FP4 (E2M1) numbers themselves (code 8 is -0)
+        float[] fp4 = [0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0f, -0.5f, -1, -1.5f, -2, -3, -4, -6];
+        var b = new byte[17];
+        b[0] = 127;
+        for (int j = 0; j < 16; j++) b[1 + j] = (byte)(j | ((15 - j) << 4));
+        var y = Deq(GgmlType.MXFP4, b, 32);
+        for (int j = 0; j < 16; j++)
+        {
+            Assert.Equal(fp4[j], y[j]);
+            Assert.Equal(fp4[15 - j], y[j + 16]);
+        }
+        // other exponents scale by 2^(e - 127), e = 0 and 1 included (ggml builds their halved scales as subnormals 2^-128, 2^-127)
+        foreach (var (e, scale) in new[] { (128, 2f), (130, 8f), (100, MathF.Pow(2, -27)), (1, MathF.Pow(2, -126)), (0, MathF.Pow(2, -127)), (254, MathF.Pow(2, 127)) })
+        {
+            b[0] = (byte)e;
+            y = Deq(GgmlType.MXFP4, b, 32);
+            Assert.Equal(scale * 1.5f, y[3]);   // code 3 = 1.5
+            Assert.Equal(scale * -6f, y[16]);   // high nibble of byte 0 = code 15 = -6
+        }
+    }
+
     [Fact]
     public void F16_BF16_F32_rows()
     {

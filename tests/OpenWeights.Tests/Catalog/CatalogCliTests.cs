@@ -31,10 +31,10 @@ public class CatalogCliTests
         Assert.Equal("", stderr);
         var lines = stdout.Split('\n');
         Assert.StartsWith("ID", lines[0]);
-        foreach (var col in new[] { "PARAMS", "ACTIVE", "CONTEXT", "LICENSE", "COMMERCIAL", "LANGUAGES" }) Assert.Contains(col, lines[0]);
+        foreach (var col in new[] { "PARAMS", "ACTIVE", "EXPERTS", "CONTEXT", "LICENSE", "COMMERCIAL", "LANGUAGES" }) Assert.Contains(col, lines[0]);
         Assert.Contains(lines, l => l.StartsWith("llama-3.1-8b-instruct ") && l.Contains("128K") && l.Contains("<700M MAU"));
         Assert.Contains(lines, l => l.StartsWith("mistral-large-instruct-2407 ") && l.Contains(" no "));
-        Assert.Contains(lines, l => l.StartsWith("qwen3-30b-a3b ") && l.Contains("30B") && l.Contains("3B"));
+        Assert.Contains(lines, l => l.StartsWith("qwen3-30b-a3b ") && l.Contains("30.5B?") && l.Contains("3.3B?") && l.Contains("8/128"));
     }
 
     [Fact]

@@ -144,8 +144,8 @@ public class FitEstimatorTests
 
         // MoE: speed from the active parameters, memory from all of them.
         var moe = FitEstimator.Estimate(Shape("qwen3-30b-a3b"), Ram(64, bw: 50), new FitOptions { Quant = Quantization.Q4_K_M });
-        Near(50e9 / (3e9 * 4.89 / 8), moe.DecodeTokensPerSecond!.Value, 0.01, "MoE tokens/s");
-        Near(30e9 * 4.89 / 8, moe.Memory.WeightsBytes, 0.001, "MoE weights");
+        Near(50e9 / (3.3e9 * 4.89 / 8), moe.DecodeTokensPerSecond!.Value, 0.01, "MoE tokens/s");
+        Near(30.5e9 * 4.89 / 8, moe.Memory.WeightsBytes, 0.001, "MoE weights");
     }
 
     [Fact]
@@ -254,7 +254,11 @@ public class FitEstimatorTests
             var e = FitEstimator.Estimate(ModelCatalog.Default.Get(id), Ram(64), new FitOptions { Tune = tune });
             Assert.True(e.Memory.WeightsBytes > 0);
             Assert.True(e.Memory.TotalBytes > e.Memory.WeightsBytes);
-            Assert.Equal(FitEstimator.Verdict(e.BudgetBytes, e.Memory.TotalBytes), e.Verdict);
+            var memoryVerdict = FitEstimator.Verdict(e.BudgetBytes, e.Memory.TotalBytes);
+            // a mixture of experts larger than the budget may still run from the file map (inference only); nothing else changes
+            if (e.FileMap is not null) Assert.Equal((FitVerdict.DoesNotFit, FitVerdict.FromFileMap, TuneMode.None), (memoryVerdict, e.Verdict, tune));
+            else Assert.Equal(memoryVerdict, e.Verdict);
+            Assert.Equal(e.FileMap is not null, e.Verdict == FitVerdict.FromFileMap);
         }
     }
 }

@@ -152,6 +152,7 @@ public class ToolCallConstraintTests(TinyVocabFixture tiny) : IClassFixture<Tiny
         { "mistral-nemo", "chat-templates/llama.cpp/mistralai-Mistral-Nemo-Instruct-2407.jinja", ToolCallFormat.Mistral },
         { "mistral-small-3.2", "chat-templates/llama.cpp/Mistral-Small-3.2-24B-Instruct-2506.jinja", ToolCallFormat.Mistral },
         { "devstral", "chat-templates/llama.cpp/unsloth-mistral-Devstral-Small-2507.jinja", ToolCallFormat.Mistral },
+        { "gpt-oss", "chat-templates/llama.cpp/openai-gpt-oss-120b.jinja", ToolCallFormat.Harmony },
         { "generic", "", ToolCallFormat.Generic },
     };
 
@@ -190,6 +191,7 @@ public class ToolCallConstraintTests(TinyVocabFixture tiny) : IClassFixture<Tiny
                 case "llama3.1": Assert.StartsWith("{", text); Assert.Contains("\"parameters\"", text); break;
                 case "mistral-nemo": Assert.StartsWith("[TOOL_CALLS][", text); Assert.EndsWith("]", text); break;
                 case "mistral-small-3.2" or "devstral": Assert.StartsWith($"[TOOL_CALLS]{call.Name}[ARGS]{{", text); break;
+                case "gpt-oss": Assert.StartsWith($"<|channel|>commentary to=functions.{call.Name} <|constrain|>json<|message|>{{", text); break;
                 default: Assert.StartsWith("{", text); Assert.Contains("\"arguments\"", text); break;
             }
         }

@@ -27,6 +27,8 @@ public class QuantizerOracleTests
         { "gqa4-8-layers", "iq4_nl", LLamaFtype.MOSTLY_IQ4_NL },
         { "gqa4-8-layers", "iq4_xs", LLamaFtype.MOSTLY_IQ4_XS },
         { "tiny-llama", "mxfp4_moe", LLamaFtype.LLAMA_FTYPE_MOSTLY_MXFP4_MOE }, // a dense model: every quantized tensor Q8_0
+        { "tiny-qwen3moe", "mxfp4_moe", LLamaFtype.LLAMA_FTYPE_MOSTLY_MXFP4_MOE }, // 3-D expert tensors MXFP4, the rest Q8_0
+        { "tiny-qwen3moe", "iq4_xs", LLamaFtype.MOSTLY_IQ4_XS },
     };
 
     [Theory]

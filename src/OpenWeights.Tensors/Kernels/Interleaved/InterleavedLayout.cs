@@ -63,6 +63,21 @@ public readonly unsafe struct InterleavedLayout
             Type = type, Activation = GgmlType.Q8_K, ActivationScale = 1, BlockBytes = Q4_Kx8.BlockBytes, BlockValues = 256, Repack = &Q4_Kx8.Repack,
             DotGroups = &Q4_Kx8.DotGroupsAvx2, Dot4 = &Q4_Kx8.DotAvx2x4, DotScalar = &Q4_Kx8.DotScalar, DecodeRow = &Q4_Kx8.DecodeRow,
         },
+        GgmlType.IQ4_NL => new()
+        {
+            Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = 144, BlockValues = 32, Repack = &Lut4x8.RepackIq4Nl,
+            DotGroups = &Lut4x8.DotGroupsIq4Nl, Dot4 = &Lut4x8.Dot4Iq4Nl, DotScalar = &Lut4x8.DotScalarIq4Nl, DecodeRow = &Lut4x8.DecodeRowIq4Nl,
+        },
+        GgmlType.IQ4_XS => new()
+        {
+            Type = type, Activation = GgmlType.Q8_K, ActivationScale = 1, BlockBytes = IQ4_XSx8.BlockBytes, BlockValues = 256, Repack = &IQ4_XSx8.Repack,
+            DotGroups = &IQ4_XSx8.DotGroupsAvx2, Dot4 = &IQ4_XSx8.DotAvx2x4, DotScalar = &IQ4_XSx8.DotScalar, DecodeRow = &IQ4_XSx8.DecodeRow,
+        },
+        GgmlType.MXFP4 => new()
+        {
+            Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = 136, BlockValues = 32, Repack = &Lut4x8.RepackMxfp4,
+            DotGroups = &Lut4x8.DotGroupsMxfp4, Dot4 = &Lut4x8.Dot4Mxfp4, DotScalar = &Lut4x8.DotScalarMxfp4, DecodeRow = &Lut4x8.DecodeRowMxfp4,
+        },
         GgmlType.Q8_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q8_0x8.BlockBytes, BlockValues = 32, Repack = &Q8_0x8.Repack,

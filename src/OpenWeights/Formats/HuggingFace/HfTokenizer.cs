@@ -217,7 +217,8 @@ public static class HfTokenizer
 
     /// <summary>
     /// <c>tokenizer.ggml.pre</c> from the pre-tokenizer (llama.cpp hashes the tokenization of a test text instead;
-    /// the Split regex says the same for the families we load): Llama 3 -> llama-bpe, Qwen 2 -> qwen2, DeepSeek-V3 -> deepseek-v3.
+    /// the Split regex says the same for the families we load): Llama 3 -> llama-bpe, Qwen 2 -> qwen2, DeepSeek-V3 -> deepseek-v3,
+    /// o200k (gpt-oss) -> gpt-4o.
     /// </summary>
     public static string GuessPre(JsonElement root)
     {
@@ -229,6 +230,7 @@ public static class HfTokenizer
         foreach (var r0 in regexes)
         {
             string r = r0.Replace("\r", @"\r", StringComparison.Ordinal).Replace("\n", @"\n", StringComparison.Ordinal); // some files hold CR/LF themselves
+            if (r.Contains(@"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+", StringComparison.Ordinal) && r.Contains(@"\p{N}{1,3}", StringComparison.Ordinal)) return "gpt-4o"; // o200k (gpt-oss)
             if (r.Contains(@"[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+", StringComparison.Ordinal) && regexes.Contains(@"\p{N}{1,3}")) return "deepseek-v3";
             if (r.Contains(@"[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+", StringComparison.Ordinal)) return "qwen35";
             if (r.Contains(@"[^\r\n\p{L}\p{N}]?\p{L}+", StringComparison.Ordinal) && r.Contains(@"\p{N}{1,3}", StringComparison.Ordinal)) return "llama-bpe";

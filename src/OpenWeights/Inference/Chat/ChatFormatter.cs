@@ -37,7 +37,8 @@ public sealed class ChatFormatter
         Template = new ChatTemplate(source);
         bos = tokenizer.Bos >= 0 ? tokenizer.TokenPiece(tokenizer.Bos) : null;
         eos = tokenizer.Eos >= 0 ? tokenizer.TokenPiece(tokenizer.Eos) : null;
-        ToolFormat = source.Contains("<tool_call>", StringComparison.Ordinal) ? ToolCallFormat.Hermes
+        ToolFormat = IsHarmonySource(source) ? ToolCallFormat.Harmony
+            : source.Contains("<tool_call>", StringComparison.Ordinal) ? ToolCallFormat.Hermes
             : source.Contains("[TOOL_CALLS]", StringComparison.Ordinal) ? ToolCallFormat.Mistral
             : source.Contains("<|python_tag|>", StringComparison.Ordinal) || source.Contains("ipython", StringComparison.Ordinal) ? ToolCallFormat.Llama3
             : ToolCallFormat.Generic;
@@ -48,9 +49,15 @@ public sealed class ChatFormatter
         {
             if (m.Trim().Length == 0 || !(source.Contains(m, StringComparison.Ordinal) || m == eos)) continue;
             if (m is "[/INST]" or "<|user|>" || m.EndsWith('\n')) continue; // markers of other roles, not the end of a reply
+            if (m == "<|end|>" && ToolFormat == ToolCallFormat.Harmony) continue; // harmony: ends a message (the analysis), not the reply
             strings.Add(m);
             int id = tokenizer.TokenToId(m);
             if (id >= 0) ids.Add(id);
+        }
+        if (ToolFormat == ToolCallFormat.Harmony && tokenizer.TokenToId("<|call|>") is >= 0 and var call)
+        {
+            strings.Add("<|call|>"); // harmony: a tool call ends the reply; the caller answers with the tool's result
+            ids.Add(call);
         }
         StopStrings = strings;
         StopTokens = ids;
@@ -60,6 +67,13 @@ public sealed class ChatFormatter
                 markers.Add(mid);
         ToolMarkerTokens = markers;
     }
+
+    /// <summary>Whether a chat template writes gpt-oss's harmony format (channels and messages).</summary>
+    public static bool IsHarmonySource(string templateSource) =>
+        templateSource.Contains("<|channel|>", StringComparison.Ordinal) && templateSource.Contains("<|message|>", StringComparison.Ordinal);
+
+    /// <summary>Whether replies come in gpt-oss's harmony format (reasoning, answer and tool calls on channels).</summary>
+    public bool IsHarmony => ToolFormat == ToolCallFormat.Harmony;
 
     private static readonly string[] ToolMarkers = ["<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>"];
 
@@ -89,6 +103,10 @@ public sealed class ChatFormatter
     public int[] EncodeConversation(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools = null, CancellationToken cancellationToken = default) =>
         Encode(Render(messages, tools, cancellationToken: cancellationToken));
 
+    /// <summary>Render and encode in one step, with extra template variables (e.g. gpt-oss's <c>reasoning_effort</c>).</summary>
+    public int[] EncodeConversation(IReadOnlyList<ChatTurn> messages, IReadOnlyList<ChatTool>? tools, IReadOnlyDictionary<string, object?>? extra, CancellationToken cancellationToken = default) =>
+        Encode(Render(messages, tools, extra: extra, cancellationToken: cancellationToken));
+
     /// <summary>Generation options for a reply: the template's stop tokens and strings added to <paramref name="options"/>, and its tool-call marker tokens kept as text.</summary>
     public GenerationOptions ForReply(GenerationOptions options) => options with
     {
@@ -98,8 +116,14 @@ public sealed class ChatFormatter
             : options.KeepSpecialTokens is null ? ToolMarkerTokens : new HashSet<int>([.. options.KeepSpecialTokens, .. ToolMarkerTokens]),
     };
 
-    /// <summary>Splits a finished reply into text and tool calls in this template's format.</summary>
+    /// <summary>Splits a finished reply into text, tool calls and reasoning in this template's format.</summary>
     public ParsedReply ParseReply(string text) => ToolCallParser.Parse(text, ToolFormat);
+
+    /// <summary>
+    /// A parser for one streamed reply: harmony replies are split as they come (reasoning, content and tool-call
+    /// arguments stream); other formats are held whole and parsed by <see cref="ParseReply"/> when complete.
+    /// </summary>
+    public IReplyParser CreateReplyParser() => IsHarmony ? new HarmonyReplyParser() : new WholeReplyParser(ToolFormat);
 
     private static Dictionary<string, object?> ToTemplate(ChatTurn m)
     {
@@ -110,6 +134,11 @@ public sealed class ChatFormatter
                 ["id"] = c.Id, ["type"] = "function",
                 ["function"] = new Dictionary<string, object?> { ["name"] = c.Name, ["arguments"] = ParseJsonOrString(c.Arguments) },
             }).ToList();
+        if (m.Reasoning is not null)
+        {
+            d["thinking"] = m.Reasoning;          // gpt-oss
+            d["reasoning_content"] = m.Reasoning; // Qwen3, DeepSeek-R1 and others
+        }
         if (m.ToolCallId is not null) d["tool_call_id"] = m.ToolCallId;
         if (m.Name is not null) d["name"] = m.Name;
         return d;

@@ -11,7 +11,8 @@ namespace OpenWeights.Inference.Chat;
 /// <remarks>
 /// Formats: Hermes/Qwen <c>&lt;tool_call&gt;\n{"name": .., "arguments": ..}\n&lt;/tool_call&gt;</c>; Llama 3.x
 /// <c>{"name": .., "parameters": ..}</c>; Mistral <c>[TOOL_CALLS][{"name": .., "arguments": ..}]</c>, or
-/// <c>[TOOL_CALLS]name[ARGS]{..}</c> when the template writes <c>[ARGS]</c>; other templates a bare
+/// <c>[TOOL_CALLS]name[ARGS]{..}</c> when the template writes <c>[ARGS]</c>; gpt-oss harmony
+/// <c>&lt;|channel|&gt;commentary to=functions.NAME &lt;|constrain|&gt;json&lt;|message|&gt;{..}</c> (no analysis first); other templates a bare
 /// <c>{"name": .., "arguments": ..}</c>. Parameter schemas are enforced within the JSON-schema subset of
 /// <see cref="JsonConstraint"/>; other validation keywords are not enforced (see <see cref="ConstraintPart.ToolArguments"/>).
 /// </remarks>
@@ -45,6 +46,8 @@ public static class ToolCallConstraint
             ToolCallFormat.Mistral when formatter.Template.Source.Contains("[ARGS]", StringComparison.Ordinal) =>
                 tools.Select(t => (IReadOnlyList<ConstraintPart>)[ConstraintPart.Exact(Enc("[TOOL_CALLS]" + t.Name + "[ARGS]")), ConstraintPart.ToolArguments(t.ParametersJson)]).ToList(),
             ToolCallFormat.Mistral => [[ConstraintPart.Exact(Enc("[TOOL_CALLS]")), ConstraintPart.ToolCall(specs, inArray: true)]],
+            ToolCallFormat.Harmony => tools.Select(t => (IReadOnlyList<ConstraintPart>)[
+                ConstraintPart.Exact(Enc("<|channel|>commentary to=functions." + t.Name + " <|constrain|>json<|message|>")), ConstraintPart.ToolArguments(t.ParametersJson)]).ToList(),
             _ => [[ConstraintPart.ToolCall(specs)]],
         };
     }

@@ -7,13 +7,14 @@ namespace OpenWeights.Inference.Chat;
 /// <summary>
 /// Finds tool calls in a model's reply: Hermes/Qwen <c>&lt;tool_call&gt;{...}&lt;/tool_call&gt;</c>, Llama 3.x
 /// <c>&lt;|python_tag|&gt;</c> / bare JSON <c>{"name":..,"parameters":..}</c>, Mistral <c>[TOOL_CALLS][...]</c> and
-/// <c>[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}</c> ([CALL_ID] optional).
+/// <c>[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}</c> ([CALL_ID] optional); gpt-oss harmony replies go to <see cref="HarmonyReplyParser"/>.
 /// What is not a well-formed call stays text.
 /// </summary>
 public static class ToolCallParser
 {
     public static ParsedReply Parse(string text, ToolCallFormat format = ToolCallFormat.Generic)
     {
+        if (format == ToolCallFormat.Harmony) return HarmonyReplyParser.Parse(text);
         var calls = new List<ChatToolCall>();
         string content = text;
         if (format is ToolCallFormat.Hermes or ToolCallFormat.Generic && text.Contains("<tool_call>", StringComparison.Ordinal))

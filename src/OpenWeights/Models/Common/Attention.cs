@@ -11,9 +11,9 @@ namespace OpenWeights.Models.Common;
 /// (key positions p with pos - p &lt; Window; 0 = every past key). Softcap: scores become cap·tanh(score/cap) (Gemma 2;
 /// 0 = none). Chunk: chunked attention (Llama 4's RoPE layers): positions fall into chunks of this many and a query
 /// attends only to the keys of its own chunk, (pos / Chunk)·Chunk .. pos (0 = no chunks). Unlike a sliding window, the
-/// first query of a chunk sees one key. Sinks: (heads) a learned logit per query head that joins the softmax's
-/// denominator and nothing else (gpt-oss's attention sinks: p_j = e^(s_j) / (Σ_k e^(s_k) + e^(sink_h)), so a head may
-/// attend to "nothing"); null = none.
+/// first query of a chunk sees one key. Sinks: (heads) a learned logit per query head that joins the softmax's denominator and nothing else
+/// (gpt-oss's attention sinks: p_j = e^(s_j) / (Σ_k e^(s_k) + e^(sink_h)), so a head may attend to "nothing");
+/// null = none.
 /// </summary>
 public readonly record struct AttentionParams(float Scale, int Window = 0, float Softcap = 0, int Chunk = 0, float[]? Sinks = null)
 {

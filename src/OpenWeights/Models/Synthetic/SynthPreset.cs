@@ -96,6 +96,15 @@ public sealed record SynthPreset(
         // token, intermediate_size 6144 (unused: every layer is MoE), rope 1e6, eps 1e-6, untied. ~30.5B total, 3.3B active.
         new("qwen3-30b-a3b", "qwen3moe", 151936, 2048, 48, 32, 4, 6144, 40960, 1000000f, 1e-6f, false, "qwen2", AddBos: false)
             { KeyLength = 128, ExpertCount = 128, ExpertsUsed = 8, ExpertFfnDim = 768 },
+        // allenai/OLMoE-1B-7B-0924 (config.json): 16 layers, d 2048, 16 heads of 128 (no GQA), 64 experts of 1024
+        // (intermediate_size, the experts' length in llama.cpp's olmoe), 8 per token, not renormalised, rope 10000, eps 1e-5,
+        // vocab 50304, untied, context 4096. ~6.9B total, ~1.3B active.
+        new("olmoe-1b-7b", "olmoe", 50304, 2048, 16, 16, 16, 1024, 4096, 10000f, 1e-5f, false, "olmo", AddBos: false)
+            { ExpertCount = 64, ExpertsUsed = 8 },
+        // mistralai/Mixtral-8x7B-v0.1 (config.json): llama with 8 experts of 14336, 2 per token, 32 layers, d 4096, 32/8
+        // heads, vocab 32000, rope 1e6, eps 1e-5, untied, context 32768. ~46.7B total, ~12.9B active.
+        new("mixtral-8x7b", "llama", 32000, 4096, 32, 32, 8, 14336, 32768, 1000000f, 1e-5f, false, "default", AddBos: true)
+            { ExpertCount = 8, ExpertsUsed = 2 },
         // meta-llama/Llama-4-Scout-17B-16E (config.json text_config): 48 layers, d 5120, 40 heads / 8 KV heads of 128,
         // every layer MoE (interleave_moe_layer_step 1, written: llama.cpp requires the key): 16 experts of 8192 (intermediate_size),
         // top-1, a shared expert of 8192; intermediate_size_mlp 16384 is the (unused) dense length; vocab 202048, rope_theta
@@ -119,6 +128,14 @@ public sealed record SynthPreset(
         // that a prefill groups tokens and a decode step skips most experts); untied so greedy runs say something
         new("tiny-qwen3moe", "qwen3moe", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-6f, false, "qwen2", AddBos: false)
             { KeyLength = 128, ExpertCount = 16, ExpertsUsed = 4, ExpertFfnDim = 256 },
+        // OLMoE test shape: 64 experts of 256 (feed_forward_length), 8 per token as the real one (more than 16 experts: the
+        // top-k tie rule is libstdc++'s introsort there, not a stable sort); no GQA (llama.cpp's olmoe sizes k_norm by dim)
+        new("tiny-olmoe", "olmoe", 1024, 256, 2, 4, 4, 256, 2048, 10000f, 1e-5f, false, "olmo", AddBos: false)
+            { ExpertCount = 64, ExpertsUsed = 8 },
+        // Mixtral test shape: a llama file with 8 experts of 512 (feed_forward_length), 2 per token; 8 experts also switch
+        // on llama.cpp's 8-expert quantization rules (attn_v / attn_k Q8_0, attn_output Q5_K in Q4_K_M)
+        new("tiny-mixtral", "llama", 1024, 256, 2, 4, 2, 512, 2048, 1000000f, 1e-5f, false, "llama-bpe", AddBos: true, ChatTemplate: Llama3)
+            { ExpertCount = 8, ExpertsUsed = 2 },
         // Llama 4 test shape: 4 layers (layer 3 NoPE with temperature, 0-2 chunked with QK-norm), experts in layers 1 and 3
         // (step 2, as Maverick), 16 experts of 256 top-1 (as Scout; 8 would give Q4_K_M its Mixtral rule, attn_output in Q5_K)
         // + a shared expert; Scout's llama3 frequency factors; a context past the 8192-chunk (which llama.cpp fixes) so

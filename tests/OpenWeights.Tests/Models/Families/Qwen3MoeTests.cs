@@ -12,7 +12,7 @@ public class Qwen3MoeTests(ITestOutputHelper output)
 {
     public static TheoryData<string, double, double> Types() => new()
     {
-        // type, max |diff| / max |logit|, min cosine. Measured worst of 16 positions: see the output lines.
+        // type, max |diff| / max |logit|, min cosine. Measured worst of 16 positions (seed 42): f32 5.0e-7, q8_0 1.7e-7, q4_k_m 3.6e-7 (cos 1.0000000).
         { "f32", 1e-5, 0.999999 },
         { "q8_0", 1e-5, 0.999999 },
         { "q4_k_m", 1e-5, 0.999999 },
