@@ -120,7 +120,7 @@ public static partial class PeftAdapter
         foreach (var t in st.Tensors)
         {
             var m = HfLoraName().Match(t.Name);
-            if (!m.Success && ExpertLoraName().IsMatch(t.Name))
+            if (ExpertLoraName().IsMatch(t.Name))
                 throw new OpenWeightsException($"{Path.GetFileName(stPath)}: tensor '{t.Name}' adapts a mixture-of-experts module (experts or router): LoRA on experts is not supported, only on the attention of MoE models");
             if (!m.Success)
                 throw new OpenWeightsException($"{Path.GetFileName(stPath)}: tensor '{t.Name}' is not a LoRA A/B matrix of a supported projection ({string.Join(", ", known.Select(x => x.Peft))})");
@@ -192,9 +192,10 @@ public static partial class PeftAdapter
         bool Bool(string k) => o[k] is JsonValue v && v.TryGetValue(out bool b) && b;
     }
 
-    // base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight, optionally with an adapter name (".default")
-    // or without the "base_model.model." prefix; Llama 4 names its feed-forward feed_forward (not mlp).
-    [GeneratedRegex(@"^(?:base_model\.model\.)?(?:model\.)?layers\.(\d+)\.((?:self_attn|mlp|feed_forward)\.[a-z_]+)\.lora_(A|B)(?:\.[A-Za-z0-9_\-]+)?\.weight$")]
+    // base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight (mlp.down_proj, Llama 4's feed_forward.up_proj, ...),
+    // optionally with an adapter name (".default") or without the "base_model.model." prefix; the module is then looked up
+    // in the architecture's table.
+    [GeneratedRegex(@"^(?:base_model\.model\.)?(?:model\.)?layers\.(\d+)\.([a-z_]+\.[a-z_]+)\.lora_(A|B)(?:\.[A-Za-z0-9_\-]+)?\.weight$")]
     private static partial Regex HfLoraName();
 
     // an expert or router module of a MoE checkpoint: mlp.experts.3.gate_proj, block_sparse_moe.experts.3.w1, mlp.gate, block_sparse_moe.gate

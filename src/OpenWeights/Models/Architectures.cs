@@ -409,7 +409,7 @@ public static class Architectures
         public const string FfnNorm = "ffn_norm.weight", FfnGate = "ffn_gate.weight", FfnUp = "ffn_up.weight", FfnDown = "ffn_down.weight";
         public const string FfnPostNorm = "post_ffw_norm.weight";
         // biases on the norms and the attention output (Phi-3.5-MoE), and on the final norm and the output head
-        public const string AttnNormBias = "attn_norm.bias", FfnNormBias = "ffn_norm.bias";
+        public const string AttnNormBias = "attn_norm.bias", FfnNormBias = "ffn_norm.bias"; // attn_output.bias: AttnOutBias above
         public const string OutputNormBias = "output_norm.bias", OutputBias = "output.bias";
         // mixture of experts: router (+ bias), 3-D expert tensors (+ per-expert biases), shared expert
         public const string FfnGateInp = "ffn_gate_inp.weight", FfnGateInpBias = "ffn_gate_inp.bias";

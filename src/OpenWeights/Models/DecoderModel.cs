@@ -77,6 +77,11 @@ public abstract class DecoderModel : IDisposable
     public virtual LayerAttention AttentionOf(int layer) => defaultAttention;
     private readonly LayerAttention defaultAttention;
 
+    /// <summary>Whether the GGUF's post_attention_norm (<see cref="DecoderLayer.AttnPostNorm"/>) is the feed-forward's
+    /// pre-norm, as in gpt-oss's files, rather than a norm on the attention output before the residual add (Gemma 2/3,
+    /// OLMo 2). Training's generic block reads it.</summary>
+    public virtual bool PostAttentionNormIsFfnNorm => false;
+
     /// <summary>The feed-forward non-linearity (SwiGLU for Llama, GeGLU for Gemma).</summary>
     public virtual Activation FeedForwardActivation => Activation.SiLU;
 

@@ -35,8 +35,8 @@ public sealed class ExpertFeedForward
     private static float[] Ensure(ref float[] b, int len) { if (b.Length < len) b = new float[len]; return b; }
     private static int[] Ensure(ref int[] b, int len) { if (b.Length < len) b = new int[len]; return b; }
 
-    /// <summary>Whether training can differentiate this activation (SwiGLU, GeGLU); the others are refused at setup.</summary>
-    public static bool Supports(Activation act) => act is Activation.SiLU or Activation.GeluTanh;
+    /// <summary>Whether training can differentiate this activation (SwiGLU, GeGLU, gpt-oss's clamped SwiGLU); others are refused at setup.</summary>
+    public static bool Supports(Activation act) => act is Activation.SiLU or Activation.GeluTanh or Activation.SwiGluOai;
 
     /// <summary>y = moe(x). x: (n, dim) the normed input; y: (n, dim), written.</summary>
     public void Forward(ExpertLayer m, ReadOnlySpan<float> x, Span<float> yOut, int n, Activation act, int threads)
@@ -148,8 +148,7 @@ public sealed class ExpertFeedForward
             TrainOps.LinearBackwardInput(m.Down[e].Weight, dye.AsSpan(start * dim, cnt * dim), dh, cnt, threads);   // dh = dy_e·W_down
             var gs = g.AsSpan(start * ffn, cnt * ffn); var us = u.AsSpan(start * ffn, cnt * ffn);
             var dgs = dg.AsSpan(0, cnt * ffn); var dus = dg.AsSpan(slots * ffn, cnt * ffn);
-            if (act == Activation.SiLU) TrainOps.SwiGluBackward(dh, gs, us, dgs, dus);
-            else TrainOps.GeGluBackward(dh, gs, us, dgs, dus);
+            ActivateBackward(act, dh, gs, us, dgs, dus);
             var dxs = dxe.AsSpan(start * dim, cnt * dim);
             TrainOps.LinearBackwardInput(m.Gate[e].Weight, dgs, dxs, cnt, threads);                                 // dx_e = dg·W_gate
             TrainOps.LinearBackwardInput(m.Up[e].Weight, dus, dxs, cnt, threads);                                   //      + du·W_up
@@ -183,8 +182,7 @@ public sealed class ExpertFeedForward
             TrainOps.LinearBackwardInput(sx.Down.Weight, dy, dh, n, threads);
             var d2 = Ensure(ref sdh, 2 * n * f);
             var dgs = d2.AsSpan(0, n * f); var dus = d2.AsSpan(n * f, n * f);
-            if (act == Activation.SiLU) TrainOps.SwiGluBackward(dh, sg.AsSpan(0, n * f), su.AsSpan(0, n * f), dgs, dus);
-            else TrainOps.GeGluBackward(dh, sg.AsSpan(0, n * f), su.AsSpan(0, n * f), dgs, dus);
+            ActivateBackward(act, dh, sg.AsSpan(0, n * f), su.AsSpan(0, n * f), dgs, dus);
             TrainOps.LinearBackwardInput(sx.Gate.Weight, dgs, dx, n, threads);
             TrainOps.LinearBackwardInput(sx.Up.Weight, dus, dx, n, threads);
         }
@@ -278,7 +276,22 @@ public sealed class ExpertFeedForward
 
     private void Activate(Activation act, ReadOnlySpan<float> gs, ReadOnlySpan<float> us, Span<float> h)
     {
-        if (act == Activation.SiLU) TrainOps.SwiGluForward(gs, us, h);
-        else TrainOps.GeGluForward(gs, us, h, GeluFormula);
+        switch (act)
+        {
+            case Activation.SiLU: TrainOps.SwiGluForward(gs, us, h); break;
+            case Activation.GeluTanh: TrainOps.GeGluForward(gs, us, h, GeluFormula); break;
+            default: TrainOps.SwiGluOaiForward(gs, us, h); break;
+        }
+    }
+
+    /// <summary>dg, du (written) of h = act(g, u) for dh.</summary>
+    internal static void ActivateBackward(Activation act, ReadOnlySpan<float> dh, ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> dg, Span<float> du)
+    {
+        switch (act)
+        {
+            case Activation.SiLU: TrainOps.SwiGluBackward(dh, g, u, dg, du); break;
+            case Activation.GeluTanh: TrainOps.GeGluBackward(dh, g, u, dg, du); break;
+            default: TrainOps.SwiGluOaiBackward(dh, g, u, dg, du); break;
+        }
     }
 }

@@ -139,7 +139,7 @@ public sealed class LoraModel
         bool unitQkNorm = Enumerable.Range(0, c.Layers).Any(l => model.AttentionOf(l).QkNormAfterRope);
         if (unitQkNorm && model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null))
             throw new OpenWeightsException($"LoRA training on {c.Architecture.Name} models is not supported: a QK-norm both before and after the rotary embedding");
-        parts = new Parts(unitQkNorm || model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null), model.Layers.Any(L => L.AttnPostNorm is not null),
+        parts = new Parts(unitQkNorm || model.Layers.Any(L => L.QNorm is not null || L.KNorm is not null), model.Layers.Any(L => L.AttnPostNorm is not null && !model.PostAttentionNormIsFfnNorm),
             model.Layers.Any(L => L.FfnPostNorm is not null), fusedQkv || fusedGateUp, model.Layers.Any(L => L.Experts is not null));
         if (parts.Moe && !ExpertFeedForward.Supports(model.FeedForwardActivation))
             throw new OpenWeightsException($"LoRA training on {c.Architecture.Name} models is not supported: their experts' {model.FeedForwardActivation} activation has no backward here");
@@ -303,7 +303,7 @@ public sealed class LoraModel
         }
         if (at.Temperature is { } temp) ScaleByTemperature(a.Q, temp, n, start);                      // q *= temperature(pos) (Llama 4)
         TrainOps.AttentionForward(a.Q, a.K, a.V, a.Att, a.Lse, start, n, c.Heads, c.KvHeads, c.HeadDim, th, at.Params); // att = softmax(cap(s·qkᵀ))v
-        if (L.AttnPostNorm is { } apn)
+        if (AttnPostNormOf(L) is { } apn)
         {
             P[Proj.O]!.Forward(a.Att, a.O, n, th, s);                                                           // o = Wo·att
             TrainOps.PostNormResidualForward(xin, a.O, apn, a.H, a.RstdO, n, dim, c.RmsEps);             // h = x_in + rmsnorm(o)
@@ -313,7 +313,7 @@ public sealed class LoraModel
             P[Proj.O]!.Forward(a.Att, a.H, n, th, s);                                                           // h = Wo·att
             TensorPrimitives.Add(a.H.AsSpan(0, nd), xin.AsSpan(0, nd), a.H.AsSpan(0, nd));                // h += x_in
         }
-        if (L.FfnNorm is { } fn) TrainOps.RmsNormForward(a.H, fn, a.Xn2, a.Rstd2, n, dim, c.RmsEps);     // xn2 = rmsnorm(h)
+        if (FfnNormOf(L) is { } fn) TrainOps.RmsNormForward(a.H, fn, a.Xn2, a.Rstd2, n, dim, c.RmsEps);     // xn2 = rmsnorm(h)
         else a.H.AsSpan(0, nd).CopyTo(a.Xn2);                                                             // xn2 = h (OLMo 2)
         if (L.FfnNormBias is { } fnb) Blocks.AddRows(a.Xn2, fnb, n);                                     // xn2 += b (Phi-3.5-MoE)
         if (L.Experts is { } moe)
@@ -338,7 +338,8 @@ public sealed class LoraModel
         }
         var gs = a.G.AsSpan(0, n * c.FfnDim); var us = a.U.AsSpan(0, n * c.FfnDim);
         if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluForward(gs, us, a.Hh);        // hh = silu(g)·u
-        else TrainOps.GeGluForward(gs, us, a.Hh, GeluFormula);                                            // hh = gelu(g)·u (Gemma)
+        else if (Model.FeedForwardActivation == Activation.GeluTanh) TrainOps.GeGluForward(gs, us, a.Hh, GeluFormula); // hh = gelu(g)·u (Gemma)
+        else TrainOps.SwiGluOaiForward(gs, us, a.Hh);                                                     // gpt-oss's clamped SwiGLU
         if (L.FfnPostNorm is { } fpn)
         {
             P[Proj.Down]!.Forward(a.Hh, a.F, n, th, s);                                                            // f = Wdown·hh
@@ -369,7 +370,7 @@ public sealed class LoraModel
         }
         else FeedForwardBackward(l, a, df, dxn, n, s);
         // xn2 = ffn_norm(h): dh += norm'(dxn2) (dh += dxn2 without a norm)
-        if (L.FfnNorm is { } fn) TrainOps.RmsNormBackward(dxn, a.H, fn, a.Rstd2, dh, default, n, dim);
+        if (FfnNormOf(L) is { } fn) TrainOps.RmsNormBackward(dxn, a.H, fn, a.Rstd2, dh, default, n, dim);
         else TensorPrimitives.Add(dh.AsSpan(0, nd), dxn.AsSpan(0, nd), dh.AsSpan(0, nd));
         AttentionBackward(l, xin, dx, a, dh, n, start, s);
     }
@@ -384,8 +385,7 @@ public sealed class LoraModel
         P[Proj.Down]!.Backward(df, a.Hh, dhh, n, th, s);
         // hh = act(g)·u
         var dg = g.Dg; var du = g.Du;
-        if (Model.FeedForwardActivation == Activation.SiLU) TrainOps.SwiGluBackward(dhh, a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
-        else TrainOps.GeGluBackward(dhh.AsSpan(0, n * ffn), a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
+        ExpertFeedForward.ActivateBackward(Model.FeedForwardActivation, dhh.AsSpan(0, n * ffn), a.G.AsSpan(0, n * ffn), a.U.AsSpan(0, n * ffn), dg, du);
         // g = Wgate·xn2, u = Wup·xn2
         if (FusedGateUp[l] is { } gu)
         {
@@ -409,7 +409,7 @@ public sealed class LoraModel
         var dxn = g.Dxn;
         // h = x_in + post(o): do = post'(dh) (dh itself without a post-norm)
         var dO = dh;
-        if (L.AttnPostNorm is { } apn) { TrainOps.PostNormResidualBackward(dh, a.O, apn, a.RstdO, g.Do, n, dim); dO = g.Do; }
+        if (AttnPostNormOf(L) is { } apn) { TrainOps.PostNormResidualBackward(dh, a.O, apn, a.RstdO, g.Do, n, dim); dO = g.Do; }
         // o = Wo·att
         var datt = g.Datt; Array.Clear(datt);
         P[Proj.O]!.Backward(dO, a.Att, datt, n, th, s);
@@ -452,6 +452,13 @@ public sealed class LoraModel
         if (L.AttnNorm is { } an) TrainOps.RmsNormBackward(dxn, xin, an, a.Rstd1, dx, default, n, dim);
         else TensorPrimitives.Add(dx.AsSpan(0, nd), dxn.AsSpan(0, nd), dx.AsSpan(0, nd));
     }
+
+    /// <summary>The norm on the attention output before the residual add (Gemma, OLMo 2); null when the family has none or
+    /// its post_attention_norm is the feed-forward's pre-norm (gpt-oss).</summary>
+    private float[]? AttnPostNormOf(DecoderLayer L) => Model.PostAttentionNormIsFfnNorm ? null : L.AttnPostNorm;
+
+    /// <summary>The feed-forward's pre-norm: ffn_norm, or gpt-oss's post_attention_norm.</summary>
+    private float[]? FfnNormOf(DecoderLayer L) => L.FfnNorm ?? (Model.PostAttentionNormIsFfnNorm ? L.AttnPostNorm : null);
 
     /// <summary>Splits each row of a fused output (n, w0 + w1 [+ w2]) into its parts: (n, w0), (n, w1) [, (n, w2)].</summary>
     private static void Unfuse(float[] fused, int n, float[] p0, int w0, float[] p1, int w1, float[]? p2 = null, int w2 = 0)

@@ -253,6 +253,33 @@ public static class TrainOps
         }
     }
 
+    // ---------------------------------------------------------------- clamped SwiGLU (gpt-oss's swiglu_oai)
+
+    /// <summary>h = x·σ(α·x)·(y + 1), x = min(g, limit), y = clamp(u, ±limit), with the inference kernel's arithmetic
+    /// (<see cref="Ops.SwiGluOai"/>). g, u, h: (n*ffn).</summary>
+    public static void SwiGluOaiForward(ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> h)
+    {
+        h = h[..g.Length];
+        g.CopyTo(h);
+        Ops.SwiGluOai(h, u);
+    }
+
+    /// <summary>
+    /// Backward of h = x·σ(αx)·(y + 1), x = min(g, limit), y = clamp(u, ±limit): du = dh·x·σ(αx) where |u| &lt; limit (else 0);
+    /// dg = dh·(y + 1)·σ(αx)·(1 + αx·(1 − σ(αx))) where g &lt; limit (else 0). Written, not accumulated.
+    /// </summary>
+    public static void SwiGluOaiBackward(ReadOnlySpan<float> dh, ReadOnlySpan<float> g, ReadOnlySpan<float> u, Span<float> dg, Span<float> du)
+    {
+        const float alpha = Ops.OaiAlpha, limit = Ops.OaiLimit;
+        for (int i = 0; i < g.Length; i++)
+        {
+            float x = MathF.Min(g[i], limit), y = Math.Clamp(u[i], -limit, limit);
+            float sg = 1f / (1f + MathF.Exp(-alpha * x));
+            du[i] = u[i] > -limit && u[i] < limit ? dh[i] * x * sg : 0f;
+            dg[i] = g[i] < limit ? dh[i] * (y + 1f) * sg * (1f + alpha * x * (1f - sg)) : 0f;
+        }
+    }
+
     /// <summary>The first key token t attends to: its document's first token, or the window's or its chunk's (chunks of
     /// document positions, Llama 4) when that is later.</summary>
     private static int FirstKey(int docStart, int t, int window, int chunk) =>

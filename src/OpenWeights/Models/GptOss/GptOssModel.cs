@@ -47,6 +47,9 @@ public sealed class GptOssModel : DecoderModel
     // differs from Llama: the clamped SwiGLU of the experts, (up + 1) · gate·σ(1.702·gate)
     public override Activation FeedForwardActivation => Activation.SwiGluOai;
 
+    /// <summary>post_attention_norm is the feed-forward's pre-norm (see Block).</summary>
+    public override bool PostAttentionNormIsFfnNorm => true;
+
     protected override void Block(int l, RunState s, int n, int threads)
     {
         var c = Config; var L = Layers[l]; var a = attention[l];

@@ -98,7 +98,7 @@ public static class SyntheticModel
     public static IReadOnlyList<PlannedTensor> Plan(SynthPreset p, SynthType type)
     {
         var spec = Architectures.Get(p.Architecture);
-        int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd, ne = p.ExpertCount, fe = p.EffectiveExpertFfnDim, fs = p.SharedExpertFfnDim;
+        int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd, ne = p.ExpertCount, fe = p.EffectiveExpertFfnDim, fs = spec.SharedExpertFfnIsExpertFfn ? fe : p.SharedExpertFfnDim;
         var tensors = new List<(string Name, long[] Dims, int Layer, float Std)>
         {
             (TokenEmbedding, [p.Dim, p.VocabSize], -1, 0.02f),
