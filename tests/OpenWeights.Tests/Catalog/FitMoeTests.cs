@@ -210,12 +210,17 @@ public class FitMoeTests
         Assert.Equal((k.Architecture, k.Layers, k.Dim, k.ExpertCount, k.ExpertsUsed, k.EffectiveExpertFfnDim), (q.Architecture, q.Layers, q.Dim, q.ExpertCount, q.ExpertsUsed, q.EffectiveExpertFfnDim));
         Assert.Equal(768, q.EffectiveExpertFfnDim);
 
-        // Mixtral 8x7B (llama with experts): the expert size is estimated from the routed parameters (45.07B over
-        // 32 layers × 8 experts × 3 × 4096 = 14326, rounded to 14336, which is Mixtral's published intermediate_size)
+        // Mixtral 8x7B (llama with experts) has an exact preset too: its experts are feed_forward_length (14336) wide
+        var mx = ShapePreset.For(Shape("mixtral-8x7b"));
+        Assert.Equal(("llama", 8, 2, 14336), (mx.Architecture, mx.ExpertCount, mx.ExpertsUsed, mx.EffectiveExpertFfnDim));
+
+        // Mixtral 8x22B has none: the expert size is estimated from the routed parameters, and said so; the published
+        // intermediate_size is 16384 (the catalog's parameter counts are rounded, so within 6%)
         var notes = new List<string>();
-        var mx = ShapePreset.For(Shape("mixtral-8x7b"), notes);
-        Assert.Equal(("llama", 8, 2, 14336, 14336), (mx.Architecture, mx.ExpertCount, mx.ExpertsUsed, mx.ExpertFfnDim, mx.EffectiveExpertFfnDim));
-        Assert.Contains(notes, n => n.Contains("expert feed-forward size 14336 estimated"));
+        var mx22 = ShapePreset.For(Shape("mixtral-8x22b"), notes);
+        Assert.Equal(("llama", 8, 2), (mx22.Architecture, mx22.ExpertCount, mx22.ExpertsUsed));
+        Assert.InRange(mx22.EffectiveExpertFfnDim, 16384 * 0.94, 16384 * 1.06);
+        Assert.Contains(notes, n => n.Contains("estimated"));
 
         // a shared expert's size is not in the catalog: refused with one line, not a wrong model
         var scout = Shape("llama-4-scout") with { Architecture = "llama" };

@@ -186,7 +186,9 @@ public class JinjaLimitTests
         var tok = OpenWeights.Tokenizers.Tokenizer.FromGguf(m.Source);
         var f = new OpenWeights.Inference.Chat.ChatFormatter(tok,
             "{% for i in range(100000) %}{% for j in range(100000) %}{{ messages[0].content }}{% endfor %}{% endfor %}");
-        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(100));
+        // cancelled 1 ms in: far sooner than the render could reach its step limit (20M steps take tens of ms), so only a
+        // token that reaches the render ends it with OperationCanceledException (without it: TemplateLimitException)
+        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(1));
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Task.Run(() =>
             f.EncodeConversation([OpenWeights.Inference.Chat.ChatTurn.User("x")], null, cts.Token)));
     }
