@@ -14,10 +14,16 @@ public static class SynthCommand
         var seed = new Option<ulong>("--seed") { Description = "Weights seed", DefaultValueFactory = _ => 42 };
         var threads = CommonOptions.Threads();
         var quiet = CommonOptions.Quiet();
-        var cmd = new Command("synth", "Write a random-weight GGUF with the exact shape of a known model (for benchmarks and tests)") { preset, type, output, seed, threads, quiet };
+        var layers = new Option<int?>("--layers") { Description = "Keep only the first N layers (a reduced model with the real layer shapes: quick to write, for profiling and tests)" };
+        var cmd = new Command("synth", "Write a random-weight GGUF with the exact shape of a known model (for benchmarks and tests)") { preset, type, output, seed, layers, threads, quiet };
         cmd.SetAction(pr =>
         {
             var p = SynthPreset.Get(pr.GetValue(preset)!);
+            if (pr.GetValue(layers) is int n)
+            {
+                if (n < 1 || n > p.Layers) throw new OpenWeightsException($"--layers {n}: {p.Name} has {p.Layers} layers; give 1 to {p.Layers}");
+                p = p with { Layers = n };
+            }
             var t = SynthType.Parse(pr.GetValue(type)!);
             var path = pr.GetValue(output)!;
             if (Directory.Exists(path)) throw new OpenWeightsException($"{path} is a directory");

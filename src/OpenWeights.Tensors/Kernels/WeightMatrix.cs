@@ -118,8 +118,7 @@ public sealed unsafe class WeightMatrix
         var kernel = QuantDot.For(Type);
         fixed (float* px = x, py = y)
         {
-            int chunk = Math.Max(1, Rows / (Math.Max(1, threads) * 16));
-            if (n >= 8) chunk = Math.Max(1, Math.Min(chunk, 16));
+            int chunk = RowsPerChunk(n, threads);
             var job = new MatMulJob { W = Data, RowBytes = RowBytes, Type = Type, Rows = Rows, Cols = Cols, N = n, Y = py, RowsPerChunk = chunk };
             if (!kernel.IsValid)
             {
@@ -149,13 +148,181 @@ public sealed unsafe class WeightMatrix
         }
     }
 
+    /// <summary>
+    /// Several MatMuls run as one pool job: Y_i = X_i·W_iᵀ for each part i, X_i: (N_i, W_i.Cols) at x[XOffset..],
+    /// Y_i: (N_i, W_i.Rows) at y[YOffset..]. The parts' activation rows are converted once (parts that read the same rows
+    /// in the same format share one conversion: an expert's gate and up), then the row chunks of all parts are the items
+    /// of a single job, so the threads balance over all of them and a mixture-of-experts decode step costs one
+    /// dispatch for its k experts' gate and up instead of 2k. Each part's result is bit-identical to its own
+    /// <see cref="MatMul"/> (the same kernels on the same activation rows).
+    /// </summary>
+    public static void MatMulMany(ReadOnlySpan<float> x, Span<float> y, ReadOnlySpan<MatMulPart> parts, int threads)
+    {
+        if (parts.Length == 0) return;
+        if (QuantDot.UseF32Reference || parts.Length == 1)
+        {
+            foreach (var part in parts) part.W.MatMul(x[part.XOffset..], y[part.YOffset..], part.N, threads);
+            return;
+        }
+        var plan = manyScratch ??= new ManyPlan();
+        plan.Ensure(parts.Length);
+        // 1. each part's activation format and the bytes of its converted rows (shared where rows and format agree)
+        long qBytes = 0;
+        for (int i = 0; i < parts.Length; i++)
+        {
+            var (w, n) = (parts[i].W, parts[i].N);
+            if (n <= 0 || x.Length < parts[i].XOffset + (long)n * w.Cols || y.Length < parts[i].YOffset + (long)n * w.Rows)
+                throw new ArgumentException("matmul buffers too small");
+            ref var d = ref plan.Parts[i];
+            d = default;
+            if (w.packed is not null) { d.Activation = w.layout.Activation; d.Scale = w.layout.ActivationScale; d.XBytes = QuantDot.ActivationBytes(d.Activation, w.Cols); if (d.XBytes % 4096 == 0) d.XBytes += 64; }
+            else
+            {
+                var kernel = QuantDot.For(w.Type);
+                d.Activation = kernel.IsValid ? kernel.Activation : GgmlType.F32;
+                d.XBytes = d.Activation == GgmlType.F32 ? w.Cols * sizeof(float) : QuantDot.ActivationBytes(d.Activation, w.Cols);
+            }
+            d.Shared = -1;
+            if (d.Activation == GgmlType.F32) continue;
+            for (int j = 0; j < i; j++)
+            {
+                ref var o = ref plan.Parts[j];
+                if (o.Activation == d.Activation && o.Scale == d.Scale && o.XBytes == d.XBytes && parts[j].XOffset == parts[i].XOffset
+                    && parts[j].N == n && parts[j].W.Cols == w.Cols) { d.Shared = o.Shared >= 0 ? o.Shared : j; break; }
+            }
+            if (d.Shared < 0) { d.QOffset = qBytes; qBytes += (long)d.XBytes * n; }
+        }
+        byte[] buf = ActivationScratch(Math.Max(1, qBytes));
+        fixed (float* px = x, py = y)
+        fixed (byte* pq = buf)
+        fixed (ManyItem* items = plan.Items)
+        {
+            // 2. convert the activation rows: one job over (part, 4 tokens)
+            int quantItems = 0, totalRows = 0;
+            for (int i = 0; i < parts.Length; i++)
+            {
+                ref var d = ref plan.Parts[i];
+                if (d.Activation == GgmlType.F32 || d.Shared >= 0) continue;
+                items[quantItems++] = new ManyItem
+                {
+                    Quant = new QuantizeJob { Activation = d.Activation, Scale = d.Scale, X = px + parts[i].XOffset, Q = pq + d.QOffset, Cols = parts[i].W.Cols, XBytes = d.XBytes, N = parts[i].N, TokensPerChunk = 4 },
+                };
+                totalRows += parts[i].N;
+            }
+            if (quantItems > 0)
+            {
+                var qj = new ManyJob { Items = items, Count = quantItems, Quantize = true };
+                int chunks = 0;
+                for (int i = 0; i < quantItems; i++) { items[i].First = chunks; chunks += (items[i].Quant.N + 3) / 4; }
+                if (totalRows >= 16 && threads > 1) WorkerPool.For(threads, chunks, ref qj);
+                else for (int c = 0; c < chunks; c++) qj.Execute(c);
+            }
+            // 3. the row chunks of every part: one job
+            int total = 0;
+            for (int i = 0; i < parts.Length; i++)
+            {
+                ref var d = ref plan.Parts[i];
+                var w = parts[i].W;
+                int n = parts[i].N;
+                byte* q = d.Activation == GgmlType.F32 ? (byte*)(px + parts[i].XOffset) : pq + plan.Parts[d.Shared >= 0 ? d.Shared : i].QOffset;
+                ref var it = ref items[i];
+                it = new ManyItem { First = total };
+                if (w.packed is { } pk)
+                {
+                    int groups = w.Rows / InterleavedLayout.GroupRows, perChunk = w.GroupsPerChunk(n, threads);
+                    it.Packed = true;
+                    it.Group = new PackedJob
+                    {
+                        W = pk.Pointer, GroupBytes = w.layout.GroupBytes(w.Cols), Layout = w.layout, X = q, XBytes = d.XBytes, Y = py + parts[i].YOffset,
+                        Rows = w.Rows, Cols = w.Cols, N = n, Groups = groups, GroupsPerChunk = perChunk, Simd = QuantDot.Avx2Path, MultiToken = QuantDot.UseMultiToken,
+                    };
+                    total += (groups + perChunk - 1) / perChunk;
+                }
+                else
+                {
+                    var kernel = QuantDot.For(w.Type);
+                    int chunk = w.RowsPerChunk(n, threads);
+                    it.Row = new MatMulJob { W = w.Data, RowBytes = w.RowBytes, Type = w.Type, Rows = w.Rows, Cols = w.Cols, N = n, Y = py + parts[i].YOffset, RowsPerChunk = chunk, X = q, XBytes = d.XBytes };
+                    if (kernel.IsValid)
+                    {
+                        it.Row.Dot = kernel.Dot; it.Row.Dot4 = QuantDot.UseMultiToken ? kernel.Dot4 : null;
+                        it.Row.Dot8 = QuantDot.UseMultiToken && QuantDot.UseEightToken ? kernel.Dot8 : null;
+                    }
+                    total += (w.Rows + chunk - 1) / chunk;
+                }
+            }
+            var job = new ManyJob { Items = items, Count = parts.Length };
+            WorkerPool.For(threads, total, ref job);
+        }
+    }
+
+    /// <summary>Rows per work item of a row-kernel MatMul of n tokens.</summary>
+    private int RowsPerChunk(int n, int threads)
+    {
+        int chunk = Math.Max(1, Rows / (Math.Max(1, threads) * 16));
+        return n >= 8 ? Math.Max(1, Math.Min(chunk, 16)) : chunk;
+    }
+
+    /// <summary>8-row groups per work item of an interleaved MatMul of n tokens.</summary>
+    private int GroupsPerChunk(int n, int threads)
+    {
+        int perChunk = Math.Max(1, Rows / InterleavedLayout.GroupRows / (Math.Max(1, threads) * 16));
+        if (n >= 8) return Math.Max(2, Math.Min(perChunk & ~1, 4)); // even: the F16 prefill kernel takes groups in pairs
+        return (perChunk + 3) & ~3; // whole quads of groups: the F16 single-token kernel runs 4 groups' chains at once
+    }
+
+    /// <summary>A part's activation rows in <see cref="MatMulMany"/>: their format, and where they are converted to.</summary>
+    private struct ManyPart
+    {
+        public GgmlType Activation; public float Scale; public int XBytes;
+        public long QOffset;   // of its converted rows in the scratch
+        public int Shared;     // the earlier part whose converted rows it reads, or -1
+    }
+
+    /// <summary>One part of a <see cref="ManyJob"/>: its first item and the job that runs its chunks.</summary>
+    private struct ManyItem
+    {
+        public int First;
+        public bool Packed;
+        public MatMulJob Row;
+        public PackedJob Group;
+        public QuantizeJob Quant;
+    }
+
+    /// <summary>Items [0, Σ chunks) of several parts: item i runs chunk i − First of the part whose range holds it.</summary>
+    private struct ManyJob : IPoolJob
+    {
+        public ManyItem* Items; public int Count; public bool Quantize;
+
+        public readonly void Execute(int i)
+        {
+            int lo = 0, hi = Count - 1;
+            while (lo < hi) { int mid = (lo + hi + 1) >> 1; if (Items[mid].First <= i) lo = mid; else hi = mid - 1; }
+            ref var it = ref Items[lo];
+            int c = i - it.First;
+            if (Quantize) it.Quant.Execute(c);
+            else if (it.Packed) it.Group.Execute(c);
+            else it.Row.Execute(c);
+        }
+    }
+
+    private sealed class ManyPlan
+    {
+        public ManyPart[] Parts = [];
+        public ManyItem[] Items = [];
+        public void Ensure(int n)
+        {
+            if (Parts.Length < n) { Parts = new ManyPart[n]; Items = new ManyItem[n]; }
+        }
+    }
+
+    [ThreadStatic] private static ManyPlan? manyScratch;
+
     /// <summary>MatMul over the interleaved copy: activations in the layout's format, 8-row groups split over the pool.</summary>
     private void MatMulPacked(byte* p, ReadOnlySpan<float> x, Span<float> y, int n, int threads)
     {
         int groups = Rows / InterleavedLayout.GroupRows;
-        int perChunk = Math.Max(1, groups / (Math.Max(1, threads) * 16));
-        if (n >= 8) perChunk = Math.Max(2, Math.Min(perChunk & ~1, 4)); // even: the F16 prefill kernel takes groups in pairs
-        else perChunk = (perChunk + 3) & ~3; // whole quads of groups: the F16 single-token kernel runs 4 groups' chains at once
+        int perChunk = GroupsPerChunk(n, threads);
         int xb = QuantDot.ActivationBytes(layout.Activation, Cols);
         // rows a multiple of 4 KiB apart would all map to the same L1 sets: 8 token rows and the weight stream then
         // evict each other (8-way cache); one cache line of padding staggers them
@@ -321,6 +488,10 @@ public sealed unsafe class WeightMatrix
     private static byte[] ActivationScratch(long n) =>
         actScratch is { } s && s.Length >= n ? s : actScratch = GC.AllocateUninitializedArray<byte>((int)Math.Max(n, 1 << 16));
 }
+
+/// <summary>One product of <see cref="WeightMatrix.MatMulMany"/>: Y = X·Wᵀ, X: (N, W.Cols) from offset XOffset of the
+/// batch's input, Y: (N, W.Rows) from offset YOffset of its output (offsets in floats).</summary>
+public readonly record struct MatMulPart(WeightMatrix W, int XOffset, int YOffset, int N);
 
 /// <summary>Decodes a row of any supported type to F32 (bit-exact with ggml's dequantizers).</summary>
 public static class RowDecoder

@@ -45,8 +45,10 @@ public sealed class SharedExpert(Linear gate, Linear up, Linear down)
 /// shared expert's, where the family has one).
 /// The experts are the 3-D GGUF tensors ffn_gate_exps / ffn_up_exps (ggml [dim, ffn_exp, n_expert]) and ffn_down_exps
 /// ([ffn_exp, dim, n_expert]) in their stored type; expert e is a <see cref="Linear"/> view of its rows (a byte range),
-/// never a copy. A batch is grouped by expert: each expert with tokens runs one MatMul over all of them, so its weights
-/// are read once per batch; a decode step reads only the k routed experts (<see cref="ExpertBytesRead"/> counts them).
+/// never a copy. A batch is grouped by expert: each expert with tokens multiplies all of them at once, so its weights
+/// are read once per batch, and the experts' products run as one pool job (<see cref="WeightMatrix.MatMulMany"/>: gate and
+/// up of every routed expert, then down), as llama.cpp's mul_mat_id does; a decode step reads only the k routed experts
+/// (<see cref="ExpertBytesRead"/> counts them).
 /// </summary>
 public sealed class ExpertLayer
 {
@@ -115,27 +117,45 @@ public sealed class ExpertLayer
         for (int e = 0; e < ne; e++) m.Starts[e + 1] = m.Starts[e] + m.Counts[e];
         for (int e = 0; e < ne; e++) m.Counts[e] = m.Starts[e];
         for (int i = 0; i < n * k; i++) m.Order[m.Counts[m.Ids[i]]++] = i;
+        for (int i = 0; i < n * k; i++) m.Position[m.Order[i]] = i;
 
+        // xe = the rows routed to each expert, experts in order: (n·k, dim); one token without weights first reads x itself
+        bool gather = n > 1 || Routing.WeightBeforeFfn;
+        for (int i = 0; gather && i < n * k; i++)
+        {
+            int slot = m.Order[i];
+            var row = m.Xe.AsSpan(i * dim, dim);
+            s.Xb.AsSpan(slot / k * dim, dim).CopyTo(row);
+            if (Routing.WeightBeforeFfn) TensorPrimitives.Multiply(row, m.Weights[slot], row);
+        }
+        ReadOnlySpan<float> xe = gather ? m.Xe : s.Xb;
+
+        // he = gate(xe), he2 = up(xe): (n·k, ffn_exp), every routed expert's rows in one pool job; then he = act(he, he2)
+        var parts = m.Parts;
+        int p = 0;
         for (int e = 0; e < ne; e++)
         {
             int start = m.Starts[e], cnt = m.Starts[e + 1] - start;
             if (cnt == 0) continue;
-            // xe = the rows of x routed to expert e: (cnt, dim)
-            for (int i = 0; i < cnt; i++)
-            {
-                int slot = m.Order[start + i];
-                var row = m.Xe.AsSpan(i * dim, dim);
-                s.Xb.AsSpan(slot / k * dim, dim).CopyTo(row);
-                if (Routing.WeightBeforeFfn) TensorPrimitives.Multiply(row, m.Weights[slot], row);
-            }
-            Gate[e].Forward(m.Xe, m.He, cnt, threads);    // (cnt, ffn_exp)
-            Up[e].Forward(m.Xe, m.He2, cnt, threads);     // (cnt, ffn_exp)
-            Activate(act, m.He.AsSpan(0, cnt * ffn), m.He2.AsSpan(0, cnt * ffn), threads);
-            Down[e].Forward(m.He, m.Ye, cnt, threads);    // (cnt, dim)
+            parts[p++] = new MatMulPart(Gate[e].Weight, gather ? start * dim : 0, start * ffn, cnt);
+            parts[p++] = new MatMulPart(Up[e].Weight, gather ? start * dim : 0, n * k * ffn + start * ffn, cnt);
             ExpertBytesRead += BytesPerExpert;
-            for (int i = 0; i < cnt; i++)
-                m.Ye.AsSpan(i * dim, dim).CopyTo(m.Slots.AsSpan(m.Order[start + i] * dim, dim));   // slots: (n, k, dim)
         }
+        WeightMatrix.MatMulMany(xe, m.He, parts.AsSpan(0, p), threads);
+        var gateOut = m.He.AsSpan(0, n * k * ffn);
+        var upOut = m.He.AsSpan(n * k * ffn, n * k * ffn);
+        AddBiases(Gate, gateOut, ffn, m); AddBiases(Up, upOut, ffn, m);
+        Activate(act, gateOut, upOut, threads);
+
+        // ye = down(he): (n·k, dim), one pool job
+        p = 0;
+        for (int e = 0; e < ne; e++)
+        {
+            int start = m.Starts[e], cnt = m.Starts[e + 1] - start;
+            if (cnt > 0) parts[p++] = new MatMulPart(Down[e].Weight, start * ffn, start * dim, cnt);
+        }
+        WeightMatrix.MatMulMany(m.He, m.Ye, parts.AsSpan(0, p), threads);
+        AddBiases(Down, m.Ye.AsSpan(0, n * k * dim), dim, m);
 
         // out[t] = Σ_j w[t,j] · y[t,j], in selection order (each product rounded, then added: ggml_mul, then ggml_add)
         for (int t = 0; t < n; t++)
@@ -144,13 +164,23 @@ public sealed class ExpertLayer
             for (int j = 0; j < k; j++)
             {
                 int slot = t * k + j;
-                var y = m.Slots.AsSpan(slot * dim, dim);
+                var y = m.Ye.AsSpan(m.Position[slot] * dim, dim);
                 if (!Routing.WeightBeforeFfn) TensorPrimitives.Multiply(y, m.Weights[slot], y);
                 if (j == 0) y.CopyTo(o);
                 else TensorPrimitives.Add(o, y, o);
             }
         }
         if (Shared is { } sh) AddShared(sh, s, m, n, threads, act);
+    }
+
+    /// <summary>y (n·k rows of <paramref name="width"/>, experts in order) += each row's expert's bias, where the experts have
+    /// biases (gpt-oss): after the product, as <see cref="Linear.Forward"/> adds it.</summary>
+    private void AddBiases(Linear[] experts, Span<float> y, int width, MoeScratch m)
+    {
+        if (experts[0].Bias is null) return;
+        for (int e = 0; e < Count; e++)
+            for (int i = m.Starts[e]; i < m.Starts[e + 1]; i++)
+                TensorPrimitives.Add(y.Slice(i * width, width), experts[e].Bias, y.Slice(i * width, width));
     }
 
     /// <summary>s.Xb += shared(x), x (n, dim) the layer's input (kept in m.Input: the routed sum was written over s.Xb).</summary>
@@ -408,18 +438,24 @@ public sealed class MoeScratch
     public readonly int[] Counts;     // (n_expert)
     public readonly int[] Starts;     // (n_expert + 1) offsets of each expert's slots in Order
     public readonly int[] Order;      // (batch*k) slots t*k+j grouped by expert
-    public readonly float[] Xe;       // (batch, dim) the rows routed to one expert
-    public readonly float[] He, He2;  // (batch, max(ffn_exp, ffn_shexp)) gate, up
-    public readonly float[] Ye;       // (batch, dim) one expert's output rows
-    public readonly float[] Slots;    // (batch, k, dim) every (token, slot)'s expert output
+    public readonly int[] Position;   // (batch*k) where slot t*k+j is in Order
+    public readonly MatMulPart[] Parts; // (2·n_expert) the expert products of one pool job
+    public readonly float[] Xe;       // (batch·k, dim) the rows routed to each expert, experts in order
+    public readonly float[] He;       // (2, batch·k, ffn_exp) gate, then up outputs; the shared expert: (batch, ffn_shexp)
+    public readonly float[] He2;      // (batch, max(ffn_exp, ffn_shexp)) the shared expert's up
+    public readonly float[] Ye;       // (batch·k, dim) the experts' outputs, experts in order (the shared expert: (batch, dim))
     public readonly float[] Input;    // (batch, dim) the layer input, for a shared expert
 
     public MoeScratch(ModelConfig c, int maxBatch)
     {
-        int ne = c.ExpertCount, k = c.ExpertsUsed, ffn = Math.Max(c.ExpertFfnDim, c.SharedExpertFfnDim);
+        int ne = c.ExpertCount, k = c.ExpertsUsed;
         Logits = new float[maxBatch * ne]; Ids = new int[maxBatch * k]; Weights = new float[maxBatch * k];
-        Heap = new int[ne]; Counts = new int[ne]; Starts = new int[ne + 1]; Order = new int[maxBatch * k];
-        Xe = new float[maxBatch * c.Dim]; He = new float[maxBatch * ffn]; He2 = new float[maxBatch * ffn];
-        Ye = new float[maxBatch * c.Dim]; Slots = new float[(long)maxBatch * k * c.Dim]; Input = new float[maxBatch * c.Dim];
+        Heap = new int[ne]; Counts = new int[ne]; Starts = new int[ne + 1]; Order = new int[maxBatch * k]; Position = new int[maxBatch * k];
+        Parts = new MatMulPart[2 * ne];
+        Xe = new float[maxBatch * k * c.Dim];
+        int shexp = Math.Max(c.ExpertFfnDim, c.SharedExpertFfnDim); // a shared expert is at most this wide (tests lend an expert)
+        He = new float[Math.Max(2L * maxBatch * k * c.ExpertFfnDim, (long)maxBatch * shexp)];
+        He2 = new float[maxBatch * shexp];
+        Ye = new float[(long)maxBatch * k * c.Dim]; Input = new float[maxBatch * c.Dim];
     }
 }
