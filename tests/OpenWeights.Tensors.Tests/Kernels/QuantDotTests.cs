@@ -324,6 +324,7 @@ public unsafe class QuantDotTests
     [Fact]
     public void Q4_K_packed_scale_unpacking_matches_the_byte_wise_one()
     {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine (the packed unpacking serves the AVX2 Q4_K kernels only)");
         var rng = new Random(9);
         var q = new byte[12]; byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
         for (int k = 0; k < 2000; k++)
