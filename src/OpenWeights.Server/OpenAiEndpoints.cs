@@ -197,7 +197,7 @@ public static class OpenAiEndpoints
                 completion += r.Generated;
                 var msg = new JsonObject { ["role"] = "assistant" };
                 string finish = Finish(r.Finish);
-                var parsed = parseTools || reasons ? f.ParseReply(r.Text.ToString(), rendered, toolCalls: tools is not null) : null;
+                var parsed = parseTools || reasons ? f.ParseReply(r.Text.ToString(), rendered, toolCalls: tools is not null, forcedToolCall: forceTool) : null;
                 if (parsed is { ToolCalls.Count: > 0 })
                 {
                     msg["content"] = parsed.Content.Length > 0 ? parsed.Content : null;
@@ -245,7 +245,7 @@ public static class OpenAiEndpoints
             var choice = new JsonObject { ["index"] = ev.Index };
             if (reasons)
             {
-                var parser = parsers[ev.Index] ??= f.CreateReplyParser(rendered, toolCalls: tools is not null);
+                var parser = parsers[ev.Index] ??= f.CreateReplyParser(rendered, toolCalls: tools is not null, forcedToolCall: forceTool);
                 var deltas = new List<ReplyDelta>(parser.Push(c.Text));
                 if (c.Finish is not null) deltas.AddRange(parser.Complete());
                 bool withLogprobs = logprobs && c.Logprobs is { Count: > 0 };

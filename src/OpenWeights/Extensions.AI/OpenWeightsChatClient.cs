@@ -91,7 +91,8 @@ public sealed class OpenWeightsChatClient : IChatClient
         if (prompt.Length >= session.ContextSize)
             throw new OpenWeightsException($"the conversation has {prompt.Length} tokens but the context holds {session.ContextSize}");
         var g = Options(options, prompt.Length);
-        if (required is not null && ToolCallConstraintFactory is { } force) g = g with { Constraint = force(Formatter, tools!, required.RequiredFunctionName) }; // wins over ResponseFormat
+        bool forced = required is not null && ToolCallConstraintFactory is not null;
+        if (forced) g = g with { Constraint = ToolCallConstraintFactory!(Formatter, tools!, required!.RequiredFunctionName) }; // wins over ResponseFormat
         var gen = Formatter.ForReply(g);
         string responseId = Guid.NewGuid().ToString("N");
         string? modelId = options?.ModelId ?? metadata.DefaultModelId;
@@ -102,7 +103,7 @@ public sealed class OpenWeightsChatClient : IChatClient
             if (Formatter.SeparatesReasoning)
             {
                 bool showReasoning = options?.Reasoning?.Output is not ReasoningOutput.None;
-                var parser = Formatter.CreateReplyParser(rendered, toolCalls: tools is not null);
+                var parser = Formatter.CreateReplyParser(rendered, toolCalls: tools is not null, forcedToolCall: forced);
                 await foreach (var u in ParsedUpdates(prompt, gen, parser, responseId, modelId, showReasoning, cancellationToken)) yield return u;
                 yield break;
             }

@@ -188,6 +188,21 @@ public class ServerThinkTests
     }
 #pragma warning restore OPENAI001
 
+    /// <summary>tool_choice naming a function on an R1 template (whose prompt opened the thinking): the call is forced from the first token and parses as a call, not as reasoning.</summary>
+    [Fact]
+    public async Task ForcedToolCallAfterAnOpenedThinkingIsACall()
+    {
+        using var f = new OwFactory(new ServerOptions { ModelPath = ThinkTinyModel.Path, Parallel = 1, ContextSize = 2048, Threads = 2 });
+        var client = new ChatClient(f.ModelHost.ModelId, Creds.Key(), f.SdkOptions());
+        var o = new ChatCompletionOptions { MaxOutputTokenCount = 200, Temperature = 0, ToolChoice = ChatToolChoice.CreateFunctionChoice("get_weather") };
+        o.Tools.Add(ChatTool.CreateFunctionTool("get_weather", "Current weather", BinaryData.FromString("""{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}""")));
+        var result = await client.CompleteChatAsync([new UserChatMessage("Weather in Paris?")], o);
+        Assert.True(ThinkReplyParser.OpensThinking(f.ModelHost.Formatter.Render([ChatTurn.User("Weather in Paris?")])));
+        Assert.Equal(ChatFinishReason.ToolCalls, result.Value.FinishReason);
+        Assert.Equal("get_weather", Assert.Single(result.Value.ToolCalls).FunctionName);
+        Assert.Null(JsonNode.Parse(result.GetRawResponse().Content.ToString())!["choices"]![0]!["message"]!["reasoning_content"]);
+    }
+
     /// <summary>Qwen3 thinks, then calls a tool: reasoning_content streams, the call comes as tool_calls, no content.</summary>
     [Fact]
     public async Task ThinkingThenAToolCall()

@@ -157,10 +157,11 @@ public sealed class ChatFormatter
     /// <param name="renderedPrompt">the prompt the reply follows (it tells whether the reply began inside an open &lt;think&gt;);
     /// null: as the template's usual generation prompt does</param>
     /// <param name="toolCalls">look for tool calls in the answer (false: the answer is text whatever it holds)</param>
-    public ParsedReply ParseReply(string text, string? renderedPrompt = null, bool toolCalls = true)
+    /// <param name="forcedToolCall">the reply was forced to be a tool call from its first token (<see cref="ToolCallConstraint"/>): no thinking, whatever the prompt opened</param>
+    public ParsedReply ParseReply(string text, string? renderedPrompt = null, bool toolCalls = true, bool forcedToolCall = false)
     {
         if (!IsThinking) return toolCalls || IsHarmony ? ToolCallParser.Parse(text, ToolFormat) : new ParsedReply(text, []);
-        var p = CreateReplyParser(renderedPrompt, toolCalls);
+        var p = CreateReplyParser(renderedPrompt, toolCalls, forcedToolCall);
         p.Push(text);
         p.Complete();
         return p.Result;
@@ -173,11 +174,12 @@ public sealed class ChatFormatter
     /// </summary>
     /// <param name="renderedPrompt">the prompt the reply follows; null: as the template's usual generation prompt does</param>
     /// <param name="toolCalls">look for tool calls in the answer (false: a thinking model's answer streams as text)</param>
-    public IReplyParser CreateReplyParser(string? renderedPrompt = null, bool toolCalls = true)
+    /// <param name="forcedToolCall">the reply is forced to be a tool call from its first token (<see cref="ToolCallConstraint"/>): no thinking, whatever the prompt opened</param>
+    public IReplyParser CreateReplyParser(string? renderedPrompt = null, bool toolCalls = true, bool forcedToolCall = false)
     {
         if (IsHarmony) return new HarmonyReplyParser();
         if (!IsThinking) return new WholeReplyParser(ToolFormat);
-        bool open = renderedPrompt is null ? opensThinkingByDefault.Value : ThinkReplyParser.OpensThinking(renderedPrompt);
+        bool open = !forcedToolCall && (renderedPrompt is null ? opensThinkingByDefault.Value : ThinkReplyParser.OpensThinking(renderedPrompt));
         return new ThinkReplyParser(open, toolCalls ? new WholeReplyParser(ToolFormat) : null);
     }
 

@@ -16,7 +16,8 @@ namespace OpenWeights.Inference.Chat;
 /// </summary>
 /// <remarks>
 /// The reasoning is trimmed of the whitespace around it, and the whitespace between <c>&lt;/think&gt;</c> and the answer is
-/// dropped (templates strip both when they render the turn again). A thinking that is never closed (the reply ran out of
+/// dropped (templates strip both when they render the turn again); an opening tag the model writes although the prompt
+/// opened the thinking already is dropped too. A thinking that is never closed (the reply ran out of
 /// tokens, or was stopped) is reasoning to the end: it never leaks into the answer. Text that may be the beginning of a
 /// tag, and whitespace that may end the reasoning, is held back until it is decided. The answer goes through
 /// <paramref name="contentParser"/> when one is given (a tool-call parser in the template's format), else it streams as
