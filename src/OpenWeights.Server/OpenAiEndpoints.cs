@@ -162,9 +162,10 @@ public static class OpenAiEndpoints
             toolChoice = toolChoice with { Tools = toolChoice.Tools!.Where(t => t.Name == only).ToList() };
         var tools = toolChoice.Tools;
         var variables = req.TemplateVariables();
-        int[] prompt;
-        try { prompt = f.EncodeConversation(messages, tools, variables, ctx.RequestAborted); }
+        string rendered;
+        try { rendered = f.Render(messages, tools, extra: variables, cancellationToken: ctx.RequestAborted); }
         catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", "messages", "template_error"); }
+        int[] prompt = f.Encode(rendered);
         CheckContext(h, prompt.Length, "messages");
         int n = Choices(req);
         bool stream = req.Bool("stream");
@@ -178,8 +179,9 @@ public static class OpenAiEndpoints
             o = forceTool ? o with { Constraint = ToolCall(h, f, toolChoice) } : ResponseFormat(h, req, o);
             return f.ForReply(o with { Logprobs = logprobs, TopLogprobs = top });
         }
-        bool harmony = f.IsHarmony; // gpt-oss: every reply is parsed (reasoning apart from content), streamed as it is decided
-        bool parseTools = tools is not null || harmony;
+        // gpt-oss (harmony) and <think> models: every reply is parsed (reasoning apart from content), streamed as it is decided
+        bool reasons = f.SeparatesReasoning;
+        bool parseTools = tools is not null || f.IsHarmony;
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var events = Start(ctx, h, prompt, Options, n);
@@ -195,7 +197,7 @@ public static class OpenAiEndpoints
                 completion += r.Generated;
                 var msg = new JsonObject { ["role"] = "assistant" };
                 string finish = Finish(r.Finish);
-                var parsed = parseTools ? f.ParseReply(r.Text.ToString()) : null;
+                var parsed = parseTools || reasons ? f.ParseReply(r.Text.ToString(), rendered, toolCalls: tools is not null, forcedToolCall: forceTool) : null;
                 if (parsed is { ToolCalls.Count: > 0 })
                 {
                     msg["content"] = parsed.Content.Length > 0 ? parsed.Content : null;
@@ -203,9 +205,9 @@ public static class OpenAiEndpoints
                     msg["tool_calls"] = ToolCallsJson(parsed.ToolCalls, withIndex: false);
                     finish = "tool_calls";
                 }
-                else if (harmony)
+                else if (parsed is not null)
                 {
-                    msg["content"] = parsed!.Content;
+                    msg["content"] = parsed.Content;
                     if (parsed.Reasoning is { } thought) msg["reasoning_content"] = thought;
                 }
                 else msg["content"] = r.Text.ToString();
@@ -241,13 +243,13 @@ public static class OpenAiEndpoints
             if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {OpenAiRequest.Printable(err.Message, 300)}", code: "generation_failed");
             var c = ev.Chunk!;
             var choice = new JsonObject { ["index"] = ev.Index };
-            if (harmony)
+            if (reasons)
             {
-                var parser = parsers[ev.Index] ??= f.CreateReplyParser();
+                var parser = parsers[ev.Index] ??= f.CreateReplyParser(rendered, toolCalls: tools is not null, forcedToolCall: forceTool);
                 var deltas = new List<ReplyDelta>(parser.Push(c.Text));
                 if (c.Finish is not null) deltas.AddRange(parser.Complete());
                 bool withLogprobs = logprobs && c.Logprobs is { Count: > 0 };
-                if (deltas.Count == 0 && c.Finish is null && !withLogprobs) continue; // nothing decided yet (a header, or a marker's beginning)
+                if (deltas.Count == 0 && c.Finish is null && !withLogprobs) continue; // nothing decided yet (a header, or a tag's beginning)
                 choice["delta"] = DeltaJson(deltas);
                 choice["logprobs"] = withLogprobs ? new JsonObject { ["content"] = ChatLogprobs(c.Logprobs) } : null;
                 choice["finish_reason"] = c.Finish is { } hf ? (parser.HasToolCalls ? "tool_calls" : Finish(hf)) : null;

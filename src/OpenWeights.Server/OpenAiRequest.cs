@@ -342,15 +342,50 @@ internal sealed class OpenAiRequest(JsonObject body)
     }
 
     /// <summary>
-    /// Template variables a request sets: <c>reasoning_effort</c> (low, medium or high; gpt-oss's template writes it into
-    /// its system message, others ignore it). Null when none.
+    /// Template variables a request sets (null when none):
+    /// <list type="bullet">
+    /// <item><c>reasoning_effort</c>: none, minimal, low, medium, high or xhigh (what OpenAI's clients send). gpt-oss's
+    /// template writes low, medium or high into its system message (none and minimal give low: gpt-oss cannot stop
+    /// thinking; xhigh gives high). For templates with a thinking switch, none sets <c>enable_thinking</c> false (Qwen3,
+    /// DeepSeek-V3.1/V3.2: no thinking) and any other level sets it true (DeepSeek-V3.1/V3.2 think only when asked).</item>
+    /// <item><c>chat_template_kwargs</c>: an object whose members become template variables, as llama.cpp's and vLLM's
+    /// servers take them (<c>{"enable_thinking": false}</c> for Qwen3, <c>{"thinking": true}</c> for DeepSeek-V3.1); they win
+    /// over what reasoning_effort sets. The variables the server sets itself (messages, tools, add_generation_prompt,
+    /// bos_token, eos_token) cannot be given.</item>
+    /// </list>
     /// </summary>
     public Dictionary<string, object?>? TemplateVariables()
     {
-        if (String("reasoning_effort") is not { } effort) return null;
-        if (effort is not ("low" or "medium" or "high")) throw Bad("reasoning_effort", $"must be low, medium or high (got '{Printable(effort)}')");
-        return new Dictionary<string, object?> { ["reasoning_effort"] = effort };
+        Dictionary<string, object?>? vars = null;
+        if (String("reasoning_effort") is { } effort)
+        {
+            string level = effort switch
+            {
+                "none" or "minimal" or "low" => "low",
+                "medium" => "medium",
+                "high" or "xhigh" => "high",
+                _ => throw Bad("reasoning_effort", $"must be none, minimal, low, medium, high or xhigh (got '{Printable(effort)}')"),
+            };
+            vars = ChatFormatter.ThinkingVariables(effort != "none");
+            vars["reasoning_effort"] = level;
+        }
+        switch (Body["chat_template_kwargs"])
+        {
+            case null: break;
+            case JsonObject kwargs:
+                foreach (var (key, value) in kwargs)
+                {
+                    if (ServerVariables.Contains(key))
+                        throw Bad($"chat_template_kwargs.{Printable(key)}", "is set by the server and cannot be given (messages, tools, add_generation_prompt, bos_token, eos_token)");
+                    (vars ??= new())[key] = value?.DeepClone();
+                }
+                break;
+            default: throw Bad("chat_template_kwargs", "must be an object of template variables, e.g. {\"enable_thinking\": false}");
+        }
+        return vars;
     }
+
+    private static readonly HashSet<string> ServerVariables = ["messages", "tools", "add_generation_prompt", "bos_token", "eos_token"];
 
     private static string? Content(JsonNode? c, string p)
     {

@@ -19,13 +19,17 @@ public static class ChatCommand
             Description = "Most tokens per reply (-1 = until the end of the turn or a full context)",
             DefaultValueFactory = _ => -1,
         };
+        var noThink = new Option<bool>("--no-think")
+        {
+            Description = "Ask the model not to think before answering, where its template has the switch (Qwen3, DeepSeek-V3.1/V3.2: enable_thinking=false)",
+        };
         var sampling = new SamplingFlags();
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
         var lora = CommonOptions.Lora();
         var cmd = new Command("chat", "Chat with a model in the terminal (/? for help, /bye to quit, \"\"\" for multi-line input; Ctrl-C stops a reply)")
         {
-            model, system, template, n, threads, ctx, lora,
+            model, system, template, n, noThink, threads, ctx, lora,
         };
         sampling.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
@@ -45,7 +49,10 @@ public static class ChatCommand
             var formatter = new ChatFormatter(tok, templateSource);
             var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads));
             bool terminal = CliInput.Override.Value is null && !Console.IsInputRedirected && !Console.IsOutputRedirected;
-            var loop = new ChatLoop(session, formatter, options, pr.GetValue(system)) { ShowReasoning = terminal };
+            var loop = new ChatLoop(session, formatter, options, pr.GetValue(system))
+            {
+                ShowReasoning = terminal, TemplateVariables = pr.GetValue(noThink) ? ChatFormatter.ThinkingVariables(false) : null,
+            };
             output.WriteLine(Banner(spec, session, templateSource is not null));
             ILineSource lines = terminal ? LineEditor.ForConsole(output) : new ReaderLineSource(CliInput.Reader, output);
             CancellationTokenSource? current = null;
@@ -106,8 +113,10 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
     private string? system = system;
 
     public IReadOnlyList<ChatTurn> History => history;
-    /// <summary>Write a thinking model's reasoning (gpt-oss's analysis channel), dimmed; otherwise only the answer is written.</summary>
+    /// <summary>Write a thinking model's reasoning (gpt-oss's analysis channel, the text in &lt;think&gt;…&lt;/think&gt;), dimmed; otherwise only the answer is written.</summary>
     public bool ShowReasoning { get; init; }
+    /// <summary>Extra chat-template variables for every turn (e.g. <see cref="ChatFormatter.ThinkingVariables"/> from --no-think); null: none.</summary>
+    public IReadOnlyDictionary<string, object?>? TemplateVariables { get; init; }
     /// <summary>The last reply's numbers (null before the first).</summary>
     public ReplyStats? LastReply { get; private set; }
 
@@ -183,7 +192,8 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
     {
         history.Add(ChatTurn.User(text));
         var turns = system is null ? history : [ChatTurn.System(system), .. history];
-        int[] prompt = formatter.EncodeConversation(turns);
+        string rendered = formatter.Render(turns, extra: TemplateVariables);
+        int[] prompt = formatter.Encode(rendered);
         if (prompt.Length >= session.ContextSize)
         {
             history.RemoveAt(history.Count - 1);
@@ -192,7 +202,8 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
         }
         using var cts = beginReply?.Invoke() ?? CancellationTokenSource.CreateLinkedTokenSource(ct);
         var reply = new System.Text.StringBuilder();
-        var parser = formatter.IsHarmony ? formatter.CreateReplyParser() : null; // harmony: the answer apart from the reasoning
+        // harmony and <think> models: the answer apart from the reasoning
+        var parser = formatter.SeparatesReasoning ? formatter.CreateReplyParser(rendered, toolCalls: false) : null;
         bool dim = false;
         void Write(IReadOnlyList<ReplyDelta> deltas)
         {
@@ -232,7 +243,7 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
         if (finish == FinishReason.Cancelled) output.WriteLine("(stopped)");
         else if (finish == FinishReason.Length && session.Remaining < 1)
             output.WriteLine($"(stopped: context full ({session.ContextSize} tokens); /reset to start over)");
-        // harmony: the template takes the answer and the thinking apart (it refuses channel markers in content)
+        // the template takes the answer and the thinking apart (harmony refuses channel markers in content; Qwen3 drops old thinking)
         history.Add(parser is null ? ChatTurn.Assistant(reply.ToString()) : new ChatTurn("assistant", parser.Result.Content, Reasoning: parser.Result.Reasoning));
         if (stats is not null)
             LastReply = new ReplyStats(stats.PromptTokens, stats.GeneratedTokens, first ?? clock.Elapsed, clock.Elapsed, stats.DecodeTokensPerSecond,

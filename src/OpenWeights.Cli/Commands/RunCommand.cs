@@ -72,14 +72,15 @@ public static class RunCommand
                 MaxTokens = maxTokens < 0 ? int.MaxValue : maxTokens, Sampling = sampling, StopStrings = pr.GetValue(stop) ?? [],
             };
             int[] ids;
-            IReplyParser? harmony = null;
+            IReplyParser? parser = null; // models that think (harmony, <think>): the answer apart from the reasoning
             bool chat = !pr.GetValue(raw) && (templateSource is not null || tok.ChatTemplate is not null);
             if (chat)
             {
                 var formatter = new ChatFormatter(tok, templateSource);
-                ids = formatter.EncodeConversation([ChatTurn.User(text)]);
+                string rendered = formatter.Render([ChatTurn.User(text)]);
+                ids = formatter.Encode(rendered);
                 options = formatter.ForReply(options);
-                if (formatter.IsHarmony) harmony = formatter.CreateReplyParser();
+                if (formatter.SeparatesReasoning) parser = formatter.CreateReplyParser(rendered, toolCalls: false);
             }
             else
             {
@@ -92,7 +93,7 @@ public static class RunCommand
                 throw new OpenWeightsException($"the prompt has {ids.Length} tokens but the context holds {session.ContextSize}{(AtModelMaximum(session) ? ", the model's maximum" : "; use --ctx to raise it")}");
             GenerationStats? st = null;
             FinishReason finish = FinishReason.Stop;
-            // gpt-oss (harmony): the answer goes to stdout, the thinking to stderr, the channel markers nowhere
+            // gpt-oss (harmony), <think> models: the answer goes to stdout, the thinking to stderr, the markers and tags nowhere
             void Write(IReadOnlyList<ReplyDelta> deltas)
             {
                 foreach (var d in deltas)
@@ -101,8 +102,8 @@ public static class RunCommand
             }
             await foreach (var chunk in Generator.GenerateAsync(session, tok, ids, options, ct))
             {
-                if (harmony is null) output.Write(chunk.Text);
-                else Write(chunk.Finish is null ? harmony.Push(chunk.Text) : [.. harmony.Push(chunk.Text), .. harmony.Complete()]);
+                if (parser is null) output.Write(chunk.Text);
+                else Write(chunk.Finish is null ? parser.Push(chunk.Text) : [.. parser.Push(chunk.Text), .. parser.Complete()]);
                 output.Flush();
                 st = chunk.Stats ?? st;
                 if (chunk.Finish is { } f) finish = f;

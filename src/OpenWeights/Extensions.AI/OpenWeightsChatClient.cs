@@ -86,11 +86,13 @@ public sealed class OpenWeightsChatClient : IChatClient
         var required = options?.ToolMode as RequiredChatToolMode;
         if (required is not null && tools is null) throw new OpenWeightsException("ChatOptions.ToolMode requires a tool call but no tools were given");
         if (required?.RequiredFunctionName is { } only && ToolCallConstraintFactory is null) tools = tools!.Where(t => t.Name == only).ToList(); // not enforced: narrow the list
-        var prompt = Formatter.EncodeConversation(turns, tools, TemplateVariables(options), cancellationToken);
+        string rendered = Formatter.Render(turns, tools, extra: TemplateVariables(options), cancellationToken: cancellationToken);
+        var prompt = Formatter.Encode(rendered);
         if (prompt.Length >= session.ContextSize)
             throw new OpenWeightsException($"the conversation has {prompt.Length} tokens but the context holds {session.ContextSize}");
         var g = Options(options, prompt.Length);
-        if (required is not null && ToolCallConstraintFactory is { } force) g = g with { Constraint = force(Formatter, tools!, required.RequiredFunctionName) }; // wins over ResponseFormat
+        bool forced = required is not null && ToolCallConstraintFactory is not null;
+        if (forced) g = g with { Constraint = ToolCallConstraintFactory!(Formatter, tools!, required!.RequiredFunctionName) }; // wins over ResponseFormat
         var gen = Formatter.ForReply(g);
         string responseId = Guid.NewGuid().ToString("N");
         string? modelId = options?.ModelId ?? metadata.DefaultModelId;
@@ -98,10 +100,11 @@ public sealed class OpenWeightsChatClient : IChatClient
         await gate.WaitAsync(cancellationToken);
         try
         {
-            if (Formatter.IsHarmony)
+            if (Formatter.SeparatesReasoning)
             {
                 bool showReasoning = options?.Reasoning?.Output is not ReasoningOutput.None;
-                await foreach (var u in HarmonyUpdates(prompt, gen, responseId, modelId, showReasoning, cancellationToken)) yield return u;
+                var parser = Formatter.CreateReplyParser(rendered, toolCalls: tools is not null, forcedToolCall: forced);
+                await foreach (var u in ParsedUpdates(prompt, gen, parser, responseId, modelId, showReasoning, cancellationToken)) yield return u;
                 yield break;
             }
             var buffered = tools is null ? null : new StringBuilder();
@@ -132,14 +135,14 @@ public sealed class OpenWeightsChatClient : IChatClient
     }
 
     /// <summary>
-    /// gpt-oss replies, parsed as they come: the analysis channel as <see cref="TextReasoningContent"/> updates (left out
-    /// when <paramref name="showReasoning"/> is false), the final channel as text, tool calls as
-    /// <see cref="FunctionCallContent"/> in the last update (Microsoft.Extensions.AI takes a call whole).
+    /// Replies of models that think (gpt-oss's harmony, &lt;think&gt; models), parsed as they come: the reasoning (the
+    /// analysis channel, the text in &lt;think&gt;…&lt;/think&gt;) as <see cref="TextReasoningContent"/> updates (left out
+    /// when <paramref name="showReasoning"/> is false), the answer as text, tool calls as <see cref="FunctionCallContent"/>
+    /// in the last update (Microsoft.Extensions.AI takes a call whole).
     /// </summary>
-    private async IAsyncEnumerable<ChatResponseUpdate> HarmonyUpdates(int[] prompt, GenerationOptions gen, string responseId, string? modelId, bool showReasoning,
-        [EnumeratorCancellation] CancellationToken cancellationToken)
+    private async IAsyncEnumerable<ChatResponseUpdate> ParsedUpdates(int[] prompt, GenerationOptions gen, IReplyParser parser, string responseId, string? modelId,
+        bool showReasoning, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var parser = Formatter.CreateReplyParser();
         ChatResponseUpdate Update(IEnumerable<ReplyDelta> deltas)
         {
             var u = new ChatResponseUpdate { Role = ChatRole.Assistant, ResponseId = responseId, ModelId = modelId };
@@ -181,14 +184,41 @@ public sealed class OpenWeightsChatClient : IChatClient
         }
     }
 
-    /// <summary>Template variables from the options: <see cref="ChatOptions.Reasoning"/>'s effort as <c>reasoning_effort</c> (gpt-oss: low, medium, high).</summary>
-    private static Dictionary<string, object?>? TemplateVariables(ChatOptions? o) => o?.Reasoning?.Effort switch
+    /// <summary>
+    /// Template variables from the options. <see cref="ChatOptions.Reasoning"/>'s effort: <c>reasoning_effort</c> for
+    /// gpt-oss (low, medium, high; None gives low, gpt-oss cannot stop thinking), and the thinking switch of templates that
+    /// have one (<see cref="ChatFormatter.ThinkingVariables"/>: None turns Qwen3's and DeepSeek-V3.1's thinking off, any
+    /// other effort on). <see cref="ChatOptions.AdditionalProperties"/> <c>"chat_template_kwargs"</c> (a dictionary of
+    /// names to values, as the server takes it) adds template variables of its own, and wins.
+    /// </summary>
+    private static Dictionary<string, object?>? TemplateVariables(ChatOptions? o)
     {
-        null => null,
-        ReasoningEffort.None or ReasoningEffort.Low => new() { ["reasoning_effort"] = "low" }, // gpt-oss cannot stop thinking: the least there is
-        ReasoningEffort.Medium => new() { ["reasoning_effort"] = "medium" },
-        _ => new() { ["reasoning_effort"] = "high" },
-    };
+        Dictionary<string, object?>? vars = null;
+        if (o?.Reasoning?.Effort is { } effort)
+        {
+            vars = ChatFormatter.ThinkingVariables(effort != ReasoningEffort.None);
+            vars["reasoning_effort"] = effort switch
+            {
+                ReasoningEffort.None or ReasoningEffort.Low => "low",
+                ReasoningEffort.Medium => "medium",
+                _ => "high",
+            };
+        }
+        if (o?.AdditionalProperties?.TryGetValue(ChatTemplateKwargs, out var kwargs) == true && kwargs is not null)
+        {
+            var pairs = kwargs switch
+            {
+                IEnumerable<KeyValuePair<string, object?>> d => d,
+                JsonElement { ValueKind: JsonValueKind.Object } e => e.EnumerateObject().Select(p => new KeyValuePair<string, object?>(p.Name, p.Value)),
+                _ => throw new OpenWeightsException($"ChatOptions.AdditionalProperties[\"{ChatTemplateKwargs}\"] must be a dictionary of template variables (e.g. enable_thinking = false)"),
+            };
+            foreach (var (k, v) in pairs) (vars ??= new())[k] = v;
+        }
+        return vars;
+    }
+
+    /// <summary>The <see cref="ChatOptions.AdditionalProperties"/> key whose dictionary holds extra chat-template variables (e.g. <c>enable_thinking</c>).</summary>
+    public const string ChatTemplateKwargs = "chat_template_kwargs";
 
     private GenerationOptions Options(ChatOptions? o, int promptTokens)
     {

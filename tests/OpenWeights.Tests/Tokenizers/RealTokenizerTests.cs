@@ -139,6 +139,44 @@ public sealed class RealTokenizerTests(RealTokenizerTests.Fixture fixture, ITest
         Assert.True(pieces > 20);
     }
 
+    /// <summary>
+    /// &lt;think&gt; replies on real vocabularies, decoded token by token as the generator decodes them (with the
+    /// formatter's reply options): Qwen3's &lt;think&gt; and &lt;/think&gt; are single user-defined tokens (151667, 151668)
+    /// written into the text; DeepSeek-V3's vocabulary has no such tokens, so the tags arrive split over several tokens
+    /// (R1's template opens the thinking in the prompt). Either way the parser gives the reasoning and the answer apart.
+    /// </summary>
+    [Theory]
+    [InlineData("qwen3", "Qwen-Qwen3-0.6B.jinja", "<think>\n")]
+    [InlineData("deepseek_v3", "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", "")]
+    public void Think_reply_decodes_token_by_token_into_the_parser(string name, string template, string opening)
+    {
+        var tok = fixture.Get(name).Ours;
+        var f = new OpenWeights.Inference.Chat.ChatFormatter(tok, File.ReadAllText(TestData.Require("chat-templates/llama.cpp/" + template)));
+        Assert.True(f.IsThinking);
+        int[] open = tok.Encode("<think>", addSpecial: false, parseSpecial: true), close = tok.Encode("</think>", addSpecial: false, parseSpecial: true);
+        if (name == "qwen3")
+        {
+            Assert.Equal([151667], open);
+            Assert.Equal([151668], close);
+            Assert.False(tok.IsControl(151667) || tok.IsControl(151668));
+        }
+        else Assert.True(close.Length > 1, "DeepSeek-V3's vocabulary has no </think> token");
+
+        string rendered = f.Render([OpenWeights.Inference.Chat.ChatTurn.User("東京の天気は?")]);
+        Assert.Equal(opening.Length == 0, OpenWeights.Inference.Chat.ThinkReplyParser.OpensThinking(rendered));
+        string reply = opening + "The user asks about Tokyo's weather. I can't look it up.\n</think>\n\n今は分かりません — I can't check the weather.";
+        var keep = f.ForReply(new OpenWeights.Inference.GenerationOptions()).KeepSpecialTokens;
+        var decoder = new StreamingDecoder(tok, skipSpecial: true, keep);
+        var parser = f.CreateReplyParser(rendered, toolCalls: false);
+        var deltas = new List<OpenWeights.Inference.Chat.ReplyDelta>();
+        foreach (int id in tok.Encode(reply, addSpecial: false, parseSpecial: true)) deltas.AddRange(parser.Push(decoder.Push(id)));
+        deltas.AddRange(parser.Push(decoder.Flush()));
+        deltas.AddRange(parser.Complete());
+        Assert.Equal("The user asks about Tokyo's weather. I can't look it up.", parser.Result.Reasoning);
+        Assert.Equal("今は分かりません — I can't check the weather.", parser.Result.Content);
+        Assert.True(deltas.Count(d => d.Kind == OpenWeights.Inference.Chat.ReplyDeltaKind.Reasoning) > 5, "the reasoning should stream");
+    }
+
     /// <summary>Where the llama.cpp of LLamaSharp 0.30.0 is known to differ from the real tokenizer (and ours does not).</summary>
     private static readonly Dictionary<string, (Func<string, bool> Affects, string Why)> LlamaCppDefects = new()
     {

@@ -27,6 +27,7 @@ public sealed class ChatFormatter
     /// <summary>Control tokens that mark tool calls in this template (e.g. Mistral's [TOOL_CALLS], [ARGS]): kept in the reply text so it parses.</summary>
     public IReadOnlySet<int> ToolMarkerTokens { get; }
     private readonly string? bos, eos;
+    private readonly Lazy<bool> opensThinkingByDefault;
 
     /// <param name="templateSource">a Jinja chat template; null uses the model's <c>tokenizer.chat_template</c></param>
     public ChatFormatter(Tokenizer tokenizer, string? templateSource = null)
@@ -66,7 +67,40 @@ public sealed class ChatFormatter
             if (source.Contains(m, StringComparison.Ordinal) && tokenizer.TokenToId(m) is >= 0 and var mid && tokenizer.IsControl(mid) && !ids.Contains(mid))
                 markers.Add(mid);
         ToolMarkerTokens = markers;
+        IsThinking = !IsHarmony && IsThinkingSource(source);
+        var keep = new HashSet<int>(markers);
+        if (IsThinking) // <think> and </think> are text to the reply parser, even where a vocabulary makes them control tokens
+            foreach (var tag in new[] { ThinkReplyParser.Open, ThinkReplyParser.Close })
+                if (tokenizer.TokenToId(tag) is >= 0 and var tid && tokenizer.IsControl(tid) && !ids.Contains(tid)) keep.Add(tid);
+        KeepTokens = keep;
+        opensThinkingByDefault = new(() => IsThinking && OpensThinking([ChatTurn.User("Hi")]));
     }
+
+    /// <summary>Whether a chat template is one of a model that thinks in &lt;think&gt;…&lt;/think&gt; before answering (it writes or strips the tags).</summary>
+    public static bool IsThinkingSource(string templateSource) =>
+        templateSource.Contains(ThinkReplyParser.Open, StringComparison.Ordinal) && !IsHarmonySource(templateSource);
+
+    /// <summary>
+    /// Whether replies may begin with reasoning in &lt;think&gt;…&lt;/think&gt; (DeepSeek-R1 and its distills, Qwen3, QwQ,
+    /// DeepSeek-V3.1/V3.2, Kimi K2 Thinking): decided from the template, which writes or strips the tags, not from the model's name.
+    /// </summary>
+    public bool IsThinking { get; }
+
+    /// <summary>Whether every reply carries reasoning to keep apart from the answer (harmony channels or &lt;think&gt; tags), so every reply goes through <see cref="CreateReplyParser"/>.</summary>
+    public bool SeparatesReasoning => IsHarmony || IsThinking;
+
+    /// <summary>Whether a reply to the conversation begins inside an open &lt;think&gt; that the template wrote (rendered with <paramref name="extra"/>).</summary>
+    public bool OpensThinking(IReadOnlyList<ChatTurn> messages, IReadOnlyDictionary<string, object?>? extra = null)
+    {
+        try { return IsThinking && ThinkReplyParser.OpensThinking(Render(messages, extra: extra)); }
+        catch (OpenWeights.Inference.ChatTemplates.TemplateException) { return false; }
+    }
+
+    /// <summary>
+    /// Template variables that turn a model's thinking on or off where its template has the switch: <c>enable_thinking</c>
+    /// (Qwen3, SmolLM3; DeepSeek-V3.1/V3.2 read it when <c>thinking</c> is not set). Templates without a switch ignore it.
+    /// </summary>
+    public static Dictionary<string, object?> ThinkingVariables(bool enabled) => new() { ["enable_thinking"] = enabled };
 
     /// <summary>Whether a chat template writes gpt-oss's harmony format (channels and messages).</summary>
     public static bool IsHarmonySource(string templateSource) =>
@@ -112,18 +146,42 @@ public sealed class ChatFormatter
     {
         StopStrings = [.. options.StopStrings, .. StopStrings],
         StopTokens = options.StopTokens is null ? StopTokens : new HashSet<int>([.. options.StopTokens, .. StopTokens]),
-        KeepSpecialTokens = ToolMarkerTokens.Count == 0 ? options.KeepSpecialTokens
-            : options.KeepSpecialTokens is null ? ToolMarkerTokens : new HashSet<int>([.. options.KeepSpecialTokens, .. ToolMarkerTokens]),
+        KeepSpecialTokens = KeepTokens.Count == 0 ? options.KeepSpecialTokens
+            : options.KeepSpecialTokens is null ? KeepTokens : new HashSet<int>([.. options.KeepSpecialTokens, .. KeepTokens]),
     };
 
+    // control tokens kept as text in replies: the tool-call markers and (for thinking models) the think tags
+    private IReadOnlySet<int> KeepTokens { get; }
+
     /// <summary>Splits a finished reply into text, tool calls and reasoning in this template's format.</summary>
-    public ParsedReply ParseReply(string text) => ToolCallParser.Parse(text, ToolFormat);
+    /// <param name="renderedPrompt">the prompt the reply follows (it tells whether the reply began inside an open &lt;think&gt;);
+    /// null: as the template's usual generation prompt does</param>
+    /// <param name="toolCalls">look for tool calls in the answer (false: the answer is text whatever it holds)</param>
+    /// <param name="forcedToolCall">the reply was forced to be a tool call from its first token (<see cref="ToolCallConstraint"/>): no thinking, whatever the prompt opened</param>
+    public ParsedReply ParseReply(string text, string? renderedPrompt = null, bool toolCalls = true, bool forcedToolCall = false)
+    {
+        if (!IsThinking) return toolCalls || IsHarmony ? ToolCallParser.Parse(text, ToolFormat) : new ParsedReply(text, []);
+        var p = CreateReplyParser(renderedPrompt, toolCalls, forcedToolCall);
+        p.Push(text);
+        p.Complete();
+        return p.Result;
+    }
 
     /// <summary>
     /// A parser for one streamed reply: harmony replies are split as they come (reasoning, content and tool-call
-    /// arguments stream); other formats are held whole and parsed by <see cref="ParseReply"/> when complete.
+    /// arguments stream); &lt;think&gt; replies stream their reasoning and then their answer (held whole when
+    /// <paramref name="toolCalls"/>, to find the calls in it); other formats are held whole and parsed when complete.
     /// </summary>
-    public IReplyParser CreateReplyParser() => IsHarmony ? new HarmonyReplyParser() : new WholeReplyParser(ToolFormat);
+    /// <param name="renderedPrompt">the prompt the reply follows; null: as the template's usual generation prompt does</param>
+    /// <param name="toolCalls">look for tool calls in the answer (false: a thinking model's answer streams as text)</param>
+    /// <param name="forcedToolCall">the reply is forced to be a tool call from its first token (<see cref="ToolCallConstraint"/>): no thinking, whatever the prompt opened</param>
+    public IReplyParser CreateReplyParser(string? renderedPrompt = null, bool toolCalls = true, bool forcedToolCall = false)
+    {
+        if (IsHarmony) return new HarmonyReplyParser();
+        if (!IsThinking) return new WholeReplyParser(ToolFormat);
+        bool open = !forcedToolCall && (renderedPrompt is null ? opensThinkingByDefault.Value : ThinkReplyParser.OpensThinking(renderedPrompt));
+        return new ThinkReplyParser(open, toolCalls ? new WholeReplyParser(ToolFormat) : null);
+    }
 
     private static Dictionary<string, object?> ToTemplate(ChatTurn m)
     {
