@@ -1,0 +1,161 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using OpenWeights.Tensors.Quant;
+
+namespace OpenWeights.Tensors.Kernels;
+
+public static unsafe partial class QuantDot
+{
+    // ---------------------------------------------------------------- IQ1_S / IQ1_M x Q8_K
+    //
+    // A value is (grid value g ± 1/8)·scale with g in {−1, 0, 1}. The AVX2 kernels use the int8 weight c = 8g ± 1 (odd,
+    // never 0, |c| ≤ 9): Σ scale·c·y = 8·Σ scale·g·y + Σ scale·(±1)·y, i.e. 8·sumi + sumi1 of ggml's _generic kernels,
+    // exactly (|Σ| < 2^23 for a super-block). ggml's float step is fma(d_w·d_y, sumi + 1/8·sumi1, sumf), where
+    // sumi + 1/8·sumi1 is exact in f32 (< 2^20 with 3 fraction bits), so it is Σ·1/8, bit for bit.
+
+    /// <summary>
+    /// (2048 grid entries) × (shift +1/8, −1/8): the 8 bytes 8g + 1 (entry i) or 8g − 1 (entry 2048 + i) of
+    /// <see cref="IQ1Grid.Values"/> entry i, derived from it. Index: the 11-bit grid index with the shift's sign in bit 11.
+    /// </summary>
+    private static readonly ulong* iq1Grid8 = MakeIq1Grid8();
+
+    private static ulong* MakeIq1Grid8()
+    {
+        var grid = IQ1Grid.Values;
+        var t = new ulong[2 * grid.Length];
+        for (int i = 0; i < grid.Length; i++)
+            for (int j = 0; j < 8; j++)
+            {
+                int g = (sbyte)(grid[i] >> 8 * j);
+                t[i] |= (ulong)(byte)(sbyte)(8 * g + 1) << 8 * j;
+                t[grid.Length + i] |= (ulong)(byte)(sbyte)(8 * g - 1) << 8 * j;
+            }
+        return NativeCopy<ulong>(t);
+    }
+
+    /// <summary>IQ1_S (<see cref="BlockIQ1_S"/>): 4 grid lookups per group (the shift sign of the group in bit 11 of each index), one 3-bit scale.</summary>
+    private readonly struct Iq1SBlock : IGridBlock
+    {
+        public static int Bytes => BlockIQ1_S.BlockBytes;
+        public static float SumScale => 0.125f;
+        public static float Final => 1f;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Scale(byte* a) => Fp16(a);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group(byte* a, int g, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        {
+            byte* qs = a + 2 + 4 * g;
+            int qh = Unsafe.ReadUnaligned<ushort>(a + 34 + 2 * g);
+            int neg = (qh >> 4) & 0x800; // bit 15 (shift −1/8) → bit 11 of the table index
+            ulong* t = iq1Grid8;
+            w = Vector256.Create(t[neg | qs[0] | (qh << 8 & 0x700)], t[neg | qs[1] | (qh << 5 & 0x700)],
+                t[neg | qs[2] | (qh << 2 & 0x700)], t[neg | qs[3] | (qh >> 1 & 0x700)]).AsSByte();
+            abs = Vector256.Abs(w).AsByte();
+            scale = Vector256.Create((short)(2 * ((qh >> 12) & 7) + 1));
+        }
+    }
+
+    /// <summary>
+    /// Scalar reference (ggml ggml_vec_dot_iq1_s_q8_K_generic, same integer sums and float order: sumi = Σ_g ls_g·Σ g·y,
+    /// sumi1 = Σ_g ls_g·(±1)·(the group's two Q8_K bsums), sumf = fma(d_w·d_y, sumi + 1/8·sumi1, sumf)).
+    /// </summary>
+    public static float DotIQ1_SScalar(byte* w, byte* x, int n)
+    {
+        var grid = IQ1Grid.Values;
+        float sumf = 0;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * BlockIQ1_S.BlockBytes, b = x + i * Q8KBytes;
+            sbyte* q8 = (sbyte*)(b + 4);
+            short* bsums = (short*)(b + 260);
+            byte* qs = a + 2;
+            int sumi = 0, sumi1 = 0;
+            for (int g = 0; g < 8; g++)
+            {
+                int qh = Unsafe.ReadUnaligned<ushort>(a + 34 + 2 * g);
+                int ls = 2 * ((qh >> 12) & 7) + 1;
+                int delta = (qh & 0x8000) != 0 ? -1 : 1;
+                int lsum = 0;
+                for (int l = 0; l < 4; l++)
+                {
+                    ulong q = grid[qs[l] | ((qh >> 3 * l) & 7) << 8];
+                    for (int j = 0; j < 8; j++) lsum += q8[j] * (sbyte)(q >> 8 * j);
+                    q8 += 8;
+                }
+                sumi += ls * lsum;
+                sumi1 += ls * delta * (bsums[2 * g] + bsums[2 * g + 1]);
+                qs += 4;
+            }
+            // contracted, as gcc compiles ggml's generic kernel in the FMA builds (sumi + 1/8·sumi1 is exact either way)
+            sumf = MathF.FusedMultiplyAdd(HalfConvert.ReadFp16(a) * Unsafe.ReadUnaligned<float>(b), sumi + BlockIQ1_S.Delta * sumi1, sumf);
+        }
+        return sumf;
+    }
+
+    /// <summary>AVX2 IQ1_S · Q8_K (bit-exact with <see cref="DotIQ1_SScalar"/>).</summary>
+    public static float DotIQ1_SAvx2(byte* w, byte* x, int n) => DotGridAvx2<Iq1SBlock>(w, x, n);
+    /// <summary>AVX2 IQ1_S against 4 Q8_K activation rows; result: (4).</summary>
+    public static void DotIQ1_SAvx2x4(byte* w, byte* x, int stride, int n, float* result) => DotGridAvx2x4<Iq1SBlock>(w, x, stride, n, result);
+
+    /// <summary>IQ1_M (<see cref="BlockIQ1_M"/>): 4 grid lookups per group (each nibble of qh: index bits 8..10 and, in bit 3, the shift sign), 2 scales.</summary>
+    private readonly struct Iq1MBlock : IGridBlock
+    {
+        public static int Bytes => BlockIQ1_M.BlockBytes;
+        public static float SumScale => 0.125f;
+        public static float Final => 1f;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Scale(byte* a) => f16Table[BlockIQ1_M.ScaleBits(a)];
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group(byte* a, int g, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        {
+            byte* qs = a + 4 * g;
+            int h0 = a[32 + 2 * g], h1 = a[33 + 2 * g];
+            ulong* t = iq1Grid8;
+            w = Vector256.Create(t[qs[0] | (h0 & 0xF) << 8], t[qs[1] | (h0 & 0xF0) << 4], t[qs[2] | (h1 & 0xF) << 8], t[qs[3] | (h1 & 0xF0) << 4]).AsSByte();
+            abs = Vector256.Abs(w).AsByte();
+            int sc = Unsafe.ReadUnaligned<ushort>(a + 48 + 2 * (g / 2)) >> 6 * (g % 2);
+            scale = Vector256.Create(Vector128.Create((short)(2 * (sc & 7) + 1)), Vector128.Create((short)(2 * ((sc >> 3) & 7) + 1)));
+        }
+    }
+
+    /// <summary>
+    /// Scalar reference (ggml ggml_vec_dot_iq1_m_q8_K_generic, same integer sums and float order: per 16 values
+    /// ls·Σ g·y into sumi1 and ls·(±1)·Σ y per 8 values into sumi2, sumf = fma(d·d_y, sumi1 + 1/8·sumi2, sumf)).
+    /// </summary>
+    public static float DotIQ1_MScalar(byte* w, byte* x, int n)
+    {
+        var grid = IQ1Grid.Values;
+        float sumf = 0;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * BlockIQ1_M.BlockBytes, b = x + i * Q8KBytes;
+            sbyte* q8 = (sbyte*)(b + 4);
+            int sumi1 = 0, sumi2 = 0;
+            for (int g = 0; g < 8; g++)
+            {
+                int s10 = 0, s11 = 0, s20 = 0, s21 = 0;
+                for (int l = 0; l < 4; l++)
+                {
+                    ulong q = grid[BlockIQ1_M.GridIndex(a, g, l)];
+                    int lsum1 = 0, lsum2 = 0;
+                    for (int j = 0; j < 8; j++) { lsum1 += q8[j] * (sbyte)(q >> 8 * j); lsum2 += q8[j]; }
+                    q8 += 8;
+                    int delta = BlockIQ1_M.NegativeShift(a, g, l) ? -1 : 1;
+                    if (l < 2) { s10 += lsum1; s20 += lsum2 * delta; }
+                    else { s11 += lsum1; s21 += lsum2 * delta; }
+                }
+                int ls1 = BlockIQ1_M.HalfScale(a, g, 0), ls2 = BlockIQ1_M.HalfScale(a, g, 1);
+                sumi1 += s10 * ls1 + s11 * ls2;
+                sumi2 += s20 * ls1 + s21 * ls2;
+            }
+            float d = HalfConvert.Fp16ToFp32(BlockIQ1_M.ScaleBits(a));
+            sumf = MathF.FusedMultiplyAdd(d * Unsafe.ReadUnaligned<float>(b), sumi1 + BlockIQ1_S.Delta * sumi2, sumf); // contracted, as gcc compiles ggml's generic kernel
+        }
+        return sumf;
+    }
+
+    /// <summary>AVX2 IQ1_M · Q8_K (bit-exact with <see cref="DotIQ1_MScalar"/>).</summary>
+    public static float DotIQ1_MAvx2(byte* w, byte* x, int n) => DotGridAvx2<Iq1MBlock>(w, x, n);
+    /// <summary>AVX2 IQ1_M against 4 Q8_K activation rows; result: (4).</summary>
+    public static void DotIQ1_MAvx2x4(byte* w, byte* x, int stride, int n, float* result) => DotGridAvx2x4<Iq1MBlock>(w, x, stride, n, result);
+}
