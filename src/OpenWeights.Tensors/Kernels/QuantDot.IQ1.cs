@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using OpenWeights.Tensors.Quant;
 
 namespace OpenWeights.Tensors.Kernels;
@@ -33,6 +34,19 @@ public static unsafe partial class QuantDot
         return NativeCopy<ulong>(t);
     }
 
+    /// <summary>u16 multipliers 2^(8−3l) (low product) and 2^15 (high product) for lane l = 0..3 of each 4.</summary>
+    private static readonly Vector256<ushort> iq1sMulLo = Vector256.Create((ushort)256, 32, 4, 0, 256, 32, 4, 0, 256, 32, 4, 0, 256, 32, 4, 0),
+        iq1sMulHi = Vector256.Create((ushort)0, 0, 0, 0x8000, 0, 0, 0, 0x8000, 0, 0, 0, 0x8000, 0, 0, 0, 0x8000);
+    /// <summary>pshufb controls: u16 qh[g] over 4 lanes, groups 0..3 (low half 0, 1; high half 2, 3) and 4..7.</summary>
+    private static readonly Vector256<byte> iq1sQhLo = Iq1QhSpread(0), iq1sQhHi = Iq1QhSpread(4);
+
+    private static Vector256<byte> Iq1QhSpread(int g0)
+    {
+        var c = new byte[32];
+        for (int p = 0; p < 32; p++) { int g = g0 + (p / 16) * 2 + (p % 16) / 8; c[p] = (byte)(2 * g + p % 2); }
+        return Vector256.Create(c);
+    }
+
     /// <summary>IQ1_S (<see cref="BlockIQ1_S"/>): 4 grid lookups per group (the shift sign of the group in bit 11 of each index), one 3-bit scale.</summary>
     private readonly struct Iq1SBlock : IGridBlock
     {
@@ -41,15 +55,31 @@ public static unsafe partial class QuantDot
         public static float Final => 1f;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Scale(byte* a) => Fp16(a);
 
+        /// <summary>
+        /// Index 4g + l = qs[4g + l] | ((qh[g] >> 3l) &amp; 7) &lt;&lt; 8 | (bit 15 of qh[g]) &lt;&lt; 11 − 15: 16 indices (4 groups)
+        /// per vector, qh[g] broadcast over its group's 4 lanes; the 3 bits of lane l reach bits 8..10 by a multiply by
+        /// 2^(8−3l) (l &lt; 3) or a high multiply by 2^15 (l = 3: a shift right by 1).
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* a, int g, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        public static void Prepare(byte* a, ushort* idx)
         {
-            byte* qs = a + 2 + 4 * g;
+            var (q0, q1) = Vector256.Widen(Vector256.Load(a + 2));
+            var qh = Vector128.Load(a + 34);
+            var both = Vector256.Create(qh, qh);
+            var bits = Vector256.Create((ushort)0x700); var neg = Vector256.Create((ushort)0x800);
+            var h = Avx2.Shuffle(both, iq1sQhLo).AsUInt16();
+            (q0 | ((Avx2.MultiplyLow(h, iq1sMulLo) | Avx2.MultiplyHigh(h, iq1sMulHi)) & bits) | (Vector256.ShiftRightLogical(h, 4) & neg)).Store(idx);
+            h = Avx2.Shuffle(both, iq1sQhHi).AsUInt16();
+            (q1 | ((Avx2.MultiplyLow(h, iq1sMulLo) | Avx2.MultiplyHigh(h, iq1sMulHi)) & bits) | (Vector256.ShiftRightLogical(h, 4) & neg)).Store(idx + 16);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group(byte* a, int g, ushort* idx, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        {
             int qh = Unsafe.ReadUnaligned<ushort>(a + 34 + 2 * g);
-            int neg = (qh >> 4) & 0x800; // bit 15 (shift −1/8) → bit 11 of the table index
+            ushort* ix = idx + 4 * g;
             ulong* t = iq1Grid8;
-            w = Vector256.Create(t[neg | qs[0] | (qh << 8 & 0x700)], t[neg | qs[1] | (qh << 5 & 0x700)],
-                t[neg | qs[2] | (qh << 2 & 0x700)], t[neg | qs[3] | (qh >> 1 & 0x700)]).AsSByte();
+            w = Vector256.Create(t[ix[0]], t[ix[1]], t[ix[2]], t[ix[3]]).AsSByte();
             abs = Vector256.Abs(w).AsByte();
             scale = Vector256.Create((short)(2 * ((qh >> 12) & 7) + 1));
         }
@@ -105,13 +135,24 @@ public static unsafe partial class QuantDot
         public static float Final => 1f;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Scale(byte* a) => f16Table[BlockIQ1_M.ScaleBits(a)];
 
+        /// <summary>Index 4g + l = qs[4g + l] | (nibble l of qh[2g], qh[2g + 1]) &lt;&lt; 8: the 32 nibbles of qh in order, widened and shifted.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* a, int g, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        public static void Prepare(byte* a, ushort* idx)
         {
-            byte* qs = a + 4 * g;
-            int h0 = a[32 + 2 * g], h1 = a[33 + 2 * g];
+            var (q0, q1) = Vector256.Widen(Vector256.Load(a));
+            var qh = Vector128.Load(a + 32);
+            var mask = Vector128.Create((byte)0x0F);
+            var lo = qh & mask; var hi = Vector128.ShiftRightLogical(qh.AsUInt16(), 4).AsByte() & mask;
+            (q0 | Vector256.ShiftLeft(Avx2.ConvertToVector256Int16(Sse2.UnpackLow(lo, hi)).AsUInt16(), 8)).Store(idx);
+            (q1 | Vector256.ShiftLeft(Avx2.ConvertToVector256Int16(Sse2.UnpackHigh(lo, hi)).AsUInt16(), 8)).Store(idx + 16);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group(byte* a, int g, ushort* idx, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        {
+            ushort* ix = idx + 4 * g;
             ulong* t = iq1Grid8;
-            w = Vector256.Create(t[qs[0] | (h0 & 0xF) << 8], t[qs[1] | (h0 & 0xF0) << 4], t[qs[2] | (h1 & 0xF) << 8], t[qs[3] | (h1 & 0xF0) << 4]).AsSByte();
+            w = Vector256.Create(t[ix[0]], t[ix[1]], t[ix[2]], t[ix[3]]).AsSByte();
             abs = Vector256.Abs(w).AsByte();
             int sc = Unsafe.ReadUnaligned<ushort>(a + 48 + 2 * (g / 2)) >> 6 * (g % 2);
             scale = Vector256.Create(Vector128.Create((short)(2 * (sc & 7) + 1)), Vector128.Create((short)(2 * ((sc >> 3) & 7) + 1)));

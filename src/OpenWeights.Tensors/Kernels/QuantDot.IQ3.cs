@@ -21,9 +21,12 @@ public static unsafe partial class QuantDot
     {
         /// <summary>Bytes per super-block.</summary>
         static abstract int Bytes { get; }
-        /// <summary>Group g (values 32g..32g+31) of the super-block at a: |w|, w as int8, and the scale of each int16 lane
-        /// of pmaddubsw's result (lanes 0..7: values 0..15, lanes 8..15: values 16..31).</summary>
-        static abstract void Group(byte* a, int g, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale);
+        /// <summary>Writes the grid indices of the super-block at a to idx (up to 64), computed with vector operations
+        /// (index bits spread over several fields cost many scalar operations each); a no-op where they are plain bytes.</summary>
+        static abstract void Prepare(byte* a, ushort* idx);
+        /// <summary>Group g (values 32g..32g+31) of the super-block at a (idx: from <see cref="Prepare"/>): |w|, w as int8, and
+        /// the scale of each int16 lane of pmaddubsw's result (lanes 0..7: values 0..15, lanes 8..15: values 16..31).</summary>
+        static abstract void Group(byte* a, int g, ushort* idx, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale);
         /// <summary>The f32 super-block scale.</summary>
         static abstract float Scale(byte* a);
         /// <summary>What the integer sum is multiplied by before the FMA (IQ1: 1/8, its weights are 8× the grid values).</summary>
@@ -40,14 +43,16 @@ public static unsafe partial class QuantDot
     private static float DotGridAvx2<F>(byte* w, byte* x, int n) where F : struct, IGridBlock
     {
         float sumf = 0;
+        ushort* idx = stackalloc ushort[64];
         for (int i = 0; i < n / 256; i++)
         {
             byte* a = w + i * F.Bytes, b = x + i * Q8KBytes;
             sbyte* y = (sbyte*)(b + 4);
             var acc = Vector256<int>.Zero;
+            F.Prepare(a, idx);
             for (int g = 0; g < 8; g++)
             {
-                F.Group(a, g, out var abs, out var wv, out var sc);
+                F.Group(a, g, idx, out var abs, out var wv, out var sc);
                 acc += XsGroup(abs, wv, y + 32 * g, sc);
             }
             sumf = MathF.FusedMultiplyAdd(F.Scale(a) * Unsafe.ReadUnaligned<float>(b), Vector256.Sum(acc) * F.SumScale, sumf);
@@ -61,14 +66,16 @@ public static unsafe partial class QuantDot
     {
         float f0 = 0, f1 = 0, f2 = 0, f3 = 0;
         byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        ushort* idx = stackalloc ushort[64];
         for (int i = 0; i < n / 256; i++)
         {
             byte* a = w + i * F.Bytes; int o = i * Q8KBytes;
+            F.Prepare(a, idx);
             sbyte* y0 = (sbyte*)(x + o + 4), y1 = (sbyte*)(x1 + o + 4), y2 = (sbyte*)(x2 + o + 4), y3 = (sbyte*)(x3 + o + 4);
             var s0 = Vector256<int>.Zero; var s1 = Vector256<int>.Zero; var s2 = Vector256<int>.Zero; var s3 = Vector256<int>.Zero;
             for (int g = 0; g < 8; g++)
             {
-                F.Group(a, g, out var abs, out var wv, out var sc);
+                F.Group(a, g, idx, out var abs, out var wv, out var sc);
                 int k = 32 * g;
                 s0 += XsGroup(abs, wv, y0 + k, sc);
                 s1 += XsGroup(abs, wv, y1 + k, sc);
@@ -127,9 +134,10 @@ public static unsafe partial class QuantDot
         public static float SumScale => 1f;
         public static float Final => 0.25f;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Scale(byte* a) => Fp16(a);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Prepare(byte* a, ushort* idx) { } // the indices are the qs bytes
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* a, int g, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        public static void Group(byte* a, int g, ushort* idx, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
         {
             byte* qs = a + 2 + 8 * g;
             uint* grid = iq3xxsGrid;
@@ -189,6 +197,18 @@ public static unsafe partial class QuantDot
 
     // ---------------------------------------------------------------- IQ3_S x Q8_K
 
+    private const ushort Iq3sHighBit = 256;
+    /// <summary>2^(8−k) in u16 lane k of each 8 (both halves).</summary>
+    private static readonly Vector256<ushort> Iq3sBitToBit8 = Vector256.Create((ushort)256, 128, 64, 32, 16, 8, 4, 2, 256, 128, 64, 32, 16, 8, 4, 2);
+    /// <summary>pshufb controls: u16 qh[2p] in the 8 lanes of the low half, qh[2p + 1] in the high half.</summary>
+    private static readonly Vector256<byte> iq3sQh0 = QhSpread(0), iq3sQh1 = QhSpread(1), iq3sQh2 = QhSpread(2), iq3sQh3 = QhSpread(3);
+
+    private static Vector256<byte> QhSpread(int p) =>
+        Vector256.Create(Vector128.Create((ushort)((4 * p) | (4 * p + 1) << 8)).AsByte(), Vector128.Create((ushort)((4 * p + 2) | (4 * p + 3) << 8)).AsByte());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Iq3sQhSpread(int p) => p switch { 0 => iq3sQh0, 1 => iq3sQh1, 2 => iq3sQh2, _ => iq3sQh3 };
+
     /// <summary>IQ3_S (<see cref="BlockIQ3_S"/>): 8 grid lookups with 9-bit indices per group, one sign bit per value, one 4-bit scale.</summary>
     private readonly struct Iq3SBlock : IGridBlock
     {
@@ -197,14 +217,29 @@ public static unsafe partial class QuantDot
         public static float Final => 1f;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Scale(byte* a) => Fp16(a);
 
+        /// <summary>Index 8g + k = qs[8g + k] | (bit k of qh[g]) &lt;&lt; 8: 16 indices (2 groups) per vector, the qh byte
+        /// broadcast over its group's 8 lanes and multiplied by 2^(8−k), so that bit k lands on bit 8.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Group(byte* a, int g, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        public static void Prepare(byte* a, ushort* idx)
         {
-            byte* qs = a + 2 + 8 * g;
-            int qh = a[66 + g];
+            var qh = Vector128.CreateScalar(Unsafe.ReadUnaligned<ulong>(a + 66)).AsByte();
+            var qh16 = Avx2.ConvertToVector256Int16(qh).AsByte(); // qh[0..7] as u16 (lane 1 unused)
+            var both = Avx2.Permute2x128(qh16, qh16, 0x00);      // both 128-bit halves: qh[0..7]
+            var m = Vector256.Create(Iq3sHighBit);
+            for (int p = 0; p < 4; p++)
+            {
+                var q = Avx2.ConvertToVector256Int16(Vector128.Load(a + 2 + 16 * p)).AsUInt16();
+                var h = Avx2.Shuffle(both, Iq3sQhSpread(p)).AsUInt16();
+                (q | (Avx2.MultiplyLow(h, Iq3sBitToBit8) & m)).Store(idx + 16 * p);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Group(byte* a, int g, ushort* idx, out Vector256<byte> abs, out Vector256<sbyte> w, out Vector256<short> scale)
+        {
+            ushort* ix = idx + 8 * g;
             uint* grid = iq3sGrid;
-            abs = Vector256.Create(grid[qs[0] | (qh << 8 & 256)], grid[qs[1] | (qh << 7 & 256)], grid[qs[2] | (qh << 6 & 256)], grid[qs[3] | (qh << 5 & 256)],
-                grid[qs[4] | (qh << 4 & 256)], grid[qs[5] | (qh << 3 & 256)], grid[qs[6] | (qh << 2 & 256)], grid[qs[7] | (qh << 1 & 256)]).AsByte();
+            abs = Vector256.Create(grid[ix[0]], grid[ix[1]], grid[ix[2]], grid[ix[3]], grid[ix[4]], grid[ix[5]], grid[ix[6]], grid[ix[7]]).AsByte();
             // the 32 sign bits: byte p of the mask is 0xFF where bit p % 8 of sign byte p / 8 is set
             var sb = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(a + 74 + 4 * g)).AsByte(), signByteSpread) & signBitOfByte;
             w = ApplySigns(abs, Vector256.Equals(sb, signBitOfByte).AsSByte());
