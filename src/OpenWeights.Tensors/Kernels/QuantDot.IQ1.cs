@@ -127,6 +127,11 @@ public static unsafe partial class QuantDot
     /// <summary>AVX2 IQ1_S against 4 Q8_K activation rows; result: (4).</summary>
     public static void DotIQ1_SAvx2x4(byte* w, byte* x, int stride, int n, float* result) => DotGridAvx2x4<Iq1SBlock>(w, x, stride, n, result);
 
+    private static readonly Vector256<uint> iq1mWords01 = Vector256.Create(0u, 0, 0, 0, 1, 1, 1, 1), iq1mWords23 = Vector256.Create(2u, 2, 2, 2, 3, 3, 3, 3);
+    private static readonly Vector256<uint> iq1mScaleShifts = Vector256.Create(0u, 3, 6, 9, 0, 3, 6, 9);
+    /// <summary>pshufb control: u16 0 of a 32-bit broadcast over the low half, u16 1 over the high half.</summary>
+    private static readonly Vector256<byte> iq1mScaleSpread = Vector256.Create(Vector128.Create((ushort)0x0100).AsByte(), Vector128.Create((ushort)0x0302).AsByte());
+
     /// <summary>IQ1_M (<see cref="BlockIQ1_M"/>): 4 grid lookups per group (each nibble of qh: index bits 8..10 and, in bit 3, the shift sign), 2 scales.</summary>
     private readonly struct Iq1MBlock : IGridBlock
     {
@@ -145,6 +150,11 @@ public static unsafe partial class QuantDot
             var lo = qh & mask; var hi = Vector128.ShiftRightLogical(qh.AsUInt16(), 4).AsByte() & mask;
             (q0 | Vector256.ShiftLeft(Avx2.ConvertToVector256Int16(Sse2.UnpackLow(lo, hi)).AsUInt16(), 8)).Store(idx);
             (q1 | Vector256.ShiftLeft(Avx2.ConvertToVector256Int16(Sse2.UnpackHigh(lo, hi)).AsUInt16(), 8)).Store(idx + 16);
+            // the 16 odd scales 2s + 1 at idx[32 + 2g + h] (h: half of group g): 4 per scale word g/2, at bits 0, 3, 6, 9
+            var words = Avx2.ConvertToVector256Int32(Vector128.CreateScalar(Unsafe.ReadUnaligned<ulong>(a + 48)).AsUInt16()).AsUInt32();
+            var s0 = Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, iq1mWords01), iq1mScaleShifts) & Vector256.Create(7u);
+            var s1 = Avx2.ShiftRightLogicalVariable(Avx2.PermuteVar8x32(words, iq1mWords23), iq1mScaleShifts) & Vector256.Create(7u);
+            Vector256.Narrow(s0 + s0 + Vector256<uint>.One, s1 + s1 + Vector256<uint>.One).Store(idx + 32);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -154,8 +164,8 @@ public static unsafe partial class QuantDot
             ulong* t = iq1Grid8;
             w = Vector256.Create(t[ix[0]], t[ix[1]], t[ix[2]], t[ix[3]]).AsSByte();
             abs = Vector256.Abs(w).AsByte();
-            int sc = Unsafe.ReadUnaligned<ushort>(a + 48 + 2 * (g / 2)) >> 6 * (g % 2);
-            scale = Vector256.Create(Vector128.Create((short)(2 * (sc & 7) + 1)), Vector128.Create((short)(2 * ((sc >> 3) & 7) + 1)));
+            // (idx[32 + 2g] in the low half, idx[33 + 2g] in the high half), from one 32-bit broadcast
+            scale = Avx2.Shuffle(Vector256.Create(Unsafe.ReadUnaligned<uint>(idx + 32 + 2 * g)).AsByte(), iq1mScaleSpread).AsInt16();
         }
     }
 
