@@ -15,7 +15,8 @@ public static class KernelBench
     public static int Run(BenchOptions o)
     {
         const int rows = 4096, cols = 8192, prefill = 64;
-        GgmlType[] types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4];
+        GgmlType[] types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4,
+            GgmlType.IQ3_XXS, GgmlType.IQ3_S, GgmlType.IQ1_S, GgmlType.IQ1_M];
         var rng = new Random(1);
         var x = new float[prefill * cols];
         for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
@@ -32,7 +33,8 @@ public static class KernelBench
             for (int r = 0; r < 16; r++)
             {
                 for (int i = 0; i < cols; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
-                Quantize.Row(type, row, sample.AsSpan((int)(r * rb), (int)rb));
+                if (Quantize.CanQuantize(type)) Quantize.Row(type, row, sample.AsSpan((int)(r * rb), (int)rb));
+                else rng.NextBytes(sample.AsSpan((int)(r * rb), (int)rb)); // no quantizer of ours (IQ3 / IQ1): random blocks, same speed
             }
             unsafe
             {
@@ -65,7 +67,7 @@ public static class KernelBench
         Console.WriteLine("|---|---:|");
         var src = new float[1 << 16];
         for (int i = 0; i < src.Length; i++) src[i] = (float)(rng.NextDouble() * 2 - 1);
-        foreach (var type in types)
+        foreach (var type in types.Where(Quantize.CanQuantize))
         {
             var dst = new byte[GgmlTypes.RowBytes(type, src.Length)];
             double t = Best(() => Quantize.Row(type, src, dst), 5);

@@ -21,6 +21,7 @@ try
 {
     var o = BenchOptions.Parse(args);
     if (o.Kernels) return KernelBench.Run(o);
+    if (o.DotKernels) return DotKernelBench.Run();
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -43,6 +44,7 @@ namespace OpenWeights.Bench
         public int Reps { get; set; } = 3;
         public bool Json { get; set; }
         public bool Kernels { get; set; }
+        public bool DotKernels { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -68,6 +70,7 @@ namespace OpenWeights.Bench
                     case "--reps": reps = NextInt(); break;
                     case "--json": o.Json = true; break;
                     case "--kernels": o.Kernels = true; break;
+                    case "--dot-kernels": o.DotKernels = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -78,6 +81,7 @@ namespace OpenWeights.Bench
                                                      [--prompt 512] [--gen 128] [--reps 3] [--json] [--quick] [--out FILE]
                                    OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N]
                                    OpenWeights.Bench --kernels [--threads N]   (WeightMatrix.MatMul per weight type)
+                                   OpenWeights.Bench --dot-kernels              (Q8_K row dot kernels, ours vs ggml's, 1 thread)
                             """);
                         Environment.Exit(0);
                         break;

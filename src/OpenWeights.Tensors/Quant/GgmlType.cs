@@ -39,6 +39,10 @@ public static class GgmlTypes
         GgmlType.IQ4_NL => (32, 18), // f16 d, 16 bytes of grid indices
         GgmlType.IQ4_XS => (256, 136), // f16 d, u16 scales_h, 4 scales_l, 128 bytes of grid indices
         GgmlType.MXFP4 => (32, 17),  // e8m0 exponent, 16 bytes of FP4 nibbles
+        GgmlType.IQ3_XXS => (256, 98), // f16 d, 64 grid indices, 8 u32 of signs and scales
+        GgmlType.IQ3_S => (256, 110),  // f16 d, 64 grid indices, 8 qh, 32 bytes of signs, 4 scales
+        GgmlType.IQ1_S => (256, 50),   // f16 d, 32 grid indices, 8 u16 of index bits, scales and shift signs
+        GgmlType.IQ1_M => (256, 56),   // 32 grid indices, 16 qh, 8 bytes of scales (holding the f16 d)
         _ => null,
     };
 

@@ -40,13 +40,13 @@ public unsafe class GgmlOracleTests
         return h;
     });
 
-    private static IntPtr CpuSym(string name)
+    internal static IntPtr CpuSym(string name)
     {
         if (CpuLib.Value == IntPtr.Zero) Assert.Skip("llama.cpp's libggml-cpu (AVX2 build) from LLamaSharp.Backend.Cpu 0.30.0 is not in the NuGet cache");
         return NativeLibrary.GetExport(CpuLib.Value, name);
     }
 
-    private static IntPtr Sym(string name)
+    internal static IntPtr Sym(string name)
     {
         if (Lib.Value == IntPtr.Zero) Assert.Skip("llama.cpp's ggml-base from LLamaSharp.Backend.Cpu 0.30.0 is not in the NuGet cache (restore tests/OpenWeights.Tests)");
         return NativeLibrary.GetExport(Lib.Value, name);
@@ -282,7 +282,7 @@ public unsafe class GgmlOracleTests
         }
     }
 
-    private static float[] TestData(Random rng, int n, int kind)
+    internal static float[] TestData(Random rng, int n, int kind)
     {
         var x = new float[n];
         for (int i = 0; i < n; i++)
