@@ -23,49 +23,7 @@ public class Llama4Tests(ITestOutputHelper output)
 {
     private const string Tiny = "tiny-llama4";
 
-    public static TheoryData<string, double, double> Types() => new()
-    {
-        // type, max |diff| / max |logit|, min cosine. Measured worst of 16 positions: f32 4.4e-7; f16 4.4e-4 (cos
-        // 0.99999992); q8_0 1.6e-7; q4_k_m 3.0e-7. Smallest routing margins 1.4e-3 .. 3.6e-3.
-        { "f32", 1e-5, 0.999999 },
-        { "f16", 2e-3, 0.99999 },
-        { "q8_0", 1e-5, 0.999999 },
-        { "q4_k_m", 1e-5, 0.999999 },
-    };
-
-    [Theory]
-    [MemberData(nameof(Types))]
-    public void LogitsAgreeWithLlamaCpp(string type, double relTol, double minCos)
-    {
-        using var dir = new TempDir();
-        var path = Write(dir, Tiny, type);
-        // asserts the routing margin (top-1 sigmoid probability over the runner-up) clear of rounding first
-        var (rel, cos, margin) = MoeOracle.AssertAgrees(path, relTol, minCos);
-        output.WriteLine($"{Tiny} {type}: worst rel {rel:E2}, worst cos {cos:F9}, smallest routing margin {margin:E2}");
-    }
-
-    [Fact]
-    public void GreedyContinuationOf64TokensEqualsLlamaCpp()
-    {
-        using var dir = new TempDir();
-        var path = Write(dir, Tiny, "f32");
-        int[] prompt = [5, 300, 301, 17, 900, 44, 45, 46];
-        var ours = OurGreedy(path, prompt, 64);
-        var theirs = LlamaCpp.ArgmaxContinuation(path, prompt, 64);
-        Assert.Equal(theirs, ours);
-        Assert.True(ours.Distinct().Count() > 1, "a continuation of one repeated token would say little");
-    }
-
-    [Fact]
-    public void TiedRoutersPickTheSameExpertAsLlamaCpp()
-    {
-        // routers whose rows repeat (expert e + 8 scores as e): every token's top logit is shared by two experts with
-        // different weights, so the top-1 tie rule (llama.cpp's argsort of the logits) decides which runs
-        using var dir = new TempDir();
-        var tied = MoeOracle.WithTiedRouters(dir, Write(dir, Tiny, "f32"), "tied.gguf", distinct: 8);
-        var (rel, cos) = AssertLogitsAgree(tied, 1e-5, 0.999999);
-        output.WriteLine($"tied routers: worst rel {rel:E2}, worst cos {cos:F9}");
-    }
+    // the oracle checks (logits per type, 64-token greedy runs, the tie rule on tied routers) are rows of MoeFamilyTests
 
     [Fact]
     public void LayersInterleaveDenseAndExpertFeedForwardsAndEveryFourthHasNoRope()

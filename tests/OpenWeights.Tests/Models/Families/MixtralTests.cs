@@ -10,42 +10,41 @@ namespace OpenWeights.Tests.Models.Families;
 /// <summary>A llama file with experts (Mixtral) against llama.cpp's llama builder (8 experts, top-2, renormalised).</summary>
 public class MixtralTests(ITestOutputHelper output)
 {
-    public static TheoryData<string, double, double> Types() => new()
-    {
-        // type, max |diff| / max |logit|, min cosine. F32 measured 4.8e-7. The quantized files of this seed (42) differ
-        // from llama.cpp: q8_0 7e-3..9e-3 at 14 of 16 positions, q4_k_m ~1e-1 at position 0, then ~1.5e-2. This is not a
-        // MoE matter: with the seeds 1..5 the DENSE tiny-llama (1.1e-2, 8.9e-3 at seeds 1, 2) and tiny-qwen3 (4.9e-3,
-        // 9.1e-3, 4.8e-3 at seeds 2, 4, 5) differ the same way in Q8_0, and tiny-mixtral agrees at 1.8e-7 with seeds 2
-        // and 3 (tiny-qwen3moe: 3 of 5 seeds agree, tiny-olmoe: 4 of 5). Ruled out on our side: the expert views (each
-        // expert's MatMul against its dequantized rows), prefill vs decode (bit-identical). The likely mechanism: hidden
-        // states that agree to ~1e-7 round to different 8-bit activations now and then, which a quantized pipeline
-        // amplifies. The tolerances below are the measured gaps (x1.5), not a claim of agreement.
-        { "f32", 1e-5, 0.999999 },
-        { "q8_0", 1.5e-2, 0.9999 },
-        { "q4_k_m", 1.6e-1, 0.99 },
-    };
+    // the oracle checks (logits per type, the f32 64-token greedy run) are rows of MoeFamilyTests; their comment says
+    // why this file's Q8_0 and Q4_K_M logits differ from llama.cpp's by the size of the 8-bit activation rounding
 
     [Theory]
-    [MemberData(nameof(Types))]
-    public void LogitsAgreeWithLlamaCpp(string type, double relTol, double minCos)
+    [InlineData("q8_0")]
+    [InlineData("q4_k_m")]
+    public void QuantizedLogitsAreAsCloseToTheF32ActivationLogitsAsLlamaCpps(string type)
     {
+        // Where the engines part on activation rounding steps, neither is "right": both should stand as far from the
+        // logits of the same weights run with F32 activations (the file's weights dequantized to F32). A real error on
+        // our side (a wrong scale, a lost block) would put ours much farther from them than llama.cpp.
         using var dir = new TempDir();
         var path = Write(dir, "tiny-mixtral", type);
-        var (rel, cos, margin) = MoeOracle.AssertAgrees(path, relTol, minCos);
-        output.WriteLine($"tiny-mixtral {type}: worst rel {rel:E2}, worst cos {cos:F9}, routing margin {margin:E2}");
-    }
-
-    [Theory]
-    [InlineData("f32")] // the quantized files differ from llama.cpp (see Types); their greedy runs part after ~40 tokens
-    public void GreedyContinuationOf64TokensEqualsLlamaCpp(string type)
-    {
-        using var dir = new TempDir();
-        var path = Write(dir, "tiny-mixtral", type);
-        int[] prompt = [5, 300, 301, 17, 900, 44, 45, 46];
-        var ours = OurGreedy(path, prompt, 64);
-        var theirs = LlamaCpp.ArgmaxContinuation(path, prompt, 64);
-        Assert.Equal(theirs, ours);
-        Assert.True(ours.Distinct().Count() > 1, "a continuation of one repeated token would say little");
+        var exact = OurLogits(MoeOracle.DequantizedCopy(dir, path, "f32-weights.gguf"), Prompt);
+        var ours = OurLogits(path, Prompt);
+        var theirs = LlamaCpp.Logits(path, Prompt);
+        int v = theirs[0].Length;
+        double oursWorst = 0, theirsWorst = 0, oursSum = 0, theirsSum = 0;
+        for (int t = 0; t < Prompt.Length; t++)
+        {
+            var reference = exact.AsSpan(t * v, v);
+            double scale = theirs[t].Max(Math.Abs);
+            double o = Compare.Logits(ours.AsSpan(t * v, v), reference).MaxAbs / scale;
+            double l = Compare.Logits(theirs[t], reference).MaxAbs / scale;
+            oursWorst = Math.Max(oursWorst, o); theirsWorst = Math.Max(theirsWorst, l);
+            oursSum += o; theirsSum += l;
+        }
+        output.WriteLine($"tiny-mixtral {type} vs F32 activations: ours worst {oursWorst:E2} mean {oursSum / Prompt.Length:E2}; " +
+                         $"llama.cpp worst {theirsWorst:E2} mean {theirsSum / Prompt.Length:E2}");
+        // the 8-bit rounding does move the logits (else this test would say nothing) ...
+        Assert.True(theirsSum / Prompt.Length > 1e-3, $"llama.cpp's {type} logits are within {theirsSum / Prompt.Length:E2} of the F32-activation ones");
+        // ... and ours by no more than llama.cpp's (measured, ours / llama.cpp: q8_0 worst 0.243 / 0.243, mean 3.38e-2 / 3.35e-2;
+        // q4_k_m worst 9.65e-2 / 9.65e-2, mean 1.87e-2 / 1.85e-2)
+        Assert.True(oursWorst <= 1.25 * theirsWorst, $"worst: ours {oursWorst:E2}, llama.cpp {theirsWorst:E2}");
+        Assert.True(oursSum <= 1.25 * theirsSum, $"mean: ours {oursSum / Prompt.Length:E2}, llama.cpp {theirsSum / Prompt.Length:E2}");
     }
 
     [Fact]

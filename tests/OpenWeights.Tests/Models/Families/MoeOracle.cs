@@ -50,6 +50,24 @@ public static class MoeOracle
         return dst;
     }
 
+    /// <summary>A copy of a GGUF whose quantized tensors are dequantized to F32 (the same weights, run with F32 activations).</summary>
+    public static unsafe string DequantizedCopy(TempDir dir, string src, string name)
+    {
+        var dst = dir.File(name);
+        using var f = GgufFile.Open(src);
+        var w = new GgufWriter().CopyMetadata(f);
+        foreach (var t in f.Tensors)
+        {
+            var bytes = new ReadOnlySpan<byte>(f.TensorPointer(t), (int)t.ByteSize);
+            if (t.Type == GgmlType.F32) { w.AddTensor(t.Name, t.Type, t.Dimensions, bytes.ToArray()); continue; }
+            var values = new float[t.Dimensions.Aggregate(1L, (a, b) => a * b)];
+            Dequantize.Row(t.Type, bytes, values);
+            w.AddTensor(t.Name, t.Dimensions, values);
+        }
+        w.Write(dst);
+        return dst;
+    }
+
     /// <summary>Asserts that ours and llama.cpp agree on the logits and the 64-token greedy run, and that our routing margin
     /// is clear (so the agreement is not luck on near-ties); returns the worst relative diff, cosine and the margin.</summary>
     public static (double Rel, double Cos, float Margin) AssertAgrees(string path, double relTol, double minCos)

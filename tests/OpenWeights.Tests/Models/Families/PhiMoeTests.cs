@@ -18,46 +18,19 @@ public class PhiMoeTests(ITestOutputHelper output)
 {
     private const string Tiny = "tiny-phimoe";
 
-    public static TheoryData<string, double, double> Types() => new()
-    {
-        // type, max |diff| / max |logit|, min cosine over the 16 positions. Measured worst: see the output lines
-        // (f32 and q8_0 ~1e-7, q4_k_m ~1e-7: the same integer sums as ggml's kernels).
-        { "f32", 1e-5, 0.999999 },
-        { "q8_0", 1e-5, 0.999999 },
-        { "q4_k_m", 1e-5, 0.999999 },
-    };
+    // the oracle checks (logits in f32 / q8_0 / q4_k_m, 64-token greedy runs) are rows of MoeFamilyTests
 
-    [Theory]
-    [MemberData(nameof(Types))]
-    public void LogitsAgreeWithLlamaCpp(string type, double relTol, double minCos)
+    [Fact]
+    public void LoadsAsPhiMoeWithExpertsAndTheNormAndHeadBiases()
     {
         using var dir = new TempDir();
-        var path = Write(dir, Tiny, type);
-        using (var m = DecoderModel.Load(path))
-        {
-            Assert.IsType<PhiMoeModel>(m);
-            Assert.Equal((16, 2, 512), (m.Config.ExpertCount, m.Config.ExpertsUsed, m.Config.ExpertFfnDim));
-            Assert.All(m.Layers, L => Assert.NotNull(L.Experts));
-            Assert.All(m.Layers, L => Assert.NotNull(L.AttnNormBias));
-            Assert.NotNull(m.OutputNormBias);
-            Assert.NotNull(m.Output.Bias);
-        }
-        var (rel, cos, margin) = MoeOracle.AssertAgrees(path, relTol, minCos);
-        output.WriteLine($"{Tiny} {type}: worst rel {rel:E2}, worst cos {cos:F9}, routing margin {margin:E2}");
-    }
-
-    [Theory]
-    [InlineData("f32")]
-    [InlineData("q8_0")]
-    [InlineData("q4_k_m")]
-    public void GreedyContinuationOf64TokensEqualsLlamaCpp(string type)
-    {
-        using var dir = new TempDir();
-        var path = Write(dir, Tiny, type);
-        var ours = OurGreedy(path, Prompt, 64);
-        var theirs = LlamaCpp.ArgmaxContinuation(path, Prompt, 64);
-        Assert.Equal(theirs, ours);
-        Assert.True(ours.Distinct().Count() > 1, "a continuation of one repeated token would say little");
+        using var m = DecoderModel.Load(Write(dir, Tiny, "q4_k_m"));
+        Assert.IsType<PhiMoeModel>(m);
+        Assert.Equal((16, 2, 512), (m.Config.ExpertCount, m.Config.ExpertsUsed, m.Config.ExpertFfnDim));
+        Assert.All(m.Layers, L => Assert.NotNull(L.Experts));
+        Assert.All(m.Layers, L => Assert.NotNull(L.AttnNormBias));
+        Assert.NotNull(m.OutputNormBias);
+        Assert.NotNull(m.Output.Bias);
     }
 
     [Fact]
