@@ -39,6 +39,9 @@ public static class GgmlTypes
         GgmlType.IQ4_NL => (32, 18), // f16 d, 16 bytes of grid indices
         GgmlType.IQ4_XS => (256, 136), // f16 d, u16 scales_h, 4 scales_l, 128 bytes of grid indices
         GgmlType.MXFP4 => (32, 17),  // e8m0 exponent, 16 bytes of FP4 nibbles
+        GgmlType.IQ2_XXS => (256, 66), // f16 d, 8 x (4 grid indices, 4 sign indices + scale)
+        GgmlType.IQ2_XS => (256, 74),  // f16 d, 32 u16 (9-bit grid index, 7-bit sign index), 8 scales
+        GgmlType.IQ2_S => (256, 82),   // f16 d, 32 grid indices, 32 sign bytes, 8 qh, 8 scales
         _ => null,
     };
 
