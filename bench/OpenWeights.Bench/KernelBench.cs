@@ -15,7 +15,8 @@ public static class KernelBench
     public static int Run(BenchOptions o)
     {
         const int rows = 4096, cols = 8192, prefill = 64;
-        GgmlType[] types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4];
+        GgmlType[] types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4,
+            GgmlType.IQ2_XXS, GgmlType.IQ2_XS, GgmlType.IQ2_S];
         var rng = new Random(1);
         var x = new float[prefill * cols];
         for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
@@ -32,7 +33,8 @@ public static class KernelBench
             for (int r = 0; r < 16; r++)
             {
                 for (int i = 0; i < cols; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
-                Quantize.Row(type, row, sample.AsSpan((int)(r * rb), (int)rb));
+                if (Quantize.CanQuantize(type)) Quantize.Row(type, row, sample.AsSpan((int)(r * rb), (int)rb));
+                else RandomBlocks(rng, type, sample.AsSpan((int)(r * rb), (int)rb)); // no quantizer of ours (IQ2): random valid blocks
             }
             unsafe
             {
@@ -65,13 +67,21 @@ public static class KernelBench
         Console.WriteLine("|---|---:|");
         var src = new float[1 << 16];
         for (int i = 0; i < src.Length; i++) src[i] = (float)(rng.NextDouble() * 2 - 1);
-        foreach (var type in types)
+        foreach (var type in types.Where(Quantize.CanQuantize))
         {
             var dst = new byte[GgmlTypes.RowBytes(type, src.Length)];
             double t = Best(() => Quantize.Row(type, src, dst), 5);
             Console.WriteLine($"| {type} | {src.Length / t / 1e6:F1} |");
         }
         return 0;
+    }
+
+    /// <summary>Random bytes as blocks of a type whose every bit pattern is valid (the IQ2 grids), each with the f16 scale d = 0.01 first.</summary>
+    private static void RandomBlocks(Random rng, GgmlType type, Span<byte> dst)
+    {
+        rng.NextBytes(dst);
+        int bb = GgmlTypes.BlockBytes(type);
+        for (int i = 0; i + bb <= dst.Length; i += bb) BitConverter.TryWriteBytes(dst[i..], HalfConvert.Fp32ToFp16(0.01f));
     }
 
     private static double Best(Action a, int runs)

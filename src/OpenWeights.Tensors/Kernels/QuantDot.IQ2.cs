@@ -139,7 +139,11 @@ public static unsafe partial class QuantDot
     private static int Iq2EightScalar(ulong grid, byte signs, sbyte* y)
     {
         int s = 0;
-        for (int j = 0; j < 8; j++) s += (byte)(grid >> 8 * j) * y[j] * ((signs & IQSigns.KMaskIq2xs[j]) != 0 ? -1 : 1);
+        for (int j = 0; j < 8; j++)
+        {
+            int p = (byte)(grid >> 8 * j) * y[j];
+            s += (signs >> j & 1) != 0 ? -p : p; // bit j = KMaskIq2xs[j]
+        }
         return s;
     }
 
@@ -148,6 +152,8 @@ public static unsafe partial class QuantDot
     /// <summary>Scalar reference (ggml ggml_vec_dot_iq2_xxs_q8_K_generic: sumf += d·bsum per super-block, fused as gcc compiles it; 0.125·sumf).</summary>
     public static float DotIQ2_XXSScalar(byte* w, byte* x, int n)
     {
+        ulong* grid = IQ2Grids.Xxs;
+        byte[] ks = IQSigns.KSignsIq2xs;
         float sum = 0;
         for (int i = 0; i < n / 256; i++)
         {
@@ -161,7 +167,7 @@ public static unsafe partial class QuantDot
                 uint s = Unsafe.ReadUnaligned<uint>(q + 4);
                 int sumi = 0;
                 for (int l = 0; l < 4; l++)
-                    sumi += Iq2EightScalar(IQ2Grids.Xxs[q[l]], IQSigns.KSignsIq2xs[(int)(s >> 7 * l) & 127], y + 32 * g + 8 * l);
+                    sumi += Iq2EightScalar(grid[q[l]], ks[(int)(s >> 7 * l) & 127], y + 32 * g + 8 * l);
                 bsum += sumi * (int)(2 * (s >> 28) + 1);
             }
             sum = MathF.FusedMultiplyAdd(d, bsum, sum);
@@ -179,6 +185,8 @@ public static unsafe partial class QuantDot
     /// <summary>Scalar reference (ggml ggml_vec_dot_iq2_xs_q8_K_generic).</summary>
     public static float DotIQ2_XSScalar(byte* w, byte* x, int n)
     {
+        ulong* grid = IQ2Grids.Xs;
+        byte[] ks = IQSigns.KSignsIq2xs;
         float sum = 0;
         for (int i = 0; i < n / 256; i++)
         {
@@ -193,7 +201,7 @@ public static unsafe partial class QuantDot
                 for (int l = 0; l < 4; l++)
                 {
                     int q = Unsafe.ReadUnaligned<ushort>(a + 2 + 8 * g + 2 * l);
-                    int p = Iq2EightScalar(IQ2Grids.Xs[q & 511], IQSigns.KSignsIq2xs[q >> 9], y + 32 * g + 8 * l);
+                    int p = Iq2EightScalar(grid[q & 511], ks[q >> 9], y + 32 * g + 8 * l);
                     if (l < 2) sumi1 += p; else sumi2 += p;
                 }
                 bsum += sumi1 * (2 * (sc & 0xF) + 1) + sumi2 * (2 * (sc >> 4) + 1);
@@ -213,6 +221,7 @@ public static unsafe partial class QuantDot
     /// <summary>Scalar reference (ggml ggml_vec_dot_iq2_s_q8_K_generic).</summary>
     public static float DotIQ2_SScalar(byte* w, byte* x, int n)
     {
+        ulong* grid = IQ2Grids.S;
         float sum = 0;
         for (int i = 0; i < n / 256; i++)
         {
@@ -226,7 +235,7 @@ public static unsafe partial class QuantDot
                 int sumi1 = 0, sumi2 = 0;
                 for (int l = 0; l < 4; l++)
                 {
-                    int p = Iq2EightScalar(IQ2Grids.S[BlockIQ2_S.GridIndex(a, g, l)], a[34 + 4 * g + l], y + 32 * g + 8 * l);
+                    int p = Iq2EightScalar(grid[BlockIQ2_S.GridIndex(a, g, l)], a[34 + 4 * g + l], y + 32 * g + 8 * l);
                     if (l < 2) sumi1 += p; else sumi2 += p;
                 }
                 bsum += (1 + 2 * (sc & 0xF)) * sumi1 + (1 + 2 * (sc >> 4)) * sumi2;
