@@ -16,7 +16,8 @@ public static class KernelBench
     {
         const int rows = 4096, cols = 8192, prefill = 64;
         GgmlType[] types = [GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS, GgmlType.MXFP4,
-            GgmlType.IQ3_XXS, GgmlType.IQ3_S, GgmlType.IQ1_S, GgmlType.IQ1_M];
+            GgmlType.IQ3_XXS, GgmlType.IQ3_S, GgmlType.IQ1_S, GgmlType.IQ1_M,
+            GgmlType.IQ2_XXS, GgmlType.IQ2_XS, GgmlType.IQ2_S];
         var rng = new Random(1);
         var x = new float[prefill * cols];
         for (int i = 0; i < x.Length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
@@ -34,6 +35,7 @@ public static class KernelBench
             {
                 for (int i = 0; i < cols; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
                 if (Quantize.CanQuantize(type)) Quantize.Row(type, row, sample.AsSpan((int)(r * rb), (int)rb));
+                else if (type is GgmlType.IQ2_XXS or GgmlType.IQ2_XS or GgmlType.IQ2_S) RandomBlocks(rng, type, sample.AsSpan((int)(r * rb), (int)rb)); // no quantizer of ours (IQ2): random valid blocks
                 else rng.NextBytes(sample.AsSpan((int)(r * rb), (int)rb)); // no quantizer of ours (IQ3 / IQ1): random blocks, same speed
             }
             unsafe
@@ -74,6 +76,14 @@ public static class KernelBench
             Console.WriteLine($"| {type} | {src.Length / t / 1e6:F1} |");
         }
         return 0;
+    }
+
+    /// <summary>Random bytes as blocks of a type whose every bit pattern is valid (the IQ2 grids), each with the f16 scale d = 0.01 first.</summary>
+    private static void RandomBlocks(Random rng, GgmlType type, Span<byte> dst)
+    {
+        rng.NextBytes(dst);
+        int bb = GgmlTypes.BlockBytes(type);
+        for (int i = 0; i + bb <= dst.Length; i += bb) BitConverter.TryWriteBytes(dst[i..], HalfConvert.Fp32ToFp16(0.01f));
     }
 
     private static double Best(Action a, int runs)

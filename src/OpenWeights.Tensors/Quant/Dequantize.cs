@@ -10,7 +10,8 @@ public static class Dequantize
         or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q8_0
         or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q8_K
         or GgmlType.IQ4_NL or GgmlType.IQ4_XS or GgmlType.MXFP4
-        or GgmlType.IQ3_XXS or GgmlType.IQ3_S or GgmlType.IQ1_S or GgmlType.IQ1_M;
+        or GgmlType.IQ3_XXS or GgmlType.IQ3_S or GgmlType.IQ1_S or GgmlType.IQ1_M
+        or GgmlType.IQ2_XXS or GgmlType.IQ2_XS or GgmlType.IQ2_S;
 
     /// <summary>
     /// Dequantizes <c>dst.Length</c> elements of <paramref name="type"/> read from <paramref name="src"/>
@@ -45,6 +46,9 @@ public static class Dequantize
             case GgmlType.IQ3_S: BlockIQ3_S.Dequantize(src, dst); break;
             case GgmlType.IQ1_S: BlockIQ1_S.Dequantize(src, dst); break;
             case GgmlType.IQ1_M: BlockIQ1_M.Dequantize(src, dst); break;
+            case GgmlType.IQ2_XXS: BlockIQ2_XXS.Dequantize(src, dst); break;
+            case GgmlType.IQ2_XS: BlockIQ2_XS.Dequantize(src, dst); break;
+            case GgmlType.IQ2_S: BlockIQ2_S.Dequantize(src, dst); break;
             default: throw new NotSupportedException($"cannot dequantize tensor type {type}");
         }
     }

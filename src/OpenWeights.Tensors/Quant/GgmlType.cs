@@ -43,6 +43,9 @@ public static class GgmlTypes
         GgmlType.IQ3_S => (256, 110),  // f16 d, 64 grid indices, 8 qh, 32 bytes of signs, 4 scales
         GgmlType.IQ1_S => (256, 50),   // f16 d, 32 grid indices, 8 u16 of index bits, scales and shift signs
         GgmlType.IQ1_M => (256, 56),   // 32 grid indices, 16 qh, 8 bytes of scales (holding the f16 d)
+        GgmlType.IQ2_XXS => (256, 66), // f16 d, 8 x (4 grid indices, 4 sign indices + scale)
+        GgmlType.IQ2_XS => (256, 74),  // f16 d, 32 u16 (9-bit grid index, 7-bit sign index), 8 scales
+        GgmlType.IQ2_S => (256, 82),   // f16 d, 32 grid indices, 32 sign bytes, 8 qh, 8 scales
         _ => null,
     };
 

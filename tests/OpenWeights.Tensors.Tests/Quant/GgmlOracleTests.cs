@@ -8,7 +8,7 @@ namespace OpenWeights.Tensors.Tests.Quant;
 /// ggml_fp32_to_fp16...), loaded straight from the LLamaSharp.Backend.Cpu 0.30.0 package in the NuGet
 /// cache (restored by tests/OpenWeights.Tests). Skips when that package is not there.
 /// </summary>
-public unsafe class GgmlOracleTests
+public unsafe partial class GgmlOracleTests
 {
     private static readonly Lazy<IntPtr> Lib = new(Load);
 

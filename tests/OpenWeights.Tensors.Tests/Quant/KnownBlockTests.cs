@@ -294,7 +294,7 @@ public class KnownBlockTests
     {
         Assert.Throws<ArgumentException>(() => Dequantize.Row(GgmlType.Q4_0, new byte[17], new float[32]));
         Assert.Throws<ArgumentException>(() => Dequantize.Row(GgmlType.Q4_0, new byte[18], new float[31]));
-        Assert.Throws<NotSupportedException>(() => Dequantize.Row(GgmlType.IQ2_XXS, new byte[100], new float[256]));
+        Assert.Throws<NotSupportedException>(() => Dequantize.Row(GgmlType.TQ2_0, new byte[100], new float[256]));
         Assert.Throws<ArgumentException>(() => Quantize.Row(GgmlType.Q4_K, new float[256], new byte[143]));
         Assert.Throws<NotSupportedException>(() => Quantize.Row(GgmlType.IQ2_XXS, new float[256], new byte[100]));
         Assert.False(Quantize.CanQuantize(GgmlType.IQ2_XXS));
