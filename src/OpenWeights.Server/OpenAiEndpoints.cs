@@ -49,6 +49,7 @@ public static class OpenAiEndpoints
 
     private static Task WriteError(HttpContext ctx, ApiException e)
     {
+        if (ctx.Features.Get<IErrorDialect>() is { } dialect) return dialect.WriteError(ctx, e); // the Anthropic and Ollama APIs
         ctx.Response.StatusCode = e.Status;
         ctx.Response.ContentType = "application/json";
         return ctx.Response.WriteAsync(ErrorJson(e).ToJsonString(Compact));
@@ -69,6 +70,7 @@ public static class OpenAiEndpoints
         ctx.RequestServices.GetService<Microsoft.Extensions.Logging.ILoggerFactory>()?.CreateLogger("OpenWeights.Server")
             .LogError(e, "{Method} {Path} failed", ctx.Request.Method, ctx.Request.Path.Value);
         if (!ctx.Response.HasStarted) { await WriteError(ctx, api); return; }
+        if (ctx.Features.Get<IErrorDialect>() is { } dialect) { await dialect.WriteInStream(ctx, api); return; }
         if (ctx.Response.ContentType != "text/event-stream") { ctx.Abort(); return; }
         try
         {
@@ -120,7 +122,7 @@ public static class OpenAiEndpoints
     }
 
     // the jobs end when the client goes, and when the response is over (an error in one choice ends the others)
-    private static JobOutput Start(HttpContext ctx, ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n)
+    internal static JobOutput Start(HttpContext ctx, ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n)
     {
         var output = new JobOutput(n, h.Options.StreamBufferEvents);
         RequestLog.Track(ctx, output);

@@ -7,7 +7,7 @@ using Microsoft.Extensions.Logging;
 
 namespace OpenWeights.Server;
 
-/// <summary>Builds the OpenAI-compatible server for one model.</summary>
+/// <summary>Builds the server for one model: the OpenAI API, with the Anthropic Messages and Ollama APIs beside it.</summary>
 public static class OpenWeightsServer
 {
     /// <summary>Kestrel's share of the shutdown beyond the grace period: time for cut-off streams to write their last chunk.</summary>
@@ -36,9 +36,10 @@ public static class OpenWeightsServer
         var host = app.ApplicationServices.GetRequiredService<ModelHost>(); // load the model before the first request
         app.ApplicationServices.GetService<IHostApplicationLifetime>()?.ApplicationStopping.Register(() => host.BeginShutdown(host.Options.ShutdownTimeout));
         app.UseRequestLog();
+        app.UseApiDialects(); // Anthropic and Ollama paths: their error shapes (and x-api-key)
         app.UseOpenAiErrors();
         app.UseRouting();
-        app.UseEndpoints(e => e.MapOpenAi());
+        app.UseEndpoints(e => e.MapAnthropic().MapOllama().MapOpenAi());
         return app;
     }
 

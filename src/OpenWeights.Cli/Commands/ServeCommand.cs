@@ -15,7 +15,7 @@ public static class ServeCommand
         var model = CommonOptions.Model();
         var host = new Option<string>("--host") { Description = "Address to bind (default 127.0.0.1: this machine only)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "TCP port (0: any free port)", DefaultValueFactory = _ => 8080 };
-        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' (default: env OPENWEIGHTS_API_KEY, else none)" };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' (Anthropic clients: x-api-key) (default: env OPENWEIGHTS_API_KEY, else none)" };
         var parallel = new Option<int>("--parallel", "-np") { Description = "Requests decoded together (slots)", DefaultValueFactory = _ => 4 };
         var queue = new Option<int>("--queue") { Description = "Requests that may wait for a slot before 429", DefaultValueFactory = _ => 64 };
         var template = new Option<string?>("--chat-template") { Description = "Jinja chat template file (default: the model's own)" };
@@ -26,7 +26,7 @@ public static class ServeCommand
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
         var lora = CommonOptions.Lora();
-        var cmd = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
+        var cmd = new Command("serve", "Serve a model over HTTP: the OpenAI API, with the Anthropic Messages and Ollama APIs beside it")
         {
             model, host, port, apiKey, parallel, queue, template, alias, shutdown, logFormat, threads, ctx, lora,
         };

@@ -30,8 +30,9 @@ public sealed record GenerationOptions
 
 /// <summary>A piece of streamed output. The last chunk carries <see cref="Finish"/> and the statistics.</summary>
 /// <param name="Logprobs">when requested: the tokens generated since the previous chunk, with their log-probabilities</param>
+/// <param name="StopString">the last chunk of a reply that a stop string ended: that string (the Anthropic API reports it)</param>
 public sealed record GenerationChunk(string Text, int TokenId, FinishReason? Finish = null, GenerationStats? Stats = null,
-    IReadOnlyList<TokenLogprob>? Logprobs = null);
+    IReadOnlyList<TokenLogprob>? Logprobs = null, string? StopString = null);
 
 /// <summary>A token's log-probability under the model's distribution (after the constraint's mask; before logit bias, penalties, temperature and truncation).</summary>
 public sealed record TokenLogprob(int TokenId, string Token, byte[] Bytes, float Logprob, IReadOnlyList<TokenLogprob> Top);
@@ -156,7 +157,7 @@ public sealed class TokenStream
     {
         string tail = finish == FinishReason.Stop && stopper.Hit ? "" : stopper.Flush(decoder.Flush());
         var lp = pendingLogprobs; pendingLogprobs = null;
-        return new GenerationChunk(tail, lastId, finish, stats, lp);
+        return new GenerationChunk(tail, lastId, finish, stats, lp, finish == FinishReason.Stop ? stopper.Matched : null);
     }
 
     private TokenLogprob Logprob(int id)
@@ -202,6 +203,8 @@ public sealed class StopStringFilter(IReadOnlyList<string> stops)
     private readonly string[] stops = stops.Where(s => s.Length > 0).ToArray();
     private readonly StringBuilder pending = new();
     public bool Hit { get; private set; }
+    /// <summary>The stop string that was found (null before).</summary>
+    public string? Matched { get; private set; }
 
     /// <summary>Adds text; returns what can be emitted now and whether a stop string was found.</summary>
     public (string Text, bool Hit) Push(string text)
@@ -214,7 +217,7 @@ public sealed class StopStringFilter(IReadOnlyList<string> stops)
         foreach (var s in stops)
         {
             int i = p.IndexOf(s, StringComparison.Ordinal);
-            if (i >= 0 && (first < 0 || i < first)) first = i;
+            if (i >= 0 && (first < 0 || i < first)) { first = i; Matched = s; }
         }
         if (first >= 0) { Hit = true; pending.Clear(); return (p[..first], true); }
         int keep = 0;
