@@ -12,7 +12,7 @@ namespace OpenWeights.Server;
 /// The Anthropic Messages API over the same model host as the OpenAI API: POST /v1/messages (streamed as Anthropic's
 /// server-sent events) and POST /v1/messages/count_tokens. Auth, limits, metrics and the request log are the server's;
 /// the chat template, scheduler and reply parsing are those of OpenAI chat completions (<see cref="ChatRun"/>).
-/// The model's reasoning (gpt-oss's analysis channel) comes back as <c>thinking</c> blocks.
+/// The model's reasoning (gpt-oss's analysis channel, a &lt;think&gt; template's thinking) comes back as <c>thinking</c> blocks.
 /// </summary>
 public static class AnthropicEndpoints
 {
@@ -82,7 +82,7 @@ public static class AnthropicEndpoints
         var tools = req.Tools().Tools;
         req.Ignored();
         int[] prompt;
-        try { prompt = h.Formatter.EncodeConversation(turns, tools, null, ctx.RequestAborted); }
+        try { prompt = h.Formatter.EncodeConversation(turns, tools, req.ThinkingVariables(h.Formatter), ctx.RequestAborted); }
         catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", "messages", "template_error"); }
         RequestLog.InputTokens(ctx, prompt.Length);
         await WriteJson(ctx, new JsonObject { ["input_tokens"] = prompt.Length });
@@ -99,7 +99,7 @@ public static class AnthropicEndpoints
         if (choice.Required && !forceTool && choice.Name is { } only) // not enforced: narrow the list
             choice = choice with { Tools = choice.Tools!.Where(t => t.Name == only).ToList() };
         var tools = choice.Tools;
-        var prompt = ChatRun.Encode(ctx, h, turns, tools, null, "messages");
+        var prompt = ChatRun.Encode(ctx, h, turns, tools, req.ThinkingVariables(f), "messages", out var rendered);
         var options = req.GenerationOptions(h, prompt.Length);
         var userStops = options.StopStrings;
         bool stream = req.Body.Bool("stream");
@@ -108,7 +108,7 @@ public static class AnthropicEndpoints
             try { options = options with { Constraint = h.Options.ToolCallConstraintFactory!(f, choice.Tools!, choice.Name) }; }
             catch (OpenWeightsException e) { throw OpenAiRequest.Bad("tool_choice", e.Message); }
         }
-        var run = ChatRun.Start(ctx, h, prompt, f.ForReply(options), ChatRun.Parses(h, tools));
+        var run = ChatRun.Start(ctx, h, prompt, f.ForReply(options), rendered, toolCalls: tools is not null, forcedToolCall: forceTool);
         string id = "msg_" + Guid.NewGuid().ToString("N")[..24];
 
         string StopReason() =>

@@ -198,6 +198,23 @@ internal sealed class AnthropicRequest(OpenAiRequest body)
         };
     }
 
+    /// <summary>
+    /// <c>thinking: {type: enabled | disabled}</c> as a &lt;think&gt; template's switch (<c>enable_thinking</c>: Qwen3,
+    /// DeepSeek-V3.1); absent, or a model without the switch: the template's default (budget_tokens is not enforced).
+    /// </summary>
+    public Dictionary<string, object?>? ThinkingVariables(ChatFormatter f)
+    {
+        if (Body.Body["thinking"] is not JsonObject t) return null;
+        string? type = t["type"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+        bool on = type switch
+        {
+            "enabled" => true,
+            "disabled" => false,
+            _ => throw Bad("thinking.type", "must be \"enabled\" or \"disabled\""),
+        };
+        return f.IsThinking ? ChatFormatter.ThinkingVariables(on) : null;
+    }
+
     /// <summary>Fields Anthropic defines that change nothing here, checked for their type only.</summary>
     public void Ignored()
     {

@@ -41,11 +41,11 @@ internal sealed class ChatRun
     /// <paramref name="param"/>; a prompt that fills the context is a 400 too.
     /// </summary>
     public static int[] Encode(HttpContext ctx, ModelHost h, IReadOnlyList<ChatTurn> turns, IReadOnlyList<ChatTool>? tools,
-        IReadOnlyDictionary<string, object?>? variables, string param)
+        IReadOnlyDictionary<string, object?>? variables, string param, out string rendered)
     {
-        int[] prompt;
-        try { prompt = h.Formatter.EncodeConversation(turns, tools, variables, ctx.RequestAborted); }
+        try { rendered = h.Formatter.Render(turns, tools, extra: variables, cancellationToken: ctx.RequestAborted); }
         catch (OpenWeights.Inference.ChatTemplates.TemplateException e) { throw new ApiException(400, $"the chat template failed: {e.Message}", param, "template_error"); }
+        int[] prompt = h.Formatter.Encode(rendered);
         CheckContext(h, prompt.Length, h.Scheduler.ContextSize);
         return prompt;
     }
@@ -58,18 +58,21 @@ internal sealed class ChatRun
     }
 
     /// <summary>
-    /// Starts generating. <paramref name="parse"/>: the reply goes through the template's reply parser (gpt-oss's harmony
-    /// always, other templates when tools were offered, as for OpenAI chat completions); otherwise its text streams as content.
+    /// Starts generating. The reply goes through the template's reply parser when <see cref="Parses"/> says so (reasoning
+    /// apart from the answer for gpt-oss's harmony and &lt;think&gt; templates, whether the prompt
+    /// <paramref name="rendered"/> already opened the thinking; tool calls when <paramref name="toolCalls"/>); otherwise its
+    /// text streams as content. <paramref name="rendered"/>: null for a raw prompt (never parsed).
     /// </summary>
-    public static ChatRun Start(HttpContext ctx, ModelHost h, int[] prompt, GenerationOptions options, bool parse)
+    public static ChatRun Start(HttpContext ctx, ModelHost h, int[] prompt, GenerationOptions options, string? rendered, bool toolCalls, bool forcedToolCall = false)
     {
         long start = ctx.Features.Get<RequestRecord>()?.StartTicks ?? Stopwatch.GetTimestamp();
         var output = OpenAiEndpoints.Start(ctx, h, prompt, _ => options, 1);
-        return new ChatRun(output, parse ? h.Formatter.CreateReplyParser() : null, prompt.Length, start);
+        var parser = rendered is not null && Parses(h, toolCalls) ? h.Formatter.CreateReplyParser(rendered, toolCalls, forcedToolCall) : null;
+        return new ChatRun(output, parser, prompt.Length, start);
     }
 
     /// <summary>Whether a chat reply is parsed (see <see cref="Start"/>).</summary>
-    public static bool Parses(ModelHost h, IReadOnlyList<ChatTool>? tools) => tools is not null || h.Formatter.IsHarmony;
+    public static bool Parses(ModelHost h, bool toolCalls) => toolCalls || h.Formatter.SeparatesReasoning;
 
     /// <summary>The reply's pieces as they are decided; ends after the last one.</summary>
     public async IAsyncEnumerable<ReplyDelta> ReadAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)

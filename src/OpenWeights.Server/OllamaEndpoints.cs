@@ -136,11 +136,10 @@ public static class OllamaEndpoints
         var turns = req.Messages();
         var tools = req.Tools();
         var (showThinking, effort) = req.Think();
-        var variables = effort is null ? null : new Dictionary<string, object?> { ["reasoning_effort"] = effort };
-        var prompt = ChatRun.Encode(ctx, h, turns, tools, variables, "messages");
+        var prompt = ChatRun.Encode(ctx, h, turns, tools, ThinkVariables(h, req, effort), "messages", out var rendered);
         var (options, _) = req.Options(h, prompt.Length);
         options = h.Formatter.ForReply(Format(h, req, options));
-        var run = ChatRun.Start(ctx, h, prompt, options, ChatRun.Parses(h, tools));
+        var run = ChatRun.Start(ctx, h, prompt, options, rendered, toolCalls: tools is not null);
         await Reply(ctx, h, req, run, showThinking, chat: true);
     }
 
@@ -162,7 +161,7 @@ public static class OllamaEndpoints
             return;
         }
         int[] ids;
-        bool parse = false;
+        string? rendered = null;
         if (raw)
         {
             if (system is not null) throw OpenAiRequest.Bad("system", "cannot go with raw (the prompt is sent as it is)");
@@ -174,15 +173,27 @@ public static class OllamaEndpoints
             var turns = new List<ChatTurn>();
             if (system is not null) turns.Add(ChatTurn.System(system));
             turns.Add(ChatTurn.User(prompt));
-            var variables = effort is null ? null : new Dictionary<string, object?> { ["reasoning_effort"] = effort };
-            ids = ChatRun.Encode(ctx, h, turns, null, variables, "prompt");
-            parse = ChatRun.Parses(h, null);
+            var variables = ThinkVariables(h, req, effort);
+            ids = ChatRun.Encode(ctx, h, turns, null, variables, "prompt", out var text);
+            rendered = text;
         }
         var (options, _) = req.Options(h, ids.Length);
         options = Format(h, req, options);
         if (!raw) options = h.Formatter.ForReply(options);
-        var run = ChatRun.Start(ctx, h, ids, options, parse);
+        var run = ChatRun.Start(ctx, h, ids, options, rendered, toolCalls: false);
         await Reply(ctx, h, req, run, showThinking, chat: false);
+    }
+
+    /// <summary>
+    /// Template variables of <c>think</c>: an effort level goes to gpt-oss's template as <c>reasoning_effort</c>; true or
+    /// false turns a &lt;think&gt; template's switch on or off (<c>enable_thinking</c>: Qwen3, DeepSeek-V3.1), as Ollama
+    /// does; absent, the template's default.
+    /// </summary>
+    private static Dictionary<string, object?>? ThinkVariables(ModelHost h, OllamaRequest req, string? effort)
+    {
+        if (effort is not null) return new() { ["reasoning_effort"] = effort };
+        if (h.Formatter.IsThinking && req.Body.Body["think"] is JsonValue v && v.TryGetValue(out bool on)) return ChatFormatter.ThinkingVariables(on);
+        return null;
     }
 
     // format: the JSON constraint the OpenAI endpoint uses for response_format
