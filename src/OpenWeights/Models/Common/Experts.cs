@@ -39,6 +39,16 @@ public sealed record ExpertRouting(ExpertGating Gating, bool NormalizeWeights, f
     /// picked. 0 or 1: no groups.</summary>
     public int Groups { get; init; }
     public int GroupsUsed { get; init; }
+
+    /// <summary>The smallest gap seen between the last kept group's score and the best dropped group's (group-limited
+    /// selection only; +∞ otherwise): as <see cref="ExpertLayer.MinSelectionMargin"/>, for tests comparing two engines.</summary>
+    public RoutingStats Stats { get; init; } = new();
+}
+
+/// <summary>What routing has seen since load (see <see cref="ExpertRouting.Stats"/>).</summary>
+public sealed class RoutingStats
+{
+    public float MinGroupMargin { get; set; } = float.PositiveInfinity;
 }
 
 /// <summary>The shared expert of a MoE layer (ffn_*_shexp): a dense gated feed-forward every token runs, its output added
@@ -256,8 +266,14 @@ public sealed class ExpertLayer
         }
         Span<int> kept = stackalloc int[r.GroupsUsed];
         TopK(groupScore, kept, heap);
+        float bestDropped = float.NegativeInfinity;
         for (int g = 0; g < groups; g++)
-            if (!kept.Contains(g)) scores.Slice(g * per, per).Fill(float.NegativeInfinity);
+            if (!kept.Contains(g))
+            {
+                bestDropped = MathF.Max(bestDropped, groupScore[g]);
+                scores.Slice(g * per, per).Fill(float.NegativeInfinity);
+            }
+        r.Stats.MinGroupMargin = MathF.Min(r.Stats.MinGroupMargin, groupScore[kept[^1]] - bestDropped);
     }
 
     /// <summary>In place: x = exp(x - max) / Σ exp(x - max), the sum in double (as ggml's soft_max).</summary>

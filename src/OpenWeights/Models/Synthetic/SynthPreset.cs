@@ -272,6 +272,8 @@ public sealed record SynthPreset(
         {
             Mla = new SynthMla(256, 256, 64, 32, 64), ExpertCount = 16, ExpertsUsed = 4, ExpertFfnDim = 256, SharedExpertFfnDim = 256,
             LeadingDenseBlocks = 1, SelectionBias = true, Extra = DeepSeekKeys(1, 2.5f, true, 2, 4, 2, 1f),
+            // sigmoid scores crowd around 0.5: a wider router keeps the groups' top-2 sums apart (no near-tie for rounding to flip)
+            RouterStd = 0.5f,
         },
         // DeepSeek-V2-Lite test shape: q_lora_rank 0 (attn_q), softmax top-4 of 16 without groups, not normalised, two shared
         // experts, YaRN factor 4 over 1024 with mscale_all_dim 0.707
