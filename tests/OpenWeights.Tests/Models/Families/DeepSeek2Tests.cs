@@ -163,4 +163,11 @@ public class DeepSeek2Tests(ITestOutputHelper output)
         Assert.Equal(2f * p6 / (p6 + p2), w[0], 5);
         Assert.Equal(2f * p2 / (p6 + p2), w[1], 5);
     }
+
+    [Fact]
+    public void DecodeStepsAllocateNothingOnTheCallingThread()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, DecodeAllocations(Write(dir, "tiny-deepseek3", "q8_0")));
+    }
 }
