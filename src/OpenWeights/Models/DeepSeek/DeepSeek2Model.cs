@@ -58,6 +58,9 @@ public sealed class DeepSeek2Model : DecoderModel
         string file = Path.GetFileName(source.Path), a = c.Architecture.Name;
         foreach (var key in (string[])["attention.layer_norm_rms_epsilon", "expert_feed_forward_length", "expert_shared_count"])
             if (source.GetNumber($"{a}.{key}") is null) throw new InvalidModelFileException($"{file}: metadata {a}.{key} is missing (required by {a} models)");
+        // Mistral-Large-3's attention temperature (llama.cpp reads it for deepseek2 files) is not run here: refused, not ignored
+        if (source.GetNumber($"{a}.attention.temperature_scale") is { } ts && ts != 0)
+            throw new InvalidModelFileException($"{file}: metadata {a}.attention.temperature_scale = {ts}: attention temperature tuning in a {a} model is not supported");
         if (c.KvHeads != 1) throw new InvalidModelFileException($"{file}: metadata {a}.attention.head_count_kv = {c.KvHeads}: latent attention is converted as one KV head (expected 1)");
         return source;
     }

@@ -170,4 +170,13 @@ public class DeepSeek2Tests(ITestOutputHelper output)
         using var dir = new TempDir();
         Assert.Equal(0, DecodeAllocations(Write(dir, "tiny-deepseek3", "q8_0")));
     }
+
+    [Fact]
+    public void LoraTrainingIsRefusedInOneLine()
+    {
+        using var dir = new TempDir();
+        using var model = DecoderModel.Load(Write(dir, "tiny-deepseek2-lite", "f32"), repack: false);
+        var e = Assert.Throws<OpenWeightsException>(() => new OpenWeights.Training.LoraModel(model, new OpenWeights.Training.LoraOptions(), 1));
+        Assert.Contains("latent attention", e.Message);
+    }
 }
