@@ -48,7 +48,13 @@ public static class FitMeasure
         var assumptions = new List<string>();
         var preset = ShapePreset.For(shape, assumptions);
         var type = SynthType.Parse(synthType);
-        string dir = Path.Combine(tempRoot ?? Path.GetTempPath(), "openweights-measure-" + Guid.NewGuid().ToString("N")[..12]);
+        string root = tempRoot ?? Path.GetTempPath();
+        // an exact-shape file of a very large model (DeepSeek-V3: hundreds of GB) must not fill the disk half-way
+        long planned = SyntheticModel.Plan(preset, type).Sum(t => t.Bytes);
+        long free = new DriveInfo(Path.GetFullPath(root)).AvailableFreeSpace;
+        if (planned > free - (1L << 30))
+            throw new OpenWeightsException($"{shape.Name}: a random-weight {type} file of its exact shape takes {planned / 1e9:F1} GB and {root} has {free / 1e9:F1} GB free, so it cannot be measured here (measure a reduced configuration's file instead)");
+        string dir = Path.Combine(root, "openweights-measure-" + Guid.NewGuid().ToString("N")[..12]);
         Directory.CreateDirectory(dir);
         try
         {

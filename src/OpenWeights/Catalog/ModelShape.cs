@@ -108,6 +108,8 @@ public sealed record ModelShape
             Vocab = c.VocabSize,
             ContextLength = c.ContextLength,
             FfnHidden = c.FfnDim,
+            // latent attention (DeepSeek): the cache holds kv_lora_rank + rope floats per token and layer
+            Mla = c.Mla is { } mla ? new MlaFacts { KvLoraRank = mla.KvLoraRank, RopeHeadDim = c.RopeDims, QLoraRank = mla.QLoraRank, VHeadDim = mla.ValueLength } : null,
             WeightBytes = weights.Sum(t => t.ByteSize),
             WeightsQuant = dominant?.ToString(),
             Architecture = c.Architecture.Name,

@@ -22,6 +22,13 @@ public static class ShapePreset
         var template = SynthPreset.All.FirstOrDefault(p => p.Architecture == arch && !p.Name.StartsWith("tiny-", StringComparison.Ordinal))
             ?? SynthPreset.All.FirstOrDefault(p => p.Architecture == arch)
             ?? throw new OpenWeightsException($"{s.Name}: architecture {arch} has no synthetic preset, so it cannot be measured");
+        // latent attention (DeepSeek): the catalog gives no KV heads or head size (the MLA ranks instead); the shape is a
+        // preset's when layers, width, heads, vocabulary and experts agree
+        if (s.Mla is not null)
+            return SynthPreset.All.FirstOrDefault(p => p.Architecture == arch && p.Mla is not null && p.Layers == s.Layers && p.Dim == s.HiddenSize
+                    && p.Heads == s.Heads && p.VocabSize == s.Vocab && p.ExpertCount == (s.Moe?.Experts ?? 0)) is { } mlaPreset
+                ? mlaPreset with { Name = s.Name }
+                : throw new OpenWeightsException($"{s.Name}: no synthetic preset has its latent-attention shape, so it cannot be measured (presets: {string.Join(", ", SynthPreset.All.Where(p => p.Mla is not null).Select(p => p.Name))})");
         int Need(int? v, string what) => v is > 0 ? v.Value : throw new OpenWeightsException($"{s.Name}: the {what} is unknown, so a model of its shape cannot be built");
         int layers = Need(s.Layers, "layer count"), dim = Need(s.HiddenSize, "hidden size"), heads = Need(s.Heads, "head count");
         int kv = s.KvHeads ?? heads, vocab = Need(s.Vocab, "vocabulary size");

@@ -19,6 +19,16 @@ public enum TensorShape
     Down,       // (dim, ffn)
     Qkv,        // (heads*head_dim + 2*kv_heads*head_dim, dim): Q, K, V fused (Phi-3)
     GateUp,     // (2*ffn, dim): gate and up fused (Phi-3)
+    // multi-head latent attention (DeepSeek V2/V3; ModelConfig.Mla): nope = key_length_mla - rope, k_mla = key_length_mla
+    MlaQA,      // (q_lora_rank, dim): attn_q_a, the query's down-projection
+    MlaQANorm,  // (q_lora_rank): attn_q_a_norm
+    MlaQB,      // (heads*k_mla, q_lora_rank): attn_q_b, the query's up-projection
+    MlaQ,       // (heads*k_mla, dim): attn_q, the query in one projection (q_lora_rank 0, V2-Lite)
+    MlaKvA,     // (kv_lora_rank + rope, dim): attn_kv_a_mqa, the latent and the shared rotary key
+    MlaKvANorm, // (kv_lora_rank): attn_kv_a_norm
+    MlaKB,      // ggml [nope, kv_lora_rank, heads]: attn_k_b, per head (kv_lora_rank, nope) = the key up-projection transposed
+    MlaVB,      // ggml [kv_lora_rank, v_mla, heads]: attn_v_b, per head (v_mla, kv_lora_rank), the value up-projection
+    MlaO,       // (dim, heads*v_mla): attn_output
     // mixture of experts (loaded only in MoE layers, ModelConfig.IsMoeLayer; the dense Ffn/Down/GateUp only in the others).
     // A table may list both kinds: a llama file with experts reads these, one without the dense ones.
     Router,         // (n_expert, dim): ffn_gate_inp, the router's logits
@@ -80,6 +90,13 @@ public sealed record ArchitectureSpec(
     /// <summary>The shared expert is as wide as a routed one (llama.cpp's llama4: n_ff_shexp = n_ff_exp, the
     /// expert_shared_feed_forward_length key not read); otherwise its width is that key.</summary>
     public bool SharedExpertFfnIsExpertFfn { get; init; }
+
+    /// <summary>Multi-head latent attention (DeepSeek): the block's attention tensors are the Mla* shapes
+    /// (<see cref="ModelConfig.Mla"/>, <see cref="Common.LatentAttention"/>), not Q/K/V.</summary>
+    public bool LatentAttention { get; init; }
+
+    /// <summary>The shared expert is expert_shared_count routed experts wide (llama.cpp's deepseek2: n_ff_exp × n_expert_shared).</summary>
+    public bool SharedExpertFfnFromCount { get; init; }
 
     /// <summary>The projections LoRA may target, PEFT name -> block tensor, in block order.</summary>
     public IEnumerable<BlockTensor> Projections => Block.Where(t => t.PeftTarget is not null && t.InsteadOf is null);
@@ -300,6 +317,36 @@ public static class Architectures
         T(Names.FfnDownExpsBias, TensorShape.ExpertDownBias, "mlp.experts.down_proj_bias"),
     ];
 
+    /// <summary>
+    /// DeepSeek V2 / V3 / R1, Kimi K2 (DeepseekV2ForCausalLM / DeepseekV3ForCausalLM, GGUF deepseek2): multi-head latent
+    /// attention (a low-rank query, q_lora_rank 0 in V2-Lite: one attn_q; keys and values from a normed latent plus one
+    /// shared rotary key; the key / value up-projections split per head into attn_k_b / attn_v_b as llama.cpp's converter
+    /// writes them), pre-norms, and a dense feed-forward in the leading layers, a mixture of experts with shared experts and
+    /// an optional selection bias (exp_probs_b) in the others. Not read from Hugging Face checkpoints.
+    /// </summary>
+    public static readonly IReadOnlyList<BlockTensor> DeepSeek2Block =
+    [
+        T(Names.AttnNorm, TensorShape.Dim, "input_layernorm.weight"),
+        T(Names.AttnQA, TensorShape.MlaQA, "self_attn.q_a_proj.weight"),
+        T(Names.AttnQANorm, TensorShape.MlaQANorm, "self_attn.q_a_layernorm.weight"),
+        T(Names.AttnQB, TensorShape.MlaQB, "self_attn.q_b_proj.weight"),
+        new(Names.AttnQ, TensorShape.MlaQ, "self_attn.q_proj.weight", InsteadOf: Names.AttnQA),
+        T(Names.AttnKvAMqa, TensorShape.MlaKvA, "self_attn.kv_a_proj_with_mqa.weight"),
+        T(Names.AttnKvANorm, TensorShape.MlaKvANorm, "self_attn.kv_a_layernorm.weight"),
+        T(Names.AttnKB, TensorShape.MlaKB, "self_attn.kv_b_proj.weight"),
+        T(Names.AttnVB, TensorShape.MlaVB, "self_attn.kv_b_proj.weight"),
+        T(Names.AttnOut, TensorShape.MlaO, "self_attn.o_proj.weight"),
+        T(Names.FfnNorm, TensorShape.Dim, "post_attention_layernorm.weight"),
+        T(Names.FfnGate, TensorShape.Ffn, "mlp.gate_proj.weight"),
+        T(Names.FfnUp, TensorShape.Ffn, "mlp.up_proj.weight"),
+        T(Names.FfnDown, TensorShape.Down, "mlp.down_proj.weight"),
+        .. MoeTensors,
+        T(Names.ExpProbsB, TensorShape.RouterBias, "mlp.gate.e_score_correction_bias"),
+        T(Names.FfnGateShexp, TensorShape.SharedFfn, "mlp.shared_experts.gate_proj.weight"),
+        T(Names.FfnUpShexp, TensorShape.SharedFfn, "mlp.shared_experts.up_proj.weight"),
+        T(Names.FfnDownShexp, TensorShape.SharedDown, "mlp.shared_experts.down_proj.weight"),
+    ];
+
     /// <summary>Every architecture the engine runs. A family added here is runnable (and listed as such in the catalog).</summary>
     public static readonly IReadOnlyList<ArchitectureSpec> Supported =
     [
@@ -379,6 +426,23 @@ public static class Architectures
             ExpertFfn = ExpertFfnRule.KeyOrFfn,
             Routing = c => new Common.ExpertRouting(Common.ExpertGating.SoftmaxWeight, NormalizeWeights: false),
         },
+
+        // differs from Llama: multi-head latent attention (a cache of the normed latent and one rotary key per token), NORM
+        // pairing on the rotary part, YaRN with DeepSeek's mscale on the attention scale; leading dense layers, then a MoE:
+        // softmax (V2) or sigmoid (V3) gating, exp_probs_b added for selection only, group-limited selection, normalised
+        // weights × expert_weights_scale, shared experts (expert_shared_count × expert_feed_forward_length wide).
+        new("deepseek2", "DeepSeek V2 / V3 / R1, Kimi K2", RopeStyle.Norm, DeepSeek2Block,
+            (f, c) => new DeepSeek.DeepSeek2Model(f, c), [], Experts: true)
+        {
+            LatentAttention = true,
+            SharedExpertFfnFromCount = true,
+            Routing = c => new Common.ExpertRouting(c.ExpertGatingFunc ?? Common.ExpertGating.Softmax, c.ExpertWeightsNorm ?? false,
+                // llama.cpp multiplies by the key's value, 0 when absent (published files all carry it); 1 here
+                c.ExpertWeightsScale ?? 1f)
+            {
+                Groups = c.ExpertGroupCount, GroupsUsed = c.ExpertGroupsUsed,
+            },
+        },
     ];
 
     public static ArchitectureSpec Get(string? name)
@@ -415,6 +479,11 @@ public static class Architectures
         public const string FfnGateInp = "ffn_gate_inp.weight", FfnGateInpBias = "ffn_gate_inp.bias";
         public const string FfnGateExps = "ffn_gate_exps.weight", FfnUpExps = "ffn_up_exps.weight", FfnDownExps = "ffn_down_exps.weight";
         public const string FfnGateExpsBias = "ffn_gate_exps.bias", FfnUpExpsBias = "ffn_up_exps.bias", FfnDownExpsBias = "ffn_down_exps.bias";
+        // multi-head latent attention (DeepSeek) and the expert selection bias
+        public const string AttnQA = "attn_q_a.weight", AttnQANorm = "attn_q_a_norm.weight", AttnQB = "attn_q_b.weight";
+        public const string AttnKvAMqa = "attn_kv_a_mqa.weight", AttnKvANorm = "attn_kv_a_norm.weight";
+        public const string AttnKB = "attn_k_b.weight", AttnVB = "attn_v_b.weight", AttnKvB = "attn_kv_b.weight";
+        public const string ExpProbsB = "exp_probs_b.bias";
         public const string FfnGateShexp = "ffn_gate_shexp.weight", FfnUpShexp = "ffn_up_shexp.weight", FfnDownShexp = "ffn_down_shexp.weight";
         /// <summary>Old Mixtral GGUFs: one 2-D tensor per expert ("ffn_gate.3.weight"); refused with a message.</summary>
         public static string LegacyExpert(string part, int expert) => $"{part}.{expert}.weight";

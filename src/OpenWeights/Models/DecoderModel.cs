@@ -199,7 +199,9 @@ public abstract class DecoderModel : IDisposable
     // ---- running -----------------------------------------------------------------------------------------------
 
     public RunState CreateState(int maxBatch, int context) => new(Config, maxBatch, context, Ropes(context).Count);
-    public KvCache CreateCache(int context) => new(Config.Layers, context, Config.KvDim);
+    /// <summary>A cache for one sequence of up to <paramref name="context"/> tokens; keys only for latent attention (DeepSeek:
+    /// per token and layer kv_lora_rank + rope floats).</summary>
+    public KvCache CreateCache(int context) => new(Config.Layers, context, Config.KvDim, values: Config.Mla is null);
 
     /// <summary>
     /// Runs tokens at positions cache.Length .. cache.Length+n-1 and appends them to the cache.

@@ -60,15 +60,31 @@ public sealed record ModelConfig
     /// default 1, every layer): layer l is MoE when (l + 1) % step == 0, the others run the dense feed-forward.</summary>
     public int MoeLayerStep { get; init; } = 1;
 
-    /// <summary>Whether layer <paramref name="layer"/> is a mixture-of-experts layer (the model has experts and
-    /// <see cref="MoeLayerStep"/> picks the layer).</summary>
-    public bool IsMoeLayer(int layer) => IsMoeLayer(ExpertCount, MoeLayerStep, layer);
+    /// <summary>The first this many layers run the dense feed-forward, the rest are MoE layers
+    /// (<c>{arch}.leading_dense_block_count</c>, DeepSeek: 1 in V2-Lite, 3 in V3; default 0).</summary>
+    public int LeadingDenseBlocks { get; init; }
 
-    /// <summary>The rule of <see cref="IsMoeLayer(int)"/> (llama.cpp's llama4 loader), for writers without a config.</summary>
-    public static bool IsMoeLayer(int expertCount, int moeLayerStep, int layer) => expertCount > 0 && (layer + 1) % Math.Max(1, moeLayerStep) == 0;
+    /// <summary>Group-limited routing (<c>{arch}.expert_group_count</c> / <c>expert_group_used_count</c>, DeepSeek V3: 8 / 4):
+    /// the experts fall into this many equal groups and a token picks its experts from its best <see cref="ExpertGroupsUsed"/>
+    /// groups only; 0 or 1: no groups.</summary>
+    public int ExpertGroupCount { get; init; }
+    public int ExpertGroupsUsed { get; init; }
+
+    /// <summary>Multi-head latent attention's ranks and head widths (DeepSeek V2/V3, Kimi K2); null for other attention.</summary>
+    public LatentAttentionConfig? Mla { get; init; }
+
+    /// <summary>Whether layer <paramref name="layer"/> is a mixture-of-experts layer (the model has experts and
+    /// <see cref="MoeLayerStep"/> and <see cref="LeadingDenseBlocks"/> pick the layer).</summary>
+    public bool IsMoeLayer(int layer) => IsMoeLayer(ExpertCount, MoeLayerStep, layer, LeadingDenseBlocks);
+
+    /// <summary>The rule of <see cref="IsMoeLayer(int)"/> (llama.cpp's llama4 and deepseek2 loaders), for writers without a config.</summary>
+    public static bool IsMoeLayer(int expertCount, int moeLayerStep, int layer, int leadingDense = 0) =>
+        expertCount > 0 && layer >= leadingDense && (layer + 1) % Math.Max(1, moeLayerStep) == 0;
 
     /// <summary>llama.cpp's LLAMA_MAX_EXPERTS.</summary>
     public const int MaxExperts = 512;
+
+    private LatentAttentionConfig MlaOf => Mla ?? throw new InvalidOperationException($"{Architecture.Name} has no latent attention");
 
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
@@ -78,6 +94,7 @@ public sealed record ModelConfig
     {
         TensorShape.Dim => Dim, TensorShape.HeadDim => HeadDim, TensorShape.QDim => QDim, TensorShape.KvDim => KvDim, TensorShape.Heads => Heads,
         TensorShape.RouterBias => ExpertCount,
+        TensorShape.MlaQANorm => MlaOf.QLoraRank, TensorShape.MlaKvANorm => MlaOf.KvLoraRank,
         TensorShape.ExpertFfnBias => ExpertCount * ExpertFfnDim, TensorShape.ExpertDownBias => ExpertCount * Dim,
         _ => throw new ArgumentException($"{s} is a matrix", nameof(s)),
     };
@@ -92,6 +109,11 @@ public sealed record ModelConfig
         TensorShape.Router => (ExpertCount, Dim),
         TensorShape.ExpertFfn => (ExpertFfnDim, Dim), TensorShape.ExpertDown => (Dim, ExpertFfnDim),
         TensorShape.SharedFfn => (SharedExpertFfnDim, Dim), TensorShape.SharedDown => (Dim, SharedExpertFfnDim),
+        // multi-head latent attention (one head's slice of the 3-D attn_k_b / attn_v_b)
+        TensorShape.MlaQA => (MlaOf.QLoraRank, Dim), TensorShape.MlaQB => (Heads * MlaOf.KeyLength, MlaOf.QLoraRank),
+        TensorShape.MlaQ => (Heads * MlaOf.KeyLength, Dim), TensorShape.MlaKvA => (MlaOf.KvLoraRank + RopeDims, Dim),
+        TensorShape.MlaKB => (MlaOf.KvLoraRank, MlaOf.KeyLength - RopeDims), TensorShape.MlaVB => (MlaOf.ValueLength, MlaOf.KvLoraRank),
+        TensorShape.MlaO => (Dim, Heads * MlaOf.ValueLength),
         _ => throw new ArgumentException($"{s} is a vector", nameof(s)),
     };
 
@@ -155,6 +177,8 @@ public sealed record ModelConfig
             ExpertCount = experts.Count, ExpertsUsed = experts.Used, ExpertFfnDim = experts.Ffn, SharedExpertFfnDim = experts.SharedFfn,
             ExpertGatingFunc = experts.Gating, ExpertWeightsNorm = experts.Norm, ExpertWeightsScale = experts.Scale,
             MoeLayerStep = experts.Count > 0 && f.Contains($"{a}.interleave_moe_layer_step") ? Req("interleave_moe_layer_step") : 1,
+            LeadingDenseBlocks = experts.LeadingDense, ExpertGroupCount = experts.Groups, ExpertGroupsUsed = experts.GroupsUsed,
+            Mla = arch.LatentAttention ? LatentAttentionConfig.FromGguf(f, arch, headDim) : null,
             ContextLength = Req("context_length"),
             RmsEps = (float)(f.GetNumber($"{a}.attention.layer_norm_rms_epsilon") ?? 1e-5),
             RopeBase = (float)(f.GetNumber($"{a}.rope.freq_base") ?? 10000.0),
@@ -180,7 +204,7 @@ public sealed record ModelConfig
     /// expert_used_count in 1..expert_count when there are experts (and 0 without), a known gating function. The
     /// experts' feed-forward length follows the family's rule (<see cref="ArchitectureSpec.ExpertFfn"/>).
     /// </summary>
-    private static (int Count, int Used, int Ffn, int SharedFfn, Common.ExpertGating? Gating, bool? Norm, float? Scale) ReadExperts(
+    private static (int Count, int Used, int Ffn, int SharedFfn, Common.ExpertGating? Gating, bool? Norm, float? Scale, int LeadingDense, int Groups, int GroupsUsed) ReadExperts(
         IModelMetadata f, ArchitectureSpec arch, int ffn)
     {
         string a = arch.Name, file = Path.GetFileName(f.Path);
@@ -196,7 +220,7 @@ public sealed record ModelConfig
         // a family whose table has no dense feed-forward cannot run without experts (llama.cpp: "n_expert must be > 0")
         if (count == 0 && arch.Experts && !arch.Block.Any(t => t.IsDenseFfn)) throw Bad("expert_count is missing or 0 (" + a + " models have experts)");
         if (count == 0 && used != 0) throw Bad($"expert_used_count = {used} without experts (expert_count is 0 or missing)");
-        if (count == 0) return (0, 0, 0, 0, null, null, null);
+        if (count == 0) return (0, 0, 0, 0, null, null, null, 0, 0, 0);
         if (!arch.Experts) throw new OpenWeightsException($"{file}: metadata {a}.expert_count = {count}: the {a} architecture has no mixture-of-experts layers here");
         if (used == 0) throw Bad($"expert_used_count is missing or 0 (expert_count is {count})");
         if (used > count) throw Bad($"expert_used_count = {used} is larger than expert_count = {count}");
@@ -223,8 +247,21 @@ public sealed record ModelConfig
         }
         double? scale = f.GetNumber($"{a}.expert_weights_scale");
         if (scale is { } sc && !double.IsFinite(sc)) throw Bad($"expert_weights_scale = {sc} is not a finite number");
-        return (count, used, expertFfn, arch.SharedExpertFfnIsExpertFfn ? expertFfn : Opt("expert_shared_feed_forward_length", 1 << 24), gating,
-            f.GetBool($"{a}.expert_weights_norm"), scale is { } s ? (float)s : null);
+        // DeepSeek: the shared experts are expert_shared_count routed experts side by side (llama.cpp: n_ff_exp × n_expert_shared)
+        int sharedFfn = arch.SharedExpertFfnIsExpertFfn ? expertFfn
+            : arch.SharedExpertFfnFromCount ? expertFfn * Opt("expert_shared_count", 64)
+            : Opt("expert_shared_feed_forward_length", 1 << 24);
+        int leading = Opt("leading_dense_block_count", 1 << 16);
+        int groups = Opt("expert_group_count", MaxExperts), groupsUsed = Opt("expert_group_used_count", MaxExperts);
+        if (groups > 1)
+        {
+            if (count % groups != 0) throw Bad($"expert_group_count = {groups} does not divide expert_count = {count}");
+            if (groupsUsed < 1 || groupsUsed > groups) throw Bad($"expert_group_used_count = {groupsUsed} is out of range (1..{groups})");
+            if (used > groupsUsed * (count / groups)) throw Bad($"expert_used_count = {used} is more than the {groupsUsed} used groups of {count / groups} experts hold");
+            if (count / groups < 2) throw Bad($"expert_group_count = {groups}: a group needs at least 2 experts (groups are scored by their top 2)");
+        }
+        return (count, used, expertFfn, sharedFfn, gating,
+            f.GetBool($"{a}.expert_weights_norm"), scale is { } s ? (float)s : null, leading, groups > 1 ? groups : 0, groups > 1 ? groupsUsed : 0);
     }
 
     /// <summary>
@@ -241,11 +278,47 @@ public sealed record ModelConfig
         if (RopeDims % 2 != 0) throw Bad($"{a}.rope.dimension_count {RopeDims} must be even (rotary embedding rotates pairs)");
         if ((long)Heads * HeadDim > 1 << 24) throw Bad($"{a}.attention.head_count {Heads} x head dimension {HeadDim} is out of range");
         if (KvHeads > Heads) throw Bad($"{a}.attention.head_count_kv {KvHeads} is larger than head_count {Heads}");
-        if (f.GetInteger($"{a}.attention.value_length") is { } vl && vl != HeadDim)
+        if (Mla is null && f.GetInteger($"{a}.attention.value_length") is { } vl && vl != HeadDim)
             throw Bad($"{a}.attention.value_length {vl} differs from the key length {HeadDim} (not supported)");
         if (f.GetArray<string>("tokenizer.ggml.tokens") is { } tokens && tokens.Length > VocabSize)
             throw Bad($"tokenizer.ggml.tokens holds {tokens.Length} tokens but the model's vocabulary is {VocabSize}");
         if (!float.IsFinite(RmsEps) || RmsEps < 0) throw Bad($"{a}.attention.layer_norm_rms_epsilon {RmsEps} must be a finite number >= 0");
         if (!float.IsFinite(RopeBase) || RopeBase <= 0) throw Bad($"{a}.rope.freq_base {RopeBase} must be a positive number");
+    }
+}
+
+/// <summary>
+/// Multi-head latent attention's shape (DeepSeek V2/V3): queries through a rank-<see cref="QLoraRank"/> bottleneck (0: one
+/// full projection, V2-Lite), keys and values from a rank-<see cref="KvLoraRank"/> latent plus a decoupled rotary key of
+/// rope.dimension_count shared by all heads. <see cref="KeyLength"/> = nope + rope and <see cref="ValueLength"/> are one head's
+/// key and value widths after decompression (<c>attention.key_length_mla</c> / <c>value_length_mla</c>; the file's
+/// key_length / value_length, kv_lora_rank + rope and kv_lora_rank, are the widths of the cached latent as llama.cpp's MQA view).
+/// <see cref="YarnLogMultiplier"/>: <c>rope.scaling.yarn_log_multiplier</c> / 0.1 (DeepSeek's mscale_all_dim; the converter
+/// stores 0.1·mscale_all_dim), 0 when absent.
+/// </summary>
+public sealed record LatentAttentionConfig(int QLoraRank, int KvLoraRank, int KeyLength, int ValueLength, float YarnLogMultiplier)
+{
+    public static LatentAttentionConfig FromGguf(IModelMetadata f, ArchitectureSpec arch, int keyLength)
+    {
+        string a = arch.Name, file = Path.GetFileName(f.Path);
+        InvalidModelFileException Bad(string what) => new($"{file}: metadata {a}.{what}");
+        int Int(string key, bool required)
+        {
+            if (!f.Contains($"{a}.{key}")) return required ? throw Bad($"{key} is missing (required by {a} models)") : 0;
+            long v = f.GetInteger($"{a}.{key}") ?? throw Bad($"{key} is not an integer");
+            if (v < 0 || v > 1 << 20) throw Bad($"{key} = {v} is out of range");
+            return (int)v;
+        }
+        int q = Int("attention.q_lora_rank", false), kv = Int("attention.kv_lora_rank", true);
+        int kMla = Int("attention.key_length_mla", false), vMla = Int("attention.value_length_mla", false);
+        if (kv == 0) throw Bad("attention.kv_lora_rank = 0");
+        if (kMla == 0 || vMla == 0)
+            throw new InvalidModelFileException($"{file}: metadata {a}.attention.key_length_mla / value_length_mla are missing: a DeepSeek GGUF with the unsplit attn_kv_b (converted before llama.cpp split it into attn_k_b / attn_v_b) is not supported; convert the model again");
+        int rope = (int)(f.GetInteger($"{a}.rope.dimension_count") ?? 0);
+        if (rope <= 0 || rope >= kMla) throw Bad($"rope.dimension_count = {rope} must be in 1..key_length_mla - 1 ({kMla - 1})");
+        if (keyLength != kv + rope) throw Bad($"attention.key_length = {keyLength} must be kv_lora_rank + rope.dimension_count = {kv + rope}");
+        double logMul = f.GetNumber($"{a}.rope.scaling.yarn_log_multiplier") ?? 0;
+        if (!double.IsFinite(logMul) || logMul < 0) throw Bad($"rope.scaling.yarn_log_multiplier = {logMul} must be a finite number >= 0");
+        return new(q, kv, kMla, vMla, (float)logMul / 0.1f); // as llama.cpp: the float key divided by 0.1f
     }
 }

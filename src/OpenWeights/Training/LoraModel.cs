@@ -82,6 +82,7 @@ public sealed class LoraModel
     {
         Model = model; Options = options;
         var c = model.Config;
+        if (c.Mla is not null) throw new OpenWeightsException($"LoRA training of {c.Architecture.Name} models (multi-head latent attention) is not supported yet");
         var adapted = LoraTargets.Resolve(c.Architecture, options.Targets); // PEFT name -> GGUF part; refuses what training cannot adapt
         if (options.Rank <= 0) throw new OpenWeightsException($"LoRA rank must be positive (got {options.Rank})");
         if (options.Dropout is < 0 or >= 1) throw new OpenWeightsException($"LoRA dropout must be in [0, 1) (got {options.Dropout})");

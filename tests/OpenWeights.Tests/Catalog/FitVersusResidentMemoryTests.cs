@@ -82,4 +82,28 @@ public class FitVersusResidentMemoryTests
         Assert.True(estLarge.Memory.TotalBytes >= peakLarge, report);
         Assert.True(estLarge.Memory.TotalBytes - peakLarge <= FitEstimator.RuntimeBaseBytes, report);
     }
+
+    /// <summary>A reduced DeepSeek-V3-like shape (latent attention, a dense first layer, 16 experts in 4 groups): its cache
+    /// holds only the latent and the rotary key per token, which the estimate must count as such.</summary>
+    private static SynthPreset DeepSeekShape(int layers) => SynthPreset.Get("tiny-deepseek3") with { Name = $"mem-ds-{layers}", Layers = layers };
+
+    [Fact]
+    public void DeepSeek_latent_cache_estimate_matches_the_measured_resident_memory()
+    {
+        if (!OperatingSystem.IsLinux()) Assert.Skip("peak resident memory is read from /proc/self/status (Linux)");
+        using var dir = new TempDir();
+        string small = dir.File("mem-ds-2.gguf"), large = dir.File("mem-ds-24.gguf");
+        SyntheticModel.Write(DeepSeekShape(2), SynthType.Parse("f32"), small, threads: 2);
+        SyntheticModel.Write(DeepSeekShape(24), SynthType.Parse("f32"), large, threads: 2);
+        long peakSmall = MeasuredPeak(small), peakLarge = MeasuredPeak(large);
+        FitEstimate estSmall = Estimate(small), estLarge = Estimate(large);
+        // the latent cache: 22 layers × 256 tokens × (kv_lora_rank 256 + rope 32) × 4 bytes
+        Assert.Equal(22L * (Prompt + Gen) * (256 + 32) * 4, estLarge.Memory.KvCacheBytes - estSmall.Memory.KvCacheBytes);
+        long estimated = estLarge.Memory.TotalBytes - estSmall.Memory.TotalBytes, measured = peakLarge - peakSmall;
+        double gap = (double)measured / estimated - 1;
+        string report = $"22 extra layers: estimated {estimated / 1e6:F1} MB, measured {measured / 1e6:F1} MB ({gap:P1}); peaks {peakSmall / 1e6:F1} / {peakLarge / 1e6:F1} MB";
+        TestContext.Current.SendDiagnosticMessage(report);
+        Assert.True(Math.Abs(gap) <= 0.05, report);
+        Assert.True(estLarge.Memory.TotalBytes >= peakLarge, report);
+    }
 }

@@ -21,6 +21,7 @@ public class MoeTrainingTests(ITestOutputHelper output)
     private static IEnumerable<string> MoePresetNames() =>
         SynthPreset.All.Where(p => p.Name.StartsWith("tiny-", StringComparison.Ordinal)
             && Architectures.Supported.Any(a => a.Name == p.Architecture && a.Experts)
+            && p.Mla is null // LoRA training of latent attention (deepseek2) is not built: LoraModel refuses it (DeepSeek2Tests)
             && SyntheticModel.Plan(p, SynthType.Parse("f32")).Any(t => t.Name.EndsWith("." + Architectures.Names.FfnGateInp, StringComparison.Ordinal)))
         .Select(p => p.Name);
 

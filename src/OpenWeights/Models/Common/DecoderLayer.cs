@@ -14,10 +14,12 @@ public sealed class DecoderLayer
 {
     public float[]? AttnNorm { get; init; }      // (dim) before attention; null in OLMo 2 (post-norm only)
     public float[]? AttnNormBias { get; init; }  // (dim) added after the attention norm (Phi-3.5-MoE)
-    public required Linear Wq { get; set; }      // (heads*head_dim, dim)
-    public required Linear Wk { get; set; }      // (kv_heads*head_dim, dim)
-    public required Linear Wv { get; set; }      // (kv_heads*head_dim, dim)
-    public required Linear Wo { get; set; }      // (dim, heads*head_dim)
+    public required Linear Wq { get; set; }      // (heads*head_dim, dim); null in a latent-attention layer (Mla)
+    public required Linear Wk { get; set; }      // (kv_heads*head_dim, dim); null in a latent-attention layer
+    public required Linear Wv { get; set; }      // (kv_heads*head_dim, dim); null in a latent-attention layer
+    public required Linear Wo { get; set; }      // (dim, heads*head_dim); latent attention: (dim, heads*v_mla)
+    /// <summary>Multi-head latent attention's projections (DeepSeek) instead of Wq / Wk / Wv; null otherwise.</summary>
+    public LatentAttention? Mla { get; init; }
     public float[]? AttnSinks { get; init; }     // (heads) gpt-oss's attention sinks: a logit per head in the softmax denominator
     public float[]? QNorm { get; init; }         // (head_dim) per head, or (heads*head_dim) whole projection (OLMo 2)
     public float[]? KNorm { get; init; }         // (head_dim) per head, or (kv_heads*head_dim)
@@ -32,7 +34,8 @@ public sealed class DecoderLayer
     public ExpertLayer? Experts { get; init; }
 
     /// <summary>The attention projections and, in a dense layer, the feed-forward's (LoRA targets; the experts are not).</summary>
-    public IEnumerable<Linear> Projections => WGate is null ? [Wq, Wk, Wv, Wo] : [Wq, Wk, Wv, Wo, WGate, WUp!, WDown!];
+    public IEnumerable<Linear> Projections =>
+        (Mla is { } m ? [.. m.Matrices, Wo] : new[] { Wq, Wk, Wv, Wo }).Concat(WGate is null ? [] : [WGate, WUp!, WDown!]);
 
     /// <summary>Every weight matrix of the layer: <see cref="Projections"/> and the MoE layer's router and experts.</summary>
     public IEnumerable<Linear> Matrices => Experts is { } x ? Projections.Concat(x.Matrices) : Projections;
@@ -83,7 +86,14 @@ public sealed class DecoderLayer
         // the fused tensor and holds attn_q; otherwise the fused tensor is required (and named when missing)
         bool split = Part(AttnQkv) is not null && Part(AttnQ) is { InsteadOf: AttnQkv }
             && !f.TryGetTensor(B(AttnQkv), out _) && f.TryGetTensor(B(AttnQ), out _);
-        if (Part(AttnQkv) is not null && !split)
+        LatentAttention? mla = null;
+        if (spec.LatentAttention)
+        {
+            // differs from Llama (DeepSeek): latent attention's own projections; no Q/K/V
+            mla = LatentAttention.Load(f, c, i);
+            wq = wk = wv = null!;
+        }
+        else if (Part(AttnQkv) is not null && !split)
         {
             // differs from Llama (Phi-3): one fused QKV tensor, split into row views Q | K | V
             var qkv = Lin(AttnQkv)!;
@@ -109,7 +119,7 @@ public sealed class DecoderLayer
         {
             AttnNorm = Vec(Architectures.Names.AttnNorm),
             AttnNormBias = Vec(Architectures.Names.AttnNormBias),
-            Wq = wq, Wk = wk, Wv = wv,
+            Wq = wq, Wk = wk, Wv = wv, Mla = mla,
             Wo = Lin(AttnOut, AttnOutBias)!, AttnSinks = Vec(Architectures.Names.AttnSinks),
             QNorm = Vec(AttnQNorm), KNorm = Vec(AttnKNorm),
             AttnPostNorm = Vec(Architectures.Names.AttnPostNorm),

@@ -28,7 +28,28 @@ public enum ExpertGating
 /// instead of the gated probabilities (Llama 4: the same ranking, but the tie rule sees the logits).
 /// </summary>
 public sealed record ExpertRouting(ExpertGating Gating, bool NormalizeWeights, float WeightScale = 1f,
-    bool WeightBeforeFfn = false, bool SelectOnLogits = false);
+    bool WeightBeforeFfn = false, bool SelectOnLogits = false)
+{
+    /// <summary>(n_expert) added to the gated probabilities for the selection only, the weights staying unbiased (DeepSeek
+    /// V3's e_score_correction_bias, GGUF exp_probs_b; one per layer); null = none.</summary>
+    public float[]? SelectionBias { get; init; }
+
+    /// <summary>Group-limited selection (DeepSeek V3): the experts in <see cref="Groups"/> equal consecutive groups, each
+    /// scored by the sum of its 2 best selection scores; only the best <see cref="GroupsUsed"/> groups' experts may be
+    /// picked. 0 or 1: no groups.</summary>
+    public int Groups { get; init; }
+    public int GroupsUsed { get; init; }
+
+    /// <summary>The smallest gap seen between the last kept group's score and the best dropped group's (group-limited
+    /// selection only; +∞ otherwise): as <see cref="ExpertLayer.MinSelectionMargin"/>, for tests comparing two engines.</summary>
+    public RoutingStats Stats { get; init; } = new();
+}
+
+/// <summary>What routing has seen since load (see <see cref="ExpertRouting.Stats"/>).</summary>
+public sealed class RoutingStats
+{
+    public float MinGroupMargin { get; set; } = float.PositiveInfinity;
+}
 
 /// <summary>The shared expert of a MoE layer (ffn_*_shexp): a dense gated feed-forward every token runs, its output added
 /// to the routed experts' sum.</summary>
@@ -209,11 +230,12 @@ public sealed class ExpertLayer
     /// <summary>
     /// One token's routing: k expert ids and their weights from the router's logits (n_expert), in the order and with the
     /// arithmetic of llama.cpp's build_moe_ffn. <paramref name="heap"/>: (n_expert) scratch. The logits are overwritten
-    /// by the gated probabilities.
+    /// by the selection scores: the gated probabilities (+ the selection bias, −∞ outside the chosen groups, when the
+    /// router has them).
     /// </summary>
     public static void Route(ExpertRouting r, Span<float> logits, Span<int> ids, Span<float> weights, int[] heap)
     {
-        int k = ids.Length;
+        int k = ids.Length, ne = logits.Length;
         // probs = gating(logits); selection ranks probs (Llama 4: the logits)
         Span<float> sel = logits;
         if (r.SelectOnLogits) { TopK(logits, ids, heap); sel = default; }
@@ -223,8 +245,18 @@ public sealed class ExpertLayer
             case ExpertGating.Sigmoid: TensorPrimitives.Sigmoid(logits, logits); break;
             case ExpertGating.SoftmaxWeight: break; // the logits themselves; softmax over the selected below
         }
-        if (!sel.IsEmpty) TopK(sel, ids, heap);
+        bool biased = !sel.IsEmpty && (r.SelectionBias is not null || r.Groups > 1);
+        // n_expert ≤ ModelConfig.MaxExperts (checked at load): the scores fit on the stack
+        Span<float> scores = biased ? stackalloc float[ne] : default;
+        if (biased)
+        {
+            // DeepSeek: selection = probs + bias, groups masked; the weights below read the unbiased probs
+            SelectionScores(r, logits, scores, heap);
+            TopK(scores, ids, heap);
+        }
+        else if (!sel.IsEmpty) TopK(sel, ids, heap);
         for (int j = 0; j < k; j++) weights[j] = logits[ids[j]];
+        if (biased) scores.CopyTo(logits); // the scores the selection ranked (ExpertLayer's margin reads them)
         if (r.Gating == ExpertGating.SoftmaxWeight) Softmax(weights);
         if (r.NormalizeWeights)
         {
@@ -234,6 +266,44 @@ public sealed class ExpertLayer
             for (int j = 0; j < k; j++) weights[j] /= sum;
         }
         if (r.WeightScale != 1f) for (int j = 0; j < k; j++) weights[j] *= r.WeightScale;
+    }
+
+    /// <summary>
+    /// DeepSeek's selection scores (llama.cpp's build_moe_ffn, after modeling_deepseek.py's MoEGate): s = probs + bias (a float
+    /// add, as ggml_add); with groups, each group of n_expert / groups consecutive experts is scored by the sum of its two
+    /// best s (ggml_argsort_top_k of 2, then a row sum), the best <see cref="ExpertRouting.GroupsUsed"/> groups are kept
+    /// (argsort top-k again, the same tie rule) and every expert of the other groups gets −∞. probs, scores: (n_expert).
+    /// </summary>
+    public static void SelectionScores(ExpertRouting r, ReadOnlySpan<float> probs, Span<float> scores, int[] heap)
+    {
+        int ne = probs.Length;
+        if (r.SelectionBias is { } b)
+        {
+            if (b.Length != ne) throw new ArgumentException($"selection bias of {b.Length} for {ne} experts");
+            TensorPrimitives.Add(probs, b, scores);
+        }
+        else probs.CopyTo(scores);
+        int groups = r.Groups;
+        if (groups <= 1) return;
+        int per = ne / groups;
+        Span<float> groupScore = stackalloc float[groups];
+        Span<int> top2 = stackalloc int[2];
+        for (int g = 0; g < groups; g++)
+        {
+            var v = scores.Slice(g * per, per);
+            TopK(v, top2, heap);
+            groupScore[g] = (float)((double)v[top2[0]] + v[top2[1]]); // ggml_sum_rows: a double sum of the two, rounded once
+        }
+        Span<int> kept = stackalloc int[r.GroupsUsed];
+        TopK(groupScore, kept, heap);
+        float bestDropped = float.NegativeInfinity;
+        for (int g = 0; g < groups; g++)
+            if (!kept.Contains(g))
+            {
+                bestDropped = MathF.Max(bestDropped, groupScore[g]);
+                scores.Slice(g * per, per).Fill(float.NegativeInfinity);
+            }
+        r.Stats.MinGroupMargin = MathF.Min(r.Stats.MinGroupMargin, groupScore[kept[^1]] - bestDropped);
     }
 
     /// <summary>In place: x = exp(x - max) / Σ exp(x - max), the sum in double (as ggml's soft_max).</summary>
@@ -399,6 +469,9 @@ public sealed class ExpertLayer
                 throw new InvalidModelFileException($"{Path.GetFileName(f.Path)}: tensor {B(LegacyExpert(part[..^".weight".Length], 0))}: one tensor per expert is an old GGUF layout (before llama.cpp merged experts into {FfnGateExps}); convert the model again");
         float[]? Bias(string name, int count) => Has(name) ? TensorLoader.Vector(f, B(name), count) : null;
         var router = Linear.Load(f, B(FfnGateInp), c.Dim, c.ExpertCount, Has(FfnGateInpBias) ? B(FfnGateInpBias) : null);
+        // DeepSeek V3's selection bias, per layer (optional, as in llama.cpp: V2 files have none)
+        if (Has(ExpProbsB) && f.TryGetTensor(B(ExpProbsB), out _))
+            routing = routing with { SelectionBias = TensorLoader.Vector(f, B(ExpProbsB), c.ExpertCount) };
         int ne = c.ExpertCount, ffn = c.ExpertFfnDim;
         Linear[] Experts(string name, int rows, int cols, string biasName)
         {

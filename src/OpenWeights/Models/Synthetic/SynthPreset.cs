@@ -7,6 +7,14 @@ namespace OpenWeights.Models.Synthetic;
 /// </summary>
 public sealed record SynthRopeScaling(string Type, float Factor = 1f, int OriginalContext = 0, float AttnFactor = 1f);
 
+/// <summary>Multi-head latent attention's shape (DeepSeek), written as the keys llama.cpp's converter writes: q_lora_rank
+/// (when above 0), kv_lora_rank, key_length = kv_lora_rank + rope, value_length = kv_lora_rank, key_length_mla = nope + rope,
+/// value_length_mla, rope.dimension_count = rope; head_count_kv must be 1.</summary>
+public sealed record SynthMla(int QLoraRank, int KvLoraRank, int Nope, int Rope, int Value)
+{
+    public int KeyLength => Nope + Rope;
+}
+
 /// <summary>The exact shape of a real model (or a tiny test model), for random-weight GGUFs.</summary>
 public sealed record SynthPreset(
     string Name, string Architecture, int VocabSize, int Dim, int Layers, int Heads, int KvHeads, int FfnDim,
@@ -15,7 +23,7 @@ public sealed record SynthPreset(
 {
     /// <summary>The head dimension: dim / heads unless the model says otherwise (Gemma: 256 with dim 1152 and 4 heads),
     /// written as <c>{arch}.attention.key_length</c> / <c>value_length</c>.</summary>
-    public int HeadDim => KeyLength ?? Dim / Heads;
+    public int HeadDim => Mla is { } m ? m.KvLoraRank + m.Rope : KeyLength ?? Dim / Heads;
     public int? KeyLength { get; init; }
     /// <summary>Rotated dimensions per head (partial rotary, Phi-3's 0.75 on some models); default: the whole head.</summary>
     public int? RopeDims { get; init; }
@@ -42,6 +50,12 @@ public sealed record SynthPreset(
     /// <summary>The spread of the router weights: larger than the other weights' so that a token's k-th and (k+1)-th expert
     /// differ clearly (two engines then pick the same experts; near-ties would make them differ for rounding reasons).</summary>
     public float RouterStd { get; init; } = 0.1f;
+    /// <summary>The first this many layers are dense (<c>leading_dense_block_count</c>, written when above 0).</summary>
+    public int LeadingDenseBlocks { get; init; }
+    /// <summary>Whether MoE layers carry DeepSeek V3's selection bias exp_probs_b.</summary>
+    public bool SelectionBias { get; init; }
+    /// <summary>Multi-head latent attention (deepseek2); null for the other families.</summary>
+    public SynthMla? Mla { get; init; }
 
     /// <summary>The experts' feed-forward length a loader derives for this preset (the family's <see cref="ExpertFfnRule"/>).</summary>
     public int EffectiveExpertFfnDim => Architectures.Get(Architecture).ExpertFfn switch
@@ -229,7 +243,55 @@ public sealed record SynthPreset(
         new("tiny-gpt-oss", "gpt-oss", 1024, 256, 4, 8, 2, 256, 131072, 150000f, 1e-5f, false, "gpt-4o", AddBos: false,
             ChatTemplate: Harmony, RopeScaling: new SynthRopeScaling("yarn", 32f, 4096))
             { KeyLength = 64, ExpertCount = 8, ExpertsUsed = 4, ExpertFfnDim = 256, Extra = GptOssKeys(128) },
+        // deepseek-ai/DeepSeek-V3 (config.json; also R1): 61 layers (the first 3 dense, ffn 18432), d 7168, 128 heads; MLA with
+        // q_lora_rank 1536, kv_lora_rank 512, qk_nope 128, qk_rope 64, v 128; 256 routed experts of 2048, top-8, sigmoid with
+        // e_score_correction_bias, 8 groups of which 4, normalised, routed_scaling_factor 2.5, one shared expert; vocab 129280,
+        // untied, rope_theta 10000 with YaRN factor 40 over 4096 (mscale = mscale_all_dim = 1), rms 1e-6, context 163840.
+        // ~671B parameters (the multi-token-prediction layer not counted), ~37B active.
+        new("deepseek-v3", "deepseek2", 129280, 7168, 61, 128, 1, 18432, 163840, 10000f, 1e-6f, false, "llama-bpe", AddBos: true,
+            RopeScaling: new SynthRopeScaling("yarn", 40f, 4096))
+        {
+            Mla = new SynthMla(1536, 512, 128, 64, 128), ExpertCount = 256, ExpertsUsed = 8, ExpertFfnDim = 2048, SharedExpertFfnDim = 2048,
+            LeadingDenseBlocks = 3, SelectionBias = true, Extra = DeepSeekKeys(1, 2.5f, true, 2, 8, 4, 1f),
+        },
+        // deepseek-ai/DeepSeek-V2-Lite (config.json): 27 layers (the first dense, ffn 10944), d 2048, 16 heads; MLA without a
+        // query bottleneck (q_lora_rank null), kv_lora_rank 512, qk_nope 128, qk_rope 64, v 128; 64 routed experts of 1408,
+        // top-6, softmax, not normalised, scale 1, two shared experts; vocab 102400, untied, YaRN factor 40 over 4096 with
+        // mscale = mscale_all_dim = 0.707, rms 1e-6, context 163840. ~15.7B parameters, ~2.4B active.
+        new("deepseek-v2-lite", "deepseek2", 102400, 2048, 27, 16, 1, 10944, 163840, 10000f, 1e-6f, false, "llama-bpe", AddBos: true,
+            RopeScaling: new SynthRopeScaling("yarn", 40f, 4096))
+        {
+            Mla = new SynthMla(0, 512, 128, 64, 128), ExpertCount = 64, ExpertsUsed = 6, ExpertFfnDim = 1408, SharedExpertFfnDim = 2816,
+            LeadingDenseBlocks = 1, Extra = DeepSeekKeys(2, 1f, false, 1, 1, 1, 0.707f),
+        },
+        // DeepSeek-V3 test shape: 3 layers (layer 0 dense), 4 heads, MLA with q_lora 256, kv_lora 256, nope 64, rope 32, v 64;
+        // 16 experts of 256 in 4 groups (2 used), top-4, sigmoid + selection bias, normalised, scale 2.5, one shared expert;
+        // YaRN factor 4 over 1024 with mscale_all_dim 1
+        new("tiny-deepseek3", "deepseek2", 1024, 256, 3, 4, 1, 512, 4096, 10000f, 1e-6f, false, "llama-bpe", AddBos: true,
+            RopeScaling: new SynthRopeScaling("yarn", 4f, 1024))
+        {
+            Mla = new SynthMla(256, 256, 64, 32, 64), ExpertCount = 16, ExpertsUsed = 4, ExpertFfnDim = 256, SharedExpertFfnDim = 256,
+            LeadingDenseBlocks = 1, SelectionBias = true, Extra = DeepSeekKeys(1, 2.5f, true, 2, 4, 2, 1f),
+            // sigmoid scores crowd around 0.5: a wider router keeps the groups' top-2 sums apart (no near-tie for rounding to flip)
+            RouterStd = 0.5f,
+        },
+        // DeepSeek-V2-Lite test shape: q_lora_rank 0 (attn_q), softmax top-4 of 16 without groups, not normalised, two shared
+        // experts, YaRN factor 4 over 1024 with mscale_all_dim 0.707
+        new("tiny-deepseek2-lite", "deepseek2", 1024, 256, 3, 4, 1, 512, 4096, 10000f, 1e-6f, false, "llama-bpe", AddBos: true,
+            RopeScaling: new SynthRopeScaling("yarn", 4f, 1024))
+        {
+            Mla = new SynthMla(0, 256, 64, 32, 64), ExpertCount = 16, ExpertsUsed = 4, ExpertFfnDim = 256, SharedExpertFfnDim = 512,
+            LeadingDenseBlocks = 1, Extra = DeepSeekKeys(2, 1f, false, 1, 1, 1, 0.707f),
+        },
     ];
+
+    /// <summary>DeepSeek's router keys (llama.cpp's deepseek2 names): shared expert count, weights scale and norm, gating
+    /// function (1 softmax, 2 sigmoid), groups, and YaRN's log multiplier as the converter writes it (0.1 · mscale_all_dim).</summary>
+    private static Dictionary<string, object> DeepSeekKeys(uint shared, float scale, bool norm, uint gating, uint groups, uint groupsUsed, float mscaleAllDim) => new()
+    {
+        ["expert_shared_count"] = shared, ["expert_weights_scale"] = scale, ["expert_weights_norm"] = norm, ["expert_gating_func"] = gating,
+        ["expert_group_count"] = groups, ["expert_group_used_count"] = groupsUsed, ["rope.scaling.yarn_log_multiplier"] = 0.1f * mscaleAllDim,
+    };
 
     /// <summary>gpt-oss's harmony turns, reduced to messages without system preamble, reasoning or tools: a message is
     /// &lt;|start|&gt;role&lt;|message|&gt;text&lt;|end|&gt;, the assistant's on the final channel and closed by

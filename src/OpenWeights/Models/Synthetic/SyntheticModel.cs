@@ -65,6 +65,17 @@ public static class SyntheticModel
          .Set("tokenizer.ggml.add_bos_token", p.AddBos)
          .Set("tokenizer.chat_template", p.ChatTemplate);
         if (p.KeyLength is { } kl) w.Set($"{a}.attention.key_length", (uint)kl).Set($"{a}.attention.value_length", (uint)kl);
+        if (p.Mla is { } mla)
+        {
+            // as convert_hf_to_gguf.py's DeepseekV2Model: the cached latent's widths as the MQA key / value, the heads' own as *_mla
+            // q_lora_rank 0 written too: llama.cpp requires the key except of its "lite" layer counts (26, 27)
+            w.Set($"{a}.attention.q_lora_rank", (uint)mla.QLoraRank);
+            w.Set($"{a}.attention.kv_lora_rank", (uint)mla.KvLoraRank)
+             .Set($"{a}.attention.key_length", (uint)(mla.KvLoraRank + mla.Rope)).Set($"{a}.attention.value_length", (uint)mla.KvLoraRank)
+             .Set($"{a}.attention.key_length_mla", (uint)mla.KeyLength).Set($"{a}.attention.value_length_mla", (uint)mla.Value)
+             .Set($"{a}.rope.dimension_count", (uint)mla.Rope);
+        }
+        if (p.LeadingDenseBlocks > 0) w.Set($"{a}.leading_dense_block_count", (uint)p.LeadingDenseBlocks);
         if (p.ExpertCount > 0)
         {
             w.Set($"{a}.expert_count", (uint)p.ExpertCount).Set($"{a}.expert_used_count", (uint)p.ExpertsUsed);
@@ -98,6 +109,7 @@ public static class SyntheticModel
     public static IReadOnlyList<PlannedTensor> Plan(SynthPreset p, SynthType type)
     {
         var spec = Architectures.Get(p.Architecture);
+        SynthMla M = p.Mla ?? new SynthMla(0, 0, 0, 0, 0);
         int hd = p.HeadDim, q = p.Heads * hd, kv = p.KvHeads * hd, ne = p.ExpertCount, fe = p.EffectiveExpertFfnDim, fs = spec.SharedExpertFfnIsExpertFfn ? fe : p.SharedExpertFfnDim;
         var tensors = new List<(string Name, long[] Dims, int Layer, float Std)>
         {
@@ -117,18 +129,29 @@ public static class SyntheticModel
             TensorShape.ExpertFfn => [p.Dim, fe, ne], TensorShape.ExpertDown => [fe, p.Dim, ne],
             TensorShape.ExpertFfnBias => [fe, ne], TensorShape.ExpertDownBias => [p.Dim, ne],
             TensorShape.SharedFfn => [p.Dim, fs], TensorShape.SharedDown => [fs, p.Dim],
+            // multi-head latent attention
+            TensorShape.MlaQA => [p.Dim, M.QLoraRank], TensorShape.MlaQANorm => [M.QLoraRank], TensorShape.MlaQB => [M.QLoraRank, p.Heads * M.KeyLength],
+            TensorShape.MlaQ => [p.Dim, p.Heads * M.KeyLength], TensorShape.MlaKvA => [p.Dim, M.KvLoraRank + M.Rope], TensorShape.MlaKvANorm => [M.KvLoraRank],
+            TensorShape.MlaKB => [M.Nope, M.KvLoraRank, p.Heads], TensorShape.MlaVB => [M.KvLoraRank, M.Value, p.Heads],
+            TensorShape.MlaO => [p.Heads * M.Value, p.Dim],
             _ => throw new ArgumentOutOfRangeException(nameof(s)),
         };
+        // latent attention: attn_q_a / attn_q_a_norm / attn_q_b, or attn_q alone when q_lora_rank is 0 (V2-Lite)
+        bool Written(BlockTensor t) => p.Mla is { QLoraRank: 0 }
+            ? t.Gguf is not (AttnQA or AttnQANorm or AttnQB)
+            : t.InsteadOf is null;
         for (int i = 0; i < p.Layers; i++)
         {
             // a MoE layer has the expert tensors and not the dense feed-forward's, a dense layer the other way round
-            bool moe = ModelConfig.IsMoeLayer(ne, p.MoeLayerStep, i);
-            foreach (var t in spec.Block.Where(t => t.InsteadOf is null && (moe ? !t.IsDenseFfn : !t.IsExpert))) // an alternative layout is not written
+            bool moe = ModelConfig.IsMoeLayer(ne, p.MoeLayerStep, i, p.LeadingDenseBlocks);
+            foreach (var t in spec.Block.Where(t => Written(t) && (moe ? !t.IsDenseFfn : !t.IsExpert) && (t.Gguf != ExpProbsB || p.SelectionBias))) // an alternative layout is not written
             {
                 bool norm = t.Shape is TensorShape.Dim or TensorShape.HeadDim && !t.Gguf.EndsWith(".bias", StringComparison.Ordinal)
                     || t.Gguf.EndsWith("_norm.weight", StringComparison.Ordinal); // gpt-oss's attn_output.bias (dim) is no norm
                 // attention sinks are logits (gpt-oss's learned ones are of order 1), not small weights
-                float std = norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : t.Shape == TensorShape.Heads ? 1f : 0.02f;
+                float std = norm ? 0 : t.Shape == TensorShape.Router ? p.RouterStd : t.Shape == TensorShape.Heads ? 1f
+                    : t.Gguf == ExpProbsB ? 0.05f : 0.02f; // the selection bias moves scores of order 0.1
+
                 tensors.Add((Block(i, t.Gguf), Dims(t.Shape), i, std));
             }
         }

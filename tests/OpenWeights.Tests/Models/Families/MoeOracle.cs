@@ -20,7 +20,8 @@ public static class MoeOracle
         var cache = model.CreateCache(prompt.Length + 8);
         var state = model.CreateState(prompt.Length, prompt.Length + 8);
         model.Forward(prompt, cache, state, 2);
-        return model.Layers.Where(l => l.Experts is not null).Min(l => l.Experts!.MinSelectionMargin);
+        // group-limited routing (DeepSeek V3): the choice of groups is a selection too
+        return model.Layers.Where(l => l.Experts is not null).Min(l => MathF.Min(l.Experts!.MinSelectionMargin, l.Experts.Routing.Stats.MinGroupMargin));
     }
 
     /// <summary>

@@ -1,0 +1,266 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using OpenWeights.Formats;
+using OpenWeights.Tensors.Kernels;
+using OpenWeights.Tensors.Quant;
+using OpenWeights.Tensors.Threading;
+using static OpenWeights.Models.Architectures.Names;
+
+namespace OpenWeights.Models.Common;
+
+/// <summary>
+/// Multi-head latent attention (DeepSeek V2/V3, Kimi K2; llama.cpp's deepseek2 graph), per layer. With
+/// r = kv_lora_rank, nope = key_length_mla − rope, v = value_length_mla:
+/// <code>
+/// q        = W_qb · rmsnorm(W_qa · x)  (or W_q · x when q_lora_rank = 0)     (heads, nope + rope)
+/// [c, kpe] = W_kva · x;  c = rmsnorm(c);  kpe = rope(kpe)                   (r), (rope) shared by every head
+/// cache    ← [c, kpe]                                                        r + rope floats per token and layer
+/// k_h      = [W_uk_h · c, kpe],  v_h = W_uv_h · c                            decompressed key and value of head h
+/// out      = W_o · concat_h softmax(q_h · k_h · scale) · v_h
+/// </code>
+/// The GGUF stores W_uk_h transposed (attn_k_b: per head (r, nope)) and W_uv_h as is (attn_v_b: per head (v, r)).
+/// Two exact rewritings of the same attention:
+/// <list type="bullet">
+/// <item><b>absorbed</b> (decode; llama.cpp's MLA path): q_nope·(W_uk_h c) = (W_uk_hᵀ q_nope)·c, so the query becomes
+/// [W_uk_hᵀ q_nope, q_pe] of r + rope and attends to the cached [c, kpe] directly (one "KV head" for all heads); the
+/// result, a mix of latents (r), goes through W_uv_h afterwards. Nothing is decompressed.</item>
+/// <item><b>expanded</b> (long prefills): k_h and v_h are decompressed for every cached position once per head, then
+/// ordinary attention over nope + rope and v: cheaper when many queries share the decompression.</item>
+/// </list>
+/// </summary>
+public sealed class LatentAttention
+{
+    public Linear? QA { get; }          // (q_lora_rank, dim) attn_q_a; null when q_lora_rank = 0
+    public float[]? QANorm { get; }     // (q_lora_rank) attn_q_a_norm
+    public Linear Q { get; }            // (heads*(nope+rope), q_lora_rank) attn_q_b, or (heads*(nope+rope), dim) attn_q
+    public Linear KvA { get; }          // (r + rope, dim) attn_kv_a_mqa
+    public float[] KvANorm { get; }     // (r) attn_kv_a_norm
+    public Linear[] KB { get; }         // heads × (r, nope): views of attn_k_b, W_uk_hᵀ
+    public Linear[] VB { get; }         // heads × (v, r): views of attn_v_b, W_uv_h
+    public int Heads => KB.Length;
+    public int Rank => KvANorm.Length;
+    public int Nope => KB[0].In;
+    public int ValueDim => VB[0].Out;
+
+    public LatentAttention(Linear? qa, float[]? qaNorm, Linear q, Linear kva, float[] kvaNorm, Linear[] kb, Linear[] vb)
+    {
+        QA = qa; QANorm = qaNorm; Q = q; KvA = kva; KvANorm = kvaNorm; KB = kb; VB = vb;
+    }
+
+    /// <summary>Every matrix of the attention but the output projection (for repacking, byte counts and releasing).</summary>
+    public IEnumerable<Linear> Matrices => (QA is null ? new[] { Q, KvA } : [QA, Q, KvA]).Concat(KB).Concat(VB);
+
+    /// <summary>Loads block <paramref name="i"/>'s latent attention; attn_q_a / attn_q_a_norm / attn_q_b when q_lora_rank &gt; 0,
+    /// else attn_q (as llama.cpp). A file with the unsplit attn_kv_b is refused (ModelConfig already names the missing keys).</summary>
+    public static unsafe LatentAttention Load(ITensorSource f, ModelConfig c, int i)
+    {
+        var m = c.Mla ?? throw new InvalidOperationException($"{c.Architecture.Name} has no latent attention config");
+        string B(string part) => Block(i, part);
+        int heads = c.Heads, rope = c.RopeDims, nope = m.KeyLength - rope, r = m.KvLoraRank, qk = heads * m.KeyLength;
+        Linear? qa = null; float[]? qaNorm = null; Linear q;
+        if (m.QLoraRank > 0)
+        {
+            qa = Linear.Load(f, B(AttnQA), c.Dim, m.QLoraRank);
+            qaNorm = TensorLoader.Vector(f, B(AttnQANorm), m.QLoraRank);
+            q = Linear.Load(f, B(AttnQB), m.QLoraRank, qk);
+        }
+        else q = Linear.Load(f, B(AttnQ), c.Dim, qk);
+        var kva = Linear.Load(f, B(AttnKvAMqa), c.Dim, r + rope);
+        var kvaNorm = TensorLoader.Vector(f, B(AttnKvANorm), r);
+        Linear[] PerHead(string name, int rows, int cols)
+        {
+            var t = f.GetTensor(B(name));
+            if (t.Dimensions.Length != 3 || t.Dimensions[0] != cols || t.Dimensions[1] != rows || t.Dimensions[2] != heads)
+                throw new InvalidModelFileException($"tensor {B(name)} has shape {t.ShapeText}, expected [{cols}, {rows}, {heads}]");
+            byte* p = f.TensorPointer(t);
+            long rowBytes = GgmlTypes.RowBytes(t.Type, cols);
+            var views = new Linear[heads];
+            for (int h = 0; h < heads; h++) views[h] = new Linear(B(name), new WeightMatrix(p + h * rows * rowBytes, t.Type, rows, cols));
+            return views;
+        }
+        return new LatentAttention(qa, qaNorm, q, kva, kvaNorm, PerHead(AttnKB, r, nope), PerHead(AttnVB, m.ValueLength, r));
+    }
+
+    /// <summary>
+    /// The attention of layer <paramref name="layer"/> on the normed input in s.Xb (n, dim); its output (after
+    /// <paramref name="wo"/>) is left in s.Xb. Appends each token's [c, kpe] to its cache. <paramref name="expanded"/>: decompress
+    /// keys and values (prefill) instead of absorbing the up-projections into query and output (decode). Rotary tables: s.Cos[0] / s.Sin[0].
+    /// </summary>
+    public void Forward(Linear wo, int layer, RunState s, ModelConfig c, int n, int threads, Rope rope, float scale, bool expanded)
+    {
+        var x = Scratch.For(s, c);
+        int heads = Heads, r = Rank, nope = Nope, rp = c.RopeDims, kq = nope + rp, kvw = r + rp, half = rp / 2, vd = ValueDim;
+        // q = W_qb · rmsnorm(W_qa · x), or W_q · x: (n, heads*(nope+rope))
+        if (QA is { } qa)
+        {
+            qa.Forward(s.Xb, x.QA, n, threads);                        // (n, q_lora_rank)
+            Blocks.RmsNorm(x.QA, QANorm!, x.QA, n, c.RmsEps);
+            Q.Forward(x.QA, x.Q, n, threads);
+        }
+        else Q.Forward(s.Xb, x.Q, n, threads);
+        KvA.Forward(s.Xb, s.K, n, threads);                            // (n, r + rope): [c, kpe]
+        for (int t = 0; t < n; t++)
+        {
+            var cos = s.Cos[0].AsSpan(t * half, half); var sin = s.Sin[0].AsSpan(t * half, half);
+            var qt = x.Q.AsSpan(t * heads * kq, heads * kq);
+            for (int h = 0; h < heads; h++) rope.Apply(qt.Slice(h * kq + nope, rp), 1, rp, cos, sin);   // q_pe
+            var kv = s.K.AsSpan(t * kvw, kvw);
+            rope.Apply(kv.Slice(r, rp), 1, rp, cos, sin);                                             // k_pe
+            Ops.RmsNorm(kv[..r], KvANorm, kv[..r], c.RmsEps);                                          // c = rmsnorm(c)
+            kv.CopyTo(s.TokenCache[t]!.K(layer, s.TokenPos[t]));
+        }
+        if (expanded) Expanded(x, s, layer, n, threads, heads, nope, rp, r, vd, scale);
+        else Absorbed(x, s, layer, n, threads, heads, nope, rp, r, vd, scale);
+        wo.Forward(x.VOut, s.Xb, n, threads);                          // (n, dim)
+    }
+
+    /// <summary>Absorbed form: q_h ← [W_uk_hᵀ q_nope_h, q_pe_h] (r + rope) in s.Q; attention over the cached [c, kpe] gives a
+    /// latent per head (r) in x.Lat; v_h = W_uv_h · latent into x.VOut (n, heads*v).</summary>
+    private void Absorbed(Scratch x, RunState s, int layer, int n, int threads, int heads, int nope, int rp, int r, int vd, float scale)
+    {
+        int kq = nope + rp, kvw = r + rp;
+        for (int h = 0; h < heads; h++)
+        {
+            for (int t = 0; t < n; t++) x.Q.AsSpan(t * heads * kq + h * kq, nope).CopyTo(x.HeadIn.AsSpan(t * nope, nope));
+            KB[h].Forward(x.HeadIn, x.HeadOut, n, threads);             // (n, r): W_uk_hᵀ q_nope
+            for (int t = 0; t < n; t++)
+            {
+                var qh = s.Q.AsSpan((t * heads + h) * kvw, kvw);
+                x.HeadOut.AsSpan(t * r, r).CopyTo(qh);
+                x.Q.AsSpan(t * heads * kq + h * kq + nope, rp).CopyTo(qh[r..]);
+            }
+        }
+        var job = new AbsorbedJob { Q = s.Q, Lat = x.Lat, Caches = s.TokenCache, Pos = s.TokenPos, Layer = layer, Heads = heads, R = r, Kvw = kvw, Scale = scale };
+        WorkerPool.For(threads, n * heads, ref job);
+        for (int h = 0; h < heads; h++)
+        {
+            for (int t = 0; t < n; t++) x.Lat.AsSpan((t * heads + h) * r, r).CopyTo(x.HeadIn.AsSpan(t * r, r));
+            VB[h].Forward(x.HeadIn, x.HeadOut, n, threads);             // (n, v)
+            for (int t = 0; t < n; t++) x.HeadOut.AsSpan(t * vd, vd).CopyTo(x.VOut.AsSpan((t * heads + h) * vd, vd));
+        }
+    }
+
+    /// <summary>Attention of one (token, head) in the latent space: scores against the cached [c, kpe] rows (r + rope), the
+    /// softmax, then Σ p_j c_j (the first r floats of each row). Lat: (n, heads, r).</summary>
+    private struct AbsorbedJob : IPoolJob
+    {
+        public float[] Q, Lat;
+        public KvCache?[] Caches;
+        public int[] Pos;
+        public int Layer, Heads, R, Kvw;
+        public float Scale;
+
+        public readonly void Execute(int index)
+        {
+            int t = index / Heads, h = index % Heads, len = Pos[t] + 1;
+            var k = Caches[t]!.KLayer(Layer);
+            var sc = ScoreScratch(len).AsSpan(0, len);
+            AttentionKernels.Scores(Q.AsSpan((t * Heads + h) * Kvw, Kvw), k, Kvw, len, Scale, sc);
+            Ops.Softmax(sc);
+            var o = Lat.AsSpan((t * Heads + h) * R, R);
+            o.Clear();
+            AttentionKernels.WeightedSumAccumulate(sc, k, Kvw, o);
+        }
+    }
+
+    /// <summary>Expanded form: per (sequence, head), k_nope = W_uk_h · c and v = W_uv_h · c for every cached position
+    /// (the up-projections decoded to F32 once), then softmax((q_nope·k_nope + q_pe·kpe)·scale) · v into x.VOut.</summary>
+    private void Expanded(Scratch x, RunState s, int layer, int n, int threads, int heads, int nope, int rp, int r, int vd, float scale)
+    {
+        // segments: runs of consecutive tokens of one cache
+        int segs = 0;
+        for (int t = 0; t < n; t++)
+            if (t == 0 || s.TokenCache[t] != s.TokenCache[t - 1]) x.SegStart[segs++] = t;
+        x.SegStart[segs] = n;
+        var job = new ExpandedJob
+        {
+            Att = this, Q = x.Q, VOut = x.VOut, Caches = s.TokenCache, Pos = s.TokenPos, SegStart = x.SegStart, Layer = layer,
+            Heads = heads, Nope = nope, Rope = rp, R = r, V = vd, Scale = scale,
+        };
+        WorkerPool.For(threads, segs * heads, ref job);
+    }
+
+    private struct ExpandedJob : IPoolJob
+    {
+        public LatentAttention Att;
+        public float[] Q, VOut;
+        public KvCache?[] Caches;
+        public int[] Pos, SegStart;
+        public int Layer, Heads, Nope, Rope, R, V;
+        public float Scale;
+
+        public readonly void Execute(int index)
+        {
+            int seg = index / Heads, h = index % Heads, t0 = SegStart[seg], t1 = SegStart[seg + 1];
+            int len = 0;
+            for (int t = t0; t < t1; t++) len = Math.Max(len, Pos[t] + 1);
+            int r = R, nope = Nope, rp = Rope, v = V, kvw = r + rp, kq = nope + rp;
+            var k = Caches[t0]!.KLayer(Layer);
+            var buf = ExpandScratch(r * nope + v * r + len * (nope + v));
+            var wk = buf.AsSpan(0, r * nope);                  // (r, nope) W_uk_hᵀ
+            var wv = buf.AsSpan(r * nope, v * r);              // (v, r) W_uv_h
+            var kn = buf.AsSpan(r * nope + v * r, len * nope); // (len, nope) decompressed keys
+            var vv = buf.AsSpan(r * nope + v * r + len * nope, len * v); // (len, v) decompressed values
+            for (int i = 0; i < r; i++) Att.KB[h].Weight.DecodeRow(i, wk.Slice(i * nope, nope));
+            for (int i = 0; i < v; i++) Att.VB[h].Weight.DecodeRow(i, wv.Slice(i * r, r));
+            for (int j = 0; j < len; j++)
+            {
+                var cj = k.AsSpan(j * kvw, r);
+                var kj = kn.Slice(j * nope, nope);
+                kj.Clear();
+                for (int i = 0; i < r; i++) TensorPrimitives.MultiplyAdd(wk.Slice(i * nope, nope), cj[i], kj, kj); // kj += c_j[i] · W_uk_hᵀ[i]
+                var vj = vv.Slice(j * v, v);
+                for (int i = 0; i < v; i++) vj[i] = TensorPrimitives.Dot(wv.Slice(i * r, r), cj);
+            }
+            var sc = ScoreScratch(len);
+            for (int t = t0; t < t1; t++)
+            {
+                int m = Pos[t] + 1;
+                var q = Q.AsSpan(t * Heads * kq + h * kq, kq);
+                var row = sc.AsSpan(0, m);
+                for (int j = 0; j < m; j++)
+                    row[j] = (TensorPrimitives.Dot(q[..nope], kn.Slice(j * nope, nope)) + TensorPrimitives.Dot(q[nope..], k.AsSpan(j * kvw + r, rp))) * Scale;
+                Ops.Softmax(row);
+                var o = VOut.AsSpan((t * Heads + h) * v, v);
+                o.Clear();
+                for (int j = 0; j < m; j++) TensorPrimitives.MultiplyAdd(vv.Slice(j * v, v), row[j], o, o);
+            }
+        }
+    }
+
+    [ThreadStatic] private static float[]? scores, expand;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float[] ScoreScratch(int n) => scores is { } a && a.Length >= n ? a : scores = new float[Math.Max(n, 1024)];
+    private static float[] ExpandScratch(int n) => expand is { } a && a.Length >= n ? a : expand = new float[n];
+
+    /// <summary>The scratch of latent attention for one run state (made once per state, at its first forward pass).</summary>
+    private sealed class Scratch
+    {
+        public readonly float[] QA;       // (batch, q_lora_rank)
+        public readonly float[] Q;        // (batch, heads*(nope+rope)) the query before absorption
+        public readonly float[] HeadIn;   // (batch, max(nope, r)) one head's rows gathered
+        public readonly float[] HeadOut;  // (batch, max(r, v)) one head's projected rows
+        public readonly float[] Lat;      // (batch, heads*r) attention output in the latent space
+        public readonly float[] VOut;     // (batch, heads*v) attention output, the input of W_o
+        public readonly int[] SegStart;   // (batch + 1) where each sequence's tokens start
+
+        private static readonly ConditionalWeakTable<RunState, Scratch> States = new();
+
+        private Scratch(RunState s, ModelConfig c)
+        {
+            var m = c.Mla!;
+            int b = s.MaxBatch, nope = m.KeyLength - c.RopeDims, r = m.KvLoraRank;
+            QA = new float[b * Math.Max(1, m.QLoraRank)]; Q = new float[b * c.Heads * m.KeyLength];
+            HeadIn = new float[b * Math.Max(nope, r)]; HeadOut = new float[b * Math.Max(r, m.ValueLength)];
+            Lat = new float[b * c.Heads * r]; VOut = new float[b * c.Heads * m.ValueLength]; SegStart = new int[b + 1];
+        }
+
+        public static Scratch For(RunState s, ModelConfig c)
+        {
+            if (States.TryGetValue(s, out var x)) return x; // no closure: a decode step allocates nothing
+            x = new Scratch(s, c);
+            States.AddOrUpdate(s, x);
+            return x;
+        }
+    }
+}
