@@ -23,7 +23,10 @@ public static class InfoCommand
         string Path, long FileBytes, uint GgufVersion, string Architecture, string? Name, int VocabSize, int ContextLength,
         int EmbeddingLength, int Layers, int Heads, int KvHeads, int HeadDim, int FeedForwardLength, float RopeFreqBase,
         string RopeStyle, long Parameters, double BitsPerWeight, TypeShare[] TensorTypes, string? Tokenizer, string? PreTokenizer,
-        bool HasChatTemplate, MemoryEstimate[] Memory, string? SupportedBy);
+        bool HasChatTemplate, MemoryEstimate[] Memory, string? SupportedBy, LatentAttentionInfo? LatentAttention = null);
+
+    /// <summary>Multi-head latent attention's ranks (DeepSeek): query bottleneck (0: none), cached latent, rotary key dims.</summary>
+    public sealed record LatentAttentionInfo(int QLoraRank, int KvLoraRank, int RopeDims);
 
     /// <summary>
     /// Describes a model. Memory is estimated at <paramref name="context"/> tokens when given (capped at the trained
@@ -42,10 +45,12 @@ public static class InfoCommand
         long scratch = 256L * (4 * c.Dim + 2 * c.QDim + 2 * c.KvDim + 2 * c.FfnDim) * sizeof(float) + (long)c.VocabSize * sizeof(float);
         long fileBytes = f is GgufFile g ? g.FileSize : f is HfCheckpoint h ? h.WeightFiles.Sum(LinkedLength) : weightBytes;
         uint version = f is GgufFile gv ? gv.Version : 0;
-        // Our engine keeps the KV cache in F32: 2 (K and V) x layers x kv_dim x positions x 4 bytes.
+        // Our engine keeps the KV cache in F32: 2 (K and V) x layers x kv_dim x positions x 4 bytes; latent attention
+        // (DeepSeek) caches one latent plus the rotary key per position and layer: (kv_lora_rank + rope dims) x 4 bytes.
+        long perPosition = c.Mla is { } mla ? (long)c.Layers * (mla.KvLoraRank + c.RopeDims) : 2L * c.Layers * c.KvDim;
         MemoryEstimate At(int n, string basis)
         {
-            long kv = 2L * c.Layers * c.KvDim * n * sizeof(float);
+            long kv = perPosition * n * sizeof(float);
             return new MemoryEstimate(n, basis, kv, weightBytes + kv + scratch);
         }
         int trained = Math.Max(1, c.ContextLength);
@@ -57,7 +62,8 @@ public static class InfoCommand
         return new ModelInfo(f.Path, fileBytes, version, c.Architecture.Name, f.GetString("general.name"), c.VocabSize, c.ContextLength,
             c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.RopeBase, c.RopeStyle.ToString().ToLowerInvariant(),
             parameters, weightBytes * 8.0 / Math.Max(1, parameters), types, f.GetString("tokenizer.ggml.model"), f.GetString("tokenizer.ggml.pre"),
-            f.Contains("tokenizer.chat_template"), memory, c.Architecture.Description);
+            f.Contains("tokenizer.chat_template"), memory, c.Architecture.Description,
+            c.Mla is { } m ? new LatentAttentionInfo(m.QLoraRank, m.KvLoraRank, c.RopeDims) : null);
     }
 
     public static Command Create()
@@ -81,7 +87,9 @@ public static class InfoCommand
             o.WriteLine($"architecture   {Cli.TerminalSafe(i.Architecture ?? "-")} ({i.SupportedBy})");
             o.WriteLine($"parameters     {i.Parameters:N0} ({i.Parameters / 1e9:F2} B), {i.BitsPerWeight:F2} bits per weight");
             o.WriteLine($"layers         {i.Layers}, embedding {i.EmbeddingLength}, feed-forward {i.FeedForwardLength}");
-            o.WriteLine($"attention      {i.Heads} heads, {i.KvHeads} KV heads, head dim {i.HeadDim}, rope {i.RopeStyle} base {i.RopeFreqBase:G}");
+            if (i.LatentAttention is { } la)
+                o.WriteLine($"attention      latent (MLA): {i.Heads} heads, query rank {(la.QLoraRank == 0 ? "full" : la.QLoraRank)}, cached latent {la.KvLoraRank} + rotary key {la.RopeDims} per position, rope {i.RopeStyle} base {i.RopeFreqBase:G}");
+            else o.WriteLine($"attention      {i.Heads} heads, {i.KvHeads} KV heads, head dim {i.HeadDim}, rope {i.RopeStyle} base {i.RopeFreqBase:G}");
             o.WriteLine($"vocabulary     {i.VocabSize} ({Cli.TerminalSafe(i.Tokenizer ?? "-")}{(i.PreTokenizer is null ? "" : ", pre " + Cli.TerminalSafe(i.PreTokenizer))}), chat template: {(i.HasChatTemplate ? "yes" : "no")}");
             o.WriteLine($"context        {i.ContextLength} (trained)");
             o.WriteLine("tensor types");

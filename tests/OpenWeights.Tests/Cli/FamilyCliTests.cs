@@ -116,7 +116,9 @@ public class FamilyCliTests
         Assert.True(info.Code == 0, info.Err);
         Assert.Contains($"architecture   {arch} ({Architectures.Get(arch).Description})", info.Out);
         Assert.Contains($"layers         {preset.Layers}, embedding {preset.Dim}, feed-forward {preset.FfnDim}", info.Out);
-        Assert.Contains($"{preset.Heads} heads, {preset.KvHeads} KV heads, head dim {preset.HeadDim}", info.Out);
+        Assert.Contains(preset.Architecture == "deepseek2" // latent attention: no KV heads, a cached latent
+            ? $"latent (MLA): {preset.Heads} heads"
+            : $"{preset.Heads} heads, {preset.KvHeads} KV heads, head dim {preset.HeadDim}", info.Out);
         Assert.Contains("chat template: yes", info.Out);
     }
 

@@ -111,7 +111,8 @@ public class DeepSeek2Tests(ITestOutputHelper output)
     public void TheCacheHoldsOnlyTheLatentAndTheRotaryKey()
     {
         using var dir = new TempDir();
-        using var model = DecoderModel.Load(Write(dir, "tiny-deepseek3", "f32"));
+        string path = Write(dir, "tiny-deepseek3", "f32");
+        using var model = DecoderModel.Load(path);
         var cache = model.CreateCache(100);
         // per token and layer: kv_lora_rank 256 + rope 32 floats, no values
         Assert.False(cache.HasValues);
@@ -121,6 +122,12 @@ public class DeepSeek2Tests(ITestOutputHelper output)
         Assert.NotNull(model.Layers[1].Experts!.Shared);
         Assert.Equal((4, 2), (model.Layers[1].Experts!.Routing.Groups, model.Layers[1].Experts!.Routing.GroupsUsed));
         Assert.NotNull(model.Layers[2].Experts!.Routing.SelectionBias);
+
+        // `info` reports that cache (not 2 x kv_dim per position) and the latent attention's ranks
+        using var f = OpenWeights.Formats.Gguf.GgufFile.Open(path);
+        var info = OpenWeights.Cli.Commands.InfoCommand.Describe(f, 100);
+        Assert.Equal(cache.Bytes, info.Memory[0].KvCacheBytes);
+        Assert.Equal(new OpenWeights.Cli.Commands.InfoCommand.LatentAttentionInfo(256, 256, 32), info.LatentAttention);
     }
 
     [Fact]
