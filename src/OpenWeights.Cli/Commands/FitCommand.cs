@@ -171,7 +171,7 @@ public static class FitCommand
         if (e.Moe is { } moe)
             w.WriteLine($"  experts        {moe.ExpertsPerToken} of {moe.Experts} per token{(moe.SharedExperts > 0 ? $" + {moe.SharedExperts} shared" : "")}: {F.Params(moe.TotalParams / 1e9)} parameters in memory, {F.Params(moe.ActiveParams / 1e9)} active per token (speed)");
         if (e.Tune == TuneMode.None)
-            w.WriteLine($"  KV cache       {F.Bytes(mem.KvCacheBytes)}  ({F.Bytes(e.KvBytesPerToken)} per token before window savings, F16)");
+            w.WriteLine($"  KV cache       {F.Bytes(mem.KvCacheBytes)}  ({F.Bytes(e.KvBytesPerToken)} per token before window savings, F32 as this engine keeps it)");
         else
         {
             w.WriteLine($"  LoRA adapter   {F.Bytes(mem.AdapterBytes)}  ({e.LoraParams:N0} params on {string.Join(", ", e.LoraTargets ?? [])})");

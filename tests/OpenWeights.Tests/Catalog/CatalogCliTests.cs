@@ -171,6 +171,17 @@ public class CatalogCliTests
         Assert.Contains("llama-3.2-1b-instruct: Q4_K_M (4.89 bpw), inference, context 2048", stdout);
         foreach (var s in new[] { "weights", "KV cache", "overhead", "total", "budget", "verdict", "recommended", "decode", "quantizations" })
             Assert.Contains(s, stdout);
+        Assert.Contains("per token before window savings, F32 as this engine keeps it", stdout);
+    }
+
+    /// <summary>DeepSeek-V3's cache is the latent (512) plus the rotary key (64) per layer and position: 61 × 576 × 4 bytes.</summary>
+    [Fact]
+    public void Fit_reports_the_latent_cache_of_deepseek_v3()
+    {
+        var (code, stdout, stderr) = Run("fit", "deepseek-v3", "--context", "131072");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("(140.5 KB per token before window savings, F32 as this engine keeps it)", stdout);
+        Assert.Contains("KV cache       18.42 GB", stdout); // 140,544 B × 131,072
     }
 
     [Fact]
