@@ -41,6 +41,7 @@ public sealed class ChatFormatter
         ToolFormat = IsHarmonySource(source) ? ToolCallFormat.Harmony
             : source.Contains("<tool_call>", StringComparison.Ordinal) ? ToolCallFormat.Hermes
             : source.Contains("[TOOL_CALLS]", StringComparison.Ordinal) ? ToolCallFormat.Mistral
+            : source.Contains(ToolCallParser.DeepSeekCallsBegin, StringComparison.Ordinal) ? ToolCallFormat.DeepSeek
             : source.Contains("<|python_tag|>", StringComparison.Ordinal) || source.Contains("ipython", StringComparison.Ordinal) ? ToolCallFormat.Llama3
             : ToolCallFormat.Generic;
 
@@ -109,7 +110,8 @@ public sealed class ChatFormatter
     /// <summary>Whether replies come in gpt-oss's harmony format (reasoning, answer and tool calls on channels).</summary>
     public bool IsHarmony => ToolFormat == ToolCallFormat.Harmony;
 
-    private static readonly string[] ToolMarkers = ["<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>"];
+    private static readonly string[] ToolMarkers = ["<tool_call>", "</tool_call>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>",
+        ToolCallParser.DeepSeekCallsBegin, ToolCallParser.DeepSeekCallsEnd, ToolCallParser.DeepSeekCallBegin, ToolCallParser.DeepSeekCallEnd, ToolCallParser.DeepSeekSep];
 
     /// <summary>
     /// Renders the conversation as the template does, ending with the assistant's header when asked. The render is

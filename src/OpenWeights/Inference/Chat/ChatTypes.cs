@@ -32,6 +32,11 @@ public enum ToolCallFormat
     /// <summary>Mistral: [TOOL_CALLS][{"name":..,"arguments":..}] or [TOOL_CALLS]name[ARGS]{..}</summary>
     Mistral,
     /// <summary>
+    /// DeepSeek V3 / R1: &lt;｜tool▁calls▁begin｜&gt;&lt;｜tool▁call▁begin｜&gt;function&lt;｜tool▁sep｜&gt;NAME\n```json\n{..}\n```&lt;｜tool▁call▁end｜&gt;…
+    /// &lt;｜tool▁calls▁end｜&gt;; V3.1 / V3.2: …&lt;｜tool▁call▁begin｜&gt;NAME&lt;｜tool▁sep｜&gt;{..}&lt;｜tool▁call▁end｜&gt;…
+    /// </summary>
+    DeepSeek,
+    /// <summary>
     /// gpt-oss "harmony": channels &lt;|channel|&gt;analysis (reasoning), final (the answer) and
     /// commentary to=functions.NAME &lt;|constrain|&gt;json&lt;|message|&gt;{..} (a tool call); see <see cref="HarmonyReplyParser"/>.
     /// </summary>

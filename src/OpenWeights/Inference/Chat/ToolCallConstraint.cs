@@ -46,6 +46,13 @@ public static class ToolCallConstraint
             ToolCallFormat.Mistral when formatter.Template.Source.Contains("[ARGS]", StringComparison.Ordinal) =>
                 tools.Select(t => (IReadOnlyList<ConstraintPart>)[ConstraintPart.Exact(Enc("[TOOL_CALLS]" + t.Name + "[ARGS]")), ConstraintPart.ToolArguments(t.ParametersJson)]).ToList(),
             ToolCallFormat.Mistral => [[ConstraintPart.Exact(Enc("[TOOL_CALLS]")), ConstraintPart.ToolCall(specs, inArray: true)]],
+            // DeepSeek V3 / R1 (a fenced JSON block after the name) or V3.1 / V3.2 (the arguments right after the separator)
+            ToolCallFormat.DeepSeek when formatter.Template.Source.Contains("```json", StringComparison.Ordinal) => tools.Select(t => (IReadOnlyList<ConstraintPart>)[
+                ConstraintPart.Exact(Enc(ToolCallParser.DeepSeekCallsBegin + ToolCallParser.DeepSeekCallBegin + "function" + ToolCallParser.DeepSeekSep + t.Name + "\n```json\n")),
+                ConstraintPart.ToolArguments(t.ParametersJson), ConstraintPart.Exact(Enc("\n```" + ToolCallParser.DeepSeekCallEnd + ToolCallParser.DeepSeekCallsEnd))]).ToList(),
+            ToolCallFormat.DeepSeek => tools.Select(t => (IReadOnlyList<ConstraintPart>)[
+                ConstraintPart.Exact(Enc(ToolCallParser.DeepSeekCallsBegin + ToolCallParser.DeepSeekCallBegin + t.Name + ToolCallParser.DeepSeekSep)),
+                ConstraintPart.ToolArguments(t.ParametersJson), ConstraintPart.Exact(Enc(ToolCallParser.DeepSeekCallEnd + ToolCallParser.DeepSeekCallsEnd))]).ToList(),
             ToolCallFormat.Harmony => tools.Select(t => (IReadOnlyList<ConstraintPart>)[
                 ConstraintPart.Exact(Enc("<|channel|>commentary to=functions." + t.Name + " <|constrain|>json<|message|>")), ConstraintPart.ToolArguments(t.ParametersJson)]).ToList(),
             _ => [[ConstraintPart.ToolCall(specs)]],

@@ -7,7 +7,8 @@ namespace OpenWeights.Inference.Chat;
 /// <summary>
 /// Finds tool calls in a model's reply: Hermes/Qwen <c>&lt;tool_call&gt;{...}&lt;/tool_call&gt;</c>, Llama 3.x
 /// <c>&lt;|python_tag|&gt;</c> / bare JSON <c>{"name":..,"parameters":..}</c>, Mistral <c>[TOOL_CALLS][...]</c> and
-/// <c>[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}</c> ([CALL_ID] optional); gpt-oss harmony replies go to <see cref="HarmonyReplyParser"/>.
+/// <c>[TOOL_CALLS]name[CALL_ID]id[ARGS]{...}</c> ([CALL_ID] optional), DeepSeek's <c>&lt;｜tool▁calls▁begin｜&gt;</c> blocks (V3/R1 and
+/// V3.1/V3.2 forms, see <see cref="ToolCallFormat.DeepSeek"/>); gpt-oss harmony replies go to <see cref="HarmonyReplyParser"/>.
 /// What is not a well-formed call stays text.
 /// </summary>
 public static class ToolCallParser
@@ -21,6 +22,8 @@ public static class ToolCallParser
             content = ParseHermes(text, calls);
         else if (format is ToolCallFormat.Mistral or ToolCallFormat.Generic && text.Contains("[TOOL_CALLS]", StringComparison.Ordinal))
             content = ParseMistral(text, calls);
+        else if (format is ToolCallFormat.DeepSeek or ToolCallFormat.Generic && text.Contains(DeepSeekCallBegin, StringComparison.Ordinal))
+            content = ParseDeepSeek(text, calls);
         if (calls.Count == 0 && format is ToolCallFormat.Llama3 or ToolCallFormat.Generic or ToolCallFormat.Mistral)
         {
             string t = text.Trim();
@@ -76,6 +79,49 @@ public static class ToolCallParser
         return before;
     }
 
+    public const string DeepSeekCallsBegin = "<｜tool▁calls▁begin｜>", DeepSeekCallsEnd = "<｜tool▁calls▁end｜>",
+        DeepSeekCallBegin = "<｜tool▁call▁begin｜>", DeepSeekCallEnd = "<｜tool▁call▁end｜>", DeepSeekSep = "<｜tool▁sep｜>";
+
+    /// <summary>
+    /// DeepSeek's calls: the text before the first call block is content; each block between call-begin and call-end is
+    /// <c>TYPE&lt;sep&gt;NAME</c>, a newline, a <c>json</c>-fenced JSON block (V3, R1) or <c>NAME&lt;sep&gt;ARGS</c> (V3.1, V3.2). A malformed block leaves the
+    /// whole reply as text.
+    /// </summary>
+    private static string ParseDeepSeek(string text, List<ChatToolCall> calls)
+    {
+        int first = text.IndexOf(DeepSeekCallBegin, StringComparison.Ordinal);
+        int outer = text.IndexOf(DeepSeekCallsBegin, StringComparison.Ordinal);
+        string before = text[..(outer >= 0 && outer < first ? outer : first)];
+        var found = new List<ChatToolCall>();
+        int pos = first;
+        while (pos >= 0)
+        {
+            int start = pos + DeepSeekCallBegin.Length;
+            int end = text.IndexOf(DeepSeekCallEnd, start, StringComparison.Ordinal);
+            string block = end < 0 ? text[start..] : text[start..end];
+            int sep = block.IndexOf(DeepSeekSep, StringComparison.Ordinal);
+            if (sep < 0) return text;
+            string head = block[..sep].Trim(), rest = block[(sep + DeepSeekSep.Length)..];
+            string name, args;
+            int fence = rest.IndexOf("```", StringComparison.Ordinal);
+            if (fence >= 0) // V3 / R1: the type before the separator, then the name and a fenced JSON block
+            {
+                name = rest[..fence].Trim();
+                int body = rest.IndexOf('\n', fence);
+                int close = body < 0 ? -1 : rest.IndexOf("```", body, StringComparison.Ordinal);
+                if (body < 0 || close < 0) return text;
+                args = rest[(body + 1)..close].Trim();
+            }
+            else { name = head; args = rest.Trim(); }
+            if (args.Length > 1 && args[0] == '"' && TryParse(args) is JsonValue sv && sv.TryGetValue(out string? inner)) args = inner.Trim(); // tojson of a string
+            if (name.Length == 0 || !IsJsonObject(args)) return text;
+            found.Add(new ChatToolCall(NewId(), name, args));
+            pos = end < 0 ? -1 : text.IndexOf(DeepSeekCallBegin, end, StringComparison.Ordinal);
+        }
+        calls.AddRange(found);
+        return before;
+    }
+
     /// <summary>A JSON call object, an array of them, or several separated by ';' / newlines.</summary>
     private static bool TryParseCalls(string s, List<ChatToolCall> calls)
     {
@@ -120,6 +166,11 @@ public static class ToolCallParser
         string id = o["id"] is JsonValue iv && iv.TryGetValue(out string? sid) && !string.IsNullOrEmpty(sid) ? sid : NewId();
         found.Add(new ChatToolCall(id, name, argText));
         return true;
+    }
+
+    private static JsonNode? TryParse(string s)
+    {
+        try { return JsonNode.Parse(s); } catch (JsonException) { return null; }
     }
 
     private static bool IsJsonObject(string s)
