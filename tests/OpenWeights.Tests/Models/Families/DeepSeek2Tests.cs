@@ -34,11 +34,15 @@ public class DeepSeek2Tests(ITestOutputHelper output)
         output.WriteLine($"{preset} {type}: worst rel {rel:E2}, worst cos {cos:F9}, routing margin {margin:E2}");
     }
 
-    /// <summary>OPEN: the V3-like shape in Q8_0 / Q4_K_M agrees with llama.cpp to ~1e-7 at most positions but not at a few
-    /// (q8_0: position 4, rel 6e-3; q4_k_m: position 7, rel 1.4e-2) although our expert and group margins are clear (≥1e-2) and
-    /// the same files with expert_group_count = 1, and every F32 file, agree everywhere: a difference in group-limited
-    /// selection that only some hidden states reach. Kept as a skipped test naming the gap.</summary>
-    [Theory(Skip = "open: group-limited routing differs from llama.cpp at a few positions of the quantized V3-like files (see STATUS-deepseek.md)")]
+    /// <summary>Not a routing difference (dsfix, measured): the q8_0 file differs from position 4 on at every later position
+    /// (rel 6e-3..1e-2), and as much with expert_group_count = 1, 2 or 8 (so groups are not involved); a copy cut to its one
+    /// dense layer differs at one position too (prompt 7, 8, ...: position 1, rel 1.4e-2), only while both attn_q_a and
+    /// attn_q_b are quantized. Cause: one element of rmsnorm(W_qa·x) (token 8) sits 2 ulps above a Q8_0 rounding midpoint
+    /// (x·127/amax = 81.500015) in the activation quantization for attn_q_b; llama.cpp's W_qa dot rounds ~2 ulps lower and
+    /// takes 81, we take 82. Nudging that one element down by 3e-7 (relative) makes ours equal llama.cpp's to 1.2e-7.
+    /// The random-weight attention here is sharp enough that one quantum of q moves the logits by 1e-2. Agreement would
+    /// need our quantized dot to round bit-exactly as ggml's (summation order of its batch kernel), so the test stays skipped.</summary>
+    [Theory(Skip = "ulp-level near-tie in the Q8_0 activation quantization of rmsnorm(W_qa·x) (not routing): see the summary and STATUS-dsfix.md")]
     [InlineData("q8_0")]
     [InlineData("q4_k_m")]
     public void QuantizedV3LikeLogitsAgreeWithLlamaCpp(string type)
