@@ -24,6 +24,13 @@ public static unsafe partial class QuantDot
 
     internal static bool Avx2Path => UseSimd && Avx2.IsSupported && Fma.IsSupported;
 
+    /// <summary>
+    /// The kernel path the engine takes on this machine: "avx2" (256-bit AVX2/FMA kernels, with AVX-VNNI where the CPU has it)
+    /// or "scalar" (the references). There are no AVX-512 or NEON kernels yet, so a CPU with AVX-512 reports "avx2" and ARM64
+    /// reports "scalar": what runs, not what the CPU could do.
+    /// </summary>
+    public static string KernelPath => Avx2Path ? "avx2" : "scalar";
+
     /// <summary>A row dot product: weight row (cols values in its block format) · activation row (in the kernel's activation format).</summary>
     public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4 = null,
         delegate*<byte*, byte*, int, int, float*, void> dot8 = null)

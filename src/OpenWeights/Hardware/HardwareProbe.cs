@@ -80,6 +80,7 @@ public static class HardwareProbe
             LogicalCores = cores,
             CpuModel = cpu,
             Simd = DetectSimd(),
+            Kernels = OpenWeights.Tensors.Kernels.QuantDot.KernelPath,
             Os = RuntimeInformation.OSDescription,
             Architecture = RuntimeInformation.OSArchitecture.ToString().ToLowerInvariant(),
             Gpus = options.QueryGpus ? QueryNvidiaGpus() : [],

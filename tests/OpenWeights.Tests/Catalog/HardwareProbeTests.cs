@@ -78,6 +78,18 @@ public class HardwareProbeTests
         if (System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported) Assert.Equal(SimdLevel.Neon, s);
     }
 
+    /// <summary>"kernels" names what runs, not what the CPU has: AVX2 kernels wherever AVX2 and FMA are (AVX-512 machines
+    /// included: no AVX-512 kernels yet), the scalar references otherwise (ARM64 today, or AVX2 switched off).</summary>
+    [Fact]
+    public void Kernels_name_the_path_inference_takes()
+    {
+        var hw = HardwareProbe.Probe(new HardwareProbeOptions());
+        bool avx2 = System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
+        Assert.Equal(avx2 ? "avx2" : "scalar", hw.Kernels);
+        var json = System.Text.Json.JsonSerializer.Serialize(hw, OpenWeights.Cli.CliJson.Options);
+        Assert.Contains($"\"kernels\": \"{hw.Kernels}\"", json);
+    }
+
     [Fact]
     public void Measured_bandwidth_is_positive()
     {
