@@ -24,6 +24,18 @@ public static unsafe partial class QuantDot
 
     internal static bool Avx2Path => UseSimd && Avx2.IsSupported && Fma.IsSupported;
 
+    /// <summary>Use the AVX-512 kernels where the CPU has them (tests turn this off to run the AVX2 kernels on the same machine).</summary>
+    public static bool UseAvx512 { get; set; } = true;
+
+    /// <summary>The 512-bit kernels may run: AVX2 path on, AVX-512 F/BW/VL present (.NET's DOTNET_EnableAVX512=0 hides them) and not turned off.</summary>
+    internal static bool Avx512Path => Avx2Path && UseAvx512 && Avx512F.IsSupported && Avx512BW.IsSupported && Avx512F.VL.IsSupported;
+
+    /// <summary>
+    /// Run the portable 128-bit kernels (Vector128: NEON on ARM64) instead of the AVX2 ones: tests set it on x64 to exercise
+    /// the ARM64 path's code; on ARM64 those kernels are the SIMD path.
+    /// </summary>
+    public static bool ForceVector128 { get; set; }
+
     /// <summary>
     /// The kernel path the engine takes on this machine: "avx2" (256-bit AVX2/FMA kernels, with AVX-VNNI where the CPU has it)
     /// or "scalar" (the references). There are no AVX-512 or NEON kernels yet, so a CPU with AVX-512 reports "avx2" and ARM64
