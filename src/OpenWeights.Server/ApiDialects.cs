@@ -23,7 +23,8 @@ public static class ApiDialects
 {
     /// <summary>
     /// /v1/messages... speaks Anthropic (errors {"type":"error",...}; the key may come as <c>x-api-key</c>), /api/... and
-    /// GET / speak Ollama (errors {"error":"..."}); everything else stays OpenAI.
+    /// GET / speak Ollama (errors {"error":"..."}); /v1/responses... is OpenAI's Responses API (OpenAI's errors, an error
+    /// event in a stream); everything else stays OpenAI.
     /// </summary>
     public static IApplicationBuilder UseApiDialects(this IApplicationBuilder app) => app.Use((ctx, next) =>
     {
@@ -36,6 +37,7 @@ public static class ApiDialects
                 ctx.Request.Headers.Authorization = "Bearer " + k[0];
         }
         else if (OllamaEndpoints.Owns(path)) ctx.Features.Set<IErrorDialect>(OllamaEndpoints.Errors);
+        else if (ResponsesEndpoints.Owns(path)) ctx.Features.Set<IErrorDialect>(ResponsesEndpoints.Errors); // OpenAI's errors; in a stream, an error event
         return next(ctx);
     });
 

@@ -13,6 +13,8 @@ public sealed class ModelHost : IDisposable
     public string ModelId { get; }
     public Scheduler Scheduler { get; }
     public ServerMetrics Metrics { get; } = new();
+    /// <summary>Responses API responses kept for GET and previous_response_id.</summary>
+    public ResponseStore Responses { get; }
     public long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     public int Threads { get; }
     private readonly ChatFormatter? formatter;
@@ -24,6 +26,7 @@ public sealed class ModelHost : IDisposable
     {
         Options = options;
         if (options.StreamBufferEvents < 1) throw new OpenWeightsException($"the stream buffer of {options.StreamBufferEvents} events must be at least 1");
+        Responses = new ResponseStore(options.MaxStoredResponses);
         Model = DecoderModel.LoadOwned(OpenWeights.Models.ModelSources.Open(options.ModelPath));
         if (options.Loras.Count > 0) OpenWeights.Lora.LoraLoader.Attach(Model, options.Loras);
         try

@@ -354,17 +354,23 @@ internal sealed class OpenAiRequest(JsonObject body)
     /// bos_token, eos_token) cannot be given.</item>
     /// </list>
     /// </summary>
-    public Dictionary<string, object?>? TemplateVariables()
+    public Dictionary<string, object?>? TemplateVariables() => TemplateVariables(String("reasoning_effort"), "reasoning_effort");
+
+    /// <summary>
+    /// The template variables of <see cref="TemplateVariables()"/> with the reasoning effort given apart
+    /// (<paramref name="effort"/>, named <paramref name="effortParam"/> in errors): the Responses API's <c>reasoning.effort</c>.
+    /// </summary>
+    public Dictionary<string, object?>? TemplateVariables(string? effort, string effortParam)
     {
         Dictionary<string, object?>? vars = null;
-        if (String("reasoning_effort") is { } effort)
+        if (effort is not null)
         {
             string level = effort switch
             {
                 "none" or "minimal" or "low" => "low",
                 "medium" => "medium",
                 "high" or "xhigh" => "high",
-                _ => throw Bad("reasoning_effort", $"must be none, minimal, low, medium, high or xhigh (got '{Printable(effort)}')"),
+                _ => throw Bad(effortParam, $"must be none, minimal, low, medium, high or xhigh (got '{Printable(effort)}')"),
             };
             vars = ChatFormatter.ThinkingVariables(effort != "none");
             vars["reasoning_effort"] = level;

@@ -36,10 +36,10 @@ public static class OpenWeightsServer
         var host = app.ApplicationServices.GetRequiredService<ModelHost>(); // load the model before the first request
         app.ApplicationServices.GetService<IHostApplicationLifetime>()?.ApplicationStopping.Register(() => host.BeginShutdown(host.Options.ShutdownTimeout));
         app.UseRequestLog();
-        app.UseApiDialects(); // Anthropic and Ollama paths: their error shapes (and x-api-key)
+        app.UseApiDialects(); // Anthropic, Ollama and Responses paths: their error shapes (and x-api-key)
         app.UseOpenAiErrors();
         app.UseRouting();
-        app.UseEndpoints(e => e.MapAnthropic().MapOllama().MapOpenAi());
+        app.UseEndpoints(e => e.MapAnthropic().MapOllama().MapResponses().MapOpenAi());
         return app;
     }
 

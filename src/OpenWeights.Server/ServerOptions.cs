@@ -38,6 +38,8 @@ public sealed record ServerOptions
     public AccessLogFormat AccessLogFormat { get; init; } = AccessLogFormat.Text;
     /// <summary>A streaming client that leaves its events unread this long (generation paused) is cut off and its slot freed.</summary>
     public TimeSpan StalledReaderTimeout { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>Responses (POST /v1/responses with store) kept in memory for GET and previous_response_id; the least recently used go first. 0: none kept.</summary>
+    public int MaxStoredResponses { get; init; } = 1000;
     /// <summary>Builds the constraint for response_format (schema JSON, or null for any JSON object); null: response_format json answers 400.</summary>
     public Func<Tokenizer, string?, ITokenConstraint>? JsonConstraintFactory { get; init; } = JsonConstraint.Create;
     /// <summary>
