@@ -21,11 +21,11 @@ public static class OpenAiEndpoints
     /// <summary>API key check and error shaping for every request.</summary>
     public static IApplicationBuilder UseOpenAiErrors(this IApplicationBuilder app) => app.Use(async (ctx, next) =>
     {
-        var host = ctx.RequestServices.GetRequiredService<ModelHost>();
+        var options = ctx.RequestServices.GetRequiredService<ServerOptions>();
         string endpoint = ctx.Request.Path.Value ?? "";
         try
         {
-            if (host.Options.ApiKey is { Length: > 0 } key && endpoint != "/health")
+            if (options.ApiKey is { Length: > 0 } key && !ModelLoad.IsProbe(endpoint))
             {
                 string? auth = ctx.Request.Headers.Authorization;
                 if (auth is null || !auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
@@ -82,7 +82,7 @@ public static class OpenAiEndpoints
 
     public static IEndpointRouteBuilder MapOpenAi(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/health", (ModelHost h) => Results.Json(new { status = "ok", model = h.ModelId, slots = h.Scheduler.Parallel, slots_active = h.Scheduler.ActiveSlots, queue = h.Scheduler.QueueDepth }));
+        ModelLoad.MapProbes(app); // /health (readiness) and /livez (liveness)
         app.MapGet("/metrics", (ModelHost h) => Results.Text(h.Metrics.Render(h.Scheduler.QueueDepth, h.Scheduler.ActiveSlots, h.Scheduler.Parallel), "text/plain; version=0.0.4"));
         app.MapGet("/v1/models", (ModelHost h) => Results.Text(new JsonObject
         {

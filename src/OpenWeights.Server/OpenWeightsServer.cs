@@ -19,6 +19,7 @@ public static class OpenWeightsServer
         if (options.ShutdownTimeout < TimeSpan.Zero) throw new OpenWeightsException($"the shutdown timeout {options.ShutdownTimeout.TotalSeconds} s must be >= 0");
         services.AddSingleton(options);
         services.AddSingleton(_ => new ModelHost(options));
+        services.AddSingleton<ModelLoad>();
         services.AddRouting();
         services.Configure<KestrelServerOptions>(k =>
         {
@@ -30,14 +31,21 @@ public static class OpenWeightsServer
         return services;
     }
 
-    /// <summary>The request pipeline: access log and metrics, errors and API key, then the endpoints.</summary>
+    /// <summary>
+    /// The request pipeline: access log and metrics, errors and API key, the readiness gate, then the endpoints. The model
+    /// loads here, before the first request, or meanwhile with <see cref="ServerOptions.LoadInBackground"/> (<see cref="ModelLoad"/>).
+    /// </summary>
     public static IApplicationBuilder UseOpenWeightsServer(this IApplicationBuilder app)
     {
-        var host = app.ApplicationServices.GetRequiredService<ModelHost>(); // load the model before the first request
-        app.ApplicationServices.GetService<IHostApplicationLifetime>()?.ApplicationStopping.Register(() => host.BeginShutdown(host.Options.ShutdownTimeout));
+        var load = ModelLoad.Start(app);
+        app.ApplicationServices.GetService<IHostApplicationLifetime>()?.ApplicationStopping.Register(() =>
+        {
+            if (load.Host is { } host) host.BeginShutdown(host.Options.ShutdownTimeout);
+        });
         app.UseRequestLog();
         app.UseApiDialects(); // Anthropic, Ollama and Responses paths: their error shapes (and x-api-key)
         app.UseOpenAiErrors();
+        ModelLoad.UseReadinessGate(app, load); // 503 until the model serves, but for /health and /livez
         app.UseRouting();
         app.UseEndpoints(e => e.MapAnthropic().MapOllama().MapResponses().MapOpenAi());
         return app;

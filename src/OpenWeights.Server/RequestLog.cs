@@ -30,7 +30,8 @@ public static class RequestLog
 
     public static IApplicationBuilder UseRequestLog(this IApplicationBuilder app) => app.Use(async (ctx, next) =>
     {
-        var host = ctx.RequestServices.GetRequiredService<ModelHost>();
+        var options = ctx.RequestServices.GetRequiredService<ServerOptions>();
+        var load = ctx.RequestServices.GetRequiredService<ModelLoad>();
         var record = new RequestRecord(Stopwatch.GetTimestamp());
         ctx.Features.Set(record);
         bool failed = false;
@@ -42,14 +43,14 @@ public static class RequestLog
             int status = !ctx.Response.HasStarted && failed ? 500 // the server answers 500 for an exception that got this far
                 : !ctx.Response.HasStarted && ctx.RequestAborted.IsCancellationRequested ? 499 // the client left before any answer
                 : ctx.Response.StatusCode;
-            if (Route(ctx) is { } route)
+            if (Route(ctx) is { } route && load.Host is { } host) // while the model loads there are no metrics to keep
             {
                 host.Metrics.RecordRequest(route, status, duration);
                 if (record.TimeToFirstToken is { } ttft) host.Metrics.ObserveTimeToFirstToken(ttft);
             }
-            if (host.Options.AccessLog is { } log)
+            if (options.AccessLog is { } log)
             {
-                string line = Format(host.Options.AccessLogFormat, DateTimeOffset.UtcNow, ctx.Connection.RemoteIpAddress?.ToString(),
+                string line = Format(options.AccessLogFormat, DateTimeOffset.UtcNow, ctx.Connection.RemoteIpAddress?.ToString(),
                     ctx.Request.Method, ctx.Request.Path.Value ?? "", status, record, duration);
                 lock (log) { log.WriteLine(line); log.Flush(); }
             }

@@ -38,6 +38,12 @@ public sealed record ServerOptions
     public AccessLogFormat AccessLogFormat { get; init; } = AccessLogFormat.Text;
     /// <summary>A streaming client that leaves its events unread this long (generation paused) is cut off and its slot freed.</summary>
     public TimeSpan StalledReaderTimeout { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>
+    /// Listen at once and load the model meanwhile: until it is loaded, GET /health (readiness) answers 503
+    /// {"status":"loading"} and every API request 503 (model_loading); GET /livez (liveness) answers 200 throughout. False:
+    /// the server listens only once the model is loaded.
+    /// </summary>
+    public bool LoadInBackground { get; init; }
     /// <summary>Responses (POST /v1/responses with store) kept in memory for GET and previous_response_id; the least recently used go first. 0: none kept.</summary>
     public int MaxStoredResponses { get; init; } = 1000;
     /// <summary>Builds the constraint for response_format (schema JSON, or null for any JSON object); null: response_format json answers 400.</summary>

@@ -52,6 +52,7 @@ public static class ServeCommand
                 ShutdownTimeout = TimeSpan.FromSeconds(grace),
                 AccessLog = err,
                 AccessLogFormat = pr.GetValue(logFormat) == "json" ? AccessLogFormat.Json : AccessLogFormat.Text,
+                LoadInBackground = true, // /livez answers at once, /health once the model serves
             };
             // The first Ctrl-C / SIGTERM stops gracefully; a second one terminates at once (default signal handling).
             // Nothing else may handle them: the host has no ConsoleLifetime (OpenWeightsServer.Build), and System.CommandLine
@@ -61,8 +62,17 @@ public static class ServeCommand
             using var stop = new StopSignal(ct, err, $"stopping: running replies may finish for {grace:0.#} s (Ctrl-C again quits at once)");
             await using var app = OpenWeightsServer.Build(options, callerHandlesSignals: true);
             await app.StartAsync(CancellationToken.None);
-            var hostInfo = app.Services.GetRequiredService<ModelHost>();
             string url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault() ?? $"http://{bind}:{p}";
+            err.WriteLine($"listening on {url}; loading the model (GET /livez answers now, GET /health once it serves)");
+            var load = app.Services.GetRequiredService<ModelLoad>();
+            while (!load.IsReady && load.Failure is null && !stop.Token.IsCancellationRequested)
+                try { await Task.Delay(50, stop.Token); } catch (OperationCanceledException) { }
+            if (load.Failure is { } failure)
+            {
+                await app.StopAsync(CancellationToken.None);
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure); // reported as a failed load always was
+            }
+            if (load.Host is not { } hostInfo) { await app.StopAsync(CancellationToken.None); err.WriteLine("stopped"); return 0; } // stopped while loading
             output.WriteLine($"serving {hostInfo.ModelId} on {url}/v1 ({np} slots, context {hostInfo.Scheduler.ContextSize}){(key is null ? "" : ", API key required")}; Ctrl-C stops");
             output.Flush();
             try { await Task.Delay(Timeout.Infinite, stop.Token); } catch (OperationCanceledException) { }
