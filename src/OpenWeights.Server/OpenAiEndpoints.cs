@@ -122,14 +122,19 @@ public static class OpenAiEndpoints
     }
 
     // the jobs end when the client goes, and when the response is over (an error in one choice ends the others)
-    internal static JobOutput Start(HttpContext ctx, ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n)
+    internal static JobOutput Start(HttpContext ctx, ModelHost h, int[] prompt, Func<int, GenerationOptions> options, int n) =>
+        Start(ctx, h, [prompt], options, n);
+
+    // several prompts, n choices each: choice k continues prompts[k / n], as OpenAI numbers them
+    internal static JobOutput Start(HttpContext ctx, ModelHost h, IReadOnlyList<int[]> prompts, Func<int, GenerationOptions> options, int n)
     {
-        var output = new JobOutput(n, h.Options.StreamBufferEvents);
+        int total = prompts.Count * n;
+        var output = new JobOutput(total, h.Options.StreamBufferEvents);
         RequestLog.Track(ctx, output);
         var over = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
         ctx.Response.OnCompleted(() => { over.Cancel(); return Task.CompletedTask; });
         var ct = over.Token;
-        var jobs = Enumerable.Range(0, n).Select(i => new GenerationJob(prompt, options(i), i, output, ct)).ToList();
+        var jobs = Enumerable.Range(0, total).Select(k => new GenerationJob(prompts[k / n], options(k), k, output, ct)).ToList();
         h.Scheduler.Submit(jobs);
         return output;
     }
@@ -424,19 +429,36 @@ public static class OpenAiEndpoints
 
     // ---- text completions ----
 
+    /// <summary>The most choices one text completion request may ask for (prompts times n).</summary>
+    private const int MaxCompletionChoices = 64;
+
     private static async Task Completions(HttpContext ctx, ModelHost h)
     {
         var req = await Read(ctx, h);
-        string text = req.Prompt();
-        if (req.Bool("echo")) throw OpenAiRequest.Bad("echo", "is not supported");
-        var prompt = h.Tokenizer.Encode(text, addSpecial: true, parseSpecial: false);
-        if (prompt.Length == 0) throw OpenAiRequest.Bad("prompt", "encodes to no tokens");
-        CheckContext(h, prompt.Length, "prompt");
+        var items = req.Prompts();
+        bool echo = req.Bool("echo");
         int n = Choices(req);
+        if (items.Count * n > MaxCompletionChoices)
+            throw OpenAiRequest.Bad("n", $"asks for {items.Count * n} choices ({items.Count} prompts x {n}); at most {MaxCompletionChoices}");
+        var prompts = new int[items.Count][];
+        var echoed = new string[items.Count]; // each prompt's text, for echo
+        for (int p = 0; p < items.Count; p++)
+        {
+            string param = items.Count == 1 ? "prompt" : $"prompt[{p}]";
+            var ids = prompts[p] = items[p].Ids ?? h.Tokenizer.Encode(items[p].Text!, addSpecial: true, parseSpecial: false);
+            if (ids.Length == 0) throw OpenAiRequest.Bad(param, "encodes to no tokens");
+            if (items[p].Ids is not null && ids.Any(t => t >= h.Tokenizer.VocabSize || t >= h.Model.Config.VocabSize))
+                throw OpenAiRequest.Bad(param, $"holds a token id outside the vocabulary (0..{Math.Min(h.Tokenizer.VocabSize, h.Model.Config.VocabSize) - 1})");
+            CheckContext(h, ids.Length, "prompt");
+            echoed[p] = !echo ? "" : items[p].Text ?? h.Tokenizer.Decode(ids);
+        }
+        int total = prompts.Length * n;
         bool stream = req.Bool("stream");
         bool usageInStream = req.IncludeUsage();
         var (logprobs, top) = req.Logprobs(chat: false);
-        var events = Start(ctx, h, prompt, i => req.GenerationOptions(h, prompt.Length, i) with { Logprobs = logprobs, TopLogprobs = top }, n);
+        if (echo && logprobs) throw OpenAiRequest.Bad("echo", "with 'logprobs' (the prompt's own logprobs) is not supported; echo without logprobs, or logprobs without echo");
+        var events = Start(ctx, h, prompts, k => req.GenerationOptions(h, prompts[k / n].Length, k) with { Logprobs = logprobs, TopLogprobs = top }, n);
+        int promptTokens = prompts.Sum(p => p.Length); // each prompt once, however many choices continue it
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         JsonObject Wrap(JsonArray choices) => new()
@@ -445,20 +467,23 @@ public static class OpenAiEndpoints
         };
         if (!stream)
         {
-            var results = await Collect(events, n, ctx.RequestAborted);
+            var results = await Collect(events, total, ctx.RequestAborted);
             var choices = new JsonArray();
-            for (int i = 0; i < n; i++)
+            for (int k = 0; k < total; k++)
                 choices.Add(new JsonObject
                 {
-                    ["text"] = results[i].Text.ToString(), ["index"] = i,
-                    ["logprobs"] = logprobs ? TextLogprobs(results[i].Logprobs) : null, ["finish_reason"] = Finish(results[i].Finish),
+                    ["text"] = echoed[k / n] + results[k].Text.ToString(), ["index"] = k,
+                    ["logprobs"] = logprobs ? TextLogprobs(results[k].Logprobs) : null, ["finish_reason"] = Finish(results[k].Finish),
                 });
             var resp = Wrap(choices);
-            resp["usage"] = Usage(prompt.Length, results.Sum(r => r.Generated));
+            resp["usage"] = Usage(promptTokens, results.Sum(r => r.Generated));
             await WriteJson(ctx, resp);
             return;
         }
         await BeginSse(ctx);
+        if (echo) // the prompt first, as each choice's first text
+            for (int k = 0; k < total; k++)
+                await Sse(ctx, Wrap([new JsonObject { ["text"] = echoed[k / n], ["index"] = k, ["logprobs"] = null, ["finish_reason"] = null }]));
         int done = 0, generated = 0;
         await foreach (var ev in events.ReadAllAsync(ctx.RequestAborted))
         {
@@ -470,9 +495,9 @@ public static class OpenAiEndpoints
                 ["logprobs"] = logprobs && c.Logprobs is { Count: > 0 } ? TextLogprobs(c.Logprobs) : null,
                 ["finish_reason"] = c.Finish is { } fr ? Finish(fr) : null,
             }]));
-            if (c.Finish is not null) { generated += c.Stats?.GeneratedTokens ?? 0; if (++done == n) break; }
+            if (c.Finish is not null) { generated += c.Stats?.GeneratedTokens ?? 0; if (++done == total) break; }
         }
-        if (usageInStream) { var last = Wrap([]); last["usage"] = Usage(prompt.Length, generated); await Sse(ctx, last); }
+        if (usageInStream) { var last = Wrap([]); last["usage"] = Usage(promptTokens, generated); await Sse(ctx, last); }
         await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
     }
 

@@ -232,14 +232,39 @@ internal sealed class OpenAiRequest(JsonObject body)
         return o["include_usage"] is JsonValue jv && jv.TryGetValue(out bool b) ? b : throw Bad("stream_options.include_usage", "must be a boolean");
     }
 
-    /// <summary>The prompt of a text completion: a string, or a list holding one string.</summary>
-    public string Prompt() => Body["prompt"] switch
+    /// <summary>The most prompts one text completion request may hold.</summary>
+    public const int MaxPrompts = 16;
+
+    /// <summary>
+    /// The prompts of a text completion, as OpenAI takes them: a string, a list of strings, a list of token ids, or a list of
+    /// token-id lists. Each is text (Ids null) or token ids (Text null; checked to be integers >= 0, the vocabulary is the caller's).
+    /// </summary>
+    public List<(string? Text, int[]? Ids)> Prompts()
     {
-        JsonValue v when v.TryGetValue(out string? s) => s,
-        JsonArray { Count: 1 } a when a[0] is JsonValue v1 && v1.TryGetValue(out string? s1) => s1,
-        null => throw Bad("prompt", "is required"),
-        _ => throw Bad("prompt", "must be a string (or a list holding one string)"),
-    };
+        const string shape = "must be a string, a list of strings, a list of token ids or a list of token-id lists";
+        var items = new List<(string?, int[]?)>();
+        switch (Body["prompt"])
+        {
+            case JsonValue v when v.TryGetValue(out string? s): items.Add((s, null)); break;
+            case JsonArray a when a.Count > 0 && a.All(x => x is JsonValue xv && xv.GetValueKind() == JsonValueKind.Number):
+                items.Add((null, TokenIds(a, "prompt"))); break;
+            case JsonArray a when a.Count > 0:
+                if (a.Count > MaxPrompts) throw Bad("prompt", $"may hold at most {MaxPrompts} prompts");
+                for (int i = 0; i < a.Count; i++)
+                    items.Add(a[i] switch
+                    {
+                        JsonValue xv when xv.TryGetValue(out string? xs) => (xs, null),
+                        JsonArray ids when ids.Count > 0 => (null, TokenIds(ids, $"prompt[{i}]")),
+                        JsonArray => throw Bad($"prompt[{i}]", "must not be empty"),
+                        _ => throw Bad($"prompt[{i}]", shape),
+                    });
+                break;
+            case null: throw Bad("prompt", "is required");
+            case JsonArray: throw Bad("prompt", "must not be empty");
+            default: throw Bad("prompt", shape);
+        }
+        return items;
+    }
 
     /// <summary>The most items one embeddings request may hold.</summary>
     public const int MaxEmbeddingInputs = 2048;

@@ -120,7 +120,12 @@ internal static class ParserHarness
                 req.Messages(); req.Tools(); req.Integer("n", 1, 16); req.Bool("stream"); req.IncludeUsage(); req.Logprobs(chat: true);
                 req.String("user"); req.ResponseFormat(); req.GenerationOptions(contextSize: 512, vocabSize: 1024, promptTokens: 5, index: 1);
             });
-            Each(() => { req.Prompt(); req.Bool("echo"); req.Logprobs(chat: false); req.Stops(); }); // text completions
+            Each(() => { req.Prompts(); req.Bool("echo"); req.Logprobs(chat: false); req.Stops(); }); // text completions
+            Each(() => // responses
+            {
+                var r = new ResponsesRequest(req);
+                r.Input([]); r.Tools(); r.TextFormat(); r.TemplateVariables(); r.Ignored(); r.Store(); r.PreviousResponseId(); r.Instructions();
+            });
             Each(() => { req.EmbeddingInput(); req.String("encoding_format"); req.Integer("dimensions", 1, 256); }); // embeddings
             return null;
         }
@@ -189,6 +194,7 @@ internal sealed class RequestMutator(Random rng, IReadOnlyList<byte[]> seeds)
         "model", "messages", "role", "content", "type", "text", "tools", "function", "name", "arguments", "tool_calls", "tool_choice",
         "prompt", "input", "max_tokens", "temperature", "n", "seed", "stop", "logit_bias", "logprobs", "top_logprobs", "stream",
         "stream_options", "include_usage", "response_format", "json_schema", "schema", "encoding_format", "dimensions", "echo", "user",
+        "instructions", "previous_response_id", "call_id", "output", "format", "reasoning", "effort", "summary", "store", "parameters",
     ];
     private const string RawMark = "\u0005RAW", DupMark = "\u0002DUP\u0002", BadMark = "\u0004BAD\u0004";
 
