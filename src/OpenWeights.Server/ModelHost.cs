@@ -15,6 +15,8 @@ public sealed class ModelHost : IDisposable
     public ServerMetrics Metrics { get; } = new();
     /// <summary>Responses API responses kept for GET and previous_response_id.</summary>
     public ResponseStore Responses { get; }
+    /// <summary>One prompt scored at a time (<see cref="PromptScorer"/>: echo with logprobs).</summary>
+    internal SemaphoreSlim Scoring { get; } = new(1);
     public long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     public int Threads { get; }
     private readonly ChatFormatter? formatter;

@@ -456,7 +456,10 @@ public static class OpenAiEndpoints
         bool stream = req.Bool("stream");
         bool usageInStream = req.IncludeUsage();
         var (logprobs, top) = req.Logprobs(chat: false);
-        if (echo && logprobs) throw OpenAiRequest.Bad("echo", "with 'logprobs' (the prompt's own logprobs) is not supported; echo without logprobs, or logprobs without echo");
+        // echo with logprobs: the prompt's own tokens and logprobs come first (the first token's logprob is null)
+        var promptLogprobs = new TokenLogprob[prompts.Length][];
+        if (echo && logprobs)
+            for (int p = 0; p < prompts.Length; p++) promptLogprobs[p] = await PromptScorer.ScoreAsync(h, prompts[p], top, ctx.RequestAborted);
         var events = Start(ctx, h, prompts, k => req.GenerationOptions(h, prompts[k / n].Length, k) with { Logprobs = logprobs, TopLogprobs = top }, n);
         int promptTokens = prompts.Sum(p => p.Length); // each prompt once, however many choices continue it
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
@@ -473,7 +476,7 @@ public static class OpenAiEndpoints
                 choices.Add(new JsonObject
                 {
                     ["text"] = echoed[k / n] + results[k].Text.ToString(), ["index"] = k,
-                    ["logprobs"] = logprobs ? TextLogprobs(results[k].Logprobs) : null, ["finish_reason"] = Finish(results[k].Finish),
+                    ["logprobs"] = logprobs ? TextLogprobs([.. promptLogprobs[k / n] ?? [], .. results[k].Logprobs]) : null, ["finish_reason"] = Finish(results[k].Finish),
                 });
             var resp = Wrap(choices);
             resp["usage"] = Usage(promptTokens, results.Sum(r => r.Generated));
@@ -483,7 +486,10 @@ public static class OpenAiEndpoints
         await BeginSse(ctx);
         if (echo) // the prompt first, as each choice's first text
             for (int k = 0; k < total; k++)
-                await Sse(ctx, Wrap([new JsonObject { ["text"] = echoed[k / n], ["index"] = k, ["logprobs"] = null, ["finish_reason"] = null }]));
+                await Sse(ctx, Wrap([new JsonObject
+                {
+                    ["text"] = echoed[k / n], ["index"] = k, ["logprobs"] = logprobs ? TextLogprobs(promptLogprobs[k / n]) : null, ["finish_reason"] = null,
+                }]));
         int done = 0, generated = 0;
         await foreach (var ev in events.ReadAllAsync(ctx.RequestAborted))
         {
@@ -507,7 +513,9 @@ public static class OpenAiEndpoints
         int off = 0;
         foreach (var t in lps)
         {
-            tokens.Add(t.Token); lp.Add(t.Logprob); offsets.Add(off); off += t.Token.Length;
+            tokens.Add(t.Token); offsets.Add(off); off += t.Token.Length;
+            if (float.IsNaN(t.Logprob)) { lp.Add(null); top.Add(null); continue; } // an echoed prompt's first token: nothing before it
+            lp.Add(t.Logprob);
             var d = new JsonObject();
             foreach (var a in t.Top) d[a.Token] = a.Logprob;
             top.Add(d);

@@ -15,9 +15,9 @@ public class ServerCompletionsPromptTests
 {
     private static OwFactory Server() => new(new ServerOptions { ModelPath = TinyModels.Qwen, Parallel = 4, ContextSize = 512, Threads = 2 });
 
-    private static async Task<JsonNode> Complete(HttpClient http, string fields)
+    private static async Task<JsonNode> Complete(HttpClient http, string fields, int maxTokens = 5)
     {
-        var resp = await http.PostAsync("/v1/completions", new StringContent($$"""{"model":"m","temperature":0,"max_tokens":5,{{fields}}}""", Encoding.UTF8, "application/json"));
+        var resp = await http.PostAsync("/v1/completions", new StringContent($$"""{"model":"m","temperature":0,"max_tokens":{{maxTokens}},{{fields}}}""", Encoding.UTF8, "application/json"));
         string body = await resp.Content.ReadAsStringAsync();
         Assert.True(resp.StatusCode == HttpStatusCode.OK, body);
         return JsonNode.Parse(body)!;
@@ -49,6 +49,36 @@ public class ServerCompletionsPromptTests
         Assert.Equal(a.Length + b.Length, both["usage"]!["prompt_tokens"]!.GetValue<int>()); // each prompt once
         var mixed = await Complete(http, "\"prompt\":[\"Once upon a time\",\"The weather\"]");
         Assert.Equal([Text(fromText, 0), Text(other, 0)], mixed["choices"]!.AsArray().Select(c => c!["text"]!.GetValue<string>()));
+    }
+
+    /// <summary>
+    /// echo with logprobs scores the prompt itself: its first token has none, each other token its logprob given those before;
+    /// at the prompt's last position the most likely token is what greedy generation from the prompt without it picks, with
+    /// the logprob generation reports (the prompt is long enough to be scored in more than one chunk).
+    /// </summary>
+    [Fact]
+    public async Task Echo_with_logprobs_scores_the_prompt_as_generation_would()
+    {
+        using var f = Server();
+        var http = f.CreateClient();
+        var ids = f.ModelHost.Tokenizer.Encode(string.Join(" ", Enumerable.Range(0, 90).Select(i => $"word{i % 7}")), addSpecial: false, parseSpecial: false);
+        Assert.True(ids.Length > 70, $"{ids.Length} tokens: the prompt should need two chunks");
+        var echoed = (await Complete(http, $"\"prompt\":{Ids(ids)},\"echo\":true,\"logprobs\":1", maxTokens: 1))["choices"]![0]!["logprobs"]!;
+        var tokens = echoed["tokens"]!.AsArray();
+        var lps = echoed["token_logprobs"]!.AsArray();
+        Assert.Equal(ids.Length + 1, tokens.Count); // the prompt's tokens, then the one generated
+        Assert.Null(lps[0]);
+        Assert.Null(echoed["top_logprobs"]![0]);
+        Assert.All(lps.Skip(1), lp => Assert.InRange(lp!.GetValue<float>(), -1000f, 0f));
+        var offsets = echoed["text_offset"]!.AsArray().Select(o => o!.GetValue<int>()).ToList();
+        Assert.Equal(offsets.Order(), offsets);
+
+        var shorter = (await Complete(http, $"\"prompt\":{Ids(ids[..^1])},\"logprobs\":1", maxTokens: 1))["choices"]![0]!["logprobs"]!;
+        string generated = shorter["tokens"]![0]!.GetValue<string>();
+        float generatedLp = shorter["token_logprobs"]![0]!.GetValue<float>();
+        var best = Assert.Single(echoed["top_logprobs"]![ids.Length - 1]!.AsObject());
+        Assert.Equal(generated, best.Key);
+        Assert.Equal(generatedLp, best.Value!.GetValue<float>(), 0.02f);
     }
 
     [Fact]

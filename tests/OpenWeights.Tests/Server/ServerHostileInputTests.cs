@@ -146,7 +146,6 @@ public class ServerHostileInputTests(HostileServerFixture fx) : IClassFixture<Ho
         ["prompt an empty list"] = Bad(Text, "{\"model\":\"M\",\"prompt\":[]}", "prompt"),
         ["prompt too many"] = Bad(Text, "{\"model\":\"M\",\"prompt\":[" + string.Join(",", Enumerable.Repeat("\"a\"", 17)) + "]}", "prompt"),
         ["prompts times n too many choices"] = Bad(Text, "{\"model\":\"M\",\"n\":16,\"prompt\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "n"),
-        ["echo with logprobs"] = Bad(Text, "{\"model\":\"M\",\"prompt\":\"x\",\"echo\":true,\"logprobs\":1}", "echo"),
         ["prompt missing"] = Bad(Text, "{\"model\":\"M\"}", "prompt"),
         ["prompt null"] = Bad(Text, "{\"model\":\"M\",\"prompt\":null}", "prompt"),
         ["completion logprobs a string"] = Bad(Text, "{\"model\":\"M\",\"prompt\":\"x\",\"logprobs\":\"x\"}", "logprobs"),
