@@ -342,4 +342,46 @@ public class ResponsesApiTests
         Assert.Equal(["reasoning", "message"], completed["output"]!.AsArray().Select(i => i!["type"]!.GetValue<string>()));
         Assert.Equal([0, 1], events.Where(e => e.Event == "response.output_item.done").Select(e => e.Data["output_index"]!.GetValue<int>()));
     }
+    /// <summary>
+    /// gpt-oss (harmony): the analysis channel is a reasoning item, the commentary call a function_call item; the next turn
+    /// renders the same prompt whether it continues by previous_response_id or by sending the output items back.
+    /// </summary>
+    [Fact]
+    public async Task A_gpt_oss_call_is_a_reasoning_item_then_a_function_call_and_continues_either_way()
+    {
+        const string thinking = "Need the weather in Paris; call get_weather.";
+        const string reply = "<|channel|>analysis<|message|>" + thinking + "<|end|><|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{\"city\": \"Paris\"}<|call|>";
+        await using var s = await Start(text: reply, model: HarmonyTinyModel.Path);
+        var client = Client(s);
+        var ask = AskWeather();
+        ask.ToolChoice = null;
+        ask.MaxOutputTokenCount = 300;
+        ask.TextOptions = new ResponseTextOptions { TextFormat = ResponseTextFormat.CreateJsonObjectFormat() };
+        var r1 = (await client.CreateResponseAsync(ask)).Value;
+        Assert.Equal(2, r1.OutputItems.Count);
+        Assert.IsAssignableFrom<ReasoningResponseItem>(r1.OutputItems[0]);
+        var call = Assert.IsAssignableFrom<FunctionCallResponseItem>(r1.OutputItems[1]);
+        Assert.Equal("get_weather", call.FunctionName);
+        Assert.Equal("Paris", JsonNode.Parse(call.FunctionArguments.ToString())!["city"]!.GetValue<string>());
+
+        var byId = new CreateResponseOptions
+        {
+            Model = "gpt-any", MaxOutputTokenCount = 2, PreviousResponseId = r1.Id,
+            InputItems = { ResponseItem.CreateFunctionCallOutputItem(call.CallId, "18C") },
+        };
+        var byItems = new CreateResponseOptions { Model = "gpt-any", MaxOutputTokenCount = 2, InputItems = { ResponseItem.CreateUserMessageItem("Weather in Paris?") } };
+        foreach (var item in r1.OutputItems) byItems.InputItems.Add(item);
+        byItems.InputItems.Add(ResponseItem.CreateFunctionCallOutputItem(call.CallId, "18C"));
+        // the tools are part of the prompt: both requests show them
+        byId.Tools.Add(ask.Tools[0]);
+        byItems.Tools.Add(ask.Tools[0]);
+        var r2 = (await client.CreateResponseAsync(byId)).Value;
+        var r3 = (await client.CreateResponseAsync(byItems)).Value;
+        Assert.Equal(r3.Usage.InputTokenCount, r2.Usage.InputTokenCount);
+        var f = s.ModelHost.Formatter;
+        var expected = f.Encode(f.Render([ChatTurn.User("Weather in Paris?"),
+            new ChatTurn("assistant", null, [new ChatToolCall(call.CallId, "get_weather", call.FunctionArguments.ToString())], Reasoning: thinking),
+            ChatTurn.Tool(call.CallId, "18C", "get_weather")], [new OpenWeights.Inference.Chat.ChatTool("get_weather", "Current weather", WeatherSchema)])).Length;
+        Assert.Equal(expected, r2.Usage.InputTokenCount);
+    }
 }
