@@ -384,4 +384,26 @@ public class ResponsesApiTests
             ChatTurn.Tool(call.CallId, "18C", "get_weather")], [new OpenWeights.Inference.Chat.ChatTool("get_weather", "Current weather", WeatherSchema)])).Length;
         Assert.Equal(expected, r2.Usage.InputTokenCount);
     }
+    /// <summary>A generation failing mid-stream ends the stream with an error event (its sequence number next); unstreamed, a 500 in OpenAI's shape.</summary>
+    [Fact]
+    public async Task A_failure_mid_stream_is_an_error_event_and_unstreamed_a_500()
+    {
+        await using var s = await KestrelServer.StartAsync(new ServerOptions
+        {
+            ModelPath = TinyModels.Qwen, Parallel = 1, ContextSize = 512, Threads = 2,
+            JsonConstraintFactory = (tok, _) => new ProbeConstraint(tok, failAfter: 3),
+        });
+        var http = Http(s);
+        const string body = """{"model":"m","input":"hi","max_output_tokens":20,"text":{"format":{"type":"json_object"}}STREAM}""";
+        var events = await Events(await http.PostAsync("/v1/responses", Json(body.Replace("STREAM", ",\"stream\":true"))));
+        Assert.Equal("response.created", events[0].Event);
+        Assert.Equal("error", events[^1].Event);
+        Assert.Equal("generation_failed", events[^1].Data["code"]!.GetValue<string>());
+        Assert.Contains("probe failure", events[^1].Data["message"]!.GetValue<string>());
+        Assert.DoesNotContain(events, e => e.Event == "response.completed");
+
+        var error = await Error(await http.PostAsync("/v1/responses", Json(body.Replace("STREAM", ""))), HttpStatusCode.InternalServerError);
+        Assert.Equal("server_error", error["type"]!.GetValue<string>());
+        Assert.Equal("generation_failed", error["code"]!.GetValue<string>());
+    }
 }
