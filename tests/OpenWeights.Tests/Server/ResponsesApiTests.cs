@@ -406,4 +406,24 @@ public class ResponsesApiTests
         Assert.Equal("server_error", error["type"]!.GetValue<string>());
         Assert.Equal("generation_failed", error["code"]!.GetValue<string>());
     }
+    /// <summary>reasoning.effort "none" turns a Qwen3 template's thinking off, as chat's reasoning_effort does (the prompt shows it).</summary>
+    [Fact]
+    public async Task Reasoning_effort_none_sets_the_templates_thinking_switch()
+    {
+        string qwen3 = File.ReadAllText(TestData.Require("chat-templates/llama.cpp/Qwen-Qwen3-0.6B.jinja"));
+        await using var s = await KestrelServer.StartAsync(new ServerOptions { ModelPath = ThinkTinyModel.Path, Parallel = 1, ContextSize = 2048, Threads = 2, ChatTemplate = qwen3 });
+        var client = Client(s);
+        var f = s.ModelHost.Formatter;
+        int Tokens(bool? thinking) => f.Encode(f.Render([ChatTurn.User("What is 2+2?")], extra: thinking is { } on ? ChatFormatter.ThinkingVariables(on) : null)).Length;
+        Assert.NotEqual(Tokens(false), Tokens(null)); // the switch changes the prompt
+
+        var off = Ask("What is 2+2?", maxTokens: 1);
+        off.ReasoningOptions = new ResponseReasoningOptions { ReasoningEffortLevel = new ResponseReasoningEffortLevel("none") };
+        Assert.Equal(Tokens(false), (await client.CreateResponseAsync(off)).Value.Usage.InputTokenCount);
+        var high = Ask("What is 2+2?", maxTokens: 1);
+        high.ReasoningOptions = new ResponseReasoningOptions { ReasoningEffortLevel = ResponseReasoningEffortLevel.High };
+        var r = (await client.CreateResponseAsync(high)).Value;
+        Assert.Equal(Tokens(true), r.Usage.InputTokenCount);
+        Assert.Equal(ResponseReasoningEffortLevel.High, r.ReasoningOptions.ReasoningEffortLevel);
+    }
 }
