@@ -9,8 +9,8 @@ namespace OpenWeights.Server;
 /// </summary>
 public sealed class ResponseStore(int capacity)
 {
-    /// <summary>A stored response: its JSON (as returned) and the conversation up to and including its output.</summary>
-    internal sealed record Entry(string Id, string ResponseJson, IReadOnlyList<ChatTurn> Conversation);
+    /// <summary>A stored response: its JSON (as returned), its input items (JSON, each with an id) and the conversation up to and including its output.</summary>
+    internal sealed record Entry(string Id, string ResponseJson, string InputItemsJson, IReadOnlyList<ChatTurn> Conversation);
 
     private readonly object gate = new();
     private readonly Dictionary<string, LinkedListNode<Entry>> byId = new(StringComparer.Ordinal);

@@ -30,7 +30,36 @@ public static class ResponsesEndpoints
         app.MapDelete("/v1/responses/{id}", (string id, ModelHost h) => h.Responses.Remove(id)
             ? Results.Text(new JsonObject { ["id"] = id, ["object"] = "response.deleted", ["deleted"] = true }.ToJsonString(Compact), "application/json")
             : throw NotFound(id));
+        app.MapGet("/v1/responses/{id}/input_items", InputItems);
         return app;
+    }
+
+    /// <summary>GET /v1/responses/{id}/input_items: the response's input items, a page at a time (limit 1..100, default 20; order desc by default; after/before an item id).</summary>
+    private static Task InputItems(HttpContext ctx, string id, ModelHost h)
+    {
+        var items = JsonNode.Parse(Stored(h, id).InputItemsJson)!.AsArray().Select(i => i!).ToList();
+        var q = ctx.Request.Query;
+        int limit = 20;
+        if (q["limit"] is { Count: > 0 } l && (!int.TryParse(l[0], out limit) || limit is < 1 or > 100))
+            throw OpenAiRequest.Bad("limit", "must be an integer between 1 and 100");
+        string order = q["order"] is { Count: > 0 } o ? o[0]! : "desc";
+        if (order is not ("asc" or "desc")) throw OpenAiRequest.Bad("order", "must be asc or desc");
+        if (order == "desc") items.Reverse();
+        int start = 0, end = items.Count;
+        if (q["after"] is { Count: > 0 } after)
+            start = items.FindIndex(i => i["id"]?.GetValue<string>() == after[0]) is >= 0 and var k ? k + 1 : throw OpenAiRequest.Bad("after", "is not an item of this response");
+        if (q["before"] is { Count: > 0 } before)
+            end = items.FindIndex(i => i["id"]?.GetValue<string>() == before[0]) is >= 0 and var k ? k : throw OpenAiRequest.Bad("before", "is not an item of this response");
+        var page = items.Skip(start).Take(Math.Max(0, Math.Min(limit, end - start))).ToList();
+        var data = new JsonArray(page.Select(i => i.DeepClone()).ToArray());
+        ctx.Response.ContentType = "application/json";
+        return ctx.Response.WriteAsync(new JsonObject
+        {
+            ["object"] = "list", ["data"] = data,
+            ["first_id"] = page.Count > 0 ? page[0]["id"]!.DeepClone() : null,
+            ["last_id"] = page.Count > 0 ? page[^1]["id"]!.DeepClone() : null,
+            ["has_more"] = start + page.Count < end,
+        }.ToJsonString(Compact), ctx.RequestAborted);
     }
 
     private static ResponseStore.Entry Stored(ModelHost h, string id) => h.Responses.Get(id) ?? throw NotFound(id);
@@ -158,7 +187,7 @@ public static class ResponsesEndpoints
             conversation.AddRange(input);
             conversation.Add(new ChatTurn("assistant", reply.ToolCalls.Count > 0 && reply.Content.Length == 0 ? null : reply.Content,
                 reply.ToolCalls.Count > 0 ? reply.ToolCalls : null, Reasoning: reply.Reasoning));
-            h.Responses.Add(new ResponseStore.Entry(response.Id, final.ToJsonString(Compact), conversation));
+            h.Responses.Add(new ResponseStore.Entry(response.Id, final.ToJsonString(Compact), req.InputItems().ToJsonString(Compact), conversation));
         }
         if (events is null)
         {

@@ -72,6 +72,41 @@ internal sealed class ResponsesRequest(OpenAiRequest body)
         }
     }
 
+    /// <summary>
+    /// The input as the Responses API lists it (GET .../input_items): items, each with an id and a type; a string input is
+    /// one user message; a message's string content becomes one input_text (output_text for the assistant) part.
+    /// </summary>
+    public JsonArray InputItems()
+    {
+        var items = new JsonArray();
+        switch (Body.Body["input"])
+        {
+            case JsonValue v when v.TryGetValue(out string? s):
+                items.Add(Message("user", s));
+                break;
+            case JsonArray a:
+                foreach (var node in a)
+                {
+                    var item = (JsonObject)node!.DeepClone();
+                    string type = item["type"]?.GetValue<string>() ?? "message";
+                    item["type"] = type;
+                    if (type == "message" && item["content"] is JsonValue cv && cv.TryGetValue(out string? text))
+                        item["content"] = new JsonArray(new JsonObject { ["type"] = item["role"]?.GetValue<string>() == "assistant" ? "output_text" : "input_text", ["text"] = text });
+                    if (item["id"] is null)
+                        item["id"] = type switch { "message" => "msg_", "function_call" => "fc_", "function_call_output" => "fco_", "reasoning" => "rs_", _ => "item_" } + Guid.NewGuid().ToString("N");
+                    items.Add(item);
+                }
+                break;
+        }
+        return items;
+
+        static JsonObject Message(string role, string text) => new()
+        {
+            ["id"] = "msg_" + Guid.NewGuid().ToString("N"), ["type"] = "message", ["role"] = role, ["status"] = "completed",
+            ["content"] = new JsonArray(new JsonObject { ["type"] = "input_text", ["text"] = text }),
+        };
+    }
+
     private static void Item(List<ChatTurn> turns, AssistantTurn assistant, JsonNode? node, string p, Dictionary<string, string> callNames)
     {
         if (node is not JsonObject item) throw Bad(p, "must be an input item (an object)");

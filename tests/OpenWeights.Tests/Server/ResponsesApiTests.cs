@@ -192,6 +192,21 @@ public class ResponsesApiTests
         };
         var r3 = (await client.CreateResponseAsync(explicitItems)).Value;
         Assert.Equal(r3.Usage.InputTokenCount, r2.Usage.InputTokenCount);
+
+        // the input items, listed newest first by the SDK, a page at a time by hand
+        var listed = new List<ResponseItem>();
+        await foreach (var item in client.GetResponseInputItemsAsync(r3.Id)) listed.Add(item);
+        Assert.Equal(3, listed.Count);
+        Assert.IsAssignableFrom<FunctionCallOutputResponseItem>(listed[0]);
+        Assert.Equal("get_weather", Assert.IsAssignableFrom<FunctionCallResponseItem>(listed[1]).FunctionName);
+        Assert.Equal("Weather in Paris?", Assert.Single(Assert.IsAssignableFrom<MessageResponseItem>(listed[2]).Content).Text);
+        var http = Http(s);
+        var page = JsonNode.Parse(await http.GetStringAsync($"/v1/responses/{r3.Id}/input_items?limit=2&order=asc"))!;
+        Assert.Equal(["message", "function_call"], page["data"]!.AsArray().Select(i => i!["type"]!.GetValue<string>()));
+        Assert.True(page["has_more"]!.GetValue<bool>());
+        var rest = JsonNode.Parse(await http.GetStringAsync($"/v1/responses/{r3.Id}/input_items?order=asc&after={page["last_id"]!.GetValue<string>()}"))!;
+        Assert.Equal("function_call_output", Assert.Single(rest["data"]!.AsArray())!["type"]!.GetValue<string>());
+        Assert.False(rest["has_more"]!.GetValue<bool>());
         Assert.Equal(PromptTokens(s, ChatTurn.User("Weather in Paris?"),
             new ChatTurn("assistant", null, [new ChatToolCall(call.CallId, "get_weather", call.FunctionArguments.ToString())]),
             ChatTurn.Tool(call.CallId, "18C and sunny", "get_weather")), r3.Usage.InputTokenCount);
@@ -295,6 +310,11 @@ public class ResponsesApiTests
         Assert.Equal("previous_response_not_found", unknown["code"]!.GetValue<string>());
         await Error(await http.GetAsync("/v1/responses/resp_nope"), HttpStatusCode.NotFound);
         await Error(await http.DeleteAsync("/v1/responses/resp_nope"), HttpStatusCode.NotFound);
+        await Error(await http.GetAsync("/v1/responses/resp_nope/input_items"), HttpStatusCode.NotFound);
+        string stored = JsonNode.Parse(await (await http.PostAsync("/v1/responses", Json("""{"model":"m","input":"hi","max_output_tokens":1}"""))).Content.ReadAsStringAsync())!["id"]!.GetValue<string>();
+        Assert.Equal("limit", (await Error(await http.GetAsync($"/v1/responses/{stored}/input_items?limit=0"), HttpStatusCode.BadRequest))["param"]!.GetValue<string>());
+        Assert.Equal("order", (await Error(await http.GetAsync($"/v1/responses/{stored}/input_items?order=up"), HttpStatusCode.BadRequest))["param"]!.GetValue<string>());
+        Assert.Equal("after", (await Error(await http.GetAsync($"/v1/responses/{stored}/input_items?after=msg_x"), HttpStatusCode.BadRequest))["param"]!.GetValue<string>());
         await Error(await http.PutAsync("/v1/responses", Json("{}")), HttpStatusCode.NotFound); // as every route the server does not have
     }
 
