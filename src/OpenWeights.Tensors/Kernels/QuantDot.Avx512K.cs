@@ -1,0 +1,116 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace OpenWeights.Tensors.Kernels;
+
+/// <summary>
+/// AVX-512 (F/BW) row kernels of the K-quants (Q6_K so far) against Q8_K activations. .NET 10 has no 512-bit VNNI for
+/// CPUs without AVX10.2, so the byte products are vpmaddubsw / vpmaddwd as in the AVX2 kernels, 64 bytes at a time.
+/// Each 512-bit integer sum holds two of the AVX2 kernel's 256-bit sums (lanes 0-7 one group of 32 values, lanes 8-15
+/// the next); its two halves are added (exact) into the very int32 lanes of the AVX2 kernel before the same float steps,
+/// so every result is bit for bit the one of <see cref="DotQ6_KAvx2"/> (tested), in the 1- and 4-token kernels alike.
+/// </summary>
+public static unsafe partial class QuantDot
+{
+    // ---------------------------------------------------------------- Q6_K x Q8_K, AVX-512
+
+    /// <summary>vpermw controls: int16 scale lane 8h + 4p + k broadcast over 128-bit lane k (k = 0..3), for half h, part p.</summary>
+    private static readonly Vector512<short> q6Perm00 = Q6Perm(0), q6Perm01 = Q6Perm(4), q6Perm10 = Q6Perm(8), q6Perm11 = Q6Perm(12);
+
+    private static Vector512<short> Q6Perm(int first)
+    {
+        var e = new short[32];
+        for (int i = 0; i < 32; i++) e[i] = (short)(first + i / 8);
+        return Vector512.Create(e);
+    }
+
+    /// <summary>Per 16-bit word: shift the high 256 bits right by 2 (the next 2-bit field of qh), the low ones by 0.</summary>
+    private static readonly Vector512<ushort> q6Shift = Vector512.Create(Vector256<ushort>.Zero, Vector256.Create((ushort)2));
+
+    /// <summary>
+    /// The 128 6-bit values (0..63) of half h of a Q6_K block a as two registers: q12 = (values 128h + 0..31, 32..63),
+    /// q34 = (64..95, 96..127), i.e. the AVX2 kernel's q1, q2 and q3, q4 side by side.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector512<byte> Q12, Vector512<byte> Q34) Q6Half(byte* a, int h)
+    {
+        var m4 = Vector512.Create((byte)0x0F); var m2 = Vector512.Create((byte)0x03);
+        var v = Vector512.Load(a + 64 * h);                                              // (A, B): ql[64h .. 64h + 64]
+        // (H, H). Not Avx512F.BroadcastVector256ToVector512(ulong*): on .NET 10.0 here it returned other bytes than those at the address
+        var h256 = Vector256.Load(a + 128 + 32 * h);
+        var hh = Vector512.Create(h256, h256).AsUInt16();
+        var hs = Avx512BW.ShiftRightLogicalVariable(hh, q6Shift);                         // (H, H >> 2), per 16 bits
+        // 16-bit shifts: the bits that cross into a neighbouring byte are masked off
+        var q12 = (v & m4) | Vector512.ShiftLeft((hs.AsByte() & m2).AsUInt16(), 4).AsByte();
+        var q34 = (Vector512.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m4)
+                  | Vector512.ShiftLeft((Vector512.ShiftRightLogical(hs, 4).AsByte() & m2).AsUInt16(), 4).AsByte();
+        return (q12, q34);
+    }
+
+    /// <summary>Σ q·y over 64 values (y: 64 activations) scaled per 16 values (<paramref name="sc"/>), as 16 int32 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Q6Mul512(Vector512<byte> q, sbyte* y, Vector512<short> sc) =>
+        Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, Vector512.Load(y)), sc);
+
+    /// <summary>The −32 offset of a Q6_K block as the AVX2 kernel keeps it: −32·Σ sc·bsum in 8 lanes of pair sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6Offset(Vector256<short> scv, byte* b) =>
+        Vector256.ShiftLeft(Vector256<int>.Zero - Avx2.MultiplyAddAdjacent(Vector256.Load((short*)(b + 260)), scv), 5);
+
+    /// <summary>The 16 int32 lanes of a 512-bit sum folded into the AVX2 kernel's 8 (exact).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Fold(Vector512<int> v) => v.GetLower() + v.GetUpper();
+
+    /// <summary>AVX-512 Q6_K · Q8_K: the values of a block 64 at a time; the float steps of <see cref="DotQ6_KAvx2"/>.</summary>
+    public static float DotQ6_KAvx512(byte* w, byte* x, int n)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * 210, b = x + i * 292;
+            var sc16 = Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(a + 192))); // (16) int16
+            var sc = Vector512.Create(sc16, sc16);
+            sbyte* y = (sbyte*)(b + 4);
+            var (q12, q34) = Q6Half(a, 0);
+            var s = Q6Mul512(q12, y, Avx512BW.PermuteVar32x16(sc, q6Perm00)) + Q6Mul512(q34, y + 64, Avx512BW.PermuteVar32x16(sc, q6Perm01));
+            (q12, q34) = Q6Half(a, 1);
+            s += Q6Mul512(q12, y + 128, Avx512BW.PermuteVar32x16(sc, q6Perm10)) + Q6Mul512(q34, y + 192, Avx512BW.PermuteVar32x16(sc, q6Perm11));
+            var sumi = Q6Offset(sc16, b) + Fold(s);
+            acc = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(b) * Fp16(a + 208)), Vector256.ConvertToSingle(sumi), acc);
+        }
+        return Hsum(acc);
+    }
+
+    /// <summary>AVX-512 Q6_K against 4 Q8_K activation rows: each block unpacked once; per token the steps of <see cref="DotQ6_KAvx512"/>.</summary>
+    public static void DotQ6_KAvx512x4(byte* w, byte* x, int stride, int n, float* result)
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
+        byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * 210; int o = i * 292;
+            var sc16 = Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(a + 192)));
+            var sc = Vector512.Create(sc16, sc16);
+            sbyte* y0 = (sbyte*)(x + o + 4), y1 = (sbyte*)(x1 + o + 4), y2 = (sbyte*)(x2 + o + 4), y3 = (sbyte*)(x3 + o + 4);
+            var (q12, q34) = Q6Half(a, 0);
+            var p12 = Avx512BW.PermuteVar32x16(sc, q6Perm00); var p34 = Avx512BW.PermuteVar32x16(sc, q6Perm01);
+            var s0 = Q6Mul512(q12, y0, p12) + Q6Mul512(q34, y0 + 64, p34);
+            var s1 = Q6Mul512(q12, y1, p12) + Q6Mul512(q34, y1 + 64, p34);
+            var s2 = Q6Mul512(q12, y2, p12) + Q6Mul512(q34, y2 + 64, p34);
+            var s3 = Q6Mul512(q12, y3, p12) + Q6Mul512(q34, y3 + 64, p34);
+            (q12, q34) = Q6Half(a, 1);
+            p12 = Avx512BW.PermuteVar32x16(sc, q6Perm10); p34 = Avx512BW.PermuteVar32x16(sc, q6Perm11);
+            s0 += Q6Mul512(q12, y0 + 128, p12) + Q6Mul512(q34, y0 + 192, p34);
+            s1 += Q6Mul512(q12, y1 + 128, p12) + Q6Mul512(q34, y1 + 192, p34);
+            s2 += Q6Mul512(q12, y2 + 128, p12) + Q6Mul512(q34, y2 + 192, p34);
+            s3 += Q6Mul512(q12, y3 + 128, p12) + Q6Mul512(q34, y3 + 192, p34);
+            float d = Fp16(a + 208);
+            acc0 = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(x + o) * d), Vector256.ConvertToSingle(Q6Offset(sc16, x + o) + Fold(s0)), acc0);
+            acc1 = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(x1 + o) * d), Vector256.ConvertToSingle(Q6Offset(sc16, x1 + o) + Fold(s1)), acc1);
+            acc2 = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(x2 + o) * d), Vector256.ConvertToSingle(Q6Offset(sc16, x2 + o) + Fold(s2)), acc2);
+            acc3 = Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(x3 + o) * d), Vector256.ConvertToSingle(Q6Offset(sc16, x3 + o) + Fold(s3)), acc3);
+        }
+        result[0] = Hsum(acc0); result[1] = Hsum(acc1); result[2] = Hsum(acc2); result[3] = Hsum(acc3);
+    }
+}
