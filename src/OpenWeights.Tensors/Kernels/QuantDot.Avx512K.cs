@@ -113,4 +113,48 @@ public static unsafe partial class QuantDot
         }
         result[0] = Hsum(acc0); result[1] = Hsum(acc1); result[2] = Hsum(acc2); result[3] = Hsum(acc3);
     }
+    /// <summary>One token's share of a Q6_K half-block: Σ over its 128 values, 16 int32 lanes (q12, q34 with their scales).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Q6Tok(Vector512<byte> q12, Vector512<byte> q34, Vector512<short> p12, Vector512<short> p34, sbyte* y) =>
+        Q6Mul512(q12, y, p12) + Q6Mul512(q34, y + 64, p34);
+
+    /// <summary>acc + (d_y·d)·float(offset + folded sum): the float step of <see cref="DotQ6_KAvx512"/> for one token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Q6Step(Vector256<float> acc, Vector512<int> s, Vector256<short> sc16, byte* b, float d) =>
+        Fma.MultiplyAdd(Vector256.Create(Unsafe.ReadUnaligned<float>(b) * d), Vector256.ConvertToSingle(Q6Offset(sc16, b) + Fold(s)), acc);
+
+    /// <summary>
+    /// AVX-512 Q6_K against 8 Q8_K activation rows (prefill): each block is unpacked (bits, scales) once for 8 tokens;
+    /// per token the steps of <see cref="DotQ6_KAvx512"/> (bit for bit). result: (8).
+    /// </summary>
+    public static void DotQ6_KAvx512x8(byte* w, byte* x, int stride, int n, float* result)
+    {
+        var a0 = Vector256<float>.Zero; var a1 = Vector256<float>.Zero; var a2 = Vector256<float>.Zero; var a3 = Vector256<float>.Zero;
+        var a4 = Vector256<float>.Zero; var a5 = Vector256<float>.Zero; var a6 = Vector256<float>.Zero; var a7 = Vector256<float>.Zero;
+        byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride, x4 = x + 4 * stride, x5 = x + 5 * stride, x6 = x + 6 * stride, x7 = x + 7 * stride;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * 210; int o = i * 292, oy = o + 4;
+            var sc16 = Avx2.ConvertToVector256Int16(Vector128.Load((sbyte*)(a + 192)));
+            var sc = Vector512.Create(sc16, sc16);
+            var (q12, q34) = Q6Half(a, 0);
+            var p12 = Avx512BW.PermuteVar32x16(sc, q6Perm00); var p34 = Avx512BW.PermuteVar32x16(sc, q6Perm01);
+            var s0 = Q6Tok(q12, q34, p12, p34, (sbyte*)(x + oy)); var s1 = Q6Tok(q12, q34, p12, p34, (sbyte*)(x1 + oy));
+            var s2 = Q6Tok(q12, q34, p12, p34, (sbyte*)(x2 + oy)); var s3 = Q6Tok(q12, q34, p12, p34, (sbyte*)(x3 + oy));
+            var s4 = Q6Tok(q12, q34, p12, p34, (sbyte*)(x4 + oy)); var s5 = Q6Tok(q12, q34, p12, p34, (sbyte*)(x5 + oy));
+            var s6 = Q6Tok(q12, q34, p12, p34, (sbyte*)(x6 + oy)); var s7 = Q6Tok(q12, q34, p12, p34, (sbyte*)(x7 + oy));
+            (q12, q34) = Q6Half(a, 1);
+            p12 = Avx512BW.PermuteVar32x16(sc, q6Perm10); p34 = Avx512BW.PermuteVar32x16(sc, q6Perm11);
+            oy += 128;
+            s0 += Q6Tok(q12, q34, p12, p34, (sbyte*)(x + oy)); s1 += Q6Tok(q12, q34, p12, p34, (sbyte*)(x1 + oy));
+            s2 += Q6Tok(q12, q34, p12, p34, (sbyte*)(x2 + oy)); s3 += Q6Tok(q12, q34, p12, p34, (sbyte*)(x3 + oy));
+            s4 += Q6Tok(q12, q34, p12, p34, (sbyte*)(x4 + oy)); s5 += Q6Tok(q12, q34, p12, p34, (sbyte*)(x5 + oy));
+            s6 += Q6Tok(q12, q34, p12, p34, (sbyte*)(x6 + oy)); s7 += Q6Tok(q12, q34, p12, p34, (sbyte*)(x7 + oy));
+            float d = Fp16(a + 208);
+            a0 = Q6Step(a0, s0, sc16, x + o, d); a1 = Q6Step(a1, s1, sc16, x1 + o, d); a2 = Q6Step(a2, s2, sc16, x2 + o, d); a3 = Q6Step(a3, s3, sc16, x3 + o, d);
+            a4 = Q6Step(a4, s4, sc16, x4 + o, d); a5 = Q6Step(a5, s5, sc16, x5 + o, d); a6 = Q6Step(a6, s6, sc16, x6 + o, d); a7 = Q6Step(a7, s7, sc16, x7 + o, d);
+        }
+        result[0] = Hsum(a0); result[1] = Hsum(a1); result[2] = Hsum(a2); result[3] = Hsum(a3);
+        result[4] = Hsum(a4); result[5] = Hsum(a5); result[6] = Hsum(a6); result[7] = Hsum(a7);
+    }
 }

@@ -145,7 +145,8 @@ public unsafe class Avx512KQuantTests
         {
             QuantDot.UseAvx512 = true;
             var k = QuantDot.For(GgmlType.Q6_K);
-            Assert.True(k.Dot == (delegate*<byte*, byte*, int, float>)&QuantDot.DotQ6_KAvx512 && k.Dot4 == (delegate*<byte*, byte*, int, int, float*, void>)&QuantDot.DotQ6_KAvx512x4, "AVX-512 on: the AVX-512 Q6_K kernels");
+            Assert.True(k.Dot == (delegate*<byte*, byte*, int, float>)&QuantDot.DotQ6_KAvx512 && k.Dot4 == (delegate*<byte*, byte*, int, int, float*, void>)&QuantDot.DotQ6_KAvx512x4
+                && k.Dot8 == (delegate*<byte*, byte*, int, int, float*, void>)&QuantDot.DotQ6_KAvx512x8, "AVX-512 on: the AVX-512 Q6_K kernels");
             QuantDot.UseAvx512 = false;
             Assert.True(QuantDot.For(GgmlType.Q6_K).Dot == (delegate*<byte*, byte*, int, float>)&QuantDot.DotQ6_KAvx2, "AVX-512 off: the AVX2 Q6_K kernel");
         }
@@ -156,21 +157,23 @@ public unsafe class Avx512KQuantTests
             {
                 int n = 256 * blocks;
                 int wb = (int)GgmlTypes.RowBytes(GgmlType.Q6_K, n), xb = QuantDot.ActivationBytes(GgmlType.Q8_K, n), stride = xb + 4 * offset + 1;
-                var wbuf = new byte[wb + 8]; var xbuf = new byte[4 * stride + 8];
+                var wbuf = new byte[wb + 8]; var xbuf = new byte[8 * stride + 8];
                 Quantize.Row(GgmlType.Q6_K, RandomRow(rng, n), wbuf.AsSpan(offset, wb));
-                var xf = RandomRow(rng, 4 * n);
-                var four = new float[4];
-                fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf) fixed (float* p4 = four)
+                var xf = RandomRow(rng, 8 * n);
+                var four = new float[4]; var eight = new float[8];
+                fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf) fixed (float* p4 = four) fixed (float* p8 = eight)
                 {
                     byte* pw = pw0 + offset, px = px0 + (3 - offset);
-                    for (int t = 0; t < 4; t++) QuantDot.QuantizeActivation(GgmlType.Q8_K, pxf + t * n, px + t * stride, n);
+                    for (int t = 0; t < 8; t++) QuantDot.QuantizeActivation(GgmlType.Q8_K, pxf + t * n, px + t * stride, n);
                     QuantDot.DotQ6_KAvx512x4(pw, px, stride, n, p4);
-                    for (int t = 0; t < 4; t++)
+                    QuantDot.DotQ6_KAvx512x8(pw, px, stride, n, p8);
+                    for (int t = 0; t < 8; t++)
                     {
                         byte* xt = px + t * stride;
                         float v512 = QuantDot.DotQ6_KAvx512(pw, xt, n), v2 = QuantDot.DotQ6_KAvx2(pw, xt, n), vs = QuantDot.DotQ6_KScalar(pw, xt, n);
                         Assert.True(v512 == v2, $"n={n} offset={offset} t={t}: AVX-512 {v512} AVX2 {v2}");
-                        Assert.True(four[t] == v512, $"n={n} offset={offset} t={t}: AVX-512 4-token {four[t]} 1-token {v512}");
+                        if (t < 4) Assert.True(four[t] == v512, $"n={n} offset={offset} t={t}: AVX-512 4-token {four[t]} 1-token {v512}");
+                        Assert.True(eight[t] == v512, $"n={n} offset={offset} t={t}: AVX-512 8-token {eight[t]} 1-token {v512}");
                         double mag = 0;
                         for (int i = 0; i < n; i++) mag += Math.Abs(xf[t * n + i]);
                         // the scalar reference sums the block floats in another order (one float per block): a tolerance
