@@ -93,13 +93,13 @@ public static unsafe partial class Q4_Kx8
             {
                 int qo = QOffset + 128 * s;
                 byte* a = xa + 4 + 32 * s;
-                var q = Vector512<short>.Zero;
-                for (int c = 0; c < 4; c++)
-                {
-                    var p = Load2(b0, b1, qo + 32 * c);
-                    q = Quarter2(q, p & mask, Vector512.ShiftRightLogical(p.AsUInt16(), 4).AsByte() & mask, a + 4 * c);
-                }
-                isum += Avx512BW.MultiplyAddAdjacent(q, Pairs2(b0, b1, ScOffset + 8 * s));
+                // the 4 chunks' sums as a tree (one token: short dependency chains)
+                var p0 = Load2(b0, b1, qo); var p1 = Load2(b0, b1, qo + 32); var p2 = Load2(b0, b1, qo + 64); var p3 = Load2(b0, b1, qo + 96);
+                var q01 = Quarter2(Vector512<short>.Zero, p0 & mask, Vector512.ShiftRightLogical(p0.AsUInt16(), 4).AsByte() & mask, a)
+                          + Quarter2(Vector512<short>.Zero, p1 & mask, Vector512.ShiftRightLogical(p1.AsUInt16(), 4).AsByte() & mask, a + 4);
+                var q23 = Quarter2(Vector512<short>.Zero, p2 & mask, Vector512.ShiftRightLogical(p2.AsUInt16(), 4).AsByte() & mask, a + 8)
+                          + Quarter2(Vector512<short>.Zero, p3 & mask, Vector512.ShiftRightLogical(p3.AsUInt16(), 4).AsByte() & mask, a + 12);
+                isum += Avx512BW.MultiplyAddAdjacent(q01 + q23, Pairs2(b0, b1, ScOffset + 8 * s));
             }
             var msum = MinSums2(Pairs2(b0, b1, MinOffset, MinOffset + 8), Pairs2(b0, b1, MinOffset + 16, MinOffset + 24),
                 Pairs2(b0, b1, MinOffset + 32, MinOffset + 40), Pairs2(b0, b1, MinOffset + 48, MinOffset + 56), (short*)(xa + 260));
