@@ -6,7 +6,7 @@ namespace OpenWeights.Bench;
 
 /// <summary>
 /// `--kquant-avx512`: WeightMatrix.MatMul on Llama-3.2-1B's K-quant shapes (Q4_K attn_q/o 2048×2048, ffn gate/up 8192×2048,
-/// Q6_K ffn_down 2048×8192) at 1, 64 and 512 tokens, the AVX-512 kernels against the AVX2 kernels of the same build in the
+/// Q6_K ffn_down 2048×8192; Q5_K on the same shape) at 1, 64 and 512 tokens, the AVX-512 kernels against the AVX2 kernels of the same build in the
 /// same process (<see cref="QuantDot.UseAvx512"/>; a Q4_K matrix is repacked once per path, as its layout picks its
 /// kernels then). The two paths alternate in rounds and each keeps its best time; the load average is printed with each
 /// row because the machine is shared. Beside the wall times, the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID) of
@@ -18,7 +18,8 @@ public static class KQuantAvx512Bench
     public static int Run(BenchOptions o)
     {
         (GgmlType Type, int Rows, int Cols, string Name)[] shapes =
-            [(GgmlType.Q4_K, 2048, 2048, "attn_q"), (GgmlType.Q4_K, 8192, 2048, "ffn_up"), (GgmlType.Q6_K, 2048, 8192, "ffn_down")];
+            [(GgmlType.Q4_K, 2048, 2048, "attn_q"), (GgmlType.Q4_K, 8192, 2048, "ffn_up"), (GgmlType.Q6_K, 2048, 8192, "ffn_down"),
+            (GgmlType.Q5_K, 2048, 8192, "ffn_down shape")];
         int[] tokenCounts = [1, 64, 512];
         bool has512 = Set(true) && QuantDotAvx512();
         Set(false);

@@ -160,4 +160,108 @@ public static unsafe partial class QuantDot
         result[0] = Hsum(a0); result[1] = Hsum(a1); result[2] = Hsum(a2); result[3] = Hsum(a3);
         result[4] = Hsum(a4); result[5] = Hsum(a5); result[6] = Hsum(a6); result[7] = Hsum(a7);
     }
+    // ---------------------------------------------------------------- Q5_K x Q8_K, AVX-512
+
+    /// <summary>vpermw controls: int16 scale lane 2c in the low 256 bits, 2c + 1 in the high 256 bits (scales s0..s7 in lanes 0-7).</summary>
+    private static readonly Vector512<short> q5Perm0 = Q5Perm(0), q5Perm1 = Q5Perm(1), q5Perm2 = Q5Perm(2), q5Perm3 = Q5Perm(3);
+
+    private static Vector512<short> Q5Perm(int c) => Vector512.Create(Vector256.Create((short)(2 * c)), Vector256.Create((short)(2 * c + 1)));
+
+    /// <summary>Per 16-bit word: low 256 bits shifted by 0, high by <paramref name="hi"/>.</summary>
+    private static readonly Vector512<ushort> shift0and4 = Vector512.Create(Vector256<ushort>.Zero, Vector256.Create((ushort)4)),
+        shift0and1 = Vector512.Create(Vector256<ushort>.Zero, Vector256.Create((ushort)1));
+
+    /// <summary>
+    /// The 64 5-bit values of sub-blocks 2c (low 256 bits) and 2c + 1 (high) of a Q5_K block: <see cref="Q5Pair"/>'s two
+    /// registers side by side. qs2: the block's qs[32c..] chunk in both halves is built per c; hs: (qh, qh >> 1) per 16 bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<byte> Q5Pair512(byte* qs, Vector512<ushort> hs, int c)
+    {
+        var q4 = Vector256.Load(qs + 32 * c);
+        var nib = Avx512BW.ShiftRightLogicalVariable(Vector512.Create(q4, q4).AsUInt16(), shift0and4).AsByte() & Vector512.Create((byte)0x0F);
+        // bit 2c (low half) / 2c + 1 (high half) of each qh byte moved to bit 4; the bits that cross bytes are masked off
+        var h = Vector512.ShiftLeft(Vector512.ShiftRightLogical(hs, 2 * c), 4).AsByte() & Vector512.Create((byte)0x10);
+        return nib | h;
+    }
+
+    /// <summary>(qh, qh >> 1) per 16 bits: the Q5_K block a's 32 high-bit bytes for <see cref="Q5Pair512"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<ushort> Q5High(byte* a)
+    {
+        var qh = Vector256.Load(a + 16);
+        return Avx512BW.ShiftRightLogicalVariable(Vector512.Create(qh, qh).AsUInt16(), shift0and1);
+    }
+
+    /// <summary>Σ_c over the block's 4 pairs of sub-blocks for one token: 16 int32 lanes (y: the token's 256 activations).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Q5Tok(Vector512<byte> v0, Vector512<byte> v1, Vector512<byte> v2, Vector512<byte> v3,
+        Vector512<short> s0, Vector512<short> s1, Vector512<short> s2, Vector512<short> s3, sbyte* y) =>
+        (Q6Mul512(v0, y, s0) + Q6Mul512(v1, y + 64, s1)) + (Q6Mul512(v2, y + 128, s2) + Q6Mul512(v3, y + 192, s3));
+
+    /// <summary>One block of one token in the float order of <see cref="DotQ5_KAvx2"/>: the folded sum into acc, the mins into summs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Q5Step(Vector256<float> acc, ref float summs, byte* b, float wd, float wdmin, Vector512<int> s, ulong mins)
+    {
+        float dy = Unsafe.ReadUnaligned<float>(b);
+        summs = MathF.FusedMultiplyAdd(-dy * wdmin, MinsTerm(b, mins), summs);
+        return Fma.MultiplyAdd(Vector256.Create(dy * wd), Vector256.ConvertToSingle(Fold(s)), acc);
+    }
+
+    /// <summary>
+    /// AVX-512 Q5_K against 4 Q8_K activation rows: two sub-blocks (64 values) per register; each token's lanes folded
+    /// into those of <see cref="DotQ5_KAvx2"/> before its float steps (bit for bit). result: (4).
+    /// </summary>
+    public static void DotQ5_KAvx512x4(byte* w, byte* x, int stride, int n, float* result)
+    {
+        var acc0 = Vector256<float>.Zero; var acc1 = Vector256<float>.Zero; var acc2 = Vector256<float>.Zero; var acc3 = Vector256<float>.Zero;
+        float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+        byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * Q5KBytes; int o = i * Q8KBytes, oy = o + 4;
+            var (scales, mins) = ScalesMinsK4Packed(a + 4);
+            float wd = Fp16(a), wdmin = Fp16(a + 2);
+            var sc = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(scales).AsByte(), Vector128<byte>.Zero));
+            Vector512<short> s0 = Avx512BW.PermuteVar32x16(sc, q5Perm0), s1 = Avx512BW.PermuteVar32x16(sc, q5Perm1),
+                s2 = Avx512BW.PermuteVar32x16(sc, q5Perm2), s3 = Avx512BW.PermuteVar32x16(sc, q5Perm3);
+            var hs = Q5High(a);
+            Vector512<byte> v0 = Q5Pair512(a + 48, hs, 0), v1 = Q5Pair512(a + 48, hs, 1), v2 = Q5Pair512(a + 48, hs, 2), v3 = Q5Pair512(a + 48, hs, 3);
+            acc0 = Q5Step(acc0, ref m0, x + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x + oy)), mins);
+            acc1 = Q5Step(acc1, ref m1, x1 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x1 + oy)), mins);
+            acc2 = Q5Step(acc2, ref m2, x2 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x2 + oy)), mins);
+            acc3 = Q5Step(acc3, ref m3, x3 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x3 + oy)), mins);
+        }
+        result[0] = Hsum(acc0) + m0; result[1] = Hsum(acc1) + m1; result[2] = Hsum(acc2) + m2; result[3] = Hsum(acc3) + m3;
+    }
+
+    /// <summary>AVX-512 Q5_K against 8 Q8_K activation rows (prefill): the steps of <see cref="DotQ5_KAvx512x4"/>, 8 tokens per unpacked block.</summary>
+    public static void DotQ5_KAvx512x8(byte* w, byte* x, int stride, int n, float* result)
+    {
+        var a0 = Vector256<float>.Zero; var a1 = Vector256<float>.Zero; var a2 = Vector256<float>.Zero; var a3 = Vector256<float>.Zero;
+        var a4 = Vector256<float>.Zero; var a5 = Vector256<float>.Zero; var a6 = Vector256<float>.Zero; var a7 = Vector256<float>.Zero;
+        float m0 = 0, m1 = 0, m2 = 0, m3 = 0, m4 = 0, m5 = 0, m6 = 0, m7 = 0;
+        byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride, x4 = x + 4 * stride, x5 = x + 5 * stride, x6 = x + 6 * stride, x7 = x + 7 * stride;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * Q5KBytes; int o = i * Q8KBytes, oy = o + 4;
+            var (scales, mins) = ScalesMinsK4Packed(a + 4);
+            float wd = Fp16(a), wdmin = Fp16(a + 2);
+            var sc = Avx512BW.ConvertToVector512Int16(Vector256.Create(Vector128.CreateScalar(scales).AsByte(), Vector128<byte>.Zero));
+            Vector512<short> s0 = Avx512BW.PermuteVar32x16(sc, q5Perm0), s1 = Avx512BW.PermuteVar32x16(sc, q5Perm1),
+                s2 = Avx512BW.PermuteVar32x16(sc, q5Perm2), s3 = Avx512BW.PermuteVar32x16(sc, q5Perm3);
+            var hs = Q5High(a);
+            Vector512<byte> v0 = Q5Pair512(a + 48, hs, 0), v1 = Q5Pair512(a + 48, hs, 1), v2 = Q5Pair512(a + 48, hs, 2), v3 = Q5Pair512(a + 48, hs, 3);
+            a0 = Q5Step(a0, ref m0, x + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x + oy)), mins);
+            a1 = Q5Step(a1, ref m1, x1 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x1 + oy)), mins);
+            a2 = Q5Step(a2, ref m2, x2 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x2 + oy)), mins);
+            a3 = Q5Step(a3, ref m3, x3 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x3 + oy)), mins);
+            a4 = Q5Step(a4, ref m4, x4 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x4 + oy)), mins);
+            a5 = Q5Step(a5, ref m5, x5 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x5 + oy)), mins);
+            a6 = Q5Step(a6, ref m6, x6 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x6 + oy)), mins);
+            a7 = Q5Step(a7, ref m7, x7 + o, wd, wdmin, Q5Tok(v0, v1, v2, v3, s0, s1, s2, s3, (sbyte*)(x7 + oy)), mins);
+        }
+        result[0] = Hsum(a0) + m0; result[1] = Hsum(a1) + m1; result[2] = Hsum(a2) + m2; result[3] = Hsum(a3) + m3;
+        result[4] = Hsum(a4) + m4; result[5] = Hsum(a5) + m5; result[6] = Hsum(a6) + m6; result[7] = Hsum(a7) + m7;
+    }
 }

@@ -68,7 +68,7 @@ public static unsafe partial class QuantDot
             GgmlType.Q4_0 => simd ? new(GgmlType.Q8_0, &DotQ4_0Avx2, &DotQ4_0Avx2x4) : new(GgmlType.Q8_0, &DotQ4_0Scalar),
             GgmlType.Q5_0 => simd ? new(GgmlType.Q8_0, &DotQ5_0Avx2, &DotQ5_0Avx2x4, &DotQ5_0Avx2x8) : new(GgmlType.Q8_0, &DotQ5_0Scalar),
             GgmlType.Q4_K => simd ? new(GgmlType.Q8_K, &DotQ4_KAvx2, &DotQ4_KAvx2x4) : new(GgmlType.Q8_K, &DotQ4_KScalar),
-            GgmlType.Q5_K => simd ? new(GgmlType.Q8_K, &DotQ5_KAvx2, &DotQ5_KAvx2x4) : new(GgmlType.Q8_K, &DotQ5_KScalar),
+            GgmlType.Q5_K => simd ? Avx512Path ? new(GgmlType.Q8_K, &DotQ5_KAvx2, &DotQ5_KAvx512x4, &DotQ5_KAvx512x8) : new(GgmlType.Q8_K, &DotQ5_KAvx2, &DotQ5_KAvx2x4) : new(GgmlType.Q8_K, &DotQ5_KScalar),
             GgmlType.Q6_K => simd ? Avx512Path ? new(GgmlType.Q8_K, &DotQ6_KAvx2, &DotQ6_KAvx512x4, &DotQ6_KAvx512x8) : new(GgmlType.Q8_K, &DotQ6_KAvx2, &DotQ6_KAvx2x4) : new(GgmlType.Q8_K, &DotQ6_KScalar),
             GgmlType.IQ4_NL => simd ? new(GgmlType.Q8_0, &DotIQ4_NLAvx2, &DotIQ4_NLAvx2x4) : new(GgmlType.Q8_0, &DotIQ4_NLScalar),
             GgmlType.MXFP4 => simd ? new(GgmlType.Q8_0, &DotMXFP4Avx2, &DotMXFP4Avx2x4) : new(GgmlType.Q8_0, &DotMXFP4Scalar),

@@ -140,45 +140,69 @@ public unsafe class Avx512KQuantTests
     {
         if (!HasAvx2) Assert.Skip("AVX2/FMA not available: neither the AVX2 nor the AVX-512 path ran");
         if (!HasAvx512) Assert.Skip(NoAvx512 + " (the AVX2 Q6_K kernels are tested in QuantDotTests)");
+        CheckDispatch(GgmlType.Q6_K, &QuantDot.DotQ6_KAvx2, &QuantDot.DotQ6_KAvx512x4, &QuantDot.DotQ6_KAvx512x8);
+        CheckRowKernels(GgmlType.Q6_K, &QuantDot.DotQ6_KScalar, &QuantDot.DotQ6_KAvx2, &QuantDot.DotQ6_KAvx512x4, &QuantDot.DotQ6_KAvx512x8, &QuantDot.DotQ6_KAvx512);
+    }
+
+    [Fact]
+    public void Q5_K_avx512_multi_token_kernels_equal_avx2_bit_for_bit_and_the_scalar_reference()
+    {
+        if (!HasAvx2) Assert.Skip("AVX2/FMA not available: neither the AVX2 nor the AVX-512 path ran");
+        if (!HasAvx512) Assert.Skip(NoAvx512 + " (the AVX2 Q5_K kernels are tested in QuantDotTests)");
+        CheckDispatch(GgmlType.Q5_K, &QuantDot.DotQ5_KAvx2, &QuantDot.DotQ5_KAvx512x4, &QuantDot.DotQ5_KAvx512x8);
+        CheckRowKernels(GgmlType.Q5_K, &QuantDot.DotQ5_KScalar, &QuantDot.DotQ5_KAvx2, &QuantDot.DotQ5_KAvx512x4, &QuantDot.DotQ5_KAvx512x8, null);
+    }
+
+    /// <summary>With AVX-512 on, <see cref="QuantDot.For"/> gives the AVX2 single-token kernel and the AVX-512 4- and 8-token ones.</summary>
+    private static void CheckDispatch(GgmlType type, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4, delegate*<byte*, byte*, int, int, float*, void> dot8)
+    {
         bool was = QuantDot.UseAvx512;
         try
         {
             QuantDot.UseAvx512 = true;
-            var k = QuantDot.For(GgmlType.Q6_K);
+            var k = QuantDot.For(type);
             // one token: the AVX2 kernel (memory-bound, the AVX-512 one measured no faster; the same bits)
-            Assert.True(k.Dot == (delegate*<byte*, byte*, int, float>)&QuantDot.DotQ6_KAvx2 && k.Dot4 == (delegate*<byte*, byte*, int, int, float*, void>)&QuantDot.DotQ6_KAvx512x4
-                && k.Dot8 == (delegate*<byte*, byte*, int, int, float*, void>)&QuantDot.DotQ6_KAvx512x8, "AVX-512 on: the AVX-512 Q6_K kernels");
+            Assert.True(k.Dot == dot && k.Dot4 == dot4 && k.Dot8 == dot8, $"{type}, AVX-512 on: the AVX-512 multi-token kernels");
             QuantDot.UseAvx512 = false;
-            Assert.True(QuantDot.For(GgmlType.Q6_K).Dot == (delegate*<byte*, byte*, int, float>)&QuantDot.DotQ6_KAvx2, "AVX-512 off: the AVX2 Q6_K kernel");
+            k = QuantDot.For(type);
+            Assert.True(k.Dot == dot && k.Dot4 != dot4 && k.Dot8 == null, $"{type}, AVX-512 off: the AVX2 kernels");
         }
         finally { QuantDot.UseAvx512 = was; }
-        var rng = new Random(619);
+    }
+
+    /// <summary>
+    /// The AVX-512 4- and 8-token kernels (and the 1-token one where given) against the AVX2 single-token kernel, bit for
+    /// bit per token, and against the scalar reference within a tolerance (it sums the block floats in another order).
+    /// </summary>
+    private static void CheckRowKernels(GgmlType type, delegate*<byte*, byte*, int, float> scalar, delegate*<byte*, byte*, int, float> avx2,
+        delegate*<byte*, byte*, int, int, float*, void> x4, delegate*<byte*, byte*, int, int, float*, void> x8, delegate*<byte*, byte*, int, float> single512)
+    {
+        var rng = new Random(619 + (int)type);
         foreach (int blocks in new[] { 1, 2, 3, 5, 8, 9, 17 })
             for (int offset = 0; offset < 4; offset++)
             {
                 int n = 256 * blocks;
-                int wb = (int)GgmlTypes.RowBytes(GgmlType.Q6_K, n), xb = QuantDot.ActivationBytes(GgmlType.Q8_K, n), stride = xb + 4 * offset + 1;
+                int wb = (int)GgmlTypes.RowBytes(type, n), xb = QuantDot.ActivationBytes(GgmlType.Q8_K, n), stride = xb + 4 * offset + 1;
                 var wbuf = new byte[wb + 8]; var xbuf = new byte[8 * stride + 8];
-                Quantize.Row(GgmlType.Q6_K, RandomRow(rng, n), wbuf.AsSpan(offset, wb));
+                Quantize.Row(type, RandomRow(rng, n), wbuf.AsSpan(offset, wb));
                 var xf = RandomRow(rng, 8 * n);
                 var four = new float[4]; var eight = new float[8];
                 fixed (byte* pw0 = wbuf) fixed (byte* px0 = xbuf) fixed (float* pxf = xf) fixed (float* p4 = four) fixed (float* p8 = eight)
                 {
                     byte* pw = pw0 + offset, px = px0 + (3 - offset);
                     for (int t = 0; t < 8; t++) QuantDot.QuantizeActivation(GgmlType.Q8_K, pxf + t * n, px + t * stride, n);
-                    QuantDot.DotQ6_KAvx512x4(pw, px, stride, n, p4);
-                    QuantDot.DotQ6_KAvx512x8(pw, px, stride, n, p8);
+                    x4(pw, px, stride, n, p4);
+                    x8(pw, px, stride, n, p8);
                     for (int t = 0; t < 8; t++)
                     {
                         byte* xt = px + t * stride;
-                        float v512 = QuantDot.DotQ6_KAvx512(pw, xt, n), v2 = QuantDot.DotQ6_KAvx2(pw, xt, n), vs = QuantDot.DotQ6_KScalar(pw, xt, n);
-                        Assert.True(v512 == v2, $"n={n} offset={offset} t={t}: AVX-512 {v512} AVX2 {v2}");
-                        if (t < 4) Assert.True(four[t] == v512, $"n={n} offset={offset} t={t}: AVX-512 4-token {four[t]} 1-token {v512}");
-                        Assert.True(eight[t] == v512, $"n={n} offset={offset} t={t}: AVX-512 8-token {eight[t]} 1-token {v512}");
+                        float v2 = avx2(pw, xt, n), vs = scalar(pw, xt, n);
+                        if (single512 != null) Assert.True(single512(pw, xt, n) == v2, $"{type} n={n} offset={offset} t={t}: AVX-512 1-token {single512(pw, xt, n)} AVX2 {v2}");
+                        if (t < 4) Assert.True(four[t] == v2, $"{type} n={n} offset={offset} t={t}: AVX-512 4-token {four[t]} AVX2 {v2}");
+                        Assert.True(eight[t] == v2, $"{type} n={n} offset={offset} t={t}: AVX-512 8-token {eight[t]} AVX2 {v2}");
                         double mag = 0;
                         for (int i = 0; i < n; i++) mag += Math.Abs(xf[t * n + i]);
-                        // the scalar reference sums the block floats in another order (one float per block): a tolerance
-                        Assert.True(Math.Abs(v512 - vs) <= 1e-5 * mag * 8 + 1e-5, $"n={n} offset={offset} t={t}: AVX-512 {v512} scalar {vs}");
+                        Assert.True(Math.Abs(v2 - vs) <= 1e-5 * mag * 8 + 1e-5, $"{type} n={n} offset={offset} t={t}: AVX2 {v2} scalar {vs}");
                     }
                 }
             }
