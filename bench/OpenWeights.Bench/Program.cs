@@ -142,6 +142,8 @@ namespace OpenWeights.Bench
 
         private static EngineResult Ours(BenchOptions o)
         {
+            // the AVX2 kernels with AVX-512 still visible to the JIT (DOTNET_EnableAVX512=0 hides it from all code)
+            if (Environment.GetEnvironmentVariable("OPENWEIGHTS_BENCH_AVX512_KERNELS") == "0") OpenWeights.Tensors.Kernels.QuantDot.UseAvx512 = false;
             var sw = Stopwatch.StartNew();
             using var m = DecoderModel.Load(o.Model!);
             var session = new InferenceSession(m, o.Prompt + o.Gen, o.Threads, Math.Min(o.Prompt, 512));
