@@ -22,6 +22,7 @@ try
     var o = BenchOptions.Parse(args);
     if (o.Kernels) return KernelBench.Run(o);
     if (o.DotKernels) return DotKernelBench.Run();
+    if (o.KQuantAvx512) return KQuantAvx512Bench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -45,6 +46,7 @@ namespace OpenWeights.Bench
         public bool Json { get; set; }
         public bool Kernels { get; set; }
         public bool DotKernels { get; set; }
+        public bool KQuantAvx512 { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -71,6 +73,7 @@ namespace OpenWeights.Bench
                     case "--json": o.Json = true; break;
                     case "--kernels": o.Kernels = true; break;
                     case "--dot-kernels": o.DotKernels = true; break;
+                    case "--kquant-avx512": o.KQuantAvx512 = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -82,6 +85,7 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N]
                                    OpenWeights.Bench --kernels [--threads N]   (WeightMatrix.MatMul per weight type)
                                    OpenWeights.Bench --dot-kernels              (Q8_K row dot kernels, ours vs ggml's, 1 thread)
+                                   OpenWeights.Bench --kquant-avx512 [--threads N] (Q4_K / Q6_K MatMul, Llama-3.2-1B shapes, AVX-512 vs AVX2)
                             """);
                         Environment.Exit(0);
                         break;
@@ -138,6 +142,8 @@ namespace OpenWeights.Bench
 
         private static EngineResult Ours(BenchOptions o)
         {
+            // the AVX2 kernels with AVX-512 still visible to the JIT (DOTNET_EnableAVX512=0 hides it from all code)
+            if (Environment.GetEnvironmentVariable("OPENWEIGHTS_BENCH_AVX512_KERNELS") == "0") OpenWeights.Tensors.Kernels.QuantDot.UseAvx512 = false;
             var sw = Stopwatch.StartNew();
             using var m = DecoderModel.Load(o.Model!);
             var session = new InferenceSession(m, o.Prompt + o.Gen, o.Threads, Math.Min(o.Prompt, 512));

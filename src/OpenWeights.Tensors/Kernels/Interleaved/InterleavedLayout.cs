@@ -61,7 +61,8 @@ public readonly unsafe struct InterleavedLayout
         GgmlType.Q4_K => new()
         {
             Type = type, Activation = GgmlType.Q8_K, ActivationScale = 1, BlockBytes = Q4_Kx8.BlockBytes, BlockValues = 256, Repack = &Q4_Kx8.Repack,
-            DotGroups = &Q4_Kx8.DotGroupsAvx2, Dot4 = &Q4_Kx8.DotAvx2x4, DotScalar = &Q4_Kx8.DotScalar, DecodeRow = &Q4_Kx8.DecodeRow,
+            DotGroups = QuantDot.Avx512Path ? &Q4_Kx8.DotGroupsAvx512 : &Q4_Kx8.DotGroupsAvx2, Dot4 = &Q4_Kx8.DotAvx2x4,
+            DotPair6 = QuantDot.Avx512Path ? &Q4_Kx8.DotPairAvx512x6 : null, DotScalar = &Q4_Kx8.DotScalar, DecodeRow = &Q4_Kx8.DecodeRow,
         },
         GgmlType.IQ4_NL => new()
         {

@@ -20,7 +20,7 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 /// both integer sums exact; per (row, token) acc = fma(d_j·d_a, isum, acc), then fma(−dmin_j·d_a, msum, acc), per
 /// super-block in order: the same float sequence in the 1- and 4-token kernels and the scalar reference (bit for bit).
 /// </summary>
-public static unsafe class Q4_Kx8
+public static unsafe partial class Q4_Kx8
 {
     public const int Rows = 8;
     public const int BlockBytes = 160 + 8 * 128; // 1184
