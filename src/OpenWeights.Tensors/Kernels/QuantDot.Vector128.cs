@@ -26,13 +26,14 @@ public static unsafe partial class QuantDot
 
     /// <summary>
     /// The 128-bit kernel of a weight type, or an invalid one for the types that have none (<see cref="For"/> then gives
-    /// their scalar reference): Q8_0, Q4_0, Q4_K, Q6_K, F16.
+    /// their scalar reference): Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F16.
     /// </summary>
     internal static Kernel ForVector128(GgmlType weight) => weight switch
     {
         GgmlType.Q8_0 => new(GgmlType.Q8_0, &DotQ8_0V128, &DotQ8_0V128x4),
         GgmlType.Q4_0 => new(GgmlType.Q8_0, &DotQ4_0V128, &DotQ4_0V128x4),
         GgmlType.Q4_K => new(GgmlType.Q8_K, &DotQ4_KV128, &DotQ4_KV128x4),
+        GgmlType.Q5_K => new(GgmlType.Q8_K, &DotQ5_KV128, &DotQ5_KV128x4),
         GgmlType.Q6_K => new(GgmlType.Q8_K, &DotQ6_KV128, &DotQ6_KV128x4),
         GgmlType.F16 => new(GgmlType.F16, &DotF16V128, &DotF16V128x4),
         _ => default,
@@ -277,6 +278,132 @@ public static unsafe partial class QuantDot
             s3 += Unsafe.ReadUnaligned<float>(x + 3 * stride + o) * d * Q6_KBlockSum(a, x + 3 * stride + o);
         }
         result[0] = s0; result[1] = s1; result[2] = s2; result[3] = s3;
+    }
+
+    // ---------------------------------------------------------------- Q5_K x Q8_K
+
+    /// <summary>The 256 5-bit values (0..31) of the Q5_K block at a into q, in value order (as <see cref="DotQ5_KScalar"/> unpacks them).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q5_KValues(byte* a, sbyte* q)
+    {
+        byte* qh = a + 16, qs = a + 48;
+        var mask = Vector128.Create((byte)0x0F); var one = Vector128.Create((byte)1);
+        for (int k = 0; k < 2; k++)
+        {
+            var h = Vector128.Load(qh + 16 * k);
+            for (int c = 0; c < 4; c++)
+            {
+                var v = Vector128.Load(qs + 32 * c + 16 * k);
+                var lo = (v & mask) | Vector128.ShiftLeft(Vector128.ShiftRightLogical(h, 2 * c) & one, 4);
+                var hi = Vector128.ShiftRightLogical(v, 4) | Vector128.ShiftLeft(Vector128.ShiftRightLogical(h, 2 * c + 1) & one, 4);
+                lo.AsSByte().Store(q + 64 * c + 16 * k);
+                hi.AsSByte().Store(q + 64 * c + 32 + 16 * k);
+            }
+        }
+    }
+
+    /// <summary>
+    /// aux32[l] = Σ_j sc_j·Σ_g y[32j + 8g + l]·q[32j + 8g + l] of one Q5_K block (values q, scales at sc) against Q8_K values y,
+    /// lane l = value index mod 8, as (lanes 0-3, lanes 4-7): the scalar reference's integers exactly.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector128<int> Lo, Vector128<int> Hi) Q5_KLanes(sbyte* q, sbyte* y, byte* sc)
+    {
+        var lo = Vector128<int>.Zero; var hi = Vector128<int>.Zero;
+        for (int j = 0; j < 8; j++)
+        {
+            // 4 groups of 8 values, each product |q·y| ≤ 31·128: their lane sums fit int16 (≤ 15872)
+            var (q0, q1) = Vector128.Widen(Vector128.Load(q + 32 * j));
+            var (y0, y1) = Vector128.Widen(Vector128.Load(y + 32 * j));
+            var (q2, q3) = Vector128.Widen(Vector128.Load(q + 32 * j + 16));
+            var (y2, y3) = Vector128.Widen(Vector128.Load(y + 32 * j + 16));
+            var p = (q0 * y0 + q1 * y1) + (q2 * y2 + q3 * y3);
+            var (p0, p1) = Vector128.Widen(p);
+            var s = Vector128.Create((int)sc[j]);
+            lo += p0 * s; hi += p1 * s;
+        }
+        return (lo, hi);
+    }
+
+    /// <summary>Σ_j bsum_j·m_(j/2) of a Q8_K block b (the scalar reference's mins term).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Q5_KMins(byte* b, byte* m)
+    {
+        short* bsums = (short*)(b + 260);
+        int summ = 0;
+        for (int j = 0; j < 16; j++) summ += bsums[j] * m[j / 2];
+        return summ;
+    }
+
+    /// <summary>
+    /// Q5_K · Q8_K, bit-identical to <see cref="DotQ5_KScalar"/>: the same 8 float lane sums d·aux32[l] (fused), the mins
+    /// term fused into one float, the lanes added in order at the end.
+    /// </summary>
+    public static float DotQ5_KV128(byte* w, byte* x, int n)
+    {
+        byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
+        sbyte* q = stackalloc sbyte[256];
+        var sumsLo = Vector128<float>.Zero; var sumsHi = Vector128<float>.Zero;
+        float sumf = 0;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * Q5KBytes, b = x + i * Q8KBytes;
+            Q5_KValues(a, q);
+            ScalesMinsK4(a + 4, sc, m);
+            int summ = Q5_KMins(b, m);
+            var (lo, hi) = Q5_KLanes(q, (sbyte*)(b + 4), sc);
+            float dy = Unsafe.ReadUnaligned<float>(b);
+            var d = Vector128.Create(Fp16(a) * dy);
+            sumsLo = Vector128.FusedMultiplyAdd(d, Vector128.ConvertToSingle(lo), sumsLo);
+            sumsHi = Vector128.FusedMultiplyAdd(d, Vector128.ConvertToSingle(hi), sumsHi);
+            float dmin = Fp16(a + 2) * dy;
+            sumf = MathF.FusedMultiplyAdd(-dmin, summ, sumf);
+        }
+        return Q5_KFinish(sumf, sumsLo, sumsHi);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Q5_KFinish(float sumf, Vector128<float> lo, Vector128<float> hi)
+    {
+        for (int l = 0; l < 4; l++) sumf += lo[l];
+        for (int l = 0; l < 4; l++) sumf += hi[l];
+        return sumf;
+    }
+
+    /// <summary>Four activation rows per call, the weight block unpacked once; each result as <see cref="DotQ5_KV128"/>.</summary>
+    public static void DotQ5_KV128x4(byte* w, byte* x, int stride, int n, float* result)
+    {
+        byte* sc = stackalloc byte[8]; byte* m = stackalloc byte[8];
+        sbyte* q = stackalloc sbyte[256];
+        var lo0 = Vector128<float>.Zero; var hi0 = Vector128<float>.Zero; var lo1 = Vector128<float>.Zero; var hi1 = Vector128<float>.Zero;
+        var lo2 = Vector128<float>.Zero; var hi2 = Vector128<float>.Zero; var lo3 = Vector128<float>.Zero; var hi3 = Vector128<float>.Zero;
+        float f0 = 0, f1 = 0, f2 = 0, f3 = 0;
+        for (int i = 0; i < n / 256; i++)
+        {
+            byte* a = w + i * Q5KBytes; int o = i * Q8KBytes;
+            Q5_KValues(a, q);
+            ScalesMinsK4(a + 4, sc, m);
+            float dw = Fp16(a), dmw = Fp16(a + 2);
+            Q5_KToken(q, sc, m, dw, dmw, x + o, ref lo0, ref hi0, ref f0);
+            Q5_KToken(q, sc, m, dw, dmw, x + stride + o, ref lo1, ref hi1, ref f1);
+            Q5_KToken(q, sc, m, dw, dmw, x + 2 * stride + o, ref lo2, ref hi2, ref f2);
+            Q5_KToken(q, sc, m, dw, dmw, x + 3 * stride + o, ref lo3, ref hi3, ref f3);
+        }
+        result[0] = Q5_KFinish(f0, lo0, hi0); result[1] = Q5_KFinish(f1, lo1, hi1);
+        result[2] = Q5_KFinish(f2, lo2, hi2); result[3] = Q5_KFinish(f3, lo3, hi3);
+    }
+
+    /// <summary>One unpacked Q5_K block against one token's Q8_K block b: the float steps of <see cref="DotQ5_KV128"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q5_KToken(sbyte* q, byte* sc, byte* m, float dw, float dmw, byte* b, ref Vector128<float> sumsLo, ref Vector128<float> sumsHi, ref float sumf)
+    {
+        int summ = Q5_KMins(b, m);
+        var (lo, hi) = Q5_KLanes(q, (sbyte*)(b + 4), sc);
+        float dy = Unsafe.ReadUnaligned<float>(b);
+        var d = Vector128.Create(dw * dy);
+        sumsLo = Vector128.FusedMultiplyAdd(d, Vector128.ConvertToSingle(lo), sumsLo);
+        sumsHi = Vector128.FusedMultiplyAdd(d, Vector128.ConvertToSingle(hi), sumsHi);
+        sumf = MathF.FusedMultiplyAdd(-(dmw * dy), summ, sumf);
     }
 
     // ---------------------------------------------------------------- F16 x F32
