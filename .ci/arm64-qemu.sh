@@ -4,12 +4,12 @@
 #   1. `hardware --json` says "kernels": "neon" (the portable 128-bit kernels run, not the scalar references),
 #   2. stories260K continues "Once upon a time" greedily exactly as on x64 (= the expected text in
 #      ../shared/testdata/models/stories260K.expected.json, which the x64 tests check),
-#   3. tiny synthetic models (Q4_K + Q6_K, Q8_0, Q4_0, Q5_K, F16 weights: every 128-bit kernel) give the same greedy text as
+#   3. tiny synthetic models (Q4_K + Q6_K, Q8_0, Q4_0, Q5_0, Q5_K, F16 weights: every 128-bit kernel) give the same greedy text as
 #      the x64 run, both on its default AVX2/AVX-512 path and with the 128-bit kernels forced (OPENWEIGHTS_FORCE_VECTOR128=1),
 #   4. the same on a CPU model without the dot-product extension (qemu -cpu cortex-a72: no SDOT, the smull/sadalp branch).
 # Best effort: when qemu or the arm64 cross libc is missing and apt cannot install them, or the publish cannot restore
 # the linux-arm64 runtime packs, it prints why and exits 0. A wrong result exits 1.
-# Usage: bash .ci/arm64-qemu.sh   (from anywhere; takes a few minutes, most of it the publish and qemu's JIT start-up)
+# Usage: bash .ci/arm64-qemu.sh   (from anywhere; ARM64_QEMU_PUBLISH_DIR=dir keeps the published arm64 CLI there; takes a few minutes, most of it the publish and qemu's JIT start-up)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t0=$SECONDS
@@ -39,7 +39,7 @@ export QEMU_LD_PREFIX=$sysroot DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_CL
 # ---- the x64 CLI (already built by the test run; a no-op then) and the arm64 publish
 dotnet build src/OpenWeights.Cli -c Release -v q --nologo >"$work/build.log" 2>&1 || { tail -20 "$work/build.log"; fail "x64 build"; }
 x64() { dotnet src/OpenWeights.Cli/bin/Release/net10.0/OpenWeights.Cli.dll "$@"; }
-pub="$work/pub"
+pub="${ARM64_QEMU_PUBLISH_DIR:-$work/pub}" # set ARM64_QEMU_PUBLISH_DIR to keep the arm64 build (e.g. for timing runs)
 t=$SECONDS
 if ! dotnet publish src/OpenWeights.Cli -c Release -r linux-arm64 --self-contained -o "$pub" -v q --nologo >"$work/publish.log" 2>&1; then
   tail -20 "$work/publish.log"
@@ -79,7 +79,7 @@ else
 fi
 
 # ---- 3. synthetic quantized models: the 128-bit kernels' greedy text against x64 (default path and forced 128-bit)
-for q in q4_k_m q8_0 q4_0 pure-q5_k f16; do
+for q in q4_k_m q8_0 q4_0 pure-q5_0 pure-q5_k f16; do
   t=$SECONDS
   m="$work/tiny-$q.gguf"
   x64 synth --preset tiny-llama -q "$q" -o "$m" --quiet >/dev/null

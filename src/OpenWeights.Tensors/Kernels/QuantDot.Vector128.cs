@@ -26,12 +26,13 @@ public static unsafe partial class QuantDot
 
     /// <summary>
     /// The 128-bit kernel of a weight type, or an invalid one for the types that have none (<see cref="For"/> then gives
-    /// their scalar reference): Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, F16.
+    /// their scalar reference): Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K, F16.
     /// </summary>
     internal static Kernel ForVector128(GgmlType weight) => weight switch
     {
         GgmlType.Q8_0 => new(GgmlType.Q8_0, &DotQ8_0V128, &DotQ8_0V128x4),
         GgmlType.Q4_0 => new(GgmlType.Q8_0, &DotQ4_0V128, &DotQ4_0V128x4),
+        GgmlType.Q5_0 => new(GgmlType.Q8_0, &DotQ5_0V128, &DotQ5_0V128x4),
         GgmlType.Q4_K => new(GgmlType.Q8_K, &DotQ4_KV128, &DotQ4_KV128x4),
         GgmlType.Q5_K => new(GgmlType.Q8_K, &DotQ5_KV128, &DotQ5_KV128x4),
         GgmlType.Q6_K => new(GgmlType.Q8_K, &DotQ6_KV128, &DotQ6_KV128x4),
@@ -142,6 +143,63 @@ public static unsafe partial class QuantDot
         {
             byte* a = w + i * 18; int o = i * 34 + 2;
             var (lo, hi) = Q4_0Values(a + 2);
+            float dw = Fp16(a);
+            s0 += Vector128.Sum(DotAcc(DotAcc(Vector128<int>.Zero, lo, Vector128.Load((sbyte*)(x + o))), hi, Vector128.Load((sbyte*)(x + o + 16)))) * (dw * d0[i]);
+            s1 += Vector128.Sum(DotAcc(DotAcc(Vector128<int>.Zero, lo, Vector128.Load((sbyte*)(x1 + o))), hi, Vector128.Load((sbyte*)(x1 + o + 16)))) * (dw * d1[i]);
+            s2 += Vector128.Sum(DotAcc(DotAcc(Vector128<int>.Zero, lo, Vector128.Load((sbyte*)(x2 + o))), hi, Vector128.Load((sbyte*)(x2 + o + 16)))) * (dw * d2[i]);
+            s3 += Vector128.Sum(DotAcc(DotAcc(Vector128<int>.Zero, lo, Vector128.Load((sbyte*)(x3 + o))), hi, Vector128.Load((sbyte*)(x3 + o + 16)))) * (dw * d3[i]);
+        }
+        result[0] = s0; result[1] = s1; result[2] = s2; result[3] = s3;
+    }
+
+    // ---------------------------------------------------------------- Q5_0 x Q8_0
+
+    /// <summary>
+    /// The 32 values of a Q5_0 block (22 bytes at a: f16 d, 32-bit qh, 16 nibble bytes) as signed bytes
+    /// ((nibble | bit k of qh · 16) − 16): (values 0..15, values 16..31), as <see cref="DotQ5_0Scalar"/> forms them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (Vector128<sbyte> Lo, Vector128<sbyte> Hi) Q5_0Values(byte* a)
+    {
+        var qh = Vector128.CreateScalar(Unsafe.ReadUnaligned<uint>(a + 2)).AsByte();
+        var bits = Vector128.Create(0x8040201008040201UL).AsByte(); // byte k: bit k mod 8
+        var b16 = Vector128.Create((byte)0x10);
+        // byte k of each shuffle: byte k / 8 of qh (values 0..15 from qh bytes 0-1, 16..31 from bytes 2-3); constant
+        // indices, so the JIT emits one tbl (ARM64) / pshufb (x64)
+        var hLo = Vector128.Equals(Vector128.Shuffle(qh, Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)) & bits, bits) & b16;
+        var hHi = Vector128.Equals(Vector128.Shuffle(qh, Vector128.Create((byte)2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3)) & bits, bits) & b16;
+        var v = Vector128.Load(a + 6);
+        var sixteen = Vector128.Create((sbyte)16);
+        return (((v & Vector128.Create((byte)0x0F)) | hLo).AsSByte() - sixteen, (Vector128.ShiftRightLogical(v, 4) | hHi).AsSByte() - sixteen);
+    }
+
+    /// <summary>Q5_0 · Q8_0, bit-identical to <see cref="DotQ5_0Scalar"/>; x: a Q8_0 activation row with its F32 tail.</summary>
+    public static float DotQ5_0V128(byte* w, byte* x, int n)
+    {
+        int nb = n / 32;
+        float* dx = (float*)(x + nb * 34);
+        float sum = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            byte* a = w + i * 22; sbyte* y = (sbyte*)(x + i * 34 + 2);
+            var (lo, hi) = Q5_0Values(a);
+            int s = Vector128.Sum(DotAcc(DotAcc(Vector128<int>.Zero, lo, Vector128.Load(y)), hi, Vector128.Load(y + 16)));
+            sum += s * (Fp16(a) * dx[i]);
+        }
+        return sum;
+    }
+
+    /// <summary>Four activation rows per pass over the weight row (values unpacked once); each result as <see cref="DotQ5_0V128"/>.</summary>
+    public static void DotQ5_0V128x4(byte* w, byte* x, int stride, int n, float* result)
+    {
+        int nb = n / 32;
+        byte* x1 = x + stride, x2 = x + 2 * stride, x3 = x + 3 * stride;
+        float* d0 = (float*)(x + nb * 34), d1 = (float*)(x1 + nb * 34), d2 = (float*)(x2 + nb * 34), d3 = (float*)(x3 + nb * 34);
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (int i = 0; i < nb; i++)
+        {
+            byte* a = w + i * 22; int o = i * 34 + 2;
+            var (lo, hi) = Q5_0Values(a);
             float dw = Fp16(a);
             s0 += Vector128.Sum(DotAcc(DotAcc(Vector128<int>.Zero, lo, Vector128.Load((sbyte*)(x + o))), hi, Vector128.Load((sbyte*)(x + o + 16)))) * (dw * d0[i]);
             s1 += Vector128.Sum(DotAcc(DotAcc(Vector128<int>.Zero, lo, Vector128.Load((sbyte*)(x1 + o))), hi, Vector128.Load((sbyte*)(x1 + o + 16)))) * (dw * d1[i]);

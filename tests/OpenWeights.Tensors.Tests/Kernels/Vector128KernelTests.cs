@@ -97,6 +97,7 @@ public unsafe class Vector128KernelTests
 
     [Fact] public void Q8_0_matches_scalar_bit_for_bit() => Check(GgmlType.Q8_0, QuantDot.DotQ8_0V128, QuantDot.DotQ8_0V128x4, QuantDot.DotQ8_0Scalar, exact: true);
     [Fact] public void Q4_0_matches_scalar_bit_for_bit() => Check(GgmlType.Q4_0, QuantDot.DotQ4_0V128, QuantDot.DotQ4_0V128x4, QuantDot.DotQ4_0Scalar, exact: true);
+    [Fact] public void Q5_0_matches_scalar_bit_for_bit() => Check(GgmlType.Q5_0, QuantDot.DotQ5_0V128, QuantDot.DotQ5_0V128x4, QuantDot.DotQ5_0Scalar, exact: true);
     [Fact] public void Q4_K_matches_scalar_bit_for_bit() => Check(GgmlType.Q4_K, QuantDot.DotQ4_KV128, QuantDot.DotQ4_KV128x4, QuantDot.DotQ4_KScalar, exact: true);
     [Fact] public void Q5_K_matches_scalar_bit_for_bit() => Check(GgmlType.Q5_K, QuantDot.DotQ5_KV128, QuantDot.DotQ5_KV128x4, QuantDot.DotQ5_KScalar, exact: true);
     [Fact] public void Q6_K_matches_scalar_bit_for_bit() => Check(GgmlType.Q6_K, QuantDot.DotQ6_KV128, QuantDot.DotQ6_KV128x4, QuantDot.DotQ6_KScalar, exact: true);
@@ -179,7 +180,8 @@ public unsafe class Vector128KernelTests
             Assert.Equal(Entry(&QuantDot.DotQ5_KV128), Entry(QuantDot.For(GgmlType.Q5_K).Dot));
             Assert.Equal(Entry(&QuantDot.DotQ6_KV128), Entry(QuantDot.For(GgmlType.Q6_K).Dot));
             Assert.Equal(Entry(&QuantDot.DotF16V128), Entry(QuantDot.For(GgmlType.F16).Dot));
-            Assert.Equal(Entry(&QuantDot.DotQ5_0Scalar), Entry(QuantDot.For(GgmlType.Q5_0).Dot)); // no 128-bit kernel: the reference, as on ARM64
+            Assert.Equal(Entry(&QuantDot.DotQ5_0V128), Entry(QuantDot.For(GgmlType.Q5_0).Dot));
+            Assert.Equal(Entry(&QuantDot.DotIQ4_NLScalar), Entry(QuantDot.For(GgmlType.IQ4_NL).Dot)); // no 128-bit kernel: the reference, as on ARM64
             Assert.Equal(AdvSimd.IsSupported ? "neon" : "vector128", QuantDot.KernelPath);
         }
         using (new ForcedVector128(false))
@@ -198,6 +200,7 @@ public unsafe class Vector128KernelTests
     [Theory]
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q5_0)]
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q5_K)]
     [InlineData(GgmlType.Q6_K)]
