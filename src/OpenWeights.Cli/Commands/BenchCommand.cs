@@ -13,7 +13,8 @@ public static class BenchCommand
 {
     public sealed record BenchReport(
         string Model, long FileBytes, int Threads, int PromptTokens, int GeneratedTokens, int Reps,
-        double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakMemoryBytes);
+        double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakMemoryBytes,
+        string Kernels); // the kernel path that ran (QuantDot.KernelPath: avx2, neon, scalar, ...)
 
     public static Command Create()
     {
@@ -62,7 +63,8 @@ public static class BenchCommand
                 prefill = Math.Max(prefill, s.PrefillTokensPerSecond);
                 decode = Math.Max(decode, s.DecodeTokensPerSecond);
             }
-            var report = new BenchReport(path, new FileInfo(path).Length, nThreads, nPrompt, nGen, nReps, load, prefill, decode, SpeedTest.PeakMemoryBytes());
+            var report = new BenchReport(path, new FileInfo(path).Length, nThreads, nPrompt, nGen, nReps, load, prefill, decode, SpeedTest.PeakMemoryBytes(),
+                OpenWeights.Tensors.Kernels.QuantDot.KernelPath);
 
             var o = pr.InvocationConfiguration.Output;
             if (pr.GetValue(json)) { CliJson.Write(o, report); return Task.FromResult(0); }
@@ -71,6 +73,7 @@ public static class BenchCommand
             o.WriteLine($"prefill  {prefill:F1} tok/s ({nPrompt}-token prompt)");
             o.WriteLine($"decode   {decode:F1} tok/s ({nGen} tokens, greedy)");
             o.WriteLine($"peak mem {report.PeakMemoryBytes / 1e6:F0} MB");
+            o.WriteLine($"kernels  {report.Kernels}");
             return Task.FromResult(0);
         });
         return cmd;

@@ -22,7 +22,7 @@ public static unsafe partial class QuantDot
     /// <summary>Use the SIMD kernels when the CPU has them (tests turn this off to run the scalar references).</summary>
     public static bool UseSimd { get; set; } = true;
 
-    internal static bool Avx2Path => UseSimd && Avx2.IsSupported && Fma.IsSupported;
+    internal static bool Avx2Path => UseSimd && !ForceVector128 && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Use the AVX-512 kernels where the CPU has them (tests turn this off to run the AVX2 kernels on the same machine).</summary>
     public static bool UseAvx512 { get; set; } = true;
@@ -32,16 +32,19 @@ public static unsafe partial class QuantDot
 
     /// <summary>
     /// Run the portable 128-bit kernels (Vector128: NEON on ARM64) instead of the AVX2 ones: tests set it on x64 to exercise
-    /// the ARM64 path's code; on ARM64 those kernels are the SIMD path.
+    /// the ARM64 path's code; on ARM64 those kernels are the SIMD path. It turns the AVX2 (and AVX-512) path off, so the
+    /// types without a 128-bit kernel run their scalar references and weights are not repacked, as on ARM64.
+    /// OPENWEIGHTS_FORCE_VECTOR128=1 sets it for a whole process (to compare an x64 run with an ARM64 one).
     /// </summary>
-    public static bool ForceVector128 { get; set; }
+    public static bool ForceVector128 { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_FORCE_VECTOR128") == "1";
 
     /// <summary>
-    /// The kernel path the engine takes on this machine: "avx2" (256-bit AVX2/FMA kernels, with AVX-VNNI where the CPU has it)
-    /// or "scalar" (the references). There are no AVX-512 or NEON kernels yet, so a CPU with AVX-512 reports "avx2" and ARM64
-    /// reports "scalar": what runs, not what the CPU could do.
+    /// The kernel path the engine takes on this machine: "avx2" (256-bit AVX2/FMA kernels, with AVX-VNNI where the CPU has it),
+    /// "neon" (the portable 128-bit kernels on ARM64, <see cref="Vector128Path"/>), "vector128" (those same kernels forced on
+    /// x64 by <see cref="ForceVector128"/>: a test mode, named apart so it is never mistaken for NEON) or "scalar" (the
+    /// references): what runs, not what the CPU could do.
     /// </summary>
-    public static string KernelPath => Avx2Path ? "avx2" : "scalar";
+    public static string KernelPath => Avx2Path ? "avx2" : Vector128Path ? (System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon" : "vector128") : "scalar";
 
     /// <summary>A row dot product: weight row (cols values in its block format) · activation row (in the kernel's activation format).</summary>
     public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4 = null,
@@ -62,6 +65,7 @@ public static unsafe partial class QuantDot
     {
         if (UseF32Reference) return default;
         bool simd = Avx2Path;
+        if (Vector128Path && ForVector128(weight) is { IsValid: true } v128) return v128;
         return weight switch
         {
             GgmlType.Q8_0 => simd ? new(GgmlType.Q8_0, &DotQ8_0Avx2, &DotQ8_0Avx2x4) : new(GgmlType.Q8_0, &DotQ8_0Scalar),
@@ -119,6 +123,7 @@ public static unsafe partial class QuantDot
     /// </summary>
     public static void QuantizeQ8_0(float* x, byte* dst, int n)
     {
+        if (Vector128Path) { QuantizeQ8_0V128(x, dst, n); return; }
         if (!Vector256.IsHardwareAccelerated || !UseSimd) { QuantizeQ8_0Scalar(x, dst, n); return; }
         var signMask = Vector256.Create(0x7FFFFFFF).AsSingle();
         for (int i = 0; i < n / 32; i++)
@@ -180,6 +185,7 @@ public static unsafe partial class QuantDot
     /// <summary>Q8_K activations, bit-exact with ggml's quantize_row_q8_K_ref (BlockQ8_K.Quantize), vectorized.</summary>
     public static void QuantizeQ8_K(float* x, byte* dst, int n)
     {
+        if (Vector128Path) { QuantizeQ8_KV128(x, dst, n); return; }
         if (!Vector256.IsHardwareAccelerated || !UseSimd) { BlockQ8_K.Quantize(new ReadOnlySpan<float>(x, n), new Span<byte>(dst, n / 256 * 292)); return; }
         var signMask = Vector256.Create(0x7FFFFFFF).AsSingle();
         for (int i = 0; i < n / 256; i++)

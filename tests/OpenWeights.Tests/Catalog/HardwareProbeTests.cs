@@ -79,13 +79,14 @@ public class HardwareProbeTests
     }
 
     /// <summary>"kernels" names what runs, not what the CPU has: AVX2 kernels wherever AVX2 and FMA are (AVX-512 machines
-    /// included: no AVX-512 kernels yet), the scalar references otherwise (ARM64 today, or AVX2 switched off).</summary>
+    /// included: no AVX-512 kernels yet), the portable 128-bit kernels on ARM64 ("neon"), the scalar references otherwise
+    /// (an x64 CPU without AVX2, or AVX2 switched off).</summary>
     [Fact]
     public void Kernels_name_the_path_inference_takes()
     {
         var hw = HardwareProbe.Probe(new HardwareProbeOptions());
         bool avx2 = System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
-        Assert.Equal(avx2 ? "avx2" : "scalar", hw.Kernels);
+        Assert.Equal(System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon" : avx2 ? "avx2" : "scalar", hw.Kernels);
         var json = System.Text.Json.JsonSerializer.Serialize(hw, OpenWeights.Cli.CliJson.Options);
         Assert.Contains($"\"kernels\": \"{hw.Kernels}\"", json);
     }

@@ -135,6 +135,7 @@ public class BenchCommandTests
         Assert.True(r.GetProperty("peak_memory_bytes").GetInt64() > 0);
         Assert.True(r.GetProperty("load_seconds").GetDouble() > 0);
         Assert.True(r.GetProperty("file_bytes").GetInt64() > 0);
+        Assert.Equal(OpenWeights.Tensors.Kernels.QuantDot.KernelPath, r.GetProperty("kernels").GetString()); // the path that ran
     }
 
     [Fact]
@@ -146,7 +147,7 @@ public class BenchCommandTests
         Assert.True(code == 0, err);
         (code, var outp, err) = CliTests.Run("bench", path, "--threads", "1", "--prompt", "8", "--gen", "2");
         Assert.True(code == 0, err);
-        foreach (var word in new[] { "load", "prefill", "decode", "peak mem" }) Assert.Contains(word, outp);
+        foreach (var word in new[] { "load", "prefill", "decode", "peak mem", "kernels" }) Assert.Contains(word, outp);
     }
 
     [Fact]
