@@ -37,11 +37,12 @@ public static unsafe partial class QuantDot
     public static bool ForceVector128 { get; set; }
 
     /// <summary>
-    /// The kernel path the engine takes on this machine: "avx2" (256-bit AVX2/FMA kernels, with AVX-VNNI where the CPU has it)
-    /// or "scalar" (the references). There are no AVX-512 or NEON kernels yet, so a CPU with AVX-512 reports "avx2" and ARM64
-    /// reports "scalar": what runs, not what the CPU could do.
+    /// The kernel path the engine takes on this machine: "avx512" (<see cref="Avx512Path"/>: the AVX-512 kernels where
+    /// they exist, the AVX2 ones for the rest), "avx2" (256-bit AVX2/FMA kernels, with AVX-VNNI where the CPU has it) or
+    /// "scalar" (the references). There are no NEON kernels yet, so ARM64 reports "scalar": what runs, not what the CPU
+    /// could do.
     /// </summary>
-    public static string KernelPath => Avx2Path ? "avx2" : "scalar";
+    public static string KernelPath => Avx512Path ? "avx512" : Avx2Path ? "avx2" : "scalar";
 
     /// <summary>A row dot product: weight row (cols values in its block format) · activation row (in the kernel's activation format).</summary>
     public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4 = null,

@@ -19,8 +19,8 @@ public sealed record HardwareInfo
     public int LogicalCores { get; init; }
     [JsonConverter(typeof(SnakeCaseEnumConverter<SimdLevel>))]
     public SimdLevel Simd { get; init; }
-    /// <summary>The inference kernels in use here (<see cref="OpenWeights.Tensors.Kernels.QuantDot.KernelPath"/>): "avx2" or
-    /// "scalar"; may be narrower than <see cref="Simd"/> (no AVX-512 / NEON kernels yet).</summary>
+    /// <summary>The inference kernels in use here (<see cref="OpenWeights.Tensors.Kernels.QuantDot.KernelPath"/>): "avx512",
+    /// "avx2" or "scalar"; may be narrower than <see cref="Simd"/> (no NEON kernels yet).</summary>
     public string Kernels { get; init; } = "";
     public string Os { get; init; } = "";
     public string Architecture { get; init; } = "";
