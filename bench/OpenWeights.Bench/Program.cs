@@ -22,6 +22,7 @@ try
     var o = BenchOptions.Parse(args);
     if (o.Kernels) return KernelBench.Run(o);
     if (o.DotKernels) return DotKernelBench.Run();
+    if (o.KernelPaths) return PathBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -45,6 +46,7 @@ namespace OpenWeights.Bench
         public bool Json { get; set; }
         public bool Kernels { get; set; }
         public bool DotKernels { get; set; }
+        public bool KernelPaths { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -71,6 +73,7 @@ namespace OpenWeights.Bench
                     case "--json": o.Json = true; break;
                     case "--kernels": o.Kernels = true; break;
                     case "--dot-kernels": o.DotKernels = true; break;
+                    case "--kernel-paths": o.KernelPaths = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -82,6 +85,7 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N]
                                    OpenWeights.Bench --kernels [--threads N]   (WeightMatrix.MatMul per weight type)
                                    OpenWeights.Bench --dot-kernels              (Q8_K row dot kernels, ours vs ggml's, 1 thread)
+                                   OpenWeights.Bench --kernel-paths [--threads N] (AVX-512 vs AVX2 kernels, SmolLM2-135M shapes)
                             """);
                         Environment.Exit(0);
                         break;

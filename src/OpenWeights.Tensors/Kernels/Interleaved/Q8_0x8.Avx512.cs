@@ -9,11 +9,12 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 ///
 /// The products: .NET 10 exposes no 512-bit vpdpbusd (AVX512_VNNI), and 512-bit vpmaddubsw + vpmaddwd with the sign
 /// trick costs as many instructions per product as the 256-bit AVX-VNNI vpdpbusd. So the integer sums stay 256-bit
-/// vpdpbusd (one per group), but without the per-token sign: the weights are made unsigned once per load, u = w + 128
-/// (w XOR 0x80), shared by all tokens, and Σ w·a = Σ u·a − 128·Σ a, with 128·Σ a = 16 · (8·Σ a) from the activation
-/// row's tail (<see cref="QuantDot.WriteQ8_0Tail"/>). |Σ u·a| ≤ 32·255·127 fits int32. What AVX-512 adds: 32 vector
-/// registers, which hold the 2-group × 6-token tile (12 integer and 6 float accumulators), and the 16-row float stage.
-/// Needs AVX-VNNI (<see cref="Avx512Ready"/>); without it the 256-bit kernels run.
+/// vpdpbusd (one per group), but without the per-token sign of the AVX2 kernels: the weights are made unsigned once per
+/// load, u = w + 128 (w XOR 0x80), shared by all tokens, and Σ w·a = Σ u·a − 128·Σ a, with 128·Σ a = 16 · (8·Σ a)
+/// from the activation row's tail (<see cref="QuantDot.WriteQ8_0Tail"/>); |Σ u·a| ≤ 32·255·127 fits int32. (vpmaddubsw
+/// could not take u: its int16 pair sums would saturate, so this needs VNNI.) The float stage is 512-bit: one scale
+/// conversion, multiply-add and store for the 16 rows. Needs AVX-VNNI (<see cref="Avx512Ready"/>); without it the
+/// 256-bit kernels run. Most of the gain over the AVX2 kernels is the dropped sign, which a 256-bit kernel could have too.
 /// </summary>
 public static unsafe partial class Q8_0x8
 {
@@ -55,15 +56,23 @@ public static unsafe partial class Q8_0x8
 
     /// <summary>
     /// AVX-512: groups at w and w + groupBytes (16 rows) against 6 activation rows x + t·xStride; y[t·yStride + r], r &lt; 16.
+    /// Two passes of 3 tokens: the VEX-encoded vpdpbusd reaches only registers 0-15, which hold 6 integer sums, the two
+    /// weight vectors and the broadcast activations of 3 tokens, not those of 6 (the JIT would shuffle them through).
     /// </summary>
     public static void DotPairAvx512x6(byte* w, long groupBytes, byte* x, int xStride, int n, float* y, int yStride)
     {
+        DotPairAvx512x3(w, groupBytes, x, xStride, n, y, yStride);
+        DotPairAvx512x3(w, groupBytes, x + 3 * xStride, xStride, n, y + 3 * yStride, yStride);
+    }
+
+    /// <summary>AVX-512: groups at w and w + groupBytes (16 rows) against 3 activation rows x + t·xStride; y[t·yStride + r], r &lt; 16.</summary>
+    public static void DotPairAvx512x3(byte* w, long groupBytes, byte* x, int xStride, int n, float* y, int yStride)
+    {
         int nb = n / 32;
-        byte* x1 = x + xStride, x2 = x1 + xStride, x3 = x2 + xStride, x4 = x3 + xStride, x5 = x4 + xStride;
+        byte* x1 = x + xStride, x2 = x1 + xStride;
         int tail = nb * 34; // the F32 scales, then the int32 sums 8·Σ a
         var flip = Vector256.Create((byte)0x80);
         var acc0 = Vector512<float>.Zero; var acc1 = Vector512<float>.Zero; var acc2 = Vector512<float>.Zero;
-        var acc3 = Vector512<float>.Zero; var acc4 = Vector512<float>.Zero; var acc5 = Vector512<float>.Zero;
         for (int i = 0; i < nb; i++)
         {
             byte* b0 = w + (long)i * BlockBytes, b1 = b0 + groupBytes;
@@ -72,9 +81,6 @@ public static unsafe partial class Q8_0x8
             var p0 = Vector256.Create(-16 * *(int*)(x + so)); var q0 = p0;
             var p1 = Vector256.Create(-16 * *(int*)(x1 + so)); var q1 = p1;
             var p2 = Vector256.Create(-16 * *(int*)(x2 + so)); var q2 = p2;
-            var p3 = Vector256.Create(-16 * *(int*)(x3 + so)); var q3 = p3;
-            var p4 = Vector256.Create(-16 * *(int*)(x4 + so)); var q4 = p4;
-            var p5 = Vector256.Create(-16 * *(int*)(x5 + so)); var q5 = p5;
             for (int c = 0; c < 8; c++)
             {
                 var u0 = Vector256.Load(b0 + 16 + 32 * c) ^ flip;
@@ -86,22 +92,12 @@ public static unsafe partial class Q8_0x8
                 p1 = AvxVnni.MultiplyWideningAndAdd(p1, u0, a); q1 = AvxVnni.MultiplyWideningAndAdd(q1, u1, a);
                 a = Avx2.BroadcastScalarToVector256((int*)(x2 + oc)).AsSByte();
                 p2 = AvxVnni.MultiplyWideningAndAdd(p2, u0, a); q2 = AvxVnni.MultiplyWideningAndAdd(q2, u1, a);
-                a = Avx2.BroadcastScalarToVector256((int*)(x3 + oc)).AsSByte();
-                p3 = AvxVnni.MultiplyWideningAndAdd(p3, u0, a); q3 = AvxVnni.MultiplyWideningAndAdd(q3, u1, a);
-                a = Avx2.BroadcastScalarToVector256((int*)(x4 + oc)).AsSByte();
-                p4 = AvxVnni.MultiplyWideningAndAdd(p4, u0, a); q4 = AvxVnni.MultiplyWideningAndAdd(q4, u1, a);
-                a = Avx2.BroadcastScalarToVector256((int*)(x5 + oc)).AsSByte();
-                p5 = AvxVnni.MultiplyWideningAndAdd(p5, u0, a); q5 = AvxVnni.MultiplyWideningAndAdd(q5, u1, a);
             }
             var dw = GroupPair.Scales(b0, b1);
             acc0 = GroupPair.Accumulate(acc0, Vector512.Create(p0, q0), dw, *(float*)(x + tail + 4 * i));
             acc1 = GroupPair.Accumulate(acc1, Vector512.Create(p1, q1), dw, *(float*)(x1 + tail + 4 * i));
             acc2 = GroupPair.Accumulate(acc2, Vector512.Create(p2, q2), dw, *(float*)(x2 + tail + 4 * i));
-            acc3 = GroupPair.Accumulate(acc3, Vector512.Create(p3, q3), dw, *(float*)(x3 + tail + 4 * i));
-            acc4 = GroupPair.Accumulate(acc4, Vector512.Create(p4, q4), dw, *(float*)(x4 + tail + 4 * i));
-            acc5 = GroupPair.Accumulate(acc5, Vector512.Create(p5, q5), dw, *(float*)(x5 + tail + 4 * i));
         }
         acc0.Store(y); acc1.Store(y + yStride); acc2.Store(y + 2 * yStride);
-        acc3.Store(y + 3 * yStride); acc4.Store(y + 4 * yStride); acc5.Store(y + 5 * yStride);
     }
 }
