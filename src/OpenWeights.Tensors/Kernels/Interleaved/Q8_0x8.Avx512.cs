@@ -14,7 +14,8 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 /// from the activation row's tail (<see cref="QuantDot.WriteQ8_0Tail"/>); |Σ u·a| ≤ 32·255·127 fits int32. (vpmaddubsw
 /// could not take u: its int16 pair sums would saturate, so this needs VNNI.) The float stage is 512-bit: one scale
 /// conversion, multiply-add and store for the 16 rows. Needs AVX-VNNI (<see cref="Avx512Ready"/>); without it the
-/// 256-bit kernels run. Most of the gain over the AVX2 kernels is the dropped sign, which a 256-bit kernel could have too.
+/// 256-bit kernels run. Part of the gain over the AVX2 kernels (not measured apart) is the dropped sign, which a 256-bit
+/// AVX-VNNI kernel could have too.
 /// </summary>
 public static unsafe partial class Q8_0x8
 {
