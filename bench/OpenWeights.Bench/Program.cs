@@ -115,9 +115,13 @@ namespace OpenWeights.Bench
         }
     }
 
-    /// <summary>What one child process reports (one JSON line on stdout).</summary>
+    /// <summary>
+    /// What one child process reports (one JSON line on stdout). Kernels: ours only, the kernel path that ran in that
+    /// process (<see cref="OpenWeights.Tensors.Kernels.QuantDot.KernelPath"/>: "avx512", "avx2" or "scalar").
+    /// </summary>
     public sealed record EngineResult(
-        string Engine, double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakRssBytes, string? Info);
+        string Engine, double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakRssBytes, string? Info,
+        string? Kernels = null);
 
     public static class Json
     {
@@ -150,7 +154,7 @@ namespace OpenWeights.Bench
             SpeedTest.WarmUp(session, ids);
             var s = SpeedTest.Run(session, ids, o.Gen);
             return new EngineResult("ours", load, s.PrefillTokensPerSecond, s.DecodeTokensPerSecond, SpeedTest.PeakMemoryBytes(),
-                m.Config.ExpertCount > 0 ? ExpertBytesPerDecodeToken(m, session, ids, Math.Min(16, o.Gen)) : null);
+                m.Config.ExpertCount > 0 ? ExpertBytesPerDecodeToken(m, session, ids, Math.Min(16, o.Gen)) : null, OpenWeights.Tensors.Kernels.QuantDot.KernelPath);
         }
 
         /// <summary>
