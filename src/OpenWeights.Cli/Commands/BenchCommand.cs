@@ -13,7 +13,7 @@ public static class BenchCommand
 {
     public sealed record BenchReport(
         string Model, long FileBytes, int Threads, int PromptTokens, int GeneratedTokens, int Reps,
-        double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakMemoryBytes);
+        double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakMemoryBytes, string Kernels);
 
     public static Command Create()
     {
@@ -62,11 +62,12 @@ public static class BenchCommand
                 prefill = Math.Max(prefill, s.PrefillTokensPerSecond);
                 decode = Math.Max(decode, s.DecodeTokensPerSecond);
             }
-            var report = new BenchReport(path, new FileInfo(path).Length, nThreads, nPrompt, nGen, nReps, load, prefill, decode, SpeedTest.PeakMemoryBytes());
+            var report = new BenchReport(path, new FileInfo(path).Length, nThreads, nPrompt, nGen, nReps, load, prefill, decode, SpeedTest.PeakMemoryBytes(),
+                OpenWeights.Tensors.Kernels.QuantDot.KernelPath);
 
             var o = pr.InvocationConfiguration.Output;
             if (pr.GetValue(json)) { CliJson.Write(o, report); return Task.FromResult(0); }
-            o.WriteLine($"model    {Path.GetFileName(path)} ({report.FileBytes / 1e6:F1} MB), {nThreads} threads");
+            o.WriteLine($"model    {Path.GetFileName(path)} ({report.FileBytes / 1e6:F1} MB), {nThreads} threads, {report.Kernels} kernels");
             o.WriteLine($"load     {load:F2} s");
             o.WriteLine($"prefill  {prefill:F1} tok/s ({nPrompt}-token prompt)");
             o.WriteLine($"decode   {decode:F1} tok/s ({nGen} tokens, greedy)");

@@ -135,6 +135,7 @@ public class BenchCommandTests
         Assert.True(r.GetProperty("peak_memory_bytes").GetInt64() > 0);
         Assert.True(r.GetProperty("load_seconds").GetDouble() > 0);
         Assert.True(r.GetProperty("file_bytes").GetInt64() > 0);
+        Assert.Equal(OpenWeights.Tensors.Kernels.QuantDot.KernelPath, r.GetProperty("kernels").GetString()); // the path that ran: avx512, avx2 or scalar
     }
 
     [Fact]
