@@ -43,14 +43,19 @@ public static unsafe partial class Q8_0x8
             byte* b0 = w + (long)i * BlockBytes, b1 = b0 + groupBytes;
             byte* a = x + i * 34 + 2;
             GroupPair.Prefetch(b0 + PrefetchDistance, b1 + PrefetchDistance, 5);
-            var s0 = Vector256.Create(-16 * sx[i]); var s1 = s0; // −128·Σ a: the offset of u = w + 128
-            for (int c = 0; c < 8; c++)
+            // even and odd columns in separate sums (two vpdpbusd chains per group, not one of 8); e0 starts at −128·Σ a,
+            // the offset of u = w + 128
+            var e0 = Vector256.Create(-16 * sx[i]); var e1 = e0; var o0 = Vector256<int>.Zero; var o1 = o0;
+            for (int c = 0; c < 8; c += 2)
             {
                 var av = Avx2.BroadcastScalarToVector256((int*)(a + 4 * c)).AsSByte();
-                s0 = AvxVnni.MultiplyWideningAndAdd(s0, Vector256.Load(b0 + 16 + 32 * c) ^ flip, av);
-                s1 = AvxVnni.MultiplyWideningAndAdd(s1, Vector256.Load(b1 + 16 + 32 * c) ^ flip, av);
+                e0 = AvxVnni.MultiplyWideningAndAdd(e0, Vector256.Load(b0 + 16 + 32 * c) ^ flip, av);
+                e1 = AvxVnni.MultiplyWideningAndAdd(e1, Vector256.Load(b1 + 16 + 32 * c) ^ flip, av);
+                av = Avx2.BroadcastScalarToVector256((int*)(a + 4 * c + 4)).AsSByte();
+                o0 = AvxVnni.MultiplyWideningAndAdd(o0, Vector256.Load(b0 + 48 + 32 * c) ^ flip, av);
+                o1 = AvxVnni.MultiplyWideningAndAdd(o1, Vector256.Load(b1 + 48 + 32 * c) ^ flip, av);
             }
-            acc = GroupPair.Accumulate(acc, Vector512.Create(s0, s1), GroupPair.Scales(b0, b1), dx[i]);
+            acc = GroupPair.Accumulate(acc, Vector512.Create(e0 + o0, e1 + o1), GroupPair.Scales(b0, b1), dx[i]);
         }
         acc.Store(y);
     }
