@@ -79,7 +79,9 @@ public static class PathBench
         QuantDot.UseAvx512 = avx512;
         try
         {
-            for (int i = 0; i < 3; i++) a();
+            // warm-up: 0.3 s of calls, so the driver's methods have reached their final JIT tier (and the pool its threads)
+            long w0 = Stopwatch.GetTimestamp();
+            for (int i = 0; i < 3 || Stopwatch.GetElapsedTime(w0).TotalSeconds < 0.3; i++) a();
             double best = double.MaxValue;
             for (int i = 0; i < runs; i++)
             {
