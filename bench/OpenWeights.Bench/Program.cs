@@ -23,6 +23,7 @@ try
     if (o.Kernels) return KernelBench.Run(o);
     if (o.DotKernels) return DotKernelBench.Run();
     if (o.KQuantAvx512) return KQuantAvx512Bench.Run(o);
+    if (o.KernelPaths) return PathBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -47,6 +48,7 @@ namespace OpenWeights.Bench
         public bool Kernels { get; set; }
         public bool DotKernels { get; set; }
         public bool KQuantAvx512 { get; set; }
+        public bool KernelPaths { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -74,6 +76,7 @@ namespace OpenWeights.Bench
                     case "--kernels": o.Kernels = true; break;
                     case "--dot-kernels": o.DotKernels = true; break;
                     case "--kquant-avx512": o.KQuantAvx512 = true; break;
+                    case "--kernel-paths": o.KernelPaths = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -86,6 +89,7 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --kernels [--threads N]   (WeightMatrix.MatMul per weight type)
                                    OpenWeights.Bench --dot-kernels              (Q8_K row dot kernels, ours vs ggml's, 1 thread)
                                    OpenWeights.Bench --kquant-avx512 [--threads N] (Q4_K / Q6_K MatMul, Llama-3.2-1B shapes, AVX-512 vs AVX2)
+                                   OpenWeights.Bench --kernel-paths [--threads N] (AVX-512 vs AVX2 kernels, SmolLM2-135M shapes)
                             """);
                         Environment.Exit(0);
                         break;
@@ -115,9 +119,13 @@ namespace OpenWeights.Bench
         }
     }
 
-    /// <summary>What one child process reports (one JSON line on stdout).</summary>
+    /// <summary>
+    /// What one child process reports (one JSON line on stdout). Kernels: ours only, the kernel path that ran in that
+    /// process (<see cref="OpenWeights.Tensors.Kernels.QuantDot.KernelPath"/>: "avx512", "avx2" or "scalar").
+    /// </summary>
     public sealed record EngineResult(
-        string Engine, double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakRssBytes, string? Info);
+        string Engine, double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakRssBytes, string? Info,
+        string? Kernels = null);
 
     public static class Json
     {
@@ -152,7 +160,7 @@ namespace OpenWeights.Bench
             SpeedTest.WarmUp(session, ids);
             var s = SpeedTest.Run(session, ids, o.Gen);
             return new EngineResult("ours", load, s.PrefillTokensPerSecond, s.DecodeTokensPerSecond, SpeedTest.PeakMemoryBytes(),
-                m.Config.ExpertCount > 0 ? ExpertBytesPerDecodeToken(m, session, ids, Math.Min(16, o.Gen)) : null);
+                m.Config.ExpertCount > 0 ? ExpertBytesPerDecodeToken(m, session, ids, Math.Min(16, o.Gen)) : null, OpenWeights.Tensors.Kernels.QuantDot.KernelPath);
         }
 
         /// <summary>

@@ -29,7 +29,7 @@ public static class HardwareCommand
             if (hw.CpuModel is not null) w.WriteLine($"cpu          {hw.CpuModel}");
             w.WriteLine($"cores        {hw.LogicalCores} logical");
             w.WriteLine($"simd         {hw.Simd switch { SimdLevel.Avx512 => "AVX-512", SimdLevel.Avx2 => "AVX2", SimdLevel.Neon => "NEON", SimdLevel.Sse => "SSE (128-bit)", _ => "scalar" }}");
-            w.WriteLine($"kernels      {(hw.Kernels == "avx2" ? "AVX2" : "scalar references")} (what inference runs here)");
+            w.WriteLine($"kernels      {hw.Kernels switch { "avx512" => "AVX-512 (AVX2 where a type has no AVX-512 kernel)", "avx2" => "AVX2", _ => "scalar references" }} (what inference runs here)");
             w.WriteLine($"ram          {F.Bytes(hw.AvailableRamBytes)} available of {F.Bytes(hw.TotalRamBytes)} ({hw.RamSource})");
             string bwNote = hw.BandwidthSource == "assumed" ? "assumed; measure with --measure-bandwidth"
                 : pr.GetValue(measure) ? $"measured now; remembered in {file} for fit"

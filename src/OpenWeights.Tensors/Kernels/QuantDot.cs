@@ -39,12 +39,14 @@ public static unsafe partial class QuantDot
     public static bool ForceVector128 { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_FORCE_VECTOR128") == "1";
 
     /// <summary>
-    /// The kernel path the engine takes on this machine: "avx2" (256-bit AVX2/FMA kernels, with AVX-VNNI where the CPU has it),
+    /// The kernel path the engine takes on this machine: "avx512" (<see cref="Avx512Path"/>: the AVX-512 kernels where
+    /// they exist, the AVX2 ones for the rest), "avx2" (256-bit AVX2/FMA kernels, with AVX-VNNI where the CPU has it),
     /// "neon" (the portable 128-bit kernels on ARM64, <see cref="Vector128Path"/>), "vector128" (those same kernels forced on
     /// x64 by <see cref="ForceVector128"/>: a test mode, named apart so it is never mistaken for NEON) or "scalar" (the
     /// references): what runs, not what the CPU could do.
     /// </summary>
-    public static string KernelPath => Avx2Path ? "avx2" : Vector128Path ? (System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon" : "vector128") : "scalar";
+    public static string KernelPath => Avx512Path ? "avx512" : Avx2Path ? "avx2"
+        : Vector128Path ? (System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon" : "vector128") : "scalar";
 
     /// <summary>A row dot product: weight row (cols values in its block format) · activation row (in the kernel's activation format).</summary>
     public readonly struct Kernel(GgmlType activation, delegate*<byte*, byte*, int, float> dot, delegate*<byte*, byte*, int, int, float*, void> dot4 = null,

@@ -19,9 +19,9 @@ public sealed record HardwareInfo
     public int LogicalCores { get; init; }
     [JsonConverter(typeof(SnakeCaseEnumConverter<SimdLevel>))]
     public SimdLevel Simd { get; init; }
-    /// <summary>The inference kernels in use here (<see cref="OpenWeights.Tensors.Kernels.QuantDot.KernelPath"/>): "avx2",
-    /// "neon" (ARM64's 128-bit kernels), "vector128" (those forced on x64, a test mode) or "scalar"; may be narrower than
-    /// <see cref="Simd"/>.</summary>
+    /// <summary>The inference kernels in use here (<see cref="OpenWeights.Tensors.Kernels.QuantDot.KernelPath"/>): "avx512",
+    /// "avx2", "neon" (ARM64's 128-bit kernels), "vector128" (those forced on x64, a test mode) or "scalar"; may be narrower
+    /// than <see cref="Simd"/>.</summary>
     public string Kernels { get; init; } = "";
     public string Os { get; init; } = "";
     public string Architecture { get; init; } = "";

@@ -78,15 +78,17 @@ public class HardwareProbeTests
         if (System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported) Assert.Equal(SimdLevel.Neon, s);
     }
 
-    /// <summary>"kernels" names what runs, not what the CPU has: AVX2 kernels wherever AVX2 and FMA are (AVX-512 machines
-    /// included: no AVX-512 kernels yet), the portable 128-bit kernels on ARM64 ("neon"), the scalar references otherwise
-    /// (an x64 CPU without AVX2, or AVX2 switched off).</summary>
+    /// <summary>"kernels" names what runs, not what the CPU has: AVX-512 kernels where AVX2, FMA and AVX-512 F/BW/VL are,
+    /// AVX2 kernels where only AVX2 and FMA are, the portable 128-bit kernels on ARM64 ("neon"), the scalar references
+    /// otherwise (an x64 CPU without AVX2, or AVX2 switched off).</summary>
     [Fact]
     public void Kernels_name_the_path_inference_takes()
     {
         var hw = HardwareProbe.Probe(new HardwareProbeOptions());
         bool avx2 = System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
-        Assert.Equal(System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon" : avx2 ? "avx2" : "scalar", hw.Kernels);
+        bool avx512 = avx2 && System.Runtime.Intrinsics.X86.Avx512F.IsSupported && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported
+            && System.Runtime.Intrinsics.X86.Avx512F.VL.IsSupported;
+        Assert.Equal(System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported ? "neon" : avx512 ? "avx512" : avx2 ? "avx2" : "scalar", hw.Kernels);
         var json = System.Text.Json.JsonSerializer.Serialize(hw, OpenWeights.Cli.CliJson.Options);
         Assert.Contains($"\"kernels\": \"{hw.Kernels}\"", json);
     }

@@ -4,7 +4,8 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 
 /// <summary>
 /// A weight type's 8-row interleaved layout (made at load, <see cref="WeightMatrix.Repack"/>) and its kernels: groups
-/// of 8 rows against 1, 4 or 8 activation rows (AVX2) and the scalar reference, which all give the same bits.
+/// of 8 rows against 1, 4 or 8 activation rows (AVX2; Q8_0 / Q4_0 / Q5_0 also AVX-512: two groups against 1 or 6 rows, when
+/// <see cref="QuantDot.Avx512Path"/> at load) and the scalar reference, which all give the same bits.
 /// </summary>
 public readonly unsafe struct InterleavedLayout
 {
@@ -51,12 +52,14 @@ public readonly unsafe struct InterleavedLayout
         GgmlType.Q4_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q4_0x8.BlockBytes, BlockValues = 32, Repack = &Q4_0x8.Repack,
-            DotGroups = &Q4_0x8.DotGroupsAvx2, Dot4 = &Q4_0x8.DotAvx2x4, DotScalar = &Q4_0x8.DotScalar, DecodeRow = &Q4_0x8.DecodeRow,
+            DotGroups = QuantDot.Avx512Path ? &Q4_0x8.DotGroupsAvx512 : &Q4_0x8.DotGroupsAvx2, Dot4 = &Q4_0x8.DotAvx2x4,
+            DotPair6 = QuantDot.Avx512Path ? &Q4_0x8.DotPairAvx512x6 : null, DotScalar = &Q4_0x8.DotScalar, DecodeRow = &Q4_0x8.DecodeRow,
         },
         GgmlType.Q5_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q5_0x8.BlockBytes, BlockValues = 32, Repack = &Q5_0x8.Repack,
-            DotGroups = &Q5_0x8.DotGroupsAvx2, Dot4 = &Q5_0x8.DotAvx2x4, DotScalar = &Q5_0x8.DotScalar, DecodeRow = &Q5_0x8.DecodeRow,
+            DotGroups = QuantDot.Avx512Path ? &Q5_0x8.DotGroupsAvx512 : &Q5_0x8.DotGroupsAvx2, Dot4 = &Q5_0x8.DotAvx2x4,
+            DotPair6 = QuantDot.Avx512Path ? &Q5_0x8.DotPairAvx512x6 : null, DotScalar = &Q5_0x8.DotScalar, DecodeRow = &Q5_0x8.DecodeRow,
         },
         GgmlType.Q4_K => new()
         {
@@ -82,7 +85,8 @@ public readonly unsafe struct InterleavedLayout
         GgmlType.Q8_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q8_0x8.BlockBytes, BlockValues = 32, Repack = &Q8_0x8.Repack,
-            DotGroups = &Q8_0x8.DotGroupsAvx2, Dot4 = &Q8_0x8.DotAvx2x4, DotScalar = &Q8_0x8.DotScalar, DecodeRow = &Q8_0x8.DecodeRow,
+            DotGroups = Q8_0x8.Avx512Ready ? &Q8_0x8.DotGroupsAvx512 : &Q8_0x8.DotGroupsAvx2, Dot4 = &Q8_0x8.DotAvx2x4,
+            DotPair6 = Q8_0x8.Avx512Ready ? &Q8_0x8.DotPairAvx512x6 : null, DotScalar = &Q8_0x8.DotScalar, DecodeRow = &Q8_0x8.DecodeRow,
         },
         GgmlType.F16 => new()
         {

@@ -20,7 +20,7 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 /// 1- and 4-token kernels and in the scalar reference (all three agree bit for bit; a token's result does not depend
 /// on its batch).
 /// </summary>
-public static unsafe class Q4_0x8
+public static unsafe partial class Q4_0x8
 {
     public const int Rows = 8;
     public const int BlockBytes = Rows * sizeof(ushort) + Rows * 16; // 144: the size of the 8 GGUF blocks

@@ -21,7 +21,7 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 /// Per (row, token) the result is Σ_i fma(d_w·d_a, float(isum_i), acc) in block order, the same float sequence in the
 /// 1- and 4-token kernels and the scalar reference (all three agree bit for bit).
 /// </summary>
-public static unsafe class Q5_0x8
+public static unsafe partial class Q5_0x8
 {
     public const int Rows = 8;
     public const int BlockBytes = Rows * sizeof(ushort) + Rows * 16 + Rows * 4; // 176: the size of the 8 GGUF blocks
