@@ -186,7 +186,10 @@ public unsafe class Vector128KernelTests
         }
         using (new ForcedVector128(false))
         {
-            Assert.Equal(AdvSimd.IsSupported ? "neon" : System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported ? "avx2" : "scalar", QuantDot.KernelPath);
+            bool avx2 = System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported;
+            bool avx512 = avx2 && QuantDot.UseAvx512 && System.Runtime.Intrinsics.X86.Avx512F.IsSupported
+                && System.Runtime.Intrinsics.X86.Avx512BW.IsSupported && System.Runtime.Intrinsics.X86.Avx512F.VL.IsSupported;
+            Assert.Equal(AdvSimd.IsSupported ? "neon" : avx512 ? "avx512" : avx2 ? "avx2" : "scalar", QuantDot.KernelPath);
             var old = QuantDot.UseSimd;
             try { QuantDot.UseSimd = false; Assert.Equal("scalar", QuantDot.KernelPath); }
             finally { QuantDot.UseSimd = old; }
