@@ -1,6 +1,8 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using OpenWeights.Tensors.Quant;
 
 namespace OpenWeights.Tensors.Kernels;
 
@@ -121,5 +123,53 @@ public static unsafe class AttentionKernels
         o.Clear();
         for (int j = 0; j < p.Length; j++)
             for (int c = 0; c < o.Length; c++) o[c] = MathF.FusedMultiplyAdd(v[j * stride + c], p[j], o[c]);
+    }
+
+    // ---------------------------------------------------------------- KV cache rows in F16 / Q8_0
+
+    /// <summary>
+    /// dst (rows, d) = d elements of each of <paramref name="rows"/> cache rows <paramref name="rowBytes"/> apart, from
+    /// <paramref name="src"/> (the first element, at a block start for Q8_0, d a multiple of 32), as F32: F32 copied,
+    /// F16 widened (exact), Q8_0 q·scale (one multiply, exact as ggml's dequantize_row_q8_0). Attention decodes a tile of
+    /// keys or values once and runs <see cref="Scores"/> / <see cref="WeightedSumAccumulate"/> on it for every query row
+    /// of its block. Scalar reference: <see cref="DecodeRowsScalar"/>.
+    /// </summary>
+    public static void DecodeRows(GgmlType type, byte* src, long rowBytes, int rows, int d, float* dst)
+    {
+        if (!Vector256.IsHardwareAccelerated || !QuantDot.UseSimd || type == GgmlType.F32) { DecodeRowsScalar(type, src, rowBytes, rows, d, dst); return; }
+        for (int j = 0; j < rows; j++, src += rowBytes, dst += d)
+        {
+            if (type == GgmlType.F16) { TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(src, d), new Span<float>(dst, d)); continue; }
+            for (int b = 0; b < d / 32; b++)
+            {
+                byte* blk = src + b * 34;
+                var s = Vector256.Create(HalfConvert.ReadFp16(blk));
+                var q = Vector256.Load((sbyte*)(blk + 2));
+                var (q0, q1) = Vector256.Widen(q);
+                var (w0, w1) = Vector256.Widen(q0); var (w2, w3) = Vector256.Widen(q1);
+                float* o = dst + b * 32;
+                (Vector256.ConvertToSingle(w0) * s).Store(o); (Vector256.ConvertToSingle(w1) * s).Store(o + 8);
+                (Vector256.ConvertToSingle(w2) * s).Store(o + 16); (Vector256.ConvertToSingle(w3) * s).Store(o + 24);
+            }
+        }
+    }
+
+    /// <summary>Scalar reference of <see cref="DecodeRows"/>.</summary>
+    public static void DecodeRowsScalar(GgmlType type, byte* src, long rowBytes, int rows, int d, float* dst)
+    {
+        for (int j = 0; j < rows; j++, src += rowBytes, dst += d)
+            switch (type)
+            {
+                case GgmlType.F32: new ReadOnlySpan<float>(src, d).CopyTo(new Span<float>(dst, d)); break;
+                case GgmlType.F16: for (int c = 0; c < d; c++) dst[c] = HalfConvert.Fp16ToFp32(((ushort*)src)[c]); break;
+                case GgmlType.Q8_0:
+                    for (int b = 0; b < d / 32; b++)
+                    {
+                        float s = HalfConvert.ReadFp16(src + b * 34);
+                        for (int c = 0; c < 32; c++) dst[b * 32 + c] = ((sbyte*)(src + b * 34 + 2))[c] * s;
+                    }
+                    break;
+                default: throw new ArgumentException($"{type} is not a KV cache type");
+            }
     }
 }
