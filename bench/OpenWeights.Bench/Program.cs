@@ -22,6 +22,7 @@ try
     var o = BenchOptions.Parse(args);
     if (o.Kernels) return KernelBench.Run(o);
     if (o.DotKernels) return DotKernelBench.Run();
+    if (o.AttentionKernels) return AttentionBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -53,6 +54,7 @@ namespace OpenWeights.Bench
         public bool Json { get; set; }
         public bool Kernels { get; set; }
         public bool DotKernels { get; set; }
+        public bool AttentionKernels { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -83,6 +85,7 @@ namespace OpenWeights.Bench
                     case "--json": o.Json = true; break;
                     case "--kernels": o.Kernels = true; break;
                     case "--dot-kernels": o.DotKernels = true; break;
+                    case "--attention": o.AttentionKernels = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -95,6 +98,7 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N] [--ctx N] [--cache-type-k T] [--cache-type-v T]
                                    OpenWeights.Bench --kernels [--threads N]   (WeightMatrix.MatMul per weight type)
                                    OpenWeights.Bench --dot-kernels              (Q8_K row dot kernels, ours vs ggml's, 1 thread)
+                                   OpenWeights.Bench --attention [--threads N]  (Attention.Causal over F32 / F16 / Q8_0 KV caches)
                             """);
                         Environment.Exit(0);
                         break;
