@@ -11,6 +11,7 @@ public static class AttentionBench
 {
     public static int Run(BenchOptions o)
     {
+        DecodeOnly();
         Console.WriteLine($"Attention.Causal, {o.Threads} threads (best of runs: the machine is shared)");
         Console.WriteLine("| shape | keys | cache | decode ms | decode GB/s | prefill 64 ms |");
         Console.WriteLine("|---|---:|---|---:|---:|---:|");
@@ -39,5 +40,27 @@ public static class AttentionBench
                     Console.WriteLine($"| {name} | {keys} | {types} | {dec * 1e3:F3} | {bytes / dec / 1e9:F1} | {pre * 1e3:F2} |");
                 }
         return 0;
+    }
+
+    /// <summary>AttentionKernels.DecodeRows alone: 4,096 rows of one 128-wide head out of 16 (what a decode step converts per KV head).</summary>
+    private static unsafe void DecodeOnly()
+    {
+        const int rows = 4096, d = 128; int kvDim = Environment.GetEnvironmentVariable("KVB_HEADS") is { } hs ? int.Parse(hs) * d : 16 * d;
+        var dst = new float[64 * d];
+        foreach (var types in new[] { KvCacheTypes.F16, KvCacheTypes.Q8_0 })
+        {
+            var cache = new KvCache(1, rows, kvDim, types);
+            var row = new float[kvDim];
+            var rng = new Random(2);
+            for (int j = 0; j < rows; j++) { for (int i = 0; i < kvDim; i++) row[i] = (float)(rng.NextDouble() * 2 - 1); cache.StoreK(0, j, row); }
+            byte* k = cache.KData(0);
+            int rb = cache.KRowBytes;
+            double t = KernelBench.Best(() =>
+            {
+                fixed (float* p = dst)
+                    for (int j0 = 0; j0 < rows; j0 += 64) OpenWeights.Tensors.Kernels.AttentionKernels.DecodeRows(types.K, k + (long)j0 * rb, rb, 64, d, p);
+            }, 50);
+            Console.WriteLine($"DecodeRows {types}: {rows} x {d} in {t * 1e6:F0} us ({rows * d / t / 1e9:F2} G elements/s)");
+        }
     }
 }

@@ -50,7 +50,10 @@ public class AttentionKernelsTests
         var raw = new byte[rows * rowBytes];
         rng.NextBytes(raw);
         if (type == OpenWeights.Tensors.Quant.GgmlType.F16)
-            for (int i = 0; i < raw.Length; i += 2) raw[i + 1] &= 0x3F; // finite halves, |x| < 2 (no inf / NaN patterns)
+        {
+            for (int i = 0; i < raw.Length; i += 2) if ((raw[i + 1] & 0x7C) == 0x7C) { raw[i] = 0; raw[i + 1] &= 0xFC; } // no NaN (payloads not compared): ±inf, subnormals, zeros stay
+            for (int i = 0; i < raw.Length; i += 64) { raw[i] = 0; raw[i + 1] = 0x7C; }            // +inf at the start of every 32 halves
+        }
         else
             for (int i = 0; i < raw.Length; i += 34) raw[i + 1] &= 0x3F; // finite block scales
         int head = type == OpenWeights.Tensors.Quant.GgmlType.F16 ? d * 2 : d / 32 * 34; // the second head of each row
