@@ -45,7 +45,7 @@ public static class AttentionBench
     /// <summary>AttentionKernels.DecodeRows alone: 4,096 rows of one 128-wide head out of 16 (what a decode step converts per KV head).</summary>
     private static unsafe void DecodeOnly()
     {
-        const int rows = 4096, d = 128; int kvDim = Environment.GetEnvironmentVariable("KVB_HEADS") is { } hs ? int.Parse(hs) * d : 16 * d;
+        const int rows = 4096, d = 128, kvDim = 16 * d;
         var dst = new float[64 * d];
         foreach (var types in new[] { KvCacheTypes.F16, KvCacheTypes.Q8_0 })
         {
