@@ -86,7 +86,7 @@ public static class KernelBench
         for (int i = 0; i + bb <= dst.Length; i += bb) BitConverter.TryWriteBytes(dst[i..], HalfConvert.Fp32ToFp16(0.01f));
     }
 
-    private static double Best(Action a, int runs)
+    internal static double Best(Action a, int runs)
     {
         for (int i = 0; i < 3; i++) a(); // JIT, caches, pool threads
         var t = new double[runs];

@@ -8,7 +8,8 @@ namespace OpenWeights.Bench;
 
 /// <summary>
 /// llama.cpp through LLamaSharp's low-level API (LLamaWeights / LLamaContext / LLamaBatch / Decode), in the
-/// configuration .NET users get: default flash attention and KV cache type, memory-mapped weights, CPU only.
+/// configuration .NET users get: default flash attention, memory-mapped weights, CPU only; the KV cache types and context
+/// size ours runs with (f16 by default, llama.cpp's own default; a quantized V cache needs flash attention in llama.cpp).
 /// Same token ids, same greedy loop and same warm-up as ours.
 /// </summary>
 public static class LlamaCppEngine
@@ -20,12 +21,14 @@ public static class LlamaCppEngine
         var sw = Stopwatch.StartNew();
         var p = new ModelParams(o.Model!)
         {
-            ContextSize = (uint)(o.Prompt + o.Gen),
+            ContextSize = (uint)o.ContextSize,
+            TypeK = Ggml(o.CacheTypes.K), TypeV = Ggml(o.CacheTypes.V),
             BatchSize = (uint)Math.Max(o.Prompt, 1),
             GpuLayerCount = 0,
             Threads = o.Threads,
             BatchThreads = o.Threads,
         };
+        if (o.CacheTypes.V == OpenWeights.Tensors.Quant.GgmlType.Q8_0) p.FlashAttention = true;
         using var w = LLamaWeights.LoadFromFile(p);
         using var ctx = w.CreateContext(p);
         double load = sw.Elapsed.TotalSeconds;
@@ -65,6 +68,15 @@ public static class LlamaCppEngine
     }
 
     private static string Describe(object? v) => v?.ToString() ?? "default";
+
+    /// <summary>Our cache type as llama.cpp's type_k / type_v.</summary>
+    public static GGMLType Ggml(OpenWeights.Tensors.Quant.GgmlType t) => t switch
+    {
+        OpenWeights.Tensors.Quant.GgmlType.F32 => GGMLType.GGML_TYPE_F32,
+        OpenWeights.Tensors.Quant.GgmlType.F16 => GGMLType.GGML_TYPE_F16,
+        OpenWeights.Tensors.Quant.GgmlType.Q8_0 => GGMLType.GGML_TYPE_Q8_0,
+        _ => throw new ArgumentException($"{t} is not a KV cache type"),
+    };
 
     private static void Decode(LLamaContext ctx, LLamaBatch batch)
     {

@@ -24,6 +24,7 @@ try
     if (o.DotKernels) return DotKernelBench.Run();
     if (o.KQuantAvx512) return KQuantAvx512Bench.Run(o);
     if (o.KernelPaths) return PathBench.Run(o);
+    if (o.AttentionKernels) return AttentionBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -44,11 +45,20 @@ namespace OpenWeights.Bench
         public int Prompt { get; set; } = 512;
         public int Gen { get; set; } = 128;
         public int Reps { get; set; } = 3;
+        /// <summary>Context size both engines allocate (0: prompt + gen).</summary>
+        public int Context { get; set; }
+        /// <summary>KV cache key / value types of both engines: f32, f16 (default, llama.cpp's) or q8_0.</summary>
+        public string CacheTypeK { get; set; } = "f16";
+        public string CacheTypeV { get; set; } = "f16";
+        public int ContextSize => Context > 0 ? Context : Prompt + Gen;
+        public OpenWeights.Models.Common.KvCacheTypes CacheTypes =>
+            new(OpenWeights.Models.Common.KvCacheTypes.Parse(CacheTypeK), OpenWeights.Models.Common.KvCacheTypes.Parse(CacheTypeV));
         public bool Json { get; set; }
         public bool Kernels { get; set; }
         public bool DotKernels { get; set; }
         public bool KQuantAvx512 { get; set; }
         public bool KernelPaths { get; set; }
+        public bool AttentionKernels { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -72,11 +82,16 @@ namespace OpenWeights.Bench
                     case "--prompt": prompt = NextInt(); break;
                     case "--gen": gen = NextInt(); break;
                     case "--reps": reps = NextInt(); break;
+                    case "--ctx": o.Context = NextInt(); break;
+                    case "--cache-type": o.CacheTypeK = o.CacheTypeV = Next(); break;
+                    case "--cache-type-k": o.CacheTypeK = Next(); break;
+                    case "--cache-type-v": o.CacheTypeV = Next(); break;
                     case "--json": o.Json = true; break;
                     case "--kernels": o.Kernels = true; break;
                     case "--dot-kernels": o.DotKernels = true; break;
                     case "--kquant-avx512": o.KQuantAvx512 = true; break;
                     case "--kernel-paths": o.KernelPaths = true; break;
+                    case "--attention": o.AttentionKernels = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -85,11 +100,13 @@ namespace OpenWeights.Bench
                         Console.WriteLine("""
                             usage: OpenWeights.Bench [--models DIR] [--presets a,b] [--types q8_0,q4_0,q4_k_m,f16] [--threads 2]
                                                      [--prompt 512] [--gen 128] [--reps 3] [--json] [--quick] [--out FILE]
-                                   OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N]
+                                                     [--ctx N] [--cache-type f16|f32|q8_0] [--cache-type-k T] [--cache-type-v T]
+                                   OpenWeights.Bench --engine ours|llamacpp --model FILE [--threads N] [--prompt N] [--gen N] [--ctx N] [--cache-type-k T] [--cache-type-v T]
                                    OpenWeights.Bench --kernels [--threads N]   (WeightMatrix.MatMul per weight type)
                                    OpenWeights.Bench --dot-kernels              (Q8_K row dot kernels, ours vs ggml's, 1 thread)
                                    OpenWeights.Bench --kquant-avx512 [--threads N] (Q4_K / Q6_K MatMul, Llama-3.2-1B shapes, AVX-512 vs AVX2)
                                    OpenWeights.Bench --kernel-paths [--threads N] (AVX-512 vs AVX2 kernels, SmolLM2-135M shapes)
+                                   OpenWeights.Bench --attention [--threads N]  (Attention.Causal over F32 / F16 / Q8_0 KV caches)
                             """);
                         Environment.Exit(0);
                         break;
@@ -108,6 +125,8 @@ namespace OpenWeights.Bench
             if (o.Engine is not null && o.Model is null) throw new ArgumentException("--engine needs --model FILE");
             foreach (var p2 in o.Presets) SynthPreset.Get(p2);
             foreach (var t in o.Types) SynthType.Parse(t);
+            _ = o.CacheTypes; // unknown cache types fail here, with the accepted values named
+            if (o.Context > 0 && o.Context < o.Prompt + o.Gen) throw new ArgumentException($"--ctx {o.Context} is less than --prompt {o.Prompt} + --gen {o.Gen}");
             return o;
         }
 
@@ -154,7 +173,7 @@ namespace OpenWeights.Bench
             if (Environment.GetEnvironmentVariable("OPENWEIGHTS_BENCH_AVX512_KERNELS") == "0") OpenWeights.Tensors.Kernels.QuantDot.UseAvx512 = false;
             var sw = Stopwatch.StartNew();
             using var m = DecoderModel.Load(o.Model!);
-            var session = new InferenceSession(m, o.Prompt + o.Gen, o.Threads, Math.Min(o.Prompt, 512));
+            var session = new InferenceSession(m, o.ContextSize, o.Threads, Math.Min(o.Prompt, 512), o.CacheTypes);
             double load = sw.Elapsed.TotalSeconds;
             var ids = SpeedTest.PromptTokens(o.Prompt, m.Config.VocabSize);
             SpeedTest.WarmUp(session, ids);
@@ -217,7 +236,7 @@ namespace OpenWeights.Bench
             foreach (var (preset, type) in models)
             {
                 var path = EnsureModel(o.ModelsDir, preset, type); // generated when first needed, so measuring starts early
-                var (weights, oursKv, llamaKv) = BytesPerToken(path, o.Prompt, o.Gen);
+                var (weights, oursKv, llamaKv) = BytesPerToken(path, o.Prompt, o.Gen, o.CacheTypes);
                 EngineResult? bestOurs = null, bestLlama = null;
                 string? error = null;
                 for (int rep = 0; rep < o.Reps && error is null; rep++)
@@ -279,9 +298,9 @@ namespace OpenWeights.Bench
         /// Bytes a decode step must read: every weight tensor once (the token embedding only one row, unless it is
         /// also the tied output projection; of a mixture of experts' stacked expert tensors only the k routed experts: the
         /// active parameters), plus K and V of every past position at the average decode position
-        /// (prompt + gen/2): ours keeps them in F32, llama.cpp (default) in F16.
+        /// (prompt + gen/2), both engines in the same cache types (<paramref name="types"/>).
         /// </summary>
-        public static (long Weights, long OursKv, long LlamaKv) BytesPerToken(string path, int prompt, int gen)
+        public static (long Weights, long OursKv, long LlamaKv) BytesPerToken(string path, int prompt, int gen, OpenWeights.Models.Common.KvCacheTypes types)
         {
             using var f = GgufFile.Open(path);
             long weights = 0;
@@ -296,8 +315,10 @@ namespace OpenWeights.Bench
                 else weights += t.ByteSize;
             }
             long positions = prompt + gen / 2;
-            long kvElems = 2L * c.Layers * c.KvDim * positions;
-            return (weights, kvElems * 4, kvElems * 2);
+            long kv = c.Layers * positions * (c.Mla is null
+                ? OpenWeights.Models.Common.KvCacheTypes.Bytes(types.K, c.KvDim) + OpenWeights.Models.Common.KvCacheTypes.Bytes(types.V, c.KvDim)
+                : OpenWeights.Models.Common.KvCacheTypes.Bytes(types.K, c.KvDim));
+            return (weights, kv, kv);
         }
 
         private static (EngineResult?, string?) RunChild(BenchOptions o, string engine, string model)
@@ -307,7 +328,8 @@ namespace OpenWeights.Bench
             var psi = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             if (!Path.GetFileNameWithoutExtension(host).Equals(Path.GetFileNameWithoutExtension(self), StringComparison.OrdinalIgnoreCase))
                 psi.ArgumentList.Add(self); // running as `dotnet OpenWeights.Bench.dll`
-            foreach (var a in new[] { "--engine", engine, "--model", model, "--threads", o.Threads.ToString(), "--prompt", o.Prompt.ToString(), "--gen", o.Gen.ToString() })
+            foreach (var a in new[] { "--engine", engine, "--model", model, "--threads", o.Threads.ToString(), "--prompt", o.Prompt.ToString(), "--gen", o.Gen.ToString(),
+                "--ctx", o.ContextSize.ToString(), "--cache-type-k", o.CacheTypeK, "--cache-type-v", o.CacheTypeV })
                 psi.ArgumentList.Add(a);
             using var p = Process.Start(psi)!;
             var errTask = p.StandardError.ReadToEndAsync();

@@ -38,7 +38,7 @@ public sealed class ModelHost : IDisposable
             try { formatter = new ChatFormatter(Tokenizer, options.ChatTemplate); }
             catch (OpenWeightsException e) { formatterError = e.Message; }
             Threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
-            Scheduler = new Scheduler(Model, Tokenizer, options.Parallel, options.ContextSize, Threads, options.MaxQueue, Metrics)
+            Scheduler = new Scheduler(Model, Tokenizer, options.Parallel, options.ContextSize, Threads, options.MaxQueue, Metrics, cacheTypes: options.CacheTypes)
             {
                 StalledReaderTimeout = options.StalledReaderTimeout,
             };

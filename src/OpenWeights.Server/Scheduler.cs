@@ -160,7 +160,8 @@ public sealed class Scheduler : IDisposable
     public int MaxQueue { get; }
     public ServerMetrics Metrics { get; }
 
-    public Scheduler(DecoderModel model, Tokenizer tokenizer, int parallel, int contextSize, int threads, int maxQueue, ServerMetrics metrics, int maxBatch = 256)
+    public Scheduler(DecoderModel model, Tokenizer tokenizer, int parallel, int contextSize, int threads, int maxQueue, ServerMetrics metrics, int maxBatch = 256,
+        KvCacheTypes? cacheTypes = null)
     {
         if (parallel < 1) throw new OpenWeightsException($"--parallel {parallel} must be at least 1");
         this.model = model; this.tokenizer = tokenizer; this.threads = threads;
@@ -168,7 +169,7 @@ public sealed class Scheduler : IDisposable
         MaxQueue = maxQueue; Metrics = metrics;
         this.maxBatch = Math.Max(maxBatch, parallel);
         slots = new Slot[parallel];
-        for (int i = 0; i < parallel; i++) slots[i] = new Slot(model.CreateCache(ContextSize));
+        for (int i = 0; i < parallel; i++) slots[i] = new Slot(model.CreateCache(ContextSize, cacheTypes ?? KvCacheTypes.Default));
         state = model.CreateState(this.maxBatch, ContextSize);
         logits = new float[parallel * model.Config.VocabSize];
         ready = new bool[parallel];

@@ -20,6 +20,8 @@ public sealed record ServerOptions
     public int Parallel { get; init; } = 4;
     /// <summary>Context size of each slot.</summary>
     public int ContextSize { get; init; } = 4096;
+    /// <summary>The KV cache's key and value types of every slot (F16 unless asked; F32 or Q8_0 as well).</summary>
+    public OpenWeights.Models.Common.KvCacheTypes CacheTypes { get; init; } = OpenWeights.Models.Common.KvCacheTypes.Default;
     /// <summary>Requests that may wait for a slot before the server answers 429.</summary>
     public int MaxQueue { get; init; } = 64;
     public int Threads { get; init; }

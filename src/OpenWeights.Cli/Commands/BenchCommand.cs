@@ -14,7 +14,8 @@ public static class BenchCommand
     public sealed record BenchReport(
         string Model, long FileBytes, int Threads, int PromptTokens, int GeneratedTokens, int Reps,
         double LoadSeconds, double PrefillTokensPerSecond, double DecodeTokensPerSecond, long PeakMemoryBytes,
-        string Kernels); // the kernel path that ran (QuantDot.KernelPath: avx2, neon, scalar, ...)
+        int ContextSize, string CacheTypeK, string CacheTypeV,
+        string Kernels); // the kernel path that ran (QuantDot.KernelPath: avx512, avx2, neon, scalar, ...)
 
     public static Command Create()
     {
@@ -36,10 +37,18 @@ public static class BenchCommand
             Description = "Timed passes; the best is reported", DefaultValueFactory = _ => 1,
             Validators = { r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--reps must be at least 1"); } },
         }.HiddenAlias("-r");
+        var ctx = new Option<int>("--ctx", "-c")
+        {
+            Description = "Context size in tokens (the KV cache allocated)", DefaultValueFactory = _ => 0,
+            Validators = { r => { if (r.GetValueOrDefault<int>() < 0) r.AddError("--ctx must be at least 1"); } },
+        }.DefaultLabel("prompt + gen");
+        var cacheType = CommonOptions.CacheType("--cache-type", "key and value");
+        var cacheK = CommonOptions.CacheType("--cache-type-k", "key (overrides --cache-type)", defaultValue: null);
+        var cacheV = CommonOptions.CacheType("--cache-type-v", "value (overrides --cache-type)", defaultValue: null);
         var json = CommonOptions.Json();
         var cmd = new Command("bench", "Measure prefill and decode speed and peak memory of a model on this machine")
         {
-            model, threads, prompt, gen, reps, json,
+            model, threads, prompt, gen, reps, ctx, cacheType, cacheK, cacheV, json,
         };
         cmd.SetAction((pr, ct) =>
         {
@@ -48,10 +57,15 @@ public static class BenchCommand
 
             var sw = Stopwatch.StartNew();
             using var m = DecoderModel.Load(path);
-            int context = nPrompt + nGen;
+            int context = pr.GetValue(ctx) is > 0 and var c ? c : nPrompt + nGen;
+            if (nPrompt + nGen > context)
+                throw new OpenWeightsException($"--prompt {nPrompt} + --gen {nGen} tokens exceed --ctx {context}");
             if (context > m.Config.ContextLength)
-                throw new OpenWeightsException($"--prompt {nPrompt} + --gen {nGen} tokens exceed the model's context length {m.Config.ContextLength}");
-            var session = new InferenceSession(m, context, nThreads, Math.Min(nPrompt, 512));
+                throw new OpenWeightsException($"a context of {context} tokens exceeds the model's context length {m.Config.ContextLength}");
+            string both = pr.GetValue(cacheType)!;
+            var types = new OpenWeights.Models.Common.KvCacheTypes(
+                OpenWeights.Models.Common.KvCacheTypes.Parse(pr.GetValue(cacheK) ?? both), OpenWeights.Models.Common.KvCacheTypes.Parse(pr.GetValue(cacheV) ?? both));
+            var session = new InferenceSession(m, context, nThreads, Math.Min(nPrompt, 512), types);
             double load = sw.Elapsed.TotalSeconds;
 
             var ids = SpeedTest.PromptTokens(nPrompt, m.Config.VocabSize);
@@ -64,11 +78,13 @@ public static class BenchCommand
                 decode = Math.Max(decode, s.DecodeTokensPerSecond);
             }
             var report = new BenchReport(path, new FileInfo(path).Length, nThreads, nPrompt, nGen, nReps, load, prefill, decode, SpeedTest.PeakMemoryBytes(),
+                context, OpenWeights.Models.Common.KvCacheTypes.Name(types.K), OpenWeights.Models.Common.KvCacheTypes.Name(types.V),
                 OpenWeights.Tensors.Kernels.QuantDot.KernelPath);
 
             var o = pr.InvocationConfiguration.Output;
             if (pr.GetValue(json)) { CliJson.Write(o, report); return Task.FromResult(0); }
             o.WriteLine($"model    {Path.GetFileName(path)} ({report.FileBytes / 1e6:F1} MB), {nThreads} threads");
+            o.WriteLine($"context  {context} tokens, KV cache {types}");
             o.WriteLine($"load     {load:F2} s");
             o.WriteLine($"prefill  {prefill:F1} tok/s ({nPrompt}-token prompt)");
             o.WriteLine($"decode   {decode:F1} tok/s ({nGen} tokens, greedy)");

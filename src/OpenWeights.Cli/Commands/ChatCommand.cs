@@ -27,9 +27,10 @@ public static class ChatCommand
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
         var lora = CommonOptions.Lora();
+        var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
         var cmd = new Command("chat", "Chat with a model in the terminal (/? for help, /bye to quit, \"\"\" for multi-line input; Ctrl-C stops a reply)")
         {
-            model, system, template, n, noThink, threads, ctx, lora,
+            model, system, template, n, noThink, threads, ctx, lora, cacheK, cacheV,
         };
         sampling.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
@@ -47,7 +48,7 @@ public static class ChatCommand
             if (templateSource is null && tok.ChatTemplate is null)
                 throw new OpenWeightsException($"{spec} has no chat template (tokenizer.chat_template); give one with --chat-template FILE, or use `openweights run {spec} --raw` to continue text");
             var formatter = new ChatFormatter(tok, templateSource);
-            var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads));
+            var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads), cacheTypes: CommonOptions.CacheTypes(pr, cacheK, cacheV));
             bool terminal = CliInput.Override.Value is null && !Console.IsInputRedirected && !Console.IsOutputRedirected;
             var loop = new ChatLoop(session, formatter, options, pr.GetValue(system))
             {

@@ -33,6 +33,29 @@ public static class CommonOptions
         Validators = { r => { if (r.GetValueOrDefault<int>() < 1) r.AddError("--ctx must be at least 1"); } },
     }.HiddenAlias("--context");
 
+    /// <summary>`--cache-type-k` / `--cache-type-v` (run, chat, serve, bench): the KV cache's key or value type, f32, f16 or
+    /// q8_0 (default f16, as llama.cpp's; null default: unset unless given, for bench's `--cache-type`).</summary>
+    public static Option<string> CacheType(string name, string what, string? defaultValue = "f16")
+    {
+        var o = new Option<string>(name)
+        {
+            Description = $"KV cache {what} type: {OpenWeights.Models.Common.KvCacheTypes.Names}",
+            Validators = { r => { if (r.GetValueOrDefault<string>() is { } v && !IsCacheType(v)) r.AddError($"{name}: unknown KV cache type '{v}' (expected {OpenWeights.Models.Common.KvCacheTypes.Names})"); } },
+        };
+        if (defaultValue is not null) o.DefaultValueFactory = _ => defaultValue;
+        return o;
+    }
+
+    private static bool IsCacheType(string v)
+    {
+        try { OpenWeights.Models.Common.KvCacheTypes.Parse(v); return true; }
+        catch (OpenWeightsException) { return false; }
+    }
+
+    /// <summary>The key and value types of `--cache-type-k` / `--cache-type-v`.</summary>
+    public static OpenWeights.Models.Common.KvCacheTypes CacheTypes(System.CommandLine.ParseResult pr, Option<string> k, Option<string> v) =>
+        new(OpenWeights.Models.Common.KvCacheTypes.Parse(pr.GetValue(k)!), OpenWeights.Models.Common.KvCacheTypes.Parse(pr.GetValue(v)!));
+
     /// <summary>`-o, --output FILE` (hidden old spelling `--out`), required.</summary>
     public static Option<string> Output(string description) => new Option<string>("--output", "-o") { Description = description, Required = true }.HiddenAlias("--out");
 

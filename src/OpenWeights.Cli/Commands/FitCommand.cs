@@ -25,10 +25,11 @@ public static class FitCommand
         var measurePrompt = new Option<int>("--measure-prompt") { Description = "Prompt tokens for --measure", DefaultValueFactory = _ => 128 };
         var measureTokens = new Option<int>("--measure-tokens") { Description = "Decode tokens for --measure", DefaultValueFactory = _ => 32 };
         var threads = CommonOptions.Threads();
+        var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
         var cmd = new Command("fit", "Estimate memory, verdict, recommended quantization and decode speed for a model on this machine")
         {
-            model, context, contextOld, quant, tune, rank, target, bandwidth, disk, measureDisk, measureBw, measure, measurePrompt, measureTokens, threads, json,
+            model, context, contextOld, quant, tune, rank, target, bandwidth, disk, measureDisk, measureBw, measure, measurePrompt, measureTokens, threads, cacheK, cacheV, json,
         };
         cmd.SetAction(pr =>
         {
@@ -52,6 +53,7 @@ public static class FitCommand
                 Target = tgt,
                 BandwidthGBps = pr.GetValue(bandwidth),
                 DiskReadGBps = pr.GetValue(disk),
+                CacheTypes = CommonOptions.CacheTypes(pr, cacheK, cacheV),
             };
             if (options.DiskReadGBps is <= 0) throw new OpenWeightsException("--disk-bandwidth must be positive (GB/s)");
             if (pr.GetValue(measureDisk) && options.DiskReadGBps is null)
@@ -171,7 +173,7 @@ public static class FitCommand
         if (e.Moe is { } moe)
             w.WriteLine($"  experts        {moe.ExpertsPerToken} of {moe.Experts} per token{(moe.SharedExperts > 0 ? $" + {moe.SharedExperts} shared" : "")}: {F.Params(moe.TotalParams / 1e9)} parameters in memory, {F.Params(moe.ActiveParams / 1e9)} active per token (speed)");
         if (e.Tune == TuneMode.None)
-            w.WriteLine($"  KV cache       {F.Bytes(mem.KvCacheBytes)}  ({F.Bytes(e.KvBytesPerToken)} per token before window savings, F32 as this engine keeps it)");
+            w.WriteLine($"  KV cache       {F.Bytes(mem.KvCacheBytes)}  ({F.Bytes(e.KvBytesPerToken)} per token before window savings, {e.KvCacheType})");
         else
         {
             w.WriteLine($"  LoRA adapter   {F.Bytes(mem.AdapterBytes)}  ({e.LoraParams:N0} params on {string.Join(", ", e.LoraTargets ?? [])})");

@@ -4,6 +4,7 @@ using OpenWeights.Formats.Gguf;
 using OpenWeights.Formats.HuggingFace;
 using OpenWeights.Models.HuggingFace;
 using OpenWeights.Models;
+using OpenWeights.Models.Common;
 using OpenWeights.Tensors.Quant;
 
 namespace OpenWeights.Cli.Commands;
@@ -19,11 +20,14 @@ public static class InfoCommand
     /// </summary>
     public sealed record MemoryEstimate(int Context, string Basis, long KvCacheBytes, long EstimatedBytes);
 
+    /// <summary>The KV cache the memory estimates assume: its types and bytes per token (all layers, keys and values).</summary>
+    public sealed record KvCacheInfo(string TypeK, string TypeV, long BytesPerToken);
+
     public sealed record ModelInfo(
         string Path, long FileBytes, uint GgufVersion, string Architecture, string? Name, int VocabSize, int ContextLength,
         int EmbeddingLength, int Layers, int Heads, int KvHeads, int HeadDim, int FeedForwardLength, float RopeFreqBase,
         string RopeStyle, long Parameters, double BitsPerWeight, TypeShare[] TensorTypes, string? Tokenizer, string? PreTokenizer,
-        bool HasChatTemplate, MemoryEstimate[] Memory, string? SupportedBy, LatentAttentionInfo? LatentAttention = null);
+        bool HasChatTemplate, MemoryEstimate[] Memory, string? SupportedBy, LatentAttentionInfo? LatentAttention = null, KvCacheInfo? KvCache = null);
 
     /// <summary>Multi-head latent attention's ranks (DeepSeek): query bottleneck (0: none), cached latent, rotary key dims.</summary>
     public sealed record LatentAttentionInfo(int QLoraRank, int KvLoraRank, int RopeDims);
@@ -33,8 +37,9 @@ public static class InfoCommand
     /// context, as run does), else at the context run/chat/serve use by default and, when longer, the trained context:
     /// a 512-token model is never reported at 4k, and a 128k model shows both its 4k and its full-context cost.
     /// </summary>
-    public static ModelInfo Describe(ITensorSource f, int? context = null)
+    public static ModelInfo Describe(ITensorSource f, int? context = null, KvCacheTypes? cacheTypes = null)
     {
+        var kvTypes = cacheTypes ?? KvCacheTypes.Default;
         var c = ModelConfig.FromGguf(f);
         var types = f.Tensors.GroupBy(t => t.Type)
             .Select(g => new TypeShare(g.Key.ToString(), g.Count(), g.Sum(t => t.ElementCount), g.Sum(t => t.ByteSize)))
@@ -45,12 +50,13 @@ public static class InfoCommand
         long scratch = 256L * (4 * c.Dim + 2 * c.QDim + 2 * c.KvDim + 2 * c.FfnDim) * sizeof(float) + (long)c.VocabSize * sizeof(float);
         long fileBytes = f is GgufFile g ? g.FileSize : f is HfCheckpoint h ? h.WeightFiles.Sum(LinkedLength) : weightBytes;
         uint version = f is GgufFile gv ? gv.Version : 0;
-        // Our engine keeps the KV cache in F32: 2 (K and V) x layers x kv_dim x positions x 4 bytes; latent attention
-        // (DeepSeek) caches one latent plus the rotary key per position and layer: (kv_lora_rank + rope dims) x 4 bytes.
-        long perPosition = c.Mla is { } mla ? (long)c.Layers * (mla.KvLoraRank + c.RopeDims) : 2L * c.Layers * c.KvDim;
+        // The KV cache in the chosen types (F16 unless asked): layers x kv_dim keys and as many values per position; latent
+        // attention (DeepSeek) caches one latent plus the rotary key per position and layer, (kv_lora_rank + rope dims), in the key type.
+        long perPosition = c.Mla is { } mla ? c.Layers * KvCacheTypes.Bytes(kvTypes.K, mla.KvLoraRank + c.RopeDims)
+            : c.Layers * (KvCacheTypes.Bytes(kvTypes.K, c.KvDim) + KvCacheTypes.Bytes(kvTypes.V, c.KvDim));
         MemoryEstimate At(int n, string basis)
         {
-            long kv = perPosition * n * sizeof(float);
+            long kv = perPosition * n;
             return new MemoryEstimate(n, basis, kv, weightBytes + kv + scratch);
         }
         int trained = Math.Max(1, c.ContextLength);
@@ -63,7 +69,8 @@ public static class InfoCommand
             c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.RopeBase, c.RopeStyle.ToString().ToLowerInvariant(),
             parameters, weightBytes * 8.0 / Math.Max(1, parameters), types, f.GetString("tokenizer.ggml.model"), f.GetString("tokenizer.ggml.pre"),
             f.Contains("tokenizer.chat_template"), memory, c.Architecture.Description,
-            c.Mla is { } m ? new LatentAttentionInfo(m.QLoraRank, m.KvLoraRank, c.RopeDims) : null);
+            c.Mla is { } m ? new LatentAttentionInfo(m.QLoraRank, m.KvLoraRank, c.RopeDims) : null,
+            new KvCacheInfo(KvCacheTypes.Name(kvTypes.K), c.Mla is null ? KvCacheTypes.Name(kvTypes.V) : "-", perPosition));
     }
 
     public static Command Create()
@@ -75,12 +82,13 @@ public static class InfoCommand
             Description = $"Context in tokens for the memory estimate (default: {CommonOptions.DefaultContext}, what run/chat/serve use, capped at the model's trained context, and the trained context when longer)",
             Validators = { r => { if (r.GetValueOrDefault<int?>() < 1) r.AddError("--ctx must be at least 1"); } },
         }.HiddenAlias("--context");
-        var cmd = new Command("info", "Describe a model (GGUF or Hugging Face folder): architecture, hyper-parameters, tensor types, parameters, size, memory at its context") { model, ctx, json };
+        var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
+        var cmd = new Command("info", "Describe a model (GGUF or Hugging Face folder): architecture, hyper-parameters, tensor types, parameters, size, memory at its context") { model, ctx, cacheK, cacheV, json };
         cmd.SetAction(pr =>
         {
             var o = pr.InvocationConfiguration.Output;
             using var f = CommonOptions.OpenSource(CommonOptions.ResolveModel(pr.GetValue(model)!));
-            var i = Describe(f, pr.GetValue(ctx));
+            var i = Describe(f, pr.GetValue(ctx), CommonOptions.CacheTypes(pr, cacheK, cacheV));
             if (pr.GetValue(json)) { CliJson.Write(o, i); return 0; }
             o.WriteLine($"file           {i.Path} ({Size(i.FileBytes)}, {(i.GgufVersion > 0 ? $"GGUF v{i.GgufVersion}" : "Hugging Face safetensors")})");
             o.WriteLine($"name           {(i.Name is null ? "-" : Cli.TerminalSafe(i.Name))}"); // from the file: no escape sequences to the terminal
@@ -94,6 +102,7 @@ public static class InfoCommand
             o.WriteLine($"context        {i.ContextLength} (trained)");
             o.WriteLine("tensor types");
             foreach (var t in i.TensorTypes) o.WriteLine($"  {t.Type,-6} {t.Tensors,5} tensors {t.Parameters,15:N0} params {Size(t.Bytes),10}");
+            o.WriteLine($"KV cache       {Size(i.KvCache!.BytesPerToken)} per token ({(i.LatentAttention is null ? i.KvCache.TypeK == i.KvCache.TypeV ? i.KvCache.TypeK : $"K {i.KvCache.TypeK}, V {i.KvCache.TypeV}" : $"latent in {i.KvCache.TypeK}")})");
             for (int k = 0; k < i.Memory.Length; k++)
             {
                 var m = i.Memory[k];

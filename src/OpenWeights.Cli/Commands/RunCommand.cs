@@ -41,10 +41,11 @@ public static class RunCommand
         var ctx = CommonOptions.Context();
         var special = new Option<bool>("--special") { Description = "Parse special tokens such as <|im_start|> in a --raw prompt" };
         var lora = CommonOptions.Lora();
+        var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
         var stats = new Option<bool>("--stats") { Description = "Print prefill/decode speed to stderr at the end" };
         var cmd = new Command("run", "Answer a prompt (through the model's chat template; --raw continues plain text), streamed as it is produced")
         {
-            model, prompt, file, raw, template, n, temp, topK, topP, minP, repeat, presence, frequency, seed, stop, threads, ctx, special, stats, lora,
+            model, prompt, file, raw, template, n, temp, topK, topP, minP, repeat, presence, frequency, seed, stop, threads, ctx, special, stats, lora, cacheK, cacheV,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -66,7 +67,7 @@ public static class RunCommand
             using var m = DecoderModel.LoadOwned(CommonOptions.OpenSource(path));
             CommonOptions.AttachLoras(m, pr.GetValue(lora));
             var tok = Tokenizer.FromGguf(m.Source);
-            var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads));
+            var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads), cacheTypes: CommonOptions.CacheTypes(pr, cacheK, cacheV));
             var options = new GenerationOptions
             {
                 MaxTokens = maxTokens < 0 ? int.MaxValue : maxTokens, Sampling = sampling, StopStrings = pr.GetValue(stop) ?? [],

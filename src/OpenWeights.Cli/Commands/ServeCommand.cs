@@ -26,9 +26,10 @@ public static class ServeCommand
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
         var lora = CommonOptions.Lora();
+        var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
         var cmd = new Command("serve", "Serve a model over HTTP: the OpenAI API, with the Anthropic Messages and Ollama APIs beside it")
         {
-            model, host, port, apiKey, parallel, queue, template, alias, shutdown, logFormat, threads, ctx, lora,
+            model, host, port, apiKey, parallel, queue, template, alias, shutdown, logFormat, threads, ctx, lora, cacheK, cacheV,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -48,7 +49,7 @@ public static class ServeCommand
                 ModelPath = path, ModelId = pr.GetValue(alias), Host = bind, Port = p, ApiKey = key,
                 Parallel = np, MaxQueue = pr.GetValue(queue), ContextSize = pr.GetValue(ctx), Threads = pr.GetValue(threads),
                 ChatTemplate = ChatCommand.ReadTemplate(pr.GetValue(template)),
-                Loras = pr.GetValue(lora) ?? [],
+                Loras = pr.GetValue(lora) ?? [], CacheTypes = CommonOptions.CacheTypes(pr, cacheK, cacheV),
                 ShutdownTimeout = TimeSpan.FromSeconds(grace),
                 AccessLog = err,
                 AccessLogFormat = pr.GetValue(logFormat) == "json" ? AccessLogFormat.Json : AccessLogFormat.Text,

@@ -1,6 +1,8 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using OpenWeights.Tensors.Quant;
 
 namespace OpenWeights.Tensors.Kernels;
 
@@ -121,5 +123,96 @@ public static unsafe class AttentionKernels
         o.Clear();
         for (int j = 0; j < p.Length; j++)
             for (int c = 0; c < o.Length; c++) o[c] = MathF.FusedMultiplyAdd(v[j * stride + c], p[j], o[c]);
+    }
+
+    // ---------------------------------------------------------------- KV cache rows in F16 / Q8_0
+
+    /// <summary>
+    /// dst (rows, d) = d elements of each of <paramref name="rows"/> cache rows <paramref name="rowBytes"/> apart, from
+    /// <paramref name="src"/> (the first element, at a block start for Q8_0, d a multiple of 32), as F32: F32 copied,
+    /// F16 widened (exact), Q8_0 q·scale (one multiply, exact as ggml's dequantize_row_q8_0). Attention decodes a tile of
+    /// keys or values once and runs <see cref="Scores"/> / <see cref="WeightedSumAccumulate"/> on it for every query row
+    /// of its block. Scalar reference: <see cref="DecodeRowsScalar"/>.
+    /// </summary>
+    public static void DecodeRows(GgmlType type, byte* src, long rowBytes, int rows, int d, float* dst)
+    {
+        if (!Vector256.IsHardwareAccelerated || !QuantDot.UseSimd || type == GgmlType.F32) { DecodeRowsScalar(type, src, rowBytes, rows, d, dst); return; }
+        int headBytes = (int)(type == GgmlType.F16 ? 2L * d : d / 32 * 34);
+        for (int j = 0; j < rows; j++, src += rowBytes, dst += d)
+        {
+            // rows are a whole position apart (kv_heads × the head): the hardware prefetcher does not follow such strides
+            if (Sse.IsSupported && j + PrefetchRows < rows)
+                for (int off = 0; off < headBytes; off += 64) Sse.Prefetch0(src + PrefetchRows * rowBytes + off);
+            if (type == GgmlType.F16)
+            {
+                short* h = (short*)src;
+                int c = 0;
+                if (Avx2.IsSupported)
+                    for (; c + 8 <= d; c += 8) HalfToSingle(Avx2.ConvertToVector256Int32(h + c)).Store(dst + c); // vpmovsxwd: 8 halves sign-extended
+                for (; c + 16 <= d; c += 16)
+                {
+                    var (a, b) = Vector256.Widen(Vector256.Load(h + c));
+                    HalfToSingle(a).Store(dst + c); HalfToSingle(b).Store(dst + c + 8);
+                }
+                for (; c < d; c++) dst[c] = HalfConvert.Fp16ToFp32((ushort)h[c]);
+                continue;
+            }
+            for (int b = 0; b < d / 32; b++)
+            {
+                byte* blk = src + b * 34;
+                var s = Vector256.Create(HalfConvert.ReadFp16(blk));
+                float* o = dst + b * 32;
+                if (Avx2.IsSupported)
+                {
+                    sbyte* qs = (sbyte*)(blk + 2); // vpmovsxbd: 8 int8 sign-extended to int32 at a time
+                    (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs)) * s).Store(o);
+                    (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 8)) * s).Store(o + 8);
+                    (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 16)) * s).Store(o + 16);
+                    (Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(qs + 24)) * s).Store(o + 24);
+                    continue;
+                }
+                var q = Vector256.Load((sbyte*)(blk + 2));
+                var (q0, q1) = Vector256.Widen(q);
+                var (w0, w1) = Vector256.Widen(q0); var (w2, w3) = Vector256.Widen(q1);
+                (Vector256.ConvertToSingle(w0) * s).Store(o); (Vector256.ConvertToSingle(w1) * s).Store(o + 8);
+                (Vector256.ConvertToSingle(w2) * s).Store(o + 16); (Vector256.ConvertToSingle(w3) * s).Store(o + 24);
+            }
+        }
+    }
+
+    /// <summary>
+    /// 8 f16 values (sign-extended to int32) as F32: shifted left by 13, the exponent and mantissa land in an f32's places and
+    /// the sign at bit 31; masking the sign's copies out of bits 28-30 and multiplying by 2^112 rebiases the exponent (exact
+    /// for normals, subnormals and zeros); the all-ones exponent (inf, NaN) gets the f32's all-ones exponent instead.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> HalfToSingle(Vector256<int> h)
+    {
+        var bits = Vector256.ShiftLeft(h, 13) & Vector256.Create(unchecked((int)0x8FFFE000));
+        var finite = bits.AsSingle() * Vector256.Create(BitConverter.UInt32BitsToSingle(0x77800000));
+        var special = Vector256.Equals(h & Vector256.Create(0x7C00), Vector256.Create(0x7C00)).AsSingle();
+        return Vector256.ConditionalSelect(special, (bits | Vector256.Create(0x7F800000)).AsSingle(), finite);
+    }
+
+    /// <summary>How many rows ahead <see cref="DecodeRows"/> prefetches.</summary>
+    private const int PrefetchRows = 6;
+
+    /// <summary>Scalar reference of <see cref="DecodeRows"/>.</summary>
+    public static void DecodeRowsScalar(GgmlType type, byte* src, long rowBytes, int rows, int d, float* dst)
+    {
+        for (int j = 0; j < rows; j++, src += rowBytes, dst += d)
+            switch (type)
+            {
+                case GgmlType.F32: new ReadOnlySpan<float>(src, d).CopyTo(new Span<float>(dst, d)); break;
+                case GgmlType.F16: for (int c = 0; c < d; c++) dst[c] = HalfConvert.Fp16ToFp32(((ushort*)src)[c]); break;
+                case GgmlType.Q8_0:
+                    for (int b = 0; b < d / 32; b++)
+                    {
+                        float s = HalfConvert.ReadFp16(src + b * 34);
+                        for (int c = 0; c < 32; c++) dst[b * 32 + c] = ((sbyte*)(src + b * 34 + 2))[c] * s;
+                    }
+                    break;
+                default: throw new ArgumentException($"{type} is not a KV cache type");
+            }
     }
 }

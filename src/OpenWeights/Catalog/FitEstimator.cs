@@ -23,8 +23,14 @@ public sealed record FitOptions
     public int LoraRank { get; init; } = 8;
     /// <summary>Training keeps only each layer's input and recomputes the layer in backward (the usual LoRA/QLoRA setting).</summary>
     public bool GradientCheckpointing { get; init; } = true;
-    /// <summary>KV cache element size: 4 (default: OpenWeights' engine keeps K and V in F32); 2 for an F16 cache (llama.cpp's default).</summary>
-    public double KvBytesPerElement { get; init; } = 4;
+    /// <summary>The KV cache's key and value types (default F16, what run, chat, serve and bench allocate; Q8_0 is 34 bytes per
+    /// 32 elements, F32 4 per element). A latent-attention cache (MLA) takes the key type.</summary>
+    public OpenWeights.Models.Common.KvCacheTypes CacheTypes { get; init; } = OpenWeights.Models.Common.KvCacheTypes.Default;
+    /// <summary>Overrides <see cref="CacheTypes"/>: one element size in bytes for keys and values alike.</summary>
+    public double? KvBytesPerElement { get; init; }
+    /// <summary>Bytes per key and per value element.</summary>
+    internal (double K, double V) KvElementBytes => KvBytesPerElement is { } b ? (b, b)
+        : (OpenWeights.Models.Common.KvCacheTypes.Bytes(CacheTypes.K, 32) / 32.0, OpenWeights.Models.Common.KvCacheTypes.Bytes(CacheTypes.V, 32) / 32.0);
     /// <summary>Concurrent sequences sharing the weights (each has its own KV cache).</summary>
     public int Sequences { get; init; } = 1;
     public FitTarget Target { get; init; } = FitTarget.Cpu;
@@ -114,6 +120,8 @@ public sealed record FitEstimate
     public IReadOnlyList<string>? LoraTargets { get; init; }
     public required MemoryBreakdown Memory { get; init; }
     public required long KvBytesPerToken { get; init; }
+    /// <summary>The KV cache's types the estimate assumes ("f16", "q8_0", "K q8_0, V f16"; or "N bytes per element" when overridden).</summary>
+    public string KvCacheType { get; init; } = "f16";
     [JsonConverter(typeof(SnakeCaseEnumConverter<FitTarget>))]
     public required FitTarget Target { get; init; }
     public required long BudgetBytes { get; init; }
@@ -234,7 +242,7 @@ public static class FitEstimator
         if (o.Quant is null && shape.WeightBytes is not null) assumptions.Add("weights sized from the file's own quantization");
 
         var memory = Memory(shape, dims, quant, ctx, o, assumptions);
-        long kvPerToken = KvBytesPerToken(dims, shape, o.KvBytesPerElement);
+        long kvPerToken = KvBytesPerToken(dims, shape, o.KvElementBytes);
         long headroom = budget - memory.TotalBytes;
         var lora = o.Tune == TuneMode.None ? null : LoraSize(shape, dims, o.LoraRank);
 
@@ -263,6 +271,8 @@ public static class FitEstimator
             LoraTargets = lora?.Targets,
             Memory = memory,
             KvBytesPerToken = o.Tune == TuneMode.None ? kvPerToken : 0,
+            KvCacheType = o.KvBytesPerElement is { } kvb ? $"{kvb:0.##} bytes per element"
+                : shape.Mla is not null ? $"latent in {OpenWeights.Models.Common.KvCacheTypes.Name(o.CacheTypes.K)}" : o.CacheTypes.ToString(),
             Target = o.Target,
             BudgetBytes = budget,
             BudgetSource = budgetSource,
@@ -481,7 +491,7 @@ public static class FitEstimator
         long weights = s.WeightBytes is { } wb && o.Quant is null ? wb : QuantizedWeightBytes(s, q);
         if (o.Tune == TuneMode.None)
         {
-            long kv = KvCacheBytes(d, s, ctx, o.KvBytesPerElement) * Math.Max(1, o.Sequences);
+            long kv = KvCacheBytes(d, s, ctx, o.KvElementBytes) * Math.Max(1, o.Sequences);
             long overhead = RuntimeBaseBytes + (long)PrefillBatch * (4L * d.Hidden + d.Vocab) * 4;
             return new MemoryBreakdown { WeightsBytes = weights, KvCacheBytes = kv, OverheadBytes = overhead };
         }
@@ -511,12 +521,12 @@ public static class FitEstimator
     }
 
     /// <summary>KV cache bytes for one sequence of <paramref name="ctx"/> tokens.</summary>
-    private static long KvCacheBytes(Dims d, ModelShape s, int ctx, double bytesPerElement)
+    private static long KvCacheBytes(Dims d, ModelShape s, int ctx, (double K, double V) bytes)
     {
         if (d.Layers is not { } layers) return 0;
         if (s.Mla is { } mla)
-            return (long)(layers * (double)(mla.KvLoraRank + mla.RopeHeadDim) * ctx * bytesPerElement);
-        double perLayerToken = 2.0 * d.KvHeads * d.HeadDim * bytesPerElement;
+            return (long)(layers * (double)(mla.KvLoraRank + mla.RopeHeadDim) * ctx * bytes.K);
+        double perLayerToken = (double)d.KvHeads * d.HeadDim * (bytes.K + bytes.V);
         int global = s.LocalAttention?.GlobalLayers(layers) ?? layers;
         int local = layers - global;
         int window = s.LocalAttention is { } la ? Math.Min(la.Window, ctx) : ctx;
@@ -524,23 +534,23 @@ public static class FitEstimator
     }
 
     /// <summary>KV bytes added per token while the context is longer than every window (global layers only for local-attention models).</summary>
-    private static long KvBytesPerToken(Dims d, ModelShape s, double bytesPerElement)
+    private static long KvBytesPerToken(Dims d, ModelShape s, (double K, double V) bytes)
     {
         if (d.Layers is not { } layers) return 0;
-        if (s.Mla is { } mla) return (long)(layers * (double)(mla.KvLoraRank + mla.RopeHeadDim) * bytesPerElement);
-        return (long)(2.0 * layers * d.KvHeads * d.HeadDim * bytesPerElement);
+        if (s.Mla is { } mla) return (long)(layers * (double)(mla.KvLoraRank + mla.RopeHeadDim) * bytes.K);
+        return (long)((double)layers * d.KvHeads * d.HeadDim * (bytes.K + bytes.V));
     }
 
     /// <summary>Bytes per token of the full (uncapped) KV cache: 2 × layers × kv_heads × head_dim × bytes (or the MLA latent).</summary>
     public static long KvBytesPerToken(ModelShape s, double bytesPerElement = 2)
     {
         var d = Resolve(s, []);
-        return KvBytesPerToken(d, s, bytesPerElement);
+        return KvBytesPerToken(d, s, (bytesPerElement, bytesPerElement));
     }
 
     /// <summary>KV cache bytes for one sequence, with window and MLA savings.</summary>
     public static long KvCacheBytes(ModelShape s, int context, double bytesPerElement = 2) =>
-        KvCacheBytes(Resolve(s, []), s, context, bytesPerElement);
+        KvCacheBytes(Resolve(s, []), s, context, (bytesPerElement, bytesPerElement));
 
     private sealed record Lora(long Params, IReadOnlyList<string> Targets);
 

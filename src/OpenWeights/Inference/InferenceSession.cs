@@ -23,14 +23,20 @@ public sealed class InferenceSession
     /// <summary>Logits after the last evaluated token: (vocab).</summary>
     public ReadOnlySpan<float> Logits => state.Logits;
 
-    public InferenceSession(DecoderModel model, int contextSize = 4096, int threads = 0, int batchSize = 256)
+    /// <summary>The element types of the session's KV cache.</summary>
+    public KvCacheTypes CacheTypes { get; }
+
+    /// <summary>A session of up to <paramref name="contextSize"/> tokens. <paramref name="cacheTypes"/>: the KV cache's key and
+    /// value types (default <see cref="KvCacheTypes.Default"/>, F16 as llama.cpp's; F32 is exact, Q8_0 the smallest).</summary>
+    public InferenceSession(DecoderModel model, int contextSize = 4096, int threads = 0, int batchSize = 256, KvCacheTypes? cacheTypes = null)
     {
         if (contextSize <= 0) throw new OpenWeightsException($"context size {contextSize} must be positive");
         Model = model;
         ContextSize = Math.Min(contextSize, model.Config.ContextLength);
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
         BatchSize = Math.Max(1, Math.Min(batchSize, ContextSize));
-        cache = model.CreateCache(ContextSize);
+        CacheTypes = cacheTypes ?? KvCacheTypes.Default;
+        cache = model.CreateCache(ContextSize, CacheTypes);
         tokens = new List<int>(ContextSize); // never grows while decoding
         state = model.CreateState(BatchSize, ContextSize);
     }

@@ -199,9 +199,18 @@ public abstract class DecoderModel : IDisposable
     // ---- running -----------------------------------------------------------------------------------------------
 
     public RunState CreateState(int maxBatch, int context) => new(Config, maxBatch, context, Ropes(context).Count);
-    /// <summary>A cache for one sequence of up to <paramref name="context"/> tokens; keys only for latent attention (DeepSeek:
-    /// per token and layer kv_lora_rank + rope floats).</summary>
-    public KvCache CreateCache(int context) => new(Config.Layers, context, Config.KvDim, values: Config.Mla is null);
+    /// <summary>A cache for one sequence of up to <paramref name="context"/> tokens, F32 keys and values (the exact cache:
+    /// training and the tests that compare with an F32 llama.cpp cache); keys only for latent attention (DeepSeek: per token
+    /// and layer kv_lora_rank + rope elements, in the K type).</summary>
+    public KvCache CreateCache(int context) => CreateCache(context, KvCacheTypes.F32);
+
+    /// <summary>A cache in <paramref name="types"/> (inference sessions and the server default to F16: <see cref="KvCacheTypes.Default"/>).
+    /// Q8_0 needs heads (the latent row, for latent attention) in whole blocks of 32.</summary>
+    public KvCache CreateCache(int context, KvCacheTypes types)
+    {
+        types.Validate(Config.Mla is null ? Config.HeadDim : Config.KvDim);
+        return new(Config.Layers, context, Config.KvDim, types, values: Config.Mla is null);
+    }
 
     /// <summary>
     /// Runs tokens at positions cache.Length .. cache.Length+n-1 and appends them to the cache.

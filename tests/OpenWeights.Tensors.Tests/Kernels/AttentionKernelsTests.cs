@@ -38,4 +38,32 @@ public class AttentionKernelsTests
                     Assert.Equal(o2, o1); // the same fused multiply-adds in the same key order
                 }
     }
+
+    /// <summary>Decoding F16 and Q8_0 cache rows (a head inside wider rows) equals the scalar reference bit for bit.</summary>
+    [Theory]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.F16)]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.Q8_0)]
+    public unsafe void Decoded_cache_rows_match_the_scalar_reference(OpenWeights.Tensors.Quant.GgmlType type)
+    {
+        var rng = new Random(3);
+        int d = 64, rows = 7, rowBytes = type == OpenWeights.Tensors.Quant.GgmlType.F16 ? 3 * d * 2 : 3 * d / 32 * 34;
+        var raw = new byte[rows * rowBytes];
+        rng.NextBytes(raw);
+        if (type == OpenWeights.Tensors.Quant.GgmlType.F16)
+        {
+            for (int i = 0; i < raw.Length; i += 2) if ((raw[i + 1] & 0x7C) == 0x7C) { raw[i] = 0; raw[i + 1] &= 0xFC; } // no NaN (payloads not compared): ±inf, subnormals, zeros stay
+            for (int i = 0; i < raw.Length; i += 64) { raw[i] = 0; raw[i + 1] = 0x7C; }            // +inf at the start of every 32 halves
+        }
+        else
+            for (int i = 0; i < raw.Length; i += 34) raw[i + 1] &= 0x3F; // finite block scales
+        int head = type == OpenWeights.Tensors.Quant.GgmlType.F16 ? d * 2 : d / 32 * 34; // the second head of each row
+        var a = new float[rows * d]; var b = new float[rows * d];
+        fixed (byte* p = raw) fixed (float* pa = a, pb = b)
+        {
+            AttentionKernels.DecodeRows(type, p + head, rowBytes, rows, d, pa);
+            AttentionKernels.DecodeRowsScalar(type, p + head, rowBytes, rows, d, pb);
+        }
+        Assert.Equal(b, a);
+        Assert.Contains(a, x => x != 0);
+    }
 }

@@ -171,17 +171,24 @@ public class CatalogCliTests
         Assert.Contains("llama-3.2-1b-instruct: Q4_K_M (4.89 bpw), inference, context 2048", stdout);
         foreach (var s in new[] { "weights", "KV cache", "overhead", "total", "budget", "verdict", "recommended", "decode", "quantizations" })
             Assert.Contains(s, stdout);
-        Assert.Contains("per token before window savings, F32 as this engine keeps it", stdout);
+        Assert.Contains("per token before window savings, f16)", stdout);
+        (code, stdout, stderr) = Run("fit", "llama-3.2-1b", "--quant", "Q4_K_M", "--context", "2048", "--cache-type-k", "q8_0", "--cache-type-v", "f32");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("per token before window savings, K q8_0, V f32)", stdout);
     }
 
-    /// <summary>DeepSeek-V3's cache is the latent (512) plus the rotary key (64) per layer and position: 61 × 576 × 4 bytes.</summary>
+    /// <summary>DeepSeek-V3's cache is the latent (512) plus the rotary key (64) per layer and position in the key type:
+    /// 61 × 576 × 4 bytes in F32, × 2 in F16 (the default).</summary>
     [Fact]
     public void Fit_reports_the_latent_cache_of_deepseek_v3()
     {
-        var (code, stdout, stderr) = Run("fit", "deepseek-v3", "--context", "131072");
+        var (code, stdout, stderr) = Run("fit", "deepseek-v3", "--context", "131072", "--cache-type-k", "f32");
         Assert.True(code == 0, stderr);
-        Assert.Contains("(140.5 KB per token before window savings, F32 as this engine keeps it)", stdout);
+        Assert.Contains("(140.5 KB per token before window savings, latent in f32)", stdout);
         Assert.Contains("KV cache       18.42 GB", stdout); // 140,544 B × 131,072
+        (code, stdout, stderr) = Run("fit", "deepseek-v3", "--context", "131072");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("KV cache       9.21 GB", stdout); // F16: 70,272 B × 131,072
     }
 
     [Fact]

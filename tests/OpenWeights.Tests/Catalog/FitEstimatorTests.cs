@@ -92,9 +92,13 @@ public class FitEstimatorTests
         // Research notes (llama.cpp, F16 KV cache): 43 GB + 2.5 GiB + ~1.5 GB ≈ 47 GB.
         var e = FitEstimator.Estimate(Shape("llama-3.1-70b"), Ram(1000), new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192, KvBytesPerElement = 2 });
         Near(2.5 * GiB, e.Memory.KvCacheBytes, 0.01, "KV");
-        // OpenWeights' own engine keeps K and V in F32: the default estimate doubles the cache.
+        // the default types (F16, as llama.cpp's) give the same cache; F32 doubles it, Q8_0 takes 34/64 of it
         var ours = FitEstimator.Estimate(Shape("llama-3.1-70b"), Ram(1000), new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192 });
-        Near(5 * GiB, ours.Memory.KvCacheBytes, 0.01, "F32 KV");
+        Assert.Equal(e.Memory.KvCacheBytes, ours.Memory.KvCacheBytes);
+        var f32 = FitEstimator.Estimate(Shape("llama-3.1-70b"), Ram(1000), new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192, CacheTypes = OpenWeights.Models.Common.KvCacheTypes.F32 });
+        Near(5 * GiB, f32.Memory.KvCacheBytes, 0.01, "F32 KV");
+        var q8 = FitEstimator.Estimate(Shape("llama-3.1-70b"), Ram(1000), new FitOptions { Quant = Quantization.Q4_K_M, Context = 8192, CacheTypes = OpenWeights.Models.Common.KvCacheTypes.Q8_0 });
+        Near(2.5 * GiB * 34 / 64, q8.Memory.KvCacheBytes, 0.01, "Q8_0 KV");
         Near(47e9, e.Memory.TotalBytes, 0.05, "total");
         Assert.InRange(e.Memory.OverheadBytes, 300e6, 2e9);
     }

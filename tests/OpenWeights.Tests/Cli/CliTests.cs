@@ -91,7 +91,18 @@ public class CliTests
             + p.Dim + 2L * p.KvHeads * p.HeadDim + 3L * p.Dim * p.FfnDim);
         Assert.Equal(expectedParams, info.GetProperty("parameters").GetInt64());
         Assert.Contains(info.GetProperty("tensor_types").EnumerateArray(), t => t.GetProperty("type").GetString() == "Q8_0");
-        Assert.Equal(2L * 2 * 128 * 2048 * 4, info.GetProperty("memory")[0].GetProperty("kv_cache_bytes").GetInt64()); // at its 2048-token context
+        Assert.Equal(2L * 2 * 128 * 2048 * 2, info.GetProperty("memory")[0].GetProperty("kv_cache_bytes").GetInt64()); // F16 at its 2048-token context
+        Assert.Equal(2L * 2 * 128 * 2, info.GetProperty("kv_cache").GetProperty("bytes_per_token").GetInt64());
+
+        // K in q8_0 (34 bytes per 32), V in f32
+        (code, outp, _) = Run("info", path, "--cache-type-k", "q8_0", "--cache-type-v", "f32", "--json");
+        Assert.Equal(0, code);
+        info = JsonDocument.Parse(outp).RootElement;
+        Assert.Equal(2L * (128 / 32 * 34 + 128 * 4), info.GetProperty("kv_cache").GetProperty("bytes_per_token").GetInt64());
+        Assert.Equal("q8_0", info.GetProperty("kv_cache").GetProperty("type_k").GetString());
+        (code, outp, _) = Run("info", path, "--cache-type-k", "q8_0");
+        Assert.Equal(0, code);
+        Assert.Contains("KV cache       0.8 KiB per token (K q8_0, V f16)", outp);
 
         (code, outp, _) = Run("tokenize", path, "hello world", "--json");
         Assert.Equal(0, code);
@@ -148,6 +159,37 @@ public class BenchCommandTests
         (code, var outp, err) = CliTests.Run("bench", path, "--threads", "1", "--prompt", "8", "--gen", "2");
         Assert.True(code == 0, err);
         foreach (var word in new[] { "load", "prefill", "decode", "peak mem", "kernels" }) Assert.Contains(word, outp);
+    }
+
+    [Fact]
+    public void BenchTakesTheContextAndTheCacheTypes()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        var (code, _, err) = CliTests.Run("synth", "--preset", "tiny-llama", "--type", "q8_0", "-o", path, "--threads", "1");
+        Assert.True(code == 0, err);
+        (code, var outp, err) = CliTests.Run("bench", path, "--threads", "1", "--prompt", "8", "--gen", "2", "--ctx", "300", "--cache-type", "q8_0", "--cache-type-v", "f16", "--json");
+        Assert.True(code == 0, err);
+        var r = JsonDocument.Parse(outp).RootElement;
+        Assert.Equal(300, r.GetProperty("context_size").GetInt32());
+        Assert.Equal("q8_0", r.GetProperty("cache_type_k").GetString());
+        Assert.Equal("f16", r.GetProperty("cache_type_v").GetString());
+        (code, _, err) = CliTests.Run("bench", path, "--prompt", "8", "--gen", "2", "--ctx", "9");
+        Assert.Equal(1, code);
+        Assert.Contains("--ctx 9", err);
+    }
+
+    [Theory]
+    [InlineData("bench", "--cache-type")]
+    [InlineData("bench", "--cache-type-k")]
+    [InlineData("run", "--cache-type-v")]
+    [InlineData("info", "--cache-type-k")]
+    public void UnknownCacheTypeIsAnErrorNamingTheValues(string command, string option)
+    {
+        var args = command == "run" ? new[] { command, "/nonexistent/model.gguf", "hi", option, "q4_0" } : [command, "/nonexistent/model.gguf", option, "q4_0"];
+        var (code, _, err) = CliTests.Run(args);
+        Assert.NotEqual(0, code);
+        Assert.Contains($"{option}: unknown KV cache type 'q4_0' (expected f32, f16 or q8_0)", err);
     }
 
     [Fact]

@@ -370,7 +370,7 @@ public class InfoContextTests
         Assert.Equal(1, mem.GetArrayLength());
         Assert.Equal(2048, mem[0].GetProperty("context").GetInt32());
         Assert.Equal("trained", mem[0].GetProperty("basis").GetString());
-        Assert.Equal(2L * 2 * 128 * 2048 * 4, mem[0].GetProperty("kv_cache_bytes").GetInt64());
+        Assert.Equal(2L * 2 * 128 * 2048 * 2, mem[0].GetProperty("kv_cache_bytes").GetInt64()); // F16 (the default)
 
         (code, outp, _) = Run("info", path);
         Assert.Equal(0, code);
@@ -383,7 +383,7 @@ public class InfoContextTests
         Assert.Equal(1, mem.GetArrayLength());
         Assert.Equal(100, mem[0].GetProperty("context").GetInt32());
         Assert.Equal("requested", mem[0].GetProperty("basis").GetString());
-        Assert.Equal(2L * 2 * 128 * 100 * 4, mem[0].GetProperty("kv_cache_bytes").GetInt64());
+        Assert.Equal(2L * 2 * 128 * 100 * 2, mem[0].GetProperty("kv_cache_bytes").GetInt64());
 
         (code, outp, _) = Run("info", path, "-c", "100000", "--json"); // run caps --ctx at the trained context; so does info
         Assert.Equal(0, code);

@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using OpenWeights.Tensors.Kernels;
+using OpenWeights.Tensors.Quant;
 using OpenWeights.Tensors.Threading;
 
 namespace OpenWeights.Models.Common;
@@ -31,7 +32,7 @@ public readonly record struct AttentionParams(float Scale, int Window = 0, float
 }
 
 /// <summary>Causal grouped-query attention over the KV cache.</summary>
-public static class Attention
+public static unsafe class Attention
 {
     /// <summary>Query tokens per block: consecutive tokens of one sequence share each key and value block read.</summary>
     public const int TokenBlock = 4;
@@ -47,6 +48,9 @@ public static class Attention
     /// <see cref="KeyTile"/> at a time, so each tile is read from L2 once per block instead of once per row. Per row
     /// the float operations are those of one row alone (scores, softmax, then the value FMA chains in key order).
     /// With few items (decode) an item takes a share of a block's rows instead. Scores use a per-thread scratch.
+    /// An F16 or Q8_0 cache is read the same way: each tile of keys (and of values) is decoded to F32 once per item into a
+    /// per-thread scratch of KeyTile × d floats, which the F32 kernels then read for every row of the block (so the result
+    /// is bit for bit that of an F32 cache holding the decoded values).
     /// </summary>
     public static void Causal(float[] q, KvCache?[] caches, int[] pos, int layer, float[] att,
         int n, int heads, int kvHeads, int d, int threads)
@@ -106,24 +110,28 @@ public static class Attention
             int r0 = rows * part / Parts, r1 = rows * (part + 1) / Parts; // this item's rows of the block
             if (r0 >= r1) return;
             var cache = Caches[t0]!;
-            float[] kCache = cache.KLayer(Layer), vCache = cache.VLayer(Layer);
             int maxLen = Pos[t0 + (r1 - 1) / g] + 1, ld = maxLen; // scores: (rows, ld)
             var sc = Scratch((r1 - r0) * ld);
+            var tile = TileScratch(KeyTile * d);
+            // the head's first element in a position's row (Q8_0: d is a multiple of 32, so a block start)
+            byte* kHead = cache.KData(Layer) + KvCacheTypes.Bytes(cache.KType, kvh * d), vHead = cache.VData(Layer) + KvCacheTypes.Bytes(cache.VType, kvh * d);
             if (!AttentionKernels.Supported(d))
             {
-                for (int r = r0; r < r1; r++) Reference(r, t0, kvh, kCache, vCache, sc.AsSpan((r - r0) * ld, ld));
+                for (int r = r0; r < r1; r++) Reference(r, t0, kvh, cache, kHead, vHead, tile, sc.AsSpan((r - r0) * ld, ld));
                 return;
             }
-            var kHead = kCache.AsSpan(kvh * d); var vHead = vCache.AsSpan(kvh * d);
             int minLo = Lo(r0, t0); // rows are in position order: the first row's window starts first
             // scores: key tiles outer, the rows inner (row r = token t0 + r / g, head kvh·g + r % g); row r's keys lo..len-1
             for (int j0 = minLo; j0 < maxLen; j0 += KeyTile)
+            {
+                var kt = Tile(cache.KType, kHead, cache.KRowBytes, j0, Math.Min(KeyTile, maxLen - j0), tile, out int stride);
                 for (int r = r0; r < r1; r++)
                 {
                     int len = Pos[t0 + r / g] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(j0 + KeyTile, len) - a;
                     if (m <= 0) continue;
-                    AttentionKernels.Scores(QRow(r, t0, kvh), kHead[(a * kvDim)..], kvDim, m, Scale, sc.AsSpan((r - r0) * ld + a, m));
+                    AttentionKernels.Scores(QRow(r, t0, kvh), kt[((a - j0) * stride)..], stride, m, Scale, sc.AsSpan((r - r0) * ld + a, m));
                 }
+            }
             for (int r = r0; r < r1; r++)
             {
                 int lo = Lo(r, t0), len = Pos[t0 + r / g] + 1;
@@ -134,12 +142,29 @@ public static class Attention
             }
             // values: tiles outer, rows inner; each output element's FMA chain runs over the keys in order
             for (int j0 = minLo; j0 < maxLen; j0 += KeyTile)
+            {
+                var vt = Tile(cache.VType, vHead, cache.VRowBytes, j0, Math.Min(KeyTile, maxLen - j0), tile, out int stride);
                 for (int r = r0; r < r1; r++)
                 {
                     int len = Pos[t0 + r / g] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(j0 + KeyTile, len) - a;
                     if (m <= 0) continue;
-                    AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + a, m), vHead[(a * kvDim)..], kvDim, Out(r, t0, kvh));
+                    AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + a, m), vt[((a - j0) * stride)..], stride, Out(r, t0, kvh));
                 }
+            }
+        }
+
+        /// <summary>
+        /// Positions j0 .. j0+count-1 of one head (from <paramref name="head"/>, rows <paramref name="rowBytes"/> apart) as F32
+        /// rows <paramref name="stride"/> floats apart, the head's d values at the start of each: an F32 cache in place
+        /// (stride KvDim), an F16 / Q8_0 one decoded into <paramref name="tile"/> (stride d).
+        /// </summary>
+        private readonly ReadOnlySpan<float> Tile(GgmlType type, byte* head, int rowBytes, int j0, int count, float[] tile, out int stride)
+        {
+            byte* first = head + (long)j0 * rowBytes;
+            if (type == GgmlType.F32) { stride = KvDim; return new ReadOnlySpan<float>(first, (count - 1) * KvDim + D); }
+            stride = D;
+            fixed (float* pt = tile) AttentionKernels.DecodeRows(type, first, rowBytes, count, D, pt);
+            return tile.AsSpan(0, count * D);
         }
 
         /// <summary>Row r's softmax, with its query head's sink in the denominator when the layer has sinks.</summary>
@@ -152,24 +177,37 @@ public static class Attention
         private readonly Span<float> QRow(int r, int t0, int kvh) => Q.AsSpan((t0 + r / Group) * QDim + (kvh * Group + r % Group) * D, D);
         private readonly Span<float> Out(int r, int t0, int kvh) => Att.AsSpan((t0 + r / Group) * QDim + (kvh * Group + r % Group) * D, D);
 
-        /// <summary>One row without SIMD kernels (head dimensions that are not a multiple of 8).</summary>
-        private readonly void Reference(int r, int t0, int kvh, float[] kCache, float[] vCache, Span<float> sc)
+        /// <summary>One row without SIMD kernels (head dimensions that are not a multiple of 8), a key or value decoded at a time.</summary>
+        private readonly void Reference(int r, int t0, int kvh, KvCache cache, byte* kHead, byte* vHead, float[] buf, Span<float> sc)
         {
-            int d = D, kvDim = KvDim, len = Pos[t0 + r / Group] + 1, lo = Lo(r, t0);
+            int d = D, len = Pos[t0 + r / Group] + 1, lo = Lo(r, t0);
             var qv = QRow(r, t0, kvh);
+            var row = buf.AsSpan(0, d);
             sc = sc[..(len - lo)];
-            for (int j = lo; j < len; j++) sc[j - lo] = TensorPrimitives.Dot(qv, kCache.AsSpan(j * kvDim + kvh * d, d)) * Scale;
+            for (int j = lo; j < len; j++)
+            {
+                Tile(cache.KType, kHead, cache.KRowBytes, j, 1, buf, out _).CopyTo(row);
+                sc[j - lo] = TensorPrimitives.Dot(qv, row) * Scale;
+            }
             Cap(sc);
             Softmax(sc, r, kvh);
             var o = Out(r, t0, kvh);
             o.Clear();
-            for (int j = lo; j < len; j++) TensorPrimitives.MultiplyAdd(vCache.AsSpan(j * kvDim + kvh * d, d), sc[j - lo], o, o);
+            for (int j = lo; j < len; j++)
+            {
+                Tile(cache.VType, vHead, cache.VRowBytes, j, 1, buf, out _).CopyTo(row);
+                TensorPrimitives.MultiplyAdd(row, sc[j - lo], o, o);
+            }
         }
     }
 
     [ThreadStatic] private static float[]? scratch;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float[] Scratch(int n) => scratch is { } s && s.Length >= n ? s : scratch = new float[Math.Max(n, 1024)];
+
+    [ThreadStatic] private static float[]? tileScratch;
+    /// <summary>A thread's tile of decoded keys or values: (KeyTile, d), 32 KiB at d = 128.</summary>
+    private static float[] TileScratch(int n) => tileScratch is { } s && s.Length >= n ? s : tileScratch = new float[n];
 
     [ThreadStatic] private static int[]? starts;
     private static int[] BlockStarts(int n) => starts is { } s && s.Length >= n ? s : starts = new int[Math.Max(n, 64)];

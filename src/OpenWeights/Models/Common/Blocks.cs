@@ -98,8 +98,8 @@ public static class Blocks
                 float f = temp.Factor(s.TokenPos[t]);
                 if (f != 1f) TensorPrimitives.Multiply(s.Q.AsSpan(t * c.QDim, c.QDim), f, s.Q.AsSpan(t * c.QDim, c.QDim));
             }
-            s.K.AsSpan(t * c.KvDim, c.KvDim).CopyTo(s.TokenCache[t]!.K(layer, s.TokenPos[t]));
-            s.V.AsSpan(t * c.KvDim, c.KvDim).CopyTo(s.TokenCache[t]!.V(layer, s.TokenPos[t]));
+            s.TokenCache[t]!.StoreK(layer, s.TokenPos[t], s.K.AsSpan(t * c.KvDim, c.KvDim)); // converted to the cache's types
+            s.TokenCache[t]!.StoreV(layer, s.TokenPos[t], s.V.AsSpan(t * c.KvDim, c.KvDim));
         }
         Attention.Causal(s.Q, s.TokenCache, s.TokenPos, layer, s.Att, n, c.Heads, c.KvHeads, c.HeadDim, threads, a.Params);
         L.Wo.Forward(s.Att, s.Xb, n, threads);  // (n, dim)

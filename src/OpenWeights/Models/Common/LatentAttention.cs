@@ -107,7 +107,7 @@ public sealed class LatentAttention
             var kv = s.K.AsSpan(t * kvw, kvw);
             rope.Apply(kv.Slice(r, rp), 1, rp, cos, sin);                                             // k_pe
             Ops.RmsNorm(kv[..r], KvANorm, kv[..r], c.RmsEps);                                          // c = rmsnorm(c)
-            kv.CopyTo(s.TokenCache[t]!.K(layer, s.TokenPos[t]));
+            s.TokenCache[t]!.StoreK(layer, s.TokenPos[t], kv);                                      // in the cache's K type (llama.cpp keeps the latent in its K cache)
         }
         if (expanded) Expanded(x, s, layer, n, threads, heads, nope, rp, r, vd, scale);
         else Absorbed(x, s, layer, n, threads, heads, nope, rp, r, vd, scale);
@@ -150,16 +150,38 @@ public sealed class LatentAttention
         public int Layer, Heads, R, Kvw;
         public float Scale;
 
-        public readonly void Execute(int index)
+        public readonly unsafe void Execute(int index)
         {
             int t = index / Heads, h = index % Heads, len = Pos[t] + 1;
-            var k = Caches[t]!.KLayer(Layer);
+            var cache = Caches[t]!;
+            var q = Q.AsSpan((t * Heads + h) * Kvw, Kvw);
             var sc = ScoreScratch(len).AsSpan(0, len);
-            AttentionKernels.Scores(Q.AsSpan((t * Heads + h) * Kvw, Kvw), k, Kvw, len, Scale, sc);
-            Ops.Softmax(sc);
             var o = Lat.AsSpan((t * Heads + h) * R, R);
             o.Clear();
-            AttentionKernels.WeightedSumAccumulate(sc, k, Kvw, o);
+            if (cache.KType == GgmlType.F32)
+            {
+                var k = cache.KLayer(Layer);
+                AttentionKernels.Scores(q, k, Kvw, len, Scale, sc);
+                Ops.Softmax(sc);
+                AttentionKernels.WeightedSumAccumulate(sc, k, Kvw, o);
+                return;
+            }
+            // F16 / Q8_0 latents: decoded a tile of keys at a time, for the scores and again for the weighted sum
+            var tile = TileScratch(Attention.KeyTile * Kvw);
+            byte* kd = cache.KData(Layer);
+            for (int j0 = 0; j0 < len; j0 += Attention.KeyTile)
+            {
+                int m = Math.Min(Attention.KeyTile, len - j0);
+                fixed (float* pt = tile) AttentionKernels.DecodeRows(cache.KType, kd + (long)j0 * cache.KRowBytes, cache.KRowBytes, m, Kvw, pt);
+                AttentionKernels.Scores(q, tile, Kvw, m, Scale, sc.Slice(j0, m));
+            }
+            Ops.Softmax(sc);
+            for (int j0 = 0; j0 < len; j0 += Attention.KeyTile)
+            {
+                int m = Math.Min(Attention.KeyTile, len - j0);
+                fixed (float* pt = tile) AttentionKernels.DecodeRows(cache.KType, kd + (long)j0 * cache.KRowBytes, cache.KRowBytes, m, Kvw, pt);
+                AttentionKernels.WeightedSumAccumulate(sc.Slice(j0, m), tile, Kvw, o);
+            }
         }
     }
 
@@ -195,7 +217,7 @@ public sealed class LatentAttention
             int len = 0;
             for (int t = t0; t < t1; t++) len = Math.Max(len, Pos[t] + 1);
             int r = R, nope = Nope, rp = Rope, v = V, kvw = r + rp, kq = nope + rp;
-            var k = Caches[t0]!.KLayer(Layer);
+            var k = Latents(Caches[t0]!, len, kvw, Layer);    // (len, r + rope) as F32
             var buf = ExpandScratch(r * nope + v * r + len * (nope + v));
             var wk = buf.AsSpan(0, r * nope);                  // (r, nope) W_uk_hᵀ
             var wv = buf.AsSpan(r * nope, v * r);              // (v, r) W_uv_h
@@ -228,7 +250,18 @@ public sealed class LatentAttention
         }
     }
 
-    [ThreadStatic] private static float[]? scores, expand;
+    /// <summary>The first <paramref name="len"/> cached [c, kpe] rows of a layer as F32: an F32 cache's own array, else
+    /// decoded into a per-thread scratch.</summary>
+    private static unsafe float[] Latents(KvCache cache, int len, int kvw, int layer)
+    {
+        if (cache.KType == GgmlType.F32) return cache.KLayer(layer);
+        var a = latents is { } l && l.Length >= len * kvw ? l : latents = new float[len * kvw];
+        fixed (float* p = a) AttentionKernels.DecodeRows(cache.KType, cache.KData(layer), cache.KRowBytes, len, kvw, p);
+        return a;
+    }
+
+    [ThreadStatic] private static float[]? scores, expand, tiles, latents;
+    private static float[] TileScratch(int n) => tiles is { } a && a.Length >= n ? a : tiles = new float[n];
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float[] ScoreScratch(int n) => scores is { } a && a.Length >= n ? a : scores = new float[Math.Max(n, 1024)];
     private static float[] ExpandScratch(int n) => expand is { } a && a.Length >= n ? a : expand = new float[n];

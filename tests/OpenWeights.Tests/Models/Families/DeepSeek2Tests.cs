@@ -111,6 +111,51 @@ public class DeepSeek2Tests(ITestOutputHelper output)
         output.WriteLine($"{preset} {type}: absorbed vs expanded worst rel {worst:E2}");
     }
 
+    /// <summary>
+    /// The latent cache in F16 / Q8_0 (the K type; llama.cpp keeps the latent in its K cache): our logits against llama.cpp's
+    /// with the same type_k at every prompt position (its quantized-cache rotation off, see <see cref="LlamaCpp.KvRotationDisabled"/>),
+    /// and the absorbed decode against the expanded prefill, which read the same decoded latents.
+    /// </summary>
+    [Theory]
+    // llama.cpp with flash attention (without, its MLA graph crashes on an F16 / Q8_0 K in LLamaSharp 0.30.0's build).
+    // Measured worst rel against llama.cpp: f16 6.5e-4, q8_0 2.4e-3 (it rounds the absorbed query to F16 / Q8_0 for the K
+    // dot, ours keeps F32).
+    // Absorbed vs expanded: f16 4.6e-6, as with an F32 cache; q8_0 4.8e-4: the two forms' ~1e-6 float differences in a
+    // layer's output flip the odd Q8_0 rounding of the next layer's latent, a jump of one quantum (1/127 of a block's max)
+    [InlineData("f16", 2e-3, 2e-5)]
+    [InlineData("q8_0", 1e-2, 2e-3)]
+    public void LatentCacheInF16AndQ8_0AgreesWithLlamaCpp(string type, double relTol, double formsTol)
+    {
+        LlamaCpp.Init();
+        if (type == "q8_0" && !LlamaCpp.KvRotationDisabled) Assert.Skip("llama.cpp's rotation of quantized KV caches could not be turned off (setenv)");
+        using var dir = new TempDir();
+        var path = Write(dir, "tiny-deepseek2-lite", "f32");
+        var t = KvCacheTypes.Parse(type);
+        var types = new KvCacheTypes(t, t);
+        using var model = (DeepSeek2Model)DecoderModel.Load(path);
+        int n = Prompt.Length, v = model.Config.VocabSize;
+        var ggml = type == "f16" ? LLama.Native.GGMLType.GGML_TYPE_F16 : LLama.Native.GGMLType.GGML_TYPE_Q8_0;
+        var absorbed = new float[n * v]; var expanded = new float[n * v];
+        model.ExpandedPrefillMinTokens = int.MaxValue;
+        model.Forward(Prompt, model.CreateCache(n + 8, types), model.CreateState(n, n + 8), 2, absorbed);
+        model.ExpandedPrefillMinTokens = 1;
+        model.Forward(Prompt, model.CreateCache(n + 8, types), model.CreateState(n, n + 8), 2, expanded);
+        var theirs = LlamaCpp.Logits(path, Prompt, ggml, ggml, flashAttention: true);
+        double worst = 0, worstForms = 0;
+        for (int p = 0; p < n; p++)
+        {
+            var (maxAbs, cos) = Compare.Logits(absorbed.AsSpan(p * v, v), theirs[p]);
+            double rel = maxAbs / theirs[p].Max(Math.Abs);
+            worst = Math.Max(worst, rel);
+            Assert.True(rel < relTol, $"{type} position {p}: max abs diff / max |logit| = {rel:E2} (tolerance {relTol:E1})");
+            Assert.True(cos > 0.9999, $"{type} position {p}: cosine {cos:F8}");
+            var (formsAbs, _) = Compare.Logits(absorbed.AsSpan(p * v, v), expanded.AsSpan(p * v, v));
+            worstForms = Math.Max(worstForms, formsAbs / theirs[p].Max(Math.Abs));
+        }
+        Assert.True(worstForms < formsTol, $"{type}: absorbed vs expanded worst rel {worstForms:E2} (tolerance {formsTol:E1})");
+        output.WriteLine($"latent cache {type}: worst rel vs llama.cpp {worst:E2}, absorbed vs expanded {worstForms:E2}");
+    }
+
     [Fact]
     public void TheCacheHoldsOnlyTheLatentAndTheRotaryKey()
     {
@@ -129,8 +174,11 @@ public class DeepSeek2Tests(ITestOutputHelper output)
 
         // `info` reports that cache (not 2 x kv_dim per position) and the latent attention's ranks
         using var f = OpenWeights.Formats.Gguf.GgufFile.Open(path);
-        var info = OpenWeights.Cli.Commands.InfoCommand.Describe(f, 100);
+        var info = OpenWeights.Cli.Commands.InfoCommand.Describe(f, 100, KvCacheTypes.F32);
         Assert.Equal(cache.Bytes, info.Memory[0].KvCacheBytes);
+        // in F16 (the default) and Q8_0 the latent takes the K type: 2 bytes, 34 per 32
+        Assert.Equal(model.CreateCache(100, KvCacheTypes.F16).Bytes, OpenWeights.Cli.Commands.InfoCommand.Describe(f, 100).Memory[0].KvCacheBytes);
+        Assert.Equal(3L * 100 * (256 + 32) / 32 * 34, model.CreateCache(100, KvCacheTypes.Q8_0).Bytes);
         Assert.Equal(new OpenWeights.Cli.Commands.InfoCommand.LatentAttentionInfo(256, 256, 32), info.LatentAttention);
     }
 
