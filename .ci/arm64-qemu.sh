@@ -5,7 +5,9 @@
 #   2. stories260K continues "Once upon a time" greedily exactly as on x64 (= the expected text in
 #      ../shared/testdata/models/stories260K.expected.json, which the x64 tests check),
 #   3. tiny synthetic models (Q4_K + Q6_K, Q8_0, Q4_0, Q5_0, Q5_K, F16 weights: every 128-bit kernel) give the same greedy text as
-#      the x64 run, both on its default AVX2/AVX-512 path and with the 128-bit kernels forced (OPENWEIGHTS_FORCE_VECTOR128=1),
+#      the x64 run with the 128-bit kernels forced (OPENWEIGHTS_FORCE_VECTOR128=1) and .NET's vectors at 128 bits
+#      (DOTNET_EnableAVX2=0, so TensorPrimitives and softmax sum in ARM64's order); against the x64 default path (AVX2/AVX-512)
+#      it is reported only: a random-weight model's near-tied logits may pick another token under another float order,
 #   4. the same on a CPU model without the dot-product extension (qemu -cpu cortex-a72: no SDOT, the smull/sadalp branch).
 # Best effort: when qemu or the arm64 cross libc is missing and apt cannot install them, or the publish cannot restore
 # the linux-arm64 runtime packs, it prints why and exits 0. A wrong result exits 1.
@@ -84,12 +86,14 @@ for q in q4_k_m q8_0 q4_0 pure-q5_0 pure-q5_k f16; do
   m="$work/tiny-$q.gguf"
   x64 synth --preset tiny-llama -q "$q" -o "$m" --quiet >/dev/null
   x64 run "$m" "Once upon a time" --raw --temp 0 -n 32 --threads 2 >"$work/$q.x64"
-  OPENWEIGHTS_FORCE_VECTOR128=1 x64 run "$m" "Once upon a time" --raw --temp 0 -n 32 --threads 2 >"$work/$q.x64v128"
+  DOTNET_EnableAVX2=0 OPENWEIGHTS_FORCE_VECTOR128=1 x64 run "$m" "Once upon a time" --raw --temp 0 -n 32 --threads 2 >"$work/$q.x64v128"
   arm64 run "$m" "Once upon a time" --raw --temp 0 -n 32 --threads 2 >"$work/$q.arm64"
   [ -s "$work/$q.x64" ] || fail "tiny-llama $q: the x64 run printed nothing"
-  cmp -s "$work/$q.x64v128" "$work/$q.arm64" || fail "tiny-llama $q: qemu (neon) differs from x64 with the 128-bit kernels forced"
-  cmp -s "$work/$q.x64" "$work/$q.arm64" || fail "tiny-llama $q: qemu (neon) differs from the x64 default path"
-  say "tiny-llama $q greedy (32 tokens) under qemu equals x64 ($((SECONDS - t)) s)"
+  cmp -s "$work/$q.x64v128" "$work/$q.arm64" || fail "tiny-llama $q: qemu (neon) differs from x64 with the 128-bit kernels forced and 128-bit vectors"
+  # The x64 default path sums norms and dots (TensorPrimitives) in 256/512-bit lanes, another float order: a random-weight
+  # model's near-tied logits may then pick another token, so that comparison is reported, not required.
+  if cmp -s "$work/$q.x64" "$work/$q.arm64"; then same="and the x64 default path"; else same="(the x64 default path, other float order, diverges)"; fi
+  say "tiny-llama $q greedy (32 tokens) under qemu equals x64 128-bit $same ($((SECONDS - t)) s)"
 done
 
 # ---- 4. an ARM64 CPU without SDOT (Cortex-A72, as Graviton 1 / Raspberry Pi 4): the AdvSimd multiply-widen branch
