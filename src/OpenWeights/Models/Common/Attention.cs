@@ -79,6 +79,10 @@ public static unsafe class Attention
             Q = q, Caches = caches, Pos = pos, Layer = layer, Att = att, Heads = heads, KvHeads = kvHeads, Group = g, Parts = parts,
             KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = p.Scale, Window = p.Window, Chunk = p.Chunk, Softcap = p.Softcap, Sinks = p.Sinks, Starts = starts,
         };
+        // the calling thread runs items too, but which ones depends on the pool's timing: its scratches exist before the first
+        // item, so a step never allocates on it (decode steps allocate nothing on the calling thread)
+        TileScratch(KeyTile * d);
+        Scratch(1024);
         WorkerPool.For(threads, blocks * kvHeads * parts, ref job);
     }
 
