@@ -32,8 +32,13 @@ public unsafe class IQ2LogitsTests(ITestOutputHelper output)
         var requires = (delegate* unmanaged<int, byte>)NativeLibrary.GetExport(GgmlBase.Value, "ggml_quantize_requires_imatrix");
         using var src = GgufFile.Open(f32Path);
         var w = new GgufWriter().CopyMetadata(src);
-        // llama_ftype: MOSTLY_IQ2_XXS = 19, MOSTLY_IQ2_XS = 20, MOSTLY_IQ2_S = 28 (a name for the file only)
-        w.Set("general.file_type", type switch { GgmlType.IQ2_XXS => 19u, GgmlType.IQ2_XS => 20u, _ => 28u });
+        // llama_ftype (a name for the file only): MOSTLY_IQ2_XXS = 19, IQ2_XS = 20, IQ3_XXS = 23, IQ1_S = 24, IQ3_S = 26,
+        // IQ2_S = 28, IQ1_M = 31
+        w.Set("general.file_type", type switch
+        {
+            GgmlType.IQ2_XXS => 19u, GgmlType.IQ2_XS => 20u, GgmlType.IQ3_XXS => 23u, GgmlType.IQ1_S => 24u, GgmlType.IQ3_S => 26u,
+            GgmlType.IQ1_M => 31u, _ => 28u,
+        });
         foreach (var t in src.Tensors)
         {
             Assert.Equal(GgmlType.F32, t.Type);
