@@ -40,6 +40,10 @@ public static unsafe class Attention
     /// <summary>Keys per tile: 64 keys of head dimension 64 are 16 KiB, resident in L1 while a block's queries pass.</summary>
     public const int KeyTile = 64;
 
+    /// <summary>Rows (query token × head) of an item up to which F16 / Q8_0 keys and values are read in place, widened in
+    /// registers per row, rather than decoded once into an F32 tile that the rows then share (decode without grouping: 1).</summary>
+    public const int DirectRows = 2;
+
     /// <summary>
     /// att[t, h] = softmax(q[t,h]·K[0..pos[t], h/g] / sqrt(d)) · V[0..pos[t], h/g], with g = heads/kvHeads and
     /// K, V the layer's cache of token t's own sequence. q, att: (n, heads*d); caches: (capacity, kvHeads*d).
@@ -126,14 +130,19 @@ public static unsafe class Attention
             }
             int minLo = Lo(r0, t0); // rows are in position order: the first row's window starts first
             // scores: key tiles outer, the rows inner (row r = token t0 + r / g, head kvh·g + r % g); row r's keys lo..len-1
+            // an F16 / Q8_0 tile read by at most DirectRows rows is read in place (widened in registers) rather than decoded
+            // into the scratch first: the same values and operations, so the same bits
+            bool kDirect = cache.KType != GgmlType.F32 && r1 - r0 <= DirectRows, vDirect = cache.VType != GgmlType.F32 && r1 - r0 <= DirectRows;
             for (int j0 = minLo; j0 < maxLen; j0 += KeyTile)
             {
-                var kt = Tile(cache.KType, kHead, cache.KRowBytes, j0, Math.Min(KeyTile, maxLen - j0), tile, out int stride);
+                int stride = 0;
+                var kt = kDirect ? default : Tile(cache.KType, kHead, cache.KRowBytes, j0, Math.Min(KeyTile, maxLen - j0), tile, out stride);
                 for (int r = r0; r < r1; r++)
                 {
                     int len = Pos[t0 + r / g] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(j0 + KeyTile, len) - a;
                     if (m <= 0) continue;
-                    AttentionKernels.Scores(QRow(r, t0, kvh), kt[((a - j0) * stride)..], stride, m, Scale, sc.AsSpan((r - r0) * ld + a, m));
+                    if (kDirect) AttentionKernels.Scores(cache.KType, QRow(r, t0, kvh), kHead + (long)a * cache.KRowBytes, cache.KRowBytes, m, Scale, sc.AsSpan((r - r0) * ld + a, m));
+                    else AttentionKernels.Scores(QRow(r, t0, kvh), kt[((a - j0) * stride)..], stride, m, Scale, sc.AsSpan((r - r0) * ld + a, m));
                 }
             }
             for (int r = r0; r < r1; r++)
@@ -147,12 +156,14 @@ public static unsafe class Attention
             // values: tiles outer, rows inner; each output element's FMA chain runs over the keys in order
             for (int j0 = minLo; j0 < maxLen; j0 += KeyTile)
             {
-                var vt = Tile(cache.VType, vHead, cache.VRowBytes, j0, Math.Min(KeyTile, maxLen - j0), tile, out int stride);
+                int stride = 0;
+                var vt = vDirect ? default : Tile(cache.VType, vHead, cache.VRowBytes, j0, Math.Min(KeyTile, maxLen - j0), tile, out stride);
                 for (int r = r0; r < r1; r++)
                 {
                     int len = Pos[t0 + r / g] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(j0 + KeyTile, len) - a;
                     if (m <= 0) continue;
-                    AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + a, m), vt[((a - j0) * stride)..], stride, Out(r, t0, kvh));
+                    if (vDirect) AttentionKernels.WeightedSumAccumulate(cache.VType, sc.AsSpan((r - r0) * ld + a, m), vHead + (long)a * cache.VRowBytes, cache.VRowBytes, Out(r, t0, kvh));
+                    else AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + a, m), vt[((a - j0) * stride)..], stride, Out(r, t0, kvh));
                 }
             }
         }
