@@ -42,6 +42,8 @@ namespace OpenWeights.Bench
         public string[] Presets { get; set; } = ["smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b"];
         public string[] Types { get; set; } = ["q8_0", "q4_0", "q4_k_m", "f16"];
         public int Threads { get; set; } = 2;
+        /// <summary>Whether --threads was given (--attention then measures that count alone, not 1 and 2).</summary>
+        public bool ThreadsSet { get; set; }
         public int Prompt { get; set; } = 512;
         public int Gen { get; set; } = 128;
         public int Reps { get; set; } = 3;
@@ -78,7 +80,7 @@ namespace OpenWeights.Bench
                     case "--models": o.ModelsDir = Next(); break;
                     case "--presets": o.Presets = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
                     case "--types": o.Types = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
-                    case "--threads": o.Threads = NextInt(); break;
+                    case "--threads": o.Threads = NextInt(); o.ThreadsSet = true; break;
                     case "--prompt": prompt = NextInt(); break;
                     case "--gen": gen = NextInt(); break;
                     case "--reps": reps = NextInt(); break;

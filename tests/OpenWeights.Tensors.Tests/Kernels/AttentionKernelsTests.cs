@@ -66,4 +66,62 @@ public class AttentionKernelsTests
         Assert.Equal(b, a);
         Assert.Contains(a, x => x != 0);
     }
+    /// <summary>
+    /// Scores and weighted sums read from F16 / Q8_0 rows in place equal the F32 kernels over the same rows decoded by
+    /// DecodeRows bit for bit (what attention computed before), and the scalar references within float rounding (scores)
+    /// or exactly (weighted sums: the same FMA chain). Heads inside wider rows, key counts around the 4-key step.
+    /// </summary>
+    [Theory]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.F16)]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.Q8_0)]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.F32)]
+    public unsafe void Scores_and_weighted_sums_over_cache_rows_in_place_match_decoded_rows(OpenWeights.Tensors.Quant.GgmlType type)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(5);
+        foreach (int d in new[] { 32, 64, 96, 128, 256 })
+            foreach (int len in new[] { 0, 1, 3, 4, 7, 12, 37 })
+            {
+                int kvDim = 3 * d;
+                long rowBytes = type switch { OpenWeights.Tensors.Quant.GgmlType.F16 => 2L * kvDim, OpenWeights.Tensors.Quant.GgmlType.Q8_0 => kvDim / 32 * 34, _ => 4L * kvDim };
+                long head = rowBytes / 3; // the second head of each row
+                var raw = new byte[Math.Max(1, len) * rowBytes];
+                var x = new float[kvDim];
+                fixed (byte* pr = raw)
+                    for (int j = 0; j < len; j++)
+                    {
+                        for (int i = 0; i < kvDim; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+                        Store(type, x, pr + j * rowBytes);
+                    }
+                var q = Random(rng, d); var p = Random(rng, len);
+                var decoded = new float[Math.Max(1, len) * d];
+                var s1 = new float[len]; var s2 = new float[len]; var s3 = new float[len];
+                var o1 = Random(rng, d); var o2 = (float[])o1.Clone(); var o3 = (float[])o1.Clone(); // accumulates onto o
+                fixed (byte* pr = raw)
+                fixed (float* pd = decoded)
+                {
+                    AttentionKernels.DecodeRowsScalar(type, pr + head, rowBytes, len, d, pd);
+                    AttentionKernels.Scores(type, q, pr + head, rowBytes, len, 0.125f, s1);
+                    AttentionKernels.Scores(q, decoded, d, len, 0.125f, s2);
+                    AttentionKernels.ScoresScalar(type, q, pr + head, rowBytes, len, 0.125f, s3);
+                    AttentionKernels.WeightedSumAccumulate(type, p, pr + head, rowBytes, o1);
+                    AttentionKernels.WeightedSumAccumulate(p, decoded, d, o2);
+                    AttentionKernels.WeightedSumAccumulateScalar(type, p, pr + head, rowBytes, o3);
+                }
+                Assert.Equal(s2, s1);
+                for (int j = 0; j < len; j++) Assert.True(Math.Abs(s1[j] - s3[j]) <= 1e-5f * d, $"d={d} len={len} j={j}: {s1[j]} vs {s3[j]}");
+                Assert.Equal(o2, o1);
+                Assert.Equal(o3, o1);
+            }
+    }
+
+    private static unsafe void Store(OpenWeights.Tensors.Quant.GgmlType type, float[] x, byte* dst)
+    {
+        switch (type)
+        {
+            case OpenWeights.Tensors.Quant.GgmlType.F32: x.AsSpan().CopyTo(new Span<float>(dst, x.Length)); break;
+            case OpenWeights.Tensors.Quant.GgmlType.F16: System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(x, new Span<Half>(dst, x.Length)); break;
+            default: fixed (float* px = x) QuantDot.QuantizeQ8_0(px, dst, x.Length); break;
+        }
+    }
 }

@@ -40,6 +40,10 @@ public static unsafe class Attention
     /// <summary>Keys per tile: 64 keys of head dimension 64 are 16 KiB, resident in L1 while a block's queries pass.</summary>
     public const int KeyTile = 64;
 
+    /// <summary>Rows (query token × head) of an item up to which F16 / Q8_0 keys and values are read in place, widened in
+    /// registers per row, rather than decoded once into an F32 tile that the rows then share (decode without grouping: 1).</summary>
+    public static int DirectRows = 2;
+
     /// <summary>
     /// att[t, h] = softmax(q[t,h]·K[0..pos[t], h/g] / sqrt(d)) · V[0..pos[t], h/g], with g = heads/kvHeads and
     /// K, V the layer's cache of token t's own sequence. q, att: (n, heads*d); caches: (capacity, kvHeads*d).
@@ -72,19 +76,54 @@ public static unsafe class Attention
             t = u;
         }
         starts[blocks] = n;
-        // few items (decode: one block) would leave threads idle: then each item takes a share of a block's rows
-        int g = heads / kvHeads, parts = blocks * kvHeads < 4 * threads ? g : 1;
+        // few items (decode: one block) would leave threads idle: then over long key ranges the step splits (SplitKeys), and
+        // over short ones each item takes a share of a block's rows
+        int g = heads / kvHeads, maxLen = 0;
+        bool few = blocks * kvHeads < 4 * threads;
+        for (int t = 0; t < n; t++) maxLen = Math.Max(maxLen, pos[t] + 1);
         var job = new Job
         {
-            Q = q, Caches = caches, Pos = pos, Layer = layer, Att = att, Heads = heads, KvHeads = kvHeads, Group = g, Parts = parts,
+            Q = q, Caches = caches, Pos = pos, Layer = layer, Att = att, Heads = heads, KvHeads = kvHeads, Group = g, Parts = few ? g : 1,
             KvDim = kvHeads * d, QDim = heads * d, D = d, Scale = p.Scale, Window = p.Window, Chunk = p.Chunk, Softcap = p.Softcap, Sinks = p.Sinks, Starts = starts,
         };
         // the calling thread runs items too, but which ones depends on the pool's timing: its scratches exist before the first
         // item, so a step never allocates on it (decode steps allocate nothing on the calling thread)
         TileScratch(KeyTile * d);
         Scratch(1024);
-        WorkerPool.For(threads, blocks * kvHeads * parts, ref job);
+        if (few && threads > 1 && maxLen >= SplitKeys && AttentionKernels.Supported(d)) { Split(ref job, n, blocks, maxLen, threads); return; }
+        WorkerPool.For(threads, blocks * kvHeads * job.Parts, ref job);
     }
+
+    /// <summary>Key length from which a step with few (block, KV head) items splits: 2 threads stay busy on 1-2 KV heads.</summary>
+    public static int SplitKeys = 1024;
+
+    private const int SplitScores = 1, SplitSoftmax = 2, SplitValues = 3;
+
+    /// <summary>
+    /// A step of few (block, KV head) items over long key ranges (decode at long contexts with few KV heads) in three pool
+    /// passes over a shared (tokens × heads, maxLen) score buffer: (block, KV head, key segment) items score all the block's
+    /// rows on their segment (each key read once for the group's heads), (token, head) items normalize, (block, KV head,
+    /// slice of the head's dims) items weigh the values. Every score, softmax and output element is computed by the same
+    /// operations in the same order as in one item (scores are per key, each output element's FMA chain runs over the keys
+    /// in order), so the result is bit for bit the unsplit one, whatever the thread count and split points.
+    /// </summary>
+    private static void Split(ref Job job, int n, int blocks, int maxLen, int threads)
+    {
+        int items = blocks * job.KvHeads, target = 8 * threads;
+        int segments = (target + items - 1) / items, segKeys = ((maxLen + segments - 1) / segments + KeyTile - 1) / KeyTile * KeyTile;
+        job.Ld = maxLen; job.SegKeys = segKeys; job.Segments = (maxLen + segKeys - 1) / segKeys;
+        job.Shared = SharedScores(n * job.Heads * maxLen);
+        int slice = job.D; // halve while few items and the halves stay whole Q8_0 blocks
+        while (items * (job.D / slice) < 4 * threads && slice % 64 == 0) slice /= 2;
+        job.SliceDims = slice;
+        job.Phase = SplitScores; WorkerPool.For(threads, items * job.Segments, ref job);
+        job.Phase = SplitSoftmax; WorkerPool.For(threads, n * job.Heads, ref job);
+        job.Phase = SplitValues; WorkerPool.For(threads, items * (job.D / slice), ref job);
+    }
+
+    [ThreadStatic] private static float[]? sharedScores; // the calling thread's: steps may run on several threads at once
+    /// <summary>The split steps' score buffer, kept across steps (a decode step allocates nothing once it has grown).</summary>
+    private static float[] SharedScores(int n) => sharedScores is { } s && s.Length >= n ? s : sharedScores = new float[Math.Max(n, 4096)];
 
     private struct Job : IPoolJob
     {
@@ -94,6 +133,9 @@ public static unsafe class Attention
         public int[] Pos, Starts;
         public int Layer, Heads, KvHeads, Group, Parts, KvDim, QDim, D, Window, Chunk;
         public float Scale, Softcap;
+        // a split step: which phase runs, the shared scores (tokens × heads, Ld), keys per segment and dims per slice
+        public int Phase, Ld, SegKeys, Segments, SliceDims;
+        public float[]? Shared;
 
         /// <summary>The first key of row r's window or chunk (0 without either).</summary>
         private readonly int Lo(int r, int t0) => AttentionParams.FirstKey(Pos[t0 + r / Group], Window, Chunk);
@@ -109,7 +151,13 @@ public static unsafe class Attention
 
         public readonly void Execute(int index)
         {
-            int part = index % Parts, bk = index / Parts, b = bk / KvHeads, kvh = bk % KvHeads, d = D, kvDim = KvDim, g = Group;
+            switch (Phase)
+            {
+                case SplitScores: ExecuteScores(index); return;
+                case SplitSoftmax: ExecuteSoftmax(index); return;
+                case SplitValues: ExecuteValues(index); return;
+            }
+            int part = index % Parts, bk = index / Parts, b = bk / KvHeads, kvh = bk % KvHeads, d = D, g = Group;
             int t0 = Starts[b], tokens = Starts[b + 1] - t0, rows = tokens * g;
             int r0 = rows * part / Parts, r1 = rows * (part + 1) / Parts; // this item's rows of the block
             if (r0 >= r1) return;
@@ -117,65 +165,132 @@ public static unsafe class Attention
             int maxLen = Pos[t0 + (r1 - 1) / g] + 1, ld = maxLen; // scores: (rows, ld)
             var sc = Scratch((r1 - r0) * ld);
             var tile = TileScratch(KeyTile * d);
-            // the head's first element in a position's row (Q8_0: d is a multiple of 32, so a block start)
-            byte* kHead = cache.KData(Layer) + KvCacheTypes.Bytes(cache.KType, kvh * d), vHead = cache.VData(Layer) + KvCacheTypes.Bytes(cache.VType, kvh * d);
             if (!AttentionKernels.Supported(d))
             {
-                for (int r = r0; r < r1; r++) Reference(r, t0, kvh, cache, kHead, vHead, tile, sc.AsSpan((r - r0) * ld, ld));
+                for (int r = r0; r < r1; r++) Reference(r, t0, kvh, cache, KHead(cache, kvh), VHead(cache, kvh), tile, sc.AsSpan((r - r0) * ld, ld));
                 return;
             }
             int minLo = Lo(r0, t0); // rows are in position order: the first row's window starts first
-            // scores: key tiles outer, the rows inner (row r = token t0 + r / g, head kvh·g + r % g); row r's keys lo..len-1
-            for (int j0 = minLo; j0 < maxLen; j0 += KeyTile)
-            {
-                var kt = Tile(cache.KType, kHead, cache.KRowBytes, j0, Math.Min(KeyTile, maxLen - j0), tile, out int stride);
-                for (int r = r0; r < r1; r++)
-                {
-                    int len = Pos[t0 + r / g] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(j0 + KeyTile, len) - a;
-                    if (m <= 0) continue;
-                    AttentionKernels.Scores(QRow(r, t0, kvh), kt[((a - j0) * stride)..], stride, m, Scale, sc.AsSpan((r - r0) * ld + a, m));
-                }
-            }
+            ScoreKeys(t0, kvh, r0, r1, minLo, maxLen, sc, (r0, ld), tile);
             for (int r = r0; r < r1; r++)
             {
                 int lo = Lo(r, t0), len = Pos[t0 + r / g] + 1;
                 var row = sc.AsSpan((r - r0) * ld + lo, len - lo);
                 Cap(row);
-                Softmax(row, r, kvh);
-                Out(r, t0, kvh).Clear();
+                Softmax(row, kvh * g + r % g);
             }
-            // values: tiles outer, rows inner; each output element's FMA chain runs over the keys in order
-            for (int j0 = minLo; j0 < maxLen; j0 += KeyTile)
+            WeightValues(t0, kvh, r0, r1, minLo, maxLen, 0, d, sc, (r0, ld), tile);
+        }
+
+        /// <summary>Where row r's scores start in the score buffer: its own (rows, ld) scratch from row <c>first</c> on, or the
+        /// shared (tokens × heads, Ld) buffer of a split step.</summary>
+        private readonly int ScoreBase(int r, int t0, int kvh, (int First, int Ld) own)
+            => Shared is null ? (r - own.First) * own.Ld : ((t0 + r / Group) * Heads + kvh * Group + r % Group) * Ld;
+
+        private readonly byte* KHead(KvCache c, int kvh) => c.KData(Layer) + KvCacheTypes.Bytes(c.KType, kvh * D);
+        private readonly byte* VHead(KvCache c, int kvh) => c.VData(Layer) + KvCacheTypes.Bytes(c.VType, kvh * D);
+
+        /// <summary>
+        /// Scores of rows r0..r1-1 (row r = token t0 + r / g, head kvh·g + r % g) over keys j0..j1-1 (each row's own keys
+        /// lo..len-1 within them): key tiles outer, the rows inner. An F16 / Q8_0 tile read by at most DirectRows rows is read
+        /// in place (widened in registers) rather than decoded into the scratch first: the same values and operations, so the
+        /// same bits. Each score depends on its key alone, so any split of the keys gives the same scores.
+        /// </summary>
+        private readonly void ScoreKeys(int t0, int kvh, int r0, int r1, int j0, int j1, float[] sc, (int, int) own, float[] tile)
+        {
+            var cache = Caches[t0]!;
+            byte* kHead = KHead(cache, kvh);
+            bool direct = cache.KType != GgmlType.F32 && r1 - r0 <= DirectRows;
+            for (; j0 < j1; j0 += KeyTile)
             {
-                var vt = Tile(cache.VType, vHead, cache.VRowBytes, j0, Math.Min(KeyTile, maxLen - j0), tile, out int stride);
+                int stride = 0, end = Math.Min(j0 + KeyTile, j1);
+                var kt = direct ? default : Tile(cache.KType, kHead, cache.KRowBytes, j0, end - j0, D, tile, out stride);
                 for (int r = r0; r < r1; r++)
                 {
-                    int len = Pos[t0 + r / g] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(j0 + KeyTile, len) - a;
+                    int len = Pos[t0 + r / Group] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(end, len) - a;
                     if (m <= 0) continue;
-                    AttentionKernels.WeightedSumAccumulate(sc.AsSpan((r - r0) * ld + a, m), vt[((a - j0) * stride)..], stride, Out(r, t0, kvh));
+                    var dst = sc.AsSpan(ScoreBase(r, t0, kvh, own) + a, m);
+                    if (direct) AttentionKernels.Scores(cache.KType, QRow(r, t0, kvh), kHead + (long)a * cache.KRowBytes, cache.KRowBytes, m, Scale, dst);
+                    else AttentionKernels.Scores(QRow(r, t0, kvh), kt[((a - j0) * stride)..], stride, m, Scale, dst);
                 }
             }
         }
 
         /// <summary>
-        /// Positions j0 .. j0+count-1 of one head (from <paramref name="head"/>, rows <paramref name="rowBytes"/> apart) as F32
-        /// rows <paramref name="stride"/> floats apart, the head's d values at the start of each: an F32 cache in place
-        /// (stride KvDim), an F16 / Q8_0 one decoded into <paramref name="tile"/> (stride d).
+        /// Output dims c0..c1-1 of rows r0..r1-1: o = Σ_j p[j]·V[j] over keys j0..j1-1 (each row's own keys within them), value
+        /// tiles outer, rows inner; each output element's FMA chain runs over the keys in order, so a split of the dims gives
+        /// the same bits (c0, c1: multiples of 32 for a Q8_0 cache unless the whole head).
         /// </summary>
-        private readonly ReadOnlySpan<float> Tile(GgmlType type, byte* head, int rowBytes, int j0, int count, float[] tile, out int stride)
+        private readonly void WeightValues(int t0, int kvh, int r0, int r1, int j0, int j1, int c0, int c1, float[] sc, (int, int) own, float[] tile)
         {
-            byte* first = head + (long)j0 * rowBytes;
-            if (type == GgmlType.F32) { stride = KvDim; return new ReadOnlySpan<float>(first, (count - 1) * KvDim + D); }
-            stride = D;
-            fixed (float* pt = tile) AttentionKernels.DecodeRows(type, first, rowBytes, count, D, pt);
-            return tile.AsSpan(0, count * D);
+            var cache = Caches[t0]!;
+            byte* vHead = VHead(cache, kvh) + KvCacheTypes.Bytes(cache.VType, c0);
+            bool direct = cache.VType != GgmlType.F32 && r1 - r0 <= DirectRows;
+            for (int r = r0; r < r1; r++) Out(r, t0, kvh)[c0..c1].Clear();
+            for (; j0 < j1; j0 += KeyTile)
+            {
+                int stride = 0, end = Math.Min(j0 + KeyTile, j1);
+                var vt = direct ? default : Tile(cache.VType, vHead, cache.VRowBytes, j0, end - j0, c1 - c0, tile, out stride);
+                for (int r = r0; r < r1; r++)
+                {
+                    int len = Pos[t0 + r / Group] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(end, len) - a;
+                    if (m <= 0) continue;
+                    var p = sc.AsSpan(ScoreBase(r, t0, kvh, own) + a, m);
+                    var o = Out(r, t0, kvh)[c0..c1];
+                    if (direct) AttentionKernels.WeightedSumAccumulate(cache.VType, p, vHead + (long)a * cache.VRowBytes, cache.VRowBytes, o);
+                    else AttentionKernels.WeightedSumAccumulate(p, vt[((a - j0) * stride)..], stride, o);
+                }
+            }
         }
 
-        /// <summary>Row r's softmax, with its query head's sink in the denominator when the layer has sinks.</summary>
-        private readonly void Softmax(Span<float> row, int r, int kvh)
+        // ---- a split step: (block, KV head, key segment) items score, (token, head) items normalize, (block, KV head, dim slice) items weigh
+
+        /// <summary>All rows of a block and KV head over one segment of SegKeys keys.</summary>
+        private readonly void ExecuteScores(int index)
+        {
+            int seg = index % Segments, bk = index / Segments, b = bk / KvHeads, kvh = bk % KvHeads;
+            int t0 = Starts[b], rows = (Starts[b + 1] - t0) * Group;
+            int j0 = Math.Max(seg * SegKeys, Lo(0, t0)), j1 = Math.Min((seg + 1) * SegKeys, Pos[t0 + (rows - 1) / Group] + 1);
+            if (j0 < j1) ScoreKeys(t0, kvh, 0, rows, j0, j1, Shared!, default, TileScratch(KeyTile * D));
+        }
+
+        /// <summary>One (token, head) row's soft-cap and softmax.</summary>
+        private readonly void ExecuteSoftmax(int index)
+        {
+            int t = index / Heads, h = index % Heads, lo = AttentionParams.FirstKey(Pos[t], Window, Chunk), len = Pos[t] + 1;
+            var row = Shared.AsSpan(index * Ld + lo, len - lo);
+            Cap(row);
+            Softmax(row, h);
+        }
+
+        /// <summary>All rows of a block and KV head, one slice of SliceDims output dims.</summary>
+        private readonly void ExecuteValues(int index)
+        {
+            int slices = D / SliceDims, slice = index % slices, bk = index / slices, b = bk / KvHeads, kvh = bk % KvHeads;
+            int t0 = Starts[b], rows = (Starts[b + 1] - t0) * Group;
+            WeightValues(t0, kvh, 0, rows, Lo(0, t0), Pos[t0 + (rows - 1) / Group] + 1, slice * SliceDims, (slice + 1) * SliceDims,
+                Shared!, default, TileScratch(KeyTile * D));
+        }
+
+        /// <summary>
+        /// Positions j0 .. j0+count-1 of <paramref name="width"/> elements of one head from <paramref name="head"/> (rows
+        /// <paramref name="rowBytes"/> apart) as F32 rows <paramref name="stride"/> floats apart, the values at the start of
+        /// each: an F32 cache in place (stride KvDim), an F16 / Q8_0 one decoded into <paramref name="tile"/> (stride width).
+        /// </summary>
+        private readonly ReadOnlySpan<float> Tile(GgmlType type, byte* head, int rowBytes, int j0, int count, int width, float[] tile, out int stride)
+        {
+            byte* first = head + (long)j0 * rowBytes;
+            if (type == GgmlType.F32) { stride = KvDim; return new ReadOnlySpan<float>(first, (count - 1) * KvDim + width); }
+            stride = width;
+            fixed (float* pt = tile) AttentionKernels.DecodeRows(type, first, rowBytes, count, width, pt);
+            return tile.AsSpan(0, count * width);
+        }
+
+        /// <summary>A row's softmax, with its query head h's sink in the denominator when the layer has sinks.</summary>
+        private readonly void Softmax(Span<float> row, int h)
         {
             if (Sinks is null) Ops.Softmax(row);
-            else Ops.SoftmaxWithSink(row, Sinks[kvh * Group + r % Group]);
+            else Ops.SoftmaxWithSink(row, Sinks[h]);
         }
 
         private readonly Span<float> QRow(int r, int t0, int kvh) => Q.AsSpan((t0 + r / Group) * QDim + (kvh * Group + r % Group) * D, D);
@@ -190,16 +305,16 @@ public static unsafe class Attention
             sc = sc[..(len - lo)];
             for (int j = lo; j < len; j++)
             {
-                Tile(cache.KType, kHead, cache.KRowBytes, j, 1, buf, out _).CopyTo(row);
+                Tile(cache.KType, kHead, cache.KRowBytes, j, 1, d, buf, out _).CopyTo(row);
                 sc[j - lo] = TensorPrimitives.Dot(qv, row) * Scale;
             }
             Cap(sc);
-            Softmax(sc, r, kvh);
+            Softmax(sc, kvh * Group + r % Group);
             var o = Out(r, t0, kvh);
             o.Clear();
             for (int j = lo; j < len; j++)
             {
-                Tile(cache.VType, vHead, cache.VRowBytes, j, 1, buf, out _).CopyTo(row);
+                Tile(cache.VType, vHead, cache.VRowBytes, j, 1, d, buf, out _).CopyTo(row);
                 TensorPrimitives.MultiplyAdd(row, sc[j - lo], o, o);
             }
         }
