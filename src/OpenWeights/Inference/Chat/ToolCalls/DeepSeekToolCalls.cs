@@ -31,6 +31,7 @@ internal sealed class DeepSeekToolCalls : ToolCallSyntax
             int head = i + CallBegin.Length;
             int sep = s.IndexOf(Sep, head, StringComparison.Ordinal);
             if (sep < 0) return s.Length - head > 256 || s.IndexOf('\n', head) >= 0 ? Stop(i) : Wait();
+            if (s.AsSpan(head, sep - head).Contains('\n')) return Stop(i); // a head is one line (as it is judged before the separator arrives)
             int after = sep + Sep.Length;
             int v = SkipWhitespace(s, after);
             if (v >= s.Length) return Wait();

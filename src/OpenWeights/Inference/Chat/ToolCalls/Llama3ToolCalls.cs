@@ -16,7 +16,7 @@ internal sealed class Llama3ToolCalls : ToolCallSyntax
         if (atStart)
         {
             int first = SkipWhitespace(text, 0);
-            if (first < text.Length && text[first] is '{' or '[') return first;
+            if (first < text.Length && text[first] == '{') return first; // not '[': it may begin Mistral's [TOOL_CALLS] (generic parsing)
         }
         return base.FindRegion(text, atStart);
     }
