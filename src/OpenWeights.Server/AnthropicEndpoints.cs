@@ -108,7 +108,7 @@ public static class AnthropicEndpoints
             try { options = options with { Constraint = h.Options.ToolCallConstraintFactory!(f, choice.Tools!, choice.Name) }; }
             catch (OpenWeightsException e) { throw OpenAiRequest.Bad("tool_choice", e.Message); }
         }
-        var run = ChatRun.Start(ctx, h, prompt, f.ForReply(options), rendered, toolCalls: tools is not null, forcedToolCall: forceTool);
+        var run = ChatRun.Start(ctx, h, prompt, f.ForReply(options), rendered, toolCalls: tools is not null, forcedToolCall: forceTool, tools: tools);
         string id = "msg_" + Guid.NewGuid().ToString("N")[..24];
 
         string StopReason() =>

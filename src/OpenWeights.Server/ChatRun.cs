@@ -60,14 +60,15 @@ internal sealed class ChatRun
     /// <summary>
     /// Starts generating. The reply goes through the template's reply parser when <see cref="Parses"/> says so (reasoning
     /// apart from the answer for gpt-oss's harmony and &lt;think&gt; templates, whether the prompt
-    /// <paramref name="rendered"/> already opened the thinking; tool calls when <paramref name="toolCalls"/>); otherwise its
+    /// <paramref name="rendered"/> already opened the thinking; tool calls when <paramref name="toolCalls"/>, streamed as they come, typed by <paramref name="tools"/> where the format needs it); otherwise its
     /// text streams as content. <paramref name="rendered"/>: null for a raw prompt (never parsed).
     /// </summary>
-    public static ChatRun Start(HttpContext ctx, ModelHost h, int[] prompt, GenerationOptions options, string? rendered, bool toolCalls, bool forcedToolCall = false)
+    public static ChatRun Start(HttpContext ctx, ModelHost h, int[] prompt, GenerationOptions options, string? rendered, bool toolCalls, bool forcedToolCall = false,
+        IReadOnlyList<ChatTool>? tools = null)
     {
         long start = ctx.Features.Get<RequestRecord>()?.StartTicks ?? Stopwatch.GetTimestamp();
         var output = OpenAiEndpoints.Start(ctx, h, prompt, _ => options, 1);
-        var parser = rendered is not null && Parses(h, toolCalls) ? h.Formatter.CreateReplyParser(rendered, toolCalls, forcedToolCall) : null;
+        var parser = rendered is not null && Parses(h, toolCalls) ? h.Formatter.CreateReplyParser(rendered, toolCalls, forcedToolCall, tools) : null;
         return new ChatRun(output, parser, prompt.Length, start);
     }
 

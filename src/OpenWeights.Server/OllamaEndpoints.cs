@@ -139,7 +139,7 @@ public static class OllamaEndpoints
         var prompt = ChatRun.Encode(ctx, h, turns, tools, ThinkVariables(h, req, effort), "messages", out var rendered);
         var (options, _) = req.Options(h, prompt.Length);
         options = h.Formatter.ForReply(Format(h, req, options));
-        var run = ChatRun.Start(ctx, h, prompt, options, rendered, toolCalls: tools is not null);
+        var run = ChatRun.Start(ctx, h, prompt, options, rendered, toolCalls: tools is not null, tools: tools);
         await Reply(ctx, h, req, run, showThinking, chat: true);
     }
 
@@ -263,7 +263,8 @@ public static class OllamaEndpoints
                 case ReplyDeltaKind.ToolCallArguments when d.ToolIndex >= 0 && d.ToolIndex < calls.Count: calls[d.ToolIndex].Args.Append(d.Text); break;
             }
         }
-        if (calls.Count > 0) await Send(ctx, Line("", null, Calls(calls.Select(c => new ChatToolCall(c.Id, c.Name, c.Args.ToString())).ToList()), false), ct);
+        // Ollama sends the calls whole, in one chunk after the text (which has streamed already)
+        if (calls.Count > 0) await Send(ctx, Line("", null, Calls(run.Result.ToolCalls), false), ct);
         var last = Line("", null, null, done: true);
         Finish(last);
         await Send(ctx, last, ct);

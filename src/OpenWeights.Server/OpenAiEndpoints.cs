@@ -204,7 +204,7 @@ public static class OpenAiEndpoints
                 completion += r.Generated;
                 var msg = new JsonObject { ["role"] = "assistant" };
                 string finish = Finish(r.Finish);
-                var parsed = parseTools || reasons ? f.ParseReply(r.Text.ToString(), rendered, toolCalls: tools is not null, forcedToolCall: forceTool) : null;
+                var parsed = parseTools || reasons ? f.ParseReply(r.Text.ToString(), rendered, toolCalls: tools is not null, forcedToolCall: forceTool, tools: tools) : null;
                 if (parsed is { ToolCalls.Count: > 0 })
                 {
                     msg["content"] = parsed.Content.Length > 0 ? parsed.Content : null;
@@ -242,7 +242,6 @@ public static class OpenAiEndpoints
         };
         for (int i = 0; i < n; i++)
             await Sse(ctx, Chunk([new JsonObject { ["index"] = i, ["delta"] = new JsonObject { ["role"] = "assistant", ["content"] = "" }, ["logprobs"] = null, ["finish_reason"] = null }]));
-        var buffered = new StringBuilder[n];
         var parsers = new IReplyParser?[n];
         int done = 0, generated = 0;
         await foreach (var ev in events.ReadAllAsync(ctx.RequestAborted))
@@ -250,32 +249,17 @@ public static class OpenAiEndpoints
             if (ev.Error is { } err) throw new ApiException(500, $"generation failed: {OpenAiRequest.Printable(err.Message, 300)}", code: "generation_failed");
             var c = ev.Chunk!;
             var choice = new JsonObject { ["index"] = ev.Index };
-            if (reasons)
+            if (reasons || parseTools)
             {
-                var parser = parsers[ev.Index] ??= f.CreateReplyParser(rendered, toolCalls: tools is not null, forcedToolCall: forceTool);
+                // reasoning, content and tool calls go out as soon as they are decided (tool-call arguments as fragments)
+                var parser = parsers[ev.Index] ??= f.CreateReplyParser(rendered, toolCalls: tools is not null, forcedToolCall: forceTool, tools: tools);
                 var deltas = new List<ReplyDelta>(parser.Push(c.Text));
                 if (c.Finish is not null) deltas.AddRange(parser.Complete());
                 bool withLogprobs = logprobs && c.Logprobs is { Count: > 0 };
-                if (deltas.Count == 0 && c.Finish is null && !withLogprobs) continue; // nothing decided yet (a header, or a tag's beginning)
+                if (deltas.Count == 0 && c.Finish is null && !withLogprobs) continue; // nothing decided yet (a header, or a marker's beginning)
                 choice["delta"] = DeltaJson(deltas);
                 choice["logprobs"] = withLogprobs ? new JsonObject { ["content"] = ChatLogprobs(c.Logprobs) } : null;
                 choice["finish_reason"] = c.Finish is { } hf ? (parser.HasToolCalls ? "tool_calls" : Finish(hf)) : null;
-            }
-            else if (parseTools)
-            {
-                (buffered[ev.Index] ??= new()).Append(c.Text);
-                if (c.Finish is null) continue;
-                var parsed = f.ParseReply(buffered[ev.Index].ToString());
-                var delta = new JsonObject();
-                if (parsed.ToolCalls.Count > 0)
-                {
-                    if (parsed.Content.Length > 0) delta["content"] = parsed.Content;
-                    delta["tool_calls"] = ToolCallsJson(parsed.ToolCalls, withIndex: true);
-                }
-                else delta["content"] = parsed.Content;
-                choice["delta"] = delta;
-                choice["logprobs"] = null;
-                choice["finish_reason"] = parsed.ToolCalls.Count > 0 ? "tool_calls" : Finish(c.Finish.Value);
             }
             else
             {

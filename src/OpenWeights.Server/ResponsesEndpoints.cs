@@ -150,7 +150,7 @@ public static class ResponsesEndpoints
 
         var response = new ResponseShape(body, h, "resp_" + Guid.NewGuid().ToString("N"), DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
             instructions, previousId, store, options);
-        var run = ChatRun.Start(ctx, h, prompt, f.ForReply(options), rendered, toolCalls: tools is not null, forcedToolCall: forceTool);
+        var run = ChatRun.Start(ctx, h, prompt, f.ForReply(options), rendered, toolCalls: tools is not null, forcedToolCall: forceTool, tools: tools);
 
         Sequence? events = null;
         if (stream)

@@ -100,32 +100,19 @@ public sealed class OpenWeightsChatClient : IChatClient
         await gate.WaitAsync(cancellationToken);
         try
         {
-            if (Formatter.SeparatesReasoning)
+            if (Formatter.SeparatesReasoning || tools is not null) // reasoning apart, tool calls found as the reply streams
             {
                 bool showReasoning = options?.Reasoning?.Output is not ReasoningOutput.None;
-                var parser = Formatter.CreateReplyParser(rendered, toolCalls: tools is not null, forcedToolCall: forced);
+                var parser = Formatter.CreateReplyParser(rendered, toolCalls: tools is not null, forcedToolCall: forced, tools: tools);
                 await foreach (var u in ParsedUpdates(prompt, gen, parser, responseId, modelId, showReasoning, cancellationToken)) yield return u;
                 yield break;
             }
-            var buffered = tools is null ? null : new StringBuilder();
             await foreach (var c in Generator.GenerateAsync(session, Tokenizer, prompt, gen, cancellationToken))
             {
-                if (c.Text.Length > 0)
-                {
-                    if (buffered is not null) buffered.Append(c.Text);
-                    else yield return new ChatResponseUpdate(ChatRole.Assistant, c.Text) { ResponseId = responseId, ModelId = modelId };
-                }
+                if (c.Text.Length > 0) yield return new ChatResponseUpdate(ChatRole.Assistant, c.Text) { ResponseId = responseId, ModelId = modelId };
                 if (c.Finish is not { } finish) continue;
                 var last = new ChatResponseUpdate { Role = ChatRole.Assistant, ResponseId = responseId, ModelId = modelId };
                 last.FinishReason = finish == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;
-                if (buffered is not null)
-                {
-                    var parsed = Formatter.ParseReply(buffered.ToString());
-                    if (parsed.Content.Length > 0) last.Contents.Add(new TextContent(parsed.Content));
-                    foreach (var call in parsed.ToolCalls)
-                        last.Contents.Add(new FunctionCallContent(call.Id, call.Name, JsonSerializer.Deserialize<Dictionary<string, object?>>(call.Arguments)));
-                    if (parsed.ToolCalls.Count > 0) last.FinishReason = ChatFinishReason.ToolCalls;
-                }
                 if (c.Stats is { } st)
                     last.Contents.Add(new UsageContent(new UsageDetails { InputTokenCount = st.PromptTokens, OutputTokenCount = st.GeneratedTokens, TotalTokenCount = st.PromptTokens + st.GeneratedTokens }));
                 yield return last;

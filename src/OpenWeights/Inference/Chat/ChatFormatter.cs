@@ -160,29 +160,32 @@ public sealed class ChatFormatter
     /// null: as the template's usual generation prompt does</param>
     /// <param name="toolCalls">look for tool calls in the answer (false: the answer is text whatever it holds)</param>
     /// <param name="forcedToolCall">the reply was forced to be a tool call from its first token (<see cref="ToolCallConstraint"/>): no thinking, whatever the prompt opened</param>
-    public ParsedReply ParseReply(string text, string? renderedPrompt = null, bool toolCalls = true, bool forcedToolCall = false)
+    /// <param name="tools">the request's tools: they type the arguments of formats that write them untyped (Qwen3-Coder's XML)</param>
+    public ParsedReply ParseReply(string text, string? renderedPrompt = null, bool toolCalls = true, bool forcedToolCall = false, IReadOnlyList<ChatTool>? tools = null)
     {
-        if (!IsThinking) return toolCalls || IsHarmony ? ToolCallParser.Parse(text, ToolFormat) : new ParsedReply(text, []);
-        var p = CreateReplyParser(renderedPrompt, toolCalls, forcedToolCall);
+        if (!IsThinking && !toolCalls && !IsHarmony) return new ParsedReply(text, []);
+        var p = CreateReplyParser(renderedPrompt, toolCalls, forcedToolCall, tools);
         p.Push(text);
         p.Complete();
         return p.Result;
     }
 
     /// <summary>
-    /// A parser for one streamed reply: harmony replies are split as they come (reasoning, content and tool-call
-    /// arguments stream); &lt;think&gt; replies stream their reasoning and then their answer (held whole when
-    /// <paramref name="toolCalls"/>, to find the calls in it); other formats are held whole and parsed when complete.
+    /// A parser for one streamed reply, split as it comes: harmony replies (reasoning, content and tool-call arguments
+    /// stream); &lt;think&gt; replies stream their reasoning and then their answer; tool calls in the template's format
+    /// (<see cref="StreamingToolCallParser"/>) stream their name first and then their arguments, the text before them
+    /// at once.
     /// </summary>
     /// <param name="renderedPrompt">the prompt the reply follows; null: as the template's usual generation prompt does</param>
     /// <param name="toolCalls">look for tool calls in the answer (false: a thinking model's answer streams as text)</param>
     /// <param name="forcedToolCall">the reply is forced to be a tool call from its first token (<see cref="ToolCallConstraint"/>): no thinking, whatever the prompt opened</param>
-    public IReplyParser CreateReplyParser(string? renderedPrompt = null, bool toolCalls = true, bool forcedToolCall = false)
+    /// <param name="tools">the request's tools: they type the arguments of formats that write them untyped (Qwen3-Coder's XML)</param>
+    public IReplyParser CreateReplyParser(string? renderedPrompt = null, bool toolCalls = true, bool forcedToolCall = false, IReadOnlyList<ChatTool>? tools = null)
     {
         if (IsHarmony) return new HarmonyReplyParser();
-        if (!IsThinking) return new WholeReplyParser(ToolFormat);
+        if (!IsThinking) return new StreamingToolCallParser(ToolFormat, tools);
         bool open = !forcedToolCall && (renderedPrompt is null ? opensThinkingByDefault.Value : ThinkReplyParser.OpensThinking(renderedPrompt));
-        return new ThinkReplyParser(open, toolCalls ? new WholeReplyParser(ToolFormat) : null);
+        return new ThinkReplyParser(open, toolCalls ? new StreamingToolCallParser(ToolFormat, tools) : null);
     }
 
     private static Dictionary<string, object?> ToTemplate(ChatTurn m)
