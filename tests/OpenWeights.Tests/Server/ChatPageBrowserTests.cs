@@ -104,10 +104,11 @@ public class ChatPageBrowserTests
         Assert.Contains(browser.Failed, f => f.Url.EndsWith("/v1/chat/completions") && f.Failure.Contains("ABORTED", StringComparison.OrdinalIgnoreCase));
         // the server saw the client go and stopped generating: the request ended before the reply's end
         Assert.True(SpinWait.SpinUntil(() => log.Chats.Count == 2, 30_000), "the stopped request never ended on the server");
-        Assert.InRange(log.Chats[1]["completion_tokens"]!.GetValue<int>(), 1, endlessTokens - 1);
+        // (a job cancelled between tokens may be counted as 0; never as the whole reply)
+        Assert.InRange(log.Chats[1]["completion_tokens"]!.GetValue<int>(), 0, endlessTokens - 1);
         Assert.Equal(0, server.ModelHost.Scheduler.ActiveSlots);
         string stopped = await second.Locator(".content").TextContentAsync() ?? "";
-        Assert.StartsWith("more words more", stopped);
+        Assert.StartsWith("more", stopped); // stopped as soon as text appeared: a word or more
         Assert.True(stopped.Length < endless.Trim().Length, "the whole reply arrived before the stop");
         await Task.Delay(500);
         Assert.Equal(stopped, await second.Locator(".content").TextContentAsync()); // nothing more arrives
@@ -180,7 +181,7 @@ public class ChatPageBrowserTests
         await Expect(page.Locator("#key-panel")).ToBeHiddenAsync();
 
         await page.Locator("#settings summary").ClickAsync();
-        await page.Locator("#max-tokens").FillAsync("8");
+        await page.Locator("#max-tokens").FillAsync("40");
         await page.Locator("#prompt").FillAsync("Hello with a key");
         await page.Locator("#send").ClickAsync();
         await Expect(page.Locator("#messages article[data-role=assistant]").Last).ToHaveAttributeAsync("data-state", "done");
@@ -281,7 +282,8 @@ public class ChatPageBrowserTests
     [
         ("<script>alert(1)</script>", "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"),
         ("a <img src=x onerror=alert(1)> b", "<p>a &lt;img src=x onerror=alert(1)&gt; b</p>"),
-        ("[x](javascript:alert(1)) [y](data:text/html,hi)", "<p>x y</p>"),
+        ("[x](javascript:alert) [y](data:text/html,hi)", "<p>x y</p>"),
+        ("[x](javascript:alert(1))", "<p>[x](javascript:alert(1))</p>"), // parentheses in the address: no link at all
         ("[**a**](https://h.test/p?q=1&r=2)", "<p><a href=\"https://h.test/p?q=1&amp;r=2\" rel=\"noopener noreferrer\" target=\"_blank\"><strong>a</strong></a></p>"),
         ("`<b>` and \\*not italic\\*", "<p><code>&lt;b&gt;</code> and *not italic*</p>"),
         ("line one\nline two", "<p>line one<br>line two</p>"),
@@ -316,7 +318,11 @@ public class ChatPageBrowserTests
 
     private static ILocatorAssertions Expect(ILocator l) => Assertions.Expect(l);
 
-    private sealed record Seen(string State, int Length);
+    private sealed class Seen
+    {
+        public string State { get; set; } = "";
+        public int Length { get; set; }
+    }
 
     /// <summary>The access log's lines (JSON) of chat completions, in the order they ended.</summary>
     private sealed class ChatLog : TextWriter
