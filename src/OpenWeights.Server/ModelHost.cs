@@ -49,6 +49,9 @@ public sealed class ModelHost : IDisposable
     /// <summary>The chat formatter, or a 400 naming why chat is unavailable (no template).</summary>
     public ChatFormatter Formatter => formatter ?? throw new ApiException(400, formatterError ?? "chat is unavailable", code: "chat_template_missing");
 
+    /// <summary>A text of the model file's metadata (general.name, general.license); null where the file does not say.</summary>
+    public string? MetadataText(string key) => Model.Source.Metadata.TryGetValue(key, out var v) ? v as string : null;
+
     public bool IsModel(string? id) =>
         id is null || id.Length == 0 || id == ModelId || id == Path.GetFileName(Options.ModelPath) || id == Options.ModelPath;
 

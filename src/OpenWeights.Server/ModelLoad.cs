@@ -52,10 +52,10 @@ public sealed class ModelLoad
         return load;
     }
 
-    /// <summary>Until the model is ready, every request but the probes is a 503 in the request's API shape.</summary>
+    /// <summary>Until the model is ready, every request but the probes and the chat page is a 503 in the request's API shape.</summary>
     internal static IApplicationBuilder UseReadinessGate(IApplicationBuilder app, ModelLoad load) => app.Use((ctx, next) =>
     {
-        if (load.IsReady || IsProbe(ctx.Request.Path.Value ?? "")) return next(ctx);
+        if (load.IsReady || IsProbe(ctx.Request.Path.Value ?? "") || ChatPage.IsPublic(ctx.Request)) return next(ctx);
         if (load.Failure is { } e)
             throw new ApiException(503, $"the model failed to load: {OpenAiRequest.Printable(e.Message, 300)}", code: "model_load_failed");
         ctx.Response.Headers.RetryAfter = "5";

@@ -13,7 +13,7 @@ namespace OpenWeights.Server;
 /// <summary>
 /// The Ollama API over the same model host as the OpenAI API: /api/chat and /api/generate (newline-delimited JSON
 /// streamed unless "stream": false), /api/embed (and the older /api/embeddings), /api/tags, /api/show, /api/ps,
-/// /api/version, and GET / ("Ollama is running", what clients probe). Auth, limits, metrics and the request log are the
+/// /api/version, and GET / ("Ollama is running", what clients probe; a browser gets the <see cref="ChatPage"/>). Auth, limits, metrics and the request log are the
 /// server's; the chat template, scheduler, reply parsing and constrained decoding (format) are those of the OpenAI
 /// endpoints. Errors are Ollama's {"error": "..."}; durations are in nanoseconds, as Ollama reports them.
 /// </summary>
@@ -32,7 +32,8 @@ public static class OllamaEndpoints
 
     public static IEndpointRouteBuilder MapOllama(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/", () => Results.Text("Ollama is running"));
+        // a browser gets the chat page; Ollama's clients their probe's answer
+        app.MapGet("/", (HttpContext ctx) => ChatPage.WantsPage(ctx.Request) ? ChatPage.Page(ctx) : Results.Text("Ollama is running"));
         app.MapGet("/api/version", () => Results.Text(new JsonObject { ["version"] = ApiVersion }.ToJsonString(), "application/json"));
         app.MapGet("/api/tags", (ModelHost h) => Results.Text(new JsonObject { ["models"] = new JsonArray(ModelEntry(h)) }.ToJsonString(Compact), "application/json"));
         app.MapGet("/api/ps", (ModelHost h) =>
@@ -113,7 +114,7 @@ public static class OllamaEndpoints
         catch (ApiException) { /* no chat template: completion without chat */ }
         await WriteJson(ctx, new JsonObject
         {
-            ["modelfile"] = "", ["parameters"] = "", ["template"] = template, ["details"] = Details(h),
+            ["modelfile"] = "", ["parameters"] = "", ["template"] = template, ["details"] = Details(h), ["license"] = h.MetadataText("general.license") ?? "",
             ["model_info"] = new JsonObject
             {
                 ["general.architecture"] = arch,

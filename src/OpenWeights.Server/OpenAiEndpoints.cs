@@ -25,7 +25,7 @@ public static class OpenAiEndpoints
         string endpoint = ctx.Request.Path.Value ?? "";
         try
         {
-            if (options.ApiKey is { Length: > 0 } key && !ModelLoad.IsProbe(endpoint))
+            if (options.ApiKey is { Length: > 0 } key && !ModelLoad.IsProbe(endpoint) && !ChatPage.IsPublic(ctx.Request))
             {
                 string? auth = ctx.Request.Headers.Authorization;
                 if (auth is null || !auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
@@ -102,7 +102,12 @@ public static class OpenAiEndpoints
     private static JsonObject ModelObject(ModelHost h) => new()
     {
         ["id"] = h.ModelId, ["object"] = "model", ["created"] = h.Created, ["owned_by"] = "openweights",
-        ["meta"] = new JsonObject { ["context_length"] = h.Scheduler.ContextSize, ["vocab_size"] = h.Tokenizer.VocabSize, ["parallel"] = h.Scheduler.Parallel },
+        // llama.cpp's meta, and what the chat page shows: the file's own name and licence (general.*), null where it does not say
+        ["meta"] = new JsonObject
+        {
+            ["context_length"] = h.Scheduler.ContextSize, ["vocab_size"] = h.Tokenizer.VocabSize, ["parallel"] = h.Scheduler.Parallel,
+            ["name"] = h.MetadataText("general.name"), ["license"] = h.MetadataText("general.license"),
+        },
     };
 
     private static async Task<OpenAiRequest> Read(HttpContext ctx, ModelHost h)

@@ -32,7 +32,8 @@ public static class OpenWeightsServer
     }
 
     /// <summary>
-    /// The request pipeline: access log and metrics, errors and API key, the readiness gate, then the endpoints. The model
+    /// The request pipeline: access log and metrics, errors and API key, the readiness gate, then the endpoints (and the
+    /// <see cref="ChatPage"/> at /, which needs no key and no loaded model). The model
     /// loads here, before the first request, or meanwhile with <see cref="ServerOptions.LoadInBackground"/> (<see cref="ModelLoad"/>).
     /// </summary>
     public static IApplicationBuilder UseOpenWeightsServer(this IApplicationBuilder app)
@@ -47,7 +48,7 @@ public static class OpenWeightsServer
         app.UseOpenAiErrors();
         ModelLoad.UseReadinessGate(app, load); // 503 until the model serves, but for /health and /livez
         app.UseRouting();
-        app.UseEndpoints(e => e.MapAnthropic().MapOllama().MapResponses().MapOpenAi());
+        app.UseEndpoints(e => e.MapChatPage().MapAnthropic().MapOllama().MapResponses().MapOpenAi());
         return app;
     }
 
