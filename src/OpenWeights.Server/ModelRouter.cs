@@ -71,6 +71,9 @@ public sealed class ModelRouter : IDisposable
         }
     }
 
+    /// <summary>Loads started since the server started (a load that requests wait for together counts once).</summary>
+    public int Loads { get; private set; }
+
     /// <summary>The names served, in order.</summary>
     public IReadOnlyList<string> Names { get { lock (gate) return [.. models.Keys.Order(StringComparer.Ordinal)]; } }
 
@@ -141,6 +144,7 @@ public sealed class ModelRouter : IDisposable
                     if (Detach(victim) is { } h) unloaded.Add(h);
                 }
                 var path = e.Path; var id = e.Name;
+                Loads++;
                 e.Load = Task.Run(() => new ModelHost(options with { ModelPath = path, ModelId = id, ModelsDir = null, ExtraModels = [], Adapters = new Dictionary<string, string>() }));
             }
             e.InUse++;

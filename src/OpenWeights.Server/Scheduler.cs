@@ -184,6 +184,10 @@ public sealed class Scheduler : IDisposable
         embedLoop.Start();
     }
 
+    private long mixedAdapterSteps;
+    /// <summary>Batched steps whose rows took different adapters (or some an adapter and some none).</summary>
+    public long MixedAdapterSteps => Interlocked.Read(ref mixedAdapterSteps);
+
     public int QueueDepth { get { lock (gate) return queue.Count; } }
     public int ActiveSlots { get { lock (gate) return slots.Count(s => s.Job is not null); } }
 
@@ -327,11 +331,14 @@ public sealed class Scheduler : IDisposable
         if (segments.Count == 0) return false;
         long t0 = Stopwatch.GetTimestamp();
         int row = 0;
+        bool mixed = false;
         for (int i = 0; i < segments.Count; i++)
         {
             rowAdapters.AsSpan(row, segments[i].Tokens.Length).Fill(owners[i].Job!.AdapterId);
+            mixed |= owners[i].Job!.AdapterId != owners[0].Job!.AdapterId;
             row += segments[i].Tokens.Length;
         }
+        if (mixed) Interlocked.Increment(ref mixedAdapterSteps);
         OpenWeights.Lora.LoraRouting.Set(rowAdapters);
         try { model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), state, threads, logits); }
         finally { OpenWeights.Lora.LoraRouting.Set(null); }
