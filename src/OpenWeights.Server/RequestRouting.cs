@@ -78,7 +78,10 @@ public static class RequestRouting
                 if (root.TryGetProperty("adapter", out var a) && a.ValueKind == JsonValueKind.String && a.GetString() is { Length: > 0 } s) adapter = s;
             }
         }
-        catch (JsonException) { /* the endpoint answers the malformed body */ }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException)
+        {
+            model = adapter = null; // malformed JSON, invalid UTF-8 or lone surrogates: the endpoint answers them (400)
+        }
         ctx.Request.Body.Position = 0;
         return (model, adapter);
     }
