@@ -250,9 +250,15 @@ public sealed class ModelRouter : IDisposable
 
     private JsonObject OllamaEntry(ModelHost h, bool running)
     {
-        var o = new JsonObject { ["name"] = h.ModelId, ["model"] = h.ModelId, ["size"] = new FileInfo(h.Options.ModelPath).Length };
+        var o = new JsonObject { ["name"] = h.ModelId, ["model"] = h.ModelId, ["size"] = FileBytes(h.Options.ModelPath) };
         if (running) { o["expires_at"] = "0001-01-01T00:00:00Z"; o["size_vram"] = 0; o["context_length"] = h.Scheduler.ContextSize; }
         return o;
+    }
+
+    private static long FileBytes(string path)
+    {
+        var f = new FileInfo(path);
+        return f.Exists ? (f.ResolveLinkTarget(returnFinalTarget: true) as FileInfo ?? f).Length : 0; // a folder (checkpoint): 0
     }
 
     // answers the requests about the set of models; false for the others
