@@ -51,6 +51,8 @@ public static class RequestRouting
                     if (host.Adapters.Contains(suffix) || (suffix != "latest" && host.IsModel(model[..i]) && model[..i].Length > 0))
                         adapterLease = host.Adapters.Acquire(suffix);
                 }
+                if (adapterLease is not null && path is "/v1/embeddings" or "/api/embed" or "/api/embeddings")
+                    throw new ApiException(400, $"the adapter '{adapterLease.Name}' applies to generation only; embeddings come from the base model (name it without the adapter)", "model", "adapter_not_supported");
                 if (adapterLease is not null) ctx.Items[AdapterLease.ItemKey] = adapterLease;
             }
             await next(ctx);

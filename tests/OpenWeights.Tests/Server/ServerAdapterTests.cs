@@ -115,6 +115,12 @@ public class ServerAdapterTests
             Assert.Equal("error", (string?)JsonNode.Parse(await r.Content.ReadAsStringAsync())!["type"]);
         }
 
+        using (var r = await http.PostAsync(new Uri(server.BaseUri, "/v1/embeddings"), Json($$"""{"model":"{{id}}:one","input":"hi"}""")))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
+            Assert.Equal("adapter_not_supported", (string?)JsonNode.Parse(await r.Content.ReadAsStringAsync())!["error"]!["code"]);
+        }
+
         // unloading: refused while a request holds it, then gone
         using (var lease = server.ModelHost.Adapters.Acquire("two"))
         {
