@@ -10,6 +10,8 @@ public sealed class ModelHost : IDisposable
     public ServerOptions Options { get; }
     public DecoderModel Model { get; }
     public Tokenizer Tokenizer { get; }
+    /// <summary>The LoRA adapters requests select by name (<see cref="ServerOptions.Adapters"/>, <c>POST /v1/adapters</c>).</summary>
+    public AdapterRegistry Adapters { get; }
     public string ModelId { get; }
     public Scheduler Scheduler { get; }
     public ServerMetrics Metrics { get; } = new();
@@ -34,6 +36,12 @@ public sealed class ModelHost : IDisposable
         try
         {
             Tokenizer = Tokenizer.FromGguf(Model.Source);
+            Adapters = new AdapterRegistry(Model);
+            foreach (var (name, spec) in options.Adapters)
+            {
+                try { Adapters.Load(name, spec); }
+                catch (ApiException e) { throw new OpenWeightsException($"--lora {name}={spec}: {e.Message}"); }
+            }
             ModelId = options.ModelId ?? Path.GetFileNameWithoutExtension(options.ModelPath);
             try { formatter = new ChatFormatter(Tokenizer, options.ChatTemplate); }
             catch (OpenWeightsException e) { formatterError = e.Message; }
@@ -53,7 +61,19 @@ public sealed class ModelHost : IDisposable
     public string? MetadataText(string key) => Model.Source.Metadata.TryGetValue(key, out var v) ? v as string : null;
 
     public bool IsModel(string? id) =>
-        id is null || id.Length == 0 || id == ModelId || id == Path.GetFileName(Options.ModelPath) || id == Options.ModelPath;
+        id is null || id.Length == 0 || id == ModelId || id == Path.GetFileName(Options.ModelPath) || id == Options.ModelPath
+        || (id.LastIndexOf(':') is > 0 and var i && Adapters.Contains(id[(i + 1)..]) && IsModel(id[..i])); // "MODEL:ADAPTER"
+
+    internal const string ItemKey = "openweights.host";
+
+    /// <summary>
+    /// The host of a request, for the endpoints' ModelHost parameter: the one a model router chose (several models), else the
+    /// server's one model.
+    /// </summary>
+    public static ValueTask<ModelHost?> BindAsync(Microsoft.AspNetCore.Http.HttpContext ctx) =>
+        ValueTask.FromResult<ModelHost?>(ctx.Items.TryGetValue(ItemKey, out var h) && h is ModelHost host ? host
+            : Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetService<ModelHost>(ctx.RequestServices)
+              ?? throw new ApiException(400, "name the model in the request's model field", "model", "model_required"));
 
     /// <summary>
     /// The server is stopping: refuse new generations (503) at once, let running ones go on for <paramref name="grace"/>,

@@ -38,6 +38,11 @@ public sealed class ModelLoad
     {
         var services = app.ApplicationServices;
         var load = services.GetRequiredService<ModelLoad>();
+        if (services.GetService<ModelRouter>() is not null) // several models: each loads on first use (ModelRouter)
+        {
+            load.Begin(Task.FromResult<ModelHost>(null!));
+            return load;
+        }
         if (!services.GetRequiredService<ServerOptions>().LoadInBackground)
         {
             load.Begin(Task.FromResult(services.GetRequiredService<ModelHost>()));

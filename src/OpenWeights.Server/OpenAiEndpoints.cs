@@ -87,7 +87,7 @@ public static class OpenAiEndpoints
         app.MapGet("/v1/models", (ModelHost h) => Results.Text(new JsonObject
         {
             ["object"] = "list",
-            ["data"] = new JsonArray(ModelObject(h)),
+            ["data"] = new JsonArray([ModelObject(h), .. h.Adapters.Names.Select(a => (JsonNode)AdapterObject(h, a))]),
         }.ToJsonString(), "application/json"));
         app.MapGet("/v1/models/{id}", (string id, ModelHost h) => h.IsModel(id)
             ? Results.Text(ModelObject(h).ToJsonString(), "application/json")
@@ -98,6 +98,13 @@ public static class OpenAiEndpoints
         app.MapFallback("{*path}", (HttpContext ctx) => throw new ApiException(404, $"no route {OpenAiRequest.Printable(ctx.Request.Method)} {OpenAiRequest.Printable(ctx.Request.Path.Value ?? "", 200)}", code: "unknown_url"));
         return app;
     }
+
+    // a per-request adapter as a model id: "MODEL:ADAPTER"
+    private static JsonObject AdapterObject(ModelHost h, string adapter) => new()
+    {
+        ["id"] = $"{h.ModelId}:{adapter}", ["object"] = "model", ["created"] = h.Created, ["owned_by"] = "openweights",
+        ["parent"] = h.ModelId, ["root"] = h.ModelId, ["meta"] = new JsonObject { ["adapter"] = adapter },
+    };
 
     private static JsonObject ModelObject(ModelHost h) => new()
     {
@@ -139,7 +146,7 @@ public static class OpenAiEndpoints
         var over = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
         ctx.Response.OnCompleted(() => { over.Cancel(); return Task.CompletedTask; });
         var ct = over.Token;
-        var jobs = Enumerable.Range(0, total).Select(k => new GenerationJob(prompts[k / n], options(k), k, output, ct)).ToList();
+        var jobs = Enumerable.Range(0, total).Select(k => new GenerationJob(prompts[k / n], options(k), k, output, ct) { AdapterId = AdapterLease.IdOf(ctx) }).ToList();
         h.Scheduler.Submit(jobs);
         return output;
     }

@@ -18,7 +18,8 @@ public static class OpenWeightsServer
     {
         if (options.ShutdownTimeout < TimeSpan.Zero) throw new OpenWeightsException($"the shutdown timeout {options.ShutdownTimeout.TotalSeconds} s must be >= 0");
         services.AddSingleton(options);
-        services.AddSingleton(_ => new ModelHost(options));
+        if (options.IsMultiModel) services.AddSingleton(_ => new ModelRouter(options)); // several models, loaded on first use
+        else services.AddSingleton(_ => new ModelHost(options));
         services.AddSingleton<ModelLoad>();
         services.AddRouting();
         services.Configure<KestrelServerOptions>(k =>
@@ -42,13 +43,15 @@ public static class OpenWeightsServer
         app.ApplicationServices.GetService<IHostApplicationLifetime>()?.ApplicationStopping.Register(() =>
         {
             if (load.Host is { } host) host.BeginShutdown(host.Options.ShutdownTimeout);
+            app.ApplicationServices.GetService<ModelRouter>()?.BeginShutdown(app.ApplicationServices.GetRequiredService<ServerOptions>().ShutdownTimeout);
         });
         app.UseRequestLog();
         app.UseApiDialects(); // Anthropic, Ollama and Responses paths: their error shapes (and x-api-key)
         app.UseOpenAiErrors();
         ModelLoad.UseReadinessGate(app, load); // 503 until the model serves, but for /health and /livez
+        app.UseRequestRouting(); // the request's model (several models) and adapter
         app.UseRouting();
-        app.UseEndpoints(e => e.MapChatPage().MapAnthropic().MapOllama().MapResponses().MapOpenAi());
+        app.UseEndpoints(e => e.MapChatPage().MapAnthropic().MapOllama().MapResponses().MapAdapters().MapOpenAi());
         return app;
     }
 

@@ -18,6 +18,8 @@ public sealed class GenerationJob(int[] prompt, GenerationOptions options, int i
     public int Index { get; } = index;
     public JobOutput Output { get; } = output;
     public CancellationToken Cancellation { get; } = ct;
+    /// <summary>The per-request LoRA adapter this job's rows take (<see cref="OpenWeights.Lora.RoutedAdapters"/> id); 0: none.</summary>
+    public int AdapterId { get; init; }
     internal TokenStream? Stream;
     internal int Prefilled;
     internal int NextToken = -1;
@@ -137,6 +139,7 @@ public sealed class Scheduler : IDisposable
     {
         public readonly KvCache Cache = cache;
         public readonly List<int> Tokens = []; // what the cache holds, in order
+        public int Adapter; // the adapter the cache's tokens were computed with: a prefix is reused only under the same one
         public GenerationJob? Job;
     }
 
@@ -146,6 +149,7 @@ public sealed class Scheduler : IDisposable
     private readonly RunState state;
     private readonly float[] logits;
     private readonly bool[] ready; // per active slot of the current step: its reader has room
+    private readonly int[] rowAdapters; // per batch row of the current step: its job's adapter (0: none)
     private readonly int threads, maxBatch;
     private readonly LinkedList<GenerationJob> queue = new();
     private readonly LinkedList<EmbeddingJob> embeds = new();
@@ -173,11 +177,16 @@ public sealed class Scheduler : IDisposable
         state = model.CreateState(this.maxBatch, ContextSize);
         logits = new float[parallel * model.Config.VocabSize];
         ready = new bool[parallel];
+        rowAdapters = new int[this.maxBatch];
         loop = new Thread(Run) { IsBackground = true, Name = "openweights-scheduler" };
         loop.Start();
         embedLoop = new Thread(EmbedLoop) { IsBackground = true, Name = "openweights-embeddings" };
         embedLoop.Start();
     }
+
+    private long mixedAdapterSteps;
+    /// <summary>Batched steps whose rows took different adapters (or some an adapter and some none).</summary>
+    public long MixedAdapterSteps => Interlocked.Read(ref mixedAdapterSteps);
 
     public int QueueDepth { get { lock (gate) return queue.Count; } }
     public int ActiveSlots { get { lock (gate) return slots.Count(s => s.Job is not null); } }
@@ -277,13 +286,14 @@ public sealed class Scheduler : IDisposable
         {
             if (s.Job is not null) continue;
             int c = 0;
-            while (c < s.Tokens.Count && c < job.Prompt.Length && s.Tokens[c] == job.Prompt[c]) c++;
+            while (s.Adapter == job.AdapterId && c < s.Tokens.Count && c < job.Prompt.Length && s.Tokens[c] == job.Prompt[c]) c++;
             if (c > bestCommon) { best = s; bestCommon = c; }
         }
         if (best is null) return false;
         if (bestCommon == job.Prompt.Length) bestCommon--; // re-evaluate the last prompt token for its logits
         best.Tokens.RemoveRange(bestCommon, best.Tokens.Count - bestCommon);
         best.Cache.Length = bestCommon;
+        best.Adapter = job.AdapterId;
         job.Prefilled = bestCommon;
         best.Job = job;
         return true;
@@ -320,7 +330,18 @@ public sealed class Scheduler : IDisposable
         }
         if (segments.Count == 0) return false;
         long t0 = Stopwatch.GetTimestamp();
-        model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), state, threads, logits);
+        int row = 0;
+        bool mixed = false;
+        for (int i = 0; i < segments.Count; i++)
+        {
+            rowAdapters.AsSpan(row, segments[i].Tokens.Length).Fill(owners[i].Job!.AdapterId);
+            mixed |= owners[i].Job!.AdapterId != owners[0].Job!.AdapterId;
+            row += segments[i].Tokens.Length;
+        }
+        if (mixed) Interlocked.Increment(ref mixedAdapterSteps);
+        OpenWeights.Lora.LoraRouting.Set(rowAdapters);
+        try { model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), state, threads, logits); }
+        finally { OpenWeights.Lora.LoraRouting.Set(null); }
         var elapsed = Stopwatch.GetElapsedTime(t0);
         Metrics.RecordStep(prefillTokens, decodeTokens, elapsed);
 

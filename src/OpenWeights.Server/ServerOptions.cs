@@ -10,6 +10,22 @@ public sealed record ServerOptions
     public required string ModelPath { get; init; }
     /// <summary>LoRA adapters applied to the model, FILE[:SCALE] each (GGUF LoRA files or PEFT folders).</summary>
     public IReadOnlyList<string> Loras { get; init; } = [];
+    /// <summary>
+    /// Per-request LoRA adapters by name (<c>serve --lora NAME=FILE[:SCALE]</c>): a request takes one with
+    /// <c>model: "MODEL:NAME"</c> or an <c>adapter</c> field, others take none (<see cref="Loras"/>, unnamed, apply to every
+    /// request). More can be loaded at run time (<c>POST /v1/adapters</c>). Single-model serving only.
+    /// </summary>
+    public IReadOnlyDictionary<string, string> Adapters { get; init; } = new Dictionary<string, string>();
+    /// <summary>Serve every GGUF file of this folder, routed by the request's model field (file name without extension), loaded on first use.</summary>
+    public string? ModelsDir { get; init; }
+    /// <summary>More model files served beside <see cref="ModelPath"/>, routed by name (several models: see <see cref="ModelRouter"/>).</summary>
+    public IReadOnlyList<string> ExtraModels { get; init; } = [];
+    /// <summary>Several models: a model that served no request this long is unloaded (null: kept until memory is needed).</summary>
+    public TimeSpan? IdleUnload { get; init; }
+    /// <summary>Several models: the memory the loaded models may take together, by the fit estimator (null: the RAM available at start).</summary>
+    public long? MemoryBudgetBytes { get; init; }
+    /// <summary>Whether this server routes among several models (<see cref="ModelsDir"/> or <see cref="ExtraModels"/>).</summary>
+    public bool IsMultiModel => ModelsDir is not null || ExtraModels.Count > 0;
     /// <summary>The model id clients name (default: the file name without extension).</summary>
     public string? ModelId { get; init; }
     public string Host { get; init; } = "127.0.0.1";

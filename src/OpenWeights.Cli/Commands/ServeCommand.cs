@@ -12,7 +12,14 @@ public static class ServeCommand
 {
     public static Command Create()
     {
-        var model = CommonOptions.Model();
+        var model = new Argument<string[]>("model")
+        {
+            Description = "A GGUF file, a Hugging Face checkpoint folder, or a catalog id / org/name[:QUANT] in the local store; several: routed by the request's model field (the file name without extension)",
+            Arity = ArgumentArity.ZeroOrMore,
+        };
+        var modelsDir = new Option<string?>("--models-dir") { Description = "Serve every .gguf file of this folder, routed by the request's model field (file name without extension), each loaded on first use" };
+        var idleUnload = new Option<double?>("--idle-unload") { Description = "Several models: unload a model after this many seconds without requests" };
+        var memoryBudget = new Option<string?>("--memory-budget") { Description = "Several models: memory the loaded models may take together, by the fit estimator (bytes, or 512M, 8G; default: the RAM available at start)" };
         var host = new Option<string>("--host") { Description = "Address to bind (default 127.0.0.1: this machine only)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "TCP port (0: any free port)", DefaultValueFactory = _ => 8080 };
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' (Anthropic clients: x-api-key) (default: env OPENWEIGHTS_API_KEY, else none)" };
@@ -25,11 +32,15 @@ public static class ServeCommand
         logFormat.AcceptOnlyFromAmong("text", "json");
         var threads = CommonOptions.Threads();
         var ctx = CommonOptions.Context();
-        var lora = CommonOptions.Lora();
+        var lora = new Option<string[]>("--lora")
+        {
+            Description = "LoRA adapter, repeatable: NAME=FILE[:SCALE] is served per request (model \"MODEL:NAME\" or an \"adapter\" field); FILE[:SCALE] alone applies to every request",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
         var cmd = new Command("serve", "Serve a model over HTTP: the OpenAI API, with the Anthropic Messages and Ollama APIs beside it")
         {
-            model, host, port, apiKey, parallel, queue, template, alias, shutdown, logFormat, threads, ctx, lora, cacheK, cacheV,
+            model, host, port, apiKey, parallel, queue, template, alias, shutdown, logFormat, threads, ctx, lora, cacheK, cacheV, modelsDir, idleUnload, memoryBudget,
         };
         cmd.SetAction(async (pr, ct) =>
         {
@@ -43,13 +54,20 @@ public static class ServeCommand
             string bind = pr.GetValue(host)!;
             string? key = pr.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("OPENWEIGHTS_API_KEY");
             if (ExposureWarning(bind, key, p) is { } warning) err.WriteLine(warning);
-            var path = CommonOptions.ResolveModel(pr.GetValue(model)!);
+            var modelArgs = pr.GetValue(model) ?? [];
+            string? dir = pr.GetValue(modelsDir);
+            if (modelArgs.Length == 0 && dir is null) throw new OpenWeightsException("serve needs a MODEL (or --models-dir DIR)");
+            var paths = modelArgs.Select(CommonOptions.ResolveModel).ToArray();
+            var (named, unnamed) = SplitLoras(pr.GetValue(lora) ?? []);
+            double? idle = pr.GetValue(idleUnload);
+            if (idle is { } i && !(i > 0)) throw new OpenWeightsException($"--idle-unload {i} must be a positive number of seconds");
             var options = new ServerOptions
             {
-                ModelPath = path, ModelId = pr.GetValue(alias), Host = bind, Port = p, ApiKey = key,
+                ModelPath = paths.FirstOrDefault() ?? "", ExtraModels = paths.Skip(1).ToArray(), ModelsDir = dir,
+                IdleUnload = idle is { } sec ? TimeSpan.FromSeconds(sec) : null, MemoryBudgetBytes = ParseBytes(pr.GetValue(memoryBudget)), Adapters = named, ModelId = pr.GetValue(alias), Host = bind, Port = p, ApiKey = key,
                 Parallel = np, MaxQueue = pr.GetValue(queue), ContextSize = pr.GetValue(ctx), Threads = pr.GetValue(threads),
                 ChatTemplate = ChatCommand.ReadTemplate(pr.GetValue(template)),
-                Loras = pr.GetValue(lora) ?? [], CacheTypes = CommonOptions.CacheTypes(pr, cacheK, cacheV),
+                Loras = unnamed, CacheTypes = CommonOptions.CacheTypes(pr, cacheK, cacheV),
                 ShutdownTimeout = TimeSpan.FromSeconds(grace),
                 AccessLog = err,
                 AccessLogFormat = pr.GetValue(logFormat) == "json" ? AccessLogFormat.Json : AccessLogFormat.Text,
@@ -73,8 +91,10 @@ public static class ServeCommand
                 await app.StopAsync(CancellationToken.None);
                 System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure); // reported as a failed load always was
             }
-            if (load.Host is not { } hostInfo) { await app.StopAsync(CancellationToken.None); err.WriteLine("stopped"); return 0; } // stopped while loading
-            output.WriteLine($"serving {hostInfo.ModelId} on {url}/v1 ({np} slots, context {hostInfo.Scheduler.ContextSize}){(key is null ? "" : ", API key required")}; Ctrl-C stops");
+            if (app.Services.GetService<ModelRouter>() is { } router)
+                output.WriteLine($"serving {router.Names.Count} models ({string.Join(", ", router.Names)}), each loaded on first use, on {url}/v1 ({np} slots each, memory budget {router.BudgetBytes / (double)(1L << 30):0.##} GiB){(key is null ? "" : ", API key required")}; Ctrl-C stops");
+            else if (load.Host is not { } hostInfo) { await app.StopAsync(CancellationToken.None); err.WriteLine("stopped"); return 0; } // stopped while loading
+            else output.WriteLine($"serving {hostInfo.ModelId} on {url}/v1 ({np} slots, context {hostInfo.Scheduler.ContextSize}){(key is null ? "" : ", API key required")}; Ctrl-C stops");
             output.Flush();
             try { await Task.Delay(Timeout.Infinite, stop.Token); } catch (OperationCanceledException) { }
             await app.StopAsync(CancellationToken.None);
@@ -82,6 +102,39 @@ public static class ServeCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>
+    /// `--lora` values: NAME=FILE[:SCALE] (NAME of letters, digits, '.', '_', '-', and the whole not an existing path) is a
+    /// per-request adapter; anything else is FILE[:SCALE] applied to every request, as before.
+    /// </summary>
+    public static (Dictionary<string, string> Named, string[] Unnamed) SplitLoras(IEnumerable<string> values)
+    {
+        var named = new Dictionary<string, string>(StringComparer.Ordinal);
+        var unnamed = new List<string>();
+        foreach (var v in values)
+        {
+            if (string.IsNullOrWhiteSpace(v)) throw new OpenWeightsException("--lora needs a file: FILE[:SCALE] or NAME=FILE[:SCALE]");
+            int eq = v.IndexOf('=');
+            if (eq > 0 && eq < v.Length - 1 && AdapterRegistry.IsValidName(v[..eq]) && !File.Exists(v) && !Directory.Exists(v))
+            {
+                if (!named.TryAdd(v[..eq], v[(eq + 1)..])) throw new OpenWeightsException($"--lora {v}: the name '{v[..eq]}' is given twice");
+            }
+            else unnamed.Add(v);
+        }
+        return (named, [.. unnamed]);
+    }
+
+    /// <summary>"8G", "512M", "1.5GiB", "1000000" -> bytes (binary units); null stays null.</summary>
+    public static long? ParseBytes(string? s)
+    {
+        if (string.IsNullOrWhiteSpace(s)) return null;
+        var t = s.Trim().ToUpperInvariant().Replace("IB", "").TrimEnd('B');
+        long unit = t.EndsWith('K') ? 1L << 10 : t.EndsWith('M') ? 1L << 20 : t.EndsWith('G') ? 1L << 30 : t.EndsWith('T') ? 1L << 40 : 1;
+        if (unit > 1) t = t[..^1];
+        if (!double.TryParse(t, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) || !(v > 0))
+            throw new OpenWeightsException($"--memory-budget {s}: expected a size such as 8G, 512M or a number of bytes");
+        return (long)(v * unit);
     }
 
     /// <summary>A warning when the server is reachable from other machines and no API key guards it; null otherwise.</summary>

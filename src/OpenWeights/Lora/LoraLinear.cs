@@ -35,7 +35,7 @@ public sealed class LoraLinear : Linear
 
     private readonly float[][] bTransposed; // per adapter: Bᵀ (r, Out), so each token's update is r vector multiply-adds
 
-    private static float[] Transpose(float[] m, int rows, int cols)
+    internal static float[] Transpose(float[] m, int rows, int cols)
     {
         var t = new float[m.Length];
         for (int r = 0; r < rows; r++) for (int c = 0; c < cols; c++) t[c * rows + r] = m[r * cols + c];
@@ -50,7 +50,7 @@ public sealed class LoraLinear : Linear
     }
 
     /// <summary>y += scale · B·(A·x) for n rows: u = A·x (r), then y += Σ_k scale·u[k] · Bᵀ[k].</summary>
-    private static void AddUpdate(AppliedLora a, float[] bt, ReadOnlySpan<float> x, Span<float> y, int n, int inDim, int outDim, int threads)
+    internal static void AddUpdate(AppliedLora a, float[] bt, ReadOnlySpan<float> x, Span<float> y, int n, int inDim, int outDim, int threads)
     {
         if (a.Scale == 0) return;
         var w = a.Weights;

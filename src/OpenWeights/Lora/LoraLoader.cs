@@ -107,7 +107,7 @@ public static class LoraLoader
     /// is W_rows + s·B_rows·A, so each part keeps A and takes its rows of B (Phi-3: attn_qkv -> Q | K | V, the gate-up
     /// ffn_up -> gate | up). An unfused projection is itself.
     /// </summary>
-    private static IEnumerable<(string Part, LoraWeights Piece)> Split(ModelConfig c, string part, LoraWeights w)
+    internal static IEnumerable<(string Part, LoraWeights Piece)> Split(ModelConfig c, string part, LoraWeights w)
     {
         (string, int, int)[] pieces = part switch
         {
