@@ -321,7 +321,7 @@ public class BundleTests : IDisposable
     public void ACancelledExportLeavesNothing(bool tar)
     {
         using var cts = new CancellationTokenSource();
-        var exporter = new BundleExporter(src) { Progress = new Sync(p => { if (p.Completed && p.Path.EndsWith("tokenizer.json", StringComparison.Ordinal)) cts.Cancel(); }) };
+        var exporter = new BundleExporter(src) { ProgressMinBytes = 0, Progress = new Sync(p => { if (p.Completed && p.Path.EndsWith("tokenizer.json", StringComparison.Ordinal)) cts.Cancel(); }) };
         string output = dir.File(tar ? "cancelled.tar" : "cancelled");
         Assert.ThrowsAny<OperationCanceledException>(() => exporter.Export(Repo, output, null, cts.Token));
         Assert.False(File.Exists(output) || Directory.Exists(output));

@@ -29,6 +29,8 @@ public sealed class BundleExporter(HubSettings settings, ModelCatalog? catalog =
     private readonly ModelCatalog catalog = catalog ?? ModelCatalog.Default;
     public HubStore Store { get; } = new(settings.CacheDir);
     public IProgress<DownloadProgress>? Progress { get; init; }
+    /// <summary>Files smaller than this are hashed without progress reports.</summary>
+    public long ProgressMinBytes { get; init; } = 64L << 20;
 
     private sealed record Entry(string BundlePath, string? SourceFile, byte[]? Bytes);
 
@@ -63,7 +65,7 @@ public sealed class BundleExporter(HubSettings settings, ModelCatalog? catalog =
         {
             if (!seen.Add(e.BundlePath)) throw new OpenWeightsException($"two files map to {e.BundlePath} in the bundle");
             var (sha, size) = e.Bytes is { } b ? (Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(b)), (long)b.Length)
-                : BundleFiles.Hash(e.SourceFile!, e.BundlePath, Progress, ct);
+                : BundleFiles.Hash(e.SourceFile!, e.BundlePath, Progress, ct, ProgressMinBytes);
             files.Add(new BundleFile(e.BundlePath, size, sha));
         }
         string ShaOf(string bundlePath) => files.First(x => x.Path == bundlePath).Sha256;

@@ -8,17 +8,17 @@ internal static class BundleFiles
     private const int Buffer = 1 << 20;
 
     /// <summary>SHA-256 (lower-case hex) and length of a file, read once.</summary>
-    public static (string Sha256, long Size) Hash(string file, string label, IProgress<DownloadProgress>? progress, CancellationToken ct)
+    public static (string Sha256, long Size) Hash(string file, string label, IProgress<DownloadProgress>? progress, CancellationToken ct, long progressMinBytes = 0)
     {
         using var src = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, Buffer, FileOptions.SequentialScan);
-        return CopyHashing(src, null, label, src.Length, progress, ct);
+        return CopyHashing(src, null, label, src.Length, progress, ct, progressMinBytes);
     }
 
-    /// <summary>Copies <paramref name="src"/> into <paramref name="dst"/> (when given) while hashing it.</summary>
-    public static (string Sha256, long Size) CopyHashing(Stream src, Stream? dst, string label, long total, IProgress<DownloadProgress>? progress, CancellationToken ct)
+    /// <summary>Copies <paramref name="src"/> into <paramref name="dst"/> (when given) while hashing it; progress only for files of at least <paramref name="progressMinBytes"/>.</summary>
+    public static (string Sha256, long Size) CopyHashing(Stream src, Stream? dst, string label, long total, IProgress<DownloadProgress>? progress, CancellationToken ct, long progressMinBytes = 0)
     {
         using var sha = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var tracker = progress is null ? null : new ProgressTracker(label, total, 0, progress);
+        var tracker = progress is null || total < progressMinBytes ? null : new ProgressTracker(label, total, 0, progress);
         var buf = new byte[Buffer];
         long size = 0, sinceReport = 0;
         int n;

@@ -31,6 +31,8 @@ public sealed class BundleImporter(HubSettings settings, ModelCatalog? catalog =
     private readonly ModelCatalog catalog = catalog ?? ModelCatalog.Default;
     public HubStore Store { get; } = new(settings.CacheDir);
     public IProgress<DownloadProgress>? Progress { get; init; }
+    /// <summary>Files smaller than this are hashed without progress reports.</summary>
+    public long ProgressMinBytes { get; init; } = 64L << 20;
 
     /// <summary>manifest.json and manifest.sig are read into memory; larger ones are refused.</summary>
     public const int MaxManifestBytes = 64 << 20;
@@ -66,7 +68,7 @@ public sealed class BundleImporter(HubSettings settings, ModelCatalog? catalog =
                 string dst = Path.Combine(staging, "f", name.Replace('/', Path.DirectorySeparatorChar));
                 Directory.CreateDirectory(Path.GetDirectoryName(dst)!);
                 using var o = new FileStream(dst, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
-                var (sha, size) = BundleFiles.CopyHashing(src, o, name, length, Progress, ct);
+                var (sha, size) = BundleFiles.CopyHashing(src, o, name, length, Progress, ct, ProgressMinBytes);
                 staged[name] = new Staged(dst, size, sha);
             }
 
