@@ -35,7 +35,7 @@ public static class ExportCommand
 }
 
 /// <summary>`openweights import BUNDLE`: verify every file, then install into the store.</summary>
-public static class ImportCommand
+public static partial class ImportCommand
 {
     public static Command Create()
     {
@@ -49,7 +49,9 @@ public static class ImportCommand
             var o = pr.InvocationConfiguration.Output;
             var err = pr.InvocationConfiguration.Error;
             var importer = new BundleImporter(HubCli.Settings()) { Progress = ProgressPrinter.For(err) };
-            var r = importer.Import(pr.GetValue(bundle)!, new ImportOptions { TrustKeyFile = pr.GetValue(trust), AcceptLicense = pr.GetValue(accept) }, ct);
+            ImportResult r;
+            try { r = importer.Import(pr.GetValue(bundle)!, new ImportOptions { TrustKeyFile = pr.GetValue(trust), AcceptLicense = pr.GetValue(accept) }, ct); }
+            catch (BundleLicenseNotAcceptedException e) { throw new OpenWeightsException(AcceptAdvice(e), e); }
             if (r.Signed && !r.SignatureVerified) err.WriteLine("openweights: note: the bundle is signed but no --trust-key was given; the signature was not checked");
             if (pr.GetValue(json))
                 CliJson.Write(o, new
@@ -67,6 +69,13 @@ public static class ImportCommand
         });
         return cmd;
     }
+}
+
+/// <summary>The library's licence refusal, advised in flags.</summary>
+public static partial class ImportCommand
+{
+    internal static string AcceptAdvice(BundleLicenseNotAcceptedException e) =>
+        $"{e.Problem}; read it ({(e.ModelId is null ? "" : $"openweights models show {e.ModelId}")}{(e.ModelId is not null && e.LicenseUrl is not null ? ", " : "")}{e.LicenseUrl}) and pass --accept-license to accept it";
 }
 
 /// <summary>`openweights keygen -o FILE`: an ECDSA P-256 key pair for signing bundles.</summary>

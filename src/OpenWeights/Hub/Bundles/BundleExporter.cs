@@ -211,7 +211,7 @@ public sealed class BundleExporter(HubSettings settings, ModelCatalog? catalog =
             result = result with { LicenseAcceptance = p };
         }
         else if (result.LicenseRestricts)
-            notes.Add($"{repo} is licensed under {result.LicenseName ?? result.License}, which restricts use, and this store holds no acceptance; the receiving side must pass import --accept-license");
+            notes.Add($"{repo} is licensed under {result.LicenseName ?? result.License}, which restricts use, and this store holds no acceptance; the receiving side must accept the licence when importing");
         ct.ThrowIfCancellationRequested();
         return result;
     }

@@ -80,7 +80,7 @@ public sealed class BundleImporter(HubSettings settings, ModelCatalog? catalog =
             bool verified = false;
             if (options.TrustKeyFile is { } trust)
             {
-                if (sig is null) throw new BundleException($"unsigned bundle: no {BundleManifest.SignatureFileName} in {bundle}, and --trust-key {trust} requires a signature");
+                if (sig is null) throw new BundleException($"unsigned bundle: no {BundleManifest.SignatureFileName} in {bundle}, and the trust key {trust} requires a signature");
                 if (!BundleSigning.Verify(manifestBytes, sig, trust))
                     throw new BundleException($"wrong signature: {BundleManifest.SignatureFileName} does not verify {BundleManifest.FileName} with {trust}");
                 verified = true;
@@ -182,7 +182,7 @@ public sealed class BundleImporter(HubSettings settings, ModelCatalog? catalog =
             if (!ok) throw new BundleException($"blob name {UntrustedText.Quote(f.Blob)} does not match the content of {UntrustedText.Quote(f.BundlePath)}");
             var existing = Store.BlobPath(m.Repo, f.Blob);
             if (File.Exists(existing) && new FileInfo(existing).Length != s.Size)
-                throw new BundleException($"the store already holds blob {f.Blob} of {m.Repo} with another size than {UntrustedText.Quote(f.BundlePath)}; remove it first (openweights rm {m.Repo})");
+                throw new BundleException($"the store already holds blob {f.Blob} of {m.Repo} with another size than {UntrustedText.Quote(f.BundlePath)}; remove {m.Repo} from the store first");
         }
     }
 
@@ -203,8 +203,7 @@ public sealed class BundleImporter(HubSettings settings, ModelCatalog? catalog =
         if (!restricts || carried is not null || options.AcceptLicense || File.Exists(Store.LicensePath(m.Repo))) return carried;
         string name = restrictive?.Name ?? m.LicenseName ?? m.License ?? "its licence";
         string? url = restrictive?.Url ?? m.LicenseUrl;
-        string read = cm is not null ? $"openweights models show {cm.Id}{(url is null ? "" : ", " + url)}" : url ?? "its licence";
-        throw new BundleException($"licence not accepted: {m.Repo} is licensed under {name}, which restricts use, and the bundle carries no acceptance record; read it ({read}) and pass --accept-license to accept it");
+                throw new BundleLicenseNotAcceptedException(m.Repo, cm?.Id, name, url);
     }
 
     private void CheckAdapters(BundleManifest manifest, Dictionary<string, Staged> staged)

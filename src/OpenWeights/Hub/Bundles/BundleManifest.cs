@@ -147,4 +147,23 @@ public sealed record BundleAdapter
 public sealed record BundleAdapterFile(string Path, string BundlePath);
 
 /// <summary>A bundle refused or not written: one line naming the cause and the file.</summary>
-public sealed class BundleException(string message) : OpenWeightsException(message);
+public class BundleException(string message) : OpenWeightsException(message);
+
+/// <summary>
+/// A bundle refused because the model's licence restricts use and nobody accepted it (no record in the bundle or the
+/// store): set <see cref="ImportOptions.AcceptLicense"/> after reading it. The fields let a front end phrase its own advice.
+/// </summary>
+public sealed class BundleLicenseNotAcceptedException(string repoId, string? modelId, string license, string? licenseUrl)
+    : BundleException($"{ProblemText(repoId, license)}; read it{ReadWhere(modelId, licenseUrl)} and accept it (ImportOptions.AcceptLicense)")
+{
+    public string RepoId { get; } = repoId;
+    public string? ModelId { get; } = modelId;
+    public string License { get; } = license;
+    public string? LicenseUrl { get; } = licenseUrl;
+    public string Problem => ProblemText(RepoId, License);
+
+    private static string ProblemText(string repoId, string license) =>
+        $"licence not accepted: {repoId} is licensed under {license}, which restricts use, and the bundle carries no acceptance record";
+    private static string ReadWhere(string? modelId, string? url) =>
+        modelId is null && url is null ? "" : $" ({string.Join(", ", new[] { modelId is null ? null : "catalog model " + modelId, url }.OfType<string>())})";
+}

@@ -55,12 +55,12 @@ public static class BundleSigning
         catch (Exception e) when (e is ArgumentException or CryptographicException)
         {
             key.Dispose();
-            throw new OpenWeightsException($"{file} holds no ECDSA key in PEM (make one with `openweights keygen -o FILE` or `openssl ecparam -name prime256v1 -genkey | openssl pkcs8 -topk8 -nocrypt`)");
+            throw new OpenWeightsException($"{file} holds no ECDSA key in PEM (BundleSigning.Generate makes one; SECURITY.md shows the openssl commands)");
         }
         if (needPrivate)
         {
             try { key.ExportParameters(true); }
-            catch (CryptographicException) { key.Dispose(); throw new OpenWeightsException($"{file} holds a public key; --sign-key needs the private key"); }
+            catch (CryptographicException) { key.Dispose(); throw new OpenWeightsException($"{file} holds a public key; signing needs the private key"); }
         }
         return key;
     }
