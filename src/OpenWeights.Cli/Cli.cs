@@ -36,6 +36,9 @@ public static class Cli
         root.Subcommands.Add(PullCommand.Create(new OpenWeights.Hub.CatalogPullGate()));
         root.Subcommands.Add(ListCommand.Create());
         root.Subcommands.Add(RmCommand.Create());
+        root.Subcommands.Add(ExportCommand.Create());
+        root.Subcommands.Add(ImportCommand.Create());
+        root.Subcommands.Add(KeygenCommand.Create());
         root.Subcommands.Add(MergeCommand.Create());
         root.Subcommands.Add(ConvertCommand.Create());
         root.Subcommands.Add(TuneCommand.Create());
