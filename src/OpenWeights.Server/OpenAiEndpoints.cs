@@ -134,7 +134,8 @@ public static class OpenAiEndpoints
         var over = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
         ctx.Response.OnCompleted(() => { over.Cancel(); return Task.CompletedTask; });
         var ct = over.Token;
-        var jobs = Enumerable.Range(0, total).Select(k => new GenerationJob(prompts[k / n], options(k), k, output, ct)).ToList();
+        var jobs = Enumerable.Range(0, total).Select(k => new GenerationJob(prompts[k / n], options(k), k, output, ct)
+            { Endpoint = ctx.Request.Path.Value, RequestId = ctx.TraceIdentifier }).ToList();
         h.Scheduler.Submit(jobs);
         return output;
     }

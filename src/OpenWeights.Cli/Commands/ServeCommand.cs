@@ -27,10 +27,12 @@ public static class ServeCommand
         var ctx = CommonOptions.Context();
         var lora = CommonOptions.Lora();
         var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
+        var audit = new CliAudit();
         var cmd = new Command("serve", "Serve a model over HTTP: the OpenAI API, with the Anthropic Messages and Ollama APIs beside it")
         {
             model, host, port, apiKey, parallel, queue, template, alias, shutdown, logFormat, threads, ctx, lora, cacheK, cacheV,
         };
+        audit.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
         {
             var output = pr.InvocationConfiguration.Output;
@@ -44,6 +46,7 @@ public static class ServeCommand
             string? key = pr.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("OPENWEIGHTS_API_KEY");
             if (ExposureWarning(bind, key, p) is { } warning) err.WriteLine(warning);
             var path = CommonOptions.ResolveModel(pr.GetValue(model)!);
+            if (pr.GetValue(audit.Content) && pr.GetValue(audit.File) is null) throw new OpenWeightsException("--audit-content needs --audit FILE");
             var options = new ServerOptions
             {
                 ModelPath = path, ModelId = pr.GetValue(alias), Host = bind, Port = p, ApiKey = key,
@@ -53,6 +56,7 @@ public static class ServeCommand
                 ShutdownTimeout = TimeSpan.FromSeconds(grace),
                 AccessLog = err,
                 AccessLogFormat = pr.GetValue(logFormat) == "json" ? AccessLogFormat.Json : AccessLogFormat.Text,
+                AuditPath = pr.GetValue(audit.File), AuditContent = pr.GetValue(audit.Content),
                 LoadInBackground = true, // /livez answers at once, /health once the model serves
             };
             // The first Ctrl-C / SIGTERM stops gracefully; a second one terminates at once (default signal handling).
