@@ -17,9 +17,10 @@ public static class FileDigest
     private readonly record struct Key(string Path, long Size, DateTime Modified);
     private static readonly ConcurrentDictionary<Key, Lazy<string>> Cache = new();
 
-    /// <summary>Times a file was actually read (tests check the cache).</summary>
-    public static int FilesHashed => filesHashed;
-    private static int filesHashed;
+    private static readonly ConcurrentDictionary<string, int> Reads = new();
+
+    /// <summary>How many times this process has read <paramref name="path"/> to hash it (tests check the cache).</summary>
+    public static int TimesRead(string path) => Reads.GetValueOrDefault(System.IO.Path.GetFullPath(path));
 
     /// <summary>Lower-case hex SHA-256 of a file, or of a folder's manifest.</summary>
     public static string Sha256(string path)
@@ -36,7 +37,7 @@ public static class FileDigest
 
     private static string HashFile(string path)
     {
-        Interlocked.Increment(ref filesHashed);
+        Reads.AddOrUpdate(path, 1, (_, n) => n + 1);
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan);
         return Convert.ToHexStringLower(SHA256.HashData(stream));
     }
