@@ -68,7 +68,7 @@ public partial class NoEgressTests
             exec 3<>/dev/tcp/127.0.0.1/18080
             printf 'POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {Body.Length}\r\nConnection: close\r\n\r\n%s' '{Body}' >&3
             cat <&3 > {response}
-            kill -INT $(cat {pid}); wait
+            kill -TERM $(cat {pid}); wait # TERM: a background job of a script ignores SIGINT
             cat {banner}
             """;
         var (_, output) = Isolated(script);
