@@ -43,6 +43,9 @@ public static class Cli
         root.Subcommands.Add(ConvertCommand.Create());
         root.Subcommands.Add(TuneCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(AuditCommand.Create());
+        root.Subcommands.Add(ReplayCommand.Create());
+        root.Subcommands.Add(EvalCommand.Create());
         return root;
     }
 

@@ -21,6 +21,8 @@ public sealed class ModelHost : IDisposable
     internal SemaphoreSlim Scoring { get; } = new(1);
     public long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     public int Threads { get; }
+    /// <summary>The audit log (serve --audit), or null.</summary>
+    public OpenWeights.Audit.AuditLog? Audit { get; }
     private readonly ChatFormatter? formatter;
     private readonly string? formatterError;
     private readonly object shutdownLock = new();
@@ -46,12 +48,17 @@ public sealed class ModelHost : IDisposable
             try { formatter = new ChatFormatter(Tokenizer, options.ChatTemplate); }
             catch (OpenWeightsException e) { formatterError = e.Message; }
             Threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
+            if (options.AuditPath is { } auditPath)
+                Audit = new OpenWeights.Audit.AuditLog(auditPath, OpenWeights.Audit.AuditModel.Describe(options.ModelPath, options.Loras,
+                    formatter?.Template.Source, OpenWeights.Audit.AuditModel.CacheName(options.CacheTypes),
+                    Math.Min(options.ContextSize, Model.Config.ContextLength)), options.AuditContent);
             Scheduler = new Scheduler(Model, Tokenizer, options.Parallel, options.ContextSize, Threads, options.MaxQueue, Metrics, cacheTypes: options.CacheTypes)
             {
                 StalledReaderTimeout = options.StalledReaderTimeout,
+                Completed = Audit is null ? null : ServerAudit.Hook(Audit, Tokenizer),
             };
         }
-        catch { Model.Dispose(); throw; }
+        catch { Audit?.Dispose(); Model.Dispose(); throw; }
     }
 
     /// <summary>The chat formatter, or a 400 naming why chat is unavailable (no template).</summary>
@@ -94,6 +101,7 @@ public sealed class ModelHost : IDisposable
     {
         lock (shutdownLock) graceTimer?.Dispose();
         Scheduler.Dispose();
+        Audit?.Dispose();
         Model.Dispose();
     }
 }

@@ -146,7 +146,8 @@ public static class OpenAiEndpoints
         var over = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
         ctx.Response.OnCompleted(() => { over.Cancel(); return Task.CompletedTask; });
         var ct = over.Token;
-        var jobs = Enumerable.Range(0, total).Select(k => new GenerationJob(prompts[k / n], options(k), k, output, ct) { AdapterId = AdapterLease.IdOf(ctx) }).ToList();
+        var jobs = Enumerable.Range(0, total).Select(k => new GenerationJob(prompts[k / n], options(k), k, output, ct)
+            { AdapterId = AdapterLease.IdOf(ctx), Endpoint = ctx.Request.Path.Value, RequestId = ctx.TraceIdentifier }).ToList();
         h.Scheduler.Submit(jobs);
         return output;
     }

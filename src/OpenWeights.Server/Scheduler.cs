@@ -20,7 +20,11 @@ public sealed class GenerationJob(int[] prompt, GenerationOptions options, int i
     public CancellationToken Cancellation { get; } = ct;
     /// <summary>The per-request LoRA adapter this job's rows take (<see cref="OpenWeights.Lora.RoutedAdapters"/> id); 0: none.</summary>
     public int AdapterId { get; init; }
-    internal TokenStream? Stream;
+    /// <summary>The route that asked for it and the request's id (the audit log records them).</summary>
+    public string? Endpoint { get; init; }
+    public string? RequestId { get; init; }
+    /// <summary>The generation's token state (set on submit): its tokens, text and seed once it has finished.</summary>
+    public TokenStream? Stream { get; internal set; }
     internal int Prefilled;
     internal int NextToken = -1;
     internal long StartTicks, FirstTokenTicks, LastTokenTicks;
@@ -196,6 +200,9 @@ public sealed class Scheduler : IDisposable
     /// cancelled and its slot freed, so a client that stays connected without reading cannot hold a slot for ever.
     /// </summary>
     public TimeSpan StalledReaderTimeout { get; init; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>Called on the scheduler thread when a job in a slot finishes (its final event sent): the audit log's hook.</summary>
+    public Action<GenerationJob, FinishReason>? Completed { get; init; }
 
     /// <summary>Shutdown, first step: new submissions are refused (503); running and queued jobs go on.</summary>
     public void StopAccepting() => refusing = true;
@@ -395,6 +402,7 @@ public sealed class Scheduler : IDisposable
         Metrics.RecordCompletion(j.Prompt.Length, j.Stream.Generated, reason == FinishReason.Cancelled);
         j.Output.AddGenerated(j.Stream.Generated);
         s.Job = null;
+        Completed?.Invoke(j, reason);
     }
 
     private static GenerationStats Stats(GenerationJob j, int generated, double seconds) => new(j.Prompt.Length, generated, TimeSpan.Zero, TimeSpan.FromSeconds(seconds));

@@ -54,6 +54,10 @@ public sealed record ServerOptions
     /// <summary>Where one line per request is written (method, path, status, tokens, time to first token, duration; never the prompt); null: nowhere.</summary>
     public TextWriter? AccessLog { get; init; }
     public AccessLogFormat AccessLogFormat { get; init; } = AccessLogFormat.Text;
+    /// <summary>The audit log: one hash-chained JSON line per generation (<see cref="OpenWeights.Audit.AuditLog"/>); null: none.</summary>
+    public string? AuditPath { get; init; }
+    /// <summary>With <see cref="AuditPath"/>: the lines carry the prompt and output texts and token ids (what replay needs).</summary>
+    public bool AuditContent { get; init; }
     /// <summary>A streaming client that leaves its events unread this long (generation paused) is cut off and its slot freed.</summary>
     public TimeSpan StalledReaderTimeout { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>

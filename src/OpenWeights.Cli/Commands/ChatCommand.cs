@@ -28,11 +28,13 @@ public static class ChatCommand
         var ctx = CommonOptions.Context();
         var lora = CommonOptions.Lora();
         var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
+        var audit = new CliAudit();
         var cmd = new Command("chat", "Chat with a model in the terminal (/? for help, /bye to quit, \"\"\" for multi-line input; Ctrl-C stops a reply)")
         {
             model, system, template, n, noThink, threads, ctx, lora, cacheK, cacheV,
         };
         sampling.AddTo(cmd);
+        audit.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
         {
             var output = pr.InvocationConfiguration.Output;
@@ -49,10 +51,12 @@ public static class ChatCommand
                 throw new OpenWeightsException($"{spec} has no chat template (tokenizer.chat_template); give one with --chat-template FILE, or use `openweights run {spec} --raw` to continue text");
             var formatter = new ChatFormatter(tok, templateSource);
             var session = new InferenceSession(m, pr.GetValue(ctx), pr.GetValue(threads), cacheTypes: CommonOptions.CacheTypes(pr, cacheK, cacheV));
+            using var log = audit.Open(pr, path, pr.GetValue(lora), formatter.Template.Source, CommonOptions.CacheTypes(pr, cacheK, cacheV), session.ContextSize);
             bool terminal = CliInput.Override.Value is null && !Console.IsInputRedirected && !Console.IsOutputRedirected;
             var loop = new ChatLoop(session, formatter, options, pr.GetValue(system))
             {
                 ShowReasoning = terminal, TemplateVariables = pr.GetValue(noThink) ? ChatFormatter.ThinkingVariables(false) : null,
+                OnReply = log is null ? null : (prompt, o, text, generated, finish) => CliAudit.Record(log, "chat", tok, o, prompt, text, generated, finish),
             };
             output.WriteLine(Banner(spec, session, templateSource is not null));
             ILineSource lines = terminal ? LineEditor.ForConsole(output) : new ReaderLineSource(CliInput.Reader, output);
@@ -120,6 +124,8 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
     public IReadOnlyDictionary<string, object?>? TemplateVariables { get; init; }
     /// <summary>The last reply's numbers (null before the first).</summary>
     public ReplyStats? LastReply { get; private set; }
+    /// <summary>`chat --audit`: called after each reply with its prompt, options (seed fixed), text, generated count and finish; null: none.</summary>
+    public Action<int[], GenerationOptions, string, int, FinishReason>? OnReply { get; init; }
 
     /// <summary>Reads lines until /bye, /exit or end of input. beginReply returns the token source that cancels the reply (Ctrl-C).</summary>
     public Task RunAsync(TextReader input, TextWriter output, Func<CancellationTokenSource>? beginReply = null, Action? endReply = null,
@@ -202,6 +208,7 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
             return;
         }
         using var cts = beginReply?.Invoke() ?? CancellationTokenSource.CreateLinkedTokenSource(ct);
+        if (OnReply is not null) replyOptions = CliAudit.WithSeed(replyOptions); // the seed the line names is the one used
         var reply = new System.Text.StringBuilder();
         // harmony and <think> models: the answer apart from the reasoning
         var parser = formatter.SeparatesReasoning ? formatter.CreateReplyParser(rendered, toolCalls: false) : null;
@@ -241,6 +248,7 @@ public sealed class ChatLoop(InferenceSession session, ChatFormatter formatter, 
             if (dim) output.Write("\u001b[0m");
         }
         output.WriteLine();
+        OnReply?.Invoke(prompt, replyOptions, reply.ToString(), stats?.GeneratedTokens ?? 0, finish);
         if (finish == FinishReason.Cancelled) output.WriteLine("(stopped)");
         else if (finish == FinishReason.Length && session.Remaining < 1)
             output.WriteLine($"(stopped: context full ({session.ContextSize} tokens); /reset to start over)");

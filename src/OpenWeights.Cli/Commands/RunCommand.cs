@@ -43,10 +43,12 @@ public static class RunCommand
         var lora = CommonOptions.Lora();
         var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
         var stats = new Option<bool>("--stats") { Description = "Print prefill/decode speed to stderr at the end" };
+        var audit = new CliAudit();
         var cmd = new Command("run", "Answer a prompt (through the model's chat template; --raw continues plain text), streamed as it is produced")
         {
             model, prompt, file, raw, template, n, temp, topK, topP, minP, repeat, presence, frequency, seed, stop, threads, ctx, special, stats, lora, cacheK, cacheV,
         };
+        audit.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
         {
             var output = pr.InvocationConfiguration.Output;
@@ -90,6 +92,9 @@ public static class RunCommand
                 if (tok.Bos >= 0 && !tok.EndOfGeneration.Contains(tok.Bos)) options = options with { StopTokens = new HashSet<int> { tok.Bos } };
             }
             if (ids.Length == 0) throw new OpenWeightsException("the prompt encodes to no tokens");
+            using var log = audit.Open(pr, path, pr.GetValue(lora), chat ? templateSource ?? tok.ChatTemplate : null, CommonOptions.CacheTypes(pr, cacheK, cacheV), session.ContextSize);
+            if (log is not null) options = CliAudit.WithSeed(options);
+            var reply = new System.Text.StringBuilder();
             if (ids.Length >= session.ContextSize)
                 throw new OpenWeightsException($"the prompt has {ids.Length} tokens but the context holds {session.ContextSize}{(AtModelMaximum(session) ? ", the model's maximum" : "; use --ctx to raise it")}");
             GenerationStats? st = null;
@@ -103,6 +108,7 @@ public static class RunCommand
             }
             await foreach (var chunk in Generator.GenerateAsync(session, tok, ids, options, ct))
             {
+                reply.Append(chunk.Text);
                 if (parser is null) output.Write(chunk.Text);
                 else Write(chunk.Finish is null ? parser.Push(chunk.Text) : [.. parser.Push(chunk.Text), .. parser.Complete()]);
                 output.Flush();
@@ -110,6 +116,7 @@ public static class RunCommand
                 if (chunk.Finish is { } f) finish = f;
             }
             output.WriteLine();
+            if (log is not null) CliAudit.Record(log, "run", tok, options, ids, reply.ToString(), st?.GeneratedTokens ?? 0, finish);
             if (ContextFullMessage(finish, session) is { } full) error.WriteLine(full);
             if (pr.GetValue(stats) && st is not null)
                 error.WriteLine(

@@ -38,10 +38,12 @@ public static class ServeCommand
             AllowMultipleArgumentsPerToken = false,
         };
         var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
+        var audit = new CliAudit();
         var cmd = new Command("serve", "Serve a model over HTTP: the OpenAI API, with the Anthropic Messages and Ollama APIs beside it")
         {
             model, host, port, apiKey, parallel, queue, template, alias, shutdown, logFormat, threads, ctx, lora, cacheK, cacheV, modelsDir, idleUnload, memoryBudget,
         };
+        audit.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
         {
             var output = pr.InvocationConfiguration.Output;
@@ -61,6 +63,7 @@ public static class ServeCommand
             var (named, unnamed) = SplitLoras(pr.GetValue(lora) ?? []);
             double? idle = pr.GetValue(idleUnload);
             if (idle is { } i && !(i > 0)) throw new OpenWeightsException($"--idle-unload {i} must be a positive number of seconds");
+            if (pr.GetValue(audit.Content) && pr.GetValue(audit.File) is null) throw new OpenWeightsException("--audit-content needs --audit FILE");
             var options = new ServerOptions
             {
                 ModelPath = paths.FirstOrDefault() ?? "", ExtraModels = paths.Skip(1).ToArray(), ModelsDir = dir,
@@ -71,6 +74,7 @@ public static class ServeCommand
                 ShutdownTimeout = TimeSpan.FromSeconds(grace),
                 AccessLog = err,
                 AccessLogFormat = pr.GetValue(logFormat) == "json" ? AccessLogFormat.Json : AccessLogFormat.Text,
+                AuditPath = pr.GetValue(audit.File), AuditContent = pr.GetValue(audit.Content),
                 LoadInBackground = true, // /livez answers at once, /health once the model serves
             };
             // The first Ctrl-C / SIGTERM stops gracefully; a second one terminates at once (default signal handling).

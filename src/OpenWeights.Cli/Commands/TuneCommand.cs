@@ -40,10 +40,11 @@ public static class TuneCommand
         var trainOnPrompt = new Option<bool>("--train-on-prompt") { Description = "Also train on prompt / user tokens" };
         var noPack = new Option<bool>("--no-pack") { Description = "One document per sequence (no packing)" };
         var threads = CommonOptions.Threads();
+        var evalData = new Option<string?>("--eval-data") { Description = "After training, `openweights eval` this file on the base model and the trained adapter side by side (perplexity text, or prompt/expected JSONL)" };
         var cmd = new Command("tune", "Fine-tune a LoRA adapter on your own data (guide: docs/FINE-TUNING.md)")
         {
             model, data, output, outOld, rank, alpha, targets, dropout, rslora, epochs, maxSteps, lr, wd, warmup, batch, accum, ctx, seqLenOld,
-            valSplit, seed, clip, ckptEvery, evalEvery, resume, overwrite, chatTemplate, trainOnPrompt, noPack, threads,
+            valSplit, seed, clip, ckptEvery, evalEvery, resume, overwrite, chatTemplate, trainOnPrompt, noPack, threads, evalData,
         };
         cmd.SetAction((pr, ct) =>
         {
@@ -110,6 +111,16 @@ public static class TuneCommand
             trainer.ExportAdapter(dir, Path.GetFileName(path));
             stdout.WriteLine($"wrote {dir}: checkpoint {LoraTrainer.CheckpointFile}, {LoraTrainer.MetricsFile}");
             foreach (var line in TuneAdvice.UsageLines(pr.GetValue(model)!, dir)) stdout.WriteLine(line);
+            if (pr.GetValue(evalData) is { } evalFile)
+            {
+                // the base and the adapter as `run --lora` would apply it: a fresh load (training's copy holds the trainable wrappers)
+                using var fresh = DecoderModel.LoadOwned(CommonOptions.OpenSource(path));
+                string adapter = Path.Combine(dir, LoraTrainer.GgufAdapterFile);
+                var report = OpenWeights.Evaluation.EvalRun.RunAsync(fresh, Tokenizer.FromGguf(fresh.Source), [adapter], evalFile,
+                    new OpenWeights.Evaluation.EvalSettings { Threads = pr.GetValue(threads) }, stop.Token).GetAwaiter().GetResult();
+                stdout.WriteLine($"eval on {evalFile}:");
+                EvalCommand.Print(report, stdout);
+            }
             return Task.FromResult(0);
         });
         return cmd;

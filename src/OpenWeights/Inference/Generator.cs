@@ -108,6 +108,12 @@ public sealed class TokenStream
     private readonly float[]? raw;
     private List<TokenLogprob>? pendingLogprobs;
     private int lastId = -1;
+    private readonly StringBuilder text = new();
+
+    /// <summary>Every piece of text emitted so far, concatenated (the final chunk's included): the reply as streamed.</summary>
+    public string Text => text.ToString();
+    /// <summary>The seed sampling draws with (the options' seed, or the one drawn when they gave none).</summary>
+    public ulong Seed => sampler.Seed;
 
     public int Generated { get; private set; }
     /// <summary>Every generated token (end-of-generation tokens excluded).</summary>
@@ -146,7 +152,7 @@ public sealed class TokenStream
         if (raw is not null) (pendingLogprobs ??= []).Add(Logprob(id));
         var (text, hit) = stopper.Push(decoder.Push(id));
         GenerationChunk? chunk = null;
-        if (text.Length > 0) { chunk = new GenerationChunk(text, id, Logprobs: pendingLogprobs); pendingLogprobs = null; }
+        if (text.Length > 0) { chunk = new GenerationChunk(text, id, Logprobs: pendingLogprobs); pendingLogprobs = null; this.text.Append(text); }
         if (hit || options.Constraint is { IsComplete: true }) return new(id, chunk, FinishReason.Stop);
         if (Generated >= options.MaxTokens) return new(id, chunk, FinishReason.Length);
         return new(id, chunk, null);
@@ -156,6 +162,7 @@ public sealed class TokenStream
     public GenerationChunk Final(FinishReason finish, GenerationStats stats)
     {
         string tail = finish == FinishReason.Stop && stopper.Hit ? "" : stopper.Flush(decoder.Flush());
+        text.Append(tail);
         var lp = pendingLogprobs; pendingLogprobs = null;
         return new GenerationChunk(tail, lastId, finish, stats, lp, finish == FinishReason.Stop ? stopper.Matched : null);
     }

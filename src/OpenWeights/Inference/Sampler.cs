@@ -10,12 +10,15 @@ public sealed class Sampler
     private readonly Dictionary<int, int> counts = [];
     private readonly Random rng;
 
+    /// <summary>The seed this sampler draws with: the options' seed, or the one drawn at random when they gave none (an audit log records it, so a replay draws alike).</summary>
+    public ulong Seed { get; }
+
     public Sampler(SamplingOptions options, int vocabSize)
     {
         options.Validate();
         o = options; vocab = vocabSize;
         ids = new int[vocabSize]; vals = new float[vocabSize];
-        ulong seed = options.Seed ?? (ulong)Random.Shared.NextInt64();
+        ulong seed = Seed = options.Seed ?? (ulong)Random.Shared.NextInt64();
         rng = new Random(unchecked((int)(seed ^ (seed >> 32)))); // seeded System.Random is stable across runs
     }
 
