@@ -15,9 +15,9 @@ namespace OpenWeights.Server;
 /// </summary>
 public sealed class AdapterRegistry(DecoderModel model)
 {
-    private sealed class Entry(string name, string path, float scale, int id)
+    private sealed class Entry(string name, string path, float scale, int id, string sha256)
     {
-        public readonly string Name = name, Path = path;
+        public readonly string Name = name, Path = path, Sha256 = sha256;
         public readonly float Scale = scale;
         public readonly int Id = id;
         public int InUse;
@@ -44,10 +44,11 @@ public sealed class AdapterRegistry(DecoderModel model)
         LoraAdapter a;
         try { a = LoraLoader.Load(s.Path, model.Source, model.Config); }
         catch (OpenWeightsException e) { throw new ApiException(400, e.Message, "path", "invalid_adapter"); }
+        string sha256 = OpenWeights.Audit.FileDigest.Sha256(s.Path); // what an audit line names it by (cached per file)
         lock (gate)
         {
             if (byName.ContainsKey(name)) throw new ApiException(409, $"an adapter named '{name}' is already loaded", "name", "adapter_exists");
-            byName[name] = new Entry(name, s.Path, s.Scale, routed.Add(a, s.Scale));
+            byName[name] = new Entry(name, Path.GetFullPath(s.Path), s.Scale, routed.Add(a, s.Scale), sha256);
         }
     }
 
@@ -61,6 +62,14 @@ public sealed class AdapterRegistry(DecoderModel model)
             byName.Remove(name);
             routed.Remove(e.Id);
         }
+    }
+
+    /// <summary>The adapter with id <paramref name="id"/> as an audit line records it (path, scale, SHA-256); null: none or unloaded.</summary>
+    public OpenWeights.Audit.AuditAdapter? AuditOf(int id)
+    {
+        if (id == 0) return null;
+        lock (gate)
+            return byName.Values.FirstOrDefault(e => e.Id == id) is { } e ? new OpenWeights.Audit.AuditAdapter(e.Path, e.Scale, e.Sha256) : null;
     }
 
     public bool Contains(string name) { lock (gate) return byName.ContainsKey(name); }

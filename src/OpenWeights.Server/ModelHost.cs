@@ -26,9 +26,12 @@ public sealed class ModelHost : IDisposable
     private readonly ChatFormatter? formatter;
     private readonly string? formatterError;
     private readonly object shutdownLock = new();
+    private readonly bool ownsAudit;
     private Timer? graceTimer;
 
-    public ModelHost(ServerOptions options)
+    /// <param name="sharedAudit">the audit log of a server with several models (its router owns it); null: this host opens
+    /// <see cref="ServerOptions.AuditPath"/> itself</param>
+    public ModelHost(ServerOptions options, OpenWeights.Audit.AuditLog? sharedAudit = null)
     {
         Options = options;
         if (options.StreamBufferEvents < 1) throw new OpenWeightsException($"the stream buffer of {options.StreamBufferEvents} events must be at least 1");
@@ -48,17 +51,21 @@ public sealed class ModelHost : IDisposable
             try { formatter = new ChatFormatter(Tokenizer, options.ChatTemplate); }
             catch (OpenWeightsException e) { formatterError = e.Message; }
             Threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
+            OpenWeights.Audit.AuditModel? auditModel = null;
             if (options.AuditPath is { } auditPath)
-                Audit = new OpenWeights.Audit.AuditLog(auditPath, OpenWeights.Audit.AuditModel.Describe(options.ModelPath, options.Loras,
-                    formatter?.Template.Source, OpenWeights.Audit.AuditModel.CacheName(options.CacheTypes),
-                    Math.Min(options.ContextSize, Model.Config.ContextLength)), options.AuditContent);
+            {
+                auditModel = OpenWeights.Audit.AuditModel.Describe(options.ModelPath, options.Loras, formatter?.Template.Source,
+                    OpenWeights.Audit.AuditModel.CacheName(options.CacheTypes), Math.Min(options.ContextSize, Model.Config.ContextLength));
+                ownsAudit = sharedAudit is null;
+                Audit = sharedAudit ?? new OpenWeights.Audit.AuditLog(auditPath, auditModel, options.AuditContent);
+            }
             Scheduler = new Scheduler(Model, Tokenizer, options.Parallel, options.ContextSize, Threads, options.MaxQueue, Metrics, cacheTypes: options.CacheTypes)
             {
                 StalledReaderTimeout = options.StalledReaderTimeout,
-                Completed = Audit is null ? null : ServerAudit.Hook(Audit, Tokenizer),
+                Completed = Audit is null ? null : ServerAudit.Hook(Audit, auditModel!, Adapters, Tokenizer),
             };
         }
-        catch { Audit?.Dispose(); Model.Dispose(); throw; }
+        catch { if (ownsAudit) Audit?.Dispose(); Model.Dispose(); throw; }
     }
 
     /// <summary>The chat formatter, or a 400 naming why chat is unavailable (no template).</summary>
@@ -101,7 +108,7 @@ public sealed class ModelHost : IDisposable
     {
         lock (shutdownLock) graceTimer?.Dispose();
         Scheduler.Dispose();
-        Audit?.Dispose();
+        if (ownsAudit) Audit?.Dispose();
         Model.Dispose();
     }
 }

@@ -35,6 +35,7 @@ public sealed class ModelRouter : IDisposable
     private readonly Dictionary<string, Entry> models = new(StringComparer.Ordinal);
     private readonly object gate = new();
     private readonly Timer? idleTimer;
+    private readonly OpenWeights.Audit.AuditLog? audit; // one log for every model (serve --audit): one chain
     private bool disposed;
 
     /// <summary>The memory the loaded models may take together (bytes).</summary>
@@ -69,6 +70,7 @@ public sealed class ModelRouter : IDisposable
             var period = TimeSpan.FromMilliseconds(Math.Clamp(idle.TotalMilliseconds / 4, 50, 5000));
             idleTimer = new Timer(_ => UnloadIdle(), null, period, period);
         }
+        if (options.AuditPath is { } auditPath) audit = new OpenWeights.Audit.AuditLog(auditPath, model: null, options.AuditContent); // last: nothing after it throws
     }
 
     /// <summary>Loads started since the server started (a load that requests wait for together counts once).</summary>
@@ -145,7 +147,7 @@ public sealed class ModelRouter : IDisposable
                 }
                 var path = e.Path; var id = e.Name;
                 Loads++;
-                e.Load = Task.Run(() => new ModelHost(options with { ModelPath = path, ModelId = id, ModelsDir = null, ExtraModels = [], Adapters = new Dictionary<string, string>() }));
+                e.Load = Task.Run(() => new ModelHost(options with { ModelPath = path, ModelId = id, ModelsDir = null, ExtraModels = [], Adapters = new Dictionary<string, string>() }, audit));
             }
             e.InUse++;
             load = e.Load;
@@ -229,6 +231,7 @@ public sealed class ModelRouter : IDisposable
             foreach (var e in models.Values) if (Detach(e) is { } h) hosts.Add(h);
         }
         foreach (var h in hosts) h.Dispose();
+        audit?.Dispose();
     }
 
     // ---- the list endpoints and the probes, for several models ----

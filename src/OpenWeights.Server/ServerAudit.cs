@@ -11,7 +11,9 @@ namespace OpenWeights.Server;
 /// </summary>
 internal static class ServerAudit
 {
-    public static Action<GenerationJob, FinishReason> Hook(AuditLog log, Tokenizer tokenizer) => (job, finish) =>
+    /// <param name="model">the model the jobs run on (one log may serve several models)</param>
+    /// <param name="adapters">the adapters requests select: a job's is logged after the model's own</param>
+    public static Action<GenerationJob, FinishReason> Hook(AuditLog log, AuditModel model, AdapterRegistry adapters, Tokenizer tokenizer) => (job, finish) =>
     {
         try
         {
@@ -22,6 +24,7 @@ internal static class ServerAudit
                 Options = job.Options, Seed = stream.Seed,
                 PromptIds = job.Prompt, PromptText = tokenizer.Decode(job.Prompt),
                 OutputIds = stream.Tokens, OutputText = stream.Text, Finish = finish,
+                Model = model, RequestAdapter = adapters.AuditOf(job.AdapterId),
             });
         }
         catch (Exception e) { Console.Error.WriteLine($"openweights: error: the audit log {log.Path} could not be written: {e.Message}"); }

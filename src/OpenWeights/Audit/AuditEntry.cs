@@ -30,6 +30,10 @@ public sealed record AuditEntry
     public int? OutputTokens { get; init; }
     public required string OutputText { get; init; }
     public required FinishReason Finish { get; init; }
+    /// <summary>The model this generation ran on, where one log serves several (a server with several models); null: the log's.</summary>
+    public AuditModel? Model { get; init; }
+    /// <summary>The adapter the request selected (served per request, applied after the model's own adapters); null: none.</summary>
+    public AuditAdapter? RequestAdapter { get; init; }
 
     internal static readonly JsonSerializerOptions Json = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
@@ -45,7 +49,7 @@ public sealed record AuditEntry
             ["endpoint"] = Endpoint,
             ["request_id"] = RequestId,
             ["model"] = new JsonObject { ["path"] = model.Path, ["sha256"] = model.Sha256 },
-            ["adapters"] = new JsonArray([.. model.Adapters.Select(a => (JsonNode)new JsonObject { ["path"] = a.Path, ["scale"] = a.Scale, ["sha256"] = a.Sha256 })]),
+            ["adapters"] = new JsonArray([.. model.Adapters.Concat(RequestAdapter is null ? [] : [RequestAdapter]).Select(a => (JsonNode)new JsonObject { ["path"] = a.Path, ["scale"] = a.Scale, ["sha256"] = a.Sha256 })]),
             ["template_sha256"] = model.TemplateSha256,
             ["kv_cache"] = model.KvCache,
             ["ctx"] = model.Context,

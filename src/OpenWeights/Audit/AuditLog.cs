@@ -20,13 +20,14 @@ public sealed class AuditLog : IDisposable
     private string prev;
 
     public string Path { get; }
-    public AuditModel Model { get; }
+    /// <summary>The model every line names unless its entry names another (null: each entry must: a server with several models).</summary>
+    public AuditModel? Model { get; }
     /// <summary>Whether lines carry the prompt and output texts and token ids (<c>--audit-content</c>).</summary>
     public bool Content { get; }
     /// <summary>The hash of the last line written (or found when the log was opened).</summary>
     public string LastHash { get { lock (gate) return prev; } }
 
-    public AuditLog(string path, AuditModel model, bool content, bool fsyncEachLine = false)
+    public AuditLog(string path, AuditModel? model, bool content, bool fsyncEachLine = false)
     {
         Path = path; Model = model; Content = content; this.fsyncEachLine = fsyncEachLine;
         try { stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, bufferSize: 0); }
@@ -36,7 +37,7 @@ public sealed class AuditLog : IDisposable
     }
 
     /// <summary>Seals and appends one generation; returns the line's hash.</summary>
-    public string Append(AuditEntry entry) => Append(entry.ToJson(Model, DateTimeOffset.UtcNow, Content));
+    public string Append(AuditEntry entry) => Append(entry.ToJson(entry.Model ?? Model ?? throw new InvalidOperationException("the audit entry names no model"), DateTimeOffset.UtcNow, Content));
 
     /// <summary>Appends a JSON object (without prev and hash) as the next line of the chain.</summary>
     public string Append(JsonObject json)

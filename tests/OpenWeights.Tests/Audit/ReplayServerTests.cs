@@ -64,6 +64,70 @@ public class ReplayServerTests
     }
 
     [Fact]
+    public async Task A_request_adapter_is_logged_after_the_models_own_and_its_line_replays()
+    {
+        using var dir = new TempDir();
+        string log = dir.File("audit.log"), adapter = dir.File("legal.gguf");
+        using (var m = OpenWeights.Models.DecoderModel.Load(TinyModels.Qwen, repack: false))
+            OpenWeights.Lora.GgufLoraAdapter.Write(OpenWeights.Tests.Lora.LoraTestUtil.Random(m.Config, rank: 4, alpha: 8, seed: 3, amp: 0.5f), adapter, m.Config);
+        using (var serve = OpenWeights.Tests.Cli.ServeCommandTests.ServeProcess.Start(TinyModels.Qwen, "--audit", log, "--audit-content", "--parallel", "4", "--lora", $"legal={adapter}:0.75"))
+        {
+            using var http = new HttpClient { BaseAddress = serve.BaseUri, Timeout = TimeSpan.FromMinutes(2) };
+            string Body(string model, int seed) => new JsonObject
+            {
+                ["model"] = model, ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "Summarise the contract" }),
+                ["temperature"] = 0.8, ["max_tokens"] = 16, ["seed"] = seed,
+            }.ToJsonString();
+            // base and adapter requests together: they share decode steps
+            var replies = await Task.WhenAll(
+                http.PostAsync("/v1/chat/completions", new StringContent(Body("m", 7), Encoding.UTF8, "application/json")),
+                http.PostAsync("/v1/chat/completions", new StringContent(Body("m:legal", 7), Encoding.UTF8, "application/json")));
+            foreach (var r in replies) Assert.True(r.IsSuccessStatusCode, await r.Content.ReadAsStringAsync());
+            for (int t = 0; t < 200 && File.ReadAllLines(log).Length < 2; t++) await Task.Delay(50);
+        }
+        var lines = File.ReadAllLines(log).Select(l => JsonNode.Parse(l)!.AsObject()).ToList();
+        Assert.Equal(2, lines.Count);
+        Assert.True(AuditChain.Verify(log).Ok);
+        var withAdapter = Assert.Single(lines, l => l["adapters"]!.AsArray().Count == 1);
+        var a = withAdapter["adapters"]![0]!;
+        Assert.Equal(Path.GetFullPath(adapter), a["path"]!.GetValue<string>());
+        Assert.Equal(0.75f, a["scale"]!.GetValue<float>());
+        Assert.Equal(FileDigest.Sha256(adapter), a["sha256"]!.GetValue<string>());
+        Assert.NotEqual(lines[0]["output_sha256"]!.GetValue<string>(), lines[1]["output_sha256"]!.GetValue<string>()); // the adapter changed the reply
+        for (int i = 1; i <= 2; i++)
+        {
+            var (code, stdout, stderr) = Cli("replay", log, "--line", i.ToString(), "-t", "2");
+            Assert.True(code == 0, $"line {i}: {stdout}{stderr}");
+            Assert.Contains("output hash matches", stdout);
+        }
+    }
+
+    [Fact]
+    public async Task A_server_with_several_models_keeps_one_chain_and_names_each_lines_model()
+    {
+        using var dir = new TempDir();
+        string log = dir.File("audit.log");
+        using (var serve = OpenWeights.Tests.Cli.ServeCommandTests.ServeProcess.Start(TinyModels.Qwen, TinyModels.Llama, "--audit", log, "--audit-content"))
+        {
+            using var http = new HttpClient { BaseAddress = serve.BaseUri, Timeout = TimeSpan.FromMinutes(2) };
+            foreach (var model in new[] { Path.GetFileNameWithoutExtension(TinyModels.Qwen), Path.GetFileNameWithoutExtension(TinyModels.Llama), Path.GetFileNameWithoutExtension(TinyModels.Qwen) })
+            {
+                var body = $$"""{"model":"{{model}}","prompt":"Once upon","max_tokens":8,"temperature":0.5,"seed":5}""";
+                using var r = await http.PostAsync("/v1/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+                Assert.True(r.IsSuccessStatusCode, await r.Content.ReadAsStringAsync());
+            }
+            for (int t = 0; t < 200 && File.ReadAllLines(log).Length < 3; t++) await Task.Delay(50);
+        }
+        var lines = File.ReadAllLines(log).Select(l => JsonNode.Parse(l)!.AsObject()).ToList();
+        Assert.Equal(3, lines.Count);
+        Assert.True(AuditChain.Verify(log).Ok); // one chain, not two logs interleaved in one file
+        Assert.Equal([FileDigest.Sha256(TinyModels.Qwen), FileDigest.Sha256(TinyModels.Llama), FileDigest.Sha256(TinyModels.Qwen)],
+            lines.Select(l => l["model"]!["sha256"]!.GetValue<string>()).ToArray());
+        for (int i = 1; i <= 3; i++)
+            Assert.Equal(0, Cli("replay", log, "--line", i.ToString(), "-t", "2").Code);
+    }
+
+    [Fact]
     public void Replay_refuses_a_line_without_content_in_one_line()
     {
         using var dir = new TempDir();
