@@ -16,7 +16,7 @@ public partial class NoEgressTests
 {
     /// <summary>
     /// The commands checked besides `serve` (which needs a request while it runs: <see cref="Serve_with_a_request_over_loopback_sends_nothing_elsewhere"/>):
-    /// name, arguments after `openweights`, stdin. One line per command; `import BUNDLE` joins the list with its own line.
+    /// name, arguments after `openweights`, stdin. `import` needs a bundle made first: its own test.
     /// </summary>
     private static IEnumerable<(string Name, string Args, string? Stdin)> Commands(string stories, string qwen, string dir) =>
     [
@@ -24,7 +24,7 @@ public partial class NoEgressTests
         ("chat", $"chat {qwen} -n 6 -t 1", "hello\n/bye\n"),
         ("tune", $"tune {stories} --data {dir}/train.txt -o {dir}/tuned --max-steps 2 --ctx 32 -t 1", null),
         ("eval", $"eval {stories} --data {dir}/held.txt --ctx 32 -t 1", null),
-    ];
+    ]; // import: Import_of_a_bundle_and_a_run_of_the_imported_model_send_nothing_beyond_loopback
 
     private static string Cli => $"{Dotnet()} {typeof(global::OpenWeights.Cli.Cli).Assembly.Location}";
 
@@ -75,6 +75,43 @@ public partial class NoEgressTests
         Assert.Contains("HTTP/1.1 200", File.ReadAllText(response) + output);
         Assert.Contains("\"choices\"", File.ReadAllText(response));
         AssertNoEgress("serve", File.ReadAllText(trace));
+    }
+
+    [Fact]
+    public void Import_of_a_bundle_and_a_run_of_the_imported_model_send_nothing_beyond_loopback()
+    {
+        SkipUnlessIsolatable();
+        using var dir = new TempDir();
+        string srcHub = dir.File("src-hub"), dstHub = dir.File("dst-hub"), bundle = dir.File("b.tar");
+        OpenWeights.Tests.Hub.BundleTests.AddRepo(new OpenWeights.Hub.HubStore(srcHub), "acme/tiny-qwen", "1111111111111111111111111111111111111111",
+            new() { ["tiny-qwen2-Q8_0.gguf"] = File.ReadAllBytes(TinyModels.Qwen) });
+        var (code, output) = Isolated($"HF_HUB_CACHE={srcHub} {Cli} export acme/tiny-qwen -o {bundle} 2>&1"); // made on the connected side in practice
+        Assert.True(code == 0, output);
+        foreach (var (name, args) in new[] { ("import", $"import {bundle}"), ("run-imported", "run acme/tiny-qwen Hello -n 3 -t 1") })
+        {
+            string trace = dir.File($"{name}.trace");
+            (code, output) = Isolated($"HF_HUB_CACHE={dstHub} {Traced(trace)} {Cli} {args} < /dev/null 2>&1");
+            Assert.True(code == 0, $"{name} failed in the namespace: {output}");
+            AssertNoEgress(name, File.ReadAllText(trace));
+        }
+    }
+
+    /// <summary>
+    /// `pull` reaches the network by design, but only the configured hub: with HF_ENDPOINT at an address of a network the
+    /// namespace lacks, every address it tries is that one (no DNS lookup, no telemetry, no other host); it fails in one line.
+    /// </summary>
+    [Fact]
+    public void Pull_addresses_only_the_configured_hub()
+    {
+        SkipUnlessIsolatable();
+        using var dir = new TempDir();
+        string trace = dir.File("pull.trace");
+        var (code, output) = Isolated($"HF_HUB_CACHE={dir.File("hub")} HF_ENDPOINT=http://10.9.8.7:8080 {Traced(trace)} {Cli} pull acme/tiny-model < /dev/null 2>&1");
+        Assert.NotEqual(0, code);
+        Assert.Single(output.Trim().Split('\n'));
+        var bad = Violations(File.ReadAllText(trace));
+        Assert.NotEmpty(bad); // it did try the hub: the trace sees it
+        Assert.All(bad, line => Assert.True(line.Contains("inet_addr(\"10.9.8.7\")") || line.Contains("\"::ffff:10.9.8.7\""), line)); // a dual-mode socket: IPv4-mapped
     }
 
     /// <summary>The check itself: a connection attempt to another address, made in the same harness, is caught.</summary>

@@ -101,7 +101,9 @@ public class ChatPageBrowserTests
         await page.Locator("#stop").ClickAsync();
         await Expect(second).ToHaveAttributeAsync("data-state", "stopped");
         await Expect(second.Locator(".note")).ToHaveTextAsync("stopped");
-        Assert.Contains(browser.Failed, f => f.Url.EndsWith("/v1/chat/completions") && f.Failure.Contains("ABORTED", StringComparison.OrdinalIgnoreCase));
+        // the browser aborted the request (its requestfailed event reaches us a little after the page's state changes)
+        Assert.True(SpinWait.SpinUntil(() => browser.Failed.Any(f => f.Url.EndsWith("/v1/chat/completions") && f.Failure.Contains("ABORTED", StringComparison.OrdinalIgnoreCase)), 10_000),
+            $"no aborted chat request was seen: {string.Join("; ", browser.Failed)}");
         // the server saw the client go and stopped generating: the request ended before the reply's end
         Assert.True(SpinWait.SpinUntil(() => log.Chats.Count == 2, 30_000), "the stopped request never ended on the server");
         // (a job cancelled between tokens may be counted as 0; never as the whole reply)
