@@ -48,7 +48,7 @@ public sealed class ModelHost : IDisposable
                 catch (ApiException e) { throw new OpenWeightsException($"--lora {name}={spec}: {e.Message}"); }
             }
             ModelId = options.ModelId ?? Path.GetFileNameWithoutExtension(options.ModelPath);
-            try { formatter = new ChatFormatter(Tokenizer, options.ChatTemplate); }
+            try { formatter = new ChatFormatter(Tokenizer, options.ChatTemplate, options.ChatTemplateLimits); }
             catch (OpenWeightsException e) { formatterError = e.Message; }
             Threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
             OpenWeights.Audit.AuditModel? auditModel = null;

@@ -43,6 +43,8 @@ public sealed record ServerOptions
     public int Threads { get; init; }
     /// <summary>A Jinja chat template (source text) instead of the model's own.</summary>
     public string? ChatTemplate { get; init; }
+    /// <summary>Budgets of each chat-template render (steps, output, list sizes); null: the defaults.</summary>
+    public OpenWeights.Inference.ChatTemplates.TemplateLimits? ChatTemplateLimits { get; init; }
     public long MaxRequestBodyBytes { get; init; } = 8 * 1024 * 1024;
     /// <summary>Events (about one per token) that may wait unread for one request before its generation pauses for the reader.</summary>
     public int StreamBufferEvents { get; init; } = 64;

@@ -30,12 +30,13 @@ public sealed class ChatFormatter
     private readonly Lazy<bool> opensThinkingByDefault;
 
     /// <param name="templateSource">a Jinja chat template; null uses the model's <c>tokenizer.chat_template</c></param>
-    public ChatFormatter(Tokenizer tokenizer, string? templateSource = null)
+    /// <param name="limits">the render's step, output and list budgets (the template is untrusted code); null: <see cref="TemplateLimits.Default"/></param>
+    public ChatFormatter(Tokenizer tokenizer, string? templateSource = null, TemplateLimits? limits = null)
     {
         Tokenizer = tokenizer;
         string source = (templateSource is null ? null : ChatTemplateSource.Check(templateSource)) ?? tokenizer.ChatTemplate
             ?? throw new OpenWeightsException("the model has no chat template (tokenizer.chat_template); supply a template");
-        Template = new ChatTemplate(source);
+        Template = new ChatTemplate(source, limits is null ? null : new JinjaTemplateOptions { Limits = limits });
         bos = tokenizer.Bos >= 0 ? tokenizer.TokenPiece(tokenizer.Bos) : null;
         eos = tokenizer.Eos >= 0 ? tokenizer.TokenPiece(tokenizer.Eos) : null;
         ToolFormat = IsHarmonySource(source) ? ToolCallFormat.Harmony
