@@ -94,6 +94,7 @@ public static class AttentionBench
                     for (int j0 = 0; j0 < rows; j0 += 64) OpenWeights.Tensors.Kernels.AttentionKernels.DecodeRows(types.K, k + (long)j0 * rb, rb, 64, d, p);
             }, 50);
             Console.WriteLine($"DecodeRows {types}: {rows} x {d} in {t * 1e6:F0} us ({rows * d / t / 1e9:F2} G elements/s)");
+            GC.KeepAlive(cache); // k points into its native memory
         }
     }
 }

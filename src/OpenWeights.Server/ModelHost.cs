@@ -1,3 +1,4 @@
+using OpenWeights.Inference;
 using OpenWeights.Inference.Chat;
 using OpenWeights.Models;
 using OpenWeights.Tokenizers;
@@ -59,13 +60,48 @@ public sealed class ModelHost : IDisposable
                 ownsAudit = sharedAudit is null;
                 Audit = sharedAudit ?? new OpenWeights.Audit.AuditLog(auditPath, auditModel, options.AuditContent);
             }
+            var (kvBudget, promptCache) = Memory(options, Model, auditModel);
             Scheduler = new Scheduler(Model, Tokenizer, options.Parallel, options.ContextSize, Threads, options.MaxQueue, Metrics, cacheTypes: options.CacheTypes)
             {
+                KvBudgetBytes = kvBudget,
+                PromptCache = promptCache,
+                AdapterSpace = id => Adapters.AuditOf(id) is { } a ? $"{a.Sha256}:{a.Scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}" : "adapter:" + id,
                 StalledReaderTimeout = options.StalledReaderTimeout,
                 Completed = Audit is null ? null : ServerAudit.Hook(Audit, auditModel!, Adapters, Tokenizer),
             };
         }
         catch { if (ownsAudit) Audit?.Dispose(); Model.Dispose(); throw; }
+    }
+
+    // The KV budget and the prompt cache: given, or from the RAM available at start (less the model file) - the prompt
+    // cache an eighth of it (at most 8 GiB), the slots' caches three quarters of the rest, never less than one whole context.
+    private static (long KvBudget, PrefixCache? PromptCache) Memory(ServerOptions o, DecoderModel model, OpenWeights.Audit.AuditModel? described)
+    {
+        long bpp;
+        using (var probe = model.CreateCache(1, o.CacheTypes)) bpp = probe.BytesPerPosition;
+        int context = Math.Min(o.ContextSize, model.Config.ContextLength);
+        long available = 0;
+        if (o.KvBudgetBytes is null || o.PromptCacheBytes is null)
+        {
+            long file = 0;
+            try { file = File.Exists(o.ModelPath) ? new FileInfo(o.ModelPath).Length : 0; } catch (IOException) { }
+            available = Math.Max(0, OpenWeights.Hardware.HardwareProbe.AvailableMemoryBytes() - file);
+        }
+        long cacheBytes = o.PromptCacheBytes ?? Math.Min(8L << 30, available / 8);
+        long kvBudget = o.KvBudgetBytes ?? Math.Max(bpp * context, (available - cacheBytes) / 4 * 3);
+        PrefixCache? cache = null;
+        if (cacheBytes > 0 || o.PromptCacheDir is not null)
+        {
+            string identity = "memory";
+            if (o.PromptCacheDir is not null)
+            {
+                // on disk, blocks outlive the process: they are named by what computed them, never by a path or an id
+                var m = described ?? OpenWeights.Audit.AuditModel.Describe(o.ModelPath, o.Loras, null, OpenWeights.Audit.AuditModel.CacheName(o.CacheTypes), context);
+                identity = $"model {m.Sha256}; cache {OpenWeights.Audit.AuditModel.CacheName(o.CacheTypes)}; adapters {string.Join(",", m.Adapters.Select(a => a.Sha256 + ":" + a.Scale.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))}";
+            }
+            cache = new PrefixCache(cacheBytes, identity, directory: o.PromptCacheDir);
+        }
+        return (kvBudget, cache);
     }
 
     /// <summary>The chat formatter, or a 400 naming why chat is unavailable (no template).</summary>

@@ -83,7 +83,7 @@ public static class OpenAiEndpoints
     public static IEndpointRouteBuilder MapOpenAi(this IEndpointRouteBuilder app)
     {
         ModelLoad.MapProbes(app); // /health (readiness) and /livez (liveness)
-        app.MapGet("/metrics", (ModelHost h) => Results.Text(h.Metrics.Render(h.Scheduler.QueueDepth, h.Scheduler.ActiveSlots, h.Scheduler.Parallel), "text/plain; version=0.0.4"));
+        app.MapGet("/metrics", (ModelHost h) => Results.Text(h.Metrics.Render(h.Scheduler.QueueDepth, h.Scheduler.ActiveSlots, h.Scheduler.Parallel) + h.Scheduler.RenderMemoryMetrics(), "text/plain; version=0.0.4"));
         app.MapGet("/v1/models", (ModelHost h) => Results.Text(new JsonObject
         {
             ["object"] = "list",

@@ -29,7 +29,7 @@ internal static class PromptScorer
         int scored = tokens.Length - 1; // the last token's logits predict a token the prompt does not have
         if (scored <= 0) return result;
         int chunk = Math.Clamp(MaxChunkFloats / vocab, 1, Math.Min(64, scored));
-        var cache = model.CreateCache(tokens.Length);
+        using var cache = model.CreateCache(tokens.Length);
         var state = model.CreateState(chunk, tokens.Length);
         var logits = new float[chunk * vocab]; // (chunk, vocab)
         for (int done = 0; done < scored;)

@@ -27,6 +27,11 @@ public sealed class GenerationJob(int[] prompt, GenerationOptions options, int i
     public TokenStream? Stream { get; internal set; }
     internal int Prefilled;
     internal int NextToken = -1;
+    /// <summary>After a preemption: every token the job had fed (prompt and reply so far), computed again before it goes on.</summary>
+    internal int[]? Resume;
+    /// <summary>The tokens the job's slot must hold before it decodes: the prompt, or after a preemption what it had fed.</summary>
+    internal int[] Feed => Resume ?? Prompt;
+    internal bool Prefilling => Prefilled < Feed.Length;
     internal long StartTicks, FirstTokenTicks, LastTokenTicks;
 }
 
@@ -145,6 +150,14 @@ public sealed class Scheduler : IDisposable
         public readonly List<int> Tokens = []; // what the cache holds, in order
         public int Adapter; // the adapter the cache's tokens were computed with: a prefix is reused only under the same one
         public GenerationJob? Job;
+        public long LastUsed; // Stopwatch ticks when a job last left it: idle slots give their memory back oldest first
+
+        /// <summary>Forgets the slot's tokens and gives their memory back.</summary>
+        public void Empty()
+        {
+            Tokens.Clear();
+            Cache.Release(0);
+        }
     }
 
     private readonly DecoderModel model;
@@ -201,6 +214,53 @@ public sealed class Scheduler : IDisposable
     /// </summary>
     public TimeSpan StalledReaderTimeout { get; init; } = TimeSpan.FromMinutes(2);
 
+    /// <summary>
+    /// Memory the slots' KV caches may hold together (bytes of positions held; 0: no limit beyond slots x context). A cache
+    /// takes memory only for the positions it holds (<see cref="KvCache"/>), so many slots with a long context cost what
+    /// their sequences hold; when the next step would go past the budget, idle slots give their memory back first (oldest
+    /// first), then the newest running jobs are preempted (their tokens kept in the prompt cache, if any, and computed
+    /// again when memory frees, bit-identically), and a job that alone does not fit ends with finish reason length. A
+    /// prompt that alone does not fit is refused at once (503 insufficient_memory).
+    /// </summary>
+    public long KvBudgetBytes { get; init; }
+
+    /// <summary>Blocks of prompt KV shared across requests and slots (null: a slot reuses only its own previous prefix).</summary>
+    public PrefixCache? PromptCache { get; init; }
+
+    /// <summary>The prompt cache's space for an adapter id (0: none): a stable identity of the adapter (file digest and
+    /// scale); by default the id itself.</summary>
+    public Func<int, string>? AdapterSpace { get; init; }
+
+    private long preemptions;
+    /// <summary>Running jobs preempted to let older ones go on within <see cref="KvBudgetBytes"/>.</summary>
+    public long Preemptions => Interlocked.Read(ref preemptions);
+
+    /// <summary>Bytes the slots' caches hold now (pages written and not given back).</summary>
+    public long KvResidentBytes { get { lock (gate) return slots.Sum(x => x.Cache.ResidentBytes); } }
+
+    private string Space(int adapter) => adapter == 0 ? "" : AdapterSpace?.Invoke(adapter) ?? "adapter:" + adapter;
+
+    /// <summary>/metrics lines of the KV memory and the prompt cache (Prometheus text format).</summary>
+    public string RenderMemoryMetrics()
+    {
+        var sb = new System.Text.StringBuilder();
+        void M(string name, string type, string help, double v) =>
+            sb.Append("# HELP ").Append(name).Append(' ').Append(help).Append("\n# TYPE ").Append(name).Append(' ').Append(type).Append('\n')
+              .Append(name).Append(' ').Append(v.ToString("R", System.Globalization.CultureInfo.InvariantCulture)).Append('\n');
+        M("openweights_kv_cache_bytes", "gauge", "Memory the slots' KV caches hold (positions written).", KvResidentBytes);
+        M("openweights_kv_budget_bytes", "gauge", "Memory the slots' KV caches may hold together (0: slots x context).", KvBudgetBytes);
+        M("openweights_preemptions_total", "counter", "Running generations preempted (and resumed later) to stay within the KV budget.", Preemptions);
+        if (PromptCache is { } pc)
+        {
+            M("openweights_prompt_cache_bytes", "gauge", "Memory the prompt cache's blocks take.", pc.Bytes);
+            M("openweights_prompt_cache_hits_total", "counter", "Prompts that found a cached prefix.", pc.Hits);
+            M("openweights_prompt_cache_misses_total", "counter", "Prompts that found no cached prefix longer than their slot's own.", pc.Misses);
+            M("openweights_prompt_cache_reused_tokens_total", "counter", "Prompt tokens taken from the prompt cache instead of computed.", pc.TokensReused);
+            M("openweights_prompt_cache_disk_reads_total", "counter", "Prompt cache blocks read back from --cache-dir.", pc.DiskReads);
+        }
+        return sb.ToString();
+    }
+
     /// <summary>Called on the scheduler thread when a job in a slot finishes (its final event sent): the audit log's hook.</summary>
     public Action<GenerationJob, FinishReason>? Completed { get; init; }
 
@@ -223,6 +283,10 @@ public sealed class Scheduler : IDisposable
         {
             if (j.Prompt.Length == 0) throw new OpenWeightsException("the prompt is empty (no tokens)");
             if (j.Prompt.Length >= ContextSize) throw new OpenWeightsException($"the prompt has {j.Prompt.Length} tokens but the context holds {ContextSize}");
+            long need = (long)(j.Prompt.Length + 1) * slots[0].Cache.BytesPerPosition;
+            if (KvBudgetBytes > 0 && need > KvBudgetBytes)
+                throw new ApiException(503, $"the prompt has {j.Prompt.Length} tokens, whose KV cache ({need / (1 << 20)} MiB) is more than the server's KV budget ({KvBudgetBytes / (1 << 20)} MiB, --kv-budget)",
+                    code: "insufficient_memory");
         }
         var streams = jobs.Select(j => new TokenStream(tokenizer, model.Config.VocabSize, j.Prompt, j.Options)).ToArray(); // validates options
         foreach (var j in jobs) j.Output.Wake ??= WakeUp; // before the scheduler can see them (and pause them)
@@ -270,6 +334,7 @@ public sealed class Scheduler : IDisposable
                     n = next;
                 }
                 while (queue.First is { } first && Assign(first.Value)) queue.RemoveFirst();
+                FitStep();
                 any = slots.Any(s => s.Job is not null);
             }
             if (!any) { wake.Wait(200); continue; }
@@ -279,31 +344,106 @@ public sealed class Scheduler : IDisposable
             {
                 lock (gate)
                     foreach (var s in slots)
-                        if (s.Job is { } j) { Emit(j, new JobEvent(j.Index, null, e)); s.Job = null; s.Tokens.Clear(); s.Cache.Length = 0; }
+                        if (s.Job is { } j) { Emit(j, new JobEvent(j.Index, null, e)); s.Job = null; s.Tokens.Clear(); s.Cache.Length = 0; s.LastUsed = Stopwatch.GetTimestamp(); }
             }
             if (!stepped) wake.Wait(100); // every active job waits for its reader: sleep until one reads (or is cancelled)
         }
     }
 
-    // Puts a job into the free slot whose cache shares the longest prefix with its prompt.
+    // Puts a job into the free slot whose cache shares the longest prefix with its prompt (or, after a preemption, with
+    // what it had fed), then takes what the prompt cache knows beyond that; false when no slot is free or the memory
+    // the job needs is not (it waits at the head of the queue).
     private bool Assign(GenerationJob job)
     {
+        var feed = job.Feed;
         Slot? best = null; int bestCommon = -1;
         foreach (var s in slots)
         {
             if (s.Job is not null) continue;
             int c = 0;
-            while (s.Adapter == job.AdapterId && c < s.Tokens.Count && c < job.Prompt.Length && s.Tokens[c] == job.Prompt[c]) c++;
-            if (c > bestCommon) { best = s; bestCommon = c; }
+            while (s.Adapter == job.AdapterId && c < s.Tokens.Count && c < feed.Length && s.Tokens[c] == feed[c]) c++;
+            if (c > bestCommon || (c == bestCommon && best is not null && s.Tokens.Count < best.Tokens.Count)) { best = s; bestCommon = c; }
         }
         if (best is null) return false;
-        if (bestCommon == job.Prompt.Length) bestCommon--; // re-evaluate the last prompt token for its logits
+        // a fresh job re-evaluates its last prompt token for its logits; a resumed one has its next token already
+        if (job.Resume is null && bestCommon == feed.Length) bestCommon--;
+        if (!MakeRoom(best, feed.Length, bestCommon)) return false;
         best.Tokens.RemoveRange(bestCommon, best.Tokens.Count - bestCommon);
         best.Cache.Length = bestCommon;
         best.Adapter = job.AdapterId;
+        if (PromptCache is { } pc && bestCommon < feed.Length - 1)
+        {
+            int upTo = job.Resume is null ? feed.Length - 1 : feed.Length;
+            int got = pc.Restore(Space(job.AdapterId), feed.AsSpan(0, upTo), bestCommon, best.Cache);
+            if (got > bestCommon)
+            {
+                best.Tokens.AddRange(feed.AsSpan(bestCommon, got - bestCommon));
+                bestCommon = got;
+            }
+        }
         job.Prefilled = bestCommon;
         best.Job = job;
         return true;
+    }
+
+    // Memory for a slot about to hold `positions` (keeping its first `keep`): true when the budget allows it, after giving
+    // back what idle slots (oldest first) and the slot's own stale tail hold, if it has to.
+    private bool MakeRoom(Slot target, int positions, int keep)
+    {
+        if (KvBudgetBytes <= 0) return true;
+        long bpp = target.Cache.BytesPerPosition;
+        // running slots count what they will hold after the next step, so a job is taken only when the step can run it
+        long Held() => slots.Where(x => x != target).Sum(x => x.Job is null ? x.Cache.HighWater * bpp : Need(x)) + Math.Max(target.Cache.HighWater, positions + 1) * bpp;
+        if (Held() <= KvBudgetBytes) return true;
+        target.Cache.Release(keep);
+        if (target.Tokens.Count > keep) target.Tokens.RemoveRange(keep, target.Tokens.Count - keep);
+        foreach (var idle in slots.Where(x => x.Job is null && x != target && x.Cache.HighWater > 0).OrderBy(x => x.LastUsed).ToList())
+        {
+            if (Held() <= KvBudgetBytes) return true;
+            idle.Empty();
+        }
+        return Held() <= KvBudgetBytes;
+    }
+
+    // Before a step: the running jobs, oldest first, each with the positions it holds after the step, must fit the budget.
+    // Idle slots give their memory back first; then the newest jobs are preempted (back to the head of the queue, to be
+    // computed again); a job that does not fit alone ends with finish reason length.
+    private void FitStep()
+    {
+        if (KvBudgetBytes <= 0) return;
+        while (true)
+        {
+            var running = slots.Where(x => x.Job is not null).OrderBy(x => x.Job!.StartTicks).ToList();
+            if (running.Count == 0) return;
+            long bpp = running[0].Cache.BytesPerPosition;
+            long held = running.Sum(Need) + slots.Where(x => x.Job is null).Sum(x => x.Cache.HighWater * bpp);
+            if (held <= KvBudgetBytes) return;
+            var idle = slots.Where(x => x.Job is null && x.Cache.HighWater > 0).OrderBy(x => x.LastUsed).FirstOrDefault();
+            if (idle is not null) { idle.Empty(); continue; }
+            if (running.Count == 1) { Finish(running[0], FinishReason.Length); return; } // alone it does not fit: the budget is its context
+            Preempt(running[^1]);
+        }
+    }
+
+    // What a running slot holds after the next step: its prompt (or what is left of it) computed, or one more token.
+    private static long Need(Slot x) =>
+        Math.Max(x.Cache.HighWater, x.Cache.Length + (x.Job!.Prefilling ? x.Job.Feed.Length - x.Job.Prefilled : 1)) * x.Cache.BytesPerPosition;
+
+    // Frees a running job's slot; the job goes back to the head of the queue with every token it had fed, which it
+    // computes again (from the prompt cache where it can) before it decodes on.
+    private void Preempt(Slot s)
+    {
+        var j = s.Job!;
+        var fed = s.Tokens.ToArray();
+        PromptCache?.Store(Space(j.AdapterId), fed, s.Cache); // what it computed so far comes back from the cache
+        // still in its prompt, it simply starts again; otherwise it computes again every token it had fed
+        if (!j.Prefilling) j.Resume = fed;
+        j.Prefilled = 0;
+        s.Job = null;
+        s.Empty();
+        s.LastUsed = Stopwatch.GetTimestamp();
+        queue.AddFirst(j);
+        Interlocked.Increment(ref preemptions);
     }
 
     // One batched forward pass over the slots with work; false when there was none (every job waits for its reader).
@@ -323,16 +463,17 @@ public sealed class Scheduler : IDisposable
         for (int i = 0; i < active.Length; i++) // decoding slots first: one token each
         {
             var s = active[i]; var j = s.Job!;
-            if (j.NextToken < 0 || !ready[i]) continue;
+            if (j.Prefilling || !ready[i]) continue;
             segments.Add(new SequenceBatch(new[] { j.NextToken }, s.Cache)); owners.Add(s);
             budget--; decodeTokens++;
         }
+        int decoding = segments.Count;
         for (int i = 0; i < active.Length; i++) // then prompt chunks with what is left
         {
             var s = active[i]; var j = s.Job!;
-            if (j.NextToken >= 0 || budget <= 0 || !ready[i]) continue;
-            int n = Math.Min(budget, j.Prompt.Length - j.Prefilled);
-            segments.Add(new SequenceBatch(j.Prompt.AsMemory(j.Prefilled, n), s.Cache)); owners.Add(s);
+            if (!j.Prefilling || budget <= 0 || !ready[i]) continue;
+            int n = Math.Min(budget, j.Feed.Length - j.Prefilled);
+            segments.Add(new SequenceBatch(j.Feed.AsMemory(j.Prefilled, n), s.Cache)); owners.Add(s);
             budget -= n; prefillTokens += n;
         }
         if (segments.Count == 0) return false;
@@ -360,10 +501,12 @@ public sealed class Scheduler : IDisposable
             {
                 var s = owners[i]; var j = s.Job!;
                 foreach (var t in segments[i].Tokens.Span) s.Tokens.Add(t);
-                if (j.NextToken < 0)
+                if (i >= decoding)
                 {
                     j.Prefilled += segments[i].Tokens.Length;
-                    if (j.Prefilled < j.Prompt.Length) continue;
+                    if (j.Prefilled < j.Feed.Length) continue;
+                    PromptCache?.Store(Space(j.AdapterId), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.Cache);
+                    if (j.Resume is not null) continue; // computed again after a preemption: its next token was sampled before
                     j.FirstTokenTicks = now;
                     j.Output.FirstToken(now);
                 }
@@ -374,7 +517,7 @@ public sealed class Scheduler : IDisposable
                 catch (Exception e) // sampling or a constraint failed: this job ends with the error, the others go on
                 {
                     Emit(j, new JobEvent(j.Index, null, e));
-                    s.Job = null; s.Tokens.Clear(); s.Cache.Length = 0;
+                    s.Job = null; s.Tokens.Clear(); s.Cache.Length = 0; s.LastUsed = now;
                     continue;
                 }
                 if (step.Chunk is { } c) Emit(j, new JobEvent(j.Index, c, null));
@@ -401,7 +544,9 @@ public sealed class Scheduler : IDisposable
         Emit(j, new JobEvent(j.Index, j.Stream!.Final(reason, new GenerationStats(j.Prompt.Length, j.Stream.Generated, prefill, decode)), null));
         Metrics.RecordCompletion(j.Prompt.Length, j.Stream.Generated, reason == FinishReason.Cancelled);
         j.Output.AddGenerated(j.Stream.Generated);
+        PromptCache?.Store(Space(j.AdapterId), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.Cache); // the next turn starts with this one
         s.Job = null;
+        s.LastUsed = now;
         Completed?.Invoke(j, reason);
     }
 
@@ -419,6 +564,8 @@ public sealed class Scheduler : IDisposable
             foreach (var e in embeds) e.Done.TrySetCanceled();
             embeds.Clear();
         }
+        if (!loop.IsAlive && !embedLoop.IsAlive)
+            foreach (var s in slots) s.Cache.Dispose(); // their memory now, not at the next collection (an unloaded model's is measured)
     }
 
     // ---- embeddings ----

@@ -24,6 +24,13 @@ public sealed record ServerOptions
     public TimeSpan? IdleUnload { get; init; }
     /// <summary>Several models: the memory the loaded models may take together, by the fit estimator (null: the RAM available at start).</summary>
     public long? MemoryBudgetBytes { get; init; }
+    /// <summary>Memory the slots' KV caches may hold together (null: most of the RAM available at start; see
+    /// <see cref="Scheduler.KvBudgetBytes"/>).</summary>
+    public long? KvBudgetBytes { get; init; }
+    /// <summary>Memory of the prompt cache shared across requests (null: an eighth of the available RAM, at most 8 GiB; 0: off).</summary>
+    public long? PromptCacheBytes { get; init; }
+    /// <summary>A folder where the prompt cache is kept across restarts (null: memory only).</summary>
+    public string? PromptCacheDir { get; init; }
     /// <summary>Whether this server routes among several models (<see cref="ModelsDir"/> or <see cref="ExtraModels"/>).</summary>
     public bool IsMultiModel => ModelsDir is not null || ExtraModels.Count > 0;
     /// <summary>The model id clients name (default: the file name without extension).</summary>

@@ -37,11 +37,15 @@ public static class ServeCommand
             Description = "LoRA adapter, repeatable: NAME=FILE[:SCALE] is served per request (model \"MODEL:NAME\" or an \"adapter\" field); FILE[:SCALE] alone applies to every request",
             AllowMultipleArgumentsPerToken = false,
         };
+        var kvBudget = new Option<string?>("--kv-budget") { Description = "Memory the slots' KV caches may hold together (8G, 512M; default: most of the RAM available at start). A cache takes memory only for the tokens it holds; past the budget, requests wait" };
+        var cacheRam = new Option<string?>("--cache-ram") { Description = "Memory for the prompt cache shared across requests (0: off; default: an eighth of the available RAM, at most 8G)" };
+        var cacheDir = new Option<string?>("--cache-dir") { Description = "Keep the prompt cache in this folder too, so a restart finds it again" };
         var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
         var audit = new CliAudit();
         var cmd = new Command("serve", "Serve a model over HTTP: the OpenAI API, with the Anthropic Messages and Ollama APIs beside it")
         {
             model, host, port, apiKey, parallel, queue, template, alias, shutdown, logFormat, threads, ctx, lora, cacheK, cacheV, modelsDir, idleUnload, memoryBudget,
+            kvBudget, cacheRam, cacheDir,
         };
         audit.AddTo(cmd);
         cmd.SetAction(async (pr, ct) =>
@@ -67,7 +71,9 @@ public static class ServeCommand
             var options = new ServerOptions
             {
                 ModelPath = paths.FirstOrDefault() ?? "", ExtraModels = paths.Skip(1).ToArray(), ModelsDir = dir,
-                IdleUnload = idle is { } sec ? TimeSpan.FromSeconds(sec) : null, MemoryBudgetBytes = ParseBytes(pr.GetValue(memoryBudget)), Adapters = named, ModelId = pr.GetValue(alias), Host = bind, Port = p, ApiKey = key,
+                IdleUnload = idle is { } sec ? TimeSpan.FromSeconds(sec) : null, MemoryBudgetBytes = ParseBytes(pr.GetValue(memoryBudget)),
+                KvBudgetBytes = ParseBytes(pr.GetValue(kvBudget), "--kv-budget"), PromptCacheBytes = ParseBytes(pr.GetValue(cacheRam), "--cache-ram", allowZero: true),
+                PromptCacheDir = pr.GetValue(cacheDir), Adapters = named, ModelId = pr.GetValue(alias), Host = bind, Port = p, ApiKey = key,
                 Parallel = np, MaxQueue = pr.GetValue(queue), ContextSize = pr.GetValue(ctx), Threads = pr.GetValue(threads),
                 ChatTemplate = ChatCommand.ReadTemplate(pr.GetValue(template)),
                 Loras = unnamed, CacheTypes = CommonOptions.CacheTypes(pr, cacheK, cacheV),
@@ -130,14 +136,14 @@ public static class ServeCommand
     }
 
     /// <summary>"8G", "512M", "1.5GiB", "1000000" -> bytes (binary units); null stays null.</summary>
-    public static long? ParseBytes(string? s)
+    public static long? ParseBytes(string? s, string flag = "--memory-budget", bool allowZero = false)
     {
         if (string.IsNullOrWhiteSpace(s)) return null;
         var t = s.Trim().ToUpperInvariant().Replace("IB", "").TrimEnd('B');
         long unit = t.EndsWith('K') ? 1L << 10 : t.EndsWith('M') ? 1L << 20 : t.EndsWith('G') ? 1L << 30 : t.EndsWith('T') ? 1L << 40 : 1;
         if (unit > 1) t = t[..^1];
-        if (!double.TryParse(t, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) || !(v > 0))
-            throw new OpenWeightsException($"--memory-budget {s}: expected a size such as 8G, 512M or a number of bytes");
+        if (!double.TryParse(t, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double v) || !(v > 0 || (allowZero && v == 0)) || v * unit > long.MaxValue / 2)
+            throw new OpenWeightsException($"{flag} {s}: expected a size such as 8G, 512M or a number of bytes{(allowZero ? " (0: off)" : "")}");
         return (long)(v * unit);
     }
 

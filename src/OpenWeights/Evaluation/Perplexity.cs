@@ -25,7 +25,7 @@ public static class Perplexity
         if (stride < 1 || stride > window) throw new OpenWeightsException($"the stride {stride} must be between 1 and the window ({window})");
         int vocab = model.Config.VocabSize;
         int w = Math.Min(window, tokens.Count);
-        var cache = model.CreateCache(w);
+        using var cache = model.CreateCache(w);
         var state = model.CreateState(w, w);
         var logits = new float[w * vocab]; // (window, vocab)
         var ids = new int[w];

@@ -46,6 +46,7 @@ public sealed class EmbeddingRun
             TensorPrimitives.Add(sum, state.Xb.AsSpan(0, dim), sum);
         }
         done += n;
+        if (IsComplete) cache.Dispose(); // its memory now: the pooled sum is all that is left to read
         return IsComplete;
     }
 

@@ -184,13 +184,14 @@ public class JinjaLimitTests
         // what the server and the IChatClient do with the request's token: an abandoned request stops rendering
         using var m = OpenWeights.Models.DecoderModel.Load(OpenWeights.Tests.Chat.TinyModels.Qwen);
         var tok = OpenWeights.Tokenizers.Tokenizer.FromGguf(m.Source);
+        // ~10^10 steps with the step limit lifted: only a token that reaches the render can end it (OperationCanceledException);
+        // without it the 60 s guard fails the test (with the default limit a loaded machine once hit the limit first)
         var f = new OpenWeights.Inference.Chat.ChatFormatter(tok,
-            "{% for i in range(100000) %}{% for j in range(100000) %}{{ messages[0].content }}{% endfor %}{% endfor %}");
-        // cancelled 1 ms in: far sooner than the render could reach its step limit (20M steps take tens of ms), so only a
-        // token that reaches the render ends it with OperationCanceledException (without it: TemplateLimitException)
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ messages[0].content }}",
+            new TemplateLimits { MaxSteps = long.MaxValue / 2 });
         using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(1));
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Task.Run(() =>
-            f.EncodeConversation([OpenWeights.Inference.Chat.ChatTurn.User("x")], null, cts.Token)));
+            f.EncodeConversation([OpenWeights.Inference.Chat.ChatTurn.User("x")], null, cts.Token)).WaitAsync(TimeSpan.FromSeconds(60)));
     }
 
     [Theory]

@@ -16,7 +16,7 @@ public class AttentionTests
         var rng = new Random(n * 31 + heads);
         int kvDim = kvHeads * d, qDim = heads * d, prior = 5;
         var cache = new KvCache(1, prior + n + 3, kvDim);
-        foreach (var arr in new[] { cache.KLayer(0), cache.VLayer(0) }) for (int i = 0; i < arr.Length; i++) arr[i] = (float)(rng.NextDouble() * 2 - 1);
+        for (int which = 0; which < 2; which++) { var arr = which == 0 ? cache.KLayer(0) : cache.VLayer(0); for (int i = 0; i < arr.Length; i++) arr[i] = (float)(rng.NextDouble() * 2 - 1); }
         var q = new float[n * qDim];
         for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 4 - 2);
         var caches = Enumerable.Repeat<KvCache?>(cache, n).ToArray();
@@ -63,7 +63,7 @@ public class AttentionTests
         var rng = new Random(n * 17 + heads + window);
         int kvDim = kvHeads * d, qDim = heads * d, prior = 5;
         var cache = new KvCache(1, prior + n + 3, kvDim);
-        foreach (var arr in new[] { cache.KLayer(0), cache.VLayer(0) }) for (int i = 0; i < arr.Length; i++) arr[i] = (float)(rng.NextDouble() * 2 - 1);
+        for (int which = 0; which < 2; which++) { var arr = which == 0 ? cache.KLayer(0) : cache.VLayer(0); for (int i = 0; i < arr.Length; i++) arr[i] = (float)(rng.NextDouble() * 2 - 1); }
         var q = new float[n * qDim];
         for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 4 - 2);
         // sinks from well below to well above the scores, so that some heads give the sink most of their weight

@@ -20,7 +20,7 @@ public class ChunkedAttentionTests
         var rng = new Random(n * 31 + heads + chunk);
         int kvDim = kvHeads * d, qDim = heads * d;
         var cache = new KvCache(1, prior + n + 3, kvDim);
-        foreach (var arr in new[] { cache.KLayer(0), cache.VLayer(0) }) for (int i = 0; i < arr.Length; i++) arr[i] = (float)(rng.NextDouble() * 2 - 1);
+        for (int which = 0; which < 2; which++) { var arr = which == 0 ? cache.KLayer(0) : cache.VLayer(0); for (int i = 0; i < arr.Length; i++) arr[i] = (float)(rng.NextDouble() * 2 - 1); }
         var q = new float[n * qDim];
         for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 4 - 2);
         var caches = Enumerable.Repeat<KvCache?>(cache, n).ToArray();

@@ -118,5 +118,6 @@ public class KvCacheTypeTests
                     Assert.True(Math.Abs(got - o) <= 1e-5, $"t={t} h={h} c={c}: {got} vs {o}");
                 }
             }
+        GC.KeepAlive(exact); // kf, vf point into its native memory
     }
 }

@@ -75,7 +75,7 @@ public class TrainOpsGradientTests
         var o = new float[q.Length];
         TrainOps.AttentionForward(q, k, v, o, new float[n * heads], new int[n], n, heads, kvHeads, d, 1);
         var cache = new KvCache(1, n, kvHeads * d);
-        k.CopyTo(cache.KLayer(0), 0); v.CopyTo(cache.VLayer(0), 0);
+        k.CopyTo(cache.KLayer(0)); v.CopyTo(cache.VLayer(0));
         var att = new float[q.Length];
         Attention.Causal(q, Enumerable.Repeat<KvCache?>(cache, n).ToArray(), Enumerable.Range(0, n).ToArray(), 0, att, n, heads, kvHeads, d, 1);
         for (int i = 0; i < o.Length; i++) Assert.Equal(att[i], o[i], 1e-5f);

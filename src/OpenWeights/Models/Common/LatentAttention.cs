@@ -227,7 +227,7 @@ public sealed class LatentAttention
             for (int i = 0; i < v; i++) Att.VB[h].Weight.DecodeRow(i, wv.Slice(i * r, r));
             for (int j = 0; j < len; j++)
             {
-                var cj = k.AsSpan(j * kvw, r);
+                var cj = k.Slice(j * kvw, r);
                 var kj = kn.Slice(j * nope, nope);
                 kj.Clear();
                 for (int i = 0; i < r; i++) TensorPrimitives.MultiplyAdd(wk.Slice(i * nope, nope), cj[i], kj, kj); // kj += c_j[i] · W_uk_hᵀ[i]
@@ -241,7 +241,7 @@ public sealed class LatentAttention
                 var q = Q.AsSpan(t * Heads * kq + h * kq, kq);
                 var row = sc.AsSpan(0, m);
                 for (int j = 0; j < m; j++)
-                    row[j] = (TensorPrimitives.Dot(q[..nope], kn.Slice(j * nope, nope)) + TensorPrimitives.Dot(q[nope..], k.AsSpan(j * kvw + r, rp))) * Scale;
+                    row[j] = (TensorPrimitives.Dot(q[..nope], kn.Slice(j * nope, nope)) + TensorPrimitives.Dot(q[nope..], k.Slice(j * kvw + r, rp))) * Scale;
                 Ops.Softmax(row);
                 var o = VOut.AsSpan((t * Heads + h) * v, v);
                 o.Clear();
@@ -252,7 +252,7 @@ public sealed class LatentAttention
 
     /// <summary>The first <paramref name="len"/> cached [c, kpe] rows of a layer as F32: an F32 cache's own array, else
     /// decoded into a per-thread scratch.</summary>
-    private static unsafe float[] Latents(KvCache cache, int len, int kvw, int layer)
+    private static unsafe Span<float> Latents(KvCache cache, int len, int kvw, int layer)
     {
         if (cache.KType == GgmlType.F32) return cache.KLayer(layer);
         var a = latents is { } l && l.Length >= len * kvw ? l : latents = new float[len * kvw];
