@@ -74,7 +74,8 @@ public sealed class ModelHost : IDisposable
     }
 
     // The KV budget and the prompt cache: given, or from the RAM available at start (less the model file) - the prompt
-    // cache an eighth of it (at most 8 GiB), the slots' caches three quarters of the rest, never less than one whole context.
+    // cache a sixteenth of it (at most 1 GiB: its blocks are copies beside the slots'), the slots' caches three quarters of
+    // the rest, never less than one whole context.
     private static (long KvBudget, PrefixCache? PromptCache) Memory(ServerOptions o, DecoderModel model, OpenWeights.Audit.AuditModel? described)
     {
         long bpp;
@@ -87,7 +88,7 @@ public sealed class ModelHost : IDisposable
             try { file = File.Exists(o.ModelPath) ? new FileInfo(o.ModelPath).Length : 0; } catch (IOException) { }
             available = Math.Max(0, OpenWeights.Hardware.HardwareProbe.AvailableMemoryBytes() - file);
         }
-        long cacheBytes = o.PromptCacheBytes ?? Math.Min(8L << 30, available / 8);
+        long cacheBytes = o.PromptCacheBytes ?? Math.Min(1L << 30, available / 16);
         long kvBudget = o.KvBudgetBytes ?? Math.Max(bpp * context, (available - cacheBytes) / 4 * 3);
         PrefixCache? cache = null;
         if (cacheBytes > 0 || o.PromptCacheDir is not null)

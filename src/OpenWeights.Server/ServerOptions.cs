@@ -27,7 +27,7 @@ public sealed record ServerOptions
     /// <summary>Memory the slots' KV caches may hold together (null: most of the RAM available at start; see
     /// <see cref="Scheduler.KvBudgetBytes"/>).</summary>
     public long? KvBudgetBytes { get; init; }
-    /// <summary>Memory of the prompt cache shared across requests (null: an eighth of the available RAM, at most 8 GiB; 0: off).</summary>
+    /// <summary>Memory of the prompt cache shared across requests (null: a sixteenth of the available RAM, at most 1 GiB; 0: off).</summary>
     public long? PromptCacheBytes { get; init; }
     /// <summary>A folder where the prompt cache is kept across restarts (null: memory only).</summary>
     public string? PromptCacheDir { get; init; }

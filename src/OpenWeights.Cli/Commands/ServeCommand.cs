@@ -38,7 +38,7 @@ public static class ServeCommand
             AllowMultipleArgumentsPerToken = false,
         };
         var kvBudget = new Option<string?>("--kv-budget") { Description = "Memory the slots' KV caches may hold together (8G, 512M; default: most of the RAM available at start). A cache takes memory only for the tokens it holds; past the budget, requests wait" };
-        var cacheRam = new Option<string?>("--cache-ram") { Description = "Memory for the prompt cache shared across requests (0: off; default: an eighth of the available RAM, at most 8G)" };
+        var cacheRam = new Option<string?>("--cache-ram") { Description = "Memory for the prompt cache shared across requests (0: off; default: a sixteenth of the available RAM, at most 1G)" };
         var cacheDir = new Option<string?>("--cache-dir") { Description = "Keep the prompt cache in this folder too, so a restart finds it again" };
         var cacheK = CommonOptions.CacheType("--cache-type-k", "key"); var cacheV = CommonOptions.CacheType("--cache-type-v", "value");
         var audit = new CliAudit();
