@@ -26,6 +26,8 @@ internal sealed class ChatRun
     /// <summary>The stop string that ended the reply (a template's end marker or one the request gave); null otherwise.</summary>
     public string? StopString { get; private set; }
     public int Generated { get; private set; }
+    /// <summary>Prompt tokens taken from a cache instead of computed (<see cref="JobOutput.CachedTokens"/>).</summary>
+    public int CachedTokens => output.CachedTokens();
     public GenerationStats? Stats { get; private set; }
     /// <summary>The whole reply, split (raw text as content when it was not parsed).</summary>
     public ParsedReply Result => parser?.Result ?? new ParsedReply(text.ToString(), []);

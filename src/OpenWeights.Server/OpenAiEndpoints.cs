@@ -241,7 +241,7 @@ public static class OpenAiEndpoints
             var resp = new JsonObject
             {
                 ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = h.ModelId,
-                ["system_fingerprint"] = "openweights", ["choices"] = choices, ["usage"] = Usage(prompt.Length, completion),
+                ["system_fingerprint"] = "openweights", ["choices"] = choices, ["usage"] = Usage(prompt.Length, completion, events.CachedTokens(n)),
             };
             await WriteJson(ctx, resp);
             return;
@@ -290,7 +290,7 @@ public static class OpenAiEndpoints
         if (usageInStream)
         {
             var last = Chunk([]);
-            last["usage"] = Usage(prompt.Length, generated);
+            last["usage"] = Usage(prompt.Length, generated, events.CachedTokens(n));
             await Sse(ctx, last);
         }
         await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
@@ -371,9 +371,10 @@ public static class OpenAiEndpoints
 
     private static string Finish(FinishReason f) => f == FinishReason.Length ? "length" : "stop";
 
-    private static JsonObject Usage(int prompt, int completion) => new()
+    private static JsonObject Usage(int prompt, int completion, int cached) => new()
     {
         ["prompt_tokens"] = prompt, ["completion_tokens"] = completion, ["total_tokens"] = prompt + completion,
+        ["prompt_tokens_details"] = new JsonObject { ["cached_tokens"] = cached }, // prompt tokens taken from a cache, not computed
     };
 
     private sealed class Result
@@ -476,7 +477,7 @@ public static class OpenAiEndpoints
                     ["logprobs"] = logprobs ? TextLogprobs([.. promptLogprobs[k / n] ?? [], .. results[k].Logprobs]) : null, ["finish_reason"] = Finish(results[k].Finish),
                 });
             var resp = Wrap(choices);
-            resp["usage"] = Usage(promptTokens, results.Sum(r => r.Generated));
+            resp["usage"] = Usage(promptTokens, results.Sum(r => r.Generated), events.CachedTokens(n));
             await WriteJson(ctx, resp);
             return;
         }
@@ -500,7 +501,7 @@ public static class OpenAiEndpoints
             }]));
             if (c.Finish is not null) { generated += c.Stats?.GeneratedTokens ?? 0; if (++done == total) break; }
         }
-        if (usageInStream) { var last = Wrap([]); last["usage"] = Usage(promptTokens, generated); await Sse(ctx, last); }
+        if (usageInStream) { var last = Wrap([]); last["usage"] = Usage(promptTokens, generated, events.CachedTokens(n)); await Sse(ctx, last); }
         await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
     }
 

@@ -174,7 +174,7 @@ public static class ResponsesEndpoints
 
         var usage = new JsonObject
         {
-            ["input_tokens"] = run.PromptTokens, ["input_tokens_details"] = new JsonObject { ["cached_tokens"] = 0 },
+            ["input_tokens"] = run.PromptTokens, ["input_tokens_details"] = new JsonObject { ["cached_tokens"] = run.CachedTokens },
             ["output_tokens"] = run.Generated, ["output_tokens_details"] = new JsonObject { ["reasoning_tokens"] = 0 },
             ["total_tokens"] = run.PromptTokens + run.Generated,
         };

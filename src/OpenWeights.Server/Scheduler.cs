@@ -29,6 +29,7 @@ public sealed class GenerationJob(int[] prompt, GenerationOptions options, int i
     internal int NextToken = -1;
     /// <summary>After a preemption: every token the job had fed (prompt and reply so far), computed again before it goes on.</summary>
     internal int[]? Resume;
+    internal bool WasAssigned;
     /// <summary>The tokens the job's slot must hold before it decodes: the prompt, or after a preemption what it had fed.</summary>
     internal int[] Feed => Resume ?? Prompt;
     internal bool Prefilling => Prefilled < Feed.Length;
@@ -49,6 +50,7 @@ public sealed class JobOutput
     private long pausedSince; // Stopwatch ticks when the current pause began
     private long firstTokenTicks;
     private int promptTokens, generatedTokens;
+    private readonly int[] cached; // per job: prompt tokens its slot already held or took from the prompt cache
 
     /// <param name="jobs">the jobs writing to it (choices of the request)</param>
     /// <param name="limit">unread events at which the jobs pause</param>
@@ -58,6 +60,7 @@ public sealed class JobOutput
         if (limit < 1) throw new OpenWeightsException($"the stream buffer of {limit} events must be at least 1");
         Limit = limit;
         Capacity = limit + 3 * jobs;
+        cached = new int[jobs];
         channel = Channel.CreateBounded<JobEvent>(new BoundedChannelOptions(Capacity) { SingleReader = true, SingleWriter = true, FullMode = BoundedChannelFullMode.Wait });
     }
 
@@ -83,6 +86,17 @@ public sealed class JobOutput
     public int GeneratedTokens => Volatile.Read(ref generatedTokens);
 
     internal void SetPromptTokens(int n) => Volatile.Write(ref promptTokens, n);
+    internal void SetCached(int job, int n) { if ((uint)job < (uint)cached.Length) Volatile.Write(ref cached[job], n); }
+
+    /// <summary>Prompt tokens not computed because they were cached (the slot's own prefix or the prompt cache): OpenAI's
+    /// <c>cached_tokens</c>. With several prompts of <paramref name="choices"/> choices each (jobs k·choices continue prompt
+    /// k), each prompt counts once, by its first choice.</summary>
+    public int CachedTokens(int choices = 1)
+    {
+        int sum = 0;
+        for (int i = 0; i < cached.Length; i += Math.Max(1, choices)) sum += Volatile.Read(ref cached[i]);
+        return sum;
+    }
     internal void FirstToken(long ticks) => Interlocked.CompareExchange(ref firstTokenTicks, ticks, 0);
     internal void AddGenerated(int n) => Interlocked.Add(ref generatedTokens, n);
 
@@ -382,6 +396,7 @@ public sealed class Scheduler : IDisposable
             }
         }
         job.Prefilled = bestCommon;
+        if (!job.WasAssigned) { job.WasAssigned = true; job.Output.SetCached(job.Index, bestCommon); }
         best.Job = job;
         return true;
     }
