@@ -89,7 +89,7 @@ public sealed class ModelHost : IDisposable
             available = Math.Max(0, OpenWeights.Hardware.HardwareProbe.AvailableMemoryBytes() - file);
         }
         long cacheBytes = o.PromptCacheBytes ?? Math.Min(1L << 30, available / 16);
-        long kvBudget = o.KvBudgetBytes ?? Math.Max(bpp * context, (available - cacheBytes) / 4 * 3);
+        long kvBudget = o.KvBudgetBytes ?? Math.Max(bpp * context, (available - cacheBytes) / 4 * 3); // 0: slots x context
         PrefixCache? cache = null;
         if (cacheBytes > 0 || o.PromptCacheDir is not null)
         {

@@ -147,7 +147,13 @@ public sealed class ModelRouter : IDisposable
                 }
                 var path = e.Path; var id = e.Name;
                 Loads++;
-                e.Load = Task.Run(() => new ModelHost(options with { ModelPath = path, ModelId = id, ModelsDir = null, ExtraModels = [], Adapters = new Dictionary<string, string>() }, audit));
+                e.Load = Task.Run(() => new ModelHost(options with
+                {
+                    ModelPath = path, ModelId = id, ModelsDir = null, ExtraModels = [], Adapters = new Dictionary<string, string>(),
+                    // the fit estimate that admitted the model counts slots x context of KV and no prompt cache: its host
+                    // keeps to that unless the operator sized them (each model then gets what was given)
+                    KvBudgetBytes = options.KvBudgetBytes ?? 0, PromptCacheBytes = options.PromptCacheBytes ?? 0,
+                }, audit));
             }
             e.InUse++;
             load = e.Load;

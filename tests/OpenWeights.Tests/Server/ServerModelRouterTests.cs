@@ -71,6 +71,8 @@ public class ServerModelRouterTests(ITestOutputHelper output)
         }
         Assert.Equal(2, router.Loaded.Count);
         Assert.Equal(2, router.Loads); // three requests each, one load each
+        // each host keeps to what the fit estimate admitted: slots x context of KV, no prompt cache (none was sized)
+        Assert.All(router.Loaded, h => { Assert.Equal(0, h.Scheduler.KvBudgetBytes); Assert.Null(h.Scheduler.PromptCache); });
         var ps = JsonNode.Parse(await http.GetStringAsync(new Uri(server.BaseUri, "/api/ps")))!["models"]!.AsArray().Select(m => (string?)m!["name"]).ToList();
         Assert.Equal(["tiny-llama", "tiny-qwen2"], ps);
         Assert.True(Mapped(dir.File("tiny-qwen2.gguf")));
