@@ -464,7 +464,9 @@ public static class FitEstimator
         long bytes = oneD * 4, counted = oneD;
         void Add(string name, int layer, long rowLength, long rows)
         {
-            var type = QuantRecipe.TypeFor(preset, name, layer, layers, rowLength, nDims: 2, tiedEmbeddings: tied);
+            GgmlType type;
+            try { type = QuantRecipe.TypeFor(preset, name, layer, layers, rowLength, nDims: 2, tiedEmbeddings: tied); }
+            catch (ArgumentException) { type = GgmlType.F16; } // rows the type cannot hold (tiny models: 172 is no multiple of 32): counted as F16, what they would stay
             bytes += GgmlTypes.RowBytes(type, rowLength) * rows;
             counted += rowLength * rows;
         }
