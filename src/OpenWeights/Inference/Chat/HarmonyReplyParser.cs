@@ -16,7 +16,7 @@ namespace OpenWeights.Inference.Chat;
 /// harmony (no header where one belongs) is content from there on; an unterminated header at the end of the reply is
 /// dropped when it began with a harmony marker and is content otherwise. Nothing here throws on model output.
 /// </remarks>
-public sealed class HarmonyReplyParser : IReplyParser
+public sealed class HarmonyReplyParser : StreamingReplyParser
 {
     private const string Start = "<|start|>", Channel = "<|channel|>", Message = "<|message|>", Constrain = "<|constrain|>";
     private const string End = "<|end|>", Call = "<|call|>", Return = "<|return|>";
@@ -27,13 +27,10 @@ public sealed class HarmonyReplyParser : IReplyParser
 
     private enum Mode { Header, Body, Between, Raw }
 
-    private readonly StringBuilder pending = new();
     private readonly StringBuilder content = new(), reasoning = new();
     private readonly List<(string Id, string Name, StringBuilder Args)> calls = [];
     private Mode mode = Mode.Header;
     private ReplyDeltaKind body;          // what the current body is: Content, Reasoning or ToolCallArguments
-    private bool completed;
-    private List<ReplyDelta> output = [];
 
     /// <summary>Parses a whole reply.</summary>
     public static ParsedReply Parse(string text)
@@ -44,36 +41,13 @@ public sealed class HarmonyReplyParser : IReplyParser
         return p.Result;
     }
 
-    public bool HasToolCalls => calls.Count > 0;
+    public override bool HasToolCalls => calls.Count > 0;
 
-    public ParsedReply Result => new(content.ToString(),
+    public override ParsedReply Result => new(content.ToString(),
         calls.Select(c => new ChatToolCall(c.Id, c.Name, c.Args.ToString().Trim() is { Length: > 0 } a ? a : "{}")).ToList(),
         reasoning.Length > 0 ? reasoning.ToString() : null);
 
-    public IReadOnlyList<ReplyDelta> Push(string text)
-    {
-        if (completed) throw new InvalidOperationException("the reply is complete");
-        pending.Append(text);
-        Run(final: false);
-        return Take();
-    }
-
-    public IReadOnlyList<ReplyDelta> Complete()
-    {
-        if (completed) return [];
-        Run(final: true);
-        completed = true;
-        return Take();
-    }
-
-    private List<ReplyDelta> Take()
-    {
-        var o = output;
-        output = [];
-        return o;
-    }
-
-    private void Run(bool final)
+    protected override void Run(bool final)
     {
         while (pending.Length > 0)
         {

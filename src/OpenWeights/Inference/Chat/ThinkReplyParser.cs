@@ -25,18 +25,15 @@ namespace OpenWeights.Inference.Chat;
 /// </remarks>
 /// <param name="startsInThinking">the generation prompt ends inside an open &lt;think&gt;</param>
 /// <param name="contentParser">parses the answer after the thinking (tool calls); null: the answer is plain content</param>
-public sealed class ThinkReplyParser(bool startsInThinking = false, IReplyParser? contentParser = null) : IReplyParser
+public sealed class ThinkReplyParser(bool startsInThinking = false, IReplyParser? contentParser = null) : StreamingReplyParser
 {
     public const string Open = "<think>", Close = "</think>";
 
     private enum Mode { Start, Thinking, AfterThinking, Content }
 
-    private readonly StringBuilder pending = new();
     private readonly StringBuilder reasoning = new(), content = new();
     private Mode mode = startsInThinking ? Mode.Thinking : Mode.Start;
     private bool reasoningBegun;   // the whitespace before the reasoning's first character has been dropped
-    private bool completed;
-    private List<ReplyDelta> output = [];
 
     /// <summary>Parses a whole reply (no tool calls).</summary>
     public static ParsedReply Parse(string text, bool startsInThinking = false)
@@ -55,9 +52,9 @@ public sealed class ThinkReplyParser(bool startsInThinking = false, IReplyParser
     public static bool OpensThinking(string renderedPrompt) =>
         renderedPrompt.AsSpan().TrimEnd().EndsWith(Open, StringComparison.Ordinal);
 
-    public bool HasToolCalls => contentParser?.HasToolCalls ?? false;
+    public override bool HasToolCalls => contentParser?.HasToolCalls ?? false;
 
-    public ParsedReply Result
+    public override ParsedReply Result
     {
         get
         {
@@ -66,31 +63,12 @@ public sealed class ThinkReplyParser(bool startsInThinking = false, IReplyParser
         }
     }
 
-    public IReadOnlyList<ReplyDelta> Push(string text)
+    protected override void Completed()
     {
-        if (completed) throw new InvalidOperationException("the reply is complete");
-        pending.Append(text);
-        Run(final: false);
-        return Take();
-    }
-
-    public IReadOnlyList<ReplyDelta> Complete()
-    {
-        if (completed) return [];
-        Run(final: true);
-        completed = true;
         if (contentParser is not null) output.AddRange(contentParser.Complete());
-        return Take();
     }
 
-    private List<ReplyDelta> Take()
-    {
-        var o = output;
-        output = [];
-        return o;
-    }
-
-    private void Run(bool final)
+    protected override void Run(bool final)
     {
         while (pending.Length > 0)
         {

@@ -16,16 +16,13 @@ namespace OpenWeights.Inference.Chat;
 /// model output. Whole replies are parsed by pushing them in one piece (<see cref="Parse"/>), so a whole parse and a
 /// streamed one agree by construction.
 /// </remarks>
-public sealed class StreamingToolCallParser(ToolCallSyntax syntax) : IReplyParser
+public sealed class StreamingToolCallParser(ToolCallSyntax syntax) : StreamingReplyParser
 {
-    private readonly StringBuilder pending = new();   // text not yet decided (outside a region), or the open region
     private readonly StringBuilder content = new();
     private readonly List<(string Id, string Name, StringBuilder Args)> calls = [];
     private bool inRegion;
     private int regionFirstCall;                      // index in `calls` of the open region's first call
     private bool atStart = true;                      // nothing but whitespace has gone out as content
-    private bool completed;
-    private List<ReplyDelta> output = [];
 
     public StreamingToolCallParser(ToolCallFormat format, IReadOnlyList<ChatTool>? tools = null) : this(ToolCallSyntax.For(format, tools)) { }
 
@@ -38,37 +35,14 @@ public sealed class StreamingToolCallParser(ToolCallSyntax syntax) : IReplyParse
         return p.Result;
     }
 
-    public bool HasToolCalls => calls.Count > 0;
+    public override bool HasToolCalls => calls.Count > 0;
 
-    public ParsedReply Result => new(content.ToString(), calls.Select(c => new ChatToolCall(c.Id, c.Name, Finished(c.Args.ToString()))).ToList());
+    public override ParsedReply Result => new(content.ToString(), calls.Select(c => new ChatToolCall(c.Id, c.Name, Finished(c.Args.ToString()))).ToList());
 
     // arguments cut off (the reply ran out of tokens) stay as they came; none at all are an empty object
     private static string Finished(string args) => args.Trim().Length == 0 ? "{}" : args;
 
-    public IReadOnlyList<ReplyDelta> Push(string text)
-    {
-        if (completed) throw new InvalidOperationException("the reply is complete");
-        pending.Append(text);
-        Run(final: false);
-        return Take();
-    }
-
-    public IReadOnlyList<ReplyDelta> Complete()
-    {
-        if (completed) return [];
-        Run(final: true);
-        completed = true;
-        return Take();
-    }
-
-    private List<ReplyDelta> Take()
-    {
-        var o = output;
-        output = [];
-        return o;
-    }
-
-    private void Run(bool final)
+    protected override void Run(bool final)
     {
         while (pending.Length > 0 && (inRegion ? StepRegion(final) : StepContent(final))) { }
     }
