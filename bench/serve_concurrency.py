@@ -99,12 +99,25 @@ def get_json(host, port, path, body=None):
     finally: c.close()
 
 
+def tokenize(a, text, special=False):
+    """Token ids and texts of `text` by `openweights tokenize --json` (one process)."""
+    cmd = ["dotnet", a.dll, "tokenize", a.model, text, "--no-bos", "--json"] + (["--special"] if special else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0: raise SystemExit(f"openweights tokenize failed: {out.stderr.strip()[:500]}")
+    return json.loads(out.stdout)["tokens"]
+
+
+def text_token_ids(a, words):
+    """Ordinary text tokens of the model: those of a piece of the corpus (and printable ASCII) whose text is printable
+    on its own (no partial UTF-8, no '<' that a stop marker could begin with)."""
+    sample = " ".join(words[:6000]) + " " + "".join(chr(c) for c in range(33, 127) if chr(c) != "<")
+    return sorted({t["id"] for t in tokenize(a, sample) if t.get("text") and t["text"].isprintable()
+                   and "\ufffd" not in t["text"] and "<" not in t["text"]})
+
+
 def end_token_ids(a):
     """The model's end-of-reply token ids, by `openweights tokenize --special` of the known markers (one process)."""
-    out = subprocess.run(["dotnet", a.dll, "tokenize", a.model, " ".join(END_MARKERS), "--special", "--no-bos", "--json"],
-                         capture_output=True, text=True, timeout=300)
-    if out.returncode != 0: raise SystemExit(f"openweights tokenize failed: {out.stderr.strip()[:500]}")
-    toks = json.loads(out.stdout)["tokens"]
+    toks = tokenize(a, " ".join(END_MARKERS), special=True)
     return sorted({t["id"] for t in toks if t.get("text") in END_MARKERS or t.get("piece") in END_MARKERS})
 
 
@@ -114,11 +127,13 @@ def chat_body(a, model_id, user, system=None, seed=0):
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     b = {"model": model_id, "messages": msgs, "stream": True, "stream_options": {"include_usage": True},
          "max_tokens": a.max_tokens, "temperature": a.temperature, "seed": seed, "ignore_eos": True}
-    if a.ban: b["logit_bias"] = {str(i): -100 for i in a.ban}
+    bias = {str(i): a.favor_bias for i in a.favor or []}
+    bias.update({str(i): -100 for i in a.ban})
+    if bias: b["logit_bias"] = bias
     return b
 
 
-def stream_chat(host, port, body, barrier=None):
+def stream_chat(host, port, body, barrier=None, allow_empty=False):
     """One streaming chat completion: send time, the arrival time of every chunk with content, usage. Connects first, so
     that with a barrier every stream sends its request at the same moment."""
     payload = json.dumps(body).encode()
@@ -146,8 +161,8 @@ def stream_chat(host, port, body, barrier=None):
     end = time.perf_counter()
     r.read()  # the end of the chunked body, so that the server sees the reply completed before the connection closes
     c.close()
-    if not chunks: raise RuntimeError(f"no content chunk (finish_reason {finish}, usage {usage})")
-    return {"start": t0, "first": chunks[0], "last": chunks[-1], "end": end, "chunks": chunks, "finish": finish,
+    if not chunks and not allow_empty: raise RuntimeError(f"no content chunk (finish_reason {finish}, usage {usage})")
+    return {"start": t0, "first": chunks[0] if chunks else None, "last": chunks[-1] if chunks else None, "end": end, "chunks": chunks, "finish": finish,
             "prompt_tokens": (usage or {}).get("prompt_tokens"), "completion_tokens": (usage or {}).get("completion_tokens")}
 
 
@@ -298,7 +313,11 @@ def fmt(v, scale=1.0, digits=1):
 def table(rep):
     a = rep["settings"]
     lines = [f"Machine: {rep['machine']['cpu']}, {rep['machine']['cores']} cores; commit {rep['machine']['commit']}; "
-             f"server: {rep['server']}", ""]
+             f"server: {rep['server']}"]
+    if a["favored_text_tokens"]:
+        lines.append(f"Random-weight model: {a['favored_text_tokens']} ordinary text tokens biased +{a['favor_bias']:g} (logit_bias) so that "
+                     f"every generated token streams as a content chunk; end-of-reply tokens {a['ban']} banned")
+    lines.append("")
     if rep.get("shared"):
         s = rep["shared"]
         lines += [f"Shared system prompt: {s['sequential']['prompt_tokens']} prompt tokens in the first request (system prompt "
@@ -346,6 +365,11 @@ def main():
     p.add_argument("--reps", type=int, default=1, help="passes per sweep level; the table shows each metric's median (default 1)")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy; seeded per stream otherwise)")
     p.add_argument("--ban-tokens", default=None, help="token ids banned with logit_bias -100 (default: the model's end-of-reply markers, found by `openweights tokenize`)")
+    p.add_argument("--favor-text", choices=["auto", "on", "off"], default="auto",
+                   help="bias ordinary text tokens up with logit_bias (found by `openweights tokenize` of the corpus), for random-weight "
+                        "models whose tokens are mostly control tokens that stream no text; auto: when the warm-up reply streams "
+                        "fewer content chunks than half its tokens (default auto)")
+    p.add_argument("--favor-bias", type=float, default=100, help="the bias of --favor-text (default 100, the most logit_bias allows)")
     p.add_argument("--no-sweep", action="store_true", help="part 1 only")
     p.add_argument("--dll", default=DLL, help="OpenWeights.Cli.dll to run (default: the Release build of this checkout)")
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for serve, repeatable (e.g. --server-arg=--cache-type-k=q8_0)")
@@ -356,14 +380,16 @@ def main():
     if not a.streams or min(a.streams) < 1: p.error("--streams needs positive integers")
     a.shared_streams = a.shared_streams or max(a.streams)
     if a.url is None and a.model is None: p.error("give MODEL (a GGUF file) or --url")
+    if a.url and a.restart_each: p.error("--restart-each starts servers: not with --url")
     if a.url is None and not os.path.exists(a.dll): p.error(f"{a.dll} not found: dotnet build src/OpenWeights.Cli -c Release")
     if a.system_tokens + 64 + a.max_tokens > a.ctx: p.error(f"--ctx {a.ctx} cannot hold the system prompt ({a.system_tokens}) + a question + max_tokens ({a.max_tokens})")
 
     if a.ban_tokens is not None: a.ban = [int(x) for x in a.ban_tokens.split(",") if x.strip()]
     elif a.url is None: a.ban = end_token_ids(a); log(f"end-of-reply tokens banned (logit_bias -100): {a.ban}")
     else: a.ban = []
+    a.favor = None
 
-    report = {"machine": machine(), "settings": {k: v for k, v in vars(a).items() if k not in ("ban_tokens",)}}
+    report = {"machine": machine()}
     words = source_words() if a.system_tokens > 0 else None
     servers = []
 
@@ -381,14 +407,24 @@ def main():
 
     def model_and_warm(host, port):
         mid = get_json(host, port, "/v1/models")["data"][0]["id"]
-        b = chat_body(a, mid, "warm-up"); b["max_tokens"] = 4
-        stream_chat(host, port, b)  # JIT and page faults outside the measurements
+        b = chat_body(a, mid, "warm-up"); b["max_tokens"] = 16
+        r = stream_chat(host, port, b, allow_empty=True)  # JIT and page faults outside the measurements
+        if a.favor is None:  # decided once: does the model write text?
+            few = len(r["chunks"]) < (r["completion_tokens"] or 0) / 2
+            if a.favor_text == "on" or (a.favor_text == "auto" and few):
+                if a.model is None: raise SystemExit("the model writes few text tokens (random weights?) and --favor-text needs MODEL (with --url too) to find them; or --favor-text off")
+                a.favor = text_token_ids(a, words or source_words())
+                log(f"{len(r['chunks'])} content chunks for {r['completion_tokens']} tokens in the warm-up: biasing {len(a.favor)} ordinary "
+                    f"text tokens by +{a.favor_bias:g} (logit_bias), so that every token is a content chunk")
+            else: a.favor = []
         return mid
 
     try:
         top = a.parallel or max(max(a.streams), a.shared_streams if a.system_tokens > 0 else 0)
-        host, port, srv = with_server(a.shared_streams if a.restart_each else top)
-        mid = model_and_warm(host, port)
+        srv = None
+        if a.system_tokens > 0 or not a.restart_each:
+            host, port, srv = with_server(a.shared_streams if a.restart_each else top)
+            mid = model_and_warm(host, port)
         if a.system_tokens > 0:
             nwords, counted = calibrate_system(a, host, port, mid, words)
             log(f"system prompt: {nwords} words = {counted} tokens with a question (count_tokens)")
@@ -412,6 +448,8 @@ def main():
         stop(srv)
     finally:
         for s in list(servers): s.stop()
+    report["settings"] = {k: v for k, v in vars(a).items() if k not in ("ban_tokens", "favor")}
+    report["settings"]["favored_text_tokens"] = len(a.favor or [])
     if a.json: print(json.dumps(report, indent=2))
     else: print(table(report))
 
