@@ -5,7 +5,8 @@
 #      scheduler reuses a prefix only within the slot that holds it, so round 1 shows one warm slot, round 2 all of them).
 #   2. Concurrency sweep at 1, 4, 16, 32 streams: aggregate decode tokens/s, TTFT p50/p99, inter-token latency p50/p99.
 # Python 3 standard library only. Starts the server itself (the Release build of OpenWeights.Cli; builds nothing), waits for
-# GET /health, stops it with SIGTERM. Progress on stderr; the table (or --json) on stdout.
+# GET /health, stops it with SIGTERM. Progress on stderr; the table (or --json) on stdout. A random-weight model (synth)
+# streams no text (its tokens are mostly reserved control tokens): --favor-text auto then biases ordinary text tokens up.
 #
 # usage: python3 bench/serve_concurrency.py MODEL.gguf [--port P] [--streams 1,4,16,32] [--max-tokens 64] [--ctx 4096]
 #            [--system-tokens 2000] [--later 4] [--shared-streams N] [--parallel N | --restart-each] [--threads T] [--json]
