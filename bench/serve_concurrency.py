@@ -48,7 +48,8 @@ class Server:
         if a.threads: self.cmd += ["--threads", str(a.threads)]
         self.cmd += a.server_arg
         self.parallel = parallel
-        self.log = tempfile.NamedTemporaryFile(prefix="serve_concurrency.", suffix=".log", delete=False)
+        self.keep = a.server_log
+        self.log = open(a.server_log, "ab") if a.server_log else tempfile.NamedTemporaryFile(prefix="serve_concurrency.", suffix=".log", delete=False)
         log("starting: " + " ".join(self.cmd) + f"  (log {self.log.name})")
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.host = "127.0.0.1"
@@ -79,8 +80,9 @@ class Server:
                 log("the server did not stop 30 s after SIGTERM: killing it"); self.proc.kill(); self.proc.wait()
         log(f"server stopped (exit code {self.proc.returncode})")
         self.log.close()
-        try: os.unlink(self.log.name)
-        except OSError: pass
+        if not self.keep:
+            try: os.unlink(self.log.name)
+            except OSError: pass
 
 
 def free_port():
@@ -374,6 +376,7 @@ def main():
     p.add_argument("--no-sweep", action="store_true", help="part 1 only")
     p.add_argument("--dll", default=DLL, help="OpenWeights.Cli.dll to run (default: the Release build of this checkout)")
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for serve, repeatable (e.g. --server-arg=--cache-type-k=q8_0)")
+    p.add_argument("--server-log", help="append the server's output (its access log: a line per request) to this file and keep it")
     p.add_argument("--ready-timeout", type=float, default=600, help="seconds to wait for GET /health (default 600)")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON instead of the table")
     a = p.parse_args()
