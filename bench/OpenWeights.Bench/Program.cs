@@ -25,6 +25,7 @@ try
     if (o.KQuantAvx512) return KQuantAvx512Bench.Run(o);
     if (o.KernelPaths) return PathBench.Run(o);
     if (o.AttentionKernels) return AttentionBench.Run(o);
+    if (o.Batched) return o.Engine is not null ? BatchedBench.Child(o) : BatchedBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -61,6 +62,11 @@ namespace OpenWeights.Bench
         public bool KQuantAvx512 { get; set; }
         public bool KernelPaths { get; set; }
         public bool AttentionKernels { get; set; }
+        /// <summary>--batched: N sequences decoding together, ours vs llama.cpp (<see cref="BatchedBench"/>), at each of <see cref="Streams"/>.</summary>
+        public bool Batched { get; set; }
+        public int[] Streams { get; set; } = [1, 4, 16, 32];
+        /// <summary>--batched: llama.cpp's kv_unified (one cache buffer for all sequences); null: its default.</summary>
+        public bool? KvUnified { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -94,6 +100,14 @@ namespace OpenWeights.Bench
                     case "--kquant-avx512": o.KQuantAvx512 = true; break;
                     case "--kernel-paths": o.KernelPaths = true; break;
                     case "--attention": o.AttentionKernels = true; break;
+                    case "--batched": o.Batched = true; break;
+                    case "--kv-unified": o.KvUnified = true; break;
+                    case "--no-kv-unified": o.KvUnified = false; break;
+                    case "--streams":
+                        o.Streams = Next().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                            .Select(x => int.TryParse(x, out int v) && v > 0 ? v : throw new ArgumentException($"--streams needs positive integers, not {x}")).ToArray();
+                        if (o.Streams.Length == 0) throw new ArgumentException("--streams needs at least one count");
+                        break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -109,6 +123,10 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --kquant-avx512 [--threads N] (Q4_K / Q6_K MatMul, Llama-3.2-1B shapes, AVX-512 vs AVX2)
                                    OpenWeights.Bench --kernel-paths [--threads N] (AVX-512 vs AVX2 kernels, SmolLM2-135M shapes)
                                    OpenWeights.Bench --attention [--threads N]  (Attention.Causal over F32 / F16 / Q8_0 KV caches)
+                                   OpenWeights.Bench --batched [--model FILE] [--streams 1,4,16,32] [--prompt N] [--gen N] [--threads N] [--reps N] [--json]
+                                                     [--kv-unified | --no-kv-unified]   (llama.cpp's kv_unified; default: its own)
+                                                     (N sequences decoding together: aggregate decode tok/s, ours vs llama.cpp; default model:
+                                                      the first of --presets/--types in --models)
                             """);
                         Environment.Exit(0);
                         break;
@@ -278,7 +296,7 @@ namespace OpenWeights.Bench
 
         public static void Log(string s) { Console.Error.WriteLine($"[{DateTime.UtcNow:HH:mm:ss}] {s}"); Console.Error.Flush(); }
 
-        private static string EnsureModel(string dir, string preset, string type)
+        internal static string EnsureModel(string dir, string preset, string type)
         {
             var path = Path.Combine(dir, $"{preset}-{type}.gguf");
             if (File.Exists(path)) return path;
@@ -387,7 +405,7 @@ namespace OpenWeights.Bench
 
         private static long TotalMemory() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
 
-        private static string GitCommit()
+        internal static string GitCommit()
         {
             try
             {
