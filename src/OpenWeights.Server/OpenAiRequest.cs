@@ -165,7 +165,8 @@ internal sealed class OpenAiRequest(JsonObject body)
             Seed = seed is { } s ? unchecked((ulong)s + (ulong)index) : null,
             LogitBias = bias,
         };
-        return new GenerationOptions { MaxTokens = maxTokens, Sampling = sampling, StopStrings = Stops() };
+        // ignore_eos (llama.cpp's server and vLLM read it too): end-of-generation tokens do not end the reply (benchmarks)
+        return new GenerationOptions { MaxTokens = maxTokens, Sampling = sampling, StopStrings = Stops(), IgnoreEos = Bool("ignore_eos") };
     }
 
     public IReadOnlyList<string> Stops()

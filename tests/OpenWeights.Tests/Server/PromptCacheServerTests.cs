@@ -47,3 +47,34 @@ public class PromptCacheServerTests
         Assert.True(server.ModelHost.Scheduler.PromptCache!.TokensReused > 0);
     }
 }
+
+/// <summary><c>ignore_eos</c> (llama.cpp's server and vLLM read it; benchmarks rely on it): end-of-generation tokens do
+/// not end the reply.</summary>
+public class IgnoreEosTests
+{
+    [Fact]
+    public async Task Ignore_eos_runs_the_reply_to_max_tokens()
+    {
+        using var f = new OwFactory(new ServerOptions { ModelPath = TinyModels.Qwen, Parallel = 1, ContextSize = 256, Threads = 2 });
+        using var http = f.CreateClient();
+        int eos = f.ModelHost.Tokenizer.Eos;
+        Assert.True(eos >= 0);
+        async Task<System.Text.Json.Nodes.JsonNode> Ask(bool ignore)
+        {
+            var body = new System.Text.Json.Nodes.JsonObject
+            {
+                ["prompt"] = "hello", ["max_tokens"] = 6, ["temperature"] = 0, ["ignore_eos"] = ignore,
+                ["logit_bias"] = new System.Text.Json.Nodes.JsonObject { [eos.ToString()] = 100 }, // the end is the likeliest token
+            };
+            using var resp = await http.PostAsync("/v1/completions", new StringContent(body.ToJsonString(), System.Text.Encoding.UTF8, "application/json"));
+            var text = await resp.Content.ReadAsStringAsync();
+            Assert.True(resp.IsSuccessStatusCode, text);
+            return System.Text.Json.Nodes.JsonNode.Parse(text)!;
+        }
+        var stopped = await Ask(false);
+        Assert.Equal("stop", (string?)stopped["choices"]![0]!["finish_reason"]);
+        var ran = await Ask(true);
+        Assert.Equal(6, (int)ran["usage"]!["completion_tokens"]!);
+        Assert.Equal("length", (string?)ran["choices"]![0]!["finish_reason"]);
+    }
+}
