@@ -275,7 +275,8 @@ public sealed class Scheduler : IDisposable
         return sb.ToString();
     }
 
-    /// <summary>Called on the scheduler thread when a job in a slot finishes (its final event sent): the audit log's hook.</summary>
+    /// <summary>Called on the scheduler thread when a job in a slot finishes, before its final event is sent (so an audit line
+    /// exists by the time the client has the whole reply): the audit log's hook.</summary>
     public Action<GenerationJob, FinishReason>? Completed { get; init; }
 
     /// <summary>Shutdown, first step: new submissions are refused (503); running and queued jobs go on.</summary>
@@ -556,13 +557,14 @@ public sealed class Scheduler : IDisposable
         long now = Stopwatch.GetTimestamp();
         var prefill = j.FirstTokenTicks > 0 ? Stopwatch.GetElapsedTime(j.StartTicks, j.FirstTokenTicks) : Stopwatch.GetElapsedTime(j.StartTicks, now);
         var decode = j.FirstTokenTicks > 0 ? Stopwatch.GetElapsedTime(j.FirstTokenTicks, now) : TimeSpan.Zero;
-        Emit(j, new JobEvent(j.Index, j.Stream!.Final(reason, new GenerationStats(j.Prompt.Length, j.Stream.Generated, prefill, decode)), null));
+        var final = j.Stream!.Final(reason, new GenerationStats(j.Prompt.Length, j.Stream.Generated, prefill, decode));
         Metrics.RecordCompletion(j.Prompt.Length, j.Stream.Generated, reason == FinishReason.Cancelled);
         j.Output.AddGenerated(j.Stream.Generated);
         PromptCache?.Store(Space(j.AdapterId), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(s.Tokens), s.Cache); // the next turn starts with this one
         s.Job = null;
         s.LastUsed = now;
-        Completed?.Invoke(j, reason);
+        Completed?.Invoke(j, reason); // the audit line is written before the client sees the reply end
+        Emit(j, new JobEvent(j.Index, final, null));
     }
 
     private static GenerationStats Stats(GenerationJob j, int generated, double seconds) => new(j.Prompt.Length, generated, TimeSpan.Zero, TimeSpan.FromSeconds(seconds));

@@ -110,11 +110,14 @@ public class ReplayServerTests
         using (var serve = OpenWeights.Tests.Cli.ServeCommandTests.ServeProcess.Start(TinyModels.Qwen, TinyModels.Llama, "--audit", log, "--audit-content"))
         {
             using var http = new HttpClient { BaseAddress = serve.BaseUri, Timeout = TimeSpan.FromMinutes(2) };
+            int served = 0;
             foreach (var model in new[] { Path.GetFileNameWithoutExtension(TinyModels.Qwen), Path.GetFileNameWithoutExtension(TinyModels.Llama), Path.GetFileNameWithoutExtension(TinyModels.Qwen) })
             {
                 var body = $$"""{"model":"{{model}}","prompt":"Once upon","max_tokens":8,"temperature":0.5,"seed":5}""";
                 using var r = await http.PostAsync("/v1/completions", new StringContent(body, Encoding.UTF8, "application/json"));
                 Assert.True(r.IsSuccessStatusCode, await r.Content.ReadAsStringAsync());
+                // the line is written before the reply ends: a client holding the reply finds it logged (and in order)
+                Assert.Equal(++served, File.ReadAllLines(log).Length);
             }
             for (int t = 0; t < 200 && File.ReadAllLines(log).Length < 3; t++) await Task.Delay(50);
         }
