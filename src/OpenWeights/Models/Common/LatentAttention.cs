@@ -130,14 +130,38 @@ public sealed class LatentAttention
                 x.Q.AsSpan(t * heads * kq + h * kq + nope, rp).CopyTo(qh[r..]);
             }
         }
-        var job = new AbsorbedJob { Q = s.Q, Lat = x.Lat, Caches = s.TokenCache, Pos = s.TokenPos, Layer = layer, Heads = heads, R = r, Kvw = kvw, Scale = scale };
-        WorkerPool.For(threads, n * heads, ref job);
+        // decode (few tokens per sequence): each cached row read once for all heads; longer runs of one sequence: per (token, head)
+        if (LongestRun(s.TokenCache, n) <= DecodeTokens) LatentDecode.Run(s.Q, x.Lat, s.TokenCache, s.TokenPos, layer, n, heads, r, kvw, scale, threads);
+        else AttendPerHead(s.Q, x.Lat, s.TokenCache, s.TokenPos, layer, n, heads, r, kvw, scale, threads);
         for (int h = 0; h < heads; h++)
         {
             for (int t = 0; t < n; t++) x.Lat.AsSpan((t * heads + h) * r, r).CopyTo(x.HeadIn.AsSpan(t * r, r));
             VB[h].Forward(x.HeadIn, x.HeadOut, n, threads);             // (n, v)
             for (int t = 0; t < n; t++) x.HeadOut.AsSpan(t * vd, vd).CopyTo(x.VOut.AsSpan((t * heads + h) * vd, vd));
         }
+    }
+
+    /// <summary>Tokens of one sequence in a step up to which the absorbed form runs <see cref="LatentDecode"/> (every cached row
+    /// read once per token for all heads); above, <see cref="AttendPerHead"/>.</summary>
+    public static int DecodeTokens = 4;
+
+    /// <summary>The most consecutive tokens of one cache among the step's n.</summary>
+    private static int LongestRun(KvCache?[] caches, int n)
+    {
+        int longest = 0;
+        for (int t = 0, run = 0; t < n; t++) longest = Math.Max(longest, run = t > 0 && caches[t] == caches[t - 1] ? run + 1 : 1);
+        return longest;
+    }
+
+    /// <summary>
+    /// The absorbed attention one (token, head) item at a time: lat[t, h] (r) = softmax((q[t, h]·K[j])·scale)·K[j][..r] over token
+    /// t's cached rows K[0 .. pos[t]] (kvw = r + rope floats). q: (n, heads, kvw); lat: (n, heads, r). F16 / Q8_0 rows are
+    /// decoded a tile at a time for the scores and again for the weighted sum, per head.
+    /// </summary>
+    public static void AttendPerHead(float[] q, float[] lat, KvCache?[] caches, int[] pos, int layer, int n, int heads, int r, int kvw, float scale, int threads)
+    {
+        var job = new AbsorbedJob { Q = q, Lat = lat, Caches = caches, Pos = pos, Layer = layer, Heads = heads, R = r, Kvw = kvw, Scale = scale };
+        WorkerPool.For(threads, n * heads, ref job);
     }
 
     /// <summary>Attention of one (token, head) in the latent space: scores against the cached [c, kpe] rows (r + rope), the
