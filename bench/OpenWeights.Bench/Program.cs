@@ -25,6 +25,7 @@ try
     if (o.KQuantAvx512) return KQuantAvx512Bench.Run(o);
     if (o.KernelPaths) return PathBench.Run(o);
     if (o.AttentionKernels) return AttentionBench.Run(o);
+    if (o.LatentAttention) return LatentAttentionBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -61,6 +62,7 @@ namespace OpenWeights.Bench
         public bool KQuantAvx512 { get; set; }
         public bool KernelPaths { get; set; }
         public bool AttentionKernels { get; set; }
+        public bool LatentAttention { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -94,6 +96,7 @@ namespace OpenWeights.Bench
                     case "--kquant-avx512": o.KQuantAvx512 = true; break;
                     case "--kernel-paths": o.KernelPaths = true; break;
                     case "--attention": o.AttentionKernels = true; break;
+                    case "--latent-attention": o.LatentAttention = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -109,6 +112,7 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --kquant-avx512 [--threads N] (Q4_K / Q6_K MatMul, Llama-3.2-1B shapes, AVX-512 vs AVX2)
                                    OpenWeights.Bench --kernel-paths [--threads N] (AVX-512 vs AVX2 kernels, SmolLM2-135M shapes)
                                    OpenWeights.Bench --attention [--threads N]  (Attention.Causal over F32 / F16 / Q8_0 KV caches)
+                                   OpenWeights.Bench --latent-attention [--threads N] (DeepSeek-V2-Lite's absorbed decode: per head vs LatentDecode)
                             """);
                         Environment.Exit(0);
                         break;
