@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using OpenWeights.Inference;
+using OpenWeights.Models;
 using OpenWeights.Models.Common;
 
 namespace OpenWeights.Bench;
@@ -17,6 +19,7 @@ public static class LatentAttentionBench
     public static int Run(BenchOptions o)
     {
         int threads = o.ThreadsSet ? o.Threads : 2;
+        if (o.Model is not null) return Model(o, threads);
         float scale = 1f / MathF.Sqrt(192);
         Console.WriteLine($"absorbed latent decode, one layer, {threads} threads, medians of {Reps} alternated runs (ms)");
         Console.WriteLine($"| keys | cache | per head | {string.Join(" | ", Tiles.Select(t => $"one read, tile {t}"))} | speed-up (tile {LatentDecode.Tile}) |");
@@ -59,6 +62,72 @@ public static class LatentAttentionBench
                 double def = ones[Array.IndexOf(Tiles, defaultTile)];
                 Console.WriteLine($"| {keys} | {types.K} | {ph:F2} | {string.Join(" | ", ones.Select(x => x.ToString("F2")))} | {ph / def:F1}x |");
             }
+        Batches(threads, scale);
+        return 0;
+    }
+
+    /// <summary>Steps of several tokens of one sequence (consecutive positions ending at 4,096; an absorbed prefill below
+    /// ExpandedPrefillMinTokens runs such steps): the per-head path against LatentDecode, F16 cache, medians of 7.</summary>
+    private static void Batches(int threads, float scale)
+    {
+        const int keys = 4096;
+        Console.WriteLine();
+        Console.WriteLine($"| tokens of one sequence | keys | cache | per head ms | one read ms | speed-up |");
+        Console.WriteLine("|---:|---:|---|---:|---:|---:|");
+        using var cache = new KvCache(1, keys, Kvw, KvCacheTypes.F16, values: false);
+        var rng = new Random(2);
+        var row = new float[Kvw];
+        for (int j = 0; j < keys; j++)
+        {
+            for (int i = 0; i < Kvw; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
+            cache.StoreK(0, j, row);
+        }
+        foreach (int n in new[] { 1, 4, 8, 16, 31 })
+        {
+            var q = new float[n * Heads * Kvw];
+            for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 8 - 4);
+            var lat = new float[n * Heads * R];
+            var caches = Enumerable.Repeat<KvCache?>(cache, n).ToArray();
+            int[] pos = [.. Enumerable.Range(keys - n, n)];
+            var perHead = new List<double>(); var oneRead = new List<double>();
+            for (int rep = 0; rep <= 7; rep++)
+            {
+                var sw = Stopwatch.StartNew();
+                LatentAttention.AttendPerHead(q, lat, caches, pos, 0, n, Heads, R, Kvw, scale, threads);
+                if (rep > 0) perHead.Add(sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                LatentDecode.Run(q, lat, caches, pos, 0, n, Heads, R, Kvw, scale, threads);
+                if (rep > 0) oneRead.Add(sw.Elapsed.TotalMilliseconds);
+            }
+            double a = Median(perHead), b = Median(oneRead);
+            Console.WriteLine($"| {n} | {keys} | F16 | {a:F2} | {b:F2} | {a / b:F1}x |");
+        }
+    }
+
+    /// <summary>`--latent-attention --model FILE [--prompt N]`: a latent-attention model's decode steps after an N-token prompt
+    /// (default 4,096), the per-head path (LatentAttention.DecodeTokens = 0) and LatentDecode alternated 8 steps at a time in one
+    /// process, medians of 5 (ms per token).</summary>
+    private static int Model(BenchOptions o, int threads)
+    {
+        using var m = DecoderModel.Load(o.Model!);
+        int prompt = o.Prompt == 512 ? 4096 : o.Prompt, steps = 8, reps = 5;
+        var session = new InferenceSession(m, prompt + 2 * steps * (reps + 1) + 1, threads, 512, o.CacheTypes);
+        var ids = SpeedTest.PromptTokens(prompt, m.Config.VocabSize);
+        int next = Sampler.ArgMax(session.EvaluatePrompt(ids));
+        int defaultTokens = LatentAttention.DecodeTokens;
+        var times = new[] { new List<double>(), new List<double>() };
+        int[] one = new int[1];
+        for (int rep = 0; rep <= reps; rep++)
+            for (int mode = 0; mode < 2; mode++)
+            {
+                LatentAttention.DecodeTokens = mode == 0 ? 0 : defaultTokens;
+                var sw = Stopwatch.StartNew();
+                for (int i = 0; i < steps; i++) { one[0] = next; next = Sampler.ArgMax(session.Evaluate(one)); }
+                if (rep > 0) times[mode].Add(sw.Elapsed.TotalMilliseconds / steps);
+            }
+        LatentAttention.DecodeTokens = defaultTokens;
+        double a = Median(times[0]), b = Median(times[1]);
+        Console.WriteLine($"{Path.GetFileName(o.Model)}: decode after {prompt} tokens, {threads} threads, KV {o.CacheTypes.K}: per head {a:F1} ms/token ({1000 / a:F2} tok/s), one read {b:F1} ms/token ({1000 / b:F2} tok/s), {a / b:F2}x");
         return 0;
     }
 
