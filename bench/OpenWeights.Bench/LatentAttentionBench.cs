@@ -66,14 +66,18 @@ public static class LatentAttentionBench
         return 0;
     }
 
-    /// <summary>Steps of several tokens of one sequence (consecutive positions ending at 4,096; an absorbed prefill below
-    /// ExpandedPrefillMinTokens runs such steps): the per-head path against LatentDecode, F16 cache, medians of 7.</summary>
+    /// <summary>Steps of several tokens of one sequence (consecutive positions ending at 64, 512 or 4,096; an absorbed prefill
+    /// below ExpandedPrefillMinTokens runs such steps): the per-head path against LatentDecode, F16 cache, medians of 7.</summary>
     private static void Batches(int threads, float scale)
     {
-        const int keys = 4096;
         Console.WriteLine();
         Console.WriteLine($"| tokens of one sequence | keys | cache | per head ms | one read ms | speed-up |");
         Console.WriteLine("|---:|---:|---|---:|---:|---:|");
+        foreach (int keys in new[] { 64, 512, 4096 }) Batches(threads, scale, keys);
+    }
+
+    private static void Batches(int threads, float scale, int keys)
+    {
         using var cache = new KvCache(1, keys, Kvw, KvCacheTypes.F16, values: false);
         var rng = new Random(2);
         var row = new float[Kvw];
@@ -105,7 +109,7 @@ public static class LatentAttentionBench
     }
 
     /// <summary>`--latent-attention --model FILE [--prompt N]`: a latent-attention model's decode steps after an N-token prompt
-    /// (default 4,096), the per-head path (LatentAttention.DecodeTokens = 0) and LatentDecode alternated 8 steps at a time in one
+    /// (default 4,096), the per-head path (LatentAttention.OneReadPerToken = false) and LatentDecode alternated 8 steps at a time in one
     /// process, medians of 5 (ms per token).</summary>
     private static int Model(BenchOptions o, int threads)
     {
@@ -114,18 +118,17 @@ public static class LatentAttentionBench
         var session = new InferenceSession(m, prompt + 2 * steps * (reps + 1) + 1, threads, 512, o.CacheTypes);
         var ids = SpeedTest.PromptTokens(prompt, m.Config.VocabSize);
         int next = Sampler.ArgMax(session.EvaluatePrompt(ids));
-        int defaultTokens = LatentAttention.DecodeTokens;
         var times = new[] { new List<double>(), new List<double>() };
         int[] one = new int[1];
         for (int rep = 0; rep <= reps; rep++)
             for (int mode = 0; mode < 2; mode++)
             {
-                LatentAttention.DecodeTokens = mode == 0 ? 0 : defaultTokens;
+                LatentAttention.OneReadPerToken = mode == 1;
                 var sw = Stopwatch.StartNew();
                 for (int i = 0; i < steps; i++) { one[0] = next; next = Sampler.ArgMax(session.Evaluate(one)); }
                 if (rep > 0) times[mode].Add(sw.Elapsed.TotalMilliseconds / steps);
             }
-        LatentAttention.DecodeTokens = defaultTokens;
+        LatentAttention.OneReadPerToken = true;
         double a = Median(times[0]), b = Median(times[1]);
         Console.WriteLine($"{Path.GetFileName(o.Model)}: decode after {prompt} tokens, {threads} threads, KV {o.CacheTypes.K}: per head {a:F1} ms/token ({1000 / a:F2} tok/s), one read {b:F1} ms/token ({1000 / b:F2} tok/s), {a / b:F2}x");
         return 0;

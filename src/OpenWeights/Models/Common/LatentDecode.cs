@@ -12,9 +12,10 @@ namespace OpenWeights.Models.Common;
 /// keys [0, len) of token t  →  chunks of ChunkKeys(len) keys (boundaries depend on len alone)      pool items (t, chunk)
 /// per chunk, a tile of keys at a time:  K_tile = decode(rows)                                        (tile, r + rope) F32
 ///   per head h:  s = (q_h · K_tile) · scale;  m' = max(m_h, max s);  f = e^(m_h − m')                (tile)
-///                l_h = l_h·f + Σ e^(s − m');  a_h = a_h·f + Σ_j e^(s_j − m')·c_j                     a_h: (r)
+///                l_h = l_h·f + Σ e^(s − m') (in double);  a_h = a_h·f + Σ_j e^(s_j − m')·c_j         a_h: (r)
 /// per (t, h), chunks in order:  M = max_c m_c;  L = Σ_c l_c·e^(m_c − M);  lat = Σ_c (e^(m_c − M) / L)·a_c   (r)
 /// </code>
+/// The exponentials are <see cref="Ops.ExpMinusMaxAndSum"/>'s (FastExp, sums in double), as in the two-pass softmax.
 /// The chunks and the order of every float operation depend on the token's key count alone, never on the thread count or
 /// on which thread ran a chunk: the result is bit for bit the same at any thread count (and for any batch around the token).
 /// It differs from the two-pass softmax of <see cref="LatentAttention.AttendPerHead"/> by float rounding only.
@@ -27,7 +28,7 @@ public static unsafe class LatentDecode
     /// <summary>Keys per tile: 16 rows of r + rope = 576 floats are 36 KiB, resident in L1 while every head passes over them twice.</summary>
     public static int Tile = 16;
 
-    /// <summary>Most chunks a token's keys fall into (a token's partial results: MaxChunks × heads × (r + 2) floats at most).</summary>
+    /// <summary>Most chunks a token's keys fall into (a token's partial results: MaxChunks × heads × (r + 1) floats and MaxChunks × heads doubles at most).</summary>
     public const int MaxChunks = 32;
 
     /// <summary>Fewest keys per chunk; chunks are whole multiples of it (so of every tile size up to 64).</summary>
@@ -54,13 +55,15 @@ public static unsafe class LatentDecode
         int items = 0;
         for (int t = 0; t < n; t++) { first[t] = items; items += Chunks(pos[t] + 1); }
         first[n] = items;
-        // partials: (items, heads, r) accumulators, then (items, heads) maxima, then (items, heads) sums; sized for MaxChunks
-        // per token, so that a decode step allocates once, not each time its context passes a chunk boundary
-        var part = Partials(n * MaxChunks * heads * (r + 2));
+        // partials: (items, heads, r) accumulators, then (items, heads) maxima; grown in units of one
+        // token's most (MaxChunks), so that a decode step allocates once, not each time its context passes a chunk boundary
+        int unit = MaxChunks * heads * (r + 1);
+        var part = Partials((items + MaxChunks - 1) / MaxChunks * unit);
+        var sums = Sums((items + MaxChunks - 1) / MaxChunks * MaxChunks * heads); // (items, heads) the softmax denominators
         var job = new Job
         {
-            Q = q, Lat = lat, Caches = caches, Pos = pos, First = first, Part = part, Layer = layer, Heads = heads, R = r, Kvw = kvw,
-            Scale = scale, MaxBase = items * heads * r, SumBase = items * heads * (r + 1),
+            Q = q, Lat = lat, Caches = caches, Pos = pos, First = first, Part = part, Sum = sums, Layer = layer, Heads = heads, R = r,
+            Kvw = kvw, Scale = scale, MaxBase = items * heads * r,
         };
         // the calling thread runs items too: its scratches exist before the first one (a decode step allocates nothing on it)
         TileScratch(Tile * kvw);
@@ -72,9 +75,10 @@ public static unsafe class LatentDecode
     private struct Job : IPoolJob
     {
         public float[] Q, Lat, Part;
+        public double[] Sum;
         public KvCache?[] Caches;
         public int[] Pos, First;
-        public int Layer, Heads, R, Kvw, MaxBase, SumBase;
+        public int Layer, Heads, R, Kvw, MaxBase;
         public float Scale;
         public bool Combine;
 
@@ -93,7 +97,7 @@ public static unsafe class LatentDecode
             var cache = Caches[t]!;
             var acc = Part.AsSpan(item * Heads * R, Heads * R);  // (heads, r)
             var max = Part.AsSpan(MaxBase + item * Heads, Heads); // (heads)
-            var sum = Part.AsSpan(SumBase + item * Heads, Heads); // (heads)
+            var sum = Sum.AsSpan(item * Heads, Heads);           // (heads)
             acc.Clear(); max.Fill(float.NegativeInfinity); sum.Clear();
             var tile = TileScratch(Tile * Kvw);
             var sc = ScoreScratch(Tile);
@@ -120,13 +124,14 @@ public static unsafe class LatentDecode
         private readonly void CombineChunks(int t, int h)
         {
             int i0 = First[t], i1 = First[t + 1];
-            float mx = float.NegativeInfinity, total = 0;
+            float mx = float.NegativeInfinity;
+            double total = 0;
             for (int i = i0; i < i1; i++) mx = Math.Max(mx, Part[MaxBase + i * Heads + h]);
-            for (int i = i0; i < i1; i++) total += Part[SumBase + i * Heads + h] * MathF.Exp(Part[MaxBase + i * Heads + h] - mx);
+            for (int i = i0; i < i1; i++) total += Sum[i * Heads + h] * Math.Exp(Part[MaxBase + i * Heads + h] - mx);
             var o = Lat.AsSpan((t * Heads + h) * R, R);
             o.Clear();
             for (int i = i0; i < i1; i++)
-                TensorPrimitives.MultiplyAdd(Part.AsSpan((i * Heads + h) * R, R), MathF.Exp(Part[MaxBase + i * Heads + h] - mx) / total, o, o);
+                TensorPrimitives.MultiplyAdd(Part.AsSpan((i * Heads + h) * R, R), (float)(Math.Exp(Part[MaxBase + i * Heads + h] - mx) / total), o, o);
         }
     }
 
@@ -135,7 +140,7 @@ public static unsafe class LatentDecode
     /// and rescales the sum and the accumulator by e^(max − m') when it grows; then p = e^(s − m'), sum += Σ p,
     /// acc (r) += Σ_j p_j·rows[j][..r] (the FMA chain of each element in key order).
     /// </summary>
-    private static void Accumulate(ReadOnlySpan<float> q, ReadOnlySpan<float> rows, int kvw, float scale, Span<float> s, ref float max, ref float sum, Span<float> acc)
+    private static void Accumulate(ReadOnlySpan<float> q, ReadOnlySpan<float> rows, int kvw, float scale, Span<float> s, ref float max, ref double sum, Span<float> acc)
     {
         AttentionKernels.Scores(q, rows, kvw, s.Length, scale, s);
         float m = Math.Max(max, TensorPrimitives.Max(s));
@@ -143,15 +148,13 @@ public static unsafe class LatentDecode
         {
             if (max != float.NegativeInfinity) // the first tile finds the accumulator and the sum still zero
             {
-                float f = MathF.Exp(max - m);
+                double f = Math.Exp(max - m);
                 sum *= f;
-                TensorPrimitives.Multiply(acc, f, acc);
+                TensorPrimitives.Multiply(acc, (float)f, acc);
             }
             max = m;
         }
-        TensorPrimitives.Subtract(s, m, s);
-        TensorPrimitives.Exp(s, s);
-        sum += TensorPrimitives.Sum(s);
+        sum += FastExp.IsSupported ? Ops.ExpMinusMaxAndSum(s, m) : Ops.ExpMinusMaxAndSumReference(s, m);
         AttentionKernels.WeightedSumAccumulate(s, rows, kvw, acc);
     }
 
@@ -196,6 +199,8 @@ public static unsafe class LatentDecode
 
     [ThreadStatic] private static float[]? partials; // the calling thread's: steps may run on several threads at once
     private static float[] Partials(int n) => partials is { } a && a.Length >= n ? a : partials = new float[n];
+    [ThreadStatic] private static double[]? sumPartials;
+    private static double[] Sums(int n) => sumPartials is { } a && a.Length >= n ? a : sumPartials = new double[n];
 
     [ThreadStatic] private static int[]? itemStarts;
     private static int[] ItemStarts(int n) => itemStarts is { } a && a.Length >= n ? a : itemStarts = new int[Math.Max(n, 8)];
