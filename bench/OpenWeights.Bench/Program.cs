@@ -26,6 +26,7 @@ try
     if (o.KernelPaths) return PathBench.Run(o);
     if (o.AttentionKernels) return AttentionBench.Run(o);
     if (o.Batched) return o.Engine is not null ? BatchedBench.Child(o) : BatchedBench.Run(o);
+    if (o.LatentAttention) return LatentAttentionBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
     return Driver.Run(o);
 }
@@ -67,6 +68,7 @@ namespace OpenWeights.Bench
         public int[] Streams { get; set; } = [1, 4, 16, 32];
         /// <summary>--batched: llama.cpp's kv_unified (one cache buffer for all sequences); null: its default.</summary>
         public bool? KvUnified { get; set; }
+        public bool LatentAttention { get; set; }
         public string? Engine { get; set; }
         public string? Model { get; set; }
         public string? Out { get; set; }
@@ -108,6 +110,7 @@ namespace OpenWeights.Bench
                             .Select(x => int.TryParse(x, out int v) && v > 0 ? v : throw new ArgumentException($"--streams needs positive integers, not {x}")).ToArray();
                         if (o.Streams.Length == 0) throw new ArgumentException("--streams needs at least one count");
                         break;
+                    case "--latent-attention": o.LatentAttention = true; break;
                     case "--quick": quick = true; break;
                     case "--engine": o.Engine = Next(); break;
                     case "--model": o.Model = Next(); break;
@@ -127,6 +130,7 @@ namespace OpenWeights.Bench
                                                      [--kv-unified | --no-kv-unified]   (llama.cpp's kv_unified; default: its own)
                                                      (N sequences decoding together: aggregate decode tok/s, ours vs llama.cpp; default model:
                                                       the first of --presets/--types in --models)
+                                   OpenWeights.Bench --latent-attention [--threads N] (DeepSeek-V2-Lite's absorbed decode: per head vs LatentDecode)
                             """);
                         Environment.Exit(0);
                         break;
