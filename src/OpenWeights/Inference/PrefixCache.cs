@@ -44,7 +44,7 @@ public sealed class PrefixCache
     /// blocks on disk are found again only under the same identity</param>
     /// <param name="directory">a folder to keep blocks in across restarts (null: memory only)</param>
     /// <param name="diskCapacityBytes">what the folder may hold (default: four times <paramref name="capacityBytes"/>)</param>
-    public PrefixCache(long capacityBytes, string identity, int blockTokens = 64, string? directory = null, long? diskCapacityBytes = null)
+    public PrefixCache(long capacityBytes, string identity, int blockTokens = 16, string? directory = null, long? diskCapacityBytes = null)
     {
         if (capacityBytes < 0) throw new ArgumentOutOfRangeException(nameof(capacityBytes));
         if (blockTokens < 1) throw new ArgumentOutOfRangeException(nameof(blockTokens));
