@@ -76,28 +76,11 @@ public static class BatchedBench
 
     private static (EngineRun?, string?) RunChild(BenchOptions o, string engine, string model)
     {
-        var self = typeof(BatchedBench).Assembly.Location;
-        var host = Environment.ProcessPath!;
-        var psi = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        if (!Path.GetFileNameWithoutExtension(host).Equals(Path.GetFileNameWithoutExtension(self), StringComparison.OrdinalIgnoreCase))
-            psi.ArgumentList.Add(self); // running as `dotnet OpenWeights.Bench.dll`
-        foreach (var a in new[] { "--batched", "--engine", engine, "--model", model, "--threads", o.Threads.ToString(CultureInfo.InvariantCulture),
+        var args = new List<string> { "--batched", "--engine", engine, "--model", model, "--threads", o.Threads.ToString(CultureInfo.InvariantCulture),
             "--prompt", o.Prompt.ToString(CultureInfo.InvariantCulture), "--gen", o.Gen.ToString(CultureInfo.InvariantCulture),
-            "--streams", string.Join(',', o.Streams), "--cache-type-k", o.CacheTypeK, "--cache-type-v", o.CacheTypeV })
-            psi.ArgumentList.Add(a);
-        if (o.KvUnified is { } u) psi.ArgumentList.Add(u ? "--kv-unified" : "--no-kv-unified");
-        using var p = Process.Start(psi)!;
-        var errTask = p.StandardError.ReadToEndAsync();
-        var stdout = p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        var stderr = errTask.Result;
-        var line = stdout.Split('\n').Select(l => l.Trim()).LastOrDefault(l => l.StartsWith('{'));
-        if (p.ExitCode != 0 || line is null)
-        {
-            var msg = (stderr + stdout).Trim().Split('\n').FirstOrDefault(l => l.Trim().Length > 0) ?? $"exit code {p.ExitCode}";
-            return (null, $"exit code {p.ExitCode}: {msg.Trim()}");
-        }
-        return (JsonSerializer.Deserialize<EngineRun>(line, Json.Options), null);
+            "--streams", string.Join(',', o.Streams), "--cache-type-k", o.CacheTypeK, "--cache-type-v", o.CacheTypeV };
+        if (o.KvUnified is { } u) args.Add(u ? "--kv-unified" : "--no-kv-unified");
+        return ChildRun.Json<EngineRun>(args);
     }
 
     private static string Markdown(Report r)
@@ -221,17 +204,17 @@ public static class BatchedBench
             var p = LlamaParams(o, n);
             using var ctx = w.CreateContext(p);
             info ??= $"flash_attention={p.FlashAttention?.ToString() ?? "default"} kv_unified={p.KVUnified?.ToString() ?? "default"} type_k={p.TypeK} type_v={p.TypeV} " +
-                     $"n_ubatch={ctx.NativeHandle.UBatchSize}; {SystemInfo()}";
+                     $"n_ubatch={ctx.NativeHandle.UBatchSize}; {LlamaCppEngine.SystemInfo()}";
             // every new context: 8 tokens and one decode step, then an empty context (as LlamaCppEngine)
             {
                 int k = Math.Min(8, o.Prompt);
                 batch.Clear();
                 for (int i = 0; i < k; i++) batch.Add((LLamaToken)ids[i], i, LLamaSeqId.Zero, i == k - 1);
-                Decode(ctx, batch);
+                LlamaCppEngine.Decode(ctx, batch);
                 int t0 = Sampler.ArgMax(ctx.NativeHandle.GetLogitsIth(k - 1));
                 batch.Clear();
                 batch.Add((LLamaToken)t0, k, LLamaSeqId.Zero, true);
-                Decode(ctx, batch);
+                LlamaCppEngine.Decode(ctx, batch);
                 ctx.NativeHandle.MemoryClear(true);
             }
             sw.Restart();
@@ -239,7 +222,7 @@ public static class BatchedBench
             {
                 batch.Clear();
                 for (int i = 0; i < o.Prompt; i++) batch.Add((LLamaToken)ids[s * o.Prompt + i], i, (LLamaSeqId)s, i == o.Prompt - 1);
-                Decode(ctx, batch);
+                LlamaCppEngine.Decode(ctx, batch);
                 next[s] = Sampler.ArgMax(ctx.NativeHandle.GetLogitsIth(o.Prompt - 1));
             }
             double prefill = sw.Elapsed.TotalSeconds;
@@ -248,7 +231,7 @@ public static class BatchedBench
             {
                 batch.Clear();
                 for (int s = 0; s < n; s++) index[s] = batch.Add((LLamaToken)next[s], pos, (LLamaSeqId)s, true);
-                Decode(ctx, batch);
+                LlamaCppEngine.Decode(ctx, batch);
                 for (int s = 0; s < n; s++) next[s] = Sampler.ArgMax(ctx.NativeHandle.GetLogitsIth(index[s]));
                 pos++;
             }
@@ -261,15 +244,4 @@ public static class BatchedBench
         return new EngineRun("llamacpp", load, SpeedTest.PeakMemoryBytes(), info, levels);
     }
 
-    private static void Decode(LLamaContext ctx, LLamaBatch batch)
-    {
-        var r = ctx.Decode(batch);
-        if (r != DecodeResult.Ok) throw new OpenWeightsException($"llama.cpp decode failed: {r}");
-    }
-
-    private static string SystemInfo()
-    {
-        try { return System.Runtime.InteropServices.Marshal.PtrToStringAnsi(NativeApi.llama_print_system_info())?.Trim() ?? ""; }
-        catch (Exception e) { return "system info unavailable: " + e.GetType().Name; }
-    }
 }

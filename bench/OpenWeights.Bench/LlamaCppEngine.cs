@@ -78,13 +78,13 @@ public static class LlamaCppEngine
         _ => throw new ArgumentException($"{t} is not a KV cache type"),
     };
 
-    private static void Decode(LLamaContext ctx, LLamaBatch batch)
+    internal static void Decode(LLamaContext ctx, LLamaBatch batch)
     {
         var r = ctx.Decode(batch);
         if (r != DecodeResult.Ok) throw new OpenWeightsException($"llama.cpp decode failed: {r}");
     }
 
-    private static string SystemInfo()
+    internal static string SystemInfo()
     {
         try { return System.Runtime.InteropServices.Marshal.PtrToStringAnsi(NativeApi.llama_print_system_info())?.Trim() ?? ""; }
         catch (Exception e) { return "system info unavailable: " + e.GetType().Name; }

@@ -345,29 +345,9 @@ namespace OpenWeights.Bench
             return (weights, kv, kv);
         }
 
-        private static (EngineResult?, string?) RunChild(BenchOptions o, string engine, string model)
-        {
-            var self = typeof(Driver).Assembly.Location;
-            var host = Environment.ProcessPath!;
-            var psi = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            if (!Path.GetFileNameWithoutExtension(host).Equals(Path.GetFileNameWithoutExtension(self), StringComparison.OrdinalIgnoreCase))
-                psi.ArgumentList.Add(self); // running as `dotnet OpenWeights.Bench.dll`
-            foreach (var a in new[] { "--engine", engine, "--model", model, "--threads", o.Threads.ToString(), "--prompt", o.Prompt.ToString(), "--gen", o.Gen.ToString(),
-                "--ctx", o.ContextSize.ToString(), "--cache-type-k", o.CacheTypeK, "--cache-type-v", o.CacheTypeV })
-                psi.ArgumentList.Add(a);
-            using var p = Process.Start(psi)!;
-            var errTask = p.StandardError.ReadToEndAsync();
-            var stdout = p.StandardOutput.ReadToEnd();
-            p.WaitForExit();
-            var stderr = errTask.Result;
-            var line = stdout.Split('\n').Select(l => l.Trim()).LastOrDefault(l => l.StartsWith('{'));
-            if (p.ExitCode != 0 || line is null)
-            {
-                var msg = (stderr + stdout).Trim().Split('\n').FirstOrDefault(l => l.Trim().Length > 0) ?? $"exit code {p.ExitCode}";
-                return (null, $"exit code {p.ExitCode}: {msg.Trim()}");
-            }
-            return (JsonSerializer.Deserialize<EngineResult>(line, Json.Options), null);
-        }
+        private static (EngineResult?, string?) RunChild(BenchOptions o, string engine, string model) =>
+            ChildRun.Json<EngineResult>(["--engine", engine, "--model", model, "--threads", o.Threads.ToString(), "--prompt", o.Prompt.ToString(), "--gen", o.Gen.ToString(),
+                "--ctx", o.ContextSize.ToString(), "--cache-type-k", o.CacheTypeK, "--cache-type-v", o.CacheTypeV]);
 
         private static string Markdown(Report r)
         {

@@ -427,6 +427,9 @@ public sealed class Scheduler : IDisposable
     private void FitStep()
     {
         if (KvBudgetBytes <= 0) return;
+        long total = 0; // the common case, checked without allocating: everything fits
+        foreach (var x in slots) total += x.Job is null ? x.Cache.HighWater * x.Cache.BytesPerPosition : Need(x);
+        if (total <= KvBudgetBytes) return;
         while (true)
         {
             var running = slots.Where(x => x.Job is not null).OrderBy(x => x.Job!.StartTicks).ToList();
