@@ -259,7 +259,7 @@ namespace OpenWeights.Bench
             var rows = new List<Row>();
             foreach (var (preset, type) in models)
             {
-                var path = EnsureModel(o.ModelsDir, preset, type); // generated when first needed, so measuring starts early
+                var path = EnsureModel(o.ModelsDir, preset, type, Math.Max(o.Context, o.Prompt + o.Gen)); // generated when first needed, so measuring starts early
                 var (weights, oursKv, llamaKv) = BytesPerToken(path, o.Prompt, o.Gen, o.CacheTypes);
                 EngineResult? bestOurs = null, bestLlama = null;
                 string? error = null;
@@ -300,9 +300,19 @@ namespace OpenWeights.Bench
 
         public static void Log(string s) { Console.Error.WriteLine($"[{DateTime.UtcNow:HH:mm:ss}] {s}"); Console.Error.Flush(); }
 
-        internal static string EnsureModel(string dir, string preset, string type)
+        /// <summary>The preset's file in <paramref name="dir"/>, written when missing. A context beyond the preset's trained one
+        /// (SmolLM2-135M: 8,192) gets a file whose context_length is 131,072 or the next power of two above (name suffix -ctxN, one file for 16k and 32k rows): both engines
+        /// refuse or clamp a context above it, and the long-context rows measure speed, not quality.</summary>
+        internal static string EnsureModel(string dir, string preset, string type, int context = 0)
         {
-            var path = Path.Combine(dir, $"{preset}-{type}.gguf");
+            var shape = SynthPreset.Get(preset);
+            string suffix = "";
+            if (context > shape.ContextLength)
+            {
+                shape = shape with { ContextLength = Math.Max(1 << 17, (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)context)) };
+                suffix = $"-ctx{shape.ContextLength}";
+            }
+            var path = Path.Combine(dir, $"{preset}-{type}{suffix}.gguf");
             if (File.Exists(path)) return path;
             // another process (e.g. `openweights synth -o X.tmp.gguf && mv`) may be writing it: wait for that
             var other = path + ".tmp.gguf";
@@ -312,7 +322,7 @@ namespace OpenWeights.Bench
             Log($"generating {path}...");
             var sw = Stopwatch.StartNew();
             var tmp = path + ".tmp";
-            SyntheticModel.Write(SynthPreset.Get(preset), SynthType.Parse(type), tmp);
+            SyntheticModel.Write(shape, SynthType.Parse(type), tmp);
             File.Move(tmp, path, overwrite: true);
             Log($"generated {path} ({new FileInfo(path).Length / 1e6:F0} MB) in {sw.Elapsed.TotalSeconds:F0} s");
             return path;

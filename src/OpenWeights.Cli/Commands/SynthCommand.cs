@@ -15,7 +15,8 @@ public static class SynthCommand
         var threads = CommonOptions.Threads();
         var quiet = CommonOptions.Quiet();
         var layers = new Option<int?>("--layers") { Description = "Keep only the first N layers (a reduced model with the real layer shapes: quick to write, for profiling and tests)" };
-        var cmd = new Command("synth", "Write a random-weight GGUF with the exact shape of a known model (for benchmarks and tests)") { preset, type, output, seed, layers, threads, quiet };
+        var context = new Option<int?>("--context") { Description = "Trained context length written to the file (default: the model's; larger for long-context benchmarks)" };
+        var cmd = new Command("synth", "Write a random-weight GGUF with the exact shape of a known model (for benchmarks and tests)") { preset, type, output, seed, layers, context, threads, quiet };
         cmd.SetAction(pr =>
         {
             var p = SynthPreset.Get(pr.GetValue(preset)!);
@@ -23,6 +24,11 @@ public static class SynthCommand
             {
                 if (n < 1 || n > p.Layers) throw new OpenWeightsException($"--layers {n}: {p.Name} has {p.Layers} layers; give 1 to {p.Layers}");
                 p = p with { Layers = n };
+            }
+            if (pr.GetValue(context) is int ctx)
+            {
+                if (ctx < 1 || ctx > 1 << 24) throw new OpenWeightsException($"--context {ctx}: give 1 to {1 << 24}");
+                p = p with { ContextLength = ctx };
             }
             var t = SynthType.Parse(pr.GetValue(type)!);
             var path = pr.GetValue(output)!;

@@ -14,7 +14,7 @@ namespace OpenWeights.Tensors.Kernels;
 /// The weighted sum multiplies and adds separately, in key order (bit-identical to TensorPrimitives.MultiplyAdd
 /// over the keys); the scores sum in another order than TensorPrimitives.Dot (float rounding).
 /// </summary>
-public static unsafe class AttentionKernels
+public static unsafe partial class AttentionKernels
 {
     /// <summary>Whether the AVX2 kernels handle head dimension d (a multiple of 8).</summary>
     public static bool Supported(int d) => QuantDot.Avx2Path && d % 8 == 0 && d > 0;

@@ -115,6 +115,57 @@ public class AttentionKernelsTests
             }
     }
 
+    /// <summary>
+    /// The several-row kernels give each row the one-row kernel's bits, for every row count a pass takes (1 to 4: AVX2
+    /// machines run 2 per pass, AVX-512VL ones 4, both counts are exercised here), F32 / F16 / Q8_0 rows read in place, head
+    /// sizes with and without a 32-dim remainder, key counts around the 4-key step; each row's queries, probabilities and
+    /// outputs different, outputs accumulated onto their previous values.
+    /// </summary>
+    [Theory]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.F16)]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.Q8_0)]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.F32)]
+    public unsafe void Several_rows_per_pass_give_each_row_the_one_row_bits(OpenWeights.Tensors.Quant.GgmlType type)
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        var rng = new Random(9);
+        float** qs = stackalloc float*[4], ss = stackalloc float*[4], psr = stackalloc float*[4], os = stackalloc float*[4];
+        bool q8 = type == OpenWeights.Tensors.Quant.GgmlType.Q8_0;
+        foreach (int d in q8 ? new[] { 32, 64, 96, 128 } : new[] { 8, 24, 40, 64, 96, 128 })
+            foreach (int len in new[] { 0, 1, 3, 4, 5, 13, 64 })
+                foreach (int rows in new[] { 1, 2, 3, 4 })
+                {
+                    int kvDim = 2 * d;
+                    long rowBytes = type switch { OpenWeights.Tensors.Quant.GgmlType.F16 => 2L * kvDim, OpenWeights.Tensors.Quant.GgmlType.Q8_0 => kvDim / 32 * 34, _ => 4L * kvDim };
+                    long head = rowBytes / 2; // the second head of each row
+                    var raw = new byte[Math.Max(1, len) * rowBytes];
+                    var x = new float[kvDim];
+                    fixed (byte* pr = raw)
+                        for (int j = 0; j < len; j++)
+                        {
+                            for (int i = 0; i < kvDim; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+                            Store(type, x, pr + j * rowBytes);
+                        }
+                    var q = Random(rng, rows * d); var p = Random(rng, rows * Math.Max(1, len));
+                    var s1 = new float[rows * Math.Max(1, len)]; var s2 = new float[s1.Length];
+                    var o1 = Random(rng, rows * d); var o2 = (float[])o1.Clone();
+                    fixed (byte* pr = raw)
+                    fixed (float* pq = q, pp = p, ps = s1, po = o1)
+                    {
+                        for (int r = 0; r < rows; r++) { qs[r] = pq + r * d; ss[r] = ps + r * Math.Max(1, len); psr[r] = pp + r * Math.Max(1, len); os[r] = po + r * d; }
+                        AttentionKernels.ScoresRows(type, qs, rows, d, pr + head, rowBytes, len, 0.125f, ss);
+                        AttentionKernels.WeightedSumAccumulateRows(type, psr, rows, len, pr + head, rowBytes, os, d);
+                        for (int r = 0; r < rows; r++)
+                        {
+                            AttentionKernels.Scores(type, q.AsSpan(r * d, d), pr + head, rowBytes, len, 0.125f, s2.AsSpan(r * Math.Max(1, len), len));
+                            AttentionKernels.WeightedSumAccumulate(type, p.AsSpan(r * Math.Max(1, len), len), pr + head, rowBytes, o2.AsSpan(r * d, d));
+                        }
+                    }
+                    Assert.True(s2.AsSpan().SequenceEqual(s1), $"{type} scores d={d} len={len} rows={rows}");
+                    Assert.True(o2.AsSpan().SequenceEqual(o1), $"{type} weighted sums d={d} len={len} rows={rows}");
+                }
+    }
+
     private static unsafe void Store(OpenWeights.Tensors.Quant.GgmlType type, float[] x, byte* dst)
     {
         switch (type)

@@ -42,7 +42,7 @@ public static unsafe class Attention
 
     /// <summary>Rows (query token × head) of an item up to which F16 / Q8_0 keys and values are read in place, widened in
     /// registers per row, rather than decoded once into an F32 tile that the rows then share (decode without grouping: 1).</summary>
-    public static int DirectRows = 2;
+    public static int DirectRows = AttentionKernels.MaxRows;
 
     /// <summary>
     /// att[t, h] = softmax(q[t,h]·K[0..pos[t], h/g] / sqrt(d)) · V[0..pos[t], h/g], with g = heads/kvHeads and
@@ -192,55 +192,83 @@ public static unsafe class Attention
 
         /// <summary>
         /// Scores of rows r0..r1-1 (row r = token t0 + r / g, head kvh·g + r % g) over keys j0..j1-1 (each row's own keys
-        /// lo..len-1 within them): key tiles outer, the rows inner. An F16 / Q8_0 tile read by at most DirectRows rows is read
-        /// in place (widened in registers) rather than decoded into the scratch first: the same values and operations, so the
-        /// same bits. Each score depends on its key alone, so any split of the keys gives the same scores.
+        /// lo..len-1 within them): key tiles outer, the rows inner, consecutive rows with the same keys in the tile (a token's
+        /// heads; tokens whose ranges cover the tile) up to <see cref="AttentionKernels.MaxRows"/> at a time. An F16 / Q8_0 tile
+        /// read by at most DirectRows rows is read in place (widened in registers) rather than decoded into the scratch first:
+        /// the same values and operations, so the same bits. Each score depends on its key alone, so any split of the keys
+        /// gives the same scores.
         /// </summary>
         private readonly void ScoreKeys(int t0, int kvh, int r0, int r1, int j0, int j1, float[] sc, (int, int) own, float[] tile)
         {
             var cache = Caches[t0]!;
             byte* kHead = KHead(cache, kvh);
-            bool direct = cache.KType != GgmlType.F32 && r1 - r0 <= DirectRows;
-            for (; j0 < j1; j0 += KeyTile)
-            {
-                int stride = 0, end = Math.Min(j0 + KeyTile, j1);
-                var kt = direct ? default : Tile(cache.KType, kHead, cache.KRowBytes, j0, end - j0, D, tile, out stride);
-                for (int r = r0; r < r1; r++)
+            // an F32 cache is always read in place; F16 / Q8_0 keys are decoded to the F32 tile when more rows than one pass read them
+            bool decode = cache.KType != GgmlType.F32 && r1 - r0 > DirectRows;
+            var type = decode ? GgmlType.F32 : cache.KType;
+            long rowBytes = decode ? 4L * D : cache.KRowBytes;
+            float** qs = stackalloc float*[4], ss = stackalloc float*[4];
+            fixed (float* pq = Q, ps = sc, pt = tile)
+                for (; j0 < j1; j0 += KeyTile)
                 {
-                    int len = Pos[t0 + r / Group] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(end, len) - a;
-                    if (m <= 0) continue;
-                    var dst = sc.AsSpan(ScoreBase(r, t0, kvh, own) + a, m);
-                    if (direct) AttentionKernels.Scores(cache.KType, QRow(r, t0, kvh), kHead + (long)a * cache.KRowBytes, cache.KRowBytes, m, Scale, dst);
-                    else AttentionKernels.Scores(QRow(r, t0, kvh), kt[((a - j0) * stride)..], stride, m, Scale, dst);
+                    int end = Math.Min(j0 + KeyTile, j1);
+                    if (decode) AttentionKernels.DecodeRows(cache.KType, kHead + (long)j0 * cache.KRowBytes, cache.KRowBytes, end - j0, D, pt);
+                    for (int r = r0; r < r1;)
+                    {
+                        var (a, m) = Range(r, t0, j0, end);
+                        int rows = 1;
+                        while (r + rows < r1 && rows < AttentionKernels.MaxRows && Range(r + rows, t0, j0, end) == (a, m)) rows++;
+                        if (m > 0)
+                        {
+                            for (int i = 0; i < rows; i++) { qs[i] = pq + QOffset(r + i, t0, kvh); ss[i] = ps + ScoreBase(r + i, t0, kvh, own) + a; }
+                            byte* keys = decode ? (byte*)(pt + (long)(a - j0) * D) : kHead + (long)a * cache.KRowBytes;
+                            AttentionKernels.ScoresRows(type, qs, rows, D, keys, rowBytes, m, Scale, ss);
+                        }
+                        r += rows;
+                    }
                 }
-            }
+        }
+
+        /// <summary>Row r's keys within the tile j0..end-1: the first and how many (0 or less: none).</summary>
+        private readonly (int A, int M) Range(int r, int t0, int j0, int end)
+        {
+            int a = Math.Max(j0, Lo(r, t0));
+            return (a, Math.Min(end, Pos[t0 + r / Group] + 1) - a);
         }
 
         /// <summary>
         /// Output dims c0..c1-1 of rows r0..r1-1: o = Σ_j p[j]·V[j] over keys j0..j1-1 (each row's own keys within them), value
-        /// tiles outer, rows inner; each output element's FMA chain runs over the keys in order, so a split of the dims gives
-        /// the same bits (c0, c1: multiples of 32 for a Q8_0 cache unless the whole head).
+        /// tiles outer, rows inner (grouped as in <see cref="ScoreKeys"/>); each output element's FMA chain runs over the keys
+        /// in order, so a split of the dims gives the same bits (c0, c1: multiples of 32 for a Q8_0 cache unless the whole head).
         /// </summary>
         private readonly void WeightValues(int t0, int kvh, int r0, int r1, int j0, int j1, int c0, int c1, float[] sc, (int, int) own, float[] tile)
         {
             var cache = Caches[t0]!;
             byte* vHead = VHead(cache, kvh) + KvCacheTypes.Bytes(cache.VType, c0);
-            bool direct = cache.VType != GgmlType.F32 && r1 - r0 <= DirectRows;
+            int width = c1 - c0;
+            bool decode = cache.VType != GgmlType.F32 && r1 - r0 > DirectRows;
+            var type = decode ? GgmlType.F32 : cache.VType;
+            long rowBytes = decode ? 4L * width : cache.VRowBytes;
             for (int r = r0; r < r1; r++) Out(r, t0, kvh)[c0..c1].Clear();
-            for (; j0 < j1; j0 += KeyTile)
-            {
-                int stride = 0, end = Math.Min(j0 + KeyTile, j1);
-                var vt = direct ? default : Tile(cache.VType, vHead, cache.VRowBytes, j0, end - j0, c1 - c0, tile, out stride);
-                for (int r = r0; r < r1; r++)
+            float** ps = stackalloc float*[4], os = stackalloc float*[4];
+            fixed (float* pa = Att, psc = sc, pt = tile)
+                for (; j0 < j1; j0 += KeyTile)
                 {
-                    int len = Pos[t0 + r / Group] + 1, a = Math.Max(j0, Lo(r, t0)), m = Math.Min(end, len) - a;
-                    if (m <= 0) continue;
-                    var p = sc.AsSpan(ScoreBase(r, t0, kvh, own) + a, m);
-                    var o = Out(r, t0, kvh)[c0..c1];
-                    if (direct) AttentionKernels.WeightedSumAccumulate(cache.VType, p, vHead + (long)a * cache.VRowBytes, cache.VRowBytes, o);
-                    else AttentionKernels.WeightedSumAccumulate(p, vt[((a - j0) * stride)..], stride, o);
+                    int end = Math.Min(j0 + KeyTile, j1);
+                    if (decode) AttentionKernels.DecodeRows(cache.VType, vHead + (long)j0 * cache.VRowBytes, cache.VRowBytes, end - j0, width, pt);
+                    for (int r = r0; r < r1;)
+                    {
+                        var (a, m) = Range(r, t0, j0, end);
+                        int rows = 1;
+                        while (r + rows < r1 && rows < AttentionKernels.MaxRows && Range(r + rows, t0, j0, end) == (a, m)) rows++;
+                        if (m > 0)
+                        {
+                            for (int i = 0; i < rows; i++) { ps[i] = psc + ScoreBase(r + i, t0, kvh, own) + a; os[i] = pa + QOffset(r + i, t0, kvh) + c0; }
+                            byte* values = decode ? (byte*)(pt + (long)(a - j0) * width) : vHead + (long)a * cache.VRowBytes;
+                            AttentionKernels.WeightedSumAccumulateRows(type, ps, rows, m, values, rowBytes, os, width);
+                        }
+                        r += rows;
+                    }
                 }
-            }
         }
 
         // ---- a split step: (block, KV head, key segment) items score, (token, head) items normalize, (block, KV head, dim slice) items weigh
@@ -293,8 +321,10 @@ public static unsafe class Attention
             else Ops.SoftmaxWithSink(row, Sinks[h]);
         }
 
-        private readonly Span<float> QRow(int r, int t0, int kvh) => Q.AsSpan((t0 + r / Group) * QDim + (kvh * Group + r % Group) * D, D);
-        private readonly Span<float> Out(int r, int t0, int kvh) => Att.AsSpan((t0 + r / Group) * QDim + (kvh * Group + r % Group) * D, D);
+        /// <summary>Where row r's query (in Q) and output (in Att) start.</summary>
+        private readonly int QOffset(int r, int t0, int kvh) => (t0 + r / Group) * QDim + (kvh * Group + r % Group) * D;
+        private readonly Span<float> QRow(int r, int t0, int kvh) => Q.AsSpan(QOffset(r, t0, kvh), D);
+        private readonly Span<float> Out(int r, int t0, int kvh) => Att.AsSpan(QOffset(r, t0, kvh), D);
 
         /// <summary>One row without SIMD kernels (head dimensions that are not a multiple of 8), a key or value decoded at a time.</summary>
         private readonly void Reference(int r, int t0, int kvh, KvCache cache, byte* kHead, byte* vHead, float[] buf, Span<float> sc)
