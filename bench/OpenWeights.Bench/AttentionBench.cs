@@ -16,6 +16,7 @@ public static class AttentionBench
     public static int Run(BenchOptions o)
     {
         DecodeOnly();
+        RowsPerPass(o.ThreadsSet ? o.Threads : 2);
         int[] threadCounts = o.ThreadsSet ? [o.Threads] : [1, 2];
         Console.WriteLine("Attention.Causal, decode medians of 15 alternated runs; prefill best of 3");
         Console.WriteLine("| shape | keys | cache | threads | decode tiled ms | decode now ms | speed-up | now GB/s | prefill 64 ms |");
@@ -51,6 +52,70 @@ public static class AttentionBench
                     }
                 }
         return 0;
+    }
+
+    /// <summary>
+    /// Query rows per kernel pass and tokens per block: before (one row at a time, blocks of 4 tokens), the several-row kernels
+    /// alone (AttentionKernels.MaxRows rows, blocks of 4) and now (MaxRows rows, blocks of Attention.TokenBlock), alternated,
+    /// medians, F16 cache, SmolLM2's shape (9 query heads on 3 KV heads of 64) and Llama-3.2-1B's (32 on 8 of 64): a prefill
+    /// step of 256 tokens and a decode step at the end of 4,096 and 16,384 keys. All give the same bits (asserted).
+    /// </summary>
+    public static int RowsPerPass(int threads)
+    {
+        int maxRows = OpenWeights.Tensors.Kernels.AttentionKernels.MaxRows, block = Attention.TokenBlock;
+        Console.WriteLine($"F16 cache, {threads} threads; before: 1 row per pass, blocks of 4 tokens; rows: {maxRows} rows, blocks of 4; now: {maxRows} rows, blocks of {block}");
+        Console.WriteLine("| shape | keys | step | before ms | rows ms | now ms | now vs before |");
+        Console.WriteLine("|---|---:|---|---:|---:|---:|---:|");
+        foreach (var (name, heads, kvHeads, d) in new[] { ("9 on 3 x 64", 9, 3, 64), ("32 on 8 x 64", 32, 8, 64) })
+            foreach (int keys in new[] { 4096, 16384 })
+            {
+                int kvDim = kvHeads * d, qDim = heads * d, batch = 256;
+                using var cache = new KvCache(1, keys, kvDim, KvCacheTypes.F16);
+                var rng = new Random(1);
+                var row = new float[kvDim];
+                for (int j = 0; j < keys; j++)
+                {
+                    for (int i = 0; i < kvDim; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
+                    cache.StoreK(0, j, row); cache.StoreV(0, j, row);
+                }
+                var q = new float[batch * qDim];
+                for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 2 - 1);
+                var caches = Enumerable.Repeat<KvCache?>(cache, batch).ToArray();
+                foreach (var (step, n) in new[] { ("prefill 256", batch), ("decode", 1) })
+                {
+                    var pos = Enumerable.Range(keys - n, n).ToArray();
+                    var outs = new[] { new float[n * qDim], new float[n * qDim], new float[n * qDim] };
+                    var settings = new[] { (1, 4), (maxRows, 4), (maxRows, block) };
+                    var runs = new Action[3];
+                    for (int v = 0; v < 3; v++)
+                    {
+                        var (rows, tokens) = settings[v]; var att = outs[v];
+                        runs[v] = () =>
+                        {
+                            OpenWeights.Tensors.Kernels.AttentionKernels.MaxRows = rows; Attention.TokenBlock = tokens;
+                            try { Attention.Causal(q, caches, pos, 0, att, n, heads, kvHeads, d, threads); }
+                            finally { OpenWeights.Tensors.Kernels.AttentionKernels.MaxRows = maxRows; Attention.TokenBlock = block; }
+                        };
+                    }
+                    var t = Alternated(runs, n == 1 ? 15 : 5);
+                    if (!outs[0].AsSpan().SequenceEqual(outs[1]) || !outs[0].AsSpan().SequenceEqual(outs[2])) throw new InvalidOperationException("rows per pass or tokens per block changed the bits");
+                    Console.WriteLine($"| {name} | {keys} | {step} | {t[0] * 1e3:F3} | {t[1] * 1e3:F3} | {t[2] * 1e3:F3} | {t[0] / t[2]:F2}x |");
+                }
+            }
+        return 0;
+    }
+
+    /// <summary>Medians over <paramref name="runs"/> runs of each action, the actions alternated run by run after a warm-up of each.</summary>
+    private static double[] Alternated(Action[] actions, int runs)
+    {
+        foreach (var a in actions) a();
+        var times = actions.Select(_ => new double[runs]).ToArray();
+        for (int i = 0; i < runs; i++)
+            for (int k = 0; k < actions.Length; k++)
+            {
+                long s = System.Diagnostics.Stopwatch.GetTimestamp(); actions[k](); times[k][i] = System.Diagnostics.Stopwatch.GetElapsedTime(s).TotalSeconds;
+            }
+        return times.Select(t => { Array.Sort(t); return t[runs / 2]; }).ToArray();
     }
 
     /// <summary>Runs <paramref name="run"/> with the previous decode path (F16 / Q8_0 tiles decoded to F32, no split) when asked.</summary>

@@ -25,6 +25,7 @@ try
     if (o.KQuantAvx512) return KQuantAvx512Bench.Run(o);
     if (o.KernelPaths) return PathBench.Run(o);
     if (o.AttentionKernels) return AttentionBench.Run(o);
+    if (o.AttentionRows) return AttentionBench.RowsPerPass(o.ThreadsSet ? o.Threads : 2);
     if (o.Batched) return o.Engine is not null ? BatchedBench.Child(o) : BatchedBench.Run(o);
     if (o.LatentAttention) return LatentAttentionBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
@@ -63,6 +64,7 @@ namespace OpenWeights.Bench
         public bool KQuantAvx512 { get; set; }
         public bool KernelPaths { get; set; }
         public bool AttentionKernels { get; set; }
+        public bool AttentionRows { get; set; }
         /// <summary>--batched: N sequences decoding together, ours vs llama.cpp (<see cref="BatchedBench"/>), at each of <see cref="Streams"/>.</summary>
         public bool Batched { get; set; }
         public int[] Streams { get; set; } = [1, 4, 16, 32];
@@ -102,6 +104,7 @@ namespace OpenWeights.Bench
                     case "--kquant-avx512": o.KQuantAvx512 = true; break;
                     case "--kernel-paths": o.KernelPaths = true; break;
                     case "--attention": o.AttentionKernels = true; break;
+                    case "--attention-rows": o.AttentionRows = true; break;
                     case "--batched": o.Batched = true; break;
                     case "--kv-unified": o.KvUnified = true; break;
                     case "--no-kv-unified": o.KvUnified = false; break;
@@ -126,6 +129,7 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --kquant-avx512 [--threads N] (Q4_K / Q6_K MatMul, Llama-3.2-1B shapes, AVX-512 vs AVX2)
                                    OpenWeights.Bench --kernel-paths [--threads N] (AVX-512 vs AVX2 kernels, SmolLM2-135M shapes)
                                    OpenWeights.Bench --attention [--threads N]  (Attention.Causal over F32 / F16 / Q8_0 KV caches)
+                                   OpenWeights.Bench --attention-rows [--threads N] (query rows per kernel pass: 1 vs several, prefill and decode at 4k / 16k keys)
                                    OpenWeights.Bench --batched [--model FILE] [--streams 1,4,16,32] [--prompt N] [--gen N] [--threads N] [--reps N] [--json]
                                                      [--kv-unified | --no-kv-unified]   (llama.cpp's kv_unified; default: its own)
                                                      (N sequences decoding together: aggregate decode tok/s, ours vs llama.cpp; default model:

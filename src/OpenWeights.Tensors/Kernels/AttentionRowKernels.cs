@@ -17,8 +17,9 @@ namespace OpenWeights.Tensors.Kernels;
 /// </summary>
 public static unsafe partial class AttentionKernels
 {
-    /// <summary>Rows per pass: 4 with AVX-512VL's 32 vector registers (16 accumulators + 4 keys + the query), 2 with AVX2's 16.</summary>
-    public static int MaxRows { get; } = Avx512F.VL.IsSupported ? 4 : 2;
+    /// <summary>Rows per pass: 4 with AVX-512VL's 32 vector registers (16 accumulators + 4 keys + the query), 2 with AVX2's 16.
+    /// (Settable for benchmarks: 1 is one row at a time, as before these kernels.)</summary>
+    public static int MaxRows = Avx512F.VL.IsSupported ? 4 : 2;
 
     /// <summary>
     /// s_r[j] = (q_r·k_j)·scale for rows r &lt; <paramref name="rows"/> (at most <see cref="MaxRows"/>) and keys j &lt; len: q_r

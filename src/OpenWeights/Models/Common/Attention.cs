@@ -34,8 +34,10 @@ public readonly record struct AttentionParams(float Scale, int Window = 0, float
 /// <summary>Causal grouped-query attention over the KV cache.</summary>
 public static unsafe class Attention
 {
-    /// <summary>Query tokens per block: consecutive tokens of one sequence share each key and value block read.</summary>
-    public const int TokenBlock = 4;
+    /// <summary>Query tokens per block: consecutive tokens of one sequence share each key and value tile read (and an F16 /
+    /// Q8_0 tile's decoding to F32: 16 tokens × g heads amortize it where 4 did not, `bench --attention-rows`). The block's
+    /// scores are kept whole, (16·g, keys) floats per thread: 3 MB at 16,384 keys for SmolLM2. Settable for benchmarks.</summary>
+    public static int TokenBlock = 16;
 
     /// <summary>Keys per tile: 64 keys of head dimension 64 are 16 KiB, resident in L1 while a block's queries pass.</summary>
     public const int KeyTile = 64;
