@@ -61,7 +61,17 @@ public static class Ops
         fixed (float* p = x)
         {
             var m = Vector256.Create(max);
-            var a = Vector256<double>.Zero; var b = a;
+            var a = Vector256<double>.Zero; var b = a; var c = a; var d = a;
+            // 16 at a time into four double accumulators: one pair's adds would wait on their own latency (attention's
+            // rows at long contexts spend a tenth of prefill here)
+            for (; i + 16 <= x.Length; i += 16)
+            {
+                var e = FastExp.Exp(Vector256.Load(p + i) - m);
+                var f = FastExp.Exp(Vector256.Load(p + i + 8) - m);
+                e.Store(p + i); f.Store(p + i + 8);
+                a += Avx.ConvertToVector256Double(e.GetLower()); b += Avx.ConvertToVector256Double(e.GetUpper());
+                c += Avx.ConvertToVector256Double(f.GetLower()); d += Avx.ConvertToVector256Double(f.GetUpper());
+            }
             for (; i + 8 <= x.Length; i += 8)
             {
                 var e = FastExp.Exp(Vector256.Load(p + i) - m);
@@ -69,7 +79,7 @@ public static class Ops
                 a += Avx.ConvertToVector256Double(e.GetLower());
                 b += Avx.ConvertToVector256Double(e.GetUpper());
             }
-            sum = Vector256.Sum(a + b);
+            sum = Vector256.Sum((a + c) + (b + d));
         }
         for (; i < x.Length; i++) { x[i] = FastExp.Scalar(x[i] - max); sum += x[i]; }
         return sum;
