@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using OpenWeights.Tensors.Kernels;
+using OpenWeights.Tensors.Memory;
 using OpenWeights.Tensors.Quant;
 using OpenWeights.Tensors.Threading;
 
@@ -125,7 +126,7 @@ public static unsafe class Attention
 
     [ThreadStatic] private static float[]? sharedScores; // the calling thread's: steps may run on several threads at once
     /// <summary>The split steps' score buffer, kept across steps (a decode step allocates nothing once it has grown).</summary>
-    private static float[] SharedScores(int n) => sharedScores is { } s && s.Length >= n ? s : sharedScores = new float[Math.Max(n, 4096)];
+    private static float[] SharedScores(int n) => GrowingScratch.Get(ref sharedScores, n, 4096);
 
     private struct Job : IPoolJob
     {
@@ -354,7 +355,7 @@ public static unsafe class Attention
 
     [ThreadStatic] private static float[]? scratch;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float[] Scratch(int n) => scratch is { } s && s.Length >= n ? s : scratch = new float[Math.Max(n, 1024)];
+    private static float[] Scratch(int n) => GrowingScratch.Get(ref scratch, n, 1024);
 
     [ThreadStatic] private static float[]? tileScratch;
     /// <summary>A thread's tile of decoded keys or values: (KeyTile, d), 32 KiB at d = 128.</summary>

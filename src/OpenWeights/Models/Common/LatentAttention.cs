@@ -283,7 +283,7 @@ public sealed class LatentAttention
     [ThreadStatic] private static float[]? scores, expand, tiles, latents;
     private static float[] TileScratch(int n) => tiles is { } a && a.Length >= n ? a : tiles = new float[n];
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float[] ScoreScratch(int n) => scores is { } a && a.Length >= n ? a : scores = new float[Math.Max(n, 1024)];
+    private static float[] ScoreScratch(int n) => OpenWeights.Tensors.Memory.GrowingScratch.Get(ref scores, n, 1024);
     private static float[] ExpandScratch(int n) => expand is { } a && a.Length >= n ? a : expand = new float[n];
 
     /// <summary>The scratch of latent attention for one run state (made once per state, at its first forward pass).</summary>

@@ -195,7 +195,7 @@ public static unsafe class LatentDecode
 
     [ThreadStatic] private static float[]? tiles, scores;
     private static float[] TileScratch(int n) => tiles is { } a && a.Length >= n ? a : tiles = new float[n];
-    private static float[] ScoreScratch(int n) => scores is { } a && a.Length >= n ? a : scores = new float[Math.Max(n, 64)];
+    private static float[] ScoreScratch(int n) => OpenWeights.Tensors.Memory.GrowingScratch.Get(ref scores, n, 64);
 
     [ThreadStatic] private static float[]? partials; // the calling thread's: steps may run on several threads at once
     private static float[] Partials(int n) => partials is { } a && a.Length >= n ? a : partials = new float[n];
