@@ -44,20 +44,22 @@ public static unsafe class Attention
     public const int KeyTile = 64;
 
     /// <summary>Rows (query token × head) of an item up to which F16 / Q8_0 keys and values are read in place, widened in
-    /// registers per row, rather than decoded once into an F32 tile that the rows then share (decode without grouping: 1).</summary>
+    /// registers (one kernel pass holds them all), rather than decoded once into an F32 tile that more rows then share.</summary>
     public static int DirectRows = AttentionKernels.MaxRows;
 
     /// <summary>
     /// att[t, h] = softmax(q[t,h]·K[0..pos[t], h/g] / sqrt(d)) · V[0..pos[t], h/g], with g = heads/kvHeads and
     /// K, V the layer's cache of token t's own sequence. q, att: (n, heads*d); caches: (capacity, kvHeads*d).
     /// One pool item per (block of up to <see cref="TokenBlock"/> consecutive tokens of one sequence, KV head): the
-    /// block's tokens × the g query heads of the KV head (up to 4·g rows) go over the keys and values a tile of
-    /// <see cref="KeyTile"/> at a time, so each tile is read from L2 once per block instead of once per row. Per row
-    /// the float operations are those of one row alone (scores, softmax, then the value FMA chains in key order).
-    /// With few items (decode) an item takes a share of a block's rows instead. Scores use a per-thread scratch.
-    /// An F16 or Q8_0 cache is read the same way: each tile of keys (and of values) is decoded to F32 once per item into a
-    /// per-thread scratch of KeyTile × d floats, which the F32 kernels then read for every row of the block (so the result
-    /// is bit for bit that of an F32 cache holding the decoded values).
+    /// block's tokens × the g query heads of the KV head (up to TokenBlock·g rows) go over the keys and values a tile of
+    /// <see cref="KeyTile"/> at a time, so each tile is read from L2 once per block instead of once per row; within a tile,
+    /// rows with the same keys (a token's g heads; tokens whose ranges cover the tile) share each key and value load in
+    /// passes of up to <see cref="AttentionKernels.MaxRows"/> rows. Per row the float operations are those of one row alone
+    /// (scores, softmax, then the value FMA chains in key order), whichever rows share its pass: results do not depend on
+    /// the batch. With few items (decode) an item takes a share of a block's rows, or the step splits over the keys.
+    /// An F16 or Q8_0 cache read by more rows than one pass holds has each tile of keys (and of values) decoded to F32 once
+    /// per item into a per-thread scratch of KeyTile × d floats, which the F32 kernels then read for every row of the block;
+    /// fewer rows read it in place, widened in registers: the same values either way (bit for bit an F32 cache holding them).
     /// </summary>
     public static void Causal(float[] q, KvCache?[] caches, int[] pos, int layer, float[] att,
         int n, int heads, int kvHeads, int d, int threads)
