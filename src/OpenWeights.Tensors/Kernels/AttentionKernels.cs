@@ -13,11 +13,15 @@ namespace OpenWeights.Tensors.Kernels;
 /// and stored for every key. Scalar references: <see cref="ScoresScalar"/>, <see cref="WeightedSumScalar"/>.
 /// The weighted sum multiplies and adds separately, in key order (bit-identical to TensorPrimitives.MultiplyAdd
 /// over the keys); the scores sum in another order than TensorPrimitives.Dot (float rounding).
+/// The kernels here are AVX2/FMA ones; on ARM64 (and x64 with <see cref="QuantDot.ForceVector128"/>) the same entry points
+/// run the portable 128-bit kernels of AttentionKernels.Vector128.cs (their float order is stated there).
 /// </summary>
 public static unsafe partial class AttentionKernels
 {
-    /// <summary>Whether the AVX2 kernels handle head dimension d (a multiple of 8).</summary>
-    public static bool Supported(int d) => QuantDot.Avx2Path && d % 8 == 0 && d > 0;
+    /// <summary>Whether the SIMD kernels handle head dimension d: the AVX2 ones a multiple of 8, the portable 128-bit ones
+    /// (<see cref="QuantDot.Vector128Path"/>: ARM64, or x64 with <see cref="QuantDot.ForceVector128"/>) a multiple of 4.
+    /// Q8_0 rows need a multiple of 32 on both.</summary>
+    public static bool Supported(int d) => d > 0 && (QuantDot.Avx2Path ? d % 8 == 0 : QuantDot.Vector128Path && d % 4 == 0);
 
     /// <summary>s[j] = (q·k[j·stride ..+d])·scale for j in [0, s.Length). q: (d); k: (s.Length, stride).</summary>
     public static void Scores(ReadOnlySpan<float> q, ReadOnlySpan<float> k, int stride, int len, float scale, Span<float> s)
@@ -27,6 +31,7 @@ public static unsafe partial class AttentionKernels
         if (len > s.Length || (len > 0 && (long)(len - 1) * stride + d > k.Length)) throw new ArgumentException("attention scores: buffers too small");
         fixed (float* pq = q, pk = k, ps = s)
         {
+            if (QuantDot.Vector128Path) { ScoresV128(GgmlType.F32, pq, d, (byte*)pk, 4L * stride, len, scale, ps); return; }
             int j = 0;
             var vs = Vector128.Create(scale);
             for (; j + 4 <= len; j += 4)
@@ -90,6 +95,7 @@ public static unsafe partial class AttentionKernels
         if (len > 0 && (long)(len - 1) * stride + d > v.Length) throw new ArgumentException("attention weighted sum: buffers too small");
         fixed (float* pp = p, pv = v, po = o)
         {
+            if (QuantDot.Vector128Path) { WeightedSumV128(GgmlType.F32, pp, len, (byte*)pv, 4L * stride, po, d); return; }
             int c = 0;
             for (; c + 64 <= d; c += 64)
             {
@@ -136,6 +142,7 @@ public static unsafe partial class AttentionKernels
     /// </summary>
     public static void DecodeRows(GgmlType type, byte* src, long rowBytes, int rows, int d, float* dst)
     {
+        if (QuantDot.Vector128Path && type != GgmlType.F32) { DecodeRowsV128(type, src, rowBytes, rows, d, dst); return; }
         if (!Vector256.IsHardwareAccelerated || !QuantDot.UseSimd || type == GgmlType.F32) { DecodeRowsScalar(type, src, rowBytes, rows, d, dst); return; }
         int headBytes = (int)(type == GgmlType.F16 ? 2L * d : d / 32 * 34);
         for (int j = 0; j < rows; j++, src += rowBytes, dst += d)
@@ -202,7 +209,8 @@ public static unsafe partial class AttentionKernels
         if (type == GgmlType.Q8_0 && d % 32 != 0) throw new ArgumentException("q8_0 rows need d a multiple of 32");
         fixed (float* pq = q, ps = s)
         {
-            if (type == GgmlType.F16) ScoresF16(pq, d, k, rowBytes, len, scale, ps);
+            if (QuantDot.Vector128Path) ScoresV128(type, pq, d, k, rowBytes, len, scale, ps);
+            else if (type == GgmlType.F16) ScoresF16(pq, d, k, rowBytes, len, scale, ps);
             else if (type == GgmlType.Q8_0) ScoresQ8_0(pq, d, k, rowBytes, len, scale, ps);
             else throw new ArgumentException($"{type} is not a KV cache type");
         }
@@ -309,7 +317,8 @@ public static unsafe partial class AttentionKernels
         if (type == GgmlType.Q8_0 && d % 32 != 0) throw new ArgumentException("q8_0 rows need d a multiple of 32");
         fixed (float* pp = p, po = o)
         {
-            if (type == GgmlType.F16) WeightedSumF16(pp, len, v, rowBytes, po, d);
+            if (QuantDot.Vector128Path) WeightedSumV128(type, pp, len, v, rowBytes, po, d);
+            else if (type == GgmlType.F16) WeightedSumF16(pp, len, v, rowBytes, po, d);
             else if (type == GgmlType.Q8_0) WeightedSumQ8_0(pp, len, v, rowBytes, po, d);
             else throw new ArgumentException($"{type} is not a KV cache type");
         }

@@ -35,6 +35,7 @@ public static unsafe partial class AttentionKernels
             return;
         }
         if (type == GgmlType.Q8_0 && d % 32 != 0) throw new ArgumentException("q8_0 rows need d a multiple of 32");
+        if (QuantDot.Vector128Path) { ScoresRowsV128(type, q, rows, d, k, rowBytes, len, scale, s); return; }
         switch (type)
         {
             case GgmlType.F32: ScoresRows<F32Row>(q, rows, d, k, rowBytes, len, scale, s); break;
@@ -146,6 +147,7 @@ public static unsafe partial class AttentionKernels
             return;
         }
         if (type == GgmlType.Q8_0 && width % 32 != 0) throw new ArgumentException("q8_0 rows need a multiple of 32 dims");
+        if (QuantDot.Vector128Path) { WeightedSumRowsV128(type, p, rows, len, v, rowBytes, o, width); return; }
         switch (type)
         {
             case GgmlType.F32: WeightedSumRows<F32Row>(p, rows, len, v, rowBytes, o, width); break;

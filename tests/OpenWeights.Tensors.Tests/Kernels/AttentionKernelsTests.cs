@@ -13,12 +13,23 @@ public class AttentionKernelsTests
         return x;
     }
 
+    private static void RequireAvx2()
+    {
+        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+    }
+
     [Fact]
     public void Scores_and_weighted_sum_match_scalar_references()
     {
-        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        RequireAvx2();
+        ScoresAndWeightedSumsMatchScalarReferences([8, 16, 64, 72, 128, 136]);
+    }
+
+    /// <summary>The F32 kernels of the path in use against the scalar references (shared with the 128-bit tests).</summary>
+    internal static void ScoresAndWeightedSumsMatchScalarReferences(int[] ds)
+    {
         var rng = new Random(21);
-        foreach (int d in new[] { 8, 16, 64, 72, 128, 136 })
+        foreach (int d in ds)
             foreach (int len in new[] { 0, 1, 3, 4, 5, 8, 13, 37 })
                 foreach (int pad in new[] { 0, 3 })
                 {
@@ -43,10 +54,12 @@ public class AttentionKernelsTests
     [Theory]
     [InlineData(OpenWeights.Tensors.Quant.GgmlType.F16)]
     [InlineData(OpenWeights.Tensors.Quant.GgmlType.Q8_0)]
-    public unsafe void Decoded_cache_rows_match_the_scalar_reference(OpenWeights.Tensors.Quant.GgmlType type)
+    public void Decoded_cache_rows_match_the_scalar_reference(OpenWeights.Tensors.Quant.GgmlType type) => DecodedRowsMatchTheScalarReference(type, 64);
+
+    internal static unsafe void DecodedRowsMatchTheScalarReference(OpenWeights.Tensors.Quant.GgmlType type, int d)
     {
         var rng = new Random(3);
-        int d = 64, rows = 7, rowBytes = type == OpenWeights.Tensors.Quant.GgmlType.F16 ? 3 * d * 2 : 3 * d / 32 * 34;
+        int rows = 7, rowBytes = type == OpenWeights.Tensors.Quant.GgmlType.F16 ? 3 * d * 2 : 3 * d / 32 * 34;
         var raw = new byte[rows * rowBytes];
         rng.NextBytes(raw);
         if (type == OpenWeights.Tensors.Quant.GgmlType.F16)
@@ -75,11 +88,16 @@ public class AttentionKernelsTests
     [InlineData(OpenWeights.Tensors.Quant.GgmlType.F16)]
     [InlineData(OpenWeights.Tensors.Quant.GgmlType.Q8_0)]
     [InlineData(OpenWeights.Tensors.Quant.GgmlType.F32)]
-    public unsafe void Scores_and_weighted_sums_over_cache_rows_in_place_match_decoded_rows(OpenWeights.Tensors.Quant.GgmlType type)
+    public void Scores_and_weighted_sums_over_cache_rows_in_place_match_decoded_rows(OpenWeights.Tensors.Quant.GgmlType type)
     {
-        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        RequireAvx2();
+        InPlaceRowsMatchDecodedRows(type, [32, 64, 96, 128, 256]);
+    }
+
+    internal static unsafe void InPlaceRowsMatchDecodedRows(OpenWeights.Tensors.Quant.GgmlType type, int[] ds)
+    {
         var rng = new Random(5);
-        foreach (int d in new[] { 32, 64, 96, 128, 256 })
+        foreach (int d in ds)
             foreach (int len in new[] { 0, 1, 3, 4, 7, 12, 37 })
             {
                 int kvDim = 3 * d;
@@ -125,13 +143,17 @@ public class AttentionKernelsTests
     [InlineData(OpenWeights.Tensors.Quant.GgmlType.F16)]
     [InlineData(OpenWeights.Tensors.Quant.GgmlType.Q8_0)]
     [InlineData(OpenWeights.Tensors.Quant.GgmlType.F32)]
-    public unsafe void Several_rows_per_pass_give_each_row_the_one_row_bits(OpenWeights.Tensors.Quant.GgmlType type)
+    public void Several_rows_per_pass_give_each_row_the_one_row_bits(OpenWeights.Tensors.Quant.GgmlType type)
     {
-        if (!(Avx2.IsSupported && Fma.IsSupported)) Assert.Skip("AVX2/FMA not available on this machine");
+        RequireAvx2();
+        SeveralRowsGiveEachRowTheOneRowBits(type, type == OpenWeights.Tensors.Quant.GgmlType.Q8_0 ? [32, 64, 96, 128] : [8, 24, 40, 64, 96, 128]);
+    }
+
+    internal static unsafe void SeveralRowsGiveEachRowTheOneRowBits(OpenWeights.Tensors.Quant.GgmlType type, int[] ds)
+    {
         var rng = new Random(9);
         float** qs = stackalloc float*[4], ss = stackalloc float*[4], psr = stackalloc float*[4], os = stackalloc float*[4];
-        bool q8 = type == OpenWeights.Tensors.Quant.GgmlType.Q8_0;
-        foreach (int d in q8 ? new[] { 32, 64, 96, 128 } : new[] { 8, 24, 40, 64, 96, 128 })
+        foreach (int d in ds)
             foreach (int len in new[] { 0, 1, 3, 4, 5, 13, 64 })
                 foreach (int rows in new[] { 1, 2, 3, 4 })
                 {
@@ -166,7 +188,7 @@ public class AttentionKernelsTests
                 }
     }
 
-    private static unsafe void Store(OpenWeights.Tensors.Quant.GgmlType type, float[] x, byte* dst)
+    internal static unsafe void Store(OpenWeights.Tensors.Quant.GgmlType type, float[] x, byte* dst)
     {
         switch (type)
         {

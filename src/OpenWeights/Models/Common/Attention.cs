@@ -331,7 +331,8 @@ public static unsafe class Attention
         private readonly Span<float> QRow(int r, int t0, int kvh) => Q.AsSpan(QOffset(r, t0, kvh), D);
         private readonly Span<float> Out(int r, int t0, int kvh) => Att.AsSpan(QOffset(r, t0, kvh), D);
 
-        /// <summary>One row without SIMD kernels (head dimensions that are not a multiple of 8), a key or value decoded at a time.</summary>
+        /// <summary>One row without SIMD kernels (head dimensions <see cref="AttentionKernels.Supported"/> refuses: not a multiple of 8
+        /// on AVX2, of 4 on the 128-bit path; no SIMD path at all), a key or value decoded at a time.</summary>
         private readonly void Reference(int r, int t0, int kvh, KvCache cache, byte* kHead, byte* vHead, float[] buf, Span<float> sc)
         {
             int d = D, len = Pos[t0 + r / Group] + 1, lo = Lo(r, t0);
