@@ -26,6 +26,7 @@ try
     if (o.KernelPaths) return PathBench.Run(o);
     if (o.AttentionKernels) return AttentionBench.Run(o);
     if (o.AttentionRows) return AttentionBench.RowsPerPass(o.ThreadsSet ? o.Threads : 2);
+    if (o.FusedProjections) return FusedProjectionsBench.Run(o);
     if (o.Batched) return o.Engine is not null ? BatchedBench.Child(o) : BatchedBench.Run(o);
     if (o.LatentAttention) return LatentAttentionBench.Run(o);
     if (o.Engine is not null) return Child.Run(o);
@@ -65,6 +66,7 @@ namespace OpenWeights.Bench
         public bool KernelPaths { get; set; }
         public bool AttentionKernels { get; set; }
         public bool AttentionRows { get; set; }
+        public bool FusedProjections { get; set; }
         /// <summary>--batched: N sequences decoding together, ours vs llama.cpp (<see cref="BatchedBench"/>), at each of <see cref="Streams"/>.</summary>
         public bool Batched { get; set; }
         public int[] Streams { get; set; } = [1, 4, 16, 32];
@@ -105,6 +107,7 @@ namespace OpenWeights.Bench
                     case "--kernel-paths": o.KernelPaths = true; break;
                     case "--attention": o.AttentionKernels = true; break;
                     case "--attention-rows": o.AttentionRows = true; break;
+                    case "--fused-projections": o.FusedProjections = true; break;
                     case "--batched": o.Batched = true; break;
                     case "--kv-unified": o.KvUnified = true; break;
                     case "--no-kv-unified": o.KvUnified = false; break;
@@ -130,6 +133,7 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --kernel-paths [--threads N] (AVX-512 vs AVX2 kernels, SmolLM2-135M shapes)
                                    OpenWeights.Bench --attention [--threads N]  (Attention.Causal over F32 / F16 / Q8_0 KV caches)
                                    OpenWeights.Bench --attention-rows [--threads N] (query rows per kernel pass: 1 vs several, prefill and decode at 4k / 16k keys)
+                                   OpenWeights.Bench --fused-projections --model FILE [--threads N] (decode: Q/K/V and gate/up as one dispatch vs one each)
                                    OpenWeights.Bench --batched [--model FILE] [--streams 1,4,16,32] [--prompt N] [--gen N] [--threads N] [--reps N] [--json]
                                                      [--kv-unified | --no-kv-unified]   (llama.cpp's kv_unified; default: its own)
                                                      (N sequences decoding together: aggregate decode tok/s, ours vs llama.cpp; default model:

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using OpenWeights.Tensors.Kernels.Interleaved;
 using OpenWeights.Tensors.Memory;
 using OpenWeights.Tensors.Quant;
@@ -161,7 +162,7 @@ public sealed unsafe class WeightMatrix
         if (parts.Length == 0) return;
         if (QuantDot.UseF32Reference || parts.Length == 1)
         {
-            foreach (var part in parts) part.W.MatMul(x[part.XOffset..], y[part.YOffset..], part.N, threads);
+            foreach (var part in parts) part.W.MatMul(x[part.XOffset..], part.Output is { } own ? own.AsSpan(part.YOffset) : y[part.YOffset..], part.N, threads);
             return;
         }
         var plan = manyScratch ??= new ManyPlan();
@@ -171,7 +172,8 @@ public sealed unsafe class WeightMatrix
         for (int i = 0; i < parts.Length; i++)
         {
             var (w, n) = (parts[i].W, parts[i].N);
-            if (n <= 0 || x.Length < parts[i].XOffset + (long)n * w.Cols || y.Length < parts[i].YOffset + (long)n * w.Rows)
+            int yLength = parts[i].Output is { } own ? own.Length : y.Length;
+            if (n <= 0 || x.Length < parts[i].XOffset + (long)n * w.Cols || yLength < parts[i].YOffset + (long)n * w.Rows)
                 throw new ArgumentException("matmul buffers too small");
             ref var d = ref plan.Parts[i];
             d = default;
@@ -193,6 +195,11 @@ public sealed unsafe class WeightMatrix
             if (d.Shared < 0) { d.QOffset = qBytes; qBytes += (long)d.XBytes * n; }
         }
         byte[] buf = ActivationScratch(Math.Max(1, qBytes));
+        // parts with their own output arrays: pinned for the job (a handle each; nothing allocated on the GC heap)
+        for (int i = 0; i < parts.Length; i++)
+            plan.Outputs[i] = parts[i].Output is { } own ? GCHandle.Alloc(own, GCHandleType.Pinned) : default;
+        try
+        {
         fixed (float* px = x, py = y)
         fixed (byte* pq = buf)
         fixed (ManyItem* items = plan.Items)
@@ -218,6 +225,8 @@ public sealed unsafe class WeightMatrix
                 else for (int c = 0; c < chunks; c++) qj.Execute(c);
             }
             // 3. the row chunks of every part: one job
+            float* shared = py;
+            float* OutputOf(int i) => plan.Outputs[i].IsAllocated ? (float*)plan.Outputs[i].AddrOfPinnedObject() : shared;
             int total = 0;
             for (int i = 0; i < parts.Length; i++)
             {
@@ -233,7 +242,7 @@ public sealed unsafe class WeightMatrix
                     it.Packed = true;
                     it.Group = new PackedJob
                     {
-                        W = pk.Pointer, GroupBytes = w.layout.GroupBytes(w.Cols), Layout = w.layout, X = q, XBytes = d.XBytes, Y = py + parts[i].YOffset,
+                        W = pk.Pointer, GroupBytes = w.layout.GroupBytes(w.Cols), Layout = w.layout, X = q, XBytes = d.XBytes, Y = OutputOf(i) + parts[i].YOffset,
                         Rows = w.Rows, Cols = w.Cols, N = n, Groups = groups, GroupsPerChunk = perChunk, Simd = QuantDot.Avx2Path, MultiToken = QuantDot.UseMultiToken,
                     };
                     total += (groups + perChunk - 1) / perChunk;
@@ -242,7 +251,7 @@ public sealed unsafe class WeightMatrix
                 {
                     var kernel = QuantDot.For(w.Type);
                     int chunk = w.RowsPerChunk(n, threads);
-                    it.Row = new MatMulJob { W = w.Data, RowBytes = w.RowBytes, Type = w.Type, Rows = w.Rows, Cols = w.Cols, N = n, Y = py + parts[i].YOffset, RowsPerChunk = chunk, X = q, XBytes = d.XBytes };
+                    it.Row = new MatMulJob { W = w.Data, RowBytes = w.RowBytes, Type = w.Type, Rows = w.Rows, Cols = w.Cols, N = n, Y = OutputOf(i) + parts[i].YOffset, RowsPerChunk = chunk, X = q, XBytes = d.XBytes };
                     if (kernel.IsValid)
                     {
                         it.Row.Dot = kernel.Dot; it.Row.Dot4 = QuantDot.UseMultiToken ? kernel.Dot4 : null;
@@ -253,6 +262,11 @@ public sealed unsafe class WeightMatrix
             }
             var job = new ManyJob { Items = items, Count = parts.Length };
             WorkerPool.For(threads, total, ref job);
+        }
+        }
+        finally
+        {
+            for (int i = 0; i < parts.Length; i++) if (plan.Outputs[i].IsAllocated) plan.Outputs[i].Free();
         }
     }
 
@@ -310,9 +324,10 @@ public sealed unsafe class WeightMatrix
     {
         public ManyPart[] Parts = [];
         public ManyItem[] Items = [];
+        public GCHandle[] Outputs = [];
         public void Ensure(int n)
         {
-            if (Parts.Length < n) { Parts = new ManyPart[n]; Items = new ManyItem[n]; }
+            if (Parts.Length < n) { Parts = new ManyPart[n]; Items = new ManyItem[n]; Outputs = new GCHandle[n]; }
         }
     }
 
@@ -490,8 +505,9 @@ public sealed unsafe class WeightMatrix
 }
 
 /// <summary>One product of <see cref="WeightMatrix.MatMulMany"/>: Y = X·Wᵀ, X: (N, W.Cols) from offset XOffset of the
-/// batch's input, Y: (N, W.Rows) from offset YOffset of its output (offsets in floats).</summary>
-public readonly record struct MatMulPart(WeightMatrix W, int XOffset, int YOffset, int N);
+/// batch's input, Y: (N, W.Rows) from offset YOffset of its output, or of <paramref name="Output"/> when given (a part with
+/// its own array: Q, K and V of one input; offsets in floats).</summary>
+public readonly record struct MatMulPart(WeightMatrix W, int XOffset, int YOffset, int N, float[]? Output = null);
 
 /// <summary>Decodes a row of any supported type to F32 (bit-exact with ggml's dequantizers).</summary>
 public static class RowDecoder

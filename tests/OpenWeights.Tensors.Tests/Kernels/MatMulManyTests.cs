@@ -68,6 +68,60 @@ public unsafe class MatMulManyTests
         }
     }
 
+    /// <summary>
+    /// Parts with their own output arrays (Q, K and V of one input, as a layer's projections run them) beside parts writing
+    /// into the shared output: each equals its own MatMul bit for bit, one part alone too, and an own array too small is refused.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_K, true)]
+    [InlineData(GgmlType.Q6_K, false)]
+    [InlineData(GgmlType.Q8_0, true)]
+    public void PartsWithTheirOwnOutputsEqualTheirOwnMatMul(GgmlType type, bool repack)
+    {
+        if (repack && !QuantDot.Avx2Path) Assert.Skip("no AVX2 here: weights are not repacked (the row kernels are tested by the repack: false rows)");
+        var rng = new Random(11);
+        int cols = 512;
+        int[] rowsOf = [128, 32, 32];
+        long rb = GgmlTypes.RowBytes(type, cols);
+        var data = new byte[rowsOf.Sum() * rb];
+        for (int r = 0; r < rowsOf.Sum(); r++) Quantize.Row(type, Random(rng, cols), data.AsSpan((int)(r * rb), (int)rb));
+        fixed (byte* p = data)
+        {
+            var w = new WeightMatrix[rowsOf.Length];
+            long at = 0;
+            for (int i = 0; i < w.Length; i++)
+            {
+                w[i] = new WeightMatrix(p + at, type, rowsOf[i], cols); at += rowsOf[i] * rb;
+                if (repack) Assert.True(w[i].Repack(), $"{type} has an interleaved layout");
+            }
+            try
+            {
+                foreach (int n in new[] { 1, 5 })
+                    foreach (int threads in new[] { 1, 2 })
+                    {
+                        var x = Random(rng, n * cols);
+                        var own = rowsOf.Select(r => new float[n * r + 7]).ToArray(); // longer than needed, as RunState's arrays
+                        var shared = new float[n * rowsOf[2]];
+                        MatMulPart[] parts = [new(w[0], 0, 0, n, own[0]), new(w[1], 0, 0, n, own[1]), new(w[2], 0, 0, n)];
+                        WeightMatrix.MatMulMany(x, shared, parts, threads);
+                        WeightMatrix.MatMulMany(x, default, [new MatMulPart(w[1], 0, 0, n, own[2])], threads); // one part alone
+                        float[][] got = [own[0], own[1], shared, own[2]];
+                        int[] which = [0, 1, 2, 1];
+                        for (int i = 0; i < got.Length; i++)
+                        {
+                            var alone = new float[n * rowsOf[which[i]]];
+                            w[which[i]].MatMul(x, alone, n, threads);
+                            Assert.True(alone.AsSpan().SequenceEqual(got[i].AsSpan(0, alone.Length)), $"{type} n={n} threads={threads} output {i}");
+                            Assert.Contains(alone, v => v != 0);
+                        }
+                    }
+                var ex = Assert.Throws<ArgumentException>(() => WeightMatrix.MatMulMany(new float[cols], default, [new MatMulPart(w[0], 0, 0, 1, new float[10]), new MatMulPart(w[1], 0, 0, 1, new float[32])], 1));
+                Assert.Contains("too small", ex.Message);
+            }
+            finally { foreach (var m in w) m.ReleasePacked(); }
+        }
+    }
+
     [Fact]
     public void BuffersTooSmallAreRefused()
     {

@@ -74,9 +74,8 @@ public static class Blocks
     /// </summary>
     public static void SelfAttention(DecoderLayer L, int layer, RunState s, ModelConfig c, int n, int threads, LayerAttention a, Rope? rope)
     {
-        L.Wq.Forward(s.Xb, s.Q, n, threads);   // (n, heads*head_dim)
-        L.Wk.Forward(s.Xb, s.K, n, threads);   // (n, kv_heads*head_dim)
-        L.Wv.Forward(s.Xb, s.V, n, threads);   // (n, kv_heads*head_dim)
+        // q: (n, heads*head_dim), k, v: (n, kv_heads*head_dim), one dispatch
+        Linear.ForwardMany(s.Xb, n, threads, [(L.Wq, s.Q), (L.Wk, s.K), (L.Wv, s.V)]);
         if (L.QNorm is { } qn) QkNorm(s.Q, qn, n, c.QDim, c.HeadDim, c.RmsEps);
         if (L.KNorm is { } kn) QkNorm(s.K, kn, n, c.KvDim, c.HeadDim, c.RmsEps);
         int half = c.RopeDims / 2;
@@ -139,8 +138,7 @@ public static class Blocks
     public static void FeedForward(DecoderLayer L, RunState s, ModelConfig c, int n, int threads, Activation act)
     {
         if (L.Experts is { } moe) { moe.Forward(s, n, threads, act); return; }
-        L.WGate!.Forward(s.Xb, s.Hb, n, threads);  // (n, ffn)
-        L.WUp!.Forward(s.Xb, s.Hb2, n, threads);   // (n, ffn)
+        Linear.ForwardMany(s.Xb, n, threads, [(L.WGate!, s.Hb), (L.WUp!, s.Hb2)]);  // gate, up: (n, ffn), one dispatch
         var g = s.Hb.AsSpan(0, n * c.FfnDim); var u = s.Hb2.AsSpan(0, n * c.FfnDim);
         Activate(act, g, u, threads);
         L.WDown!.Forward(s.Hb, s.Xb, n, threads);  // (n, dim)

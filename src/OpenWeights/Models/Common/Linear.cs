@@ -31,6 +31,36 @@ public class Linear
     }
 
     /// <summary>
+    /// Several projections of the same input X: (n, In) as one pool dispatch (Q, K and V; gate and up): Y_i = X·W_iᵀ (+ b_i)
+    /// into each part's own array, bit for bit each one's <see cref="Forward"/> (<see cref="WeightMatrix.MatMulMany"/> runs the
+    /// same kernels on the same converted activations, converted once where the parts share a format). A decode step then
+    /// wakes the pool once for the three projections instead of three times, and the threads balance over all their rows.
+    /// Projections that are not plain (LoRA-wrapped: their Forward adds the adapter) run their own Forward.
+    /// </summary>
+    public static void ForwardMany(ReadOnlySpan<float> x, int n, int threads, ReadOnlySpan<(Linear L, float[] Y)> parts)
+    {
+        bool plain = Fuse && !QuantDot.UseF32Reference;
+        foreach (var (l, _) in parts) plain &= l.GetType() == typeof(Linear);
+        if (!plain || parts.Length > 4)
+        {
+            foreach (var (l, y) in parts) l.Forward(x, y, n, threads);
+            return;
+        }
+        var mp = manyParts ??= new MatMulPart[4];
+        for (int i = 0; i < parts.Length; i++) mp[i] = new MatMulPart(parts[i].L.Weight, 0, 0, n, parts[i].Y);
+        WeightMatrix.MatMulMany(x, default, mp.AsSpan(0, parts.Length), threads);
+        mp.AsSpan(0, parts.Length).Clear(); // no references kept to the outputs
+        foreach (var (l, y) in parts)
+            if (l.Bias is { } b)
+                for (int t = 0; t < n; t++) System.Numerics.Tensors.TensorPrimitives.Add(y.AsSpan(t * l.Out, l.Out), b, y.AsSpan(t * l.Out, l.Out));
+    }
+
+    [ThreadStatic] private static MatMulPart[]? manyParts;
+
+    /// <summary>Whether <see cref="ForwardMany"/> runs its projections as one dispatch (benchmarks compare it with one each).</summary>
+    public static bool Fuse = true;
+
+    /// <summary>
     /// A view of rows [start, start+count) of this projection, over the same stored weights (a fused tensor split into
     /// its parts: Phi-3's QKV and gate-up). Quantized rows are whole blocks, so a row range is a byte range.
     /// </summary>
