@@ -134,6 +134,24 @@ public class CliTests
         Assert.Contains("unknown type", err);
         Assert.Empty(Directory.GetFiles(dir.Path));
     }
+
+    /// <summary>`synth --context N` writes the trained context (long-context benchmark files); out of range is one line.</summary>
+    [Fact]
+    public void SynthWritesTheContextAskedFor()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("long.gguf");
+        var (code, _, err) = Run("synth", "--preset", "tiny-llama", "--context", "65536", "-o", path, "--threads", "1");
+        Assert.True(code == 0, err);
+        (code, var outp, _) = Run("info", path, "--json");
+        Assert.Equal(0, code);
+        Assert.Equal(65536, JsonDocument.Parse(outp).RootElement.GetProperty("context_length").GetInt32());
+        (code, _, err) = Run("synth", "--preset", "tiny-llama", "--context", "0", "-o", dir.File("zero.gguf"));
+        Assert.Equal(1, code);
+        Assert.Contains("--context 0", err);
+        Assert.DoesNotContain('\n', err.Trim());
+        Assert.False(File.Exists(dir.File("zero.gguf")));
+    }
 }
 
 public class BenchCommandTests
