@@ -26,16 +26,9 @@ public static class AttentionBench
                 foreach (var types in new[] { KvCacheTypes.F32, KvCacheTypes.F16, KvCacheTypes.Q8_0 })
                 {
                     int kvDim = kvHeads * d, qDim = heads * d, prefill = 64;
-                    var cache = new KvCache(1, keys, kvDim, types);
                     var rng = new Random(1);
-                    var row = new float[kvDim];
-                    for (int j = 0; j < keys; j++)
-                    {
-                        for (int i = 0; i < kvDim; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
-                        cache.StoreK(0, j, row); cache.StoreV(0, j, row);
-                    }
-                    var q = new float[prefill * qDim];
-                    for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 2 - 1);
+                    var cache = FilledCache(rng, keys, kvDim, types);
+                    var q = RandomValues(rng, prefill * qDim);
                     var att = new float[prefill * qDim]; var attOld = new float[prefill * qDim];
                     var caches = Enumerable.Repeat<KvCache?>(cache, prefill).ToArray();
                     int[] decodePos = [keys - 1];
@@ -70,16 +63,9 @@ public static class AttentionBench
             foreach (int keys in new[] { 4096, 16384 })
             {
                 int kvDim = kvHeads * d, qDim = heads * d, batch = 256;
-                using var cache = new KvCache(1, keys, kvDim, KvCacheTypes.F16);
                 var rng = new Random(1);
-                var row = new float[kvDim];
-                for (int j = 0; j < keys; j++)
-                {
-                    for (int i = 0; i < kvDim; i++) row[i] = (float)(rng.NextDouble() * 2 - 1);
-                    cache.StoreK(0, j, row); cache.StoreV(0, j, row);
-                }
-                var q = new float[batch * qDim];
-                for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 2 - 1);
+                using var cache = FilledCache(rng, keys, kvDim, KvCacheTypes.F16);
+                var q = RandomValues(rng, batch * qDim);
                 var caches = Enumerable.Repeat<KvCache?>(cache, batch).ToArray();
                 foreach (var (step, n) in new[] { ("prefill 256", batch), ("decode", 1) })
                 {
@@ -103,6 +89,25 @@ public static class AttentionBench
                 }
             }
         return 0;
+    }
+
+    /// <summary>A one-layer cache of <paramref name="keys"/> positions of random keys (the values the same rows).</summary>
+    private static KvCache FilledCache(Random rng, int keys, int kvDim, KvCacheTypes types)
+    {
+        var cache = new KvCache(1, keys, kvDim, types);
+        for (int j = 0; j < keys; j++)
+        {
+            var row = RandomValues(rng, kvDim);
+            cache.StoreK(0, j, row); cache.StoreV(0, j, row);
+        }
+        return cache;
+    }
+
+    private static float[] RandomValues(Random rng, int n)
+    {
+        var x = new float[n];
+        for (int i = 0; i < n; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        return x;
     }
 
     /// <summary>Medians over <paramref name="runs"/> runs of each action, the actions alternated run by run after a warm-up of each.</summary>

@@ -100,17 +100,8 @@ public class AttentionKernelsTests
         foreach (int d in ds)
             foreach (int len in new[] { 0, 1, 3, 4, 7, 12, 37 })
             {
-                int kvDim = 3 * d;
-                long rowBytes = type switch { OpenWeights.Tensors.Quant.GgmlType.F16 => 2L * kvDim, OpenWeights.Tensors.Quant.GgmlType.Q8_0 => kvDim / 32 * 34, _ => 4L * kvDim };
+                var (raw, rowBytes) = CacheRows(rng, type, 3, d, len);
                 long head = rowBytes / 3; // the second head of each row
-                var raw = new byte[Math.Max(1, len) * rowBytes];
-                var x = new float[kvDim];
-                fixed (byte* pr = raw)
-                    for (int j = 0; j < len; j++)
-                    {
-                        for (int i = 0; i < kvDim; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
-                        Store(type, x, pr + j * rowBytes);
-                    }
                 var q = Random(rng, d); var p = Random(rng, len);
                 var decoded = new float[Math.Max(1, len) * d];
                 var s1 = new float[len]; var s2 = new float[len]; var s3 = new float[len];
@@ -157,17 +148,8 @@ public class AttentionKernelsTests
             foreach (int len in new[] { 0, 1, 3, 4, 5, 13, 64 })
                 foreach (int rows in new[] { 1, 2, 3, 4 })
                 {
-                    int kvDim = 2 * d;
-                    long rowBytes = type switch { OpenWeights.Tensors.Quant.GgmlType.F16 => 2L * kvDim, OpenWeights.Tensors.Quant.GgmlType.Q8_0 => kvDim / 32 * 34, _ => 4L * kvDim };
+                    var (raw, rowBytes) = CacheRows(rng, type, 2, d, len);
                     long head = rowBytes / 2; // the second head of each row
-                    var raw = new byte[Math.Max(1, len) * rowBytes];
-                    var x = new float[kvDim];
-                    fixed (byte* pr = raw)
-                        for (int j = 0; j < len; j++)
-                        {
-                            for (int i = 0; i < kvDim; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
-                            Store(type, x, pr + j * rowBytes);
-                        }
                     var q = Random(rng, rows * d); var p = Random(rng, rows * Math.Max(1, len));
                     var s1 = new float[rows * Math.Max(1, len)]; var s2 = new float[s1.Length];
                     var o1 = Random(rng, rows * d); var o2 = (float[])o1.Clone();
@@ -186,6 +168,23 @@ public class AttentionKernelsTests
                     Assert.True(s2.AsSpan().SequenceEqual(s1), $"{type} scores d={d} len={len} rows={rows}");
                     Assert.True(o2.AsSpan().SequenceEqual(o1), $"{type} weighted sums d={d} len={len} rows={rows}");
                 }
+    }
+
+    /// <summary>len cache rows of <paramref name="heads"/> heads of d random values in <paramref name="type"/> (at least one
+    /// row's bytes, so a pointer to them exists), and the bytes per row.</summary>
+    private static unsafe (byte[] Raw, long RowBytes) CacheRows(Random rng, OpenWeights.Tensors.Quant.GgmlType type, int heads, int d, int len)
+    {
+        int kvDim = heads * d;
+        long rowBytes = type switch { OpenWeights.Tensors.Quant.GgmlType.F16 => 2L * kvDim, OpenWeights.Tensors.Quant.GgmlType.Q8_0 => kvDim / 32 * 34, _ => 4L * kvDim };
+        var raw = new byte[Math.Max(1, len) * rowBytes];
+        var x = new float[kvDim];
+        fixed (byte* pr = raw)
+            for (int j = 0; j < len; j++)
+            {
+                for (int i = 0; i < kvDim; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+                Store(type, x, pr + j * rowBytes);
+            }
+        return (raw, rowBytes);
     }
 
     internal static unsafe void Store(OpenWeights.Tensors.Quant.GgmlType type, float[] x, byte* dst)

@@ -217,18 +217,15 @@ public static unsafe class Attention
                 {
                     int end = Math.Min(j0 + KeyTile, j1);
                     if (decode) AttentionKernels.DecodeRows(cache.KType, kHead + (long)j0 * cache.KRowBytes, cache.KRowBytes, end - j0, D, pt);
-                    for (int r = r0; r < r1;)
+                    for (int r = r0, rows; r < r1; r += rows)
                     {
-                        var (a, m) = Range(r, t0, j0, end);
-                        int rows = 1;
-                        while (r + rows < r1 && rows < AttentionKernels.MaxRows && Range(r + rows, t0, j0, end) == (a, m)) rows++;
+                        var (a, m) = Pass(r, r1, t0, j0, end, out rows);
                         if (m > 0)
                         {
                             for (int i = 0; i < rows; i++) { qs[i] = pq + QOffset(r + i, t0, kvh); ss[i] = ps + ScoreBase(r + i, t0, kvh, own) + a; }
                             byte* keys = decode ? (byte*)(pt + (long)(a - j0) * D) : kHead + (long)a * cache.KRowBytes;
                             AttentionKernels.ScoresRows(type, qs, rows, D, keys, rowBytes, m, Scale, ss);
                         }
-                        r += rows;
                     }
                 }
         }
@@ -238,6 +235,16 @@ public static unsafe class Attention
         {
             int a = Math.Max(j0, Lo(r, t0));
             return (a, Math.Min(end, Pos[t0 + r / Group] + 1) - a);
+        }
+
+        /// <summary>The kernel pass starting at row r (before r1) in the tile j0..end-1: the rows after it with the same keys, up to
+        /// <see cref="AttentionKernels.MaxRows"/> in all (<paramref name="rows"/>), and those keys: the first and how many.</summary>
+        private readonly (int A, int M) Pass(int r, int r1, int t0, int j0, int end, out int rows)
+        {
+            var range = Range(r, t0, j0, end);
+            rows = 1;
+            while (r + rows < r1 && rows < AttentionKernels.MaxRows && Range(r + rows, t0, j0, end) == range) rows++;
+            return range;
         }
 
         /// <summary>
@@ -260,18 +267,15 @@ public static unsafe class Attention
                 {
                     int end = Math.Min(j0 + KeyTile, j1);
                     if (decode) AttentionKernels.DecodeRows(cache.VType, vHead + (long)j0 * cache.VRowBytes, cache.VRowBytes, end - j0, width, pt);
-                    for (int r = r0; r < r1;)
+                    for (int r = r0, rows; r < r1; r += rows)
                     {
-                        var (a, m) = Range(r, t0, j0, end);
-                        int rows = 1;
-                        while (r + rows < r1 && rows < AttentionKernels.MaxRows && Range(r + rows, t0, j0, end) == (a, m)) rows++;
+                        var (a, m) = Pass(r, r1, t0, j0, end, out rows);
                         if (m > 0)
                         {
                             for (int i = 0; i < rows; i++) { ps[i] = psc + ScoreBase(r + i, t0, kvh, own) + a; os[i] = pa + QOffset(r + i, t0, kvh) + c0; }
                             byte* values = decode ? (byte*)(pt + (long)(a - j0) * width) : vHead + (long)a * cache.VRowBytes;
                             AttentionKernels.WeightedSumAccumulateRows(type, ps, rows, m, values, rowBytes, os, width);
                         }
-                        r += rows;
                     }
                 }
         }
