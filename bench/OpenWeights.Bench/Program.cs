@@ -24,6 +24,7 @@ try
     if (o.DotKernels) return DotKernelBench.Run();
     if (o.KQuantAvx512) return KQuantAvx512Bench.Run(o);
     if (o.KernelPaths) return PathBench.Run(o);
+    if (o.DecodeBandwidth) return DecodeBandwidthBench.Run(o);
     if (o.AttentionKernels) return AttentionBench.Run(o);
     if (o.AttentionRows) return AttentionBench.RowsPerPass(o.ThreadsSet ? o.Threads : 2);
     if (o.FusedProjections) return FusedProjectionsBench.Run(o);
@@ -63,6 +64,7 @@ namespace OpenWeights.Bench
         public bool Kernels { get; set; }
         public bool DotKernels { get; set; }
         public bool KQuantAvx512 { get; set; }
+        public bool DecodeBandwidth { get; set; }
         public bool KernelPaths { get; set; }
         public bool AttentionKernels { get; set; }
         public bool AttentionRows { get; set; }
@@ -104,6 +106,7 @@ namespace OpenWeights.Bench
                     case "--kernels": o.Kernels = true; break;
                     case "--dot-kernels": o.DotKernels = true; break;
                     case "--kquant-avx512": o.KQuantAvx512 = true; break;
+                    case "--decode-bandwidth": o.DecodeBandwidth = true; break;
                     case "--kernel-paths": o.KernelPaths = true; break;
                     case "--attention": o.AttentionKernels = true; break;
                     case "--attention-rows": o.AttentionRows = true; break;

@@ -27,6 +27,16 @@ public static unsafe partial class QuantDot
     /// <summary>Use the AVX-512 kernels where the CPU has them (tests turn this off to run the AVX2 kernels on the same machine).</summary>
     public static bool UseAvx512 { get; set; } = true;
 
+    /// <summary>
+    /// Whether one-token products (decode) of the interleaved layouts use the 512-bit two-group kernels. Off by default:
+    /// a one-token product reads each weight byte once and is bound by memory, and out of cache the 256-bit one-group
+    /// kernels stream more bytes per second (AMD EPYC, AVX-512: Q4_K 1.2–1.4×, Q4_0 1.4×, Q5_0 1.4×, Q8_0 1.2× the
+    /// 512-bit pairs; `bench --decode-bandwidth`), while several tokens per weight load (prefill) keep the 512-bit kernels.
+    /// Both give the same bits. Read when a layout is made (<see cref="WeightMatrix.Repack"/>);
+    /// OPENWEIGHTS_AVX512_ONE_TOKEN=1 turns it on for a process (to compare).
+    /// </summary>
+    public static bool Avx512OneToken { get; set; } = Environment.GetEnvironmentVariable("OPENWEIGHTS_AVX512_ONE_TOKEN") == "1";
+
     /// <summary>The 512-bit kernels may run: AVX2 path on, AVX-512 F/BW/VL present (.NET's DOTNET_EnableAVX512=0 hides them) and not turned off.</summary>
     internal static bool Avx512Path => Avx2Path && UseAvx512 && Avx512F.IsSupported && Avx512BW.IsSupported && Avx512F.VL.IsSupported;
 

@@ -38,9 +38,9 @@ public unsafe class Avx512KQuantTests
     /// <summary>The Q4_K layout as dispatched with AVX-512 allowed or not (the property is read when the layout is made).</summary>
     private static InterleavedLayout Q4KLayout(bool avx512)
     {
-        bool was = QuantDot.UseAvx512;
-        try { QuantDot.UseAvx512 = avx512; return InterleavedLayout.For(GgmlType.Q4_K); }
-        finally { QuantDot.UseAvx512 = was; }
+        bool was = QuantDot.UseAvx512, wasOne = QuantDot.Avx512OneToken;
+        try { QuantDot.UseAvx512 = QuantDot.Avx512OneToken = avx512; return InterleavedLayout.For(GgmlType.Q4_K); }
+        finally { QuantDot.UseAvx512 = was; QuantDot.Avx512OneToken = wasOne; }
     }
 
     [Fact]

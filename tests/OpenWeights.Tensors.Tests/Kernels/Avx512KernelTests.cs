@@ -51,9 +51,27 @@ public unsafe class Avx512KernelTests
     /// <summary>Layout for a type with the AVX-512 path on or off (the dispatch reads the switch when the layout is made).</summary>
     private static InterleavedLayout LayoutFor(GgmlType type, bool avx512)
     {
-        bool was = QuantDot.UseAvx512;
-        try { QuantDot.UseAvx512 = avx512; return InterleavedLayout.For(type); }
-        finally { QuantDot.UseAvx512 = was; }
+        bool was = QuantDot.UseAvx512, wasOne = QuantDot.Avx512OneToken;
+        try { QuantDot.UseAvx512 = QuantDot.Avx512OneToken = avx512; return InterleavedLayout.For(type); }
+        finally { QuantDot.UseAvx512 = was; QuantDot.Avx512OneToken = wasOne; }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.Q4_K)]
+    public void By_default_one_token_takes_the_256_bit_kernel_and_several_tokens_the_512_bit_pairs(GgmlType type)
+    {
+        if (Missing() is { } why) Assert.Skip(why);
+        if (type == GgmlType.Q8_0 && !AvxVnni.IsSupported) Assert.Skip("AVX-VNNI not available: the Q8_0 AVX-512 kernels do not run here");
+        Assert.False(QuantDot.Avx512OneToken, "default: one-token products on the 256-bit kernels (bound by memory, they stream faster)");
+        var byDefault = InterleavedLayout.For(type);
+        var narrow = LayoutFor(type, avx512: false);
+        var wide = LayoutFor(type, avx512: true);
+        Assert.True((nint)byDefault.DotGroups == (nint)narrow.DotGroups, $"{type}: the default one-token kernel is the AVX2 one");
+        Assert.True((nint)byDefault.DotGroups != (nint)wide.DotGroups, $"{type}: and not the 512-bit pair kernel");
+        Assert.True(byDefault.DotPair6 != null && (nint)byDefault.DotPair6 == (nint)wide.DotPair6, $"{type}: several tokens keep the 512-bit pair kernel");
     }
 
     [Theory]

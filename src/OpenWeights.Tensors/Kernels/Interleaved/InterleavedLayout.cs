@@ -4,8 +4,9 @@ namespace OpenWeights.Tensors.Kernels.Interleaved;
 
 /// <summary>
 /// A weight type's 8-row interleaved layout (made at load, <see cref="WeightMatrix.Repack"/>) and its kernels: groups
-/// of 8 rows against 1, 4 or 8 activation rows (AVX2; Q8_0 / Q4_0 / Q5_0 also AVX-512: two groups against 1 or 6 rows, when
-/// <see cref="QuantDot.Avx512Path"/> at load) and the scalar reference, which all give the same bits.
+/// of 8 rows against 1, 4 or 8 activation rows (AVX2; Q8_0 / Q4_0 / Q5_0 / Q4_K also AVX-512: two groups against 6 rows,
+/// when <see cref="QuantDot.Avx512Path"/> at load, and against 1 row with <see cref="QuantDot.Avx512OneToken"/>) and the
+/// scalar reference, which all give the same bits.
 /// </summary>
 public readonly unsafe struct InterleavedLayout
 {
@@ -52,19 +53,19 @@ public readonly unsafe struct InterleavedLayout
         GgmlType.Q4_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q4_0x8.BlockBytes, BlockValues = 32, Repack = &Q4_0x8.Repack,
-            DotGroups = QuantDot.Avx512Path ? &Q4_0x8.DotGroupsAvx512 : &Q4_0x8.DotGroupsAvx2, Dot4 = &Q4_0x8.DotAvx2x4,
+            DotGroups = QuantDot.Avx512Path && QuantDot.Avx512OneToken ? &Q4_0x8.DotGroupsAvx512 : &Q4_0x8.DotGroupsAvx2, Dot4 = &Q4_0x8.DotAvx2x4,
             DotPair6 = QuantDot.Avx512Path ? &Q4_0x8.DotPairAvx512x6 : null, DotScalar = &Q4_0x8.DotScalar, DecodeRow = &Q4_0x8.DecodeRow,
         },
         GgmlType.Q5_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q5_0x8.BlockBytes, BlockValues = 32, Repack = &Q5_0x8.Repack,
-            DotGroups = QuantDot.Avx512Path ? &Q5_0x8.DotGroupsAvx512 : &Q5_0x8.DotGroupsAvx2, Dot4 = &Q5_0x8.DotAvx2x4,
+            DotGroups = QuantDot.Avx512Path && QuantDot.Avx512OneToken ? &Q5_0x8.DotGroupsAvx512 : &Q5_0x8.DotGroupsAvx2, Dot4 = &Q5_0x8.DotAvx2x4,
             DotPair6 = QuantDot.Avx512Path ? &Q5_0x8.DotPairAvx512x6 : null, DotScalar = &Q5_0x8.DotScalar, DecodeRow = &Q5_0x8.DecodeRow,
         },
         GgmlType.Q4_K => new()
         {
             Type = type, Activation = GgmlType.Q8_K, ActivationScale = 1, BlockBytes = Q4_Kx8.BlockBytes, BlockValues = 256, Repack = &Q4_Kx8.Repack,
-            DotGroups = QuantDot.Avx512Path ? &Q4_Kx8.DotGroupsAvx512 : &Q4_Kx8.DotGroupsAvx2, Dot4 = &Q4_Kx8.DotAvx2x4,
+            DotGroups = QuantDot.Avx512Path && QuantDot.Avx512OneToken ? &Q4_Kx8.DotGroupsAvx512 : &Q4_Kx8.DotGroupsAvx2, Dot4 = &Q4_Kx8.DotAvx2x4,
             DotPair6 = QuantDot.Avx512Path ? &Q4_Kx8.DotPairAvx512x6 : null, DotScalar = &Q4_Kx8.DotScalar, DecodeRow = &Q4_Kx8.DecodeRow,
         },
         GgmlType.IQ4_NL => new()
@@ -85,7 +86,7 @@ public readonly unsafe struct InterleavedLayout
         GgmlType.Q8_0 => new()
         {
             Type = type, Activation = GgmlType.Q8_0, ActivationScale = 1, BlockBytes = Q8_0x8.BlockBytes, BlockValues = 32, Repack = &Q8_0x8.Repack,
-            DotGroups = Q8_0x8.Avx512Ready ? &Q8_0x8.DotGroupsAvx512 : &Q8_0x8.DotGroupsAvx2, Dot4 = &Q8_0x8.DotAvx2x4,
+            DotGroups = Q8_0x8.Avx512Ready && QuantDot.Avx512OneToken ? &Q8_0x8.DotGroupsAvx512 : &Q8_0x8.DotGroupsAvx2, Dot4 = &Q8_0x8.DotAvx2x4,
             DotPair6 = Q8_0x8.Avx512Ready ? &Q8_0x8.DotPairAvx512x6 : null, DotScalar = &Q8_0x8.DotScalar, DecodeRow = &Q8_0x8.DecodeRow,
         },
         GgmlType.F16 => new()
