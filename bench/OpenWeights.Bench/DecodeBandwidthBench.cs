@@ -14,14 +14,15 @@ namespace OpenWeights.Bench;
 /// decode step does; the bytes read per second are printed beside a plain read of the same number of bytes split over
 /// the same pool threads (the ceiling). Row layout and interleaved, AVX-512 and AVX2 kernels of one build, and on
 /// AVX-512 machines the interleaved layouts' 512-bit one-token pair kernels (<see cref="QuantDot.Avx512OneToken"/>,
-/// off by default) against the 256-bit one-group kernels the AVX-512 path uses for one token. Alternated in rounds, best of each.
+/// off by default) against the 256-bit one-group kernels, and the K-quant row kernels without their prefetch
+/// (<see cref="QuantDot.RowPrefetch"/>), the AVX-512 path uses for one token. Alternated in rounds, best of each.
 /// </summary>
 public static unsafe class DecodeBandwidthBench
 {
     public static int Run(BenchOptions o)
     {
         (GgmlType Type, int Rows, int Cols)[] shapes =
-            [(GgmlType.Q4_K, 8192, 2048), (GgmlType.Q6_K, 2048, 8192), (GgmlType.Q6_K, 128256 / 8, 2048), (GgmlType.Q8_0, 8192, 2048),
+            [(GgmlType.Q4_K, 8192, 2048), (GgmlType.Q6_K, 2048, 8192), (GgmlType.Q6_K, 128256 / 8, 2048), (GgmlType.Q5_K, 2048, 8192), (GgmlType.Q8_0, 8192, 2048),
             (GgmlType.Q4_0, 8192, 2048), (GgmlType.Q5_0, 8192, 2048)];
         const long Target = 512L << 20;
         var rng = new Random(1);
@@ -47,18 +48,20 @@ public static unsafe class DecodeBandwidthBench
                 for (int r = 0; r < rows; r++) sample.AsSpan((int)(r % 16 * rb), (int)rb).CopyTo(new Span<byte>(bufs[m].Pointer + r * rb, (int)rb));
             }
             // the variants: row layout and (where the type has one) interleaved, each with the AVX-512 and the AVX2 kernels
-            var variants = new List<(string Name, bool Avx512, WeightMatrix[] Mats, long Bytes)>();
+            var variants = new List<(string Name, bool Avx512, bool Prefetch, WeightMatrix[] Mats, long Bytes)>();
             foreach (bool avx512 in has512 ? new[] { true, false } : new[] { false })
             {
                 QuantDot.UseAvx512 = avx512;
                 string k = avx512 ? "avx512" : "avx2";
-                variants.Add(($"row {k}", avx512, bufs.Select(b => new WeightMatrix(b.Pointer, type, rows, cols)).ToArray(), rb * rows * count));
+                var rowMats = bufs.Select(b => new WeightMatrix(b.Pointer, type, rows, cols)).ToArray();
+                variants.Add(($"row {k}", avx512, true, rowMats, rb * rows * count));
+                if (type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K) variants.Add(($"row {k}, no prefetch", avx512, false, rowMats, rb * rows * count));
                 foreach (bool pairs in avx512 ? new[] { false, true } : new[] { false })
                 {
                     QuantDot.Avx512OneToken = pairs; // read when the layout is made
                     var packed = bufs.Select(b => new WeightMatrix(b.Pointer, type, rows, cols)).ToArray();
                     long pb = packed[0].RepackBytes * count;
-                    if (pb > 0 && packed.All(w => w.Repack())) variants.Add(($"interleaved {k}{(pairs ? ", 512-bit one-token pairs" : "")}", avx512, packed, pb));
+                    if (pb > 0 && packed.All(w => w.Repack())) variants.Add(($"interleaved {k}{(pairs ? ", 512-bit one-token pairs" : "")}", avx512, true, packed, pb));
                 }
                 QuantDot.Avx512OneToken = oneToken;
             }
@@ -73,6 +76,7 @@ public static unsafe class DecodeBandwidthBench
                 for (int v = 0; v < variants.Count; v++)
                 {
                     QuantDot.UseAvx512 = variants[v].Avx512;
+                    QuantDot.RowPrefetch = variants[v].Prefetch;
                     long s = Stopwatch.GetTimestamp();
                     foreach (var w in variants[v].Mats) w.MatMul(x, y, 1, o.Threads);
                     double t = Stopwatch.GetElapsedTime(s).TotalSeconds;
@@ -90,7 +94,8 @@ public static unsafe class DecodeBandwidthBench
                 Console.WriteLine($"| {type} | {rows}x{cols} | {variants[v].Name} | {count} | {variants[v].Bytes / 1e6:F0} | {best[v] * 1e3:F2} | {gbs:F1} | {rgbs:F1} | {gbs / rgbs:P0} |");
             }
             QuantDot.UseAvx512 = has512;
-            foreach (var (_, _, mats, _) in variants) foreach (var w in mats) w.ReleasePacked();
+            QuantDot.RowPrefetch = true;
+            foreach (var (_, _, _, mats, _) in variants) foreach (var w in mats) w.ReleasePacked();
             foreach (var b in bufs) b.Dispose();
         }
         return 0;

@@ -90,6 +90,7 @@ public static unsafe partial class QuantDot
         for (int i = 0; i < n / 256; i++)
         {
             byte* a = w + i * Q5KBytes, b = x + i * Q8KBytes;
+            PrefetchAhead(a, Q5KBytes);
             var (scales, mins) = ScalesMinsK4Packed(a + 4);
             float dy = Unsafe.ReadUnaligned<float>(b);
             float d = dy * Fp16(a), negDmin = -dy * Fp16(a + 2);
