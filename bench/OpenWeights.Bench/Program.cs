@@ -25,6 +25,7 @@ try
     if (o.KQuantAvx512) return KQuantAvx512Bench.Run(o);
     if (o.KernelPaths) return PathBench.Run(o);
     if (o.DecodeBandwidth) return DecodeBandwidthBench.Run(o);
+    if (o.Avx512VsAvx2) return WidthBench.Run(o);
     if (o.AttentionKernels) return AttentionBench.Run(o);
     if (o.AttentionRows) return AttentionBench.RowsPerPass(o.ThreadsSet ? o.Threads : 2);
     if (o.FusedProjections) return FusedProjectionsBench.Run(o);
@@ -65,6 +66,7 @@ namespace OpenWeights.Bench
         public bool DotKernels { get; set; }
         public bool KQuantAvx512 { get; set; }
         public bool DecodeBandwidth { get; set; }
+        public bool Avx512VsAvx2 { get; set; }
         public bool KernelPaths { get; set; }
         public bool AttentionKernels { get; set; }
         public bool AttentionRows { get; set; }
@@ -107,6 +109,7 @@ namespace OpenWeights.Bench
                     case "--dot-kernels": o.DotKernels = true; break;
                     case "--kquant-avx512": o.KQuantAvx512 = true; break;
                     case "--decode-bandwidth": o.DecodeBandwidth = true; break;
+                    case "--avx512-vs-avx2": o.Avx512VsAvx2 = true; break;
                     case "--kernel-paths": o.KernelPaths = true; break;
                     case "--attention": o.AttentionKernels = true; break;
                     case "--attention-rows": o.AttentionRows = true; break;
@@ -137,6 +140,9 @@ namespace OpenWeights.Bench
                                    OpenWeights.Bench --attention [--threads N]  (Attention.Causal over F32 / F16 / Q8_0 KV caches)
                                    OpenWeights.Bench --attention-rows [--threads N] (query rows per kernel pass: 1 vs several, prefill and decode at 4k / 16k keys)
                                    OpenWeights.Bench --fused-projections --model FILE [--threads N] (decode: Q/K/V and gate/up as one dispatch vs one each)
+                                   OpenWeights.Bench --decode-bandwidth [--threads N] (one-token MatMul out of cache: GB/s against a plain read)
+                                   OpenWeights.Bench --avx512-vs-avx2 --model FILE [--threads N] [--prompt N] [--gen N] [--reps N]
+                                                     (prefill and decode, our AVX-512 vs AVX2 kernels, alternated in one process)
                                    OpenWeights.Bench --batched [--model FILE] [--streams 1,4,16,32] [--prompt N] [--gen N] [--threads N] [--reps N] [--json]
                                                      [--kv-unified | --no-kv-unified]   (llama.cpp's kv_unified; default: its own)
                                                      (N sequences decoding together: aggregate decode tok/s, ours vs llama.cpp; default model:
