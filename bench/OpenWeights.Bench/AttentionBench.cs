@@ -51,14 +51,16 @@ public static class AttentionBench
     /// Query rows per kernel pass and tokens per block: before (one row at a time, blocks of 4 tokens), the several-row kernels
     /// alone (AttentionKernels.MaxRows rows, blocks of 4) and now (MaxRows rows, blocks of Attention.TokenBlock), alternated,
     /// medians, F16 cache, SmolLM2's shape (9 query heads on 3 KV heads of 64) and Llama-3.2-1B's (32 on 8 of 64): a prefill
-    /// step of 256 tokens and a decode step at the end of 4,096 and 16,384 keys. All give the same bits (asserted).
+    /// step of 256 tokens and a decode step at the end of 4,096 and 16,384 keys; on AVX-512 machines also "now" with the
+    /// AVX-512 kernels off (the several-row kernels in 256-bit registers). All give the same bits (asserted).
     /// </summary>
     public static int RowsPerPass(int threads)
     {
         int maxRows = OpenWeights.Tensors.Kernels.AttentionKernels.MaxRows, block = Attention.TokenBlock;
         Console.WriteLine($"F16 cache, {threads} threads; before: 1 row per pass, blocks of 4 tokens; rows: {maxRows} rows, blocks of 4; now: {maxRows} rows, blocks of {block}");
-        Console.WriteLine("| shape | keys | step | before ms | rows ms | now ms | now vs before |");
-        Console.WriteLine("|---|---:|---|---:|---:|---:|---:|");
+        bool wide = OpenWeights.Tensors.Kernels.QuantDot.KernelPath == "avx512";
+        Console.WriteLine("| shape | keys | step | before ms | rows ms | now ms | now vs before | now, 256-bit registers ms | 512-bit vs 256-bit |");
+        Console.WriteLine("|---|---:|---|---:|---:|---:|---:|---:|---:|");
         foreach (var (name, heads, kvHeads, d) in new[] { ("9 on 3 x 64", 9, 3, 64), ("32 on 8 x 64", 32, 8, 64) })
             foreach (int keys in new[] { 4096, 16384 })
             {
@@ -70,22 +72,25 @@ public static class AttentionBench
                 foreach (var (step, n) in new[] { ("prefill 256", batch), ("decode", 1) })
                 {
                     var pos = Enumerable.Range(keys - n, n).ToArray();
-                    var outs = new[] { new float[n * qDim], new float[n * qDim], new float[n * qDim] };
-                    var settings = new[] { (1, 4), (maxRows, 4), (maxRows, block) };
-                    var runs = new Action[3];
-                    for (int v = 0; v < 3; v++)
+                    // the last: now, with the AVX-512 kernels off (the 256-bit several-row kernels), where the machine has them
+                    var settings = new[] { (1, 4, true), (maxRows, 4, true), (maxRows, block, true), (maxRows, block, false) }[..(wide ? 4 : 3)];
+                    var outs = settings.Select(_ => new float[n * qDim]).ToArray();
+                    var runs = new Action[settings.Length];
+                    for (int v = 0; v < settings.Length; v++)
                     {
-                        var (rows, tokens) = settings[v]; var att = outs[v];
+                        var (rows, tokens, avx512) = settings[v]; var att = outs[v];
                         runs[v] = () =>
                         {
                             OpenWeights.Tensors.Kernels.AttentionKernels.MaxRows = rows; Attention.TokenBlock = tokens;
+                            OpenWeights.Tensors.Kernels.QuantDot.UseAvx512 = avx512;
                             try { Attention.Causal(q, caches, pos, 0, att, n, heads, kvHeads, d, threads); }
-                            finally { OpenWeights.Tensors.Kernels.AttentionKernels.MaxRows = maxRows; Attention.TokenBlock = block; }
+                            finally { OpenWeights.Tensors.Kernels.AttentionKernels.MaxRows = maxRows; Attention.TokenBlock = block; OpenWeights.Tensors.Kernels.QuantDot.UseAvx512 = true; }
                         };
                     }
                     var t = Alternated(runs, n == 1 ? 15 : 5);
-                    if (!outs[0].AsSpan().SequenceEqual(outs[1]) || !outs[0].AsSpan().SequenceEqual(outs[2])) throw new InvalidOperationException("rows per pass or tokens per block changed the bits");
-                    Console.WriteLine($"| {name} | {keys} | {step} | {t[0] * 1e3:F3} | {t[1] * 1e3:F3} | {t[2] * 1e3:F3} | {t[0] / t[2]:F2}x |");
+                    if (outs.Any(x => !outs[0].AsSpan().SequenceEqual(x))) throw new InvalidOperationException("rows per pass, tokens per block or register width changed the bits");
+                    string w = wide ? $" {t[3] * 1e3:F3} | {t[3] / t[2]:F2}x |" : " - | - |";
+                    Console.WriteLine($"| {name} | {keys} | {step} | {t[0] * 1e3:F3} | {t[1] * 1e3:F3} | {t[2] * 1e3:F3} | {t[0] / t[2]:F2}x |{w}");
                 }
             }
         return 0;

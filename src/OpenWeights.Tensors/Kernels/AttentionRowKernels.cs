@@ -47,6 +47,17 @@ public static unsafe partial class AttentionKernels
 
     private static void ScoresRows<T>(float** q, int rows, int d, byte* k, long rowBytes, int len, float scale, float** s) where T : struct, IRowType
     {
+        if (Avx512Rows)
+        {
+            switch (rows)
+            {
+                case 1: ScoresRowsAvx512<T, R1>(q, d, k, rowBytes, len, scale, s); break;
+                case 2: ScoresRowsAvx512<T, R2>(q, d, k, rowBytes, len, scale, s); break;
+                case 3: ScoresRowsAvx512<T, R3>(q, d, k, rowBytes, len, scale, s); break;
+                default: ScoresRowsAvx512<T, R4>(q, d, k, rowBytes, len, scale, s); break;
+            }
+            return;
+        }
         switch (rows)
         {
             case 1: ScoresRows<T, R1>(q, d, k, rowBytes, len, scale, s); break;
@@ -159,6 +170,16 @@ public static unsafe partial class AttentionKernels
 
     private static void WeightedSumRows<T>(float** p, int rows, int len, byte* v, long rowBytes, float** o, int width) where T : struct, IRowType
     {
+        if (Avx512Rows)
+        {
+            switch (rows)
+            {
+                case 2: WeightedSumRowsAvx512<T, R2>(p, len, v, rowBytes, o, width); break;
+                case 3: WeightedSumRowsAvx512<T, R3>(p, len, v, rowBytes, o, width); break;
+                default: WeightedSumRowsAvx512<T, R4>(p, len, v, rowBytes, o, width); break;
+            }
+            return;
+        }
         switch (rows)
         {
             case 2: WeightedSumRows<T, R2>(p, len, v, rowBytes, o, width); break;
@@ -237,6 +258,14 @@ public static unsafe partial class AttentionKernels
         static abstract long Bytes(int elements);
         static abstract Vector256<float> Load8(byte* row, int c);
         static abstract Vector256<float> Scale(byte* row, int c);
+        /// <summary>16 elements c.. of one row (c a multiple of 16; Q8_0: int8 lanes, one block).</summary>
+        static abstract Vector512<float> Load16(byte* row, int c);
+        /// <summary>8 elements c.. of row a (low half) and of row b (high half).</summary>
+        static abstract Vector512<float> Load8x2(byte* a, byte* b, int c);
+        /// <summary>Q8_0: the block scale of element c, all 16 lanes.</summary>
+        static abstract Vector512<float> Scale16(byte* row, int c);
+        /// <summary>Q8_0: row a's block scale of element c in the low half, row b's in the high half.</summary>
+        static abstract Vector512<float> Scale8x2(byte* a, byte* b, int c);
     }
 
     private struct F32Row : IRowType
@@ -246,6 +275,10 @@ public static unsafe partial class AttentionKernels
         public static long Bytes(int elements) => 4L * elements;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Load8(byte* row, int c) => Vector256.Load((float*)row + c);
         public static Vector256<float> Scale(byte* row, int c) => default;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Load16(byte* row, int c) => Vector512.Load((float*)row + c);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Load8x2(byte* a, byte* b, int c) => Vector512.Create(Vector256.Load((float*)a + c), Vector256.Load((float*)b + c));
+        public static Vector512<float> Scale16(byte* row, int c) => default;
+        public static Vector512<float> Scale8x2(byte* a, byte* b, int c) => default;
     }
 
     private struct F16Row : IRowType
@@ -255,6 +288,11 @@ public static unsafe partial class AttentionKernels
         public static long Bytes(int elements) => 2L * elements;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Load8(byte* row, int c) => HalfToSingle(Avx2.ConvertToVector256Int32((short*)row + c));
         public static Vector256<float> Scale(byte* row, int c) => default;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Load16(byte* row, int c) => HalfToSingle(Avx512F.ConvertToVector512Int32(Vector256.Load((short*)row + c)));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load8x2(byte* a, byte* b, int c) => HalfToSingle(Avx512F.ConvertToVector512Int32(Vector256.Create(Vector128.Load((short*)a + c), Vector128.Load((short*)b + c))));
+        public static Vector512<float> Scale16(byte* row, int c) => default;
+        public static Vector512<float> Scale8x2(byte* a, byte* b, int c) => default;
     }
 
     private struct Q8Row : IRowType
@@ -264,6 +302,17 @@ public static unsafe partial class AttentionKernels
         public static long Bytes(int elements) => elements / 32 * 34L;
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Load8(byte* row, int c) => Int8ToSingle(row + (c >> 5) * 34 + 2 + (c & 31));
         [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Scale(byte* row, int c) => Vector256.Create(HalfConvert.ReadFp16(row + (c >> 5) * 34));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(byte* row, int c) => Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Load((sbyte*)row + (c >> 5) * 34 + 2 + (c & 31))));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load8x2(byte* a, byte* b, int c)
+        {
+            long off = (c >> 5) * 34 + 2 + (c & 31);
+            return Avx512F.ConvertToVector512Single(Avx512F.ConvertToVector512Int32(Vector128.Create(Unsafe.ReadUnaligned<long>(a + off), Unsafe.ReadUnaligned<long>(b + off)).AsSByte()));
+        }
+        [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Scale16(byte* row, int c) => Vector512.Create(HalfConvert.ReadFp16(row + (c >> 5) * 34));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Scale8x2(byte* a, byte* b, int c) => Vector512.Create(Vector256.Create(HalfConvert.ReadFp16(a + (c >> 5) * 34)), Vector256.Create(HalfConvert.ReadFp16(b + (c >> 5) * 34)));
     }
 
     private interface IRowCount { static abstract int N { get; } }

@@ -140,6 +140,31 @@ public class AttentionKernelsTests
         SeveralRowsGiveEachRowTheOneRowBits(type, type == OpenWeights.Tensors.Quant.GgmlType.Q8_0 ? [32, 64, 96, 128] : [8, 24, 40, 64, 96, 128]);
     }
 
+    /// <summary>
+    /// On an AVX-512 machine the several-row kernels take their 512-bit forms (two keys' accumulators per register for scores,
+    /// 16 dims per register for weighted sums) and the test above checks those; here the same checks run with the AVX-512
+    /// kernels switched off, so the 256-bit forms are proven on the same machine too: both give the one-row bits.
+    /// </summary>
+    [Theory]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.F16)]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.Q8_0)]
+    [InlineData(OpenWeights.Tensors.Quant.GgmlType.F32)]
+    public void Several_rows_per_pass_in_256_and_512_bit_registers_give_the_same_bits(OpenWeights.Tensors.Quant.GgmlType type)
+    {
+        RequireAvx2();
+        if (!QuantDot.UseAvx512 || QuantDot.KernelPath != "avx512") Assert.Skip("no AVX-512 kernel path here: only the 256-bit forms run (the test above)");
+        Assert.True(AttentionKernels.Avx512Rows, "AVX-512 path: the 512-bit several-row kernels");
+        int[] ds = type == OpenWeights.Tensors.Quant.GgmlType.Q8_0 ? [32, 64, 96, 128] : [8, 24, 40, 64, 96, 128];
+        SeveralRowsGiveEachRowTheOneRowBits(type, ds);
+        QuantDot.UseAvx512 = false;
+        try
+        {
+            Assert.False(AttentionKernels.Avx512Rows, "AVX-512 kernels off: the 256-bit several-row kernels");
+            SeveralRowsGiveEachRowTheOneRowBits(type, ds);
+        }
+        finally { QuantDot.UseAvx512 = true; }
+    }
+
     internal static unsafe void SeveralRowsGiveEachRowTheOneRowBits(OpenWeights.Tensors.Quant.GgmlType type, int[] ds)
     {
         var rng = new Random(9);
