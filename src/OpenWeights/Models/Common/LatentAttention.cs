@@ -206,7 +206,8 @@ public sealed class LatentAttention
     }
 
     /// <summary>Expanded form: per (sequence, head), k_nope = W_uk_h · c and v = W_uv_h · c for every cached position
-    /// (the up-projections decoded to F32 once), then softmax((q_nope·k_nope + q_pe·kpe)·scale) · v into x.VOut.</summary>
+    /// (the up-projections decoded to F32 once), then softmax((q_nope·k_nope + q_pe·kpe)·scale) · v into x.VOut; the dots of
+    /// both run in the attention kernels (<see cref="AttentionKernels.ScoresRows"/>, several latents per pass).</summary>
     private void Expanded(Scratch x, RunState s, int layer, int n, int threads, int heads, int nope, int rp, int r, int vd, float scale)
     {
         // segments: runs of consecutive tokens of one cache
@@ -231,41 +232,59 @@ public sealed class LatentAttention
         public int Layer, Heads, Nope, Rope, R, V;
         public float Scale;
 
-        public readonly void Execute(int index)
+        public readonly unsafe void Execute(int index)
         {
             int seg = index / Heads, h = index % Heads, t0 = SegStart[seg], t1 = SegStart[seg + 1];
             int len = 0;
             for (int t = t0; t < t1; t++) len = Math.Max(len, Pos[t] + 1);
             int r = R, nope = Nope, rp = Rope, v = V, kvw = r + rp, kq = nope + rp;
-            var k = Latents(Caches[t0]!, len, kvw, Layer);    // (len, r + rope) as F32
-            var buf = ExpandScratch(r * nope + v * r + len * (nope + v));
-            var wk = buf.AsSpan(0, r * nope);                  // (r, nope) W_uk_hᵀ
-            var wv = buf.AsSpan(r * nope, v * r);              // (v, r) W_uv_h
-            var kn = buf.AsSpan(r * nope + v * r, len * nope); // (len, nope) decompressed keys
-            var vv = buf.AsSpan(r * nope + v * r + len * nope, len * v); // (len, v) decompressed values
-            for (int i = 0; i < r; i++) Att.KB[h].Weight.DecodeRow(i, wk.Slice(i * nope, nope));
+            var k = Latents(Caches[t0]!, len, kvw, Layer);      // (len, r + rope) as F32
+            var buf = ExpandScratch(nope * r + v * r + len * (kq + v));
+            var wk = buf.AsSpan(0, nope * r);                    // (nope, r) W_uk_h
+            var wv = buf.AsSpan(nope * r, v * r);                // (v, r) W_uv_h
+            var kf = buf.AsSpan(nope * r + v * r, len * kq);     // (len, nope + rope) keys [W_uk_h c_j, kpe_j]
+            var vv = buf.AsSpan(nope * r + v * r + len * kq, len * v); // (len, v) values W_uv_h c_j
+            DecodeTransposed(Att.KB[h].Weight, wk, r, nope);
             for (int i = 0; i < v; i++) Att.VB[h].Weight.DecodeRow(i, wv.Slice(i * r, r));
-            for (int j = 0; j < len; j++)
-            {
-                var cj = k.Slice(j * kvw, r);
-                var kj = kn.Slice(j * nope, nope);
-                kj.Clear();
-                for (int i = 0; i < r; i++) TensorPrimitives.MultiplyAdd(wk.Slice(i * nope, nope), cj[i], kj, kj); // kj += c_j[i] · W_uk_hᵀ[i]
-                var vj = vv.Slice(j * v, v);
-                for (int i = 0; i < v; i++) vj[i] = TensorPrimitives.Dot(wv.Slice(i * r, r), cj);
-            }
             var sc = ScoreScratch(len);
-            for (int t = t0; t < t1; t++)
+            float** xs = stackalloc float*[4], ys = stackalloc float*[4];
+            fixed (float* pk = k, pwk = wk, pwv = wv, pkf = kf, pvv = vv, pq = Q, po = VOut, ps = sc)
             {
-                int m = Pos[t] + 1;
-                var q = Q.AsSpan(t * Heads * kq + h * kq, kq);
-                var row = sc.AsSpan(0, m);
-                for (int j = 0; j < m; j++)
-                    row[j] = (TensorPrimitives.Dot(q[..nope], kn.Slice(j * nope, nope)) + TensorPrimitives.Dot(q[nope..], k.Slice(j * kvw + r, rp))) * Scale;
-                Ops.Softmax(row);
-                var o = VOut.AsSpan((t * Heads + h) * v, v);
-                o.Clear();
-                for (int j = 0; j < m; j++) TensorPrimitives.MultiplyAdd(vv.Slice(j * v, v), row[j], o, o);
+                // decompression: each key and value element is a dot of a weight row with c_j (r floats), run by the
+                // attention score kernel with the weight rows as its "keys" and up to MaxRows latents as its query rows
+                int group = Math.Min(4, AttentionKernels.MaxRows);
+                for (int j = 0; j < len; j += group)
+                {
+                    int rows = Math.Min(group, len - j);
+                    for (int i = 0; i < rows; i++) { xs[i] = pk + (long)(j + i) * kvw; ys[i] = pkf + (long)(j + i) * kq; }
+                    AttentionKernels.ScoresRows(GgmlType.F32, xs, rows, r, (byte*)pwk, 4L * r, nope, 1f, ys);
+                    for (int i = 0; i < rows; i++) ys[i] = pvv + (long)(j + i) * v;
+                    AttentionKernels.ScoresRows(GgmlType.F32, xs, rows, r, (byte*)pwv, 4L * r, v, 1f, ys);
+                    for (int i = 0; i < rows; i++) new Span<float>(pk + (long)(j + i) * kvw + r, rp).CopyTo(new Span<float>(pkf + (long)(j + i) * kq + nope, rp));
+                }
+                // attention of each token over its keys 0..pos: scores, softmax, weighted values (the SIMD kernels)
+                for (int t = t0; t < t1; t++)
+                {
+                    int m = Pos[t] + 1;
+                    xs[0] = pq + ((long)t * Heads + h) * kq; ys[0] = ps;
+                    AttentionKernels.ScoresRows(GgmlType.F32, xs, 1, kq, (byte*)pkf, 4L * kq, m, Scale, ys);
+                    Ops.Softmax(sc.AsSpan(0, m));
+                    var o = VOut.AsSpan((t * Heads + h) * v, v);
+                    o.Clear();
+                    xs[0] = ps; ys[0] = po + ((long)t * Heads + h) * v;
+                    AttentionKernels.WeightedSumAccumulateRows(GgmlType.F32, xs, 1, m, (byte*)pvv, 4L * v, ys, v);
+                }
+            }
+        }
+
+        /// <summary>W_uk_h (nope, r) from attn_k_b's per-head matrix, stored transposed (r rows of nope).</summary>
+        private static void DecodeTransposed(WeightMatrix kb, Span<float> dst, int r, int nope)
+        {
+            var row = TileScratch(nope);
+            for (int i = 0; i < r; i++)
+            {
+                kb.DecodeRow(i, row);
+                for (int e = 0; e < nope; e++) dst[e * r + i] = row[e];
             }
         }
     }
