@@ -290,11 +290,11 @@ public sealed class LatentAttention
     }
 
     /// <summary>The first <paramref name="len"/> cached [c, kpe] rows of a layer as F32: an F32 cache's own array, else
-    /// decoded into a per-thread scratch.</summary>
+    /// decoded into a per-thread scratch (grown by half again at least, as <see cref="ExpandScratch"/>).</summary>
     private static unsafe Span<float> Latents(KvCache cache, int len, int kvw, int layer)
     {
         if (cache.KType == GgmlType.F32) return cache.KLayer(layer);
-        var a = latents is { } l && l.Length >= len * kvw ? l : latents = new float[len * kvw];
+        var a = OpenWeights.Tensors.Memory.GrowingScratch.Get(ref latents, len * kvw);
         fixed (float* p = a) AttentionKernels.DecodeRows(cache.KType, cache.KData(layer), cache.KRowBytes, len, kvw, p);
         return a;
     }
@@ -303,7 +303,9 @@ public sealed class LatentAttention
     private static float[] TileScratch(int n) => tiles is { } a && a.Length >= n ? a : tiles = new float[n];
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float[] ScoreScratch(int n) => OpenWeights.Tensors.Memory.GrowingScratch.Get(ref scores, n, 1024);
-    private static float[] ExpandScratch(int n) => expand is { } a && a.Length >= n ? a : expand = new float[n];
+    /// <summary>The expanded form's per-thread scratch; it grows with the context (by half again at least: a prompt in
+    /// 256-token chunks then leaves a few outgrown arrays on the large-object heap, not one per chunk).</summary>
+    private static float[] ExpandScratch(int n) => OpenWeights.Tensors.Memory.GrowingScratch.Get(ref expand, n);
 
     /// <summary>The scratch of latent attention for one run state (made once per state, at its first forward pass).</summary>
     private sealed class Scratch
