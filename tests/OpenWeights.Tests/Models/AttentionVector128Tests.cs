@@ -30,10 +30,11 @@ public class AttentionVector128Tests
     }
 
     /// <summary>
-    /// A decode step's attention equals, bit for bit, the 128-bit kernels composed by hand over the decoded cache:
-    /// AttentionKernels.Scores, Ops.Softmax, then the FMA chain of WeightedSumScalar. The per-row reference path
-    /// (TensorPrimitives.Dot, an unfused multiply-add) gives other bits, so this shows the kernels run. d = 36: a head size
-    /// only the 128-bit path takes (a multiple of 4, not of 8).
+    /// A decode step's attention equals, bit for bit, the 128-bit kernels composed by hand over the decoded cache (201 keys:
+    /// one softmax chunk): AttentionKernels.Scores, p = e^(s − max) with its double sum l (Ops.ExpMinusMaxAndSum), the FMA
+    /// chain of WeightedSumScalar, then times (float)(1/l). The per-row reference path (TensorPrimitives.Dot, an unfused
+    /// multiply-add) gives other bits, so this shows the kernels run. d = 36: a head size only the 128-bit path takes (a
+    /// multiple of 4, not of 8).
     /// </summary>
     [Theory]
     [InlineData("f32", 64)]
@@ -43,6 +44,7 @@ public class AttentionVector128Tests
     public void A_decode_step_runs_the_128_bit_kernels(string type, int d) => Forced(() =>
     {
         Assert.True(AttentionKernels.Supported(d));
+        Assert.True(201 <= Attention.SoftmaxChunk, "the composition below is that of one softmax chunk");
         var rng = new Random(d + type.Length);
         var t = KvCacheTypes.Parse(type);
         int heads = 4, kvHeads = 2, g = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d, pos = 200, len = pos + 1;
@@ -67,8 +69,11 @@ public class AttentionVector128Tests
         {
             int kvh = h / g;
             AttentionKernels.Scores(q.AsSpan(h * d, d), k.AsSpan(kvh * d), kvDim, len, scale, s);
-            Ops.Softmax(s);
-            AttentionKernels.WeightedSumScalar(s, v.AsSpan(kvh * d), kvDim, expect.AsSpan(h * d, d));
+            float max = s.Max();
+            double l = FastExp.IsSupported ? Ops.ExpMinusMaxAndSum(s, max) : Ops.ExpMinusMaxAndSumReference(s, max);
+            var o = expect.AsSpan(h * d, d);
+            AttentionKernels.WeightedSumScalar(s, v.AsSpan(kvh * d), kvDim, o);
+            for (int c = 0; c < d; c++) o[c] *= (float)(1.0 / l);
         }
         Assert.Equal(expect, att);
     });
