@@ -70,13 +70,16 @@ public static unsafe class Attention
     /// keys lo..len-1, query head h) and chunk c that holds some of them, in chunk order:
     /// <code>
     /// s_j = cap((q·k_j)·scale)                   over the row's keys j of the chunk           (≤ C scores)
-    /// m_c = max_j s_j, and the sink on the row's first chunk;  p_j = e^(s_j − m_c) in place;  l_c = Σ_j p_j in double
+    /// m_c = max_j s_j;  p_j = e^(s_j − m_c) in place;  l_c = Σ_j p_j in double    on the row's first chunk the sink joins
+    /// p_j = p_j·(float)(1/l_c)                                                       m_c and then l_c: l_c += e^(sink − m_c)
     /// acc = Σ_j p_j·v_j                          each element's FMA chain in key order, from 0  (d)
     /// first chunk:  o = acc;  m = m_c;  l = l_c
-    /// later:        m' = max(m, m_c);  a = e^(m − m');  b = e^(m_c − m');  o = o·a + acc·b;  l = l·a + l_c·b;  m = m'
-    /// last:         with a sink, l += e^(sink − m);  o = o·(float)(1/l)
+    /// later:        m' = max(m, m_c);  a = e^(m − m');  b = e^(m_c − m');  l' = l·a + l_c·b (double)
+    ///               o = o·(float)(l·a / l') + acc·(float)(l_c·b / l');  m = m';  l = l'
     /// </code>
-    /// (e^ is <see cref="FastExp"/>'s.) Per row these float operations are those of one row alone, whichever rows share its
+    /// (e^ is <see cref="FastExp"/>'s.) o stays the softmax average of the keys so far: a row within one chunk gets exactly
+    /// the two-pass softmax (<see cref="Ops.Softmax"/>, <see cref="Ops.SoftmaxWithSink"/>) and weighted sum, the operations
+    /// of ggml's soft_max and V product that llama.cpp's logits are compared with. Per row these float operations are those of one row alone, whichever rows share its
     /// kernel pass, item or thread, and the chunks depend on the key positions alone: results do not depend on the batch,
     /// the thread count, <see cref="TokenBlock"/> or <see cref="DirectRows"/> (a prefill block and decode steps give the
     /// same bits). A thread's scores take (rows, C) floats at most, whatever the context.
@@ -136,7 +139,7 @@ public static unsafe class Attention
     /// rows on their segment (each key read once for the group's heads), (token, head) items run each row's softmax chunk
     /// by chunk (p in place, and the row's <see cref="Running"/> after each chunk into a shared (tokens × heads, chunks)
     /// array), (block, KV head, slice of the head's dims) items weigh the values chunk by chunk and merge them with those
-    /// factors. Every score, softmax and output element is computed by the same operations in the same order as in one item
+    /// states' factors. Every score, softmax and output element is computed by the same operations in the same order as in one item
     /// (scores are per key, the chunks are the same, each output element's FMA chain runs over a chunk's keys in order and
     /// its merges use the same factors), so the result is bit for bit the unsplit one, whatever the thread count and split points.
     /// </summary>
@@ -166,8 +169,9 @@ public static unsafe class Attention
 
     /// <summary>
     /// A row's online softmax after its chunks so far: M, the largest of their scores (and the sink's logit); L, the sum of
-    /// e^(s − M) over their keys, in double. First, A and B tell how the last chunk's weighted sums acc merge into the
-    /// row's output o: o = acc when it was the row's first chunk, else o = o·A + acc·B.
+    /// e^(s − M) over their keys (and the sink), in double. First, A and B tell how the last chunk's weighted average acc
+    /// merges into the row's output o, the average over the earlier chunks: o = acc when it was the row's first chunk, else
+    /// o = o·A + acc·B (A, B: the shares of the earlier chunks and of this one in L).
     /// </summary>
     private struct Running
     {
@@ -217,8 +221,7 @@ public static unsafe class Attention
         /// <summary>
         /// The rows of one (block, KV head) item (or its share of them), a softmax chunk at a time: the chunk's scores into
         /// a (rows, min(C, keys)) scratch, each row's <see cref="ChunkSoftmax"/>, the values weighed into a (rows, d) scratch
-        /// of sums from zero, each row's <see cref="Merge"/> into its output; at the end each output times its
-        /// <see cref="Normalizer"/>.
+        /// of sums from zero, each row's <see cref="Merge"/> into its output.
         /// </summary>
         public readonly void Execute(int index)
         {
@@ -235,7 +238,7 @@ public static unsafe class Attention
             int minLo = Lo(r0, t0), maxLen = Len(r1 - 1, t0); // rows are in position order: the first row's window starts first
             int ld = Math.Min(SoftmaxKeys, maxLen);
             var sc = Scratch((r1 - r0) * ld); // (rows, ld): one chunk's scores, then its p
-            var acc = Sums((r1 - r0) * d);    // (rows, d): one chunk's weighted sums
+            var acc = Sums((r1 - r0) * d);    // (rows, d): one chunk's weighted averages
             var run = Runs(r1 - r0);          // (rows): each row's softmax so far
             var tile = TileScratch(KeyTile * d);
             if (!AttentionKernels.Supported(d))
@@ -259,11 +262,6 @@ public static unsafe class Attention
                     var (a, e) = KeysIn(r, t0, k0);
                     if (a < e) Merge(Out(r, t0, kvh), acc.AsSpan((r - r0) * d, d), run[r - r0]);
                 }
-            }
-            for (int r = r0; r < r1; r++)
-            {
-                var o = Out(r, t0, kvh);
-                TensorPrimitives.Multiply(o, Normalizer(run[r - r0], Head(r, kvh)), o);
             }
         }
 
@@ -367,34 +365,35 @@ public static unsafe class Attention
         }
 
         /// <summary>
-        /// One softmax chunk of a row (query head h): sc, the row's scores of the chunk's keys, become p. Soft-cap, m_c = max
-        /// (joined by the sink's logit on the row's first chunk), p = e^(s − m_c) in place, l_c = Σ p in double; then
-        /// <paramref name="run"/> takes the chunk: the first sets M = m_c, L = l_c; a later one M' = max(M, m_c),
-        /// A = e^(M − M'), B = e^(m_c − M'), L = L·A + l_c·B, M = M'.
+        /// One softmax chunk of a row (query head h): sc, the row's scores of the chunk's keys, become its softmax p over
+        /// them. Soft-cap, m_c = max, p = e^(s − m_c) in place, l_c = Σ p in double, p = p·(float)(1/l_c); on the row's first
+        /// chunk the sink's logit joins m_c and e^(sink − m_c) joins l_c (after the keys' sum), as in
+        /// <see cref="Ops.SoftmaxWithSink"/>. Then <paramref name="run"/> takes the chunk: the first sets M = m_c, L = l_c;
+        /// a later one M' = max(M, m_c), a = e^(M − M'), b = e^(m_c − M'), L' = L·a + l_c·b, A = (float)(L·a / L'),
+        /// B = (float)(l_c·b / L').
         /// </summary>
         private readonly void ChunkSoftmax(Span<float> sc, int h, bool first, ref Running run)
         {
             Cap(sc);
+            bool sink = first && Sinks is not null;
             float mc = TensorPrimitives.Max(sc);
-            if (first && Sinks is not null) mc = MathF.Max(mc, Sinks[h]);
+            if (sink) mc = MathF.Max(mc, Sinks![h]);
             double lc = FastExp.IsSupported ? Ops.ExpMinusMaxAndSum(sc, mc) : Ops.ExpMinusMaxAndSumReference(sc, mc);
+            if (sink) lc += FastExp.Scalar(Sinks![h] - mc);
+            TensorPrimitives.Multiply(sc, (float)(1.0 / lc), sc);
             if (first) { run = new Running { M = mc, L = lc, First = true }; return; }
-            float m = MathF.Max(run.M, mc), a = FastExp.Scalar(run.M - m), b = FastExp.Scalar(mc - m);
-            run = new Running { M = m, A = a, B = b, L = run.L * a + lc * b };
+            float m = MathF.Max(run.M, mc);
+            double before = run.L * FastExp.Scalar(run.M - m), chunk = lc * FastExp.Scalar(mc - m), l = before + chunk;
+            run = new Running { M = m, L = l, A = (float)(before / l), B = (float)(chunk / l) };
         }
 
-        /// <summary>A chunk's sums acc into a row's output o (the same dims of both): o = acc on the row's first chunk, else
-        /// o_i = o_i·A + acc_i·B element by element (each product rounded, then their sum).</summary>
+        /// <summary>A chunk's weighted average acc into a row's output o (the same dims of both): o = acc on the row's first
+        /// chunk, else o_i = o_i·A + acc_i·B element by element (each product rounded, then their sum).</summary>
         private static void Merge(Span<float> o, ReadOnlySpan<float> acc, in Running run)
         {
             if (run.First) { acc.CopyTo(o); return; }
             for (int i = 0; i < o.Length; i++) o[i] = o[i] * run.A + acc[i] * run.B;
         }
-
-        /// <summary>The factor of a row's output after its last chunk, (float)(1/L); with a sink, L + e^(sink − M) (M ≥ sink, so
-        /// the sink adds at most 1).</summary>
-        private readonly float Normalizer(in Running run, int h)
-            => (float)(1.0 / (Sinks is null ? run.L : run.L + FastExp.Scalar(Sinks[h] - run.M)));
 
         // ---- a split step: (block, KV head, key segment) items score, (token, head) items run the softmax, (block, KV head, dim slice) items weigh
 
@@ -427,7 +426,7 @@ public static unsafe class Attention
             int slices = D / SliceDims, slice = index % slices, bk = index / slices, b = bk / KvHeads, kvh = bk % KvHeads;
             int t0 = Starts[b], rows = (Starts[b + 1] - t0) * Group, c0 = slice * SliceDims, c1 = c0 + SliceDims;
             int minLo = Lo(0, t0), maxLen = Len(rows - 1, t0);
-            var acc = Sums(rows * SliceDims); // (rows, SliceDims): one chunk's weighted sums
+            var acc = Sums(rows * SliceDims); // (rows, SliceDims): one chunk's weighted averages
             var tile = TileScratch(KeyTile * D);
             for (int k0 = ChunkStart(minLo); k0 < maxLen; k0 += SoftmaxKeys)
             {
@@ -437,12 +436,6 @@ public static unsafe class Attention
                     var (a, e) = KeysIn(r, t0, k0);
                     if (a < e) Merge(Out(r, t0, kvh)[c0..c1], acc.AsSpan(r * SliceDims, SliceDims), SharedRuns![RowIndex(r, t0, kvh) * Chunks + k0 / SoftmaxKeys]);
                 }
-            }
-            for (int r = 0; r < rows; r++)
-            {
-                var o = Out(r, t0, kvh)[c0..c1];
-                var last = SharedRuns![RowIndex(r, t0, kvh) * Chunks + (Len(r, t0) - 1) / SoftmaxKeys];
-                TensorPrimitives.Multiply(o, Normalizer(last, Head(r, kvh)), o);
             }
         }
 
@@ -467,8 +460,8 @@ public static unsafe class Attention
 
         /// <summary>One row without SIMD kernels (head dimensions <see cref="AttentionKernels.Supported"/> refuses: not a multiple of 8
         /// on AVX2, of 4 on the 128-bit path; no SIMD path at all), a key or value decoded at a time, with the same softmax
-        /// chunks, <see cref="ChunkSoftmax"/>, <see cref="Merge"/> and <see cref="Normalizer"/>. buf: (KeyTile, d) the decoded
-        /// key or value; sc: (≥ min(C, keys)) a chunk's scores; acc: (d) a chunk's sums.</summary>
+        /// chunks, <see cref="ChunkSoftmax"/> and <see cref="Merge"/>. buf: (KeyTile, d) the decoded key or value; sc: (≥ min(C,
+        /// keys)) a chunk's scores; acc: (d) a chunk's weighted average.</summary>
         private readonly void Reference(int r, int t0, int kvh, float[] buf, Span<float> sc, Span<float> acc)
         {
             var cache = Caches[t0]!;
@@ -496,7 +489,6 @@ public static unsafe class Attention
                 }
                 Merge(o, acc, run);
             }
-            TensorPrimitives.Multiply(o, Normalizer(run, h), o);
         }
     }
 
@@ -506,7 +498,7 @@ public static unsafe class Attention
     private static float[] Scratch(int n) => GrowingScratch.Get(ref scratch, n, 1024);
 
     [ThreadStatic] private static float[]? sums;
-    /// <summary>A thread's weighted sums of one softmax chunk: (rows, d), or (rows, dims of a slice) in a split step.</summary>
+    /// <summary>A thread's weighted averages of one softmax chunk: (rows, d), or (rows, dims of a slice) in a split step.</summary>
     private static float[] Sums(int n) => GrowingScratch.Get(ref sums, n, 1024);
 
     [ThreadStatic] private static Running[]? runs;
