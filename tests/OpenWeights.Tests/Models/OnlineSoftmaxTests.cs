@@ -179,6 +179,48 @@ public class OnlineSoftmaxTests
             Assert.True(worst > 0, "the outputs equal the definition exactly: the comparison would not see a wrong merge");
         });
 
+    /// <summary>
+    /// A row whose keys lie within one softmax chunk gets exactly the two-pass softmax: scores, Ops.Softmax (or
+    /// Ops.SoftmaxWithSink), then each output element's FMA chain over the keys in order (WeightedSumScalar), bit for bit
+    /// (the operations of ggml's soft_max and V product). Position 200 with the default chunks, and keys 151..200 of a
+    /// 50-key window inside the chunk 128..255.
+    /// </summary>
+    [Theory]
+    [InlineData(2048, 0, false)]
+    [InlineData(2048, 0, true)]
+    [InlineData(128, 50, true)]
+    public void A_row_within_one_chunk_is_the_two_pass_softmax(int softmaxChunk, int window, bool sinks) =>
+        Restoring(() =>
+        {
+            if (!AttentionKernels.Supported(64)) Assert.Skip("no SIMD attention kernels here (the reference path has its own dot products)");
+            var rng = new Random(softmaxChunk + window);
+            int heads = 4, kvHeads = 2, d = 64, g = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d, pos = 200, len = pos + 1;
+            var cache = RandomCache(rng, "f32", len, kvDim, _ => 1f);
+            var q = new float[qDim];
+            for (int i = 0; i < q.Length; i++) q[i] = (float)(rng.NextDouble() * 4 - 2);
+            var sinkLogits = sinks ? new[] { -1f, 0f, 1f, 2f } : null;
+            var p = new AttentionParams(1f / MathF.Sqrt(d), window, Sinks: sinkLogits);
+            int lo = p.FirstKey(pos);
+            Assert.Equal(lo / softmaxChunk, pos / softmaxChunk);
+            Attention.SoftmaxChunk = softmaxChunk;
+            var att = new float[qDim];
+            Attention.Causal(q, [cache], [pos], 0, att, 1, heads, kvHeads, d, 1, p);
+
+            var k = cache.KLayer(0); var v = cache.VLayer(0);
+            var expect = new float[qDim];
+            var s = new float[len - lo];
+            for (int h = 0; h < heads; h++)
+            {
+                int kvh = h / g;
+                AttentionKernels.Scores(q.AsSpan(h * d, d), k[(lo * kvDim + kvh * d)..], kvDim, s.Length, p.Scale, s);
+                if (sinks) Ops.SoftmaxWithSink(s, sinkLogits![h]);
+                else Ops.Softmax(s);
+                AttentionKernels.WeightedSumScalar(s, v[(lo * kvDim + kvh * d)..], kvDim, expect.AsSpan(h * d, d));
+            }
+            GC.KeepAlive(cache); // k, v point into its native memory
+            Assert.Equal(expect, att);
+        });
+
     /// <summary>SoftmaxChunk must be a positive multiple of the key tile: other values are refused, not silently used.</summary>
     [Theory]
     [InlineData(0)]
