@@ -79,10 +79,11 @@ public static unsafe class Attention
     /// </code>
     /// (e^ is <see cref="FastExp"/>'s.) o stays the softmax average of the keys so far: a row within one chunk gets exactly
     /// the two-pass softmax (<see cref="Ops.Softmax"/>, <see cref="Ops.SoftmaxWithSink"/>) and weighted sum, the operations
-    /// of ggml's soft_max and V product that llama.cpp's logits are compared with. Per row these float operations are those of one row alone, whichever rows share its
-    /// kernel pass, item or thread, and the chunks depend on the key positions alone: results do not depend on the batch,
-    /// the thread count, <see cref="TokenBlock"/> or <see cref="DirectRows"/> (a prefill block and decode steps give the
-    /// same bits). A thread's scores take (rows, C) floats at most, whatever the context.
+    /// of ggml's soft_max and V product that llama.cpp's logits are compared with. Per row these float operations are those
+    /// of one row alone, whichever rows share its kernel pass, item or thread, and the chunks depend on the key positions
+    /// alone: results do not depend on the batch, the thread count, <see cref="TokenBlock"/> or <see cref="DirectRows"/> (a
+    /// prefill block and decode steps give the same bits). A thread's scores take (rows, C) floats at most, whatever the
+    /// context.
     /// </summary>
     public static void Causal(float[] q, KvCache?[] caches, int[] pos, int layer, float[] att,
         int n, int heads, int kvHeads, int d, int threads)
@@ -139,9 +140,10 @@ public static unsafe class Attention
     /// rows on their segment (each key read once for the group's heads), (token, head) items run each row's softmax chunk
     /// by chunk (p in place, and the row's <see cref="Running"/> after each chunk into a shared (tokens × heads, chunks)
     /// array), (block, KV head, slice of the head's dims) items weigh the values chunk by chunk and merge them with those
-    /// states' factors. Every score, softmax and output element is computed by the same operations in the same order as in one item
-    /// (scores are per key, the chunks are the same, each output element's FMA chain runs over a chunk's keys in order and
-    /// its merges use the same factors), so the result is bit for bit the unsplit one, whatever the thread count and split points.
+    /// states' factors. Every score, softmax and output element is computed by the same operations in the same order as in
+    /// one item (scores are per key, the chunks are the same, each output element's FMA chain runs over a chunk's keys in
+    /// order and its merges use the same factors), so the result is bit for bit the unsplit one, whatever the thread count
+    /// and split points.
     /// </summary>
     private static void Split(ref Job job, int n, int blocks, int maxLen, int threads)
     {
@@ -221,7 +223,7 @@ public static unsafe class Attention
         /// <summary>
         /// The rows of one (block, KV head) item (or its share of them), a softmax chunk at a time: the chunk's scores into
         /// a (rows, min(C, keys)) scratch, each row's <see cref="ChunkSoftmax"/>, the values weighed into a (rows, d) scratch
-        /// of sums from zero, each row's <see cref="Merge"/> into its output.
+        /// (from zero: the chunk's weighted averages), each row's <see cref="Merge"/> into its output.
         /// </summary>
         public readonly void Execute(int index)
         {
@@ -330,7 +332,7 @@ public static unsafe class Attention
         }
 
         /// <summary>
-        /// Sums of rows r0..r1-1 over dims c0..c1-1: acc = Σ_j p[j]·V[j] over keys j0..j1-1 (each row's own keys within
+        /// Weighted sums of rows r0..r1-1 over dims c0..c1-1: acc = Σ_j p[j]·V[j] over keys j0..j1-1 (each row's own keys within
         /// them), from zero. acc: (r1 - r0, c1 - c0). Value tiles outer, rows inner (grouped as in <see cref="ScoreKeys"/>);
         /// each element's FMA chain runs over the keys in order, so a split of the dims gives the same bits (c0, c1:
         /// multiples of 32 for a Q8_0 cache unless the whole head).
@@ -434,7 +436,9 @@ public static unsafe class Attention
                 for (int r = 0; r < rows; r++)
                 {
                     var (a, e) = KeysIn(r, t0, k0);
-                    if (a < e) Merge(Out(r, t0, kvh)[c0..c1], acc.AsSpan(r * SliceDims, SliceDims), SharedRuns![RowIndex(r, t0, kvh) * Chunks + k0 / SoftmaxKeys]);
+                    if (a >= e) continue;
+                    var run = SharedRuns![RowIndex(r, t0, kvh) * Chunks + k0 / SoftmaxKeys]; // the row's state after this chunk
+                    Merge(Out(r, t0, kvh)[c0..c1], acc.AsSpan(r * SliceDims, SliceDims), run);
                 }
             }
         }
