@@ -30,7 +30,7 @@ public class AttentionVector128Tests
     }
 
     /// <summary>
-    /// A decode step's attention equals, bit for bit, the 128-bit kernels composed by hand over the decoded cache:
+    /// A decode step's attention (201 keys: one softmax chunk) equals, bit for bit, the 128-bit kernels composed by hand over the decoded cache:
     /// AttentionKernels.Scores, Ops.Softmax, then the FMA chain of WeightedSumScalar. The per-row reference path
     /// (TensorPrimitives.Dot, an unfused multiply-add) gives other bits, so this shows the kernels run. d = 36: a head size
     /// only the 128-bit path takes (a multiple of 4, not of 8).
@@ -43,6 +43,7 @@ public class AttentionVector128Tests
     public void A_decode_step_runs_the_128_bit_kernels(string type, int d) => Forced(() =>
     {
         Assert.True(AttentionKernels.Supported(d));
+        Assert.True(201 <= Attention.SoftmaxChunk, "the composition below is that of one softmax chunk");
         var rng = new Random(d + type.Length);
         var t = KvCacheTypes.Parse(type);
         int heads = 4, kvHeads = 2, g = heads / kvHeads, kvDim = kvHeads * d, qDim = heads * d, pos = 200, len = pos + 1;
