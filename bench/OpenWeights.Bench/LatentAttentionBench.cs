@@ -57,8 +57,8 @@ public static class LatentAttentionBench
                     }
                     LatentDecode.Tile = defaultTile;
                 }
-                double ph = Median(perHead);
-                var ones = oneRead.Select(Median).ToArray();
+                double ph = Stats.Median(perHead);
+                var ones = oneRead.Select(Stats.Median).ToArray();
                 double def = ones[Array.IndexOf(Tiles, defaultTile)];
                 Console.WriteLine($"| {keys} | {types.K} | {ph:F2} | {string.Join(" | ", ones.Select(x => x.ToString("F2")))} | {ph / def:F1}x |");
             }
@@ -103,7 +103,7 @@ public static class LatentAttentionBench
                 LatentDecode.Run(q, lat, caches, pos, 0, n, Heads, R, Kvw, scale, threads);
                 if (rep > 0) oneRead.Add(sw.Elapsed.TotalMilliseconds);
             }
-            double a = Median(perHead), b = Median(oneRead);
+            double a = Stats.Median(perHead), b = Stats.Median(oneRead);
             Console.WriteLine($"| {n} | {keys} | F16 | {a:F2} | {b:F2} | {a / b:F1}x |");
         }
     }
@@ -129,14 +129,8 @@ public static class LatentAttentionBench
                 if (rep > 0) times[mode].Add(sw.Elapsed.TotalMilliseconds / steps);
             }
         LatentAttention.OneReadPerToken = true;
-        double a = Median(times[0]), b = Median(times[1]);
+        double a = Stats.Median(times[0]), b = Stats.Median(times[1]);
         Console.WriteLine($"{Path.GetFileName(o.Model)}: decode after {prompt} tokens, {threads} threads, KV {o.CacheTypes.K}: per head {a:F1} ms/token ({1000 / a:F2} tok/s), one read {b:F1} ms/token ({1000 / b:F2} tok/s), {a / b:F2}x");
         return 0;
-    }
-
-    private static double Median(List<double> xs)
-    {
-        var s = xs.Order().ToArray();
-        return s[s.Length / 2];
     }
 }

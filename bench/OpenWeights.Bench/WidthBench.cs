@@ -55,7 +55,7 @@ public static class WidthBench
             if (r % 2 == 0) { var a = Once(sWide, true); var b = Once(sNarrow, false); w.Add((a.Prefill, a.Decode)); n.Add((b.Prefill, b.Decode)); }
             else { var b = Once(sNarrow, false); var a = Once(sWide, true); w.Add((a.Prefill, a.Decode)); n.Add((b.Prefill, b.Decode)); }
         }
-        static double Median(IEnumerable<double> v) { var s = v.OrderBy(x => x).ToArray(); return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2; }
+        static double Median(IEnumerable<double> v) => Stats.Median(v);
         Console.WriteLine($"{Path.GetFileName(file)}, {o.Threads} threads, prompt {o.Prompt}, decode {o.Gen}; {runs} alternated runs per path in one process (tokens equal)");
         Console.WriteLine("| kernels | prefill tok/s median | best | decode tok/s median | best |");
         Console.WriteLine("|---|---:|---:|---:|---:|");

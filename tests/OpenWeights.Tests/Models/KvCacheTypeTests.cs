@@ -97,23 +97,12 @@ public class KvCacheTypeTests
         for (int t = 0; t < n; t++)
             for (int h = 0; h < heads; h++)
             {
-                int len = pos[t] + 1, kvh = h / g, lo = p.FirstKey(pos[t]);
-                var s = new double[len - lo];
-                for (int j = lo; j < len; j++)
-                {
-                    double dot = 0;
-                    for (int c = 0; c < d; c++) dot += (double)q[t * qDim + h * d + c] * kf[j * kvDim + kvh * d + c];
-                    dot *= p.Scale;
-                    s[j - lo] = softcap > 0 ? softcap * Math.Tanh(dot / softcap) : dot;
-                }
-                double max = s.Max(), sink = sinkLogits?[h] ?? double.NegativeInfinity;
-                max = Math.Max(max, sink);
-                double sum = Math.Exp(sink - max);
-                for (int j = 0; j < s.Length; j++) { s[j] = Math.Exp(s[j] - max); sum += s[j]; }
+                int len = pos[t] + 1, kvh = h / g;
+                var (s, lo) = AttentionDefinition.Row(q, kf, pos, t, h, heads, kvHeads, d, p, softcap, sinkLogits);
                 for (int c = 0; c < d; c++)
                 {
                     double o = 0;
-                    for (int j = lo; j < len; j++) o += s[j - lo] / sum * vf[j * kvDim + kvh * d + c];
+                    for (int j = lo; j < len; j++) o += s[j - lo] * vf[j * kvDim + kvh * d + c];
                     float got = att[t * qDim + h * d + c];
                     Assert.True(Math.Abs(got - o) <= 1e-5, $"t={t} h={h} c={c}: {got} vs {o}");
                 }

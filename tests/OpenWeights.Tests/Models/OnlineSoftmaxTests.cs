@@ -148,26 +148,17 @@ public class OnlineSoftmaxTests
             for (int t = 0; t < n; t++)
                 for (int h = 0; h < heads; h++)
                 {
-                    int len = pos[t] + 1, kvh = h / g, lo = p.FirstKey(pos[t]);
+                    int len = pos[t] + 1, kvh = h / g;
+                    var (s, lo) = AttentionDefinition.Row(q, kf, pos, t, h, heads, kvHeads, d, p, softcap, sinkLogits);
                     mostChunks = Math.Max(mostChunks, (len - 1) / softmaxChunk - lo / softmaxChunk + 1);
-                    var s = new double[len - lo];
-                    for (int j = lo; j < len; j++)
-                    {
-                        double dot = 0;
-                        for (int c = 0; c < d; c++) dot += (double)q[t * qDim + h * d + c] * kf[j * kvDim + kvh * d + c];
-                        dot *= p.Scale;
-                        s[j - lo] = softcap > 0 ? softcap * Math.Tanh(dot / softcap) : dot;
-                    }
-                    double sink = sinkLogits?[h] ?? double.NegativeInfinity, max = Math.Max(s.Max(), sink), sum = Math.Exp(sink - max);
-                    for (int j = 0; j < s.Length; j++) { s[j] = Math.Exp(s[j] - max); sum += s[j]; }
                     for (int c = 0; c < d; c++)
                     {
                         double o = 0, size = 0;
                         for (int j = lo; j < len; j++)
                         {
                             double v = vf[j * kvDim + kvh * d + c];
-                            o += s[j - lo] / sum * v;
-                            size += s[j - lo] / sum * Math.Abs(v);
+                            o += s[j - lo] * v;
+                            size += s[j - lo] * Math.Abs(v);
                         }
                         double err = Math.Abs(att[t * qDim + h * d + c] - o) / size;
                         Assert.True(err <= 1e-5, $"t={t} h={h} c={c}: {att[t * qDim + h * d + c]} vs {o} (relative {err:E2})");
